@@ -1,0 +1,232 @@
+//! The contract between mcpmon's kernel programs (`monitor-ebpf`) and the daemon (`monitor`).
+//!
+//! Every record that crosses the ring buffer or lives in a map is `#[repr(C)]`, `Copy`, has its
+//! padding spelled out, and has a compile-time size assert: the kernel side writes these bytes and
+//! the daemon reads them, so a silent layout change would corrupt every event. Event records start
+//! with [`EventHeader`]; variable-length records (exec, open) are sent only up to the bytes used,
+//! so the decoder must accept any length between the fixed part and the full record.
+#![no_std]
+
+pub mod names;
+
+/// Capacity for paths read from user memory (PATH_MAX).
+pub const PATH_CAP: usize = 4096;
+/// Bytes of argv the kernel copies for one exec, NUL-separated. Reads start below this bound and
+/// may run up to `2 * ARGS_SOFT_CAP` (the verifier needs a fixed read size), see `ExecEvent`.
+pub const ARGS_SOFT_CAP: usize = 2048;
+/// Most argv entries read per exec.
+pub const MAX_ARGS: usize = 32;
+/// Longest `sun_path` of a unix socket address.
+pub const UNIX_PATH_CAP: usize = 108;
+
+/// Event kinds, stable numbers: they are part of the wire format.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Exec = 1,
+    Open = 2,
+    Connect = 3,
+    Exit = 4,
+    Fork = 5,
+}
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::Exec,
+            2 => Self::Open,
+            3 => Self::Connect,
+            4 => Self::Exit,
+            5 => Self::Fork,
+            _ => return None,
+        })
+    }
+}
+
+/// Index of each counter in the `LOST` per-CPU array. Every place where the kernel has to give up
+/// on an event increments one, so the daemon can report exactly what was not delivered.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostReason {
+    /// `bpf_ringbuf_output` failed: the daemon did not drain fast enough.
+    RingbufFull = 0,
+    /// The per-thread pending-syscall map was full at syscall entry.
+    PendingFull = 1,
+    /// The tracked-process map was full when a tracked process forked.
+    TrackedFull = 2,
+}
+pub const LOST_REASONS: u32 = 3;
+
+/// Bits of `EventHeader::flags`.
+pub mod flags {
+    /// argv had more entries or bytes than the kernel copies.
+    pub const ARGS_TRUNCATED: u32 = 1 << 0;
+    /// A path was longer than `PATH_CAP` (or the user pointer could not be read).
+    pub const PATH_TRUNCATED: u32 = 1 << 1;
+    /// The syscall's entry was not seen (e.g. the pending map was full); fields from entry are empty.
+    pub const NO_ENTRY: u32 = 1 << 2;
+    /// A user pointer could not be read at all.
+    pub const READ_FAILED: u32 = 1 << 3;
+}
+
+/// Common header of every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// [`EventKind`] as u32.
+    pub kind: u32,
+    /// Bits from [`flags`].
+    pub flags: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    /// Parent's tgid (`real_parent`), read when the event is made.
+    pub ppid: u32,
+    /// Real uid of the task.
+    pub uid: u32,
+    /// Id of the tracked server (the root of the tracked tree) this process belongs to.
+    pub server_id: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 40);
+
+/// Value of the `TRACKED` map, keyed by tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackInfo {
+    pub server_id: u32,
+    /// tgid of the process that was put under watch (the root of this tree).
+    pub root_tgid: u32,
+}
+const _: () = assert!(core::mem::size_of::<TrackInfo>() == 8);
+
+/// Which exec syscall.
+pub mod exec_syscall {
+    pub const EXECVE: u32 = 1;
+    pub const EXECVEAT: u32 = 2;
+}
+
+/// An exec, successful (`ret == 0`, sent when the new image starts) or failed (`ret` = -errno).
+///
+/// `data` holds the filename (`filename_len` bytes, no NUL) followed by argv (`args_len` bytes,
+/// each argument NUL-terminated). Only `DATA_OFFSET + filename_len + args_len` bytes are sent.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    pub hdr: EventHeader,
+    pub ret: i32,
+    pub syscall: u32,
+    /// execveat's dirfd (AT_FDCWD for execve).
+    pub dirfd: i32,
+    /// execveat's flags.
+    pub at_flags: u32,
+    pub argc: u32,
+    pub filename_len: u32,
+    pub args_len: u32,
+    pub _pad: u32,
+    pub data: [u8; ExecEvent::DATA_CAP],
+}
+impl ExecEvent {
+    pub const DATA_CAP: usize = PATH_CAP + 2 * ARGS_SOFT_CAP;
+    pub const DATA_OFFSET: usize = core::mem::size_of::<EventHeader>() + 32;
+}
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == ExecEvent::DATA_OFFSET + ExecEvent::DATA_CAP);
+
+/// Which open syscall.
+pub mod open_syscall {
+    pub const OPEN: u32 = 1;
+    pub const OPENAT: u32 = 2;
+    pub const OPENAT2: u32 = 3;
+    pub const CREAT: u32 = 4;
+}
+
+/// An open: the path exactly as the process passed it, and the result (fd or -errno).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OpenEvent {
+    pub hdr: EventHeader,
+    /// fd on success, -errno on failure.
+    pub ret: i64,
+    /// openat2's `how.resolve` (RESOLVE_* bits); 0 for the others.
+    pub resolve: u64,
+    /// Raw O_* flags (creat is reported as O_CREAT|O_WRONLY|O_TRUNC).
+    pub open_flags: u32,
+    pub mode: u32,
+    /// dirfd (AT_FDCWD = -100 for open/creat).
+    pub dirfd: i32,
+    pub syscall: u32,
+    pub path_len: u32,
+    pub _pad: u32,
+    pub path: [u8; PATH_CAP],
+}
+impl OpenEvent {
+    pub const DATA_OFFSET: usize = core::mem::size_of::<EventHeader>() + 40;
+}
+const _: () = assert!(core::mem::size_of::<OpenEvent>() == OpenEvent::DATA_OFFSET + PATH_CAP);
+
+/// A connect: the destination as given and the result (0, -EINPROGRESS, or -errno).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnectEvent {
+    pub hdr: EventHeader,
+    pub ret: i32,
+    pub fd: i32,
+    /// AF_INET (2), AF_INET6 (10), AF_UNIX (1), or whatever the caller passed.
+    pub family: u16,
+    /// Port in host byte order (IPv4/IPv6).
+    pub port: u16,
+    pub addrlen: u32,
+    /// IPv4 (first 4 bytes) or IPv6 address, network order.
+    pub addr: [u8; 16],
+    /// IPv6 scope id.
+    pub scope_id: u32,
+    /// Bytes of `unix_path` used (abstract sockets start with a NUL byte).
+    pub unix_path_len: u32,
+    pub unix_path: [u8; UNIX_PATH_CAP],
+    pub _pad2: [u8; 4],
+}
+const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 40 + 40 + UNIX_PATH_CAP + 4);
+
+/// The last thread of a process exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub hdr: EventHeader,
+    /// `task->exit_code` in wait-status form: `(code << 8) | signal`.
+    pub exit_code: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ExitEvent>() == 48);
+
+/// A tracked process created a new process (not a thread). The header is the parent's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForkEvent {
+    pub hdr: EventHeader,
+    pub child_tgid: u32,
+    pub _pad: u32,
+    pub clone_flags: u64,
+}
+const _: () = assert!(core::mem::size_of::<ForkEvent>() == 56);
+
+/// Byte offsets the kernel programs need but cannot know at compile time. The daemon reads them
+/// from BTF and the tracefs format files and sets them as read-only globals before loading.
+pub mod globals {
+    pub const DAEMON_TGID: &str = "DAEMON_TGID";
+    pub const TASK_REAL_PARENT_OFF: &str = "TASK_REAL_PARENT_OFF";
+    pub const TASK_TGID_OFF: &str = "TASK_TGID_OFF";
+    pub const TASK_EXIT_CODE_OFF: &str = "TASK_EXIT_CODE_OFF";
+    pub const TP_EXEC_FILENAME_OFF: &str = "TP_EXEC_FILENAME_OFF";
+    pub const TP_EXEC_OLD_PID_OFF: &str = "TP_EXEC_OLD_PID_OFF";
+    pub const TP_EXIT_GROUP_DEAD_OFF: &str = "TP_EXIT_GROUP_DEAD_OFF";
+    pub const TP_NEWTASK_PID_OFF: &str = "TP_NEWTASK_PID_OFF";
+    pub const TP_NEWTASK_FLAGS_OFF: &str = "TP_NEWTASK_FLAGS_OFF";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all are repr(C) with explicit padding and only integer fields.
+    unsafe impl aya::Pod for super::TrackInfo {}
+    unsafe impl aya::Pod for super::EventHeader {}
+}

@@ -1,0 +1,57 @@
+//! Map and program names shared by the kernel object and the loader.
+
+pub const MAP_TRACKED: &str = "TRACKED";
+pub const MAP_EVENTS: &str = "EVENTS";
+pub const MAP_LOST: &str = "LOST";
+
+/// Kind of kernel hook a program attaches to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// `category:name` tracepoint.
+    TracePoint { category: &'static str, name: &'static str },
+}
+
+/// One program and every hook it is attached to. A program may serve several syscalls whose
+/// tracepoints share a layout (all open exits carry just `ret`).
+#[derive(Clone, Copy, Debug)]
+pub struct ProgramSpec {
+    /// Function name in `monitor-ebpf` (also the kernel's program name, at most 15 bytes).
+    pub name: &'static str,
+    /// What the program observes, for start-up logs.
+    pub purpose: &'static str,
+    pub hooks: &'static [Hook],
+    /// Whether the daemon can run without it (an arch without `open`/`creat`).
+    pub optional: bool,
+}
+
+const fn tp(category: &'static str, name: &'static str) -> Hook {
+    Hook::TracePoint { category, name }
+}
+
+/// Every program in the object, in attach order: the process-tree hooks first so that a child
+/// forked during start-up is not missed.
+pub const PROGRAMS: &[ProgramSpec] = &[
+    ProgramSpec { name: "mcpm_fork", purpose: "process tree: inherit tracking on fork", hooks: &[tp("task", "task_newtask")], optional: false },
+    ProgramSpec { name: "mcpm_exit", purpose: "process tree: exit and untrack", hooks: &[tp("sched", "sched_process_exit")], optional: false },
+    ProgramSpec { name: "mcpm_exec", purpose: "exec: new image started", hooks: &[tp("sched", "sched_process_exec")], optional: false },
+    ProgramSpec { name: "mcpm_execve_e", purpose: "exec: execve entry", hooks: &[tp("syscalls", "sys_enter_execve")], optional: false },
+    ProgramSpec { name: "mcpm_execvat_e", purpose: "exec: execveat entry", hooks: &[tp("syscalls", "sys_enter_execveat")], optional: false },
+    ProgramSpec { name: "mcpm_exec_x", purpose: "exec: failed exec result", hooks: &[tp("syscalls", "sys_exit_execve"), tp("syscalls", "sys_exit_execveat")], optional: false },
+    ProgramSpec { name: "mcpm_open_e", purpose: "file: open entry", hooks: &[tp("syscalls", "sys_enter_open")], optional: true },
+    ProgramSpec { name: "mcpm_creat_e", purpose: "file: creat entry", hooks: &[tp("syscalls", "sys_enter_creat")], optional: true },
+    ProgramSpec { name: "mcpm_openat_e", purpose: "file: openat entry", hooks: &[tp("syscalls", "sys_enter_openat")], optional: false },
+    ProgramSpec { name: "mcpm_openat2_e", purpose: "file: openat2 entry", hooks: &[tp("syscalls", "sys_enter_openat2")], optional: false },
+    ProgramSpec {
+        name: "mcpm_open_x",
+        purpose: "file: open result",
+        hooks: &[
+            tp("syscalls", "sys_exit_open"),
+            tp("syscalls", "sys_exit_creat"),
+            tp("syscalls", "sys_exit_openat"),
+            tp("syscalls", "sys_exit_openat2"),
+        ],
+        optional: false,
+    },
+    ProgramSpec { name: "mcpm_connect_e", purpose: "net: connect entry", hooks: &[tp("syscalls", "sys_enter_connect")], optional: false },
+    ProgramSpec { name: "mcpm_connect_x", purpose: "net: connect result", hooks: &[tp("syscalls", "sys_exit_connect")], optional: false },
+];

@@ -1,0 +1,103 @@
+//! File-open hooks: open, creat, openat, openat2 (entry saves the path as given, exit adds the
+//! result, so failed opens are told apart from successful ones).
+//!
+//! Kernel contracts (syscall tracepoints, args at offset 16 + 8*i, `ret` at 16 on exit):
+//! - `open(filename, flags, mode)`, `creat(pathname, mode)`,
+//!   `openat(dfd, filename, flags, mode)`, `openat2(dfd, filename, how, usize)` with
+//!   `struct open_how { u64 flags; u64 mode; u64 resolve; }`.
+
+use aya_ebpf::{
+    helpers::generated::{bpf_probe_read_user, bpf_probe_read_user_str},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use monitor_common::{flags, open_syscall, EventKind, LostReason, OpenEvent, PATH_CAP};
+
+use crate::maps::{count_lost, current, fill_header, output_prefix, tracked, PENDING_OPEN, SCRATCH_OPEN};
+
+const AT_FDCWD: i32 = -100;
+const O_WRONLY: u32 = 0o1;
+const O_CREAT: u32 = 0o100;
+const O_TRUNC: u32 = 0o1000;
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, i: usize) -> u64 {
+    unsafe { ctx.read_at(16 + 8 * i) }.unwrap_or(0)
+}
+
+#[tracepoint]
+pub fn mcpm_open_e(ctx: TracePointContext) -> u32 {
+    open_enter(open_syscall::OPEN, AT_FDCWD, arg(&ctx, 0), arg(&ctx, 1) as u32, arg(&ctx, 2) as u32, 0)
+}
+
+#[tracepoint]
+pub fn mcpm_creat_e(ctx: TracePointContext) -> u32 {
+    // creat(p, m) is open(p, O_CREAT|O_WRONLY|O_TRUNC, m): report it as such so rules see a write.
+    open_enter(open_syscall::CREAT, AT_FDCWD, arg(&ctx, 0), O_CREAT | O_WRONLY | O_TRUNC, arg(&ctx, 1) as u32, 0)
+}
+
+#[tracepoint]
+pub fn mcpm_openat_e(ctx: TracePointContext) -> u32 {
+    open_enter(open_syscall::OPENAT, arg(&ctx, 0) as i32, arg(&ctx, 1), arg(&ctx, 2) as u32, arg(&ctx, 3) as u32, 0)
+}
+
+#[tracepoint]
+pub fn mcpm_openat2_e(ctx: TracePointContext) -> u32 {
+    // Read `how` only for tracked processes; open_enter checks tracking first, so pass the pointer.
+    open_enter(open_syscall::OPENAT2, arg(&ctx, 0) as i32, arg(&ctx, 1), 0, 0, arg(&ctx, 2))
+}
+
+/// `how` is openat2's `struct open_how *` (0 for the other syscalls).
+#[inline(always)]
+fn open_enter(syscall: u32, dirfd: i32, path: u64, open_flags: u32, mode: u32, how: u64) -> u32 {
+    let cur = current();
+    let Some(info) = tracked(cur) else { return 0 };
+    let Some(ev) = SCRATCH_OPEN.get_ptr_mut(0) else { return 0 };
+    let ev = unsafe { &mut *ev };
+    fill_header(&mut ev.hdr, EventKind::Open, cur, info);
+    ev.ret = 0;
+    ev.resolve = 0;
+    ev.open_flags = open_flags;
+    ev.mode = mode;
+    ev.dirfd = dirfd;
+    ev.syscall = syscall;
+    ev.path_len = 0;
+    ev._pad = 0;
+    if how != 0 {
+        let mut h = [0u64; 3];
+        let r = unsafe { bpf_probe_read_user(h.as_mut_ptr() as *mut _, 24, how as *const _) };
+        if r == 0 {
+            ev.open_flags = h[0] as u32;
+            ev.mode = h[1] as u32;
+            ev.resolve = h[2];
+        } else {
+            ev.hdr.flags |= flags::READ_FAILED;
+        }
+    }
+    let n = unsafe { bpf_probe_read_user_str(ev.path.as_mut_ptr() as *mut _, PATH_CAP as u32, path as *const _) };
+    if n > 0 {
+        ev.path_len = (n - 1) as u32;
+        if n as usize == PATH_CAP {
+            ev.hdr.flags |= flags::PATH_TRUNCATED;
+        }
+    } else {
+        ev.hdr.flags |= flags::READ_FAILED;
+    }
+    if PENDING_OPEN.insert(&cur.tid, &*ev, 0).is_err() {
+        count_lost(LostReason::PendingFull);
+    }
+    0
+}
+
+/// Shared by the exits of all four open syscalls.
+#[tracepoint]
+pub fn mcpm_open_x(ctx: TracePointContext) -> u32 {
+    let cur = current();
+    let Some(ev) = PENDING_OPEN.get_ptr_mut(&cur.tid) else { return 0 };
+    let ev = unsafe { &mut *ev };
+    ev.ret = arg(&ctx, 0) as i64;
+    let len = OpenEvent::DATA_OFFSET + (ev.path_len as usize & (PATH_CAP - 1));
+    output_prefix(ev, len);
+    let _ = PENDING_OPEN.remove(&cur.tid);
+    0
+}

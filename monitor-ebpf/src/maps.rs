@@ -1,0 +1,167 @@
+//! Maps, read-only globals set by the loader, and the helpers every hook shares.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use monitor_common::{ConnectEvent, EventHeader, ExecEvent, LostReason, OpenEvent, TrackInfo, LOST_REASONS};
+
+/// Processes under watch, keyed by tgid. The daemon inserts roots; `task_newtask` adds children;
+/// `sched_process_exit` removes a process when its last thread exits. Nothing else removes
+/// entries, so a tracked process has no way to untrack itself.
+#[map(name = "TRACKED")]
+pub static TRACKED: HashMap<u32, TrackInfo> = HashMap::with_max_entries(65536, 0);
+
+/// Every event goes through this one ring buffer (size set by the loader).
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// Per-CPU counters of events the kernel could not deliver, indexed by `LostReason`.
+#[map(name = "LOST")]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_REASONS, 0);
+
+/// Entry half of an in-flight syscall, keyed by tid, completed on exit. Filled at entry because the
+/// user memory holding paths and argv is gone (exec) or may be rewritten by another thread by then.
+/// `BPF_F_NO_PREALLOC`: entries exist only while a tracked thread sits in one of these syscalls.
+const NO_PREALLOC: u32 = 1;
+#[map(name = "PENDING_OPEN")]
+pub static PENDING_OPEN: HashMap<u32, OpenEvent> = HashMap::with_max_entries(4096, NO_PREALLOC);
+#[map(name = "PENDING_EXEC")]
+pub static PENDING_EXEC: HashMap<u32, ExecEvent> = HashMap::with_max_entries(1024, NO_PREALLOC);
+#[map(name = "PENDING_CONN")]
+pub static PENDING_CONNECT: HashMap<u32, ConnectEvent> = HashMap::with_max_entries(4096, NO_PREALLOC);
+
+/// Scratch space to build entries too large for the 512-byte BPF stack.
+#[map(name = "SCRATCH_OPEN")]
+pub static SCRATCH_OPEN: PerCpuArray<OpenEvent> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "SCRATCH_EXEC")]
+pub static SCRATCH_EXEC: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
+
+// Globals set by the loader (`EbpfLoader::set_global`) from BTF and tracefs; see
+// `monitor_common::globals`. Read through `volatile` so the compiler cannot fold the zero.
+#[unsafe(no_mangle)]
+static DAEMON_TGID: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_REAL_PARENT_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_TGID_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_EXIT_CODE_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TP_EXEC_FILENAME_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TP_EXEC_OLD_PID_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TP_EXIT_GROUP_DEAD_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TP_NEWTASK_PID_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TP_NEWTASK_FLAGS_OFF: u32 = 0;
+
+#[inline(always)]
+fn global(v: &'static u32) -> u32 {
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+pub fn daemon_tgid() -> u32 {
+    global(&DAEMON_TGID)
+}
+pub fn tp_exec_filename_off() -> usize {
+    global(&TP_EXEC_FILENAME_OFF) as usize
+}
+pub fn tp_exec_old_pid_off() -> usize {
+    global(&TP_EXEC_OLD_PID_OFF) as usize
+}
+pub fn tp_exit_group_dead_off() -> usize {
+    global(&TP_EXIT_GROUP_DEAD_OFF) as usize
+}
+pub fn tp_newtask_pid_off() -> usize {
+    global(&TP_NEWTASK_PID_OFF) as usize
+}
+pub fn tp_newtask_flags_off() -> usize {
+    global(&TP_NEWTASK_FLAGS_OFF) as usize
+}
+
+/// The calling thread, split.
+#[derive(Clone, Copy)]
+pub struct Current {
+    pub tgid: u32,
+    pub tid: u32,
+}
+
+#[inline(always)]
+pub fn current() -> Current {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    Current { tgid: (pid_tgid >> 32) as u32, tid: pid_tgid as u32 }
+}
+
+/// The one lookup every entry hook does: is the calling process tracked?
+#[inline(always)]
+pub fn tracked(cur: Current) -> Option<TrackInfo> {
+    unsafe { TRACKED.get(&cur.tgid).copied() }
+}
+
+#[inline(always)]
+pub fn count_lost(reason: LostReason) {
+    if let Some(p) = LOST.get_ptr_mut(reason as u32) {
+        unsafe { *p += 1 };
+    }
+}
+
+/// `current->real_parent->tgid`, 0 if unreadable.
+#[inline(always)]
+fn current_ppid() -> u32 {
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let parent: *const u8 = match bpf_probe_read_kernel(task.add(global(&TASK_REAL_PARENT_OFF) as usize) as *const *const u8) {
+            Ok(p) => p,
+            Err(_) => return 0,
+        };
+        bpf_probe_read_kernel(parent.add(global(&TASK_TGID_OFF) as usize) as *const u32).unwrap_or(0)
+    }
+}
+
+/// `current->exit_code` (wait-status form).
+#[inline(always)]
+pub fn current_exit_code() -> u32 {
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        bpf_probe_read_kernel(task.add(global(&TASK_EXIT_CODE_OFF) as usize) as *const u32).unwrap_or(0)
+    }
+}
+
+#[inline(always)]
+pub fn fill_header(hdr: &mut EventHeader, kind: monitor_common::EventKind, cur: Current, info: TrackInfo) {
+    hdr.kind = kind as u32;
+    hdr.flags = 0;
+    hdr.ts_ns = unsafe { bpf_ktime_get_ns() };
+    hdr.tgid = cur.tgid;
+    hdr.tid = cur.tid;
+    hdr.ppid = current_ppid();
+    hdr.uid = bpf_get_current_uid_gid() as u32;
+    hdr.server_id = info.server_id;
+    hdr._pad = 0;
+}
+
+/// Sends the first `len` bytes of `rec` (a variable-length record), counting a loss on failure.
+#[inline(always)]
+pub fn output_prefix<T>(rec: &T, len: usize) {
+    let max = core::mem::size_of::<T>();
+    // Bounded again here so the verifier sees `len <= size_of::<T>()` at the helper call.
+    let len = if len > max { max } else { len };
+    if len == 0 {
+        return;
+    }
+    let bytes = unsafe { core::slice::from_raw_parts(rec as *const T as *const u8, len) };
+    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        count_lost(LostReason::RingbufFull);
+    }
+}
+
+#[inline(always)]
+pub fn output<T>(rec: &T) {
+    if EVENTS.output::<T>(rec, 0).is_err() {
+        count_lost(LostReason::RingbufFull);
+    }
+}

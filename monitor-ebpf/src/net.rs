@@ -1,0 +1,90 @@
+//! Connect hooks: destination at entry (IPv4, IPv6, unix path), result at exit.
+//!
+//! Kernel contract: `syscalls:sys_enter_connect(fd, uservaddr, addrlen)`, `sys_exit_connect(ret)`.
+//! Layouts read from user memory: `sockaddr_in { u16 family; be16 port; u8 addr[4]; }`,
+//! `sockaddr_in6 { u16 family; be16 port; be32 flowinfo; u8 addr[16]; u32 scope_id; }`,
+//! `sockaddr_un { u16 family; char path[108]; }`.
+
+use aya_ebpf::{helpers::generated::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
+use monitor_common::{flags, ConnectEvent, EventKind, LostReason, UNIX_PATH_CAP};
+
+use crate::maps::{count_lost, current, fill_header, output, tracked, PENDING_CONNECT};
+
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, i: usize) -> u64 {
+    unsafe { ctx.read_at(16 + 8 * i) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn read_user(dst: *mut u8, len: u32, src: u64) -> bool {
+    unsafe { bpf_probe_read_user(dst as *mut _, len, src as *const _) == 0 }
+}
+
+#[tracepoint]
+pub fn mcpm_connect_e(ctx: TracePointContext) -> u32 {
+    let cur = current();
+    let Some(info) = tracked(cur) else { return 0 };
+    let fd = arg(&ctx, 0) as i32;
+    let sa = arg(&ctx, 1);
+    let addrlen = arg(&ctx, 2) as u32;
+
+    // ConnectEvent is 192 bytes: fits the stack, no scratch map needed.
+    let mut ev: ConnectEvent = unsafe { core::mem::zeroed() };
+    fill_header(&mut ev.hdr, EventKind::Connect, cur, info);
+    ev.fd = fd;
+    ev.addrlen = addrlen;
+    let mut family: u16 = 0;
+    if !read_user(&mut family as *mut u16 as *mut u8, 2, sa) {
+        ev.hdr.flags |= flags::READ_FAILED;
+    }
+    ev.family = family;
+    match family {
+        AF_INET => {
+            let mut port: u16 = 0;
+            read_user(&mut port as *mut u16 as *mut u8, 2, sa + 2);
+            ev.port = u16::from_be(port);
+            if !read_user(ev.addr.as_mut_ptr(), 4, sa + 4) {
+                ev.hdr.flags |= flags::READ_FAILED;
+            }
+        }
+        AF_INET6 => {
+            let mut port: u16 = 0;
+            read_user(&mut port as *mut u16 as *mut u8, 2, sa + 2);
+            ev.port = u16::from_be(port);
+            if !read_user(ev.addr.as_mut_ptr(), 16, sa + 8) {
+                ev.hdr.flags |= flags::READ_FAILED;
+            }
+            read_user(&mut ev.scope_id as *mut u32 as *mut u8, 4, sa + 24);
+        }
+        AF_UNIX => {
+            // sun_path is not NUL-terminated for abstract sockets: copy exactly addrlen - 2 bytes.
+            let mut n = addrlen.saturating_sub(2);
+            if n > UNIX_PATH_CAP as u32 {
+                n = UNIX_PATH_CAP as u32;
+            }
+            if n > 0 && read_user(ev.unix_path.as_mut_ptr(), n & 0x7f, sa + 2) {
+                ev.unix_path_len = n;
+            }
+        }
+        _ => {}
+    }
+    if PENDING_CONNECT.insert(&cur.tid, &ev, 0).is_err() {
+        count_lost(LostReason::PendingFull);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn mcpm_connect_x(ctx: TracePointContext) -> u32 {
+    let cur = current();
+    let Some(ev) = PENDING_CONNECT.get_ptr_mut(&cur.tid) else { return 0 };
+    let ev = unsafe { &mut *ev };
+    ev.ret = arg(&ctx, 0) as i32;
+    output(ev);
+    let _ = PENDING_CONNECT.remove(&cur.tid);
+    0
+}

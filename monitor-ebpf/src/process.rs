@@ -1,0 +1,229 @@
+//! Process-tree hooks: fork (tracking inheritance), exec, exit.
+//!
+//! Kernel contracts relied on:
+//! - `task:task_newtask(pid, comm, clone_flags, …)` runs in the parent inside `copy_process`,
+//!   before the child can run, so the child is tracked before its first syscall.
+//! - `sched:sched_process_exec(filename, pid, old_pid)` runs in the new image after a successful
+//!   exec; `old_pid` is the tid that called execve (it differs when a non-leader thread execs).
+//! - `sched:sched_process_exit(comm, pid, prio, group_dead)` runs for every exiting thread;
+//!   `group_dead` is true for the last one, after `task->exit_code` is set.
+//! - `syscalls:sys_enter_execve(filename, argv, envp)` and
+//!   `sys_enter_execveat(fd, filename, argv, envp, flags)`: args at offset 16 + 8*i.
+
+use aya_ebpf::{
+    helpers::generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str},
+    macros::tracepoint,
+    programs::TracePointContext,
+    EbpfContext,
+};
+use monitor_common::{
+    exec_syscall, flags, EventKind, ExecEvent, ExitEvent, ForkEvent, LostReason, TrackInfo, ARGS_SOFT_CAP, MAX_ARGS,
+    PATH_CAP,
+};
+
+use crate::maps::{
+    count_lost, current, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
+    tp_exec_old_pid_off, tp_exit_group_dead_off, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current,
+    PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN, SCRATCH_EXEC, TRACKED,
+};
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+const AT_FDCWD: i32 = -100;
+
+#[tracepoint]
+pub fn mcpm_fork(ctx: TracePointContext) -> u32 {
+    let cur = current();
+    let Some(info) = tracked(cur) else { return 0 };
+    let clone_flags: u64 = unsafe { ctx.read_at(tp_newtask_flags_off()) }.unwrap_or(0);
+    // Threads share their process's tgid and so its entry.
+    if clone_flags & CLONE_THREAD != 0 {
+        return 0;
+    }
+    let child: i32 = unsafe { ctx.read_at(tp_newtask_pid_off()) }.unwrap_or(0);
+    if child <= 0 || child as u32 == daemon_tgid() {
+        return 0;
+    }
+    if TRACKED.insert(&(child as u32), &info, 0).is_err() {
+        count_lost(LostReason::TrackedFull);
+    }
+    let mut ev = ForkEvent::default();
+    fill_header(&mut ev.hdr, EventKind::Fork, cur, info);
+    ev.child_tgid = child as u32;
+    ev.clone_flags = clone_flags;
+    output(&ev);
+    0
+}
+
+#[tracepoint]
+pub fn mcpm_exit(ctx: TracePointContext) -> u32 {
+    let cur = current();
+    let Some(info) = tracked(cur) else { return 0 };
+    // A thread killed inside a syscall never reaches its exit hook: drop what it left pending.
+    let _ = PENDING_OPEN.remove(&cur.tid);
+    let _ = PENDING_EXEC.remove(&cur.tid);
+    let _ = PENDING_CONNECT.remove(&cur.tid);
+    let group_dead: u8 = unsafe { ctx.read_at(tp_exit_group_dead_off()) }.unwrap_or(0);
+    if group_dead == 0 {
+        return 0;
+    }
+    let mut ev = ExitEvent::default();
+    fill_header(&mut ev.hdr, EventKind::Exit, cur, info);
+    ev.exit_code = current_exit_code();
+    output(&ev);
+    let _ = TRACKED.remove(&cur.tgid);
+    0
+}
+
+#[tracepoint]
+pub fn mcpm_execve_e(ctx: TracePointContext) -> u32 {
+    let filename: u64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
+    let argv: u64 = unsafe { ctx.read_at(24) }.unwrap_or(0);
+    exec_enter(exec_syscall::EXECVE, AT_FDCWD, filename, argv, 0)
+}
+
+#[tracepoint]
+pub fn mcpm_execvat_e(ctx: TracePointContext) -> u32 {
+    let dirfd: u64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
+    let filename: u64 = unsafe { ctx.read_at(24) }.unwrap_or(0);
+    let argv: u64 = unsafe { ctx.read_at(32) }.unwrap_or(0);
+    let at_flags: u64 = unsafe { ctx.read_at(48) }.unwrap_or(0);
+    exec_enter(exec_syscall::EXECVEAT, dirfd as i32, filename, argv, at_flags as u32)
+}
+
+#[inline(always)]
+fn exec_enter(syscall: u32, dirfd: i32, filename: u64, argv: u64, at_flags: u32) -> u32 {
+    let cur = current();
+    let Some(info) = tracked(cur) else { return 0 };
+    let Some(ev) = SCRATCH_EXEC.get_ptr_mut(0) else { return 0 };
+    let ev = unsafe { &mut *ev };
+    fill_header(&mut ev.hdr, EventKind::Exec, cur, info);
+    ev.ret = 0;
+    ev.syscall = syscall;
+    ev.dirfd = dirfd;
+    ev.at_flags = at_flags;
+    ev.argc = 0;
+    ev.filename_len = 0;
+    ev.args_len = 0;
+    ev._pad = 0;
+
+    let data = ev.data.as_mut_ptr();
+    let n = unsafe { bpf_probe_read_user_str(data as *mut _, PATH_CAP as u32, filename as *const _) };
+    if n > 0 {
+        ev.filename_len = (n - 1) as u32;
+        if n as usize == PATH_CAP {
+            ev.hdr.flags |= flags::PATH_TRUNCATED;
+        }
+    } else {
+        ev.hdr.flags |= flags::READ_FAILED;
+    }
+
+    // argv: NUL-terminated strings packed after the filename. Each read may use up to
+    // ARGS_SOFT_CAP bytes from an offset below ARGS_SOFT_CAP, which keeps every access inside
+    // `data` for the verifier.
+    let base = (ev.filename_len as usize) & (PATH_CAP - 1);
+    let mut off: usize = 0;
+    let mut i = 0;
+    while i < MAX_ARGS {
+        let mut p: u64 = 0;
+        let r = unsafe { bpf_probe_read_user(&mut p as *mut u64 as *mut _, 8, (argv + 8 * i as u64) as *const _) };
+        if r != 0 || p == 0 {
+            break;
+        }
+        if off >= ARGS_SOFT_CAP {
+            ev.hdr.flags |= flags::ARGS_TRUNCATED;
+            break;
+        }
+        let dst = unsafe { data.add(base + (off & (ARGS_SOFT_CAP - 1))) };
+        let n = unsafe { bpf_probe_read_user_str(dst as *mut _, ARGS_SOFT_CAP as u32, p as *const _) };
+        if n <= 0 {
+            ev.hdr.flags |= flags::READ_FAILED;
+            break;
+        }
+        if n as usize == ARGS_SOFT_CAP {
+            ev.hdr.flags |= flags::ARGS_TRUNCATED;
+        }
+        off += n as usize;
+        ev.argc += 1;
+        i += 1;
+    }
+    if i == MAX_ARGS {
+        // More entries than we copy?
+        let mut p: u64 = 0;
+        let r = unsafe { bpf_probe_read_user(&mut p as *mut u64 as *mut _, 8, (argv + 8 * MAX_ARGS as u64) as *const _) };
+        if r == 0 && p != 0 {
+            ev.hdr.flags |= flags::ARGS_TRUNCATED;
+        }
+    }
+    ev.args_len = off as u32;
+
+    if PENDING_EXEC.insert(&cur.tid, &*ev, 0).is_err() {
+        count_lost(LostReason::PendingFull);
+    }
+    0
+}
+
+/// Successful exec: the new image runs. Completes the entry half saved under the calling tid.
+#[tracepoint]
+pub fn mcpm_exec(ctx: TracePointContext) -> u32 {
+    let cur = current();
+    let Some(info) = tracked(cur) else { return 0 };
+    let old_pid: i32 = unsafe { ctx.read_at(tp_exec_old_pid_off()) }.unwrap_or(0);
+    let old_tid = old_pid as u32;
+    match PENDING_EXEC.get_ptr_mut(&old_tid) {
+        Some(ev) => {
+            let ev = unsafe { &mut *ev };
+            let entry_flags = ev.hdr.flags;
+            fill_header(&mut ev.hdr, EventKind::Exec, cur, info);
+            ev.hdr.flags = entry_flags;
+            ev.ret = 0;
+            send_exec(ev);
+            let _ = PENDING_EXEC.remove(&old_tid);
+        }
+        None => exec_without_entry(&ctx, cur, info),
+    }
+    0
+}
+
+/// The process became tracked between execve's entry and the new image (or the pending map was
+/// full): report the kernel's filename, flagged.
+#[inline(always)]
+fn exec_without_entry(ctx: &TracePointContext, cur: Current, info: TrackInfo) {
+    let Some(ev) = SCRATCH_EXEC.get_ptr_mut(0) else { return };
+    let ev = unsafe { &mut *ev };
+    fill_header(&mut ev.hdr, EventKind::Exec, cur, info);
+    ev.hdr.flags = flags::NO_ENTRY;
+    ev.ret = 0;
+    ev.syscall = 0;
+    ev.dirfd = AT_FDCWD;
+    ev.at_flags = 0;
+    ev.argc = 0;
+    ev.args_len = 0;
+    ev.filename_len = 0;
+    let loc: u32 = unsafe { ctx.read_at(tp_exec_filename_off()) }.unwrap_or(0);
+    let src = unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) };
+    let n = unsafe { bpf_probe_read_kernel_str(ev.data.as_mut_ptr() as *mut _, PATH_CAP as u32, src as *const _) };
+    if n > 0 {
+        ev.filename_len = (n - 1) as u32;
+    }
+    send_exec(ev);
+}
+
+#[inline(always)]
+fn send_exec(ev: &ExecEvent) {
+    let len = ExecEvent::DATA_OFFSET + (ev.filename_len as usize & (PATH_CAP - 1)) + (ev.args_len as usize & (2 * ARGS_SOFT_CAP - 1));
+    output_prefix(ev, len);
+}
+
+/// execve/execveat returned: only failures are still pending here (success was sent by
+/// `mcpm_exec`, which removed the entry).
+#[tracepoint]
+pub fn mcpm_exec_x(ctx: TracePointContext) -> u32 {
+    let cur = current();
+    let Some(ev) = PENDING_EXEC.get_ptr_mut(&cur.tid) else { return 0 };
+    let ev = unsafe { &mut *ev };
+    let ret: i64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
+    ev.ret = ret as i32;
+    send_exec(ev);
+    let _ = PENDING_EXEC.remove(&cur.tid);
+    0
+}

@@ -1,0 +1,57 @@
+//! Command line of the `mcpmon` binary.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "mcpmon", version, about = "eBPF host monitor for MCP servers")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load the kernel sensors and watch tracked MCP servers (needs root).
+    Run(RunArgs),
+    /// Run an MCP server under watch: put this in an MCP client's config in place of the command.
+    Exec(ExecArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Where to write events as JSON lines (`-` for stdout).
+    #[arg(long, default_value = "-")]
+    pub events: String,
+    /// Put an already-running process tree under watch (repeatable).
+    #[arg(long = "track-pid", value_name = "PID")]
+    pub track_pid: Vec<u32>,
+    /// Server name for `--track-pid` (defaults to the process's comm).
+    #[arg(long = "track-name", value_name = "NAME")]
+    pub track_name: Option<String>,
+    /// Control socket that `mcpmon exec` talks to.
+    #[arg(long, env = "MCPMON_SOCKET", default_value = crate::control::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Ring buffer size in MiB (power of two).
+    #[arg(long, default_value_t = 8)]
+    pub ringbuf_mib: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Name of the MCP server, as it should appear in events and alerts.
+    #[arg(long)]
+    pub name: String,
+    /// Fail (exit 1) instead of starting the server unwatched when no daemon answers.
+    #[arg(long)]
+    pub require_monitor: bool,
+    /// Control socket of the running daemon.
+    #[arg(long, env = "MCPMON_SOCKET", default_value = crate::control::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// How long to wait for the daemon's acknowledgement, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub timeout_ms: u64,
+    /// The server command and its arguments.
+    #[arg(trailing_var_arg = true, required = true, num_args = 1.., allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}

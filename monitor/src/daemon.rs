@@ -1,0 +1,222 @@
+//! `mcpmon run`: wires the stages together and owns the main loop.
+//!
+//! ```text
+//! kernel ──ring buffer──▶ events::reader ──mpsc──▶ Pipeline ──mpsc──▶ output::writer
+//! control socket ──TrackRequest──▶ Pipeline (Tracker owns the TRACKED map)
+//! ```
+//! The pipeline is one task: it applies events to the process tree, names the server, and emits
+//! JSON lines; it also answers track requests, so a server is registered before any of its
+//! events is processed. Later stages (JSON-RPC correlation, rules, actions) slot in between the
+//! process tree and the output here.
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aya::maps::{MapData, PerCpuArray};
+use monitor_common::{LostReason, LOST_REASONS};
+use serde_json::{json, Value};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::{mpsc, watch},
+};
+
+use crate::{
+    cli::RunArgs,
+    control::server::{serve, ControlListener},
+    discovery::procfs,
+    events::{self, reader::Decoded, Event},
+    output::{self, format_rfc3339, Clock},
+    probes::{SensorConfig, Sensors},
+    process_tree::{ProcNode, ProcessTree, TreeChange},
+    tracker::{Discovery, TrackAck, TrackError, TrackRequest, Tracker},
+};
+
+/// Counters the daemon reports at exit (and, later, as metrics).
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub events: std::collections::BTreeMap<&'static str, u64>,
+    pub decode_errors: u64,
+    pub lost: [u64; LOST_REASONS as usize],
+}
+
+pub struct Pipeline {
+    tracker: Tracker,
+    tree: ProcessTree,
+    clock: Clock,
+    lines: mpsc::Sender<String>,
+    lost_map: PerCpuArray<MapData, u64>,
+    pub stats: Stats,
+}
+
+const LOST_NAMES: [&str; LOST_REASONS as usize] = ["ringbuf_full", "pending_full", "tracked_full"];
+const _: () = assert!(LostReason::TrackedFull as u32 + 1 == LOST_REASONS);
+
+impl Pipeline {
+    pub fn new(tracker: Tracker, lost_map: PerCpuArray<MapData, u64>, lines: mpsc::Sender<String>) -> Self {
+        Self { tracker, tree: ProcessTree::new(), clock: Clock::new(), lines, lost_map, stats: Stats::default() }
+    }
+
+    async fn emit(&self, v: Value) {
+        // The writer only goes away at shutdown, after the pipeline.
+        let _ = self.lines.send(v.to_string()).await;
+    }
+
+    fn now() -> String {
+        format_rfc3339(std::time::SystemTime::now())
+    }
+
+    pub async fn on_event(&mut self, ev: Decoded) {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                self.stats.decode_errors += 1;
+                tracing::warn!("undecodable kernel record: {e}");
+                self.emit(json!({"time": Self::now(), "kind": "decode_error", "error": e.to_string()})).await;
+                return;
+            }
+        };
+        *self.stats.events.entry(ev.kind()).or_default() += 1;
+        let change = self.tree.apply(&ev);
+        let line = self.render(&ev);
+        self.emit(line).await;
+        if let TreeChange::ServerGone(id) = change {
+            if let Some(s) = self.tracker.forget(id) {
+                self.emit(json!({"time": Self::now(), "kind": "server_gone", "server_id": id, "server": s.name})).await;
+            }
+        }
+    }
+
+    fn render(&self, ev: &Event) -> Value {
+        let mut v = serde_json::to_value(ev).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut v {
+            m.insert("time".into(), format_rfc3339(self.clock.wall(ev.header.ts_mono_ns)).into());
+            if let Some(s) = self.tracker.server(ev.header.server_id) {
+                m.insert("server".into(), s.name.clone().into());
+            }
+            if let Some(n) = self.tree.get(ev.header.pid) {
+                if let Some(exe) = &n.exe {
+                    m.entry("exe").or_insert_with(|| exe.clone().into());
+                }
+            }
+        }
+        v
+    }
+
+    /// Tracks `pid`, seeds the process tree, and reports the new server.
+    pub async fn track(&mut self, pid: u32, name: &str, how: Discovery, uid: u32) -> Result<TrackAck, TrackError> {
+        let ack = self.tracker.track(pid, name, how, uid)?;
+        if !ack.already_tracked {
+            for &p in &ack.tracked_pids {
+                if let Some(info) = procfs::process_info(p) {
+                    self.tree.insert(ProcNode {
+                        pid: p,
+                        ppid: info.ppid,
+                        server_id: ack.server_id,
+                        exe: info.exe,
+                        argv: info.argv,
+                    });
+                }
+            }
+            tracing::info!("tracking server {} (id {}) root pid {pid}, {} processes", ack.name, ack.server_id, ack.tracked_pids.len());
+            self.emit(json!({
+                "time": Self::now(), "kind": "server_tracked", "server_id": ack.server_id, "server": ack.name,
+                "how": how, "root_pid": pid, "uid": uid, "tracked_pids": ack.tracked_pids,
+            }))
+            .await;
+        }
+        Ok(ack)
+    }
+
+    pub async fn on_request(&mut self, req: TrackRequest) {
+        let r = self.track(req.pid, &req.name, req.how, req.requester_uid).await;
+        if let Err(e) = &r {
+            tracing::warn!("track request for pid {} ({}) refused: {e}", req.pid, req.name);
+        }
+        let _ = req.reply.send(r);
+    }
+
+    /// Reads the kernel's lost-event counters and reports any increase.
+    pub async fn check_lost(&mut self) {
+        let now = crate::probes::read_lost(&self.lost_map);
+        if now != self.stats.lost {
+            let delta: Vec<u64> = now.iter().zip(self.stats.lost.iter()).map(|(a, b)| a - b).collect();
+            tracing::warn!("kernel lost events: {:?} (since last report: {:?})", LOST_NAMES.iter().zip(now.iter()).collect::<Vec<_>>(), delta);
+            let mut rec = json!({"time": Self::now(), "kind": "lost"});
+            for (i, name) in LOST_NAMES.iter().enumerate() {
+                rec[*name] = json!({"total": now[i], "new": delta[i]});
+            }
+            self.emit(rec).await;
+            self.stats.lost = now;
+        }
+    }
+
+    pub async fn summary(&self) {
+        let lost: serde_json::Map<String, Value> =
+            LOST_NAMES.iter().zip(self.stats.lost.iter()).map(|(k, v)| (k.to_string(), json!(v))).collect();
+        self.emit(json!({
+            "time": Self::now(), "kind": "stats", "events": self.stats.events,
+            "decode_errors": self.stats.decode_errors, "lost": lost,
+        }))
+        .await;
+    }
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let ringbuf_bytes = args.ringbuf_mib.checked_mul(1 << 20).filter(|b| b.is_power_of_two()).context("--ringbuf-mib must be a power of two")?;
+    let mut sensors = Sensors::load(&SensorConfig { ringbuf_bytes, daemon_tgid: std::process::id() })?;
+    sensors.report.log();
+    tracing::info!("attached {} hooks: {}", sensors.attached.len(), sensors.attached.join(", "));
+
+    let tracker = Tracker::new(sensors.take_tracked()?);
+    let ring = sensors.take_events()?;
+    let lost = sensors.take_lost()?;
+
+    let sink = output::open_sink(&args.events).await?;
+    let (line_tx, line_rx) = mpsc::channel::<String>(4096);
+    let writer = tokio::spawn(output::writer(sink, line_rx));
+    let (ev_tx, mut ev_rx) = mpsc::channel::<Decoded>(8192);
+    let reader = tokio::spawn(events::reader::run(ring, ev_tx));
+
+    let listener = ControlListener::bind(&args.socket)?;
+    let (req_tx, mut req_rx) = mpsc::channel::<TrackRequest>(64);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let control = tokio::spawn(serve(listener, req_tx, shutdown_rx));
+
+    let mut pipeline = Pipeline::new(tracker, lost, line_tx);
+    for &pid in &args.track_pid {
+        let name = args
+            .track_name
+            .clone()
+            .or_else(|| procfs::process_info(pid).map(|i| i.comm))
+            .unwrap_or_else(|| format!("pid-{pid}"));
+        pipeline.track(pid, &name, Discovery::TrackPid, 0).await.with_context(|| format!("--track-pid {pid}"))?;
+    }
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tracing::info!("ready: control socket {}, events to {}", args.socket.display(), args.events);
+    loop {
+        tokio::select! {
+            Some(ev) = ev_rx.recv() => pipeline.on_event(ev).await,
+            Some(req) = req_rx.recv() => pipeline.on_request(req).await,
+            _ = tick.tick() => pipeline.check_lost().await,
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+        }
+    }
+
+    let _ = shutdown_tx.send(true);
+    reader.abort();
+    while let Ok(ev) = ev_rx.try_recv() {
+        pipeline.on_event(ev).await;
+    }
+    pipeline.check_lost().await;
+    pipeline.summary().await;
+    drop(pipeline);
+    let _ = control.await;
+    let _ = writer.await;
+    // Unloads every program and link: nothing of mcpmon stays in the kernel.
+    drop(sensors);
+    tracing::info!("sensors detached");
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! Ring buffer bytes → [`Event`]. The layouts are the `#[repr(C)]` records of `monitor-common`;
+//! variable-length records (exec, open) arrive cut after the bytes in use, so each record is read
+//! into a zeroed value of its full size and the lengths inside are checked against what arrived.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use monitor_common::{
+    exec_syscall, flags, open_syscall, ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, OpenEvent,
+    UNIX_PATH_CAP,
+};
+
+use super::{errno, Body, Connect, Event, Exec, Exit, Fork, Header, Open, SysResult};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than its fixed part ({1})")]
+    Short(usize, usize),
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+    #[error("{0} record claims {1} data bytes but only {2} arrived")]
+    BadLength(&'static str, usize, usize),
+}
+
+/// Copies up to `size_of::<T>()` bytes into a zeroed `T`. `T` must be one of the plain-data
+/// records of monitor-common (integers and byte arrays only, so any bit pattern is valid).
+fn read_record<T: Copy>(bytes: &[u8], min: usize) -> Result<T, DecodeError> {
+    if bytes.len() < min {
+        return Err(DecodeError::Short(bytes.len(), min));
+    }
+    let mut v = std::mem::MaybeUninit::<T>::zeroed();
+    let n = bytes.len().min(std::mem::size_of::<T>());
+    // SAFETY: T is a repr(C) POD record; n <= size_of::<T>() and the source has n bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr() as *mut u8, n);
+        Ok(v.assume_init())
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn header(h: &EventHeader) -> Header {
+    let mut truncated = Vec::new();
+    for (bit, name) in [
+        (flags::ARGS_TRUNCATED, "argv"),
+        (flags::PATH_TRUNCATED, "path"),
+        (flags::NO_ENTRY, "syscall_entry_missed"),
+        (flags::READ_FAILED, "user_memory_unreadable"),
+    ] {
+        if h.flags & bit != 0 {
+            truncated.push(name);
+        }
+    }
+    Header { ts_mono_ns: h.ts_ns, pid: h.tgid, tid: h.tid, ppid: h.ppid, uid: h.uid, server_id: h.server_id, truncated }
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let h: EventHeader = read_record(bytes, std::mem::size_of::<EventHeader>())?;
+    let kind = EventKind::from_u32(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;
+    let body = match kind {
+        EventKind::Exec => Body::Exec(exec(bytes)?),
+        EventKind::Open => Body::Open(open(bytes)?),
+        EventKind::Connect => Body::Connect(connect(bytes)?),
+        EventKind::Exit => Body::Exit(exit(bytes)?),
+        EventKind::Fork => {
+            let f: ForkEvent = read_record(bytes, std::mem::size_of::<ForkEvent>())?;
+            Body::Fork(Fork { child_pid: f.child_tgid, clone_flags: f.clone_flags })
+        }
+    };
+    Ok(Event { header: header(&h), body })
+}
+
+fn exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
+    let e: ExecEvent = read_record(bytes, ExecEvent::DATA_OFFSET)?;
+    let (fl, al) = (e.filename_len as usize, e.args_len as usize);
+    let arrived = bytes.len() - ExecEvent::DATA_OFFSET;
+    if fl + al > arrived || fl + al > ExecEvent::DATA_CAP {
+        return Err(DecodeError::BadLength("exec", fl + al, arrived));
+    }
+    let argv = e.data[fl..fl + al]
+        .split(|&b| b == 0)
+        .take(e.argc as usize)
+        .map(text)
+        .collect();
+    Ok(Exec {
+        syscall: match e.syscall {
+            exec_syscall::EXECVE => "execve",
+            exec_syscall::EXECVEAT => "execveat",
+            _ => "unknown",
+        },
+        filename: text(&e.data[..fl]),
+        argv,
+        argv_truncated: e.hdr.flags & flags::ARGS_TRUNCATED != 0,
+        dirfd: e.dirfd,
+        result: SysResult::from_ret(e.ret as i64),
+    })
+}
+
+/// O_* bits as names, access mode first.
+pub fn access_names(f: u32) -> Vec<&'static str> {
+    let mut v = vec![match f & 3 {
+        0 => "read",
+        1 => "write",
+        2 => "read_write",
+        _ => "invalid_access",
+    }];
+    for (bit, name) in [
+        (0o100, "create"),
+        (0o200, "exclusive"),
+        (0o1000, "truncate"),
+        (0o2000, "append"),
+        (0o200000, "directory"),
+        (0o400000, "nofollow"),
+        (0o2000000, "cloexec"),
+        (0o10000000, "path"),
+        (0o20200000, "tmpfile"),
+    ] {
+        if f & bit == bit {
+            v.push(name);
+        }
+    }
+    v
+}
+
+fn open(bytes: &[u8]) -> Result<Open, DecodeError> {
+    let e: OpenEvent = read_record(bytes, OpenEvent::DATA_OFFSET)?;
+    let pl = e.path_len as usize;
+    let arrived = bytes.len() - OpenEvent::DATA_OFFSET;
+    if pl > arrived || pl > e.path.len() {
+        return Err(DecodeError::BadLength("open", pl, arrived));
+    }
+    Ok(Open {
+        syscall: match e.syscall {
+            open_syscall::OPEN => "open",
+            open_syscall::OPENAT => "openat",
+            open_syscall::OPENAT2 => "openat2",
+            open_syscall::CREAT => "creat",
+            _ => "unknown",
+        },
+        path: text(&e.path[..pl]),
+        dirfd: e.dirfd,
+        flags: e.open_flags,
+        access: access_names(e.open_flags),
+        mode: e.mode,
+        resolve: e.resolve,
+        result: SysResult::from_ret(e.ret),
+    })
+}
+
+fn connect(bytes: &[u8]) -> Result<Connect, DecodeError> {
+    let e: ConnectEvent = read_record(bytes, std::mem::size_of::<ConnectEvent>())?;
+    let (family, addr, port, unix_path) = match e.family {
+        2 => ("inet".to_string(), Some(IpAddr::V4(Ipv4Addr::new(e.addr[0], e.addr[1], e.addr[2], e.addr[3]))), Some(e.port), None),
+        10 => ("inet6".to_string(), Some(IpAddr::V6(Ipv6Addr::from(e.addr))), Some(e.port), None),
+        1 => {
+            let n = (e.unix_path_len as usize).min(UNIX_PATH_CAP);
+            let raw = &e.unix_path[..n];
+            // Abstract names start with NUL and may contain NULs; path names end at the first NUL.
+            let path = match raw.first() {
+                Some(0) => format!("@{}", text(&raw[1..])),
+                _ => text(raw.split(|&b| b == 0).next().unwrap_or_default()),
+            };
+            ("unix".to_string(), None, None, Some(path))
+        }
+        0 => ("unspec".to_string(), None, None, None),
+        other => (format!("af_{other}"), None, None, None),
+    };
+    Ok(Connect { fd: e.fd, family, addr, port, unix_path, result: SysResult::from_ret(e.ret as i64) })
+}
+
+fn exit(bytes: &[u8]) -> Result<Exit, DecodeError> {
+    let e: ExitEvent = read_record(bytes, std::mem::size_of::<ExitEvent>())?;
+    let status = e.exit_code;
+    let sig = (status & 0x7f) as u8;
+    Ok(if sig == 0 {
+        Exit { code: Some(((status >> 8) & 0xff) as u8), signal: None, signal_name: None, core_dumped: false, status }
+    } else {
+        Exit { code: None, signal: Some(sig), signal_name: Some(errno::signal_name(sig)), core_dumped: status & 0x80 != 0, status }
+    })
+}
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod tests;

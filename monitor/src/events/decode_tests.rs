@@ -1,0 +1,199 @@
+//! Round trips: build each record exactly as the kernel programs do (same struct, same cut after
+//! the used bytes), decode it, and compare every field.
+use monitor_common::{
+    exec_syscall, flags, open_syscall, ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, OpenEvent,
+};
+
+use super::*;
+
+fn hdr(kind: EventKind, fl: u32) -> EventHeader {
+    EventHeader { kind: kind as u32, flags: fl, ts_ns: 123_456_789, tgid: 42, tid: 43, ppid: 7, uid: 1000, server_id: 3, _pad: 0 }
+}
+
+fn bytes_of<T>(v: &T, len: usize) -> Vec<u8> {
+    assert!(len <= std::mem::size_of::<T>());
+    // SAFETY: reading the bytes of a POD record.
+    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, len) }.to_vec()
+}
+
+fn zeroed<T>() -> T {
+    unsafe { std::mem::zeroed() }
+}
+
+fn expect_header(e: &Event, truncated: Vec<&'static str>) {
+    assert_eq!(
+        e.header,
+        Header { ts_mono_ns: 123_456_789, pid: 42, tid: 43, ppid: 7, uid: 1000, server_id: 3, truncated }
+    );
+}
+
+#[test]
+fn exec_round_trip() {
+    let mut e: ExecEvent = zeroed();
+    e.hdr = hdr(EventKind::Exec, flags::ARGS_TRUNCATED);
+    e.syscall = exec_syscall::EXECVE;
+    e.dirfd = -100;
+    let filename = b"/usr/bin/cat";
+    let args = b"cat\0-n\0/etc/hostname\0";
+    e.data[..filename.len()].copy_from_slice(filename);
+    e.data[filename.len()..filename.len() + args.len()].copy_from_slice(args);
+    e.filename_len = filename.len() as u32;
+    e.args_len = args.len() as u32;
+    e.argc = 3;
+    let len = ExecEvent::DATA_OFFSET + filename.len() + args.len();
+    let ev = decode(&bytes_of(&e, len)).unwrap();
+    expect_header(&ev, vec!["argv"]);
+    assert_eq!(
+        ev.body,
+        Body::Exec(Exec {
+            syscall: "execve",
+            filename: "/usr/bin/cat".into(),
+            argv: vec!["cat".into(), "-n".into(), "/etc/hostname".into()],
+            argv_truncated: true,
+            dirfd: -100,
+            result: SysResult { ok: true, ret: 0, errno: None },
+        })
+    );
+}
+
+#[test]
+fn failed_exec_and_lying_lengths() {
+    let mut e: ExecEvent = zeroed();
+    e.hdr = hdr(EventKind::Exec, 0);
+    e.syscall = exec_syscall::EXECVEAT;
+    e.ret = -2;
+    e.filename_len = 3;
+    e.data[..3].copy_from_slice(b"/no");
+    let ev = decode(&bytes_of(&e, ExecEvent::DATA_OFFSET + 3)).unwrap();
+    let Body::Exec(x) = ev.body else { panic!() };
+    assert_eq!((x.syscall, x.filename.as_str(), x.argv.len()), ("execveat", "/no", 0));
+    assert_eq!(x.result, SysResult { ok: false, ret: -2, errno: Some("ENOENT") });
+
+    // A record that claims more bytes than arrived is rejected, not read past its end.
+    e.args_len = 100;
+    assert_eq!(decode(&bytes_of(&e, ExecEvent::DATA_OFFSET + 3)), Err(DecodeError::BadLength("exec", 103, 3)));
+}
+
+#[test]
+fn open_round_trip_success_and_failure() {
+    let mut e: OpenEvent = zeroed();
+    e.hdr = hdr(EventKind::Open, 0);
+    e.syscall = open_syscall::OPENAT2;
+    e.dirfd = 5;
+    e.open_flags = 0o1101; // O_WRONLY|O_CREAT|O_TRUNC
+    e.mode = 0o600;
+    e.resolve = 0x08;
+    e.ret = 7;
+    let p = b"../.ssh/id_rsa";
+    e.path[..p.len()].copy_from_slice(p);
+    e.path_len = p.len() as u32;
+    let ev = decode(&bytes_of(&e, OpenEvent::DATA_OFFSET + p.len())).unwrap();
+    expect_header(&ev, vec![]);
+    assert_eq!(
+        ev.body,
+        Body::Open(Open {
+            syscall: "openat2",
+            path: "../.ssh/id_rsa".into(),
+            dirfd: 5,
+            flags: 0o1101,
+            access: vec!["write", "create", "truncate"],
+            mode: 0o600,
+            resolve: 0x08,
+            result: SysResult { ok: true, ret: 7, errno: None },
+        })
+    );
+
+    e.ret = -13;
+    e.syscall = open_syscall::OPENAT;
+    e.open_flags = 0;
+    e.hdr.flags = flags::PATH_TRUNCATED;
+    let ev = decode(&bytes_of(&e, OpenEvent::DATA_OFFSET + p.len())).unwrap();
+    expect_header(&ev, vec!["path"]);
+    let Body::Open(o) = ev.body else { panic!() };
+    assert_eq!((o.syscall, o.access), ("openat", vec!["read"]));
+    assert_eq!(o.result, SysResult { ok: false, ret: -13, errno: Some("EACCES") });
+}
+
+#[test]
+fn connect_round_trip_all_families() {
+    let mut e: ConnectEvent = zeroed();
+    e.hdr = hdr(EventKind::Connect, 0);
+    e.fd = 9;
+    e.family = 2;
+    e.port = 8080;
+    e.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    e.ret = -111;
+    let ev = decode(&bytes_of(&e, std::mem::size_of::<ConnectEvent>())).unwrap();
+    expect_header(&ev, vec![]);
+    assert_eq!(
+        ev.body,
+        Body::Connect(Connect {
+            fd: 9,
+            family: "inet".into(),
+            addr: Some("127.0.0.1".parse().unwrap()),
+            port: Some(8080),
+            unix_path: None,
+            result: SysResult { ok: false, ret: -111, errno: Some("ECONNREFUSED") },
+        })
+    );
+
+    e.family = 10;
+    e.addr = "fd00:ec2::254".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    e.port = 80;
+    e.ret = 0;
+    let Body::Connect(c) = decode(&bytes_of(&e, std::mem::size_of::<ConnectEvent>())).unwrap().body else { panic!() };
+    assert_eq!((c.family.as_str(), c.addr, c.port), ("inet6", Some("fd00:ec2::254".parse().unwrap()), Some(80)));
+    assert!(c.result.ok);
+
+    e.family = 1;
+    let path = b"/run/user/1000/bus\0";
+    e.unix_path[..path.len()].copy_from_slice(path);
+    e.unix_path_len = path.len() as u32;
+    let Body::Connect(c) = decode(&bytes_of(&e, std::mem::size_of::<ConnectEvent>())).unwrap().body else { panic!() };
+    assert_eq!((c.family.as_str(), c.unix_path.as_deref(), c.addr), ("unix", Some("/run/user/1000/bus"), None));
+
+    e.unix_path = [0; 108];
+    e.unix_path[1..5].copy_from_slice(b"abst");
+    e.unix_path_len = 5;
+    let Body::Connect(c) = decode(&bytes_of(&e, std::mem::size_of::<ConnectEvent>())).unwrap().body else { panic!() };
+    assert_eq!(c.unix_path.as_deref(), Some("@abst"));
+}
+
+#[test]
+fn exit_round_trip_code_and_signal() {
+    let mut e = ExitEvent { hdr: hdr(EventKind::Exit, 0), exit_code: 3 << 8, _pad: 0 };
+    let ev = decode(&bytes_of(&e, std::mem::size_of::<ExitEvent>())).unwrap();
+    expect_header(&ev, vec![]);
+    assert_eq!(ev.body, Body::Exit(Exit { code: Some(3), signal: None, signal_name: None, core_dumped: false, status: 768 }));
+    e.exit_code = 9;
+    let Body::Exit(x) = decode(&bytes_of(&e, std::mem::size_of::<ExitEvent>())).unwrap().body else { panic!() };
+    assert_eq!((x.code, x.signal, x.signal_name), (None, Some(9), Some("SIGKILL")));
+}
+
+#[test]
+fn fork_round_trip() {
+    let e = ForkEvent { hdr: hdr(EventKind::Fork, 0), child_tgid: 99, _pad: 0, clone_flags: 0x11 };
+    let ev = decode(&bytes_of(&e, std::mem::size_of::<ForkEvent>())).unwrap();
+    expect_header(&ev, vec![]);
+    assert_eq!(ev.body, Body::Fork(Fork { child_pid: 99, clone_flags: 0x11 }));
+}
+
+#[test]
+fn garbage_is_an_error_not_a_panic() {
+    assert!(matches!(decode(&[1, 2, 3]), Err(DecodeError::Short(3, _))));
+    let mut h = hdr(EventKind::Exec, 0);
+    h.kind = 77;
+    assert_eq!(decode(&bytes_of(&h, 40)), Err(DecodeError::UnknownKind(77)));
+    let h = hdr(EventKind::Connect, 0);
+    assert!(matches!(decode(&bytes_of(&h, 40)), Err(DecodeError::Short(40, _))));
+}
+
+#[test]
+fn json_shape() {
+    let e = ForkEvent { hdr: hdr(EventKind::Fork, 0), child_tgid: 99, _pad: 0, clone_flags: 0 };
+    let v = serde_json::to_value(decode(&bytes_of(&e, std::mem::size_of::<ForkEvent>())).unwrap()).unwrap();
+    assert_eq!(v["kind"], "fork");
+    assert_eq!(v["pid"], 42);
+    assert_eq!(v["child_pid"], 99);
+    assert_eq!(v["server_id"], 3);
+}

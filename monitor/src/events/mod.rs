@@ -1,0 +1,144 @@
+//! Kernel events as owned Rust values: decoded from the ring buffer bytes (`decode`), read by an
+//! async task (`reader`) and handed to the pipeline over a channel.
+pub mod decode;
+pub mod errno;
+pub mod reader;
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+pub use decode::{decode, DecodeError};
+
+/// Fields every kernel event carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Header {
+    /// CLOCK_MONOTONIC nanoseconds (`bpf_ktime_get_ns`).
+    pub ts_mono_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    /// Tracked root this process belongs to.
+    pub server_id: u32,
+    /// The kernel could not copy everything (see the flag names).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub truncated: Vec<&'static str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Event {
+    #[serde(flatten)]
+    pub header: Header,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    Exec(Exec),
+    Open(Open),
+    Connect(Connect),
+    Exit(Exit),
+    Fork(Fork),
+}
+
+/// Result of a syscall: success value or errno.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SysResult {
+    pub ok: bool,
+    /// Return value (fd, 0) or -errno.
+    pub ret: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<&'static str>,
+}
+
+impl SysResult {
+    pub fn from_ret(ret: i64) -> Self {
+        if ret < 0 {
+            Self { ok: false, ret, errno: Some(errno::name(-ret)) }
+        } else {
+            Self { ok: true, ret, errno: None }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Exec {
+    pub syscall: &'static str,
+    pub filename: String,
+    pub argv: Vec<String>,
+    pub argv_truncated: bool,
+    /// execveat's dirfd (-100 = AT_FDCWD).
+    pub dirfd: i32,
+    pub result: SysResult,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Open {
+    pub syscall: &'static str,
+    /// The path exactly as the process passed it (relative paths are relative to `dirfd`).
+    pub path: String,
+    pub dirfd: i32,
+    /// Raw O_* flags.
+    pub flags: u32,
+    /// Decoded flags: "read"/"write"/"read_write", then "create", "truncate", …
+    pub access: Vec<&'static str>,
+    pub mode: u32,
+    /// openat2 RESOLVE_* bits.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub resolve: u64,
+    pub result: SysResult,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Connect {
+    pub fd: i32,
+    pub family: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Unix socket path; abstract names start with '@'.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unix_path: Option<String>,
+    pub result: SysResult,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Exit {
+    /// Exit status when the process exited normally.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<u8>,
+    /// Killing signal number and name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal_name: Option<&'static str>,
+    pub core_dumped: bool,
+    /// Raw wait-status form.
+    pub status: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Fork {
+    pub child_pid: u32,
+    pub clone_flags: u64,
+}
+
+impl Event {
+    pub fn kind(&self) -> &'static str {
+        match self.body {
+            Body::Exec(_) => "exec",
+            Body::Open(_) => "open",
+            Body::Connect(_) => "connect",
+            Body::Exit(_) => "exit",
+            Body::Fork(_) => "fork",
+        }
+    }
+}

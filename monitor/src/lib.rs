@@ -1,0 +1,15 @@
+//! mcpmon daemon library. Each module owns one stage of the pipeline (see docs/architecture.md):
+//!
+//! probes (load/attach, feature probing) → events (ring buffer, decode) → process_tree →
+//! [correlation with JSON-RPC, rules, actions: later stages] → output.
+//!
+//! `tracker` owns the kernel's tracked-process map; `control` and `discovery` feed it.
+pub mod cli;
+pub mod control;
+pub mod daemon;
+pub mod discovery;
+pub mod events;
+pub mod output;
+pub mod probes;
+pub mod process_tree;
+pub mod tracker;

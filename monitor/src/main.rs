@@ -1,0 +1,40 @@
+//! `mcpmon`: thin entry point; everything lives in the library.
+use clap::Parser;
+use monitor::cli::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        // No runtime, no logging setup: stdout belongs to the MCP server about to be exec'd.
+        Command::Exec(args) => match monitor::control::client::run_exec(&args) {
+            Ok(never) => match never {},
+            Err(e) => {
+                eprintln!("mcpmon exec: {e:#}");
+                std::process::ExitCode::from(127)
+            }
+        },
+        Command::Run(args) => {
+            init_logging();
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("mcpmon: starting the runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(monitor::daemon::run(args)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mcpmon: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Logs go to stderr so that `--events -` keeps stdout for JSON lines only.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCPMON_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

@@ -1,0 +1,152 @@
+//! Output stage: one JSON object per line to stdout or a file.
+//!
+//! The writer task owns the sink; the pipeline sends finished lines over a bounded channel and
+//! awaits when it is full, so slow output slows the pipeline instead of losing records (the
+//! kernel then counts what it cannot deliver).
+use std::{
+    path::PathBuf,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use tokio::{
+    io::{AsyncWrite, AsyncWriteExt, BufWriter},
+    sync::mpsc,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("opening {0}: {1}")]
+    Open(PathBuf, std::io::Error),
+}
+
+/// Where JSON lines go: `-` is stdout, anything else a file opened for append.
+pub async fn open_sink(target: &str) -> Result<Box<dyn AsyncWrite + Unpin + Send>, OutputError> {
+    if target == "-" {
+        return Ok(Box::new(tokio::io::stdout()));
+    }
+    let path = PathBuf::from(target);
+    let f = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .await
+        .map_err(|e| OutputError::Open(path, e))?;
+    Ok(Box::new(f))
+}
+
+/// Writes lines until the channel closes; flushes whenever the channel runs dry.
+pub async fn writer(sink: Box<dyn AsyncWrite + Unpin + Send>, mut rx: mpsc::Receiver<String>) -> std::io::Result<()> {
+    let mut w = BufWriter::new(sink);
+    while let Some(line) = rx.recv().await {
+        w.write_all(line.as_bytes()).await?;
+        w.write_all(b"\n").await?;
+        while let Ok(line) = rx.try_recv() {
+            w.write_all(line.as_bytes()).await?;
+            w.write_all(b"\n").await?;
+        }
+        w.flush().await?;
+    }
+    w.flush().await
+}
+
+/// Converts kernel CLOCK_MONOTONIC timestamps to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// wall-clock ns minus monotonic ns, measured once at start-up.
+    offset_ns: i128,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i128;
+        Self { offset_ns: wall - monotonic_ns() as i128 }
+    }
+
+    pub fn wall(&self, mono_ns: u64) -> SystemTime {
+        let ns = (mono_ns as i128 + self.offset_ns).max(0) as u128;
+        UNIX_EPOCH + std::time::Duration::from_nanos(ns as u64)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// RFC 3339 UTC with microseconds, e.g. `2026-11-25T03:18:59.123456Z`.
+pub fn format_rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+/// `#[serde(with = "crate::output::rfc3339")]` for SystemTime fields.
+pub mod rfc3339 {
+    pub fn serialize<S: serde::Serializer>(t: &std::time::SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_rfc3339(*t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(format_rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        let t = UNIX_EPOCH + std::time::Duration::from_micros(1_795_577_939_123_456);
+        assert_eq!(format_rfc3339(t), "2026-11-25T03:38:59.123456Z");
+        let leap = UNIX_EPOCH + std::time::Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(format_rfc3339(leap), "2000-02-29T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn clock_maps_now_to_now() {
+        let c = Clock::new();
+        let wall = c.wall(monotonic_ns());
+        let diff = SystemTime::now().duration_since(wall).unwrap_or_default();
+        assert!(diff.as_secs() < 5);
+    }
+
+    #[tokio::test]
+    async fn writer_writes_lines_to_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ev.jsonl");
+        let sink = open_sink(path.to_str().unwrap()).await.unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let task = tokio::spawn(writer(sink, rx));
+        for i in 0..10 {
+            tx.send(format!("{{\"n\":{i}}}")).await.unwrap();
+        }
+        drop(tx);
+        task.await.unwrap().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 10);
+        assert_eq!(text.lines().last(), Some("{\"n\":9}"));
+    }
+}

@@ -1,0 +1,150 @@
+//! Loads the eBPF object built from `monitor-ebpf`, fills in the kernel-specific globals, attaches
+//! every program, and hands the maps to the stages that use them. Dropping [`Sensors`] detaches
+//! and unloads everything (programs and links are owned by the `Ebpf` value, nothing is pinned).
+pub mod btf;
+pub mod features;
+pub mod tracefs;
+
+use std::path::PathBuf;
+
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{ProgramError, TracePoint},
+    Ebpf, EbpfError, EbpfLoader,
+};
+use monitor_common::{
+    globals as g,
+    names::{Hook, MAP_EVENTS, MAP_LOST, MAP_TRACKED, PROGRAMS},
+    TrackInfo, LOST_REASONS,
+};
+
+/// The eBPF object, compiled from source by build.rs for this build.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor-ebpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("mcpmon must run as root to load eBPF programs (effective uid is {0}); try: sudo mcpmon run")]
+    NotRoot(u32),
+    #[error(transparent)]
+    Btf(#[from] btf::BtfError),
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] EbpfError),
+    #[error("the object has no program {0} (build mismatch)")]
+    MissingProgram(&'static str),
+    #[error("the kernel refused program {program} ({purpose}) for hook {hook}: {source}")]
+    Program { program: &'static str, purpose: &'static str, hook: String, source: Box<ProgramError> },
+    #[error("map {0}: {1}")]
+    Map(&'static str, String),
+}
+
+#[derive(Clone, Debug)]
+pub struct SensorConfig {
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    pub ringbuf_bytes: u32,
+    /// Never tracked, even if asked (the daemon itself).
+    pub daemon_tgid: u32,
+}
+
+impl Default for SensorConfig {
+    fn default() -> Self {
+        Self { ringbuf_bytes: 8 << 20, daemon_tgid: std::process::id() }
+    }
+}
+
+pub struct Sensors {
+    ebpf: Ebpf,
+    pub report: features::FeatureReport,
+    pub tracefs: PathBuf,
+    /// `category:name` of every attached hook, in attach order.
+    pub attached: Vec<String>,
+}
+
+impl Sensors {
+    pub fn load(cfg: &SensorConfig) -> Result<Self, ProbeError> {
+        let euid = unsafe { libc::geteuid() };
+        if euid != 0 {
+            return Err(ProbeError::NotRoot(euid));
+        }
+        let tracefs = tracefs::ensure_mounted()?;
+        let report = features::probe(&tracefs);
+        let kbtf = btf::Btf::from_sys_fs()?;
+        let task = btf::TaskOffsets::from_btf(&kbtf)?;
+        let off = |cat, name, field| tracefs::field_offset(&tracefs, cat, name, field);
+        let exec_filename = off("sched", "sched_process_exec", "filename")?;
+        let exec_old_pid = off("sched", "sched_process_exec", "old_pid")?;
+        let exit_group_dead = off("sched", "sched_process_exit", "group_dead")?;
+        let newtask_pid = off("task", "task_newtask", "pid")?;
+        let newtask_flags = off("task", "task_newtask", "clone_flags")?;
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global(g::DAEMON_TGID, &cfg.daemon_tgid, true)
+            .override_global(g::TASK_REAL_PARENT_OFF, &task.real_parent, true)
+            .override_global(g::TASK_TGID_OFF, &task.tgid, true)
+            .override_global(g::TASK_EXIT_CODE_OFF, &task.exit_code, true)
+            .override_global(g::TP_EXEC_FILENAME_OFF, &exec_filename, true)
+            .override_global(g::TP_EXEC_OLD_PID_OFF, &exec_old_pid, true)
+            .override_global(g::TP_EXIT_GROUP_DEAD_OFF, &exit_group_dead, true)
+            .override_global(g::TP_NEWTASK_PID_OFF, &newtask_pid, true)
+            .override_global(g::TP_NEWTASK_FLAGS_OFF, &newtask_flags, true)
+            .map_max_entries(MAP_EVENTS, cfg.ringbuf_bytes)
+            .load(EBPF_OBJECT)?;
+
+        let mut attached = Vec::new();
+        for spec in PROGRAMS {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(spec.name)
+                .ok_or(ProbeError::MissingProgram(spec.name))?
+                .try_into()
+                .map_err(|e| refused(spec.name, spec.purpose, "(program type)".into(), e))?;
+            prog.load().map_err(|e| refused(spec.name, spec.purpose, "(load)".into(), e))?;
+            for hook in spec.hooks {
+                let Hook::TracePoint { category, name } = *hook;
+                let hook_name = format!("{category}:{name}");
+                if spec.optional && !tracefs::exists(&tracefs, category, name) {
+                    tracing::info!("hook {hook_name} does not exist on this kernel; {} skipped", spec.name);
+                    continue;
+                }
+                prog.attach(category, name).map_err(|e| refused(spec.name, spec.purpose, hook_name.clone(), e))?;
+                attached.push(hook_name);
+            }
+        }
+        Ok(Self { ebpf, report, tracefs, attached })
+    }
+
+    pub fn take_tracked(&mut self) -> Result<BpfHashMap<MapData, u32, TrackInfo>, ProbeError> {
+        let map = self.ebpf.take_map(MAP_TRACKED).ok_or(ProbeError::Map(MAP_TRACKED, "missing".into()))?;
+        BpfHashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_TRACKED, e.to_string()))
+    }
+
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self.ebpf.take_map(MAP_EVENTS).ok_or(ProbeError::Map(MAP_EVENTS, "missing".into()))?;
+        RingBuf::try_from(map).map_err(|e| ProbeError::Map(MAP_EVENTS, e.to_string()))
+    }
+
+    pub fn take_lost(&mut self) -> Result<PerCpuArray<MapData, u64>, ProbeError> {
+        let map = self.ebpf.take_map(MAP_LOST).ok_or(ProbeError::Map(MAP_LOST, "missing".into()))?;
+        PerCpuArray::try_from(map).map_err(|e| ProbeError::Map(MAP_LOST, e.to_string()))
+    }
+
+    /// Kernel ids of the loaded programs (for detach checks and diagnostics).
+    pub fn program_ids(&self) -> Vec<u32> {
+        self.ebpf.programs().filter_map(|(_, p)| p.info().ok().map(|i| i.id())).collect()
+    }
+}
+
+/// Totals of the kernel's lost-event counters, indexed by `LostReason`.
+pub fn read_lost(map: &PerCpuArray<MapData, u64>) -> [u64; LOST_REASONS as usize] {
+    let mut out = [0u64; LOST_REASONS as usize];
+    for (i, slot) in out.iter_mut().enumerate() {
+        if let Ok(per_cpu) = map.get(&(i as u32), 0) {
+            *slot = per_cpu.iter().sum();
+        }
+    }
+    out
+}
+
+fn refused(program: &'static str, purpose: &'static str, hook: String, e: ProgramError) -> ProbeError {
+    ProbeError::Program { program, purpose, hook, source: Box::new(e) }
+}

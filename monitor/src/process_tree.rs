@@ -1,0 +1,170 @@
+//! The daemon's view of every tracked process: parent, server, current image and argv, kept up to
+//! date from fork/exec/exit events (seeded from procfs for trees taken over while running).
+//! Later stages use it for ancestry and to know when a server's last process is gone.
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::events::{Body, Event};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProcNode {
+    pub pid: u32,
+    pub ppid: u32,
+    pub server_id: u32,
+    pub exe: Option<String>,
+    pub argv: Vec<String>,
+}
+
+/// What an event changed in the tree.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TreeChange {
+    None,
+    /// The last process of this server exited.
+    ServerGone(u32),
+}
+
+#[derive(Default)]
+pub struct ProcessTree {
+    nodes: HashMap<u32, ProcNode>,
+    members: HashMap<u32, usize>,
+}
+
+impl ProcessTree {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&ProcNode> {
+        self.nodes.get(&pid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Number of live processes of a server.
+    pub fn members(&self, server_id: u32) -> usize {
+        self.members.get(&server_id).copied().unwrap_or(0)
+    }
+
+    pub fn insert(&mut self, node: ProcNode) {
+        let server = node.server_id;
+        if let Some(old) = self.nodes.insert(node.pid, node) {
+            self.leave(old.server_id);
+        }
+        *self.members.entry(server).or_default() += 1;
+    }
+
+    fn leave(&mut self, server_id: u32) -> bool {
+        if let Some(n) = self.members.get_mut(&server_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.members.remove(&server_id);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// pids from `pid` up through its tracked ancestors (nearest first).
+    pub fn ancestry(&self, pid: u32) -> Vec<u32> {
+        let mut out = vec![];
+        let mut cur = self.nodes.get(&pid);
+        while let Some(n) = cur {
+            if out.contains(&n.ppid) || out.len() > 64 {
+                break;
+            }
+            out.push(n.ppid);
+            cur = self.nodes.get(&n.ppid);
+        }
+        out
+    }
+
+    pub fn apply(&mut self, ev: &Event) -> TreeChange {
+        let h = &ev.header;
+        match &ev.body {
+            Body::Fork(f) => {
+                let parent = self.nodes.get(&h.pid);
+                let node = ProcNode {
+                    pid: f.child_pid,
+                    ppid: h.pid,
+                    server_id: h.server_id,
+                    exe: parent.and_then(|p| p.exe.clone()),
+                    argv: parent.map(|p| p.argv.clone()).unwrap_or_default(),
+                };
+                self.insert(node);
+            }
+            Body::Exec(x) if x.result.ok => {
+                if let Some(node) = self.nodes.get_mut(&h.pid) {
+                    node.exe = Some(x.filename.clone());
+                    node.argv = x.argv.clone();
+                } else {
+                    // Tracked by the daemon between fork and exec: first sight of this process.
+                    self.insert(ProcNode {
+                        pid: h.pid,
+                        ppid: h.ppid,
+                        server_id: h.server_id,
+                        exe: Some(x.filename.clone()),
+                        argv: x.argv.clone(),
+                    });
+                }
+            }
+            Body::Exit(_) => {
+                if let Some(old) = self.nodes.remove(&h.pid) {
+                    if self.leave(old.server_id) {
+                        return TreeChange::ServerGone(old.server_id);
+                    }
+                }
+            }
+            _ => {
+                // Keep ppid current: a process reparented to a subreaper shows it here first.
+                if let Some(n) = self.nodes.get_mut(&h.pid) {
+                    n.ppid = h.ppid;
+                }
+            }
+        }
+        TreeChange::None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Exit, Fork, Header, SysResult};
+
+    fn ev(pid: u32, body: Body) -> Event {
+        Event {
+            header: Header { ts_mono_ns: 0, pid, tid: pid, ppid: 1, uid: 0, server_id: 5, truncated: vec![] },
+            body,
+        }
+    }
+
+    #[test]
+    fn fork_exec_exit_lifecycle() {
+        let mut t = ProcessTree::new();
+        t.insert(ProcNode { pid: 10, ppid: 1, server_id: 5, exe: Some("/bin/sh".into()), argv: vec!["sh".into()] });
+        assert_eq!(t.apply(&ev(10, Body::Fork(Fork { child_pid: 11, clone_flags: 0 }))), TreeChange::None);
+        assert_eq!(t.get(11).unwrap().exe.as_deref(), Some("/bin/sh"));
+        let exec = crate::events::Exec {
+            syscall: "execve",
+            filename: "/usr/bin/cat".into(),
+            argv: vec!["cat".into()],
+            argv_truncated: false,
+            dirfd: -100,
+            result: SysResult::from_ret(0),
+        };
+        t.apply(&ev(11, Body::Exec(exec)));
+        assert_eq!(t.get(11).unwrap().exe.as_deref(), Some("/usr/bin/cat"));
+        assert_eq!(t.ancestry(11), vec![10, 1]);
+        assert_eq!(t.members(5), 2);
+        let exit = || Body::Exit(Exit { code: Some(0), signal: None, signal_name: None, core_dumped: false, status: 0 });
+        assert_eq!(t.apply(&ev(10, exit())), TreeChange::None);
+        assert_eq!(t.apply(&ev(11, exit())), TreeChange::ServerGone(5));
+        assert!(t.is_empty());
+    }
+}

@@ -1,0 +1,144 @@
+//! Owns the kernel's `TRACKED` map and the registry of servers (tracked roots).
+//!
+//! Only the daemon writes roots into the map; the kernel adds children on fork and removes a
+//! process when it exits. There is deliberately no "untrack" operation: a tracked process cannot
+//! get itself out of sight, whatever it sends to the control socket.
+use std::{collections::HashMap, time::SystemTime};
+
+use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
+use monitor_common::TrackInfo;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+/// How a server came under watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discovery {
+    /// `mcpmon exec --name NAME -- CMD` asked over the control socket.
+    Exec,
+    /// `mcpmon run --track-pid PID` or a `track` request for another pid.
+    TrackPid,
+}
+
+/// A request to put a process (and its current descendants) under watch.
+#[derive(Debug)]
+pub struct TrackRequest {
+    pub pid: u32,
+    pub name: String,
+    pub how: Discovery,
+    /// uid of whoever asked (already checked against the target by the caller).
+    pub requester_uid: u32,
+    pub reply: oneshot::Sender<Result<TrackAck, TrackError>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TrackAck {
+    pub server_id: u32,
+    pub name: String,
+    /// The pid was already tracked (possibly under another server): it stays where it was.
+    pub already_tracked: bool,
+    /// Processes put in the map (the root and its descendants found in procfs).
+    pub tracked_pids: Vec<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrackError {
+    #[error("pid {0} does not exist")]
+    NoSuchProcess(u32),
+    #[error("refusing to track pid {0}: {1}")]
+    Refused(u32, &'static str),
+    #[error("tracked-process map: {0}")]
+    Map(#[from] MapError),
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+/// What the daemon knows about one tracked server.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServerInfo {
+    pub id: u32,
+    pub name: String,
+    pub root_pid: u32,
+    pub how: Discovery,
+    pub uid: u32,
+    #[serde(with = "crate::output::rfc3339")]
+    pub since: SystemTime,
+}
+
+pub struct Tracker {
+    map: BpfHashMap<MapData, u32, TrackInfo>,
+    servers: HashMap<u32, ServerInfo>,
+    next_id: u32,
+    daemon_pid: u32,
+}
+
+impl Tracker {
+    pub fn new(map: BpfHashMap<MapData, u32, TrackInfo>) -> Self {
+        Self { map, servers: HashMap::new(), next_id: 1, daemon_pid: std::process::id() }
+    }
+
+    pub fn server(&self, id: u32) -> Option<&ServerInfo> {
+        self.servers.get(&id)
+    }
+
+    pub fn servers(&self) -> impl Iterator<Item = &ServerInfo> {
+        self.servers.values()
+    }
+
+    /// Tracking info of a pid as the kernel has it.
+    pub fn lookup(&self, pid: u32) -> Option<TrackInfo> {
+        self.map.get(&pid, 0).ok()
+    }
+
+    /// Puts `pid` under watch as a new server, then its descendants (found through procfs).
+    ///
+    /// The root goes into the map first, so anything it forks from then on is inherited in the
+    /// kernel; the procfs walk is repeated until it finds nothing new, which closes the window for
+    /// children forked by descendants during the walk.
+    pub fn track(&mut self, pid: u32, name: &str, how: Discovery, uid: u32) -> Result<TrackAck, TrackError> {
+        if pid == 0 || pid == 1 {
+            return Err(TrackError::Refused(pid, "pid 0 and 1 are never tracked"));
+        }
+        if pid == self.daemon_pid {
+            return Err(TrackError::Refused(pid, "the daemon never traces itself"));
+        }
+        if let Some(info) = self.lookup(pid) {
+            let name = self.servers.get(&info.server_id).map(|s| s.name.clone()).unwrap_or_default();
+            return Ok(TrackAck { server_id: info.server_id, name, already_tracked: true, tracked_pids: vec![] });
+        }
+        if !crate::discovery::procfs::exists(pid) {
+            return Err(TrackError::NoSuchProcess(pid));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let info = TrackInfo { server_id: id, root_tgid: pid };
+        self.map.insert(pid, info, 0)?;
+        let mut tracked = vec![pid];
+        loop {
+            let mut added = false;
+            for child in crate::discovery::procfs::descendants(pid) {
+                if child == self.daemon_pid || self.lookup(child).is_some() {
+                    continue;
+                }
+                // A descendant may have exited since the walk: nothing to do then.
+                if self.map.insert(child, info, 0).is_ok() {
+                    tracked.push(child);
+                    added = true;
+                }
+            }
+            if !added {
+                break;
+            }
+        }
+        self.servers.insert(
+            id,
+            ServerInfo { id, name: name.to_string(), root_pid: pid, how, uid, since: SystemTime::now() },
+        );
+        Ok(TrackAck { server_id: id, name: name.to_string(), already_tracked: false, tracked_pids: tracked })
+    }
+
+    /// The last process of a server exited: forget it.
+    pub fn forget(&mut self, id: u32) -> Option<ServerInfo> {
+        self.servers.remove(&id)
+    }
+}

@@ -1,0 +1,177 @@
+//! Harness for integration tests that load the production eBPF object: "trigger, then expect the
+//! event". Tests skip with a printed reason only where this machine cannot load eBPF; with
+//! `MCPMON_REQUIRE_PRIVILEGED=1` (CI) they fail instead.
+#![allow(dead_code)]
+
+use std::{
+    io::Write,
+    process::{Child, ChildStdin, Command, Stdio},
+    time::Duration,
+};
+
+use monitor::{
+    events::{reader::Decoded, Event},
+    probes::{SensorConfig, Sensors},
+    tracker::{Discovery, Tracker},
+};
+use tokio::sync::mpsc;
+
+pub fn require_privileged() -> bool {
+    matches!(std::env::var("MCPMON_REQUIRE_PRIVILEGED").as_deref(), Ok("1") | Ok("true"))
+}
+
+/// Returns false (after printing why) when the test must be skipped.
+pub fn can_load_ebpf() -> bool {
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return true;
+    }
+    let why = format!("not root (euid {euid}): cannot load eBPF");
+    if require_privileged() {
+        panic!("MCPMON_REQUIRE_PRIVILEGED=1 but {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    false
+}
+
+pub struct Harness {
+    pub sensors: Sensors,
+    pub tracker: Tracker,
+    rx: mpsc::Receiver<Decoded>,
+    /// The ring buffer, when the test reads it by hand (`start_with(.., false)`).
+    pub ring: Option<aya::maps::RingBuf<aya::maps::MapData>>,
+    /// The kernel's lost-event counters.
+    pub lost: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+    /// Everything received so far (for failure messages and negative checks).
+    pub seen: Vec<Event>,
+}
+
+impl Harness {
+    /// Loads and attaches the sensors; None when the test must be skipped.
+    pub async fn start() -> Option<Self> {
+        Self::start_with(SensorConfig::default(), true).await
+    }
+
+    pub async fn start_with(cfg: SensorConfig, read: bool) -> Option<Self> {
+        if !can_load_ebpf() {
+            return None;
+        }
+        let mut sensors = match Sensors::load(&cfg) {
+            Ok(s) => s,
+            Err(e) if !require_privileged() && matches!(e, monitor::probes::ProbeError::Btf(_)) => {
+                eprintln!("SKIPPED: this kernel cannot run mcpmon's sensors: {e}");
+                return None;
+            }
+            Err(e) => panic!("loading sensors: {e}"),
+        };
+        let tracker = Tracker::new(sensors.take_tracked().unwrap());
+        let lost = sensors.take_lost().unwrap();
+        let (tx, rx) = mpsc::channel(65536);
+        let ring = sensors.take_events().unwrap();
+        let ring = if read {
+            tokio::spawn(monitor::events::reader::run(ring, tx));
+            None
+        } else {
+            Some(ring)
+        };
+        Some(Self { sensors, tracker, rx, ring, lost, seen: vec![] })
+    }
+
+    pub fn track(&mut self, pid: u32, name: &str) -> u32 {
+        self.tracker.track(pid, name, Discovery::TrackPid, 0).expect("track").server_id
+    }
+
+    /// Waits for an event matching `pred`, failing with everything seen on timeout.
+    pub async fn expect(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        if let Some(e) = self.seen.iter().find(|e| pred(e)) {
+            return e.clone();
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(Ok(ev))) => {
+                    self.seen.push(ev.clone());
+                    if pred(&ev) {
+                        return ev;
+                    }
+                }
+                Ok(Some(Err(e))) => panic!("decode error: {e}"),
+                Ok(None) => panic!("event channel closed while waiting for {what}"),
+                Err(_) => panic!("timed out waiting for {what}; seen:\n{}", self.dump()),
+            }
+        }
+    }
+
+    /// Collects events for `d` (for negative checks).
+    pub async fn settle(&mut self, d: Duration) {
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(Some(Ok(ev))) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            self.seen.push(ev);
+        }
+    }
+
+    /// Reads and decodes everything in a hand-read ring buffer.
+    pub fn drain_ring(&mut self) -> Vec<Event> {
+        let ring = self.ring.as_mut().expect("start_with(.., false)");
+        let mut out = vec![];
+        while let Some(item) = ring.next() {
+            out.push(monitor::events::decode(&item).expect("decode"));
+        }
+        out
+    }
+
+    pub fn dump(&self) -> String {
+        self.seen.iter().map(|e| serde_json::to_string(e).unwrap()).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// A shell that waits for a line on stdin before running `script`: the test tracks its pid in
+/// between, so everything the script does happens under watch.
+pub struct Gated {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Gated {
+    pub fn spawn(script: &str) -> Self {
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("read _go; {script}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn sh");
+        let stdin = child.stdin.take();
+        Self { child, stdin }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn go(&mut self) {
+        let mut s = self.stdin.take().expect("go once");
+        s.write_all(b"go\n").unwrap();
+        // Dropping stdin closes it: scripts that read again see EOF.
+        drop(s);
+    }
+
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Gated {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn python() -> &'static str {
+    if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}

@@ -1,0 +1,263 @@
+//! The real `mcpmon` binary: `run` with `exec` and `--track-pid`, JSON lines out, clean detach.
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+const MCPMON: &str = env!("CARGO_BIN_EXE_mcpmon");
+
+struct Daemon {
+    child: Child,
+    events: PathBuf,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events.jsonl");
+        let socket = dir.path().join("mcpmon.sock");
+        let child = Command::new(MCPMON)
+            .arg("run")
+            .arg("--events")
+            .arg(&events)
+            .arg("--socket")
+            .arg(&socket)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut d = Self { child, events, socket, _dir: dir };
+        d.wait_ready();
+        d
+    }
+
+    /// Ready when the control socket answers a ping.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                panic!("mcpmon run exited early ({status}):\n{err}");
+            }
+            if monitor::control::client::ping(&self.socket, Duration::from_millis(500)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("mcpmon run did not become ready");
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect()
+    }
+
+    fn expect(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let recs = self.records();
+            if let Some(v) = recs.iter().find(|v| pred(v)) {
+                return v.clone();
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; records:\n{}", recs.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM and wait; returns stderr.
+    fn stop(mut self) -> String {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "mcpmon did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(status.success(), "mcpmon exited with {status}:\n{err}");
+        err
+    }
+}
+
+fn exec_cmd(socket: &Path, name: &str, extra: &[&str], cmd: &[&str]) -> Command {
+    let mut c = Command::new(MCPMON);
+    c.arg("exec").arg("--name").arg(name).arg("--socket").arg(socket).args(extra).arg("--").args(cmd);
+    c
+}
+
+fn is_open(v: &Value, path: &str) -> bool {
+    v["kind"] == "open" && v["path"] == path
+}
+
+/// Program ids the daemon holds, from its fds' fdinfo.
+fn prog_ids_of(pid: u32) -> Vec<u32> {
+    let mut ids = vec![];
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
+        if let Ok(info) = std::fs::read_to_string(fd.path()) {
+            for line in info.lines() {
+                if let Some(id) = line.strip_prefix("prog_id:") {
+                    ids.push(id.trim().parse().unwrap());
+                }
+            }
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+fn bpftool_prog_ids() -> Vec<u32> {
+    let out = Command::new("bpftool").args(["-j", "prog", "list"]).output().expect("bpftool (cargo xtask setup installs it)");
+    assert!(out.status.success(), "bpftool prog list failed");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().unwrap().iter().map(|p| p["id"].as_u64().unwrap() as u32).collect()
+}
+
+#[test]
+fn exec_puts_the_server_under_watch_with_stdio_untouched() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let d = Daemon::start(&[]);
+    let out = exec_cmd(&d.socket, "fs-server", &[], &["/bin/sh", "-c", "read line; echo got:$line; cat /etc/hostname >/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = out.id();
+    out.stdin.as_ref().unwrap().write_all(b"ping\n").unwrap();
+    let output = out.wait_with_output().unwrap();
+    assert!(output.status.success());
+    // stdin and stdout went straight to the server: nothing added, nothing lost.
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "got:ping\n");
+
+    let tracked = d.expect("server_tracked", |v| v["kind"] == "server_tracked" && v["server"] == "fs-server");
+    assert_eq!(tracked["root_pid"], pid);
+    assert_eq!(tracked["how"], "exec");
+    // The same pid then execs the server command.
+    let exec = d.expect("exec of the server", |v| v["kind"] == "exec" && v["pid"] == pid && v["filename"] == "/bin/sh");
+    assert_eq!(exec["server"], "fs-server");
+    assert_eq!(exec["argv"][0], "/bin/sh");
+    let open = d.expect("open from the server's child", |v| is_open(v, "/etc/hostname"));
+    assert_eq!(open["server"], "fs-server");
+    assert_eq!(open["ppid"], pid);
+    d.expect("exit of the server", |v| v["kind"] == "exit" && v["pid"] == pid && v["code"] == 0);
+    d.expect("server_gone", |v| v["kind"] == "server_gone" && v["server"] == "fs-server");
+    let err = d.stop();
+    assert!(err.contains("tracking server fs-server"), "{err}");
+}
+
+#[test]
+fn exec_without_a_daemon_warns_and_runs_or_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("none.sock");
+    let out = exec_cmd(&socket, "lonely", &[], &["/bin/echo", "still-runs"]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "still-runs\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mcpmon"), "a warning on stderr");
+
+    let out = exec_cmd(&socket, "lonely", &["--require-monitor"], &["/bin/echo", "must-not-run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "the server must not start");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("require-monitor"));
+}
+
+#[test]
+fn track_pid_takes_a_running_tree_with_its_descendants() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    // A running tree: root sh → inner sh that waits on stdin, then opens a file.
+    let mut root = Command::new("/bin/sh")
+        .args(["-c", "/bin/sh -c 'read x; cat /etc/hostname >/dev/null; read y'; true"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let root_pid = root.id();
+    std::thread::sleep(Duration::from_millis(200)); // let the inner sh start
+    let inner = monitor::discovery::procfs::descendants(root_pid);
+    assert_eq!(inner.len(), 1, "inner shell running");
+    let d = Daemon::start(&["--track-pid", &root_pid.to_string(), "--track-name", "legacy"]);
+    let tracked = d.expect("server_tracked", |v| v["kind"] == "server_tracked");
+    assert_eq!(tracked["server"], "legacy");
+    assert_eq!(tracked["tracked_pids"].as_array().unwrap().len(), 2);
+    let mut stdin = root.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    let open = d.expect("open by a pre-existing descendant's child", |v| is_open(v, "/etc/hostname"));
+    assert_eq!(open["ppid"], inner[0]);
+    assert_eq!(open["server"], "legacy");
+    drop(stdin);
+    root.wait().unwrap();
+    d.stop();
+}
+
+#[test]
+fn a_tracked_process_cannot_leave_or_move() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let d = Daemon::start(&[]);
+    // The tracked server runs `mcpmon exec` again under another name, then opens a file.
+    let inner = format!("{MCPMON} exec --name other --socket {} -- /bin/cat /etc/hostname", d.socket.display());
+    let out = exec_cmd(&d.socket, "outer", &[], &["/bin/sh", "-c", &inner]).stdout(Stdio::null()).status().unwrap();
+    assert!(out.success());
+    let open = d.expect("open", |v| is_open(v, "/etc/hostname"));
+    assert_eq!(open["server"], "outer", "still attributed to the original server");
+    assert!(!d.records().iter().any(|v| v["kind"] == "server_tracked" && v["server"] == "other"));
+
+    // There is no way to ask for less monitoring.
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.write_all(b"{\"op\":\"untrack\",\"pid\":1}\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["ok"], false);
+    d.stop();
+}
+
+#[test]
+fn sigterm_detaches_every_program() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let d = Daemon::start(&[]);
+    let ids = prog_ids_of(d.pid());
+    assert_eq!(ids.len(), monitor_common::names::PROGRAMS.len(), "one fd per loaded program");
+    let before = bpftool_prog_ids();
+    assert!(ids.iter().all(|id| before.contains(id)), "bpftool lists the daemon's programs");
+    let err = d.stop();
+    assert!(err.contains("sensors detached"), "{err}");
+    // Program teardown in the kernel is RCU-deferred: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let after = bpftool_prog_ids();
+        let left: Vec<_> = ids.iter().filter(|id| after.contains(id)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "programs still loaded after exit: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
