@@ -11,6 +11,20 @@ pub enum Hook {
     TracePoint { category: &'static str, name: &'static str },
 }
 
+impl Hook {
+    /// Syscall tracepoints put every syscall of every process on the kernel's slow path as soon as
+    /// one is attached, so they are attached only while something is tracked.
+    pub fn on_demand(&self) -> bool {
+        matches!(self, Hook::TracePoint { category: "syscalls", .. })
+    }
+
+    /// Exit hooks go in before entry hooks (and come out after them), so that no entry is saved
+    /// without its exit hook there to complete it.
+    pub fn is_syscall_exit(&self) -> bool {
+        matches!(self, Hook::TracePoint { category: "syscalls", name } if name.starts_with("sys_exit"))
+    }
+}
+
 /// One program and every hook it is attached to. A program may serve several syscalls whose
 /// tracepoints share a layout (all open exits carry just `ret`).
 #[derive(Clone, Copy, Debug)]

@@ -39,6 +39,8 @@ pub struct Stats {
 }
 
 pub struct Pipeline {
+    /// Owned here so the syscall hooks can follow the tracked set; dropped last at shutdown.
+    sensors: Sensors,
     tracker: Tracker,
     tree: ProcessTree,
     clock: Clock,
@@ -51,8 +53,24 @@ const LOST_NAMES: [&str; LOST_REASONS as usize] = ["ringbuf_full", "pending_full
 const _: () = assert!(LostReason::TrackedFull as u32 + 1 == LOST_REASONS);
 
 impl Pipeline {
-    pub fn new(tracker: Tracker, lost_map: PerCpuArray<MapData, u64>, lines: mpsc::Sender<String>) -> Self {
-        Self { tracker, tree: ProcessTree::new(), clock: Clock::new(), lines, lost_map, stats: Stats::default() }
+    pub fn new(sensors: Sensors, tracker: Tracker, lost_map: PerCpuArray<MapData, u64>, lines: mpsc::Sender<String>) -> Self {
+        Self { sensors, tracker, tree: ProcessTree::new(), clock: Clock::new(), lines, lost_map, stats: Stats::default() }
+    }
+
+    /// Hands the sensors back (to drop them, which detaches everything).
+    pub fn into_sensors(self) -> Sensors {
+        self.sensors
+    }
+
+    /// Detaches the syscall hooks once the kernel tracks nothing: untracked processes then pay
+    /// nothing at all for mcpmon's syscall sensors.
+    pub async fn check_idle(&mut self) {
+        if self.sensors.syscall_hooks_active() && self.tracker.map_is_empty() {
+            match self.sensors.detach_syscall_hooks() {
+                Ok(()) => tracing::info!("nothing tracked: syscall hooks detached"),
+                Err(e) => tracing::error!("detaching syscall hooks: {e}"),
+            }
+        }
     }
 
     async fn emit(&self, v: Value) {
@@ -103,6 +121,11 @@ impl Pipeline {
 
     /// Tracks `pid`, seeds the process tree, and reports the new server.
     pub async fn track(&mut self, pid: u32, name: &str, how: Discovery, uid: u32) -> Result<TrackAck, TrackError> {
+        // Hooks first, then the map entry: the process is never tracked without its sensors.
+        if !self.sensors.syscall_hooks_active() {
+            self.sensors.attach_syscall_hooks().map_err(|e| TrackError::Sensors(e.to_string()))?;
+            tracing::info!("syscall hooks attached: {}", self.sensors.on_demand_hooks().join(", "));
+        }
         let ack = self.tracker.track(pid, name, how, uid)?;
         if !ack.already_tracked {
             for &p in &ack.tracked_pids {
@@ -165,6 +188,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sensors = Sensors::load(&SensorConfig { ringbuf_bytes, daemon_tgid: std::process::id() })?;
     sensors.report.log();
     tracing::info!("attached {} hooks: {}", sensors.attached.len(), sensors.attached.join(", "));
+    tracing::info!(
+        "{} syscall hooks load and attach on demand, only while a server is tracked: {}",
+        sensors.on_demand_hooks().len(),
+        sensors.on_demand_hooks().join(", ")
+    );
 
     let tracker = Tracker::new(sensors.take_tracked()?);
     let ring = sensors.take_events()?;
@@ -181,7 +209,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let control = tokio::spawn(serve(listener, req_tx, shutdown_rx));
 
-    let mut pipeline = Pipeline::new(tracker, lost, line_tx);
+    let mut pipeline = Pipeline::new(sensors, tracker, lost, line_tx);
     for &pid in &args.track_pid {
         let name = args
             .track_name
@@ -199,7 +227,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::select! {
             Some(ev) = ev_rx.recv() => pipeline.on_event(ev).await,
             Some(req) = req_rx.recv() => pipeline.on_request(req).await,
-            _ = tick.tick() => pipeline.check_lost().await,
+            _ = tick.tick() => {
+                pipeline.check_lost().await;
+                pipeline.check_idle().await;
+            }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
         }
@@ -212,7 +243,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     pipeline.check_lost().await;
     pipeline.summary().await;
-    drop(pipeline);
+    let sensors = pipeline.into_sensors();
     let _ = control.await;
     let _ = writer.await;
     // Unloads every program and link: nothing of mcpmon stays in the kernel.

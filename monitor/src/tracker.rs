@@ -51,6 +51,8 @@ pub enum TrackError {
     Map(#[from] MapError),
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    #[error("attaching the syscall hooks: {0}")]
+    Sensors(String),
 }
 
 /// What the daemon knows about one tracked server.
@@ -83,6 +85,11 @@ impl Tracker {
 
     pub fn servers(&self) -> impl Iterator<Item = &ServerInfo> {
         self.servers.values()
+    }
+
+    /// True when the kernel tracks no process at all (every tree has exited).
+    pub fn map_is_empty(&self) -> bool {
+        self.map.keys().next().is_none()
     }
 
     /// Tracking info of a pid as the kernel has it.

@@ -261,3 +261,61 @@ fn sigterm_detaches_every_program() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn clear_error_when_not_root() {
+    if unsafe { libc::geteuid() } != 0 {
+        // Already unprivileged: the plain run shows the error.
+        let out = Command::new(MCPMON).args(["run", "--socket", "/nonexistent/x.sock"]).output().unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("must run as root"));
+        return;
+    }
+    // As root: drop to nobody for this one run.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", MCPMON, "run", "--socket", "/nonexistent/x.sock"])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must run as root") && err.contains("effective uid is 65534"), "{err}");
+}
+
+/// Links the daemon holds (tracepoint attachments are perf_event links).
+fn link_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .flatten()
+        .filter(|fd| std::fs::read_to_string(fd.path()).map(|i| i.contains("link_type:")).unwrap_or(false))
+        .count()
+}
+
+#[test]
+fn syscall_hooks_are_attached_only_while_something_is_tracked() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let d = Daemon::start(&[]);
+    let always = link_count(d.pid());
+    assert_eq!(always, 3, "idle: only task_newtask, sched_process_exec, sched_process_exit");
+    let mut server = exec_cmd(&d.socket, "short-lived", &[], &["/bin/sh", "-c", "read x; cat /etc/hostname"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    d.expect("server_tracked", |v| v["kind"] == "server_tracked");
+    let active = link_count(d.pid());
+    assert!(active >= always + 10, "syscall hooks attached while tracked: {active}");
+    // Events flow while tracked…
+    server.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    server.wait().unwrap();
+    d.expect("open", |v| is_open(v, "/etc/hostname"));
+    // …and once the last tracked process is gone the syscall hooks come off again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while link_count(d.pid()) != always {
+        assert!(Instant::now() < deadline, "syscall hooks still attached: {}", link_count(d.pid()));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let err = d.stop();
+    assert!(err.contains("syscall hooks detached"), "{err}");
+}

@@ -9,12 +9,12 @@ use std::path::PathBuf;
 
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint},
+    programs::{trace_point::TracePointLinkId, ProgramError, TracePoint},
     Ebpf, EbpfError, EbpfLoader,
 };
 use monitor_common::{
     globals as g,
-    names::{Hook, MAP_EVENTS, MAP_LOST, MAP_TRACKED, PROGRAMS},
+    names::{Hook, ProgramSpec, MAP_EVENTS, MAP_LOST, MAP_TRACKED, PROGRAMS},
     TrackInfo, LOST_REASONS,
 };
 
@@ -57,8 +57,11 @@ pub struct Sensors {
     ebpf: Ebpf,
     pub report: features::FeatureReport,
     pub tracefs: PathBuf,
-    /// `category:name` of every attached hook, in attach order.
+    /// `category:name` of the hooks attached for the daemon's whole life.
     pub attached: Vec<String>,
+    /// Syscall hooks, attached only while a process is tracked.
+    on_demand: Vec<(&'static ProgramSpec, Hook)>,
+    syscall_links: Vec<(&'static ProgramSpec, TracePointLinkId)>,
 }
 
 impl Sensors {
@@ -92,25 +95,69 @@ impl Sensors {
             .load(EBPF_OBJECT)?;
 
         let mut attached = Vec::new();
+        let mut on_demand = Vec::new();
         for spec in PROGRAMS {
-            let prog: &mut TracePoint = ebpf
-                .program_mut(spec.name)
-                .ok_or(ProbeError::MissingProgram(spec.name))?
-                .try_into()
-                .map_err(|e| refused(spec.name, spec.purpose, "(program type)".into(), e))?;
+            let prog = tracepoint(&mut ebpf, spec)?;
             prog.load().map_err(|e| refused(spec.name, spec.purpose, "(load)".into(), e))?;
             for hook in spec.hooks {
                 let Hook::TracePoint { category, name } = *hook;
-                let hook_name = format!("{category}:{name}");
                 if spec.optional && !tracefs::exists(&tracefs, category, name) {
-                    tracing::info!("hook {hook_name} does not exist on this kernel; {} skipped", spec.name);
+                    tracing::info!("hook {category}:{name} does not exist on this kernel; {} skipped", spec.name);
                     continue;
                 }
-                prog.attach(category, name).map_err(|e| refused(spec.name, spec.purpose, hook_name.clone(), e))?;
-                attached.push(hook_name);
+                if hook.on_demand() {
+                    on_demand.push((spec, *hook));
+                    continue;
+                }
+                prog.attach(category, name).map_err(|e| refused(spec.name, spec.purpose, format!("{category}:{name}"), e))?;
+                attached.push(format!("{category}:{name}"));
             }
         }
-        Ok(Self { ebpf, report, tracefs, attached })
+        // Exit hooks first, so an entry is never saved without its exit hook in place.
+        on_demand.sort_by_key(|(_, h)| !h.is_syscall_exit());
+        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, syscall_links: vec![] };
+        // Prove now, not at the first tracked server, that the kernel takes every syscall hook.
+        sensors.attach_syscall_hooks()?;
+        sensors.detach_syscall_hooks()?;
+        Ok(sensors)
+    }
+
+    /// Whether the syscall tracepoints are attached (only while something is tracked).
+    pub fn syscall_hooks_active(&self) -> bool {
+        !self.syscall_links.is_empty()
+    }
+
+    /// `category:name` of the syscall hooks attached on demand.
+    pub fn on_demand_hooks(&self) -> Vec<String> {
+        self.on_demand.iter().map(|(_, Hook::TracePoint { category, name })| format!("{category}:{name}")).collect()
+    }
+
+    pub fn attach_syscall_hooks(&mut self) -> Result<(), ProbeError> {
+        if self.syscall_hooks_active() {
+            return Ok(());
+        }
+        for i in 0..self.on_demand.len() {
+            let (spec, Hook::TracePoint { category, name }) = self.on_demand[i];
+            let prog = tracepoint(&mut self.ebpf, spec)?;
+            match prog.attach(category, name) {
+                Ok(link) => self.syscall_links.push((spec, link)),
+                Err(e) => {
+                    let _ = self.detach_syscall_hooks();
+                    return Err(refused(spec.name, spec.purpose, format!("{category}:{name}"), e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Entry hooks come out first (reverse attach order).
+    pub fn detach_syscall_hooks(&mut self) -> Result<(), ProbeError> {
+        while let Some((spec, link)) = self.syscall_links.pop() {
+            tracepoint(&mut self.ebpf, spec)?
+                .detach(link)
+                .map_err(|e| refused(spec.name, spec.purpose, "(detach)".into(), e))?;
+        }
+        Ok(())
     }
 
     pub fn take_tracked(&mut self) -> Result<BpfHashMap<MapData, u32, TrackInfo>, ProbeError> {
@@ -145,6 +192,32 @@ pub fn read_lost(map: &PerCpuArray<MapData, u64>) -> [u64; LOST_REASONS as usize
     out
 }
 
+fn tracepoint<'a>(ebpf: &'a mut Ebpf, spec: &'static ProgramSpec) -> Result<&'a mut TracePoint, ProbeError> {
+    ebpf.program_mut(spec.name)
+        .ok_or(ProbeError::MissingProgram(spec.name))?
+        .try_into()
+        .map_err(|e| refused(spec.name, spec.purpose, "(program type)".into(), e))
+}
+
 fn refused(program: &'static str, purpose: &'static str, hook: String, e: ProgramError) -> ProbeError {
     ProbeError::Program { program, purpose, hook, source: Box::new(e) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_program_and_the_hook() {
+        let e = refused("mcpm_open_x", "file: open result", "syscalls:sys_exit_openat".into(), ProgramError::NotLoaded);
+        let msg = e.to_string();
+        assert!(msg.contains("mcpm_open_x") && msg.contains("syscalls:sys_exit_openat") && msg.contains("open result"), "{msg}");
+        assert!(ProbeError::NotRoot(1000).to_string().contains("must run as root"));
+    }
+
+    #[test]
+    fn missing_btf_says_what_the_kernel_needs() {
+        let e = ProbeError::from(btf::Btf::from_file(std::path::Path::new("/nonexistent/vmlinux")).err().unwrap());
+        assert!(e.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{e}");
+    }
 }

@@ -78,6 +78,7 @@ impl Harness {
     }
 
     pub fn track(&mut self, pid: u32, name: &str) -> u32 {
+        self.sensors.attach_syscall_hooks().expect("attach syscall hooks");
         self.tracker.track(pid, name, Discovery::TrackPid, 0).expect("track").server_id
     }
 
