@@ -1,0 +1,91 @@
+//! `mcpmon exec`: ask the daemon to track this very process, then become the server.
+//! Never writes to stdout: it belongs to the MCP protocol of the server about to start.
+use std::{
+    convert::Infallible,
+    io::{BufRead, BufReader, Write},
+    os::unix::{net::UnixStream, process::CommandExt},
+    path::Path,
+    time::Duration,
+};
+
+use super::{ControlError, Request, Response};
+use crate::cli::ExecArgs;
+
+/// Sends one request and reads the response.
+pub fn request(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, ControlError> {
+    let io = |source: std::io::Error| {
+        if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+            ControlError::Timeout(socket.display().to_string())
+        } else {
+            ControlError::Io { path: socket.display().to_string(), source }
+        }
+    };
+    let mut s = UnixStream::connect(socket).map_err(io)?;
+    s.set_read_timeout(Some(timeout)).map_err(io)?;
+    s.set_write_timeout(Some(timeout)).map_err(io)?;
+    let mut line = serde_json::to_string(req).map_err(|e| ControlError::BadResponse(e.to_string()))?;
+    line.push('\n');
+    s.write_all(line.as_bytes()).map_err(io)?;
+    let mut resp = String::new();
+    BufReader::new(&s).read_line(&mut resp).map_err(io)?;
+    let r: Response = serde_json::from_str(&resp).map_err(|e| ControlError::BadResponse(format!("{e}: {resp:?}")))?;
+    if r.ok {
+        Ok(r)
+    } else {
+        Err(ControlError::Refused(r.error.unwrap_or_default()))
+    }
+}
+
+pub fn ping(socket: &Path, timeout: Duration) -> Result<Response, ControlError> {
+    request(socket, &Request::Ping, timeout)
+}
+
+/// What `exec` does after asking the daemon.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    Exec,
+    ExecUnwatched(String),
+    Refuse(String),
+}
+
+pub fn decide(outcome: &Result<Response, ControlError>, require_monitor: bool, name: &str) -> Action {
+    match outcome {
+        Ok(_) => Action::Exec,
+        Err(e) if require_monitor => Action::Refuse(format!("mcpmon: {e}; refusing to start {name} (--require-monitor)")),
+        Err(e) => Action::ExecUnwatched(format!("mcpmon: {e}; starting {name} unwatched")),
+    }
+}
+
+pub fn run_exec(args: &ExecArgs) -> anyhow::Result<Infallible> {
+    let outcome = request(
+        &args.socket,
+        &Request::Track { name: args.name.clone(), pid: None },
+        Duration::from_millis(args.timeout_ms),
+    );
+    match decide(&outcome, args.require_monitor, &args.name) {
+        Action::Exec => {}
+        Action::ExecUnwatched(msg) => eprintln!("{msg}"),
+        Action::Refuse(msg) => {
+            eprintln!("{msg}");
+            std::process::exit(1);
+        }
+    }
+    // Same pid, same stdin/stdout/stderr: the daemon tracked exactly this process.
+    let err = std::process::Command::new(&args.command[0]).args(&args.command[1..]).exec();
+    eprintln!("mcpmon: cannot execute {}: {err}", args.command[0]);
+    std::process::exit(127);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_daemon_runs_unwatched_unless_required() {
+        let r = ping(Path::new("/nonexistent/mcpmon.sock"), Duration::from_millis(100));
+        assert!(matches!(r, Err(ControlError::Io { .. })));
+        assert!(matches!(decide(&r, false, "fs"), Action::ExecUnwatched(m) if m.contains("unwatched")));
+        assert!(matches!(decide(&r, true, "fs"), Action::Refuse(m) if m.contains("--require-monitor")));
+        assert_eq!(decide(&Ok(Response { ok: true, ..Default::default() }), true, "fs"), Action::Exec);
+    }
+}

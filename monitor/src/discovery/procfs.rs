@@ -1,0 +1,116 @@
+//! Plain /proc parsing: existence, descendants, uid, and process details.
+use std::{collections::HashMap, fs};
+
+pub fn exists(pid: u32) -> bool {
+    fs::metadata(format!("/proc/{pid}")).is_ok()
+}
+
+/// `(comm, ppid)` from a /proc/PID/stat line. comm may hold spaces and ')': it ends at the last ')'.
+pub fn parse_stat(stat: &str) -> Option<(String, u32)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_string();
+    let mut rest = stat.get(close + 1..)?.split_whitespace();
+    let _state = rest.next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((comm, ppid))
+}
+
+fn stat_of(pid: u32) -> Option<(String, u32)> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Every current descendant process (tgids, not threads) of `pid`, any depth.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for ent in dir.flatten() {
+            let Some(p) = ent.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            if let Some((_, ppid)) = stat_of(p) {
+                children.entry(ppid).or_default().push(p);
+            }
+        }
+    }
+    let mut out = vec![];
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+            if c != pid && !out.contains(&c) {
+                out.push(c);
+                stack.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Real uid from /proc/PID/status.
+pub fn uid_of(pid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:")?.split_whitespace().next()?.parse().ok())
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub argv: Vec<String>,
+}
+
+pub fn process_info(pid: u32) -> Option<ProcInfo> {
+    let (comm, ppid) = stat_of(pid)?;
+    let uid = uid_of(pid)?;
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.display().to_string());
+    let argv = fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| b.split(|&c| c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+        .unwrap_or_default();
+    Some(ProcInfo { pid, ppid, uid, comm, exe, argv })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_awkward_comm() {
+        let s = "123 (a) b) S 77 123 123 0 -1 4194560";
+        assert_eq!(parse_stat(s), Some(("a) b".to_string(), 77)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn finds_descendants_at_any_depth() {
+        let mut sh = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 30 & (sleep 30 & wait) & wait"])
+            .spawn()
+            .unwrap();
+        let pid = sh.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut found = vec![];
+        while std::time::Instant::now() < deadline {
+            found = descendants(pid);
+            let sleeps = found.iter().filter(|p| process_info(**p).map(|i| i.comm == "sleep").unwrap_or(false)).count();
+            if sleeps == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let infos: Vec<_> = found.iter().filter_map(|p| process_info(*p)).collect();
+        assert_eq!(infos.iter().filter(|i| i.comm == "sleep").count(), 2, "{infos:?}");
+        // The grandchild sleep's parent is the subshell, itself a child of sh.
+        assert!(infos.iter().any(|i| i.comm == "sleep" && i.ppid != pid));
+        assert!(descendants(std::process::id()).contains(&pid));
+        assert_eq!(uid_of(pid), Some(unsafe { libc::getuid() }));
+        let me = process_info(pid).unwrap();
+        assert_eq!(me.argv[0], "/bin/sh");
+        let _ = std::process::Command::new("pkill").args(["-P", &pid.to_string()]).status();
+        sh.kill().unwrap();
+        sh.wait().unwrap();
+        for p in found {
+            unsafe { libc::kill(p as i32, libc::SIGKILL) };
+        }
+    }
+}
