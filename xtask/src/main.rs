@@ -1,1 +1,68 @@
-fn main(){}
+//! `cargo xtask <task>`: everything a fresh Debian machine needs to build, test and run mcpmon.
+mod setup;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing: Debian packages and bpf-linker (idempotent).
+    Setup,
+    /// Build mcpmon (release), eBPF object included.
+    Build,
+    /// Run every test: unit tests and the integration tests that load the eBPF object (as root).
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build and run `mcpmon run` with the given arguments (default: events as JSON lines on stdout).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Build => {
+            setup::run()?;
+            util::cargo(&["build", "--release", "-p", "monitor"])
+        }
+        Task::Test { args } => test(&args),
+        Task::Run { args } => {
+            setup::run()?;
+            util::cargo(&["build", "--release", "-p", "monitor"])?;
+            let mut argv = vec!["run".to_string()];
+            // The rules directory joins these defaults once the rules engine lands.
+            if args.is_empty() {
+                argv.extend(["--events".to_string(), "-".to_string()]);
+            }
+            argv.extend(args);
+            util::exec(&util::root().join("target/release/mcpmon"), &argv)
+        }
+    }
+}
+
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    setup::run()?;
+    if !util::is_root() {
+        let strict = std::env::var("MCPMON_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1" || v == "true");
+        println!(
+            "xtask: not root: integration tests that load eBPF will {} (run `sudo ./x test`)",
+            if strict { "FAIL (MCPMON_REQUIRE_PRIVILEGED=1)" } else { "be skipped" }
+        );
+    }
+    util::cargo(&["build", "-p", "monitor", "--bins"])?;
+    let mut args: Vec<&str> = vec!["test", "--workspace", "--exclude", "monitor-ebpf", "--no-fail-fast"];
+    args.extend(extra.iter().map(String::as_str));
+    util::cargo(&args)
+}
