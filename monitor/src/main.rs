@@ -36,5 +36,10 @@ fn main() -> std::process::ExitCode {
 /// Logs go to stderr so that `--events -` keeps stdout for JSON lines only.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCPMON_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -103,9 +103,9 @@ pub fn probe(tracefs: &Path) -> FeatureReport {
     };
     let hooks = vec![
         HookChoice { family: "process tree (fork, exit)", observe: "tracepoints task:task_newtask, sched:sched_process_exit", fallback_reason: None },
-        HookChoice { family: "exec", observe: "tracepoints syscalls:sys_{enter,exit}_execve{,at} + sched:sched_process_exec", fallback_reason: Some(why_not("exec")) },
-        HookChoice { family: "file open", observe: "tracepoints syscalls:sys_{enter,exit}_{open,creat,openat,openat2}", fallback_reason: Some(why_not("file open")) },
-        HookChoice { family: "connect", observe: "tracepoints syscalls:sys_{enter,exit}_connect", fallback_reason: Some(why_not("connect")) },
+        HookChoice { family: "exec", observe: "tracepoints sched:sched_process_exec + syscalls:sys_{enter,exit}_execve{,at} (syscall hooks attached only while a server is tracked)", fallback_reason: Some(why_not("exec")) },
+        HookChoice { family: "file open", observe: "tracepoints syscalls:sys_{enter,exit}_{open,creat,openat,openat2} (attached only while a server is tracked)", fallback_reason: Some(why_not("file open")) },
+        HookChoice { family: "connect", observe: "tracepoints syscalls:sys_{enter,exit}_connect (attached only while a server is tracked)", fallback_reason: Some(why_not("connect")) },
     ];
     let send_signal = if tracepoint.available {
         Probe::yes("bpf_send_signal from syscall tracepoints (kill before the syscall returns)")
