@@ -28,6 +28,7 @@ pub enum EventKind {
     Connect = 3,
     Exit = 4,
     Fork = 5,
+    Stdio = 6,
 }
 
 impl EventKind {
@@ -38,6 +39,7 @@ impl EventKind {
             3 => Self::Connect,
             4 => Self::Exit,
             5 => Self::Fork,
+            6 => Self::Stdio,
             _ => return None,
         })
     }
@@ -210,6 +212,51 @@ pub struct ForkEvent {
 }
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 56);
 
+/// Bytes of one stdio capture record.
+pub const STDIO_CHUNK: usize = 4096;
+/// Chunks captured from the start of one read/write; past them only the last chunk is sent, so a
+/// huge message keeps its head (method, params) and its tail (a Node reply's trailing `"id"`).
+pub const STDIO_HEAD_CHUNKS: u32 = 16;
+
+/// Value of `STDIO_PIPES`, keyed by the inode number of a tracked server's stdin/stdout pipe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StdioPipe {
+    pub server_id: u32,
+    /// [`stdio_dir`]: which way JSON-RPC flows through it, seen from the server.
+    pub dir: u32,
+}
+const _: () = assert!(core::mem::size_of::<StdioPipe>() == 8);
+
+pub mod stdio_dir {
+    /// The server reads requests (its stdin).
+    pub const IN: u32 = 0;
+    /// The server writes replies (its stdout).
+    pub const OUT: u32 = 1;
+}
+
+/// Bytes a tracked server moved through one of its stdio pipes: one record per captured chunk of
+/// one read/write. `offset` is the chunk's place in the syscall's buffer, `total_len` the syscall's
+/// result; chunks with `offset + len < total_len` and no successor mean bytes were skipped.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StdioEvent {
+    pub hdr: EventHeader,
+    /// Pipe inode (the stream).
+    pub ino: u64,
+    /// Bytes the syscall moved.
+    pub total_len: u64,
+    pub offset: u32,
+    pub len: u32,
+    pub fd: i32,
+    pub dir: u32,
+    pub data: [u8; STDIO_CHUNK],
+}
+impl StdioEvent {
+    pub const DATA_OFFSET: usize = core::mem::size_of::<EventHeader>() + 32;
+}
+const _: () = assert!(core::mem::size_of::<StdioEvent>() == StdioEvent::DATA_OFFSET + STDIO_CHUNK);
+
 /// Byte offsets the kernel programs need but cannot know at compile time. The daemon reads them
 /// from BTF and the tracefs format files and sets them as read-only globals before loading.
 pub mod globals {
@@ -222,6 +269,12 @@ pub mod globals {
     pub const TP_EXIT_GROUP_DEAD_OFF: &str = "TP_EXIT_GROUP_DEAD_OFF";
     pub const TP_NEWTASK_PID_OFF: &str = "TP_NEWTASK_PID_OFF";
     pub const TP_NEWTASK_FLAGS_OFF: &str = "TP_NEWTASK_FLAGS_OFF";
+    pub const TASK_FILES_OFF: &str = "TASK_FILES_OFF";
+    pub const FILES_FDT_OFF: &str = "FILES_FDT_OFF";
+    pub const FDT_FD_OFF: &str = "FDT_FD_OFF";
+    pub const FDT_MAX_FDS_OFF: &str = "FDT_MAX_FDS_OFF";
+    pub const FILE_INODE_OFF: &str = "FILE_INODE_OFF";
+    pub const INODE_INO_OFF: &str = "INODE_INO_OFF";
 }
 
 #[cfg(feature = "user")]
@@ -229,4 +282,5 @@ mod pod {
     // SAFETY: all are repr(C) with explicit padding and only integer fields.
     unsafe impl aya::Pod for super::TrackInfo {}
     unsafe impl aya::Pod for super::EventHeader {}
+    unsafe impl aya::Pod for super::StdioPipe {}
 }

@@ -3,6 +3,7 @@
 pub const MAP_TRACKED: &str = "TRACKED";
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_LOST: &str = "LOST";
+pub const MAP_STDIO_PIPES: &str = "STDIO_PIPES";
 
 /// Kind of kernel hook a program attaches to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,4 +69,12 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     },
     ProgramSpec { name: "mcpm_connect_e", purpose: "net: connect entry", hooks: &[tp("syscalls", "sys_enter_connect")], optional: false },
     ProgramSpec { name: "mcpm_connect_x", purpose: "net: connect result", hooks: &[tp("syscalls", "sys_exit_connect")], optional: false },
+    ProgramSpec { name: "mcpm_read_e", purpose: "stdio: read entry", hooks: &[tp("syscalls", "sys_enter_read")], optional: false },
+    ProgramSpec { name: "mcpm_write_e", purpose: "stdio: write entry", hooks: &[tp("syscalls", "sys_enter_write")], optional: false },
+    ProgramSpec {
+        name: "mcpm_rw_x",
+        purpose: "stdio: bytes read/written on a server's stdio pipe",
+        hooks: &[tp("syscalls", "sys_exit_read"), tp("syscalls", "sys_exit_write")],
+        optional: false,
+    },
 ];

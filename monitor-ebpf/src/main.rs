@@ -15,6 +15,8 @@ mod maps;
 mod net;
 #[cfg(target_arch = "bpf")]
 mod process;
+#[cfg(target_arch = "bpf")]
+mod stdio;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -194,7 +194,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         sensors.on_demand_hooks().join(", ")
     );
 
-    let tracker = Tracker::new(sensors.take_tracked()?);
+    let tracker = Tracker::new(sensors.take_tracked()?, sensors.take_stdio_pipes()?);
     let ring = sensors.take_events()?;
     let lost = sensors.take_lost()?;
 

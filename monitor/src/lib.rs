@@ -9,6 +9,7 @@ pub mod control;
 pub mod daemon;
 pub mod discovery;
 pub mod events;
+pub mod jsonrpc;
 pub mod output;
 pub mod probes;
 pub mod process_tree;

@@ -6,7 +6,7 @@
 use std::{collections::HashMap, time::SystemTime};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
-use monitor_common::TrackInfo;
+use monitor_common::{stdio_dir, StdioPipe, TrackInfo};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -65,18 +65,35 @@ pub struct ServerInfo {
     pub uid: u32,
     #[serde(with = "crate::output::rfc3339")]
     pub since: SystemTime,
+    /// Inodes of the stdin/stdout pipes whose bytes the kernel captures (JSON-RPC).
+    pub stdio_inodes: Vec<u64>,
 }
 
 pub struct Tracker {
     map: BpfHashMap<MapData, u32, TrackInfo>,
+    pipes: BpfHashMap<MapData, u64, StdioPipe>,
     servers: HashMap<u32, ServerInfo>,
     next_id: u32,
     daemon_pid: u32,
 }
 
 impl Tracker {
-    pub fn new(map: BpfHashMap<MapData, u32, TrackInfo>) -> Self {
-        Self { map, servers: HashMap::new(), next_id: 1, daemon_pid: std::process::id() }
+    pub fn new(map: BpfHashMap<MapData, u32, TrackInfo>, pipes: BpfHashMap<MapData, u64, StdioPipe>) -> Self {
+        Self { map, pipes, servers: HashMap::new(), next_id: 1, daemon_pid: std::process::id() }
+    }
+
+    /// Registers the root's stdin and stdout pipes (matched by inode in the kernel, whatever fd
+    /// numbers the server later reads and writes them through).
+    fn register_stdio(&mut self, pid: u32, server_id: u32) -> Vec<u64> {
+        let mut inodes = vec![];
+        for (fd, dir) in [(0, stdio_dir::IN), (1, stdio_dir::OUT)] {
+            if let Some(ino) = crate::discovery::procfs::fd_stream_inode(pid, fd) {
+                if self.pipes.insert(ino, StdioPipe { server_id, dir }, 0).is_ok() {
+                    inodes.push(ino);
+                }
+            }
+        }
+        inodes
     }
 
     pub fn server(&self, id: u32) -> Option<&ServerInfo> {
@@ -137,15 +154,20 @@ impl Tracker {
                 break;
             }
         }
+        let stdio_inodes = self.register_stdio(pid, id);
         self.servers.insert(
             id,
-            ServerInfo { id, name: name.to_string(), root_pid: pid, how, uid, since: SystemTime::now() },
+            ServerInfo { id, name: name.to_string(), root_pid: pid, how, uid, since: SystemTime::now(), stdio_inodes },
         );
         Ok(TrackAck { server_id: id, name: name.to_string(), already_tracked: false, tracked_pids: tracked })
     }
 
     /// The last process of a server exited: forget it.
     pub fn forget(&mut self, id: u32) -> Option<ServerInfo> {
-        self.servers.remove(&id)
+        let s = self.servers.remove(&id)?;
+        for ino in &s.stdio_inodes {
+            let _ = self.pipes.remove(ino);
+        }
+        Some(s)
     }
 }

@@ -50,6 +50,15 @@ pub fn uid_of(pid: u32) -> Option<u32> {
     status.lines().find_map(|l| l.strip_prefix("Uid:")?.split_whitespace().next()?.parse().ok())
 }
 
+/// Inode of the pipe or socket behind `fd` of `pid` (`pipe:[N]` / `socket:[N]`), None for ttys,
+/// files and closed fds.
+pub fn fd_stream_inode(pid: u32, fd: u32) -> Option<u64> {
+    let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let s = link.to_str()?;
+    let rest = s.strip_prefix("pipe:[").or_else(|| s.strip_prefix("socket:["))?;
+    rest.strip_suffix(']')?.parse().ok()
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcInfo {
     pub pid: u32,
@@ -73,6 +82,20 @@ pub fn process_info(pid: u32) -> Option<ProcInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pipe_inodes_of_stdio() {
+        let child = std::process::Command::new("/bin/cat")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let (i, o) = (fd_stream_inode(pid, 0), fd_stream_inode(pid, 1));
+        assert!(i.is_some() && o.is_some() && i != o, "{i:?} {o:?}");
+        assert_eq!(fd_stream_inode(pid, 99), None);
+        drop(child); // closing stdin ends cat
+    }
 
     #[test]
     fn stat_with_awkward_comm() {

@@ -5,10 +5,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
     exec_syscall, flags, open_syscall, ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, OpenEvent,
-    UNIX_PATH_CAP,
+    StdioEvent, UNIX_PATH_CAP,
 };
 
-use super::{errno, Body, Connect, Event, Exec, Exit, Fork, Header, Open, SysResult};
+use super::{errno, Body, Connect, Event, Exec, Exit, Fork, Header, Open, Stdio, SysResult};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -66,6 +66,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let f: ForkEvent = read_record(bytes, std::mem::size_of::<ForkEvent>())?;
             Body::Fork(Fork { child_pid: f.child_tgid, clone_flags: f.clone_flags })
         }
+        EventKind::Stdio => Body::Stdio(stdio(bytes)?),
     };
     Ok(Event { header: header(&h), body })
 }
@@ -166,6 +167,23 @@ fn connect(bytes: &[u8]) -> Result<Connect, DecodeError> {
         other => (format!("af_{other}"), None, None, None),
     };
     Ok(Connect { fd: e.fd, family, addr, port, unix_path, result: SysResult::from_ret(e.ret as i64) })
+}
+
+fn stdio(bytes: &[u8]) -> Result<Stdio, DecodeError> {
+    let e: StdioEvent = read_record(bytes, StdioEvent::DATA_OFFSET)?;
+    let n = e.len as usize;
+    let arrived = bytes.len() - StdioEvent::DATA_OFFSET;
+    if n > arrived || n > e.data.len() {
+        return Err(DecodeError::BadLength("stdio", n, arrived));
+    }
+    Ok(Stdio {
+        ino: e.ino,
+        dir: if e.dir == monitor_common::stdio_dir::IN { "in" } else { "out" },
+        fd: e.fd,
+        total_len: e.total_len,
+        offset: e.offset,
+        data: e.data[..n].to_vec(),
+    })
 }
 
 fn exit(bytes: &[u8]) -> Result<Exit, DecodeError> {

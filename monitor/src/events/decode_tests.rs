@@ -179,6 +179,28 @@ fn fork_round_trip() {
 }
 
 #[test]
+fn stdio_round_trip() {
+    let mut e: monitor_common::StdioEvent = zeroed();
+    e.hdr = hdr(EventKind::Stdio, 0);
+    e.ino = 4242;
+    e.total_len = 70_000;
+    e.offset = 65_536;
+    e.fd = 7;
+    e.dir = monitor_common::stdio_dir::OUT;
+    let d = b"\"id\":5}\n";
+    e.data[..d.len()].copy_from_slice(d);
+    e.len = d.len() as u32;
+    let ev = decode(&bytes_of(&e, monitor_common::StdioEvent::DATA_OFFSET + d.len())).unwrap();
+    expect_header(&ev, vec![]);
+    assert_eq!(
+        ev.body,
+        Body::Stdio(Stdio { ino: 4242, dir: "out", fd: 7, total_len: 70_000, offset: 65_536, data: d.to_vec() })
+    );
+    e.len = 5000;
+    assert!(matches!(decode(&bytes_of(&e, monitor_common::StdioEvent::DATA_OFFSET + 10)), Err(DecodeError::BadLength("stdio", 5000, 10))));
+}
+
+#[test]
 fn garbage_is_an_error_not_a_panic() {
     assert!(matches!(decode(&[1, 2, 3]), Err(DecodeError::Short(3, _))));
     let mut h = hdr(EventKind::Exec, 0);

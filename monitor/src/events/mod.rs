@@ -42,6 +42,8 @@ pub enum Body {
     Connect(Connect),
     Exit(Exit),
     Fork(Fork),
+    /// Bytes on a server's stdio pipe; consumed by the JSON-RPC stage, not written out raw.
+    Stdio(Stdio),
 }
 
 /// Result of a syscall: success value or errno.
@@ -126,6 +128,20 @@ pub struct Exit {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Stdio {
+    /// Pipe inode: identifies the stream.
+    pub ino: u64,
+    /// "in" (the server read it) or "out" (the server wrote it).
+    pub dir: &'static str,
+    pub fd: i32,
+    /// Bytes the syscall moved; `offset`/`data` is the captured part.
+    pub total_len: u64,
+    pub offset: u32,
+    #[serde(skip)]
+    pub data: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Fork {
     pub child_pid: u32,
     pub clone_flags: u64,
@@ -139,6 +155,7 @@ impl Event {
             Body::Connect(_) => "connect",
             Body::Exit(_) => "exit",
             Body::Fork(_) => "fork",
+            Body::Stdio(_) => "stdio",
         }
     }
 }

@@ -163,12 +163,19 @@ impl Btf {
     }
 }
 
-/// The `task_struct` offsets the kernel programs need.
+/// The kernel struct offsets the kernel programs need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskOffsets {
     pub real_parent: u32,
     pub tgid: u32,
     pub exit_code: u32,
+    /// fd → inode: `task->files->fdt->fd[fd]->f_inode->i_ino` (stdio pipe matching).
+    pub files: u32,
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    pub fdt_max_fds: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
 }
 
 impl TaskOffsets {
@@ -177,6 +184,12 @@ impl TaskOffsets {
             real_parent: btf.member_offset("task_struct", "real_parent")?,
             tgid: btf.member_offset("task_struct", "tgid")?,
             exit_code: btf.member_offset("task_struct", "exit_code")?,
+            files: btf.member_offset("task_struct", "files")?,
+            files_fdt: btf.member_offset("files_struct", "fdt")?,
+            fdt_fd: btf.member_offset("fdtable", "fd")?,
+            fdt_max_fds: btf.member_offset("fdtable", "max_fds")?,
+            file_inode: btf.member_offset("file", "f_inode")?,
+            inode_ino: btf.member_offset("inode", "i_ino")?,
         })
     }
 }

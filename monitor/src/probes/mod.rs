@@ -14,8 +14,8 @@ use aya::{
 };
 use monitor_common::{
     globals as g,
-    names::{Hook, ProgramSpec, MAP_EVENTS, MAP_LOST, MAP_TRACKED, PROGRAMS},
-    TrackInfo, LOST_REASONS,
+    names::{Hook, ProgramSpec, MAP_EVENTS, MAP_LOST, MAP_STDIO_PIPES, MAP_TRACKED, PROGRAMS},
+    StdioPipe, TrackInfo, LOST_REASONS,
 };
 
 /// The eBPF object, compiled from source by build.rs for this build.
@@ -91,6 +91,12 @@ impl Sensors {
             .override_global(g::TP_EXIT_GROUP_DEAD_OFF, &exit_group_dead, true)
             .override_global(g::TP_NEWTASK_PID_OFF, &newtask_pid, true)
             .override_global(g::TP_NEWTASK_FLAGS_OFF, &newtask_flags, true)
+            .override_global(g::TASK_FILES_OFF, &task.files, true)
+            .override_global(g::FILES_FDT_OFF, &task.files_fdt, true)
+            .override_global(g::FDT_FD_OFF, &task.fdt_fd, true)
+            .override_global(g::FDT_MAX_FDS_OFF, &task.fdt_max_fds, true)
+            .override_global(g::FILE_INODE_OFF, &task.file_inode, true)
+            .override_global(g::INODE_INO_OFF, &task.inode_ino, true)
             .map_max_entries(MAP_EVENTS, cfg.ringbuf_bytes)
             .load(EBPF_OBJECT)?;
 
@@ -163,6 +169,11 @@ impl Sensors {
     pub fn take_tracked(&mut self) -> Result<BpfHashMap<MapData, u32, TrackInfo>, ProbeError> {
         let map = self.ebpf.take_map(MAP_TRACKED).ok_or(ProbeError::Map(MAP_TRACKED, "missing".into()))?;
         BpfHashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_TRACKED, e.to_string()))
+    }
+
+    pub fn take_stdio_pipes(&mut self) -> Result<BpfHashMap<MapData, u64, StdioPipe>, ProbeError> {
+        let map = self.ebpf.take_map(MAP_STDIO_PIPES).ok_or(ProbeError::Map(MAP_STDIO_PIPES, "missing".into()))?;
+        BpfHashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_STDIO_PIPES, e.to_string()))
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {

@@ -1,0 +1,168 @@
+//! stdio capture: the bytes a tracked MCP server reads from its stdin pipe and writes to its
+//! stdout pipe, i.e. its JSON-RPC. Pipes are matched by inode (`STDIO_PIPES`, filled by the daemon),
+//! not by fd number: the Python SDK reads fd 6 and writes fd 7, duplicates of 0 and 1.
+//!
+//! Kernel contracts: `syscalls:sys_enter_read/write(fd, buf, count)`, `sys_exit_*(ret)`;
+//! `current->files->fdt->fd[fd]->f_inode->i_ino` with offsets from BTF.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_probe_read_user},
+    macros::{map, tracepoint},
+    maps::{HashMap, PerCpuArray},
+    programs::TracePointContext,
+};
+use monitor_common::{stdio_dir, EventKind, LostReason, StdioEvent, StdioPipe, TrackInfo, STDIO_CHUNK, STDIO_HEAD_CHUNKS};
+
+use crate::maps::{count_lost, current, fill_header, output_prefix, tracked};
+
+/// Inodes of tracked servers' stdin/stdout pipes.
+#[map(name = "STDIO_PIPES")]
+pub static STDIO_PIPES: HashMap<u64, StdioPipe> = HashMap::with_max_entries(4096, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IoPending {
+    buf: u64,
+    ino: u64,
+    fd: i32,
+    dir: u32,
+    info: TrackInfo,
+}
+
+#[map(name = "PENDING_IO")]
+static PENDING_IO: HashMap<u32, IoPending> = HashMap::with_max_entries(4096, 1);
+
+#[map(name = "SCRATCH_STDIO")]
+static SCRATCH_STDIO: PerCpuArray<StdioEvent> = PerCpuArray::with_max_entries(1, 0);
+
+#[unsafe(no_mangle)]
+static TASK_FILES_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static FILES_FDT_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static FDT_FD_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static FDT_MAX_FDS_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static FILE_INODE_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static INODE_INO_OFF: u32 = 0;
+
+#[inline(always)]
+fn g(v: &'static u32) -> usize {
+    unsafe { core::ptr::read_volatile(v) as usize }
+}
+
+/// Inode number behind `fd` of the current task.
+#[inline(always)]
+fn fd_inode(fd: i32) -> Option<u64> {
+    if fd < 0 {
+        return None;
+    }
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let files: *const u8 = bpf_probe_read_kernel(task.add(g(&TASK_FILES_OFF)) as *const *const u8).ok()?;
+        let fdt: *const u8 = bpf_probe_read_kernel(files.add(g(&FILES_FDT_OFF)) as *const *const u8).ok()?;
+        let max: u32 = bpf_probe_read_kernel(fdt.add(g(&FDT_MAX_FDS_OFF)) as *const u32).ok()?;
+        if fd as u32 >= max {
+            return None;
+        }
+        let arr: *const *const u8 = bpf_probe_read_kernel(fdt.add(g(&FDT_FD_OFF)) as *const *const *const u8).ok()?;
+        let file: *const u8 = bpf_probe_read_kernel(arr.add(fd as usize)).ok()?;
+        if file.is_null() {
+            return None;
+        }
+        let inode: *const u8 = bpf_probe_read_kernel(file.add(g(&FILE_INODE_OFF)) as *const *const u8).ok()?;
+        bpf_probe_read_kernel(inode.add(g(&INODE_INO_OFF)) as *const u64).ok()
+    }
+}
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, i: usize) -> u64 {
+    unsafe { ctx.read_at(16 + 8 * i) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn rw_enter(ctx: &TracePointContext, want: u32) -> u32 {
+    let cur = current();
+    let Some(info) = tracked(cur) else { return 0 };
+    let fd = arg(ctx, 0) as i32;
+    let Some(ino) = fd_inode(fd) else { return 0 };
+    let Some(pipe) = (unsafe { STDIO_PIPES.get(&ino) }) else { return 0 };
+    // A read of the stdout pipe (or write to stdin) is not the server's JSON-RPC.
+    if pipe.dir != want {
+        return 0;
+    }
+    let p = IoPending { buf: arg(ctx, 1), ino, fd, dir: pipe.dir, info };
+    if PENDING_IO.insert(&cur.tid, &p, 0).is_err() {
+        count_lost(LostReason::PendingFull);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn mcpm_read_e(ctx: TracePointContext) -> u32 {
+    rw_enter(&ctx, stdio_dir::IN)
+}
+
+#[tracepoint]
+pub fn mcpm_write_e(ctx: TracePointContext) -> u32 {
+    rw_enter(&ctx, stdio_dir::OUT)
+}
+
+/// Sends the head chunks of the transferred bytes, then the last chunk if the head did not
+/// reach it.
+#[tracepoint]
+pub fn mcpm_rw_x(ctx: TracePointContext) -> u32 {
+    let cur = current();
+    let Some(p) = (unsafe { PENDING_IO.get(&cur.tid) }).copied() else { return 0 };
+    let _ = PENDING_IO.remove(&cur.tid);
+    let ret = arg(&ctx, 0) as i64;
+    if ret <= 0 {
+        return 0;
+    }
+    let total = ret as u64;
+    let Some(ev) = SCRATCH_STDIO.get_ptr_mut(0) else { return 0 };
+    let ev = unsafe { &mut *ev };
+    fill_header(&mut ev.hdr, EventKind::Stdio, cur, p.info);
+    ev.ino = p.ino;
+    ev.total_len = total;
+    ev.fd = p.fd;
+    ev.dir = p.dir;
+    let chunk = STDIO_CHUNK as u64;
+    let mut i: u32 = 0;
+    while i < STDIO_HEAD_CHUNKS {
+        let off = i as u64 * chunk;
+        if off >= total {
+            return 0;
+        }
+        send_chunk(ev, p.buf, off, total);
+        i += 1;
+    }
+    let head_end = STDIO_HEAD_CHUNKS as u64 * chunk;
+    if total > head_end {
+        let tail = if total - head_end > chunk { total - chunk } else { head_end };
+        send_chunk(ev, p.buf, tail, total);
+    }
+    0
+}
+
+#[inline(always)]
+fn send_chunk(ev: &mut StdioEvent, buf: u64, off: u64, total: u64) {
+    let mut n = total - off;
+    if n > STDIO_CHUNK as u64 {
+        n = STDIO_CHUNK as u64;
+    }
+    let n = n as u32;
+    if n == 0 || n > STDIO_CHUNK as u32 {
+        return;
+    }
+    let r = unsafe { bpf_probe_read_user(ev.data.as_mut_ptr() as *mut _, n, (buf + off) as *const _) };
+    if r != 0 {
+        ev.hdr.flags |= monitor_common::flags::READ_FAILED;
+        return;
+    }
+    ev.offset = off as u32;
+    ev.len = n;
+    output_prefix(ev, StdioEvent::DATA_OFFSET + n as usize);
+}
