@@ -21,6 +21,7 @@ use tokio::{
 
 use crate::{
     cli::RunArgs,
+    correlation::{Correlator, Outcome},
     control::server::{serve, ControlListener},
     discovery::procfs,
     events::{self, reader::Decoded, Event},
@@ -43,6 +44,7 @@ pub struct Pipeline {
     sensors: Sensors,
     tracker: Tracker,
     tree: ProcessTree,
+    corr: Correlator,
     clock: Clock,
     lines: mpsc::Sender<String>,
     lost_map: PerCpuArray<MapData, u64>,
@@ -54,7 +56,7 @@ const _: () = assert!(LostReason::TrackedFull as u32 + 1 == LOST_REASONS);
 
 impl Pipeline {
     pub fn new(sensors: Sensors, tracker: Tracker, lost_map: PerCpuArray<MapData, u64>, lines: mpsc::Sender<String>) -> Self {
-        Self { sensors, tracker, tree: ProcessTree::new(), clock: Clock::new(), lines, lost_map, stats: Stats::default() }
+        Self { sensors, tracker, tree: ProcessTree::new(), corr: Correlator::new(), clock: Clock::new(), lines, lost_map, stats: Stats::default() }
     }
 
     /// Hands the sensors back (to drop them, which detaches everything).
@@ -94,13 +96,39 @@ impl Pipeline {
         };
         *self.stats.events.entry(ev.kind()).or_default() += 1;
         let change = self.tree.apply(&ev);
-        let line = self.render(&ev);
-        self.emit(line).await;
+        match self.corr.handle(&ev) {
+            Outcome::Consumed(records) => {
+                for r in records {
+                    let r = self.decorate(r, ev.header.ts_mono_ns);
+                    self.emit(r).await;
+                }
+            }
+            Outcome::Event(attribution) => {
+                let mut line = self.render(&ev);
+                line["mcp"] = serde_json::to_value(&attribution).unwrap_or(Value::Null);
+                self.emit(line).await;
+            }
+        }
         if let TreeChange::ServerGone(id) = change {
+            for r in self.corr.server_gone(id, ev.header.ts_mono_ns) {
+                let r = self.decorate(r, ev.header.ts_mono_ns);
+                self.emit(r).await;
+            }
             if let Some(s) = self.tracker.forget(id) {
                 self.emit(json!({"time": Self::now(), "kind": "server_gone", "server_id": id, "server": s.name})).await;
             }
         }
+    }
+
+    /// Adds time and server name to a correlation record.
+    fn decorate(&self, mut r: Value, ts: u64) -> Value {
+        r["time"] = format_rfc3339(self.clock.wall(ts)).into();
+        if let Some(id) = r["server_id"].as_u64() {
+            if let Some(s) = self.tracker.server(id as u32) {
+                r["server"] = s.name.clone().into();
+            }
+        }
+        r
     }
 
     fn render(&self, ev: &Event) -> Value {
@@ -177,7 +205,7 @@ impl Pipeline {
             LOST_NAMES.iter().zip(self.stats.lost.iter()).map(|(k, v)| (k.to_string(), json!(v))).collect();
         self.emit(json!({
             "time": Self::now(), "kind": "stats", "events": self.stats.events,
-            "decode_errors": self.stats.decode_errors, "lost": lost,
+            "decode_errors": self.stats.decode_errors, "lost": lost, "mcp": self.corr.stats,
         }))
         .await;
     }

@@ -6,6 +6,7 @@
 //! `tracker` owns the kernel's tracked-process map; `control` and `discovery` feed it.
 pub mod cli;
 pub mod control;
+pub mod correlation;
 pub mod daemon;
 pub mod discovery;
 pub mod events;

@@ -1,0 +1,130 @@
+//! Correlation stage: turns stdio captures into MCP messages per server and attributes every other
+//! kernel event of a server's tree to the tool call in flight (or marks it idle or ambiguous).
+//! Events arrive in ring-buffer order, so the session state when an event is handled is the state
+//! the server was in when the syscall happened.
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use crate::{
+    events::{Body, Event, Stdio},
+    jsonrpc::{
+        framing::Stream,
+        message::{self, Rpc},
+        session::{Attribution, FinishedCall, Session, Update},
+    },
+};
+
+/// Most stdio streams followed at once; beyond this, new streams are dropped and counted.
+pub const MAX_STREAMS: usize = 4096;
+
+#[derive(Default, Debug, serde::Serialize)]
+pub struct CorrelationStats {
+    pub messages: u64,
+    pub invalid_messages: u64,
+    pub truncated_messages: u64,
+    pub bytes_not_captured: u64,
+    pub streams_dropped: u64,
+}
+
+#[derive(Default)]
+pub struct Correlator {
+    streams: HashMap<(u32, u64), Stream>,
+    sessions: HashMap<u32, Session>,
+    pub stats: CorrelationStats,
+}
+
+/// What the pipeline should do with an event after correlation.
+pub enum Outcome {
+    /// A syscall event, with its attribution (None when the server speaks no captured stdio yet
+    /// and nothing is known).
+    Event(Attribution),
+    /// A stdio capture, consumed: these records describe what it carried.
+    Consumed(Vec<Value>),
+}
+
+impl Correlator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn session(&self, server_id: u32) -> Option<&Session> {
+        self.sessions.get(&server_id)
+    }
+
+    pub fn handle(&mut self, ev: &Event) -> Outcome {
+        let server = ev.header.server_id;
+        match &ev.body {
+            Body::Stdio(s) => Outcome::Consumed(self.stdio(server, ev.header.ts_mono_ns, s)),
+            _ => Outcome::Event(self.sessions.entry(server).or_default().attribute()),
+        }
+    }
+
+    fn stdio(&mut self, server: u32, ts: u64, s: &Stdio) -> Vec<Value> {
+        let key = (server, s.ino);
+        if !self.streams.contains_key(&key) && self.streams.len() >= MAX_STREAMS {
+            self.stats.streams_dropped += 1;
+            return vec![];
+        }
+        let stream = self.streams.entry(key).or_default();
+        let before = stream.bytes_skipped;
+        let msgs = stream.feed(s.offset, s.total_len, &s.data, ts);
+        self.stats.bytes_not_captured += stream.bytes_skipped - before;
+        let session = self.sessions.entry(server).or_default();
+        let mut out = vec![];
+        for m in msgs {
+            self.stats.messages += 1;
+            if m.truncated {
+                self.stats.truncated_messages += 1;
+            }
+            for rpc in message::parse(&m) {
+                if let Rpc::Invalid { reason } = &rpc {
+                    self.stats.invalid_messages += 1;
+                    out.push(json!({"kind": "mcp_invalid", "server_id": server, "direction": s.dir, "reason": reason, "bytes": m.len}));
+                }
+                let update = if s.dir == "in" { session.on_request(&rpc, m.ts_mono_ns) } else { session.on_reply(&rpc, m.ts_mono_ns) };
+                if let Some(rec) = record(server, update) {
+                    out.push(rec);
+                }
+            }
+        }
+        out
+    }
+
+    /// The server's last process exited: open calls are closed as unanswered.
+    pub fn server_gone(&mut self, server: u32, ts: u64) -> Vec<Value> {
+        self.streams.retain(|(s, _), _| *s != server);
+        self.sessions
+            .remove(&server)
+            .map(|mut s| s.close(ts).into_iter().map(|f| finished(server, f)).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn finished(server: u32, f: FinishedCall) -> Value {
+    let mut v = serde_json::to_value(&f).unwrap_or(Value::Null);
+    v["kind"] = "tool_call".into();
+    v["server_id"] = server.into();
+    v
+}
+
+fn record(server: u32, u: Update) -> Option<Value> {
+    Some(match u {
+        Update::None => return None,
+        Update::Initialize { client, protocol_version } => {
+            json!({"kind": "mcp_initialize", "server_id": server, "client": client, "protocol_version": protocol_version})
+        }
+        Update::Initialized { server: info } => json!({"kind": "mcp_initialized", "server_id": server, "server_info": info}),
+        Update::ToolsListed { result } => {
+            let names: Vec<Value> = result["tools"].as_array().map(|t| t.iter().map(|t| t["name"].clone()).collect()).unwrap_or_default();
+            json!({"kind": "mcp_tools", "server_id": server, "tools": names})
+        }
+        Update::CallStarted(c) => {
+            let mut v = serde_json::to_value(&c).unwrap_or(Value::Null);
+            v["kind"] = "tool_call_start".into();
+            v["server_id"] = server.into();
+            v
+        }
+        Update::CallFinished(f) => finished(server, f),
+    })
+}
