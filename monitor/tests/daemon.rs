@@ -3,113 +3,12 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader, Write},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
+use common::daemon::{exec_cmd, is_open, Daemon, MCPMON};
 use serde_json::Value;
-
-const MCPMON: &str = env!("CARGO_BIN_EXE_mcpmon");
-
-struct Daemon {
-    child: Child,
-    events: PathBuf,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn start(extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let events = dir.path().join("events.jsonl");
-        let socket = dir.path().join("mcpmon.sock");
-        let child = Command::new(MCPMON)
-            .arg("run")
-            .arg("--events")
-            .arg(&events)
-            .arg("--socket")
-            .arg(&socket)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut d = Self { child, events, socket, _dir: dir };
-        d.wait_ready();
-        d
-    }
-
-    /// Ready when the control socket answers a ping.
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err).unwrap();
-                panic!("mcpmon run exited early ({status}):\n{err}");
-            }
-            if monitor::control::client::ping(&self.socket, Duration::from_millis(500)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("mcpmon run did not become ready");
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn records(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.events)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
-            .collect()
-    }
-
-    fn expect(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let recs = self.records();
-            if let Some(v) = recs.iter().find(|v| pred(v)) {
-                return v.clone();
-            }
-            if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; records:\n{}", recs.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGTERM and wait; returns stderr.
-    fn stop(mut self) -> String {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "mcpmon did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let mut err = String::new();
-        std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err).unwrap();
-        assert!(status.success(), "mcpmon exited with {status}:\n{err}");
-        err
-    }
-}
-
-fn exec_cmd(socket: &Path, name: &str, extra: &[&str], cmd: &[&str]) -> Command {
-    let mut c = Command::new(MCPMON);
-    c.arg("exec").arg("--name").arg(name).arg("--socket").arg(socket).args(extra).arg("--").args(cmd);
-    c
-}
-
-fn is_open(v: &Value, path: &str) -> bool {
-    v["kind"] == "open" && v["path"] == path
-}
 
 /// Program ids the daemon holds, from its fds' fdinfo.
 fn prog_ids_of(pid: u32) -> Vec<u32> {

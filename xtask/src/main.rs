@@ -1,4 +1,5 @@
 //! `cargo xtask <task>`: everything a fresh Debian machine needs to build, test and run mcpmon.
+mod peers;
 mod setup;
 mod util;
 

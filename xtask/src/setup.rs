@@ -23,6 +23,7 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "strace",
     "python3",
+    "python3-venv",
     "util-linux",
 ];
 const BPF_LINKER: &str = "0.13.0";
@@ -32,7 +33,11 @@ fn installed(pkg: &str) -> bool {
 }
 
 pub fn run() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    let mut missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    // Node for the Node MCP server peers: keep one that is there (any vendor), else Debian's.
+    if output("node", &["--version"]).is_none() {
+        missing.extend(["nodejs", "npm"]);
+    }
     if !missing.is_empty() {
         if !util::is_root() {
             bail!("missing Debian packages {missing:?}: run `sudo ./x setup` (or as root)");
@@ -58,6 +63,7 @@ pub fn run() -> anyhow::Result<()> {
         // --locked can fail when the published lockfile predates this rustc; retry unlocked.
         install(true).or_else(|_| install(false))?;
     }
+    crate::peers::install()?;
     println!("xtask setup: toolchain ready (Debian packages, bpf-linker {BPF_LINKER})");
     Ok(())
 }

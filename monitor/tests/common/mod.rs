@@ -3,6 +3,8 @@
 //! `MCPMON_REQUIRE_PRIVILEGED=1` (CI) they fail instead.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::{
     io::Write,
     process::{Child, ChildStdin, Command, Stdio},

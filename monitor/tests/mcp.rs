@@ -1,0 +1,128 @@
+//! End to end with real MCP peers from the registries (installed by `cargo xtask setup`): the
+//! official Python client SDK drives `mcp-server-time` (Python SDK, reads fd 6 / writes fd 7) and
+//! `@modelcontextprotocol/server-filesystem` (Node SDK, replies put "result" before "id") through
+//! `mcpmon exec`; the tool calls mcpmon reports must match what the client sent, and the file opens
+//! made while serving `read_text_file` must be attributed to that call.
+mod common;
+
+use std::{path::PathBuf, process::Command};
+
+use common::daemon::{Daemon, MCPMON};
+use serde_json::{json, Value};
+
+fn peers() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/mcp-peers");
+    if dir.join("installed").exists() {
+        return dir.canonicalize().ok();
+    }
+    let why = format!("MCP peers are not installed in {} (run `cargo xtask setup`)", dir.display());
+    if common::require_privileged() {
+        panic!("MCPMON_REQUIRE_PRIVILEGED=1 but {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+/// Runs the SDK client against `server` (wrapped in `mcpmon exec`); returns what it reports.
+fn drive(d: &Daemon, peers: &PathBuf, name: &str, calls: Value, server: &[&str]) -> Value {
+    let client = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
+    let out = Command::new(peers.join("venv/bin/python"))
+        .arg(client)
+        .arg(calls.to_string())
+        .arg("--")
+        .args([MCPMON, "exec", "--name", name, "--require-monitor", "--socket"])
+        .arg(&d.socket)
+        .arg("--")
+        .args(server)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "client failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every tool call the client made shows up, finished, with the same id, tool and arguments.
+fn assert_calls_match(d: &Daemon, server: &str, client: &Value) {
+    for c in client["calls"].as_array().unwrap() {
+        let id = c["id"].to_string();
+        let rec = d.expect(&format!("tool_call {id}"), |v| v["kind"] == "tool_call" && v["server"] == server && v["id"] == id);
+        assert_eq!(rec["tool"], c["tool"], "{rec}");
+        assert_eq!(rec["arguments"], c["arguments"], "{rec}");
+        assert_eq!(rec["outcome"], if c["is_error"] == true { "tool_error" } else { "ok" }, "{rec}");
+        assert!(rec["duration_ms"].as_f64().unwrap() >= 0.0);
+    }
+}
+
+#[test]
+fn python_sdk_server_calls_are_reported_and_attributed() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = peers() else { return };
+    let d = Daemon::start(&[]);
+    let server = peers.join("venv/bin/mcp-server-time");
+    let client = drive(
+        &d,
+        &peers,
+        "time",
+        json!([
+            {"tool": "get_current_time", "arguments": {"timezone": "Europe/Paris"}},
+            {"tool": "convert_time", "arguments": {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"}}
+        ]),
+        &[server.to_str().unwrap()],
+    );
+    assert_calls_match(&d, "time", &client);
+    let init = d.expect("handshake", |v| v["kind"] == "mcp_initialized" && v["server"] == "time");
+    assert_eq!(init["server_info"]["name"], client["server_info"]["name"]);
+    let tools = d.expect("tools/list", |v| v["kind"] == "mcp_tools" && v["server"] == "time");
+    assert_eq!(tools["tools"], client["tools"]);
+    // get_current_time reads the tz database for Europe/Paris while the call is in flight.
+    let id = client["calls"][0]["id"].to_string();
+    let open = d.expect("zoneinfo open during the call", |v| {
+        v["kind"] == "open" && v["path"].as_str().is_some_and(|p| p.contains("Europe/Paris")) && v["mcp"]["state"] == "call"
+    });
+    assert_eq!((open["mcp"]["tool"].as_str(), open["mcp"]["id"].as_str()), (Some("get_current_time"), Some(id.as_str())));
+    d.stop();
+}
+
+#[test]
+fn node_sdk_server_with_a_1mib_reply_pairs_and_attributes_right() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = peers() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let small = root.path().join("small.txt");
+    let big = root.path().join("big.txt");
+    std::fs::write(&small, "hello\n").unwrap();
+    std::fs::write(&big, "x".repeat(1 << 20)).unwrap();
+    let d = Daemon::start(&[]);
+    let fs_server = peers.join("node_modules/.bin/mcp-server-filesystem");
+    let read = json!(["read_text_file", "read_file"]);
+    let client = drive(
+        &d,
+        &peers,
+        "fs",
+        json!([
+            {"tool": read, "arguments": {"path": small}},
+            {"tool": read, "arguments": {"path": big}},
+            {"tool": "list_directory", "arguments": {"path": root.path()}}
+        ]),
+        &["node", fs_server.to_str().unwrap(), root.path().to_str().unwrap()],
+    );
+    assert_calls_match(&d, "fs", &client);
+    for (i, path) in [(0, &small), (1, &big)] {
+        let id = client["calls"][i]["id"].to_string();
+        let tool = client["calls"][i]["tool"].as_str().unwrap().to_string();
+        let p = path.display().to_string();
+        let open = d.expect(&format!("open of {p}"), |v| v["kind"] == "open" && v["path"] == p.as_str() && v["result"]["ok"] == true);
+        assert_eq!(open["mcp"]["state"], "call", "{open}");
+        assert_eq!(open["mcp"]["tool"], tool.as_str());
+        assert_eq!(open["mcp"]["id"], id.as_str(), "the open belongs to the call that read this file");
+        assert_eq!(open["mcp"]["arguments"]["path"], p.as_str());
+    }
+    let (err, records) = d.stop_with_records();
+    assert!(!err.contains("panicked"), "{err}");
+    let stats = records.iter().find(|v| v["kind"] == "stats").expect("stats record at shutdown");
+    assert!(stats["mcp"]["truncated_messages"].as_u64().unwrap() >= 1, "the 1 MiB reply exceeded the capture: {stats}");
+    assert_eq!(stats["mcp"]["invalid_messages"], 0, "{stats}");
+}

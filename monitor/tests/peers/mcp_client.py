@@ -1,0 +1,49 @@
+"""Drives a real MCP server over stdio with the official MCP client SDK (`mcp` on PyPI).
+
+usage: mcp_client.py CALLS_JSON -- SERVER_CMD [ARGS...]
+CALLS_JSON is a list of {"tool": name, "arguments": {...}}; a tool given as a list of names uses
+the first one the server offers. Prints one JSON object: the tools listed and, per call, the
+JSON-RPC id the client used, the tool, the arguments, and whether the result was an error.
+"""
+import asyncio
+import json
+import sys
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+
+def next_request_id(session):
+    """The id the SDK will put on its next request (it counts up from 1)."""
+    d = getattr(session, "_dispatcher", None)
+    n = getattr(d, "_next_id", None)
+    if n is None:
+        n = getattr(session, "_request_id", None)
+        return n
+    return n + 1
+
+
+async def main() -> None:
+    sep = sys.argv.index("--")
+    calls = json.loads(sys.argv[1])
+    cmd = sys.argv[sep + 1 :]
+    params = StdioServerParameters(command=cmd[0], args=cmd[1:])
+    out = {"calls": []}
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            init = await session.initialize()
+            out["server_info"] = init.server_info.model_dump(mode="json")
+            tools = await session.list_tools()
+            names = [t.name for t in tools.tools]
+            out["tools"] = names
+            for c in calls:
+                tool = c["tool"]
+                if isinstance(tool, list):
+                    tool = next(t for t in tool if t in names)
+                rid = next_request_id(session)
+                res = await session.call_tool(tool, c["arguments"])
+                out["calls"].append({"id": rid, "tool": tool, "arguments": c["arguments"], "is_error": bool(getattr(res, "is_error", getattr(res, "isError", False)))})
+    print(json.dumps(out))
+
+
+asyncio.run(main())

@@ -1,0 +1,37 @@
+//! Real MCP peers for the end-to-end tests, installed from the registries into `target/mcp-peers`:
+//! the official Python SDK (`mcp`, also the client the tests drive servers with),
+//! `mcp-server-time` (a Python SDK server) and `@modelcontextprotocol/server-filesystem` (Node).
+//! Versions are pinned so a registry release cannot change what the tests mean.
+use std::{path::PathBuf, process::Command};
+
+use anyhow::Context as _;
+
+use crate::util;
+
+const PIP: &[&str] = &["mcp==2.3.0", "mcp-server-time==2026.10.19"];
+const NPM: &[&str] = &["@modelcontextprotocol/server-filesystem@2026.8.31"];
+
+pub fn dir() -> PathBuf {
+    util::root().join("target/mcp-peers")
+}
+
+pub fn install() -> anyhow::Result<()> {
+    let dir = dir();
+    let stamp = dir.join("installed");
+    let want = format!("{PIP:?} {NPM:?}");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir).context("creating target/mcp-peers")?;
+    // Debian's python3 (not a pyenv shim): the venv must work for root and in CI alike.
+    let py = if std::path::Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+    if !dir.join("venv/bin/python").exists() {
+        util::run(Command::new(py).args(["-m", "venv"]).arg(dir.join("venv")))?;
+    }
+    util::run(Command::new(dir.join("venv/bin/pip")).args(["install", "-q", "--disable-pip-version-check"]).args(PIP))?;
+    // --prefix keeps npm from walking up to a parent project.
+    util::run(Command::new("npm").arg("--prefix").arg(&dir).args(["install", "--no-audit", "--no-fund", "--silent"]).args(NPM))?;
+    std::fs::write(&stamp, want)?;
+    println!("xtask setup: MCP test peers ready in {}", dir.display());
+    Ok(())
+}
