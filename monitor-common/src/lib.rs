@@ -93,6 +93,31 @@ pub struct EventHeader {
 }
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 40);
 
+/// Server id the kernel gives a process it started tracking on its own at exec (its command is
+/// configured in an MCP client, or its parent is an MCP client); the daemon then adopts it under a
+/// real server id or drops it.
+pub const PROVISIONAL_SERVER: u32 = u32::MAX;
+
+/// Why the kernel tracks a process provisionally (`CANDIDATE_COMMS` value bits).
+pub mod candidate {
+    /// The executable's name is a command configured in an MCP client.
+    pub const CONFIGURED: u32 = 1;
+    /// The process is an MCP client: its children are sniffed for an MCP handshake.
+    pub const CLIENT: u32 = 2;
+}
+
+/// Key of `CANDIDATE_COMMS`: a task comm (up to 15 bytes, NUL-padded).
+pub type Comm = [u8; 16];
+
+/// `comm` as the kernel stores it: the first 15 bytes, NUL-padded.
+pub fn comm_key(name: &str) -> Comm {
+    let mut k = [0u8; 16];
+    let b = name.as_bytes();
+    let n = b.len().min(15);
+    k[..n].copy_from_slice(&b[..n]);
+    k
+}
+
 /// Value of the `TRACKED` map, keyed by tgid.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -275,6 +300,7 @@ pub mod globals {
     pub const FDT_MAX_FDS_OFF: &str = "FDT_MAX_FDS_OFF";
     pub const FILE_INODE_OFF: &str = "FILE_INODE_OFF";
     pub const INODE_INO_OFF: &str = "INODE_INO_OFF";
+    pub const TASK_COMM_OFF: &str = "TASK_COMM_OFF";
 }
 
 #[cfg(feature = "user")]

@@ -4,6 +4,7 @@ pub const MAP_TRACKED: &str = "TRACKED";
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_LOST: &str = "LOST";
 pub const MAP_STDIO_PIPES: &str = "STDIO_PIPES";
+pub const MAP_CANDIDATE_COMMS: &str = "CANDIDATE_COMMS";
 
 /// Kind of kernel hook a program attaches to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,6 +13,11 @@ use monitor_common::{ConnectEvent, EventHeader, ExecEvent, LostReason, OpenEvent
 #[map(name = "TRACKED")]
 pub static TRACKED: HashMap<u32, TrackInfo> = HashMap::with_max_entries(65536, 0);
 
+/// Commands configured in MCP clients (`candidate::CONFIGURED`) and MCP client programs
+/// (`candidate::CLIENT`), by comm: checked only at exec of an untracked process.
+#[map(name = "CANDIDATE_COMMS")]
+pub static CANDIDATE_COMMS: HashMap<monitor_common::Comm, u32> = HashMap::with_max_entries(1024, 0);
+
 /// Every event goes through this one ring buffer (size set by the loader).
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
@@ -58,6 +63,8 @@ static TP_EXIT_GROUP_DEAD_OFF: u32 = 0;
 static TP_NEWTASK_PID_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static TP_NEWTASK_FLAGS_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_COMM_OFF: u32 = 0;
 
 #[inline(always)]
 fn global(v: &'static u32) -> u32 {
@@ -119,6 +126,18 @@ fn current_ppid() -> u32 {
             Err(_) => return 0,
         };
         bpf_probe_read_kernel(parent.add(global(&TASK_TGID_OFF) as usize) as *const u32).unwrap_or(0)
+    }
+}
+
+/// `current->real_parent->comm`.
+#[inline(always)]
+pub fn parent_comm() -> monitor_common::Comm {
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let Ok(parent) = bpf_probe_read_kernel(task.add(global(&TASK_REAL_PARENT_OFF) as usize) as *const *const u8) else {
+            return [0; 16];
+        };
+        bpf_probe_read_kernel(parent.add(global(&TASK_COMM_OFF) as usize) as *const monitor_common::Comm).unwrap_or([0; 16])
     }
 }
 

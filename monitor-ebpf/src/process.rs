@@ -17,14 +17,14 @@ use aya_ebpf::{
     EbpfContext,
 };
 use monitor_common::{
-    exec_syscall, flags, EventKind, ExecEvent, ExitEvent, ForkEvent, LostReason, TrackInfo, ARGS_SOFT_CAP, MAX_ARGS,
+    candidate, exec_syscall, flags, EventKind, PROVISIONAL_SERVER, ExecEvent, ExitEvent, ForkEvent, LostReason, TrackInfo, ARGS_SOFT_CAP, MAX_ARGS,
     PATH_CAP,
 };
 
 use crate::maps::{
     count_lost, current, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
-    tp_exec_old_pid_off, tp_exit_group_dead_off, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current,
-    PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN, SCRATCH_EXEC, TRACKED,
+    parent_comm, tp_exec_old_pid_off, tp_exit_group_dead_off, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current,
+    CANDIDATE_COMMS, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN, SCRATCH_EXEC, TRACKED,
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -163,10 +163,19 @@ fn exec_enter(syscall: u32, dirfd: i32, filename: u64, argv: u64, at_flags: u32)
 }
 
 /// Successful exec: the new image runs. Completes the entry half saved under the calling tid.
+/// An untracked process whose new image is a configured MCP command, or whose parent is an MCP
+/// client, is tracked provisionally from here on, so nothing it does is missed while the daemon
+/// decides (it adopts the process as a server or drops it).
 #[tracepoint]
 pub fn mcpm_exec(ctx: TracePointContext) -> u32 {
     let cur = current();
-    let Some(info) = tracked(cur) else { return 0 };
+    let info = match tracked(cur) {
+        Some(info) => info,
+        None => match provisional(cur) {
+            Some(info) => info,
+            None => return 0,
+        },
+    };
     let old_pid: i32 = unsafe { ctx.read_at(tp_exec_old_pid_off()) }.unwrap_or(0);
     let old_tid = old_pid as u32;
     match PENDING_EXEC.get_ptr_mut(&old_tid) {
@@ -182,6 +191,25 @@ pub fn mcpm_exec(ctx: TracePointContext) -> u32 {
         None => exec_without_entry(&ctx, cur, info),
     }
     0
+}
+
+#[inline(always)]
+fn provisional(cur: Current) -> Option<TrackInfo> {
+    if cur.tgid == daemon_tgid() {
+        return None;
+    }
+    let comm = aya_ebpf::helpers::bpf_get_current_comm().ok()?;
+    let own = unsafe { CANDIDATE_COMMS.get(&comm) }.map(|f| *f & candidate::CONFIGURED != 0).unwrap_or(false);
+    let parent = own || unsafe { CANDIDATE_COMMS.get(&parent_comm()) }.map(|f| *f & candidate::CLIENT != 0).unwrap_or(false);
+    if !parent {
+        return None;
+    }
+    let info = TrackInfo { server_id: PROVISIONAL_SERVER, root_tgid: cur.tgid };
+    if TRACKED.insert(&cur.tgid, &info, 0).is_err() {
+        count_lost(LostReason::TrackedFull);
+        return None;
+    }
+    Some(info)
 }
 
 /// The process became tracked between execve's entry and the new image (or the pending map was

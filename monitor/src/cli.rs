@@ -32,6 +32,17 @@ pub struct RunArgs {
     /// Control socket that `mcpmon exec` talks to.
     #[arg(long, env = "MCPMON_SOCKET", default_value = crate::control::DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// Another MCP client program, by process name: its children are sniffed for an MCP
+    /// handshake (repeatable; added to the built-in list of known clients).
+    #[arg(long = "client-comm", value_name = "COMM")]
+    pub client_comm: Vec<String>,
+    /// A project directory whose `.mcp.json`, `.cursor/mcp.json`, `.vscode/mcp.json` count
+    /// (repeatable; projects Claude Code knows are read anyway).
+    #[arg(long = "project-root", value_name = "DIR")]
+    pub project_root: Vec<PathBuf>,
+    /// User database to find home directories in.
+    #[arg(long, default_value = "/etc/passwd", hide = true)]
+    pub passwd: PathBuf,
     /// Ring buffer size in MiB (power of two).
     #[arg(long, default_value_t = 8)]
     pub ringbuf_mib: u32,

@@ -30,6 +30,8 @@ pub struct CorrelationStats {
 #[derive(Default)]
 pub struct Correlator {
     streams: HashMap<(u32, u64), Stream>,
+    /// Servers taken over while running: their streams start mid-conversation.
+    midstream: std::collections::HashSet<u32>,
     sessions: HashMap<u32, Session>,
     pub stats: CorrelationStats,
 }
@@ -46,6 +48,11 @@ pub enum Outcome {
 impl Correlator {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The server was running before it was tracked.
+    pub fn joined_midstream(&mut self, server_id: u32) {
+        self.midstream.insert(server_id);
     }
 
     pub fn session(&self, server_id: u32) -> Option<&Session> {
@@ -66,7 +73,8 @@ impl Correlator {
             self.stats.streams_dropped += 1;
             return vec![];
         }
-        let stream = self.streams.entry(key).or_default();
+        let mid = self.midstream.contains(&server);
+        let stream = self.streams.entry(key).or_insert_with(|| if mid { Stream::midstream() } else { Stream::new() });
         let before = stream.bytes_skipped;
         let msgs = stream.feed(s.offset, s.total_len, &s.data, ts);
         self.stats.bytes_not_captured += stream.bytes_skipped - before;
@@ -94,6 +102,7 @@ impl Correlator {
     /// The server's last process exited: open calls are closed as unanswered.
     pub fn server_gone(&mut self, server: u32, ts: u64) -> Vec<Value> {
         self.streams.retain(|(s, _), _| *s != server);
+        self.midstream.remove(&server);
         self.sessions
             .remove(&server)
             .map(|mut s| s.close(ts).into_iter().map(|f| finished(server, f)).collect())

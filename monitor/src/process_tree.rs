@@ -71,6 +71,12 @@ impl ProcessTree {
         false
     }
 
+    /// Forgets every process of a server (it was dropped, not exited).
+    pub fn remove_server(&mut self, server_id: u32) {
+        self.nodes.retain(|_, n| n.server_id != server_id);
+        self.members.remove(&server_id);
+    }
+
     /// pids from `pid` up through its tracked ancestors (nearest first).
     pub fn ancestry(&self, pid: u32) -> Vec<u32> {
         let mut out = vec![];

@@ -6,7 +6,7 @@
 use std::{collections::HashMap, time::SystemTime};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
-use monitor_common::{stdio_dir, StdioPipe, TrackInfo};
+use monitor_common::{comm_key, stdio_dir, Comm, StdioPipe, TrackInfo, PROVISIONAL_SERVER};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -18,6 +18,12 @@ pub enum Discovery {
     Exec,
     /// `mcpmon run --track-pid PID` or a `track` request for another pid.
     TrackPid,
+    /// Its command line matches a server in an MCP client's config (seen at exec).
+    Config,
+    /// Its command line matches a configured server, found running at start-up.
+    Procfs,
+    /// A child of an MCP client that opened with an MCP `initialize` on its stdin.
+    Sniffed,
 }
 
 /// A request to put a process (and its current descendants) under watch.
@@ -67,27 +73,77 @@ pub struct ServerInfo {
     pub since: SystemTime,
     /// Inodes of the stdin/stdout pipes whose bytes the kernel captures (JSON-RPC).
     pub stdio_inodes: Vec<u64>,
+    /// The MCP client that runs it (from its config, or the handshake's clientInfo).
+    pub client: Option<String>,
+    /// The client config that names it.
+    pub config: Option<String>,
+    /// Taken provisionally: waiting for an MCP handshake on its stdin.
+    pub sniffing: bool,
+    pub command: Vec<String>,
 }
 
 pub struct Tracker {
     map: BpfHashMap<MapData, u32, TrackInfo>,
     pipes: BpfHashMap<MapData, u64, StdioPipe>,
+    candidates: BpfHashMap<MapData, Comm, u32>,
     servers: HashMap<u32, ServerInfo>,
     next_id: u32,
     daemon_pid: u32,
 }
 
 impl Tracker {
-    pub fn new(map: BpfHashMap<MapData, u32, TrackInfo>, pipes: BpfHashMap<MapData, u64, StdioPipe>) -> Self {
-        Self { map, pipes, servers: HashMap::new(), next_id: 1, daemon_pid: std::process::id() }
+    pub fn new(
+        map: BpfHashMap<MapData, u32, TrackInfo>,
+        pipes: BpfHashMap<MapData, u64, StdioPipe>,
+        candidates: BpfHashMap<MapData, Comm, u32>,
+    ) -> Self {
+        Self { map, pipes, candidates, servers: HashMap::new(), next_id: 1, daemon_pid: std::process::id() }
+    }
+
+    /// Sets the comms the kernel tracks provisionally at exec: `(name, candidate bits)`.
+    pub fn set_candidates(&mut self, entries: &[(String, u32)]) {
+        let want: HashMap<Comm, u32> = entries.iter().fold(HashMap::new(), |mut m, (n, f)| {
+            *m.entry(comm_key(n)).or_default() |= f;
+            m
+        });
+        let old: Vec<Comm> = self.candidates.keys().filter_map(Result::ok).collect();
+        for k in old.iter().filter(|k| !want.contains_key(*k)) {
+            let _ = self.candidates.remove(k);
+        }
+        for (k, f) in want {
+            if let Err(e) = self.candidates.insert(k, f, 0) {
+                tracing::warn!("candidate map full: {e}");
+            }
+        }
+    }
+
+    pub fn server_mut(&mut self, id: u32) -> Option<&mut ServerInfo> {
+        self.servers.get_mut(&id)
+    }
+
+    /// Drops a provisional or rejected tree: the root and every descendant still carrying
+    /// `server_id` (or the provisional id) leave the map. Only the daemon does this, never on a
+    /// tracked process's request.
+    pub fn drop_tree(&mut self, pid: u32, server_id: u32) {
+        for p in std::iter::once(pid).chain(crate::discovery::procfs::descendants(pid)) {
+            if self.lookup(p).is_some_and(|i| i.server_id == server_id || i.server_id == PROVISIONAL_SERVER) {
+                let _ = self.map.remove(&p);
+            }
+        }
+        if let Some(s) = self.servers.remove(&server_id) {
+            for ino in &s.stdio_inodes {
+                let _ = self.pipes.remove(ino);
+            }
+        }
     }
 
     /// Registers the root's stdin and stdout pipes (matched by inode in the kernel, whatever fd
     /// numbers the server later reads and writes them through).
     fn register_stdio(&mut self, pid: u32, server_id: u32) -> Vec<u64> {
         let mut inodes = vec![];
-        for (fd, dir) in [(0, stdio_dir::IN), (1, stdio_dir::OUT)] {
-            if let Some(ino) = crate::discovery::procfs::fd_stream_inode(pid, fd) {
+        let (i, o) = crate::discovery::procfs::stdio_streams(pid);
+        for (ino, dir) in [(i, stdio_dir::IN), (o, stdio_dir::OUT)] {
+            if let Some(ino) = ino {
                 if self.pipes.insert(ino, StdioPipe { server_id, dir }, 0).is_ok() {
                     inodes.push(ino);
                 }
@@ -126,7 +182,7 @@ impl Tracker {
         if pid == self.daemon_pid {
             return Err(TrackError::Refused(pid, "the daemon never traces itself"));
         }
-        if let Some(info) = self.lookup(pid) {
+        if let Some(info) = self.lookup(pid).filter(|i| i.server_id != PROVISIONAL_SERVER) {
             let name = self.servers.get(&info.server_id).map(|s| s.name.clone()).unwrap_or_default();
             return Ok(TrackAck { server_id: info.server_id, name, already_tracked: true, tracked_pids: vec![] });
         }
@@ -141,11 +197,11 @@ impl Tracker {
         loop {
             let mut added = false;
             for child in crate::discovery::procfs::descendants(pid) {
-                if child == self.daemon_pid || self.lookup(child).is_some() {
+                if child == self.daemon_pid || self.lookup(child).is_some_and(|i| i.server_id != PROVISIONAL_SERVER) {
                     continue;
                 }
                 // A descendant may have exited since the walk: nothing to do then.
-                if self.map.insert(child, info, 0).is_ok() {
+                if self.lookup(child) != Some(info) && self.map.insert(child, info, 0).is_ok() {
                     tracked.push(child);
                     added = true;
                 }
@@ -157,7 +213,19 @@ impl Tracker {
         let stdio_inodes = self.register_stdio(pid, id);
         self.servers.insert(
             id,
-            ServerInfo { id, name: name.to_string(), root_pid: pid, how, uid, since: SystemTime::now(), stdio_inodes },
+            ServerInfo {
+                id,
+                name: name.to_string(),
+                root_pid: pid,
+                how,
+                uid,
+                since: SystemTime::now(),
+                stdio_inodes,
+                client: None,
+                config: None,
+                sniffing: false,
+                command: crate::discovery::procfs::process_info(pid).map(|i| i.argv).unwrap_or_default(),
+            },
         );
         Ok(TrackAck { server_id: id, name: name.to_string(), already_tracked: false, tracked_pids: tracked })
     }

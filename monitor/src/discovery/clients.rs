@@ -44,12 +44,17 @@ impl ConfiguredServer {
     /// appear in argv in order (launchers such as npx insert their own flags).
     pub fn matches(&self, exe: Option<&str>, argv: &[String]) -> bool {
         let (cmd, args) = self.effective();
-        let Some(first) = argv.first() else { return false };
         let cmd = base(&cmd);
-        if base(first) != cmd && exe.map(base) != Some(cmd) {
+        // The command is argv[0], or argv[1] when it is a script run by its shebang interpreter
+        // (`/usr/bin/python3 /venv/bin/mcp-server-time`).
+        let at = if argv.first().is_some_and(|a| base(a) == cmd) || (argv.len() == 1 && exe.map(base) == Some(cmd)) {
+            0
+        } else if argv.get(1).is_some_and(|a| base(a) == cmd) {
+            1
+        } else {
             return false;
-        }
-        let mut it = argv[1..].iter();
+        };
+        let mut it = argv[at + 1..].iter();
         args.iter().all(|a| it.any(|b| b == a))
     }
 }

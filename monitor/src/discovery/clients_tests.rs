@@ -87,6 +87,11 @@ fn matches_execs_and_rereads_on_change() {
     assert!(c.match_exec(None, &argv(&["npm", "install"])).is_none());
     // A server already wrapped in `mcpmon exec` matches its real command.
     assert_eq!(c.match_exec(Some("/usr/bin/python3.11"), &argv(&["python3", "-m", "srv"])).map(|s| s.name.as_str()), Some("wrapped"));
+    // A shebang script shows up as interpreter + script.
+    assert_eq!(
+        c.match_exec(Some("/usr/bin/python3.11"), &argv(&["/usr/bin/python3", "/venv/bin/mcp-server-time"])).map(|s| s.name.as_str()),
+        Some("time")
+    );
     assert!(c.commands().contains(&"npx".to_string()) && c.commands().contains(&"ci-mcp".to_string()));
 
     // A new server in an existing file is picked up.

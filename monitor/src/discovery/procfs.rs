@@ -59,6 +59,36 @@ pub fn fd_stream_inode(pid: u32, fd: u32) -> Option<u64> {
     rest.strip_suffix(']')?.parse().ok()
 }
 
+/// The streams a process speaks stdio JSON-RPC on: `(stdin, stdout)` inodes. fd 0 and 1 when they
+/// are pipes or sockets; otherwise (the Python SDK dups them to 6 and 7 and closes 0 and 1) the
+/// lowest-numbered pipe read end and write end, fd 2 aside: a dup of a closed stdin/stdout takes a
+/// low number, while inherited strays (a make jobserver pipe, say) sit high.
+pub fn stdio_streams(pid: u32) -> (Option<u64>, Option<u64>) {
+    let (i, o) = (fd_stream_inode(pid, 0), fd_stream_inode(pid, 1));
+    if i.is_some() && o.is_some() {
+        return (i, o);
+    }
+    let (mut reads, mut writes) = (vec![], vec![]);
+    if let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) {
+        // fd 2 is stderr, never the JSON-RPC channel (and often a pipe too).
+        for fd in dir.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).filter(|&fd| fd != 2) {
+            let is_pipe = fs::read_link(format!("/proc/{pid}/fd/{fd}")).is_ok_and(|l| l.to_string_lossy().starts_with("pipe:"));
+            let Some(ino) = fd_stream_inode(pid, fd).filter(|_| is_pipe) else { continue };
+            let flags = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+                .ok()
+                .and_then(|t| t.lines().find_map(|l| u32::from_str_radix(l.strip_prefix("flags:")?.trim(), 8).ok()))
+                .unwrap_or(2);
+            match flags & 3 {
+                0 => reads.push((fd, ino)),
+                1 => writes.push((fd, ino)),
+                _ => {}
+            }
+        }
+    }
+    let lowest = |v: Vec<(u32, u64)>| v.into_iter().min().map(|(_, ino)| ino);
+    (i.or(lowest(reads)), o.or(lowest(writes)))
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcInfo {
     pub pid: u32,
@@ -94,7 +124,27 @@ mod tests {
         let (i, o) = (fd_stream_inode(pid, 0), fd_stream_inode(pid, 1));
         assert!(i.is_some() && o.is_some() && i != o, "{i:?} {o:?}");
         assert_eq!(fd_stream_inode(pid, 99), None);
+        assert_eq!(stdio_streams(pid), (i, o));
         drop(child); // closing stdin ends cat
+    }
+
+    #[test]
+    fn stdio_found_after_dup_and_close_of_0_and_1() {
+        // Like the Python SDK: stdin/stdout moved to fds 6 and 7, fds 0 and 1 closed.
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", "import os; os.dup2(0, 6); os.dup2(1, 7); os.close(0); os.close(1); os.read(6, 1)"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(fd_stream_inode(pid, 0), None);
+        let (i, o) = stdio_streams(pid);
+        assert!(i.is_some() && o.is_some() && i != o, "{i:?} {o:?}");
+        assert_eq!((i, o), (fd_stream_inode(pid, 6), fd_stream_inode(pid, 7)));
+        drop(child.stdin.take());
+        child.wait().unwrap();
     }
 
     #[test]

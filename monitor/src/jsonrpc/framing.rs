@@ -40,13 +40,24 @@ pub struct Stream {
     /// Inside a syscall: the next expected offset, and the syscall's length.
     expect: u64,
     syscall_total: u64,
+    /// Capture may begin mid-conversation (a server taken over while running, a read already
+    /// blocked when the hooks went in): until the stream is known to sit at a message boundary,
+    /// bytes up to the next newline are skipped.
+    synced: bool,
     /// Counters for the daemon's stats.
     pub bytes_skipped: u64,
     pub messages: u64,
 }
 
 impl Stream {
+    /// A stream captured from its first byte.
     pub fn new() -> Self {
+        Self { synced: true, ..Self::default() }
+    }
+
+    /// A stream whose capture may begin in the middle of a message (a server taken over while
+    /// running): bytes before the first message boundary are skipped.
+    pub fn midstream() -> Self {
         Self::default()
     }
 
@@ -61,6 +72,24 @@ impl Stream {
             }
             self.syscall_total = total_len;
             self.expect = 0;
+        }
+        if !self.synced {
+            let start = data.iter().position(|b| !b.is_ascii_whitespace());
+            match start {
+                Some(i) if data[i] == b'{' || data[i] == b'[' => self.synced = true,
+                _ => {
+                    let Some(nl) = data.iter().position(|&b| b == b'\n') else {
+                        self.bytes_skipped += data.len() as u64;
+                        self.expect = offset + data.len() as u64;
+                        return out;
+                    };
+                    self.bytes_skipped += nl as u64 + 1;
+                    self.synced = true;
+                    self.expect = offset + nl as u64 + 1;
+                    let rest = &data[nl + 1..];
+                    return self.feed_at(self.expect, rest, ts_mono_ns);
+                }
+            }
         }
         if offset > self.expect {
             self.gap(offset - self.expect);
@@ -187,6 +216,15 @@ mod tests {
         let m = s.feed(0, 3, b"2}\n", 2);
         assert!(m[0].truncated);
         assert_eq!(m[0].len, 10_000 + 2);
+    }
+
+    #[test]
+    fn capture_starting_mid_message_resyncs_at_the_next_newline() {
+        let mut s = Stream::midstream();
+        let m = s.feed(0, 40, b"\"id\":6,\"method\":\"x\"}\n{\"id\":7}\n", 1);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].complete(), Some(&b"{\"id\":7}"[..]));
+        assert_eq!(s.bytes_skipped, 21);
     }
 
     #[test]

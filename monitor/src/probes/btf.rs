@@ -169,6 +169,7 @@ pub struct TaskOffsets {
     pub real_parent: u32,
     pub tgid: u32,
     pub exit_code: u32,
+    pub comm: u32,
     /// fd → inode: `task->files->fdt->fd[fd]->f_inode->i_ino` (stdio pipe matching).
     pub files: u32,
     pub files_fdt: u32,
@@ -184,6 +185,7 @@ impl TaskOffsets {
             real_parent: btf.member_offset("task_struct", "real_parent")?,
             tgid: btf.member_offset("task_struct", "tgid")?,
             exit_code: btf.member_offset("task_struct", "exit_code")?,
+            comm: btf.member_offset("task_struct", "comm")?,
             files: btf.member_offset("task_struct", "files")?,
             files_fdt: btf.member_offset("files_struct", "fdt")?,
             fdt_fd: btf.member_offset("fdtable", "fd")?,

@@ -14,8 +14,8 @@ use aya::{
 };
 use monitor_common::{
     globals as g,
-    names::{Hook, ProgramSpec, MAP_EVENTS, MAP_LOST, MAP_STDIO_PIPES, MAP_TRACKED, PROGRAMS},
-    StdioPipe, TrackInfo, LOST_REASONS,
+    names::{Hook, ProgramSpec, MAP_CANDIDATE_COMMS, MAP_EVENTS, MAP_LOST, MAP_STDIO_PIPES, MAP_TRACKED, PROGRAMS},
+    Comm, StdioPipe, TrackInfo, LOST_REASONS,
 };
 
 /// The eBPF object, compiled from source by build.rs for this build.
@@ -92,6 +92,7 @@ impl Sensors {
             .override_global(g::TP_NEWTASK_PID_OFF, &newtask_pid, true)
             .override_global(g::TP_NEWTASK_FLAGS_OFF, &newtask_flags, true)
             .override_global(g::TASK_FILES_OFF, &task.files, true)
+            .override_global(g::TASK_COMM_OFF, &task.comm, true)
             .override_global(g::FILES_FDT_OFF, &task.files_fdt, true)
             .override_global(g::FDT_FD_OFF, &task.fdt_fd, true)
             .override_global(g::FDT_MAX_FDS_OFF, &task.fdt_max_fds, true)
@@ -174,6 +175,16 @@ impl Sensors {
     pub fn take_stdio_pipes(&mut self) -> Result<BpfHashMap<MapData, u64, StdioPipe>, ProbeError> {
         let map = self.ebpf.take_map(MAP_STDIO_PIPES).ok_or(ProbeError::Map(MAP_STDIO_PIPES, "missing".into()))?;
         BpfHashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_STDIO_PIPES, e.to_string()))
+    }
+
+    pub fn take_candidate_comms(&mut self) -> Result<BpfHashMap<MapData, Comm, u32>, ProbeError> {
+        let map = self.ebpf.take_map(MAP_CANDIDATE_COMMS).ok_or(ProbeError::Map(MAP_CANDIDATE_COMMS, "missing".into()))?;
+        BpfHashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_CANDIDATE_COMMS, e.to_string()))
+    }
+
+    /// The three maps the tracker owns.
+    pub fn tracker(&mut self) -> Result<crate::tracker::Tracker, ProbeError> {
+        Ok(crate::tracker::Tracker::new(self.take_tracked()?, self.take_stdio_pipes()?, self.take_candidate_comms()?))
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {

@@ -66,7 +66,7 @@ impl Harness {
             }
             Err(e) => panic!("loading sensors: {e}"),
         };
-        let tracker = Tracker::new(sensors.take_tracked().unwrap(), sensors.take_stdio_pipes().unwrap());
+        let tracker = sensors.tracker().unwrap();
         let lost = sensors.take_lost().unwrap();
         let (tx, rx) = mpsc::channel(65536);
         let ring = sensors.take_events().unwrap();

@@ -6,7 +6,9 @@ the first one the server offers. Prints one JSON object: the tools listed and, p
 JSON-RPC id the client used, the tool, the arguments, and whether the result was an error.
 """
 import asyncio
+import ctypes
 import json
+import os
 import sys
 
 from mcp import ClientSession, StdioServerParameters
@@ -24,6 +26,10 @@ def next_request_id(session):
 
 
 async def main() -> None:
+    # Pose as an MCP client program (e.g. MCP_CLIENT_COMM=claude) for the daemon's sniffing.
+    comm = os.environ.get("MCP_CLIENT_COMM")
+    if comm:
+        ctypes.CDLL(None).prctl(15, comm.encode(), 0, 0, 0)  # PR_SET_NAME
     sep = sys.argv.index("--")
     calls = json.loads(sys.argv[1])
     cmd = sys.argv[sep + 1 :]

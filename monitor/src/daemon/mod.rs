@@ -19,8 +19,13 @@ use tokio::{
     sync::{mpsc, watch},
 };
 
+mod discover;
+
+use monitor_common::PROVISIONAL_SERVER;
+
 use crate::{
     cli::RunArgs,
+    discovery::adopt::Discoverer,
     correlation::{Correlator, Outcome},
     control::server::{serve, ControlListener},
     discovery::procfs,
@@ -36,6 +41,10 @@ use crate::{
 pub struct Stats {
     pub events: std::collections::BTreeMap<&'static str, u64>,
     pub decode_errors: u64,
+    /// Processes the kernel tracked provisionally that turned out not to be MCP servers.
+    pub candidates_dropped: u64,
+    /// Events of such processes, discarded.
+    pub provisional_events_discarded: u64,
     pub lost: [u64; LOST_REASONS as usize],
 }
 
@@ -45,6 +54,7 @@ pub struct Pipeline {
     tracker: Tracker,
     tree: ProcessTree,
     corr: Correlator,
+    disc: Discoverer,
     clock: Clock,
     lines: mpsc::Sender<String>,
     lost_map: PerCpuArray<MapData, u64>,
@@ -55,8 +65,14 @@ const LOST_NAMES: [&str; LOST_REASONS as usize] = ["ringbuf_full", "pending_full
 const _: () = assert!(LostReason::TrackedFull as u32 + 1 == LOST_REASONS);
 
 impl Pipeline {
-    pub fn new(sensors: Sensors, tracker: Tracker, lost_map: PerCpuArray<MapData, u64>, lines: mpsc::Sender<String>) -> Self {
-        Self { sensors, tracker, tree: ProcessTree::new(), corr: Correlator::new(), clock: Clock::new(), lines, lost_map, stats: Stats::default() }
+    pub fn new(
+        sensors: Sensors,
+        tracker: Tracker,
+        disc: Discoverer,
+        lost_map: PerCpuArray<MapData, u64>,
+        lines: mpsc::Sender<String>,
+    ) -> Self {
+        Self { sensors, tracker, tree: ProcessTree::new(), corr: Correlator::new(), disc, clock: Clock::new(), lines, lost_map, stats: Stats::default() }
     }
 
     /// Hands the sensors back (to drop them, which detaches everything).
@@ -94,11 +110,19 @@ impl Pipeline {
                 return;
             }
         };
+        let mut ev = ev;
+        if ev.header.server_id == PROVISIONAL_SERVER {
+            match self.resolve_provisional(&ev).await {
+                Some(id) => ev.header.server_id = id,
+                None => return,
+            }
+        }
         *self.stats.events.entry(ev.kind()).or_default() += 1;
         let change = self.tree.apply(&ev);
         match self.corr.handle(&ev) {
             Outcome::Consumed(records) => {
                 for r in records {
+                    self.sniff_check(&r).await;
                     let r = self.decorate(r, ev.header.ts_mono_ns);
                     self.emit(r).await;
                 }
@@ -149,6 +173,18 @@ impl Pipeline {
 
     /// Tracks `pid`, seeds the process tree, and reports the new server.
     pub async fn track(&mut self, pid: u32, name: &str, how: Discovery, uid: u32) -> Result<TrackAck, TrackError> {
+        self.track_with(pid, name, how, uid, |_| {}).await
+    }
+
+    /// `track`, letting the caller fill in what it knows about the server before it is reported.
+    pub async fn track_with(
+        &mut self,
+        pid: u32,
+        name: &str,
+        how: Discovery,
+        uid: u32,
+        fill: impl FnOnce(&mut crate::tracker::ServerInfo),
+    ) -> Result<TrackAck, TrackError> {
         // Hooks first, then the map entry: the process is never tracked without its sensors.
         if !self.sensors.syscall_hooks_active() {
             self.sensors.attach_syscall_hooks().map_err(|e| TrackError::Sensors(e.to_string()))?;
@@ -167,12 +203,22 @@ impl Pipeline {
                     });
                 }
             }
-            tracing::info!("tracking server {} (id {}) root pid {pid}, {} processes", ack.name, ack.server_id, ack.tracked_pids.len());
-            self.emit(json!({
+            let mut rec = json!({
                 "time": Self::now(), "kind": "server_tracked", "server_id": ack.server_id, "server": ack.name,
                 "how": how, "root_pid": pid, "uid": uid, "tracked_pids": ack.tracked_pids,
-            }))
-            .await;
+            });
+            if let Some(s) = self.tracker.server_mut(ack.server_id) {
+                fill(s);
+                rec["client"] = json!(s.client);
+                rec["config"] = json!(s.config);
+                rec["command"] = json!(s.command);
+                rec["sniffing"] = json!(s.sniffing);
+            }
+            if matches!(how, Discovery::TrackPid | Discovery::Procfs) {
+                self.corr.joined_midstream(ack.server_id);
+            }
+            tracing::info!("tracking server {} (id {}, {how:?}) root pid {pid}, {} processes", ack.name, ack.server_id, ack.tracked_pids.len());
+            self.emit(rec).await;
         }
         Ok(ack)
     }
@@ -206,6 +252,8 @@ impl Pipeline {
         self.emit(json!({
             "time": Self::now(), "kind": "stats", "events": self.stats.events,
             "decode_errors": self.stats.decode_errors, "lost": lost, "mcp": self.corr.stats,
+            "candidates_dropped": self.stats.candidates_dropped,
+            "provisional_events_discarded": self.stats.provisional_events_discarded,
         }))
         .await;
     }
@@ -222,7 +270,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         sensors.on_demand_hooks().join(", ")
     );
 
-    let tracker = Tracker::new(sensors.take_tracked()?, sensors.take_stdio_pipes()?);
+    let tracker = sensors.tracker()?;
     let ring = sensors.take_events()?;
     let lost = sensors.take_lost()?;
 
@@ -237,7 +285,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let control = tokio::spawn(serve(listener, req_tx, shutdown_rx));
 
-    let mut pipeline = Pipeline::new(sensors, tracker, lost, line_tx);
+    let disc = Discoverer::new(args.passwd.clone(), args.project_root.clone(), &args.client_comm);
+    let mut pipeline = Pipeline::new(sensors, tracker, disc, lost, line_tx);
+    pipeline.start_discovery().await;
     for &pid in &args.track_pid {
         let name = args
             .track_name
@@ -257,6 +307,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Some(req) = req_rx.recv() => pipeline.on_request(req).await,
             _ = tick.tick() => {
                 pipeline.check_lost().await;
+                pipeline.discovery_tick().await;
                 pipeline.check_idle().await;
             }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }

@@ -1,0 +1,139 @@
+//! The pipeline's side of zero-config discovery: acting on the kernel's provisional tracking,
+//! sniffing handshakes, re-reading client configs.
+use serde_json::{json, Value};
+
+use super::Pipeline;
+use crate::{
+    discovery::{adopt::Intent, procfs},
+    events::{Body, Event},
+    tracker::Discovery,
+};
+use monitor_common::PROVISIONAL_SERVER;
+
+impl Pipeline {
+    /// Reads client configs, arms the kernel's exec filter, takes configured servers already running.
+    pub async fn start_discovery(&mut self) {
+        self.refresh_configs();
+        let n = self.disc.configs.servers.len();
+        tracing::info!("discovery: {n} stdio servers configured in MCP clients on this host");
+        for intent in self.disc.startup_scan() {
+            self.apply(intent).await;
+        }
+    }
+
+    fn refresh_configs(&mut self) {
+        if let Some(c) = self.disc.refresh() {
+            tracing::info!("discovery: client configs (re)read: {} servers, exec filter {:?}", self.disc.configs.servers.len(), c);
+            self.tracker.set_candidates(&c);
+        }
+    }
+
+    pub async fn discovery_tick(&mut self) {
+        self.refresh_configs();
+        for id in self.disc.expired() {
+            self.reject(id, "no MCP handshake on stdin within the sniffing window").await;
+        }
+    }
+
+    /// An event carrying the kernel's provisional server id: decide on the exec, or map the event
+    /// to the server its process was adopted into. None: discard it.
+    pub(super) async fn resolve_provisional(&mut self, ev: &Event) -> Option<u32> {
+        if let Some(n) = self.tree.get(ev.header.pid) {
+            return Some(n.server_id);
+        }
+        if let Body::Exec(_) = ev.body {
+            let intent = self.disc.on_provisional_exec(ev.header.pid);
+            if let Some(id) = self.apply(intent).await {
+                return Some(id);
+            }
+        }
+        self.stats.provisional_events_discarded += 1;
+        None
+    }
+
+    async fn apply(&mut self, intent: Intent) -> Option<u32> {
+        let uid = |pid| procfs::uid_of(pid).unwrap_or(0);
+        let r = match intent {
+            Intent::Track { pid, name, how, client, config } => {
+                self.track_with(pid, &name, how, uid(pid), |s| {
+                    s.client = client;
+                    s.config = config;
+                })
+                .await
+            }
+            Intent::Sniff { pid, name } => self.track_with(pid, &name, Discovery::Sniffed, uid(pid), |s| s.sniffing = true).await,
+            Intent::Drop { pid, reason } => {
+                tracing::debug!("discovery: pid {pid} is not an MCP server ({reason})");
+                self.tracker.drop_tree(pid, PROVISIONAL_SERVER);
+                self.stats.candidates_dropped += 1;
+                return None;
+            }
+        };
+        match r {
+            Ok(ack) => {
+                if self.tracker.server(ack.server_id).is_some_and(|s| s.sniffing) {
+                    self.disc.sniff_started(ack.server_id);
+                }
+                Some(ack.server_id)
+            }
+            Err(e) => {
+                tracing::warn!("discovery: tracking failed: {e}");
+                None
+            }
+        }
+    }
+
+    /// Settles a sniffing server on the first MCP record of its stdin, and names servers from
+    /// their handshake.
+    pub(super) async fn sniff_check(&mut self, r: &Value) {
+        let Some(id) = r["server_id"].as_u64().map(|v| v as u32) else { return };
+        let kind = r["kind"].as_str().unwrap_or("");
+        let sniffing = self.disc.is_sniffing(id);
+        match kind {
+            "mcp_initialize" => {
+                let client = r["client"]["name"].as_str().map(str::to_string);
+                if let Some(s) = self.tracker.server_mut(id) {
+                    if s.client.is_none() || sniffing {
+                        s.client = client;
+                    }
+                    s.sniffing = false;
+                }
+                if sniffing {
+                    self.disc.sniff_result(id);
+                    let (name, client, root) = match self.tracker.server(id) {
+                        Some(s) => (s.name.clone(), s.client.clone(), s.root_pid),
+                        None => return,
+                    };
+                    tracing::info!("discovery: pid {root} ({name}) speaks MCP: tracked as a server (client {client:?})");
+                    self.emit(json!({"time": Self::now(), "kind": "server_identified", "server_id": id, "server": name, "client": client, "root_pid": root})).await;
+                }
+            }
+            "mcp_initialized" => {
+                // A sniffed server is named by what it says it is, plus its command.
+                if let Some(s) = self.tracker.server_mut(id) {
+                    if s.how == Discovery::Sniffed {
+                        if let (Some(n), false) = (r["server_info"]["name"].as_str(), s.name.contains(" (")) {
+                            s.name = format!("{n} ({})", s.name);
+                        }
+                    }
+                }
+            }
+            _ if sniffing && kind.starts_with("mcp_") => {
+                self.reject(id, "its first stdin message is not an MCP initialize").await;
+            }
+            _ => {}
+        }
+    }
+
+    async fn reject(&mut self, id: u32, reason: &str) {
+        self.disc.sniff_result(id);
+        let Some(s) = self.tracker.server(id).cloned() else { return };
+        tracing::info!("discovery: pid {} ({}) dropped: {reason}", s.root_pid, s.name);
+        // Nothing it said was MCP: no call records to report.
+        drop(self.corr.server_gone(id, 0));
+        self.tree.remove_server(id);
+        self.tracker.drop_tree(s.root_pid, id);
+        self.stats.candidates_dropped += 1;
+        self.emit(json!({"time": Self::now(), "kind": "server_dropped", "server_id": id, "server": s.name, "root_pid": s.root_pid, "reason": reason})).await;
+    }
+}

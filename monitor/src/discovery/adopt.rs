@@ -1,0 +1,161 @@
+//! Zero-config discovery decisions. The kernel tracks provisionally, at exec, every process whose
+//! comm is a configured MCP command or whose parent is an MCP client (`CANDIDATE_COMMS`); this
+//! stage decides what each one is:
+//! - its command line matches a server in a client config → tracked under the configured name;
+//! - a child of an MCP client with pipes on stdin and stdout → sniffed: tracked while its first
+//!   stdin message is awaited; an MCP `initialize` makes it a server named from the handshake and
+//!   its command line, anything else (or silence) drops it;
+//! - otherwise dropped at once.
+//! At start-up, running processes that match a config are taken too.
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use monitor_common::candidate;
+
+use super::{clients::ClientConfigs, procfs};
+use crate::tracker::Discovery;
+
+/// MCP client programs by comm (their children are sniffed).
+pub const DEFAULT_CLIENT_COMMS: &[&str] =
+    &["claude", "Claude", "cursor", "Cursor", "code", "Code", "code-insiders", "windsurf", "Windsurf", "codex", "goose", "zed", "zed-editor"];
+
+/// How long a sniffed process may stay silent before it is dropped.
+pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, PartialEq)]
+pub enum Intent {
+    Track { pid: u32, name: String, how: Discovery, client: Option<String>, config: Option<String> },
+    Sniff { pid: u32, name: String },
+    Drop { pid: u32, reason: &'static str },
+}
+
+pub struct Discoverer {
+    pub configs: ClientConfigs,
+    client_comms: Vec<String>,
+    /// Sniffing servers and when they give up.
+    sniffing: HashMap<u32, Instant>,
+}
+
+fn command_name(argv: &[String], exe: Option<&str>) -> String {
+    // Interpreters run scripts: name the script, not python/node.
+    let interp = |s: &str| s.starts_with("python") || s == "node" || s == "deno" || s == "bun" || s == "uv" || s == "uvx" || s == "npx";
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
+    match argv.first().map(|a| base(a)) {
+        Some(a) if interp(&a) => argv[1..].iter().find(|x| !x.starts_with('-')).map(|x| base(x)).unwrap_or(a),
+        Some(a) => a,
+        None => exe.map(base).unwrap_or_else(|| "?".into()),
+    }
+}
+
+impl Discoverer {
+    pub fn new(passwd: PathBuf, projects: Vec<PathBuf>, extra_clients: &[String]) -> Self {
+        let mut client_comms: Vec<String> = DEFAULT_CLIENT_COMMS.iter().map(|s| s.to_string()).collect();
+        client_comms.extend(extra_clients.iter().cloned());
+        Self { configs: ClientConfigs::new(passwd, projects), client_comms, sniffing: HashMap::new() }
+    }
+
+    /// Re-reads configs if they changed; returns the kernel's candidate comms when it did.
+    pub fn refresh(&mut self) -> Option<Vec<(String, u32)>> {
+        if !self.configs.refresh() {
+            return None;
+        }
+        let mut c: Vec<(String, u32)> = self.configs.commands().into_iter().map(|n| (n, candidate::CONFIGURED)).collect();
+        c.extend(self.client_comms.iter().map(|n| (n.clone(), candidate::CLIENT)));
+        Some(c)
+    }
+
+    /// What to do with a process the kernel tracked provisionally at exec.
+    pub fn on_provisional_exec(&self, pid: u32) -> Intent {
+        let Some(info) = procfs::process_info(pid) else { return Intent::Drop { pid, reason: "exited before it could be examined" } };
+        if let Some(s) = self.configs.match_exec(info.exe.as_deref(), &info.argv) {
+            return Intent::Track {
+                pid,
+                name: s.name.clone(),
+                how: Discovery::Config,
+                client: Some(s.client.to_string()),
+                config: Some(s.config.display().to_string()),
+            };
+        }
+        let parent = procfs::process_info(info.ppid).map(|p| p.comm).unwrap_or_default();
+        let piped = procfs::fd_stream_inode(pid, 0).is_some() && procfs::fd_stream_inode(pid, 1).is_some();
+        if piped && self.client_comms.iter().any(|c| c.as_str() == parent.as_str()) {
+            return Intent::Sniff { pid, name: command_name(&info.argv, info.exe.as_deref()) };
+        }
+        Intent::Drop { pid, reason: if piped { "not a configured server" } else { "stdio is not a pipe" } }
+    }
+
+    /// Running processes that match a configured server.
+    pub fn startup_scan(&self) -> Vec<Intent> {
+        let me = std::process::id();
+        let mut out = vec![];
+        let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+        let mut pids: Vec<u32> = dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+        pids.sort();
+        for pid in pids {
+            if pid == me {
+                continue;
+            }
+            let Some(info) = procfs::process_info(pid) else { continue };
+            if let Some(s) = self.configs.match_exec(info.exe.as_deref(), &info.argv) {
+                out.push(Intent::Track {
+                    pid,
+                    name: s.name.clone(),
+                    how: Discovery::Procfs,
+                    client: Some(s.client.to_string()),
+                    config: Some(s.config.display().to_string()),
+                });
+            }
+        }
+        out
+    }
+
+    pub fn sniff_started(&mut self, server_id: u32) {
+        self.sniffing.insert(server_id, Instant::now() + SNIFF_TIMEOUT);
+    }
+
+    pub fn is_sniffing(&self, server_id: u32) -> bool {
+        self.sniffing.contains_key(&server_id)
+    }
+
+    /// The first message a sniffed server read settles it: true = it is an MCP server.
+    pub fn sniff_result(&mut self, server_id: u32) {
+        self.sniffing.remove(&server_id);
+    }
+
+    /// Sniffed servers that stayed silent too long.
+    pub fn expired(&mut self) -> Vec<u32> {
+        let now = Instant::now();
+        let gone: Vec<u32> = self.sniffing.iter().filter(|(_, t)| **t <= now).map(|(id, _)| *id).collect();
+        for id in &gone {
+            self.sniffing.remove(id);
+        }
+        gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_scripts_not_interpreters() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(command_name(&v(&["/usr/bin/python3", "-u", "/opt/srv/weather.py"]), None), "weather.py");
+        assert_eq!(command_name(&v(&["npx", "-y", "@scope/server-x"]), None), "server-x");
+        assert_eq!(command_name(&v(&["/usr/local/bin/mcp-server-time"]), None), "mcp-server-time");
+        assert_eq!(command_name(&[], Some("/bin/x")), "x");
+    }
+
+    #[test]
+    fn unconfigured_unpiped_processes_are_dropped() {
+        let d = Discoverer::new(PathBuf::from("/nonexistent/passwd"), vec![], &[]);
+        let mut c = std::process::Command::new("/bin/sleep").arg("5").stdin(std::process::Stdio::null()).spawn().unwrap();
+        assert!(matches!(d.on_provisional_exec(c.id()), Intent::Drop { .. }));
+        c.kill().unwrap();
+        c.wait().unwrap();
+        assert!(matches!(d.on_provisional_exec(c.id()), Intent::Drop { reason: "exited before it could be examined", .. }));
+    }
+}

@@ -1,0 +1,156 @@
+//! Zero-config discovery with real peers: a server configured in a client config (seen at exec,
+//! and already running at start-up), and a server found by sniffing the MCP handshake of a child
+//! of an MCP client. None of them goes through `mcpmon exec`.
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use common::daemon::Daemon;
+use serde_json::{json, Value};
+
+fn peers() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/mcp-peers");
+    if dir.join("installed").exists() {
+        return dir.canonicalize().ok();
+    }
+    let why = format!("MCP peers are not installed in {} (run `cargo xtask setup`)", dir.display());
+    assert!(!common::require_privileged(), "MCPMON_REQUIRE_PRIVILEGED=1 but {why}");
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+/// A host with one user whose home is outside /home and whose Cursor config names `server` with
+/// `args` (distinct per test: tests run in parallel and every daemon sees every process).
+fn host_with_cursor_config(server: &Path, args: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("srv/dev");
+    std::fs::create_dir_all(home.join(".cursor")).unwrap();
+    std::fs::write(
+        home.join(".cursor/mcp.json"),
+        json!({"mcpServers": {"clock": {"command": server, "args": args}}}).to_string(),
+    )
+    .unwrap();
+    let passwd = t.path().join("passwd");
+    std::fs::write(&passwd, format!("dev:x:1000:1000::{}:/bin/sh\n", home.display())).unwrap();
+    (t, passwd)
+}
+
+fn client(peers: &Path, calls: Value, comm: Option<&str>, server: &[&str]) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
+    let mut c = Command::new(peers.join("venv/bin/python"));
+    c.arg(script).arg(calls.to_string()).arg("--").args(server);
+    if let Some(comm) = comm {
+        c.env("MCP_CLIENT_COMM", comm);
+    }
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "client failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn call_time() -> Value {
+    json!([{"tool": "get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}])
+}
+
+#[test]
+fn a_configured_server_is_tracked_at_exec_under_its_configured_name() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = peers() else { return };
+    let server = peers.join("venv/bin/mcp-server-time");
+    let args = ["--local-timezone", "Europe/Berlin"];
+    let (_host, passwd) = host_with_cursor_config(&server, &args);
+    let d = Daemon::start(&["--passwd", passwd.to_str().unwrap()]);
+    let c = client(&peers, call_time(), None, &[server.to_str().unwrap(), args[0], args[1]]);
+    let tracked = d.expect("server_tracked", |v| v["kind"] == "server_tracked" && v["server"] == "clock");
+    assert_eq!((tracked["how"].as_str(), tracked["client"].as_str()), (Some("config"), Some("cursor")));
+    assert!(tracked["config"].as_str().unwrap().ends_with(".cursor/mcp.json"));
+    let id = c["calls"][0]["id"].to_string();
+    let call = d.expect("tool_call", |v| v["kind"] == "tool_call" && v["server"] == "clock" && v["id"] == id.as_str());
+    assert_eq!(call["tool"], "get_current_time");
+    assert_eq!(call["arguments"], json!({"timezone": "Asia/Tokyo"}));
+    // The exec that started it is reported under the server too: nothing was missed.
+    d.expect("exec", |v| v["kind"] == "exec" && v["server"] == "clock");
+    d.stop();
+}
+
+#[test]
+fn a_configured_server_already_running_is_found_at_start_up() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = peers() else { return };
+    let server = peers.join("venv/bin/mcp-server-time");
+    let args = ["--local-timezone", "America/Chicago"];
+    let (_host, passwd) = host_with_cursor_config(&server, &args);
+    // The server runs before the daemon; the test speaks JSON-RPC to it by hand.
+    let mut srv = Command::new(&server).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let pid = srv.id();
+    let mut stdin = srv.stdin.take().unwrap();
+    let mut stdout = BufReader::new(srv.stdout.take().unwrap());
+    let mut say = |v: Value| {
+        writeln!(stdin, "{v}").unwrap();
+        stdin.flush().unwrap();
+    };
+    let mut line = String::new();
+    say(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"by-hand","version":"1"}}}));
+    stdout.read_line(&mut line).unwrap();
+    say(json!({"jsonrpc":"2.0","method":"notifications/initialized"}));
+
+    let d = Daemon::start(&["--passwd", passwd.to_str().unwrap()]);
+    let tracked = d.expect("server_tracked", |v| v["kind"] == "server_tracked" && v["server"] == "clock");
+    assert_eq!((tracked["how"].as_str(), tracked["root_pid"].as_u64()), (Some("procfs"), Some(pid as u64)));
+    // The server sat in a read() that began before the daemon attached its hooks: that read's
+    // bytes cannot be seen. Let it complete with a tools/list; the next read is captured.
+    say(json!({"jsonrpc":"2.0","id":6,"method":"tools/list"}));
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    say(json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_current_time","arguments":{"timezone":"UTC"}}}));
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("\"id\":7"), "{line}");
+    let call = d.expect("tool_call 7", |v| v["kind"] == "tool_call" && v["id"] == "7");
+    assert_eq!((call["server"].as_str(), call["outcome"].as_str()), (Some("clock"), Some("ok")));
+    drop(say);
+    drop(stdin); // EOF: the server exits
+    srv.wait().unwrap();
+    d.stop();
+}
+
+#[test]
+fn children_of_an_mcp_client_are_sniffed() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = peers() else { return };
+    let empty = tempfile::tempdir().unwrap();
+    let passwd = empty.path().join("passwd"); // no user, no config: sniffing only
+    std::fs::write(&passwd, "").unwrap();
+    let d = Daemon::start(&["--passwd", passwd.to_str().unwrap()]);
+    let server = peers.join("venv/bin/mcp-server-time");
+    // The SDK client poses as Claude Code (comm "claude"): its children are candidates.
+    let c = client(&peers, call_time(), Some("claude"), &[server.to_str().unwrap()]);
+    let tracked = d.expect("sniffed server", |v| v["kind"] == "server_tracked" && v["how"] == "sniffed");
+    let id = tracked["server_id"].clone();
+    let ident = d.expect("identified", |v| v["kind"] == "server_identified" && v["server_id"] == id);
+    assert_eq!(ident["client"], "mcp", "named from clientInfo");
+    let call_id = c["calls"][0]["id"].to_string();
+    let call = d.expect("tool_call", |v| v["kind"] == "tool_call" && v["server_id"] == id && v["id"] == call_id.as_str());
+    assert_eq!(call["tool"], "get_current_time");
+    assert!(call["server"].as_str().unwrap().starts_with("mcp-time ("), "named from serverInfo and command: {call}");
+
+    // A child of the same client that does not speak MCP is dropped, not reported as a server.
+    let py = "import ctypes, subprocess, time\nctypes.CDLL(None).prctl(15, b'claude', 0, 0, 0)\n\
+              p = subprocess.Popen(['/bin/cat'], stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n\
+              time.sleep(1)\np.stdin.write(b'hello, not json-rpc\\n'); p.stdin.flush()\np.stdout.readline()\n\
+              time.sleep(1)\np.stdin.close(); p.wait()\n";
+    assert!(Command::new(peers.join("venv/bin/python")).args(["-c", py]).status().unwrap().success());
+    let dropped = d.expect("dropped", |v| v["kind"] == "server_dropped");
+    assert!(dropped["reason"].as_str().unwrap().contains("not an MCP initialize"), "{dropped}");
+    let (_, records) = d.stop_with_records();
+    assert!(!records.iter().any(|v| v["kind"] == "server_identified" && v["server_id"] == dropped["server_id"]));
+}
