@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// User database to find home directories in.
     #[arg(long, default_value = "/etc/passwd", hide = true)]
     pub passwd: PathBuf,
+    /// Where mcpmon keeps state across restarts (the pinned tool sets).
+    #[arg(long, default_value = "/var/lib/mcpmon")]
+    pub state_dir: PathBuf,
     /// Ring buffer size in MiB (power of two).
     #[arg(long, default_value_t = 8)]
     pub ringbuf_mib: u32,

@@ -126,7 +126,8 @@ fn record(server: u32, u: Update) -> Option<Value> {
         Update::Initialized { server: info } => json!({"kind": "mcp_initialized", "server_id": server, "server_info": info}),
         Update::ToolsListed { result } => {
             let names: Vec<Value> = result["tools"].as_array().map(|t| t.iter().map(|t| t["name"].clone()).collect()).unwrap_or_default();
-            json!({"kind": "mcp_tools", "server_id": server, "tools": names})
+            // `tools_detail` feeds the tool checks; the pipeline strips it before output.
+            json!({"kind": "mcp_tools", "server_id": server, "tools": names, "tools_detail": result["tools"]})
         }
         Update::CallStarted(c) => {
             let mut v = serde_json::to_value(&c).unwrap_or(Value::Null);

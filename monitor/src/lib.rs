@@ -14,4 +14,5 @@ pub mod jsonrpc;
 pub mod output;
 pub mod probes;
 pub mod process_tree;
+pub mod toolcheck;
 pub mod tracker;

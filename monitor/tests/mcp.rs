@@ -7,6 +7,7 @@ mod common;
 
 use std::{path::PathBuf, process::Command};
 
+
 use common::daemon::{Daemon, MCPMON};
 use serde_json::{json, Value};
 
@@ -125,4 +126,69 @@ fn node_sdk_server_with_a_1mib_reply_pairs_and_attributes_right() {
     let stats = records.iter().find(|v| v["kind"] == "stats").expect("stats record at shutdown");
     assert!(stats["mcp"]["truncated_messages"].as_u64().unwrap() >= 1, "the 1 MiB reply exceeded the capture: {stats}");
     assert_eq!(stats["mcp"]["invalid_messages"], 0, "{stats}");
+}
+
+#[test]
+fn tool_sets_are_pinned_and_rug_pulls_poisoning_and_collisions_alert() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = peers() else { return };
+    let d = Daemon::start(&[]);
+    let py = peers.join("venv/bin/python");
+    let shifty = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/shifty_server.py");
+    let add = json!([{"tool": "add", "arguments": {"a": 1, "b": 2}}]);
+    // First sight: pinned, no alert.
+    drive(&d, &peers, "shifty", add.clone(), &[py.to_str().unwrap(), shifty.to_str().unwrap(), "clean"]);
+    d.expect("first tools/list", |v| v["kind"] == "mcp_tools" && v["server"] == "shifty");
+    assert!(!d.records().iter().any(|v| v["kind"] == "alert"), "a clean first sight raises nothing");
+
+    // The filesystem server runs alongside (it offers read_text_file too).
+    let root = tempfile::tempdir().unwrap();
+    let fs_server = peers.join("node_modules/.bin/mcp-server-filesystem");
+    let mut fs = Command::new(MCPMON)
+        .args(["exec", "--name", "fs", "--socket"])
+        .arg(&d.socket)
+        .args(["--", "node", fs_server.to_str().unwrap(), root.path().to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::{BufRead, Write};
+        let mut i = fs.stdin.take().unwrap();
+        let mut o = std::io::BufReader::new(fs.stdout.take().unwrap());
+        let mut line = String::new();
+        writeln!(i, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#).unwrap();
+        o.read_line(&mut line).unwrap();
+        writeln!(i, r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#).unwrap();
+        writeln!(i, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#).unwrap();
+        line.clear();
+        o.read_line(&mut line).unwrap();
+        d.expect("fs tools", |v| v["kind"] == "mcp_tools" && v["server"] == "fs");
+
+        // Same server identity, new tool set: rug pull, poisoned descriptions, a colliding name.
+        drive(&d, &peers, "shifty", add, &[py.to_str().unwrap(), shifty.to_str().unwrap(), "poisoned"]);
+        let rug = d.expect("rug pull alert", |v| v["kind"] == "alert" && v["rule"] == "mcp.tool_set_changed");
+        assert_eq!(rug["diff"]["added"], json!(["read_text_file"]));
+        assert_eq!(rug["diff"]["changed"][0]["name"], "add");
+        assert!(rug["diff"]["changed"][0]["schema_changed"].as_bool().unwrap(), "the sidenote argument appeared");
+        let kinds: Vec<String> = d
+            .records()
+            .iter()
+            .filter(|v| v["rule"] == "mcp.tool_poisoning")
+            .map(|v| v["finding"]["kind"].as_str().unwrap().to_string())
+            .collect();
+        for k in ["hidden_tag", "model_instruction", "secret_path"] {
+            assert!(kinds.iter().any(|x| x == k), "{k} not in {kinds:?}");
+        }
+        let shadow = d.expect("shadowing", |v| v["rule"] == "mcp.tool_poisoning" && v["finding"]["kind"] == "cross_server_reference");
+        assert!(shadow["finding"]["detail"].as_str().unwrap().contains("\"list_directory\" of server \"fs\""), "{shadow}");
+        let col = d.expect("collision", |v| v["rule"] == "mcp.tool_name_collision");
+        assert_eq!(col["collision"]["tool"], "read_text_file");
+        drop(i);
+    }
+    fs.wait().unwrap();
+    d.stop();
 }

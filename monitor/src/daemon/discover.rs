@@ -132,6 +132,7 @@ impl Pipeline {
         // Nothing it said was MCP: no call records to report.
         drop(self.corr.server_gone(id, 0));
         self.tree.remove_server(id);
+        self.tools_watch.tools.remove(&id);
         self.tracker.drop_tree(s.root_pid, id);
         self.stats.candidates_dropped += 1;
         self.emit(json!({"time": Self::now(), "kind": "server_dropped", "server_id": id, "server": s.name, "root_pid": s.root_pid, "reason": reason})).await;

@@ -20,6 +20,7 @@ use tokio::{
 };
 
 mod discover;
+mod toolwatch;
 
 use monitor_common::PROVISIONAL_SERVER;
 
@@ -55,6 +56,7 @@ pub struct Pipeline {
     tree: ProcessTree,
     corr: Correlator,
     disc: Discoverer,
+    tools_watch: toolwatch::ToolWatch,
     clock: Clock,
     lines: mpsc::Sender<String>,
     lost_map: PerCpuArray<MapData, u64>,
@@ -72,7 +74,7 @@ impl Pipeline {
         lost_map: PerCpuArray<MapData, u64>,
         lines: mpsc::Sender<String>,
     ) -> Self {
-        Self { sensors, tracker, tree: ProcessTree::new(), corr: Correlator::new(), disc, clock: Clock::new(), lines, lost_map, stats: Stats::default() }
+        Self { sensors, tracker, tree: ProcessTree::new(), corr: Correlator::new(), disc, tools_watch: Default::default(), clock: Clock::new(), lines, lost_map, stats: Stats::default() }
     }
 
     /// Hands the sensors back (to drop them, which detaches everything).
@@ -121,8 +123,11 @@ impl Pipeline {
         let change = self.tree.apply(&ev);
         match self.corr.handle(&ev) {
             Outcome::Consumed(records) => {
-                for r in records {
+                for mut r in records {
                     self.sniff_check(&r).await;
+                    if r["kind"] == "mcp_tools" {
+                        self.check_tools(&mut r).await;
+                    }
                     let r = self.decorate(r, ev.header.ts_mono_ns);
                     self.emit(r).await;
                 }
@@ -134,6 +139,7 @@ impl Pipeline {
             }
         }
         if let TreeChange::ServerGone(id) = change {
+            self.tools_watch.tools.remove(&id);
             for r in self.corr.server_gone(id, ev.header.ts_mono_ns) {
                 let r = self.decorate(r, ev.header.ts_mono_ns);
                 self.emit(r).await;
@@ -287,6 +293,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let disc = Discoverer::new(args.passwd.clone(), args.project_root.clone(), &args.client_comm);
     let mut pipeline = Pipeline::new(sensors, tracker, disc, lost, line_tx);
+    let pins = args.state_dir.join("tool-pins.json");
+    pipeline.tools_watch.pins = Some(crate::toolcheck::pin::PinStore::open(&pins).with_context(|| "tool pins")?);
     pipeline.start_discovery().await;
     for &pid in &args.track_pid {
         let name = args

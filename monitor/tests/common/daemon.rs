@@ -29,6 +29,8 @@ impl Daemon {
             .arg(&events)
             .arg("--socket")
             .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
