@@ -16,6 +16,17 @@ pub enum Command {
     Run(RunArgs),
     /// Run an MCP server under watch: put this in an MCP client's config in place of the command.
     Exec(ExecArgs),
+    /// List the MCP servers the running daemon tracks.
+    Servers(ServersArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServersArgs {
+    #[arg(long, env = "MCPMON_SOCKET", default_value = crate::control::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,13 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(127)
             }
         },
+        Command::Servers(args) => match monitor::control::client::run_servers(&args) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mcpmon servers: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         Command::Run(args) => {
             init_logging();
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -71,6 +71,13 @@ impl ProcessTree {
         false
     }
 
+    /// Live pids of a server, sorted.
+    pub fn pids_of(&self, server_id: u32) -> Vec<u32> {
+        let mut v: Vec<u32> = self.nodes.values().filter(|n| n.server_id == server_id).map(|n| n.pid).collect();
+        v.sort();
+        v
+    }
+
     /// Forgets every process of a server (it was dropped, not exited).
     pub fn remove_server(&mut self, server_id: u32) {
         self.nodes.retain(|_, n| n.server_id != server_id);

@@ -187,6 +187,20 @@ fn tool_sets_are_pinned_and_rug_pulls_poisoning_and_collisions_alert() {
         assert!(shadow["finding"]["detail"].as_str().unwrap().contains("\"list_directory\" of server \"fs\""), "{shadow}");
         let col = d.expect("collision", |v| v["rule"] == "mcp.tool_name_collision");
         assert_eq!(col["collision"]["tool"], "read_text_file");
+
+        // `mcpmon servers` shows the live server with its tree, tools and counts.
+        let out = Command::new(MCPMON).args(["servers", "--json", "--socket"]).arg(&d.socket).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let servers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let fs_entry = servers.as_array().unwrap().iter().find(|s| s["name"] == "fs").expect("fs listed");
+        assert_eq!(fs_entry["how"], "exec");
+        assert!(fs_entry["pids"].as_array().unwrap().contains(&json!(fs.id())), "{fs_entry}");
+        assert!(fs_entry["tools"].as_array().unwrap().contains(&json!("read_text_file")));
+        assert_eq!(fs_entry["server_info"]["name"], "secure-filesystem-server");
+        assert_eq!(fs_entry["alerts"], 0, "the collision was raised on shifty, which announced it second");
+        let table = Command::new(MCPMON).args(["servers", "--socket"]).arg(&d.socket).output().unwrap();
+        let table = String::from_utf8_lossy(&table.stdout);
+        assert!(table.starts_with("ID") && table.contains(" fs ") && table.contains("read_text_file"), "{table}");
         drop(i);
     }
     fs.wait().unwrap();

@@ -40,6 +40,38 @@ pub fn ping(socket: &Path, timeout: Duration) -> Result<Response, ControlError> 
     request(socket, &Request::Ping, timeout)
 }
 
+/// `mcpmon servers`: a table (or JSON) of what the daemon tracks.
+pub fn run_servers(args: &crate::cli::ServersArgs) -> anyhow::Result<()> {
+    let r = request(&args.socket, &Request::Servers, Duration::from_secs(5))?;
+    let servers = r.servers.unwrap_or_default();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&servers)?);
+        return Ok(());
+    }
+    print!("{}", servers_table(&servers));
+    Ok(())
+}
+
+pub fn servers_table(servers: &serde_json::Value) -> String {
+    let mut out = format!("{:<4} {:<28} {:<8} {:<15} {:<18} {:>6} {:>7} {}\n", "ID", "NAME", "FOUND", "CLIENT", "PIDS", "CALLS", "ALERTS", "TOOLS");
+    for s in servers.as_array().into_iter().flatten() {
+        let pids: Vec<String> = s["pids"].as_array().into_iter().flatten().map(|p| p.to_string()).collect();
+        let tools: Vec<&str> = s["tools"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
+        out += &format!(
+            "{:<4} {:<28} {:<8} {:<15} {:<18} {:>6} {:>7} {}\n",
+            s["id"],
+            s["name"].as_str().unwrap_or("?"),
+            s["how"].as_str().unwrap_or("?"),
+            s["client"].as_str().unwrap_or("-"),
+            pids.join(","),
+            s["calls"],
+            s["alerts"],
+            tools.join(",")
+        );
+    }
+    out
+}
+
 /// What `exec` does after asking the daemon.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {

@@ -15,6 +15,15 @@ pub enum Request {
     /// Track `pid` (default: the caller itself, from SO_PEERCRED) as server `name`.
     Track { name: String, #[serde(default, skip_serializing_if = "Option::is_none")] pid: Option<u32> },
     Ping,
+    /// What is tracked: `mcpmon servers`.
+    Servers,
+}
+
+/// What the control socket asks of the pipeline.
+#[derive(Debug)]
+pub enum ControlMsg {
+    Track(crate::tracker::TrackRequest),
+    Servers(tokio::sync::oneshot::Sender<serde_json::Value>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -32,6 +41,8 @@ pub struct Response {
     pub pong: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daemon_pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub servers: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -7,7 +7,7 @@ use tokio::{
     sync::{mpsc, oneshot, watch},
 };
 
-use super::{ControlError, Request, Response, MAX_LINE};
+use super::{ControlError, ControlMsg, Request, Response, MAX_LINE};
 use crate::{
     discovery::procfs,
     tracker::{Discovery, TrackRequest},
@@ -65,7 +65,7 @@ fn valid_name(name: &str) -> bool {
     (1..=128).contains(&name.chars().count()) && !name.chars().any(char::is_control)
 }
 
-pub async fn serve(cl: ControlListener, tx: mpsc::Sender<TrackRequest>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(cl: ControlListener, tx: mpsc::Sender<ControlMsg>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             r = cl.listener.accept() => match r {
@@ -77,7 +77,7 @@ pub async fn serve(cl: ControlListener, tx: mpsc::Sender<TrackRequest>, mut shut
     }
 }
 
-async fn handle(stream: UnixStream, tx: mpsc::Sender<TrackRequest>) {
+async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
     let Ok(cred) = stream.peer_cred() else { return };
     let (peer_uid, peer_pid) = (cred.uid(), cred.pid().unwrap_or(0) as u32);
     let (rd, mut wr) = stream.into_split();
@@ -94,13 +94,23 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<TrackRequest>) {
     let _ = wr.write_all(out.as_bytes()).await;
 }
 
-async fn answer(line: &str, peer_uid: u32, peer_pid: u32, tx: &mpsc::Sender<TrackRequest>) -> Response {
+async fn answer(line: &str, peer_uid: u32, peer_pid: u32, tx: &mpsc::Sender<ControlMsg>) -> Response {
     let req: Request = match serde_json::from_str(line) {
         Ok(r) => r,
         Err(e) => return Response::error(format!("bad request: {e}")),
     };
     match req {
         Request::Ping => Response { ok: true, pong: Some(true), daemon_pid: Some(std::process::id()), ..Default::default() },
+        Request::Servers => {
+            let (reply, rx) = oneshot::channel();
+            if tx.send(ControlMsg::Servers(reply)).await.is_err() {
+                return Response::error("the daemon is shutting down");
+            }
+            match rx.await {
+                Ok(v) => Response { ok: true, servers: Some(v), ..Default::default() },
+                Err(_) => Response::error("the daemon is shutting down"),
+            }
+        }
         Request::Track { name, pid } => {
             if !valid_name(&name) {
                 return Response::error("name must be 1-128 characters without control characters");
@@ -112,7 +122,7 @@ async fn answer(line: &str, peer_uid: u32, peer_pid: u32, tx: &mpsc::Sender<Trac
             };
             let (reply, rx) = oneshot::channel();
             let req = TrackRequest { pid: target, name, how, requester_uid: peer_uid, reply };
-            if tx.send(req).await.is_err() {
+            if tx.send(ControlMsg::Track(req)).await.is_err() {
                 return Response::error("the daemon is shutting down");
             }
             match rx.await {
@@ -159,12 +169,12 @@ mod tests {
         let path = dir.path().join("c.sock");
         let cl = ControlListener::bind(&path).unwrap();
         assert!(matches!(ControlListener::bind(&path), Err(ControlError::InUse(_))));
-        let (tx, mut rx) = mpsc::channel::<TrackRequest>(4);
+        let (tx, mut rx) = mpsc::channel::<ControlMsg>(4);
         let (stop_tx, stop_rx) = watch::channel(false);
         let server = tokio::spawn(serve(cl, tx, stop_rx));
         // A fake tracker.
         tokio::spawn(async move {
-            while let Some(r) = rx.recv().await {
+            while let Some(ControlMsg::Track(r)) = rx.recv().await {
                 let ack = TrackAck { server_id: 7, name: r.name.clone(), already_tracked: false, tracked_pids: vec![r.pid] };
                 let _ = r.reply.send(Ok(ack));
             }

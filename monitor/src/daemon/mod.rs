@@ -28,7 +28,10 @@ use crate::{
     cli::RunArgs,
     discovery::adopt::Discoverer,
     correlation::{Correlator, Outcome},
-    control::server::{serve, ControlListener},
+    control::{
+        server::{serve, ControlListener},
+        ControlMsg,
+    },
     discovery::procfs,
     events::{self, reader::Decoded, Event},
     output::{self, format_rfc3339, Clock},
@@ -229,6 +232,38 @@ impl Pipeline {
         Ok(ack)
     }
 
+    pub async fn on_control(&mut self, msg: ControlMsg) {
+        match msg {
+            ControlMsg::Track(req) => self.on_request(req).await,
+            ControlMsg::Servers(reply) => {
+                let _ = reply.send(self.servers_view());
+            }
+        }
+    }
+
+    /// What `mcpmon servers` shows: every tracked server, its processes, tools and counts.
+    pub fn servers_view(&self) -> Value {
+        let mut list: Vec<Value> = self
+            .tracker
+            .servers()
+            .map(|s| {
+                let session = self.corr.session(s.id);
+                json!({
+                    "id": s.id, "name": s.name, "how": s.how, "client": s.client, "config": s.config,
+                    "root_pid": s.root_pid, "pids": self.tree.pids_of(s.id), "uid": s.uid, "sniffing": s.sniffing,
+                    "since": format_rfc3339(s.since), "command": s.command,
+                    "server_info": session.and_then(|x| x.server_info.clone()),
+                    "tools": self.tools_watch.tools.get(&s.id).map(|t| t.iter().map(|t| t.name.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+                    "calls": session.map(|x| x.calls).unwrap_or(0),
+                    "calls_in_flight": session.map(|x| x.in_flight()).unwrap_or(0),
+                    "alerts": self.tools_watch.alerts.get(&s.id).copied().unwrap_or(0),
+                })
+            })
+            .collect();
+        list.sort_by_key(|v| v["id"].as_u64());
+        Value::Array(list)
+    }
+
     pub async fn on_request(&mut self, req: TrackRequest) {
         let r = self.track(req.pid, &req.name, req.how, req.requester_uid).await;
         if let Err(e) = &r {
@@ -287,7 +322,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let reader = tokio::spawn(events::reader::run(ring, ev_tx));
 
     let listener = ControlListener::bind(&args.socket)?;
-    let (req_tx, mut req_rx) = mpsc::channel::<TrackRequest>(64);
+    let (req_tx, mut req_rx) = mpsc::channel::<ControlMsg>(64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let control = tokio::spawn(serve(listener, req_tx, shutdown_rx));
 
@@ -312,7 +347,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             Some(ev) = ev_rx.recv() => pipeline.on_event(ev).await,
-            Some(req) = req_rx.recv() => pipeline.on_request(req).await,
+            Some(msg) = req_rx.recv() => pipeline.on_control(msg).await,
             _ = tick.tick() => {
                 pipeline.check_lost().await;
                 pipeline.discovery_tick().await;
