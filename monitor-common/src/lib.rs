@@ -250,8 +250,11 @@ pub struct StdioPipe {
     pub server_id: u32,
     /// [`stdio_dir`]: which way JSON-RPC flows through it, seen from the server.
     pub dir: u32,
+    /// Bytes moved through it so far (kernel-maintained): numbers every captured byte, so the
+    /// daemon sees exactly where records were lost.
+    pub bytes: u64,
 }
-const _: () = assert!(core::mem::size_of::<StdioPipe>() == 8);
+const _: () = assert!(core::mem::size_of::<StdioPipe>() == 16);
 
 pub mod stdio_dir {
     /// The server reads requests (its stdin).
@@ -271,6 +274,8 @@ pub struct StdioEvent {
     pub ino: u64,
     /// Bytes the syscall moved.
     pub total_len: u64,
+    /// Bytes that went through this pipe before this syscall (see `StdioPipe::bytes`).
+    pub stream_off: u64,
     pub offset: u32,
     pub len: u32,
     pub fd: i32,
@@ -278,7 +283,7 @@ pub struct StdioEvent {
     pub data: [u8; STDIO_CHUNK],
 }
 impl StdioEvent {
-    pub const DATA_OFFSET: usize = core::mem::size_of::<EventHeader>() + 32;
+    pub const DATA_OFFSET: usize = core::mem::size_of::<EventHeader>() + 40;
 }
 const _: () = assert!(core::mem::size_of::<StdioEvent>() == StdioEvent::DATA_OFFSET + STDIO_CHUNK);
 

@@ -122,11 +122,22 @@ pub fn mcpm_rw_x(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let total = ret as u64;
+    // Number the bytes: concurrent reads of one pipe by two threads are already unordered, so a
+    // plain read-modify-write is enough.
+    let stream_off = match STDIO_PIPES.get_ptr_mut(&p.ino) {
+        Some(pipe) => unsafe {
+            let before = (*pipe).bytes;
+            (*pipe).bytes = before + total;
+            before
+        },
+        None => return 0, // unregistered meanwhile (server gone)
+    };
     let Some(ev) = SCRATCH_STDIO.get_ptr_mut(0) else { return 0 };
     let ev = unsafe { &mut *ev };
     fill_header(&mut ev.hdr, EventKind::Stdio, cur, p.info);
     ev.ino = p.ino;
     ev.total_len = total;
+    ev.stream_off = stream_off;
     ev.fd = p.fd;
     ev.dir = p.dir;
     let chunk = STDIO_CHUNK as u64;

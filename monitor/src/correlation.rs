@@ -76,7 +76,7 @@ impl Correlator {
         let mid = self.midstream.contains(&server);
         let stream = self.streams.entry(key).or_insert_with(|| if mid { Stream::midstream() } else { Stream::new() });
         let before = stream.bytes_skipped;
-        let msgs = stream.feed(s.offset, s.total_len, &s.data, ts);
+        let msgs = stream.feed(s.stream_off + s.offset as u64, s.offset == 0, &s.data, ts);
         self.stats.bytes_not_captured += stream.bytes_skipped - before;
         let session = self.sessions.entry(server).or_default();
         let mut out = vec![];

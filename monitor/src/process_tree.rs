@@ -71,6 +71,21 @@ impl ProcessTree {
         false
     }
 
+    /// Processes the tree holds that no longer exist (their exit event was lost): removed, with
+    /// the servers that lost their last process.
+    pub fn reap(&mut self, alive: impl Fn(u32) -> bool) -> (Vec<u32>, Vec<u32>) {
+        let dead: Vec<u32> = self.nodes.keys().copied().filter(|p| !alive(*p)).collect();
+        let mut gone = vec![];
+        for p in &dead {
+            if let Some(n) = self.nodes.remove(p) {
+                if self.leave(n.server_id) {
+                    gone.push(n.server_id);
+                }
+            }
+        }
+        (dead, gone)
+    }
+
     /// Live pids of a server, sorted.
     pub fn pids_of(&self, server_id: u32) -> Vec<u32> {
         let mut v: Vec<u32> = self.nodes.values().filter(|n| n.server_id == server_id).map(|n| n.pid).collect();

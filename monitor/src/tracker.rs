@@ -144,7 +144,7 @@ impl Tracker {
         let (i, o) = crate::discovery::procfs::stdio_streams(pid);
         for (ino, dir) in [(i, stdio_dir::IN), (o, stdio_dir::OUT)] {
             if let Some(ino) = ino {
-                if self.pipes.insert(ino, StdioPipe { server_id, dir }, 0).is_ok() {
+                if self.pipes.insert(ino, StdioPipe { server_id, dir, bytes: 0 }, 0).is_ok() {
                     inodes.push(ino);
                 }
             }
@@ -194,7 +194,9 @@ impl Tracker {
         let info = TrackInfo { server_id: id, root_tgid: pid };
         self.map.insert(pid, info, 0)?;
         let mut tracked = vec![pid];
-        loop {
+        // `mcpmon exec` asks for itself before it execs the server: it has no children to find,
+        // and skipping the procfs walk keeps a burst of starting servers cheap.
+        while how != Discovery::Exec {
             let mut added = false;
             for child in crate::discovery::procfs::descendants(pid) {
                 if child == self.daemon_pid || self.lookup(child).is_some_and(|i| i.server_id != PROVISIONAL_SERVER) {

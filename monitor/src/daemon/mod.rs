@@ -49,6 +49,8 @@ pub struct Stats {
     pub candidates_dropped: u64,
     /// Events of such processes, discarded.
     pub provisional_events_discarded: u64,
+    /// Tracked processes found gone without their exit event (it was lost).
+    pub exits_reconciled: u64,
     pub lost: [u64; LOST_REASONS as usize],
 }
 
@@ -83,6 +85,27 @@ impl Pipeline {
     /// Hands the sensors back (to drop them, which detaches everything).
     pub fn into_sensors(self) -> Sensors {
         self.sensors
+    }
+
+    /// Catches up with exits whose events were lost (ring buffer full): processes that no longer
+    /// exist leave the tree, and servers left empty are reported gone.
+    pub async fn reconcile(&mut self) {
+        let (dead, gone) = self.tree.reap(procfs::exists);
+        if dead.is_empty() {
+            return;
+        }
+        self.stats.exits_reconciled += dead.len() as u64;
+        tracing::warn!("{} tracked processes exited without an exit event (lost); reconciled", dead.len());
+        for id in gone {
+            self.tools_watch.tools.remove(&id);
+            for r in self.corr.server_gone(id, crate::output::monotonic_ns()) {
+                let r = self.decorate(r, crate::output::monotonic_ns());
+                self.emit(r).await;
+            }
+            if let Some(s) = self.tracker.forget(id) {
+                self.emit(json!({"time": Self::now(), "kind": "server_gone", "server_id": id, "server": s.name, "exit_event_lost": true})).await;
+            }
+        }
     }
 
     /// Detaches the syscall hooks once the kernel tracks nothing: untracked processes then pay
@@ -295,6 +318,7 @@ impl Pipeline {
             "decode_errors": self.stats.decode_errors, "lost": lost, "mcp": self.corr.stats,
             "candidates_dropped": self.stats.candidates_dropped,
             "provisional_events_discarded": self.stats.provisional_events_discarded,
+            "exits_reconciled": self.stats.exits_reconciled,
         }))
         .await;
     }
@@ -351,6 +375,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = tick.tick() => {
                 pipeline.check_lost().await;
                 pipeline.discovery_tick().await;
+                pipeline.reconcile().await;
                 pipeline.check_idle().await;
             }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }

@@ -181,6 +181,7 @@ fn stdio(bytes: &[u8]) -> Result<Stdio, DecodeError> {
         dir: if e.dir == monitor_common::stdio_dir::IN { "in" } else { "out" },
         fd: e.fd,
         total_len: e.total_len,
+        stream_off: e.stream_off,
         offset: e.offset,
         data: e.data[..n].to_vec(),
     })

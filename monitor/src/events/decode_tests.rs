@@ -185,6 +185,7 @@ fn stdio_round_trip() {
     e.ino = 4242;
     e.total_len = 70_000;
     e.offset = 65_536;
+    e.stream_off = 1_000;
     e.fd = 7;
     e.dir = monitor_common::stdio_dir::OUT;
     let d = b"\"id\":5}\n";
@@ -194,7 +195,7 @@ fn stdio_round_trip() {
     expect_header(&ev, vec![]);
     assert_eq!(
         ev.body,
-        Body::Stdio(Stdio { ino: 4242, dir: "out", fd: 7, total_len: 70_000, offset: 65_536, data: d.to_vec() })
+        Body::Stdio(Stdio { ino: 4242, dir: "out", fd: 7, total_len: 70_000, stream_off: 1_000, offset: 65_536, data: d.to_vec() })
     );
     e.len = 5000;
     assert!(matches!(decode(&bytes_of(&e, monitor_common::StdioEvent::DATA_OFFSET + 10)), Err(DecodeError::BadLength("stdio", 5000, 10))));

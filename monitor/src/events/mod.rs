@@ -136,6 +136,8 @@ pub struct Stdio {
     pub fd: i32,
     /// Bytes the syscall moved; `offset`/`data` is the captured part.
     pub total_len: u64,
+    /// Bytes through this pipe before this syscall.
+    pub stream_off: u64,
     pub offset: u32,
     #[serde(skip)]
     pub data: Vec<u8>,

@@ -37,9 +37,8 @@ pub struct Stream {
     tail: Vec<u8>,
     truncated: bool,
     len: u64,
-    /// Inside a syscall: the next expected offset, and the syscall's length.
-    expect: u64,
-    syscall_total: u64,
+    /// Stream position (bytes through the pipe) expected next; None before the first chunk.
+    next: Option<u64>,
     /// Capture may begin mid-conversation (a server taken over while running, a read already
     /// blocked when the hooks went in): until the stream is known to sit at a message boundary,
     /// bytes up to the next newline are skipped.
@@ -47,6 +46,10 @@ pub struct Stream {
     /// Counters for the daemon's stats.
     pub bytes_skipped: u64,
     pub messages: u64,
+}
+
+fn starts_json(d: &[u8]) -> bool {
+    d.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'{' || *b == b'[')
 }
 
 impl Stream {
@@ -61,56 +64,60 @@ impl Stream {
         Self::default()
     }
 
-    /// Feeds one captured chunk; returns the messages it completed.
-    pub fn feed(&mut self, offset: u32, total_len: u64, data: &[u8], ts_mono_ns: u64) -> Vec<Message> {
-        let offset = offset as u64;
+    /// Feeds one captured chunk at stream position `pos` (the kernel numbers every byte of the
+    /// pipe, so lost or skipped bytes show up as a jump); `syscall_start` when the chunk opens a
+    /// read/write. Returns the messages it completed.
+    pub fn feed(&mut self, pos: u64, syscall_start: bool, data: &[u8], ts: u64) -> Vec<Message> {
         let mut out = vec![];
-        if offset == 0 {
-            // A new syscall: whatever the previous one did not deliver is a gap.
-            if self.expect < self.syscall_total {
-                self.gap(self.syscall_total - self.expect);
-            }
-            self.syscall_total = total_len;
-            self.expect = 0;
-        }
-        if !self.synced {
-            let start = data.iter().position(|b| !b.is_ascii_whitespace());
-            match start {
-                Some(i) if data[i] == b'{' || data[i] == b'[' => self.synced = true,
-                _ => {
-                    let Some(nl) = data.iter().position(|&b| b == b'\n') else {
-                        self.bytes_skipped += data.len() as u64;
-                        self.expect = offset + data.len() as u64;
-                        return out;
-                    };
-                    self.bytes_skipped += nl as u64 + 1;
-                    self.synced = true;
-                    self.expect = offset + nl as u64 + 1;
-                    let rest = &data[nl + 1..];
-                    return self.feed_at(self.expect, rest, ts_mono_ns);
+        let (mut pos, mut data) = (pos, data);
+        match self.next {
+            Some(n) if pos > n => {
+                self.gap(pos - n);
+                // What follows lost bytes: a read/write that opens with '{' almost surely starts a
+                // message (clients and servers write whole messages), so close the damaged one.
+                if syscall_start && starts_json(data) && (self.len > 0 || self.truncated) {
+                    self.flush(ts, &mut out);
                 }
             }
-        }
-        if offset > self.expect {
-            self.gap(offset - self.expect);
-        } else if offset < self.expect && offset != 0 {
-            // Overlap (should not happen): keep only the new part.
-            let skip = (self.expect - offset) as usize;
-            if skip >= data.len() {
-                return out;
+            Some(n) if pos < n => {
+                let skip = (n - pos) as usize;
+                if skip >= data.len() {
+                    return out;
+                }
+                data = &data[skip..];
+                pos = n;
             }
-            return self.feed_at(self.expect, &data[skip..], ts_mono_ns);
+            _ => {}
         }
-        self.append(data, ts_mono_ns, &mut out);
-        self.expect = offset + data.len() as u64;
+        self.next = Some(pos + data.len() as u64);
+        if !self.synced {
+            if starts_json(data) {
+                self.synced = true;
+            } else {
+                let Some(nl) = data.iter().position(|&b| b == b'\n') else {
+                    self.bytes_skipped += data.len() as u64;
+                    return out;
+                };
+                self.bytes_skipped += nl as u64 + 1;
+                self.synced = true;
+                data = &data[nl + 1..];
+            }
+        }
+        self.append(data, ts, &mut out);
         out
     }
 
-    fn feed_at(&mut self, offset: u64, data: &[u8], ts: u64) -> Vec<Message> {
-        let mut out = vec![];
-        self.append(data, ts, &mut out);
-        self.expect = offset + data.len() as u64;
-        out
+    fn flush(&mut self, ts: u64, out: &mut Vec<Message>) {
+        out.push(Message {
+            head: std::mem::take(&mut self.head),
+            tail: std::mem::take(&mut self.tail),
+            truncated: true,
+            len: self.len,
+            ts_mono_ns: ts,
+        });
+        self.messages += 1;
+        self.truncated = false;
+        self.len = 0;
     }
 
     /// `n` bytes on the wire that were not captured.
@@ -178,8 +185,15 @@ impl Stream {
 mod tests {
     use super::*;
 
+    /// Feeds whole syscalls back to back.
     fn feed_all(s: &mut Stream, syscalls: &[&[u8]]) -> Vec<Message> {
-        syscalls.iter().flat_map(|d| s.feed(0, d.len() as u64, d, 1)).collect()
+        let mut pos = 0;
+        let mut out = vec![];
+        for d in syscalls {
+            out.extend(s.feed(pos, true, d, 1));
+            pos += d.len() as u64;
+        }
+        out
     }
 
     #[test]
@@ -193,11 +207,11 @@ mod tests {
     #[test]
     fn gap_inside_one_syscall_keeps_head_and_tail() {
         // A 1 MiB line written in one syscall: head chunk at 0, tail chunk at the end.
-        let total = 1 << 20;
+        let total = 1u64 << 20;
         let mut s = Stream::new();
-        assert!(s.feed(0, total, b"{\"result\":{\"x\":\"aaaa", 1).is_empty());
+        assert!(s.feed(0, true, b"{\"result\":{\"x\":\"aaaa", 1).is_empty());
         let tail = b"aaaa\"}},\"jsonrpc\":\"2.0\",\"id\":7}\n";
-        let m = s.feed((total - tail.len() as u64) as u32, total, tail, 2);
+        let m = s.feed(total - tail.len() as u64, false, tail, 2);
         assert_eq!(m.len(), 1);
         let m = &m[0];
         assert!(m.truncated);
@@ -205,23 +219,35 @@ mod tests {
         assert!(m.head.starts_with(b"{\"result\""));
         assert!(m.tail.ends_with(b"\"id\":7}"));
         // The stream goes on cleanly after it.
-        let next = s.feed(0, 9, b"{\"id\":8}\n", 3);
+        let next = s.feed(total, true, b"{\"id\":8}\n", 3);
         assert_eq!(next[0].complete(), Some(&b"{\"id\":8}"[..]));
     }
 
     #[test]
     fn missing_end_of_a_syscall_is_a_gap() {
         let mut s = Stream::new();
-        s.feed(0, 10_000, b"{\"a\":1", 1); // the remaining 9,994 bytes never arrive
-        let m = s.feed(0, 3, b"2}\n", 2);
+        s.feed(0, true, b"{\"a\":1", 1); // the remaining 9,994 bytes never arrive
+        let m = s.feed(10_000, true, b"2}\n", 2);
         assert!(m[0].truncated);
         assert_eq!(m[0].len, 10_000 + 2);
     }
 
     #[test]
+    fn lost_records_between_messages_do_not_merge_messages() {
+        // The end of a message was in records the kernel could not deliver; the next write starts
+        // a new message and must come out whole.
+        let mut s = Stream::new();
+        assert!(s.feed(0, true, b"{\"id\":1,\"method\":\"tools/call\",\"params\":{\"blob\":\"aaaa", 1).is_empty());
+        let m = s.feed(5_000_000, true, b"{\"id\":2,\"method\":\"ping\"}\n", 2);
+        assert_eq!(m.len(), 2);
+        assert!(m[0].truncated && m[0].head.starts_with(b"{\"id\":1"));
+        assert_eq!(m[1].complete(), Some(&b"{\"id\":2,\"method\":\"ping\"}"[..]));
+    }
+
+    #[test]
     fn capture_starting_mid_message_resyncs_at_the_next_newline() {
         let mut s = Stream::midstream();
-        let m = s.feed(0, 40, b"\"id\":6,\"method\":\"x\"}\n{\"id\":7}\n", 1);
+        let m = s.feed(777, true, b"\"id\":6,\"method\":\"x\"}\n{\"id\":7}\n", 1);
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].complete(), Some(&b"{\"id\":7}"[..]));
         assert_eq!(s.bytes_skipped, 21);
@@ -231,15 +257,19 @@ mod tests {
     fn a_huge_line_uses_bounded_memory() {
         let mut s = Stream::new();
         let chunk = vec![b'x'; 64 * 1024];
+        let mut pos = 0;
+        assert!(s.feed(pos, true, b"{", 1).is_empty());
+        pos += 1;
         for _ in 0..1600 {
             // 100 MiB, read 64 KiB at a time, all captured
-            assert!(s.feed(0, chunk.len() as u64, &chunk, 1).is_empty());
+            assert!(s.feed(pos, true, &chunk, 1).is_empty());
+            pos += chunk.len() as u64;
             assert!(s.buffered() <= HEAD_KEEP + TAIL_KEEP);
         }
-        let m = s.feed(0, 2, b"}\n", 2);
+        let m = s.feed(pos, true, b"}\n", 2);
         assert_eq!(m.len(), 1);
         assert!(m[0].truncated);
-        assert_eq!(m[0].len, 1600 * 64 * 1024 + 1);
+        assert_eq!(m[0].len, 1600 * 64 * 1024 + 2);
         assert_eq!(m[0].head.len(), HEAD_KEEP);
         assert!(m[0].tail.ends_with(b"x}"));
     }

@@ -13,6 +13,9 @@ pub const MCPMON: &str = env!("CARGO_BIN_EXE_mcpmon");
 
 pub struct Daemon {
     pub child: Child,
+    /// The daemon's stderr, drained continuously so its logging can never block it.
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     pub events: PathBuf,
     pub socket: PathBuf,
     _dir: tempfile::TempDir,
@@ -36,7 +39,19 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut d = Self { child, events, socket, _dir: dir };
+        let mut child = child;
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        let stderr_reader = Some(std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        }));
+        let mut d = Self { child, stderr, stderr_reader, events, socket, _dir: dir };
         d.wait_ready();
         d
     }
@@ -46,9 +61,10 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err).unwrap();
-                panic!("mcpmon run exited early ({status}):\n{err}");
+                if let Some(r) = self.stderr_reader.take() {
+                    let _ = r.join();
+                }
+                panic!("mcpmon run exited early ({status}):\n{}", self.stderr.lock().unwrap());
             }
             if monitor::control::client::ping(&self.socket, Duration::from_millis(500)).is_ok() {
                 return;
@@ -105,8 +121,10 @@ impl Daemon {
             assert!(Instant::now() < deadline, "mcpmon did not exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
         };
-        let mut err = String::new();
-        std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        if let Some(r) = self.stderr_reader.take() {
+            let _ = r.join();
+        }
+        let err = self.stderr.lock().unwrap().clone();
         assert!(status.success(), "mcpmon exited with {status}:\n{err}");
         err
     }
