@@ -7,13 +7,13 @@
 //!   `struct open_how { u64 flags; u64 mode; u64 resolve; }`.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_probe_read_user, bpf_probe_read_user_str},
+    helpers::generated::bpf_probe_read_user,
     macros::tracepoint,
     programs::TracePointContext,
 };
 use monitor_common::{flags, open_syscall, EventKind, LostReason, OpenEvent, PATH_CAP};
 
-use crate::maps::{count_lost, current, fill_header, output_prefix, tracked, PENDING_OPEN, SCRATCH_OPEN};
+use crate::maps::{count_lost, current, fill_header, output_prefix, read_user_path, tracked, PENDING_OPEN, SCRATCH_OPEN};
 
 const AT_FDCWD: i32 = -100;
 const O_WRONLY: u32 = 0o1;
@@ -74,15 +74,7 @@ fn open_enter(syscall: u32, dirfd: i32, path: u64, open_flags: u32, mode: u32, h
             ev.hdr.flags |= flags::READ_FAILED;
         }
     }
-    let n = unsafe { bpf_probe_read_user_str(ev.path.as_mut_ptr() as *mut _, PATH_CAP as u32, path as *const _) };
-    if n > 0 {
-        ev.path_len = (n - 1) as u32;
-        if n as usize == PATH_CAP {
-            ev.hdr.flags |= flags::PATH_TRUNCATED;
-        }
-    } else {
-        ev.hdr.flags |= flags::READ_FAILED;
-    }
+    ev.path_len = read_user_path(ev.path.as_mut_ptr(), path, &mut ev.hdr.flags);
     if PENDING_OPEN.insert(&cur.tid, &*ev, 0).is_err() {
         count_lost(LostReason::PendingFull);
     }

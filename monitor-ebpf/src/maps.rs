@@ -129,6 +129,23 @@ fn current_ppid() -> u32 {
     }
 }
 
+/// Copies a user path (up to `PATH_CAP` bytes) to `dst`; returns its length without the NUL and
+/// sets `PATH_TRUNCATED`/`READ_FAILED` in `hdr_flags`.
+#[inline(always)]
+pub fn read_user_path(dst: *mut u8, src: u64, hdr_flags: &mut u32) -> u32 {
+    let n = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user_str(dst as *mut _, monitor_common::PATH_CAP as u32, src as *const _)
+    };
+    if n <= 0 {
+        *hdr_flags |= monitor_common::flags::READ_FAILED;
+        return 0;
+    }
+    if n as usize == monitor_common::PATH_CAP {
+        *hdr_flags |= monitor_common::flags::PATH_TRUNCATED;
+    }
+    (n - 1) as u32
+}
+
 /// `current->real_parent->comm`.
 #[inline(always)]
 pub fn parent_comm() -> monitor_common::Comm {

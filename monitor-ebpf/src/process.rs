@@ -22,7 +22,7 @@ use monitor_common::{
 };
 
 use crate::maps::{
-    count_lost, current, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
+    count_lost, current, read_user_path, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
     parent_comm, tp_exec_old_pid_off, tp_exit_group_dead_off, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current,
     CANDIDATE_COMMS, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN, SCRATCH_EXEC, TRACKED,
 };
@@ -107,15 +107,7 @@ fn exec_enter(syscall: u32, dirfd: i32, filename: u64, argv: u64, at_flags: u32)
     ev._pad = 0;
 
     let data = ev.data.as_mut_ptr();
-    let n = unsafe { bpf_probe_read_user_str(data as *mut _, PATH_CAP as u32, filename as *const _) };
-    if n > 0 {
-        ev.filename_len = (n - 1) as u32;
-        if n as usize == PATH_CAP {
-            ev.hdr.flags |= flags::PATH_TRUNCATED;
-        }
-    } else {
-        ev.hdr.flags |= flags::READ_FAILED;
-    }
+    ev.filename_len = read_user_path(data, filename, &mut ev.hdr.flags);
 
     // argv: NUL-terminated strings packed after the filename. Each read may use up to
     // ARGS_SOFT_CAP bytes from an offset below ARGS_SOFT_CAP, which keeps every access inside

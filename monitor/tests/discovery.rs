@@ -12,16 +12,6 @@ use std::{
 use common::daemon::Daemon;
 use serde_json::{json, Value};
 
-fn peers() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/mcp-peers");
-    if dir.join("installed").exists() {
-        return dir.canonicalize().ok();
-    }
-    let why = format!("MCP peers are not installed in {} (run `cargo xtask setup`)", dir.display());
-    assert!(!common::require_privileged(), "MCPMON_REQUIRE_PRIVILEGED=1 but {why}");
-    eprintln!("SKIPPED: {why}");
-    None
-}
 
 /// A host with one user whose home is outside /home and whose Cursor config names `server` with
 /// `args` (distinct per test: tests run in parallel and every daemon sees every process).
@@ -60,7 +50,7 @@ fn a_configured_server_is_tracked_at_exec_under_its_configured_name() {
     if !common::can_load_ebpf() {
         return;
     }
-    let Some(peers) = peers() else { return };
+    let Some(peers) = common::peers() else { return };
     let server = peers.join("venv/bin/mcp-server-time");
     let args = ["--local-timezone", "Europe/Berlin"];
     let (_host, passwd) = host_with_cursor_config(&server, &args);
@@ -83,7 +73,7 @@ fn a_configured_server_already_running_is_found_at_start_up() {
     if !common::can_load_ebpf() {
         return;
     }
-    let Some(peers) = peers() else { return };
+    let Some(peers) = common::peers() else { return };
     let server = peers.join("venv/bin/mcp-server-time");
     let args = ["--local-timezone", "America/Chicago"];
     let (_host, passwd) = host_with_cursor_config(&server, &args);
@@ -126,7 +116,7 @@ fn children_of_an_mcp_client_are_sniffed() {
     if !common::can_load_ebpf() {
         return;
     }
-    let Some(peers) = peers() else { return };
+    let Some(peers) = common::peers() else { return };
     let empty = tempfile::tempdir().unwrap();
     let passwd = empty.path().join("passwd"); // no user, no config: sniffing only
     std::fs::write(&passwd, "").unwrap();

@@ -11,18 +11,6 @@ use std::{path::PathBuf, process::Command};
 use common::daemon::{Daemon, MCPMON};
 use serde_json::{json, Value};
 
-fn peers() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/mcp-peers");
-    if dir.join("installed").exists() {
-        return dir.canonicalize().ok();
-    }
-    let why = format!("MCP peers are not installed in {} (run `cargo xtask setup`)", dir.display());
-    if common::require_privileged() {
-        panic!("MCPMON_REQUIRE_PRIVILEGED=1 but {why}");
-    }
-    eprintln!("SKIPPED: {why}");
-    None
-}
 
 /// Runs the SDK client against `server` (wrapped in `mcpmon exec`); returns what it reports.
 fn drive(d: &Daemon, peers: &PathBuf, name: &str, calls: Value, server: &[&str]) -> Value {
@@ -58,7 +46,7 @@ fn python_sdk_server_calls_are_reported_and_attributed() {
     if !common::can_load_ebpf() {
         return;
     }
-    let Some(peers) = peers() else { return };
+    let Some(peers) = common::peers() else { return };
     let d = Daemon::start(&[]);
     let server = peers.join("venv/bin/mcp-server-time");
     let client = drive(
@@ -90,7 +78,7 @@ fn node_sdk_server_with_a_1mib_reply_pairs_and_attributes_right() {
     if !common::can_load_ebpf() {
         return;
     }
-    let Some(peers) = peers() else { return };
+    let Some(peers) = common::peers() else { return };
     let root = tempfile::tempdir().unwrap();
     let small = root.path().join("small.txt");
     let big = root.path().join("big.txt");
@@ -133,7 +121,7 @@ fn tool_sets_are_pinned_and_rug_pulls_poisoning_and_collisions_alert() {
     if !common::can_load_ebpf() {
         return;
     }
-    let Some(peers) = peers() else { return };
+    let Some(peers) = common::peers() else { return };
     let d = Daemon::start(&[]);
     let py = peers.join("venv/bin/python");
     let shifty = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/shifty_server.py");

@@ -178,3 +178,15 @@ pub fn python() -> &'static str {
         "python3"
     }
 }
+
+/// The MCP peers `cargo xtask setup` installs (None, after saying why, when they are missing).
+pub fn peers() -> Option<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/mcp-peers");
+    if dir.join("installed").exists() {
+        return dir.canonicalize().ok();
+    }
+    let why = format!("MCP peers are not installed in {} (run `cargo xtask setup`)", dir.display());
+    assert!(!require_privileged(), "MCPMON_REQUIRE_PRIVILEGED=1 but {why}");
+    eprintln!("SKIPPED: {why}");
+    None
+}
