@@ -216,5 +216,5 @@ fn syscall_hooks_are_attached_only_while_something_is_tracked() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let err = d.stop();
-    assert!(err.contains("syscall hooks detached"), "{err}");
+    assert!(err.contains("detaching syscall hooks"), "{err}");
 }

@@ -124,7 +124,9 @@ fn children_of_an_mcp_client_are_sniffed() {
     let server = peers.join("venv/bin/mcp-server-time");
     // The SDK client poses as Claude Code (comm "claude"): its children are candidates.
     let c = client(&peers, call_time(), Some("claude"), &[server.to_str().unwrap()]);
-    let tracked = d.expect("sniffed server", |v| v["kind"] == "server_tracked" && v["how"] == "sniffed");
+    let tracked = d.expect("sniffed server", |v| {
+        v["kind"] == "server_tracked" && v["how"] == "sniffed" && v["command"].to_string().contains("mcp-server-time")
+    });
     let id = tracked["server_id"].clone();
     let ident = d.expect("identified", |v| v["kind"] == "server_identified" && v["server_id"] == id);
     assert_eq!(ident["client"], "mcp", "named from clientInfo");
@@ -139,8 +141,65 @@ fn children_of_an_mcp_client_are_sniffed() {
               time.sleep(1)\np.stdin.write(b'hello, not json-rpc\\n'); p.stdin.flush()\np.stdout.readline()\n\
               time.sleep(1)\np.stdin.close(); p.wait()\n";
     assert!(Command::new(peers.join("venv/bin/python")).args(["-c", py]).status().unwrap().success());
-    let dropped = d.expect("dropped", |v| v["kind"] == "server_dropped");
+    let dropped = d.expect("dropped", |v| v["kind"] == "server_dropped" && v["server"] == "cat");
     assert!(dropped["reason"].as_str().unwrap().contains("not an MCP initialize"), "{dropped}");
     let (_, records) = d.stop_with_records();
     assert!(!records.iter().any(|v| v["kind"] == "server_identified" && v["server_id"] == dropped["server_id"]));
+}
+
+/// The Node filesystem server, found both ways without `mcpmon exec`: from a Claude Desktop config,
+/// then by sniffing (its client poses as Cursor); calls and the file opens they cause are reported.
+#[test]
+fn the_node_filesystem_server_is_found_by_config_and_by_sniffing() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = common::peers() else { return };
+    let fs_bin = peers.join("node_modules/.bin/mcp-server-filesystem").canonicalize().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("notes.txt");
+    std::fs::write(&file, "remember the milk\n").unwrap();
+    let root_s = root.path().to_str().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home/ann");
+    std::fs::create_dir_all(home.join(".config/Claude")).unwrap();
+    std::fs::write(
+        home.join(".config/Claude/claude_desktop_config.json"),
+        json!({"mcpServers": {"files": {"command": "node", "args": [fs_bin, root_s]}}}).to_string(),
+    )
+    .unwrap();
+    let passwd = t.path().join("passwd");
+    std::fs::write(&passwd, format!("ann:x:1001:1001::{}:/bin/sh\n", home.display())).unwrap();
+    let d = Daemon::start(&["--passwd", passwd.to_str().unwrap()]);
+    let read = |p: &Path| json!([{"tool": ["read_text_file", "read_file"], "arguments": {"path": p}}]);
+    let fs_cmd = ["node", fs_bin.to_str().unwrap(), root_s];
+
+    // 1. The configured command line.
+    let c = client(&peers, read(&file), None, &fs_cmd);
+    let tracked = d.expect("config", |v| v["kind"] == "server_tracked" && v["server"] == "files");
+    assert_eq!((tracked["how"].as_str(), tracked["client"].as_str()), (Some("config"), Some("claude-desktop")));
+    let id = c["calls"][0]["id"].to_string();
+    let call = d.expect("call", |v| v["kind"] == "tool_call" && v["server"] == "files" && v["id"] == id.as_str());
+    assert_eq!(call["arguments"]["path"], file.to_str().unwrap());
+    let p = file.to_str().unwrap();
+    let open = d.expect("open of the file", |v| v["kind"] == "open" && v["path"] == p && v["server"] == "files");
+    assert_eq!((open["mcp"]["state"].as_str(), open["mcp"]["id"].as_str()), (Some("call"), Some(id.as_str())));
+
+    // 2. Not configured (another root), started by a client that poses as Cursor: sniffed.
+    let other = tempfile::tempdir().unwrap();
+    let f2 = other.path().join("todo.txt");
+    std::fs::write(&f2, "x\n").unwrap();
+    let c = client(&peers, read(&f2), Some("cursor"), &["node", fs_bin.to_str().unwrap(), other.path().to_str().unwrap()]);
+    // (Other tests' processes may be sniffed by this daemon too: pick ours by its command.)
+    let other_s = other.path().to_str().unwrap();
+    let sniffed = d.expect("sniffed", |v| {
+        v["kind"] == "server_tracked" && v["how"] == "sniffed" && v["command"].as_array().is_some_and(|a| a.iter().any(|x| x == other_s))
+    });
+    let sid = sniffed["server_id"].clone();
+    d.expect("identified", |v| v["kind"] == "server_identified" && v["server_id"] == sid);
+    let id = c["calls"][0]["id"].to_string();
+    let call = d.expect("sniffed call", |v| v["kind"] == "tool_call" && v["server_id"] == sid && v["id"] == id.as_str());
+    assert_eq!(call["arguments"]["path"], f2.to_str().unwrap());
+    assert!(call["server"].as_str().unwrap().starts_with("secure-filesystem-server ("), "{call}");
+    d.stop();
 }

@@ -62,11 +62,15 @@ pub struct Pipeline {
     corr: Correlator,
     disc: Discoverer,
     tools_watch: toolwatch::ToolWatch,
+    idle_since: Option<std::time::Instant>,
     clock: Clock,
     lines: mpsc::Sender<String>,
     lost_map: PerCpuArray<MapData, u64>,
     pub stats: Stats,
 }
+
+/// How long nothing must be tracked before the syscall hooks come off.
+const IDLE_DETACH: Duration = Duration::from_secs(3);
 
 const LOST_NAMES: [&str; LOST_REASONS as usize] = ["ringbuf_full", "pending_full", "tracked_full"];
 const _: () = assert!(LostReason::TrackedFull as u32 + 1 == LOST_REASONS);
@@ -79,7 +83,7 @@ impl Pipeline {
         lost_map: PerCpuArray<MapData, u64>,
         lines: mpsc::Sender<String>,
     ) -> Self {
-        Self { sensors, tracker, tree: ProcessTree::new(), corr: Correlator::new(), disc, tools_watch: Default::default(), clock: Clock::new(), lines, lost_map, stats: Stats::default() }
+        Self { sensors, tracker, tree: ProcessTree::new(), corr: Correlator::new(), disc, tools_watch: Default::default(), idle_since: None, clock: Clock::new(), lines, lost_map, stats: Stats::default() }
     }
 
     /// Hands the sensors back (to drop them, which detaches everything).
@@ -108,14 +112,29 @@ impl Pipeline {
         }
     }
 
-    /// Detaches the syscall hooks once the kernel tracks nothing: untracked processes then pay
-    /// nothing at all for mcpmon's syscall sensors.
+    /// Detaches the syscall hooks once the kernel has tracked nothing for `IDLE_DETACH`:
+    /// untracked processes then pay nothing at all for mcpmon's syscall sensors. The grace period
+    /// avoids flapping when servers come and go; the slow part of detaching runs off the pipeline.
     pub async fn check_idle(&mut self) {
-        if self.sensors.syscall_hooks_active() && self.tracker.map_is_empty() {
-            match self.sensors.detach_syscall_hooks() {
-                Ok(()) => tracing::info!("nothing tracked: syscall hooks detached"),
-                Err(e) => tracing::error!("detaching syscall hooks: {e}"),
+        if !self.sensors.syscall_hooks_active() || !self.tracker.map_is_empty() {
+            self.idle_since = None;
+            return;
+        }
+        let since = *self.idle_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() < IDLE_DETACH {
+            return;
+        }
+        self.idle_since = None;
+        match self.sensors.take_syscall_links() {
+            Ok(links) => {
+                tracing::info!("nothing tracked for {}s: detaching syscall hooks", IDLE_DETACH.as_secs());
+                std::thread::spawn(move || {
+                    let t = std::time::Instant::now();
+                    drop(links);
+                    tracing::info!("nothing tracked: syscall hooks detached ({} ms)", t.elapsed().as_millis());
+                });
             }
+            Err(e) => tracing::error!("detaching syscall hooks: {e}"),
         }
     }
 
@@ -219,8 +238,9 @@ impl Pipeline {
     ) -> Result<TrackAck, TrackError> {
         // Hooks first, then the map entry: the process is never tracked without its sensors.
         if !self.sensors.syscall_hooks_active() {
+            let t = std::time::Instant::now();
             self.sensors.attach_syscall_hooks().map_err(|e| TrackError::Sensors(e.to_string()))?;
-            tracing::info!("syscall hooks attached: {}", self.sensors.on_demand_hooks().join(", "));
+            tracing::info!("syscall hooks attached in {} ms", t.elapsed().as_millis());
         }
         let ack = self.tracker.track(pid, name, how, uid)?;
         if !ack.already_tracked {

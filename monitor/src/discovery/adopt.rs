@@ -69,7 +69,10 @@ impl Discoverer {
 
     /// What to do with a process the kernel tracked provisionally at exec.
     pub fn on_provisional_exec(&self, pid: u32) -> Intent {
-        let Some(info) = procfs::process_info(pid) else { return Intent::Drop { pid, reason: "exited before it could be examined" } };
+        let Some(info) = procfs::process_info(pid) else {
+            tracing::debug!("discovery: pid {pid}: /proc/{pid}: {:?}", std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.len()));
+            return Intent::Drop { pid, reason: "exited before it could be examined" };
+        };
         if let Some(s) = self.configs.match_exec(info.exe.as_deref(), &info.argv) {
             return Intent::Track {
                 pid,

@@ -9,7 +9,10 @@ use std::path::PathBuf;
 
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{trace_point::TracePointLinkId, ProgramError, TracePoint},
+    programs::{
+        trace_point::{TracePointLink, TracePointLinkId},
+        ProgramError, TracePoint,
+    },
     Ebpf, EbpfError, EbpfLoader,
 };
 use monitor_common::{
@@ -159,12 +162,24 @@ impl Sensors {
 
     /// Entry hooks come out first (reverse attach order).
     pub fn detach_syscall_hooks(&mut self) -> Result<(), ProbeError> {
-        while let Some((spec, link)) = self.syscall_links.pop() {
-            tracepoint(&mut self.ebpf, spec)?
-                .detach(link)
-                .map_err(|e| refused(spec.name, spec.purpose, "(detach)".into(), e))?;
-        }
+        let links = self.take_syscall_links()?;
+        drop(links);
         Ok(())
+    }
+
+    /// Detaches the syscall hooks as far as the daemon is concerned and returns the links, whose
+    /// release does the slow kernel work (over a second for 18 tracepoints here: each waits for an
+    /// RCU grace period). Dropping them on another thread keeps the event pipeline flowing.
+    pub fn take_syscall_links(&mut self) -> Result<Vec<TracePointLink>, ProbeError> {
+        let mut out = Vec::new();
+        while let Some((spec, link)) = self.syscall_links.pop() {
+            out.push(
+                tracepoint(&mut self.ebpf, spec)?
+                    .take_link(link)
+                    .map_err(|e| refused(spec.name, spec.purpose, "(detach)".into(), e))?,
+            );
+        }
+        Ok(out)
     }
 
     pub fn take_tracked(&mut self) -> Result<BpfHashMap<MapData, u32, TrackInfo>, ProbeError> {
