@@ -29,18 +29,6 @@ fn host_with_cursor_config(server: &Path, args: &[&str]) -> (tempfile::TempDir, 
     (t, passwd)
 }
 
-fn client(peers: &Path, calls: Value, comm: Option<&str>, server: &[&str]) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
-    let mut c = Command::new(peers.join("venv/bin/python"));
-    c.arg(script).arg(calls.to_string()).arg("--").args(server);
-    if let Some(comm) = comm {
-        c.env("MCP_CLIENT_COMM", comm);
-    }
-    let out = c.output().unwrap();
-    assert!(out.status.success(), "client failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn call_time() -> Value {
     json!([{"tool": "get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}])
 }
@@ -55,7 +43,7 @@ fn a_configured_server_is_tracked_at_exec_under_its_configured_name() {
     let args = ["--local-timezone", "Europe/Berlin"];
     let (_host, passwd) = host_with_cursor_config(&server, &args);
     let d = Daemon::start(&["--passwd", passwd.to_str().unwrap()]);
-    let c = client(&peers, call_time(), None, &[server.to_str().unwrap(), args[0], args[1]]);
+    let c = common::mcp_client(&peers, call_time(), None, &[server.to_str().unwrap(), args[0], args[1]]);
     let tracked = d.expect("server_tracked", |v| v["kind"] == "server_tracked" && v["server"] == "clock");
     assert_eq!((tracked["how"].as_str(), tracked["client"].as_str()), (Some("config"), Some("cursor")));
     assert!(tracked["config"].as_str().unwrap().ends_with(".cursor/mcp.json"));
@@ -123,7 +111,7 @@ fn children_of_an_mcp_client_are_sniffed() {
     let d = Daemon::start(&["--passwd", passwd.to_str().unwrap()]);
     let server = peers.join("venv/bin/mcp-server-time");
     // The SDK client poses as Claude Code (comm "claude"): its children are candidates.
-    let c = client(&peers, call_time(), Some("claude"), &[server.to_str().unwrap()]);
+    let c = common::mcp_client(&peers, call_time(), Some("claude"), &[server.to_str().unwrap()]);
     let tracked = d.expect("sniffed server", |v| {
         v["kind"] == "server_tracked" && v["how"] == "sniffed" && v["command"].to_string().contains("mcp-server-time")
     });
@@ -175,7 +163,7 @@ fn the_node_filesystem_server_is_found_by_config_and_by_sniffing() {
     let fs_cmd = ["node", fs_bin.to_str().unwrap(), root_s];
 
     // 1. The configured command line.
-    let c = client(&peers, read(&file), None, &fs_cmd);
+    let c = common::mcp_client(&peers, read(&file), None, &fs_cmd);
     let tracked = d.expect("config", |v| v["kind"] == "server_tracked" && v["server"] == "files");
     assert_eq!((tracked["how"].as_str(), tracked["client"].as_str()), (Some("config"), Some("claude-desktop")));
     let id = c["calls"][0]["id"].to_string();
@@ -189,7 +177,7 @@ fn the_node_filesystem_server_is_found_by_config_and_by_sniffing() {
     let other = tempfile::tempdir().unwrap();
     let f2 = other.path().join("todo.txt");
     std::fs::write(&f2, "x\n").unwrap();
-    let c = client(&peers, read(&f2), Some("cursor"), &["node", fs_bin.to_str().unwrap(), other.path().to_str().unwrap()]);
+    let c = common::mcp_client(&peers, read(&f2), Some("cursor"), &["node", fs_bin.to_str().unwrap(), other.path().to_str().unwrap()]);
     // (Other tests' processes may be sniffed by this daemon too: pick ours by its command.)
     let other_s = other.path().to_str().unwrap();
     let sniffed = d.expect("sniffed", |v| {

@@ -12,21 +12,12 @@ use common::daemon::{Daemon, MCPMON};
 use serde_json::{json, Value};
 
 
-/// Runs the SDK client against `server` (wrapped in `mcpmon exec`); returns what it reports.
-fn drive(d: &Daemon, peers: &PathBuf, name: &str, calls: Value, server: &[&str]) -> Value {
-    let client = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
-    let out = Command::new(peers.join("venv/bin/python"))
-        .arg(client)
-        .arg(calls.to_string())
-        .arg("--")
-        .args([MCPMON, "exec", "--name", name, "--require-monitor", "--socket"])
-        .arg(&d.socket)
-        .arg("--")
-        .args(server)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "client failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+/// Runs the SDK client against `server` wrapped in `mcpmon exec`; returns what it reports.
+fn drive(d: &Daemon, peers: &std::path::Path, name: &str, calls: Value, server: &[&str]) -> Value {
+    let socket = d.socket.to_str().unwrap();
+    let mut cmd = vec![MCPMON, "exec", "--name", name, "--require-monitor", "--socket", socket, "--"];
+    cmd.extend_from_slice(server);
+    common::mcp_client(peers, calls, None, &cmd)
 }
 
 /// Every tool call the client made shows up, finished, with the same id, tool and arguments.

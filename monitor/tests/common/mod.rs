@@ -190,3 +190,18 @@ pub fn peers() -> Option<std::path::PathBuf> {
     eprintln!("SKIPPED: {why}");
     None
 }
+
+/// Runs the official MCP client SDK (tests/peers/mcp_client.py) against `server`: initialize,
+/// tools/list, then `calls`; returns what the client reports (ids it used, tools, results).
+/// `comm` makes the client pose as an MCP client program (for sniffing).
+pub fn mcp_client(peers: &std::path::Path, calls: serde_json::Value, comm: Option<&str>, server: &[&str]) -> serde_json::Value {
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
+    let mut c = Command::new(peers.join("venv/bin/python"));
+    c.arg(script).arg(calls.to_string()).arg("--").args(server);
+    if let Some(comm) = comm {
+        c.env("MCP_CLIENT_COMM", comm);
+    }
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "client failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
