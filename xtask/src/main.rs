@@ -57,7 +57,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     setup::run()?;
     if !util::is_root() {
         let strict = std::env::var("MCPMON_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1" || v == "true");
-        println!(
+        eprintln!(
             "xtask: not root: integration tests that load eBPF will {} (run `sudo ./x test`)",
             if strict { "FAIL (MCPMON_REQUIRE_PRIVILEGED=1)" } else { "be skipped" }
         );

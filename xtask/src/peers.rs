@@ -32,6 +32,6 @@ pub fn install() -> anyhow::Result<()> {
     // --prefix keeps npm from walking up to a parent project.
     util::run(Command::new("npm").arg("--prefix").arg(&dir).args(["install", "--no-audit", "--no-fund", "--silent"]).args(NPM))?;
     std::fs::write(&stamp, want)?;
-    println!("xtask setup: MCP test peers ready in {}", dir.display());
+    eprintln!("xtask setup: MCP test peers ready in {}", dir.display());
     Ok(())
 }

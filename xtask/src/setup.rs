@@ -64,6 +64,6 @@ pub fn run() -> anyhow::Result<()> {
         install(true).or_else(|_| install(false))?;
     }
     crate::peers::install()?;
-    println!("xtask setup: toolchain ready (Debian packages, bpf-linker {BPF_LINKER})");
+    eprintln!("xtask setup: toolchain ready (Debian packages, bpf-linker {BPF_LINKER})");
     Ok(())
 }

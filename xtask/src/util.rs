@@ -17,7 +17,7 @@ pub fn is_root() -> bool {
 /// Runs a command in the repo root, echoing it; fails on a non-zero exit.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     cmd.current_dir(root());
-    println!("+ {}", describe(cmd));
+    eprintln!("+ {}", describe(cmd));
     let status = cmd.status().with_context(|| format!("spawning {}", describe(cmd)))?;
     if !status.success() {
         bail!("{} failed: {status}", describe(cmd));
@@ -50,7 +50,7 @@ pub fn exec(program: &Path, args: &[String]) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(program);
     cmd.args(args);
-    println!("+ {}", describe(&cmd));
+    eprintln!("+ {}", describe(&cmd));
     Err(cmd.exec()).with_context(|| format!("executing {}", program.display()))
 }
 
