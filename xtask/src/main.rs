@@ -65,5 +65,5 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     util::cargo(&["build", "-p", "monitor", "--bins"])?;
     let mut args: Vec<&str> = vec!["test", "--workspace", "--exclude", "monitor-ebpf", "--no-fail-fast"];
     args.extend(extra.iter().map(String::as_str));
-    util::cargo(&args)
+    util::cargo_test_summary(&args)
 }

@@ -67,3 +67,34 @@ pub fn output(program: &str, args: &[&str]) -> Option<String> {
     let o = Command::new(program).env("PATH", path_with_cargo_bin()).args(args).output().ok()?;
     o.status.success().then(|| String::from_utf8_lossy(&o.stdout).into_owned())
 }
+
+/// Runs `cargo test`, passing its output through, and ends with one line totalling every test
+/// binary (`summary: N passed, N failed, N skipped`): cargo's own last line is a per-binary one,
+/// often the doc tests' "0 passed".
+pub fn cargo_test_summary(args: &[&str]) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = cargo_cmd();
+    cmd.args(args).current_dir(root()).stdout(std::process::Stdio::piped());
+    eprintln!("+ {}", describe(&cmd));
+    let mut child = cmd.spawn().with_context(|| format!("spawning {}", describe(&cmd)))?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let num = |key: &str| {
+                rest.split(';')
+                    .find_map(|p| p.trim().strip_suffix(key).map(|n| n.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").parse::<u64>().unwrap_or(0)))
+                    .unwrap_or(0)
+            };
+            passed += num("passed");
+            failed += num("failed");
+            ignored += num("ignored");
+        }
+    }
+    let status = child.wait()?;
+    println!("summary: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() || failed > 0 {
+        bail!("cargo test failed: {status}");
+    }
+    Ok(())
+}
