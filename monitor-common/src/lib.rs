@@ -29,6 +29,10 @@ pub enum EventKind {
     Exit = 4,
     Fork = 5,
     Stdio = 6,
+    /// A datagram sent with an explicit destination (`sendto`/`sendmsg`): `ConnectEvent` layout.
+    Send = 7,
+    /// The process set up an io_uring, whose operations bypass the syscall tracepoints.
+    IoUring = 8,
 }
 
 impl EventKind {
@@ -40,6 +44,8 @@ impl EventKind {
             4 => Self::Exit,
             5 => Self::Fork,
             6 => Self::Stdio,
+            7 => Self::Send,
+            8 => Self::IoUring,
             _ => return None,
         })
     }
@@ -69,6 +75,11 @@ pub mod flags {
     pub const NO_ENTRY: u32 = 1 << 2;
     /// A user pointer could not be read at all.
     pub const READ_FAILED: u32 = 1 << 3;
+    /// The kernel sent SIGKILL to the process for this event (a protected file, a denied address,
+    /// io_uring): it dies before the syscall returns to user code.
+    pub const KILLED: u32 = 1 << 4;
+    /// A cgroup `sock_addr` program refused this connect/send (the caller got EPERM).
+    pub const DENIED: u32 = 1 << 5;
 }
 
 /// Common header of every event.
@@ -177,6 +188,11 @@ pub struct OpenEvent {
     pub ret: i64,
     /// openat2's `how.resolve` (RESOLVE_* bits); 0 for the others.
     pub resolve: u64,
+    /// Inode and device (kernel `dev_t`) of the opened file (successful opens).
+    pub ino: u64,
+    pub dev: u32,
+    /// The `PROTECTED` value that made the kernel kill (0 otherwise): protect bits | rule slot << 16.
+    pub policy: u32,
     /// Raw O_* flags (creat is reported as O_CREAT|O_WRONLY|O_TRUNC).
     pub open_flags: u32,
     pub mode: u32,
@@ -188,7 +204,7 @@ pub struct OpenEvent {
     pub path: [u8; PATH_CAP],
 }
 impl OpenEvent {
-    pub const DATA_OFFSET: usize = core::mem::size_of::<EventHeader>() + 40;
+    pub const DATA_OFFSET: usize = core::mem::size_of::<EventHeader>() + 56;
 }
 const _: () = assert!(core::mem::size_of::<OpenEvent>() == OpenEvent::DATA_OFFSET + PATH_CAP);
 
@@ -211,7 +227,8 @@ pub struct ConnectEvent {
     /// Bytes of `unix_path` used (abstract sockets start with a NUL byte).
     pub unix_path_len: u32,
     pub unix_path: [u8; UNIX_PATH_CAP],
-    pub _pad2: [u8; 4],
+    /// The `NET_POLICY` value that refused it (0 otherwise): policy bits | rule slot << 16.
+    pub policy: u32,
 }
 const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 40 + 40 + UNIX_PATH_CAP + 4);
 
@@ -289,6 +306,57 @@ const _: () = assert!(core::mem::size_of::<StdioEvent>() == StdioEvent::DATA_OFF
 
 /// Byte offsets the kernel programs need but cannot know at compile time. The daemon reads them
 /// from BTF and the tracefs format files and sets them as read-only globals before loading.
+/// Protected files and directories, keyed by device and inode so that every name of the file
+/// (symlinks, hardlinks, relative paths, `..`, `/proc/self/fd/N`, `/proc/PID/root/…`) is the same key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InodeKey {
+    /// The kernel's `dev_t` of the superblock: `major << 20 | minor`.
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
+
+/// What the kernel does when a tracked process opens a protected inode (`PROTECTED` values; the
+/// rule's slot sits in the upper 16 bits so the daemon can name the rule).
+pub mod protect {
+    pub const SLOT_SHIFT: u32 = 16;
+    /// Kill when the file is opened for reading.
+    pub const KILL_READ: u32 = 1 << 0;
+    /// Kill when the file is opened for writing (or truncated).
+    pub const KILL_WRITE: u32 = 1 << 1;
+    /// A directory: kill when any file in it is opened for writing or created.
+    pub const KILL_DIR_WRITE: u32 = 1 << 2;
+}
+
+/// `NET_POLICY_V4/V6` values (LPM tries keyed by address prefix).
+pub mod net_policy {
+    /// The cgroup `sock_addr` program refuses the connect/sendmsg with EPERM.
+    pub const DENY: u32 = 1 << 0;
+    /// And the process is killed when the syscall returns.
+    pub const KILL: u32 = 1 << 1;
+}
+
+/// Indexes of the `POLICY` array (knobs the daemon sets from the rules).
+pub mod policy {
+    /// Kill a tracked process when it sets up an io_uring.
+    pub const IO_URING_KILL: u32 = 0;
+    pub const LEN: u32 = 4;
+}
+
+/// `io_uring:io_uring_create` for a tracked process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoUringEvent {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    pub sq_entries: u32,
+    pub cq_entries: u32,
+    pub setup_flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<IoUringEvent>() == 56);
+
 pub mod globals {
     pub const DAEMON_TGID: &str = "DAEMON_TGID";
     pub const TASK_REAL_PARENT_OFF: &str = "TASK_REAL_PARENT_OFF";
@@ -306,6 +374,15 @@ pub mod globals {
     pub const FILE_INODE_OFF: &str = "FILE_INODE_OFF";
     pub const INODE_INO_OFF: &str = "INODE_INO_OFF";
     pub const TASK_COMM_OFF: &str = "TASK_COMM_OFF";
+    pub const INODE_SB_OFF: &str = "INODE_SB_OFF";
+    pub const SB_DEV_OFF: &str = "SB_DEV_OFF";
+    pub const FILE_DENTRY_OFF: &str = "FILE_DENTRY_OFF";
+    pub const DENTRY_PARENT_OFF: &str = "DENTRY_PARENT_OFF";
+    pub const DENTRY_INODE_OFF: &str = "DENTRY_INODE_OFF";
+    pub const TP_URING_FD_OFF: &str = "TP_URING_FD_OFF";
+    pub const TP_URING_SQ_OFF: &str = "TP_URING_SQ_OFF";
+    pub const TP_URING_CQ_OFF: &str = "TP_URING_CQ_OFF";
+    pub const TP_URING_FLAGS_OFF: &str = "TP_URING_FLAGS_OFF";
 }
 
 #[cfg(feature = "user")]
@@ -314,4 +391,5 @@ mod pod {
     unsafe impl aya::Pod for super::TrackInfo {}
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::StdioPipe {}
+    unsafe impl aya::Pod for super::InodeKey {}
 }

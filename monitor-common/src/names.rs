@@ -5,6 +5,18 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_LOST: &str = "LOST";
 pub const MAP_STDIO_PIPES: &str = "STDIO_PIPES";
 pub const MAP_CANDIDATE_COMMS: &str = "CANDIDATE_COMMS";
+pub const MAP_PROTECTED: &str = "PROTECTED";
+pub const MAP_NET_POLICY_V4: &str = "NET_POLICY_V4";
+pub const MAP_NET_POLICY_V6: &str = "NET_POLICY_V6";
+pub const MAP_POLICY: &str = "POLICY";
+
+/// cgroup `sock_addr` programs (deny), attached to the cgroup v2 root: (program, attach point).
+pub const CGROUP_PROGRAMS: &[(&str, &str)] = &[
+    ("mcpm_deny_connect4", "connect4"),
+    ("mcpm_deny_connect6", "connect6"),
+    ("mcpm_deny_sendmsg4", "sendmsg4"),
+    ("mcpm_deny_sendmsg6", "sendmsg6"),
+];
 
 /// Kind of kernel hook a program attaches to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +81,15 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         optional: false,
     },
     ProgramSpec { name: "mcpm_connect_e", purpose: "net: connect entry", hooks: &[tp("syscalls", "sys_enter_connect")], optional: false },
-    ProgramSpec { name: "mcpm_connect_x", purpose: "net: connect result", hooks: &[tp("syscalls", "sys_exit_connect")], optional: false },
+    ProgramSpec { name: "mcpm_sendto_e", purpose: "net: sendto with a destination", hooks: &[tp("syscalls", "sys_enter_sendto")], optional: false },
+    ProgramSpec { name: "mcpm_sendmsg_e", purpose: "net: sendmsg with a destination", hooks: &[tp("syscalls", "sys_enter_sendmsg")], optional: false },
+    ProgramSpec {
+        name: "mcpm_connect_x",
+        purpose: "net: connect/send result",
+        hooks: &[tp("syscalls", "sys_exit_connect"), tp("syscalls", "sys_exit_sendto"), tp("syscalls", "sys_exit_sendmsg")],
+        optional: false,
+    },
+    ProgramSpec { name: "mcpm_io_uring", purpose: "io_uring set up by a tracked process", hooks: &[tp("io_uring", "io_uring_create")], optional: true },
     ProgramSpec { name: "mcpm_read_e", purpose: "stdio: read entry", hooks: &[tp("syscalls", "sys_enter_read")], optional: false },
     ProgramSpec { name: "mcpm_write_e", purpose: "stdio: write entry", hooks: &[tp("syscalls", "sys_enter_write")], optional: false },
     ProgramSpec {

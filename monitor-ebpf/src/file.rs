@@ -1,5 +1,6 @@
 //! File-open hooks: open, creat, openat, openat2 (entry saves the path as given, exit adds the
-//! result, so failed opens are told apart from successful ones).
+//! result, so failed opens are told apart from successful ones). The exit also enforces protected
+//! inodes (`enforce::open_violates`).
 //!
 //! Kernel contracts (syscall tracepoints, args at offset 16 + 8*i, `ret` at 16 on exit):
 //! - `open(filename, flags, mode)`, `creat(pathname, mode)`,
@@ -13,6 +14,7 @@ use aya_ebpf::{
 };
 use monitor_common::{flags, open_syscall, EventKind, LostReason, OpenEvent, PATH_CAP};
 
+use crate::enforce::{kill_current, open_check};
 use crate::maps::{count_lost, current, fill_header, output_prefix, read_user_path, tracked, PENDING_OPEN, SCRATCH_OPEN};
 
 const AT_FDCWD: i32 = -100;
@@ -63,6 +65,9 @@ fn open_enter(syscall: u32, dirfd: i32, path: u64, open_flags: u32, mode: u32, h
     ev.syscall = syscall;
     ev.path_len = 0;
     ev._pad = 0;
+    ev.ino = 0;
+    ev.dev = 0;
+    ev.policy = 0;
     if how != 0 {
         let mut h = [0u64; 3];
         let r = unsafe { bpf_probe_read_user(h.as_mut_ptr() as *mut _, 24, how as *const _) };
@@ -88,6 +93,14 @@ pub fn mcpm_open_x(ctx: TracePointContext) -> u32 {
     let Some(ev) = PENDING_OPEN.get_ptr_mut(&cur.tid) else { return 0 };
     let ev = unsafe { &mut *ev };
     ev.ret = arg(&ctx, 0) as i64;
+    // The open succeeded and the path is resolved: judge the inode now, before user code runs.
+    if ev.ret >= 0 {
+        let p = open_check(ev.ret as i32, ev.open_flags, &mut ev.ino, &mut ev.dev);
+        if p != 0 && kill_current() {
+            ev.policy = p;
+            ev.hdr.flags |= monitor_common::flags::KILLED;
+        }
+    }
     let len = OpenEvent::DATA_OFFSET + (ev.path_len as usize & (PATH_CAP - 1));
     output_prefix(ev, len);
     let _ = PENDING_OPEN.remove(&cur.tid);

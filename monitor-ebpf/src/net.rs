@@ -1,4 +1,5 @@
-//! Connect hooks: destination at entry (IPv4, IPv6, unix path), result at exit.
+//! Connect hooks: destination at entry (IPv4, IPv6, unix path), result at exit; the same for
+//! datagrams sent with an explicit destination (sendto/sendmsg), the UDP exfiltration path.
 //!
 //! Kernel contract: `syscalls:sys_enter_connect(fd, uservaddr, addrlen)`, `sys_exit_connect(ret)`.
 //! Layouts read from user memory: `sockaddr_in { u16 family; be16 port; u8 addr[4]; }`,
@@ -8,6 +9,7 @@
 use aya_ebpf::{helpers::generated::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use monitor_common::{flags, ConnectEvent, EventKind, LostReason, UNIX_PATH_CAP};
 
+use crate::enforce::kill_current;
 use crate::maps::{count_lost, current, fill_header, output, tracked, PENDING_CONNECT};
 
 const AF_UNIX: u16 = 1;
@@ -26,15 +28,43 @@ fn read_user(dst: *mut u8, len: u32, src: u64) -> bool {
 
 #[tracepoint]
 pub fn mcpm_connect_e(ctx: TracePointContext) -> u32 {
+    addr_enter(EventKind::Connect, arg(&ctx, 0) as i32, arg(&ctx, 1), arg(&ctx, 2) as u32)
+}
+
+/// `sendto(fd, buff, len, flags, addr, addr_len)`: only datagrams with an explicit destination
+/// (a connected socket was already seen at connect).
+#[tracepoint]
+pub fn mcpm_sendto_e(ctx: TracePointContext) -> u32 {
+    let sa = arg(&ctx, 4);
+    if sa == 0 {
+        return 0;
+    }
+    addr_enter(EventKind::Send, arg(&ctx, 0) as i32, sa, arg(&ctx, 5) as u32)
+}
+
+/// `sendmsg(fd, msg, flags)`: destination in `msg->msg_name` (offset 0), `msg_namelen` (offset 8).
+#[tracepoint]
+pub fn mcpm_sendmsg_e(ctx: TracePointContext) -> u32 {
+    let cur = current();
+    if tracked(cur).is_none() {
+        return 0;
+    }
+    let msg = arg(&ctx, 1);
+    let mut hdr = [0u64; 2];
+    if !read_user(hdr.as_mut_ptr() as *mut u8, 16, msg) || hdr[0] == 0 {
+        return 0;
+    }
+    addr_enter(EventKind::Send, arg(&ctx, 0) as i32, hdr[0], hdr[1] as u32)
+}
+
+#[inline(always)]
+fn addr_enter(kind: EventKind, fd: i32, sa: u64, addrlen: u32) -> u32 {
     let cur = current();
     let Some(info) = tracked(cur) else { return 0 };
-    let fd = arg(&ctx, 0) as i32;
-    let sa = arg(&ctx, 1);
-    let addrlen = arg(&ctx, 2) as u32;
 
     // ConnectEvent is 192 bytes: fits the stack, no scratch map needed.
     let mut ev: ConnectEvent = unsafe { core::mem::zeroed() };
-    fill_header(&mut ev.hdr, EventKind::Connect, cur, info);
+    fill_header(&mut ev.hdr, kind, cur, info);
     ev.fd = fd;
     ev.addrlen = addrlen;
     let mut family: u16 = 0;
@@ -78,12 +108,17 @@ pub fn mcpm_connect_e(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Shared by connect, sendto and sendmsg exits.
 #[tracepoint]
 pub fn mcpm_connect_x(ctx: TracePointContext) -> u32 {
     let cur = current();
     let Some(ev) = PENDING_CONNECT.get_ptr_mut(&cur.tid) else { return 0 };
     let ev = unsafe { &mut *ev };
     ev.ret = arg(&ctx, 0) as i32;
+    // A cgroup program refused the address under a kill rule: kill before user code runs again.
+    if ev.hdr.flags & flags::KILLED != 0 && !kill_current() {
+        ev.hdr.flags &= !flags::KILLED;
+    }
     output(ev);
     let _ = PENDING_CONNECT.remove(&cur.tid);
     0

@@ -53,9 +53,9 @@ fn g(v: &'static u32) -> usize {
     unsafe { core::ptr::read_volatile(v) as usize }
 }
 
-/// Inode number behind `fd` of the current task.
+/// The `struct file *` behind `fd` of the current task (`current->files->fdt->fd[fd]`).
 #[inline(always)]
-fn fd_inode(fd: i32) -> Option<u64> {
+pub fn fd_file(fd: i32) -> Option<*const u8> {
     if fd < 0 {
         return None;
     }
@@ -72,9 +72,26 @@ fn fd_inode(fd: i32) -> Option<u64> {
         if file.is_null() {
             return None;
         }
-        let inode: *const u8 = bpf_probe_read_kernel(file.add(g(&FILE_INODE_OFF)) as *const *const u8).ok()?;
-        bpf_probe_read_kernel(inode.add(g(&INODE_INO_OFF)) as *const u64).ok()
+        Some(file)
     }
+}
+
+/// `file->f_inode`.
+#[inline(always)]
+pub fn file_inode(file: *const u8) -> Option<*const u8> {
+    unsafe { bpf_probe_read_kernel(file.add(g(&FILE_INODE_OFF)) as *const *const u8).ok() }
+}
+
+/// `inode->i_ino`.
+#[inline(always)]
+pub fn inode_ino(inode: *const u8) -> Option<u64> {
+    unsafe { bpf_probe_read_kernel(inode.add(g(&INODE_INO_OFF)) as *const u64).ok() }
+}
+
+/// Inode number behind `fd` of the current task.
+#[inline(always)]
+fn fd_inode(fd: i32) -> Option<u64> {
+    inode_ino(file_inode(fd_file(fd)?)?)
 }
 
 #[inline(always)]

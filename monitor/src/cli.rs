@@ -18,6 +18,21 @@ pub enum Command {
     Exec(ExecArgs),
     /// List the MCP servers the running daemon tracks.
     Servers(ServersArgs),
+    /// Work with rule files.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Load every rule in DIR through the real engine and run each rule's fixtures.
+    Lint {
+        /// Rules directory.
+        dir: PathBuf,
+        /// User database whose home directories `~/` stands for.
+        #[arg(long, default_value = "/etc/passwd")]
+        passwd: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +75,25 @@ pub struct RunArgs {
     /// Ring buffer size in MiB (power of two).
     #[arg(long, default_value_t = 8)]
     pub ringbuf_mib: u32,
+    /// Rules directory (default: /etc/mcpmon/rules if present, else the rules/ of this source tree).
+    #[arg(long = "rules", value_name = "DIR")]
+    pub rules: Option<PathBuf>,
+    /// Turn every kill and deny into an alert saying what would have happened.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl RunArgs {
+    pub fn rules_dir(&self) -> PathBuf {
+        if let Some(d) = &self.rules {
+            return d.clone();
+        }
+        let etc = PathBuf::from("/etc/mcpmon/rules");
+        if etc.is_dir() {
+            return etc;
+        }
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../rules"))
+    }
 }
 
 #[derive(Debug, Args)]

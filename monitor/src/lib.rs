@@ -13,6 +13,8 @@ pub mod events;
 pub mod jsonrpc;
 pub mod output;
 pub mod probes;
+pub mod rules;
+pub mod actions;
 pub mod process_tree;
 pub mod toolcheck;
 pub mod tracker;

@@ -20,6 +20,7 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::Rules(monitor::cli::RulesCommand::Lint { dir, passwd }) => monitor::rules::lint::run(&dir, &passwd),
         Command::Run(args) => {
             init_logging();
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -19,7 +19,9 @@ use tokio::{
     sync::{mpsc, watch},
 };
 
+pub mod context;
 mod discover;
+pub mod policy;
 mod toolwatch;
 
 use monitor_common::PROVISIONAL_SERVER;
@@ -67,6 +69,11 @@ pub struct Pipeline {
     lines: mpsc::Sender<String>,
     lost_map: PerCpuArray<MapData, u64>,
     pub stats: Stats,
+    /// Rules and actions (None: observe only).
+    pub policy: Option<policy::Policy>,
+    /// Rule alerts per server id.
+    rule_alerts: std::collections::HashMap<u32, u64>,
+    host: String,
 }
 
 /// How long nothing must be tracked before the syscall hooks come off.
@@ -83,7 +90,23 @@ impl Pipeline {
         lost_map: PerCpuArray<MapData, u64>,
         lines: mpsc::Sender<String>,
     ) -> Self {
-        Self { sensors, tracker, tree: ProcessTree::new(), corr: Correlator::new(), disc, tools_watch: Default::default(), idle_since: None, clock: Clock::new(), lines, lost_map, stats: Stats::default() }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+        Self {
+            sensors,
+            tracker,
+            tree: ProcessTree::new(),
+            corr: Correlator::new(),
+            disc,
+            tools_watch: Default::default(),
+            idle_since: None,
+            clock: Clock::new(),
+            lines,
+            lost_map,
+            stats: Stats::default(),
+            policy: None,
+            rule_alerts: Default::default(),
+            host,
+        }
     }
 
     /// Hands the sensors back (to drop them, which detaches everything).
@@ -180,7 +203,11 @@ impl Pipeline {
             Outcome::Event(attribution) => {
                 let mut line = self.render(&ev);
                 line["mcp"] = serde_json::to_value(&attribution).unwrap_or(Value::Null);
+                let alerts = self.evaluate(&ev, &attribution, &mut line);
                 self.emit(line).await;
+                for a in alerts {
+                    self.emit(a).await;
+                }
             }
         }
         if let TreeChange::ServerGone(id) = change {
@@ -191,6 +218,67 @@ impl Pipeline {
             }
             if let Some(s) = self.tracker.forget(id) {
                 self.emit(json!({"time": Self::now(), "kind": "server_gone", "server_id": id, "server": s.name})).await;
+            }
+        }
+    }
+
+    /// Runs the rules on one attributed event; returns the alert records. Adds the resolved path
+    /// to the event line.
+    fn evaluate(&mut self, ev: &Event, attribution: &crate::jsonrpc::session::Attribution, line: &mut Value) -> Vec<Value> {
+        let Some(policy) = self.policy.as_mut() else { return vec![] };
+        let path = match &ev.body {
+            events::Body::Open(o) => {
+                let p = context::resolve_open(ev.header.pid, o.dirfd, &o.path, o.result.ret, o.inode, policy.known_path(ev));
+                line["resolved_path"] = p.clone().into();
+                Some(p)
+            }
+            _ => None,
+        };
+        let server = self.tracker.server(ev.header.server_id);
+        let ctx = context::build(&context::Inputs { ev, tree: &self.tree, server, attribution, path });
+        let tracker = &self.tracker;
+        let fired = policy.evaluate(ev, &ctx, |pid| tracker.lookup(pid).is_some());
+        if fired.is_empty() {
+            return vec![];
+        }
+        let server_v = server
+            .map(|s| json!({"id": s.id, "name": s.name, "how": s.how, "client": s.client, "root_pid": s.root_pid}))
+            .unwrap_or(json!({"id": ev.header.server_id}));
+        let mcp = line["mcp"].clone();
+        let ancestry = self.tree.ancestry(ev.header.pid);
+        let mut out = Vec::new();
+        for (rule, action) in fired {
+            let mut a = policy::alert_record(rule, action, &ctx, line.clone(), mcp.clone(), server_v.clone(), ancestry.clone());
+            a["time"] = line["time"].clone();
+            a["host"] = self.host.clone().into();
+            tracing::warn!("alert {} ({:?}): {}", rule.id, rule.severity, a["summary"].as_str().unwrap_or_default());
+            out.push(a);
+        }
+        *self.rule_alerts.entry(ev.header.server_id).or_default() += out.len() as u64;
+        out
+    }
+
+    /// SIGHUP: reload the rules; a bad file leaves the old rules in force.
+    pub async fn reload_rules(&mut self) {
+        let Some(p) = self.policy.as_mut() else { return };
+        let rec = match p.reload() {
+            Ok(n) => {
+                tracing::info!("rules reloaded: {n} rules");
+                json!({"time": Self::now(), "kind": "rules_reloaded", "ok": true, "policy": p.summary()})
+            }
+            Err(e) => {
+                tracing::error!("rules reload rejected, previous rules stay in force: {e}");
+                json!({"time": Self::now(), "kind": "rules_reloaded", "ok": false, "error": e.to_string(), "policy": p.summary()})
+            }
+        };
+        self.emit(rec).await;
+    }
+
+    /// Re-expands protected globs so new files (a key made after start-up) are protected.
+    pub fn rescan_protected(&mut self) {
+        if let Some(p) = self.policy.as_mut().filter(|p| p.rescan_due()) {
+            if let Err(e) = p.sync_kernel() {
+                tracing::error!("updating kernel policy: {e}");
             }
         }
     }
@@ -299,7 +387,7 @@ impl Pipeline {
                     "tools": self.tools_watch.tools.get(&s.id).map(|t| t.iter().map(|t| t.name.clone()).collect::<Vec<_>>()).unwrap_or_default(),
                     "calls": session.map(|x| x.calls).unwrap_or(0),
                     "calls_in_flight": session.map(|x| x.in_flight()).unwrap_or(0),
-                    "alerts": self.tools_watch.alerts.get(&s.id).copied().unwrap_or(0),
+                    "alerts": self.tools_watch.alerts.get(&s.id).copied().unwrap_or(0) + self.rule_alerts.get(&s.id).copied().unwrap_or(0),
                 })
             })
             .collect();
@@ -339,6 +427,7 @@ impl Pipeline {
             "candidates_dropped": self.stats.candidates_dropped,
             "provisional_events_discarded": self.stats.provisional_events_discarded,
             "exits_reconciled": self.stats.exits_reconciled,
+            "alerts": self.policy.as_ref().map(|p| p.alerts), "kills": self.policy.as_ref().map(|p| p.kills),
         }))
         .await;
     }
@@ -370,8 +459,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let control = tokio::spawn(serve(listener, req_tx, shutdown_rx));
 
+    let kernel_policy = sensors.kernel_policy()?;
     let disc = Discoverer::new(args.passwd.clone(), args.project_root.clone(), &args.client_comm);
+    let mut client_comms: Vec<String> = crate::discovery::adopt::DEFAULT_CLIENT_COMMS.iter().map(|s| s.to_string()).collect();
+    client_comms.extend(args.client_comm.iter().cloned());
+    let guard = crate::actions::kill::Guard { daemon_pid: std::process::id(), client_comms };
+    let rules_dir = args.rules_dir();
+    let policy = policy::Policy::load(&rules_dir, &args.passwd, kernel_policy, args.dry_run, guard)
+        .with_context(|| format!("loading rules from {}", rules_dir.display()))?;
+    tracing::info!("rules: {}", policy.summary());
+    let policy_summary = policy.summary();
     let mut pipeline = Pipeline::new(sensors, tracker, disc, lost, line_tx);
+    pipeline.policy = Some(policy);
+    pipeline.emit(json!({"time": Pipeline::now(), "kind": "rules_loaded", "policy": policy_summary})).await;
     let pins = args.state_dir.join("tool-pins.json");
     pipeline.tools_watch.pins = Some(crate::toolcheck::pin::PinStore::open(&pins).with_context(|| "tool pins")?);
     pipeline.start_discovery().await;
@@ -386,6 +486,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tracing::info!("ready: control socket {}, events to {}", args.socket.display(), args.events);
     loop {
@@ -397,7 +498,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 pipeline.discovery_tick().await;
                 pipeline.reconcile().await;
                 pipeline.check_idle().await;
+                pipeline.rescan_protected();
             }
+            _ = sighup.recv() => pipeline.reload_rules().await,
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
         }

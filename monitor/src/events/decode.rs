@@ -4,11 +4,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
-    exec_syscall, flags, open_syscall, ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, OpenEvent,
+    exec_syscall, flags, open_syscall, ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, IoUringEvent, OpenEvent,
     StdioEvent, UNIX_PATH_CAP,
 };
 
-use super::{errno, Body, Connect, Event, Exec, Exit, Fork, Header, Open, Stdio, SysResult};
+use super::{errno, Body, Connect, Event, Exec, Exit, Fork, Header, Inode, IoUring, Open, Stdio, SysResult};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -51,7 +51,13 @@ fn header(h: &EventHeader) -> Header {
             truncated.push(name);
         }
     }
-    Header { ts_mono_ns: h.ts_ns, pid: h.tgid, tid: h.tid, ppid: h.ppid, uid: h.uid, server_id: h.server_id, truncated }
+    let kernel_action = match (h.flags & flags::DENIED != 0, h.flags & flags::KILLED != 0) {
+        (true, true) => Some("denied_and_killed"),
+        (true, false) => Some("denied"),
+        (false, true) => Some("killed"),
+        (false, false) => None,
+    };
+    Header { ts_mono_ns: h.ts_ns, pid: h.tgid, tid: h.tid, ppid: h.ppid, uid: h.uid, server_id: h.server_id, truncated, kernel_action }
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
@@ -67,6 +73,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             Body::Fork(Fork { child_pid: f.child_tgid, clone_flags: f.clone_flags })
         }
         EventKind::Stdio => Body::Stdio(stdio(bytes)?),
+        EventKind::Send => Body::Send(connect(bytes)?),
+        EventKind::IoUring => {
+            let e: IoUringEvent = read_record(bytes, std::mem::size_of::<IoUringEvent>())?;
+            Body::IoUring(IoUring { fd: e.fd, sq_entries: e.sq_entries, cq_entries: e.cq_entries, setup_flags: e.setup_flags })
+        }
     };
     Ok(Event { header: header(&h), body })
 }
@@ -144,6 +155,8 @@ fn open(bytes: &[u8]) -> Result<Open, DecodeError> {
         access: access_names(e.open_flags),
         mode: e.mode,
         resolve: e.resolve,
+        inode: (e.ret >= 0 && e.ino != 0).then_some(Inode { dev: e.dev, ino: e.ino }),
+        policy: e.policy,
         result: SysResult::from_ret(e.ret),
     })
 }
@@ -166,7 +179,7 @@ fn connect(bytes: &[u8]) -> Result<Connect, DecodeError> {
         0 => ("unspec".to_string(), None, None, None),
         other => (format!("af_{other}"), None, None, None),
     };
-    Ok(Connect { fd: e.fd, family, addr, port, unix_path, result: SysResult::from_ret(e.ret as i64) })
+    Ok(Connect { fd: e.fd, family, addr, port, unix_path, policy: e.policy, result: SysResult::from_ret(e.ret as i64) })
 }
 
 fn stdio(bytes: &[u8]) -> Result<Stdio, DecodeError> {

@@ -23,7 +23,7 @@ fn zeroed<T>() -> T {
 fn expect_header(e: &Event, truncated: Vec<&'static str>) {
     assert_eq!(
         e.header,
-        Header { ts_mono_ns: 123_456_789, pid: 42, tid: 43, ppid: 7, uid: 1000, server_id: 3, truncated }
+        Header { ts_mono_ns: 123_456_789, pid: 42, tid: 43, ppid: 7, uid: 1000, server_id: 3, truncated, kernel_action: None }
     );
 }
 
@@ -99,6 +99,8 @@ fn open_round_trip_success_and_failure() {
             access: vec!["write", "create", "truncate"],
             mode: 0o600,
             resolve: 0x08,
+            inode: None,
+            policy: 0,
             result: SysResult { ok: true, ret: 7, errno: None },
         })
     );
@@ -133,6 +135,7 @@ fn connect_round_trip_all_families() {
             addr: Some("127.0.0.1".parse().unwrap()),
             port: Some(8080),
             unix_path: None,
+            policy: 0,
             result: SysResult { ok: false, ret: -111, errno: Some("ECONNREFUSED") },
         })
     );

@@ -24,6 +24,9 @@ pub struct Header {
     /// The kernel could not copy everything (see the flag names).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub truncated: Vec<&'static str>,
+    /// What the kernel itself did about this syscall: "killed", "denied", "denied_and_killed".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_action: Option<&'static str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -44,6 +47,18 @@ pub enum Body {
     Fork(Fork),
     /// Bytes on a server's stdio pipe; consumed by the JSON-RPC stage, not written out raw.
     Stdio(Stdio),
+    /// A datagram with an explicit destination (sendto/sendmsg).
+    Send(Connect),
+    /// An io_uring was set up: its operations do not pass the syscall tracepoints.
+    IoUring(IoUring),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IoUring {
+    pub fd: i32,
+    pub sq_entries: u32,
+    pub cq_entries: u32,
+    pub setup_flags: u32,
 }
 
 /// Result of a syscall: success value or errno.
@@ -91,7 +106,24 @@ pub struct Open {
     /// openat2 RESOLVE_* bits.
     #[serde(skip_serializing_if = "is_zero")]
     pub resolve: u64,
+    /// The opened file (successful opens): what protected-file rules match on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inode: Option<Inode>,
+    /// Kernel policy value that killed the process (protect bits | rule slot << 16).
+    #[serde(skip_serializing_if = "is_zero32")]
+    pub policy: u32,
     pub result: SysResult,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, PartialOrd, Ord, Hash)]
+pub struct Inode {
+    /// Kernel `dev_t` (major << 20 | minor).
+    pub dev: u32,
+    pub ino: u64,
+}
+
+fn is_zero32(v: &u32) -> bool {
+    *v == 0
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -109,6 +141,9 @@ pub struct Connect {
     /// Unix socket path; abstract names start with '@'.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unix_path: Option<String>,
+    /// Kernel policy value that refused it (deny bits | rule slot << 16).
+    #[serde(skip_serializing_if = "is_zero32")]
+    pub policy: u32,
     pub result: SysResult,
 }
 
@@ -158,6 +193,8 @@ impl Event {
             Body::Exit(_) => "exit",
             Body::Fork(_) => "fork",
             Body::Stdio(_) => "stdio",
+            Body::Send(_) => "send",
+            Body::IoUring(_) => "io_uring",
         }
     }
 }

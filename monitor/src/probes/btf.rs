@@ -177,6 +177,13 @@ pub struct TaskOffsets {
     pub fdt_max_fds: u32,
     pub file_inode: u32,
     pub inode_ino: u32,
+    /// Protected-inode keys: `inode->i_sb->s_dev`; the parent directory of an opened file:
+    /// `file->f_path.dentry->d_parent->d_inode`.
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    pub file_dentry: u32,
+    pub dentry_parent: u32,
+    pub dentry_inode: u32,
 }
 
 impl TaskOffsets {
@@ -192,6 +199,11 @@ impl TaskOffsets {
             fdt_max_fds: btf.member_offset("fdtable", "max_fds")?,
             file_inode: btf.member_offset("file", "f_inode")?,
             inode_ino: btf.member_offset("inode", "i_ino")?,
+            inode_sb: btf.member_offset("inode", "i_sb")?,
+            sb_dev: btf.member_offset("super_block", "s_dev")?,
+            file_dentry: btf.member_offset("file", "f_path")? + btf.member_offset("path", "dentry")?,
+            dentry_parent: btf.member_offset("dentry", "d_parent")?,
+            dentry_inode: btf.member_offset("dentry", "d_inode")?,
         })
     }
 }

@@ -2,13 +2,14 @@
 //! every program, and hands the maps to the stages that use them. Dropping [`Sensors`] detaches
 //! and unloads everything (programs and links are owned by the `Ebpf` value, nothing is pinned).
 pub mod btf;
+pub mod cgroup;
 pub mod features;
 pub mod tracefs;
 
 use std::path::PathBuf;
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
     programs::{
         trace_point::{TracePointLink, TracePointLinkId},
         ProgramError, TracePoint,
@@ -17,7 +18,10 @@ use aya::{
 };
 use monitor_common::{
     globals as g,
-    names::{Hook, ProgramSpec, MAP_CANDIDATE_COMMS, MAP_EVENTS, MAP_LOST, MAP_STDIO_PIPES, MAP_TRACKED, PROGRAMS},
+    names::{
+        Hook, ProgramSpec, MAP_CANDIDATE_COMMS, MAP_EVENTS, MAP_LOST, MAP_NET_POLICY_V4, MAP_NET_POLICY_V6, MAP_POLICY, MAP_PROTECTED,
+        MAP_STDIO_PIPES, MAP_TRACKED, PROGRAMS,
+    },
     Comm, StdioPipe, TrackInfo, LOST_REASONS,
 };
 
@@ -65,6 +69,8 @@ pub struct Sensors {
     /// Syscall hooks, attached only while a process is tracked.
     on_demand: Vec<(&'static ProgramSpec, Hook)>,
     syscall_links: Vec<(&'static ProgramSpec, TracePointLinkId)>,
+    /// Which path connect/sendmsg deny takes on this machine.
+    pub deny: cgroup::DenyPath,
 }
 
 impl Sensors {
@@ -83,6 +89,9 @@ impl Sensors {
         let exit_group_dead = off("sched", "sched_process_exit", "group_dead")?;
         let newtask_pid = off("task", "task_newtask", "pid")?;
         let newtask_flags = off("task", "task_newtask", "clone_flags")?;
+        // io_uring may be compiled out; its hook is optional and these stay 0 then.
+        let uring = |field| if tracefs::exists(&tracefs, "io_uring", "io_uring_create") { off("io_uring", "io_uring_create", field) } else { Ok(0) };
+        let (uring_fd, uring_sq, uring_cq, uring_flags) = (uring("fd")?, uring("sq_entries")?, uring("cq_entries")?, uring("flags")?);
 
         let mut ebpf = EbpfLoader::new()
             .override_global(g::DAEMON_TGID, &cfg.daemon_tgid, true)
@@ -101,6 +110,15 @@ impl Sensors {
             .override_global(g::FDT_MAX_FDS_OFF, &task.fdt_max_fds, true)
             .override_global(g::FILE_INODE_OFF, &task.file_inode, true)
             .override_global(g::INODE_INO_OFF, &task.inode_ino, true)
+            .override_global(g::INODE_SB_OFF, &task.inode_sb, true)
+            .override_global(g::SB_DEV_OFF, &task.sb_dev, true)
+            .override_global(g::FILE_DENTRY_OFF, &task.file_dentry, true)
+            .override_global(g::DENTRY_PARENT_OFF, &task.dentry_parent, true)
+            .override_global(g::DENTRY_INODE_OFF, &task.dentry_inode, true)
+            .override_global(g::TP_URING_FD_OFF, &uring_fd, true)
+            .override_global(g::TP_URING_SQ_OFF, &uring_sq, true)
+            .override_global(g::TP_URING_CQ_OFF, &uring_cq, true)
+            .override_global(g::TP_URING_FLAGS_OFF, &uring_flags, true)
             .map_max_entries(MAP_EVENTS, cfg.ringbuf_bytes)
             .load(EBPF_OBJECT)?;
 
@@ -125,7 +143,17 @@ impl Sensors {
         }
         // Exit hooks first, so an entry is never saved without its exit hook in place.
         on_demand.sort_by_key(|(_, h)| !h.is_syscall_exit());
-        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, syscall_links: vec![] };
+        let deny = cgroup::attach_deny(&mut ebpf);
+        match &deny {
+            cgroup::DenyPath::Cgroup { root, attached: a } => {
+                tracing::info!("connect/sendmsg deny: cgroup sock_addr programs on {} ({})", root.display(), a.join(", "));
+                attached.extend(a.iter().map(|x| format!("cgroup:{x}")));
+            }
+            cgroup::DenyPath::Unavailable(why) => {
+                tracing::warn!("connect/sendmsg deny unavailable ({why}); deny rules fall back to kill at syscall exit")
+            }
+        }
+        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, syscall_links: vec![], deny };
         // Prove now, not at the first tracked server, that the kernel takes every syscall hook.
         sensors.attach_syscall_hooks()?;
         sensors.detach_syscall_hooks()?;
@@ -200,6 +228,16 @@ impl Sensors {
     /// The three maps the tracker owns.
     pub fn tracker(&mut self) -> Result<crate::tracker::Tracker, ProbeError> {
         Ok(crate::tracker::Tracker::new(self.take_tracked()?, self.take_stdio_pipes()?, self.take_candidate_comms()?))
+    }
+
+    /// The enforcement maps, for the actions stage.
+    pub fn kernel_policy(&mut self) -> Result<crate::actions::kernel::KernelPolicy, ProbeError> {
+        let mut take = |name: &'static str| self.ebpf.take_map(name).ok_or(ProbeError::Map(name, "missing".into()));
+        let protected = BpfHashMap::try_from(take(MAP_PROTECTED)?).map_err(|e| ProbeError::Map(MAP_PROTECTED, e.to_string()))?;
+        let v4 = LpmTrie::try_from(take(MAP_NET_POLICY_V4)?).map_err(|e| ProbeError::Map(MAP_NET_POLICY_V4, e.to_string()))?;
+        let v6 = LpmTrie::try_from(take(MAP_NET_POLICY_V6)?).map_err(|e| ProbeError::Map(MAP_NET_POLICY_V6, e.to_string()))?;
+        let knobs = Array::try_from(take(MAP_POLICY)?).map_err(|e| ProbeError::Map(MAP_POLICY, e.to_string()))?;
+        Ok(crate::actions::kernel::KernelPolicy::new(protected, v4, v6, knobs, matches!(self.deny, cgroup::DenyPath::Cgroup { .. })))
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {

@@ -1,0 +1,224 @@
+//! Enforcement decided in the kernel, for what the kernel can judge alone:
+//! - protected files by device+inode, checked when an open by a tracked process returns (the
+//!   path is resolved by then, so every name of the file is the same key); SIGKILL is delivered
+//!   before the syscall returns to user code, so not one byte of the file reaches the process;
+//! - denied addresses, refused by cgroup `sock_addr` programs (connect and UDP sendmsg) with EPERM;
+//! - io_uring set up by a tracked process (its operations bypass the syscall tracepoints).
+//!
+//! Kernel contracts: `file->f_inode`, `inode->i_sb->s_dev`, `inode->i_ino`,
+//! `file->f_path.dentry->d_parent->d_inode` (offsets from BTF); `bpf_sock_addr.user_ip4/user_ip6`
+//! in network byte order; `io_uring:io_uring_create(fd, ctx, sq_entries, cq_entries, flags)`.
+//! `bpf_send_signal` exists for tracing programs only: the cgroup programs mark the pending
+//! connect, and the connect exit tracepoint kills when the rule says so.
+
+use aya_ebpf::{
+    helpers::{bpf_probe_read_kernel, generated::bpf_send_signal},
+    macros::{cgroup_sock_addr, map, tracepoint},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
+    programs::{SockAddrContext, TracePointContext},
+};
+use monitor_common::{flags, net_policy, policy, protect, EventKind, InodeKey, IoUringEvent};
+
+use crate::{
+    maps::{current, daemon_tgid, fill_header, output, tracked, PENDING_CONNECT},
+    stdio::{fd_file, file_inode, inode_ino},
+};
+
+#[map(name = "PROTECTED")]
+pub static PROTECTED: HashMap<InodeKey, u32> = HashMap::with_max_entries(65536, 0);
+
+/// LPM tries require `BPF_F_NO_PREALLOC`.
+#[map(name = "NET_POLICY_V4")]
+pub static NET_POLICY_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(4096, 1);
+#[map(name = "NET_POLICY_V6")]
+pub static NET_POLICY_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(4096, 1);
+
+#[map(name = "POLICY")]
+pub static POLICY: Array<u32> = Array::with_max_entries(policy::LEN, 0);
+
+#[unsafe(no_mangle)]
+static INODE_SB_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static SB_DEV_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static FILE_DENTRY_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static DENTRY_PARENT_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static DENTRY_INODE_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TP_URING_FD_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TP_URING_SQ_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TP_URING_CQ_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TP_URING_FLAGS_OFF: u32 = 0;
+
+#[inline(always)]
+fn g(v: &'static u32) -> usize {
+    unsafe { core::ptr::read_volatile(v) as usize }
+}
+
+const SIGKILL: u32 = 9;
+const O_ACCMODE: u32 = 0o3;
+const O_WRONLY: u32 = 0o1;
+const O_RDWR: u32 = 0o2;
+const O_CREAT: u32 = 0o100;
+const O_TRUNC: u32 = 0o1000;
+const O_PATH: u32 = 0o10000000;
+
+/// Kills the current process, never pid 1 nor the daemon (both are never tracked, but a kill is
+/// the one thing that must not go wrong).
+#[inline(always)]
+pub fn kill_current() -> bool {
+    let tgid = current().tgid;
+    if tgid <= 1 || tgid == daemon_tgid() {
+        return false;
+    }
+    unsafe { bpf_send_signal(SIGKILL) == 0 }
+}
+
+#[inline(always)]
+fn inode_key(inode: *const u8) -> Option<InodeKey> {
+    let ino = inode_ino(inode)?;
+    unsafe {
+        let sb: *const u8 = bpf_probe_read_kernel(inode.add(g(&INODE_SB_OFF)) as *const *const u8).ok()?;
+        let dev: u32 = bpf_probe_read_kernel(sb.add(g(&SB_DEV_OFF)) as *const u32).ok()?;
+        Some(InodeKey { dev, _pad: 0, ino })
+    }
+}
+
+/// Judges an open that returned `fd`: fills in the file's inode and device, and returns the
+/// `PROTECTED` value it violates (0 if none): the file itself (read or write per its policy), or
+/// its directory (a write or create in a protected directory).
+#[inline(always)]
+pub fn open_check(fd: i32, open_flags: u32, ino: &mut u64, dev: &mut u32) -> u32 {
+    let Some(file) = fd_file(fd) else { return 0 };
+    let Some(inode) = file_inode(file) else { return 0 };
+    let Some(key) = inode_key(inode) else { return 0 };
+    *ino = key.ino;
+    *dev = key.dev;
+    if open_flags & O_PATH != 0 {
+        // An O_PATH fd cannot read; reopening it through /proc/self/fd is a new, checked open.
+        return 0;
+    }
+    let acc = open_flags & O_ACCMODE;
+    let reads = acc != O_WRONLY;
+    let writes = acc == O_WRONLY || acc == O_RDWR || open_flags & O_TRUNC != 0;
+    if let Some(p) = unsafe { PROTECTED.get(&key) } {
+        if (*p & protect::KILL_READ != 0 && reads) || (*p & protect::KILL_WRITE != 0 && writes) {
+            return *p;
+        }
+    }
+    if !(writes || open_flags & O_CREAT != 0) {
+        return 0;
+    }
+    parent_dir_policy(file)
+}
+
+#[inline(always)]
+fn parent_dir_policy(file: *const u8) -> u32 {
+    let dir = unsafe {
+        let Ok(dentry) = bpf_probe_read_kernel(file.add(g(&FILE_DENTRY_OFF)) as *const *const u8) else { return 0 };
+        let Ok(parent) = bpf_probe_read_kernel(dentry.add(g(&DENTRY_PARENT_OFF)) as *const *const u8) else { return 0 };
+        let Ok(inode) = bpf_probe_read_kernel(parent.add(g(&DENTRY_INODE_OFF)) as *const *const u8) else { return 0 };
+        inode
+    };
+    match inode_key(dir) {
+        Some(key) => match unsafe { PROTECTED.get(&key) } {
+            Some(p) if *p & protect::KILL_DIR_WRITE != 0 => *p,
+            _ => 0,
+        },
+        None => 0,
+    }
+}
+
+/// Policy for an IPv4 destination (network byte order as in memory).
+#[inline(always)]
+pub fn net_policy_v4(addr: [u8; 4]) -> u32 {
+    NET_POLICY_V4.get(&Key::new(32, addr)).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn net_policy_v6(addr: [u8; 16]) -> u32 {
+    NET_POLICY_V6.get(&Key::new(128, addr)).copied().unwrap_or(0)
+}
+
+/// Returns 1 to allow, 0 to refuse (the caller gets EPERM).
+#[inline(always)]
+fn sock_verdict(ctx: &SockAddrContext, v6: bool) -> i32 {
+    let cur = current();
+    if tracked(cur).is_none() {
+        return 1;
+    }
+    let sa = unsafe { &*ctx.sock_addr };
+    let p = if v6 {
+        let w = sa.user_ip6;
+        let mut a = [0u8; 16];
+        let mut i = 0;
+        while i < 4 {
+            let b = w[i].to_ne_bytes();
+            a[i * 4] = b[0];
+            a[i * 4 + 1] = b[1];
+            a[i * 4 + 2] = b[2];
+            a[i * 4 + 3] = b[3];
+            i += 1;
+        }
+        net_policy_v6(a)
+    } else {
+        net_policy_v4(sa.user_ip4.to_ne_bytes())
+    };
+    if p & (net_policy::DENY | net_policy::KILL) == 0 {
+        return 1;
+    }
+    // Tell the syscall's exit hook (and so the daemon) that this call was refused here.
+    if let Some(ev) = PENDING_CONNECT.get_ptr_mut(&cur.tid) {
+        unsafe {
+            (*ev).policy = p;
+            (*ev).hdr.flags |= flags::DENIED;
+            if p & net_policy::KILL != 0 {
+                (*ev).hdr.flags |= flags::KILLED;
+            }
+        }
+    }
+    0
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn mcpm_deny_connect4(ctx: SockAddrContext) -> i32 {
+    sock_verdict(&ctx, false)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn mcpm_deny_connect6(ctx: SockAddrContext) -> i32 {
+    sock_verdict(&ctx, true)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn mcpm_deny_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock_verdict(&ctx, false)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn mcpm_deny_sendmsg6(ctx: SockAddrContext) -> i32 {
+    sock_verdict(&ctx, true)
+}
+
+/// `io_uring:io_uring_create`: a non-syscall tracepoint, so it costs nothing until a ring is made.
+#[tracepoint]
+pub fn mcpm_io_uring(ctx: TracePointContext) -> u32 {
+    let cur = current();
+    let Some(info) = tracked(cur) else { return 0 };
+    let mut ev = IoUringEvent::default();
+    fill_header(&mut ev.hdr, EventKind::IoUring, cur, info);
+    ev.fd = unsafe { ctx.read_at::<i32>(g(&TP_URING_FD_OFF)) }.unwrap_or(-1);
+    ev.sq_entries = unsafe { ctx.read_at::<u32>(g(&TP_URING_SQ_OFF)) }.unwrap_or(0);
+    ev.cq_entries = unsafe { ctx.read_at::<u32>(g(&TP_URING_CQ_OFF)) }.unwrap_or(0);
+    ev.setup_flags = unsafe { ctx.read_at::<u32>(g(&TP_URING_FLAGS_OFF)) }.unwrap_or(0);
+    if POLICY.get(policy::IO_URING_KILL).copied().unwrap_or(0) != 0 && kill_current() {
+        ev.hdr.flags |= flags::KILLED;
+    }
+    output(&ev);
+    0
+}

@@ -1,0 +1,98 @@
+//! The kernel's share of enforcement: the daemon writes the protected inodes, denied address
+//! prefixes and knobs the rules ask for into the eBPF maps; the kernel acts on them alone.
+use std::{collections::BTreeMap, net::IpAddr};
+
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
+use monitor_common::{policy, InodeKey};
+
+use crate::events::Inode;
+
+#[derive(Debug, thiserror::Error)]
+#[error("kernel policy map {map}: {source}")]
+pub struct PolicyError {
+    map: &'static str,
+    source: aya::maps::MapError,
+}
+
+fn err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> PolicyError {
+    move |source| PolicyError { map, source }
+}
+
+/// An address prefix and its `net_policy` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NetEntry {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+pub struct KernelPolicy {
+    protected: HashMap<MapData, InodeKey, u32>,
+    v4: LpmTrie<MapData, [u8; 4], u32>,
+    v6: LpmTrie<MapData, [u8; 16], u32>,
+    knobs: Array<MapData, u32>,
+    /// Whether cgroup sock_addr programs are attached (connect deny works).
+    pub cgroup_deny: bool,
+    files: BTreeMap<InodeKey, u32>,
+    nets: BTreeMap<NetEntry, u32>,
+}
+
+impl KernelPolicy {
+    pub fn new(
+        protected: HashMap<MapData, InodeKey, u32>,
+        v4: LpmTrie<MapData, [u8; 4], u32>,
+        v6: LpmTrie<MapData, [u8; 16], u32>,
+        knobs: Array<MapData, u32>,
+        cgroup_deny: bool,
+    ) -> Self {
+        Self { protected, v4, v6, knobs, cgroup_deny, files: BTreeMap::new(), nets: BTreeMap::new() }
+    }
+
+    /// Makes the `PROTECTED` map hold exactly `want` (changes only what differs, so a rescan
+    /// never opens a window where a still-protected file is missing).
+    pub fn sync_files(&mut self, want: &BTreeMap<Inode, u32>) -> Result<(), PolicyError> {
+        let want: BTreeMap<InodeKey, u32> =
+            want.iter().map(|(i, v)| (InodeKey { dev: i.dev, _pad: 0, ino: i.ino }, *v)).collect();
+        for (k, v) in &want {
+            if self.files.get(k) != Some(v) {
+                self.protected.insert(k, v, 0).map_err(err("PROTECTED"))?;
+            }
+        }
+        for k in self.files.keys().filter(|k| !want.contains_key(k)).copied().collect::<Vec<_>>() {
+            self.protected.remove(&k).map_err(err("PROTECTED"))?;
+        }
+        self.files = want;
+        Ok(())
+    }
+
+    pub fn sync_nets(&mut self, want: &BTreeMap<NetEntry, u32>) -> Result<(), PolicyError> {
+        for (e, v) in want {
+            if self.nets.get(e) != Some(v) {
+                self.insert_net(e, *v)?;
+            }
+        }
+        for e in self.nets.keys().filter(|e| !want.contains_key(e)).copied().collect::<Vec<_>>() {
+            match e.addr {
+                IpAddr::V4(a) => self.v4.remove(&Key::new(e.prefix.into(), a.octets())).map_err(err("NET_POLICY_V4"))?,
+                IpAddr::V6(a) => self.v6.remove(&Key::new(e.prefix.into(), a.octets())).map_err(err("NET_POLICY_V6"))?,
+            }
+        }
+        self.nets = want.clone();
+        Ok(())
+    }
+
+    fn insert_net(&mut self, e: &NetEntry, v: u32) -> Result<(), PolicyError> {
+        match e.addr {
+            IpAddr::V4(a) => self.v4.insert(&Key::new(e.prefix.into(), a.octets()), v, 0).map_err(err("NET_POLICY_V4")),
+            IpAddr::V6(a) => self.v6.insert(&Key::new(e.prefix.into(), a.octets()), v, 0).map_err(err("NET_POLICY_V6")),
+        }
+    }
+
+    /// 0 turns it off; otherwise 1 | rule slot << 16.
+    pub fn set_io_uring_kill(&mut self, value: u32) -> Result<(), PolicyError> {
+        self.knobs.set(policy::IO_URING_KILL, value, 0).map_err(err("POLICY"))
+    }
+
+    pub fn protected_count(&self) -> usize {
+        self.files.len()
+    }
+}

@@ -1,0 +1,180 @@
+//! Turns the rules' `kernel:` sections into kernel policy: file globs are expanded on the
+//! filesystem (every user's home from the user database), each match keyed by device+inode;
+//! address prefixes and the io_uring knob come straight from the rules. Rescanned periodically so
+//! files created after start-up (a new key) are protected too.
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use monitor_common::{net_policy, protect};
+
+use super::kernel::NetEntry;
+use crate::{
+    events::Inode,
+    rules::{glob::Glob, Action, RuleSet},
+};
+
+/// Matches per pattern are capped so a careless `**` cannot stall the daemon.
+const MAX_MATCHES: usize = 20_000;
+const MAX_DEPTH: usize = 8;
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub files: BTreeMap<Inode, u32>,
+    /// Where each protected inode was found (for alerts).
+    pub paths: BTreeMap<Inode, PathBuf>,
+    pub nets: BTreeMap<NetEntry, u32>,
+    /// 0, or 1 | slot << 16.
+    pub io_uring_kill: u32,
+}
+
+/// The kernel's `dev_t` for a `stat` `st_dev` (the kernel packs major << 20 | minor).
+pub fn kernel_dev(st_dev: u64) -> u32 {
+    let (ma, mi) = (libc::major(st_dev) as u32, libc::minor(st_dev) as u32);
+    (ma << 20) | mi
+}
+
+pub fn inode_of(path: &Path) -> Option<Inode> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Inode { dev: kernel_dev(m.dev()), ino: m.ino() })
+}
+
+pub fn plan(rules: &RuleSet) -> Plan {
+    let mut p = Plan::default();
+    for (slot, r) in rules.rules.iter().enumerate() {
+        let Some(k) = &r.kernel else { continue };
+        let slot_bits = (slot as u32) << protect::SLOT_SHIFT;
+        if r.action == Action::Kill {
+            let mut bits = 0;
+            if k.on_read {
+                bits |= protect::KILL_READ;
+            }
+            if k.on_write {
+                bits |= protect::KILL_WRITE;
+            }
+            for pat in &k.files {
+                for path in expand(pat) {
+                    let excluded = path.to_str().map(|p| k.except.iter().any(|g| g.matches(p))).unwrap_or(false);
+                    if path.is_file() && !excluded {
+                        add(&mut p, &path, bits, slot_bits);
+                    }
+                }
+            }
+            for pat in &k.dirs {
+                for path in expand(pat) {
+                    if path.is_dir() {
+                        add(&mut p, &path, protect::KILL_DIR_WRITE, slot_bits);
+                    }
+                }
+            }
+            if k.io_uring && p.io_uring_kill == 0 {
+                p.io_uring_kill = 1 | slot_bits;
+            }
+        }
+        let bits = match r.action {
+            Action::Deny => net_policy::DENY,
+            Action::Kill => net_policy::DENY | net_policy::KILL,
+            Action::Alert => 0,
+        };
+        for c in &k.addrs {
+            p.nets.entry(NetEntry { addr: c.addr, prefix: c.prefix }).or_insert(bits | slot_bits);
+        }
+    }
+    p
+}
+
+fn add(p: &mut Plan, path: &Path, bits: u32, slot_bits: u32) {
+    let Some(i) = inode_of(path) else { return };
+    let v = p.files.entry(i).or_insert(slot_bits);
+    *v |= bits;
+    p.paths.entry(i).or_insert_with(|| path.to_path_buf());
+}
+
+/// Paths on this filesystem matching a glob (symlinks followed for the last component only).
+pub fn expand(pattern: &str) -> Vec<PathBuf> {
+    if !pattern.starts_with('/') {
+        return vec![];
+    }
+    let parts: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
+    let mut out = Vec::new();
+    walk(PathBuf::from("/"), &parts, 0, &mut out);
+    out
+}
+
+fn is_wild(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+fn walk(base: PathBuf, parts: &[&str], depth: usize, out: &mut Vec<PathBuf>) {
+    if out.len() >= MAX_MATCHES {
+        return;
+    }
+    let Some((first, rest)) = parts.split_first() else {
+        out.push(base);
+        return;
+    };
+    if *first == "**" {
+        // Zero directories, then one more level of any name.
+        walk(base.clone(), rest, depth, out);
+        if depth >= MAX_DEPTH {
+            return;
+        }
+        for e in subdirs(&base) {
+            walk(e, parts, depth + 1, out);
+        }
+        return;
+    }
+    if !is_wild(first) {
+        let next = base.join(first);
+        if std::fs::symlink_metadata(&next).is_ok() {
+            walk(next, rest, depth, out);
+        }
+        return;
+    }
+    let Ok(g) = Glob::new(first, true) else { return };
+    let Ok(rd) = std::fs::read_dir(&base) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if g.matches(name) {
+            walk(e.path(), rest, depth, out);
+        }
+    }
+}
+
+fn subdirs(base: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(base) else { return vec![] };
+    rd.flatten()
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .filter(|e| !matches!(e.file_name().to_str(), Some("proc" | "sys" | "dev" | "node_modules" | ".cache")))
+        .map(|e| e.path())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_globs_on_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("u1/.ssh")).unwrap();
+        std::fs::create_dir_all(root.join("u2/.ssh")).unwrap();
+        std::fs::create_dir_all(root.join("p/a/b/.git/hooks")).unwrap();
+        for f in ["u1/.ssh/id_rsa", "u1/.ssh/id_rsa.pub", "u2/.ssh/id_ed25519", "u2/.ssh/config"] {
+            std::fs::write(root.join(f), "x").unwrap();
+        }
+        let r = root.display();
+        let mut got = expand(&format!("{r}/*/.ssh/id_*"));
+        got.sort();
+        assert_eq!(got, vec![root.join("u1/.ssh/id_rsa"), root.join("u1/.ssh/id_rsa.pub"), root.join("u2/.ssh/id_ed25519")]);
+        assert_eq!(expand(&format!("{r}/**/.git/hooks")), vec![root.join("p/a/b/.git/hooks")]);
+        assert!(expand("relative/*").is_empty());
+        let i = inode_of(&root.join("u1/.ssh/id_rsa")).unwrap();
+        std::fs::hard_link(root.join("u1/.ssh/id_rsa"), root.join("link")).unwrap();
+        assert_eq!(inode_of(&root.join("link")), Some(i), "hardlinks share the key");
+    }
+}

@@ -1,0 +1,183 @@
+//! Builds the rule context of one kernel event: the event's own fields, the process (from the
+//! process tree), the server (from the tracker) and the tool call in flight (from correlation).
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::{
+    events::{Body, Event, Inode},
+    jsonrpc::session::Attribution,
+    process_tree::ProcessTree,
+    rules::{Ctx, Val},
+    tracker::ServerInfo,
+};
+
+const AT_FDCWD: i32 = -100;
+
+/// Lexical normalisation (`.`/`..`), for paths whose process is gone.
+pub fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+fn link(p: String) -> Option<PathBuf> {
+    std::fs::read_link(p).ok()
+}
+
+/// The absolute path an open reached: the protected-inode table if it is one, then the open fd
+/// itself while the process lives, then the path joined to the cwd or dirfd.
+pub fn resolve_open(pid: u32, dirfd: i32, raw: &str, ret: i64, inode: Option<Inode>, known: Option<&Path>) -> String {
+    if let Some(k) = known {
+        return k.display().to_string();
+    }
+    if let (true, Some(want)) = (ret >= 0, inode) {
+        // The fd may have been closed and reused since: trust it only if it is the same inode.
+        let fd = format!("/proc/{pid}/fd/{ret}");
+        if crate::actions::protect::inode_of(Path::new(&fd)) == Some(want) {
+            if let Some(p) = link(fd).filter(|p| p.is_absolute()) {
+                return p.display().to_string();
+            }
+        }
+    }
+    let raw_p = Path::new(raw);
+    if raw_p.is_absolute() {
+        return normalize(raw_p).display().to_string();
+    }
+    let base = if dirfd == AT_FDCWD { link(format!("/proc/{pid}/cwd")) } else { link(format!("/proc/{pid}/fd/{dirfd}")) };
+    match base {
+        Some(b) => normalize(&b.join(raw_p)).display().to_string(),
+        None => raw.to_string(),
+    }
+}
+
+/// Absolute paths named in a call's arguments (any string value that looks like a path).
+pub fn arg_paths(args: &Value, out: &mut Vec<String>) {
+    match args {
+        Value::String(s) if s.starts_with('/') || s.starts_with("~/") => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|v| arg_paths(v, out)),
+        Value::Object(m) => m.values().for_each(|v| arg_paths(v, out)),
+        _ => {}
+    }
+}
+
+fn under(path: &str, roots: &[String]) -> bool {
+    roots.iter().any(|r| {
+        let r = r.trim_end_matches('/');
+        !r.is_empty() && (path == r || path.starts_with(&format!("{r}/")))
+    })
+}
+
+pub struct Inputs<'a> {
+    pub ev: &'a Event,
+    pub tree: &'a ProcessTree,
+    pub server: Option<&'a ServerInfo>,
+    pub attribution: &'a Attribution,
+    /// Resolved path for open events.
+    pub path: Option<String>,
+}
+
+pub fn build(i: &Inputs) -> Ctx {
+    let mut c = Ctx::default();
+    let h = &i.ev.header;
+    c.str("event", i.ev.kind());
+    c.set("proc.pid", Val::Num(h.pid.into()));
+    c.set("proc.ppid", Val::Num(h.ppid.into()));
+    c.set("proc.uid", Val::Num(h.uid.into()));
+    let node = i.tree.get(h.pid);
+    let mut exe = node.and_then(|n| n.exe.clone());
+    let mut argv = node.map(|n| n.argv.clone()).unwrap_or_default();
+    if let Body::Exec(x) = &i.ev.body {
+        c.str("exec.filename", x.filename.clone());
+        argv = x.argv.clone();
+        // The real image: a memfd or a deleted file shows here even when the name lies.
+        exe = link(format!("/proc/{}/exe", h.pid)).map(|p| p.display().to_string()).or(Some(x.filename.clone()));
+    }
+    if let Some(e) = &exe {
+        c.str("proc.exe", e.clone());
+        c.str("proc.name", e.rsplit('/').next().unwrap_or(e).to_string());
+    }
+    c.str("proc.cmdline", argv.join(" "));
+    c.set("proc.argv", Val::List(argv));
+    let ancestors: Vec<String> = i.tree.ancestry(h.pid).iter().skip(1).filter_map(|p| i.tree.get(*p).and_then(|n| n.exe.clone())).collect();
+    c.set("proc.ancestors", Val::List(ancestors));
+    if let Some(s) = i.server {
+        c.set("proc.is_server_root", Val::Bool(s.root_pid == h.pid));
+        c.str("server.name", s.name.clone());
+        c.str("server.how", serde_json::to_value(s.how).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default());
+        if let Some(cl) = &s.client {
+            c.str("server.client", cl.clone());
+        }
+    }
+    if let Some(k) = h.kernel_action {
+        c.str("kernel.action", k);
+    }
+    let mut scope: Vec<String> = i.server.map(|s| s.command.iter().filter(|a| a.starts_with('/')).cloned().collect()).unwrap_or_default();
+    match i.attribution {
+        Attribution::Call { tool, arguments, .. } => {
+            c.str("mcp.state", "call");
+            c.set("mcp.tool", Val::List(vec![tool.clone()]));
+            c.str("mcp.args", arguments.to_string());
+            arg_paths(arguments, &mut scope);
+        }
+        Attribution::Ambiguous { candidates } => {
+            c.str("mcp.state", "ambiguous");
+            c.set("mcp.tool", Val::List(candidates.iter().map(|x| x.tool.clone()).collect()));
+        }
+        Attribution::Idle => c.str("mcp.state", "idle"),
+    }
+    match &i.ev.body {
+        Body::Open(o) => {
+            let path = i.path.clone().unwrap_or_else(|| o.path.clone());
+            c.set("mcp.in_scope", Val::Bool(under(&path, &scope)));
+            c.str("file.path", path);
+            c.str("file.raw_path", o.path.clone());
+            let write = o.access.iter().any(|a| matches!(*a, "write" | "read_write" | "create" | "truncate"));
+            c.set("file.access", Val::List(o.access.iter().map(|s| s.to_string()).collect()));
+            c.set("file.write", Val::Bool(write));
+            c.set("file.ok", Val::Bool(o.result.ok));
+        }
+        Body::Connect(n) | Body::Send(n) => {
+            c.str("net.family", n.family.clone());
+            if let Some(a) = n.addr {
+                c.set("net.addr", Val::Ip(a));
+            }
+            if let Some(p) = n.port {
+                c.set("net.port", Val::Num(p.into()));
+            }
+            if let Some(u) = &n.unix_path {
+                c.str("net.unix_path", u.clone());
+            }
+            c.set("net.ok", Val::Bool(n.result.ok));
+        }
+        _ => {}
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(normalize(Path::new("/a/b/../c/./d")), PathBuf::from("/a/c/d"));
+        assert_eq!(resolve_open(u32::MAX, AT_FDCWD, "/x/../etc/passwd", -2, None, None), "/etc/passwd");
+        let me = std::process::id();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(resolve_open(me, AT_FDCWD, "a/../b", -2, None, None), cwd.join("b").display().to_string());
+        let mut v = vec![];
+        arg_paths(&serde_json::json!({"path": "/srv/x", "n": 3, "more": ["/a", "rel"]}), &mut v);
+        v.sort();
+        assert_eq!(v, vec!["/a".to_string(), "/srv/x".to_string()]);
+        assert!(under("/srv/x/y", &["/srv/x".into()]) && !under("/srv/xy", &["/srv/x".into()]));
+    }
+}

@@ -1,0 +1,197 @@
+//! Rules and actions in the pipeline: evaluates every attributed kernel event, writes alerts, and
+//! carries out kill/deny (in the kernel through the policy maps, or from user space via pidfd).
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+
+use crate::{
+    actions::{
+        kernel::KernelPolicy,
+        kill::{kill, Guard, KillOutcome},
+        protect::{self, Plan},
+    },
+    events::{Body, Event},
+    rules::{load::homes_from_passwd, Action, Ctx, LoadError, Rule, RuleSet},
+};
+
+/// How often protected globs are re-expanded (new keys, new users' homes).
+pub const RESCAN: Duration = Duration::from_secs(2);
+
+pub struct Policy {
+    pub rules: RuleSet,
+    dir: PathBuf,
+    passwd: PathBuf,
+    kernel: KernelPolicy,
+    pub dry_run: bool,
+    pub plan: Plan,
+    guard: Guard,
+    last_scan: Instant,
+    pub alerts: u64,
+    pub kills: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("rules: {0}")]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Kernel(#[from] crate::actions::kernel::PolicyError),
+}
+
+impl Policy {
+    pub fn load(dir: &Path, passwd: &Path, kernel: KernelPolicy, dry_run: bool, guard: Guard) -> Result<Self, PolicyError> {
+        let rules = load_rules(dir, passwd)?;
+        let mut p = Self {
+            rules,
+            dir: dir.into(),
+            passwd: passwd.into(),
+            kernel,
+            dry_run,
+            plan: Plan::default(),
+            guard,
+            last_scan: Instant::now(),
+            alerts: 0,
+            kills: 0,
+        };
+        p.sync_kernel()?;
+        Ok(p)
+    }
+
+    /// SIGHUP: the new set replaces the old only if every file loads.
+    pub fn reload(&mut self) -> Result<usize, PolicyError> {
+        let rules = load_rules(&self.dir, &self.passwd)?;
+        self.rules = rules;
+        self.sync_kernel()?;
+        Ok(self.rules.rules.len())
+    }
+
+    /// Writes what the rules enforce in the kernel. In dry-run mode the maps stay empty: every
+    /// enforcement becomes an alert saying what would have happened.
+    pub fn sync_kernel(&mut self) -> Result<(), PolicyError> {
+        let plan = if self.dry_run { Plan::default() } else { protect::plan(&self.rules) };
+        self.kernel.sync_files(&plan.files)?;
+        self.kernel.sync_nets(&plan.nets)?;
+        self.kernel.set_io_uring_kill(plan.io_uring_kill)?;
+        self.plan = plan;
+        self.last_scan = Instant::now();
+        Ok(())
+    }
+
+    pub fn rescan_due(&self) -> bool {
+        self.last_scan.elapsed() >= RESCAN
+    }
+
+    pub fn summary(&self) -> Value {
+        json!({
+            "rules": self.rules.rules.len(), "files": self.rules.files, "dry_run": self.dry_run,
+            "protected_inodes": self.kernel.protected_count(), "denied_prefixes": self.plan.nets.len(),
+            "io_uring_kill": self.plan.io_uring_kill != 0, "cgroup_deny": self.kernel.cgroup_deny,
+        })
+    }
+
+    pub fn known_path(&self, ev: &Event) -> Option<&Path> {
+        match &ev.body {
+            Body::Open(o) => o.inode.and_then(|i| self.plan.paths.get(&i)).map(PathBuf::as_path),
+            _ => None,
+        }
+    }
+
+    /// Rules that fire for this event, with what was done: `(rule, action record)`.
+    pub fn evaluate(&mut self, ev: &Event, ctx: &Ctx, still_tracked: impl Fn(u32) -> bool) -> Vec<(&Rule, Value)> {
+        let mut out = Vec::new();
+        // The kernel already acted: name the rule whose policy it applied, even if the path as
+        // the process wrote it would not match the rule's globs (that is the point of inodes).
+        let kernel_slot = kernel_slot(ev, &self.rules);
+        if let (Some(slot), Some(what)) = (kernel_slot, ev.header.kernel_action) {
+            if let Some(r) = self.rules.rules.get(slot) {
+                out.push((slot, json!({"type": action_name(r.action), "result": format!("{what}_in_kernel"), "dry_run": false})));
+            }
+        }
+        for (slot, r) in self.rules.eval(ctx) {
+            if Some(slot) == kernel_slot && ev.header.kernel_action.is_some() {
+                continue;
+            }
+            let rec = match (r.action, self.dry_run) {
+                (Action::Alert, _) => json!({"type": "alert", "result": "alerted"}),
+                (a, true) => json!({"type": action_name(a), "result": format!("would_{}", action_name(a)), "dry_run": true}),
+                (Action::Deny, false) => match ev.header.kernel_action {
+                    Some(k) => json!({"type": "deny", "result": k}),
+                    None => json!({"type": "deny", "result": "not_denied", "why": "the address is not in the rule's kernel list or cgroup deny is unavailable"}),
+                },
+                (Action::Kill, false) => {
+                    let t0 = crate::output::monotonic_ns();
+                    let outcome = kill(ev.header.pid, &self.guard, &still_tracked);
+                    let now = crate::output::monotonic_ns();
+                    let mut v = json!({"type": "kill", "where": "userspace", "dry_run": false});
+                    if let Value::Object(m) = serde_json::to_value(&outcome).unwrap_or(Value::Null) {
+                        for (k, x) in m {
+                            v[k] = x;
+                        }
+                    }
+                    if outcome == KillOutcome::Killed {
+                        self.kills += 1;
+                        v["latency_us"] = json!(now.saturating_sub(ev.header.ts_mono_ns) / 1000);
+                        v["signal_us"] = json!(now.saturating_sub(t0) / 1000);
+                    }
+                    v
+                }
+            };
+            out.push((slot, rec));
+        }
+        self.alerts += out.len() as u64;
+        if ev.header.kernel_action.map(|k| k.contains("killed")).unwrap_or(false) {
+            self.kills += 1;
+        }
+        out.into_iter().filter_map(|(slot, v)| self.rules.rules.get(slot).map(|r| (r, v))).collect()
+    }
+}
+
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Alert => "alert",
+        Action::Kill => "kill",
+        Action::Deny => "deny",
+    }
+}
+
+/// The rule slot the kernel acted for: the policy value carried by the event, or for io_uring
+/// the first io_uring kill rule.
+fn kernel_slot(ev: &Event, rules: &RuleSet) -> Option<usize> {
+    ev.header.kernel_action?;
+    let p = match &ev.body {
+        Body::Open(o) => o.policy,
+        Body::Connect(c) | Body::Send(c) => c.policy,
+        Body::IoUring(_) => return rules.rules.iter().position(|r| r.kernel.as_ref().map(|k| k.io_uring).unwrap_or(false)),
+        _ => 0,
+    };
+    (p != 0).then_some((p >> monitor_common::protect::SLOT_SHIFT) as usize)
+}
+
+fn load_rules(dir: &Path, passwd: &Path) -> Result<RuleSet, LoadError> {
+    let homes = homes_from_passwd(&std::fs::read_to_string(passwd).unwrap_or_default());
+    crate::rules::load_dir(dir, &homes)
+}
+
+/// An alert as one JSON line (docs/alerts.md describes the schema).
+pub fn alert_record(rule: &Rule, action: Value, ctx: &Ctx, ev_json: Value, mcp: Value, server: Value, ancestry: Vec<u32>) -> Value {
+    let g = |f: &str| ctx.get(f).map(|v| v.to_string());
+    json!({
+        "kind": "alert",
+        "schema": 1,
+        "rule": {"id": rule.id, "severity": rule.severity, "description": rule.description, "tags": rule.tags, "mitre": rule.mitre},
+        "action": action,
+        "summary": rule.output.render(ctx),
+        "process": {
+            "pid": ev_json["pid"], "ppid": ev_json["ppid"], "uid": ev_json["uid"], "exe": g("proc.exe"),
+            "argv": match ctx.get("proc.argv") { Some(crate::rules::Val::List(l)) => json!(l), _ => json!([]) },
+            "ancestry": ancestry,
+        },
+        "server": server,
+        "mcp": mcp,
+        "file": g("file.path"),
+        "event": ev_json,
+    })
+}

@@ -1,0 +1,339 @@
+//! Loading a rules directory: every `*.yaml`/`*.yml` file, lists and macros shared across files,
+//! every rule compiled and checked. Any error rejects the whole set (the caller keeps the old
+//! one) and names the file, the line and the reason.
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use super::{
+    cond::{Cidr, Env, RawCond},
+    fields::Ctx,
+    template::Template,
+    Action, KernelSpec, Rule, RuleSet, Severity,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub struct LoadError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub reason: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+            if let Some(c) = self.column {
+                write!(f, ":{c}")?;
+            }
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+pub const EVENTS: &[&str] = &["exec", "open", "connect", "send", "io_uring"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    #[serde(default)]
+    lists: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    macros: BTreeMap<String, RawCond>,
+    #[serde(default)]
+    rules: Vec<RuleDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDoc {
+    id: String,
+    description: String,
+    severity: Severity,
+    action: Action,
+    event: OneOrMany,
+    #[serde(default)]
+    condition: Option<RawCond>,
+    output: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    kernel: Option<KernelDoc>,
+    #[serde(default)]
+    fixtures: FixturesDoc,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct KernelDoc {
+    #[serde(default)]
+    files: Vec<String>,
+    #[serde(default)]
+    dirs: Vec<String>,
+    /// Globs of paths left out of `files` (e.g. public keys next to private ones).
+    #[serde(default)]
+    except: Vec<String>,
+    /// read, write
+    #[serde(default)]
+    on: Vec<String>,
+    #[serde(default)]
+    addrs: Vec<String>,
+    #[serde(default)]
+    io_uring: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FixturesDoc {
+    #[serde(default, rename = "match")]
+    matches: Vec<serde_yaml::Mapping>,
+    #[serde(default)]
+    no_match: Vec<serde_yaml::Mapping>,
+}
+
+/// Home directories `~/` stands for: every user's from the user database, plus the usual places
+/// (so fixtures and users added later match too).
+pub fn homes_from_passwd(passwd: &str) -> Vec<String> {
+    let mut h: Vec<String> = crate::discovery::clients::users(passwd).into_iter().map(|u| u.home.display().to_string()).collect();
+    for d in ["/home/*", "/root"] {
+        if !h.iter().any(|x| x == d) {
+            h.push(d.into());
+        }
+    }
+    h.sort();
+    h.dedup();
+    h
+}
+
+fn is_mitre(t: &str) -> bool {
+    let t = t.strip_prefix("mitre:").unwrap_or(t);
+    let b = t.as_bytes();
+    b.len() >= 5 && b[0] == b'T' && b[1..5].iter().all(u8::is_ascii_digit) && (b.len() == 5 || (b.len() == 9 && b[5] == b'.' && b[6..].iter().all(u8::is_ascii_digit)))
+}
+
+pub fn load_dir(dir: &Path, homes: &[String]) -> Result<RuleSet, LoadError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| LoadError { file: dir.into(), line: None, column: None, reason: e.to_string() })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    let mut docs = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|e| LoadError { file: f.clone(), line: None, column: None, reason: e.to_string() })?;
+        docs.push((f.clone(), text));
+    }
+    load_texts(&docs, homes)
+}
+
+/// Loads rule files given as (name, text).
+pub fn load_texts(docs: &[(PathBuf, String)], homes: &[String]) -> Result<RuleSet, LoadError> {
+    let mut lists = BTreeMap::new();
+    let mut macros = BTreeMap::new();
+    let mut parsed = Vec::new();
+    for (file, text) in docs {
+        let doc: FileDoc = serde_yaml::from_str(text).map_err(|e| LoadError {
+            file: file.clone(),
+            line: e.location().map(|l| l.line()),
+            column: e.location().map(|l| l.column()),
+            reason: e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
+        })?;
+        for (k, v) in doc.lists {
+            if lists.insert(k.clone(), v).is_some() {
+                return Err(at(file, text, &format!("{k}:"), format!("list {k:?} is defined twice")));
+            }
+        }
+        for (k, v) in doc.macros {
+            if macros.insert(k.clone(), v).is_some() {
+                return Err(at(file, text, &format!("{k}:"), format!("macro {k:?} is defined twice")));
+            }
+        }
+        parsed.push((file, text, doc.rules));
+    }
+    let env = Env { lists: &lists, macros: &macros, homes };
+    let mut set = RuleSet { rules: Vec::new(), files: docs.iter().map(|(f, _)| f.clone()).collect() };
+    for (file, text, rules) in parsed {
+        for r in rules {
+            let needle = format!("id: {}", r.id);
+            let id = r.id.clone();
+            let fail = |reason: String| at(file, text, &needle, format!("rule {id}: {reason}"));
+            if !r.enabled {
+                continue;
+            }
+            if set.rules.iter().any(|x: &Rule| x.id == r.id) {
+                return Err(fail("id used twice".into()));
+            }
+            let rule = compile(r, &env, file, line_of(text, &needle).unwrap_or(0)).map_err(fail)?;
+            set.rules.push(rule);
+        }
+    }
+    if set.rules.len() > u16::MAX as usize {
+        return Err(LoadError { file: PathBuf::new(), line: None, column: None, reason: "too many rules".into() });
+    }
+    Ok(set)
+}
+
+fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, String> {
+    let events = match r.event {
+        OneOrMany::One(e) => vec![e],
+        OneOrMany::Many(v) => v,
+    };
+    if let Some(e) = events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+        return Err(format!("unknown event {e:?}; one of {}", EVENTS.join(", ")));
+    }
+    let only = |allowed: &[&str]| events.iter().all(|e| allowed.contains(&e.as_str()));
+    let mitre: Vec<String> = r.tags.iter().filter(|t| is_mitre(t)).map(|t| t.trim_start_matches("mitre:").to_string()).collect();
+    if mitre.is_empty() {
+        return Err("tags need at least one MITRE ATT&CK technique id (e.g. T1552.004)".into());
+    }
+    let kernel = match r.kernel {
+        None => None,
+        Some(k) => {
+            let on_read = k.on.iter().any(|o| o == "read");
+            let on_write = k.on.iter().any(|o| o == "write");
+            if let Some(o) = k.on.iter().find(|o| *o != "read" && *o != "write") {
+                return Err(format!("kernel.on: {o:?} is not read or write"));
+            }
+            if (!k.files.is_empty() || !k.dirs.is_empty()) && !only(&["open"]) {
+                return Err("kernel.files/dirs apply to open rules only".into());
+            }
+            if !k.files.is_empty() && !on_read && !on_write {
+                return Err("kernel.files needs `on: [read]` and/or `[write]`".into());
+            }
+            if !k.addrs.is_empty() && !only(&["connect", "send"]) {
+                return Err("kernel.addrs apply to connect/send rules only".into());
+            }
+            if k.io_uring && !only(&["io_uring"]) {
+                return Err("kernel.io_uring applies to io_uring rules only".into());
+            }
+            if r.action == Action::Alert {
+                return Err("a `kernel:` section enforces; use action kill or deny (or drop the section)".into());
+            }
+            let addrs = env.values(&k.addrs, false)?.iter().map(|a| Cidr::parse(a)).collect::<Result<_, _>>()?;
+            let except = env.values(&k.except, true)?.iter().map(|g| crate::rules::glob::Glob::new(g, true)).collect::<Result<_, _>>()?;
+            Some(KernelSpec { files: env.values(&k.files, true)?, dirs: env.values(&k.dirs, true)?, except, on_read, on_write, addrs, io_uring: k.io_uring })
+        }
+    };
+    if r.action == Action::Deny && (!only(&["connect", "send"]) || kernel.as_ref().map(|k| k.addrs.is_empty()).unwrap_or(true)) {
+        return Err("deny works on connect/send with `kernel: {addrs: …}` (cgroup sock_addr); use kill for other events".into());
+    }
+    let cond = match &r.condition {
+        Some(c) => env.compile(c, 0)?,
+        None => super::cond::Cond::All(vec![]),
+    };
+    let fixtures = |v: &[serde_yaml::Mapping]| v.iter().map(Ctx::from_fixture).collect::<Result<Vec<_>, _>>();
+    Ok(Rule {
+        output: Template::parse(&r.output)?,
+        fixtures_match: fixtures(&r.fixtures.matches)?,
+        fixtures_no_match: fixtures(&r.fixtures.no_match)?,
+        id: r.id,
+        description: r.description,
+        severity: r.severity,
+        action: r.action,
+        events,
+        cond,
+        tags: r.tags,
+        mitre,
+        kernel,
+        file: file.to_path_buf(),
+        line,
+    })
+}
+
+fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.lines().position(|l| l.trim_start().trim_start_matches("- ").starts_with(needle)).map(|i| i + 1)
+}
+
+fn at(file: &Path, text: &str, needle: &str, reason: String) -> LoadError {
+    LoadError { file: file.to_path_buf(), line: line_of(text, needle), column: None, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<RuleSet, LoadError> {
+        load_texts(&[(PathBuf::from("t.yaml"), text.to_string())], &["/home/*".to_string(), "/srv/u".to_string()])
+    }
+
+    const OK: &str = r#"
+lists:
+  keys: ["~/.ssh/id_*"]
+macros:
+  reads: {file.access: {in: [read, read_write]}}
+rules:
+  - id: key-read
+    description: d
+    severity: critical
+    action: kill
+    event: open
+    condition:
+      all:
+        - file.path: {glob: "@keys"}
+        - not: {file.path: {suffix: .pub}}
+        - macro: reads
+    kernel: {files: ["@keys"], on: [read]}
+    output: "{proc.exe} read {file.path}"
+    tags: [credential_access, T1552.004]
+    fixtures:
+      match:
+        - {event: open, file.path: /srv/u/.ssh/id_rsa, file.access: [read]}
+      no_match:
+        - {event: open, file.path: /home/a/.ssh/id_rsa.pub, file.access: [read]}
+        - {event: exec, file.path: /home/a/.ssh/id_rsa}
+"#;
+
+    #[test]
+    fn loads_and_runs_fixtures() {
+        let set = load(OK).unwrap();
+        assert_eq!(set.rules.len(), 1);
+        assert!(set.check_fixtures().is_empty(), "{:?}", set.check_fixtures());
+        let k = set.rules[0].kernel.as_ref().unwrap();
+        assert_eq!(k.files, vec!["/home/*/.ssh/id_*", "/srv/u/.ssh/id_*"]);
+        assert_eq!(set.rules[0].mitre, vec!["T1552.004"]);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_reason() {
+        let bad = OK.replace("file.path: {suffix: .pub}", "file.pth: {suffix: .pub}");
+        let e = load(&bad).unwrap_err();
+        assert_eq!(e.line, Some(15), "{e}");
+        assert!(e.to_string().starts_with("t.yaml:15:") && e.reason.contains("file.pth"), "{e}");
+
+        let e = load(&OK.replace("\"@keys\"}", "\"@nokeys\"}")).unwrap_err();
+        assert!(e.reason.contains("unknown list @nokeys") && e.line == Some(7), "{e}");
+        let e = load(&OK.replace("T1552.004", "secrets")).unwrap_err();
+        assert!(e.reason.contains("MITRE"), "{e}");
+        let e = load(&OK.replace("action: kill", "action: deny")).unwrap_err();
+        assert!(e.reason.contains("deny works on connect"), "{e}");
+        let e = load(&OK.replace("severity: critical", "severity: huge")).unwrap_err();
+        assert!(e.line == Some(9) && e.reason.contains("unknown variant"), "{e}");
+    }
+
+    #[test]
+    fn failing_fixture_is_reported() {
+        let set = load(&OK.replace("/srv/u/.ssh/id_rsa,", "/srv/u/.ssh/known_hosts,")).unwrap();
+        let f = set.check_fixtures();
+        assert_eq!(f.len(), 1);
+        assert!(f[0].1.contains("match fixture #1 did not match"), "{f:?}");
+    }
+}

@@ -1,0 +1,113 @@
+//! Rules stage: YAML rules (docs/rules.md) loaded from a directory, compiled once, evaluated
+//! against every kernel event with its MCP context. The engine decides; `actions` carries out.
+pub mod cond;
+pub mod fields;
+pub mod glob;
+pub mod lint;
+pub mod load;
+pub mod template;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use fields::{Ctx, Val};
+pub use load::{load_dir, LoadError};
+
+use cond::{Cidr, Cond};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Alert,
+    /// In the kernel where the rule has a `kernel:` section, else from user space (pidfd).
+    Kill,
+    /// connect/send only: refused with EPERM by the cgroup programs; the process lives.
+    Deny,
+}
+
+/// What the kernel enforces for a rule, by inode or address prefix.
+#[derive(Clone, Debug, Default)]
+pub struct KernelSpec {
+    /// Globs of files protected by device+inode (`~/` = every home directory).
+    pub files: Vec<String>,
+    /// Directories in which any write or create is enforced.
+    pub dirs: Vec<String>,
+    pub except: Vec<glob::Glob>,
+    pub on_read: bool,
+    pub on_write: bool,
+    pub addrs: Vec<Cidr>,
+    pub io_uring: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub id: String,
+    pub description: String,
+    pub severity: Severity,
+    pub action: Action,
+    pub events: Vec<String>,
+    pub cond: Cond,
+    pub output: template::Template,
+    pub tags: Vec<String>,
+    /// MITRE ATT&CK technique ids among the tags.
+    pub mitre: Vec<String>,
+    pub kernel: Option<KernelSpec>,
+    pub fixtures_match: Vec<Ctx>,
+    pub fixtures_no_match: Vec<Ctx>,
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl Rule {
+    pub fn matches(&self, ctx: &Ctx) -> bool {
+        self.events.iter().any(|e| e == ctx.event()) && self.cond.eval(ctx)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    pub files: Vec<PathBuf>,
+}
+
+impl RuleSet {
+    /// Rules that match, in file order. The slot of a rule is its index here.
+    pub fn eval<'a>(&'a self, ctx: &'a Ctx) -> impl Iterator<Item = (usize, &'a Rule)> + 'a {
+        self.rules.iter().enumerate().filter(move |(_, r)| r.matches(ctx))
+    }
+
+    /// Runs every rule's fixtures: `(rule id, failure)` for each one that does not behave.
+    pub fn check_fixtures(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for r in &self.rules {
+            if r.fixtures_match.is_empty() {
+                out.push((r.id.clone(), "has no `match` fixture".into()));
+            }
+            if r.fixtures_no_match.is_empty() {
+                out.push((r.id.clone(), "has no `no_match` fixture".into()));
+            }
+            for (i, f) in r.fixtures_match.iter().enumerate() {
+                if !r.matches(f) {
+                    out.push((r.id.clone(), format!("match fixture #{} did not match: {:?}", i + 1, f.vals)));
+                }
+            }
+            for (i, f) in r.fixtures_no_match.iter().enumerate() {
+                if r.matches(f) {
+                    out.push((r.id.clone(), format!("no_match fixture #{} matched: {:?}", i + 1, f.vals)));
+                }
+            }
+        }
+        out
+    }
+}
