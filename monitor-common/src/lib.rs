@@ -162,7 +162,8 @@ pub struct ExecEvent {
     pub argc: u32,
     pub filename_len: u32,
     pub args_len: u32,
-    pub _pad: u32,
+    /// The `PROTECTED` value of the new image that made the kernel kill (0 otherwise).
+    pub policy: u32,
     pub data: [u8; ExecEvent::DATA_CAP],
 }
 impl ExecEvent {
@@ -328,6 +329,9 @@ pub mod protect {
     pub const KILL_WRITE: u32 = 1 << 1;
     /// A directory: kill when any file in it is opened for writing or created.
     pub const KILL_DIR_WRITE: u32 = 1 << 2;
+    /// An executable: kill a tracked process that execs it (checked in the new image before it
+    /// runs an instruction).
+    pub const KILL_EXEC: u32 = 1 << 3;
 }
 
 /// `NET_POLICY_V4/V6` values (LPM tries keyed by address prefix).
@@ -375,6 +379,8 @@ pub mod globals {
     pub const INODE_INO_OFF: &str = "INODE_INO_OFF";
     pub const TASK_COMM_OFF: &str = "TASK_COMM_OFF";
     pub const INODE_SB_OFF: &str = "INODE_SB_OFF";
+    pub const TASK_MM_OFF: &str = "TASK_MM_OFF";
+    pub const MM_EXE_FILE_OFF: &str = "MM_EXE_FILE_OFF";
     pub const SB_DEV_OFF: &str = "SB_DEV_OFF";
     pub const FILE_DENTRY_OFF: &str = "FILE_DENTRY_OFF";
     pub const DENTRY_PARENT_OFF: &str = "DENTRY_PARENT_OFF";

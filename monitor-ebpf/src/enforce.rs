@@ -2,6 +2,7 @@
 //! - protected files by device+inode, checked when an open by a tracked process returns (the
 //!   path is resolved by then, so every name of the file is the same key); SIGKILL is delivered
 //!   before the syscall returns to user code, so not one byte of the file reaches the process;
+//! - protected executables, by inode of the new image at `sched_process_exec`;
 //! - denied addresses, refused by cgroup `sock_addr` programs (connect and UDP sendmsg) with EPERM;
 //! - io_uring set up by a tracked process (its operations bypass the syscall tracepoints).
 //!
@@ -12,7 +13,7 @@
 //! connect, and the connect exit tracepoint kills when the rule says so.
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, generated::bpf_send_signal},
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_send_signal},
     macros::{cgroup_sock_addr, map, tracepoint},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
     programs::{SockAddrContext, TracePointContext},
@@ -38,6 +39,10 @@ pub static POLICY: Array<u32> = Array::with_max_entries(policy::LEN, 0);
 
 #[unsafe(no_mangle)]
 static INODE_SB_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_MM_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static MM_EXE_FILE_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static SB_DEV_OFF: u32 = 0;
 #[unsafe(no_mangle)]
@@ -128,6 +133,31 @@ fn parent_dir_policy(file: *const u8) -> u32 {
     match inode_key(dir) {
         Some(key) => match unsafe { PROTECTED.get(&key) } {
             Some(p) if *p & protect::KILL_DIR_WRITE != 0 => *p,
+            _ => 0,
+        },
+        None => 0,
+    }
+}
+
+/// The current image (`current->mm->exe_file->f_inode`) against `PROTECTED` with `KILL_EXEC`.
+#[inline(always)]
+pub fn exec_check() -> u32 {
+    let inode = unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let Ok(mm) = bpf_probe_read_kernel(task.add(g(&TASK_MM_OFF)) as *const *const u8) else { return 0 };
+        if mm.is_null() {
+            return 0;
+        }
+        let Ok(file) = bpf_probe_read_kernel(mm.add(g(&MM_EXE_FILE_OFF)) as *const *const u8) else { return 0 };
+        if file.is_null() {
+            return 0;
+        }
+        let Some(inode) = file_inode(file) else { return 0 };
+        inode
+    };
+    match inode_key(inode) {
+        Some(key) => match unsafe { PROTECTED.get(&key) } {
+            Some(p) if *p & protect::KILL_EXEC != 0 => *p,
             _ => 0,
         },
         None => 0,

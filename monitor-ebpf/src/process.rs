@@ -104,7 +104,7 @@ fn exec_enter(syscall: u32, dirfd: i32, filename: u64, argv: u64, at_flags: u32)
     ev.argc = 0;
     ev.filename_len = 0;
     ev.args_len = 0;
-    ev._pad = 0;
+    ev.policy = 0;
 
     let data = ev.data.as_mut_ptr();
     ev.filename_len = read_user_path(data, filename, &mut ev.hdr.flags);
@@ -177,6 +177,7 @@ pub fn mcpm_exec(ctx: TracePointContext) -> u32 {
             fill_header(&mut ev.hdr, EventKind::Exec, cur, info);
             ev.hdr.flags = entry_flags;
             ev.ret = 0;
+            judge_image(ev);
             send_exec(ev);
             let _ = PENDING_EXEC.remove(&old_tid);
         }
@@ -225,7 +226,19 @@ fn exec_without_entry(ctx: &TracePointContext, cur: Current, info: TrackInfo) {
     if n > 0 {
         ev.filename_len = (n - 1) as u32;
     }
+    ev.policy = 0;
+    judge_image(ev);
     send_exec(ev);
+}
+
+/// A protected executable: the new image dies before its first instruction.
+#[inline(always)]
+fn judge_image(ev: &mut ExecEvent) {
+    let p = crate::enforce::exec_check();
+    if p != 0 && crate::enforce::kill_current() {
+        ev.policy = p;
+        ev.hdr.flags |= flags::KILLED;
+    }
 }
 
 #[inline(always)]

@@ -21,6 +21,17 @@ pub enum Command {
     /// Work with rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Per-server baseline profiles.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// Run the monitor and record what each server execs, opens and connects to, as YAML
+    /// profiles in --profiles (default STATE_DIR/profiles); `mcpmon run --profiles DIR` then
+    /// enforces them through the `profile.*` rule fields.
+    Learn(RunArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,9 +92,23 @@ pub struct RunArgs {
     /// Turn every kill and deny into an alert saying what would have happened.
     #[arg(long)]
     pub dry_run: bool,
+    /// Directory of per-server profiles: enforced by `run`, written by `profile learn`.
+    #[arg(long, value_name = "DIR")]
+    pub profiles: Option<PathBuf>,
+    /// Set by `mcpmon profile learn`.
+    #[arg(skip)]
+    pub learn: bool,
 }
 
 impl RunArgs {
+    pub fn profiles_dir(&self) -> Option<PathBuf> {
+        match (&self.profiles, self.learn) {
+            (Some(d), _) => Some(d.clone()),
+            (None, true) => Some(self.state_dir.join("profiles")),
+            (None, false) => None,
+        }
+    }
+
     pub fn rules_dir(&self) -> PathBuf {
         if let Some(d) = &self.rules {
             return d.clone();

@@ -21,22 +21,28 @@ fn main() -> std::process::ExitCode {
             }
         },
         Command::Rules(monitor::cli::RulesCommand::Lint { dir, passwd }) => monitor::rules::lint::run(&dir, &passwd),
-        Command::Run(args) => {
-            init_logging();
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("mcpmon: starting the runtime: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(monitor::daemon::run(args)) {
-                Ok(()) => std::process::ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("mcpmon: {e:#}");
-                    std::process::ExitCode::FAILURE
-                }
-            }
+        Command::Profile(monitor::cli::ProfileCommand::Learn(mut args)) => {
+            args.learn = true;
+            run(args)
+        }
+        Command::Run(args) => run(args),
+    }
+}
+
+fn run(args: monitor::cli::RunArgs) -> std::process::ExitCode {
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mcpmon: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(monitor::daemon::run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcpmon: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

@@ -48,6 +48,10 @@ fn setup() -> Setup {
         if name == "local.yaml" {
             // Tests never leave loopback: a loopback address stands in for the metadata service.
             text = text.replace("extra_denied_addrs: []", "extra_denied_addrs: [127.0.0.254/32]");
+            // A stand-in for netcat (not installed here): a copy of `true` in the test dir.
+            let tool = dir.path().join("fake-netcat");
+            std::fs::copy("/bin/true", &tool).unwrap();
+            text = text.replace("extra_denied_executables: []", &format!("extra_denied_executables: [{}]", tool.display()));
         }
         if name == "execution.yaml" {
             text = text.replace("action: alert\n    event: io_uring\n", "action: kill\n    event: io_uring\n    kernel: {io_uring: true}\n");
@@ -213,6 +217,13 @@ fn metadata_deny_udp_and_io_uring() {
     let out = victim(&d, "net-ok", &format!("{py} -c \"import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'x', ('127.0.0.1', 9)); print('ok')\""));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 
+    // A protected executable dies before its first instruction (killed at sched_process_exec).
+    let tool = s.dir.path().join("fake-netcat");
+    let out = victim(&d, "nettool", &format!("{}; echo rc=$?", tool.display()));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rc=137"), "{out:?}");
+    let a = alerts_for(&d, "nettool", "network-tool-exec");
+    assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
+
     // io_uring setup (io_uring_setup = syscall 425) by a tracked process: killed in the kernel.
     let out = victim(&d, "uring", &format!("{py} -c \"import ctypes; p=ctypes.create_string_buffer(120); r=ctypes.CDLL(None).syscall(425, 8, p); print('ring', r)\""));
     // sh reports its killed child as 128 + 9.
@@ -297,4 +308,69 @@ fn shipped_rules_lint_clean_and_a_bad_fixture_fails() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ssh-private-key-read") && err.contains("no_match fixture #2 matched"), "{err}");
+}
+
+#[test]
+fn a_real_mcp_server_reading_the_key_dies_and_the_alert_names_the_tool_call() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = common::peers() else { return };
+    let s = setup();
+    let d = start(&s, &[]);
+    let fs_server = peers.join("node_modules/.bin/mcp-server-filesystem");
+    let key = s.key.display().to_string();
+    let socket = d.socket.to_str().unwrap().to_string();
+    let home = s.home.display().to_string();
+    let cmd = [common::daemon::MCPMON, "exec", "--name", "filesystem", "--require-monitor", "--socket", &socket, "--", "node", fs_server.to_str().unwrap(), &home];
+    let calls = serde_json::json!([
+        {"tool": ["list_directory"], "arguments": {"path": home}},
+        {"tool": ["read_text_file", "read_file"], "arguments": {"path": key}},
+    ]);
+    let client = common::mcp_client(&peers, calls, None, &cmd);
+    let text = client.to_string();
+    assert!(!text.contains(SECRET), "the key reached the client: {text}");
+    let call = &client["calls"][1];
+    assert!(call["failed"].is_string(), "the server died during the call: {call}");
+    let a = alerts_for(&d, "filesystem", "ssh-private-key-read");
+    assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
+    assert_eq!(a["mcp"]["state"], "call", "{a}");
+    assert_eq!(a["mcp"]["tool"], call["tool"], "{a}");
+    assert_eq!(a["mcp"]["id"], call["id"].to_string(), "{a}");
+    assert_eq!(a["mcp"]["arguments"]["path"], key);
+    assert!(a["summary"].as_str().unwrap().contains(&key), "{a}");
+    d.expect("the call ends unanswered", |v| v["kind"] == "tool_call" && v["server"] == "filesystem" && v["id"] == call["id"].to_string() && v["outcome"] == "unanswered");
+    d.stop();
+}
+
+#[test]
+fn profiles_learned_then_enforced() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let s = setup();
+    let profiles = s.dir.path().join("profiles");
+    let p = profiles.to_str().unwrap();
+    // Learn: the server reads /etc/hostname.
+    let args = vec!["--passwd", s.passwd.to_str().unwrap(), "--rules", s.rules.to_str().unwrap(), "--profiles", p];
+    let d = common::daemon::Daemon::start_cmd("profile", "learn", &args);
+    let out = victim(&d, "profiled", "cat /etc/hostname");
+    assert!(out.status.success());
+    d.expect("exit", |v| v["kind"] == "server_gone" && v["server"] == "profiled");
+    d.stop();
+    let text = std::fs::read_to_string(profiles.join("profiled.yaml")).unwrap();
+    assert!(text.contains("/etc/hostname") && text.contains("/usr/bin/cat") || text.contains("/bin/cat"), "{text}");
+    let prof: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(prof["server"], "profiled");
+
+    // Enforce: the same behaviour is quiet, a new file is alerted.
+    let d = start(&s, &["--profiles", p]);
+    let out = victim(&d, "profiled", "cat /etc/hostname; cat /etc/os-release >/dev/null");
+    assert!(out.status.success());
+    let a = d.expect("outside-profile for the new file", |v| v["kind"] == "alert" && v["rule"]["id"] == "outside-profile" && v["file"] == "/etc/os-release");
+    assert_eq!(a["server"]["name"], "profiled");
+    d.expect("server_gone", |v| v["kind"] == "server_gone" && v["server"] == "profiled");
+    let (_, recs) = d.stop_with_records();
+    let outside: Vec<_> = recs.iter().filter(|v| v["kind"] == "alert" && v["rule"]["id"] == "outside-profile").collect();
+    assert!(outside.iter().all(|v| v["file"] != "/etc/hostname"), "learned behaviour is not alerted: {outside:?}");
 }

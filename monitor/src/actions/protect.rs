@@ -69,6 +69,13 @@ pub fn plan(rules: &RuleSet) -> Plan {
                     }
                 }
             }
+            for pat in &k.executables {
+                for path in expand(pat) {
+                    if path.is_file() {
+                        add(&mut p, &path, protect::KILL_EXEC, slot_bits);
+                    }
+                }
+            }
             if k.io_uring && p.io_uring_kill == 0 {
                 p.io_uring_kill = 1 | slot_bits;
             }

@@ -74,6 +74,8 @@ pub struct Pipeline {
     /// Rule alerts per server id.
     rule_alerts: std::collections::HashMap<u32, u64>,
     host: String,
+    /// Baseline profiles (learned or enforced).
+    pub profiles: Option<crate::rules::profile::Profiles>,
 }
 
 /// How long nothing must be tracked before the syscall hooks come off.
@@ -106,6 +108,7 @@ impl Pipeline {
             policy: None,
             rule_alerts: Default::default(),
             host,
+            profiles: None,
         }
     }
 
@@ -235,7 +238,20 @@ impl Pipeline {
             _ => None,
         };
         let server = self.tracker.server(ev.header.server_id);
-        let ctx = context::build(&context::Inputs { ev, tree: &self.tree, server, attribution, path });
+        let mut ctx = context::build(&context::Inputs { ev, tree: &self.tree, server, attribution, path });
+        if let (Some(profiles), Some(s)) = (self.profiles.as_mut(), server) {
+            let version = self.corr.session(s.id).and_then(|x| x.server_info.as_ref()).and_then(|i| i["version"].as_str().map(str::to_string));
+            if let Some((list, value)) = profile_entry(&ctx) {
+                match profiles.mode {
+                    crate::rules::profile::Mode::Learn => profiles.learn(&s.name, version.as_deref(), list, value),
+                    crate::rules::profile::Mode::Enforce => {
+                        let (exists, fits) = profiles.check(&s.name, version.as_deref(), list, &value);
+                        ctx.set("profile.exists", crate::rules::Val::Bool(exists));
+                        ctx.set("profile.fits", crate::rules::Val::Bool(fits));
+                    }
+                }
+            }
+        }
         let tracker = &self.tracker;
         let fired = policy.evaluate(ev, &ctx, |pid| tracker.lookup(pid).is_some());
         if fired.is_empty() {
@@ -256,6 +272,17 @@ impl Pipeline {
         }
         *self.rule_alerts.entry(ev.header.server_id).or_default() += out.len() as u64;
         out
+    }
+
+    /// Writes learned profiles (periodically and at shutdown).
+    pub fn save_profiles(&mut self) {
+        if let Some(p) = self.profiles.as_mut().filter(|p| p.mode == crate::rules::profile::Mode::Learn) {
+            match p.save() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("profiles: {n} written to {}", p.dir.display()),
+                Err(e) => tracing::error!("writing profiles to {}: {e}", p.dir.display()),
+            }
+        }
     }
 
     /// SIGHUP: reload the rules; a bad file leaves the old rules in force.
@@ -433,6 +460,24 @@ impl Pipeline {
     }
 }
 
+/// What an event adds to (or is checked against) its server's profile: successful execs, opens
+/// outside the paths its calls named, connects and sends.
+fn profile_entry(ctx: &crate::rules::Ctx) -> Option<(&'static str, String)> {
+    use crate::rules::Val;
+    let s = |f: &str| match ctx.get(f) {
+        Some(Val::Str(v)) => Some(v.clone()),
+        _ => None,
+    };
+    let yes = |f: &str| matches!(ctx.get(f), Some(Val::Bool(true)));
+    let net = match (ctx.get("net.addr"), ctx.get("net.port"), s("net.unix_path")) {
+        (Some(Val::Ip(a)), Some(Val::Num(p)), _) => Some(format!("{a}:{p}")),
+        (_, _, Some(u)) => Some(format!("unix:{u}")),
+        _ => None,
+    };
+    let path = if yes("file.ok") && !yes("mcp.in_scope") { s("file.path") } else { None };
+    crate::rules::profile::entry(ctx.event(), s("proc.exe").as_deref(), path.as_deref(), net)
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ringbuf_bytes = args.ringbuf_mib.checked_mul(1 << 20).filter(|b| b.is_power_of_two()).context("--ringbuf-mib must be a power of two")?;
     let mut sensors = Sensors::load(&SensorConfig { ringbuf_bytes, daemon_tgid: std::process::id() })?;
@@ -471,6 +516,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let policy_summary = policy.summary();
     let mut pipeline = Pipeline::new(sensors, tracker, disc, lost, line_tx);
     pipeline.policy = Some(policy);
+    if let Some(dir) = args.profiles_dir() {
+        let mode = if args.learn { crate::rules::profile::Mode::Learn } else { crate::rules::profile::Mode::Enforce };
+        let p = crate::rules::profile::Profiles::open(&dir, mode).map_err(|e| anyhow::anyhow!("profiles: {e}"))?;
+        tracing::info!("profiles: {:?} in {}", mode, dir.display());
+        pipeline.profiles = Some(p);
+    }
     pipeline.emit(json!({"time": Pipeline::now(), "kind": "rules_loaded", "policy": policy_summary})).await;
     let pins = args.state_dir.join("tool-pins.json");
     pipeline.tools_watch.pins = Some(crate::toolcheck::pin::PinStore::open(&pins).with_context(|| "tool pins")?);
@@ -487,6 +538,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let mut profile_tick = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tracing::info!("ready: control socket {}, events to {}", args.socket.display(), args.events);
     loop {
@@ -499,6 +551,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 pipeline.reconcile().await;
                 pipeline.check_idle().await;
                 pipeline.rescan_protected();
+                profile_tick += 1;
+                if profile_tick % 10 == 0 {
+                    pipeline.save_profiles();
+                }
             }
             _ = sighup.recv() => pipeline.reload_rules().await,
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
@@ -512,6 +568,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         pipeline.on_event(ev).await;
     }
     pipeline.check_lost().await;
+    pipeline.save_profiles();
     pipeline.summary().await;
     let sensors = pipeline.into_sensors();
     let _ = control.await;

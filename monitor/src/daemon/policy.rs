@@ -163,6 +163,7 @@ fn kernel_slot(ev: &Event, rules: &RuleSet) -> Option<usize> {
     ev.header.kernel_action?;
     let p = match &ev.body {
         Body::Open(o) => o.policy,
+        Body::Exec(x) => x.policy,
         Body::Connect(c) | Body::Send(c) => c.policy,
         Body::IoUring(_) => return rules.rules.iter().position(|r| r.kernel.as_ref().map(|k| k.io_uring).unwrap_or(false)),
         _ => 0,

@@ -104,6 +104,7 @@ fn exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
         argv,
         argv_truncated: e.hdr.flags & flags::ARGS_TRUNCATED != 0,
         dirfd: e.dirfd,
+        policy: e.policy,
         result: SysResult::from_ret(e.ret as i64),
     })
 }

@@ -51,6 +51,7 @@ fn exec_round_trip() {
             argv: vec!["cat".into(), "-n".into(), "/etc/hostname".into()],
             argv_truncated: true,
             dirfd: -100,
+            policy: 0,
             result: SysResult { ok: true, ret: 0, errno: None },
         })
     );

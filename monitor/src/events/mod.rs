@@ -89,6 +89,9 @@ pub struct Exec {
     pub argv_truncated: bool,
     /// execveat's dirfd (-100 = AT_FDCWD).
     pub dirfd: i32,
+    /// Kernel policy value that killed the new image (protect bits | rule slot << 16).
+    #[serde(skip_serializing_if = "is_zero32")]
+    pub policy: u32,
     pub result: SysResult,
 }
 

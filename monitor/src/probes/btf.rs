@@ -184,6 +184,9 @@ pub struct TaskOffsets {
     pub file_dentry: u32,
     pub dentry_parent: u32,
     pub dentry_inode: u32,
+    /// The running image: `task->mm->exe_file`.
+    pub task_mm: u32,
+    pub mm_exe_file: u32,
 }
 
 impl TaskOffsets {
@@ -204,6 +207,8 @@ impl TaskOffsets {
             file_dentry: btf.member_offset("file", "f_path")? + btf.member_offset("path", "dentry")?,
             dentry_parent: btf.member_offset("dentry", "d_parent")?,
             dentry_inode: btf.member_offset("dentry", "d_inode")?,
+            task_mm: btf.member_offset("task_struct", "mm")?,
+            mm_exe_file: btf.member_offset("mm_struct", "exe_file")?,
         })
     }
 }

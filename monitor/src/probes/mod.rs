@@ -112,6 +112,8 @@ impl Sensors {
             .override_global(g::INODE_INO_OFF, &task.inode_ino, true)
             .override_global(g::INODE_SB_OFF, &task.inode_sb, true)
             .override_global(g::SB_DEV_OFF, &task.sb_dev, true)
+            .override_global(g::TASK_MM_OFF, &task.task_mm, true)
+            .override_global(g::MM_EXE_FILE_OFF, &task.mm_exe_file, true)
             .override_global(g::FILE_DENTRY_OFF, &task.file_dentry, true)
             .override_global(g::DENTRY_PARENT_OFF, &task.dentry_parent, true)
             .override_global(g::DENTRY_INODE_OFF, &task.dentry_inode, true)

@@ -43,6 +43,8 @@ pub const FIELDS: &[(&str, Kind, &str)] = &[
     ("mcp.tool", Kind::List, "tool name(s) of the call(s) in flight"),
     ("mcp.args", Kind::Str, "arguments of the call in flight, as JSON"),
     ("mcp.in_scope", Kind::Bool, "file.path lies under a path named in the call's arguments or the server's roots"),
+    ("profile.exists", Kind::Bool, "the server has a learned profile (for its version)"),
+    ("profile.fits", Kind::Bool, "the event's exe, path or address is in the server's profile"),
     ("kernel.action", Kind::Str, "what the kernel did: killed, denied, denied_and_killed"),
 ];
 
@@ -126,5 +128,16 @@ impl Ctx {
             return Err("fixture: needs an `event` field".into());
         }
         Ok(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_field_is_documented() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/rules.md")).unwrap();
+        for (name, _, _) in super::FIELDS {
+            assert!(doc.contains(&format!("`{name}`")), "docs/rules.md does not list field {name}");
+        }
     }
 }

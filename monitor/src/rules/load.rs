@@ -89,6 +89,9 @@ struct KernelDoc {
     files: Vec<String>,
     #[serde(default)]
     dirs: Vec<String>,
+    /// Executables (globs) whose exec by a tracked process the kernel kills.
+    #[serde(default)]
+    executables: Vec<String>,
     /// Globs of paths left out of `files` (e.g. public keys next to private ones).
     #[serde(default)]
     except: Vec<String>,
@@ -219,6 +222,9 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
             if !k.files.is_empty() && !on_read && !on_write {
                 return Err("kernel.files needs `on: [read]` and/or `[write]`".into());
             }
+            if !k.executables.is_empty() && !only(&["exec"]) {
+                return Err("kernel.executables apply to exec rules only".into());
+            }
             if !k.addrs.is_empty() && !only(&["connect", "send"]) {
                 return Err("kernel.addrs apply to connect/send rules only".into());
             }
@@ -230,7 +236,7 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
             }
             let addrs = env.values(&k.addrs, false)?.iter().map(|a| Cidr::parse(a)).collect::<Result<_, _>>()?;
             let except = env.values(&k.except, true)?.iter().map(|g| crate::rules::glob::Glob::new(g, true)).collect::<Result<_, _>>()?;
-            Some(KernelSpec { files: env.values(&k.files, true)?, dirs: env.values(&k.dirs, true)?, except, on_read, on_write, addrs, io_uring: k.io_uring })
+            Some(KernelSpec { executables: env.values(&k.executables, true)?, files: env.values(&k.files, true)?, dirs: env.values(&k.dirs, true)?, except, on_read, on_write, addrs, io_uring: k.io_uring })
         }
     };
     if r.action == Action::Deny && (!only(&["connect", "send"]) || kernel.as_ref().map(|k| k.addrs.is_empty()).unwrap_or(true)) {

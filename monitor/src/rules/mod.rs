@@ -4,6 +4,7 @@ pub mod cond;
 pub mod fields;
 pub mod glob;
 pub mod lint;
+pub mod profile;
 pub mod load;
 pub mod template;
 
@@ -44,6 +45,7 @@ pub struct KernelSpec {
     /// Directories in which any write or create is enforced.
     pub dirs: Vec<String>,
     pub except: Vec<glob::Glob>,
+    pub executables: Vec<String>,
     pub on_read: bool,
     pub on_write: bool,
     pub addrs: Vec<Cidr>,

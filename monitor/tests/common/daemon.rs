@@ -23,11 +23,17 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_cmd("run", "", extra)
+    }
+
+    /// `mcpmon CMD [SUB] --events … extra` (e.g. `profile learn`).
+    pub fn start_cmd(cmd: &str, sub: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let events = dir.path().join("events.jsonl");
         let socket = dir.path().join("mcpmon.sock");
         let child = Command::new(MCPMON)
-            .arg("run")
+            .arg(cmd)
+            .args(Some(sub).filter(|s| !s.is_empty()))
             .arg("--events")
             .arg(&events)
             .arg("--socket")

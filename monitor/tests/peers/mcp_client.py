@@ -47,8 +47,14 @@ async def main() -> None:
                 if isinstance(tool, list):
                     tool = next(t for t in tool if t in names)
                 rid = next_request_id(session)
-                res = await session.call_tool(tool, c["arguments"])
-                out["calls"].append({"id": rid, "tool": tool, "arguments": c["arguments"], "is_error": bool(getattr(res, "is_error", getattr(res, "isError", False)))})
+                try:
+                    res = await asyncio.wait_for(session.call_tool(tool, c["arguments"]), 20)
+                except BaseException as e:  # the server was killed mid-call: report, stop calling
+                    out["calls"].append({"id": rid, "tool": tool, "arguments": c["arguments"], "failed": repr(e)})
+                    print(json.dumps(out), flush=True)
+                    os._exit(0)
+                text = " ".join(getattr(x, "text", "") for x in res.content)
+                out["calls"].append({"id": rid, "tool": tool, "arguments": c["arguments"], "is_error": bool(getattr(res, "is_error", getattr(res, "isError", False))), "text": text[:200]})
     print(json.dumps(out))
 
 
