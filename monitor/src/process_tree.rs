@@ -184,6 +184,7 @@ mod tests {
             argv: vec!["cat".into()],
             argv_truncated: false,
             dirfd: -100,
+            policy: 0,
             result: SysResult::from_ret(0),
         };
         t.apply(&ev(11, Body::Exec(exec)));
