@@ -24,6 +24,8 @@ pub enum Command {
     /// Per-server baseline profiles.
     #[command(subcommand)]
     Profile(ProfileCommand),
+    /// Live view: servers, tool calls with the syscalls under each, alerts (needs root).
+    Top(ServersArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,9 +100,43 @@ pub struct RunArgs {
     /// Set by `mcpmon profile learn`.
     #[arg(skip)]
     pub learn: bool,
+    /// Prometheus endpoint (`none` to turn it off). Loopback by default.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
+    /// Also write alerts (only) to this file, rotated by size.
+    #[arg(long, value_name = "FILE")]
+    pub alerts_file: Option<PathBuf>,
+    /// Rotate the alert file at this size.
+    #[arg(long, default_value_t = 64)]
+    pub alerts_file_max_mib: u64,
+    /// Rotated alert files kept (FILE.1 … FILE.N).
+    #[arg(long, default_value_t = 5)]
+    pub alerts_file_keep: usize,
+    /// POST every alert as JSON to this http:// URL (retried, bounded queue, never blocks).
+    #[arg(long, value_name = "URL")]
+    pub alert_webhook: Option<String>,
+    /// Fold repeats of the same alert within this many seconds into a count (0: off).
+    #[arg(long, default_value_t = 10)]
+    pub alert_throttle_secs: u64,
 }
 
 impl RunArgs {
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        if self.metrics_addr == "none" {
+            return None;
+        }
+        self.metrics_addr.parse().ok()
+    }
+
+    pub fn sink_config(&self) -> crate::alerts::SinkConfig {
+        crate::alerts::SinkConfig {
+            file: self.alerts_file.clone(),
+            file_max_bytes: self.alerts_file_max_mib << 20,
+            file_keep: self.alerts_file_keep,
+            webhook: self.alert_webhook.clone(),
+        }
+    }
+
     pub fn profiles_dir(&self) -> Option<PathBuf> {
         match (&self.profiles, self.learn) {
             (Some(d), _) => Some(d.clone()),

@@ -26,6 +26,13 @@ fn main() -> std::process::ExitCode {
             run(args)
         }
         Command::Run(args) => run(args),
+        Command::Top(args) => match monitor::top::run(&args.socket) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("\x1b[?25hmcpmon top: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
     }
 }
 

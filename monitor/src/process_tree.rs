@@ -86,6 +86,11 @@ impl ProcessTree {
         (dead, gone)
     }
 
+    /// Every pid in the tree.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.keys().copied().collect()
+    }
+
     /// Live pids of a server, sorted.
     pub fn pids_of(&self, server_id: u32) -> Vec<u32> {
         let mut v: Vec<u32> = self.nodes.values().filter(|n| n.server_id == server_id).map(|n| n.pid).collect();

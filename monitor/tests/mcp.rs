@@ -149,22 +149,22 @@ fn tool_sets_are_pinned_and_rug_pulls_poisoning_and_collisions_alert() {
 
         // Same server identity, new tool set: rug pull, poisoned descriptions, a colliding name.
         drive(&d, &peers, "shifty", add, &[py.to_str().unwrap(), shifty.to_str().unwrap(), "poisoned"]);
-        let rug = d.expect("rug pull alert", |v| v["kind"] == "alert" && v["rule"] == "mcp.tool_set_changed");
+        let rug = d.expect("rug pull alert", |v| v["kind"] == "alert" && v["rule"]["id"] == "mcp.tool_set_changed");
         assert_eq!(rug["diff"]["added"], json!(["read_text_file"]));
         assert_eq!(rug["diff"]["changed"][0]["name"], "add");
         assert!(rug["diff"]["changed"][0]["schema_changed"].as_bool().unwrap(), "the sidenote argument appeared");
         let kinds: Vec<String> = d
             .records()
             .iter()
-            .filter(|v| v["rule"] == "mcp.tool_poisoning")
+            .filter(|v| v["rule"]["id"] == "mcp.tool_poisoning")
             .map(|v| v["finding"]["kind"].as_str().unwrap().to_string())
             .collect();
         for k in ["hidden_tag", "model_instruction", "secret_path"] {
             assert!(kinds.iter().any(|x| x == k), "{k} not in {kinds:?}");
         }
-        let shadow = d.expect("shadowing", |v| v["rule"] == "mcp.tool_poisoning" && v["finding"]["kind"] == "cross_server_reference");
+        let shadow = d.expect("shadowing", |v| v["rule"]["id"] == "mcp.tool_poisoning" && v["finding"]["kind"] == "cross_server_reference");
         assert!(shadow["finding"]["detail"].as_str().unwrap().contains("\"list_directory\" of server \"fs\""), "{shadow}");
-        let col = d.expect("collision", |v| v["rule"] == "mcp.tool_name_collision");
+        let col = d.expect("collision", |v| v["rule"]["id"] == "mcp.tool_name_collision");
         assert_eq!(col["collision"]["tool"], "read_text_file");
 
         // `mcpmon servers` shows the live server with its tree, tools and counts.

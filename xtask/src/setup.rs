@@ -3,7 +3,8 @@
 //! - Debian's `rustc-web` + `libstd-rust-web-dev-bpf`: a stable rustc with a precompiled `core`
 //!   for bpfel-unknown-none (no nightly, no rust-src needed), from bookworm-security.
 //! - `bpf-linker` 0.13.0 built against LLVM 22 (`llvm-22-dev` and friends).
-//! - `bpftool` (detach checks), `strace`, `python3` (test peers), util-linux's `setpriv`.
+//! - `bpftool` (detach checks), `strace`, `python3` (test peers), util-linux's `setpriv`,
+//!   `prometheus` (scrapes the daemon in the dashboard test), `tmux` (`mcpmon top` test).
 use std::process::Command;
 
 use anyhow::bail;
@@ -25,6 +26,9 @@ const PACKAGES: &[&str] = &[
     "python3",
     "python3-venv",
     "util-linux",
+    // Observability tests: a real Prometheus scrapes the daemon; `mcpmon top` runs in tmux.
+    "prometheus",
+    "tmux",
 ];
 const BPF_LINKER: &str = "0.13.0";
 

@@ -40,6 +40,11 @@ pub fn ping(socket: &Path, timeout: Duration) -> Result<Response, ControlError> 
     request(socket, &Request::Ping, timeout)
 }
 
+/// What the daemon tracks, as JSON.
+pub fn servers(socket: &Path) -> Result<serde_json::Value, ControlError> {
+    Ok(request(socket, &Request::Servers, Duration::from_secs(5))?.servers.unwrap_or_default())
+}
+
 /// `mcpmon servers`: a table (or JSON) of what the daemon tracks.
 pub fn run_servers(args: &crate::cli::ServersArgs) -> anyhow::Result<()> {
     let r = request(&args.socket, &Request::Servers, Duration::from_secs(5))?;

@@ -17,6 +17,8 @@ pub enum Request {
     Ping,
     /// What is tracked: `mcpmon servers`.
     Servers,
+    /// Stream every line the daemon writes (root only): what `mcpmon top` reads.
+    Tail,
 }
 
 /// What the control socket asks of the pipeline.

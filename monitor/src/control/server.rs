@@ -4,7 +4,7 @@ use std::{os::unix::fs::PermissionsExt, path::{Path, PathBuf}, time::Duration};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
-    sync::{mpsc, oneshot, watch},
+    sync::{broadcast, mpsc, oneshot, watch},
 };
 
 use super::{ControlError, ControlMsg, Request, Response, MAX_LINE};
@@ -65,11 +65,11 @@ fn valid_name(name: &str) -> bool {
     (1..=128).contains(&name.chars().count()) && !name.chars().any(char::is_control)
 }
 
-pub async fn serve(cl: ControlListener, tx: mpsc::Sender<ControlMsg>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(cl: ControlListener, tx: mpsc::Sender<ControlMsg>, mut shutdown: watch::Receiver<bool>, tail: broadcast::Sender<String>) {
     loop {
         tokio::select! {
             r = cl.listener.accept() => match r {
-                Ok((stream, _)) => { tokio::spawn(handle(stream, tx.clone())); }
+                Ok((stream, _)) => { tokio::spawn(handle(stream, tx.clone(), tail.clone())); }
                 Err(e) => tracing::warn!("control socket accept: {e}"),
             },
             _ = shutdown.changed() => if *shutdown.borrow() { break },
@@ -77,7 +77,7 @@ pub async fn serve(cl: ControlListener, tx: mpsc::Sender<ControlMsg>, mut shutdo
     }
 }
 
-async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
+async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>, tail: broadcast::Sender<String>) {
     let Ok(cred) = stream.peer_cred() else { return };
     let (peer_uid, peer_pid) = (cred.uid(), cred.pid().unwrap_or(0) as u32);
     let (rd, mut wr) = stream.into_split();
@@ -87,11 +87,36 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
         Err(_) => Response::error("timed out waiting for a request"),
         Ok(Err(e)) => Response::error(format!("reading request: {e}")),
         Ok(Ok(_)) if line.len() > MAX_LINE || !line.ends_with('\n') => Response::error("request too long or not newline-terminated"),
+        Ok(Ok(_)) if serde_json::from_str::<Request>(&line).map(|r| r == Request::Tail).unwrap_or(false) => {
+            return stream_tail(wr, tail.subscribe(), peer_uid).await;
+        }
         Ok(Ok(_)) => answer(&line, peer_uid, peer_pid, &tx).await,
     };
     let mut out = serde_json::to_string(&resp).unwrap_or_default();
     out.push('\n');
     let _ = wr.write_all(out.as_bytes()).await;
+}
+
+/// `tail`: every line the daemon writes, as it writes it, until the reader goes away. Only root
+/// may tail (lines carry every user's paths and tool arguments). A reader too slow for the
+/// stream is told how many lines it missed.
+async fn stream_tail(mut wr: tokio::net::unix::OwnedWriteHalf, mut rx: broadcast::Receiver<String>, peer_uid: u32) {
+    if peer_uid != 0 {
+        let mut out = serde_json::to_string(&Response::error("tail needs root")).unwrap_or_default();
+        out.push('\n');
+        let _ = wr.write_all(out.as_bytes()).await;
+        return;
+    }
+    loop {
+        let line = match rx.recv().await {
+            Ok(l) => l,
+            Err(broadcast::error::RecvError::Lagged(n)) => format!("{{\"kind\":\"tail_lagged\",\"missed\":{n}}}"),
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if wr.write_all(line.as_bytes()).await.is_err() || wr.write_all(b"\n").await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn answer(line: &str, peer_uid: u32, peer_pid: u32, tx: &mpsc::Sender<ControlMsg>) -> Response {
@@ -100,6 +125,7 @@ async fn answer(line: &str, peer_uid: u32, peer_pid: u32, tx: &mpsc::Sender<Cont
         Err(e) => return Response::error(format!("bad request: {e}")),
     };
     match req {
+        Request::Tail => Response::error("tail is answered as a stream"),
         Request::Ping => Response { ok: true, pong: Some(true), daemon_pid: Some(std::process::id()), ..Default::default() },
         Request::Servers => {
             let (reply, rx) = oneshot::channel();
@@ -171,7 +197,7 @@ mod tests {
         assert!(matches!(ControlListener::bind(&path), Err(ControlError::InUse(_))));
         let (tx, mut rx) = mpsc::channel::<ControlMsg>(4);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let server = tokio::spawn(serve(cl, tx, stop_rx));
+        let server = tokio::spawn(serve(cl, tx, stop_rx, broadcast::channel(16).0));
         // A fake tracker.
         tokio::spawn(async move {
             while let Some(ControlMsg::Track(r)) = rx.recv().await {

@@ -76,6 +76,15 @@ pub struct Pipeline {
     host: String,
     /// Baseline profiles (learned or enforced).
     pub profiles: Option<crate::rules::profile::Profiles>,
+    /// Shared with the metrics endpoint.
+    pub metrics: std::sync::Arc<std::sync::Mutex<crate::metrics::Metrics>>,
+    /// Alert sinks besides the event stream (file, webhook).
+    pub sinks: Option<crate::alerts::Sinks>,
+    throttle: crate::alerts::throttle::Throttle,
+    /// Every emitted line, for live views (`mcpmon top`); lossy for slow readers by design.
+    pub tail: tokio::sync::broadcast::Sender<String>,
+    /// Tracked pids found dead at the last reconcile (reaped if still there at the next).
+    reap_suspects: std::collections::HashSet<u32>,
 }
 
 /// How long nothing must be tracked before the syscall hooks come off.
@@ -109,6 +118,11 @@ impl Pipeline {
             rule_alerts: Default::default(),
             host,
             profiles: None,
+            metrics: Default::default(),
+            sinks: None,
+            throttle: crate::alerts::throttle::Throttle::new(Duration::from_secs(10)),
+            tail: tokio::sync::broadcast::channel(4096).0,
+            reap_suspects: Default::default(),
         }
     }
 
@@ -119,8 +133,16 @@ impl Pipeline {
 
     /// Catches up with exits whose events were lost (ring buffer full): processes that no longer
     /// exist leave the tree, and servers left empty are reported gone.
+    ///
+    /// Only after the kernel counted a loss (otherwise every exit event is still coming, maybe
+    /// queued behind a backlog), and only for processes found dead on two consecutive ticks.
     pub async fn reconcile(&mut self) {
-        let (dead, gone) = self.tree.reap(procfs::exists);
+        if self.stats.lost.iter().all(|&n| n == 0) {
+            return;
+        }
+        let suspects = std::mem::take(&mut self.reap_suspects);
+        let (dead, gone) = self.tree.reap(|p| procfs::exists(p) || !suspects.contains(&p));
+        self.reap_suspects = self.tree.pids().into_iter().filter(|p| !procfs::exists(*p)).collect();
         if dead.is_empty() {
             return;
         }
@@ -165,8 +187,60 @@ impl Pipeline {
     }
 
     async fn emit(&self, v: Value) {
+        if let Ok(mut m) = self.metrics.lock() {
+            m.record(&v);
+        }
+        let line = v.to_string();
+        let _ = self.tail.send(line.clone());
         // The writer only goes away at shutdown, after the pipeline.
-        let _ = self.lines.send(v.to_string()).await;
+        let _ = self.lines.send(line).await;
+    }
+
+    /// An alert: throttled (repeats folded into a count), then to the stream and every sink.
+    async fn emit_alert(&mut self, v: Value) {
+        if !self.throttle.admit(&v, std::time::Instant::now()) {
+            if let Ok(mut m) = self.metrics.lock() {
+                m.suppressed(1);
+            }
+            return;
+        }
+        if let Some(s) = &self.sinks {
+            s.send(&v.to_string());
+        }
+        self.emit(v).await;
+    }
+
+    /// Once a second: gauges for the metrics endpoint, and closed throttle windows.
+    pub async fn metrics_tick(&mut self, force_flush: bool) {
+        for r in self.throttle.flush(std::time::Instant::now(), force_flush) {
+            let mut r = r;
+            r["time"] = Self::now().into();
+            if let Some(s) = &self.sinks {
+                s.send(&r.to_string());
+            }
+            self.emit(r).await;
+        }
+        let (protected, rules) = self.policy.as_ref().map(|p| (p.plan.files.len() as u64, p.rules.rules.len() as u64)).unwrap_or((0, 0));
+        let c = &self.corr.stats;
+        let userspace = vec![
+            ("decode_errors", self.stats.decode_errors),
+            ("stdio_bytes_not_captured", c.bytes_not_captured),
+            ("stdio_streams_dropped", c.streams_dropped),
+            ("jsonrpc_messages_truncated", c.truncated_messages),
+            ("provisional_events_discarded", self.stats.provisional_events_discarded),
+        ];
+        let kernel = LOST_NAMES.iter().copied().zip(self.stats.lost.iter().copied()).collect();
+        let g = crate::metrics::Gauges {
+            servers: self.tracker.servers().count() as u64,
+            processes: self.tree.len() as u64,
+            protected_inodes: protected,
+            rules,
+            kernel_lost: kernel,
+            userspace_lost: userspace,
+        };
+        if let Ok(mut m) = self.metrics.lock() {
+            m.gauges = g;
+        }
     }
 
     fn now() -> String {
@@ -191,6 +265,9 @@ impl Pipeline {
             }
         }
         *self.stats.events.entry(ev.kind()).or_default() += 1;
+        if let Ok(mut m) = self.metrics.lock() {
+            m.event(ev.kind());
+        }
         let change = self.tree.apply(&ev);
         match self.corr.handle(&ev) {
             Outcome::Consumed(records) => {
@@ -209,7 +286,7 @@ impl Pipeline {
                 let alerts = self.evaluate(&ev, &attribution, &mut line);
                 self.emit(line).await;
                 for a in alerts {
-                    self.emit(a).await;
+                    self.emit_alert(a).await;
                 }
             }
         }
@@ -253,7 +330,11 @@ impl Pipeline {
             }
         }
         let tracker = &self.tracker;
+        let t0 = std::time::Instant::now();
         let fired = policy.evaluate(ev, &ctx, |pid| tracker.lookup(pid).is_some());
+        if let Ok(mut m) = self.metrics.lock() {
+            m.rule_eval(t0.elapsed().as_secs_f64());
+        }
         if fired.is_empty() {
             return vec![];
         }
@@ -502,7 +583,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let listener = ControlListener::bind(&args.socket)?;
     let (req_tx, mut req_rx) = mpsc::channel::<ControlMsg>(64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let control = tokio::spawn(serve(listener, req_tx, shutdown_rx));
+    let tail = tokio::sync::broadcast::channel::<String>(4096).0;
+    let control = tokio::spawn(serve(listener, req_tx, shutdown_rx.clone(), tail.clone()));
+    let metrics = std::sync::Arc::new(std::sync::Mutex::new(crate::metrics::Metrics::new()));
+    let metrics_task = match args.metrics_addr() {
+        Some(addr) => {
+            let l = crate::metrics::http::bind(addr).await.with_context(|| format!("--metrics-addr {addr}"))?;
+            tracing::info!("metrics: http://{}/metrics", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
+            Some(tokio::spawn(crate::metrics::http::serve(l, metrics.clone(), shutdown_rx.clone())))
+        }
+        None => None,
+    };
+    let sinks = crate::alerts::Sinks::start(&args.sink_config(), metrics.clone()).await?;
 
     let kernel_policy = sensors.kernel_policy()?;
     let disc = Discoverer::new(args.passwd.clone(), args.project_root.clone(), &args.client_comm);
@@ -516,6 +608,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let policy_summary = policy.summary();
     let mut pipeline = Pipeline::new(sensors, tracker, disc, lost, line_tx);
     pipeline.policy = Some(policy);
+    pipeline.metrics = metrics;
+    pipeline.sinks = Some(sinks);
+    pipeline.tail = tail;
+    pipeline.throttle = crate::alerts::throttle::Throttle::new(Duration::from_secs(args.alert_throttle_secs));
     if let Some(dir) = args.profiles_dir() {
         let mode = if args.learn { crate::rules::profile::Mode::Learn } else { crate::rules::profile::Mode::Enforce };
         let p = crate::rules::profile::Profiles::open(&dir, mode).map_err(|e| anyhow::anyhow!("profiles: {e}"))?;
@@ -551,6 +647,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 pipeline.reconcile().await;
                 pipeline.check_idle().await;
                 pipeline.rescan_protected();
+                pipeline.metrics_tick(false).await;
                 profile_tick += 1;
                 if profile_tick % 10 == 0 {
                     pipeline.save_profiles();
@@ -569,7 +666,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     pipeline.check_lost().await;
     pipeline.save_profiles();
+    pipeline.metrics_tick(true).await;
     pipeline.summary().await;
+    if let Some(s) = pipeline.sinks.take() {
+        s.close().await;
+    }
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     let sensors = pipeline.into_sensors();
     let _ = control.await;
     let _ = writer.await;

@@ -36,7 +36,7 @@ impl Pipeline {
         if let Some(pins) = self.tools_watch.pins.as_mut() {
             match pins.check(&key, &tools) {
                 Ok(PinOutcome::Changed(d)) => alerts.push(json!({
-                    "rule": "mcp.tool_set_changed", "severity": "high",
+                    "rule": rule("mcp.tool_set_changed", "high", "The tool set a server offers changed since it was pinned (rug pull).", &["T1195.002"]),
                     "summary": format!("tools of {key} changed since they were pinned (rug pull?): {}", d.summary()),
                     "diff": d, "pin": key,
                 })),
@@ -58,7 +58,7 @@ impl Pipeline {
         for t in &tools {
             for f in poison::scan(t, &others) {
                 alerts.push(json!({
-                    "rule": "mcp.tool_poisoning", "severity": if f.kind == poison::FindingKind::LongDescription { "low" } else { "high" },
+                    "rule": rule("mcp.tool_poisoning", if f.kind == poison::FindingKind::LongDescription { "low" } else { "high" }, "A tool description carries instructions or content aimed at the model (tool poisoning, shadowing).", &["T1027", "T1204"]),
                     "summary": format!("tool {:?} of {server}: {}", t.name, f.detail), "tool": t.name, "finding": f,
                 }));
             }
@@ -73,7 +73,7 @@ impl Pipeline {
         for c in collisions(&sets).into_iter().filter(|c| c.servers.contains(&server)) {
             if self.tools_watch.reported_collisions.insert((c.tool.clone(), c.servers.clone())) {
                 alerts.push(json!({
-                    "rule": "mcp.tool_name_collision", "severity": "medium",
+                    "rule": rule("mcp.tool_name_collision", "medium", "Several servers offer a tool of the same name (shadowing).", &["T1036"]),
                     "summary": format!("tool {:?} is offered by {}", c.tool, c.servers.join(", ")), "collision": c,
                 }));
             }
@@ -81,12 +81,19 @@ impl Pipeline {
         for mut a in alerts {
             *self.tools_watch.alerts.entry(id).or_default() += 1;
             a["kind"] = "alert".into();
-            a["action"] = "alert".into();
+            a["schema"] = 1.into();
+            a["action"] = json!({"type": "alert", "result": "alerted"});
             a["server_id"] = id.into();
-            a["server"] = server.clone().into();
+            a["server"] = json!({"id": id, "name": server});
             a["time"] = Self::now().into();
-            tracing::warn!("alert {}: {}", a["rule"], a["summary"]);
-            self.emit(a).await;
+            a["host"] = self.host.clone().into();
+            tracing::warn!("alert {}: {}", a["rule"]["id"], a["summary"]);
+            self.emit_alert(a).await;
         }
     }
+}
+
+/// The `rule` object of a built-in tool-check alert (same shape as YAML rules' alerts).
+fn rule(id: &str, severity: &str, description: &str, mitre: &[&str]) -> Value {
+    json!({"id": id, "severity": severity, "description": description, "tags": ["mcp"], "mitre": mitre})
 }

@@ -138,7 +138,12 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // Wait (bounded) until the interpreter has moved its fds: start-up time varies with load.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fd_stream_inode(pid, 7).is_none() || fd_stream_inode(pid, 0).is_some() {
+            assert!(std::time::Instant::now() < deadline, "python never moved its fds");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         assert_eq!(fd_stream_inode(pid, 0), None);
         let (i, o) = stdio_streams(pid);
         assert!(i.is_some() && o.is_some() && i != o, "{i:?} {o:?}");

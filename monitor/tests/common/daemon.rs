@@ -40,6 +40,8 @@ impl Daemon {
             .arg(&socket)
             .arg("--state-dir")
             .arg(dir.path().join("state"))
+            // Tests run daemons side by side: an ephemeral port each (see `metrics_url`).
+            .args(if extra.contains(&"--metrics-addr") { &[][..] } else { &["--metrics-addr", "127.0.0.1:0"][..] })
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -60,6 +62,20 @@ impl Daemon {
         let mut d = Self { child, stderr, stderr_reader, events, socket, _dir: dir };
         d.wait_ready();
         d
+    }
+
+    /// The metrics endpoint the daemon announced on stderr.
+    pub fn metrics_url(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let err = self.stderr.lock().unwrap().clone();
+            if let Some(i) = err.find("metrics: http://") {
+                let rest = &err[i + "metrics: ".len()..];
+                return rest.split_whitespace().next().unwrap().to_string();
+            }
+            assert!(Instant::now() < deadline, "no metrics line in:\n{err}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Ready when the control socket answers a ping.

@@ -205,3 +205,34 @@ pub fn mcp_client(peers: &std::path::Path, calls: serde_json::Value, comm: Optio
     assert!(out.status.success(), "client failed:\n{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// A Debian tool a test needs (installed by `cargo xtask setup`); in CI its absence fails.
+pub fn tool(path: &str) -> Option<std::path::PathBuf> {
+    let p = std::path::PathBuf::from(path);
+    if p.exists() {
+        return Some(p);
+    }
+    if require_privileged() {
+        panic!("{path} is missing: `cargo xtask setup` installs it");
+    }
+    eprintln!("SKIPPED: {path} not installed (cargo xtask setup installs it)");
+    None
+}
+
+/// A plain HTTP/1.0 GET on loopback; returns the body.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.").then(|| body.to_string()).filter(|_| head.split_whitespace().nth(1) == Some("200"))
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}

@@ -1,0 +1,266 @@
+//! Metrics stage: counters the pipeline feeds as it emits records, rendered in the Prometheus text
+//! format by `http.rs` on `--metrics-addr`. Label values are bounded: server names are capped,
+//! tool names are capped per server (the rest are counted under `other`), rule ids come from the
+//! loaded rules, and every other label has a fixed set of values.
+pub mod http;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt::Write as _,
+};
+
+use serde_json::Value;
+
+/// Distinct server label values; more servers are counted as `other`.
+pub const MAX_SERVERS: usize = 200;
+/// Distinct tool label values per server.
+pub const MAX_TOOLS_PER_SERVER: usize = 64;
+
+const DURATION_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const EVAL_BUCKETS: &[f64] = &[1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2];
+
+#[derive(Clone, Debug, Default)]
+pub struct Histogram {
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, bounds: &[f64], v: f64) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; bounds.len()];
+        }
+        for (i, b) in bounds.iter().enumerate() {
+            if v <= *b {
+                self.buckets[i] += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+/// Gauges the pipeline sets each tick.
+#[derive(Clone, Debug, Default)]
+pub struct Gauges {
+    pub servers: u64,
+    pub processes: u64,
+    pub protected_inodes: u64,
+    pub rules: u64,
+    /// Kernel lost counters by reason.
+    pub kernel_lost: Vec<(&'static str, u64)>,
+    /// Other losses by stage (decode errors, stdio bytes not captured, streams dropped, …).
+    pub userspace_lost: Vec<(&'static str, u64)>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    events: BTreeMap<String, u64>,
+    tool_calls: BTreeMap<(String, String, String), u64>,
+    tool_duration: BTreeMap<String, Histogram>,
+    alerts: BTreeMap<(String, String, String, String), u64>,
+    kills: BTreeMap<String, u64>,
+    denies: u64,
+    rule_eval: Histogram,
+    alerts_suppressed: u64,
+    sink_dropped: BTreeMap<String, u64>,
+    sink_sent: BTreeMap<String, u64>,
+    servers_seen: HashSet<String>,
+    tools_seen: HashMap<String, HashSet<String>>,
+    pub gauges: Gauges,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn server_label(&mut self, s: &str) -> String {
+        if self.servers_seen.contains(s) {
+            return s.into();
+        }
+        if self.servers_seen.len() < MAX_SERVERS {
+            self.servers_seen.insert(s.into());
+            return s.into();
+        }
+        "other".into()
+    }
+
+    fn tool_label(&mut self, server: &str, tool: &str) -> String {
+        let seen = self.tools_seen.entry(server.into()).or_default();
+        if seen.contains(tool) || seen.len() < MAX_TOOLS_PER_SERVER {
+            seen.insert(tool.into());
+            tool.into()
+        } else {
+            "other".into()
+        }
+    }
+
+    pub fn event(&mut self, kind: &str) {
+        *self.events.entry(kind.into()).or_default() += 1;
+    }
+
+    pub fn rule_eval(&mut self, seconds: f64) {
+        self.rule_eval.observe(EVAL_BUCKETS, seconds);
+    }
+
+    pub fn suppressed(&mut self, n: u64) {
+        self.alerts_suppressed += n;
+    }
+
+    pub fn sink(&mut self, sink: &str, sent: u64, dropped: u64) {
+        *self.sink_sent.entry(sink.into()).or_default() += sent;
+        *self.sink_dropped.entry(sink.into()).or_default() += dropped;
+    }
+
+    /// Counts what a record says: finished tool calls and alerts.
+    pub fn record(&mut self, v: &Value) {
+        let server = v["server"].as_str().or_else(|| v["server"]["name"].as_str()).unwrap_or("unknown").to_string();
+        match v["kind"].as_str() {
+            Some("tool_call") => {
+                let s = self.server_label(&server);
+                let tool = self.tool_label(&s, v["tool"].as_str().unwrap_or("unknown"));
+                let outcome = v["outcome"].as_str().unwrap_or("unknown").to_string();
+                *self.tool_calls.entry((s.clone(), tool, outcome)).or_default() += 1;
+                if let Some(ms) = v["duration_ms"].as_f64() {
+                    self.tool_duration.entry(s).or_default().observe(DURATION_BUCKETS, ms / 1000.0);
+                }
+            }
+            Some("alert") => {
+                let rule = v["rule"]["id"].as_str().unwrap_or("unknown").to_string();
+                let sev = v["rule"]["severity"].as_str().unwrap_or("unknown").to_string();
+                let result = v["action"]["result"].as_str().unwrap_or("unknown");
+                let action = v["action"]["type"].as_str().unwrap_or("alert").to_string();
+                let srv = self.server_label(&server);
+                *self.alerts.entry((srv, rule, sev, action)).or_default() += 1;
+                match result {
+                    "killed_in_kernel" | "denied_and_killed_in_kernel" => *self.kills.entry("kernel".into()).or_default() += 1,
+                    "killed" => *self.kills.entry("userspace".into()).or_default() += 1,
+                    _ => {}
+                }
+                if result.starts_with("denied") {
+                    self.denies += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let head = |o: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        head(&mut o, "mcpmon_events_total", "counter", "Kernel events processed, by kind.");
+        for (k, v) in &self.events {
+            let _ = writeln!(o, "mcpmon_events_total{{kind=\"{}\"}} {v}", esc(k));
+        }
+        head(&mut o, "mcpmon_events_lost_total", "counter", "Events lost, by where (kernel ring buffer and pending maps, user-space stages).");
+        for (k, v) in &self.gauges.kernel_lost {
+            let _ = writeln!(o, "mcpmon_events_lost_total{{where=\"kernel\",reason=\"{k}\"}} {v}");
+        }
+        for (k, v) in &self.gauges.userspace_lost {
+            let _ = writeln!(o, "mcpmon_events_lost_total{{where=\"userspace\",reason=\"{k}\"}} {v}");
+        }
+        head(&mut o, "mcpmon_servers_tracked", "gauge", "MCP servers under watch.");
+        let _ = writeln!(o, "mcpmon_servers_tracked {}", self.gauges.servers);
+        head(&mut o, "mcpmon_processes_tracked", "gauge", "Processes in tracked server trees.");
+        let _ = writeln!(o, "mcpmon_processes_tracked {}", self.gauges.processes);
+        head(&mut o, "mcpmon_protected_inodes", "gauge", "Files and directories protected in the kernel.");
+        let _ = writeln!(o, "mcpmon_protected_inodes {}", self.gauges.protected_inodes);
+        head(&mut o, "mcpmon_rules_loaded", "gauge", "Rules in force.");
+        let _ = writeln!(o, "mcpmon_rules_loaded {}", self.gauges.rules);
+        head(&mut o, "mcpmon_tool_calls_total", "counter", "Finished MCP tool calls, by server, tool and outcome.");
+        for ((s, t, out), v) in &self.tool_calls {
+            let _ = writeln!(o, "mcpmon_tool_calls_total{{server=\"{}\",tool=\"{}\",outcome=\"{}\"}} {v}", esc(s), esc(t), esc(out));
+        }
+        head(&mut o, "mcpmon_tool_call_duration_seconds", "histogram", "Tool call duration (request read to reply written), by server.");
+        for (s, h) in &self.tool_duration {
+            hist(&mut o, "mcpmon_tool_call_duration_seconds", &format!("server=\"{}\",", esc(s)), DURATION_BUCKETS, h);
+        }
+        head(&mut o, "mcpmon_alerts_total", "counter", "Alerts, by server, rule, severity and action.");
+        for ((srv, r, sev, a), v) in &self.alerts {
+            let _ = writeln!(o, "mcpmon_alerts_total{{server=\"{}\",rule=\"{}\",severity=\"{}\",action=\"{}\"}} {v}", esc(srv), esc(r), esc(sev), esc(a));
+        }
+        head(&mut o, "mcpmon_alerts_suppressed_total", "counter", "Repeated alerts folded into a later alert's count by throttling.");
+        let _ = writeln!(o, "mcpmon_alerts_suppressed_total {}", self.alerts_suppressed);
+        head(&mut o, "mcpmon_kills_total", "counter", "Processes killed, by where the decision ran.");
+        for w in ["kernel", "userspace"] {
+            let _ = writeln!(o, "mcpmon_kills_total{{where=\"{w}\"}} {}", self.kills.get(w).copied().unwrap_or(0));
+        }
+        head(&mut o, "mcpmon_denies_total", "counter", "Connects and sends refused with EPERM.");
+        let _ = writeln!(o, "mcpmon_denies_total {}", self.denies);
+        head(&mut o, "mcpmon_rule_eval_seconds", "histogram", "Time to evaluate the rules on one event.");
+        hist(&mut o, "mcpmon_rule_eval_seconds", "", EVAL_BUCKETS, &self.rule_eval);
+        head(&mut o, "mcpmon_alert_sink_sent_total", "counter", "Alerts delivered, by sink.");
+        for (k, v) in &self.sink_sent {
+            let _ = writeln!(o, "mcpmon_alert_sink_sent_total{{sink=\"{k}\"}} {v}");
+        }
+        head(&mut o, "mcpmon_alert_sink_dropped_total", "counter", "Alerts a sink could not deliver (queue full, retries exhausted).");
+        for (k, v) in &self.sink_dropped {
+            let _ = writeln!(o, "mcpmon_alert_sink_dropped_total{{sink=\"{k}\"}} {v}");
+        }
+        let (cpu, rss) = self_usage();
+        head(&mut o, "mcpmon_process_cpu_seconds_total", "counter", "CPU time of the daemon (user + system).");
+        let _ = writeln!(o, "mcpmon_process_cpu_seconds_total {cpu}");
+        head(&mut o, "mcpmon_process_resident_memory_bytes", "gauge", "Resident memory of the daemon.");
+        let _ = writeln!(o, "mcpmon_process_resident_memory_bytes {rss}");
+        o
+    }
+}
+
+fn hist(o: &mut String, name: &str, labels: &str, bounds: &[f64], h: &Histogram) {
+    for (i, b) in bounds.iter().enumerate() {
+        let _ = writeln!(o, "{name}_bucket{{{labels}le=\"{b}\"}} {}", h.buckets.get(i).copied().unwrap_or(0));
+    }
+    let _ = writeln!(o, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", h.count);
+    let l = labels.trim_end_matches(',');
+    let l = if l.is_empty() { String::new() } else { format!("{{{l}}}") };
+    let _ = writeln!(o, "{name}_sum{l} {}", h.sum);
+    let _ = writeln!(o, "{name}_count{l} {}", h.count);
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// (CPU seconds, resident bytes) of this process, from /proc/self.
+pub fn self_usage() -> (f64, u64) {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields after the comm: state is [0], utime [11], stime [12].
+    let cpu = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|r| r.parse::<u64>().ok()))
+        .unwrap_or(0);
+    (cpu / tick, rss * page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_counters_with_bounded_labels() {
+        let mut m = Metrics::new();
+        m.event("open");
+        for i in 0..(MAX_TOOLS_PER_SERVER + 5) {
+            m.record(&json!({"kind": "tool_call", "server": "fs", "tool": format!("t{i}"), "outcome": "ok", "duration_ms": 12.0}));
+        }
+        m.record(&json!({"kind": "alert", "server": {"name": "fs"}, "rule": {"id": "ssh-private-key-read", "severity": "critical"}, "action": {"type": "kill", "result": "killed_in_kernel"}}));
+        let t = m.render();
+        assert!(t.contains("mcpmon_events_total{kind=\"open\"} 1"), "{t}");
+        assert!(t.contains("mcpmon_tool_calls_total{server=\"fs\",tool=\"other\",outcome=\"ok\"} 5"), "{t}");
+        assert!(t.contains("mcpmon_tool_call_duration_seconds_bucket{server=\"fs\",le=\"0.05\"} 69"), "{t}");
+        assert!(t.contains("mcpmon_alerts_total{server=\"fs\",rule=\"ssh-private-key-read\",severity=\"critical\",action=\"kill\"} 1"), "{t}");
+        assert!(t.contains("mcpmon_kills_total{where=\"kernel\"} 1"));
+        assert!(t.contains("mcpmon_rule_eval_seconds_count 0"));
+        assert!(self_usage().1 > 0);
+    }
+}
