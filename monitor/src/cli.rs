@@ -26,6 +26,12 @@ pub enum Command {
     Profile(ProfileCommand),
     /// Live view: servers, tool calls with the syscalls under each, alerts (needs root).
     Top(ServersArgs),
+    /// Benchmark helper: a loop of one operation (open, forkexec, connect, read), ns/op.
+    #[command(hide = true)]
+    BenchLoop { kind: String, n: u64, path: Option<String> },
+    /// Benchmark helper: the one-lookup floor program on every syscall hook until stdin closes.
+    #[command(hide = true)]
+    BenchFloor,
 }
 
 #[derive(Debug, Subcommand)]

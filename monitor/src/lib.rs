@@ -17,6 +17,7 @@ pub mod probes;
 pub mod rules;
 pub mod actions;
 pub mod alerts;
+pub mod bench;
 pub mod process_tree;
 pub mod toolcheck;
 pub mod top;

@@ -26,6 +26,8 @@ fn main() -> std::process::ExitCode {
             run(args)
         }
         Command::Run(args) => run(args),
+        Command::BenchLoop { kind, n, path } => report(monitor::bench::run_loop(&kind, n, path.as_deref())),
+        Command::BenchFloor => report(monitor::bench::run_floor()),
         Command::Top(args) => match monitor::top::run(&args.socket) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
@@ -46,6 +48,16 @@ fn run(args: monitor::cli::RunArgs) -> std::process::ExitCode {
         }
     };
     match rt.block_on(monitor::daemon::run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcpmon: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> std::process::ExitCode {
+    match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mcpmon: {e:#}");

@@ -1,4 +1,5 @@
 //! `cargo xtask <task>`: everything a fresh Debian machine needs to build, test and run mcpmon.
+mod bench;
 mod peers;
 mod setup;
 mod util;
@@ -24,6 +25,16 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Benchmarks: overhead, tracked-process throughput, enforcement, the daemon itself (as root).
+    /// Writes bench/results.md and bench/results.json.
+    Bench {
+        /// Rounds of alternating configurations.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Fewer iterations and trials (a smoke run, not for the record).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Build and run `mcpmon run` with the given arguments (default: events as JSON lines on stdout).
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -39,11 +50,12 @@ fn main() -> anyhow::Result<()> {
             util::cargo(&["build", "--release", "-p", "monitor"])
         }
         Task::Test { args } => test(&args),
+        Task::Bench { rounds, quick } => bench::run(bench::Opts { rounds, quick }),
         Task::Run { args } => {
             setup::run()?;
             util::cargo(&["build", "--release", "-p", "monitor"])?;
             let mut argv = vec!["run".to_string()];
-            // The rules directory joins these defaults once the rules engine lands.
+            // Default rules come from rules/ (mcpmon finds them next to its source tree).
             if args.is_empty() {
                 argv.extend(["--events".to_string(), "-".to_string()]);
             }

@@ -28,6 +28,11 @@ use monitor_common::{
 /// The eBPF object, compiled from source by build.rs for this build.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor-ebpf.o"));
 
+/// The same object production loads (benchmarks attach single programs of it).
+pub fn object() -> &'static [u8] {
+    EBPF_OBJECT
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error("mcpmon must run as root to load eBPF programs (effective uid is {0}); try: sudo mcpmon run")]

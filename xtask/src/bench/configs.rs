@@ -1,0 +1,265 @@
+//! The configurations compared on untracked processes, started and stopped around each sample.
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Value};
+
+use super::{mcpmon, stats, workloads::{Workloads, NAMES}};
+use crate::util;
+
+/// A pid no process has (pid_max is at most 2^22): the filter every tracer is given.
+const NO_PID: &str = "4194303";
+
+/// Syscalls mcpmon hooks (its on-demand tracepoints), for bpftrace and audit.
+const SYSCALLS: &[&str] = &["execve", "execveat", "open", "creat", "openat", "openat2", "connect", "sendto", "sendmsg", "read", "write"];
+
+pub fn install_peers() -> anyhow::Result<()> {
+    let missing: Vec<&str> = ["bpftrace", "auditd", "git"].into_iter().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // Keep the audit daemon from starting at install: audit must come last in the run.
+    std::fs::write("/usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n")?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions("/usr/sbin/policy-rc.d", std::fs::Permissions::from_mode(0o755))?;
+    let r = util::run(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing));
+    let _ = std::fs::remove_file("/usr/sbin/policy-rc.d");
+    r
+}
+
+fn installed(pkg: &str) -> bool {
+    util::output("dpkg-query", &["-W", "-f=${Status}", pkg]).is_some_and(|s| s.contains("install ok installed"))
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub events: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// `mcpmon run` with the default rules; events to `events` (or /dev/null).
+    pub fn start(extra: &[&str], keep_events: bool) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("s.sock");
+        let events = if keep_events { dir.path().join("events.jsonl") } else { PathBuf::from("/dev/null") };
+        let child = Command::new(mcpmon())
+            .arg("run")
+            .arg("--events")
+            .arg(&events)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(["--metrics-addr", "none"])
+            .args(extra)
+            .env("MCPMON_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?;
+        let d = Self { child, socket, events, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !d.servers().map(|s| s.is_array()).unwrap_or(false) {
+            if Instant::now() > deadline {
+                bail!("mcpmon run did not come up");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(d)
+    }
+
+    pub fn servers(&self) -> Option<Value> {
+        let out = Command::new(mcpmon()).args(["servers", "--json", "--socket"]).arg(&self.socket).output().ok()?;
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn exec(&self, name: &str, cmd: &[&str]) -> Command {
+        let mut c = Command::new(mcpmon());
+        c.args(["exec", "--name", name, "--require-monitor", "--socket"]).arg(&self.socket).arg("--").args(cmd);
+        c
+    }
+
+    /// SIGTERM and wait; the events written (when kept).
+    pub fn stop(mut self) -> anyhow::Result<Vec<Value>> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait()?;
+        if self.events == Path::new("/dev/null") {
+            return Ok(vec![]);
+        }
+        let text = std::fs::read_to_string(&self.events)?;
+        Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+    }
+}
+
+/// (CPU seconds, RSS bytes) of a process.
+pub fn usage(pid: u32) -> (f64, u64) {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let cpu = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.split_whitespace().next()).and_then(|k| k.parse::<u64>().ok()))
+        .unwrap_or(0);
+    (cpu / tick, rss * 1024)
+}
+
+pub enum Running {
+    None,
+    Daemon(Daemon, Option<Child>),
+    Child(Child),
+    Audit(Child),
+}
+
+pub const CONFIGS: &[&str] = &["none", "mcpmon_idle", "mcpmon_server", "floor", "bpftrace"];
+
+pub fn start(name: &str) -> anyhow::Result<Running> {
+    Ok(match name {
+        "none" => Running::None,
+        "mcpmon_idle" => Running::Daemon(Daemon::start(&[], false)?, None),
+        "mcpmon_server" => {
+            let d = Daemon::start(&[], false)?;
+            let server = d.exec("bench-server", &["sleep", "100000"]).stdin(Stdio::null()).stdout(Stdio::null()).spawn()?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !d.servers().map(|s| s.to_string().contains("bench-server")).unwrap_or(false) {
+                if Instant::now() > deadline {
+                    bail!("the bench server was not tracked");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Running::Daemon(d, Some(server))
+        }
+        "floor" => {
+            let mut c = Command::new(mcpmon()).arg("bench-floor").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+            let mut line = String::new();
+            BufReader::new(c.stdout.take().context("floor stdout")?).read_line(&mut line)?;
+            if !line.starts_with("ready") {
+                bail!("bench-floor: {line}");
+            }
+            Running::Child(c)
+        }
+        "bpftrace" => {
+            let probes: Vec<String> = SYSCALLS
+                .iter()
+                .flat_map(|s| [format!("tracepoint:syscalls:sys_enter_{s}"), format!("tracepoint:syscalls:sys_exit_{s}")])
+                .collect();
+            let script = format!("{} /pid == {NO_PID}/ {{ @n[probe] = count(); }}", probes.join(",\n"));
+            let mut c = Command::new("bpftrace").arg("-e").arg(&script).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+            let mut r = BufReader::new(c.stdout.take().context("bpftrace stdout")?);
+            let mut line = String::new();
+            r.read_line(&mut line)?;
+            if !line.contains("Attaching") {
+                bail!("bpftrace: {line}");
+            }
+            // bpftrace prints "Attaching N probes..." before attaching: give it time to finish.
+            std::thread::sleep(Duration::from_secs(3));
+            std::thread::spawn(move || for _ in r.lines() {});
+            Running::Child(c)
+        }
+        "auditd" => {
+            let c = Command::new("auditd").arg("-n").stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+            std::thread::sleep(Duration::from_millis(500));
+            util::run(Command::new("auditctl").args(["-e", "1"]))?;
+            let mut rule = vec!["-a", "always,exit", "-F", "arch=b64"];
+            for s in SYSCALLS {
+                rule.extend(["-S", s]);
+            }
+            rule.extend(["-F", "pid=4194303", "-k", "mcpmon_bench"]);
+            util::run(Command::new("auditctl").args(&rule))?;
+            Running::Audit(c)
+        }
+        other => bail!("unknown configuration {other}"),
+    })
+}
+
+pub fn stop(r: Running) -> anyhow::Result<()> {
+    match r {
+        Running::None => {}
+        Running::Daemon(d, server) => {
+            if let Some(mut s) = server {
+                let _ = s.kill();
+                let _ = s.wait();
+            }
+            d.stop()?;
+        }
+        Running::Child(mut c) => {
+            drop(c.stdin.take());
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Running::Audit(mut c) => {
+            let _ = Command::new("auditctl").arg("-D").status();
+            let _ = Command::new("auditctl").args(["-e", "0"]).status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    // Detaching tracepoints waits on RCU; let the machine settle before the next sample.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(())
+}
+
+/// Samples every workload under `configs`, alternating them in each round; returns per config and
+/// workload the raw samples.
+fn sample_rounds(w: &Workloads, configs: &[&str], rounds: usize) -> anyhow::Result<Vec<Vec<Vec<f64>>>> {
+    let mut samples = vec![vec![Vec::new(); NAMES.len()]; configs.len()];
+    for round in 0..rounds {
+        for k in 0..configs.len() {
+            // Rotate the order each round so no configuration always runs first or last.
+            let ci = (k + round) % configs.len();
+            let r = start(configs[ci]).with_context(|| format!("starting {}", configs[ci]))?;
+            for (wi, name) in NAMES.iter().enumerate() {
+                let v = w.sample(name)?;
+                samples[ci][wi].push(v);
+            }
+            stop(r)?;
+            eprintln!("bench: round {}/{rounds}: {} done", round + 1, configs[ci]);
+        }
+    }
+    Ok(samples)
+}
+
+fn ratios(samples: &[Vec<Vec<f64>>], configs: &[&str], base: usize) -> Value {
+    let mut out = serde_json::Map::new();
+    for (ci, c) in configs.iter().enumerate() {
+        let mut per = serde_json::Map::new();
+        for (wi, name) in NAMES.iter().enumerate() {
+            let r: Vec<f64> = samples[ci][wi].iter().zip(samples[base][wi].iter()).map(|(a, b)| a / b).collect();
+            per.insert(name.to_string(), json!({"ratio": stats(&r), "ns": stats(&samples[ci][wi])}));
+        }
+        out.insert(c.to_string(), Value::Object(per));
+    }
+    Value::Object(out)
+}
+
+pub fn overhead(w: &Workloads, _work: &Path, rounds: usize) -> anyhow::Result<Value> {
+    let samples = sample_rounds(w, CONFIGS, rounds)?;
+    Ok(json!({"configs": ratios(&samples, CONFIGS, 0), "rounds": rounds}))
+}
+
+/// auditd, alternating with "none" (both after audit was first enabled, which slows every new
+/// process until reboot; the ratio compares like with like).
+pub fn auditd_rounds(w: &Workloads, rounds: usize) -> anyhow::Result<Value> {
+    let configs = ["none", "auditd"];
+    // Enable audit once first, so every "none" sample below pays the same audit-enabled cost.
+    let _ = Command::new("auditctl").args(["-e", "1"]).status();
+    let _ = Command::new("auditctl").args(["-e", "0"]).status();
+    let samples = sample_rounds(w, &configs, rounds)?;
+    Ok(ratios(&samples, &configs, 0)["auditd"].clone())
+}

@@ -1,0 +1,100 @@
+//! Enforcement over many trials: in-kernel kill (no byte of the protected file may reach the
+//! victim), user-space kill (event → death time, and how many victims read the file first),
+//! connect deny.
+use std::{path::Path, process::Stdio};
+
+use serde_json::{json, Value};
+
+use super::{configs::{usage, Daemon}, mcpmon, percentile, stats};
+
+const SECRET: &str = "BENCH-SECRET-7c1e";
+
+pub fn run(work: &Path, quick: bool) -> anyhow::Result<Value> {
+    let trials = if quick { 60 } else { 400 };
+    let dir = work.join("enforce");
+    let _ = std::fs::remove_dir_all(&dir);
+    let home = dir.join("home/victim");
+    std::fs::create_dir_all(home.join(".ssh"))?;
+    let key = home.join(".ssh/id_ed25519");
+    std::fs::write(&key, format!("{SECRET}\n"))?;
+    let plain = dir.join("plain-secret.txt");
+    std::fs::write(&plain, format!("{SECRET}\n"))?;
+    let passwd = dir.join("passwd");
+    std::fs::write(&passwd, format!("victim:x:5000:5000::{}:/bin/sh\n", home.display()))?;
+    // The shipped rules, plus a user-space kill rule (no `kernel:` section) on the plain file and a
+    // loopback stand-in for the metadata address.
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules)?;
+    for e in std::fs::read_dir(crate::util::root().join("rules"))?.flatten() {
+        let mut t = std::fs::read_to_string(e.path())?;
+        if e.file_name() == "local.yaml" {
+            t = t.replace("extra_denied_addrs: []", "extra_denied_addrs: [127.0.0.254/32]");
+        }
+        std::fs::write(rules.join(e.file_name()), t)?;
+    }
+    std::fs::write(
+        rules.join("zz-bench.yaml"),
+        format!(
+            "rules:\n  - id: bench-userspace-kill\n    description: user-space kill benchmark\n    severity: high\n    action: kill\n    event: open\n    condition: {{file.path: {{equals: {}}}}}\n    output: x\n    tags: [T1005]\n    fixtures:\n      match: [{{event: open, file.path: {}}}]\n      no_match: [{{event: open, file.path: /x}}]\n",
+            plain.display(),
+            plain.display()
+        ),
+    )?;
+    let d = Daemon::start(&["--passwd", passwd.to_str().unwrap(), "--rules", rules.to_str().unwrap(), "--alert-throttle-secs", "0"], true)?;
+    let (idle_cpu0, _) = usage(d.pid());
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    let (idle_cpu1, idle_rss) = usage(d.pid());
+    let m = mcpmon();
+    let mut kernel_read = 0;
+    let mut user_read = 0;
+    let mut denied = 0;
+    for i in 0..trials {
+        let out = d.exec(&format!("kvictim-{i}"), &[m.to_str().unwrap(), "bench-loop", "read", "1", key.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+        if String::from_utf8_lossy(&out.stdout).contains(SECRET) {
+            kernel_read += 1;
+        }
+        let out = d.exec(&format!("uvictim-{i}"), &[m.to_str().unwrap(), "bench-loop", "read", "1", plain.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+        if String::from_utf8_lossy(&out.stdout).contains(SECRET) {
+            user_read += 1;
+        }
+        let out = d.exec(&format!("dial-{i}"), &[m.to_str().unwrap(), "bench-loop", "dial", "1", "127.0.0.254:9"]).output()?;
+        if String::from_utf8_lossy(&out.stdout).trim() == "eperm" {
+            denied += 1;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let recs = d.stop()?;
+    // Event → death for user-space kills: the open event and the exit event of the same pid.
+    let mut open_ts = std::collections::HashMap::new();
+    let mut death_us = Vec::new();
+    let mut signal_us = Vec::new();
+    for v in &recs {
+        let server = v["server"].as_str().unwrap_or("");
+        if v["kind"] == "open" && server.starts_with("uvictim") && v["resolved_path"] == plain.to_str().unwrap() {
+            open_ts.insert(v["pid"].as_u64().unwrap_or(0), v["ts_mono_ns"].as_u64().unwrap_or(0));
+        }
+        if v["kind"] == "exit" && v["signal"] == 9 {
+            if let Some(t0) = open_ts.get(&v["pid"].as_u64().unwrap_or(0)) {
+                death_us.push((v["ts_mono_ns"].as_u64().unwrap_or(0).saturating_sub(*t0)) as f64 / 1000.0);
+            }
+        }
+        if v["kind"] == "alert" && v["rule"]["id"] == "bench-userspace-kill" {
+            if let Some(l) = v["action"]["latency_us"].as_f64() {
+                signal_us.push(l);
+            }
+        }
+    }
+    let kernel_kills = recs.iter().filter(|v| v["kind"] == "alert" && v["rule"]["id"] == "ssh-private-key-read" && v["action"]["result"] == "killed_in_kernel").count();
+    Ok(json!({
+        "trials": trials,
+        "kernel_kill": {"victims_that_read_the_file": kernel_read, "kills": kernel_kills},
+        "userspace_kill": {
+            "victims_that_read_the_file": user_read,
+            "event_to_signal_us": {"p50": percentile(&signal_us, 50.0), "p99": percentile(&signal_us, 99.0), "n": signal_us.len()},
+            "event_to_death_us": {"p50": percentile(&death_us, 50.0), "p99": percentile(&death_us, 99.0), "n": death_us.len()},
+        },
+        "connect_deny": {"denied": denied},
+        "daemon_idle": {"cpu_cores": (idle_cpu1 - idle_cpu0) / 10.0, "rss_bytes": idle_rss, "window_s": 10, "with_rules": "shipped + bench"},
+        "_": stats(&[]),
+    }))
+}

@@ -1,0 +1,90 @@
+//! `cargo xtask bench`: mcpmon's cost, measured side by side in one run.
+//!
+//! 1. Overhead on untracked processes: open+close, fork+exec and loopback-connect loops, `git
+//!    status` on a large tree and a small `cargo build`, under: no monitor; `mcpmon run` with no
+//!    server alive; the same with one tracked server alive; the floor (one lookup on the same
+//!    hooks); bpftrace (same hooks, pid filter); auditd (same syscalls, pid filter, run last:
+//!    enabling audit slows new processes until reboot). Configurations alternate within each
+//!    round; each figure is the median of the per-round ratios to "no monitor", with the spread.
+//! 2. Tracked processes: the same loops inside a tracked tree: cost per event, sustained event
+//!    rate and loss for one producer and for several.
+//! 3. Enforcement: in-kernel kill, user-space kill (event → death), connect deny, over many trials.
+//! 4. The daemon itself: RSS and CPU idle and under load.
+//! Writes bench/results.json and bench/results.md.
+mod configs;
+mod enforce;
+mod report;
+mod tracked;
+mod workloads;
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::util;
+
+pub struct Opts {
+    pub rounds: usize,
+    pub quick: bool,
+}
+
+pub fn mcpmon() -> PathBuf {
+    util::root().join("target/release/mcpmon")
+}
+
+pub fn run(opts: Opts) -> anyhow::Result<()> {
+    if !util::is_root() {
+        anyhow::bail!("the benchmark loads eBPF, bpftrace and audit rules: run it as root");
+    }
+    crate::setup::run()?;
+    configs::install_peers()?;
+    util::cargo(&["build", "--release", "-p", "monitor"])?;
+    let work = util::root().join("target/bench");
+    std::fs::create_dir_all(&work)?;
+    let w = workloads::Workloads::prepare(&work, opts.quick)?;
+    let mut out = BTreeMap::new();
+    out.insert("machine".to_string(), report::machine());
+
+    eprintln!("bench: 1/4 overhead on untracked processes ({} rounds)", opts.rounds);
+    let overhead = configs::overhead(&w, &work, opts.rounds)?;
+    out.insert("overhead".into(), overhead);
+    eprintln!("bench: 2/4 tracked processes");
+    out.insert("tracked".into(), tracked::run(&work, opts.quick)?);
+    eprintln!("bench: 3/4 enforcement");
+    out.insert("enforcement".into(), enforce::run(&work, opts.quick)?);
+    eprintln!("bench: 4/4 auditd (last: it leaves audit enabled-slow until reboot)");
+    let audit = configs::auditd_rounds(&w, opts.rounds)?;
+    if let Some(o) = out.get_mut("overhead") {
+        o["auditd"] = audit;
+    }
+    let v = Value::Object(out.into_iter().collect());
+    let dir = util::root().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&v)?)?;
+    std::fs::write(dir.join("results.md"), report::markdown(&v))?;
+    eprintln!("bench: wrote bench/results.md and bench/results.json");
+    print!("{}", report::markdown(&v));
+    let _ = json!(null);
+    Ok(())
+}
+
+/// Median and spread of samples.
+pub fn stats(v: &[f64]) -> Value {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if s.is_empty() {
+        return json!(null);
+    }
+    let med = if s.len() % 2 == 1 { s[s.len() / 2] } else { (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0 };
+    json!({"median": med, "min": s[0], "max": s[s.len() - 1], "n": s.len()})
+}
+
+pub fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
+    s[i.min(s.len() - 1)]
+}

@@ -1,0 +1,84 @@
+//! Loops inside a tracked tree: every operation is an event the daemon decodes, correlates and
+//! evaluates. Cost per event, sustained rate, and loss accounting with several producers.
+use std::{process::Stdio, time::Instant};
+
+use anyhow::bail;
+use serde_json::{json, Value};
+
+use super::{configs::{usage, Daemon}, mcpmon, stats, workloads::loop_ns};
+
+fn stats_record(recs: &[Value]) -> Value {
+    recs.iter().rev().find(|v| v["kind"] == "stats").cloned().unwrap_or(Value::Null)
+}
+
+fn lost_total(st: &Value) -> u64 {
+    st["lost"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0)
+}
+
+pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
+    let n: u64 = if quick { 50_000 } else { 200_000 };
+    let rounds = if quick { 2 } else { 3 };
+    let mut per_event = Vec::new();
+    let mut rate = Vec::new();
+    let mut one = Vec::new();
+    let mut cpu_load = Vec::new();
+    let mut rss_load = Vec::new();
+    for _ in 0..rounds {
+        // Same daemon, hooks attached (a server alive): untracked vs tracked loop.
+        let d = Daemon::start(&[], true)?;
+        let mut keep = d.exec("bench-keepalive", &["sleep", "100000"]).stdin(Stdio::null()).stdout(Stdio::null()).spawn()?;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let untracked = loop_ns("open", n)?;
+        let (c0, _) = usage(d.pid());
+        let t = Instant::now();
+        let out = d.exec("bench-loop", &[mcpmon().to_str().unwrap(), "bench-loop", "open", &n.to_string()]).output()?;
+        let wall = t.elapsed().as_secs_f64();
+        if !out.status.success() {
+            bail!("tracked loop: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let tracked: f64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+        // Let the daemon drain, then read its CPU and memory.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let (c1, rss) = usage(d.pid());
+        let _ = keep.kill();
+        let _ = keep.wait();
+        let recs = d.stop()?;
+        let st = stats_record(&recs);
+        let opens = recs.iter().filter(|v| v["kind"] == "open" && v["server"] == "bench-loop").count() as u64;
+        per_event.push(tracked - untracked);
+        rate.push(n as f64 / (tracked * n as f64 / 1e9));
+        cpu_load.push((c1 - c0) / wall);
+        rss_load.push(rss as f64);
+        one.push(json!({"ops": n, "open_events_delivered": opens, "lost": st["lost"], "untracked_ns": untracked, "tracked_ns": tracked}));
+    }
+
+    // Several producers at once: past the limit, every lost event must be counted.
+    let producers = 4;
+    let d = Daemon::start(&["--ringbuf-mib", "1"], true)?;
+    let mut kids = Vec::new();
+    for i in 0..producers {
+        kids.push(d.exec(&format!("bench-producer-{i}"), &[mcpmon().to_str().unwrap(), "bench-loop", "open", &n.to_string()]).stdout(Stdio::null()).spawn()?);
+    }
+    for mut k in kids {
+        k.wait()?;
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let recs = d.stop()?;
+    let st = stats_record(&recs);
+    let delivered = recs.iter().filter(|v| v["kind"] == "open" && v["server"].as_str().is_some_and(|s| s.starts_with("bench-producer"))).count() as u64;
+    let lost = lost_total(&st);
+    Ok(json!({
+        "single_producer": {
+            "cost_per_event_ns": stats(&per_event),
+            "events_per_s": stats(&rate),
+            "runs": one,
+            "daemon_cpu_cores": stats(&cpu_load),
+            "daemon_rss_bytes": stats(&rss_load),
+        },
+        "several_producers": {
+            "producers": producers, "ops_each": n, "ringbuf_mib": 1,
+            "open_events_delivered": delivered, "lost_counted": st["lost"],
+            "accounted": delivered + lost, "generated_at_least": producers as u64 * n,
+        },
+    }))
+}
