@@ -219,6 +219,10 @@ pub fn stop(r: Running) -> anyhow::Result<()> {
 /// workload the raw samples.
 fn sample_rounds(w: &Workloads, configs: &[&str], rounds: usize) -> anyhow::Result<Vec<Vec<Vec<f64>>>> {
     let mut samples = vec![vec![Vec::new(); NAMES.len()]; configs.len()];
+    // Warm caches (page cache, cargo, git index) so the first sample is not an outlier.
+    for name in NAMES {
+        w.sample(name)?;
+    }
     for round in 0..rounds {
         for k in 0..configs.len() {
             // Rotate the order each round so no configuration always runs first or last.

@@ -22,6 +22,8 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
     let mut rate = Vec::new();
     let mut one = Vec::new();
     let mut cpu_load = Vec::new();
+    let mut processed = Vec::new();
+    let mut lag = Vec::new();
     let mut rss_load = Vec::new();
     for _ in 0..rounds {
         // Same daemon, hooks attached (a server alive): untracked vs tracked loop.
@@ -37,9 +39,18 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
             bail!("tracked loop: {}", String::from_utf8_lossy(&out.stderr));
         }
         let tracked: f64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
-        // Let the daemon drain, then read its CPU and memory.
-        std::thread::sleep(std::time::Duration::from_secs(2));
-        let (c1, rss) = usage(d.pid());
+        // The daemon has drained when its CPU time stops growing: that is when the last event
+        // was processed. Its processing rate is events over that whole window.
+        let (mut c1, mut rss) = usage(d.pid());
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let (c, r) = usage(d.pid());
+            if c - c1 < 0.01 {
+                break;
+            }
+            (c1, rss) = (c, r);
+        }
+        let drained = t.elapsed().as_secs_f64().max(wall) - 0.2;
         let _ = keep.kill();
         let _ = keep.wait();
         let recs = d.stop()?;
@@ -47,7 +58,9 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
         let opens = recs.iter().filter(|v| v["kind"] == "open" && v["server"] == "bench-loop").count() as u64;
         per_event.push(tracked - untracked);
         rate.push(n as f64 / (tracked * n as f64 / 1e9));
-        cpu_load.push((c1 - c0) / wall);
+        processed.push(n as f64 / drained);
+        lag.push((drained - wall).max(0.0));
+        cpu_load.push((c1 - c0) / drained);
         rss_load.push(rss as f64);
         one.push(json!({"ops": n, "open_events_delivered": opens, "lost": st["lost"], "untracked_ns": untracked, "tracked_ns": tracked}));
     }
@@ -71,6 +84,8 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
         "single_producer": {
             "cost_per_event_ns": stats(&per_event),
             "events_per_s": stats(&rate),
+            "daemon_events_per_s": stats(&processed),
+            "drain_lag_s": stats(&lag),
             "runs": one,
             "daemon_cpu_cores": stats(&cpu_load),
             "daemon_rss_bytes": stats(&rss_load),
