@@ -332,6 +332,11 @@ pub mod protect {
     /// An executable: kill a tracked process that execs it (checked in the new image before it
     /// runs an instruction).
     pub const KILL_EXEC: u32 = 1 << 3;
+    /// BPF-LSM kernels: fail the open with EPERM instead (read / write). Always set together with
+    /// the matching KILL bit: where the LSM runs the open fails and nothing is killed; elsewhere
+    /// the kill at the open's exit is the fallback.
+    pub const DENY_READ: u32 = 1 << 4;
+    pub const DENY_WRITE: u32 = 1 << 5;
 }
 
 /// `NET_POLICY_V4/V6` values (LPM tries keyed by address prefix).
@@ -380,6 +385,7 @@ pub mod globals {
     pub const TASK_COMM_OFF: &str = "TASK_COMM_OFF";
     pub const INODE_SB_OFF: &str = "INODE_SB_OFF";
     pub const TASK_MM_OFF: &str = "TASK_MM_OFF";
+    pub const FILE_F_MODE_OFF: &str = "FILE_F_MODE_OFF";
     pub const MM_EXE_FILE_OFF: &str = "MM_EXE_FILE_OFF";
     pub const SB_DEV_OFF: &str = "SB_DEV_OFF";
     pub const FILE_DENTRY_OFF: &str = "FILE_DENTRY_OFF";

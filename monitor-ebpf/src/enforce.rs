@@ -14,14 +14,14 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_send_signal},
-    macros::{cgroup_sock_addr, map, tracepoint},
+    macros::{cgroup_sock_addr, lsm, map, tracepoint},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
-    programs::{SockAddrContext, TracePointContext},
+    programs::{LsmContext, SockAddrContext, TracePointContext},
 };
 use monitor_common::{flags, net_policy, policy, protect, EventKind, InodeKey, IoUringEvent};
 
 use crate::{
-    maps::{current, daemon_tgid, fill_header, output, tracked, PENDING_CONNECT},
+    maps::{current, daemon_tgid, fill_header, output, tracked, PENDING_CONNECT, PENDING_OPEN},
     stdio::{fd_file, file_inode, inode_ino},
 };
 
@@ -41,6 +41,8 @@ pub static POLICY: Array<u32> = Array::with_max_entries(policy::LEN, 0);
 static INODE_SB_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_MM_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static FILE_F_MODE_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static MM_EXE_FILE_OFF: u32 = 0;
 #[unsafe(no_mangle)]
@@ -162,6 +164,42 @@ pub fn exec_check() -> u32 {
         },
         None => 0,
     }
+}
+
+const FMODE_READ: u32 = 1;
+const FMODE_WRITE: u32 = 2;
+const EPERM: i32 = 1;
+
+/// BPF-LSM `file_open(struct file *file)` (kernels booted with the BPF LSM): a protected inode
+/// under a deny policy fails the open with EPERM and the process lives. The open's exit
+/// tracepoint then reports the failed open, marked denied. The path is already resolved here,
+/// so the inode is the file whatever name was used.
+#[lsm(hook = "file_open")]
+pub fn mcpm_lsm_file_open(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(1);
+    if prev != 0 {
+        return prev;
+    }
+    let cur = current();
+    if tracked(cur).is_none() {
+        return 0;
+    }
+    let file: *const u8 = ctx.arg(0);
+    let Some(inode) = file_inode(file) else { return 0 };
+    let Some(key) = inode_key(inode) else { return 0 };
+    let Some(p) = (unsafe { PROTECTED.get(&key) }).copied() else { return 0 };
+    let mode: u32 = unsafe { bpf_probe_read_kernel(file.add(g(&FILE_F_MODE_OFF)) as *const u32) }.unwrap_or(0);
+    let deny = (p & protect::DENY_READ != 0 && mode & FMODE_READ != 0) || (p & protect::DENY_WRITE != 0 && mode & FMODE_WRITE != 0);
+    if !deny {
+        return 0;
+    }
+    if let Some(ev) = PENDING_OPEN.get_ptr_mut(&cur.tid) {
+        unsafe {
+            (*ev).hdr.flags |= flags::DENIED;
+            (*ev).policy = p;
+        }
+    }
+    -EPERM
 }
 
 /// Policy for an IPv4 destination (network byte order as in memory).

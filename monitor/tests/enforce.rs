@@ -208,6 +208,11 @@ fn metadata_deny_udp_and_io_uring() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "the process lives: {out:?}");
     assert_eq!(stdout.matches("eperm").count(), 2, "{stdout}");
+    // sendmsg with a destination (msg_name) is refused the same way.
+    let out = victim(&d, "net-sendmsg", &format!("{py} -c \"import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ntry:\n  s.sendmsg([b'exfil'], [], 0, ('127.0.0.254', 123)); print('sent')\nexcept PermissionError:\n  print('eperm')\n\""));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("eperm"), "{out:?}");
+    let sm = d.expect("sendmsg deny alert", |v| v["kind"] == "alert" && v["rule"]["id"] == "cloud-metadata-connect" && v["server"]["name"] == "net-sendmsg");
+    assert_eq!(sm["event"]["port"], 123, "{sm}");
     let deny = d.expect("connect deny alert", |v| v["kind"] == "alert" && v["rule"]["id"] == "cloud-metadata-connect" && v["event"]["kind"] == "connect");
     assert_eq!(deny["action"]["result"], "denied_in_kernel", "{deny}");
     assert_eq!(deny["event"]["result"]["errno"], "EPERM");

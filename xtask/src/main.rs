@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: everything a fresh Debian machine needs to build, test and run mcpmon.
 mod bench;
 mod peers;
+mod vm;
 mod setup;
 mod util;
 
@@ -35,6 +36,16 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Kernel matrix: the enforcement scenario on this kernel (fallbacks) and in a VM booted from
+    /// Debian's kernel with the BPF LSM (qemu TCG).
+    VmTest {
+        /// Only the host run.
+        #[arg(long)]
+        host_only: bool,
+        /// Only the VM run.
+        #[arg(long)]
+        vm_only: bool,
+    },
     /// Build and run `mcpmon run` with the given arguments (default: events as JSON lines on stdout).
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -50,6 +61,7 @@ fn main() -> anyhow::Result<()> {
             util::cargo(&["build", "--release", "-p", "monitor"])
         }
         Task::Test { args } => test(&args),
+        Task::VmTest { host_only, vm_only } => vm::run(!vm_only, !host_only),
         Task::Bench { rounds, quick } => bench::run(bench::Opts { rounds, quick }),
         Task::Run { args } => {
             setup::run()?;

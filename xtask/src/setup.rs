@@ -32,7 +32,7 @@ const PACKAGES: &[&str] = &[
 ];
 const BPF_LINKER: &str = "0.13.0";
 
-fn installed(pkg: &str) -> bool {
+pub fn installed(pkg: &str) -> bool {
     output("dpkg-query", &["-W", "-f=${Status}", pkg]).is_some_and(|s| s.contains("install ok installed"))
 }
 

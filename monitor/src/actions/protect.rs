@@ -46,13 +46,16 @@ pub fn plan(rules: &RuleSet) -> Plan {
     for (slot, r) in rules.rules.iter().enumerate() {
         let Some(k) = &r.kernel else { continue };
         let slot_bits = (slot as u32) << protect::SLOT_SHIFT;
-        if r.action == Action::Kill {
+        if r.action == Action::Kill || r.action == Action::Deny {
+            // Deny: EPERM from the BPF LSM where it runs; the kill bits are the fallback (a
+            // denied open fails, so its exit never kills).
+            let deny = r.action == Action::Deny;
             let mut bits = 0;
             if k.on_read {
-                bits |= protect::KILL_READ;
+                bits |= protect::KILL_READ | if deny { protect::DENY_READ } else { 0 };
             }
             if k.on_write {
-                bits |= protect::KILL_WRITE;
+                bits |= protect::KILL_WRITE | if deny { protect::DENY_WRITE } else { 0 };
             }
             for pat in &k.files {
                 for path in expand(pat) {

@@ -187,6 +187,8 @@ pub struct TaskOffsets {
     /// The running image: `task->mm->exe_file`.
     pub task_mm: u32,
     pub mm_exe_file: u32,
+    /// `file->f_mode` (FMODE_READ/WRITE), for the LSM deny.
+    pub file_f_mode: u32,
 }
 
 impl TaskOffsets {
@@ -209,6 +211,7 @@ impl TaskOffsets {
             dentry_inode: btf.member_offset("dentry", "d_inode")?,
             task_mm: btf.member_offset("task_struct", "mm")?,
             mm_exe_file: btf.member_offset("mm_struct", "exe_file")?,
+            file_f_mode: btf.member_offset("file", "f_mode")?,
         })
     }
 }

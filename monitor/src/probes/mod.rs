@@ -3,6 +3,7 @@
 //! and unloads everything (programs and links are owned by the `Ebpf` value, nothing is pinned).
 pub mod btf;
 pub mod cgroup;
+pub mod lsm;
 pub mod features;
 pub mod tracefs;
 
@@ -76,6 +77,8 @@ pub struct Sensors {
     syscall_links: Vec<(&'static ProgramSpec, TracePointLinkId)>,
     /// Which path connect/sendmsg deny takes on this machine.
     pub deny: cgroup::DenyPath,
+    /// Whether the BPF-LSM `file_open` deny is attached.
+    pub lsm_deny: bool,
 }
 
 impl Sensors {
@@ -118,6 +121,7 @@ impl Sensors {
             .override_global(g::INODE_SB_OFF, &task.inode_sb, true)
             .override_global(g::SB_DEV_OFF, &task.sb_dev, true)
             .override_global(g::TASK_MM_OFF, &task.task_mm, true)
+            .override_global(g::FILE_F_MODE_OFF, &task.file_f_mode, true)
             .override_global(g::MM_EXE_FILE_OFF, &task.mm_exe_file, true)
             .override_global(g::FILE_DENTRY_OFF, &task.file_dentry, true)
             .override_global(g::DENTRY_PARENT_OFF, &task.dentry_parent, true)
@@ -150,6 +154,14 @@ impl Sensors {
         }
         // Exit hooks first, so an entry is never saved without its exit hook in place.
         on_demand.sort_by_key(|(_, h)| !h.is_syscall_exit());
+        let lsm = lsm::attach(&mut ebpf, &report.bpf_lsm);
+        match &lsm {
+            Ok(()) => {
+                tracing::info!("open deny: BPF-LSM file_open attached (deny rules fail the open with EPERM)");
+                attached.push("lsm:file_open".into());
+            }
+            Err(why) => tracing::info!("open deny: BPF-LSM unavailable ({why}); deny rules on files fall back to kill at the open's exit"),
+        }
         let deny = cgroup::attach_deny(&mut ebpf);
         match &deny {
             cgroup::DenyPath::Cgroup { root, attached: a } => {
@@ -160,7 +172,7 @@ impl Sensors {
                 tracing::warn!("connect/sendmsg deny unavailable ({why}); deny rules fall back to kill at syscall exit")
             }
         }
-        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, syscall_links: vec![], deny };
+        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, syscall_links: vec![], deny, lsm_deny: lsm.is_ok() };
         // Prove now, not at the first tracked server, that the kernel takes every syscall hook.
         sensors.attach_syscall_hooks()?;
         sensors.detach_syscall_hooks()?;

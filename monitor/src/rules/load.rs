@@ -239,8 +239,10 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
             Some(KernelSpec { executables: env.values(&k.executables, true)?, files: env.values(&k.files, true)?, dirs: env.values(&k.dirs, true)?, except, on_read, on_write, addrs, io_uring: k.io_uring })
         }
     };
-    if r.action == Action::Deny && (!only(&["connect", "send"]) || kernel.as_ref().map(|k| k.addrs.is_empty()).unwrap_or(true)) {
-        return Err("deny works on connect/send with `kernel: {addrs: …}` (cgroup sock_addr); use kill for other events".into());
+    let net_deny = only(&["connect", "send"]) && kernel.as_ref().is_some_and(|k| !k.addrs.is_empty());
+    let file_deny = only(&["open"]) && kernel.as_ref().is_some_and(|k| !k.files.is_empty());
+    if r.action == Action::Deny && !net_deny && !file_deny {
+        return Err("deny works on connect/send with `kernel: {addrs: …}` (cgroup sock_addr) and on open with `kernel: {files: …}` (BPF-LSM, else kill); use kill for other events".into());
     }
     let cond = match &r.condition {
         Some(c) => env.compile(c, 0)?,
@@ -329,7 +331,7 @@ rules:
         assert!(e.reason.contains("unknown list @nokeys") && e.line == Some(7), "{e}");
         let e = load(&OK.replace("T1552.004", "secrets")).unwrap_err();
         assert!(e.reason.contains("MITRE"), "{e}");
-        let e = load(&OK.replace("action: kill", "action: deny")).unwrap_err();
+        let e = load(&OK.replace("action: kill", "action: deny").replace("    kernel: {files: [\"@keys\"], on: [read]}\n", "")).unwrap_err();
         assert!(e.reason.contains("deny works on connect"), "{e}");
         let e = load(&OK.replace("severity: critical", "severity: huge")).unwrap_err();
         assert!(e.line == Some(9) && e.reason.contains("unknown variant"), "{e}");
