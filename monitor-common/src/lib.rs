@@ -366,6 +366,10 @@ pub struct IoUringEvent {
 }
 const _: () = assert!(core::mem::size_of::<IoUringEvent>() == 56);
 
+/// `TP_EXIT_GROUP_DEAD_OFF` when the kernel's `sched_process_exit` has no `group_dead` field
+/// (before Linux 6.3): the program reads `current->signal->live` instead.
+pub const NO_FIELD: u32 = u32::MAX;
+
 pub mod globals {
     pub const DAEMON_TGID: &str = "DAEMON_TGID";
     pub const TASK_REAL_PARENT_OFF: &str = "TASK_REAL_PARENT_OFF";
@@ -386,6 +390,8 @@ pub mod globals {
     pub const INODE_SB_OFF: &str = "INODE_SB_OFF";
     pub const TASK_MM_OFF: &str = "TASK_MM_OFF";
     pub const FILE_F_MODE_OFF: &str = "FILE_F_MODE_OFF";
+    pub const TASK_SIGNAL_OFF: &str = "TASK_SIGNAL_OFF";
+    pub const SIGNAL_LIVE_OFF: &str = "SIGNAL_LIVE_OFF";
     pub const MM_EXE_FILE_OFF: &str = "MM_EXE_FILE_OFF";
     pub const SB_DEV_OFF: &str = "SB_DEV_OFF";
     pub const FILE_DENTRY_OFF: &str = "FILE_DENTRY_OFF";

@@ -65,6 +65,10 @@ static TP_NEWTASK_PID_OFF: u32 = 0;
 static TP_NEWTASK_FLAGS_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_COMM_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_SIGNAL_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static SIGNAL_LIVE_OFF: u32 = 0;
 
 #[inline(always)]
 fn global(v: &'static u32) -> u32 {
@@ -80,8 +84,20 @@ pub fn tp_exec_filename_off() -> usize {
 pub fn tp_exec_old_pid_off() -> usize {
     global(&TP_EXEC_OLD_PID_OFF) as usize
 }
-pub fn tp_exit_group_dead_off() -> usize {
-    global(&TP_EXIT_GROUP_DEAD_OFF) as usize
+/// Whether the exiting thread is the last of its process: the tracepoint's `group_dead` field
+/// where the kernel has it (6.3+), else `current->signal->live == 0` (it is decremented before
+/// the tracepoint fires).
+#[inline(always)]
+pub fn exit_group_dead(ctx: &aya_ebpf::programs::TracePointContext) -> bool {
+    let off = global(&TP_EXIT_GROUP_DEAD_OFF);
+    if off != monitor_common::NO_FIELD {
+        return unsafe { ctx.read_at::<u8>(off as usize) }.unwrap_or(0) != 0;
+    }
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let Ok(signal) = bpf_probe_read_kernel(task.add(global(&TASK_SIGNAL_OFF) as usize) as *const *const u8) else { return false };
+        bpf_probe_read_kernel(signal.add(global(&SIGNAL_LIVE_OFF) as usize) as *const i32).map(|live| live == 0).unwrap_or(false)
+    }
 }
 pub fn tp_newtask_pid_off() -> usize {
     global(&TP_NEWTASK_PID_OFF) as usize

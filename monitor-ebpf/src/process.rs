@@ -23,7 +23,7 @@ use monitor_common::{
 
 use crate::maps::{
     count_lost, current, read_user_path, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
-    parent_comm, tp_exec_old_pid_off, tp_exit_group_dead_off, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current,
+    parent_comm, tp_exec_old_pid_off, exit_group_dead, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current,
     CANDIDATE_COMMS, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN, SCRATCH_EXEC, TRACKED,
 };
 
@@ -62,8 +62,7 @@ pub fn mcpm_exit(ctx: TracePointContext) -> u32 {
     let _ = PENDING_OPEN.remove(&cur.tid);
     let _ = PENDING_EXEC.remove(&cur.tid);
     let _ = PENDING_CONNECT.remove(&cur.tid);
-    let group_dead: u8 = unsafe { ctx.read_at(tp_exit_group_dead_off()) }.unwrap_or(0);
-    if group_dead == 0 {
+    if !exit_group_dead(&ctx) {
         return 0;
     }
     let mut ev = ExitEvent::default();

@@ -156,7 +156,8 @@ fn ssh_key_reads_die_in_the_kernel_whatever_the_path() {
     // A key created after start-up is protected once the periodic rescan sees it.
     let newkey = s.home.join(".ssh/id_new");
     std::fs::write(&newkey, format!("{SECRET}\n")).unwrap();
-    std::thread::sleep(Duration::from_millis(2600));
+    let nk = newkey.display().to_string();
+    d.expect("the rescan protects the new key", |v| v["kind"] == "protected_changed" && v["added"].as_array().is_some_and(|a| a.iter().any(|p| p == nk.as_str())));
     let out = victim(&d, "new-key", &format!("cat {}", newkey.display()));
     assert_killed_before_read(&d, "new-key", &out);
 

@@ -27,10 +27,10 @@ EV=$WORK/events.jsonl
 DAEMON=$!
 i=0
 while ! "$MCPMON" servers --socket "$SOCK" > /dev/null 2>&1; do
-  i=$((i + 1)); [ $i -gt 600 ] && { fail start "daemon did not come up"; cat "$WORK/daemon.log"; echo "VMTEST DONE 1"; exit 1; }
+  i=$((i + 1)); [ $i -gt 1500 ] && { fail start "daemon did not come up"; cat "$WORK/daemon.log"; echo "VMTEST DONE 1"; exit 1; }
   sleep 0.2
 done
-if grep -q "BPF-LSM file_open attached" "$WORK/daemon.log"; then path=lsm; else path=fallback; fi
+if grep -q "BPF-LSM file_open available" "$WORK/daemon.log"; then path=lsm; else path=fallback; fi
 [ "$path" = "$EXPECT" ] && pass "path-$EXPECT" || fail "path-$EXPECT" "daemon took $path: $(grep -i 'open deny' "$WORK/daemon.log")"
 
 # 1. SSH key under a deny rule: EPERM and the process lives (LSM), or killed (fallback).

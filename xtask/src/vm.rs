@@ -202,8 +202,11 @@ fn boot(kernel: &Path, initrd: &Path) -> anyhow::Result<String> {
     let _ = child.kill();
     let _ = child.wait();
     eprintln!("vm-test: VM run took {} s", start.elapsed().as_secs());
-    if !text.contains("VMTEST DONE") {
+    let log = kernel.parent().and_then(Path::parent).and_then(Path::parent).and_then(Path::parent).unwrap_or(Path::new(".")).join("serial.log");
+    let _ = std::fs::write(&log, &text);
+    if !text.contains("VMTEST DONE 0") {
         eprintln!("{text}");
     }
+    eprintln!("vm-test: serial console saved to {}", log.display());
     Ok(text)
 }

@@ -189,6 +189,9 @@ pub struct TaskOffsets {
     pub mm_exe_file: u32,
     /// `file->f_mode` (FMODE_READ/WRITE), for the LSM deny.
     pub file_f_mode: u32,
+    /// `task->signal->live` (group death on kernels whose exit tracepoint lacks `group_dead`).
+    pub task_signal: u32,
+    pub signal_live: u32,
 }
 
 impl TaskOffsets {
@@ -212,6 +215,8 @@ impl TaskOffsets {
             task_mm: btf.member_offset("task_struct", "mm")?,
             mm_exe_file: btf.member_offset("mm_struct", "exe_file")?,
             file_f_mode: btf.member_offset("file", "f_mode")?,
+            task_signal: btf.member_offset("task_struct", "signal")?,
+            signal_live: btf.member_offset("signal_struct", "live")?,
         })
     }
 }

@@ -1,19 +1,21 @@
 //! cgroup `sock_addr` programs: the connect/sendmsg deny path. They attach to the root of the
 //! cgroup v2 hierarchy (`/sys/fs/cgroup` on unified systems, `/sys/fs/cgroup/unified` on hybrid
-//! ones), found in /proc/self/mounts, so they see every process; each run is one `TRACKED` lookup.
+//! ones), found in /proc/self/mounts, so they see every process. Like the syscall hooks they are
+//! attached only while something is tracked (each run is a `TRACKED` lookup on every connect and
+//! UDP send of the machine); loading and one attach/detach at start-up prove the path works.
 //! Attached as bpf links (aya uses them where the kernel has them): a link is always one of many
 //! programs on the cgroup, and the kernel refuses the legacy ALLOW_MULTI flag on links.
 use std::path::PathBuf;
 
 use aya::{
-    programs::{links::CgroupAttachMode, CgroupSockAddr},
+    programs::{cgroup_sock_addr::CgroupSockAddrLinkId, links::CgroupAttachMode, CgroupSockAddr},
     Ebpf,
 };
 use monitor_common::names::CGROUP_PROGRAMS;
 
 #[derive(Debug, Clone)]
 pub enum DenyPath {
-    Cgroup { root: PathBuf, attached: Vec<String> },
+    Cgroup { root: PathBuf, programs: Vec<String> },
     Unavailable(String),
 }
 
@@ -25,28 +27,51 @@ pub fn cgroup2_root(mounts: &str) -> Option<PathBuf> {
     })
 }
 
-pub fn attach_deny(ebpf: &mut Ebpf) -> DenyPath {
+fn prog<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut CgroupSockAddr, String> {
+    ebpf.program_mut(name).ok_or("missing from the object")?.try_into().map_err(|e| format!("{e}"))
+}
+
+/// Loads the programs and proves they attach (then detaches them again).
+pub fn load_deny(ebpf: &mut Ebpf) -> DenyPath {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let Some(root) = cgroup2_root(&mounts) else { return DenyPath::Unavailable("no cgroup2 mount".into()) };
-    let dir = match std::fs::File::open(&root) {
-        Ok(d) => d,
-        Err(e) => return DenyPath::Unavailable(format!("{}: {e}", root.display())),
-    };
-    let mut attached = Vec::new();
     for (name, point) in CGROUP_PROGRAMS {
-        let r = (|| -> Result<(), String> {
-            let prog: &mut CgroupSockAddr =
-                ebpf.program_mut(name).ok_or("missing from the object")?.try_into().map_err(|e| format!("{e}"))?;
-            prog.load().map_err(|e| format!("load: {e}"))?;
-            prog.attach(&dir, CgroupAttachMode::Single).map_err(|e| format!("attach: {e}"))?;
-            Ok(())
-        })();
-        match r {
-            Ok(()) => attached.push(point.to_string()),
-            Err(e) => return DenyPath::Unavailable(format!("program {name} on cgroup {point}: {e}")),
+        if let Err(e) = prog(ebpf, name).and_then(|p| p.load().map_err(|e| format!("load: {e}"))) {
+            return DenyPath::Unavailable(format!("program {name} on cgroup {point}: {e}"));
         }
     }
-    DenyPath::Cgroup { root, attached }
+    match attach(ebpf, &root) {
+        Ok(links) => detach(ebpf, links),
+        Err(e) => return DenyPath::Unavailable(e),
+    }
+    DenyPath::Cgroup { root, programs: CGROUP_PROGRAMS.iter().map(|(_, p)| p.to_string()).collect() }
+}
+
+pub type Links = Vec<(&'static str, CgroupSockAddrLinkId)>;
+
+pub fn attach(ebpf: &mut Ebpf, root: &std::path::Path) -> Result<Links, String> {
+    let dir = std::fs::File::open(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let mut links = Vec::new();
+    for (name, point) in CGROUP_PROGRAMS {
+        match prog(ebpf, name).and_then(|p| p.attach(&dir, CgroupAttachMode::Single).map_err(|e| format!("attach: {e}"))) {
+            Ok(id) => links.push((*name, id)),
+            Err(e) => {
+                detach(ebpf, links);
+                return Err(format!("program {name} on cgroup {point}: {e}"));
+            }
+        }
+    }
+    Ok(links)
+}
+
+pub fn detach(ebpf: &mut Ebpf, links: Links) {
+    for (name, id) in links {
+        if let Ok(p) = prog(ebpf, name) {
+            if let Err(e) = p.detach(id) {
+                tracing::warn!("detaching {name}: {e}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

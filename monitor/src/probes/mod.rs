@@ -79,6 +79,9 @@ pub struct Sensors {
     pub deny: cgroup::DenyPath,
     /// Whether the BPF-LSM `file_open` deny is attached.
     pub lsm_deny: bool,
+    /// The deny programs' links while attached (with the syscall hooks).
+    cgroup_links: cgroup::Links,
+    lsm_link: Option<aya::programs::lsm::LsmLinkId>,
 }
 
 impl Sensors {
@@ -94,7 +97,14 @@ impl Sensors {
         let off = |cat, name, field| tracefs::field_offset(&tracefs, cat, name, field);
         let exec_filename = off("sched", "sched_process_exec", "filename")?;
         let exec_old_pid = off("sched", "sched_process_exec", "old_pid")?;
-        let exit_group_dead = off("sched", "sched_process_exit", "group_dead")?;
+        // `group_dead` arrived in Linux 6.3; older kernels (Debian 12's 6.1) read signal->live.
+        let exit_group_dead = match off("sched", "sched_process_exit", "group_dead") {
+            Ok(o) => o,
+            Err(_) => {
+                tracing::info!("sched_process_exit has no group_dead field: reading task->signal->live instead");
+                monitor_common::NO_FIELD
+            }
+        };
         let newtask_pid = off("task", "task_newtask", "pid")?;
         let newtask_flags = off("task", "task_newtask", "clone_flags")?;
         // io_uring may be compiled out; its hook is optional and these stay 0 then.
@@ -122,6 +132,8 @@ impl Sensors {
             .override_global(g::SB_DEV_OFF, &task.sb_dev, true)
             .override_global(g::TASK_MM_OFF, &task.task_mm, true)
             .override_global(g::FILE_F_MODE_OFF, &task.file_f_mode, true)
+            .override_global(g::TASK_SIGNAL_OFF, &task.task_signal, true)
+            .override_global(g::SIGNAL_LIVE_OFF, &task.signal_live, true)
             .override_global(g::MM_EXE_FILE_OFF, &task.mm_exe_file, true)
             .override_global(g::FILE_DENTRY_OFF, &task.file_dentry, true)
             .override_global(g::DENTRY_PARENT_OFF, &task.dentry_parent, true)
@@ -154,25 +166,23 @@ impl Sensors {
         }
         // Exit hooks first, so an entry is never saved without its exit hook in place.
         on_demand.sort_by_key(|(_, h)| !h.is_syscall_exit());
-        let lsm = lsm::attach(&mut ebpf, &report.bpf_lsm);
+        let lsm = lsm::load(&mut ebpf, &report.bpf_lsm);
         match &lsm {
             Ok(()) => {
-                tracing::info!("open deny: BPF-LSM file_open attached (deny rules fail the open with EPERM)");
-                attached.push("lsm:file_open".into());
+                tracing::info!("open deny: BPF-LSM file_open available, attached while a server is tracked (deny rules fail the open with EPERM)");
             }
             Err(why) => tracing::info!("open deny: BPF-LSM unavailable ({why}); deny rules on files fall back to kill at the open's exit"),
         }
-        let deny = cgroup::attach_deny(&mut ebpf);
+        let deny = cgroup::load_deny(&mut ebpf);
         match &deny {
-            cgroup::DenyPath::Cgroup { root, attached: a } => {
-                tracing::info!("connect/sendmsg deny: cgroup sock_addr programs on {} ({})", root.display(), a.join(", "));
-                attached.extend(a.iter().map(|x| format!("cgroup:{x}")));
+            cgroup::DenyPath::Cgroup { root, programs } => {
+                tracing::info!("connect/sendmsg deny: cgroup sock_addr programs on {} ({}), attached while a server is tracked", root.display(), programs.join(", "));
             }
             cgroup::DenyPath::Unavailable(why) => {
                 tracing::warn!("connect/sendmsg deny unavailable ({why}); deny rules fall back to kill at syscall exit")
             }
         }
-        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, syscall_links: vec![], deny, lsm_deny: lsm.is_ok() };
+        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, syscall_links: vec![], deny, lsm_deny: lsm.is_ok(), cgroup_links: vec![], lsm_link: None };
         // Prove now, not at the first tracked server, that the kernel takes every syscall hook.
         sensors.attach_syscall_hooks()?;
         sensors.detach_syscall_hooks()?;
@@ -192,6 +202,19 @@ impl Sensors {
     pub fn attach_syscall_hooks(&mut self) -> Result<(), ProbeError> {
         if self.syscall_hooks_active() {
             return Ok(());
+        }
+        if self.lsm_deny {
+            match lsm::attach(&mut self.ebpf) {
+                Ok(id) => self.lsm_link = Some(id),
+                Err(e) => tracing::error!("open deny: {e}"),
+            }
+        }
+        if let cgroup::DenyPath::Cgroup { root, .. } = &self.deny {
+            let root = root.clone();
+            match cgroup::attach(&mut self.ebpf, &root) {
+                Ok(l) => self.cgroup_links = l,
+                Err(e) => tracing::error!("connect deny: {e}"),
+            }
         }
         for i in 0..self.on_demand.len() {
             let (spec, Hook::TracePoint { category, name }) = self.on_demand[i];
@@ -218,6 +241,11 @@ impl Sensors {
     /// release does the slow kernel work (over a second for 18 tracepoints here: each waits for an
     /// RCU grace period). Dropping them on another thread keeps the event pipeline flowing.
     pub fn take_syscall_links(&mut self) -> Result<Vec<TracePointLink>, ProbeError> {
+        let links = std::mem::take(&mut self.cgroup_links);
+        cgroup::detach(&mut self.ebpf, links);
+        if let Some(id) = self.lsm_link.take() {
+            lsm::detach(&mut self.ebpf, id);
+        }
         let mut out = Vec::new();
         while let Some((spec, link)) = self.syscall_links.pop() {
             out.push(

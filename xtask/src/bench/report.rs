@@ -77,6 +77,18 @@ pub fn markdown(v: &Value) -> String {
     let _ = writeln!(s, "| events lost (all runs) | {lost_single} |");
     let _ = writeln!(s, "| daemon CPU over the window (loop + drain) | {:.2} cores |", cores);
     let _ = writeln!(s, "| daemon RSS under that load | {:.1} MiB |", med(&sp["daemon_rss_bytes"]) / 1048576.0);
+    // The profile: where the daemon's time per event goes (its own stage timers, first run).
+    if let Some(run) = sp["runs"].as_array().and_then(|r| r.first()) {
+        let n = run["daemon_events"].as_f64().unwrap_or(0.0).max(1.0);
+        if let Some(stages) = run["stage_ns"].as_object() {
+            let _ = writeln!(s, "\nWhere the daemon's time per event goes (its stage timers, first run, {} events; decoding and the JSON writer run in their own tasks and are not in these):\n\n| stage | ns per event |\n|---|---|", n);
+            let mut v: Vec<(&String, f64)> = stages.iter().map(|(k, x)| (k, x.as_f64().unwrap_or(0.0) / n)).collect();
+            v.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+            for (k, x) in v {
+                let _ = writeln!(s, "| {k} | {x:.0} |");
+            }
+        }
+    }
     let sev = &t["several_producers"];
     let _ = writeln!(s, "\nPast the limit ({} producers × {} opens, 1 MiB ring): {} open events delivered, lost counted {}, delivered + lost = {} for at least {} generated.\n", sev["producers"], sev["ops_each"], sev["open_events_delivered"], sev["lost_counted"], sev["accounted"], sev["generated_at_least"]);
     let keeps_up = med(&sp["daemon_events_per_s"]) >= 0.95 * med(&sp["events_per_s"]);

@@ -62,7 +62,8 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
         lag.push((drained - wall).max(0.0));
         cpu_load.push((c1 - c0) / drained);
         rss_load.push(rss as f64);
-        one.push(json!({"ops": n, "open_events_delivered": opens, "lost": st["lost"], "untracked_ns": untracked, "tracked_ns": tracked}));
+        let events: u64 = st["events"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
+        one.push(json!({"ops": n, "open_events_delivered": opens, "lost": st["lost"], "untracked_ns": untracked, "tracked_ns": tracked, "daemon_events": events, "stage_ns": st["stage_ns"]}));
     }
 
     // Several producers at once: past the limit, every lost event must be counted.
