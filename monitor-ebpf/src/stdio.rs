@@ -185,6 +185,9 @@ fn send_chunk(ev: &mut StdioEvent, buf: u64, off: u64, total: u64) {
     if n == 0 || n > STDIO_CHUNK as u32 {
         return;
     }
+    // n is already in 1..=STDIO_CHUNK; the mask restates that in a form older verifiers (6.1)
+    // track through the compiler's code, which otherwise see a possibly negative size.
+    let n = ((n - 1) & (STDIO_CHUNK as u32 - 1)) + 1;
     let r = unsafe { bpf_probe_read_user(ev.data.as_mut_ptr() as *mut _, n, (buf + off) as *const _) };
     if r != 0 {
         ev.hdr.flags |= monitor_common::flags::READ_FAILED;

@@ -25,11 +25,14 @@ EV=$WORK/events.jsonl
 "$MCPMON" run --events "$EV" --socket "$SOCK" --state-dir "$WORK/state" --passwd "$WORK/passwd" \
   --rules "$WORK/rules" --metrics-addr none 2> "$WORK/daemon.log" &
 DAEMON=$!
-i=0
-while ! "$MCPMON" servers --socket "$SOCK" > /dev/null 2>&1; do
-  i=$((i + 1)); [ $i -gt 1500 ] && { fail start "daemon did not come up"; cat "$WORK/daemon.log"; echo "VMTEST DONE 1"; exit 1; }
-  sleep 0.2
+start=$(date +%s)
+while ! grep -q "ready: control socket" "$WORK/daemon.log" 2>/dev/null; do
+  if ! kill -0 $DAEMON 2>/dev/null || [ $(( $(date +%s) - start )) -gt 600 ]; then
+    fail start "daemon did not come up"; cat "$WORK/daemon.log"; echo "VMTEST DONE 1"; exit 1
+  fi
+  sleep 1
 done
+echo "VMTEST INFO daemon ready after $(( $(date +%s) - start )) s"
 if grep -q "BPF-LSM file_open available" "$WORK/daemon.log"; then path=lsm; else path=fallback; fi
 [ "$path" = "$EXPECT" ] && pass "path-$EXPECT" || fail "path-$EXPECT" "daemon took $path: $(grep -i 'open deny' "$WORK/daemon.log")"
 
@@ -55,4 +58,5 @@ if [ "$EXPECT" = lsm ]; then want='denied_in_kernel'; else want='killed_in_kerne
 grep '"kind":"alert"' "$EV" | grep '"id":"ssh-private-key-read"' | grep -q "$want" && pass "alert-$want" || fail "alert-$want" "$(grep '"kind":"alert"' "$EV" | head -3)"
 grep '"kind":"alert"' "$EV" | grep '"id":"persistence-write"' | grep -q killed_in_kernel && pass alert-kill || fail alert-kill "no persistence alert"
 grep -q '"kind":"exit".*"signal":9' "$EV" && pass exit-event || fail exit-event "no SIGKILL exit event"
+[ $fails -gt 0 ] && { echo "--- daemon log"; cat "$WORK/daemon.log"; }
 echo "VMTEST DONE $fails"

@@ -89,5 +89,17 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     util::cargo(&["build", "-p", "monitor", "--bins"])?;
     let mut args: Vec<&str> = vec!["test", "--workspace", "--exclude", "monitor-ebpf", "--no-fail-fast"];
     args.extend(extra.iter().map(String::as_str));
-    util::cargo_test_summary(&args)
+    let tests = util::cargo_test_summary(&args);
+    // The kernel matrix: this kernel through the fallbacks, and Debian's kernel with the BPF LSM
+    // in a VM. Needs root (it loads eBPF); MCPMON_SKIP_VM=1 leaves it out of a quick local run.
+    let vm = if std::env::var("MCPMON_SKIP_VM").is_ok_and(|v| v == "1") {
+        eprintln!("xtask: MCPMON_SKIP_VM=1: kernel-matrix scenario skipped");
+        Ok(())
+    } else if !util::is_root() {
+        let strict = std::env::var("MCPMON_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1" || v == "true");
+        if strict { Err(anyhow::anyhow!("vm-test needs root")) } else { Ok(()) }
+    } else {
+        vm::run(true, true)
+    };
+    tests.and(vm)
 }

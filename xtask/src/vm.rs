@@ -173,10 +173,19 @@ fn boot(kernel: &Path, initrd: &Path) -> anyhow::Result<String> {
     });
     let start = Instant::now();
     let mut text = String::new();
+    // The whole console, as it comes, for whoever watches a slow TCG boot.
+    let live = kernel.parent().and_then(Path::parent).and_then(Path::parent).and_then(Path::parent).unwrap_or(Path::new(".")).join("serial.log");
+    let mut live_f = std::fs::File::create(&live).ok();
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(l) => {
                 let l = l.trim_end_matches('\r').to_string();
+                if let Some(f) = live_f.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{l}");
+                }
+                // Console escape sequences may precede the marker on the same line.
+                let l = match l.find("VMTEST") { Some(i) => l[i..].to_string(), None => l };
                 if l.starts_with("VMTEST") {
                     eprintln!("vm: {l}");
                 }
@@ -202,11 +211,9 @@ fn boot(kernel: &Path, initrd: &Path) -> anyhow::Result<String> {
     let _ = child.kill();
     let _ = child.wait();
     eprintln!("vm-test: VM run took {} s", start.elapsed().as_secs());
-    let log = kernel.parent().and_then(Path::parent).and_then(Path::parent).and_then(Path::parent).unwrap_or(Path::new(".")).join("serial.log");
-    let _ = std::fs::write(&log, &text);
     if !text.contains("VMTEST DONE 0") {
         eprintln!("{text}");
     }
-    eprintln!("vm-test: serial console saved to {}", log.display());
+    eprintln!("vm-test: serial console saved to {}", live.display());
     Ok(text)
 }

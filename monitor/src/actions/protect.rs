@@ -72,10 +72,20 @@ pub fn plan(rules: &RuleSet) -> Plan {
                     }
                 }
             }
+            // Executables by inode, but only where the file itself is one of the named tools: a
+            // symlink into a multi-call binary (busybox's /bin/nc → /bin/busybox) would otherwise
+            // protect the shell too.
+            let exe_globs: Vec<Glob> = k.executables.iter().filter_map(|g| Glob::new(g, true).ok()).collect();
             for pat in &k.executables {
                 for path in expand(pat) {
-                    if path.is_file() {
-                        add(&mut p, &path, protect::KILL_EXEC, slot_bits);
+                    let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+                    let named = real.to_str().is_some_and(|r| exe_globs.iter().any(|g| g.matches(r)));
+                    if !named {
+                        tracing::info!("{}: resolves to {}, not one of the protected executables; not protected by inode", path.display(), real.display());
+                        continue;
+                    }
+                    if real.is_file() {
+                        add(&mut p, &real, protect::KILL_EXEC, slot_bits);
                     }
                 }
             }
