@@ -40,6 +40,8 @@ fn main() -> std::process::ExitCode {
 
 fn run(args: monitor::cli::RunArgs) -> std::process::ExitCode {
     init_logging();
+    // One thread: measured on a 2-core machine, worker threads for the reader and writer only
+    // competed with the watched processes for the same cores (bench/results.md, section 2).
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -36,7 +36,8 @@ pub async fn open_sink(target: &str) -> Result<Box<dyn AsyncWrite + Unpin + Send
 
 /// Writes lines until the channel closes; flushes whenever the channel runs dry.
 pub async fn writer(sink: Box<dyn AsyncWrite + Unpin + Send>, mut rx: mpsc::Receiver<String>) -> std::io::Result<()> {
-    let mut w = BufWriter::new(sink);
+    // Large buffer: each flush of a file is a hop to tokio's blocking pool.
+    let mut w = BufWriter::with_capacity(1 << 20, sink);
     while let Some(line) = rx.recv().await {
         w.write_all(line.as_bytes()).await?;
         w.write_all(b"\n").await?;

@@ -88,7 +88,13 @@ pub struct Pipeline {
     pub tail: tokio::sync::broadcast::Sender<String>,
     /// Tracked pids found dead at the last reconcile (reaped if still there at the next).
     reap_suspects: std::collections::HashSet<u32>,
+    /// Resolved paths of opens by (inode, path as given): a repeated open of the same file by
+    /// the same name costs no /proc lookups. Same inode and same name cannot resolve elsewhere.
+    resolved: std::collections::HashMap<(events::Inode, String), String>,
 }
+
+/// Entries in the resolved-path cache before it starts over.
+const RESOLVED_CACHE: usize = 8192;
 
 /// How long nothing must be tracked before the syscall hooks come off.
 const IDLE_DETACH: Duration = Duration::from_secs(3);
@@ -126,6 +132,7 @@ impl Pipeline {
             throttle: crate::alerts::throttle::Throttle::new(Duration::from_secs(10)),
             tail: tokio::sync::broadcast::channel(4096).0,
             reap_suspects: Default::default(),
+            resolved: Default::default(),
         }
     }
 
@@ -194,7 +201,9 @@ impl Pipeline {
             m.record(&v);
         }
         let line = v.to_string();
-        let _ = self.tail.send(line.clone());
+        if self.tail.receiver_count() > 0 {
+            let _ = self.tail.send(line.clone());
+        }
         // The writer only goes away at shutdown, after the pipeline.
         let _ = self.lines.send(line).await;
     }
@@ -323,7 +332,20 @@ impl Pipeline {
         let Some(policy) = self.policy.as_mut() else { return vec![] };
         let path = match &ev.body {
             events::Body::Open(o) => {
-                let p = context::resolve_open(ev.header.pid, o.dirfd, &o.path, o.result.ret, o.inode, policy.known_path(ev));
+                let p = match o.inode.map(|i| (i, o.path.clone())) {
+                    Some(key) if policy.known_path(ev).is_none() => match self.resolved.get(&key) {
+                        Some(p) => p.clone(),
+                        None => {
+                            let p = context::resolve_open(ev.header.pid, o.dirfd, &o.path, o.result.ret, o.inode, None);
+                            if self.resolved.len() >= RESOLVED_CACHE {
+                                self.resolved.clear();
+                            }
+                            self.resolved.insert(key, p.clone());
+                            p
+                        }
+                    },
+                    _ => context::resolve_open(ev.header.pid, o.dirfd, &o.path, o.result.ret, o.inode, policy.known_path(ev)),
+                };
                 line["resolved_path"] = p.clone().into();
                 Some(p)
             }

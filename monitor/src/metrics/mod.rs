@@ -116,8 +116,12 @@ impl Metrics {
 
     /// Counts what a record says: finished tool calls and alerts.
     pub fn record(&mut self, v: &Value) {
+        let kind = v["kind"].as_str();
+        if !matches!(kind, Some("tool_call") | Some("alert")) {
+            return;
+        }
         let server = v["server"].as_str().or_else(|| v["server"]["name"].as_str()).unwrap_or("unknown").to_string();
-        match v["kind"].as_str() {
+        match kind {
             Some("tool_call") => {
                 let s = self.server_label(&server);
                 let tool = self.tool_label(&s, v["tool"].as_str().unwrap_or("unknown"));
