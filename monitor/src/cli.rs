@@ -159,7 +159,8 @@ impl RunArgs {
         if etc.is_dir() {
             return etc;
         }
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../rules"))
+        let src = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../rules"));
+        src.canonicalize().unwrap_or(src)
     }
 }
 
