@@ -26,6 +26,19 @@ pub enum Discovery {
     Sniffed,
 }
 
+impl Discovery {
+    /// The serialized name (the same as serde's).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Discovery::Exec => "exec",
+            Discovery::TrackPid => "track_pid",
+            Discovery::Config => "config",
+            Discovery::Procfs => "procfs",
+            Discovery::Sniffed => "sniffed",
+        }
+    }
+}
+
 /// A request to put a process (and its current descendants) under watch.
 #[derive(Debug)]
 pub struct TrackRequest {
@@ -239,5 +252,17 @@ impl Tracker {
             let _ = self.pipes.remove(ino);
         }
         Some(s)
+    }
+}
+
+#[cfg(test)]
+mod discovery_name_tests {
+    use super::Discovery;
+
+    #[test]
+    fn names_match_serde() {
+        for d in [Discovery::Exec, Discovery::TrackPid, Discovery::Config, Discovery::Procfs, Discovery::Sniffed] {
+            assert_eq!(serde_json::to_value(d).unwrap(), d.as_str());
+        }
     }
 }

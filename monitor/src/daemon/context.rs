@@ -83,10 +83,13 @@ pub struct Inputs<'a> {
     pub attribution: &'a Attribution,
     /// Resolved path for open events.
     pub path: Option<String>,
+    /// Fields the rules read (None: all); the rest are not computed.
+    pub want: Option<&'a std::collections::HashSet<&'static str>>,
 }
 
 pub fn build(i: &Inputs) -> Ctx {
     let mut c = Ctx::default();
+    let want = |f: &str| i.want.is_none_or(|w| w.contains(f));
     let h = &i.ev.header;
     c.str("event", i.ev.kind());
     c.set("proc.pid", Val::Num(h.pid.into()));
@@ -105,14 +108,18 @@ pub fn build(i: &Inputs) -> Ctx {
         c.str("proc.exe", e.clone());
         c.str("proc.name", e.rsplit('/').next().unwrap_or(e).to_string());
     }
-    c.str("proc.cmdline", argv.join(" "));
+    if want("proc.cmdline") {
+        c.str("proc.cmdline", argv.join(" "));
+    }
     c.set("proc.argv", Val::List(argv));
-    let ancestors: Vec<String> = i.tree.ancestry(h.pid).iter().skip(1).filter_map(|p| i.tree.get(*p).and_then(|n| n.exe.clone())).collect();
-    c.set("proc.ancestors", Val::List(ancestors));
+    if want("proc.ancestors") {
+        let ancestors: Vec<String> = i.tree.ancestry(h.pid).iter().skip(1).filter_map(|p| i.tree.get(*p).and_then(|n| n.exe.clone())).collect();
+        c.set("proc.ancestors", Val::List(ancestors));
+    }
     if let Some(s) = i.server {
         c.set("proc.is_server_root", Val::Bool(s.root_pid == h.pid));
         c.str("server.name", s.name.clone());
-        c.str("server.how", serde_json::to_value(s.how).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default());
+        c.str("server.how", s.how.as_str());
         if let Some(cl) = &s.client {
             c.str("server.client", cl.clone());
         }
@@ -125,7 +132,9 @@ pub fn build(i: &Inputs) -> Ctx {
         Attribution::Call { tool, arguments, .. } => {
             c.str("mcp.state", "call");
             c.set("mcp.tool", Val::List(vec![tool.clone()]));
-            c.str("mcp.args", arguments.to_string());
+            if want("mcp.args") {
+                c.str("mcp.args", arguments.to_string());
+            }
             arg_paths(arguments, &mut scope);
         }
         Attribution::Ambiguous { candidates } => {

@@ -90,7 +90,16 @@ pub struct Pipeline {
     reap_suspects: std::collections::HashSet<u32>,
     /// Resolved paths of opens by (inode, path as given): a repeated open of the same file by
     /// the same name costs no /proc lookups. Same inode and same name cannot resolve elsewhere.
-    resolved: std::collections::HashMap<(events::Inode, String), String>,
+    resolved: std::collections::HashMap<(events::Inode, u64), String>,
+}
+
+/// The cache key of a path as given (a 64-bit hash: a collision needs the same inode as well,
+/// and then both names reach the same file).
+fn path_key(p: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    p.hash(&mut h);
+    h.finish()
 }
 
 /// Entries in the resolved-path cache before it starts over.
@@ -332,7 +341,7 @@ impl Pipeline {
         let Some(policy) = self.policy.as_mut() else { return vec![] };
         let path = match &ev.body {
             events::Body::Open(o) => {
-                let p = match o.inode.map(|i| (i, o.path.clone())) {
+                let p = match o.inode.map(|i| (i, path_key(&o.path))) {
                     Some(key) if policy.known_path(ev).is_none() => match self.resolved.get(&key) {
                         Some(p) => p.clone(),
                         None => {
@@ -352,7 +361,8 @@ impl Pipeline {
             _ => None,
         };
         let server = self.tracker.server(ev.header.server_id);
-        let mut ctx = context::build(&context::Inputs { ev, tree: &self.tree, server, attribution, path });
+        let want = policy.fields_used();
+        let mut ctx = context::build(&context::Inputs { ev, tree: &self.tree, server, attribution, path, want: Some(want) });
         let t_ctx = std::time::Instant::now();
         if let (Some(profiles), Some(s)) = (self.profiles.as_mut(), server) {
             let version = self.corr.session(s.id).and_then(|x| x.server_info.as_ref()).and_then(|i| i["version"].as_str().map(str::to_string));

@@ -31,6 +31,8 @@ pub struct Policy {
     last_scan: Instant,
     pub alerts: u64,
     pub kills: u64,
+    /// Fields the loaded rules read (the context builder computes only these).
+    fields: std::collections::HashSet<&'static str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +57,9 @@ impl Policy {
             last_scan: Instant::now(),
             alerts: 0,
             kills: 0,
+            fields: Default::default(),
         };
+        p.fields = p.rules.fields_used();
         p.sync_kernel()?;
         Ok(p)
     }
@@ -63,6 +67,7 @@ impl Policy {
     /// SIGHUP: the new set replaces the old only if every file loads.
     pub fn reload(&mut self) -> Result<usize, PolicyError> {
         let rules = load_rules(&self.dir, &self.passwd)?;
+        self.fields = rules.fields_used();
         self.rules = rules;
         self.sync_kernel()?;
         Ok(self.rules.rules.len())
@@ -78,6 +83,10 @@ impl Policy {
         self.plan = plan;
         self.last_scan = Instant::now();
         Ok(())
+    }
+
+    pub fn fields_used(&self) -> &std::collections::HashSet<&'static str> {
+        &self.fields
     }
 
     pub fn rescan_due(&self) -> bool {

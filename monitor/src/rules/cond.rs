@@ -294,6 +294,17 @@ fn globs(vals: &[String], path: bool) -> Result<Vec<Glob>, String> {
 }
 
 impl Cond {
+    /// Adds the fields this condition reads to `out`.
+    pub fn fields(&self, out: &mut std::collections::HashSet<&'static str>) {
+        match self {
+            Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| c.fields(out)),
+            Cond::Not(c) => c.fields(out),
+            Cond::Test { field, .. } => {
+                out.insert(field);
+            }
+        }
+    }
+
     pub fn eval(&self, ctx: &Ctx) -> bool {
         match self {
             Cond::All(v) => v.iter().all(|c| c.eval(ctx)),

@@ -84,6 +84,17 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
+    /// Every field a loaded rule's condition or output reads, plus those every alert carries:
+    /// the context builder computes only these.
+    pub fn fields_used(&self) -> std::collections::HashSet<&'static str> {
+        let mut out: std::collections::HashSet<&'static str> = ["event", "proc.exe", "proc.argv", "file.path"].into_iter().collect();
+        for r in &self.rules {
+            r.cond.fields(&mut out);
+            out.extend(r.output.fields());
+        }
+        out
+    }
+
     /// Rules that match, in file order. The slot of a rule is its index here.
     pub fn eval<'a>(&'a self, ctx: &'a Ctx) -> impl Iterator<Item = (usize, &'a Rule)> + 'a {
         self.rules.iter().enumerate().filter(move |(_, r)| r.matches(ctx))

@@ -32,6 +32,14 @@ impl Template {
         Ok(Self { parts })
     }
 
+    /// The fields the template reads.
+    pub fn fields(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Field(f) => Some(*f),
+            Part::Lit(_) => None,
+        })
+    }
+
     pub fn render(&self, ctx: &Ctx) -> String {
         self.parts
             .iter()
