@@ -35,6 +35,9 @@ enum Task {
         /// Fewer iterations and trials (a smoke run, not for the record).
         #[arg(long)]
         quick: bool,
+        /// Rewrite bench/results.md from bench/results.json without measuring.
+        #[arg(long)]
+        report_only: bool,
     },
     /// Kernel matrix: the enforcement scenario on this kernel (fallbacks) and in a VM booted from
     /// Debian's kernel with the BPF LSM (qemu TCG).
@@ -62,7 +65,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test { args } => test(&args),
         Task::VmTest { host_only, vm_only } => vm::run(!vm_only, !host_only),
-        Task::Bench { rounds, quick } => bench::run(bench::Opts { rounds, quick }),
+        Task::Bench { rounds, quick, report_only } => bench::run(bench::Opts { rounds, quick, report_only }),
         Task::Run { args } => {
             setup::run()?;
             util::cargo(&["build", "--release", "-p", "monitor"])?;

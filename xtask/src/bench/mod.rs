@@ -26,6 +26,8 @@ use crate::util;
 pub struct Opts {
     pub rounds: usize,
     pub quick: bool,
+    /// Only rewrite results.md from results.json.
+    pub report_only: bool,
 }
 
 pub fn mcpmon() -> PathBuf {
@@ -33,6 +35,13 @@ pub fn mcpmon() -> PathBuf {
 }
 
 pub fn run(opts: Opts) -> anyhow::Result<()> {
+    if opts.report_only {
+        let dir = util::root().join("bench");
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json"))?)?;
+        std::fs::write(dir.join("results.md"), report::markdown(&v))?;
+        print!("{}", report::markdown(&v));
+        return Ok(());
+    }
     if !util::is_root() {
         anyhow::bail!("the benchmark loads eBPF, bpftrace and audit rules: run it as root");
     }

@@ -25,6 +25,20 @@ fn mark(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
 }
 
+/// A ratio goal judged with its spread: met when every median is within the bound; inconclusive
+/// when a median is over it but that configuration's own samples reach below it (the machine's
+/// noise is larger than the margin); missed otherwise.
+fn verdict(o: &Value, config: &str, loads: &[&str], bound: impl Fn(&str) -> f64) -> &'static str {
+    let r = |w: &str| &o["configs"][config][w]["ratio"];
+    if loads.iter().all(|w| med(r(w)) <= bound(w)) {
+        "met"
+    } else if loads.iter().all(|w| r(w)["min"].as_f64().unwrap_or(f64::NAN) <= bound(w)) {
+        "inconclusive: over the bound at the median, but within the run-to-run spread"
+    } else {
+        "**missed**"
+    }
+}
+
 pub fn markdown(v: &Value) -> String {
     let mut s = String::new();
     let m = &v["machine"];
@@ -53,15 +67,19 @@ pub fn markdown(v: &Value) -> String {
     let _ = writeln!(s, "\n\nAbsolute medians of \"no monitor\" (for scale only): open+close {:.0} ns, fork+exec {:.0} µs, connect {:.1} µs, git status {:.1} ms, cargo build {:.0} ms.", med(&o["configs"]["none"]["open_close"]["ns"]), med(&o["configs"]["none"]["fork_exec"]["ns"]) / 1e3, med(&o["configs"]["none"]["connect"]["ns"]) / 1e3, med(&o["configs"]["none"]["git_status"]["ns"]) / 1e6, med(&o["configs"]["none"]["cargo_build"]["ns"]) / 1e6);
     let _ = writeln!(s, "\n¹ auditd runs after everything else (enabling audit slows every new process until reboot), alternating with its own \"no monitor\" samples taken after audit was first enabled.\n");
     let loops = ["open_close", "fork_exec", "connect"];
-    let idle_ok = loops.iter().all(|w| ratio(o, "mcpmon_idle", w) <= 1.01);
-    let server_floor = loops.iter().all(|w| ratio(o, "mcpmon_server", w) <= ratio(o, "floor", w) * 1.05);
+    let idle_v = verdict(o, "mcpmon_idle", &loops, |_| 1.01);
+    let floor_v = verdict(o, "mcpmon_server", &loops, |w| ratio(o, "floor", w) * 1.05);
+    let real_v = verdict(o, "mcpmon_idle", &["git_status", "cargo_build"], |_| 1.02);
     let below = loops.iter().all(|w| ratio(o, "mcpmon_server", w) < ratio(o, "bpftrace", w) && ratio(o, "mcpmon_server", w) < med(&a[*w]["ratio"]));
-    let real_ok = ["git_status", "cargo_build"].iter().all(|w| ratio(o, "mcpmon_idle", w) <= 1.02);
     let _ = writeln!(s, "| goal | result |\n|---|---|");
-    let _ = writeln!(s, "| no server alive: within 1% of no monitor (loops) | {} (open {:.3}, fork+exec {:.3}, connect {:.3}) |", mark(idle_ok), ratio(o, "mcpmon_idle", "open_close"), ratio(o, "mcpmon_idle", "fork_exec"), ratio(o, "mcpmon_idle", "connect"));
-    let _ = writeln!(s, "| server alive: within 5% of the floor | {} (open {:.3} vs floor {:.3}) |", mark(server_floor), ratio(o, "mcpmon_server", "open_close"), ratio(o, "floor", "open_close"));
-    let _ = writeln!(s, "| server alive: below bpftrace and auditd | {} (open: bpftrace {:.3}, auditd {:.3}) |", mark(below), ratio(o, "bpftrace", "open_close"), med(&a["open_close"]["ratio"]));
-    let _ = writeln!(s, "| realistic jobs within 2% of no monitor | {} (git status {:.3}, cargo build {:.3}) |", mark(real_ok), ratio(o, "mcpmon_idle", "git_status"), ratio(o, "mcpmon_idle", "cargo_build"));
+    let _ = writeln!(s, "| no server alive: within 1% of no monitor (loops) | {} (open {:.3}, fork+exec {:.3}, connect {:.3}) |", idle_v, ratio(o, "mcpmon_idle", "open_close"), ratio(o, "mcpmon_idle", "fork_exec"), ratio(o, "mcpmon_idle", "connect"));
+    let _ = writeln!(s, "| server alive: within 5% of the floor (loops) | {} (open {:.3} vs floor {:.3}, fork+exec {:.3} vs {:.3}, connect {:.3} vs {:.3}) |", floor_v, ratio(o, "mcpmon_server", "open_close"), ratio(o, "floor", "open_close"), ratio(o, "mcpmon_server", "fork_exec"), ratio(o, "floor", "fork_exec"), ratio(o, "mcpmon_server", "connect"), ratio(o, "floor", "connect"));
+    let cmp: Vec<String> = loops
+        .iter()
+        .map(|w| format!("{w}: mcpmon {:.3}, bpftrace {:.3}, auditd {:.3}", ratio(o, "mcpmon_server", w), ratio(o, "bpftrace", w), med(&a[*w]["ratio"])))
+        .collect();
+    let _ = writeln!(s, "| server alive: below bpftrace and auditd (loops) | {} ({}) |", mark(below), cmp.join("; "));
+    let _ = writeln!(s, "| realistic jobs within 2% of no monitor | {} (git status {:.3}, cargo build {:.3}) |", real_v, ratio(o, "mcpmon_idle", "git_status"), ratio(o, "mcpmon_idle", "cargo_build"));
 
     let t = &v["tracked"];
     let sp = &t["single_producer"];
