@@ -74,6 +74,12 @@ mod tests {
         assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
         let g2 = Guard { daemon_pid: 0, client_comms: vec!["sleep".into()] };
         let mut c2 = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        // Until the child has exec'd, its comm is still this test's.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while comm(c2.id()).as_deref() != Some("sleep") {
+            assert!(std::time::Instant::now() < deadline, "sleep never started");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert!(matches!(kill(c2.id(), &g2, |_| true), KillOutcome::Refused { .. }), "client comm refused");
         c2.kill().unwrap();
         let _ = c2.wait();
