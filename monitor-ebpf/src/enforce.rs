@@ -21,7 +21,7 @@ use aya_ebpf::{
 use monitor_common::{flags, net_policy, policy, protect, EventKind, InodeKey, IoUringEvent};
 
 use crate::{
-    maps::{current, daemon_tgid, fill_header, output, tracked, PENDING_CONNECT, PENDING_OPEN},
+    maps::{current, daemon_tgid, fill_header, off, output, tracked, PENDING_CONNECT, PENDING_OPEN},
     stdio::{fd_file, file_inode, inode_ino},
 };
 
@@ -62,10 +62,6 @@ static TP_URING_CQ_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static TP_URING_FLAGS_OFF: u32 = 0;
 
-#[inline(always)]
-fn g(v: &'static u32) -> usize {
-    unsafe { core::ptr::read_volatile(v) as usize }
-}
 
 const SIGKILL: u32 = 9;
 const O_ACCMODE: u32 = 0o3;
@@ -90,9 +86,19 @@ pub fn kill_current() -> bool {
 fn inode_key(inode: *const u8) -> Option<InodeKey> {
     let ino = inode_ino(inode)?;
     unsafe {
-        let sb: *const u8 = bpf_probe_read_kernel(inode.add(g(&INODE_SB_OFF)) as *const *const u8).ok()?;
-        let dev: u32 = bpf_probe_read_kernel(sb.add(g(&SB_DEV_OFF)) as *const u32).ok()?;
+        let sb: *const u8 = bpf_probe_read_kernel(inode.add(off(&INODE_SB_OFF)) as *const *const u8).ok()?;
+        let dev: u32 = bpf_probe_read_kernel(sb.add(off(&SB_DEV_OFF)) as *const u32).ok()?;
         Some(InodeKey { dev, _pad: 0, ino })
+    }
+}
+
+/// The `PROTECTED` value of `inode` if it carries `bit`, else 0.
+#[inline(always)]
+fn policy_with(inode: *const u8, bit: u32) -> u32 {
+    let Some(key) = inode_key(inode) else { return 0 };
+    match unsafe { PROTECTED.get(&key) } {
+        Some(p) if *p & bit != 0 => *p,
+        _ => 0,
     }
 }
 
@@ -127,18 +133,12 @@ pub fn open_check(fd: i32, open_flags: u32, ino: &mut u64, dev: &mut u32) -> u32
 #[inline(always)]
 fn parent_dir_policy(file: *const u8) -> u32 {
     let dir = unsafe {
-        let Ok(dentry) = bpf_probe_read_kernel(file.add(g(&FILE_DENTRY_OFF)) as *const *const u8) else { return 0 };
-        let Ok(parent) = bpf_probe_read_kernel(dentry.add(g(&DENTRY_PARENT_OFF)) as *const *const u8) else { return 0 };
-        let Ok(inode) = bpf_probe_read_kernel(parent.add(g(&DENTRY_INODE_OFF)) as *const *const u8) else { return 0 };
+        let Ok(dentry) = bpf_probe_read_kernel(file.add(off(&FILE_DENTRY_OFF)) as *const *const u8) else { return 0 };
+        let Ok(parent) = bpf_probe_read_kernel(dentry.add(off(&DENTRY_PARENT_OFF)) as *const *const u8) else { return 0 };
+        let Ok(inode) = bpf_probe_read_kernel(parent.add(off(&DENTRY_INODE_OFF)) as *const *const u8) else { return 0 };
         inode
     };
-    match inode_key(dir) {
-        Some(key) => match unsafe { PROTECTED.get(&key) } {
-            Some(p) if *p & protect::KILL_DIR_WRITE != 0 => *p,
-            _ => 0,
-        },
-        None => 0,
-    }
+    policy_with(dir, protect::KILL_DIR_WRITE)
 }
 
 /// The current image (`current->mm->exe_file->f_inode`) against `PROTECTED` with `KILL_EXEC`.
@@ -146,24 +146,18 @@ fn parent_dir_policy(file: *const u8) -> u32 {
 pub fn exec_check() -> u32 {
     let inode = unsafe {
         let task = bpf_get_current_task() as *const u8;
-        let Ok(mm) = bpf_probe_read_kernel(task.add(g(&TASK_MM_OFF)) as *const *const u8) else { return 0 };
+        let Ok(mm) = bpf_probe_read_kernel(task.add(off(&TASK_MM_OFF)) as *const *const u8) else { return 0 };
         if mm.is_null() {
             return 0;
         }
-        let Ok(file) = bpf_probe_read_kernel(mm.add(g(&MM_EXE_FILE_OFF)) as *const *const u8) else { return 0 };
+        let Ok(file) = bpf_probe_read_kernel(mm.add(off(&MM_EXE_FILE_OFF)) as *const *const u8) else { return 0 };
         if file.is_null() {
             return 0;
         }
         let Some(inode) = file_inode(file) else { return 0 };
         inode
     };
-    match inode_key(inode) {
-        Some(key) => match unsafe { PROTECTED.get(&key) } {
-            Some(p) if *p & protect::KILL_EXEC != 0 => *p,
-            _ => 0,
-        },
-        None => 0,
-    }
+    policy_with(inode, protect::KILL_EXEC)
 }
 
 const FMODE_READ: u32 = 1;
@@ -188,7 +182,7 @@ pub fn mcpm_lsm_file_open(ctx: LsmContext) -> i32 {
     let Some(inode) = file_inode(file) else { return 0 };
     let Some(key) = inode_key(inode) else { return 0 };
     let Some(p) = (unsafe { PROTECTED.get(&key) }).copied() else { return 0 };
-    let mode: u32 = unsafe { bpf_probe_read_kernel(file.add(g(&FILE_F_MODE_OFF)) as *const u32) }.unwrap_or(0);
+    let mode: u32 = unsafe { bpf_probe_read_kernel(file.add(off(&FILE_F_MODE_OFF)) as *const u32) }.unwrap_or(0);
     let deny = (p & protect::DENY_READ != 0 && mode & FMODE_READ != 0) || (p & protect::DENY_WRITE != 0 && mode & FMODE_WRITE != 0);
     if !deny {
         return 0;
@@ -280,10 +274,10 @@ pub fn mcpm_io_uring(ctx: TracePointContext) -> u32 {
     let Some(info) = tracked(cur) else { return 0 };
     let mut ev = IoUringEvent::default();
     fill_header(&mut ev.hdr, EventKind::IoUring, cur, info);
-    ev.fd = unsafe { ctx.read_at::<i32>(g(&TP_URING_FD_OFF)) }.unwrap_or(-1);
-    ev.sq_entries = unsafe { ctx.read_at::<u32>(g(&TP_URING_SQ_OFF)) }.unwrap_or(0);
-    ev.cq_entries = unsafe { ctx.read_at::<u32>(g(&TP_URING_CQ_OFF)) }.unwrap_or(0);
-    ev.setup_flags = unsafe { ctx.read_at::<u32>(g(&TP_URING_FLAGS_OFF)) }.unwrap_or(0);
+    ev.fd = unsafe { ctx.read_at::<i32>(off(&TP_URING_FD_OFF)) }.unwrap_or(-1);
+    ev.sq_entries = unsafe { ctx.read_at::<u32>(off(&TP_URING_SQ_OFF)) }.unwrap_or(0);
+    ev.cq_entries = unsafe { ctx.read_at::<u32>(off(&TP_URING_CQ_OFF)) }.unwrap_or(0);
+    ev.setup_flags = unsafe { ctx.read_at::<u32>(off(&TP_URING_FLAGS_OFF)) }.unwrap_or(0);
     if POLICY.get(policy::IO_URING_KILL).copied().unwrap_or(0) != 0 && kill_current() {
         ev.hdr.flags |= flags::KILLED;
     }

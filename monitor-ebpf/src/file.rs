@@ -15,17 +15,13 @@ use aya_ebpf::{
 use monitor_common::{flags, open_syscall, EventKind, LostReason, OpenEvent, PATH_CAP};
 
 use crate::enforce::{kill_current, open_check};
-use crate::maps::{count_lost, current, fill_header, output_prefix, read_user_path, tracked, PENDING_OPEN, SCRATCH_OPEN};
+use crate::maps::{arg, count_lost, current, fill_header, output_prefix, read_user_path, tracked, PENDING_OPEN, SCRATCH_OPEN};
 
 const AT_FDCWD: i32 = -100;
 const O_WRONLY: u32 = 0o1;
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
 
-#[inline(always)]
-fn arg(ctx: &TracePointContext, i: usize) -> u64 {
-    unsafe { ctx.read_at(16 + 8 * i) }.unwrap_or(0)
-}
 
 #[tracepoint]
 pub fn mcpm_open_e(ctx: TracePointContext) -> u32 {

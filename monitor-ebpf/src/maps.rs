@@ -75,6 +75,18 @@ fn global(v: &'static u32) -> u32 {
     unsafe { core::ptr::read_volatile(v) }
 }
 
+/// A loader-set offset global, as a byte offset (every hook family's globals read through this).
+#[inline(always)]
+pub fn off(v: &'static u32) -> usize {
+    global(v) as usize
+}
+
+/// Syscall tracepoint argument `i` (args start at offset 16, 8 bytes each; `ret` on exit is 0).
+#[inline(always)]
+pub fn arg(ctx: &aya_ebpf::programs::TracePointContext, i: usize) -> u64 {
+    unsafe { ctx.read_at(16 + 8 * i) }.unwrap_or(0)
+}
+
 pub fn daemon_tgid() -> u32 {
     global(&DAEMON_TGID)
 }

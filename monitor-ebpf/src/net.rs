@@ -10,16 +10,12 @@ use aya_ebpf::{helpers::generated::bpf_probe_read_user, macros::tracepoint, prog
 use monitor_common::{flags, ConnectEvent, EventKind, LostReason, UNIX_PATH_CAP};
 
 use crate::enforce::kill_current;
-use crate::maps::{count_lost, current, fill_header, output, tracked, PENDING_CONNECT};
+use crate::maps::{arg, count_lost, current, fill_header, output, tracked, PENDING_CONNECT};
 
 const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
-#[inline(always)]
-fn arg(ctx: &TracePointContext, i: usize) -> u64 {
-    unsafe { ctx.read_at(16 + 8 * i) }.unwrap_or(0)
-}
 
 #[inline(always)]
 fn read_user(dst: *mut u8, len: u32, src: u64) -> bool {

@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use monitor_common::{stdio_dir, EventKind, LostReason, StdioEvent, StdioPipe, TrackInfo, STDIO_CHUNK, STDIO_HEAD_CHUNKS};
 
-use crate::maps::{count_lost, current, fill_header, output_prefix, tracked};
+use crate::maps::{arg, count_lost, current, fill_header, off, output_prefix, tracked};
 
 /// Inodes of tracked servers' stdin/stdout pipes.
 #[map(name = "STDIO_PIPES")]
@@ -48,10 +48,6 @@ static FILE_INODE_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static INODE_INO_OFF: u32 = 0;
 
-#[inline(always)]
-fn g(v: &'static u32) -> usize {
-    unsafe { core::ptr::read_volatile(v) as usize }
-}
 
 /// The `struct file *` behind `fd` of the current task (`current->files->fdt->fd[fd]`).
 #[inline(always)]
@@ -61,13 +57,13 @@ pub fn fd_file(fd: i32) -> Option<*const u8> {
     }
     unsafe {
         let task = bpf_get_current_task() as *const u8;
-        let files: *const u8 = bpf_probe_read_kernel(task.add(g(&TASK_FILES_OFF)) as *const *const u8).ok()?;
-        let fdt: *const u8 = bpf_probe_read_kernel(files.add(g(&FILES_FDT_OFF)) as *const *const u8).ok()?;
-        let max: u32 = bpf_probe_read_kernel(fdt.add(g(&FDT_MAX_FDS_OFF)) as *const u32).ok()?;
+        let files: *const u8 = bpf_probe_read_kernel(task.add(off(&TASK_FILES_OFF)) as *const *const u8).ok()?;
+        let fdt: *const u8 = bpf_probe_read_kernel(files.add(off(&FILES_FDT_OFF)) as *const *const u8).ok()?;
+        let max: u32 = bpf_probe_read_kernel(fdt.add(off(&FDT_MAX_FDS_OFF)) as *const u32).ok()?;
         if fd as u32 >= max {
             return None;
         }
-        let arr: *const *const u8 = bpf_probe_read_kernel(fdt.add(g(&FDT_FD_OFF)) as *const *const *const u8).ok()?;
+        let arr: *const *const u8 = bpf_probe_read_kernel(fdt.add(off(&FDT_FD_OFF)) as *const *const *const u8).ok()?;
         let file: *const u8 = bpf_probe_read_kernel(arr.add(fd as usize)).ok()?;
         if file.is_null() {
             return None;
@@ -79,13 +75,13 @@ pub fn fd_file(fd: i32) -> Option<*const u8> {
 /// `file->f_inode`.
 #[inline(always)]
 pub fn file_inode(file: *const u8) -> Option<*const u8> {
-    unsafe { bpf_probe_read_kernel(file.add(g(&FILE_INODE_OFF)) as *const *const u8).ok() }
+    unsafe { bpf_probe_read_kernel(file.add(off(&FILE_INODE_OFF)) as *const *const u8).ok() }
 }
 
 /// `inode->i_ino`.
 #[inline(always)]
 pub fn inode_ino(inode: *const u8) -> Option<u64> {
-    unsafe { bpf_probe_read_kernel(inode.add(g(&INODE_INO_OFF)) as *const u64).ok() }
+    unsafe { bpf_probe_read_kernel(inode.add(off(&INODE_INO_OFF)) as *const u64).ok() }
 }
 
 /// Inode number behind `fd` of the current task.
@@ -94,10 +90,6 @@ fn fd_inode(fd: i32) -> Option<u64> {
     inode_ino(file_inode(fd_file(fd)?)?)
 }
 
-#[inline(always)]
-fn arg(ctx: &TracePointContext, i: usize) -> u64 {
-    unsafe { ctx.read_at(16 + 8 * i) }.unwrap_or(0)
-}
 
 #[inline(always)]
 fn rw_enter(ctx: &TracePointContext, want: u32) -> u32 {
