@@ -33,12 +33,10 @@ fn link(p: String) -> Option<PathBuf> {
     std::fs::read_link(p).ok()
 }
 
-/// The absolute path an open reached: the protected-inode table if it is one, then the open fd
-/// itself while the process lives, then the path joined to the cwd or dirfd.
-pub fn resolve_open(pid: u32, dirfd: i32, raw: &str, ret: i64, inode: Option<Inode>, known: Option<&Path>) -> String {
-    if let Some(k) = known {
-        return k.display().to_string();
-    }
+/// The absolute path an open reached: the open fd itself while the process lives (and it is
+/// still the same inode), else the path joined to the cwd or dirfd. Protected inodes are named
+/// from the protection table before this is asked.
+pub fn resolve_open(pid: u32, dirfd: i32, raw: &str, ret: i64, inode: Option<Inode>) -> String {
     if let (true, Some(want)) = (ret >= 0, inode) {
         // The fd may have been closed and reused since: trust it only if it is the same inode.
         let fd = format!("/proc/{pid}/fd/{ret}");
@@ -179,10 +177,10 @@ mod tests {
     #[test]
     fn paths() {
         assert_eq!(normalize(Path::new("/a/b/../c/./d")), PathBuf::from("/a/c/d"));
-        assert_eq!(resolve_open(u32::MAX, AT_FDCWD, "/x/../etc/passwd", -2, None, None), "/etc/passwd");
+        assert_eq!(resolve_open(u32::MAX, AT_FDCWD, "/x/../etc/passwd", -2, None), "/etc/passwd");
         let me = std::process::id();
         let cwd = std::env::current_dir().unwrap();
-        assert_eq!(resolve_open(me, AT_FDCWD, "a/../b", -2, None, None), cwd.join("b").display().to_string());
+        assert_eq!(resolve_open(me, AT_FDCWD, "a/../b", -2, None), cwd.join("b").display().to_string());
         let mut v = vec![];
         arg_paths(&serde_json::json!({"path": "/srv/x", "n": 3, "more": ["/a", "rel"]}), &mut v);
         v.sort();

@@ -341,19 +341,23 @@ impl Pipeline {
         let Some(policy) = self.policy.as_mut() else { return vec![] };
         let path = match &ev.body {
             events::Body::Open(o) => {
-                let p = match o.inode.map(|i| (i, path_key(&o.path))) {
-                    Some(key) if policy.known_path(ev).is_none() => match self.resolved.get(&key) {
-                        Some(p) => p.clone(),
-                        None => {
-                            let p = context::resolve_open(ev.header.pid, o.dirfd, &o.path, o.result.ret, o.inode, None);
-                            if self.resolved.len() >= RESOLVED_CACHE {
-                                self.resolved.clear();
+                let p = match (policy.known_path(ev), o.inode) {
+                    (Some(known), _) => known.display().to_string(),
+                    (None, Some(inode)) => {
+                        let key = (inode, path_key(&o.path));
+                        match self.resolved.get(&key) {
+                            Some(p) => p.clone(),
+                            None => {
+                                let p = context::resolve_open(ev.header.pid, o.dirfd, &o.path, o.result.ret, o.inode);
+                                if self.resolved.len() >= RESOLVED_CACHE {
+                                    self.resolved.clear();
+                                }
+                                self.resolved.insert(key, p.clone());
+                                p
                             }
-                            self.resolved.insert(key, p.clone());
-                            p
                         }
-                    },
-                    _ => context::resolve_open(ev.header.pid, o.dirfd, &o.path, o.result.ret, o.inode, policy.known_path(ev)),
+                    }
+                    (None, None) => context::resolve_open(ev.header.pid, o.dirfd, &o.path, o.result.ret, None),
                 };
                 line["resolved_path"] = p.clone().into();
                 Some(p)
@@ -363,7 +367,6 @@ impl Pipeline {
         let server = self.tracker.server(ev.header.server_id);
         let want = policy.fields_used();
         let mut ctx = context::build(&context::Inputs { ev, tree: &self.tree, server, attribution, path, want: Some(want) });
-        let t_ctx = std::time::Instant::now();
         if let (Some(profiles), Some(s)) = (self.profiles.as_mut(), server) {
             let version = self.corr.session(s.id).and_then(|x| x.server_info.as_ref()).and_then(|i| i["version"].as_str().map(str::to_string));
             if let Some((list, value)) = profile_entry(&ctx) {
@@ -382,8 +385,6 @@ impl Pipeline {
         let fired = policy.evaluate(ev, &ctx, |pid| tracker.lookup(pid).is_some());
         let rules_ns = t0.elapsed().as_nanos() as u64;
         *self.stats.stage_ns.entry("rules_eval").or_default() += rules_ns;
-        // (profiles and path resolution are the rest of context_and_rules)
-        let _ = t_ctx;
         if let Ok(mut m) = self.metrics.lock() {
             m.rule_eval(rules_ns as f64 / 1e9);
         }
@@ -708,7 +709,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 pipeline.rescan_protected().await;
                 pipeline.metrics_tick(false).await;
                 profile_tick += 1;
-                if profile_tick % 10 == 0 {
+                if profile_tick.is_multiple_of(10) {
                     pipeline.save_profiles();
                 }
             }

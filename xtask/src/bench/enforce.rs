@@ -5,7 +5,7 @@ use std::{path::Path, process::Stdio};
 
 use serde_json::{json, Value};
 
-use super::{configs::{usage, Daemon}, mcpmon, percentile, stats};
+use super::{configs::{usage, Daemon}, mcpmon, percentile};
 
 const SECRET: &str = "BENCH-SECRET-7c1e";
 
@@ -95,6 +95,5 @@ pub fn run(work: &Path, quick: bool) -> anyhow::Result<Value> {
         },
         "connect_deny": {"denied": denied},
         "daemon_idle": {"cpu_cores": (idle_cpu1 - idle_cpu0) / 10.0, "rss_bytes": idle_rss, "window_s": 10, "with_rules": "shipped + bench"},
-        "_": stats(&[]),
     }))
 }

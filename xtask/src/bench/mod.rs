@@ -73,7 +73,6 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
     std::fs::write(dir.join("results.md"), report::markdown(&v))?;
     eprintln!("bench: wrote bench/results.md and bench/results.json");
     print!("{}", report::markdown(&v));
-    let _ = json!(null);
     Ok(())
 }
 
