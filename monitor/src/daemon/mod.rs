@@ -192,15 +192,8 @@ impl Pipeline {
             return;
         }
         self.idle_since = None;
-        match self.sensors.take_syscall_links() {
-            Ok(links) => {
-                tracing::info!("nothing tracked for {}s: detaching syscall hooks", IDLE_DETACH.as_secs());
-                std::thread::spawn(move || {
-                    let t = std::time::Instant::now();
-                    drop(links);
-                    tracing::info!("nothing tracked: syscall hooks detached ({} ms)", t.elapsed().as_millis());
-                });
-            }
+        match self.sensors.detach_syscall_hooks_in_background() {
+            Ok(()) => tracing::info!("nothing tracked for {}s: detaching syscall hooks", IDLE_DETACH.as_secs()),
             Err(e) => tracing::error!("detaching syscall hooks: {e}"),
         }
     }

@@ -13,6 +13,8 @@ use aya::{
 };
 use monitor_common::names::CGROUP_PROGRAMS;
 
+use super::ondemand::AttachError;
+
 #[derive(Debug, Clone)]
 pub enum DenyPath {
     Cgroup { root: PathBuf, programs: Vec<String> },
@@ -42,22 +44,26 @@ pub fn load_deny(ebpf: &mut Ebpf) -> DenyPath {
     }
     match attach(ebpf, &root) {
         Ok(links) => detach(ebpf, links),
-        Err(e) => return DenyPath::Unavailable(e),
+        Err(e) => return DenyPath::Unavailable(e.to_string()),
     }
     DenyPath::Cgroup { root, programs: CGROUP_PROGRAMS.iter().map(|(_, p)| p.to_string()).collect() }
 }
 
 pub type Links = Vec<(&'static str, CgroupSockAddrLinkId)>;
 
-pub fn attach(ebpf: &mut Ebpf, root: &std::path::Path) -> Result<Links, String> {
-    let dir = std::fs::File::open(root).map_err(|e| format!("{}: {e}", root.display()))?;
+pub fn attach(ebpf: &mut Ebpf, root: &std::path::Path) -> Result<Links, AttachError> {
+    let dir = std::fs::File::open(root).map_err(|e| AttachError::other(format!("{}: {e}", root.display())))?;
     let mut links = Vec::new();
     for (name, point) in CGROUP_PROGRAMS {
-        match prog(ebpf, name).and_then(|p| p.attach(&dir, CgroupAttachMode::Single).map_err(|e| format!("attach: {e}"))) {
+        let res = match prog(ebpf, name) {
+            Ok(p) => p.attach(&dir, CgroupAttachMode::Single).map_err(|e| AttachError::kernel(format!("program {name} on cgroup {point}: attach"), &e)),
+            Err(e) => Err(AttachError::other(format!("program {name} on cgroup {point}: {e}"))),
+        };
+        match res {
             Ok(id) => links.push((*name, id)),
             Err(e) => {
                 detach(ebpf, links);
-                return Err(format!("program {name} on cgroup {point}: {e}"));
+                return Err(e);
             }
         }
     }

@@ -8,7 +8,7 @@ use aya::{
     Btf, Ebpf,
 };
 
-use super::features::Probe;
+use super::{features::Probe, ondemand::AttachError};
 
 pub const PROGRAM: &str = "mcpm_lsm_file_open";
 
@@ -23,13 +23,13 @@ pub fn load(ebpf: &mut Ebpf, probe: &Probe) -> Result<(), String> {
     }
     let btf = Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
     prog(ebpf)?.load("file_open", &btf).map_err(|e| format!("program {PROGRAM} on lsm/file_open: load: {e}"))?;
-    let id = attach(ebpf)?;
+    let id = attach(ebpf).map_err(|e| e.to_string())?;
     detach(ebpf, id);
     Ok(())
 }
 
-pub fn attach(ebpf: &mut Ebpf) -> Result<LsmLinkId, String> {
-    prog(ebpf)?.attach().map_err(|e| format!("program {PROGRAM} on lsm/file_open: attach: {e}"))
+pub fn attach(ebpf: &mut Ebpf) -> Result<LsmLinkId, AttachError> {
+    prog(ebpf).map_err(AttachError::other)?.attach().map_err(|e| AttachError::kernel(format!("program {PROGRAM} on lsm/file_open: attach"), &e))
 }
 
 pub fn detach(ebpf: &mut Ebpf, id: LsmLinkId) {

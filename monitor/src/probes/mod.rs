@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod cgroup;
 pub mod lsm;
+pub mod ondemand;
 pub mod features;
 pub mod tracefs;
 
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use aya::{
     maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
     programs::{
-        trace_point::{TracePointLink, TracePointLinkId},
+        trace_point::TracePointLinkId,
         ProgramError, TracePoint,
     },
     Ebpf, EbpfError, EbpfLoader,
@@ -82,6 +83,8 @@ pub struct Sensors {
     /// The deny programs' links while attached (with the syscall hooks).
     cgroup_links: cgroup::Links,
     lsm_link: Option<aya::programs::lsm::LsmLinkId>,
+    /// The thread releasing the last detached links, if still running.
+    detaching: ondemand::PendingDetach,
 }
 
 impl Sensors {
@@ -182,79 +185,11 @@ impl Sensors {
                 tracing::warn!("connect/sendmsg deny unavailable ({why}); deny rules fall back to kill at syscall exit")
             }
         }
-        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, syscall_links: vec![], deny, lsm_deny: lsm.is_ok(), cgroup_links: vec![], lsm_link: None };
+        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, syscall_links: vec![], deny, lsm_deny: lsm.is_ok(), cgroup_links: vec![], lsm_link: None, detaching: None };
         // Prove now, not at the first tracked server, that the kernel takes every syscall hook.
         sensors.attach_syscall_hooks()?;
         sensors.detach_syscall_hooks()?;
         Ok(sensors)
-    }
-
-    /// Whether the syscall tracepoints are attached (only while something is tracked).
-    pub fn syscall_hooks_active(&self) -> bool {
-        !self.syscall_links.is_empty()
-    }
-
-    /// `category:name` of the syscall hooks attached on demand.
-    pub fn on_demand_hooks(&self) -> Vec<String> {
-        self.on_demand.iter().map(|(_, Hook::TracePoint { category, name })| format!("{category}:{name}")).collect()
-    }
-
-    pub fn attach_syscall_hooks(&mut self) -> Result<(), ProbeError> {
-        if self.syscall_hooks_active() {
-            return Ok(());
-        }
-        if self.lsm_deny {
-            match lsm::attach(&mut self.ebpf) {
-                Ok(id) => self.lsm_link = Some(id),
-                Err(e) => tracing::error!("open deny: {e}"),
-            }
-        }
-        if let cgroup::DenyPath::Cgroup { root, .. } = &self.deny {
-            let root = root.clone();
-            match cgroup::attach(&mut self.ebpf, &root) {
-                Ok(l) => self.cgroup_links = l,
-                Err(e) => tracing::error!("connect deny: {e}"),
-            }
-        }
-        for i in 0..self.on_demand.len() {
-            let (spec, Hook::TracePoint { category, name }) = self.on_demand[i];
-            let prog = tracepoint(&mut self.ebpf, spec)?;
-            match prog.attach(category, name) {
-                Ok(link) => self.syscall_links.push((spec, link)),
-                Err(e) => {
-                    let _ = self.detach_syscall_hooks();
-                    return Err(refused(spec.name, spec.purpose, format!("{category}:{name}"), e));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Entry hooks come out first (reverse attach order).
-    pub fn detach_syscall_hooks(&mut self) -> Result<(), ProbeError> {
-        let links = self.take_syscall_links()?;
-        drop(links);
-        Ok(())
-    }
-
-    /// Detaches the syscall hooks as far as the daemon is concerned and returns the links, whose
-    /// release does the slow kernel work (over a second for 18 tracepoints here: each waits for an
-    /// RCU grace period). Dropping them on another thread keeps the event pipeline flowing.
-    pub fn take_syscall_links(&mut self) -> Result<Vec<TracePointLink>, ProbeError> {
-        let links = std::mem::take(&mut self.cgroup_links);
-        cgroup::detach(&mut self.ebpf, links);
-        if let Some(id) = self.lsm_link.take() {
-            lsm::detach(&mut self.ebpf, id);
-        }
-        let mut out = Vec::new();
-        while let Some((spec, link)) = self.syscall_links.pop() {
-            out.push(
-                tracepoint(&mut self.ebpf, spec)?
-                    .take_link(link)
-                    .map_err(|e| refused(spec.name, spec.purpose, "(detach)".into(), e))?,
-            );
-        }
-        Ok(out)
     }
 
     pub fn take_tracked(&mut self) -> Result<BpfHashMap<MapData, u32, TrackInfo>, ProbeError> {

@@ -1,0 +1,175 @@
+//! The hooks attached only while something is tracked: the syscall tracepoints, the cgroup
+//! connect/sendmsg deny programs and the BPF-LSM open deny. Untracked processes pay nothing for
+//! them while nothing is tracked; the price is that they come and go at run time, which has two
+//! races this module owns:
+//! - releasing a link is slow (each tracepoint waits for an RCU grace period), so the daemon
+//!   releases them on another thread; a server tracked meanwhile must wait for that release, or
+//!   the kernel refuses the same program on the same hook with EEXIST;
+//! - a child forked by another thread holds copies of the link fds until its exec closes them
+//!   (they are close-on-exec), keeping the program on the hook for that moment. Attaching again
+//!   in that window is refused the same way; it is retried for a bounded time.
+use std::{
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use aya::programs::{trace_point::TracePointLink, ProgramError};
+use monitor_common::names::Hook;
+
+use super::{cgroup, lsm, refused, tracepoint, ProbeError, Sensors};
+
+/// How long an attach refused because the program is still on its hook is retried.
+const BUSY_RETRY_FOR: Duration = Duration::from_secs(3);
+const BUSY_RETRY_EVERY: Duration = Duration::from_millis(10);
+
+/// A refused attach of a deny program (the syscall hooks report [`ProbeError`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {msg}")]
+pub struct AttachError {
+    what: String,
+    msg: String,
+    /// The kernel still holds this program on this hook (EEXIST): retrying soon succeeds.
+    pub busy: bool,
+}
+
+impl AttachError {
+    pub fn kernel(what: String, e: &ProgramError) -> Self {
+        Self { what, msg: e.to_string(), busy: still_attached(e) }
+    }
+
+    pub fn other(msg: impl Into<String>) -> Self {
+        Self { what: "attach".into(), msg: msg.into(), busy: false }
+    }
+}
+
+/// Whether the kernel refused because this program is still attached to the hook: its previous
+/// link's last reference is still held somewhere for a moment.
+fn still_attached(e: &ProgramError) -> bool {
+    matches!(e, ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EEXIST))
+}
+
+fn program_busy(e: &ProbeError) -> bool {
+    matches!(e, ProbeError::Program { source, .. } if still_attached(source))
+}
+
+impl Sensors {
+    /// Whether the syscall tracepoints are attached (only while something is tracked).
+    pub fn syscall_hooks_active(&self) -> bool {
+        !self.syscall_links.is_empty()
+    }
+
+    /// Whether the cgroup connect/sendmsg deny and the BPF-LSM open deny are attached now.
+    pub fn deny_hooks_attached(&self) -> (bool, bool) {
+        (!self.cgroup_links.is_empty(), self.lsm_link.is_some())
+    }
+
+    /// `category:name` of the syscall hooks attached on demand.
+    pub fn on_demand_hooks(&self) -> Vec<String> {
+        self.on_demand.iter().map(|(_, Hook::TracePoint { category, name })| format!("{category}:{name}")).collect()
+    }
+
+    /// Attaches every on-demand hook, waiting out a release still in progress (see the module
+    /// comment). Syscall hooks are all-or-nothing; a deny program the kernel refuses for another
+    /// reason than "still attached" is logged and its rules fall back to kill.
+    pub fn attach_syscall_hooks(&mut self) -> Result<(), ProbeError> {
+        if self.syscall_hooks_active() {
+            return Ok(());
+        }
+        if let Some(pending) = self.detaching.take() {
+            let t = Instant::now();
+            let _ = pending.join();
+            tracing::info!("waited {} ms for the previous detach to finish", t.elapsed().as_millis());
+        }
+        let start = Instant::now();
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            match self.attach_once() {
+                Ok(()) => {
+                    if tries > 1 {
+                        tracing::info!("hooks attached after {tries} tries ({} ms): the kernel still held the previous links", start.elapsed().as_millis());
+                    }
+                    return Ok(());
+                }
+                Err((busy, e)) => {
+                    self.detach_syscall_hooks()?;
+                    if !busy || start.elapsed() > BUSY_RETRY_FOR {
+                        return Err(e.unwrap_or_else(|| ProbeError::Map("deny programs", "still attached after retries".into())));
+                    }
+                    std::thread::sleep(BUSY_RETRY_EVERY);
+                }
+            }
+        }
+    }
+
+    /// One attempt; on failure says whether it was "still attached" (worth retrying).
+    fn attach_once(&mut self) -> Result<(), (bool, Option<ProbeError>)> {
+        if self.lsm_deny {
+            match lsm::attach(&mut self.ebpf) {
+                Ok(id) => self.lsm_link = Some(id),
+                Err(e) if e.busy => return Err((true, None)),
+                Err(e) => tracing::error!("open deny: {e}"),
+            }
+        }
+        if let cgroup::DenyPath::Cgroup { root, .. } = &self.deny {
+            let root = root.clone();
+            match cgroup::attach(&mut self.ebpf, &root) {
+                Ok(l) => self.cgroup_links = l,
+                Err(e) if e.busy => return Err((true, None)),
+                Err(e) => tracing::error!("connect deny: {e}"),
+            }
+        }
+        for i in 0..self.on_demand.len() {
+            let (spec, Hook::TracePoint { category, name }) = self.on_demand[i];
+            let prog = tracepoint(&mut self.ebpf, spec).map_err(|e| (false, Some(e)))?;
+            match prog.attach(category, name) {
+                Ok(link) => self.syscall_links.push((spec, link)),
+                Err(e) => {
+                    let e = refused(spec.name, spec.purpose, format!("{category}:{name}"), e);
+                    return Err((program_busy(&e), Some(e)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches now, on this thread. Entry hooks come out first (reverse attach order).
+    pub fn detach_syscall_hooks(&mut self) -> Result<(), ProbeError> {
+        let links = self.take_syscall_links()?;
+        drop(links);
+        Ok(())
+    }
+
+    /// Detaches as far as the daemon is concerned at once and releases the links on another
+    /// thread (over a second for 18 tracepoints here), keeping the event pipeline flowing. The
+    /// next attach waits for that thread.
+    pub fn detach_syscall_hooks_in_background(&mut self) -> Result<(), ProbeError> {
+        let links = self.take_syscall_links()?;
+        self.detaching = Some(std::thread::spawn(move || {
+            let t = Instant::now();
+            drop(links);
+            tracing::info!("syscall hooks released ({} ms)", t.elapsed().as_millis());
+        }));
+        Ok(())
+    }
+
+    fn take_syscall_links(&mut self) -> Result<Vec<TracePointLink>, ProbeError> {
+        let links = std::mem::take(&mut self.cgroup_links);
+        cgroup::detach(&mut self.ebpf, links);
+        if let Some(id) = self.lsm_link.take() {
+            lsm::detach(&mut self.ebpf, id);
+        }
+        let mut out = Vec::new();
+        while let Some((spec, link)) = self.syscall_links.pop() {
+            out.push(
+                tracepoint(&mut self.ebpf, spec)?
+                    .take_link(link)
+                    .map_err(|e| refused(spec.name, spec.purpose, "(detach)".into(), e))?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// The thread releasing the last detached links (it owns them; nothing else to clean up).
+pub(super) type PendingDetach = Option<JoinHandle<()>>;

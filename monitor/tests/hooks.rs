@@ -1,0 +1,69 @@
+//! The hooks attached only while something is tracked come and go at run time. Re-attaching
+//! them races with the release of the previous links (on the daemon's background thread, or
+//! held for a moment by a child forked between its fork and exec); a lost race used to fail
+//! the track with EEXIST, or leave the deny programs off while tracking went on.
+mod common;
+
+use std::{os::unix::process::CommandExt, process::Command, time::Duration};
+
+use common::{Gated, Harness};
+use monitor::{events::Body, probes::cgroup::DenyPath};
+
+/// Tracks a gated shell that opens a marker file and expects the open (a syscall-hook event),
+/// proving the re-attached hooks report.
+async fn hooks_report(h: &mut Harness, marker: &str) {
+    let mut sh = Gated::spawn(&format!("cat {marker} 2>/dev/null; exit 0"));
+    h.track(sh.pid(), "reattach");
+    sh.go();
+    h.expect("open after re-attach", |e| matches!(&e.body, Body::Open(o) if o.path == marker)).await;
+    sh.wait();
+}
+
+fn assert_deny_attached(h: &Harness) {
+    let (cgroup, lsm) = h.sensors.deny_hooks_attached();
+    if matches!(h.sensors.deny, DenyPath::Cgroup { .. }) {
+        assert!(cgroup, "connect deny programs not attached after re-attach");
+    }
+    assert_eq!(lsm, h.sensors.lsm_deny, "BPF-LSM open deny attached state");
+}
+
+#[tokio::test]
+async fn reattach_while_a_forked_child_still_holds_the_old_links() {
+    let Some(mut h) = Harness::start().await else { return };
+    h.sensors.attach_syscall_hooks().unwrap();
+    // A child that sits between fork and exec for a while: it holds copies of every link fd
+    // (close-on-exec only closes them at the exec), as any child forked by another thread does.
+    let holder = std::thread::spawn(|| {
+        let mut c = Command::new("/bin/true");
+        unsafe {
+            c.pre_exec(|| {
+                std::thread::sleep(Duration::from_millis(600));
+                Ok(())
+            });
+        }
+        c.status().unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    h.sensors.detach_syscall_hooks().unwrap();
+    assert!(!h.sensors.syscall_hooks_active());
+    h.sensors.attach_syscall_hooks().expect("re-attach while the forked child holds the old links");
+    assert!(holder.join().unwrap().success());
+    assert!(h.sensors.syscall_hooks_active());
+    assert_deny_attached(&h);
+    hooks_report(&mut h, "/tmp/mcpmon-reattach-fork-marker").await;
+}
+
+#[tokio::test]
+async fn track_right_after_the_background_detach() {
+    let Some(mut h) = Harness::start().await else { return };
+    for round in 0..3 {
+        h.sensors.attach_syscall_hooks().unwrap();
+        // What the daemon does after its idle grace period; a server tracked a moment later
+        // must find every hook back in place.
+        h.sensors.detach_syscall_hooks_in_background().unwrap();
+        h.sensors.attach_syscall_hooks().unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_deny_attached(&h);
+        hooks_report(&mut h, &format!("/tmp/mcpmon-reattach-bg-marker-{round}")).await;
+        h.sensors.detach_syscall_hooks().unwrap();
+    }
+}
