@@ -99,3 +99,36 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         optional: false,
     },
 ];
+
+/// One syscall on the fast observation path: an fentry and an fexit program on its x86_64
+/// wrapper `__x64_sys_NAME`, calling the same handlers as the syscall tracepoints of
+/// [`PROGRAMS`] (which they replace wherever the kernel has BPF trampolines).
+#[derive(Clone, Copy, Debug)]
+pub struct FastSpec {
+    pub syscall: &'static str,
+    pub entry: &'static str,
+    pub exit: &'static str,
+    /// The kernel function both are bound to.
+    pub function: &'static str,
+    /// Whether the daemon can run without it (as for [`ProgramSpec::optional`]).
+    pub optional: bool,
+}
+
+const fn fast(syscall: &'static str, entry: &'static str, exit: &'static str, function: &'static str, optional: bool) -> FastSpec {
+    FastSpec { syscall, entry, exit, function, optional }
+}
+
+/// The fast path covers every syscall the on-demand tracepoints of [`PROGRAMS`] cover.
+pub const FAST_PROGRAMS: &[FastSpec] = &[
+    fast("execve", "mcpmf_execve_e", "mcpmf_execve_x", "__x64_sys_execve", false),
+    fast("execveat", "mcpmf_execvat_e", "mcpmf_execvat_x", "__x64_sys_execveat", false),
+    fast("open", "mcpmf_open_e", "mcpmf_open_x", "__x64_sys_open", true),
+    fast("creat", "mcpmf_creat_e", "mcpmf_creat_x", "__x64_sys_creat", true),
+    fast("openat", "mcpmf_openat_e", "mcpmf_openat_x", "__x64_sys_openat", false),
+    fast("openat2", "mcpmf_openat2_e", "mcpmf_openat2_x", "__x64_sys_openat2", false),
+    fast("connect", "mcpmf_connect_e", "mcpmf_connect_x", "__x64_sys_connect", false),
+    fast("sendto", "mcpmf_sendto_e", "mcpmf_sendto_x", "__x64_sys_sendto", false),
+    fast("sendmsg", "mcpmf_sendmsg_e", "mcpmf_sendmsg_x", "__x64_sys_sendmsg", false),
+    fast("read", "mcpmf_read_e", "mcpmf_read_x", "__x64_sys_read", false),
+    fast("write", "mcpmf_write_e", "mcpmf_write_x", "__x64_sys_write", false),
+];

@@ -15,7 +15,7 @@ use aya_ebpf::{
 use monitor_common::{flags, open_syscall, EventKind, LostReason, OpenEvent, PATH_CAP};
 
 use crate::enforce::{kill_current, open_check};
-use crate::maps::{arg, count_lost, current, fill_header, output_prefix, read_user_path, tracked, PENDING_OPEN, SCRATCH_OPEN};
+use crate::maps::{count_lost, current, fill_header, output_prefix, read_user_path, tracked, Sys, PENDING_OPEN, SCRATCH_OPEN};
 
 const AT_FDCWD: i32 = -100;
 const O_WRONLY: u32 = 0o1;
@@ -25,24 +25,46 @@ const O_TRUNC: u32 = 0o1000;
 
 #[tracepoint]
 pub fn mcpm_open_e(ctx: TracePointContext) -> u32 {
-    open_enter(open_syscall::OPEN, AT_FDCWD, arg(&ctx, 0), arg(&ctx, 1) as u32, arg(&ctx, 2) as u32, 0)
+    open_e(&ctx)
 }
-
 #[tracepoint]
 pub fn mcpm_creat_e(ctx: TracePointContext) -> u32 {
-    // creat(p, m) is open(p, O_CREAT|O_WRONLY|O_TRUNC, m): report it as such so rules see a write.
-    open_enter(open_syscall::CREAT, AT_FDCWD, arg(&ctx, 0), O_CREAT | O_WRONLY | O_TRUNC, arg(&ctx, 1) as u32, 0)
+    creat_e(&ctx)
 }
-
 #[tracepoint]
 pub fn mcpm_openat_e(ctx: TracePointContext) -> u32 {
-    open_enter(open_syscall::OPENAT, arg(&ctx, 0) as i32, arg(&ctx, 1), arg(&ctx, 2) as u32, arg(&ctx, 3) as u32, 0)
+    openat_e(&ctx)
 }
-
 #[tracepoint]
 pub fn mcpm_openat2_e(ctx: TracePointContext) -> u32 {
+    openat2_e(&ctx)
+}
+/// Shared by the exits of all four open syscalls.
+#[tracepoint]
+pub fn mcpm_open_x(ctx: TracePointContext) -> u32 {
+    open_x(&ctx)
+}
+
+#[inline(always)]
+pub fn open_e<S: Sys>(s: &S) -> u32 {
+    open_enter(open_syscall::OPEN, AT_FDCWD, s.arg(0), s.arg(1) as u32, s.arg(2) as u32, 0)
+}
+
+#[inline(always)]
+pub fn creat_e<S: Sys>(s: &S) -> u32 {
+    // creat(p, m) is open(p, O_CREAT|O_WRONLY|O_TRUNC, m): report it as such so rules see a write.
+    open_enter(open_syscall::CREAT, AT_FDCWD, s.arg(0), O_CREAT | O_WRONLY | O_TRUNC, s.arg(1) as u32, 0)
+}
+
+#[inline(always)]
+pub fn openat_e<S: Sys>(s: &S) -> u32 {
+    open_enter(open_syscall::OPENAT, s.arg(0) as i32, s.arg(1), s.arg(2) as u32, s.arg(3) as u32, 0)
+}
+
+#[inline(always)]
+pub fn openat2_e<S: Sys>(s: &S) -> u32 {
     // Read `how` only for tracked processes; open_enter checks tracking first, so pass the pointer.
-    open_enter(open_syscall::OPENAT2, arg(&ctx, 0) as i32, arg(&ctx, 1), 0, 0, arg(&ctx, 2))
+    open_enter(open_syscall::OPENAT2, s.arg(0) as i32, s.arg(1), 0, 0, s.arg(2))
 }
 
 /// `how` is openat2's `struct open_how *` (0 for the other syscalls).
@@ -82,13 +104,12 @@ fn open_enter(syscall: u32, dirfd: i32, path: u64, open_flags: u32, mode: u32, h
     0
 }
 
-/// Shared by the exits of all four open syscalls.
-#[tracepoint]
-pub fn mcpm_open_x(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+pub fn open_x<S: Sys>(s: &S) -> u32 {
     let cur = current();
     let Some(ev) = PENDING_OPEN.get_ptr_mut(&cur.tid) else { return 0 };
     let ev = unsafe { &mut *ev };
-    ev.ret = arg(&ctx, 0) as i64;
+    ev.ret = s.ret();
     // The open succeeded and the path is resolved: judge the inode now, before user code runs.
     if ev.ret >= 0 {
         let p = open_check(ev.ret as i32, ev.open_flags, &mut ev.ino, &mut ev.dev);

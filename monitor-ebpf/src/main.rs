@@ -10,6 +10,8 @@
 #[cfg(target_arch = "bpf")]
 mod enforce;
 #[cfg(target_arch = "bpf")]
+mod fast;
+#[cfg(target_arch = "bpf")]
 mod file;
 #[cfg(target_arch = "bpf")]
 mod floor;

@@ -81,10 +81,26 @@ pub fn off(v: &'static u32) -> usize {
     global(v) as usize
 }
 
-/// Syscall tracepoint argument `i` (args start at offset 16, 8 bytes each; `ret` on exit is 0).
-#[inline(always)]
-pub fn arg(ctx: &aya_ebpf::programs::TracePointContext, i: usize) -> u64 {
-    unsafe { ctx.read_at(16 + 8 * i) }.unwrap_or(0)
+/// A syscall's arguments and result, from whichever hook reports the syscall: its tracepoints
+/// (the fallback) or fentry/fexit on its `__x64_sys_*` wrapper (`fast.rs`). The handlers are
+/// written once against this, so both paths produce the same events.
+pub trait Sys {
+    /// Argument `i` as the syscall received it.
+    fn arg(&self, i: usize) -> u64;
+    /// The return value (exit hooks only).
+    fn ret(&self) -> i64;
+}
+
+/// Syscall tracepoints: args start at offset 16, 8 bytes each; `ret` on exit is at 16.
+impl Sys for aya_ebpf::programs::TracePointContext {
+    #[inline(always)]
+    fn arg(&self, i: usize) -> u64 {
+        unsafe { self.read_at(16 + 8 * i) }.unwrap_or(0)
+    }
+    #[inline(always)]
+    fn ret(&self) -> i64 {
+        unsafe { self.read_at(16) }.unwrap_or(0)
+    }
 }
 
 pub fn daemon_tgid() -> u32 {

@@ -10,7 +10,7 @@ use aya_ebpf::{helpers::generated::bpf_probe_read_user, macros::tracepoint, prog
 use monitor_common::{flags, ConnectEvent, EventKind, LostReason, UNIX_PATH_CAP};
 
 use crate::enforce::kill_current;
-use crate::maps::{arg, count_lost, current, fill_header, output, tracked, PENDING_CONNECT};
+use crate::maps::{count_lost, current, fill_header, output, tracked, Sys, PENDING_CONNECT};
 
 const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
@@ -24,33 +24,52 @@ fn read_user(dst: *mut u8, len: u32, src: u64) -> bool {
 
 #[tracepoint]
 pub fn mcpm_connect_e(ctx: TracePointContext) -> u32 {
-    addr_enter(EventKind::Connect, arg(&ctx, 0) as i32, arg(&ctx, 1), arg(&ctx, 2) as u32)
+    connect_e(&ctx)
+}
+#[tracepoint]
+pub fn mcpm_sendto_e(ctx: TracePointContext) -> u32 {
+    sendto_e(&ctx)
+}
+#[tracepoint]
+pub fn mcpm_sendmsg_e(ctx: TracePointContext) -> u32 {
+    sendmsg_e(&ctx)
+}
+/// Shared by connect, sendto and sendmsg exits.
+#[tracepoint]
+pub fn mcpm_connect_x(ctx: TracePointContext) -> u32 {
+    connect_x(&ctx)
+}
+
+/// `connect(fd, addr, addrlen)`.
+#[inline(always)]
+pub fn connect_e<S: Sys>(s: &S) -> u32 {
+    addr_enter(EventKind::Connect, s.arg(0) as i32, s.arg(1), s.arg(2) as u32)
 }
 
 /// `sendto(fd, buff, len, flags, addr, addr_len)`: only datagrams with an explicit destination
 /// (a connected socket was already seen at connect).
-#[tracepoint]
-pub fn mcpm_sendto_e(ctx: TracePointContext) -> u32 {
-    let sa = arg(&ctx, 4);
+#[inline(always)]
+pub fn sendto_e<S: Sys>(s: &S) -> u32 {
+    let sa = s.arg(4);
     if sa == 0 {
         return 0;
     }
-    addr_enter(EventKind::Send, arg(&ctx, 0) as i32, sa, arg(&ctx, 5) as u32)
+    addr_enter(EventKind::Send, s.arg(0) as i32, sa, s.arg(5) as u32)
 }
 
 /// `sendmsg(fd, msg, flags)`: destination in `msg->msg_name` (offset 0), `msg_namelen` (offset 8).
-#[tracepoint]
-pub fn mcpm_sendmsg_e(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+pub fn sendmsg_e<S: Sys>(s: &S) -> u32 {
     let cur = current();
     if tracked(cur).is_none() {
         return 0;
     }
-    let msg = arg(&ctx, 1);
+    let msg = s.arg(1);
     let mut hdr = [0u64; 2];
     if !read_user(hdr.as_mut_ptr() as *mut u8, 16, msg) || hdr[0] == 0 {
         return 0;
     }
-    addr_enter(EventKind::Send, arg(&ctx, 0) as i32, hdr[0], hdr[1] as u32)
+    addr_enter(EventKind::Send, s.arg(0) as i32, hdr[0], hdr[1] as u32)
 }
 
 #[inline(always)]
@@ -104,13 +123,12 @@ fn addr_enter(kind: EventKind, fd: i32, sa: u64, addrlen: u32) -> u32 {
     0
 }
 
-/// Shared by connect, sendto and sendmsg exits.
-#[tracepoint]
-pub fn mcpm_connect_x(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+pub fn connect_x<S: Sys>(s: &S) -> u32 {
     let cur = current();
     let Some(ev) = PENDING_CONNECT.get_ptr_mut(&cur.tid) else { return 0 };
     let ev = unsafe { &mut *ev };
-    ev.ret = arg(&ctx, 0) as i32;
+    ev.ret = s.ret() as i32;
     // A cgroup program refused the address under a kill rule: kill before user code runs again.
     if ev.hdr.flags & flags::KILLED != 0 && !kill_current() {
         ev.hdr.flags &= !flags::KILLED;

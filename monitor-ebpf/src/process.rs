@@ -23,7 +23,7 @@ use monitor_common::{
 
 use crate::maps::{
     count_lost, current, read_user_path, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
-    parent_comm, tp_exec_old_pid_off, exit_group_dead, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current,
+    parent_comm, tp_exec_old_pid_off, exit_group_dead, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current, Sys,
     CANDIDATE_COMMS, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN, SCRATCH_EXEC, TRACKED,
 };
 
@@ -75,18 +75,24 @@ pub fn mcpm_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn mcpm_execve_e(ctx: TracePointContext) -> u32 {
-    let filename: u64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
-    let argv: u64 = unsafe { ctx.read_at(24) }.unwrap_or(0);
-    exec_enter(exec_syscall::EXECVE, AT_FDCWD, filename, argv, 0)
+    execve_e(&ctx)
 }
 
 #[tracepoint]
 pub fn mcpm_execvat_e(ctx: TracePointContext) -> u32 {
-    let dirfd: u64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
-    let filename: u64 = unsafe { ctx.read_at(24) }.unwrap_or(0);
-    let argv: u64 = unsafe { ctx.read_at(32) }.unwrap_or(0);
-    let at_flags: u64 = unsafe { ctx.read_at(48) }.unwrap_or(0);
-    exec_enter(exec_syscall::EXECVEAT, dirfd as i32, filename, argv, at_flags as u32)
+    execveat_e(&ctx)
+}
+
+/// `execve(filename, argv, envp)`.
+#[inline(always)]
+pub fn execve_e<S: Sys>(s: &S) -> u32 {
+    exec_enter(exec_syscall::EXECVE, AT_FDCWD, s.arg(0), s.arg(1), 0)
+}
+
+/// `execveat(dirfd, filename, argv, envp, flags)`.
+#[inline(always)]
+pub fn execveat_e<S: Sys>(s: &S) -> u32 {
+    exec_enter(exec_syscall::EXECVEAT, s.arg(0) as i32, s.arg(1), s.arg(2), s.arg(4) as u32)
 }
 
 #[inline(always)]
@@ -250,11 +256,15 @@ fn send_exec(ev: &ExecEvent) {
 /// `mcpm_exec`, which removed the entry).
 #[tracepoint]
 pub fn mcpm_exec_x(ctx: TracePointContext) -> u32 {
+    exec_x(&ctx)
+}
+
+#[inline(always)]
+pub fn exec_x<S: Sys>(s: &S) -> u32 {
     let cur = current();
     let Some(ev) = PENDING_EXEC.get_ptr_mut(&cur.tid) else { return 0 };
     let ev = unsafe { &mut *ev };
-    let ret: i64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
-    ev.ret = ret as i32;
+    ev.ret = s.ret() as i32;
     send_exec(ev);
     let _ = PENDING_EXEC.remove(&cur.tid);
     0

@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use monitor_common::{stdio_dir, EventKind, LostReason, StdioEvent, StdioPipe, TrackInfo, STDIO_CHUNK, STDIO_HEAD_CHUNKS};
 
-use crate::maps::{arg, count_lost, current, fill_header, off, output_prefix, tracked};
+use crate::maps::{count_lost, current, fill_header, off, output_prefix, tracked, Sys};
 
 /// Inodes of tracked servers' stdin/stdout pipes.
 #[map(name = "STDIO_PIPES")]
@@ -92,17 +92,17 @@ fn fd_inode(fd: i32) -> Option<u64> {
 
 
 #[inline(always)]
-fn rw_enter(ctx: &TracePointContext, want: u32) -> u32 {
+fn rw_enter<S: Sys>(s: &S, want: u32) -> u32 {
     let cur = current();
     let Some(info) = tracked(cur) else { return 0 };
-    let fd = arg(ctx, 0) as i32;
+    let fd = s.arg(0) as i32;
     let Some(ino) = fd_inode(fd) else { return 0 };
     let Some(pipe) = (unsafe { STDIO_PIPES.get(&ino) }) else { return 0 };
     // A read of the stdout pipe (or write to stdin) is not the server's JSON-RPC.
     if pipe.dir != want {
         return 0;
     }
-    let p = IoPending { buf: arg(ctx, 1), ino, fd, dir: pipe.dir, info };
+    let p = IoPending { buf: s.arg(1), ino, fd, dir: pipe.dir, info };
     if PENDING_IO.insert(&cur.tid, &p, 0).is_err() {
         count_lost(LostReason::PendingFull);
     }
@@ -111,22 +111,37 @@ fn rw_enter(ctx: &TracePointContext, want: u32) -> u32 {
 
 #[tracepoint]
 pub fn mcpm_read_e(ctx: TracePointContext) -> u32 {
-    rw_enter(&ctx, stdio_dir::IN)
+    read_e(&ctx)
 }
-
 #[tracepoint]
 pub fn mcpm_write_e(ctx: TracePointContext) -> u32 {
-    rw_enter(&ctx, stdio_dir::OUT)
+    write_e(&ctx)
+}
+#[tracepoint]
+pub fn mcpm_rw_x(ctx: TracePointContext) -> u32 {
+    rw_x(&ctx)
+}
+
+/// `read(fd, buf, count)`.
+#[inline(always)]
+pub fn read_e<S: Sys>(s: &S) -> u32 {
+    rw_enter(s, stdio_dir::IN)
+}
+
+/// `write(fd, buf, count)`.
+#[inline(always)]
+pub fn write_e<S: Sys>(s: &S) -> u32 {
+    rw_enter(s, stdio_dir::OUT)
 }
 
 /// Sends the head chunks of the transferred bytes, then the last chunk if the head did not
 /// reach it.
-#[tracepoint]
-pub fn mcpm_rw_x(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+pub fn rw_x<S: Sys>(s: &S) -> u32 {
     let cur = current();
     let Some(p) = (unsafe { PENDING_IO.get(&cur.tid) }).copied() else { return 0 };
     let _ = PENDING_IO.remove(&cur.tid);
-    let ret = arg(&ctx, 0) as i64;
+    let ret = s.ret();
     if ret <= 0 {
         return 0;
     }

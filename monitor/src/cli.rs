@@ -94,6 +94,10 @@ pub struct RunArgs {
     /// Ring buffer size in MiB (power of two).
     #[arg(long, default_value_t = 8)]
     pub ringbuf_mib: u32,
+    /// What observes the syscalls of tracked servers: fentry/fexit where the kernel has BPF
+    /// trampolines (auto falls back to syscall tracepoints), or tracepoints regardless.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub observe: crate::probes::fast::Observe,
     /// Rules directory (default: /etc/mcpmon/rules if present, else the rules/ of this source tree).
     #[arg(long = "rules", value_name = "DIR")]
     pub rules: Option<PathBuf>,

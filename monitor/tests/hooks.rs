@@ -67,3 +67,34 @@ async fn track_right_after_the_background_detach() {
         h.sensors.detach_syscall_hooks().unwrap();
     }
 }
+
+/// `--observe`: fentry/fexit where they load (all on-demand hooks are trampolines then), a clear
+/// error naming the program and kernel function when asked for where they do not (this machine),
+/// and tracepoints on request.
+#[tokio::test]
+async fn observation_path_is_chosen_and_reported() {
+    use monitor::probes::{fast::Observe, ProbeError, SensorConfig, Sensors};
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tp = Sensors::load(&SensorConfig { observe: Observe::Tracepoint, ..Default::default() }).expect("tracepoint path");
+    assert!(!tp.fast_path);
+    assert!(tp.on_demand_hooks().iter().all(|h| h.starts_with("syscalls:")), "{:?}", tp.on_demand_hooks());
+    drop(tp);
+    let auto = Sensors::load(&SensorConfig::default()).expect("auto");
+    match Sensors::load(&SensorConfig { observe: Observe::Fentry, ..Default::default() }) {
+        Ok(f) => {
+            assert!(f.fast_path && auto.fast_path, "fentry loads, so auto must take it too");
+            let hooks = f.on_demand_hooks();
+            assert!(hooks.iter().all(|h| h.starts_with("fentry:__x64_sys_") || h.starts_with("fexit:__x64_sys_")), "{hooks:?}");
+            assert!(hooks.contains(&"fexit:__x64_sys_openat".to_string()));
+        }
+        Err(ProbeError::Fast(why)) => {
+            assert!(!auto.fast_path, "fentry does not load, so auto must fall back");
+            assert!(why.contains("mcpmf_") && why.contains("__x64_sys_"), "{why}");
+            let exec = auto.report.hooks.iter().find(|h| h.family.starts_with("exec")).unwrap();
+            assert!(exec.observe.starts_with("tracepoints") && exec.fallback_reason.as_deref().is_some_and(|r| r.contains("fentry")), "{exec:?}");
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}

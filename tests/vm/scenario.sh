@@ -1,7 +1,9 @@
 #!/bin/sh
 # The kernel-matrix scenario, run as root by `cargo xtask vm-test`: inside a VM booted from
 # Debian's kernel with the BPF LSM (expect=lsm), and on this machine's kernel through the
-# fallbacks (expect=fallback). POSIX sh + busybox applets only.
+# fallbacks (expect=fallback). POSIX sh + busybox applets only. In the VM syscalls are observed
+# by fentry/fexit, on this machine by tracepoints; a parity run repeats one workload with
+# `--observe tracepoint` and the two event streams must be the same.
 #   scenario.sh MCPMON RULES_DIR WORK_DIR EXPECT
 # Prints "VMTEST PASS <name>" / "VMTEST FAIL <name>: <why>" lines, then "VMTEST DONE <failures>".
 MCPMON=$1 RULES=$2 WORK=$3 EXPECT=$4
@@ -21,20 +23,28 @@ awk 'BEGIN{r=0} /- id: ssh-private-key-read/{r=1} r==1 && /^    action: kill/{su
   "$RULES/credential_access.yaml" > "$WORK/rules/credential_access.yaml"
 
 SOCK=$WORK/mcpmon.sock
+# start_daemon EVENTS LOG [run options]: sets DAEMON once the control socket is up.
+start_daemon() {
+  ev=$1 log=$2; shift 2
+  rm -f "$SOCK"
+  "$MCPMON" run --events "$ev" --socket "$SOCK" --state-dir "$WORK/state" --passwd "$WORK/passwd" \
+    --rules "$WORK/rules" --metrics-addr none "$@" 2> "$log" &
+  DAEMON=$!
+  start=$(date +%s)
+  while ! grep -q "ready: control socket" "$log" 2>/dev/null; do
+    if ! kill -0 $DAEMON 2>/dev/null || [ $(( $(date +%s) - start )) -gt 600 ]; then
+      fail start "daemon did not come up"; cat "$log"; echo "VMTEST DONE 1"; exit 1
+    fi
+    sleep 1
+  done
+  echo "VMTEST INFO daemon ready after $(( $(date +%s) - start )) s"
+}
 EV=$WORK/events.jsonl
-"$MCPMON" run --events "$EV" --socket "$SOCK" --state-dir "$WORK/state" --passwd "$WORK/passwd" \
-  --rules "$WORK/rules" --metrics-addr none 2> "$WORK/daemon.log" &
-DAEMON=$!
-start=$(date +%s)
-while ! grep -q "ready: control socket" "$WORK/daemon.log" 2>/dev/null; do
-  if ! kill -0 $DAEMON 2>/dev/null || [ $(( $(date +%s) - start )) -gt 600 ]; then
-    fail start "daemon did not come up"; cat "$WORK/daemon.log"; echo "VMTEST DONE 1"; exit 1
-  fi
-  sleep 1
-done
-echo "VMTEST INFO daemon ready after $(( $(date +%s) - start )) s"
+start_daemon "$EV" "$WORK/daemon.log"
 if grep -q "BPF-LSM file_open available" "$WORK/daemon.log"; then path=lsm; else path=fallback; fi
 [ "$path" = "$EXPECT" ] && pass "path-$EXPECT" || fail "path-$EXPECT" "daemon took $path: $(grep -i 'open deny' "$WORK/daemon.log")"
+if [ "$EXPECT" = lsm ]; then want_obs=fentry/fexit; else want_obs=tracepoints; fi
+grep -q "syscall observation: $want_obs" "$WORK/daemon.log" && pass "observe-$want_obs" || fail "observe-$want_obs" "$(grep -i 'syscall observation\|fentry' "$WORK/daemon.log" | head -3)"
 
 # 1. SSH key under a deny rule: EPERM and the process lives (LSM), or killed (fallback).
 out=$("$MCPMON" exec --name keyreader --socket "$SOCK" -- /bin/sh -c "cat $HOME_DIR/.ssh/id_ed25519; echo rc=\$?" 2>&1)
@@ -58,5 +68,39 @@ if [ "$EXPECT" = lsm ]; then want='denied_in_kernel'; else want='killed_in_kerne
 grep '"kind":"alert"' "$EV" | grep '"id":"ssh-private-key-read"' | grep -q "$want" && pass "alert-$want" || fail "alert-$want" "$(grep '"kind":"alert"' "$EV" | head -3)"
 grep '"kind":"alert"' "$EV" | grep '"id":"persistence-write"' | grep -q killed_in_kernel && pass alert-kill || fail alert-kill "no persistence alert"
 grep -q '"kind":"exit".*"signal":9' "$EV" && pass exit-event || fail exit-event "no SIGKILL exit event"
+
+# 4. Parity: one workload (a successful and a failed open, a failed exec, a refused connect, a
+# JSON-RPC line through the server's stdio pipes) under the default path and under tracepoints.
+# Fields that differ between any two runs (times, pids, procfs-derived names) are dropped, and so
+# are events whose user memory was not paged in yet (either path may meet one: a probe cannot
+# fault pages in). The workload runs without a locale so glibc opens no locale files.
+workload() {
+  printf '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"vm","version":"1"}}}\n' |
+    env -i PATH=/usr/bin:/bin "$MCPMON" exec --name parity --socket "$SOCK" -- /bin/sh -c \
+      "cat $HOME_DIR/.bashrc > /dev/null; cat $WORK/no-such-file 2>/dev/null; $WORK/no-such-binary 2>/dev/null; nc -w 1 127.0.0.1 1 < /dev/null 2>/dev/null; cat" | cat > /dev/null
+}
+normalize() {
+  grep -v '"kind":"\(alert\|stats\|rules_loaded\|server_[a-z]*\)"' "$1" | grep -E '"kind":"(exec|open|connect|send|exit|fork|mcp_[a-z]*)"' | grep -v user_memory_unreadable |
+    sed -E 's/"(time|ts_mono_ns|pid|tid|ppid|child_pid|exe|resolved_path)":("[^"]*"|[0-9]+),?//g; s/"mcp":\{[^}]*\},?//g; s/,}/}/g' | sort
+}
+for obs in auto tracepoint; do
+  start_daemon "$WORK/parity-$obs.jsonl" "$WORK/parity-$obs.log" --observe $obs
+  workload
+  sleep 2
+  kill -TERM $DAEMON; wait $DAEMON
+  normalize "$WORK/parity-$obs.jsonl" > "$WORK/parity-$obs.txt"
+  echo "VMTEST INFO parity $obs: $(wc -l < "$WORK/parity-$obs.txt") events, $(grep -o 'syscall observation: [a-z/]*' "$WORK/parity-$obs.log")"
+done
+n=$(wc -l < "$WORK/parity-auto.txt")
+kinds=$(grep -o '"kind":"[a-z_]*"' "$WORK/parity-auto.txt" | sort -u | tr '\n' ' ')
+case "$kinds" in
+  *'"exec"'*'"mcp_initialize"'*'"open"'*) pass "parity-workload-seen";;
+  *) fail "parity-workload-seen" "kinds seen: $kinds";;
+esac
+if diff "$WORK/parity-auto.txt" "$WORK/parity-tracepoint.txt" > "$WORK/parity.diff"; then
+  pass "events-match-tracepoint-path ($n events: $(grep -o '"kind":"[a-z_]*"' "$WORK/parity-auto.txt" | sort | uniq -c | tr -s ' \n' ' '))"
+else
+  fail "events-match-tracepoint-path" "$(head -20 "$WORK/parity.diff")"
+fi
 [ $fails -gt 0 ] && { echo "--- daemon log"; cat "$WORK/daemon.log"; }
 echo "VMTEST DONE $fails"

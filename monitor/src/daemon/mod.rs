@@ -614,11 +614,12 @@ fn profile_entry(ctx: &crate::rules::Ctx) -> Option<(&'static str, String)> {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ringbuf_bytes = args.ringbuf_mib.checked_mul(1 << 20).filter(|b| b.is_power_of_two()).context("--ringbuf-mib must be a power of two")?;
-    let mut sensors = Sensors::load(&SensorConfig { ringbuf_bytes, daemon_tgid: std::process::id() })?;
+    let mut sensors = Sensors::load(&SensorConfig { ringbuf_bytes, daemon_tgid: std::process::id(), observe: args.observe })?;
     sensors.report.log();
     tracing::info!("attached {} hooks: {}", sensors.attached.len(), sensors.attached.join(", "));
     tracing::info!(
-        "{} syscall hooks load and attach on demand, only while a server is tracked: {}",
+        "syscall observation: {}; {} hooks attach on demand, only while a server is tracked: {}",
+        if sensors.fast_path { "fentry/fexit" } else { "tracepoints" },
         sensors.on_demand_hooks().len(),
         sensors.on_demand_hooks().join(", ")
     );

@@ -27,7 +27,7 @@ impl Probe {
 #[derive(Clone, Debug, Serialize)]
 pub struct HookChoice {
     pub family: &'static str,
-    pub observe: &'static str,
+    pub observe: String,
     /// Why the better paths were not taken.
     pub fallback_reason: Option<String>,
 }
@@ -85,28 +85,6 @@ pub fn probe(tracefs: &Path) -> FeatureReport {
     };
     let cgroup_sock_addr = prog(ProgramType::CgroupSockAddr);
 
-    // The fast paths (fentry observation, BPF-LSM deny) are the kernel-matrix work; today every
-    // family runs on tracepoints, and the report says why a better path would or would not apply.
-    let why_not = |what: &str| -> String {
-        let mut r = Vec::new();
-        if !fentry.available {
-            r.push(format!("fentry: {}", fentry.detail));
-        }
-        if !bpf_lsm.available {
-            r.push(format!("BPF-LSM: {}", bpf_lsm.detail));
-        }
-        if r.is_empty() {
-            format!("{what}: fentry/BPF-LSM available but not yet used by this build")
-        } else {
-            r.join("; ")
-        }
-    };
-    let hooks = vec![
-        HookChoice { family: "process tree (fork, exit)", observe: "tracepoints task:task_newtask, sched:sched_process_exit", fallback_reason: None },
-        HookChoice { family: "exec", observe: "tracepoints sched:sched_process_exec + syscalls:sys_{enter,exit}_execve{,at} (syscall hooks attached only while a server is tracked)", fallback_reason: Some(why_not("exec")) },
-        HookChoice { family: "file open", observe: "tracepoints syscalls:sys_{enter,exit}_{open,creat,openat,openat2} (attached only while a server is tracked)", fallback_reason: Some(why_not("file open")) },
-        HookChoice { family: "connect", observe: "tracepoints syscalls:sys_{enter,exit}_connect (attached only while a server is tracked)", fallback_reason: Some(why_not("connect")) },
-    ];
     let send_signal = if tracepoint.available {
         Probe::yes("bpf_send_signal from syscall tracepoints (kill before the syscall returns)")
     } else {
@@ -118,7 +96,29 @@ pub fn probe(tracefs: &Path) -> FeatureReport {
         ("open deny (BPF-LSM file_open)".to_string(), bpf_lsm.clone()),
         ("userspace kill (pidfd)".to_string(), Probe::yes("pidfd_send_signal")),
     ];
-    FeatureReport { kernel: kernel_release(), btf, ringbuf, tracepoint, fentry, bpf_lsm, kprobe, cgroup_sock_addr, hooks, enforcement }
+    // The path per family is known once the programs load (`Sensors::load` fills it in).
+    FeatureReport { kernel: kernel_release(), btf, ringbuf, tracepoint, fentry, bpf_lsm, kprobe, cgroup_sock_addr, hooks: vec![], enforcement }
+}
+
+/// The observation path of each hook family, given whether the fentry/fexit programs loaded
+/// (and why not).
+pub fn hook_choices(fast: &Result<(), String>) -> Vec<HookChoice> {
+    let on_demand = "attached only while a server is tracked";
+    let syscalls = |family: &'static str, names: &str| match fast {
+        Ok(()) => HookChoice { family, observe: format!("fentry/fexit on __x64_sys_{{{names}}} ({on_demand})"), fallback_reason: None },
+        Err(why) => HookChoice {
+            family,
+            observe: format!("tracepoints syscalls:sys_{{enter,exit}}_{{{names}}} ({on_demand})"),
+            fallback_reason: Some(format!("fentry/fexit: {why}")),
+        },
+    };
+    vec![
+        HookChoice { family: "process tree (fork, exit, exec)", observe: "tracepoints task:task_newtask, sched:sched_process_{exit,exec} (always attached; they fire only on their event)".into(), fallback_reason: None },
+        syscalls("exec (arguments, failures)", "execve,execveat"),
+        syscalls("file open", "open,creat,openat,openat2"),
+        syscalls("connect/send", "connect,sendto,sendmsg"),
+        syscalls("stdio JSON-RPC", "read,write"),
+    ]
 }
 
 impl FeatureReport {

@@ -3,6 +3,7 @@
 //! and unloads everything (programs and links are owned by the `Ebpf` value, nothing is pinned).
 pub mod btf;
 pub mod cgroup;
+pub mod fast;
 pub mod lsm;
 pub mod ondemand;
 pub mod features;
@@ -12,10 +13,7 @@ use std::path::PathBuf;
 
 use aya::{
     maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
-    programs::{
-        trace_point::TracePointLinkId,
-        ProgramError, TracePoint,
-    },
+    programs::{ProgramError, TracePoint},
     Ebpf, EbpfError, EbpfLoader,
 };
 use monitor_common::{
@@ -49,6 +47,8 @@ pub enum ProbeError {
     MissingProgram(&'static str),
     #[error("the kernel refused program {program} ({purpose}) for hook {hook}: {source}")]
     Program { program: &'static str, purpose: &'static str, hook: String, source: Box<ProgramError> },
+    #[error("fentry/fexit observation was asked for but does not load: {0}")]
+    Fast(String),
     #[error("map {0}: {1}")]
     Map(&'static str, String),
 }
@@ -59,11 +59,13 @@ pub struct SensorConfig {
     pub ringbuf_bytes: u32,
     /// Never tracked, even if asked (the daemon itself).
     pub daemon_tgid: u32,
+    /// Which programs observe syscalls.
+    pub observe: fast::Observe,
 }
 
 impl Default for SensorConfig {
     fn default() -> Self {
-        Self { ringbuf_bytes: 8 << 20, daemon_tgid: std::process::id() }
+        Self { ringbuf_bytes: 8 << 20, daemon_tgid: std::process::id(), observe: fast::Observe::Auto }
     }
 }
 
@@ -73,9 +75,11 @@ pub struct Sensors {
     pub tracefs: PathBuf,
     /// `category:name` of the hooks attached for the daemon's whole life.
     pub attached: Vec<String>,
-    /// Syscall hooks, attached only while a process is tracked.
-    on_demand: Vec<(&'static ProgramSpec, Hook)>,
-    syscall_links: Vec<(&'static ProgramSpec, TracePointLinkId)>,
+    /// Syscall hooks, attached only while a process is tracked (exit hooks first).
+    on_demand: Vec<ondemand::OnDemand>,
+    syscall_links: Vec<ondemand::Link>,
+    /// Whether syscalls are observed by fentry/fexit (else by tracepoints).
+    pub fast_path: bool,
     /// Which path connect/sendmsg deny takes on this machine.
     pub deny: cgroup::DenyPath,
     /// Whether the BPF-LSM `file_open` deny is attached.
@@ -94,7 +98,7 @@ impl Sensors {
             return Err(ProbeError::NotRoot(euid));
         }
         let tracefs = tracefs::ensure_mounted()?;
-        let report = features::probe(&tracefs);
+        let mut report = features::probe(&tracefs);
         let kbtf = btf::Btf::from_sys_fs()?;
         let task = btf::TaskOffsets::from_btf(&kbtf)?;
         let off = |cat, name, field| tracefs::field_offset(&tracefs, cat, name, field);
@@ -169,6 +173,19 @@ impl Sensors {
         }
         // Exit hooks first, so an entry is never saved without its exit hook in place.
         on_demand.sort_by_key(|(_, h)| !h.is_syscall_exit());
+        let fast = match cfg.observe {
+            fast::Observe::Tracepoint => Err("syscall tracepoints asked for (--observe tracepoint)".to_string()),
+            _ => fast::load(&mut ebpf),
+        };
+        let (on_demand, fast_path) = match fast {
+            Ok(specs) => {
+                let exits = specs.iter().map(|s| ondemand::OnDemand::FExit(s));
+                (exits.chain(specs.iter().map(|s| ondemand::OnDemand::FEntry(s))).collect::<Vec<_>>(), Ok(()))
+            }
+            Err(why) if cfg.observe == fast::Observe::Fentry => return Err(ProbeError::Fast(why)),
+            Err(why) => (on_demand.into_iter().map(|(spec, hook)| ondemand::OnDemand::Tp(spec, hook)).collect(), Err(why)),
+        };
+        report.hooks = features::hook_choices(&fast_path);
         let lsm = lsm::load(&mut ebpf, &report.bpf_lsm);
         match &lsm {
             Ok(()) => {
@@ -185,7 +202,7 @@ impl Sensors {
                 tracing::warn!("connect/sendmsg deny unavailable ({why}); deny rules fall back to kill at syscall exit")
             }
         }
-        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, syscall_links: vec![], deny, lsm_deny: lsm.is_ok(), cgroup_links: vec![], lsm_link: None, detaching: None };
+        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, fast_path: fast_path.is_ok(), syscall_links: vec![], deny, lsm_deny: lsm.is_ok(), cgroup_links: vec![], lsm_link: None, detaching: None };
         // Prove now, not at the first tracked server, that the kernel takes every syscall hook.
         sensors.attach_syscall_hooks()?;
         sensors.detach_syscall_hooks()?;

@@ -13,14 +13,45 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::{trace_point::TracePointLink, ProgramError};
-use monitor_common::names::Hook;
+use aya::programs::{
+    fentry::FEntryLinkId, fexit::FExitLinkId, trace_point::TracePointLinkId, FEntry, FExit, ProgramError, TracePoint,
+};
+use monitor_common::names::{FastSpec, Hook, ProgramSpec};
 
 use super::{cgroup, lsm, refused, tracepoint, ProbeError, Sensors};
 
 /// How long an attach refused because the program is still on its hook is retried.
 const BUSY_RETRY_FOR: Duration = Duration::from_secs(3);
 const BUSY_RETRY_EVERY: Duration = Duration::from_millis(10);
+
+/// One on-demand hook: a syscall tracepoint (the fallback), or one half of a syscall's
+/// fentry/fexit pair (the fast path).
+#[derive(Clone, Copy, Debug)]
+pub enum OnDemand {
+    Tp(&'static ProgramSpec, Hook),
+    FEntry(&'static FastSpec),
+    FExit(&'static FastSpec),
+}
+
+impl OnDemand {
+    fn describe(&self) -> String {
+        match self {
+            OnDemand::Tp(_, Hook::TracePoint { category, name }) => format!("{category}:{name}"),
+            OnDemand::FEntry(s) => format!("fentry:{}", s.function),
+            OnDemand::FExit(s) => format!("fexit:{}", s.function),
+        }
+    }
+}
+
+/// An attached on-demand hook.
+pub enum Link {
+    Tp(&'static ProgramSpec, TracePointLinkId),
+    FEntry(&'static FastSpec, FEntryLinkId),
+    FExit(&'static FastSpec, FExitLinkId),
+}
+
+/// A released link, owned: dropping it detaches (slow, see `detach_syscall_hooks_in_background`).
+type OwnedLink = Box<dyn Send>;
 
 /// A refused attach of a deny program (the syscall hooks report [`ProbeError`]).
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +94,9 @@ impl Sensors {
         (!self.cgroup_links.is_empty(), self.lsm_link.is_some())
     }
 
-    /// `category:name` of the syscall hooks attached on demand.
+    /// The syscall hooks attached on demand (`category:name`, `fentry:FUNCTION`, `fexit:FUNCTION`).
     pub fn on_demand_hooks(&self) -> Vec<String> {
-        self.on_demand.iter().map(|(_, Hook::TracePoint { category, name })| format!("{category}:{name}")).collect()
+        self.on_demand.iter().map(OnDemand::describe).collect()
     }
 
     /// Attaches every on-demand hook, waiting out a release still in progress (see the module
@@ -120,17 +151,31 @@ impl Sensors {
             }
         }
         for i in 0..self.on_demand.len() {
-            let (spec, Hook::TracePoint { category, name }) = self.on_demand[i];
-            let prog = tracepoint(&mut self.ebpf, spec).map_err(|e| (false, Some(e)))?;
-            match prog.attach(category, name) {
-                Ok(link) => self.syscall_links.push((spec, link)),
-                Err(e) => {
-                    let e = refused(spec.name, spec.purpose, format!("{category}:{name}"), e);
-                    return Err((program_busy(&e), Some(e)));
-                }
+            let hook = self.on_demand[i];
+            match self.attach_one(hook) {
+                Ok(link) => self.syscall_links.push(link),
+                Err(e) => return Err((program_busy(&e), Some(e))),
             }
         }
         Ok(())
+    }
+
+    fn attach_one(&mut self, hook: OnDemand) -> Result<Link, ProbeError> {
+        let failed = |name, purpose, e| refused(name, purpose, hook.describe(), e);
+        match hook {
+            OnDemand::Tp(spec, Hook::TracePoint { category, name }) => {
+                let prog = tracepoint(&mut self.ebpf, spec)?;
+                prog.attach(category, name).map(|l| Link::Tp(spec, l)).map_err(|e| failed(spec.name, spec.purpose, e))
+            }
+            OnDemand::FEntry(s) => {
+                let prog: &mut FEntry = typed(&mut self.ebpf, s.entry)?;
+                prog.attach().map(|l| Link::FEntry(s, l)).map_err(|e| failed(s.entry, "syscall entry (fast path)", e))
+            }
+            OnDemand::FExit(s) => {
+                let prog: &mut FExit = typed(&mut self.ebpf, s.exit)?;
+                prog.attach().map(|l| Link::FExit(s, l)).map_err(|e| failed(s.exit, "syscall result (fast path)", e))
+            }
+        }
     }
 
     /// Detaches now, on this thread. Entry hooks come out first (reverse attach order).
@@ -153,19 +198,29 @@ impl Sensors {
         Ok(())
     }
 
-    fn take_syscall_links(&mut self) -> Result<Vec<TracePointLink>, ProbeError> {
+    fn take_syscall_links(&mut self) -> Result<Vec<OwnedLink>, ProbeError> {
         let links = std::mem::take(&mut self.cgroup_links);
         cgroup::detach(&mut self.ebpf, links);
         if let Some(id) = self.lsm_link.take() {
             lsm::detach(&mut self.ebpf, id);
         }
         let mut out = Vec::new();
-        while let Some((spec, link)) = self.syscall_links.pop() {
-            out.push(
-                tracepoint(&mut self.ebpf, spec)?
-                    .take_link(link)
-                    .map_err(|e| refused(spec.name, spec.purpose, "(detach)".into(), e))?,
-            );
+        while let Some(link) = self.syscall_links.pop() {
+            let owned: OwnedLink = match link {
+                Link::Tp(spec, id) => {
+                    let p: &mut TracePoint = tracepoint(&mut self.ebpf, spec)?;
+                    Box::new(p.take_link(id).map_err(|e| refused(spec.name, spec.purpose, "(detach)".into(), e))?)
+                }
+                Link::FEntry(s, id) => {
+                    let p: &mut FEntry = typed(&mut self.ebpf, s.entry)?;
+                    Box::new(p.take_link(id).map_err(|e| refused(s.entry, "syscall entry (fast path)", "(detach)".into(), e))?)
+                }
+                Link::FExit(s, id) => {
+                    let p: &mut FExit = typed(&mut self.ebpf, s.exit)?;
+                    Box::new(p.take_link(id).map_err(|e| refused(s.exit, "syscall result (fast path)", "(detach)".into(), e))?)
+                }
+            };
+            out.push(owned);
         }
         Ok(out)
     }
@@ -173,3 +228,13 @@ impl Sensors {
 
 /// The thread releasing the last detached links (it owns them; nothing else to clean up).
 pub(super) type PendingDetach = Option<JoinHandle<()>>;
+
+fn typed<'a, T>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut T, ProbeError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name))?
+        .try_into()
+        .map_err(|e| refused(name, "(program type)", "(program type)".into(), e))
+}

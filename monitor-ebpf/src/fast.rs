@@ -1,0 +1,79 @@
+//! The fast observation path: fentry/fexit on the syscalls' `__x64_sys_*` wrappers, for kernels
+//! with BPF trampolines. A syscall tracepoint, once anything is attached to any of them, sends
+//! every syscall of every process through the kernel's slow path; a trampoline only costs the
+//! calls of the one function it is on. The programs here call the same handlers as the
+//! tracepoints (through [`Sys`]), so both paths send the same events; the loader attaches one
+//! path or the other, never both.
+//!
+//! Kernel contract: on x86_64 (with `CONFIG_ARCH_HAS_SYSCALL_WRAPPER`, every 4.17+ kernel)
+//! `__x64_sys_NAME(const struct pt_regs *regs)` receives the user registers; syscall arguments
+//! are in di, si, dx, r10, r8, r9, at fixed offsets of `struct pt_regs` (an ABI of the arch).
+//! fexit programs see the wrapper's argument at index 0 and its return value at index 1.
+
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
+    macros::{fentry, fexit},
+    programs::{FEntryContext, FExitContext},
+};
+
+use crate::{file, maps::Sys, net, process, stdio};
+
+/// Offsets in x86_64 `struct pt_regs` of di, si, dx, r10, r8, r9.
+const ARG_OFF: [usize; 6] = [112, 104, 96, 56, 72, 64];
+
+pub struct Regs {
+    regs: *const u8,
+    ret: i64,
+}
+
+impl Regs {
+    #[inline(always)]
+    fn entry(ctx: &FEntryContext) -> Self {
+        Self { regs: ctx.arg::<u64>(0) as *const u8, ret: 0 }
+    }
+    #[inline(always)]
+    fn exit(ctx: &FExitContext) -> Self {
+        Self { regs: ctx.arg::<u64>(0) as *const u8, ret: ctx.arg::<i64>(1) }
+    }
+}
+
+impl Sys for Regs {
+    #[inline(always)]
+    fn arg(&self, i: usize) -> u64 {
+        if i >= ARG_OFF.len() {
+            return 0;
+        }
+        unsafe { bpf_probe_read_kernel(self.regs.add(ARG_OFF[i]) as *const u64) }.unwrap_or(0)
+    }
+    #[inline(always)]
+    fn ret(&self) -> i64 {
+        self.ret
+    }
+}
+
+/// One fentry and one fexit program per syscall: a trampoline program is bound to the one
+/// kernel function it was loaded for (the loader names it, see `names::FAST_PROGRAMS`).
+macro_rules! syscall {
+    ($entry:ident = $enter:path, $exit:ident = $leave:path) => {
+        #[fentry]
+        pub fn $entry(ctx: FEntryContext) -> u32 {
+            $enter(&Regs::entry(&ctx))
+        }
+        #[fexit]
+        pub fn $exit(ctx: FExitContext) -> u32 {
+            $leave(&Regs::exit(&ctx))
+        }
+    };
+}
+
+syscall!(mcpmf_execve_e = process::execve_e, mcpmf_execve_x = process::exec_x);
+syscall!(mcpmf_execvat_e = process::execveat_e, mcpmf_execvat_x = process::exec_x);
+syscall!(mcpmf_open_e = file::open_e, mcpmf_open_x = file::open_x);
+syscall!(mcpmf_creat_e = file::creat_e, mcpmf_creat_x = file::open_x);
+syscall!(mcpmf_openat_e = file::openat_e, mcpmf_openat_x = file::open_x);
+syscall!(mcpmf_openat2_e = file::openat2_e, mcpmf_openat2_x = file::open_x);
+syscall!(mcpmf_connect_e = net::connect_e, mcpmf_connect_x = net::connect_x);
+syscall!(mcpmf_sendto_e = net::sendto_e, mcpmf_sendto_x = net::connect_x);
+syscall!(mcpmf_sendmsg_e = net::sendmsg_e, mcpmf_sendmsg_x = net::connect_x);
+syscall!(mcpmf_read_e = stdio::read_e, mcpmf_read_x = stdio::rw_x);
+syscall!(mcpmf_write_e = stdio::write_e, mcpmf_write_x = stdio::rw_x);
