@@ -337,6 +337,9 @@ pub mod protect {
     /// the kill at the open's exit is the fallback.
     pub const DENY_READ: u32 = 1 << 4;
     pub const DENY_WRITE: u32 = 1 << 5;
+    /// BPF-LSM kernels: fail the exec with EPERM (`bprm_check_security`) and the caller lives.
+    /// Set together with KILL_EXEC, the fallback.
+    pub const DENY_EXEC: u32 = 1 << 6;
 }
 
 /// `NET_POLICY_V4/V6` values (LPM tries keyed by address prefix).
@@ -393,6 +396,7 @@ pub mod globals {
     pub const TASK_SIGNAL_OFF: &str = "TASK_SIGNAL_OFF";
     pub const SIGNAL_LIVE_OFF: &str = "SIGNAL_LIVE_OFF";
     pub const MM_EXE_FILE_OFF: &str = "MM_EXE_FILE_OFF";
+    pub const BPRM_FILE_OFF: &str = "BPRM_FILE_OFF";
     pub const SB_DEV_OFF: &str = "SB_DEV_OFF";
     pub const FILE_DENTRY_OFF: &str = "FILE_DENTRY_OFF";
     pub const DENTRY_PARENT_OFF: &str = "DENTRY_PARENT_OFF";

@@ -21,7 +21,7 @@ use aya_ebpf::{
 use monitor_common::{flags, net_policy, policy, protect, EventKind, InodeKey, IoUringEvent};
 
 use crate::{
-    maps::{current, daemon_tgid, fill_header, off, output, tracked, PENDING_CONNECT, PENDING_OPEN},
+    maps::{current, daemon_tgid, fill_header, off, output, tracked, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN},
     stdio::{fd_file, file_inode, inode_ino},
 };
 
@@ -45,6 +45,8 @@ static TASK_MM_OFF: u32 = 0;
 static FILE_F_MODE_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static MM_EXE_FILE_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static BPRM_FILE_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static SB_DEV_OFF: u32 = 0;
 #[unsafe(no_mangle)]
@@ -188,6 +190,36 @@ pub fn mcpm_lsm_file_open(ctx: LsmContext) -> i32 {
         return 0;
     }
     if let Some(ev) = PENDING_OPEN.get_ptr_mut(&cur.tid) {
+        unsafe {
+            (*ev).hdr.flags |= flags::DENIED;
+            (*ev).policy = p;
+        }
+    }
+    -EPERM
+}
+
+/// BPF-LSM `bprm_check_security(struct linux_binprm *bprm)`: a tracked process about to exec a
+/// protected executable under a deny policy gets EPERM from execve and keeps running its old
+/// image. The exec's exit hook then reports the failed exec, marked denied. The image is opened
+/// by then, so the inode is the file whatever name or symlink was used.
+#[lsm(hook = "bprm_check_security")]
+pub fn mcpm_lsm_bprm(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(1);
+    if prev != 0 {
+        return prev;
+    }
+    let cur = current();
+    if tracked(cur).is_none() {
+        return 0;
+    }
+    let bprm: *const u8 = ctx.arg(0);
+    let Ok(file) = (unsafe { bpf_probe_read_kernel(bprm.add(off(&BPRM_FILE_OFF)) as *const *const u8) }) else { return 0 };
+    let Some(inode) = file_inode(file) else { return 0 };
+    let p = policy_with(inode, protect::DENY_EXEC);
+    if p == 0 {
+        return 0;
+    }
+    if let Some(ev) = PENDING_EXEC.get_ptr_mut(&cur.tid) {
         unsafe {
             (*ev).hdr.flags |= flags::DENIED;
             (*ev).policy = p;

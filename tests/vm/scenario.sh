@@ -19,8 +19,17 @@ printf 'root:x:0:0:root:/root:/bin/sh\nvictim:x:4242:4242::%s:/bin/sh\n' "$HOME_
 # The shipped rules, with the SSH-key rule switched to deny (EPERM on BPF-LSM, kill elsewhere).
 mkdir -p "$WORK/rules"
 cp "$RULES"/*.yaml "$WORK/rules/"
-awk 'BEGIN{r=0} /- id: ssh-private-key-read/{r=1} r==1 && /^    action: kill/{sub("action: kill","action: deny"); r=0} {print}' \
-  "$RULES/credential_access.yaml" > "$WORK/rules/credential_access.yaml"
+# deny_rule ID FILE: the shipped rule ID switched from kill to deny.
+deny_rule() {
+  awk -v id="$1" 'BEGIN{r=0} $0 ~ "- id: " id "$" {r=1} r==1 && /^    action: kill/{sub("action: kill","action: deny"); r=0} {print}' \
+    "$RULES/$2" > "$WORK/rules/$2"
+}
+deny_rule ssh-private-key-read credential_access.yaml
+# A site-listed executable under the network-tool rule, switched to deny as well.
+mkdir -p "$WORK/bin"
+cp /bin/true "$WORK/bin/evil-tool"
+deny_rule network-tool-exec execution.yaml
+sed "s|extra_denied_executables: \[\]|extra_denied_executables: [\"$WORK/bin/evil-tool\"]|" "$RULES/local.yaml" > "$WORK/rules/local.yaml"
 
 SOCK=$WORK/mcpmon.sock
 # start_daemon EVENTS LOG [run options]: sets DAEMON once the control socket is up.
@@ -55,6 +64,15 @@ else
   case "$out" in *rc=137*) pass deny-falls-back-to-kill;; *) fail deny-falls-back-to-kill "$out";; esac
 fi
 
+# 1b. A denied executable: execve fails with EPERM and the caller lives (LSM), or the new image
+# is killed before its first instruction (fallback).
+out=$("$MCPMON" exec --name execer --socket "$SOCK" -- /bin/sh -c "$WORK/bin/evil-tool; echo rc=\$?" 2>&1)
+if [ "$EXPECT" = lsm ]; then
+  case "$out" in *rc=126*) pass exec-deny-eperm-caller-lives;; *) fail exec-deny-eperm-caller-lives "$out";; esac
+else
+  case "$out" in *rc=137*) pass exec-deny-falls-back-to-kill;; *) fail exec-deny-falls-back-to-kill "$out";; esac
+fi
+
 # 2. A kill rule still kills (persistence write), and the file is unchanged.
 "$MCPMON" exec --name rcwriter --socket "$SOCK" -- /bin/sh -c "echo evil >> $HOME_DIR/.bashrc" > /dev/null 2>&1
 st=$?
@@ -67,6 +85,7 @@ grep -q '"kind":"open".*"server":"keyreader"' "$EV" && pass open-event || fail o
 if [ "$EXPECT" = lsm ]; then want='denied_in_kernel'; else want='killed_in_kernel'; fi
 grep '"kind":"alert"' "$EV" | grep '"id":"ssh-private-key-read"' | grep -q "$want" && pass "alert-$want" || fail "alert-$want" "$(grep '"kind":"alert"' "$EV" | head -3)"
 grep '"kind":"alert"' "$EV" | grep '"id":"persistence-write"' | grep -q killed_in_kernel && pass alert-kill || fail alert-kill "no persistence alert"
+grep '"kind":"alert"' "$EV" | grep '"id":"network-tool-exec"' | grep -q "$want" && pass "exec-alert-$want" || fail "exec-alert-$want" "$(grep '"kind":"alert"' "$EV" | grep network-tool | head -3)"
 grep -q '"kind":"exit".*"signal":9' "$EV" && pass exit-event || fail exit-event "no SIGKILL exit event"
 
 # 4. Parity: one workload (a successful and a failed open, a failed exec, a refused connect, a

@@ -38,9 +38,12 @@ enum Task {
         /// Rewrite bench/results.md from bench/results.json without measuring.
         #[arg(long)]
         report_only: bool,
+        /// Only the fast-path figures (inside the VM), replacing them in bench/results.json.
+        #[arg(long)]
+        fast_path_only: bool,
     },
-    /// Kernel matrix: the enforcement scenario on this kernel (fallbacks) and in a VM booted from
-    /// Debian's kernel with the BPF LSM (qemu TCG).
+    /// Kernel matrix: the scenario on this kernel (fallbacks) and in a VM booted from Debian's
+    /// kernel with the BPF LSM and trampolines (qemu TCG): deny, kill, fentry/tracepoint parity.
     VmTest {
         /// Only the host run.
         #[arg(long)]
@@ -65,7 +68,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test { args } => test(&args),
         Task::VmTest { host_only, vm_only } => vm::run(!vm_only, !host_only),
-        Task::Bench { rounds, quick, report_only } => bench::run(bench::Opts { rounds, quick, report_only }),
+        Task::Bench { rounds, quick, report_only, fast_path_only } => bench::run(bench::Opts { rounds, quick, report_only, fast_path_only }),
         Task::Run { args } => {
             setup::run()?;
             util::cargo(&["build", "--release", "-p", "monitor"])?;

@@ -50,7 +50,7 @@ pub fn run(host: bool, vm: bool) -> anyhow::Result<()> {
         let kernel = fetch_kernel(&work)?;
         let initrd = build_initramfs(&work, &root)?;
         eprintln!("vm-test: booting {} under qemu TCG", kernel.display());
-        let text = boot(&kernel, &initrd)?;
+        let text = boot(&kernel, &initrd, "", "VMTEST DONE")?;
         check("vm", &text, &mut failures);
     }
     if !failures.is_empty() {
@@ -68,7 +68,7 @@ fn check(label: &str, text: &str, failures: &mut Vec<String>) {
     match text.lines().find_map(|l| l.strip_prefix("VMTEST DONE ")) {
         None => failures.push(format!("{label}: the scenario did not finish")),
         Some(n) if n.trim() != "0" => {}
-        Some(_) if passed < 11 => failures.push(format!("{label}: only {passed} checks passed")),
+        Some(_) if passed < 13 => failures.push(format!("{label}: only {passed} checks passed")),
         Some(_) => eprintln!("vm-test: {label}: {passed} checks passed"),
     }
 }
@@ -111,8 +111,14 @@ mount -t tmpfs tmp /tmp
 mount -t tmpfs run /run
 mount -t securityfs none /sys/kernel/security
 mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup
+ip link set lo up
 echo "VMTEST BOOT $(uname -r) lsm=$(cat /sys/kernel/security/lsm)"
-sh /vm/scenario.sh /vm/mcpmon /vm/rules /tmp/work lsm
+bench=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^mcpmon.bench=//p')
+if [ -n "$bench" ]; then
+  sh /vm/bench.sh /vm/mcpmon /vm/rules /tmp/work ${bench%,*} ${bench#*,}
+else
+  sh /vm/scenario.sh /vm/mcpmon /vm/rules /tmp/work lsm
+fi
 poweroff -f
 "#;
 
@@ -135,7 +141,9 @@ fn build_initramfs(work: &Path, root: &Path) -> anyhow::Result<PathBuf> {
     for e in std::fs::read_dir(root.join("rules"))?.flatten() {
         std::fs::copy(e.path(), dir.join("vm/rules").join(e.file_name()))?;
     }
-    std::fs::copy(root.join("tests/vm/scenario.sh"), dir.join("vm/scenario.sh"))?;
+    for script in ["scenario.sh", "bench.sh"] {
+        std::fs::copy(root.join("tests/vm").join(script), dir.join("vm").join(script))?;
+    }
     std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
     std::fs::write(dir.join("init"), INIT)?;
     use std::os::unix::fs::PermissionsExt;
@@ -151,14 +159,30 @@ fn build_initramfs(work: &Path, root: &Path) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
-fn boot(kernel: &Path, initrd: &Path) -> anyhow::Result<String> {
+/// The fast-path benchmark in the VM (`tests/vm/bench.sh`): its raw `VMBENCH` lines.
+pub fn bench(rounds: usize, n: u64) -> anyhow::Result<String> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !crate::setup::installed(p)).collect();
+    if !missing.is_empty() {
+        util::run(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing))?;
+    }
+    let root = util::root();
+    let work = root.join("target/vm");
+    std::fs::create_dir_all(&work)?;
+    let kernel = fetch_kernel(&work)?;
+    let initrd = build_initramfs(&work, &root)?;
+    boot(&kernel, &initrd, &format!(" mcpmon.bench={rounds},{n}"), "VMBENCH DONE")
+}
+
+/// Boots the VM; returns the console lines carrying VMTEST/VMBENCH markers, up to `done`.
+fn boot(kernel: &Path, initrd: &Path, extra_cmdline: &str, done: &str) -> anyhow::Result<String> {
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2", "-nographic", "-no-reboot", "-serial", "mon:stdio", "-display", "none"])
         .arg("-kernel")
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 lsm=lockdown,capability,landlock,yama,apparmor,bpf panic=-1 quiet"])
+        .arg("-append")
+        .arg(format!("console=ttyS0 lsm=lockdown,capability,landlock,yama,apparmor,bpf panic=-1 quiet{extra_cmdline}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -185,13 +209,13 @@ fn boot(kernel: &Path, initrd: &Path) -> anyhow::Result<String> {
                     let _ = writeln!(f, "{l}");
                 }
                 // Console escape sequences may precede the marker on the same line.
-                let l = match l.find("VMTEST") { Some(i) => l[i..].to_string(), None => l };
-                if l.starts_with("VMTEST") {
+                let l = match l.find("VMTEST").or_else(|| l.find("VMBENCH")) { Some(i) => l[i..].to_string(), None => l };
+                if l.starts_with("VMTEST") || l.starts_with("VMBENCH") {
                     eprintln!("vm: {l}");
                 }
                 text.push_str(&l);
                 text.push('\n');
-                if l.starts_with("VMTEST DONE") {
+                if l.starts_with(done) {
                     break;
                 }
             }
@@ -211,7 +235,7 @@ fn boot(kernel: &Path, initrd: &Path) -> anyhow::Result<String> {
     let _ = child.kill();
     let _ = child.wait();
     eprintln!("vm-test: VM run took {} s", start.elapsed().as_secs());
-    if !text.contains("VMTEST DONE 0") {
+    if done == "VMTEST DONE" && !text.contains("VMTEST DONE 0") {
         eprintln!("{text}");
     }
     eprintln!("vm-test: serial console saved to {}", live.display());

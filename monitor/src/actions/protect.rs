@@ -85,7 +85,7 @@ pub fn plan(rules: &RuleSet) -> Plan {
                         continue;
                     }
                     if real.is_file() {
-                        add(&mut p, &real, protect::KILL_EXEC, slot_bits);
+                        add(&mut p, &real, protect::KILL_EXEC | if deny { protect::DENY_EXEC } else { 0 }, slot_bits);
                     }
                 }
             }

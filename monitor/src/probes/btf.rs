@@ -192,6 +192,8 @@ pub struct TaskOffsets {
     /// `task->signal->live` (group death on kernels whose exit tracepoint lacks `group_dead`).
     pub task_signal: u32,
     pub signal_live: u32,
+    /// `linux_binprm->file`: the image an exec is about to run (LSM exec deny).
+    pub bprm_file: u32,
 }
 
 impl TaskOffsets {
@@ -217,6 +219,7 @@ impl TaskOffsets {
             file_f_mode: btf.member_offset("file", "f_mode")?,
             task_signal: btf.member_offset("task_struct", "signal")?,
             signal_live: btf.member_offset("signal_struct", "live")?,
+            bprm_file: btf.member_offset("linux_binprm", "file")?,
         })
     }
 }

@@ -94,6 +94,7 @@ pub fn probe(tracefs: &Path) -> FeatureReport {
         ("in-kernel kill".to_string(), send_signal),
         ("connect deny (cgroup sock_addr)".to_string(), cgroup_sock_addr.clone()),
         ("open deny (BPF-LSM file_open)".to_string(), bpf_lsm.clone()),
+        ("exec deny (BPF-LSM bprm_check_security)".to_string(), bpf_lsm.clone()),
         ("userspace kill (pidfd)".to_string(), Probe::yes("pidfd_send_signal")),
     ];
     // The path per family is known once the programs load (`Sensors::load` fills it in).

@@ -1,8 +1,9 @@
-//! The BPF-LSM fast path for file deny: `file_open`, where the kernel runs the BPF LSM (booted
-//! with `lsm=…,bpf`). Loaded at start-up (so a refusal is known and logged then) and, like the
-//! syscall hooks, attached only while something is tracked: an LSM hook runs on every open of
-//! the machine. Elsewhere loading fails (this machine: no trampolines, EPERM) and deny rules on
-//! files fall back to the kill at the open's exit.
+//! The BPF-LSM deny path, where the kernel runs the BPF LSM (booted with `lsm=…,bpf`):
+//! `file_open` fails a denied open with EPERM, `bprm_check_security` a denied exec. Loaded at
+//! start-up (so a refusal is known and logged then) and, like the syscall hooks, attached only
+//! while something is tracked: an LSM hook runs on every open and exec of the machine. Elsewhere
+//! loading fails (this machine: no trampolines, EPERM) and deny rules fall back to the kill at
+//! the open's exit or before the new image's first instruction.
 use aya::{
     programs::{lsm::LsmLinkId, Lsm},
     Btf, Ebpf,
@@ -10,32 +11,53 @@ use aya::{
 
 use super::{features::Probe, ondemand::AttachError};
 
-pub const PROGRAM: &str = "mcpm_lsm_file_open";
+/// (program, LSM hook). All or none: a kernel that takes one takes the other.
+pub const PROGRAMS: &[(&str, &str)] = &[("mcpm_lsm_file_open", "file_open"), ("mcpm_lsm_bprm", "bprm_check_security")];
 
-fn prog(ebpf: &mut Ebpf) -> Result<&mut Lsm, String> {
-    ebpf.program_mut(PROGRAM).ok_or("missing from the object")?.try_into().map_err(|e| format!("{e}"))
+pub type Links = Vec<(&'static str, LsmLinkId)>;
+
+fn prog<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Lsm, String> {
+    ebpf.program_mut(name).ok_or(format!("{name} missing from the object"))?.try_into().map_err(|e| format!("{e}"))
 }
 
-/// Loads the program and proves it attaches (then detaches it).
+/// Loads the programs and proves they attach (then detaches them).
 pub fn load(ebpf: &mut Ebpf, probe: &Probe) -> Result<(), String> {
     if !probe.available {
         return Err(probe.detail.clone());
     }
     let btf = Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
-    prog(ebpf)?.load("file_open", &btf).map_err(|e| format!("program {PROGRAM} on lsm/file_open: load: {e}"))?;
-    let id = attach(ebpf).map_err(|e| e.to_string())?;
-    detach(ebpf, id);
+    for (name, hook) in PROGRAMS {
+        prog(ebpf, name)?.load(hook, &btf).map_err(|e| format!("program {name} on lsm/{hook}: load: {e}"))?;
+    }
+    let links = attach(ebpf).map_err(|e| e.to_string())?;
+    detach(ebpf, links);
     Ok(())
 }
 
-pub fn attach(ebpf: &mut Ebpf) -> Result<LsmLinkId, AttachError> {
-    prog(ebpf).map_err(AttachError::other)?.attach().map_err(|e| AttachError::kernel(format!("program {PROGRAM} on lsm/file_open: attach"), &e))
+pub fn attach(ebpf: &mut Ebpf) -> Result<Links, AttachError> {
+    let mut links = Vec::new();
+    for (name, hook) in PROGRAMS {
+        let res = match prog(ebpf, name) {
+            Ok(p) => p.attach().map_err(|e| AttachError::kernel(format!("program {name} on lsm/{hook}: attach"), &e)),
+            Err(e) => Err(AttachError::other(e)),
+        };
+        match res {
+            Ok(id) => links.push((*name, id)),
+            Err(e) => {
+                detach(ebpf, links);
+                return Err(e);
+            }
+        }
+    }
+    Ok(links)
 }
 
-pub fn detach(ebpf: &mut Ebpf, id: LsmLinkId) {
-    if let Ok(p) = prog(ebpf) {
-        if let Err(e) = p.detach(id) {
-            tracing::warn!("detaching {PROGRAM}: {e}");
+pub fn detach(ebpf: &mut Ebpf, links: Links) {
+    for (name, id) in links {
+        if let Ok(p) = prog(ebpf, name) {
+            if let Err(e) = p.detach(id) {
+                tracing::warn!("detaching {name}: {e}");
+            }
         }
     }
 }

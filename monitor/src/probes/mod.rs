@@ -86,7 +86,7 @@ pub struct Sensors {
     pub lsm_deny: bool,
     /// The deny programs' links while attached (with the syscall hooks).
     cgroup_links: cgroup::Links,
-    lsm_link: Option<aya::programs::lsm::LsmLinkId>,
+    lsm_links: lsm::Links,
     /// The thread releasing the last detached links, if still running.
     detaching: ondemand::PendingDetach,
 }
@@ -142,6 +142,7 @@ impl Sensors {
             .override_global(g::TASK_SIGNAL_OFF, &task.task_signal, true)
             .override_global(g::SIGNAL_LIVE_OFF, &task.signal_live, true)
             .override_global(g::MM_EXE_FILE_OFF, &task.mm_exe_file, true)
+            .override_global(g::BPRM_FILE_OFF, &task.bprm_file, true)
             .override_global(g::FILE_DENTRY_OFF, &task.file_dentry, true)
             .override_global(g::DENTRY_PARENT_OFF, &task.dentry_parent, true)
             .override_global(g::DENTRY_INODE_OFF, &task.dentry_inode, true)
@@ -189,9 +190,9 @@ impl Sensors {
         let lsm = lsm::load(&mut ebpf, &report.bpf_lsm);
         match &lsm {
             Ok(()) => {
-                tracing::info!("open deny: BPF-LSM file_open available, attached while a server is tracked (deny rules fail the open with EPERM)");
+                tracing::info!("open/exec deny: BPF-LSM file_open available, with bprm_check_security; attached while a server is tracked (deny rules fail the open or exec with EPERM)");
             }
-            Err(why) => tracing::info!("open deny: BPF-LSM unavailable ({why}); deny rules on files fall back to kill at the open's exit"),
+            Err(why) => tracing::info!("open/exec deny: BPF-LSM unavailable ({why}); deny rules on files fall back to kill at the open's exit, on executables to kill before the new image runs"),
         }
         let deny = cgroup::load_deny(&mut ebpf);
         match &deny {
@@ -202,7 +203,7 @@ impl Sensors {
                 tracing::warn!("connect/sendmsg deny unavailable ({why}); deny rules fall back to kill at syscall exit")
             }
         }
-        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, fast_path: fast_path.is_ok(), syscall_links: vec![], deny, lsm_deny: lsm.is_ok(), cgroup_links: vec![], lsm_link: None, detaching: None };
+        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, fast_path: fast_path.is_ok(), syscall_links: vec![], deny, lsm_deny: lsm.is_ok(), cgroup_links: vec![], lsm_links: vec![], detaching: None };
         // Prove now, not at the first tracked server, that the kernel takes every syscall hook.
         sensors.attach_syscall_hooks()?;
         sensors.detach_syscall_hooks()?;

@@ -91,7 +91,7 @@ impl Sensors {
 
     /// Whether the cgroup connect/sendmsg deny and the BPF-LSM open deny are attached now.
     pub fn deny_hooks_attached(&self) -> (bool, bool) {
-        (!self.cgroup_links.is_empty(), self.lsm_link.is_some())
+        (!self.cgroup_links.is_empty(), !self.lsm_links.is_empty())
     }
 
     /// The syscall hooks attached on demand (`category:name`, `fentry:FUNCTION`, `fexit:FUNCTION`).
@@ -137,7 +137,7 @@ impl Sensors {
     fn attach_once(&mut self) -> Result<(), (bool, Option<ProbeError>)> {
         if self.lsm_deny {
             match lsm::attach(&mut self.ebpf) {
-                Ok(id) => self.lsm_link = Some(id),
+                Ok(l) => self.lsm_links = l,
                 Err(e) if e.busy => return Err((true, None)),
                 Err(e) => tracing::error!("open deny: {e}"),
             }
@@ -201,9 +201,8 @@ impl Sensors {
     fn take_syscall_links(&mut self) -> Result<Vec<OwnedLink>, ProbeError> {
         let links = std::mem::take(&mut self.cgroup_links);
         cgroup::detach(&mut self.ebpf, links);
-        if let Some(id) = self.lsm_link.take() {
-            lsm::detach(&mut self.ebpf, id);
-        }
+        let links = std::mem::take(&mut self.lsm_links);
+        lsm::detach(&mut self.ebpf, links);
         let mut out = Vec::new();
         while let Some(link) = self.syscall_links.pop() {
             let owned: OwnedLink = match link {

@@ -241,8 +241,9 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
     };
     let net_deny = only(&["connect", "send"]) && kernel.as_ref().is_some_and(|k| !k.addrs.is_empty());
     let file_deny = only(&["open"]) && kernel.as_ref().is_some_and(|k| !k.files.is_empty());
-    if r.action == Action::Deny && !net_deny && !file_deny {
-        return Err("deny works on connect/send with `kernel: {addrs: …}` (cgroup sock_addr) and on open with `kernel: {files: …}` (BPF-LSM, else kill); use kill for other events".into());
+    let exec_deny = only(&["exec"]) && kernel.as_ref().is_some_and(|k| !k.executables.is_empty());
+    if r.action == Action::Deny && !net_deny && !file_deny && !exec_deny {
+        return Err("deny works on connect/send with `kernel: {addrs: …}` (cgroup sock_addr), on open with `kernel: {files: …}` and on exec with `kernel: {executables: …}` (BPF-LSM, else kill); use kill for other events".into());
     }
     let cond = match &r.condition {
         Some(c) => env.compile(c, 0)?,

@@ -10,15 +10,18 @@
 //!    rate and loss for one producer and for several.
 //! 3. Enforcement: in-kernel kill, user-space kill (event → death), connect deny, over many trials.
 //! 4. The daemon itself: RSS and CPU idle and under load.
+//! 5. The fast path (fentry/fexit), which this kernel lacks: ratios inside the VM of vm-test.
 //! Writes bench/results.json and bench/results.md.
 mod configs;
 mod enforce;
 mod report;
 mod tracked;
+mod vmfast;
 mod workloads;
 
 use std::{collections::BTreeMap, path::PathBuf};
 
+use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use crate::util;
@@ -28,6 +31,8 @@ pub struct Opts {
     pub quick: bool,
     /// Only rewrite results.md from results.json.
     pub report_only: bool,
+    /// Only measure the fast path in the VM, replacing that part of results.json.
+    pub fast_path_only: bool,
 }
 
 pub fn mcpmon() -> PathBuf {
@@ -46,6 +51,13 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         anyhow::bail!("the benchmark loads eBPF, bpftrace and audit rules: run it as root");
     }
     crate::setup::run()?;
+    if opts.fast_path_only {
+        util::cargo(&["build", "--release", "-p", "monitor"])?;
+        let dir = util::root().join("bench");
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).context("bench/results.json (run the whole benchmark once)")?)?;
+        v["fast_path"] = vmfast::run(opts.rounds, opts.quick)?;
+        return write(&v);
+    }
     configs::install_peers()?;
     util::cargo(&["build", "--release", "-p", "monitor"])?;
     let work = util::root().join("target/bench");
@@ -54,25 +66,30 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
     let mut out = BTreeMap::new();
     out.insert("machine".to_string(), report::machine());
 
-    eprintln!("bench: 1/4 overhead on untracked processes ({} rounds)", opts.rounds);
+    eprintln!("bench: 1/5 overhead on untracked processes ({} rounds)", opts.rounds);
     let overhead = configs::overhead(&w, &work, opts.rounds)?;
     out.insert("overhead".into(), overhead);
-    eprintln!("bench: 2/4 tracked processes");
+    eprintln!("bench: 2/5 tracked processes");
     out.insert("tracked".into(), tracked::run(&work, opts.quick)?);
-    eprintln!("bench: 3/4 enforcement");
+    eprintln!("bench: 3/5 enforcement");
     out.insert("enforcement".into(), enforce::run(&work, opts.quick)?);
-    eprintln!("bench: 4/4 auditd (last: it leaves audit enabled-slow until reboot)");
+    eprintln!("bench: 4/5 fast path (fentry/fexit) against tracepoints, inside the VM of vm-test");
+    out.insert("fast_path".into(), vmfast::run(opts.rounds, opts.quick)?);
+    eprintln!("bench: 5/5 auditd (last: it leaves audit enabled-slow until reboot)");
     let audit = configs::auditd_rounds(&w, opts.rounds)?;
     if let Some(o) = out.get_mut("overhead") {
         o["auditd"] = audit;
     }
-    let v = Value::Object(out.into_iter().collect());
+    write(&Value::Object(out.into_iter().collect()))
+}
+
+fn write(v: &Value) -> anyhow::Result<()> {
     let dir = util::root().join("bench");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&v)?)?;
-    std::fs::write(dir.join("results.md"), report::markdown(&v))?;
+    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(v)?)?;
+    std::fs::write(dir.join("results.md"), report::markdown(v))?;
     eprintln!("bench: wrote bench/results.md and bench/results.json");
-    print!("{}", report::markdown(&v));
+    print!("{}", report::markdown(v));
     Ok(())
 }
 

@@ -131,5 +131,32 @@ pub fn markdown(v: &Value) -> String {
     let _ = writeln!(s, "| CPU idle ({} s window) | {:.3}% of a core | < 0.5%: {} |", i["window_s"], cpu * 100.0, mark(cpu < 0.005));
     let _ = writeln!(s, "| CPU under the load of section 2 | {:.2} cores | |", cores);
     let _ = writeln!(s, "| RSS under the load of section 2 | {:.1} MiB | |", med(&sp["daemon_rss_bytes"]) / 1048576.0);
+    fast_path(&mut s, v);
     s
+}
+
+/// Section 5: fentry/fexit against tracepoints inside the VM, next to the host's fallback figure.
+fn fast_path(s: &mut String, v: &Value) {
+    let f = &v["fast_path"];
+    if f.is_null() {
+        return;
+    }
+    let _ = writeln!(s, "
+## 5. Fast path (fentry/fexit) against the fallback (syscall tracepoints), inside the VM ({} rounds)
+", f["rounds"]);
+    let _ = writeln!(s, "This machine's kernel has no BPF trampolines, so the fast path is measured in the VM `cargo xtask vm-test` boots: Debian's kernel {} under qemu TCG, one server tracked so the on-demand hooks are attached, an untracked process's loops timed. TCG emulates the CPU: compare the ratios within this table, not its nanoseconds with the host's.\n", f["kernel"].as_str().unwrap_or("?"));
+    let _ = writeln!(s, "| configuration | open+close | connect |\n|---|---|---|");
+    for c in super::vmfast::CONFIGS {
+        let _ = write!(s, "| mcpmon, server alive, {c} |");
+        for lp in super::vmfast::LOOPS {
+            let r = &f["configs"][c][lp]["ratio"];
+            let _ = write!(s, " {:.3} ({:.3}–{:.3}) |", med(r), r["min"].as_f64().unwrap_or(f64::NAN), r["max"].as_f64().unwrap_or(f64::NAN));
+        }
+        let _ = writeln!(s);
+    }
+    let o = &v["overhead"];
+    let _ = writeln!(s, "| host (this kernel, tracepoints: the fallback), server alive | {:.3} | {:.3} |", ratio(o, "mcpmon_server", "open_close"), ratio(o, "mcpmon_server", "connect"));
+    let fe = med(&f["configs"]["fentry"]["open"]["ratio"]);
+    let tp = med(&f["configs"]["tracepoint"]["open"]["ratio"]);
+    let _ = writeln!(s, "\n| goal | result |\n|---|---|\n| fast path cheaper than the tracepoints for untracked processes (open+close, same VM) | {} ({fe:.3} vs {tp:.3}) |", mark(fe < tp));
 }
