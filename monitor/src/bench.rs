@@ -1,5 +1,6 @@
 //! Hidden helpers for `cargo xtask bench` (not part of the user-facing CLI):
-//! - `mcpmon bench-loop KIND N`: a tight loop of one operation, printing nanoseconds per op;
+//! - `mcpmon bench-loop KIND N`: a tight loop of one operation (open, forkexec, connect, getppid),
+//!   printing nanoseconds per op;
 //! - `mcpmon bench-floor`: the floor program alone on every syscall tracepoint mcpmon uses, until
 //!   stdin closes.
 use std::{
@@ -56,6 +57,14 @@ pub fn run_loop(kind: &str, n: u64, path: Option<&str>) -> anyhow::Result<()> {
                 Err(e) => println!("{e}"),
             }
             return Ok(());
+        }
+        "getppid" => {
+            // A syscall mcpmon never hooks: what every other syscall of the machine pays.
+            let t = Instant::now();
+            for _ in 0..n {
+                unsafe { libc::syscall(libc::SYS_getppid) };
+            }
+            t.elapsed()
         }
         "read" => {
             // A protected-file victim: read the file and print what it got.

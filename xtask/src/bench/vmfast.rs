@@ -2,7 +2,8 @@
 //! measured inside the VM `cargo xtask vm-test` boots (Debian's kernel under qemu TCG) by
 //! `tests/vm/bench.sh`. An untracked process's open+close and loopback connect loops, with no
 //! monitor, and with mcpmon tracking one server through fentry/fexit and through syscall
-//! tracepoints. TCG emulates the CPU, so nanoseconds mean little; the ratios per round between
+//! tracepoints, and a getppid loop (a syscall mcpmon never hooks: with tracepoints attached it
+//! still takes the slow path, with trampolines it does not). TCG emulates the CPU, so nanoseconds mean little; the ratios per round between
 //! configurations of the same VM run are the figures.
 use std::collections::BTreeMap;
 
@@ -11,11 +12,11 @@ use serde_json::{json, Value};
 
 use super::stats;
 
-pub const LOOPS: &[&str] = &["open", "connect"];
+pub const LOOPS: &[&str] = &["open", "connect", "getppid"];
 pub const CONFIGS: &[&str] = &["fentry", "tracepoint"];
 
 pub fn run(rounds: usize, quick: bool) -> anyhow::Result<Value> {
-    let n = if quick { 5_000 } else { 20_000 };
+    let n = if quick { 5_000 } else { 10_000 };
     let text = crate::vm::bench(rounds, n)?;
     parse(&text, rounds)
 }
@@ -66,7 +67,8 @@ mod tests {
     fn ratios_per_round_against_no_monitor() {
         let text = "VMTEST BOOT 6.1.0 lsm=bpf\nVMBENCH INFO fentry syscall observation: fentry/fexit\n\
             VMBENCH 1 none open 100\nVMBENCH 1 fentry open 110\nVMBENCH 1 tracepoint open 150\n\
-            VMBENCH 1 none connect 1000\nVMBENCH 1 fentry connect 1000\nVMBENCH 1 tracepoint connect 1200\nVMBENCH DONE\n";
+            VMBENCH 1 none connect 1000\nVMBENCH 1 fentry connect 1000\nVMBENCH 1 tracepoint connect 1200\n\
+            VMBENCH 1 none getppid 10\nVMBENCH 1 fentry getppid 10\nVMBENCH 1 tracepoint getppid 13\nVMBENCH DONE\n";
         let v = super::parse(text, 1).unwrap();
         assert!((v["configs"]["fentry"]["open"]["ratio"]["median"].as_f64().unwrap() - 1.1).abs() < 1e-9);
         assert!((v["configs"]["tracepoint"]["connect"]["ratio"]["median"].as_f64().unwrap() - 1.2).abs() < 1e-9);
