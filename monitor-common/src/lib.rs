@@ -80,6 +80,8 @@ pub mod flags {
     pub const KILLED: u32 = 1 << 4;
     /// A cgroup `sock_addr` program refused this connect/send (the caller got EPERM).
     pub const DENIED: u32 = 1 << 5;
+    /// The syscall came in through the ia32 entry (`int $0x80`), not the 64-bit one.
+    pub const COMPAT: u32 = 1 << 6;
 }
 
 /// Common header of every event.
@@ -397,6 +399,7 @@ pub mod globals {
     pub const SIGNAL_LIVE_OFF: &str = "SIGNAL_LIVE_OFF";
     pub const MM_EXE_FILE_OFF: &str = "MM_EXE_FILE_OFF";
     pub const BPRM_FILE_OFF: &str = "BPRM_FILE_OFF";
+    pub const TASK_TI_STATUS_OFF: &str = "TASK_TI_STATUS_OFF";
     pub const SB_DEV_OFF: &str = "SB_DEV_OFF";
     pub const FILE_DENTRY_OFF: &str = "FILE_DENTRY_OFF";
     pub const DENTRY_PARENT_OFF: &str = "DENTRY_PARENT_OFF";

@@ -29,13 +29,13 @@ impl Hook {
     /// Syscall tracepoints put every syscall of every process on the kernel's slow path as soon as
     /// one is attached, so they are attached only while something is tracked.
     pub fn on_demand(&self) -> bool {
-        matches!(self, Hook::TracePoint { category: "syscalls", .. })
+        matches!(self, Hook::TracePoint { category: "syscalls" | "raw_syscalls", .. })
     }
 
     /// Exit hooks go in before entry hooks (and come out after them), so that no entry is saved
     /// without its exit hook there to complete it.
     pub fn is_syscall_exit(&self) -> bool {
-        matches!(self, Hook::TracePoint { category: "syscalls", name } if name.starts_with("sys_exit"))
+        matches!(self, Hook::TracePoint { category: "syscalls" | "raw_syscalls", name } if name.starts_with("sys_exit"))
     }
 }
 
@@ -89,6 +89,18 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         hooks: &[tp("syscalls", "sys_exit_connect"), tp("syscalls", "sys_exit_sendto"), tp("syscalls", "sys_exit_sendmsg")],
         optional: false,
     },
+    ProgramSpec {
+        name: "mcpm_compat_e",
+        purpose: "ia32 (int $0x80) syscalls of tracked processes: entry",
+        hooks: &[tp("raw_syscalls", "sys_enter")],
+        optional: true,
+    },
+    ProgramSpec {
+        name: "mcpm_compat_x",
+        purpose: "ia32 (int $0x80) syscalls of tracked processes: result",
+        hooks: &[tp("raw_syscalls", "sys_exit")],
+        optional: true,
+    },
     ProgramSpec { name: "mcpm_io_uring", purpose: "io_uring set up by a tracked process", hooks: &[tp("io_uring", "io_uring_create")], optional: true },
     ProgramSpec { name: "mcpm_read_e", purpose: "stdio: read entry", hooks: &[tp("syscalls", "sys_enter_read")], optional: false },
     ProgramSpec { name: "mcpm_write_e", purpose: "stdio: write entry", hooks: &[tp("syscalls", "sys_enter_write")], optional: false },
@@ -131,4 +143,15 @@ pub const FAST_PROGRAMS: &[FastSpec] = &[
     fast("sendmsg", "mcpmf_sendmsg_e", "mcpmf_sendmsg_x", "__x64_sys_sendmsg", false),
     fast("read", "mcpmf_read_e", "mcpmf_read_x", "__x64_sys_read", false),
     fast("write", "mcpmf_write_e", "mcpmf_write_x", "__x64_sys_write", false),
+    // ia32 entries (`int $0x80`): absent where the kernel has no IA32 emulation.
+    fast("open (ia32)", "mcpmc_open_e", "mcpmc_open_x", "__ia32_compat_sys_open", true),
+    fast("creat (ia32)", "mcpmc_creat_e", "mcpmc_creat_x", "__ia32_sys_creat", true),
+    fast("openat (ia32)", "mcpmc_openat_e", "mcpmc_openat_x", "__ia32_compat_sys_openat", true),
+    fast("openat2 (ia32)", "mcpmc_openat2_e", "mcpmc_openat2_x", "__ia32_sys_openat2", true),
+    fast("execve (ia32)", "mcpmc_execve_e", "mcpmc_execve_x", "__ia32_compat_sys_execve", true),
+    fast("execveat (ia32)", "mcpmc_execvat_e", "mcpmc_execvat_x", "__ia32_compat_sys_execveat", true),
+    fast("connect (ia32)", "mcpmc_connect_e", "mcpmc_connect_x", "__ia32_sys_connect", true),
+    fast("sendto (ia32)", "mcpmc_sendto_e", "mcpmc_sendto_x", "__ia32_sys_sendto", true),
+    fast("sendmsg (ia32)", "mcpmc_sendmsg_e", "mcpmc_sendmsg_x", "__ia32_compat_sys_sendmsg", true),
+    fast("socketcall (ia32)", "mcpmc_sockcall_e", "mcpmc_sockcall_x", "__ia32_compat_sys_socketcall", true),
 ];

@@ -18,22 +18,26 @@ use aya_ebpf::{
 
 use crate::{file, maps::Sys, net, process, stdio};
 
-/// Offsets in x86_64 `struct pt_regs` of di, si, dx, r10, r8, r9.
+/// Offsets in x86_64 `struct pt_regs` of the argument registers: di, si, dx, r10, r8, r9 for
+/// 64-bit syscalls; bx, cx, dx, si, di, bp for the ia32 compat wrappers `__ia32_*` (`int $0x80`,
+/// see compat.rs), whose arguments are 32 bits wide.
 const ARG_OFF: [usize; 6] = [112, 104, 96, 56, 72, 64];
+const ARG_OFF_IA32: [usize; 6] = [40, 88, 96, 104, 112, 32];
 
 pub struct Regs {
     regs: *const u8,
     ret: i64,
+    ia32: bool,
 }
 
 impl Regs {
     #[inline(always)]
-    fn entry(ctx: &FEntryContext) -> Self {
-        Self { regs: ctx.arg::<u64>(0) as *const u8, ret: 0 }
+    fn entry(ctx: &FEntryContext, ia32: bool) -> Self {
+        Self { regs: ctx.arg::<u64>(0) as *const u8, ret: 0, ia32 }
     }
     #[inline(always)]
-    fn exit(ctx: &FExitContext) -> Self {
-        Self { regs: ctx.arg::<u64>(0) as *const u8, ret: ctx.arg::<i64>(1) }
+    fn exit(ctx: &FExitContext, ia32: bool) -> Self {
+        Self { regs: ctx.arg::<u64>(0) as *const u8, ret: ctx.arg::<i64>(1), ia32 }
     }
 }
 
@@ -43,7 +47,9 @@ impl Sys for Regs {
         if i >= ARG_OFF.len() {
             return 0;
         }
-        unsafe { bpf_probe_read_kernel(self.regs.add(ARG_OFF[i]) as *const u64) }.unwrap_or(0)
+        let off = if self.ia32 { ARG_OFF_IA32[i] } else { ARG_OFF[i] };
+        let v = unsafe { bpf_probe_read_kernel(self.regs.add(off) as *const u64) }.unwrap_or(0);
+        if self.ia32 { v & 0xffff_ffff } else { v }
     }
     #[inline(always)]
     fn ret(&self) -> i64 {
@@ -55,13 +61,23 @@ impl Sys for Regs {
 /// kernel function it was loaded for (the loader names it, see `names::FAST_PROGRAMS`).
 macro_rules! syscall {
     ($entry:ident = $enter:path, $exit:ident = $leave:path) => {
+        syscall!(@ false, $entry = $enter, $exit = $leave);
+    };
+    (ia32 $entry:ident = $enter:path, $exit:ident = $leave:path) => {
+        syscall!(@ true, $entry = $enter, $exit = $leave);
+    };
+    (@ $ia32:expr, $entry:ident = $enter:path, $exit:ident = $leave:path) => {
         #[fentry]
         pub fn $entry(ctx: FEntryContext) -> u32 {
-            $enter(&Regs::entry(&ctx))
+            let r = $enter(&Regs::entry(&ctx, $ia32));
+            if $ia32 {
+                crate::maps::mark_compat();
+            }
+            r
         }
         #[fexit]
         pub fn $exit(ctx: FExitContext) -> u32 {
-            $leave(&Regs::exit(&ctx))
+            $leave(&Regs::exit(&ctx, $ia32))
         }
     };
 }
@@ -77,3 +93,15 @@ syscall!(mcpmf_sendto_e = net::sendto_e, mcpmf_sendto_x = net::connect_x);
 syscall!(mcpmf_sendmsg_e = net::sendmsg_e, mcpmf_sendmsg_x = net::connect_x);
 syscall!(mcpmf_read_e = stdio::read_e, mcpmf_read_x = stdio::rw_x);
 syscall!(mcpmf_write_e = stdio::write_e, mcpmf_write_x = stdio::rw_x);
+
+// The same syscalls entered through `int $0x80` (compat.rs says why they matter).
+syscall!(ia32 mcpmc_open_e = file::open_e, mcpmc_open_x = file::open_x);
+syscall!(ia32 mcpmc_creat_e = file::creat_e, mcpmc_creat_x = file::open_x);
+syscall!(ia32 mcpmc_openat_e = file::openat_e, mcpmc_openat_x = file::open_x);
+syscall!(ia32 mcpmc_openat2_e = file::openat2_e, mcpmc_openat2_x = file::open_x);
+syscall!(ia32 mcpmc_execve_e = process::execve_e, mcpmc_execve_x = process::exec_x);
+syscall!(ia32 mcpmc_execvat_e = process::execveat_e, mcpmc_execvat_x = process::exec_x);
+syscall!(ia32 mcpmc_connect_e = net::connect_e, mcpmc_connect_x = net::connect_x);
+syscall!(ia32 mcpmc_sendto_e = net::sendto_e, mcpmc_sendto_x = net::connect_x);
+syscall!(ia32 mcpmc_sendmsg_e = net::sendmsg32_e, mcpmc_sendmsg_x = net::connect_x);
+syscall!(ia32 mcpmc_sockcall_e = net::socketcall_e, mcpmc_sockcall_x = net::connect_x);

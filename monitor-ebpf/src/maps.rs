@@ -81,6 +81,21 @@ pub fn off(v: &'static u32) -> usize {
     global(v) as usize
 }
 
+/// Marks the current thread's pending syscall (whichever family it is) as an ia32 one.
+#[inline(always)]
+pub fn mark_compat() {
+    let tid = current().tid;
+    unsafe {
+        if let Some(e) = PENDING_OPEN.get_ptr_mut(&tid) {
+            (*e).hdr.flags |= monitor_common::flags::COMPAT;
+        } else if let Some(e) = PENDING_EXEC.get_ptr_mut(&tid) {
+            (*e).hdr.flags |= monitor_common::flags::COMPAT;
+        } else if let Some(e) = PENDING_CONNECT.get_ptr_mut(&tid) {
+            (*e).hdr.flags |= monitor_common::flags::COMPAT;
+        }
+    }
+}
+
 /// A syscall's arguments and result, from whichever hook reports the syscall: its tracepoints
 /// (the fallback) or fentry/fexit on its `__x64_sys_*` wrapper (`fast.rs`). The handlers are
 /// written once against this, so both paths produce the same events.

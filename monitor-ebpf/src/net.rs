@@ -72,6 +72,47 @@ pub fn sendmsg_e<S: Sys>(s: &S) -> u32 {
     addr_enter(EventKind::Send, s.arg(0) as i32, hdr[0], hdr[1] as u32)
 }
 
+/// Compat `sendmsg(fd, struct compat_msghdr *msg, flags)`: `msg_name` and `msg_namelen` are
+/// two u32 at offsets 0 and 4.
+#[inline(always)]
+pub fn sendmsg32_e<S: Sys>(s: &S) -> u32 {
+    if tracked(current()).is_none() {
+        return 0;
+    }
+    let mut hdr = [0u32; 2];
+    if !read_user(hdr.as_mut_ptr() as *mut u8, 8, s.arg(1)) || hdr[0] == 0 {
+        return 0;
+    }
+    addr_enter(EventKind::Send, s.arg(0) as i32, hdr[0] as u64, hdr[1])
+}
+
+/// i386 `socketcall(call, u32 *args)`, the multiplexer 32-bit libcs used before direct socket
+/// syscalls: connect (3), sendto (11) and sendmsg (16) take their arguments from `args`.
+#[inline(always)]
+pub fn socketcall_e<S: Sys>(s: &S) -> u32 {
+    if tracked(current()).is_none() {
+        return 0;
+    }
+    let (call, argp) = (s.arg(0), s.arg(1));
+    let mut a = [0u32; 6];
+    let n = if call == 11 { 24 } else { 12 };
+    if !read_user(a.as_mut_ptr() as *mut u8, n, argp) {
+        return 0;
+    }
+    match call {
+        3 => addr_enter(EventKind::Connect, a[0] as i32, a[1] as u64, a[2]),
+        11 if a[4] != 0 => addr_enter(EventKind::Send, a[0] as i32, a[4] as u64, a[5]),
+        16 => {
+            let mut hdr = [0u32; 2];
+            if !read_user(hdr.as_mut_ptr() as *mut u8, 8, a[1] as u64) || hdr[0] == 0 {
+                return 0;
+            }
+            addr_enter(EventKind::Send, a[0] as i32, hdr[0] as u64, hdr[1])
+        }
+        _ => 0,
+    }
+}
+
 #[inline(always)]
 fn addr_enter(kind: EventKind, fd: i32, sa: u64, addrlen: u32) -> u32 {
     let cur = current();

@@ -66,6 +66,12 @@ pub fn run_loop(kind: &str, n: u64, path: Option<&str>) -> anyhow::Result<()> {
             }
             t.elapsed()
         }
+        "int80-read" => {
+            // A victim using the ia32 syscall entry (`int $0x80`) from a 64-bit process.
+            let data = int80_read(path.context("int80-read needs a path")?)?;
+            std::io::stdout().write_all(&data)?;
+            return Ok(());
+        }
         "read" => {
             // A protected-file victim: read the file and print what it got.
             let mut f = std::fs::File::open(path.context("read needs a path")?)?;
@@ -103,4 +109,47 @@ pub fn run_floor() -> anyhow::Result<()> {
         line.clear();
     }
     Ok(())
+}
+
+/// open + read through `int $0x80` (i386 numbers 5 and 3), with the path and buffer in memory
+/// below 4 GiB as 32-bit pointers require. The bypass test for compat syscalls.
+#[cfg(target_arch = "x86_64")]
+fn int80_read(path: &str) -> anyhow::Result<Vec<u8>> {
+    unsafe fn int80(nr: u32, a: u64, b: u64, c: u64) -> i32 {
+        let ret: i32;
+        // rbx is reserved by LLVM: swap the first argument in and out around the call.
+        unsafe {
+            std::arch::asm!(
+                "xchg {a}, rbx",
+                "int 0x80",
+                "xchg {a}, rbx",
+                a = inout(reg) a => _,
+                inlateout("eax") nr => ret,
+                in("ecx") b as u32,
+                in("edx") c as u32,
+                out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+            );
+        }
+        ret
+    }
+    let low = unsafe { libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT, -1, 0) };
+    anyhow::ensure!(low != libc::MAP_FAILED, "mmap MAP_32BIT: {}", std::io::Error::last_os_error());
+    let low = low as *mut u8;
+    let p = path.as_bytes();
+    anyhow::ensure!(p.len() < 4095, "path too long");
+    unsafe {
+        std::ptr::copy_nonoverlapping(p.as_ptr(), low, p.len());
+        *low.add(p.len()) = 0;
+    }
+    let fd = unsafe { int80(5, low as u64, 0, 0) };
+    anyhow::ensure!(fd >= 0, "int80 open: errno {}", -fd);
+    let buf = unsafe { low.add(4096) };
+    let n = unsafe { int80(3, fd as u64, buf as u64, 4096) };
+    anyhow::ensure!(n >= 0, "int80 read: errno {}", -n);
+    Ok(unsafe { std::slice::from_raw_parts(buf, n as usize) }.to_vec())
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn int80_read(_: &str) -> anyhow::Result<Vec<u8>> {
+    anyhow::bail!("int $0x80 exists on x86_64 only")
 }

@@ -128,6 +128,8 @@ fn ssh_key_reads_die_in_the_kernel_whatever_the_path() {
             "comm-spoof",
             format!("{py} -c \"import ctypes,sys; ctypes.CDLL(None).prctl(15,b'sshd',0,0,0); sys.stdout.write(open('{key}').read())\""),
         ),
+        // The ia32 syscall entry from a 64-bit process: no per-syscall tracepoint sees it.
+        ("int80-compat", format!("{} bench-loop int80-read 1 {key}", env!("CARGO_BIN_EXE_mcpmon"))),
         ("setsid-double-fork", format!("setsid sh -c '(cat {key} > {w}/stolen; echo done >> {w}/stolen) &' ; sleep 1")),
         (
             "memfd-exec",

@@ -311,3 +311,24 @@ async fn lost_events_are_counted_exactly() {
     assert!(lost_total > 0, "a one-page ring must overflow with {N} events");
     assert_eq!(delivered as u64 + lost_total, N as u64, "delivered {delivered} + lost {lost_total} != {N}");
 }
+
+/// `int $0x80` from a 64-bit process: the per-syscall tracepoints never see these calls; the
+/// raw_syscalls hooks (or the `__ia32_*` fentry programs) must, with the same event.
+#[tokio::test]
+async fn ia32_syscalls_from_a_64_bit_process_are_seen() {
+    let Some(mut h) = Harness::start().await else { return };
+    let mut sh = Gated::spawn(&format!("exec {} bench-loop int80-read 1 /etc/hostname", env!("CARGO_BIN_EXE_mcpmon")));
+    let pid = sh.pid();
+    h.track(pid, "ia32");
+    sh.go();
+    let e = h.expect("ia32 open of /etc/hostname", |e| open_of(e, "/etc/hostname").is_some()).await;
+    let o = open_of(&e, "/etc/hostname").unwrap();
+    assert_eq!(o.syscall, "open", "{o:?}");
+    assert!(o.result.ok, "{o:?}");
+    assert!(e.header.compat_syscall, "the event says it came through int $0x80");
+    assert_eq!(e.header.pid, pid);
+    // 64-bit opens of the same process are not marked.
+    let libc = h.seen.iter().find(|e| matches!(&e.body, Body::Open(o) if o.path.contains("libc.so")));
+    assert!(libc.is_some_and(|e| !e.header.compat_syscall), "{}", h.dump());
+    sh.wait();
+}

@@ -64,6 +64,15 @@ else
   case "$out" in *rc=137*) pass deny-falls-back-to-kill;; *) fail deny-falls-back-to-kill "$out";; esac
 fi
 
+# 1a. The same key through the ia32 entry (int $0x80): the same outcome.
+out=$("$MCPMON" exec --name keyreader32 --socket "$SOCK" -- /bin/sh -c "$MCPMON bench-loop int80-read 1 $HOME_DIR/.ssh/id_ed25519; echo rc=\$?" 2>&1)
+case "$out" in *KEY-MATERIAL*) fail ia32-key-not-read "the key was read: $out";; *) pass ia32-key-not-read;; esac
+if [ "$EXPECT" = lsm ]; then
+  case "$out" in *"errno 1"*rc=1*) pass ia32-deny-eperm;; *) fail ia32-deny-eperm "$out";; esac
+else
+  case "$out" in *rc=137*) pass ia32-deny-falls-back-to-kill;; *) fail ia32-deny-falls-back-to-kill "$out";; esac
+fi
+
 # 1b. A denied executable: execve fails with EPERM and the caller lives (LSM), or the new image
 # is killed before its first instruction (fallback).
 out=$("$MCPMON" exec --name execer --socket "$SOCK" -- /bin/sh -c "$WORK/bin/evil-tool; echo rc=\$?" 2>&1)
@@ -88,19 +97,19 @@ grep '"kind":"alert"' "$EV" | grep '"id":"persistence-write"' | grep -q killed_i
 grep '"kind":"alert"' "$EV" | grep '"id":"network-tool-exec"' | grep -q "$want" && pass "exec-alert-$want" || fail "exec-alert-$want" "$(grep '"kind":"alert"' "$EV" | grep network-tool | head -3)"
 grep -q '"kind":"exit".*"signal":9' "$EV" && pass exit-event || fail exit-event "no SIGKILL exit event"
 
-# 4. Parity: one workload (a successful and a failed open, a failed exec, a refused connect, a
-# JSON-RPC line through the server's stdio pipes) under the default path and under tracepoints.
+# 4. Parity: one workload (a successful and a failed open, an open through the ia32 entry
+# `int $0x80`, a failed exec, a refused connect, a JSON-RPC line through the server's stdio pipes) under the default path and under tracepoints.
 # Fields that differ between any two runs (times, pids, procfs-derived names) are dropped, and so
 # are events whose user memory was not paged in yet (either path may meet one: a probe cannot
 # fault pages in). The workload runs without a locale so glibc opens no locale files.
 workload() {
   printf '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"vm","version":"1"}}}\n' |
     env -i PATH=/usr/bin:/bin "$MCPMON" exec --name parity --socket "$SOCK" -- /bin/sh -c \
-      "cat $HOME_DIR/.bashrc > /dev/null; cat $WORK/no-such-file 2>/dev/null; $WORK/no-such-binary 2>/dev/null; nc -w 1 127.0.0.1 1 < /dev/null 2>/dev/null; cat" | cat > /dev/null
+      "cat $HOME_DIR/.bashrc > /dev/null; $MCPMON bench-loop int80-read 1 $HOME_DIR/.bashrc > /dev/null; cat $WORK/no-such-file 2>/dev/null; $WORK/no-such-binary 2>/dev/null; nc -w 1 127.0.0.1 1 < /dev/null 2>/dev/null; cat" | cat > /dev/null
 }
 normalize() {
   grep -v '"kind":"\(alert\|stats\|rules_loaded\|server_[a-z]*\)"' "$1" | grep -E '"kind":"(exec|open|connect|send|exit|fork|mcp_[a-z]*)"' | grep -v user_memory_unreadable |
-    sed -E 's/"(time|ts_mono_ns|pid|tid|ppid|child_pid|exe|resolved_path)":("[^"]*"|[0-9]+),?//g; s/"mcp":\{[^}]*\},?//g; s/,}/}/g' | sort
+    sed -E 's/"(time|ts_mono_ns|pid|tid|ppid|child_pid|exe|resolved_path)":("[^"]*"|[0-9]+),?//g; s/"(mcp|inode)":\{[^}]*\},?//g; s/,}/}/g' | sort
 }
 for obs in auto tracepoint; do
   start_daemon "$WORK/parity-$obs.jsonl" "$WORK/parity-$obs.log" --observe $obs
@@ -116,6 +125,7 @@ case "$kinds" in
   *'"exec"'*'"mcp_initialize"'*'"open"'*) pass "parity-workload-seen";;
   *) fail "parity-workload-seen" "kinds seen: $kinds";;
 esac
+grep '"compat_syscall":true' "$WORK/parity-auto.txt" | grep -q '"path":"[^"]*/.bashrc"' && pass ia32-open-seen || fail ia32-open-seen "no int \$0x80 open event: $(grep -c compat "$WORK/parity-auto.txt")"
 if diff "$WORK/parity-auto.txt" "$WORK/parity-tracepoint.txt" > "$WORK/parity.diff"; then
   pass "events-match-tracepoint-path ($n events: $(grep -o '"kind":"[a-z_]*"' "$WORK/parity-auto.txt" | sort | uniq -c | tr -s ' \n' ' '))"
 else

@@ -125,6 +125,7 @@ pub fn build(i: &Inputs) -> Ctx {
     if let Some(k) = h.kernel_action {
         c.str("kernel.action", k);
     }
+    c.set("syscall.compat", Val::Bool(h.compat_syscall));
     let mut scope: Vec<String> = i.server.map(|s| s.command.iter().filter(|a| a.starts_with('/')).cloned().collect()).unwrap_or_default();
     match i.attribution {
         Attribution::Call { tool, arguments, .. } => {

@@ -57,7 +57,8 @@ fn header(h: &EventHeader) -> Header {
         (false, true) => Some("killed"),
         (false, false) => None,
     };
-    Header { ts_mono_ns: h.ts_ns, pid: h.tgid, tid: h.tid, ppid: h.ppid, uid: h.uid, server_id: h.server_id, truncated, kernel_action }
+    let compat_syscall = h.flags & flags::COMPAT != 0;
+    Header { ts_mono_ns: h.ts_ns, pid: h.tgid, tid: h.tid, ppid: h.ppid, uid: h.uid, server_id: h.server_id, truncated, kernel_action, compat_syscall }
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {

@@ -27,6 +27,9 @@ pub struct Header {
     /// What the kernel itself did about this syscall: "killed", "denied", "denied_and_killed".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_action: Option<&'static str>,
+    /// The syscall came in through the ia32 entry (`int $0x80`) rather than the 64-bit one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub compat_syscall: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -194,6 +194,8 @@ pub struct TaskOffsets {
     pub signal_live: u32,
     /// `linux_binprm->file`: the image an exec is about to run (LSM exec deny).
     pub bprm_file: u32,
+    /// `task->thread_info.status` (x86: TS_COMPAT marks an ia32 syscall), `NO_FIELD` elsewhere.
+    pub ti_status: u32,
 }
 
 impl TaskOffsets {
@@ -220,6 +222,10 @@ impl TaskOffsets {
             task_signal: btf.member_offset("task_struct", "signal")?,
             signal_live: btf.member_offset("signal_struct", "live")?,
             bprm_file: btf.member_offset("linux_binprm", "file")?,
+            ti_status: match (btf.member_offset("task_struct", "thread_info"), btf.member_offset("thread_info", "status")) {
+                (Ok(a), Ok(b)) => a + b,
+                _ => monitor_common::NO_FIELD,
+            },
         })
     }
 }

@@ -41,7 +41,7 @@ pub fn load(ebpf: &mut Ebpf) -> Result<Vec<&'static FastSpec>, String> {
         match loaded {
             Ok(()) => out.push(spec),
             // As for its tracepoint: a syscall this kernel lacks (not in its BTF) is skipped.
-            Err(e) if spec.optional && e.contains("not found") => {
+            Err(e) if spec.optional && e.contains("unknown BTF type") => {
                 tracing::info!("fast path: {} skipped ({e})", spec.syscall);
             }
             Err(e) => return Err(e),

@@ -143,6 +143,7 @@ impl Sensors {
             .override_global(g::SIGNAL_LIVE_OFF, &task.signal_live, true)
             .override_global(g::MM_EXE_FILE_OFF, &task.mm_exe_file, true)
             .override_global(g::BPRM_FILE_OFF, &task.bprm_file, true)
+            .override_global(g::TASK_TI_STATUS_OFF, &task.ti_status, true)
             .override_global(g::FILE_DENTRY_OFF, &task.file_dentry, true)
             .override_global(g::DENTRY_PARENT_OFF, &task.dentry_parent, true)
             .override_global(g::DENTRY_INODE_OFF, &task.dentry_inode, true)

@@ -46,6 +46,7 @@ pub const FIELDS: &[(&str, Kind, &str)] = &[
     ("profile.exists", Kind::Bool, "the server has a learned profile (for its version)"),
     ("profile.fits", Kind::Bool, "the event's exe, path or address is in the server's profile"),
     ("kernel.action", Kind::Str, "what the kernel did: killed, denied, denied_and_killed"),
+    ("syscall.compat", Kind::Bool, "the syscall came in through the ia32 entry (int $0x80) instead of the 64-bit one"),
 ];
 
 pub fn kind_of(field: &str) -> Option<(&'static str, Kind)> {
