@@ -29,13 +29,13 @@ impl Hook {
     /// Syscall tracepoints put every syscall of every process on the kernel's slow path as soon as
     /// one is attached, so they are attached only while something is tracked.
     pub fn on_demand(&self) -> bool {
-        matches!(self, Hook::TracePoint { category: "syscalls" | "raw_syscalls", .. })
+        matches!(self, Hook::TracePoint { category: "syscalls", .. })
     }
 
     /// Exit hooks go in before entry hooks (and come out after them), so that no entry is saved
     /// without its exit hook there to complete it.
     pub fn is_syscall_exit(&self) -> bool {
-        matches!(self, Hook::TracePoint { category: "syscalls" | "raw_syscalls", name } if name.starts_with("sys_exit"))
+        matches!(self, Hook::TracePoint { category: "syscalls", name } if name.starts_with("sys_exit"))
     }
 }
 
@@ -88,18 +88,6 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         purpose: "net: connect/send result",
         hooks: &[tp("syscalls", "sys_exit_connect"), tp("syscalls", "sys_exit_sendto"), tp("syscalls", "sys_exit_sendmsg")],
         optional: false,
-    },
-    ProgramSpec {
-        name: "mcpm_compat_e",
-        purpose: "ia32 (int $0x80) syscalls of tracked processes: entry",
-        hooks: &[tp("raw_syscalls", "sys_enter")],
-        optional: true,
-    },
-    ProgramSpec {
-        name: "mcpm_compat_x",
-        purpose: "ia32 (int $0x80) syscalls of tracked processes: result",
-        hooks: &[tp("raw_syscalls", "sys_exit")],
-        optional: true,
     },
     ProgramSpec { name: "mcpm_io_uring", purpose: "io_uring set up by a tracked process", hooks: &[tp("io_uring", "io_uring_create")], optional: true },
     ProgramSpec { name: "mcpm_read_e", purpose: "stdio: read entry", hooks: &[tp("syscalls", "sys_enter_read")], optional: false },
@@ -155,3 +143,7 @@ pub const FAST_PROGRAMS: &[FastSpec] = &[
     fast("sendmsg (ia32)", "mcpmc_sendmsg_e", "mcpmc_sendmsg_x", "__ia32_compat_sys_sendmsg", true),
     fast("socketcall (ia32)", "mcpmc_sockcall_e", "mcpmc_sockcall_x", "__ia32_compat_sys_socketcall", true),
 ];
+
+/// The ia32 (`int $0x80`) syscalls on the tracepoint path: raw tracepoint programs (program,
+/// raw tracepoint), attached with the syscall tracepoints (one, on `sys_exit`: see compat.rs).
+pub const COMPAT_RAW: &[(&str, &str)] = &[("mcpm_compat_x", "sys_exit")];

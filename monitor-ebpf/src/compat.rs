@@ -4,25 +4,31 @@
 //! never run for them, so without these hooks a server could open a secret, exec or connect
 //! unseen, and past the in-kernel kill. The same handlers as for 64-bit syscalls run, so the
 //! events are the same ones.
-//! - Tracepoint path: `raw_syscalls:sys_enter/sys_exit` (the compat calls' only tracepoints),
-//!   which return at once unless the process is tracked and in a compat syscall
-//!   (`current->thread_info.status & TS_COMPAT`); their args are the i386 registers.
+//! - Tracepoint path: raw tracepoints `sys_enter`/`sys_exit` (the compat calls' only
+//!   tracepoints; raw, because a perf-event tracepoint program would have the kernel build a
+//!   trace record for every syscall of the machine first), which return at once unless the
+//!   process is tracked and in a compat syscall (`current->thread_info.status & TS_COMPAT`).
 //! - Fast path: fentry/fexit on the compat wrappers `__ia32_*` (`fast.rs`).
 //!
-//! Kernel contract: i386 numbers from arch/x86/entry/syscalls/syscall_32.tbl;
-//! `raw_syscalls:sys_enter(long id, unsigned long args[6])`, `sys_exit(long id, long ret)`.
+//! Kernel contract: i386 numbers from arch/x86/entry/syscalls/syscall_32.tbl; raw tracepoints
+//! `sys_enter(struct pt_regs *regs, long id)` and `sys_exit(struct pt_regs *regs, long ret)`,
+//! the syscall number in `regs->orig_ax` on exit; i386 arguments in bx, cx, dx, si, di, bp.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 
 use crate::{
+    fast::Regs,
     file,
-    maps::{current, mark_compat, off, tracked, Sys},
+    maps::{current, mark_compat, off, tracked},
     net, process,
 };
+
+/// `orig_ax` in x86_64 `struct pt_regs`: the syscall number, kept through the call.
+const ORIG_AX_OFF: usize = 120;
 
 #[unsafe(no_mangle)]
 static TASK_TI_STATUS_OFF: u32 = 0;
@@ -55,42 +61,64 @@ fn in_compat_syscall() -> bool {
     status & TS_COMPAT != 0
 }
 
+/// Whether `id` is one of the i386 syscalls handled here: lets every other syscall of the
+/// machine go without a map lookup.
 #[inline(always)]
-fn id(ctx: &TracePointContext) -> i64 {
-    unsafe { ctx.read_at(8) }.unwrap_or(-1)
+fn handled(id: i64) -> bool {
+    matches!(
+        id,
+        nr::OPEN | nr::CREAT | nr::EXECVE | nr::SOCKETCALL | nr::OPENAT | nr::EXECVEAT | nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::OPENAT2
+    )
 }
 
-#[tracepoint]
-pub fn mcpm_compat_e(ctx: TracePointContext) -> u32 {
-    if tracked(current()).is_none() || !in_compat_syscall() {
+/// One program, on `sys_exit` only: every syscall of the machine runs it while a server is
+/// tracked, so it is kept to one invocation per syscall (an entry hook too would double that).
+/// The i386 argument registers are still as the process set them when the call returns, and
+/// the path, argv and address still in its memory, so the entry half is built here, then
+/// completed at once. What this loses against an entry hook: a successful execve (its new image
+/// has replaced the arguments; `sched_process_exec` reports it anyway) and the cgroup deny's
+/// mark on a refused connect, which is recomputed here from the same policy map.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn mcpm_compat_x(ctx: RawTracePointContext) -> i32 {
+    let regs = ctx.arg::<u64>(0) as *const u8;
+    let id: i64 = unsafe { bpf_probe_read_kernel(regs.add(ORIG_AX_OFF) as *const i64) }.unwrap_or(-1);
+    if !handled(id) || tracked(current()).is_none() || !in_compat_syscall() {
         return 0;
     }
-    let r = match id(&ctx) {
-        nr::OPEN => file::open_e(&ctx),
-        nr::CREAT => file::creat_e(&ctx),
-        nr::OPENAT => file::openat_e(&ctx),
-        nr::OPENAT2 => file::openat2_e(&ctx),
-        nr::EXECVE => process::execve_e(&ctx),
-        nr::EXECVEAT => process::execveat_e(&ctx),
-        nr::CONNECT => net::connect_e(&ctx),
-        nr::SENDTO => net::sendto_e(&ctx),
-        nr::SENDMSG => net::sendmsg32_e(&ctx),
-        nr::SOCKETCALL => net::socketcall_e(&ctx),
-        _ => return 0,
-    };
-    mark_compat();
-    r
-}
-
-#[tracepoint]
-pub fn mcpm_compat_x(ctx: TracePointContext) -> u32 {
-    if tracked(current()).is_none() || !in_compat_syscall() {
-        return 0;
+    let ret = ctx.arg::<i64>(1);
+    let s = Regs::ia32(regs, ret);
+    match id {
+        nr::OPEN | nr::CREAT | nr::OPENAT | nr::OPENAT2 => {
+            match id {
+                nr::OPEN => file::open_e(&s),
+                nr::CREAT => file::creat_e(&s),
+                nr::OPENAT => file::openat_e(&s),
+                _ => file::openat2_e(&s),
+            };
+            mark_compat();
+            file::open_x(&s);
+        }
+        nr::EXECVE | nr::EXECVEAT if ret < 0 => {
+            if id == nr::EXECVE {
+                process::execve_e(&s);
+            } else {
+                process::execveat_e(&s);
+            }
+            mark_compat();
+            process::exec_x(&s);
+        }
+        nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::SOCKETCALL => {
+            match id {
+                nr::CONNECT => net::connect_e(&s),
+                nr::SENDTO => net::sendto_e(&s),
+                nr::SENDMSG => net::sendmsg32_e(&s),
+                _ => net::socketcall_e(&s),
+            };
+            mark_compat();
+            crate::enforce::mark_refused_connect(ret);
+            net::connect_x(&s);
+        }
+        _ => {}
     }
-    match id(&ctx) {
-        nr::OPEN | nr::CREAT | nr::OPENAT | nr::OPENAT2 => file::open_x(&ctx),
-        nr::EXECVE | nr::EXECVEAT => process::exec_x(&ctx),
-        nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::SOCKETCALL => net::connect_x(&ctx),
-        _ => 0,
-    }
+    0
 }

@@ -228,6 +228,32 @@ pub fn mcpm_lsm_bprm(ctx: LsmContext) -> i32 {
     -EPERM
 }
 
+/// For a connect/send completed at its exit only (compat.rs): if it failed with EPERM and its
+/// address is under a deny policy, the cgroup program refused it; mark the pending event as
+/// that program would have (denied, and killed when the policy says kill).
+#[inline(always)]
+pub fn mark_refused_connect(ret: i64) {
+    if ret != -(EPERM as i64) {
+        return;
+    }
+    let cur = current();
+    let Some(ev) = PENDING_CONNECT.get_ptr_mut(&cur.tid) else { return };
+    let ev = unsafe { &mut *ev };
+    let p = match ev.family {
+        2 => net_policy_v4([ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3]]),
+        10 => net_policy_v6(ev.addr),
+        _ => 0,
+    };
+    if p & (net_policy::DENY | net_policy::KILL) == 0 {
+        return;
+    }
+    ev.policy = p;
+    ev.hdr.flags |= flags::DENIED;
+    if p & net_policy::KILL != 0 {
+        ev.hdr.flags |= flags::KILLED;
+    }
+}
+
 /// Policy for an IPv4 destination (network byte order as in memory).
 #[inline(always)]
 pub fn net_policy_v4(addr: [u8; 4]) -> u32 {

@@ -39,6 +39,11 @@ impl Regs {
     fn exit(ctx: &FExitContext, ia32: bool) -> Self {
         Self { regs: ctx.arg::<u64>(0) as *const u8, ret: ctx.arg::<i64>(1), ia32 }
     }
+    /// The user registers of an ia32 syscall (compat.rs), with its result on exit.
+    #[inline(always)]
+    pub fn ia32(regs: *const u8, ret: i64) -> Self {
+        Self { regs, ret, ia32: true }
+    }
 }
 
 impl Sys for Regs {

@@ -1,8 +1,8 @@
 //! Hidden helpers for `cargo xtask bench` (not part of the user-facing CLI):
 //! - `mcpmon bench-loop KIND N`: a tight loop of one operation (open, forkexec, connect, getppid),
 //!   printing nanoseconds per op;
-//! - `mcpmon bench-floor`: the floor program alone on every syscall tracepoint mcpmon uses, until
-//!   stdin closes.
+//! - `mcpmon bench-floor`: the floor program alone on every syscall hook mcpmon uses (syscall
+//!   tracepoints and the raw sys_enter/sys_exit of the ia32 hooks), until stdin closes.
 use std::{
     io::{BufRead, Read, Write},
     net::{TcpListener, TcpStream},
@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use monitor_common::names::{Hook, PROGRAMS};
+use monitor_common::names::{Hook, COMPAT_RAW, PROGRAMS};
 
 pub fn run_loop(kind: &str, n: u64, path: Option<&str>) -> anyhow::Result<()> {
     let t = match kind {
@@ -66,6 +66,16 @@ pub fn run_loop(kind: &str, n: u64, path: Option<&str>) -> anyhow::Result<()> {
             }
             t.elapsed()
         }
+        "int80-dial" => {
+            // A TCP connect to ADDR:PORT through `int $0x80` (i386 connect, 362): ok, eperm or errno.
+            let addr: std::net::SocketAddrV4 = path.context("int80-dial needs ADDR:PORT")?.parse()?;
+            match int80_connect(addr)? {
+                0 => println!("ok"),
+                e if e == -libc::EPERM => println!("eperm"),
+                e => println!("errno {}", -e),
+            }
+            return Ok(());
+        }
         "int80-read" => {
             // A victim using the ia32 syscall entry (`int $0x80`) from a 64-bit process.
             let data = int80_read(path.context("int80-read needs a path")?)?;
@@ -101,6 +111,12 @@ pub fn run_floor() -> anyhow::Result<()> {
             }
         }
     }
+    let raw: &mut aya::programs::RawTracePoint = ebpf.program_mut("mcpm_floor_raw").context("no mcpm_floor_raw")?.try_into()?;
+    raw.load()?;
+    for (_, tp) in COMPAT_RAW {
+        raw.attach(tp).with_context(|| format!("raw tracepoint {tp}"))?;
+        n += 1;
+    }
     println!("ready {n}");
     std::io::stdout().flush()?;
     // Until the benchmark closes our stdin.
@@ -111,30 +127,31 @@ pub fn run_floor() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// open + read through `int $0x80` (i386 numbers 5 and 3), with the path and buffer in memory
-/// below 4 GiB as 32-bit pointers require. The bypass test for compat syscalls.
+/// One i386 syscall through `int $0x80` from this 64-bit process (the bypass tests for compat
+/// syscalls); pointers must lie below 4 GiB.
+#[cfg(target_arch = "x86_64")]
+unsafe fn int80(nr: u32, a: u64, b: u64, c: u64) -> i32 {
+    let ret: i32;
+    // rbx is reserved by LLVM: swap the first argument in and out around the call.
+    unsafe {
+        std::arch::asm!(
+            "xchg {a}, rbx",
+            "int 0x80",
+            "xchg {a}, rbx",
+            a = inout(reg) a => _,
+            inlateout("eax") nr => ret,
+            in("ecx") b as u32,
+            in("edx") c as u32,
+            out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+        );
+    }
+    ret
+}
+
+/// open + read through `int $0x80` (i386 numbers 5 and 3), path and buffer below 4 GiB.
 #[cfg(target_arch = "x86_64")]
 fn int80_read(path: &str) -> anyhow::Result<Vec<u8>> {
-    unsafe fn int80(nr: u32, a: u64, b: u64, c: u64) -> i32 {
-        let ret: i32;
-        // rbx is reserved by LLVM: swap the first argument in and out around the call.
-        unsafe {
-            std::arch::asm!(
-                "xchg {a}, rbx",
-                "int 0x80",
-                "xchg {a}, rbx",
-                a = inout(reg) a => _,
-                inlateout("eax") nr => ret,
-                in("ecx") b as u32,
-                in("edx") c as u32,
-                out("r8") _, out("r9") _, out("r10") _, out("r11") _,
-            );
-        }
-        ret
-    }
-    let low = unsafe { libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT, -1, 0) };
-    anyhow::ensure!(low != libc::MAP_FAILED, "mmap MAP_32BIT: {}", std::io::Error::last_os_error());
-    let low = low as *mut u8;
+    let low = low_page()?;
     let p = path.as_bytes();
     anyhow::ensure!(p.len() < 4095, "path too long");
     unsafe {
@@ -149,7 +166,36 @@ fn int80_read(path: &str) -> anyhow::Result<Vec<u8>> {
     Ok(unsafe { std::slice::from_raw_parts(buf, n as usize) }.to_vec())
 }
 
+/// Two pages below 4 GiB, where 32-bit syscalls can point.
+#[cfg(target_arch = "x86_64")]
+fn low_page() -> anyhow::Result<*mut u8> {
+    let low = unsafe { libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT, -1, 0) };
+    anyhow::ensure!(low != libc::MAP_FAILED, "mmap MAP_32BIT: {}", std::io::Error::last_os_error());
+    Ok(low as *mut u8)
+}
+
+/// A TCP socket (made the usual way) connected through `int $0x80`; returns 0 or -errno.
+#[cfg(target_arch = "x86_64")]
+fn int80_connect(addr: std::net::SocketAddrV4) -> anyhow::Result<i32> {
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    anyhow::ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(addr.ip().octets()) },
+        sin_zero: [0; 8],
+    };
+    let low = low_page()?;
+    unsafe { std::ptr::copy_nonoverlapping(&sa as *const _ as *const u8, low, std::mem::size_of::<libc::sockaddr_in>()) };
+    Ok(unsafe { int80(362, fd as u64, low as u64, std::mem::size_of::<libc::sockaddr_in>() as u64) })
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 fn int80_read(_: &str) -> anyhow::Result<Vec<u8>> {
+    anyhow::bail!("int $0x80 exists on x86_64 only")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn int80_connect(_: std::net::SocketAddrV4) -> anyhow::Result<i32> {
     anyhow::bail!("int $0x80 exists on x86_64 only")
 }

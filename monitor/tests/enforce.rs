@@ -221,6 +221,12 @@ fn metadata_deny_udp_and_io_uring() {
     assert_eq!(deny["event"]["result"]["errno"], "EPERM");
     let send = d.expect("udp deny alert", |v| v["kind"] == "alert" && v["rule"]["id"] == "cloud-metadata-connect" && v["event"]["kind"] == "send");
     assert_eq!(send["event"]["port"], 53);
+    // The same connect through the ia32 entry (int $0x80): refused, and marked as such.
+    let out = victim(&d, "net-ia32", &format!("{} bench-loop int80-dial 1 127.0.0.254:9", env!("CARGO_BIN_EXE_mcpmon")));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("eperm"), "{out:?}");
+    let a = d.expect("ia32 connect deny alert", |v| v["kind"] == "alert" && v["rule"]["id"] == "cloud-metadata-connect" && v["server"]["name"] == "net-ia32");
+    assert_eq!(a["action"]["result"], "denied_in_kernel", "{a}");
+    assert_eq!(a["event"]["compat_syscall"], true, "{a}");
     // Other loopback traffic is untouched.
     let out = victim(&d, "net-ok", &format!("{py} -c \"import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'x', ('127.0.0.1', 9)); print('ok')\""));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));

@@ -79,7 +79,7 @@ async fn observation_path_is_chosen_and_reported() {
     }
     let tp = Sensors::load(&SensorConfig { observe: Observe::Tracepoint, ..Default::default() }).expect("tracepoint path");
     assert!(!tp.fast_path);
-    assert!(tp.on_demand_hooks().iter().all(|h| h.starts_with("syscalls:") || h.starts_with("raw_syscalls:")), "{:?}", tp.on_demand_hooks());
+    assert!(tp.on_demand_hooks().iter().all(|h| h.starts_with("syscalls:") || h.starts_with("raw_tp:sys_")), "{:?}", tp.on_demand_hooks());
     drop(tp);
     let auto = Sensors::load(&SensorConfig::default()).expect("auto");
     match Sensors::load(&SensorConfig { observe: Observe::Fentry, ..Default::default() }) {

@@ -19,7 +19,7 @@ use aya::{
 use monitor_common::{
     globals as g,
     names::{
-        Hook, ProgramSpec, MAP_CANDIDATE_COMMS, MAP_EVENTS, MAP_LOST, MAP_NET_POLICY_V4, MAP_NET_POLICY_V6, MAP_POLICY, MAP_PROTECTED,
+        Hook, ProgramSpec, COMPAT_RAW, MAP_CANDIDATE_COMMS, MAP_EVENTS, MAP_LOST, MAP_NET_POLICY_V4, MAP_NET_POLICY_V6, MAP_POLICY, MAP_PROTECTED,
         MAP_STDIO_PIPES, MAP_TRACKED, PROGRAMS,
     },
     Comm, StdioPipe, TrackInfo, LOST_REASONS,
@@ -47,6 +47,8 @@ pub enum ProbeError {
     MissingProgram(&'static str),
     #[error("the kernel refused program {program} ({purpose}) for hook {hook}: {source}")]
     Program { program: &'static str, purpose: &'static str, hook: String, source: Box<ProgramError> },
+    #[error("{0}: the kernel still holds this program's previous link (EEXIST) after retrying")]
+    StillAttached(String),
     #[error("fentry/fexit observation was asked for but does not load: {0}")]
     Fast(String),
     #[error("map {0}: {1}")]
@@ -185,7 +187,14 @@ impl Sensors {
                 (exits.chain(specs.iter().map(|s| ondemand::OnDemand::FEntry(s))).collect::<Vec<_>>(), Ok(()))
             }
             Err(why) if cfg.observe == fast::Observe::Fentry => return Err(ProbeError::Fast(why)),
-            Err(why) => (on_demand.into_iter().map(|(spec, hook)| ondemand::OnDemand::Tp(spec, hook)).collect(), Err(why)),
+            Err(why) => {
+                let mut hooks: Vec<_> = on_demand.into_iter().map(|(spec, hook)| ondemand::OnDemand::Tp(spec, hook)).collect();
+                match load_compat_raw(&mut ebpf) {
+                    Ok(()) => hooks.extend(COMPAT_RAW.iter().map(|(name, tp)| ondemand::OnDemand::Raw(name, tp))),
+                    Err(e) => tracing::warn!("ia32 syscalls (int $0x80) will not be seen: {e}"),
+                }
+                (hooks, Err(why))
+            }
         };
         report.hooks = features::hook_choices(&fast_path);
         let lsm = lsm::load(&mut ebpf, &report.bpf_lsm);
@@ -273,6 +282,16 @@ fn tracepoint<'a>(ebpf: &'a mut Ebpf, spec: &'static ProgramSpec) -> Result<&'a 
         .ok_or(ProbeError::MissingProgram(spec.name))?
         .try_into()
         .map_err(|e| refused(spec.name, spec.purpose, "(program type)".into(), e))
+}
+
+/// Loads the raw tracepoint programs for ia32 syscalls (tracepoint path only).
+fn load_compat_raw(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    for (name, _) in COMPAT_RAW {
+        let p: &mut aya::programs::RawTracePoint =
+            ebpf.program_mut(name).ok_or(ProbeError::MissingProgram(name))?.try_into().map_err(|e| refused(name, "ia32 syscalls", "(program type)".into(), e))?;
+        p.load().map_err(|e| refused(name, "ia32 syscalls", "(load)".into(), e))?;
+    }
+    Ok(())
 }
 
 fn refused(program: &'static str, purpose: &'static str, hook: String, e: ProgramError) -> ProbeError {

@@ -14,7 +14,8 @@ use std::{
 };
 
 use aya::programs::{
-    fentry::FEntryLinkId, fexit::FExitLinkId, trace_point::TracePointLinkId, FEntry, FExit, ProgramError, TracePoint,
+    fentry::FEntryLinkId, fexit::FExitLinkId, raw_trace_point::RawTracePointLinkId, trace_point::TracePointLinkId, FEntry, FExit,
+    ProgramError, RawTracePoint, TracePoint,
 };
 use monitor_common::names::{FastSpec, Hook, ProgramSpec};
 
@@ -29,6 +30,8 @@ const BUSY_RETRY_EVERY: Duration = Duration::from_millis(10);
 #[derive(Clone, Copy, Debug)]
 pub enum OnDemand {
     Tp(&'static ProgramSpec, Hook),
+    /// (program, raw tracepoint): the ia32 syscalls on the tracepoint path.
+    Raw(&'static str, &'static str),
     FEntry(&'static FastSpec),
     FExit(&'static FastSpec),
 }
@@ -37,6 +40,7 @@ impl OnDemand {
     fn describe(&self) -> String {
         match self {
             OnDemand::Tp(_, Hook::TracePoint { category, name }) => format!("{category}:{name}"),
+            OnDemand::Raw(_, tp) => format!("raw_tp:{tp}"),
             OnDemand::FEntry(s) => format!("fentry:{}", s.function),
             OnDemand::FExit(s) => format!("fexit:{}", s.function),
         }
@@ -46,6 +50,7 @@ impl OnDemand {
 /// An attached on-demand hook.
 pub enum Link {
     Tp(&'static ProgramSpec, TracePointLinkId),
+    Raw(&'static str, RawTracePointLinkId),
     FEntry(&'static FastSpec, FEntryLinkId),
     FExit(&'static FastSpec, FExitLinkId),
 }
@@ -125,7 +130,7 @@ impl Sensors {
                 Err((busy, e)) => {
                     self.detach_syscall_hooks()?;
                     if !busy || start.elapsed() > BUSY_RETRY_FOR {
-                        return Err(e.unwrap_or_else(|| ProbeError::Map("deny programs", "still attached after retries".into())));
+                        return Err(e);
                     }
                     std::thread::sleep(BUSY_RETRY_EVERY);
                 }
@@ -134,19 +139,19 @@ impl Sensors {
     }
 
     /// One attempt; on failure says whether it was "still attached" (worth retrying).
-    fn attach_once(&mut self) -> Result<(), (bool, Option<ProbeError>)> {
+    fn attach_once(&mut self) -> Result<(), (bool, ProbeError)> {
         if self.lsm_deny {
             match lsm::attach(&mut self.ebpf) {
                 Ok(l) => self.lsm_links = l,
-                Err(e) if e.busy => return Err((true, None)),
-                Err(e) => tracing::error!("open deny: {e}"),
+                Err(e) if e.busy => return Err((true, ProbeError::StillAttached(e.to_string()))),
+                Err(e) => tracing::error!("open/exec deny: {e}"),
             }
         }
         if let cgroup::DenyPath::Cgroup { root, .. } = &self.deny {
             let root = root.clone();
             match cgroup::attach(&mut self.ebpf, &root) {
                 Ok(l) => self.cgroup_links = l,
-                Err(e) if e.busy => return Err((true, None)),
+                Err(e) if e.busy => return Err((true, ProbeError::StillAttached(e.to_string()))),
                 Err(e) => tracing::error!("connect deny: {e}"),
             }
         }
@@ -154,7 +159,7 @@ impl Sensors {
             let hook = self.on_demand[i];
             match self.attach_one(hook) {
                 Ok(link) => self.syscall_links.push(link),
-                Err(e) => return Err((program_busy(&e), Some(e))),
+                Err(e) => return Err((program_busy(&e), e)),
             }
         }
         Ok(())
@@ -166,6 +171,10 @@ impl Sensors {
             OnDemand::Tp(spec, Hook::TracePoint { category, name }) => {
                 let prog = tracepoint(&mut self.ebpf, spec)?;
                 prog.attach(category, name).map(|l| Link::Tp(spec, l)).map_err(|e| failed(spec.name, spec.purpose, e))
+            }
+            OnDemand::Raw(name, tp) => {
+                let prog: &mut RawTracePoint = typed(&mut self.ebpf, name)?;
+                prog.attach(tp).map(|l| Link::Raw(name, l)).map_err(|e| failed(name, "ia32 syscalls (raw tracepoint)", e))
             }
             OnDemand::FEntry(s) => {
                 let prog: &mut FEntry = typed(&mut self.ebpf, s.entry)?;
@@ -209,6 +218,10 @@ impl Sensors {
                 Link::Tp(spec, id) => {
                     let p: &mut TracePoint = tracepoint(&mut self.ebpf, spec)?;
                     Box::new(p.take_link(id).map_err(|e| refused(spec.name, spec.purpose, "(detach)".into(), e))?)
+                }
+                Link::Raw(name, id) => {
+                    let p: &mut RawTracePoint = typed(&mut self.ebpf, name)?;
+                    Box::new(p.take_link(id).map_err(|e| refused(name, "ia32 syscalls (raw tracepoint)", "(detach)".into(), e))?)
                 }
                 Link::FEntry(s, id) => {
                     let p: &mut FEntry = typed(&mut self.ebpf, s.entry)?;

@@ -149,9 +149,12 @@ pub fn start(name: &str) -> anyhow::Result<Running> {
             Running::Child(c)
         }
         "bpftrace" => {
+            // The same hooks as mcpmon's tracepoint path, its ia32 hook on sys_exit included (this
+            // bpftrace has no raw tracepoint probes: the tracepoint of the same name).
             let probes: Vec<String> = SYSCALLS
                 .iter()
                 .flat_map(|s| [format!("tracepoint:syscalls:sys_enter_{s}"), format!("tracepoint:syscalls:sys_exit_{s}")])
+                .chain(std::iter::once("tracepoint:raw_syscalls:sys_exit".to_string()))
                 .collect();
             let script = format!("{} /pid == {NO_PID}/ {{ @n[probe] = count(); }}", probes.join(",\n"));
             let mut c = Command::new("bpftrace").arg("-e").arg(&script).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
