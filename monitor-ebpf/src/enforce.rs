@@ -166,20 +166,31 @@ const FMODE_READ: u32 = 1;
 const FMODE_WRITE: u32 = 2;
 const EPERM: i32 = 1;
 
+/// Every LSM program's prologue: an earlier LSM's refusal stands (argument `prev_arg` holds
+/// it), and untracked processes are none of our business. Err is what to return at once.
+#[inline(always)]
+fn lsm_tracked(ctx: &LsmContext, prev_arg: usize) -> Result<crate::maps::Current, i32> {
+    let prev: i32 = ctx.arg(prev_arg);
+    if prev != 0 {
+        return Err(prev);
+    }
+    let cur = current();
+    if tracked(cur).is_none() {
+        return Err(0);
+    }
+    Ok(cur)
+}
+
 /// BPF-LSM `file_open(struct file *file)` (kernels booted with the BPF LSM): a protected inode
 /// under a deny policy fails the open with EPERM and the process lives. The open's exit
 /// tracepoint then reports the failed open, marked denied. The path is already resolved here,
 /// so the inode is the file whatever name was used.
 #[lsm(hook = "file_open")]
 pub fn mcpm_lsm_file_open(ctx: LsmContext) -> i32 {
-    let prev: i32 = ctx.arg(1);
-    if prev != 0 {
-        return prev;
-    }
-    let cur = current();
-    if tracked(cur).is_none() {
-        return 0;
-    }
+    let cur = match lsm_tracked(&ctx, 1) {
+        Ok(cur) => cur,
+        Err(ret) => return ret,
+    };
     let file: *const u8 = ctx.arg(0);
     let Some(inode) = file_inode(file) else { return 0 };
     let Some(key) = inode_key(inode) else { return 0 };
@@ -204,14 +215,10 @@ pub fn mcpm_lsm_file_open(ctx: LsmContext) -> i32 {
 /// by then, so the inode is the file whatever name or symlink was used.
 #[lsm(hook = "bprm_check_security")]
 pub fn mcpm_lsm_bprm(ctx: LsmContext) -> i32 {
-    let prev: i32 = ctx.arg(1);
-    if prev != 0 {
-        return prev;
-    }
-    let cur = current();
-    if tracked(cur).is_none() {
-        return 0;
-    }
+    let cur = match lsm_tracked(&ctx, 1) {
+        Ok(cur) => cur,
+        Err(ret) => return ret,
+    };
     let bprm: *const u8 = ctx.arg(0);
     let Ok(file) = (unsafe { bpf_probe_read_kernel(bprm.add(off(&BPRM_FILE_OFF)) as *const *const u8) }) else { return 0 };
     let Some(inode) = file_inode(file) else { return 0 };
