@@ -13,7 +13,7 @@ use aya::{
 };
 use monitor_common::names::CGROUP_PROGRAMS;
 
-use super::ondemand::AttachError;
+use super::ondemand::{attach_each, detach_each, AttachError, NamedLinks};
 
 #[derive(Debug, Clone)]
 pub enum DenyPath {
@@ -29,8 +29,10 @@ pub fn cgroup2_root(mounts: &str) -> Option<PathBuf> {
     })
 }
 
-fn prog<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut CgroupSockAddr, String> {
-    ebpf.program_mut(name).ok_or("missing from the object")?.try_into().map_err(|e| format!("{e}"))
+const PURPOSE: &str = "connect/sendmsg deny";
+
+fn prog<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSockAddr, String> {
+    super::program(ebpf, name, PURPOSE).map_err(|e| e.to_string())
 }
 
 /// Loads the programs and proves they attach (then detaches them again).
@@ -49,35 +51,23 @@ pub fn load_deny(ebpf: &mut Ebpf) -> DenyPath {
     DenyPath::Cgroup { root, programs: CGROUP_PROGRAMS.iter().map(|(_, p)| p.to_string()).collect() }
 }
 
-pub type Links = Vec<(&'static str, CgroupSockAddrLinkId)>;
+pub type Links = NamedLinks<CgroupSockAddrLinkId>;
 
 pub fn attach(ebpf: &mut Ebpf, root: &std::path::Path) -> Result<Links, AttachError> {
     let dir = std::fs::File::open(root).map_err(|e| AttachError::other(format!("{}: {e}", root.display())))?;
-    let mut links = Vec::new();
-    for (name, point) in CGROUP_PROGRAMS {
-        let res = match prog(ebpf, name) {
-            Ok(p) => p.attach(&dir, CgroupAttachMode::Single).map_err(|e| AttachError::kernel(format!("program {name} on cgroup {point}: attach"), &e)),
-            Err(e) => Err(AttachError::other(format!("program {name} on cgroup {point}: {e}"))),
-        };
-        match res {
-            Ok(id) => links.push((*name, id)),
-            Err(e) => {
-                detach(ebpf, links);
-                return Err(e);
-            }
-        }
-    }
-    Ok(links)
+    attach_each(
+        ebpf,
+        CGROUP_PROGRAMS,
+        |ebpf, name, point| {
+            let p = prog(ebpf, name).map_err(|e| AttachError::other(format!("program {name} on cgroup {point}: {e}")))?;
+            p.attach(&dir, CgroupAttachMode::Single).map_err(|e| AttachError::kernel(format!("program {name} on cgroup {point}: attach"), &e))
+        },
+        detach,
+    )
 }
 
 pub fn detach(ebpf: &mut Ebpf, links: Links) {
-    for (name, id) in links {
-        if let Ok(p) = prog(ebpf, name) {
-            if let Err(e) = p.detach(id) {
-                tracing::warn!("detaching {name}: {e}");
-            }
-        }
-    }
+    detach_each(ebpf, links, |ebpf, name, id| prog(ebpf, name)?.detach(id).map_err(|e| e.to_string()));
 }
 
 #[cfg(test)]

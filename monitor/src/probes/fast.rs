@@ -9,6 +9,8 @@ use aya::{
 };
 use monitor_common::names::{FastSpec, FAST_PROGRAMS};
 
+use super::program;
+
 /// Which programs observe the syscalls of tracked processes (`mcpmon run --observe`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,9 +35,9 @@ pub fn load(ebpf: &mut Ebpf) -> Result<Vec<&'static FastSpec>, String> {
     let mut out = Vec::new();
     for spec in FAST_PROGRAMS {
         let loaded = (|| {
-            let entry: &mut FEntry = program(ebpf, spec.entry)?;
+            let entry: &mut FEntry = program(ebpf, spec.entry, "syscall entry (fast path)").map_err(|e| e.to_string())?;
             entry.load(spec.function, &btf).map_err(|e| format!("fentry {} on {}: {e}", spec.entry, spec.function))?;
-            let exit: &mut FExit = program(ebpf, spec.exit)?;
+            let exit: &mut FExit = program(ebpf, spec.exit, "syscall result (fast path)").map_err(|e| e.to_string())?;
             exit.load(spec.function, &btf).map_err(|e| format!("fexit {} on {}: {e}", spec.exit, spec.function))
         })();
         match loaded {
@@ -50,9 +52,3 @@ pub fn load(ebpf: &mut Ebpf) -> Result<Vec<&'static FastSpec>, String> {
     Ok(out)
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    ebpf.program_mut(name).ok_or_else(|| format!("{name} missing from the object"))?.try_into().map_err(|e| format!("{name}: {e}"))
-}

@@ -9,15 +9,18 @@ use aya::{
     Btf, Ebpf,
 };
 
-use super::{features::Probe, ondemand::AttachError};
+use super::{
+    features::Probe,
+    ondemand::{attach_each, detach_each, AttachError, NamedLinks},
+};
 
 /// (program, LSM hook). All or none: a kernel that takes one takes the other.
 pub const PROGRAMS: &[(&str, &str)] = &[("mcpm_lsm_file_open", "file_open"), ("mcpm_lsm_bprm", "bprm_check_security")];
 
-pub type Links = Vec<(&'static str, LsmLinkId)>;
+pub type Links = NamedLinks<LsmLinkId>;
 
-fn prog<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Lsm, String> {
-    ebpf.program_mut(name).ok_or(format!("{name} missing from the object"))?.try_into().map_err(|e| format!("{e}"))
+fn prog<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Lsm, String> {
+    super::program(ebpf, name, "open/exec deny (BPF-LSM)").map_err(|e| e.to_string())
 }
 
 /// Loads the programs and proves they attach (then detaches them).
@@ -35,29 +38,14 @@ pub fn load(ebpf: &mut Ebpf, probe: &Probe) -> Result<(), String> {
 }
 
 pub fn attach(ebpf: &mut Ebpf) -> Result<Links, AttachError> {
-    let mut links = Vec::new();
-    for (name, hook) in PROGRAMS {
-        let res = match prog(ebpf, name) {
-            Ok(p) => p.attach().map_err(|e| AttachError::kernel(format!("program {name} on lsm/{hook}: attach"), &e)),
-            Err(e) => Err(AttachError::other(e)),
-        };
-        match res {
-            Ok(id) => links.push((*name, id)),
-            Err(e) => {
-                detach(ebpf, links);
-                return Err(e);
-            }
-        }
-    }
-    Ok(links)
+    attach_each(
+        ebpf,
+        PROGRAMS,
+        |ebpf, name, hook| prog(ebpf, name).map_err(AttachError::other)?.attach().map_err(|e| AttachError::kernel(format!("program {name} on lsm/{hook}: attach"), &e)),
+        detach,
+    )
 }
 
 pub fn detach(ebpf: &mut Ebpf, links: Links) {
-    for (name, id) in links {
-        if let Ok(p) = prog(ebpf, name) {
-            if let Err(e) = p.detach(id) {
-                tracing::warn!("detaching {name}: {e}");
-            }
-        }
-    }
+    detach_each(ebpf, links, |ebpf, name, id| prog(ebpf, name)?.detach(id).map_err(|e| e.to_string()));
 }

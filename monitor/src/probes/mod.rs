@@ -277,18 +277,22 @@ pub fn read_lost(map: &PerCpuArray<MapData, u64>) -> [u64; LOST_REASONS as usize
     out
 }
 
+/// Program `name` of the object as its type (every program lookup goes through this).
+pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str, purpose: &'static str) -> Result<&'a mut T, ProbeError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name).ok_or(ProbeError::MissingProgram(name))?.try_into().map_err(|e| refused(name, purpose, "(program type)".into(), e))
+}
+
 fn tracepoint<'a>(ebpf: &'a mut Ebpf, spec: &'static ProgramSpec) -> Result<&'a mut TracePoint, ProbeError> {
-    ebpf.program_mut(spec.name)
-        .ok_or(ProbeError::MissingProgram(spec.name))?
-        .try_into()
-        .map_err(|e| refused(spec.name, spec.purpose, "(program type)".into(), e))
+    program(ebpf, spec.name, spec.purpose)
 }
 
 /// Loads the raw tracepoint programs for ia32 syscalls (tracepoint path only).
 fn load_compat_raw(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
     for (name, _) in COMPAT_RAW {
-        let p: &mut aya::programs::RawTracePoint =
-            ebpf.program_mut(name).ok_or(ProbeError::MissingProgram(name))?.try_into().map_err(|e| refused(name, "ia32 syscalls", "(program type)".into(), e))?;
+        let p: &mut aya::programs::RawTracePoint = program(ebpf, name, "ia32 syscalls")?;
         p.load().map_err(|e| refused(name, "ia32 syscalls", "(load)".into(), e))?;
     }
     Ok(())

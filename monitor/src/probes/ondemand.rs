@@ -19,7 +19,11 @@ use aya::programs::{
 };
 use monitor_common::names::{FastSpec, Hook, ProgramSpec};
 
-use super::{cgroup, lsm, refused, tracepoint, ProbeError, Sensors};
+use super::{cgroup, lsm, program, refused, tracepoint, ProbeError, Sensors};
+
+const RAW_PURPOSE: &str = "ia32 syscalls (raw tracepoint)";
+const ENTRY_PURPOSE: &str = "syscall entry (fast path)";
+const EXIT_PURPOSE: &str = "syscall result (fast path)";
 
 /// How long an attach refused because the program is still on its hook is retried.
 const BUSY_RETRY_FOR: Duration = Duration::from_secs(3);
@@ -173,16 +177,16 @@ impl Sensors {
                 prog.attach(category, name).map(|l| Link::Tp(spec, l)).map_err(|e| failed(spec.name, spec.purpose, e))
             }
             OnDemand::Raw(name, tp) => {
-                let prog: &mut RawTracePoint = typed(&mut self.ebpf, name)?;
-                prog.attach(tp).map(|l| Link::Raw(name, l)).map_err(|e| failed(name, "ia32 syscalls (raw tracepoint)", e))
+                let prog: &mut RawTracePoint = program(&mut self.ebpf, name, RAW_PURPOSE)?;
+                prog.attach(tp).map(|l| Link::Raw(name, l)).map_err(|e| failed(name, RAW_PURPOSE, e))
             }
             OnDemand::FEntry(s) => {
-                let prog: &mut FEntry = typed(&mut self.ebpf, s.entry)?;
-                prog.attach().map(|l| Link::FEntry(s, l)).map_err(|e| failed(s.entry, "syscall entry (fast path)", e))
+                let prog: &mut FEntry = program(&mut self.ebpf, s.entry, ENTRY_PURPOSE)?;
+                prog.attach().map(|l| Link::FEntry(s, l)).map_err(|e| failed(s.entry, ENTRY_PURPOSE, e))
             }
             OnDemand::FExit(s) => {
-                let prog: &mut FExit = typed(&mut self.ebpf, s.exit)?;
-                prog.attach().map(|l| Link::FExit(s, l)).map_err(|e| failed(s.exit, "syscall result (fast path)", e))
+                let prog: &mut FExit = program(&mut self.ebpf, s.exit, EXIT_PURPOSE)?;
+                prog.attach().map(|l| Link::FExit(s, l)).map_err(|e| failed(s.exit, EXIT_PURPOSE, e))
             }
         }
     }
@@ -220,16 +224,16 @@ impl Sensors {
                     Box::new(p.take_link(id).map_err(|e| refused(spec.name, spec.purpose, "(detach)".into(), e))?)
                 }
                 Link::Raw(name, id) => {
-                    let p: &mut RawTracePoint = typed(&mut self.ebpf, name)?;
-                    Box::new(p.take_link(id).map_err(|e| refused(name, "ia32 syscalls (raw tracepoint)", "(detach)".into(), e))?)
+                    let p: &mut RawTracePoint = program(&mut self.ebpf, name, RAW_PURPOSE)?;
+                    Box::new(p.take_link(id).map_err(|e| refused(name, RAW_PURPOSE, "(detach)".into(), e))?)
                 }
                 Link::FEntry(s, id) => {
-                    let p: &mut FEntry = typed(&mut self.ebpf, s.entry)?;
-                    Box::new(p.take_link(id).map_err(|e| refused(s.entry, "syscall entry (fast path)", "(detach)".into(), e))?)
+                    let p: &mut FEntry = program(&mut self.ebpf, s.entry, ENTRY_PURPOSE)?;
+                    Box::new(p.take_link(id).map_err(|e| refused(s.entry, ENTRY_PURPOSE, "(detach)".into(), e))?)
                 }
                 Link::FExit(s, id) => {
-                    let p: &mut FExit = typed(&mut self.ebpf, s.exit)?;
-                    Box::new(p.take_link(id).map_err(|e| refused(s.exit, "syscall result (fast path)", "(detach)".into(), e))?)
+                    let p: &mut FExit = program(&mut self.ebpf, s.exit, EXIT_PURPOSE)?;
+                    Box::new(p.take_link(id).map_err(|e| refused(s.exit, EXIT_PURPOSE, "(detach)".into(), e))?)
                 }
             };
             out.push(owned);
@@ -241,12 +245,36 @@ impl Sensors {
 /// The thread releasing the last detached links (it owns them; nothing else to clean up).
 pub(super) type PendingDetach = Option<JoinHandle<()>>;
 
-fn typed<'a, T>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut T, ProbeError>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
-{
-    ebpf.program_mut(name)
-        .ok_or(ProbeError::MissingProgram(name))?
-        .try_into()
-        .map_err(|e| refused(name, "(program type)", "(program type)".into(), e))
+
+/// A deny family's links, by program name.
+pub type NamedLinks<L> = Vec<(&'static str, L)>;
+
+/// Attaches every (program, hook) of a deny family with `one`; on the first failure detaches
+/// those already attached with `undo`, so a family is attached whole or not at all.
+pub(super) fn attach_each<L>(
+    ebpf: &mut aya::Ebpf,
+    programs: &'static [(&'static str, &'static str)],
+    mut one: impl FnMut(&mut aya::Ebpf, &'static str, &'static str) -> Result<L, AttachError>,
+    undo: fn(&mut aya::Ebpf, NamedLinks<L>),
+) -> Result<NamedLinks<L>, AttachError> {
+    let mut links = Vec::new();
+    for &(name, hook) in programs {
+        match one(ebpf, name, hook) {
+            Ok(id) => links.push((name, id)),
+            Err(e) => {
+                undo(ebpf, links);
+                return Err(e);
+            }
+        }
+    }
+    Ok(links)
+}
+
+/// Detaches a deny family's links with `one`, logging (not failing on) a refusal.
+pub(super) fn detach_each<L>(ebpf: &mut aya::Ebpf, links: NamedLinks<L>, mut one: impl FnMut(&mut aya::Ebpf, &'static str, L) -> Result<(), String>) {
+    for (name, id) in links {
+        if let Err(e) = one(ebpf, name, id) {
+            tracing::warn!("detaching {name}: {e}");
+        }
+    }
 }
