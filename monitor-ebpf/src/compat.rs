@@ -23,7 +23,7 @@ use aya_ebpf::{
 use crate::{
     fast::Regs,
     file,
-    maps::{current, mark_compat, off, tracked},
+    maps::{current, mark_compat, off, tracked, Pending},
     net, process,
 };
 
@@ -95,7 +95,7 @@ pub fn mcpm_compat_x(ctx: RawTracePointContext) -> i32 {
                 nr::OPENAT => file::openat_e(&s),
                 _ => file::openat2_e(&s),
             };
-            mark_compat();
+            mark_compat(Pending::Open);
             file::open_x(&s);
         }
         nr::EXECVE | nr::EXECVEAT if ret < 0 => {
@@ -104,7 +104,7 @@ pub fn mcpm_compat_x(ctx: RawTracePointContext) -> i32 {
             } else {
                 process::execveat_e(&s);
             }
-            mark_compat();
+            mark_compat(Pending::Exec);
             process::exec_x(&s);
         }
         nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::SOCKETCALL => {
@@ -114,7 +114,7 @@ pub fn mcpm_compat_x(ctx: RawTracePointContext) -> i32 {
                 nr::SENDMSG => net::sendmsg32_e(&s),
                 _ => net::socketcall_e(&s),
             };
-            mark_compat();
+            mark_compat(Pending::Connect);
             crate::enforce::mark_refused_connect(ret);
             net::connect_x(&s);
         }

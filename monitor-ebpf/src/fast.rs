@@ -16,7 +16,11 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext},
 };
 
-use crate::{file, maps::Sys, net, process, stdio};
+use crate::{
+    file,
+    maps::{mark_compat, Pending, Sys},
+    net, process, stdio,
+};
 
 /// Offsets in x86_64 `struct pt_regs` of the argument registers: di, si, dx, r10, r8, r9 for
 /// 64-bit syscalls; bx, cx, dx, si, di, bp for the ia32 compat wrappers `__ia32_*` (`int $0x80`,
@@ -66,17 +70,17 @@ impl Sys for Regs {
 /// kernel function it was loaded for (the loader names it, see `names::FAST_PROGRAMS`).
 macro_rules! syscall {
     ($entry:ident = $enter:path, $exit:ident = $leave:path) => {
-        syscall!(@ false, $entry = $enter, $exit = $leave);
+        syscall!(@ false, None, $entry = $enter, $exit = $leave);
     };
-    (ia32 $entry:ident = $enter:path, $exit:ident = $leave:path) => {
-        syscall!(@ true, $entry = $enter, $exit = $leave);
+    (ia32 $family:ident, $entry:ident = $enter:path, $exit:ident = $leave:path) => {
+        syscall!(@ true, Some(Pending::$family), $entry = $enter, $exit = $leave);
     };
-    (@ $ia32:expr, $entry:ident = $enter:path, $exit:ident = $leave:path) => {
+    (@ $ia32:expr, $compat:expr, $entry:ident = $enter:path, $exit:ident = $leave:path) => {
         #[fentry]
         pub fn $entry(ctx: FEntryContext) -> u32 {
             let r = $enter(&Regs::entry(&ctx, $ia32));
-            if $ia32 {
-                crate::maps::mark_compat();
+            if let Some(family) = $compat {
+                mark_compat(family);
             }
             r
         }
@@ -100,13 +104,13 @@ syscall!(mcpmf_read_e = stdio::read_e, mcpmf_read_x = stdio::rw_x);
 syscall!(mcpmf_write_e = stdio::write_e, mcpmf_write_x = stdio::rw_x);
 
 // The same syscalls entered through `int $0x80` (compat.rs says why they matter).
-syscall!(ia32 mcpmc_open_e = file::open_e, mcpmc_open_x = file::open_x);
-syscall!(ia32 mcpmc_creat_e = file::creat_e, mcpmc_creat_x = file::open_x);
-syscall!(ia32 mcpmc_openat_e = file::openat_e, mcpmc_openat_x = file::open_x);
-syscall!(ia32 mcpmc_openat2_e = file::openat2_e, mcpmc_openat2_x = file::open_x);
-syscall!(ia32 mcpmc_execve_e = process::execve_e, mcpmc_execve_x = process::exec_x);
-syscall!(ia32 mcpmc_execvat_e = process::execveat_e, mcpmc_execvat_x = process::exec_x);
-syscall!(ia32 mcpmc_connect_e = net::connect_e, mcpmc_connect_x = net::connect_x);
-syscall!(ia32 mcpmc_sendto_e = net::sendto_e, mcpmc_sendto_x = net::connect_x);
-syscall!(ia32 mcpmc_sendmsg_e = net::sendmsg32_e, mcpmc_sendmsg_x = net::connect_x);
-syscall!(ia32 mcpmc_sockcall_e = net::socketcall_e, mcpmc_sockcall_x = net::connect_x);
+syscall!(ia32 Open, mcpmc_open_e = file::open_e, mcpmc_open_x = file::open_x);
+syscall!(ia32 Open, mcpmc_creat_e = file::creat_e, mcpmc_creat_x = file::open_x);
+syscall!(ia32 Open, mcpmc_openat_e = file::openat_e, mcpmc_openat_x = file::open_x);
+syscall!(ia32 Open, mcpmc_openat2_e = file::openat2_e, mcpmc_openat2_x = file::open_x);
+syscall!(ia32 Exec, mcpmc_execve_e = process::execve_e, mcpmc_execve_x = process::exec_x);
+syscall!(ia32 Exec, mcpmc_execvat_e = process::execveat_e, mcpmc_execvat_x = process::exec_x);
+syscall!(ia32 Connect, mcpmc_connect_e = net::connect_e, mcpmc_connect_x = net::connect_x);
+syscall!(ia32 Connect, mcpmc_sendto_e = net::sendto_e, mcpmc_sendto_x = net::connect_x);
+syscall!(ia32 Connect, mcpmc_sendmsg_e = net::sendmsg32_e, mcpmc_sendmsg_x = net::connect_x);
+syscall!(ia32 Connect, mcpmc_sockcall_e = net::socketcall_e, mcpmc_sockcall_x = net::connect_x);

@@ -81,18 +81,25 @@ pub fn off(v: &'static u32) -> usize {
     global(v) as usize
 }
 
-/// Marks the current thread's pending syscall (whichever family it is) as an ia32 one.
+/// The pending-syscall map a handler family fills at entry.
+#[derive(Clone, Copy)]
+pub enum Pending {
+    Open,
+    Exec,
+    Connect,
+}
+
+/// Marks the current thread's pending syscall of `family` as an ia32 one.
 #[inline(always)]
-pub fn mark_compat() {
+pub fn mark_compat(family: Pending) {
     let tid = current().tid;
-    unsafe {
-        if let Some(e) = PENDING_OPEN.get_ptr_mut(&tid) {
-            (*e).hdr.flags |= monitor_common::flags::COMPAT;
-        } else if let Some(e) = PENDING_EXEC.get_ptr_mut(&tid) {
-            (*e).hdr.flags |= monitor_common::flags::COMPAT;
-        } else if let Some(e) = PENDING_CONNECT.get_ptr_mut(&tid) {
-            (*e).hdr.flags |= monitor_common::flags::COMPAT;
-        }
+    let hdr = match family {
+        Pending::Open => PENDING_OPEN.get_ptr_mut(&tid).map(|e| unsafe { &mut (*e).hdr }),
+        Pending::Exec => PENDING_EXEC.get_ptr_mut(&tid).map(|e| unsafe { &mut (*e).hdr }),
+        Pending::Connect => PENDING_CONNECT.get_ptr_mut(&tid).map(|e| unsafe { &mut (*e).hdr }),
+    };
+    if let Some(h) = hdr {
+        h.flags |= monitor_common::flags::COMPAT;
     }
 }
 

@@ -72,18 +72,24 @@ pub fn sendmsg_e<S: Sys>(s: &S) -> u32 {
     addr_enter(EventKind::Send, s.arg(0) as i32, hdr[0], hdr[1] as u32)
 }
 
-/// Compat `sendmsg(fd, struct compat_msghdr *msg, flags)`: `msg_name` and `msg_namelen` are
-/// two u32 at offsets 0 and 4.
+/// Compat `sendmsg(fd, struct compat_msghdr *msg, flags)`.
 #[inline(always)]
 pub fn sendmsg32_e<S: Sys>(s: &S) -> u32 {
     if tracked(current()).is_none() {
         return 0;
     }
+    msghdr32_enter(s.arg(0) as i32, s.arg(1))
+}
+
+/// A compat sendmsg's destination: `msg_name` and `msg_namelen`, two u32 at offsets 0 and 4 of
+/// `struct compat_msghdr` (none: a connected socket, already seen at connect).
+#[inline(always)]
+fn msghdr32_enter(fd: i32, msg: u64) -> u32 {
     let mut hdr = [0u32; 2];
-    if !read_user(hdr.as_mut_ptr() as *mut u8, 8, s.arg(1)) || hdr[0] == 0 {
+    if !read_user(hdr.as_mut_ptr() as *mut u8, 8, msg) || hdr[0] == 0 {
         return 0;
     }
-    addr_enter(EventKind::Send, s.arg(0) as i32, hdr[0] as u64, hdr[1])
+    addr_enter(EventKind::Send, fd, hdr[0] as u64, hdr[1])
 }
 
 /// i386 `socketcall(call, u32 *args)`, the multiplexer 32-bit libcs used before direct socket
@@ -102,13 +108,7 @@ pub fn socketcall_e<S: Sys>(s: &S) -> u32 {
     match call {
         3 => addr_enter(EventKind::Connect, a[0] as i32, a[1] as u64, a[2]),
         11 if a[4] != 0 => addr_enter(EventKind::Send, a[0] as i32, a[4] as u64, a[5]),
-        16 => {
-            let mut hdr = [0u32; 2];
-            if !read_user(hdr.as_mut_ptr() as *mut u8, 8, a[1] as u64) || hdr[0] == 0 {
-                return 0;
-            }
-            addr_enter(EventKind::Send, a[0] as i32, hdr[0] as u64, hdr[1])
-        }
+        16 => msghdr32_enter(a[0] as i32, a[1] as u64),
         _ => 0,
     }
 }
