@@ -36,8 +36,18 @@ pub fn installed(pkg: &str) -> bool {
     output("dpkg-query", &["-W", "-f=${Status}", pkg]).is_some_and(|s| s.contains("install ok installed"))
 }
 
+/// The packages of `pkgs` that are not installed.
+pub fn missing<'a>(pkgs: &[&'a str]) -> Vec<&'a str> {
+    pkgs.iter().copied().filter(|p| !installed(p)).collect()
+}
+
+/// Installs Debian packages, non-interactively and without recommends.
+pub fn apt_install(pkgs: &[&str]) -> anyhow::Result<()> {
+    util::run(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y", "-q", "--no-install-recommends"]).args(pkgs))
+}
+
 pub fn run() -> anyhow::Result<()> {
-    let mut missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    let mut missing = missing(PACKAGES);
     // Node for the Node MCP server peers: keep one that is there (any vendor), else Debian's.
     if output("node", &["--version"]).is_none() {
         missing.extend(["nodejs", "npm"]);
@@ -47,12 +57,7 @@ pub fn run() -> anyhow::Result<()> {
             bail!("missing Debian packages {missing:?}: run `sudo ./x setup` (or as root)");
         }
         util::run(Command::new("apt-get").args(["update", "-q"]))?;
-        util::run(
-            Command::new("apt-get")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&missing),
-        )?;
+        apt_install(&missing)?;
     }
     let have = output("bpf-linker", &["--version"]).unwrap_or_default();
     if !have.contains(BPF_LINKER) {

@@ -23,9 +23,9 @@ pub fn run(host: bool, vm: bool) -> anyhow::Result<()> {
         bail!("vm-test loads eBPF on the host and needs root");
     }
     crate::setup::run()?;
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !crate::setup::installed(p)).collect();
+    let missing = crate::setup::missing(PACKAGES);
     if !missing.is_empty() {
-        util::run(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing))?;
+        crate::setup::apt_install(&missing)?;
     }
     util::cargo(&["build", "--release", "-p", "monitor"])?;
     let root = util::root();
@@ -161,9 +161,9 @@ fn build_initramfs(work: &Path, root: &Path) -> anyhow::Result<PathBuf> {
 
 /// The fast-path benchmark in the VM (`tests/vm/bench.sh`): its raw `VMBENCH` lines.
 pub fn bench(rounds: usize, n: u64) -> anyhow::Result<String> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !crate::setup::installed(p)).collect();
+    let missing = crate::setup::missing(PACKAGES);
     if !missing.is_empty() {
-        util::run(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing))?;
+        crate::setup::apt_install(&missing)?;
     }
     let root = util::root();
     let work = root.join("target/vm");

@@ -19,7 +19,7 @@ const NO_PID: &str = "4194303";
 const SYSCALLS: &[&str] = &["execve", "execveat", "open", "creat", "openat", "openat2", "connect", "sendto", "sendmsg", "read", "write"];
 
 pub fn install_peers() -> anyhow::Result<()> {
-    let missing: Vec<&str> = ["bpftrace", "auditd", "git"].into_iter().filter(|p| !installed(p)).collect();
+    let missing = crate::setup::missing(&["bpftrace", "auditd", "git"]);
     if missing.is_empty() {
         return Ok(());
     }
@@ -27,13 +27,9 @@ pub fn install_peers() -> anyhow::Result<()> {
     std::fs::write("/usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n")?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions("/usr/sbin/policy-rc.d", std::fs::Permissions::from_mode(0o755))?;
-    let r = util::run(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing));
+    let r = crate::setup::apt_install(&missing);
     let _ = std::fs::remove_file("/usr/sbin/policy-rc.d");
     r
-}
-
-fn installed(pkg: &str) -> bool {
-    util::output("dpkg-query", &["-W", "-f=${Status}", pkg]).is_some_and(|s| s.contains("install ok installed"))
 }
 
 pub struct Daemon {
