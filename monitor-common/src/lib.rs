@@ -80,6 +80,9 @@ pub mod flags {
     pub const KILLED: u32 = 1 << 4;
     /// A cgroup `sock_addr` program refused this connect/send (the caller got EPERM).
     pub const DENIED: u32 = 1 << 5;
+    /// The open gate (fanotify permission event, user space's answer) refused this open before
+    /// any fd existed; set together with DENIED.
+    pub const GATED: u32 = 1 << 7;
     /// The syscall came in through the ia32 entry (`int $0x80`), not the 64-bit one.
     pub const COMPAT: u32 = 1 << 6;
 }
@@ -417,4 +420,5 @@ mod pod {
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::StdioPipe {}
     unsafe impl aya::Pod for super::InodeKey {}
+    unsafe impl aya::Pod for super::OpenEvent {}
 }

@@ -9,6 +9,9 @@ pub const MAP_PROTECTED: &str = "PROTECTED";
 pub const MAP_NET_POLICY_V4: &str = "NET_POLICY_V4";
 pub const MAP_NET_POLICY_V6: &str = "NET_POLICY_V6";
 pub const MAP_POLICY: &str = "POLICY";
+/// (server id << 32 | rule slot) → 1: a server granted a file rule (docs/rules.md, grants).
+pub const MAP_GRANTS: &str = "GRANTS";
+pub const MAP_PENDING_OPEN: &str = "PENDING_OPEN";
 
 /// cgroup `sock_addr` programs (deny), attached to the cgroup v2 root: (program, attach point).
 pub const CGROUP_PROGRAMS: &[(&str, &str)] = &[

@@ -34,6 +34,18 @@ pub static NET_POLICY_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(4096
 #[map(name = "NET_POLICY_V6")]
 pub static NET_POLICY_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(4096, 1);
 
+/// Per-server grants: `server_id << 32 | rule slot` → 1. A granted server may open what that
+/// rule protects; the key comes from the tracked entry, never from what the server says.
+#[map(name = "GRANTS")]
+pub static GRANTS: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Whether `server_id` holds a grant for the rule slot carried by policy value `p`.
+#[inline(always)]
+pub fn granted(server_id: u32, p: u32) -> bool {
+    let key = ((server_id as u64) << 32) | (p >> protect::SLOT_SHIFT) as u64;
+    unsafe { GRANTS.get(&key) }.is_some()
+}
+
 #[map(name = "POLICY")]
 pub static POLICY: Array<u32> = Array::with_max_entries(policy::LEN, 0);
 
@@ -66,9 +78,6 @@ static TP_URING_FLAGS_OFF: u32 = 0;
 
 
 const SIGKILL: u32 = 9;
-const O_ACCMODE: u32 = 0o3;
-const O_WRONLY: u32 = 0o1;
-const O_RDWR: u32 = 0o2;
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
 const O_PATH: u32 = 0o10000000;
@@ -106,30 +115,33 @@ fn policy_with(inode: *const u8, bit: u32) -> u32 {
 
 /// Judges an open that returned `fd`: fills in the file's inode and device, and returns the
 /// `PROTECTED` value it violates (0 if none): the file itself (read or write per its policy), or
-/// its directory (a write or create in a protected directory).
+/// its directory (a write or create in a protected directory). Read and write access come from
+/// the opened file's `f_mode`, not from the flags in user memory: another thread can rewrite
+/// those (`openat2`'s `how`) between the entry hook's copy and the open, and an O_PATH file has
+/// neither FMODE_READ nor FMODE_WRITE whatever the flags said.
 #[inline(always)]
-pub fn open_check(fd: i32, open_flags: u32, ino: &mut u64, dev: &mut u32) -> u32 {
+pub fn open_check(fd: i32, open_flags: u32, server_id: u32, ino: &mut u64, dev: &mut u32) -> u32 {
     let Some(file) = fd_file(fd) else { return 0 };
     let Some(inode) = file_inode(file) else { return 0 };
     let Some(key) = inode_key(inode) else { return 0 };
     *ino = key.ino;
     *dev = key.dev;
-    if open_flags & O_PATH != 0 {
-        // An O_PATH fd cannot read; reopening it through /proc/self/fd is a new, checked open.
-        return 0;
-    }
-    let acc = open_flags & O_ACCMODE;
-    let reads = acc != O_WRONLY;
-    let writes = acc == O_WRONLY || acc == O_RDWR || open_flags & O_TRUNC != 0;
+    let mode: u32 = unsafe { bpf_probe_read_kernel(file.add(off(&FILE_F_MODE_OFF)) as *const u32) }.unwrap_or(FMODE_READ | FMODE_WRITE);
+    let reads = mode & FMODE_READ != 0;
+    let writes = mode & FMODE_WRITE != 0 || (open_flags & O_TRUNC != 0 && open_flags & O_PATH == 0);
     if let Some(p) = unsafe { PROTECTED.get(&key) } {
-        if (*p & protect::KILL_READ != 0 && reads) || (*p & protect::KILL_WRITE != 0 && writes) {
+        if ((*p & protect::KILL_READ != 0 && reads) || (*p & protect::KILL_WRITE != 0 && writes)) && !granted(server_id, *p) {
             return *p;
         }
     }
     if !(writes || open_flags & O_CREAT != 0) {
         return 0;
     }
-    parent_dir_policy(file)
+    let p = parent_dir_policy(file);
+    if p != 0 && granted(server_id, p) {
+        return 0;
+    }
+    p
 }
 
 #[inline(always)]
@@ -197,7 +209,7 @@ pub fn mcpm_lsm_file_open(ctx: LsmContext) -> i32 {
     let Some(p) = (unsafe { PROTECTED.get(&key) }).copied() else { return 0 };
     let mode: u32 = unsafe { bpf_probe_read_kernel(file.add(off(&FILE_F_MODE_OFF)) as *const u32) }.unwrap_or(0);
     let deny = (p & protect::DENY_READ != 0 && mode & FMODE_READ != 0) || (p & protect::DENY_WRITE != 0 && mode & FMODE_WRITE != 0);
-    if !deny {
+    if !deny || granted(tracked(cur).map(|i| i.server_id).unwrap_or(0), p) {
         return 0;
     }
     if let Some(ev) = PENDING_OPEN.get_ptr_mut(&cur.tid) {

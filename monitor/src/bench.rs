@@ -1,6 +1,7 @@
 //! Hidden helpers for `cargo xtask bench` (not part of the user-facing CLI):
 //! - `mcpmon bench-loop KIND N`: a tight loop of one operation (open, forkexec, connect, getppid),
-//!   printing nanoseconds per op;
+//!   printing nanoseconds per op; a few KINDs are instead victims and attackers for the
+//!   enforcement tests (`read`, `int80-*`, and those of crate::attack);
 //! - `mcpmon bench-floor`: the floor program alone on every syscall hook mcpmon uses (syscall
 //!   tracepoints and the raw sys_enter/sys_exit of the ia32 hooks), until stdin closes.
 use std::{
@@ -90,6 +91,13 @@ pub fn run_loop(kind: &str, n: u64, path: Option<&str>) -> anyhow::Result<()> {
             std::io::stdout().write_all(&buf)?;
             return Ok(());
         }
+        // Attackers for the enforcement tests (crate::attack). The CLI's N slot is a number, so
+        // the io_uring mode rides in the kind: `uring-read-{inline,async,openat2} 1 PATH`.
+        uring if uring.starts_with("uring-read-") => {
+            return crate::attack::uring_read(&uring["uring-read-".len()..], path.context("uring-read needs a path")?);
+        }
+        "race-read" => return crate::attack::race_read(n, path.context("race-read needs a path")?),
+        "create-then-open" => return crate::attack::create_then_open(n, path.context("create-then-open needs a dir")?),
         other => anyhow::bail!("unknown loop {other}"),
     };
     println!("{:.1}", t.as_nanos() as f64 / n as f64);

@@ -172,7 +172,7 @@ mod tests {
 
     fn ev(pid: u32, body: Body) -> Event {
         Event {
-            header: Header { ts_mono_ns: 0, pid, tid: pid, ppid: 1, uid: 0, server_id: 5, truncated: vec![], kernel_action: None, compat_syscall: false },
+            header: Header { ts_mono_ns: 0, pid, tid: pid, ppid: 1, uid: 0, server_id: 5, truncated: vec![], kernel_action: None, compat_syscall: false, gated: false },
             body,
         }
     }

@@ -34,6 +34,9 @@ pub struct KernelPolicy {
     pub cgroup_deny: bool,
     files: BTreeMap<InodeKey, u32>,
     nets: BTreeMap<NetEntry, u32>,
+    /// `GRANTS` (server id << 32 | rule slot → 1); None only in unit tests' stand-ins.
+    pub grants: Option<HashMap<MapData, u64, u32>>,
+    granted: std::collections::BTreeSet<u64>,
 }
 
 impl KernelPolicy {
@@ -44,7 +47,7 @@ impl KernelPolicy {
         knobs: Array<MapData, u32>,
         cgroup_deny: bool,
     ) -> Self {
-        Self { protected, v4, v6, knobs, cgroup_deny, files: BTreeMap::new(), nets: BTreeMap::new() }
+        Self { protected, v4, v6, knobs, cgroup_deny, files: BTreeMap::new(), nets: BTreeMap::new(), grants: None, granted: Default::default() }
     }
 
     /// Makes the `PROTECTED` map hold exactly `want` (changes only what differs, so a rescan
@@ -90,6 +93,20 @@ impl KernelPolicy {
     /// 0 turns it off; otherwise 1 | rule slot << 16.
     pub fn set_io_uring_kill(&mut self, value: u32) -> Result<(), PolicyError> {
         self.knobs.set(policy::IO_URING_KILL, value, 0).map_err(err("POLICY"))
+    }
+
+    /// Makes `GRANTS` hold exactly `want` (server id, rule slot) pairs.
+    pub fn sync_grants(&mut self, want: &std::collections::BTreeSet<(u32, u32)>) -> Result<(), PolicyError> {
+        let Some(map) = self.grants.as_mut() else { return Ok(()) };
+        let want: std::collections::BTreeSet<u64> = want.iter().map(|(s, slot)| ((*s as u64) << 32) | *slot as u64).collect();
+        for k in want.difference(&self.granted) {
+            map.insert(k, 1, 0).map_err(err("GRANTS"))?;
+        }
+        for k in self.granted.difference(&want) {
+            map.remove(k).map_err(err("GRANTS"))?;
+        }
+        self.granted = want;
+        Ok(())
     }
 
     pub fn protected_count(&self) -> usize {

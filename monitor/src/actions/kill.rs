@@ -2,31 +2,37 @@
 //! the process that was checked and not a later one that reused its pid.
 use serde::Serialize;
 
-/// Who must never be killed.
+/// Who must never be killed: pid 1 and the daemon, nothing else.
+///
+/// Everything else a kill can reach is checked with `still_tracked`, and a tracked process is
+/// killable whatever it calls itself. Names are not evidence: a process picks its own comm
+/// (`prctl(PR_SET_NAME)`, or exec of a file named `claude`), so exempting client names let a
+/// tracked server make its own kill come back refused. MCP clients stay alive because they are
+/// not tracked: tracking is inherited from a server by its children, never by its parent.
 #[derive(Clone, Debug)]
 pub struct Guard {
     pub daemon_pid: u32,
-    /// Comms of MCP client programs (a server's parent must survive its server).
-    pub client_comms: Vec<String>,
+}
+
+impl Guard {
+    pub fn new(daemon_pid: u32) -> Self {
+        Self { daemon_pid }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum KillOutcome {
     Killed,
-    /// Not killed on purpose: pid 1, the daemon, an MCP client, or no longer tracked.
+    /// Not killed on purpose: pid 1, the daemon, or no longer tracked.
     Refused { reason: String },
     /// It had already exited.
     Gone,
     Failed { error: String },
 }
 
-fn comm(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_string())
-}
-
-/// Sends SIGKILL to `pid` if the guard allows and `still_tracked` confirms, after the pidfd is
-/// held, that it is the tracked process.
+/// Sends SIGKILL to `pid` unless it is pid 1 or the daemon, once `still_tracked` confirms, after
+/// the pidfd is held, that it is the tracked process (and not a later one that reused its pid).
 pub fn kill(pid: u32, guard: &Guard, still_tracked: impl Fn(u32) -> bool) -> KillOutcome {
     if pid <= 1 || pid == guard.daemon_pid {
         return KillOutcome::Refused { reason: format!("pid {pid} is never killed") };
@@ -38,11 +44,6 @@ pub fn kill(pid: u32, guard: &Guard, still_tracked: impl Fn(u32) -> bool) -> Kil
     }
     let fd = fd as libc::c_int;
     let out = (|| {
-        if let Some(c) = comm(pid) {
-            if guard.client_comms.iter().any(|x| x == &c) {
-                return KillOutcome::Refused { reason: format!("{c} is an MCP client") };
-            }
-        }
         if !still_tracked(pid) {
             return KillOutcome::Refused { reason: "no longer a tracked process (exited, pid reused?)".into() };
         }
@@ -64,7 +65,7 @@ mod tests {
 
     #[test]
     fn never_kills_pid_1_or_itself_and_kills_a_child() {
-        let g = Guard { daemon_pid: std::process::id(), client_comms: vec!["claude".into()] };
+        let g = Guard::new(std::process::id());
         assert!(matches!(kill(1, &g, |_| true), KillOutcome::Refused { .. }));
         assert!(matches!(kill(std::process::id(), &g, |_| true), KillOutcome::Refused { .. }));
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
@@ -72,16 +73,50 @@ mod tests {
         assert_eq!(kill(child.id(), &g, |_| true), KillOutcome::Killed);
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
-        let g2 = Guard { daemon_pid: 0, client_comms: vec!["sleep".into()] };
-        let mut c2 = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        // Until the child has exec'd, its comm is still this test's.
+    }
+
+    /// Starts a copy of `sleep` whose comm is `comm`, as a server would after
+    /// `prctl(PR_SET_NAME, comm)` or an exec of a file so named, and waits until it shows.
+    fn sleeper_named(dir: &std::path::Path, comm: &str) -> std::process::Child {
+        let exe = dir.join(comm);
+        if !exe.exists() {
+            std::fs::copy("/bin/sleep", &exe).unwrap();
+        }
+        // A test thread forking just then holds the copy's write fd until it execs: ETXTBSY.
+        let mut tries = 0;
+        let child = loop {
+            match std::process::Command::new(&exe).arg("30").spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => tries += 1,
+                r => break r.unwrap(),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while comm(c2.id()).as_deref() != Some("sleep") {
-            assert!(std::time::Instant::now() < deadline, "sleep never started");
+        while comm_of(child.id()).as_deref() != Some(comm) {
+            assert!(std::time::Instant::now() < deadline, "{comm} never started");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert!(matches!(kill(c2.id(), &g2, |_| true), KillOutcome::Refused { .. }), "client comm refused");
-        c2.kill().unwrap();
-        let _ = c2.wait();
+        child
+    }
+
+    fn comm_of(pid: u32) -> Option<String> {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_string())
+    }
+
+    #[test]
+    fn a_tracked_process_named_like_a_client_is_killed() {
+        let g = Guard::new(std::process::id());
+        let dir = tempfile::tempdir().unwrap();
+        for &name in crate::discovery::adopt::DEFAULT_CLIENT_COMMS.iter().take(3) {
+            let mut c = sleeper_named(dir.path(), name);
+            assert_eq!(kill(c.id(), &g, |_| true), KillOutcome::Killed, "a tracked {name:?} is killed: its name is its own choice");
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(c.wait().unwrap().signal(), Some(libc::SIGKILL));
+        }
+        // Untracked, it is refused whatever its name: that is what keeps the real clients alive.
+        let mut c = sleeper_named(dir.path(), "claude");
+        assert!(matches!(kill(c.id(), &g, |_| false), KillOutcome::Refused { .. }));
+        c.kill().unwrap();
+        let _ = c.wait();
     }
 }

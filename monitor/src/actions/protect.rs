@@ -28,6 +28,28 @@ pub struct Plan {
     pub nets: BTreeMap<NetEntry, u32>,
     /// 0, or 1 | slot << 16.
     pub io_uring_kill: u32,
+    /// What the open gate (`crate::gate`) judges new names by: read-protected patterns.
+    pub read_patterns: Vec<ReadPattern>,
+    /// Existing directories that hold read-protected files (any pattern's parent): the gate
+    /// sees every open of a file in them, so a file created later is judged at its first open.
+    pub secret_dirs: BTreeMap<PathBuf, Vec<ReadPattern>>,
+    /// Where a new home, user or secret directory would appear: the nearest existing ancestor of
+    /// each secret directory pattern (and the secret directories themselves, for `**`).
+    pub watch: std::collections::BTreeSet<PathBuf>,
+}
+
+/// A read-protected file pattern of one rule (kill or deny), as the gate matches it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReadPattern {
+    /// The `PROTECTED` value a match gets (bits | slot << 16).
+    pub policy: u32,
+    pub glob: Glob,
+    /// The last component alone: what a file in a protected directory is judged by after the
+    /// directory was renamed (`~/.ssh` → `~/.ssh-old`: `id_*` still applies there).
+    pub name: Glob,
+    pub except: Vec<Glob>,
+    /// A private key's content in a secret directory matches whatever the name.
+    pub secret_content: bool,
 }
 
 /// The kernel's `dev_t` for a `stat` `st_dev` (the kernel packs major << 20 | minor).
@@ -56,6 +78,11 @@ pub fn plan(rules: &RuleSet) -> Plan {
             }
             if k.on_write {
                 bits |= protect::KILL_WRITE | if deny { protect::DENY_WRITE } else { 0 };
+            }
+            if k.on_read {
+                for pat in &k.files {
+                    add_read_pattern(&mut p, pat, bits | slot_bits, &k.except, k.secret_content);
+                }
             }
             for pat in &k.files {
                 for path in expand(pat) {
@@ -100,9 +127,65 @@ pub fn plan(rules: &RuleSet) -> Plan {
         };
         for c in &k.addrs {
             p.nets.entry(NetEntry { addr: c.addr, prefix: c.prefix }).or_insert(bits | slot_bits);
+            // An IPv6 socket reaches an IPv4 address as `::ffff:a.b.c.d`; the cgroup connect6
+            // program sees that form, so every IPv4 prefix is denied in it too.
+            if let std::net::IpAddr::V4(a) = c.addr {
+                p.nets.entry(NetEntry { addr: std::net::IpAddr::V6(a.to_ipv6_mapped()), prefix: 96 + c.prefix }).or_insert(bits | slot_bits);
+            }
         }
     }
     p
+}
+
+/// Records a read-protected pattern for the gate, the existing directories its files live in,
+/// and where to watch for those directories to appear.
+fn add_read_pattern(p: &mut Plan, pat: &str, policy: u32, except: &[Glob], secret_content: bool) {
+    let Some((dir_pat, name)) = pat.rsplit_once('/') else { return };
+    let (Ok(glob), Ok(name_glob)) = (Glob::new(pat, true), Glob::new(name, true)) else { return };
+    let rp = ReadPattern { policy, glob, name: name_glob, except: except.to_vec(), secret_content };
+    p.read_patterns.push(rp.clone());
+    if dir_pat.is_empty() {
+        return;
+    }
+    // A wildcard name (`id_*`, `*.pem`) can be a file created at any moment: the directory is
+    // marked so its first open is judged. A literal name (`~/.netrc`, `~/.claude.json`) is
+    // marked by inode once it exists, and its directory (often a busy home) only watched: a
+    // directory mark would put every open in a home through the gate. Below `**` only the
+    // files are marked (a browser profile has thousands of files).
+    let mark_dirs = is_wild(name) && !dir_pat.contains("**");
+    for d in expand(dir_pat) {
+        if d.is_dir() {
+            if mark_dirs {
+                p.secret_dirs.entry(d.clone()).or_default().push(rp.clone());
+            }
+            if !dir_pat.contains("**") {
+                p.watch.insert(d);
+            }
+        }
+    }
+    // The static part of the directory pattern, then its nearest existing ancestor: that is
+    // where a later home, `.ssh` or `.aws` is created.
+    let stat: Vec<&str> = dir_pat.split('/').take_while(|c| !is_wild(c)).collect();
+    let mut at = PathBuf::from(if stat.len() <= 1 { "/".to_string() } else { stat.join("/") });
+    while !at.is_dir() {
+        match at.parent() {
+            Some(up) => at = up.to_path_buf(),
+            None => return,
+        }
+    }
+    p.watch.insert(at.clone());
+    // Below a wildcard (`/home/*/.ssh`), each existing match of the path so far is a place too.
+    let parts: Vec<&str> = dir_pat.split('/').filter(|s| !s.is_empty()).collect();
+    for n in 1..parts.len() {
+        if !parts[..n].iter().any(|c| is_wild(c)) || parts[..n].iter().any(|c| *c == "**") {
+            continue;
+        }
+        for d in expand(&format!("/{}", parts[..n].join("/"))) {
+            if d.is_dir() {
+                p.watch.insert(d);
+            }
+        }
+    }
 }
 
 fn add(p: &mut Plan, path: &Path, bits: u32, slot_bits: u32) {

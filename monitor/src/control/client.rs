@@ -53,6 +53,12 @@ pub fn run_servers(args: &crate::cli::ServersArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&servers)?);
         return Ok(());
     }
+    // The daemon answers a caller other than root with that caller's servers only: say so,
+    // or an empty table reads as "nothing is watched".
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        eprintln!("(servers running as uid {euid} only; root sees every server)");
+    }
     print!("{}", servers_table(&servers));
     Ok(())
 }
@@ -89,7 +95,7 @@ pub fn decide(outcome: &Result<Response, ControlError>, require_monitor: bool, n
     match outcome {
         Ok(_) => Action::Exec,
         Err(e) if require_monitor => Action::Refuse(format!("mcpmon: {e}; refusing to start {name} (--require-monitor)")),
-        Err(e) => Action::ExecUnwatched(format!("mcpmon: {e}; starting {name} unwatched")),
+        Err(e) => Action::ExecUnwatched(format!("mcpmon: {e}; starting {name} unwatched (--require-monitor refuses instead)")),
     }
 }
 

@@ -22,6 +22,7 @@ use tokio::{
 pub mod context;
 mod discover;
 pub mod policy;
+mod protection;
 mod toolwatch;
 
 use monitor_common::PROVISIONAL_SERVER;
@@ -429,18 +430,19 @@ impl Pipeline {
     }
 
     /// Re-expands protected globs so new files (a key made after start-up) are protected.
-    pub async fn rescan_protected(&mut self) {
-        let Some(p) = self.policy.as_mut().filter(|p| p.rescan_due()) else { return };
+    pub async fn rescan_protected(&mut self) -> bool {
+        let Some(p) = self.policy.as_mut().filter(|p| p.rescan_due()) else { return false };
         let before = p.plan.files.clone();
         if let Err(e) = p.sync_kernel() {
             tracing::error!("updating kernel policy: {e}");
-            return;
+            return false;
         }
         if p.plan.files != before {
             let added: Vec<String> = p.plan.paths.iter().filter(|(i, _)| !before.contains_key(i)).map(|(_, path)| path.display().to_string()).collect();
             let rec = json!({"time": Self::now(), "kind": "protected_changed", "protected_inodes": p.plan.files.len(), "added": added});
             self.emit(rec).await;
         }
+        true
     }
 
     /// Adds time and server name to a correlation record.
@@ -491,6 +493,8 @@ impl Pipeline {
             tracing::info!("syscall hooks attached in {} ms", t.elapsed().as_millis());
         }
         let ack = self.tracker.track(pid, name, how, uid)?;
+        // Grants follow the configured name; in place before the caller is acknowledged.
+        self.sync_servers();
         if !ack.already_tracked {
             for &p in &ack.tracked_pids {
                 if let Some(info) = procfs::process_info(p) {
@@ -545,6 +549,7 @@ impl Pipeline {
                     "since": format_rfc3339(s.since), "command": s.command,
                     "server_info": session.and_then(|x| x.server_info.clone()),
                     "tools": self.tools_watch.tools.get(&s.id).map(|t| t.iter().map(|t| t.name.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+                    "grants": self.policy.as_ref().map(|p| p.grants().iter().filter(|(id, _)| *id == s.id).filter_map(|(_, slot)| p.rules.rules.get(*slot as usize).map(|r| r.id.clone())).collect::<Vec<_>>()).unwrap_or_default(),
                     "calls": session.map(|x| x.calls).unwrap_or(0),
                     "calls_in_flight": session.map(|x| x.in_flight()).unwrap_or(0),
                     "alerts": self.tools_watch.alerts.get(&s.id).copied().unwrap_or(0) + self.rule_alerts.get(&s.id).copied().unwrap_or(0),
@@ -624,6 +629,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         sensors.on_demand_hooks().join(", ")
     );
 
+    let gate_maps = sensors.gate_maps();
     let tracker = sensors.tracker()?;
     let ring = sensors.take_events()?;
     let lost = sensors.take_lost()?;
@@ -652,12 +658,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let kernel_policy = sensors.kernel_policy()?;
     let disc = Discoverer::new(args.passwd.clone(), args.project_root.clone(), &args.client_comm);
-    let mut client_comms: Vec<String> = crate::discovery::adopt::DEFAULT_CLIENT_COMMS.iter().map(|s| s.to_string()).collect();
-    client_comms.extend(args.client_comm.iter().cloned());
-    let guard = crate::actions::kill::Guard { daemon_pid: std::process::id(), client_comms };
+    // Never by name: a tracked process is killable whatever it calls itself (prctl).
+    let guard = crate::actions::kill::Guard::new(std::process::id());
     let rules_dir = args.rules_dir();
-    let policy = policy::Policy::load(&rules_dir, &args.passwd, kernel_policy, args.dry_run, guard)
+    let mut policy = policy::Policy::load(&rules_dir, &args.passwd, kernel_policy, args.dry_run, guard)
         .with_context(|| format!("loading rules from {}", rules_dir.display()))?;
+    let (gate_tx, mut gate_rx) = mpsc::channel::<crate::gate::GateRecord>(1024);
+    match gate_maps.map_err(|e| e.to_string()).and_then(|m| crate::gate::Gate::start(m, gate_tx, std::process::id()).map_err(|e| e.to_string())) {
+        Ok(g) => {
+            policy.gate = Some(g);
+            policy.sync_kernel().context("open gate: first sync")?;
+            tracing::info!("open gate: read-protected files are refused before an fd exists (fanotify permission events)");
+        }
+        Err(e) => tracing::warn!("open gate unavailable ({e}); read-protected files fall back to the kill at the open's exit"),
+    }
+    let mut watcher = crate::watch::Watcher::new(&args.passwd).context("inotify for the user database and protected directories")?;
+    watcher.set(&policy.plan.watch);
     tracing::info!("rules: {}", policy.summary());
     let policy_summary = policy.summary();
     let mut pipeline = Pipeline::new(sensors, tracker, disc, lost, line_tx);
@@ -693,21 +709,45 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!("ready: control socket {}, events to {}", args.socket.display(), args.events);
     loop {
         tokio::select! {
+            biased;
+            // Changes to users and protected places come first: the plan must be current
+            // before anything that follows them is judged.
+            Ok(c) = watcher.next() => {
+                if pipeline.on_watch(c, false).await {
+                    watcher.set(&pipeline.watch_dirs());
+                }
+            }
+            Some(rec) = gate_rx.recv() => pipeline.on_gate(rec).await,
             Some(ev) = ev_rx.recv() => pipeline.on_event(ev).await,
-            Some(msg) = req_rx.recv() => pipeline.on_control(msg).await,
+            Some(msg) = req_rx.recv() => {
+                // A new server's first instruction must meet the current plan: take any
+                // change already queued (a home or key made just before it) first.
+                if let Some(c) = watcher.poll_now().or(pipeline.replan_pending()) {
+                    if pipeline.on_watch(c, true).await {
+                        watcher.set(&pipeline.watch_dirs());
+                    }
+                }
+                pipeline.on_control(msg).await
+            }
             _ = tick.tick() => {
                 pipeline.check_lost().await;
                 pipeline.discovery_tick().await;
                 pipeline.reconcile().await;
                 pipeline.check_idle().await;
-                pipeline.rescan_protected().await;
+                pipeline.sync_servers();
+                if pipeline.rescan_protected().await {
+                    watcher.set(&pipeline.watch_dirs());
+                }
                 pipeline.metrics_tick(false).await;
                 profile_tick += 1;
                 if profile_tick.is_multiple_of(10) {
                     pipeline.save_profiles();
                 }
             }
-            _ = sighup.recv() => pipeline.reload_rules().await,
+            _ = sighup.recv() => {
+                pipeline.reload_rules().await;
+                watcher.set(&pipeline.watch_dirs());
+            }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
         }

@@ -33,6 +33,14 @@ pub struct Policy {
     pub kills: u64,
     /// Fields the loaded rules read (the context builder computes only these).
     fields: std::collections::HashSet<&'static str>,
+    /// The open gate (fanotify), where the kernel offers it: read-protected files refused
+    /// before an fd exists, and protection that follows an inode through renames.
+    pub gate: Option<crate::gate::Gate>,
+    /// Tracked servers eligible for grants: (server id, configured name).
+    servers: Vec<(u32, String)>,
+    grants: std::collections::BTreeSet<(u32, u32)>,
+    /// A watched change was folded into the next scan.
+    deferred: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +66,10 @@ impl Policy {
             alerts: 0,
             kills: 0,
             fields: Default::default(),
+            gate: None,
+            servers: Vec::new(),
+            grants: Default::default(),
+            deferred: false,
         };
         p.fields = p.rules.fields_used();
         p.sync_kernel()?;
@@ -76,13 +88,59 @@ impl Policy {
     /// Writes what the rules enforce in the kernel. In dry-run mode the maps stay empty: every
     /// enforcement becomes an alert saying what would have happened.
     pub fn sync_kernel(&mut self) -> Result<(), PolicyError> {
-        let plan = if self.dry_run { Plan::default() } else { protect::plan(&self.rules) };
+        let mut plan = if self.dry_run { Plan::default() } else { protect::plan(&self.rules) };
+        self.grants = grants_for(&self.rules, &self.servers);
+        if let Some(g) = self.gate.as_mut() {
+            g.sync(&plan, self.grants.iter().copied().collect());
+            // Files kept after a rename (or learned at their first open) stay in the kernel map.
+            for (i, p, path) in g.held_files() {
+                plan.files.entry(i).or_insert(p);
+                plan.paths.entry(i).or_insert_with(|| path.to_path_buf());
+            }
+        }
         self.kernel.sync_files(&plan.files)?;
         self.kernel.sync_nets(&plan.nets)?;
         self.kernel.set_io_uring_kill(plan.io_uring_kill)?;
+        self.kernel.sync_grants(&self.grants)?;
         self.plan = plan;
         self.last_scan = Instant::now();
+        self.deferred = false;
         Ok(())
+    }
+
+    /// The tracked servers changed: grants follow their configured names. Called before a
+    /// new server is acknowledged, so a grant is in place at its first instruction.
+    pub fn set_servers(&mut self, servers: Vec<(u32, String)>) -> Result<(), PolicyError> {
+        if servers == self.servers {
+            return Ok(());
+        }
+        self.servers = servers;
+        let grants = grants_for(&self.rules, &self.servers);
+        if grants != self.grants {
+            self.grants = grants;
+            self.kernel.sync_grants(&self.grants)?;
+            if let Some(g) = self.gate.as_mut() {
+                g.set_grants(self.grants.iter().copied().collect());
+            }
+        }
+        Ok(())
+    }
+
+    /// A file the gate judged protected at its first open: into the kernel map at once.
+    pub fn learned(&mut self, inode: crate::events::Inode, path: PathBuf, policy: u32, handle: std::os::fd::OwnedFd) -> Result<(), PolicyError> {
+        if let Some(g) = self.gate.as_mut() {
+            g.learn(inode, path.clone(), policy, handle);
+        }
+        self.plan.files.entry(inode).or_insert(policy);
+        self.plan.paths.entry(inode).or_insert(path);
+        self.kernel.sync_files(&self.plan.files)?;
+        Ok(())
+    }
+
+    /// Grants by server: (server id, rule slot) for every tracked server whose configured name
+    /// holds a grant.
+    pub fn grants(&self) -> &std::collections::BTreeSet<(u32, u32)> {
+        &self.grants
     }
 
     pub fn fields_used(&self) -> &std::collections::HashSet<&'static str> {
@@ -90,7 +148,20 @@ impl Policy {
     }
 
     pub fn rescan_due(&self) -> bool {
-        self.last_scan.elapsed() >= RESCAN
+        self.last_scan.elapsed() >= RESCAN || (self.deferred && self.last_scan.elapsed() >= Duration::from_millis(100))
+    }
+
+    pub fn scanned_within(&self, d: Duration) -> bool {
+        self.last_scan.elapsed() < d
+    }
+
+    /// A change arrived too soon after the last plan: the next tick plans again.
+    pub fn defer_scan(&mut self) {
+        self.deferred = true;
+    }
+
+    pub fn scan_deferred(&self) -> bool {
+        self.deferred
     }
 
     pub fn summary(&self) -> Value {
@@ -98,6 +169,8 @@ impl Policy {
             "rules": self.rules.rules.len(), "files": self.rules.files, "dry_run": self.dry_run,
             "protected_inodes": self.kernel.protected_count(), "denied_prefixes": self.plan.nets.len(),
             "io_uring_kill": self.plan.io_uring_kill != 0, "cgroup_deny": self.kernel.cgroup_deny,
+            "open_gate": self.gate.as_ref().map(|g| { let (f, d) = g.counts(); json!({"files": f, "dirs": d}) }),
+            "grants": self.rules.grants,
         })
     }
 
@@ -116,7 +189,14 @@ impl Policy {
         let kernel_slot = kernel_slot(ev, &self.rules);
         if let (Some(slot), Some(what)) = (kernel_slot, ev.header.kernel_action) {
             if let Some(r) = self.rules.rules.get(slot) {
-                out.push((slot, json!({"type": action_name(r.action), "result": format!("{what}_in_kernel"), "dry_run": false})));
+                // The gate refused the open before an fd existed (and, under a kill rule, killed
+                // the opener while it waited in the kernel).
+                let rec = if ev.header.gated {
+                    json!({"type": action_name(r.action), "result": format!("{what}_in_kernel"), "where": "open_gate", "bytes_read": 0, "dry_run": false})
+                } else {
+                    json!({"type": action_name(r.action), "result": format!("{what}_in_kernel"), "dry_run": false})
+                };
+                out.push((slot, rec));
             }
         }
         for (slot, r) in self.rules.eval(ctx) {
@@ -178,6 +258,10 @@ fn kernel_slot(ev: &Event, rules: &RuleSet) -> Option<usize> {
         _ => 0,
     };
     (p != 0).then_some((p >> monitor_common::protect::SLOT_SHIFT) as usize)
+}
+
+fn grants_for(rules: &RuleSet, servers: &[(u32, String)]) -> std::collections::BTreeSet<(u32, u32)> {
+    servers.iter().flat_map(|(id, name)| rules.granted_slots(name).into_iter().map(move |slot| (*id, slot))).collect()
 }
 
 fn load_rules(dir: &Path, passwd: &Path) -> Result<RuleSet, LoadError> {

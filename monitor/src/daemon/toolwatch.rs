@@ -4,10 +4,13 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Value};
 
 use super::Pipeline;
-use crate::toolcheck::{
-    collide::collisions,
-    pin::{PinOutcome, PinStore},
-    poison, tools_from_list_result, Tool,
+use crate::{
+    toolcheck::{
+        collide::collisions,
+        pin::{version_change, Announced, PinKey, PinOutcome, PinStore},
+        poison, tools_from_list_result, Tool,
+    },
+    tracker::{Discovery, ServerInfo},
 };
 
 /// Tool sets seen per server, and what was already reported.
@@ -26,20 +29,21 @@ impl Pipeline {
         let detail = r.as_object_mut().and_then(|m| m.remove("tools_detail")).unwrap_or(Value::Null);
         let tools = tools_from_list_result(&json!({ "tools": detail }));
         let server = self.tracker.server(id).map(|s| s.name.clone()).unwrap_or_default();
-        // Pin per server identity: what the server says it is (name@version), else its name here.
         let info = self.corr.session(id).and_then(|s| s.server_info.clone()).unwrap_or(Value::Null);
-        let key = match (info["name"].as_str(), info["version"].as_str()) {
-            (Some(n), Some(v)) => format!("{n}@{v}"),
-            _ => server.clone(),
-        };
+        let announced = Announced::from_server_info(&info);
+        let key = self.tracker.server(id).and_then(pin_key);
         let mut alerts = vec![];
-        if let Some(pins) = self.tools_watch.pins.as_mut() {
-            match pins.check(&key, &tools) {
-                Ok(PinOutcome::Changed(d)) => alerts.push(json!({
-                    "rule": rule("mcp.tool_set_changed", "high", "The tool set a server offers changed since it was pinned (rug pull).", &["T1195.002"]),
-                    "summary": format!("tools of {key} changed since they were pinned (rug pull?): {}", d.summary()),
-                    "diff": d, "pin": key,
-                })),
+        if let (Some(pins), Some(key)) = (self.tools_watch.pins.as_mut(), key) {
+            match pins.check(&key, &announced, &tools) {
+                Ok(PinOutcome::Changed { diff: d, pinned }) => {
+                    let version = version_change(&pinned, &announced).map(|v| format!(", announced version {v}")).unwrap_or_default();
+                    alerts.push(json!({
+                        "rule": rule("mcp.tool_set_changed", "high", "The tool set a server offers changed since it was pinned (rug pull).", &["T1195.002"]),
+                        "summary": format!("tools of {server} changed since they were pinned (rug pull?){version}: {}", d.summary()),
+                        "diff": d, "pin": key.to_string(),
+                        "server_version": {"pinned": pinned.version, "now": announced.version},
+                    }))
+                }
                 Ok(PinOutcome::FirstSeen) => tracing::info!("pinned the {} tools of {key}", tools.len()),
                 Ok(PinOutcome::Unchanged) => {}
                 Err(e) => tracing::error!("tool pinning: {e}"),
@@ -93,7 +97,108 @@ impl Pipeline {
     }
 }
 
+/// Whose pin a server's tool set is checked against: what the operator configured, never what
+/// the server announces. The name is the one given in the client config or to `mcpmon exec
+/// --name`; the program comes from the command line the daemon recorded when it took the server
+/// under watch: `mcpmon exec`'s own (read before the server's code ran), or the one that matched
+/// the client config.
+///
+/// Two exceptions, both because the process itself chose the value: a sniffed server's name
+/// carries its announced name (discovery appends it), so only its program counts; a process
+/// taken with `--track-pid` was already running and may have rewritten its command line, so
+/// only its name counts.
+fn pin_key(s: &ServerInfo) -> Option<PinKey> {
+    let (name, argv) = match s.how {
+        Discovery::Exec => (Some(s.name.as_str()), exec_command(&s.command)),
+        Discovery::Config | Discovery::Procfs => (Some(s.name.as_str()), Some(s.command.clone())),
+        Discovery::Sniffed => (None, Some(s.command.clone())),
+        Discovery::TrackPid => (Some(s.name.as_str()), None),
+    };
+    PinKey::new(name, argv.as_deref().and_then(program).as_deref())
+}
+
+/// The server command of an `mcpmon exec` command line (the process is tracked before it execs
+/// the server, so that is the command line the daemon saw), read with the real parser.
+fn exec_command(argv: &[String]) -> Option<Vec<String>> {
+    use clap::Parser;
+    match crate::cli::Cli::try_parse_from(argv).ok()?.command {
+        crate::cli::Command::Exec(a) => Some(a.command),
+        _ => None,
+    }
+}
+
+/// The program a command runs, stable across runs and upgrades: the script or package given to
+/// an interpreter or runner (`python -u /opt/weather.py` → `weather.py`, `npx -y
+/// @scope/server-x@1.2` → `server-x`), else the executable's file name. Version suffixes are
+/// cut off, so that an upgrade is compared with the pin instead of starting a new one;
+/// directories too, as runners put packages in per-version cache paths.
+fn program(argv: &[String]) -> Option<String> {
+    let runs_another = |s: &str| s.starts_with("python") || matches!(s, "node" | "deno" | "bun" | "uv" | "uvx" | "npx");
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
+    let first = base(argv.first()?);
+    let name = if runs_another(&first) { argv[1..].iter().find(|a| !a.starts_with('-')).map(|a| base(a)).unwrap_or(first) } else { first };
+    let unversioned = name.split("==").next().unwrap_or(&name);
+    let unversioned = match unversioned.char_indices().skip(1).find(|(_, c)| *c == '@') {
+        Some((i, _)) => &unversioned[..i],
+        None => unversioned,
+    };
+    Some(unversioned.to_string()).filter(|p| !p.is_empty())
+}
+
 /// The `rule` object of a built-in tool-check alert (same shape as YAML rules' alerts).
 fn rule(id: &str, severity: &str, description: &str, mitre: &[&str]) -> Value {
     json!({"id": id, "severity": severity, "description": description, "tags": ["mcp"], "mitre": mitre})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    fn server(name: &str, how: Discovery, command: &str) -> ServerInfo {
+        ServerInfo {
+            id: 1,
+            name: name.into(),
+            root_pid: 10,
+            how,
+            uid: 1000,
+            since: std::time::SystemTime::now(),
+            stdio_inodes: vec![],
+            client: None,
+            config: None,
+            sniffing: false,
+            command: argv(command),
+        }
+    }
+
+    #[test]
+    fn programs_are_named_without_interpreters_paths_or_versions() {
+        let p = |s: &str| program(&argv(s));
+        assert_eq!(p("/usr/bin/python3 -u /opt/srv/weather.py --verbose").as_deref(), Some("weather.py"));
+        assert_eq!(p("npx -y @modelcontextprotocol/server-filesystem@2025.1.14 /home/u").as_deref(), Some("server-filesystem"));
+        assert_eq!(p("uvx mcp-server-fetch==1.0").as_deref(), Some("mcp-server-fetch"));
+        assert_eq!(p("/opt/venv/bin/mcp-server-time --local-timezone UTC").as_deref(), Some("mcp-server-time"));
+        assert_eq!(p("node").as_deref(), Some("node"));
+        assert_eq!(program(&[]), None);
+    }
+
+    #[test]
+    fn pins_follow_the_configured_name_and_program_never_the_announced_one() {
+        let exec = |args: &str| server("shifty", Discovery::Exec, &format!("/usr/bin/mcpmon exec --name shifty --require-monitor --socket /run/s -- {args}"));
+        let k = pin_key(&exec("python3 /opt/shifty_server.py clean")).unwrap();
+        assert_eq!(k.to_string(), "shifty [shifty_server.py]");
+        assert_eq!(pin_key(&exec("python3 /opt/shifty_server.py poisoned")), Some(k.clone()), "arguments are not identity");
+        // Without `--` too, as clap takes it.
+        let bare = server("shifty", Discovery::Exec, "mcpmon exec --name shifty python3 /opt/shifty_server.py");
+        assert_eq!(pin_key(&bare), Some(k));
+        assert_eq!(pin_key(&server("fs", Discovery::Config, "npx -y @scope/fs@1.2 /srv")).unwrap().to_string(), "fs [fs]");
+        // Discovery renames a sniffed server after its announced name: that part never counts.
+        let a = pin_key(&server("evil-1.0 (weather.py)", Discovery::Sniffed, "python3 weather.py")).unwrap();
+        let b = pin_key(&server("evil-2.0 (weather.py)", Discovery::Sniffed, "python3 weather.py")).unwrap();
+        assert_eq!((a.to_string(), a), ("[weather.py]".to_string(), b));
+        assert_eq!(pin_key(&server("calc", Discovery::TrackPid, "sh -c anything")).unwrap().to_string(), "calc");
+    }
 }

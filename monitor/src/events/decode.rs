@@ -58,7 +58,7 @@ fn header(h: &EventHeader) -> Header {
         (false, false) => None,
     };
     let compat_syscall = h.flags & flags::COMPAT != 0;
-    Header { ts_mono_ns: h.ts_ns, pid: h.tgid, tid: h.tid, ppid: h.ppid, uid: h.uid, server_id: h.server_id, truncated, kernel_action, compat_syscall }
+    Header { ts_mono_ns: h.ts_ns, pid: h.tgid, tid: h.tid, ppid: h.ppid, uid: h.uid, server_id: h.server_id, truncated, kernel_action, compat_syscall, gated: h.flags & flags::GATED != 0 }
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {

@@ -23,7 +23,7 @@ fn zeroed<T>() -> T {
 fn expect_header(e: &Event, truncated: Vec<&'static str>) {
     assert_eq!(
         e.header,
-        Header { ts_mono_ns: 123_456_789, pid: 42, tid: 43, ppid: 7, uid: 1000, server_id: 3, truncated, kernel_action: None, compat_syscall: false }
+        Header { ts_mono_ns: 123_456_789, pid: 42, tid: 43, ppid: 7, uid: 1000, server_id: 3, truncated, kernel_action: None, compat_syscall: false, gated: false }
     );
 }
 

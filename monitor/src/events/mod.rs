@@ -30,6 +30,9 @@ pub struct Header {
     /// The syscall came in through the ia32 entry (`int $0x80`) rather than the 64-bit one.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub compat_syscall: bool,
+    /// The open gate refused this open before any fd existed (fanotify permission event).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub gated: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

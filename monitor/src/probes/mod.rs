@@ -19,7 +19,7 @@ use aya::{
 use monitor_common::{
     globals as g,
     names::{
-        Hook, ProgramSpec, COMPAT_RAW, MAP_CANDIDATE_COMMS, MAP_EVENTS, MAP_LOST, MAP_NET_POLICY_V4, MAP_NET_POLICY_V6, MAP_POLICY, MAP_PROTECTED,
+        Hook, ProgramSpec, COMPAT_RAW, MAP_CANDIDATE_COMMS, MAP_EVENTS, MAP_LOST, MAP_NET_POLICY_V4, MAP_NET_POLICY_V6, MAP_POLICY, MAP_PROTECTED, MAP_GRANTS, MAP_PENDING_OPEN,
         MAP_STDIO_PIPES, MAP_TRACKED, PROGRAMS,
     },
     Comm, StdioPipe, TrackInfo, LOST_REASONS,
@@ -240,6 +240,20 @@ impl Sensors {
         Ok(crate::tracker::Tracker::new(self.take_tracked()?, self.take_stdio_pipes()?, self.take_candidate_comms()?))
     }
 
+    /// Second handles (new fds on the same kernel maps) on `TRACKED` and `PENDING_OPEN`, for the
+    /// open gate's thread. Call before `tracker()` takes `TRACKED`.
+    pub fn gate_maps(&self) -> Result<crate::gate::GateMaps, ProbeError> {
+        let reopen = |name: &'static str| -> Result<aya::maps::Map, ProbeError> {
+            let Some(aya::maps::Map::HashMap(d)) = self.ebpf.map(name) else { return Err(ProbeError::Map(name, "missing or not a hash map".into())) };
+            let id = d.info().map_err(|e| ProbeError::Map(name, e.to_string()))?.id();
+            let data = MapData::from_id(id).map_err(|e| ProbeError::Map(name, e.to_string()))?;
+            Ok(aya::maps::Map::HashMap(data))
+        };
+        let tracked = BpfHashMap::try_from(reopen(MAP_TRACKED)?).map_err(|e| ProbeError::Map(MAP_TRACKED, e.to_string()))?;
+        let pending_open = BpfHashMap::try_from(reopen(MAP_PENDING_OPEN)?).map_err(|e| ProbeError::Map(MAP_PENDING_OPEN, e.to_string()))?;
+        Ok(crate::gate::GateMaps { tracked, pending_open })
+    }
+
     /// The enforcement maps, for the actions stage.
     pub fn kernel_policy(&mut self) -> Result<crate::actions::kernel::KernelPolicy, ProbeError> {
         let mut take = |name: &'static str| self.ebpf.take_map(name).ok_or(ProbeError::Map(name, "missing".into()));
@@ -247,7 +261,10 @@ impl Sensors {
         let v4 = LpmTrie::try_from(take(MAP_NET_POLICY_V4)?).map_err(|e| ProbeError::Map(MAP_NET_POLICY_V4, e.to_string()))?;
         let v6 = LpmTrie::try_from(take(MAP_NET_POLICY_V6)?).map_err(|e| ProbeError::Map(MAP_NET_POLICY_V6, e.to_string()))?;
         let knobs = Array::try_from(take(MAP_POLICY)?).map_err(|e| ProbeError::Map(MAP_POLICY, e.to_string()))?;
-        Ok(crate::actions::kernel::KernelPolicy::new(protected, v4, v6, knobs, matches!(self.deny, cgroup::DenyPath::Cgroup { .. })))
+        let grants = BpfHashMap::try_from(take(MAP_GRANTS)?).map_err(|e| ProbeError::Map(MAP_GRANTS, e.to_string()))?;
+        let mut k = crate::actions::kernel::KernelPolicy::new(protected, v4, v6, knobs, matches!(self.deny, cgroup::DenyPath::Cgroup { .. }));
+        k.grants = Some(grants);
+        Ok(k)
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {

@@ -48,6 +48,10 @@ struct FileDoc {
     macros: BTreeMap<String, RawCond>,
     #[serde(default)]
     rules: Vec<RuleDoc>,
+    /// Server name (from the client's config or `mcpmon exec --name`) → ids of file rules it
+    /// may break (e.g. a server named `aws` may read what `cloud-credentials-read` protects).
+    #[serde(default)]
+    grants: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +106,10 @@ struct KernelDoc {
     addrs: Vec<String>,
     #[serde(default)]
     io_uring: bool,
+    /// A file in one of the protected directories whose content is a private key is protected
+    /// whatever its name (a key renamed to `.pub` before the rescan saw it).
+    #[serde(default)]
+    secret_content: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -153,6 +161,8 @@ pub fn load_texts(docs: &[(PathBuf, String)], homes: &[String]) -> Result<RuleSe
     let mut lists = BTreeMap::new();
     let mut macros = BTreeMap::new();
     let mut parsed = Vec::new();
+    let mut grants: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut grant_at = Vec::new();
     for (file, text) in docs {
         let doc: FileDoc = serde_yaml::from_str(text).map_err(|e| LoadError {
             file: file.clone(),
@@ -170,10 +180,14 @@ pub fn load_texts(docs: &[(PathBuf, String)], homes: &[String]) -> Result<RuleSe
                 return Err(at(file, text, &format!("{k}:"), format!("macro {k:?} is defined twice")));
             }
         }
+        for (server, ids) in doc.grants {
+            grant_at.push((file, text, server.clone(), ids.clone()));
+            grants.entry(server).or_default().extend(ids);
+        }
         parsed.push((file, text, doc.rules));
     }
     let env = Env { lists: &lists, macros: &macros, homes };
-    let mut set = RuleSet { rules: Vec::new(), files: docs.iter().map(|(f, _)| f.clone()).collect() };
+    let mut set = RuleSet { rules: Vec::new(), files: docs.iter().map(|(f, _)| f.clone()).collect(), grants };
     for (file, text, rules) in parsed {
         for r in rules {
             let needle = format!("id: {}", r.id);
@@ -187,6 +201,17 @@ pub fn load_texts(docs: &[(PathBuf, String)], homes: &[String]) -> Result<RuleSe
             }
             let rule = compile(r, &env, file, line_of(text, &needle).unwrap_or(0)).map_err(fail)?;
             set.rules.push(rule);
+        }
+    }
+    for (file, text, server, ids) in grant_at {
+        for id in ids {
+            match set.rules.iter().find(|r| r.id == id) {
+                None => return Err(at(file, text, &format!("{server}:"), format!("grant for {server}: no rule {id:?}"))),
+                Some(r) if r.kernel.as_ref().is_none_or(|k| k.files.is_empty() && k.dirs.is_empty()) => {
+                    return Err(at(file, text, &format!("{server}:"), format!("grant for {server}: rule {id} protects no files (grants open kernel file protection)")))
+                }
+                Some(_) => {}
+            }
         }
     }
     if set.rules.len() > u16::MAX as usize {
@@ -236,7 +261,7 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
             }
             let addrs = env.values(&k.addrs, false)?.iter().map(|a| Cidr::parse(a)).collect::<Result<_, _>>()?;
             let except = env.values(&k.except, true)?.iter().map(|g| crate::rules::glob::Glob::new(g, true)).collect::<Result<_, _>>()?;
-            Some(KernelSpec { executables: env.values(&k.executables, true)?, files: env.values(&k.files, true)?, dirs: env.values(&k.dirs, true)?, except, on_read, on_write, addrs, io_uring: k.io_uring })
+            Some(KernelSpec { executables: env.values(&k.executables, true)?, files: env.values(&k.files, true)?, dirs: env.values(&k.dirs, true)?, except, on_read, on_write, addrs, io_uring: k.io_uring, secret_content: k.secret_content })
         }
     };
     let net_deny = only(&["connect", "send"]) && kernel.as_ref().is_some_and(|k| !k.addrs.is_empty());

@@ -50,6 +50,8 @@ pub struct KernelSpec {
     pub on_write: bool,
     pub addrs: Vec<Cidr>,
     pub io_uring: bool,
+    /// Files in the protected directories whose content is a private key are protected too.
+    pub secret_content: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -81,6 +83,16 @@ impl Rule {
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     pub files: Vec<PathBuf>,
+    /// Server name → rule ids it is granted (file rules only; checked at load).
+    pub grants: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl RuleSet {
+    /// Rule slots granted to the server with this (configured) name.
+    pub fn granted_slots(&self, server: &str) -> Vec<u32> {
+        let Some(ids) = self.grants.get(server) else { return vec![] };
+        self.rules.iter().enumerate().filter(|(_, r)| ids.contains(&r.id)).map(|(i, _)| i as u32).collect()
+    }
 }
 
 impl RuleSet {

@@ -1,0 +1,119 @@
+//! The pipeline's side of live protection: re-planning when homes, users or secret
+//! directories change (inotify, `crate::watch`), the open gate's records (refusals to alert on,
+//! files learned at their first open), and grants that follow the tracked servers.
+use serde_json::json;
+
+use super::Pipeline;
+use crate::{
+    events::{Body, Event, Header, Open, SysResult},
+    gate::{Denial, GateRecord},
+    tracker::Discovery,
+    watch::Change,
+};
+
+const REPLAN_GAP: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Pipeline {
+    /// Users or the tree changed: reload the rules (new homes) or re-expand the plan now.
+    /// Returns whether the plan was rebuilt (the caller re-aims its watches).
+    pub async fn on_watch(&mut self, c: Change, now: bool) -> bool {
+        let Some(p) = self.policy.as_mut() else { return false };
+        // A busy directory (a home's parent under /tmp) must not turn into a re-plan per file:
+        // at most one per REPLAN_GAP, the rest folded into the next tick (or the next track).
+        if c == Change::Tree && !now && p.scanned_within(REPLAN_GAP) {
+            p.defer_scan();
+            return false;
+        }
+        let before = p.plan.files.clone();
+        let r = match c {
+            Change::Users => p.reload().map(|_| ()),
+            Change::Tree => p.sync_kernel(),
+        };
+        if let Err(e) = r {
+            tracing::error!("re-planning protection after a {c:?} change: {e}");
+            return false;
+        }
+        if p.plan.files != before {
+            let added: Vec<String> = p.plan.paths.iter().filter(|(i, _)| !before.contains_key(i)).map(|(_, path)| path.display().to_string()).collect();
+            let rec = json!({"time": Self::now(), "kind": "protected_changed", "protected_inodes": p.plan.files.len(), "added": added, "why": format!("{c:?}").to_lowercase()});
+            self.emit(rec).await;
+        }
+        true
+    }
+
+    /// A change folded away by the rate limit, still to be planned.
+    pub fn replan_pending(&self) -> Option<Change> {
+        self.policy.as_ref().filter(|p| p.scan_deferred()).map(|_| Change::Tree)
+    }
+
+    /// Where the plan wants inotify watches.
+    pub fn watch_dirs(&self) -> std::collections::BTreeSet<std::path::PathBuf> {
+        self.policy.as_ref().map(|p| p.plan.watch.clone()).unwrap_or_default()
+    }
+
+    /// Grants are keyed on the name the operator gave (client config, `exec --name`,
+    /// `--track-name`), never on a sniffed process's own name or its `serverInfo`.
+    pub fn sync_servers(&mut self) {
+        let servers: Vec<(u32, String)> = self
+            .tracker
+            .servers()
+            .filter(|s| matches!(s.how, Discovery::Exec | Discovery::Config | Discovery::Procfs | Discovery::TrackPid))
+            .map(|s| (s.id, s.name.clone()))
+            .collect();
+        if let Some(p) = self.policy.as_mut() {
+            if let Err(e) = p.set_servers(servers) {
+                tracing::error!("updating grants: {e}");
+            }
+        }
+    }
+
+    pub async fn on_gate(&mut self, rec: GateRecord) {
+        match rec {
+            GateRecord::Learned { inode, path, policy, handle } => {
+                if let Some(p) = self.policy.as_mut() {
+                    if let Err(e) = p.learned(inode, path.clone(), policy, handle) {
+                        tracing::error!("protecting {}: {e}", path.display());
+                    }
+                }
+                self.emit(json!({"time": Self::now(), "kind": "protected_changed", "added": [path.display().to_string()], "why": "first_open"})).await;
+            }
+            // The open's own kernel event carries the refusal; it is alerted from there.
+            GateRecord::Denied(d) if d.in_event => {}
+            GateRecord::Denied(d) => {
+                let ev = synthetic_open(&d, self.tree.get(d.tgid).map(|n| n.ppid).unwrap_or(0));
+                self.on_event(Ok(ev)).await;
+            }
+        }
+    }
+}
+
+/// An open event for a refusal no syscall hook saw (an io_uring open, or a pending table that
+/// was full): the gate is the only witness, so it speaks for the kernel.
+fn synthetic_open(d: &Denial, ppid: u32) -> Event {
+    Event {
+        header: Header {
+            ts_mono_ns: d.ts_mono_ns,
+            pid: d.tgid,
+            tid: d.tid,
+            ppid,
+            uid: d.uid,
+            server_id: d.server_id,
+            truncated: vec![],
+            kernel_action: Some(if d.killed { "denied_and_killed" } else { "denied" }),
+            compat_syscall: false,
+            gated: true,
+        },
+        body: Body::Open(Open {
+            syscall: "gate",
+            path: d.path.display().to_string(),
+            dirfd: -100,
+            flags: 0,
+            access: vec!["read"],
+            mode: 0,
+            resolve: 0,
+            inode: Some(d.inode),
+            policy: d.policy,
+            result: SysResult::from_ret(-(libc::EPERM as i64)),
+        }),
+    }
+}

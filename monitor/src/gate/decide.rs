@@ -1,0 +1,254 @@
+//! The gate thread: reads permission events and answers each one. Untracked openers are
+//! allowed at once; a tracked opener of a read-protected file without a grant is refused (and,
+//! under a kill rule, killed while it still waits in the kernel).
+use std::{
+    os::fd::{AsFd, OwnedFd},
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, RwLock,
+    },
+};
+
+use monitor_common::{flags, protect, TrackInfo};
+use tokio::sync::mpsc;
+
+use super::{fanotify, Denial, GateMaps, GateRecord, GateState, READ_BITS};
+use crate::{actions::protect::ReadPattern, events::Inode};
+
+pub(super) struct Judge {
+    pub group: Arc<OwnedFd>,
+    pub state: Arc<RwLock<GateState>>,
+    pub maps: GateMaps,
+    pub tx: mpsc::Sender<GateRecord>,
+    pub daemon_tgid: u32,
+}
+
+/// What the gate answers for one open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// Refuse; `kill` under a kill rule.
+    Deny { policy: u32, kill: bool },
+}
+
+/// Bytes of a file's head the content check reads.
+const HEAD: usize = 8192;
+
+impl Judge {
+    pub fn run(mut self, stop: &AtomicBool) {
+        let mut buf = vec![0u8; 64 * 1024];
+        while !stop.load(Ordering::Relaxed) {
+            let mut pfd = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&*self.group), events: libc::POLLIN, revents: 0 };
+            // SAFETY: pfd is one valid pollfd; the timeout lets the thread see `stop`.
+            let r = unsafe { libc::poll(&mut pfd, 1, 200) };
+            if r <= 0 {
+                continue;
+            }
+            let events = match fanotify::read_events(self.group.as_fd(), &mut buf) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::error!("gate: reading fanotify events: {e}; gate stops (opens are allowed by the kernel once the group closes)");
+                    return;
+                }
+            };
+            for ev in events {
+                let verdict = self.judge(&ev);
+                if let Err(e) = fanotify::respond(self.group.as_fd(), &ev, verdict == Verdict::Allow) {
+                    // ENOENT: the opener was killed while it waited; nothing left to answer.
+                    if e.raw_os_error() != Some(libc::ENOENT) {
+                        tracing::warn!("gate: answering tid {}: {e}", ev.tid);
+                    }
+                }
+            }
+        }
+    }
+
+    fn judge(&mut self, ev: &fanotify::PermEvent) -> Verdict {
+        let Some((tgid, info)) = self.tracked(ev.tid) else { return Verdict::Allow };
+        if tgid == self.daemon_tgid || tgid <= 1 {
+            return Verdict::Allow;
+        }
+        let Ok((dev, ino, _, is_dir)) = fanotify::stat_fd(ev.file.as_fd()) else { return Verdict::Allow };
+        if is_dir {
+            return Verdict::Allow;
+        }
+        let inode = Inode { dev, ino };
+        let path = fanotify::fd_path(ev.file.as_fd()).unwrap_or_default();
+        let (verdict, learned) = {
+            let Ok(st) = self.state.read() else { return Verdict::Allow };
+            match st.files.get(&inode) {
+                Some(p) => (verdict_for(*p, info.server_id, &st), false),
+                None => match classify(&st.patterns, parent_patterns(&st, &path), &path, || head(&ev.file)) {
+                    Some(p) => (verdict_for(p, info.server_id, &st), true),
+                    None => (Verdict::Allow, false),
+                },
+            }
+        };
+        let Verdict::Deny { policy, kill } = verdict else { return Verdict::Allow };
+        if learned {
+            // Hold the file from now on (an O_PATH handle through our event fd: the same inode).
+            if let Ok(h) = fanotify::open_path(Path::new(&format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&ev.file)))) {
+                let _ = self.tx.try_send(GateRecord::Learned { inode, path: path.clone(), policy, handle: h });
+            }
+        }
+        // The opener is alive and waiting in the kernel: read what the alert needs now, mark its
+        // pending open (before the kill, which ends the syscall and drops that entry), then kill.
+        let uid = uid_of(ev.tid);
+        let in_event = self.mark_pending(ev.tid, policy, kill);
+        let killed = kill && self.kill(tgid);
+        let d = Denial { ts_mono_ns: crate::output::monotonic_ns(), tgid, tid: ev.tid, uid, server_id: info.server_id, path, inode, policy, killed, in_event };
+        if self.tx.try_send(GateRecord::Denied(d)).is_err() {
+            tracing::warn!("gate: pipeline queue full; a refusal of tid {} goes without its own record", ev.tid);
+        }
+        verdict
+    }
+
+    /// The opener's thread group and its tracking entry. The kernel map is the truth (a child
+    /// is tracked there before user space hears of it).
+    fn tracked(&self, tid: u32) -> Option<(u32, TrackInfo)> {
+        if let Ok(i) = self.maps.tracked.get(&tid, 0) {
+            return Some((tid, i));
+        }
+        let tgid = tgid_of(tid)?;
+        if tgid == tid {
+            return None;
+        }
+        self.maps.tracked.get(&tgid, 0).ok().map(|i| (tgid, i))
+    }
+
+    /// Marks the thread's pending open (if the syscall hooks saw its entry) as refused here, so
+    /// the open's own event carries the refusal and the rule.
+    fn mark_pending(&mut self, tid: u32, policy: u32, killed: bool) -> bool {
+        let Ok(mut ev) = self.maps.pending_open.get(&tid, 0) else { return false };
+        ev.hdr.flags |= flags::DENIED | flags::GATED | if killed { flags::KILLED } else { 0 };
+        ev.policy = policy;
+        // BPF_EXIST: only update the entry that is still there, never re-create a finished one.
+        self.maps.pending_open.insert(tid, ev, 2 /* BPF_EXIST */).is_ok()
+    }
+
+    /// SIGKILL through a pidfd while the opener waits in the kernel: it never returns to user
+    /// code. Only tracked processes reach here, and never pid 1 or the daemon.
+    fn kill(&self, tgid: u32) -> bool {
+        // SAFETY: plain syscalls; the pidfd is closed below.
+        unsafe {
+            let fd = libc::syscall(libc::SYS_pidfd_open, tgid as libc::c_int, 0);
+            if fd < 0 {
+                return false;
+            }
+            let r = libc::syscall(libc::SYS_pidfd_send_signal, fd as libc::c_int, libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0);
+            libc::close(fd as libc::c_int);
+            r == 0
+        }
+    }
+}
+
+/// Deny or allow under policy value `p` for this server.
+fn verdict_for(p: u32, server_id: u32, st: &GateState) -> Verdict {
+    if p & READ_BITS == 0 || st.grants.contains(&(server_id, p >> protect::SLOT_SHIFT)) {
+        return Verdict::Allow;
+    }
+    Verdict::Deny { policy: p, kill: p & protect::DENY_READ == 0 }
+}
+
+/// A file the plan did not know: by name against the read patterns, then (for patterns with
+/// `secret_content`) by content. Returns the `PROTECTED` value it gets.
+pub(super) fn classify(patterns: &[ReadPattern], in_dir: &[ReadPattern], path: &Path, head: impl FnOnce() -> Vec<u8>) -> Option<u32> {
+    if let Some(s) = path.to_str() {
+        let excluded = |p: &ReadPattern| p.except.iter().any(|e| e.matches(s));
+        if let Some(p) = patterns.iter().find(|p| p.glob.matches(s) && !excluded(p)) {
+            return Some(p.policy);
+        }
+        // In a protected directory, wherever it is now: by the file's name alone.
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(p) = in_dir.iter().find(|p| p.name.matches(name) && !excluded(p)) {
+            return Some(p.policy);
+        }
+    }
+    let by_content = patterns.iter().find(|p| p.secret_content)?;
+    is_private_key(&head()).then_some(by_content.policy)
+}
+
+/// PEM/OpenSSH private key markers (RSA, EC, DSA, OPENSSH, PKCS#8, encrypted PKCS#8), and
+/// PuTTY keys.
+pub(super) fn is_private_key(head: &[u8]) -> bool {
+    let has = |n: &[u8]| head.windows(n.len()).any(|w| w == n);
+    has(b"PRIVATE KEY-----") || has(b"PuTTY-User-Key-File-")
+}
+
+/// The patterns of the held secret directory this file is in (looked up by the directory's
+/// inode, so a renamed `~/.ssh` keeps its patterns).
+fn parent_patterns<'a>(st: &'a GateState, path: &Path) -> &'a [ReadPattern] {
+    let Some(dir) = path.parent() else { return &[] };
+    let Some(i) = crate::actions::protect::inode_of(dir) else { return &[] };
+    st.dirs.get(&i).map(Vec::as_slice).unwrap_or(&[])
+}
+
+fn head(f: &OwnedFd) -> Vec<u8> {
+    let mut b = vec![0u8; HEAD];
+    let n = fanotify::read_head(f.as_fd(), &mut b);
+    b.truncate(n);
+    b
+}
+
+/// The opener's real uid (owner of its /proc entry).
+fn uid_of(tid: u32) -> u32 {
+    std::fs::metadata(format!("/proc/{tid}")).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(u32::MAX)
+}
+
+/// `Tgid:` from /proc/TID/status (a thread's id is not its process's).
+fn tgid_of(tid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::glob::Glob;
+
+    fn pat(g: &str, policy: u32, content: bool) -> ReadPattern {
+        let name = g.rsplit('/').next().unwrap();
+        ReadPattern { policy, glob: Glob::new(g, true).unwrap(), name: Glob::new(name, true).unwrap(), except: vec![Glob::new("**/*.pub", true).unwrap()], secret_content: content }
+    }
+
+    #[test]
+    fn names_then_content() {
+        let pats = vec![pat("/h/a/.ssh/id_*", 1 | 3 << 16, true), pat("/h/a/.aws/credentials", 0x11 | 4 << 16, false)];
+        let none = || Vec::new();
+        let nodir: &[ReadPattern] = &[];
+        assert_eq!(classify(&pats, nodir, Path::new("/h/a/.ssh/id_new"), none), Some(1 | 3 << 16));
+        assert_eq!(classify(&pats, nodir, Path::new("/h/a/.aws/credentials"), none), Some(0x11 | 4 << 16));
+        assert_eq!(classify(&pats, nodir, Path::new("/h/a/.ssh/id_new.pub"), || b"ssh-ed25519 AAAA".to_vec()), None);
+        // A private key under a public name is still a key.
+        let key = b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n".to_vec();
+        assert_eq!(classify(&pats, nodir, Path::new("/h/a/.ssh/id_new.pub"), || key.clone()), Some(1 | 3 << 16));
+        assert_eq!(classify(&pats, nodir, Path::new("/h/a/.ssh/known_hosts"), none), None);
+        // `~/.ssh` renamed: a new `id_*` in it is judged by its name against the directory's patterns.
+        assert_eq!(classify(&pats, nodir, Path::new("/h/a/.ssh-old/id_x"), none), None);
+        assert_eq!(classify(&pats, &pats[..1], Path::new("/h/a/.ssh-old/id_x"), none), Some(1 | 3 << 16));
+        assert_eq!(classify(&pats, &pats[..1], Path::new("/h/a/.ssh-old/id_x.pub"), none), None);
+    }
+
+    #[test]
+    fn grants_and_deny_versus_kill() {
+        let mut st = GateState::default();
+        let kill = protect::KILL_READ | 3 << 16;
+        let deny = protect::KILL_READ | protect::DENY_READ | 4 << 16;
+        assert_eq!(verdict_for(kill, 7, &st), Verdict::Deny { policy: kill, kill: true });
+        assert_eq!(verdict_for(deny, 7, &st), Verdict::Deny { policy: deny, kill: false });
+        st.grants.insert((7, 4));
+        assert_eq!(verdict_for(deny, 7, &st), Verdict::Allow, "server 7 holds a grant for slot 4");
+        assert_eq!(verdict_for(deny, 8, &st), Verdict::Deny { policy: deny, kill: false }, "grants are per server");
+        assert_eq!(verdict_for(protect::KILL_WRITE | 3 << 16, 7, &st), Verdict::Allow, "write-only protection is not the gate's");
+    }
+
+    #[test]
+    fn private_key_markers() {
+        assert!(is_private_key(b"-----BEGIN RSA PRIVATE KEY-----"));
+        assert!(is_private_key(b"x\n-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+        assert!(is_private_key(b"PuTTY-User-Key-File-3: ssh-ed25519"));
+        assert!(!is_private_key(b"ssh-ed25519 AAAAC3Nza user@host"));
+    }
+}

@@ -1,0 +1,159 @@
+//! Live inputs of the protection plan, followed with inotify instead of a timer: the user
+//! database (a new user, an edited home) and the places where homes and secret directories
+//! appear (a home created or mounted later, a first `~/.ssh`, a new key). The pipeline re-plans
+//! on each change; the periodic rescan stays only as a backstop.
+use std::{
+    collections::{BTreeSet, HashMap},
+    ffi::CString,
+    io,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    },
+    path::{Path, PathBuf},
+};
+
+use tokio::io::unix::AsyncFd;
+
+/// What changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The user database: reload the rules (`~/` expands to the new homes).
+    Users,
+    /// A directory appeared, moved or went away where protected files live.
+    Tree,
+}
+
+pub struct Watcher {
+    fd: AsyncFd<OwnedFd>,
+    passwd_name: Vec<u8>,
+    passwd_wd: i32,
+    /// watch descriptor → directory, and back.
+    wds: HashMap<i32, PathBuf>,
+    by_path: HashMap<PathBuf, i32>,
+}
+
+const TREE_MASK: u32 = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_MOVED_FROM | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_ONLYDIR | libc::IN_MASK_ADD;
+const PASSWD_MASK: u32 = libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO | libc::IN_CREATE | libc::IN_ONLYDIR;
+
+/// Past this many tree watches, new places rely on the periodic rescan.
+const MAX_WATCHES: usize = 4096;
+
+impl Watcher {
+    pub fn new(passwd: &Path) -> io::Result<Self> {
+        // SAFETY: plain syscall; the fd is checked and owned below.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: raw is a fresh fd, owned from here; the OwnedFd stays open and unchanged while
+        // the AsyncFd owns it.
+        let fd = unsafe { AsyncFd::register_with_interest(OwnedFd::from_raw_fd(raw), tokio::io::Interest::READABLE) }
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let passwd_dir = passwd.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("/")).to_path_buf();
+        let passwd_name = passwd.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+        let mut w = Self { fd, passwd_name, passwd_wd: -1, wds: HashMap::new(), by_path: HashMap::new() };
+        // The directory, not the file: useradd and editors replace the file by a rename.
+        w.passwd_wd = w.add(&passwd_dir, PASSWD_MASK)?;
+        Ok(w)
+    }
+
+    /// Watches exactly `dirs` (plus the user database).
+    pub fn set(&mut self, dirs: &BTreeSet<PathBuf>) {
+        let stale: Vec<PathBuf> = self.by_path.keys().filter(|p| !dirs.contains(*p)).cloned().collect();
+        for p in stale {
+            if let Some(wd) = self.by_path.remove(&p) {
+                self.wds.remove(&wd);
+                if wd != self.passwd_wd {
+                    // SAFETY: plain syscall on our own fd.
+                    unsafe { libc::inotify_rm_watch(self.fd.get_ref().as_raw_fd(), wd) };
+                }
+            }
+        }
+        for d in dirs.iter().take(MAX_WATCHES) {
+            if self.by_path.contains_key(d) {
+                continue;
+            }
+            match self.add(d, TREE_MASK) {
+                Ok(wd) => {
+                    self.wds.insert(wd, d.clone());
+                    self.by_path.insert(d.clone(), wd);
+                }
+                Err(e) => tracing::debug!("watch {}: {e}", d.display()),
+            }
+        }
+    }
+
+    pub fn watched(&self) -> usize {
+        self.by_path.len()
+    }
+
+    fn add(&self, dir: &Path, mask: u32) -> io::Result<i32> {
+        let c = CString::new(dir.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: c is NUL-terminated and outlives the call.
+        let wd = unsafe { libc::inotify_add_watch(self.fd.get_ref().as_raw_fd(), c.as_ptr(), mask) };
+        if wd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(wd)
+    }
+
+    /// Waits for the next change; a burst of events is read at once and folded into one.
+    pub async fn next(&mut self) -> io::Result<Change> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match self.drain() {
+                Ok(Some(c)) => return Ok(c),
+                Ok(None) => guard.clear_ready(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads what is queued without waiting (before acknowledging a new server, so the plan
+    /// is current when its first instruction runs).
+    pub fn poll_now(&self) -> Option<Change> {
+        self.drain().ok().flatten()
+    }
+
+    fn drain(&self) -> io::Result<Option<Change>> {
+        let mut buf = [0u8; 16 * 1024];
+        let mut out = None;
+        loop {
+            // SAFETY: buf is writable for its length.
+            let n = unsafe { libc::read(self.fd.get_ref().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock && out.is_some() {
+                    return Ok(out);
+                }
+                return if e.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(e) };
+            }
+            let n = n as usize;
+            let head = std::mem::size_of::<libc::inotify_event>();
+            let mut off = 0;
+            while off + head <= n {
+                // SAFETY: at least `head` bytes remain at off; read_unaligned copes with alignment.
+                let ev: libc::inotify_event = unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off).cast()) };
+                let name_end = (off + head + ev.len as usize).min(n);
+                let name = &buf[off + head..name_end];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                let c = if ev.wd == self.passwd_wd && name == self.passwd_name.as_slice() {
+                    Some(Change::Users)
+                } else if ev.wd == self.passwd_wd && !self.wds.contains_key(&ev.wd) {
+                    None // another file in /etc
+                } else if ev.mask & libc::IN_Q_OVERFLOW != 0 {
+                    Some(Change::Users) // lost events: re-read everything
+                } else {
+                    Some(Change::Tree)
+                };
+                out = match (out, c) {
+                    (Some(Change::Users), _) | (_, Some(Change::Users)) => Some(Change::Users),
+                    (a, b) => a.or(b),
+                };
+                off += head + ev.len as usize;
+            }
+        }
+    }
+}

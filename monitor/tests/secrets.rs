@@ -1,0 +1,339 @@
+//! Secrets stay put with the shipped rules, tried the way an outsider would: ordinary users
+//! whose homes appear after the daemon started (a real `useradd`), keys created, copied, linked
+//! or renamed later and opened at once, io_uring, a multi-threaded attacker, and credentials
+//! that only a granted server may read. Every attempt must read 0 bytes, and each refusal must
+//! come with an alert that names the rule.
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::{fs::PermissionsExt, process::ExitStatusExt},
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use common::daemon::Daemon;
+use serde_json::Value;
+
+const SECRET: &str = "SECRET-KEY-MATERIAL-5f3a";
+const MCPMON: &str = env!("CARGO_BIN_EXE_mcpmon");
+
+/// An ordinary user made with `useradd`, home under /tmp; removed on drop.
+struct User {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+    _root: tempfile::TempDir,
+}
+
+impl User {
+    /// `create_home`: make the home now (else the test creates it later).
+    fn add(tag: &str, create_home: bool) -> User {
+        let root = tempfile::Builder::new().prefix("mcpmon-home-").tempdir_in("/tmp").unwrap();
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let home = root.path().join("home").join(tag);
+        let name = format!("mcpt{}{}", tag.chars().take(4).collect::<String>(), std::process::id() % 100_000);
+        let _ = Command::new("userdel").arg(&name).output();
+        let out = Command::new("useradd").args(["-M", "-s", "/bin/sh", "-d"]).arg(&home).arg(&name).output().unwrap();
+        assert!(out.status.success(), "useradd: {}", String::from_utf8_lossy(&out.stderr));
+        let id = |f: &str| -> u32 { String::from_utf8(Command::new("id").arg(f).arg(&name).output().unwrap().stdout).unwrap().trim().parse().unwrap() };
+        let u = User { uid: id("-u"), gid: id("-g"), name, home, _root: root };
+        if create_home {
+            u.make_home();
+        }
+        u
+    }
+
+    fn make_home(&self) {
+        std::fs::create_dir_all(self.home.join(".ssh")).unwrap();
+        self.chown(&self.home);
+        self.chown(&self.home.join(".ssh"));
+    }
+
+    fn chown(&self, p: &Path) {
+        std::os::unix::fs::chown(p, Some(self.uid), Some(self.gid)).unwrap();
+    }
+
+    fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.home.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let mut d = p.parent().unwrap().to_path_buf();
+        while d.starts_with(&self.home) {
+            self.chown(&d);
+            d = d.parent().unwrap().to_path_buf();
+        }
+        std::fs::write(&p, text).unwrap();
+        self.chown(&p);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    }
+
+    /// `mcpmon exec --require-monitor --name NAME -- ARGV` as this user.
+    fn exec(&self, d: &Daemon, name: &str, argv: &[&str]) -> Command {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", &self.uid.to_string(), "--regid", &self.gid.to_string(), "--clear-groups", "--"]);
+        c.arg(MCPMON).args(["exec", "--require-monitor", "--name", name, "--socket"]).arg(&d.socket).arg("--").args(argv);
+        c.env("HOME", &self.home).current_dir(&self.home);
+        c
+    }
+
+    fn run(&self, d: &Daemon, name: &str, script: &str) -> Output {
+        self.exec(d, name, &["/bin/sh", "-c", script]).stdin(Stdio::null()).output().unwrap()
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+    }
+}
+
+/// The shipped rules, unchanged, in a directory the test may add grants to.
+fn shipped_rules(dir: &Path, grants: &str) -> PathBuf {
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules")).unwrap().flatten() {
+        let name = e.file_name().into_string().unwrap();
+        if name.ends_with(".yaml") {
+            let mut text = std::fs::read_to_string(e.path()).unwrap();
+            if name == "local.yaml" && !grants.is_empty() {
+                text = text.replace("grants: {}", grants);
+            }
+            std::fs::write(rules.join(&name), text).unwrap();
+        }
+    }
+    rules
+}
+
+/// The daemon on the real user database with the shipped rules; its socket reachable by
+/// ordinary users, as `mcpmon run` makes it.
+fn start(dir: &Path, grants: &str) -> Daemon {
+    let rules = shipped_rules(dir, grants);
+    let d = Daemon::start(&["--rules", rules.to_str().unwrap()]);
+    std::fs::set_permissions(d.socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d.expect("rules_loaded", |v| v["kind"] == "rules_loaded");
+    d
+}
+
+fn alert(d: &Daemon, server: &str, rule: &str) -> Value {
+    d.expect(&format!("alert {rule} for {server}"), |v| v["kind"] == "alert" && v["server"]["name"] == server && v["rule"]["id"] == rule)
+}
+
+/// 0 bytes reached the process's output, the open was refused before an fd existed, and (kill
+/// rules) the reader died of SIGKILL.
+fn assert_refused(d: &Daemon, server: &str, rule: &str, out: &Output, killed: bool) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains(SECRET), "{server}: the secret was read: {stdout}");
+    let a = alert(d, server, rule);
+    let want = if killed { "denied_and_killed_in_kernel" } else { "denied_in_kernel" };
+    assert_eq!(a["action"]["result"], want, "{server}: {a}");
+    assert_eq!(a["action"]["where"], "open_gate", "{server}: refused before an fd existed: {a}");
+    if killed {
+        let pid = a["process"]["pid"].as_u64().unwrap();
+        d.expect(&format!("{server}: pid {pid} died of SIGKILL"), |v| v["kind"] == "exit" && v["pid"] == pid && v["signal"] == 9);
+    }
+    a
+}
+
+#[test]
+fn a_home_created_after_start_is_protected_at_once() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start(tmp.path(), "");
+    // The user and the home appear after the daemon is ready; nothing is reloaded by hand.
+    let u = User::add("late", false);
+    u.make_home();
+    let key = u.write(".ssh/id_ed25519", &format!("{SECRET}\n"));
+    let k = key.display().to_string();
+    let py = common::python();
+    let cases: Vec<(&str, String)> = vec![
+        ("late-direct", format!("cat {k}")),
+        ("late-symlink", format!("ln -s {k} $HOME/sym && cat $HOME/sym")),
+        ("late-dotdot", format!("cd $HOME/.ssh && cat ../.ssh/./id_ed25519")),
+        ("late-procfd", format!("{py} -c \"import os,sys; fd=os.open('{k}', os.O_PATH); sys.stdout.write(open('/proc/self/fd/%d' % fd).read())\"")),
+        ("late-setsid", format!("setsid sh -c 'cat {k} > $HOME/stolen' ; sleep 0.5; cat $HOME/stolen")),
+    ];
+    for (name, script) in &cases {
+        let out = u.run(&d, name, script);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains(SECRET), "{name}: {stdout}");
+        let a = alert(&d, name, "ssh-private-key-read");
+        assert_eq!(a["action"]["where"], "open_gate", "{name}: {a}");
+        assert_eq!(a["process"]["uid"], u.uid, "{a}");
+    }
+    let stolen = std::fs::read_to_string(u.home.join("stolen")).unwrap_or_default();
+    assert!(!stolen.contains(SECRET));
+    // The user's own, untracked, reads are untouched.
+    let own = Command::new("setpriv").args(["--reuid", &u.uid.to_string(), "--regid", &u.gid.to_string(), "--clear-groups", "cat"]).arg(&key).output().unwrap();
+    assert!(String::from_utf8_lossy(&own.stdout).contains(SECRET), "untracked reads work: {own:?}");
+    d.stop();
+}
+
+/// A tracked reader that is already running and opens the file the moment it is named.
+struct Reader {
+    child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Reader {
+    fn start(u: &User, d: &Daemon, name: &str) -> Reader {
+        let code = "import sys\nprint('ready', flush=True)\nf=sys.stdin.readline().strip()\nprint(open(f).read(), flush=True)\n";
+        let mut child = u.exec(d, name, &[common::python(), "-c", code]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        assert_eq!(l.trim(), "ready", "{name}");
+        Reader { child, out }
+    }
+
+    /// Names the file; returns what the reader got and how it ended.
+    fn open(mut self, p: &Path) -> (String, std::process::ExitStatus) {
+        writeln!(self.child.stdin.as_mut().unwrap(), "{}", p.display()).unwrap();
+        let mut got = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.out, &mut got);
+        (got, self.child.wait().unwrap())
+    }
+}
+
+#[test]
+fn new_copied_linked_and_renamed_keys_are_protected_from_their_first_open() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let u = User::add("race", true);
+    let d = start(tmp.path(), "");
+    let stash = u.home.join("stash");
+    std::fs::create_dir_all(&stash).unwrap();
+    let trials = 200;
+    let (mut killed, mut leaked) = (0, 0);
+    for i in 0..trials {
+        let r = Reader::start(&u, &d, "race");
+        // The key appears in ~/.ssh by one of the ways a user makes one, then is opened at once.
+        let target = u.home.join(format!(".ssh/id_trial{i}"));
+        let src = stash.join(format!("k{i}"));
+        match i % 4 {
+            0 => std::fs::write(&target, format!("{SECRET}\n")).unwrap(),
+            1 => {
+                std::fs::write(&src, format!("{SECRET}\n")).unwrap();
+                std::fs::copy(&src, &target).unwrap();
+                std::fs::remove_file(&src).unwrap();
+            }
+            2 => {
+                std::fs::write(&src, format!("{SECRET}\n")).unwrap();
+                std::fs::hard_link(&src, &target).unwrap();
+            }
+            _ => {
+                std::fs::write(&target, "old\n").unwrap();
+                std::fs::write(&src, format!("{SECRET}\n")).unwrap();
+                std::fs::rename(&src, &target).unwrap();
+            }
+        }
+        let (got, status) = r.open(&target);
+        if got.contains(SECRET) {
+            leaked += 1;
+        }
+        if status.signal() == Some(9) {
+            killed += 1;
+        }
+    }
+    assert_eq!((leaked, killed), (0, trials), "{trials} trials: leaked {leaked}, killed {killed}");
+
+    // Renames: the key stays protected by inode whatever its name, inside or outside ~/.ssh.
+    let key = u.write(".ssh/id_ed25519", &format!("{SECRET}\n"));
+    d.expect("the key is protected", |v| v["kind"] == "protected_changed" && v["added"].as_array().is_some_and(|a| a.iter().any(|p| p == key.to_str().unwrap())));
+    let pubname = u.home.join(".ssh/id_ed25519.pub");
+    std::fs::rename(&key, &pubname).unwrap();
+    // Past the periodic rescan: the name no longer matches any rule.
+    std::thread::sleep(policy_rescan() * 2);
+    let out = u.run(&d, "renamed-pub", &format!("cat {}", pubname.display()));
+    assert_refused(&d, "renamed-pub", "ssh-private-key-read", &out, true);
+    let moved = PathBuf::from(format!("/tmp/moved-key-{}", std::process::id()));
+    std::fs::rename(&pubname, &moved).unwrap();
+    let out = u.run(&d, "renamed-tmp", &format!("cat {}", moved.display()));
+    assert_refused(&d, "renamed-tmp", "ssh-private-key-read", &out, true);
+    std::fs::rename(&moved, &key).unwrap();
+    // The whole ~/.ssh renamed: its files, and files created in it afterwards.
+    let old = u.home.join(".ssh-old");
+    std::fs::rename(u.home.join(".ssh"), &old).unwrap();
+    let out = u.run(&d, "renamed-dir", &format!("cat {}/id_ed25519", old.display()));
+    assert_refused(&d, "renamed-dir", "ssh-private-key-read", &out, true);
+    std::fs::write(old.join("id_after_rename"), format!("{SECRET}\n")).unwrap();
+    let out = u.run(&d, "renamed-dir-new", &format!("cat {}/id_after_rename", old.display()));
+    assert_refused(&d, "renamed-dir-new", "ssh-private-key-read", &out, true);
+    // A brand-new private key given a public name before any scan: judged by its content.
+    std::fs::write(old.join("fresh.pub"), format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{SECRET}\n")).unwrap();
+    let out = u.run(&d, "fresh-pub", &format!("cat {}/fresh.pub", old.display()));
+    assert_refused(&d, "fresh-pub", "ssh-private-key-read", &out, true);
+    let _ = std::fs::remove_file(&moved);
+    // Real public keys stay readable.
+    std::fs::write(old.join("real.pub"), "ssh-ed25519 AAAAC3Nza public\n").unwrap();
+    let out = u.run(&d, "real-pub", &format!("cat {}/real.pub", old.display()));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("public"), "{out:?}");
+    d.stop();
+}
+
+fn policy_rescan() -> Duration {
+    monitor::daemon::policy::RESCAN
+}
+
+#[test]
+fn io_uring_and_threads_read_nothing() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let u = User::add("uring", true);
+    let d = start(tmp.path(), "");
+    let key = u.write(".ssh/id_rsa", &format!("{SECRET}\n"));
+    let k = key.to_str().unwrap();
+    for mode in ["inline", "async", "openat2"] {
+        let name = format!("uring-{mode}");
+        let kind = format!("uring-read-{mode}");
+        let out = u.exec(&d, &name, &[MCPMON, "bench-loop", &kind, "1", k]).stdin(Stdio::null()).output().unwrap();
+        assert_refused(&d, &name, "ssh-private-key-read", &out, true);
+    }
+    // Thread A opens, threads B and C race to sendfile/copy_file_range whatever fd appears.
+    let out = u.exec(&d, "threads", &[MCPMON, "bench-loop", "race-read", "2000", k]).stdin(Stdio::null()).output().unwrap();
+    assert_refused(&d, "threads", "ssh-private-key-read", &out, true);
+    d.stop();
+}
+
+#[test]
+fn credentials_are_denied_unless_granted() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let u = User::add("creds", true);
+    let files = [
+        (".aws/credentials", "cloud-credentials-read"),
+        (".kube/config", "kube-docker-credentials-read"),
+        (".npmrc", "registry-token-read"),
+        (".config/gh/hosts.yml", "registry-token-read"),
+        (".bash_history", "shell-history-read"),
+        (".config/Claude/claude_desktop_config.json", "mcp-client-config-read"),
+        (".password-store/site.gpg", "password-store-read"),
+    ];
+    for (f, _) in &files {
+        u.write(f, &format!("{SECRET}\n"));
+    }
+    let d = start(tmp.path(), "grants:\n  aws: [cloud-credentials-read]");
+    for (i, (f, rule)) in files.iter().enumerate() {
+        let name = format!("nogrant{i}");
+        let out = u.run(&d, &name, &format!("cat $HOME/{f}; echo rc=$?"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("rc=1"), "{f}: the server lives and sees an error: {out:?}");
+        assert_refused(&d, &name, rule, &out, false);
+    }
+    // The grant opens its one class, for the server of that configured name only.
+    let out = u.run(&d, "aws", "cat $HOME/.aws/credentials");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(SECRET), "granted: {out:?}");
+    let out = u.run(&d, "aws", "cat $HOME/.npmrc; echo rc=$?");
+    assert_refused(&d, "aws", "registry-token-read", &out, false);
+    d.stop();
+}
