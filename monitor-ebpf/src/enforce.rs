@@ -355,7 +355,8 @@ pub fn mcpm_io_uring(ctx: TracePointContext) -> u32 {
     ev.sq_entries = unsafe { ctx.read_at::<u32>(off(&TP_URING_SQ_OFF)) }.unwrap_or(0);
     ev.cq_entries = unsafe { ctx.read_at::<u32>(off(&TP_URING_CQ_OFF)) }.unwrap_or(0);
     ev.setup_flags = unsafe { ctx.read_at::<u32>(off(&TP_URING_FLAGS_OFF)) }.unwrap_or(0);
-    if POLICY.get(policy::IO_URING_KILL).copied().unwrap_or(0) != 0 && kill_current() {
+    let knob = POLICY.get(policy::IO_URING_KILL).copied().unwrap_or(0);
+    if knob != 0 && !granted(info.server_id, knob) && kill_current() {
         ev.hdr.flags |= flags::KILLED;
     }
     output(&ev);

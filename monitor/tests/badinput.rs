@@ -22,15 +22,18 @@ fn garbage_malformed_json_and_a_100mb_line_do_not_hurt() {
     }
     let d = Daemon::start(&[]);
     // A "server" that reads whatever comes, in 64 KiB reads, like a real one.
-    let reader = "import sys\nwhile sys.stdin.buffer.read1(65536): pass\n";
+    let reader = "import sys\nprint('ready', flush=True)\nwhile sys.stdin.buffer.read1(65536): pass\n";
     let python = common::python();
     let mut srv = exec_cmd(&d.socket, "junk", &["--require-monitor"], &[python, "-c", reader])
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     d.expect("tracked", |v| v["kind"] == "server_tracked" && v["server"] == "junk");
-    std::thread::sleep(Duration::from_millis(300)); // python up and reading
+    // Python is up and about to read (its own word, not a guess at how long that takes).
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(srv.stdout.take().unwrap()), &mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
     let mut w = srv.stdin.take().unwrap();
     w.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\n").unwrap(); // malformed
     w.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"t\",\"arguments\":{}}}\n").unwrap();
@@ -51,8 +54,9 @@ fn garbage_malformed_json_and_a_100mb_line_do_not_hurt() {
     }
     w.write_all(b"\"}}}\n").unwrap();
     // Records of the flood the ring could not hold are lost (and counted); framing must recover
-    // for the next message whatever was lost. Give the daemon a moment so this one is not lost too.
-    std::thread::sleep(Duration::from_secs(1));
+    // for the next message whatever was lost. Wait until the daemon has handled the huge call,
+    // so this one does not land in the same overflowing ring.
+    d.expect("the huge call, handled", |v| v["kind"] == "tool_call_start" && v["tool"] == "huge");
     w.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"tools/call\",\"params\":{\"name\":\"after\",\"arguments\":{\"ok\":true}}}\n").unwrap();
     drop(w);
     srv.wait().unwrap();

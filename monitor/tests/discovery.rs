@@ -124,12 +124,19 @@ fn children_of_an_mcp_client_are_sniffed() {
     assert!(call["server"].as_str().unwrap().starts_with("mcp-time ("), "named from serverInfo and command: {call}");
 
     // A child of the same client that does not speak MCP is dropped, not reported as a server.
-    let py = "import ctypes, subprocess, time\nctypes.CDLL(None).prctl(15, b'claude', 0, 0, 0)\n\
+    // Each step waits for the daemon's own record of the previous one, fed back on stdin.
+    let py = "import ctypes, subprocess, sys\nctypes.CDLL(None).prctl(15, b'claude', 0, 0, 0)\n\
               p = subprocess.Popen(['/bin/cat'], stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n\
-              time.sleep(1)\np.stdin.write(b'hello, not json-rpc\\n'); p.stdin.flush()\np.stdout.readline()\n\
-              time.sleep(1)\np.stdin.close(); p.wait()\n";
-    assert!(Command::new(peers.join("venv/bin/python")).args(["-c", py]).status().unwrap().success());
+              sys.stdin.readline()\np.stdin.write(b'hello, not json-rpc\\n'); p.stdin.flush()\np.stdout.readline()\n\
+              sys.stdin.readline()\np.stdin.close(); p.wait()\n";
+    let mut client = Command::new(peers.join("venv/bin/python")).args(["-c", py]).stdin(Stdio::piped()).spawn().unwrap();
+    let mut go = client.stdin.take().unwrap();
+    d.expect("cat taken provisionally", |v| v["kind"] == "server_tracked" && v["how"] == "sniffed" && v["server"] == "cat");
+    writeln!(go, "go").unwrap();
     let dropped = d.expect("dropped", |v| v["kind"] == "server_dropped" && v["server"] == "cat");
+    writeln!(go, "go").unwrap();
+    drop(go);
+    assert!(client.wait().unwrap().success());
     assert!(dropped["reason"].as_str().unwrap().contains("not an MCP initialize"), "{dropped}");
     let (_, records) = d.stop_with_records();
     assert!(!records.iter().any(|v| v["kind"] == "server_identified" && v["server_id"] == dropped["server_id"]));

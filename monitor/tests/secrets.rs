@@ -288,14 +288,23 @@ fn io_uring_and_threads_read_nothing() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let u = User::add("uring", true);
-    let d = start(tmp.path(), "");
+    // Servers granted io_uring: their ring's opens must meet the open gate like any other.
+    let d = start(tmp.path(), "grants:\n  uring-inline: [io-uring-by-server]\n  uring-async: [io-uring-by-server]\n  uring-openat2: [io-uring-by-server]");
     let key = u.write(".ssh/id_rsa", &format!("{SECRET}\n"));
     let k = key.to_str().unwrap();
+    // Without a grant the shipped rules kill at setup, before anything is submitted.
+    let out = u.exec(&d, "uring-nogrant", &[MCPMON, "bench-loop", "uring-read-inline", "1", k]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("uring open"), "{out:?}");
+    let a = alert(&d, "uring-nogrant", "io-uring-by-server");
+    assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
     for mode in ["inline", "async", "openat2"] {
         let name = format!("uring-{mode}");
         let kind = format!("uring-read-{mode}");
         let out = u.exec(&d, &name, &[MCPMON, "bench-loop", &kind, "1", k]).stdin(Stdio::null()).output().unwrap();
         assert_refused(&d, &name, "ssh-private-key-read", &out, true);
+        let a = alert(&d, &name, "io-uring-by-server");
+        assert_eq!(a["action"]["result"], "allowed_by_grant", "the grant turns the kill into an alert: {a}");
     }
     // Thread A opens, threads B and C race to sendfile/copy_file_range whatever fd appears.
     let out = u.exec(&d, "threads", &[MCPMON, "bench-loop", "race-read", "2000", k]).stdin(Stdio::null()).output().unwrap();
@@ -335,5 +344,63 @@ fn credentials_are_denied_unless_granted() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(SECRET), "granted: {out:?}");
     let out = u.run(&d, "aws", "cat $HOME/.npmrc; echo rc=$?");
     assert_refused(&d, "aws", "registry-token-read", &out, false);
+    d.stop();
+}
+
+/// The reference filesystem server, rooted at an ordinary user's home and run as that user,
+/// driven by the official client SDK: every credential class is refused (0 bytes, an error to
+/// the client, an alert naming tool, id and arguments); a grant opens one class only.
+#[test]
+fn a_real_filesystem_server_reads_no_credentials_unless_granted() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = common::peers() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let u = User::add("fsrv", true);
+    let files = [
+        (".aws/credentials", "cloud-credentials-read"),
+        (".kube/config", "kube-docker-credentials-read"),
+        (".git-credentials", "registry-token-read"),
+        (".password-store/bank.gpg", "password-store-read"),
+        (".zsh_history", "shell-history-read"),
+        (".config/Claude/claude_desktop_config.json", "mcp-client-config-read"),
+        (".ssh/id_ed25519", "ssh-private-key-read"),
+    ];
+    for (f, _) in &files {
+        u.write(f, &format!("{SECRET}\n"));
+    }
+    u.write("notes.txt", "hello\n");
+    let d = start(tmp.path(), "grants:\n  granted-fs: [cloud-credentials-read]");
+    let fs_server = peers.join("node_modules/.bin/mcp-server-filesystem");
+    let home = u.home.display().to_string();
+    let server = |name: &str| -> Vec<String> {
+        let mut c = vec!["setpriv".to_string(), "--reuid".into(), u.uid.to_string(), "--regid".into(), u.gid.to_string(), "--clear-groups".into()];
+        c.extend([MCPMON, "exec", "--require-monitor", "--name", name, "--socket", d.socket.to_str().unwrap(), "--", "node", fs_server.to_str().unwrap(), &home].map(String::from));
+        c
+    };
+    // No grant: one server per class (an SSH key read kills the server, ending its session).
+    for (f, rule) in &files {
+        let path = u.home.join(f).display().to_string();
+        let calls = serde_json::json!([{"tool": ["read_text_file", "read_file"], "arguments": {"path": path}}]);
+        let name = format!("fs-{}", rule);
+        let cmd = server(&name);
+        let client = common::mcp_client(&peers, calls, None, &cmd.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(!client.to_string().contains(SECRET), "{f} reached the client: {client}");
+        let call = &client["calls"][0];
+        assert!(call["is_error"] == true || call["failed"].is_string(), "{f}: the client gets an error: {call}");
+        let a = alert(&d, &name, rule);
+        assert_eq!(a["mcp"]["state"], "call", "{a}");
+        assert_eq!(a["mcp"]["tool"], call["tool"], "{a}");
+        assert_eq!(a["mcp"]["id"], call["id"].to_string(), "{a}");
+        assert_eq!(a["mcp"]["arguments"]["path"], path.as_str(), "{a}");
+        assert!(a["action"]["result"].as_str().unwrap().starts_with("denied"), "{a}");
+    }
+    // A grant for one class, by the configured name: that read works, the others stay denied.
+    let calls: Vec<Value> = files.iter().filter(|(_, r)| *r != "ssh-private-key-read").map(|(f, _)| serde_json::json!({"tool": ["read_text_file", "read_file"], "arguments": {"path": u.home.join(f).display().to_string()}})).collect();
+    let cmd = server("granted-fs");
+    let client = common::mcp_client(&peers, Value::Array(calls), None, &cmd.iter().map(String::as_str).collect::<Vec<_>>());
+    let got: Vec<bool> = client["calls"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap_or("").contains(SECRET)).collect();
+    assert_eq!(got, vec![true, false, false, false, false, false], "only the granted class is readable: {client}");
     d.stop();
 }

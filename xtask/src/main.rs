@@ -98,9 +98,14 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     let tests = util::cargo_test_summary(&args);
     // The kernel matrix: this kernel through the fallbacks, and Debian's kernel with the BPF LSM
     // in a VM. Needs root (it loads eBPF); MCPMON_SKIP_VM=1 leaves it out of a quick local run.
+    let strict = std::env::var("MCPMON_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1" || v == "true");
     let vm = if std::env::var("MCPMON_SKIP_VM").is_ok_and(|v| v == "1") {
-        eprintln!("xtask: MCPMON_SKIP_VM=1: kernel-matrix scenario skipped");
-        Ok(())
+        if strict {
+            Err(anyhow::anyhow!("MCPMON_SKIP_VM=1 with MCPMON_REQUIRE_PRIVILEGED=1: nothing may be skipped; unset one"))
+        } else {
+            eprintln!("xtask: MCPMON_SKIP_VM=1: kernel-matrix scenario skipped");
+            Ok(())
+        }
     } else if !util::is_root() {
         let strict = std::env::var("MCPMON_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1" || v == "true");
         if strict { Err(anyhow::anyhow!("vm-test needs root")) } else { Ok(()) }

@@ -26,12 +26,14 @@ impl Throttle {
     /// the finding itself (each poisoned description is its own alert).
     fn key(a: &Value) -> String {
         format!(
-            "{}\u{0}{}\u{0}{}\u{0}{}{}\u{0}{}{}{}",
+            "{}\u{0}{}\u{0}{}\u{0}{}{}\u{0}{}:{}\u{0}{}{}{}",
             a["rule"]["id"].as_str().unwrap_or(""),
             a["server"]["name"].as_str().unwrap_or(""),
             a["process"]["exe"].as_str().unwrap_or(""),
             a["file"].as_str().unwrap_or(""),
             a["event"]["addr"].as_str().unwrap_or(""),
+            a["event"]["kind"].as_str().unwrap_or(""),
+            a["event"]["port"],
             a["finding"],
             a["collision"],
             a["diff"]
@@ -78,8 +80,12 @@ impl Throttle {
     }
 }
 
+/// A kill ends a process, so each one is its own incident and always reported. Repeated
+/// refusals of the same read by the same server (a retry loop, a tool walking a directory) are
+/// one incident: the first is reported, the rest counted.
 fn window_free(a: &Value) -> bool {
-    !matches!(a["action"]["result"].as_str(), Some("alerted") | Some("would_kill") | Some("would_deny"))
+    let r = a["action"]["result"].as_str().unwrap_or("");
+    r.contains("killed") || !matches!(r, "alerted" | "would_kill" | "would_deny" | "denied_in_kernel" | "allowed_by_grant")
 }
 
 #[cfg(test)]

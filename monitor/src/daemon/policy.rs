@@ -203,6 +203,12 @@ impl Policy {
             if Some(slot) == kernel_slot && ev.header.kernel_action.is_some() {
                 continue;
             }
+            // A grant (by the server's configured name) lifts the rule's enforcement for this
+            // server; what it did is still on record.
+            if r.action != Action::Alert && self.grants.contains(&(ev.header.server_id, slot as u32)) {
+                out.push((slot, json!({"type": "alert", "result": "allowed_by_grant", "dry_run": self.dry_run})));
+                continue;
+            }
             let rec = match (r.action, self.dry_run) {
                 (Action::Alert, _) => json!({"type": "alert", "result": "alerted"}),
                 (a, true) => json!({"type": action_name(a), "result": format!("would_{}", action_name(a)), "dry_run": true}),

@@ -18,6 +18,18 @@ use monitor::{
 };
 use tokio::sync::mpsc;
 
+/// A test that cannot run here says why, and is counted as skipped (never as passed): the line
+/// goes to `MCPMON_SKIP_LOG`, which `cargo xtask test` reads into its summary.
+pub fn skipped(why: &str) {
+    eprintln!("SKIPPED: {why}");
+    if let Ok(p) = std::env::var("MCPMON_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(p) {
+            let _ = writeln!(f, "{}: {why}", std::thread::current().name().unwrap_or("?"));
+        }
+    }
+}
+
 pub fn require_privileged() -> bool {
     matches!(std::env::var("MCPMON_REQUIRE_PRIVILEGED").as_deref(), Ok("1") | Ok("true"))
 }
@@ -32,7 +44,7 @@ pub fn can_load_ebpf() -> bool {
     if require_privileged() {
         panic!("MCPMON_REQUIRE_PRIVILEGED=1 but {why}");
     }
-    eprintln!("SKIPPED: {why}");
+    skipped(&format!("{why}"));
     false
 }
 
@@ -61,7 +73,7 @@ impl Harness {
         let mut sensors = match Sensors::load(&cfg) {
             Ok(s) => s,
             Err(e) if !require_privileged() && matches!(e, monitor::probes::ProbeError::Btf(_)) => {
-                eprintln!("SKIPPED: this kernel cannot run mcpmon's sensors: {e}");
+                skipped(&format!("this kernel cannot run mcpmon's sensors: {e}"));
                 return None;
             }
             Err(e) => panic!("loading sensors: {e}"),
@@ -187,7 +199,7 @@ pub fn peers() -> Option<std::path::PathBuf> {
     }
     let why = format!("MCP peers are not installed in {} (run `cargo xtask setup`)", dir.display());
     assert!(!require_privileged(), "MCPMON_REQUIRE_PRIVILEGED=1 but {why}");
-    eprintln!("SKIPPED: {why}");
+    skipped(&format!("{why}"));
     None
 }
 
@@ -215,7 +227,7 @@ pub fn tool(path: &str) -> Option<std::path::PathBuf> {
     if require_privileged() {
         panic!("{path} is missing: `cargo xtask setup` installs it");
     }
-    eprintln!("SKIPPED: {path} not installed (cargo xtask setup installs it)");
+    skipped(&format!("{path} not installed (cargo xtask setup installs it)"));
     None
 }
 

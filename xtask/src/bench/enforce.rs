@@ -1,6 +1,8 @@
 //! Enforcement over many trials: in-kernel kill (no byte of the protected file may reach the
 //! victim), user-space kill (event → death time, and how many victims read the file first),
-//! connect deny.
+//! connect deny, and the attacks on secrets: a key created and opened at once, a key renamed to
+//! a public name, io_uring reads (granted io_uring, so the open gate is what stops them), and a
+//! multi-threaded attacker racing for the fd (run once unmonitored as the control).
 use std::{path::Path, process::Stdio};
 
 use serde_json::{json, Value};
@@ -29,6 +31,7 @@ pub fn run(work: &Path, quick: bool) -> anyhow::Result<Value> {
         let mut t = std::fs::read_to_string(e.path())?;
         if e.file_name() == "local.yaml" {
             t = t.replace("extra_denied_addrs: []", "extra_denied_addrs: [127.0.0.254/32]");
+            t = t.replace("grants: {}", "grants:\n  uring-ok: [io-uring-by-server]");
         }
         std::fs::write(rules.join(e.file_name()), t)?;
     }
@@ -62,6 +65,7 @@ pub fn run(work: &Path, quick: bool) -> anyhow::Result<Value> {
             denied += 1;
         }
     }
+    let attacks = secret_attacks(&d, &home, if quick { 20 } else { 100 })?;
     std::thread::sleep(std::time::Duration::from_secs(2));
     let recs = d.stop()?;
     // Event → death for user-space kills: the open event and the exit event of the same pid.
@@ -84,7 +88,10 @@ pub fn run(work: &Path, quick: bool) -> anyhow::Result<Value> {
             }
         }
     }
-    let kernel_kills = recs.iter().filter(|v| v["kind"] == "alert" && v["rule"]["id"] == "ssh-private-key-read" && v["action"]["result"] == "killed_in_kernel").count();
+    let kernel_kills = recs
+        .iter()
+        .filter(|v| v["kind"] == "alert" && v["rule"]["id"] == "ssh-private-key-read" && matches!(v["action"]["result"].as_str(), Some("killed_in_kernel" | "denied_and_killed_in_kernel")))
+        .count();
     Ok(json!({
         "trials": trials,
         "kernel_kill": {"victims_that_read_the_file": kernel_read, "kills": kernel_kills},
@@ -94,6 +101,71 @@ pub fn run(work: &Path, quick: bool) -> anyhow::Result<Value> {
             "event_to_death_us": {"p50": percentile(&death_us, 50.0), "p99": percentile(&death_us, 99.0), "n": death_us.len()},
         },
         "connect_deny": {"denied": denied},
+        "secret_attacks": attacks,
         "daemon_idle": {"cpu_cores": (idle_cpu1 - idle_cpu0) / 10.0, "rss_bytes": idle_rss, "window_s": 10, "with_rules": "shipped + bench"},
+    }))
+}
+
+/// Bytes of SECRET that reached a victim's output (each leak counts the whole line).
+fn leaked(out: &std::process::Output) -> usize {
+    String::from_utf8_lossy(&out.stdout).matches(SECRET).count() * (SECRET.len() + 1)
+}
+
+fn secret_attacks(d: &Daemon, home: &Path, trials: usize) -> anyhow::Result<Value> {
+    let m = mcpmon();
+    let m = m.to_str().unwrap();
+    let ssh = home.join(".ssh");
+    // 1. A key written by the user (untracked), then opened by a tracked process at once.
+    let (mut new_leaks, mut new_bytes) = (0, 0);
+    for i in 0..trials {
+        let k = ssh.join(format!("id_new{i}"));
+        std::fs::write(&k, format!("{SECRET}\n"))?;
+        let out = d.exec(&format!("newkey-{i}"), &[m, "bench-loop", "read", "1", k.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+        new_bytes += leaked(&out);
+        new_leaks += (leaked(&out) > 0) as usize;
+    }
+    // 2. A protected key renamed to a public name, then read.
+    let key = ssh.join("id_ed25519");
+    let renamed = ssh.join("id_ed25519.pub");
+    let (mut ren_leaks, mut ren_bytes) = (0, 0);
+    for i in 0..trials {
+        std::fs::rename(&key, &renamed)?;
+        let out = d.exec(&format!("renamed-{i}"), &[m, "bench-loop", "read", "1", renamed.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+        std::fs::rename(&renamed, &key)?;
+        ren_bytes += leaked(&out);
+        ren_leaks += (leaked(&out) > 0) as usize;
+    }
+    // 3. io_uring reads of the key by a server granted io_uring (the gate must stop the open).
+    let mut uring = serde_json::Map::new();
+    for mode in ["inline", "async", "openat2"] {
+        let (mut leaks, mut bytes) = (0, 0);
+        for _ in 0..trials.div_ceil(4) {
+            let out = d.exec("uring-ok", &[m, "bench-loop", &format!("uring-read-{mode}"), "1", key.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+            bytes += leaked(&out);
+            leaks += (leaked(&out) > 0) as usize;
+        }
+        uring.insert(mode.into(), json!({"trials": trials.div_ceil(4), "victims_that_read": leaks, "bytes_leaked": bytes}));
+    }
+    // 4. The fd race: thread A opens the key in a loop, threads B and C sendfile and
+    // copy_file_range any fd that appears. Control: the same attacker unmonitored.
+    let race_ops = "100000";
+    let race = |out: &std::process::Output| -> u64 {
+        let t = String::from_utf8_lossy(&out.stdout);
+        t.lines().rev().find_map(|l| l.split("leaked_bytes=").nth(1)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    let control = std::process::Command::new(m).args(["bench-loop", "race-read", race_ops, key.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+    let runs = 5;
+    let (mut race_leaks, mut race_bytes) = (0, 0);
+    for i in 0..runs {
+        let out = d.exec(&format!("race-{i}"), &[m, "bench-loop", "race-read", race_ops, key.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+        let b = race(&out) as usize + leaked(&out);
+        race_bytes += b;
+        race_leaks += (b > 0) as usize;
+    }
+    Ok(json!({
+        "new_key_then_open": {"trials": trials, "victims_that_read": new_leaks, "bytes_leaked": new_bytes},
+        "renamed_to_pub": {"trials": trials, "victims_that_read": ren_leaks, "bytes_leaked": ren_bytes},
+        "io_uring": uring,
+        "fd_race": {"runs": runs, "opens_per_run": race_ops, "runs_that_leaked": race_leaks, "bytes_leaked": race_bytes, "control_unmonitored_bytes_leaked": race(&control)},
     }))
 }

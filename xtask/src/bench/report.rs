@@ -122,6 +122,20 @@ pub fn markdown(v: &Value) -> String {
     let u = &e["userspace_kill"];
     let _ = writeln!(s, "| user-space kill (pidfd, after the event) | {} of {} victims read the file first; event → signal p50 {:.0} µs, p99 {:.0} µs; event → death p50 {:.0} µs, p99 {:.0} µs |", u["victims_that_read_the_file"], e["trials"], u["event_to_signal_us"]["p50"].as_f64().unwrap_or(f64::NAN), u["event_to_signal_us"]["p99"].as_f64().unwrap_or(f64::NAN), u["event_to_death_us"]["p50"].as_f64().unwrap_or(f64::NAN), u["event_to_death_us"]["p99"].as_f64().unwrap_or(f64::NAN));
     let _ = writeln!(s, "| connect deny (cgroup sock_addr) | {} of {} connects got EPERM |", e["connect_deny"]["denied"], e["trials"]);
+    let a = &e["secret_attacks"];
+    if a.is_object() {
+        let row = |s: &mut String, what: &str, x: &Value| {
+            let ok = x["bytes_leaked"].as_u64() == Some(0);
+            let _ = writeln!(s, "| {what} | {} of {} victims read, {} bytes leaked: {} |", x["victims_that_read"], x["trials"], x["bytes_leaked"], mark(ok));
+        };
+        row(&mut s, "key written, then opened at once by a tracked process", &a["new_key_then_open"]);
+        row(&mut s, "protected key renamed to `.pub`, then read", &a["renamed_to_pub"]);
+        for mode in ["inline", "async", "openat2"] {
+            row(&mut s, &format!("io_uring read ({mode}; io_uring granted, the open gate stops it)"), &a["io_uring"][mode]);
+        }
+        let r = &a["fd_race"];
+        let _ = writeln!(s, "| fd race: 3 threads, {} opens per run, sendfile/copy_file_range on any fd | {} of {} runs leaked, {} bytes (unmonitored control: {} bytes): {} |", r["opens_per_run"], r["runs_that_leaked"], r["runs"], r["bytes_leaked"], r["control_unmonitored_bytes_leaked"], mark(r["bytes_leaked"].as_u64() == Some(0)));
+    }
 
     let i = &e["daemon_idle"];
     let rss = i["rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0;
