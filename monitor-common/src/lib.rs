@@ -359,6 +359,9 @@ pub mod net_policy {
 pub mod policy {
     /// Kill a tracked process when it sets up an io_uring.
     pub const IO_URING_KILL: u32 = 0;
+    /// Kill a tracked process that opens /proc/PID/{environ,mem,maps,…} of a process outside
+    /// its server's tree (1 | rule slot << 16).
+    pub const FOREIGN_PROC_KILL: u32 = 1;
     pub const LEN: u32 = 4;
 }
 
@@ -407,6 +410,8 @@ pub mod globals {
     pub const FILE_DENTRY_OFF: &str = "FILE_DENTRY_OFF";
     pub const DENTRY_PARENT_OFF: &str = "DENTRY_PARENT_OFF";
     pub const DENTRY_INODE_OFF: &str = "DENTRY_INODE_OFF";
+    pub const SB_MAGIC_OFF: &str = "SB_MAGIC_OFF";
+    pub const DENTRY_NAME_OFF: &str = "DENTRY_NAME_OFF";
     pub const TP_URING_FD_OFF: &str = "TP_URING_FD_OFF";
     pub const TP_URING_SQ_OFF: &str = "TP_URING_SQ_OFF";
     pub const TP_URING_CQ_OFF: &str = "TP_URING_CQ_OFF";

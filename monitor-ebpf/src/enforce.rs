@@ -50,7 +50,7 @@ pub fn granted(server_id: u32, p: u32) -> bool {
 pub static POLICY: Array<u32> = Array::with_max_entries(policy::LEN, 0);
 
 #[unsafe(no_mangle)]
-static INODE_SB_OFF: u32 = 0;
+pub(crate) static INODE_SB_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_MM_OFF: u32 = 0;
 #[unsafe(no_mangle)]
@@ -62,9 +62,9 @@ static BPRM_FILE_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static SB_DEV_OFF: u32 = 0;
 #[unsafe(no_mangle)]
-static FILE_DENTRY_OFF: u32 = 0;
+pub(crate) static FILE_DENTRY_OFF: u32 = 0;
 #[unsafe(no_mangle)]
-static DENTRY_PARENT_OFF: u32 = 0;
+pub(crate) static DENTRY_PARENT_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static DENTRY_INODE_OFF: u32 = 0;
 #[unsafe(no_mangle)]

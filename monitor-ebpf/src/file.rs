@@ -112,7 +112,10 @@ pub fn open_x<S: Sys>(s: &S) -> u32 {
     ev.ret = s.ret();
     // The open succeeded and the path is resolved: judge the inode now, before user code runs.
     if ev.ret >= 0 {
-        let p = open_check(ev.ret as i32, ev.open_flags, ev.hdr.server_id, &mut ev.ino, &mut ev.dev);
+        let mut p = open_check(ev.ret as i32, ev.open_flags, ev.hdr.server_id, &mut ev.ino, &mut ev.dev);
+        if p == 0 {
+            p = crate::procmem::foreign_proc_check(ev.ret as i32, ev.hdr.server_id);
+        }
         if p != 0 && kill_current() {
             ev.policy = p;
             ev.hdr.flags |= monitor_common::flags::KILLED;

@@ -26,6 +26,9 @@ pub enum Change {
 
 pub struct Watcher {
     fd: AsyncFd<OwnedFd>,
+    /// `/proc/self/mountinfo`: the kernel flags it (POLLPRI) on every mount or unmount, so a
+    /// home mounted later is planned at once, not at the next rescan.
+    mounts: Option<AsyncFd<std::fs::File>>,
     passwd_name: Vec<u8>,
     passwd_wd: i32,
     /// watch descriptor → directory, and back.
@@ -52,7 +55,12 @@ impl Watcher {
             .map_err(|e| io::Error::other(e.to_string()))?;
         let passwd_dir = passwd.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("/")).to_path_buf();
         let passwd_name = passwd.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
-        let mut w = Self { fd, passwd_name, passwd_wd: -1, wds: HashMap::new(), by_path: HashMap::new() };
+        let mounts = std::fs::File::open("/proc/self/mountinfo").ok().and_then(|f| {
+            // SAFETY: the File owns its fd and keeps it open and unchanged while the AsyncFd
+            // owns the File.
+            unsafe { AsyncFd::register_with_interest(f, tokio::io::Interest::PRIORITY) }.ok()
+        });
+        let mut w = Self { fd, mounts, passwd_name, passwd_wd: -1, wds: HashMap::new(), by_path: HashMap::new() };
         // The directory, not the file: useradd and editors replace the file by a rename.
         w.passwd_wd = w.add(&passwd_dir, PASSWD_MASK)?;
         Ok(w)
@@ -101,12 +109,31 @@ impl Watcher {
     /// Waits for the next change; a burst of events is read at once and folded into one.
     pub async fn next(&mut self) -> io::Result<Change> {
         loop {
-            let mut guard = self.fd.readable().await?;
-            match self.drain() {
-                Ok(Some(c)) => return Ok(c),
-                Ok(None) => guard.clear_ready(),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
-                Err(e) => return Err(e),
+            let mounted = async {
+                match &self.mounts {
+                    Some(m) => m.ready(tokio::io::Interest::PRIORITY).await.map(|mut g| {
+                        // Reading the table to its end re-arms the notification.
+                        let _ = std::io::Read::read_to_end(&mut &*g.get_inner(), &mut Vec::new());
+                        let _ = std::io::Seek::rewind(&mut &*g.get_inner());
+                        g.clear_ready();
+                    }),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = mounted => {
+                    r?;
+                    return Ok(Change::Tree);
+                }
+                r = self.fd.readable() => {
+                    let mut guard = r?;
+                    match self.drain() {
+                        Ok(Some(c)) => return Ok(c),
+                        Ok(None) => guard.clear_ready(),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
+                        Err(e) => return Err(e),
+                    }
+                }
             }
         }
     }

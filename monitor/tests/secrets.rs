@@ -404,3 +404,44 @@ fn a_real_filesystem_server_reads_no_credentials_unless_granted() {
     assert_eq!(got, vec![true, false, false, false, false, false], "only the granted class is readable: {client}");
     d.stop();
 }
+
+/// Another process's environment and memory through /proc: killed in the kernel at the open
+/// when the process is outside the server's tree, whatever path reaches it; the server's own
+/// processes stay readable.
+#[test]
+fn other_processes_environ_and_memory_are_out_of_reach() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let u = User::add("procs", true);
+    let d = start(tmp.path(), "");
+    // The user's own shell-like process, untracked, with a token in its environment.
+    let mut victim = Command::new("setpriv")
+        .args(["--reuid", &u.uid.to_string(), "--regid", &u.gid.to_string(), "--clear-groups", "sleep", "60"])
+        .env("API_TOKEN", SECRET)
+        .spawn()
+        .unwrap();
+    let pid = victim.id();
+    let cases = [
+        ("proc-environ", format!("cat /proc/{pid}/environ")),
+        ("proc-task-environ", format!("cat /proc/{pid}/task/{pid}/environ")),
+        ("proc-relative", format!("cd /proc/{pid} && cat ./environ")),
+        ("proc-maps", format!("cat /proc/{pid}/maps")),
+    ];
+    for (name, script) in &cases {
+        let out = u.run(&d, name, script);
+        assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET), "{name}: {out:?}");
+        assert!(out.stdout.is_empty(), "{name}: not one byte: {out:?}");
+        let a = alert(&d, name, "foreign-process-secrets-read");
+        assert_eq!(a["action"]["result"], "killed_in_kernel", "{name}: {a}");
+    }
+    // Its own processes are its own business.
+    let out = u.run(&d, "proc-own", "API_TOKEN=own-token sleep 5 & cat /proc/$!/environ; cat /proc/self/environ >/dev/null; echo rc=$?");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("own-token") && stdout.contains("rc=0"), "{out:?}");
+    let _ = victim.kill();
+    let _ = victim.wait();
+    let (_, recs) = d.stop_with_records();
+    assert!(!recs.iter().any(|v| v["kind"] == "alert" && v["server"]["name"] == "proc-own"), "no alert for its own processes");
+}

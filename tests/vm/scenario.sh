@@ -29,7 +29,8 @@ deny_rule ssh-private-key-read credential_access.yaml
 mkdir -p "$WORK/bin"
 cp /bin/true "$WORK/bin/evil-tool"
 deny_rule network-tool-exec execution.yaml
-sed "s|extra_denied_executables: \[\]|extra_denied_executables: [\"$WORK/bin/evil-tool\"]|" "$RULES/local.yaml" > "$WORK/rules/local.yaml"
+sed -e "s|extra_denied_executables: \[\]|extra_denied_executables: [\"$WORK/bin/evil-tool\"]|" \
+    -e "s|^grants: {}|grants: {uringok: [io-uring-by-server]}|" "$RULES/local.yaml" > "$WORK/rules/local.yaml"
 
 SOCK=$WORK/mcpmon.sock
 # start_daemon EVENTS LOG [run options]: sets DAEMON once the control socket is up.
@@ -77,6 +78,19 @@ if [ "$read_deny" = eperm ]; then
 else
   case "$out" in *rc=137*) pass ia32-deny-falls-back-to-kill;; *) fail ia32-deny-falls-back-to-kill "$out";; esac
 fi
+
+# 1c. io_uring: without a grant the server dies at setup, before it submits anything; a server
+# granted io_uring reads nothing either: its ring's open meets lsm/file_open or the open gate.
+out=$("$MCPMON" exec --name uringnogrant --socket "$SOCK" -- /bin/sh -c "$MCPMON bench-loop uring-read-inline 1 $HOME_DIR/.ssh/id_ed25519; echo rc=\$?" 2>&1)
+case "$out" in *KEY-MATERIAL*) fail uring-killed-at-setup "the key was read: $out";; *rc=137*) pass uring-killed-at-setup;; *) fail uring-killed-at-setup "$out";; esac
+for mode in inline async openat2; do
+  out=$("$MCPMON" exec --name uringok --socket "$SOCK" -- "$MCPMON" bench-loop "uring-read-$mode" 1 "$HOME_DIR/.ssh/id_ed25519" 2>&1)
+  case "$out" in
+    *KEY-MATERIAL*) fail "uring-$mode-not-read" "the key was read: $out";;
+    *"uring open="*) pass "uring-$mode-not-read";;
+    *) fail "uring-$mode-not-read" "the granted ring did not run: $out";;
+  esac
+done
 
 # 1b. A denied executable: execve fails with EPERM and the caller lives (LSM), or the new image
 # is killed before its first instruction (fallback).

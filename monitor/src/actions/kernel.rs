@@ -109,6 +109,11 @@ impl KernelPolicy {
         Ok(())
     }
 
+    /// 0 turns it off; otherwise 1 | rule slot << 16.
+    pub fn set_foreign_proc_kill(&mut self, value: u32) -> Result<(), PolicyError> {
+        self.knobs.set(policy::FOREIGN_PROC_KILL, value, 0).map_err(err("POLICY"))
+    }
+
     pub fn protected_count(&self) -> usize {
         self.files.len()
     }

@@ -47,13 +47,37 @@ pub fn resolve_open(pid: u32, dirfd: i32, raw: &str, ret: i64, inode: Option<Ino
         }
     }
     let raw_p = Path::new(raw);
-    if raw_p.is_absolute() {
-        return normalize(raw_p).display().to_string();
+    let joined = if raw_p.is_absolute() {
+        normalize(raw_p)
+    } else {
+        let base = if dirfd == AT_FDCWD { link(format!("/proc/{pid}/cwd")) } else { link(format!("/proc/{pid}/fd/{dirfd}")) };
+        match base {
+            Some(b) => normalize(&b.join(raw_p)),
+            None => return raw.to_string(),
+        }
+    };
+    // The file the kernel opened, not the text the process wrote: through symlinks (and `..`
+    // after one), as long as that name still leads to the inode the kernel reported.
+    if let Some(want) = inode {
+        let real = std::fs::canonicalize(&joined).ok();
+        if let Some(real) = real.filter(|r| crate::actions::protect::inode_of(r) == Some(want)) {
+            return real.display().to_string();
+        }
     }
-    let base = if dirfd == AT_FDCWD { link(format!("/proc/{pid}/cwd")) } else { link(format!("/proc/{pid}/fd/{dirfd}")) };
-    match base {
-        Some(b) => normalize(&b.join(raw_p)).display().to_string(),
-        None => raw.to_string(),
+    joined.display().to_string()
+}
+
+
+/// The process a `/proc/PID/…` path (or `/proc/PID/task/TID/…`) belongs to.
+pub fn proc_pid(path: &str) -> Option<u32> {
+    let rest = path.strip_prefix("/proc/")?;
+    rest.split('/').next()?.parse().ok()
+}
+
+fn c_path(c: &crate::rules::Ctx) -> &str {
+    match c.get("file.path") {
+        Some(Val::Str(s)) => s,
+        _ => "",
     }
 }
 
@@ -152,6 +176,10 @@ pub fn build(i: &Inputs) -> Ctx {
             c.set("file.access", Val::List(o.access.iter().map(|s| s.to_string()).collect()));
             c.set("file.write", Val::Bool(write));
             c.set("file.ok", Val::Bool(o.result.ok));
+            if want("file.proc_foreign") {
+                let foreign = proc_pid(c_path(&c)).is_some_and(|p| p != i.ev.header.pid && i.tree.get(p).map(|n| n.server_id) != Some(i.ev.header.server_id));
+                c.set("file.proc_foreign", Val::Bool(foreign));
+            }
         }
         Body::Connect(n) | Body::Send(n) => {
             c.str("net.family", n.family.clone());
@@ -187,5 +215,22 @@ mod tests {
         v.sort();
         assert_eq!(v, vec!["/a".to_string(), "/srv/x".to_string()]);
         assert!(under("/srv/x/y", &["/srv/x".into()]) && !under("/srv/xy", &["/srv/x".into()]));
+    }
+
+    #[test]
+    fn symlinks_resolve_to_the_file_opened() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("store/history.jsonl");
+        std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+        std::fs::write(&real, "x").unwrap();
+        std::os::unix::fs::symlink(&real, d.path().join("innocent.txt")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("store"), d.path().join("dirlink")).unwrap();
+        let inode = crate::actions::protect::inode_of(&real);
+        let real_s = real.canonicalize().unwrap().display().to_string();
+        let via = |p: &Path| resolve_open(u32::MAX, AT_FDCWD, p.to_str().unwrap(), -2, inode);
+        assert_eq!(via(&d.path().join("innocent.txt")), real_s, "a symlink is the file it points to");
+        assert_eq!(via(&d.path().join("dirlink/../store/history.jsonl")), real_s, "`..` after a directory symlink");
+        // Without the kernel's inode the text is all there is.
+        assert_eq!(resolve_open(u32::MAX, AT_FDCWD, d.path().join("innocent.txt").to_str().unwrap(), -2, None), d.path().join("innocent.txt").display().to_string());
     }
 }

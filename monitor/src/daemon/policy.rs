@@ -101,6 +101,7 @@ impl Policy {
         self.kernel.sync_files(&plan.files)?;
         self.kernel.sync_nets(&plan.nets)?;
         self.kernel.set_io_uring_kill(plan.io_uring_kill)?;
+        self.kernel.set_foreign_proc_kill(plan.foreign_proc_kill)?;
         self.kernel.sync_grants(&self.grants)?;
         self.plan = plan;
         self.last_scan = Instant::now();

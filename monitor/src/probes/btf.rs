@@ -184,6 +184,9 @@ pub struct TaskOffsets {
     pub file_dentry: u32,
     pub dentry_parent: u32,
     pub dentry_inode: u32,
+    /// procfs secrets of other processes: `inode->i_sb->s_magic`, `dentry->d_name`.
+    pub sb_magic: u32,
+    pub dentry_name: u32,
     /// The running image: `task->mm->exe_file`.
     pub task_mm: u32,
     pub mm_exe_file: u32,
@@ -216,6 +219,8 @@ impl TaskOffsets {
             file_dentry: btf.member_offset("file", "f_path")? + btf.member_offset("path", "dentry")?,
             dentry_parent: btf.member_offset("dentry", "d_parent")?,
             dentry_inode: btf.member_offset("dentry", "d_inode")?,
+            sb_magic: btf.member_offset("super_block", "s_magic")?,
+            dentry_name: btf.member_offset("dentry", "d_name")?,
             task_mm: btf.member_offset("task_struct", "mm")?,
             mm_exe_file: btf.member_offset("mm_struct", "exe_file")?,
             file_f_mode: btf.member_offset("file", "f_mode")?,

@@ -149,6 +149,8 @@ impl Sensors {
             .override_global(g::FILE_DENTRY_OFF, &task.file_dentry, true)
             .override_global(g::DENTRY_PARENT_OFF, &task.dentry_parent, true)
             .override_global(g::DENTRY_INODE_OFF, &task.dentry_inode, true)
+            .override_global(g::SB_MAGIC_OFF, &task.sb_magic, true)
+            .override_global(g::DENTRY_NAME_OFF, &task.dentry_name, true)
             .override_global(g::TP_URING_FD_OFF, &uring_fd, true)
             .override_global(g::TP_URING_SQ_OFF, &uring_sq, true)
             .override_global(g::TP_URING_CQ_OFF, &uring_cq, true)

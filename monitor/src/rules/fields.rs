@@ -31,6 +31,7 @@ pub const FIELDS: &[(&str, Kind, &str)] = &[
     ("file.access", Kind::List, "read, write, read_write, create, truncate, append, path, …"),
     ("file.write", Kind::Bool, "opened for writing, truncation or creation"),
     ("file.ok", Kind::Bool, "the open succeeded"),
+    ("file.proc_foreign", Kind::Bool, "a /proc/PID/… file of a process outside the opener's server tree"),
     ("net.family", Kind::Str, "inet, inet6, unix"),
     ("net.addr", Kind::Ip, "destination address"),
     ("net.port", Kind::Num, "destination port"),

@@ -110,6 +110,10 @@ struct KernelDoc {
     /// whatever its name (a key renamed to `.pub` before the rescan saw it).
     #[serde(default)]
     secret_content: bool,
+    /// Kill a tracked process that opens /proc/PID/{environ,mem,maps,…} of a process outside
+    /// its server's tree (checked in the kernel at the open).
+    #[serde(default)]
+    foreign_proc: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -207,7 +211,7 @@ pub fn load_texts(docs: &[(PathBuf, String)], homes: &[String]) -> Result<RuleSe
         for id in ids {
             match set.rules.iter().find(|r| r.id == id) {
                 None => return Err(at(file, text, &format!("{server}:"), format!("grant for {server}: no rule {id:?}"))),
-                Some(r) if r.kernel.as_ref().is_none_or(|k| k.files.is_empty() && k.dirs.is_empty() && !k.io_uring) => {
+                Some(r) if r.kernel.as_ref().is_none_or(|k| k.files.is_empty() && k.dirs.is_empty() && !k.io_uring && !k.foreign_proc) => {
                     return Err(at(file, text, &format!("{server}:"), format!("grant for {server}: rule {id} enforces no files or io_uring (grants lift kernel file and io_uring enforcement)")))
                 }
                 Some(_) => {}
@@ -253,6 +257,9 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
             if !k.addrs.is_empty() && !only(&["connect", "send"]) {
                 return Err("kernel.addrs apply to connect/send rules only".into());
             }
+            if k.foreign_proc && !only(&["open"]) {
+                return Err("kernel.foreign_proc applies to open rules only".into());
+            }
             if k.io_uring && !only(&["io_uring"]) {
                 return Err("kernel.io_uring applies to io_uring rules only".into());
             }
@@ -261,11 +268,11 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
             }
             let addrs = env.values(&k.addrs, false)?.iter().map(|a| Cidr::parse(a)).collect::<Result<_, _>>()?;
             let except = env.values(&k.except, true)?.iter().map(|g| crate::rules::glob::Glob::new(g, true)).collect::<Result<_, _>>()?;
-            Some(KernelSpec { executables: env.values(&k.executables, true)?, files: env.values(&k.files, true)?, dirs: env.values(&k.dirs, true)?, except, on_read, on_write, addrs, io_uring: k.io_uring, secret_content: k.secret_content })
+            Some(KernelSpec { executables: env.values(&k.executables, true)?, files: env.values(&k.files, true)?, dirs: env.values(&k.dirs, true)?, except, on_read, on_write, addrs, io_uring: k.io_uring, secret_content: k.secret_content, foreign_proc: k.foreign_proc })
         }
     };
     let net_deny = only(&["connect", "send"]) && kernel.as_ref().is_some_and(|k| !k.addrs.is_empty());
-    let file_deny = only(&["open"]) && kernel.as_ref().is_some_and(|k| !k.files.is_empty());
+    let file_deny = only(&["open"]) && kernel.as_ref().is_some_and(|k| !k.files.is_empty() || k.foreign_proc);
     let exec_deny = only(&["exec"]) && kernel.as_ref().is_some_and(|k| !k.executables.is_empty());
     if r.action == Action::Deny && !net_deny && !file_deny && !exec_deny {
         return Err("deny works on connect/send with `kernel: {addrs: …}` (cgroup sock_addr), on open with `kernel: {files: …}` and on exec with `kernel: {executables: …}` (BPF-LSM, else kill); use kill for other events".into());

@@ -52,6 +52,8 @@ pub struct KernelSpec {
     pub io_uring: bool,
     /// Files in the protected directories whose content is a private key are protected too.
     pub secret_content: bool,
+    /// Other processes' /proc secrets, outside the opener's server tree.
+    pub foreign_proc: bool,
 }
 
 #[derive(Clone, Debug)]
