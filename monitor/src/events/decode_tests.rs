@@ -1,7 +1,7 @@
 //! Round trips: build each record exactly as the kernel programs do (same struct, same cut after
 //! the used bytes), decode it, and compare every field.
 use monitor_common::{
-    exec_syscall, flags, open_syscall, ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, OpenEvent,
+    exec_syscall, flags, open_syscall, ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, IoUringEvent, OpenEvent,
 };
 
 use super::*;
@@ -161,6 +161,53 @@ fn connect_round_trip_all_families() {
     e.unix_path_len = 5;
     let Body::Connect(c) = decode(&bytes_of(&e, std::mem::size_of::<ConnectEvent>())).unwrap().body else { panic!() };
     assert_eq!(c.unix_path.as_deref(), Some("@abst"));
+}
+
+#[test]
+fn send_round_trip_refused_in_the_kernel() {
+    let mut e: ConnectEvent = zeroed();
+    e.hdr = hdr(EventKind::Send, flags::DENIED);
+    e.fd = 4;
+    e.family = 10;
+    e.addr = "::ffff:169.254.169.254".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    e.port = 53;
+    e.ret = -1;
+    e.policy = 3 | 7 << 16;
+    let ev = decode(&bytes_of(&e, std::mem::size_of::<ConnectEvent>())).unwrap();
+    assert_eq!(ev.header.kernel_action, Some("denied"));
+    assert_eq!(
+        ev.body,
+        Body::Send(Connect {
+            fd: 4,
+            family: "inet6".into(),
+            addr: Some("::ffff:169.254.169.254".parse().unwrap()),
+            port: Some(53),
+            unix_path: None,
+            policy: 3 | 7 << 16,
+            result: SysResult { ok: false, ret: -1, errno: Some("EPERM") },
+        })
+    );
+}
+
+#[test]
+fn io_uring_round_trip_killed_at_setup() {
+    let e = IoUringEvent { hdr: hdr(EventKind::IoUring, flags::KILLED), fd: 5, sq_entries: 8, cq_entries: 16, setup_flags: 2 };
+    let ev = decode(&bytes_of(&e, std::mem::size_of::<IoUringEvent>())).unwrap();
+    assert_eq!(ev.header.kernel_action, Some("killed"));
+    assert_eq!(ev.body, Body::IoUring(IoUring { fd: 5, sq_entries: 8, cq_entries: 16, setup_flags: 2 }));
+    // Cut short: an error, not a panic or a guess.
+    assert!(decode(&bytes_of(&e, std::mem::size_of::<IoUringEvent>() - 4)).is_err());
+}
+
+#[test]
+fn gated_open_is_marked() {
+    let mut e: OpenEvent = zeroed();
+    e.hdr = hdr(EventKind::Open, flags::DENIED | flags::GATED | flags::KILLED);
+    e.ret = -1;
+    e.policy = 1 | 2 << 16;
+    let ev = decode(&bytes_of(&e, OpenEvent::DATA_OFFSET)).unwrap();
+    assert!(ev.header.gated);
+    assert_eq!(ev.header.kernel_action, Some("denied_and_killed"));
 }
 
 #[test]
