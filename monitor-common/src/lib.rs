@@ -332,7 +332,8 @@ pub mod protect {
     pub const KILL_READ: u32 = 1 << 0;
     /// Kill when the file is opened for writing (or truncated).
     pub const KILL_WRITE: u32 = 1 << 1;
-    /// A directory: kill when any file in it is opened for writing or created.
+    /// A directory: kill when any file in it, or in a directory directly below it, is opened for
+    /// writing or created.
     pub const KILL_DIR_WRITE: u32 = 1 << 2;
     /// An executable: kill a tracked process that execs it (checked in the new image before it
     /// runs an instruction).

@@ -144,15 +144,28 @@ pub fn open_check(fd: i32, open_flags: u32, server_id: u32, ino: &mut u64, dev: 
     p
 }
 
+/// A write or create in a protected directory, or in a directory directly below one (systemd's
+/// `foo.service.d/` drop-ins and `*.wants/`, made at any time, are as much persistence as a unit).
 #[inline(always)]
 fn parent_dir_policy(file: *const u8) -> u32 {
-    let dir = unsafe {
+    let (dir, grand) = unsafe {
         let Ok(dentry) = bpf_probe_read_kernel(file.add(off(&FILE_DENTRY_OFF)) as *const *const u8) else { return 0 };
         let Ok(parent) = bpf_probe_read_kernel(dentry.add(off(&DENTRY_PARENT_OFF)) as *const *const u8) else { return 0 };
         let Ok(inode) = bpf_probe_read_kernel(parent.add(off(&DENTRY_INODE_OFF)) as *const *const u8) else { return 0 };
-        inode
+        let grand = bpf_probe_read_kernel(parent.add(off(&DENTRY_PARENT_OFF)) as *const *const u8)
+            .ok()
+            .filter(|g| *g != parent)
+            .and_then(|g| bpf_probe_read_kernel(g.add(off(&DENTRY_INODE_OFF)) as *const *const u8).ok());
+        (inode, grand)
     };
-    policy_with(dir, protect::KILL_DIR_WRITE)
+    let p = policy_with(dir, protect::KILL_DIR_WRITE);
+    if p != 0 {
+        return p;
+    }
+    match grand {
+        Some(g) if !g.is_null() => policy_with(g, protect::KILL_DIR_WRITE),
+        _ => 0,
+    }
 }
 
 /// The current image (`current->mm->exe_file->f_inode`) against `PROTECTED` with `KILL_EXEC`.

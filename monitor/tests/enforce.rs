@@ -187,6 +187,29 @@ fn persistence_writes_die_and_files_stay_unchanged() {
     assert_eq!(out.status.signal(), Some(9), "{out:?}");
     assert_eq!(std::fs::read_to_string(&unit).unwrap_or_default(), "", "no byte written");
     alerts_for(&d, "unit", "persistence-write");
+    // A drop-in directory made now, below the protected one: the writer dies in the kernel too.
+    let dropin = s.home.join(".config/systemd/user/ssh-agent.service.d");
+    let conf = dropin.join("override.conf");
+    let out = victim(&d, "dropin", &format!("mkdir -p {} && printf '[Service]\nExecStartPre=/tmp/x\n' > {}", dropin.display(), conf.display()));
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&conf).unwrap_or_default(), "", "no byte written");
+    let a = alerts_for(&d, "dropin", "persistence-write");
+    assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
+    // Work handed to a daemon outside the tree (tmux here; systemd-run, at, crontab alike).
+    let tmux = common::tool("/usr/bin/tmux");
+    if let Some(tmux) = tmux {
+        let out = victim(&d, "detach", &format!("{} -L mcpmon-test new -d 'sleep 1'; echo rc=$?", tmux.display()));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("rc=137"), "{out:?}");
+        let a = alerts_for(&d, "detach", "detached-execution");
+        assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
+    }
+    // A network tool run as a busybox applet: named by what it runs, killed.
+    if let Some(bb) = common::tool("/usr/bin/busybox") {
+        let out = victim(&d, "applet", &format!("{} nc 127.0.0.1 9 </dev/null; echo rc=$?", bb.display()));
+        let a = alerts_for(&d, "applet", "network-tool-exec");
+        assert!(matches!(a["action"]["result"].as_str(), Some("killed") | Some("gone")), "{a}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("rc="), "the shell carried on: {out:?}");
+    }
     // Reading the rc file is fine.
     let out = victim(&d, "rc-read", &format!("cat {}", rc.display()));
     assert!(out.status.success());

@@ -68,6 +68,22 @@ pub fn resolve_open(pid: u32, dirfd: i32, raw: &str, ret: i64, inode: Option<Ino
 }
 
 
+/// Multi-call binaries (busybox, toybox) run the tool their argv[0] names (a symlink `nc` to
+/// busybox), or argv[1] when called by their own name (`busybox nc`): that tool, so rules on
+/// `nc` see `busybox nc` too.
+pub fn applet(exe: Option<&str>, argv: &[String]) -> Option<String> {
+    const MULTI: &[&str] = &["busybox", "toybox", "busybox.static"];
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
+    if !MULTI.contains(&base(exe?).as_str()) {
+        return None;
+    }
+    let a0 = base(argv.first()?);
+    if !MULTI.contains(&a0.as_str()) {
+        return Some(a0);
+    }
+    argv.iter().skip(1).find(|a| !a.starts_with('-')).map(|a| base(a))
+}
+
 /// The process a `/proc/PID/…` path (or `/proc/PID/task/TID/…`) belongs to.
 pub fn proc_pid(path: &str) -> Option<u32> {
     let rest = path.strip_prefix("/proc/")?;
@@ -132,6 +148,11 @@ pub fn build(i: &Inputs) -> Ctx {
     }
     if want("proc.cmdline") {
         c.str("proc.cmdline", argv.join(" "));
+    }
+    if want("proc.applet") {
+        if let Some(a) = applet(exe.as_deref(), &argv) {
+            c.str("proc.applet", a);
+        }
     }
     c.set("proc.argv", Val::List(argv));
     if want("proc.ancestors") {
@@ -215,6 +236,15 @@ mod tests {
         v.sort();
         assert_eq!(v, vec!["/a".to_string(), "/srv/x".to_string()]);
         assert!(under("/srv/x/y", &["/srv/x".into()]) && !under("/srv/xy", &["/srv/x".into()]));
+    }
+
+    #[test]
+    fn applets_of_multi_call_binaries() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(applet(Some("/usr/bin/busybox"), &v(&["busybox", "nc", "-e", "/bin/sh", "x", "1"])), Some("nc".into()));
+        assert_eq!(applet(Some("/usr/bin/busybox"), &v(&["/tmp/nc", "x", "1"])), Some("nc".into()));
+        assert_eq!(applet(Some("/bin/busybox"), &v(&["busybox", "--install"])), None);
+        assert_eq!(applet(Some("/usr/bin/nc.openbsd"), &v(&["nc", "x"])), None, "only multi-call binaries have applets");
     }
 
     #[test]

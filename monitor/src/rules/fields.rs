@@ -23,6 +23,7 @@ pub const FIELDS: &[(&str, Kind, &str)] = &[
     ("proc.name", Kind::Str, "last path component of proc.exe"),
     ("proc.argv", Kind::List, "arguments"),
     ("proc.cmdline", Kind::Str, "arguments joined by spaces"),
+    ("proc.applet", Kind::Str, "for busybox/toybox: the tool it runs (argv[0]'s name, or argv[1] when called by its own name)"),
     ("proc.ancestors", Kind::List, "executables of the ancestors inside the server's tree, nearest first"),
     ("proc.is_server_root", Kind::Bool, "the process is the server's root process"),
     ("exec.filename", Kind::Path, "the file the exec was given (e.g. /dev/fd/3 for fexecve)"),
