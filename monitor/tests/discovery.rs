@@ -142,6 +142,47 @@ fn children_of_an_mcp_client_are_sniffed() {
     assert!(!records.iter().any(|v| v["kind"] == "server_identified" && v["server_id"] == dropped["server_id"]));
 }
 
+/// A sniffed child that writes garbage on its stdout before the client speaks is not dropped:
+/// only what comes in on stdin decides, and the server's later opens are still seen.
+#[test]
+fn garbage_on_stdout_does_not_get_a_sniffed_server_dropped() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = common::peers() else { return };
+    let empty = tempfile::tempdir().unwrap();
+    let passwd = empty.path().join("passwd");
+    std::fs::write(&passwd, "").unwrap();
+    let d = Daemon::start(&["--passwd", passwd.to_str().unwrap()]);
+    let marker = empty.path().join("read-after-garbage");
+    std::fs::write(&marker, "x").unwrap();
+    // The "server": a line of noise on stdout first, then it waits for stdin, then reads a file.
+    let server = format!(
+        "import sys\nsys.stdout.write('this is not json-rpc\\n'); sys.stdout.flush()\nsys.stdin.readline()\nopen('{}').read()\n",
+        marker.display()
+    );
+    let client = format!(
+        "import ctypes, subprocess, sys\nctypes.CDLL(None).prctl(15, b'claude', 0, 0, 0)\n\
+         p = subprocess.Popen([sys.executable, '-c', {server:?}], stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n\
+         p.stdout.readline()\nsys.stdin.readline()\n\
+         p.stdin.write(b'{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{{}},\"clientInfo\":{{\"name\":\"c\",\"version\":\"1\"}}}}}}\\n'); p.stdin.flush()\n\
+         p.wait()\n"
+    );
+    let mut c = Command::new(peers.join("venv/bin/python")).args(["-c", &client]).stdin(Stdio::piped()).spawn().unwrap();
+    let mut go = c.stdin.take().unwrap();
+    let tracked = d.expect("sniffed", |v| v["kind"] == "server_tracked" && v["how"] == "sniffed" && v["command"].to_string().contains("not json-rpc"));
+    let id = tracked["server_id"].clone();
+    // The garbage line has gone through the pipeline: the daemon reported it as invalid output.
+    d.expect("garbage seen", |v| v["kind"] == "mcp_invalid" && v["server_id"] == id && v["direction"] == "out");
+    writeln!(go, "go").unwrap();
+    drop(go);
+    assert!(c.wait().unwrap().success());
+    d.expect("identified", |v| v["kind"] == "server_identified" && v["server_id"] == id);
+    d.expect("its later open is still seen", |v| v["kind"] == "open" && v["server_id"] == id && v["path"] == marker.to_str().unwrap());
+    let (_, recs) = d.stop_with_records();
+    assert!(!recs.iter().any(|v| v["kind"] == "server_dropped" && v["server_id"] == id), "not dropped for its stdout");
+}
+
 /// The Node filesystem server, found both ways without `mcpmon exec`: from a Claude Desktop config,
 /// then by sniffing (its client poses as Cursor); calls and the file opens they cause are reported.
 #[test]

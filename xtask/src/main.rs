@@ -41,6 +41,10 @@ enum Task {
         /// Only the fast-path figures (inside the VM), replacing them in bench/results.json.
         #[arg(long)]
         fast_path_only: bool,
+        /// Only section 3 (enforcement and attacks on secrets), replacing it in
+        /// bench/results.json; the report names the run it came from.
+        #[arg(long)]
+        enforcement_only: bool,
     },
     /// Kernel matrix: the scenario on this kernel (fallbacks) and in a VM booted from Debian's
     /// kernel with the BPF LSM and trampolines (qemu TCG): deny, kill, fentry/tracepoint parity.
@@ -68,7 +72,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test { args } => test(&args),
         Task::VmTest { host_only, vm_only } => vm::run(!vm_only, !host_only),
-        Task::Bench { rounds, quick, report_only, fast_path_only } => bench::run(bench::Opts { rounds, quick, report_only, fast_path_only }),
+        Task::Bench { rounds, quick, report_only, fast_path_only, enforcement_only } => bench::run(bench::Opts { rounds, quick, report_only, fast_path_only, enforcement_only }),
         Task::Run { args } => {
             setup::run()?;
             util::cargo(&["build", "--release", "-p", "monitor"])?;

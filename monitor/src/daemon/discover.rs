@@ -30,8 +30,10 @@ impl Pipeline {
 
     pub async fn discovery_tick(&mut self) {
         self.refresh_configs();
+        // Silence proves nothing (a lost record, a client that waits): the process stays
+        // tracked, marked as an unidentified server, instead of leaving the monitor's sight.
         for id in self.disc.expired() {
-            self.reject(id, "no MCP handshake on stdin within the sniffing window").await;
+            self.unidentified(id).await;
         }
     }
 
@@ -118,11 +120,22 @@ impl Pipeline {
                     }
                 }
             }
-            _ if sniffing && kind.starts_with("mcp_") => {
+            // Only what comes in on stdin (from the client) decides: the process controls what
+            // it writes, so a line of garbage on its stdout must not get it dropped.
+            _ if sniffing && kind == "mcp_invalid" && r["direction"] == "in" => {
                 self.reject(id, "its first stdin message is not an MCP initialize").await;
             }
             _ => {}
         }
+    }
+
+    async fn unidentified(&mut self, id: u32) {
+        self.disc.sniff_result(id);
+        let Some(s) = self.tracker.server_mut(id) else { return };
+        s.sniffing = false;
+        let (name, root) = (s.name.clone(), s.root_pid);
+        tracing::info!("discovery: pid {root} ({name}) sent no MCP handshake within the sniffing window: kept tracked as unidentified");
+        self.emit(json!({"time": Self::now(), "kind": "server_unidentified", "server_id": id, "server": name, "root_pid": root, "reason": "no MCP handshake on stdin within the sniffing window"})).await;
     }
 
     async fn reject(&mut self, id: u32, reason: &str) {

@@ -33,6 +33,8 @@ pub struct Opts {
     pub report_only: bool,
     /// Only measure the fast path in the VM, replacing that part of results.json.
     pub fast_path_only: bool,
+    /// Only measure section 3 (enforcement, attacks on secrets), replacing it in results.json.
+    pub enforcement_only: bool,
 }
 
 pub fn mcpmon() -> PathBuf {
@@ -56,6 +58,18 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         let dir = util::root().join("bench");
         let mut v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).context("bench/results.json (run the whole benchmark once)")?)?;
         v["fast_path"] = vmfast::run(opts.rounds, opts.quick)?;
+        return write(&v);
+    }
+    if opts.enforcement_only {
+        util::cargo(&["build", "--release", "-p", "monitor"])?;
+        let dir = util::root().join("bench");
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).context("bench/results.json (run the whole benchmark once)")?)?;
+        let work = util::root().join("target/bench");
+        std::fs::create_dir_all(&work)?;
+        let mut e = enforce::run(&work, opts.quick)?;
+        // Counts of trials, not ratios: measured in a run of their own, and said so.
+        e["measured_separately"] = report::machine();
+        v["enforcement"] = e;
         return write(&v);
     }
     configs::install_peers()?;

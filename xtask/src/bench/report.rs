@@ -117,6 +117,9 @@ pub fn markdown(v: &Value) -> String {
 
     let e = &v["enforcement"];
     let _ = writeln!(s, "\n## 3. Enforcement ({} trials each)\n", e["trials"]);
+    if let Some(m) = e["measured_separately"].as_object() {
+        let _ = writeln!(s, "Measured in a run of its own (`cargo xtask bench --enforcement-only`), {} on kernel {}: these are counts of trials and bytes, not ratios against the other sections.\n", m.get("date").and_then(Value::as_str).unwrap_or("?"), m.get("kernel").and_then(Value::as_str).unwrap_or("?"));
+    }
     let _ = writeln!(s, "| path | result |\n|---|---|");
     let _ = writeln!(s, "| in-kernel kill (open of an SSH key) | {} of {} victims read a byte ({} kills) |", e["kernel_kill"]["victims_that_read_the_file"], e["trials"], e["kernel_kill"]["kills"]);
     let u = &e["userspace_kill"];
