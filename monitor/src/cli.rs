@@ -32,6 +32,10 @@ pub enum Command {
     /// Benchmark helper: the one-lookup floor program on every syscall hook until stdin closes.
     #[command(hide = true)]
     BenchFloor,
+    /// Benchmark helper: the result scanner on the labelled set in DIR (precision, recall) and
+    /// its cost per KiB, as JSON.
+    #[command(hide = true)]
+    BenchResults { dir: std::path::PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

@@ -59,6 +59,10 @@ impl Correlator {
         self.sessions.get(&server_id)
     }
 
+    pub fn session_mut(&mut self, server_id: u32) -> &mut Session {
+        self.sessions.entry(server_id).or_default()
+    }
+
     pub fn handle(&mut self, ev: &Event) -> Outcome {
         let server = ev.header.server_id;
         match &ev.body {
@@ -91,9 +95,17 @@ impl Correlator {
                     out.push(json!({"kind": "mcp_invalid", "server_id": server, "direction": s.dir, "reason": reason, "bytes": m.len}));
                 }
                 let update = if s.dir == "in" { session.on_request(&rpc, m.ts_mono_ns) } else { session.on_reply(&rpc, m.ts_mono_ns) };
-                if let Some(rec) = record(server, update) {
-                    out.push(rec);
-                }
+                // A reply bigger than the capture has no parsed result: its captured text (head
+                // and tail) is what the result checks read.
+                let raw = matches!(rpc, Rpc::Response { truncated: true, .. }).then(|| {
+                    let mut t = crate::toolcheck::results::unescape_json_text(&m.head);
+                    if !m.tail.is_empty() {
+                        t.push_str("\n…\n");
+                        t.push_str(&crate::toolcheck::results::unescape_json_text(&m.tail));
+                    }
+                    t
+                });
+                record(server, update, raw, &mut out);
             }
         }
         out
@@ -117,9 +129,26 @@ fn finished(server: u32, f: FinishedCall) -> Value {
     v
 }
 
-fn record(server: u32, u: Update) -> Option<Value> {
-    Some(match u {
-        Update::None => return None,
+/// What reply content the result checks read: `result_detail` (the parsed result) or
+/// `raw_text` (the captured text of a truncated reply); the pipeline consumes the record.
+fn result_record(server: u32, method: &str, id: &str, target: &str, (start, end): (u64, u64), result: Option<Value>, raw: Option<String>) -> Value {
+    json!({
+        "kind": "mcp_result", "server_id": server, "method": method, "id": id, "target": target,
+        "start_mono_ns": start, "end_mono_ns": end, "result_detail": result, "raw_text": raw,
+    })
+}
+
+fn record(server: u32, u: Update, raw: Option<String>, out: &mut Vec<Value>) {
+    let rec = match u {
+        Update::None => return,
+        Update::CallFinished(mut f) => {
+            let result = f.result.take();
+            let c = &f.call;
+            let r = result_record(server, "tools/call", &c.id, &c.tool, (c.start_mono_ns, f.end_mono_ns), result, raw);
+            out.push(finished(server, f));
+            r
+        }
+        Update::Content(c) => result_record(server, &c.method, &c.id, &c.target, (c.start_mono_ns, c.end_mono_ns), c.result, raw),
         Update::Initialize { client, protocol_version } => {
             json!({"kind": "mcp_initialize", "server_id": server, "client": client, "protocol_version": protocol_version})
         }
@@ -135,6 +164,6 @@ fn record(server: u32, u: Update) -> Option<Value> {
             v["server_id"] = server.into();
             v
         }
-        Update::CallFinished(f) => finished(server, f),
-    })
+    };
+    out.push(rec);
 }

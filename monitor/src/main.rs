@@ -28,6 +28,16 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => run(args),
         Command::BenchLoop { kind, n, path } => report(monitor::bench::run_loop(&kind, n, path.as_deref())),
         Command::BenchFloor => report(monitor::bench::run_floor()),
+        Command::BenchResults { dir } => match monitor::toolcheck::labelled::bench(&dir) {
+            Ok(v) => {
+                println!("{v}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mcpmon bench-results: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         Command::Top(args) => match monitor::top::run(&args.socket) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {

@@ -28,6 +28,33 @@ pub enum TreeChange {
 pub struct ProcessTree {
     nodes: HashMap<u32, ProcNode>,
     members: HashMap<u32, usize>,
+    /// Working directory of each process, as last seen (exec, fork, or a live read): relative
+    /// opens of a process already gone resolve against it. chdir is not observed, so a process
+    /// that changes directory after its exec and exits before its opens are handled keeps the
+    /// directory it had at exec.
+    cwds: HashMap<u32, String>,
+    /// Files each server created itself (O_CREAT with O_EXCL or O_TRUNC, or O_TMPFILE): its own
+    /// temp and data files, in scope when it opens them again.
+    created: HashMap<u32, std::collections::HashSet<String>>,
+    /// What each server's scope holds beyond its calls (roots, runtime), computed once.
+    scopes: std::sync::Mutex<HashMap<u32, std::sync::Arc<ServerScope>>>,
+}
+
+/// The paths a server owns beyond its tool calls' arguments (see docs/rules.md, "Scope").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerScope {
+    /// Absolute paths from its command line and from path-valued variables of its environment
+    /// (MEMORY_FILE_PATH=…): its roots and data files.
+    pub roots: Vec<String>,
+    /// Its own install: the virtualenv or node_modules its command runs from.
+    pub runtime: Vec<String>,
+}
+
+/// Most files remembered per server as created by it.
+const CREATED_CAP: usize = 4096;
+
+fn live_cwd(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/cwd")).ok().filter(|p| p.is_absolute()).map(|p| p.display().to_string())
 }
 
 impl ProcessTree {
@@ -77,8 +104,10 @@ impl ProcessTree {
         let dead: Vec<u32> = self.nodes.keys().copied().filter(|p| !alive(*p)).collect();
         let mut gone = vec![];
         for p in &dead {
+            self.cwds.remove(p);
             if let Some(n) = self.nodes.remove(p) {
                 if self.leave(n.server_id) {
+                    self.forget_server(n.server_id);
                     gone.push(n.server_id);
                 }
             }
@@ -102,6 +131,64 @@ impl ProcessTree {
     pub fn remove_server(&mut self, server_id: u32) {
         self.nodes.retain(|_, n| n.server_id != server_id);
         self.members.remove(&server_id);
+        self.forget_server(server_id);
+    }
+
+    /// The process's working directory: live when it still runs, else as last seen.
+    pub fn cwd(&self, pid: u32) -> Option<String> {
+        live_cwd(pid).or_else(|| self.cwds.get(&pid).cloned())
+    }
+
+    /// The server created this file itself (and has not been forgotten since).
+    pub fn created_by(&self, server_id: u32, path: &str) -> bool {
+        self.created.get(&server_id).is_some_and(|s| s.contains(path))
+    }
+
+    /// The server's scope beyond its calls, computed by `make` at the first ask.
+    pub fn server_scope(&self, server_id: u32, make: impl FnOnce() -> ServerScope) -> std::sync::Arc<ServerScope> {
+        let mut m = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(server_id).or_insert_with(|| std::sync::Arc::new(make())).clone()
+    }
+
+    fn forget_server(&mut self, server_id: u32) {
+        self.created.remove(&server_id);
+        self.scopes.lock().unwrap_or_else(|e| e.into_inner()).remove(&server_id);
+    }
+
+    /// Records a file the server created (the open must have succeeded).
+    fn note_open(&mut self, ev: &Event, o: &crate::events::Open) {
+        let made = o.access.contains(&"create") && (o.access.contains(&"exclusive") || o.access.contains(&"truncate"));
+        if !o.result.ok || !made || o.path.is_empty() {
+            return;
+        }
+        let raw = std::path::Path::new(&o.path);
+        let full = if raw.is_absolute() {
+            raw.to_path_buf()
+        } else if o.dirfd == -100 {
+            match self.cwd(ev.header.pid) {
+                Some(c) => std::path::Path::new(&c).join(raw),
+                None => return,
+            }
+        } else {
+            match std::fs::read_link(format!("/proc/{}/fd/{}", ev.header.pid, o.dirfd)) {
+                Ok(d) => d.join(raw),
+                Err(_) => return,
+            }
+        };
+        let full = crate::daemon::context::normalize(&full);
+        let set = self.created.entry(ev.header.server_id).or_default();
+        if set.len() >= CREATED_CAP {
+            set.clear();
+        }
+        // A file in a temp directory: the directories between it and the temp root are the
+        // server's too (mkdtemp is not observed; its first file is).
+        const TEMP: &[&str] = &["/tmp", "/var/tmp", "/dev/shm"];
+        if let Some(t) = TEMP.iter().find(|t| full.starts_with(t)) {
+            for a in full.ancestors().skip(1).take_while(|a| a != &std::path::Path::new(t)) {
+                set.insert(a.display().to_string());
+            }
+        }
+        set.insert(full.display().to_string());
     }
 
     /// pids from `pid` up through its tracked ancestors (nearest first).
@@ -130,9 +217,16 @@ impl ProcessTree {
                     exe: parent.and_then(|p| p.exe.clone()),
                     argv: parent.map(|p| p.argv.clone()).unwrap_or_default(),
                 };
+                // The child starts where its parent is (and may have moved on already).
+                if let Some(c) = live_cwd(f.child_pid).or_else(|| self.cwd(h.pid)) {
+                    self.cwds.insert(f.child_pid, c);
+                }
                 self.insert(node);
             }
             Body::Exec(x) if x.result.ok => {
+                if let Some(c) = live_cwd(h.pid) {
+                    self.cwds.insert(h.pid, c);
+                }
                 if let Some(node) = self.nodes.get_mut(&h.pid) {
                     node.exe = Some(x.filename.clone());
                     node.argv = x.argv.clone();
@@ -148,10 +242,18 @@ impl ProcessTree {
                 }
             }
             Body::Exit(_) => {
+                self.cwds.remove(&h.pid);
                 if let Some(old) = self.nodes.remove(&h.pid) {
                     if self.leave(old.server_id) {
+                        self.forget_server(old.server_id);
                         return TreeChange::ServerGone(old.server_id);
                     }
+                }
+            }
+            Body::Open(o) => {
+                self.note_open(ev, o);
+                if let Some(n) = self.nodes.get_mut(&h.pid) {
+                    n.ppid = h.ppid;
                 }
             }
             _ => {

@@ -123,17 +123,26 @@ fn children_of_an_mcp_client_are_sniffed() {
     assert_eq!(call["tool"], "get_current_time");
     assert!(call["server"].as_str().unwrap().starts_with("mcp-time ("), "named from serverInfo and command: {call}");
 
-    // A child of the same client that does not speak MCP is dropped, not reported as a server.
-    // Each step waits for the daemon's own record of the previous one, fed back on stdin.
-    let py = "import ctypes, subprocess, sys\nctypes.CDLL(None).prctl(15, b'claude', 0, 0, 0)\n\
-              p = subprocess.Popen(['/bin/cat'], stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n\
-              sys.stdin.readline()\np.stdin.write(b'hello, not json-rpc\\n'); p.stdin.flush()\np.stdout.readline()\n\
-              sys.stdin.readline()\np.stdin.close(); p.wait()\n";
-    let mut client = Command::new(peers.join("venv/bin/python")).args(["-c", py]).stdin(Stdio::piped()).spawn().unwrap();
+    // A child of the same client whose stdin (the client's side) is not MCP is dropped, not
+    // reported as a server. The child reads its stdin only once the daemon has taken it (a read
+    // already blocked before that is not seen), on SIGUSR1 from the test after the record.
+    let child = "import signal, sys\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})\nsignal.sigwait({signal.SIGUSR1})\n\
+                 sys.stdout.write(sys.stdin.readline()); sys.stdout.flush()\n";
+    let py = format!(
+        "import ctypes, subprocess, sys\nctypes.CDLL(None).prctl(15, b'claude', 0, 0, 0)\n\
+         p = subprocess.Popen([sys.executable, '-c', {child:?}], stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n\
+         p.stdin.write(b'hello, not json-rpc\\n'); p.stdin.flush()\nprint(p.pid, flush=True)\n\
+         p.stdout.readline()\nsys.stdin.readline()\np.stdin.close(); p.wait()\n"
+    );
+    let mut client = Command::new(peers.join("venv/bin/python")).args(["-c", &py]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let mut go = client.stdin.take().unwrap();
-    d.expect("cat taken provisionally", |v| v["kind"] == "server_tracked" && v["how"] == "sniffed" && v["server"] == "cat");
-    writeln!(go, "go").unwrap();
-    let dropped = d.expect("dropped", |v| v["kind"] == "server_dropped" && v["server"] == "cat");
+    let mut pid = String::new();
+    BufReader::new(client.stdout.take().unwrap()).read_line(&mut pid).unwrap();
+    let pid: u32 = pid.trim().parse().unwrap();
+    d.expect("the child taken provisionally", |v| v["kind"] == "server_tracked" && v["how"] == "sniffed" && v["root_pid"] == pid);
+    // SAFETY: plain kill(2) to our own grandchild.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR1) }, 0);
+    let dropped = d.expect("dropped", |v| v["kind"] == "server_dropped" && v["root_pid"] == pid);
     writeln!(go, "go").unwrap();
     drop(go);
     assert!(client.wait().unwrap().success());

@@ -445,3 +445,38 @@ fn other_processes_environ_and_memory_are_out_of_reach() {
     let (_, recs) = d.stop_with_records();
     assert!(!recs.iter().any(|v| v["kind"] == "alert" && v["server"]["name"] == "proc-own"), "no alert for its own processes");
 }
+
+/// Grants learned into a profile: while learning, what the kernel refused a server is recorded
+/// as a grant it would need; a reviewed profile then grants exactly that, by the server's name.
+#[test]
+fn grants_are_learned_into_profiles() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let u = User::add("learn", true);
+    u.write(".aws/credentials", &format!("{SECRET}\n"));
+    u.write(".npmrc", &format!("{SECRET}\n"));
+    let rules = shipped_rules(tmp.path(), "");
+    let profiles = tmp.path().join("profiles");
+    let p = profiles.to_str().unwrap();
+    let d = Daemon::start_cmd("profile", "learn", &["--rules", rules.to_str().unwrap(), "--profiles", p]);
+    std::fs::set_permissions(d.socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = u.run(&d, "cloudy", "cat $HOME/.aws/credentials; echo rc=$?");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET), "refused while learning too: {out:?}");
+    d.expect("server gone", |v| v["kind"] == "server_gone" && v["server"] == "cloudy");
+    d.stop();
+    let text = std::fs::read_to_string(profiles.join("cloudy.yaml")).unwrap();
+    assert!(text.contains("grants:") && text.contains("cloud-credentials-read"), "{text}");
+    // Enforced: the reviewed profile grants that class to "cloudy", and nothing else.
+    let d = Daemon::start(&["--rules", rules.to_str().unwrap(), "--profiles", p]);
+    std::fs::set_permissions(d.socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = u.run(&d, "cloudy", "cat $HOME/.aws/credentials; cat $HOME/.npmrc; echo rc=$?");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches(SECRET).count(), 1, "the granted class only: {out:?}");
+    let a = alert(&d, "cloudy", "registry-token-read");
+    assert_eq!(a["action"]["result"], "denied_in_kernel", "{a}");
+    let out = u.run(&d, "other", "cat $HOME/.aws/credentials; echo rc=$?");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET), "another server's profile grants nothing: {out:?}");
+    d.stop();
+}

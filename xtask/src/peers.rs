@@ -1,6 +1,7 @@
 //! Real MCP peers for the end-to-end tests, installed from the registries into `target/mcp-peers`:
 //! the official Python SDK (`mcp`, also the client the tests drive servers with),
-//! `mcp-server-time` (a Python SDK server) and `@modelcontextprotocol/server-filesystem` (Node).
+//! `mcp-server-time` and `mcp-server-fetch` (Python SDK servers) and
+//! `@modelcontextprotocol/server-filesystem` (Node).
 //! Versions are pinned so a registry release cannot change what the tests mean.
 use std::{path::PathBuf, process::Command};
 
@@ -8,7 +9,7 @@ use anyhow::Context as _;
 
 use crate::util;
 
-const PIP: &[&str] = &["mcp==2.3.0", "mcp-server-time==2026.10.19"];
+const PIP: &[&str] = &["mcp==2.3.0", "mcp-server-time==2026.10.19", "mcp-server-fetch==2026.10.24"];
 const NPM: &[&str] = &["@modelcontextprotocol/server-filesystem@2026.8.31"];
 
 pub fn dir() -> PathBuf {

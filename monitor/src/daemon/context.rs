@@ -46,6 +46,11 @@ pub fn resolve_open(pid: u32, dirfd: i32, raw: &str, ret: i64, inode: Option<Ino
             }
         }
     }
+    // An empty path (AT_EMPTY_PATH, or user memory that could not be read) names no file: only
+    // the fd above can say what was opened.
+    if raw.is_empty() {
+        return String::new();
+    }
     let raw_p = Path::new(raw);
     let joined = if raw_p.is_absolute() {
         normalize(raw_p)
@@ -107,11 +112,152 @@ pub fn arg_paths(args: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// `path` is `root` or lies below it; for a root that names a file (a `.` in its last
+/// component), its siblings made from its name (`memory.jsonl.1f2e.tmp`, `a.txt~`: the
+/// write-then-rename of editors and stores) count too.
+fn under_one(path: &str, r: &str) -> bool {
+    let r = r.trim_end_matches('/');
+    if r.is_empty() {
+        return false;
+    }
+    let Some(rest) = path.strip_prefix(r) else { return false };
+    if rest.is_empty() || rest.starts_with('/') {
+        return true;
+    }
+    let file_like = r.rsplit('/').next().is_some_and(|n| n.contains('.'));
+    file_like && (rest.starts_with('.') || rest.starts_with('~')) && !rest.contains('/')
+}
+
 fn under(path: &str, roots: &[String]) -> bool {
-    roots.iter().any(|r| {
-        let r = r.trim_end_matches('/');
-        !r.is_empty() && (path == r || path.starts_with(&format!("{r}/")))
-    })
+    roots.iter().any(|r| under_one(path, r))
+}
+
+/// Environment variables that name where a process runs or who runs it, not what a server owns.
+const ENV_NOT_ROOTS: &[&str] = &["HOME", "PWD", "OLDPWD", "SHELL", "PATH", "MAIL", "TMPDIR", "TMP", "TEMP", "_", "LOGNAME", "USER", "TERM"];
+
+/// A path-valued environment value a server may own: absolute, one path (no `:`), at least two
+/// components deep, and neither a home directory, a parent of one, nor a shared system or temp
+/// directory itself.
+fn env_root(name: &str, value: &str) -> Option<String> {
+    if ENV_NOT_ROOTS.contains(&name) || name.starts_with("XDG_") || name.starts_with("SUDO_") || name.starts_with("CARGO_") || name.starts_with("npm_") {
+        return None;
+    }
+    let v = value.trim_end_matches('/');
+    if !v.starts_with('/') || v.contains(':') || v.matches('/').count() < 2 || v.contains("/../") {
+        return None;
+    }
+    let shared = ["/home", "/root", "/tmp", "/var/tmp", "/dev/shm", "/run/user", "/usr", "/etc", "/var", "/proc", "/sys", "/dev", "/opt", "/srv", "/mnt", "/media"];
+    if shared.iter().any(|s| v == *s) || ["/proc/", "/sys/", "/dev/"].iter().any(|p| v.starts_with(p)) {
+        return None;
+    }
+    // A home directory itself (/home/alice, /run/user/1000).
+    if (v.starts_with("/home/") || v.starts_with("/run/user/")) && v.matches('/').count() == 2 {
+        return None;
+    }
+    Some(v.to_string())
+}
+
+/// Where a program file is installed: the virtualenv holding it (the directory with
+/// `pyvenv.cfg`), or the `node_modules` directory holding it.
+fn install_root(p: &Path) -> Option<String> {
+    for a in p.ancestors().skip(1) {
+        if a.file_name().is_some_and(|n| n == "node_modules") {
+            return Some(a.display().to_string());
+        }
+        if a.join("pyvenv.cfg").is_file() {
+            return Some(a.display().to_string());
+        }
+    }
+    None
+}
+
+/// The scope a server has beyond its calls: its roots (absolute paths in its command line, the
+/// launcher's and the running server's, and path-valued variables of its environment) and its
+/// runtime (the install its command runs from).
+pub fn server_scope(s: &ServerInfo) -> crate::process_tree::ServerScope {
+    let mut args: Vec<String> = s.command.clone();
+    if let Ok(b) = std::fs::read(format!("/proc/{}/cmdline", s.root_pid)) {
+        args.extend(b.split(|&c| c == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()));
+    }
+    let mut roots = Vec::new();
+    let mut runtime = Vec::new();
+    for a in args.iter().filter(|a| a.starts_with('/')) {
+        roots.push(normalize(Path::new(a)).display().to_string());
+        let real = std::fs::canonicalize(a).unwrap_or_else(|_| PathBuf::from(a));
+        for p in [PathBuf::from(a), real] {
+            if let Some(r) = install_root(&p) {
+                runtime.push(r);
+            }
+        }
+    }
+    // `--opt=/path` forms.
+    for a in &args {
+        if let Some((_, v)) = a.split_once('=').filter(|(k, v)| k.starts_with('-') && v.starts_with('/')) {
+            roots.push(normalize(Path::new(v)).display().to_string());
+        }
+    }
+    if let Ok(b) = std::fs::read(format!("/proc/{}/environ", s.root_pid)) {
+        for kv in b.split(|&c| c == 0) {
+            let kv = String::from_utf8_lossy(kv);
+            if let Some(r) = kv.split_once('=').and_then(|(k, v)| env_root(k, v)) {
+                if let Some(i) = install_root(Path::new(&r)) {
+                    runtime.push(i);
+                }
+                roots.push(r);
+            }
+        }
+    }
+    for v in [&mut roots, &mut runtime] {
+        v.retain(|r| r != "/");
+        v.sort();
+        v.dedup();
+    }
+    crate::process_tree::ServerScope { roots, runtime }
+}
+
+/// Where an opened path stands: `call` (under a path the call's arguments name), `server` (the
+/// server's roots and data files), `runtime` (its own install), `created` (a file it created
+/// itself), else `outside`.
+/// A create in a temp directory is the server's own temp file from its first open; elsewhere the
+/// creating open itself is judged like any other, and only reopens count as the server's own.
+fn scope_kind(path: &str, call: &[String], i: &Inputs, server_id: u32, creating: bool) -> &'static str {
+    if under(path, call) {
+        return "call";
+    }
+    if let Some(s) = i.server {
+        let sc = i.tree.server_scope(s.id, || server_scope(s));
+        if under(path, &sc.roots) {
+            return "server";
+        }
+        if under(path, &sc.runtime) {
+            return "runtime";
+        }
+    }
+    const TEMP: &[&str] = &["/tmp/", "/var/tmp/", "/dev/shm/"];
+    if i.tree.created_by(server_id, path) && (!creating || TEMP.iter().any(|t| path.starts_with(t))) {
+        return "created";
+    }
+    "outside"
+}
+
+/// A relative path whose process is gone (so /proc/PID/cwd cannot say where it was): the
+/// directory it was relative to is one of the process's last known working directory, the
+/// paths of the call in flight and the server's roots, and the right one is the one where that
+/// name leads to the inode the kernel opened. Without an inode to check (a failed open) only the
+/// known working directory is taken. None: unresolvable.
+fn resolve_relative(o: &crate::events::Open, i: &Inputs, call: &[String]) -> Option<String> {
+    let mut bases: Vec<String> = Vec::new();
+    if o.dirfd == AT_FDCWD {
+        bases.extend(i.tree.cwd(i.ev.header.pid));
+    }
+    let Some(want) = o.inode else {
+        return bases.first().map(|b| normalize(&Path::new(b).join(&o.path)).display().to_string());
+    };
+    bases.extend(call.iter().cloned());
+    if let Some(s) = i.server {
+        bases.extend(i.tree.server_scope(s.id, || server_scope(s)).roots.iter().cloned());
+    }
+    bases.iter().map(|b| normalize(&Path::new(b).join(&o.path))).find(|p| crate::actions::protect::inode_of(p) == Some(want)).map(|p| p.display().to_string())
 }
 
 pub struct Inputs<'a> {
@@ -138,9 +284,16 @@ pub fn build(i: &Inputs) -> Ctx {
     let mut argv = node.map(|n| n.argv.clone()).unwrap_or_default();
     if let Body::Exec(x) = &i.ev.body {
         c.str("exec.filename", x.filename.clone());
+        c.set("exec.ok", Val::Bool(x.result.ok));
         argv = x.argv.clone();
-        // The real image: a memfd or a deleted file shows here even when the name lies.
-        exe = link(format!("/proc/{}/exe", h.pid)).map(|p| p.display().to_string()).or(Some(x.filename.clone()));
+        exe = if x.result.ok {
+            // The real image: a memfd or a deleted file shows here even when the name lies.
+            link(format!("/proc/{}/exe", h.pid)).map(|p| p.display().to_string()).or(Some(x.filename.clone()))
+        } else {
+            // A failed exec (ENOENT in a PATH search, EACCES) started no image: the process
+            // still runs its old one, which is not what was executed.
+            None
+        };
     }
     if let Some(e) = &exe {
         c.str("proc.exe", e.clone());
@@ -171,7 +324,7 @@ pub fn build(i: &Inputs) -> Ctx {
         c.str("kernel.action", k);
     }
     c.set("syscall.compat", Val::Bool(h.compat_syscall));
-    let mut scope: Vec<String> = i.server.map(|s| s.command.iter().filter(|a| a.starts_with('/')).cloned().collect()).unwrap_or_default();
+    let mut scope: Vec<String> = Vec::new();
     match i.attribution {
         Attribution::Call { tool, arguments, .. } => {
             c.str("mcp.state", "call");
@@ -189,9 +342,22 @@ pub fn build(i: &Inputs) -> Ctx {
     }
     match &i.ev.body {
         Body::Open(o) => {
-            let path = i.path.clone().unwrap_or_else(|| o.path.clone());
-            c.set("mcp.in_scope", Val::Bool(under(&path, &scope)));
-            c.str("file.path", path);
+            let mut path = i.path.clone().unwrap_or_else(|| o.path.clone());
+            if !path.starts_with('/') && !o.path.is_empty() {
+                path = resolve_relative(o, i, &scope).unwrap_or(path);
+            }
+            let resolved = path.starts_with('/');
+            c.set("file.resolved", Val::Bool(resolved));
+            // An empty or unresolvable path is no path: no path test can match it.
+            if resolved {
+                if want("mcp.in_scope") || want("mcp.scope") {
+                    let creating = o.access.contains(&"create");
+                    let kind = scope_kind(&path, &scope, i, h.server_id, creating);
+                    c.set("mcp.in_scope", Val::Bool(kind != "outside"));
+                    c.str("mcp.scope", kind);
+                }
+                c.str("file.path", path);
+            }
             c.str("file.raw_path", o.path.clone());
             let write = o.access.iter().any(|a| matches!(*a, "write" | "read_write" | "create" | "truncate"));
             c.set("file.access", Val::List(o.access.iter().map(|s| s.to_string()).collect()));

@@ -303,6 +303,11 @@ impl Pipeline {
                     if r["kind"] == "mcp_tools" {
                         self.check_tools(&mut r).await;
                     }
+                    // Issue 13 hook: results are scanned (toolwatch/results.rs), not written out.
+                    if r["kind"] == "mcp_result" {
+                        self.check_result(r).await;
+                        continue;
+                    }
                     let r = self.decorate(r, ev.header.ts_mono_ns);
                     self.emit(r).await;
                 }
@@ -364,6 +369,8 @@ impl Pipeline {
         let server = self.tracker.server(ev.header.server_id);
         let want = policy.fields_used();
         let mut ctx = context::build(&context::Inputs { ev, tree: &self.tree, server, attribution, path, want: Some(want) });
+        // Issue 13 hook: the injection → action chain (toolwatch/results.rs).
+        let chain = self.tools_watch.results.annotate(&mut ctx, attribution, server, &self.tree, &self.corr);
         if let (Some(profiles), Some(s)) = (self.profiles.as_mut(), server) {
             let version = self.corr.session(s.id).and_then(|x| x.server_info.as_ref()).and_then(|i| i["version"].as_str().map(str::to_string));
             if let Some((list, value)) = profile_entry(&ctx) {
@@ -395,7 +402,16 @@ impl Pipeline {
         let ancestry = self.tree.ancestry(ev.header.pid);
         let mut out = Vec::new();
         for (rule, action) in fired {
+            // Learning: what the kernel refused this server is what it would need granted.
+            if let (Some(p), Some(s)) = (self.profiles.as_mut().filter(|p| p.mode == crate::rules::profile::Mode::Learn), server) {
+                if policy::enforced_in_kernel(&action) {
+                    p.learn_grant(&s.name, &rule.id);
+                }
+            }
             let mut a = policy::alert_record(rule, action, &ctx, line.clone(), mcp.clone(), server_v.clone(), ancestry.clone());
+            if let Some(c) = &chain {
+                a["chain"] = c.clone();
+            }
             a["time"] = line["time"].clone();
             a["host"] = self.host.clone().into();
             tracing::warn!("alert {} ({:?}): {}", rule.id, rule.severity, a["summary"].as_str().unwrap_or_default());

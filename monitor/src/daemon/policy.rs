@@ -39,6 +39,8 @@ pub struct Policy {
     /// Tracked servers eligible for grants: (server id, configured name).
     servers: Vec<(u32, String)>,
     grants: std::collections::BTreeSet<(u32, u32)>,
+    /// Grants from reviewed profiles (server name → rule ids).
+    profile_grants: std::collections::BTreeMap<String, Vec<String>>,
     /// A watched change was folded into the next scan.
     deferred: bool,
 }
@@ -69,6 +71,7 @@ impl Policy {
             gate: None,
             servers: Vec::new(),
             grants: Default::default(),
+            profile_grants: Default::default(),
             deferred: false,
         };
         p.fields = p.rules.fields_used();
@@ -89,7 +92,7 @@ impl Policy {
     /// enforcement becomes an alert saying what would have happened.
     pub fn sync_kernel(&mut self) -> Result<(), PolicyError> {
         let mut plan = if self.dry_run { Plan::default() } else { protect::plan(&self.rules) };
-        self.grants = grants_for(&self.rules, &self.servers);
+        self.grants = grants_for(&self.rules, &self.servers, &self.profile_grants);
         if let Some(g) = self.gate.as_mut() {
             g.sync(&plan, self.grants.iter().copied().collect());
             // Files kept after a rename (or learned at their first open) stay in the kernel map.
@@ -111,12 +114,13 @@ impl Policy {
 
     /// The tracked servers changed: grants follow their configured names. Called before a
     /// new server is acknowledged, so a grant is in place at its first instruction.
-    pub fn set_servers(&mut self, servers: Vec<(u32, String)>) -> Result<(), PolicyError> {
-        if servers == self.servers {
+    pub fn set_servers(&mut self, servers: Vec<(u32, String)>, from_profiles: std::collections::BTreeMap<String, Vec<String>>) -> Result<(), PolicyError> {
+        if servers == self.servers && from_profiles == self.profile_grants {
             return Ok(());
         }
         self.servers = servers;
-        let grants = grants_for(&self.rules, &self.servers);
+        self.profile_grants = from_profiles;
+        let grants = grants_for(&self.rules, &self.servers, &self.profile_grants);
         if grants != self.grants {
             self.grants = grants;
             self.kernel.sync_grants(&self.grants)?;
@@ -267,8 +271,26 @@ fn kernel_slot(ev: &Event, rules: &RuleSet) -> Option<usize> {
     (p != 0).then_some((p >> monitor_common::protect::SLOT_SHIFT) as usize)
 }
 
-fn grants_for(rules: &RuleSet, servers: &[(u32, String)]) -> std::collections::BTreeSet<(u32, u32)> {
-    servers.iter().flat_map(|(id, name)| rules.granted_slots(name).into_iter().map(move |slot| (*id, slot))).collect()
+/// Grants from the rules (`grants:`) and from reviewed profiles, for the tracked servers. A
+/// profile can only grant what a rules file could: rules that enforce files, io_uring or /proc.
+fn grants_for(rules: &RuleSet, servers: &[(u32, String)], profiles: &std::collections::BTreeMap<String, Vec<String>>) -> std::collections::BTreeSet<(u32, u32)> {
+    let grantable = |r: &Rule| r.kernel.as_ref().is_some_and(|k| !k.files.is_empty() || !k.dirs.is_empty() || k.io_uring || k.foreign_proc);
+    let mut out = std::collections::BTreeSet::new();
+    for (id, name) in servers {
+        out.extend(rules.granted_slots(name).into_iter().map(|slot| (*id, slot)));
+        for rid in profiles.get(name).into_iter().flatten() {
+            if let Some(slot) = rules.rules.iter().position(|r| &r.id == rid && grantable(r)) {
+                out.insert((*id, slot as u32));
+            }
+        }
+    }
+    out
+}
+
+/// Whether the kernel (or the gate) enforced this rule for this event: what a server being
+/// learned would need granted.
+pub fn enforced_in_kernel(action: &Value) -> bool {
+    action["result"].as_str().is_some_and(|r| r.ends_with("_in_kernel"))
 }
 
 fn load_rules(dir: &Path, passwd: &Path) -> Result<RuleSet, LoadError> {

@@ -60,8 +60,9 @@ impl Pipeline {
             .filter(|s| matches!(s.how, Discovery::Exec | Discovery::Config | Discovery::Procfs | Discovery::TrackPid))
             .map(|s| (s.id, s.name.clone()))
             .collect();
+        let from_profiles = self.profiles.as_ref().map(|p| p.grants()).unwrap_or_default();
         if let Some(p) = self.policy.as_mut() {
-            if let Err(e) = p.set_servers(servers) {
+            if let Err(e) = p.set_servers(servers, from_profiles) {
                 tracing::error!("updating grants: {e}");
             }
         }

@@ -13,9 +13,13 @@ use crate::{
     tracker::{Discovery, ServerInfo},
 };
 
+pub mod results;
+
 /// Tool sets seen per server, and what was already reported.
 #[derive(Default)]
 pub struct ToolWatch {
+    /// Results of calls: scanner, injected client sessions, scan cost.
+    pub results: results::ResultWatch,
     pub pins: Option<PinStore>,
     pub tools: HashMap<u32, Vec<Tool>>,
     reported_collisions: BTreeSet<(String, Vec<String>)>,
@@ -62,7 +66,7 @@ impl Pipeline {
         for t in &tools {
             for f in poison::scan(t, &others) {
                 alerts.push(json!({
-                    "rule": rule("mcp.tool_poisoning", if f.kind == poison::FindingKind::LongDescription { "low" } else { "high" }, "A tool description carries instructions or content aimed at the model (tool poisoning, shadowing).", &["T1027", "T1204"]),
+                    "rule": rule("mcp.tool_poisoning", "high", "A tool description carries instructions or content aimed at the model (tool poisoning, shadowing).", &["T1027", "T1204"]),
                     "summary": format!("tool {:?} of {server}: {}", t.name, f.detail), "tool": t.name, "finding": f,
                 }));
             }

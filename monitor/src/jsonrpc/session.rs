@@ -31,6 +31,9 @@ pub struct FinishedCall {
     pub outcome: &'static str,
     /// Kernel events attributed to this call (and only this one).
     pub events: u64,
+    /// The reply's `result`, for the result checks (not part of the record).
+    #[serde(skip)]
+    pub result: Option<Value>,
 }
 
 #[derive(Clone, Debug)]
@@ -38,6 +41,21 @@ struct Pending {
     method: String,
     call: Option<ToolCall>,
     events: u64,
+    /// What a `resources/read` or `prompts/get` asked for (uri, prompt name).
+    target: Option<String>,
+    start_mono_ns: u64,
+}
+
+/// The reply to a `resources/read` or `prompts/get`: content the model will read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContentReply {
+    pub method: String,
+    pub id: Id,
+    /// The resource's uri or the prompt's name.
+    pub target: String,
+    pub result: Option<Value>,
+    pub start_mono_ns: u64,
+    pub end_mono_ns: u64,
 }
 
 /// What a kernel event is attributed to.
@@ -66,6 +84,7 @@ pub enum Update {
     ToolsListed { result: Value },
     CallStarted(ToolCall),
     CallFinished(FinishedCall),
+    Content(ContentReply),
 }
 
 #[derive(Default, Debug)]
@@ -102,7 +121,12 @@ impl Session {
                         start_mono_ns: ts,
                     }
                 });
-                self.pending.insert(id.clone(), Pending { method: method.clone(), call: call.clone(), events: 0 });
+                let target = match method.as_str() {
+                    "resources/read" => params.as_ref().and_then(|p| p["uri"].as_str()).map(str::to_string),
+                    "prompts/get" => params.as_ref().and_then(|p| p["name"].as_str()).map(str::to_string),
+                    _ => None,
+                };
+                self.pending.insert(id.clone(), Pending { method: method.clone(), call: call.clone(), events: 0, target, start_mono_ns: ts });
                 if method == "initialize" {
                     let p = params.clone().unwrap_or(Value::Null);
                     self.client_info = p.get("clientInfo").cloned();
@@ -153,8 +177,18 @@ impl Session {
                 } else {
                     "ok"
                 };
-                Update::CallFinished(finish(call, ts, outcome, p.events))
+                let mut f = finish(call, ts, outcome, p.events);
+                f.result = result.clone();
+                Update::CallFinished(f)
             }
+            ("resources/read" | "prompts/get", None) => Update::Content(ContentReply {
+                method: p.method.clone(),
+                id: id.clone(),
+                target: p.target.unwrap_or_default(),
+                result: result.clone(),
+                start_mono_ns: p.start_mono_ns,
+                end_mono_ns: ts,
+            }),
             _ => Update::None,
         }
     }
@@ -188,6 +222,11 @@ impl Session {
             .collect()
     }
 
+    /// When the call `id` in flight started (monotonic ns).
+    pub fn call_start(&self, id: &str) -> Option<u64> {
+        self.pending.get(id).and_then(|p| p.call.as_ref()).map(|c| c.start_mono_ns)
+    }
+
     pub fn in_flight(&self) -> usize {
         self.pending.len()
     }
@@ -195,7 +234,7 @@ impl Session {
 
 fn finish(call: ToolCall, end: u64, outcome: &'static str, events: u64) -> FinishedCall {
     let duration_ms = end.saturating_sub(call.start_mono_ns) as f64 / 1e6;
-    FinishedCall { call, end_mono_ns: end, duration_ms, outcome, events }
+    FinishedCall { call, end_mono_ns: end, duration_ms, outcome, events, result: None }
 }
 
 #[cfg(test)]
@@ -229,6 +268,21 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].outcome, "unanswered");
         assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn results_of_calls_resources_and_prompts_are_handed_on() {
+        let mut s = Session::new();
+        s.on_request(&rpc(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read","arguments":{}}})), 1);
+        let Update::CallFinished(f) = s.on_reply(&rpc(json!({"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}]}})), 2) else { panic!() };
+        assert_eq!(f.result.as_ref().unwrap()["content"][0]["text"], "hi");
+        assert!(!serde_json::to_string(&f).unwrap().contains("\"hi\""), "the result is not part of the record");
+        s.on_request(&rpc(json!({"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///a"}})), 3);
+        s.on_request(&rpc(json!({"jsonrpc":"2.0","id":3,"method":"prompts/get","params":{"name":"p"}})), 3);
+        let Update::Content(c) = s.on_reply(&rpc(json!({"jsonrpc":"2.0","id":2,"result":{"contents":[{"uri":"file:///a","text":"x"}]}})), 4) else { panic!() };
+        assert_eq!((c.method.as_str(), c.target.as_str(), c.start_mono_ns, c.end_mono_ns), ("resources/read", "file:///a", 3, 4));
+        let Update::Content(c) = s.on_reply(&rpc(json!({"jsonrpc":"2.0","id":3,"result":{"messages":[]}})), 5) else { panic!() };
+        assert_eq!(c.target, "p");
     }
 
     #[test]

@@ -37,7 +37,8 @@ impl fmt::Display for LoadError {
     }
 }
 
-pub const EVENTS: &[&str] = &["exec", "open", "connect", "send", "io_uring"];
+/// `result`: a reply to tools/call, resources/read or prompts/get, after the result checks.
+pub const EVENTS: &[&str] = &["exec", "open", "connect", "send", "io_uring", "result"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,9 +53,70 @@ struct FileDoc {
     /// may break (e.g. a server named `aws` may read what `cloud-credentials-read` protects).
     #[serde(default)]
     grants: BTreeMap<String, Vec<String>>,
+    /// Site tuning: where a rule must not fire (a server, paths, programs, tools), without
+    /// editing the shipped file that defines it.
+    #[serde(default)]
+    exceptions: Vec<ExceptionDoc>,
 }
 
-#[derive(Deserialize)]
+/// `exceptions: [{rule: ID, server: NAME, path_glob: GLOB, …}]`: the rule does not fire for an
+/// event that meets every key given (each key takes one value or a list of alternatives).
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct ExceptionDoc {
+    rule: String,
+    /// server.name (the configured name, as for grants)
+    #[serde(default)]
+    server: Option<OneOrMany>,
+    /// file.path globs (`~/` and `@lists` work as in conditions)
+    #[serde(default)]
+    path_glob: Option<OneOrMany>,
+    /// proc.name
+    #[serde(default)]
+    proc_name: Option<OneOrMany>,
+    /// mcp.tool
+    #[serde(default)]
+    tool: Option<OneOrMany>,
+    /// net.addr prefixes
+    #[serde(default)]
+    addr_cidr: Option<OneOrMany>,
+    /// Anything else, as a condition.
+    #[serde(default)]
+    condition: Option<RawCond>,
+}
+
+impl ExceptionDoc {
+    fn raw(&self) -> Result<RawCond, String> {
+        let many = |v: &Option<OneOrMany>| -> Option<Vec<String>> {
+            v.as_ref().map(|v| match v {
+                OneOrMany::One(s) => vec![s.clone()],
+                OneOrMany::Many(v) => v.clone(),
+            })
+        };
+        let mut all = Vec::new();
+        for (field, op, vals) in [
+            ("server.name", "in", many(&self.server)),
+            ("file.path", "glob", many(&self.path_glob)),
+            ("proc.name", "in", many(&self.proc_name)),
+            ("mcp.tool", "in", many(&self.tool)),
+            ("net.addr", "cidr", many(&self.addr_cidr)),
+        ] {
+            if let Some(values) = vals {
+                let (field, kind) = super::fields::kind_of(field).expect("exception fields are in the field table");
+                all.push(RawCond::Test { field, kind, op, values });
+            }
+        }
+        if let Some(c) = &self.condition {
+            all.push(c.clone());
+        }
+        if all.is_empty() {
+            return Err(format!("exception for {} names no server, path_glob, proc_name, tool, addr_cidr or condition (it would silence the rule everywhere: set `enabled: false` instead)", self.rule));
+        }
+        Ok(RawCond::All(all))
+    }
+}
+
+#[derive(Deserialize, Clone)]
 #[serde(untagged)]
 enum OneOrMany {
     One(String),
@@ -167,6 +229,7 @@ pub fn load_texts(docs: &[(PathBuf, String)], homes: &[String]) -> Result<RuleSe
     let mut parsed = Vec::new();
     let mut grants: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut grant_at = Vec::new();
+    let mut exceptions = Vec::new();
     for (file, text) in docs {
         let doc: FileDoc = serde_yaml::from_str(text).map_err(|e| LoadError {
             file: file.clone(),
@@ -188,16 +251,21 @@ pub fn load_texts(docs: &[(PathBuf, String)], homes: &[String]) -> Result<RuleSe
             grant_at.push((file, text, server.clone(), ids.clone()));
             grants.entry(server).or_default().extend(ids);
         }
+        for x in doc.exceptions {
+            exceptions.push((file, text, x));
+        }
         parsed.push((file, text, doc.rules));
     }
     let env = Env { lists: &lists, macros: &macros, homes };
     let mut set = RuleSet { rules: Vec::new(), files: docs.iter().map(|(f, _)| f.clone()).collect(), grants };
+    let mut disabled: Vec<String> = Vec::new();
     for (file, text, rules) in parsed {
         for r in rules {
             let needle = format!("id: {}", r.id);
             let id = r.id.clone();
             let fail = |reason: String| at(file, text, &needle, format!("rule {id}: {reason}"));
             if !r.enabled {
+                disabled.push(r.id.clone());
                 continue;
             }
             if set.rules.iter().any(|x: &Rule| x.id == r.id) {
@@ -217,6 +285,22 @@ pub fn load_texts(docs: &[(PathBuf, String)], homes: &[String]) -> Result<RuleSe
                 Some(_) => {}
             }
         }
+    }
+    for (file, text, x) in exceptions {
+        let fail = |reason: String| at(file, text, &format!("rule: {}", x.rule), reason);
+        let raw = x.raw().map_err(fail)?;
+        let cond = env.compile(&raw, 0).map_err(|e| fail(format!("exception for {}: {e}", x.rule)))?;
+        let Some(r) = set.rules.iter_mut().find(|r| r.id == x.rule) else {
+            // A rule switched off (or not shipped on this version) needs no exception.
+            if disabled.contains(&x.rule) {
+                continue;
+            }
+            return Err(fail(format!("exception: no rule {:?}", x.rule)));
+        };
+        if r.kernel.is_some() {
+            return Err(fail(format!("exception for {}: the rule is enforced in the kernel; lift it for a server with `grants` instead", x.rule)));
+        }
+        r.exceptions.push(cond);
     }
     if set.rules.len() > u16::MAX as usize {
         return Err(LoadError { file: PathBuf::new(), line: None, column: None, reason: "too many rules".into() });
@@ -282,7 +366,11 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
         None => super::cond::Cond::All(vec![]),
     };
     let fixtures = |v: &[serde_yaml::Mapping]| v.iter().map(Ctx::from_fixture).collect::<Result<Vec<_>, _>>();
+    let mut used = std::collections::HashSet::new();
+    cond.fields(&mut used);
     Ok(Rule {
+        sees_failed_execs: used.contains("exec.ok"),
+        exceptions: Vec::new(),
         output: Template::parse(&r.output)?,
         fixtures_match: fixtures(&r.fixtures.matches)?,
         fixtures_no_match: fixtures(&r.fixtures.no_match)?,
@@ -376,5 +464,30 @@ rules:
         let f = set.check_fixtures();
         assert_eq!(f.len(), 1);
         assert!(f[0].1.contains("match fixture #1 did not match"), "{f:?}");
+    }
+
+    #[test]
+    fn exceptions_silence_one_rule_for_one_server_and_path() {
+        let alert = OK.replace("action: kill", "action: alert").replace("    kernel: {files: [\"@keys\"], on: [read]}\n", "");
+        let site = "exceptions:\n  - {rule: key-read, server: deploy, path_glob: [\"~/.ssh/id_deploy*\"]}\n";
+        let set = load_texts(&[(PathBuf::from("a.yaml"), alert.clone()), (PathBuf::from("local.yaml"), site.into())], &["/home/*".to_string()]).unwrap();
+        let ev = |server: &str, path: &str| {
+            let mut c = Ctx::default();
+            c.str("event", "open");
+            c.str("server.name", server);
+            c.str("file.path", path);
+            c.set("file.access", super::super::Val::List(vec!["read".into()]));
+            c
+        };
+        let r = &set.rules[0];
+        assert!(!r.matches(&ev("deploy", "/home/a/.ssh/id_deploy")), "excepted");
+        assert!(r.matches(&ev("deploy", "/home/a/.ssh/id_rsa")), "other path");
+        assert!(r.matches(&ev("web", "/home/a/.ssh/id_deploy")), "other server");
+        let e = load_texts(&[(PathBuf::from("a.yaml"), alert.clone()), (PathBuf::from("l.yaml"), "exceptions:\n  - {rule: nope, server: x}\n".into())], &["/home/*".to_string()]).unwrap_err();
+        assert!(e.reason.contains("no rule") && e.to_string().starts_with("l.yaml"), "{e}");
+        let e = load_texts(&[(PathBuf::from("a.yaml"), alert), (PathBuf::from("l.yaml"), "exceptions:\n  - {rule: key-read}\n".into())], &["/home/*".to_string()]).unwrap_err();
+        assert!(e.reason.contains("names no server"), "{e}");
+        let e = load_texts(&[(PathBuf::from("a.yaml"), OK.into()), (PathBuf::from("l.yaml"), site.into())], &["/home/*".to_string()]).unwrap_err();
+        assert!(e.reason.contains("grants"), "kernel rules are lifted by grants: {e}");
     }
 }

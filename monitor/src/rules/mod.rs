@@ -73,11 +73,22 @@ pub struct Rule {
     pub fixtures_no_match: Vec<Ctx>,
     pub file: PathBuf,
     pub line: usize,
+    /// The condition tests `exec.ok`: the rule is about exec attempts and sees failed ones too.
+    /// Every other exec rule sees successful execs only.
+    pub sees_failed_execs: bool,
+    /// Site exceptions (`exceptions:` in any rules file): the rule does not fire where one holds.
+    pub exceptions: Vec<Cond>,
 }
 
 impl Rule {
     pub fn matches(&self, ctx: &Ctx) -> bool {
-        self.events.iter().any(|e| e == ctx.event()) && self.cond.eval(ctx)
+        if !self.events.iter().any(|e| e == ctx.event()) {
+            return false;
+        }
+        if !self.sees_failed_execs && ctx.event() == "exec" && ctx.get("exec.ok") == Some(&Val::Bool(false)) {
+            return false;
+        }
+        self.cond.eval(ctx) && !self.exceptions.iter().any(|x| x.eval(ctx))
     }
 }
 
@@ -104,6 +115,7 @@ impl RuleSet {
         let mut out: std::collections::HashSet<&'static str> = ["event", "proc.exe", "proc.argv", "file.path"].into_iter().collect();
         for r in &self.rules {
             r.cond.fields(&mut out);
+            r.exceptions.iter().for_each(|x| x.fields(&mut out));
             out.extend(r.output.fields());
         }
         out

@@ -27,6 +27,10 @@ pub struct Profile {
     pub open: BTreeSet<String>,
     #[serde(default)]
     pub connect: BTreeSet<String>,
+    /// Rules (ids) the kernel enforced against the server while it was learned: what it would
+    /// need granted. Kept in the reviewed profile, they are grants in enforce mode.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub grants: BTreeSet<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +41,7 @@ pub enum Mode {
 
 struct Compiled {
     version: Option<String>,
+    grants: Vec<String>,
     exec: Vec<Glob>,
     open: Vec<Glob>,
     connect: Vec<Glob>,
@@ -88,6 +93,7 @@ impl Profiles {
             let globs = |v: &BTreeSet<String>, path_mode| v.iter().map(|g| Glob::new(g, path_mode)).collect::<Result<Vec<_>, _>>();
             let c = Compiled {
                 version: prof.version.clone(),
+                grants: prof.grants.iter().cloned().collect(),
                 exec: globs(&prof.exec, true).map_err(|e| format!("{}: {e}", path.display()))?,
                 open: globs(&prof.open, true).map_err(|e| format!("{}: {e}", path.display()))?,
                 connect: globs(&prof.connect, false).map_err(|e| format!("{}: {e}", path.display()))?,
@@ -115,6 +121,23 @@ impl Profiles {
         if set.len() < MAX_ENTRIES && set.insert(value) {
             self.dirty = true;
         }
+    }
+
+    /// A rule the kernel enforced against `server` while learning: a grant it would need.
+    pub fn learn_grant(&mut self, server: &str, rule: &str) {
+        let prof = self.learned.entry(server.to_string()).or_insert_with(|| Profile { server: server.into(), ..Default::default() });
+        if prof.grants.insert(rule.to_string()) {
+            self.dirty = true;
+        }
+    }
+
+    /// Grants (rule ids) of every enforced profile, by server name: reviewed profiles grant
+    /// what they list.
+    pub fn grants(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        if self.mode != Mode::Enforce {
+            return Default::default();
+        }
+        self.compiled.iter().filter(|(_, c)| !c.grants.is_empty()).map(|(n, c)| (n.clone(), c.grants.clone())).collect()
     }
 
     /// `(exists, fits)` for an event of `server`. A profile learned for another version of the
@@ -174,5 +197,19 @@ mod tests {
         assert_eq!(e.check("fs", Some("1.0"), "open", "/etc/shadow"), (true, false));
         assert_eq!(e.check("fs", Some("2.0"), "open", "/etc/shadow"), (false, true), "another version has no profile");
         assert_eq!(e.check("other", None, "exec", "/bin/sh"), (false, true));
+    }
+
+    #[test]
+    fn refusals_while_learning_become_grants_when_enforced() {
+        let d = tempfile::tempdir().unwrap();
+        let mut p = Profiles::open(d.path(), Mode::Learn).unwrap();
+        p.learn_grant("aws", "cloud-credentials-read");
+        p.learn_grant("aws", "cloud-credentials-read");
+        p.save().unwrap();
+        let text = std::fs::read_to_string(d.path().join("aws.yaml")).unwrap();
+        assert!(text.contains("grants:") && text.contains("cloud-credentials-read"), "{text}");
+        assert!(Profiles::open(d.path(), Mode::Learn).unwrap().grants().is_empty(), "learning grants nothing");
+        let e = Profiles::open(d.path(), Mode::Enforce).unwrap();
+        assert_eq!(e.grants().get("aws"), Some(&vec!["cloud-credentials-read".to_string()]));
     }
 }

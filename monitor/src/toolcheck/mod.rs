@@ -2,8 +2,12 @@
 //! pinning against rug pulls (`pin`), poisoning in descriptions (`poison`), and the same tool name
 //! on several servers (`collide`).
 pub mod collide;
+pub mod labelled;
 pub mod pin;
 pub mod poison;
+pub mod results;
+pub mod secrets;
+pub mod text;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

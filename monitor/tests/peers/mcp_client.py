@@ -33,7 +33,14 @@ async def main() -> None:
     sep = sys.argv.index("--")
     calls = json.loads(sys.argv[1])
     cmd = sys.argv[sep + 1 :]
-    params = StdioServerParameters(command=cmd[0], args=cmd[1:])
+    # MCP_SERVER_ENV (JSON object): variables added to the SDK's default server environment, as
+    # a client config's `env` block does; MCP_SERVER_CWD: the server's working directory.
+    env = None
+    if os.environ.get("MCP_SERVER_ENV"):
+        from mcp.client.stdio import get_default_environment
+
+        env = {**get_default_environment(), **json.loads(os.environ["MCP_SERVER_ENV"])}
+    params = StdioServerParameters(command=cmd[0], args=cmd[1:], env=env, cwd=os.environ.get("MCP_SERVER_CWD"))
     out = {"calls": []}
     async with stdio_client(params) as (read, write):
         async with ClientSession(read, write) as session:

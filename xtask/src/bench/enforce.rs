@@ -90,7 +90,8 @@ pub fn run(work: &Path, quick: bool) -> anyhow::Result<Value> {
     }
     let kernel_kills = recs
         .iter()
-        .filter(|v| v["kind"] == "alert" && v["rule"]["id"] == "ssh-private-key-read" && matches!(v["action"]["result"].as_str(), Some("killed_in_kernel" | "denied_and_killed_in_kernel")))
+        .filter(|v| v["kind"] == "alert" && v["rule"]["id"] == "ssh-private-key-read" && v["server"]["name"].as_str().is_some_and(|n| n.starts_with("kvictim-")))
+        .filter(|v| matches!(v["action"]["result"].as_str(), Some("killed_in_kernel" | "denied_and_killed_in_kernel")))
         .count();
     Ok(json!({
         "trials": trials,
@@ -148,7 +149,9 @@ fn secret_attacks(d: &Daemon, home: &Path, trials: usize) -> anyhow::Result<Valu
     }
     // 4. The fd race: thread A opens the key in a loop, threads B and C sendfile and
     // copy_file_range any fd that appears. Control: the same attacker unmonitored.
-    let race_ops = "100000";
+    const RACE_OPS: u32 = 100_000;
+    let race_ops = RACE_OPS.to_string();
+    let race_ops = race_ops.as_str();
     let race = |out: &std::process::Output| -> u64 {
         let t = String::from_utf8_lossy(&out.stdout);
         t.lines().rev().find_map(|l| l.split("leaked_bytes=").nth(1)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
@@ -166,6 +169,6 @@ fn secret_attacks(d: &Daemon, home: &Path, trials: usize) -> anyhow::Result<Valu
         "new_key_then_open": {"trials": trials, "victims_that_read": new_leaks, "bytes_leaked": new_bytes},
         "renamed_to_pub": {"trials": trials, "victims_that_read": ren_leaks, "bytes_leaked": ren_bytes},
         "io_uring": uring,
-        "fd_race": {"runs": runs, "opens_per_run": race_ops, "runs_that_leaked": race_leaks, "bytes_leaked": race_bytes, "control_unmonitored_bytes_leaked": race(&control)},
+        "fd_race": {"runs": runs, "opens_per_run": RACE_OPS, "runs_that_leaked": race_leaks, "bytes_leaked": race_bytes, "control_unmonitored_bytes_leaked": race(&control)},
     }))
 }

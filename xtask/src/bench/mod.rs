@@ -11,10 +11,12 @@
 //! 3. Enforcement: in-kernel kill, user-space kill (event → death), connect deny, over many trials.
 //! 4. The daemon itself: RSS and CPU idle and under load.
 //! 5. The fast path (fentry/fexit), which this kernel lacks: ratios inside the VM of vm-test.
+//! 6. The result scanner: precision/recall on the labelled set, scan cost per KiB.
 //! Writes bench/results.json and bench/results.md.
 mod configs;
 mod enforce;
 mod report;
+mod results;
 mod tracked;
 mod vmfast;
 mod workloads;
@@ -89,6 +91,7 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
     out.insert("enforcement".into(), enforce::run(&work, opts.quick)?);
     eprintln!("bench: 4/5 fast path (fentry/fexit) against tracepoints, inside the VM of vm-test");
     out.insert("fast_path".into(), vmfast::run(opts.rounds, opts.quick)?);
+    out.insert("results".into(), results::run()?);
     eprintln!("bench: 5/5 auditd (last: it leaves audit enabled-slow until reboot)");
     let audit = configs::auditd_rounds(&w, opts.rounds)?;
     if let Some(o) = out.get_mut("overhead") {
