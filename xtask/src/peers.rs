@@ -1,7 +1,8 @@
 //! Real MCP peers for the end-to-end tests, installed from the registries into `target/mcp-peers`:
 //! the official Python SDK (`mcp`, also the client the tests drive servers with),
-//! `mcp-server-time` and `mcp-server-fetch` (Python SDK servers) and
-//! `@modelcontextprotocol/server-filesystem` (Node).
+//! `mcp-server-time`, `mcp-server-fetch` and `mcp-server-git` (Python SDK servers), the Node
+//! reference servers (filesystem, memory, sequential-thinking, everything), a git server and
+//! `mcp-remote` (the benign corpus of `monitor/tests/precision.rs`).
 //! Versions are pinned so a registry release cannot change what the tests mean.
 use std::{path::PathBuf, process::Command};
 
@@ -9,8 +10,17 @@ use anyhow::Context as _;
 
 use crate::util;
 
-const PIP: &[&str] = &["mcp==2.3.0", "mcp-server-time==2026.10.19", "mcp-server-fetch==2026.10.24"];
-const NPM: &[&str] = &["@modelcontextprotocol/server-filesystem@2026.8.31"];
+const PIP: &[&str] = &["mcp==2.3.0", "mcp-server-time==2026.10.19", "mcp-server-fetch==2026.10.24", "mcp-server-git==2026.10.19"];
+/// The reference servers, plus two more that spawn subprocesses (a git server built on git
+/// itself) or use the network (mcp-remote, a stdio-to-HTTP bridge) for the benign corpus.
+const NPM: &[&str] = &[
+    "@modelcontextprotocol/server-filesystem@2026.8.31",
+    "@modelcontextprotocol/server-memory@2026.8.31",
+    "@modelcontextprotocol/server-sequential-thinking@2026.8.31",
+    "@modelcontextprotocol/server-everything@2026.8.31",
+    "@cyanheads/git-mcp-server@2.15.3",
+    "mcp-remote@0.15.1",
+];
 
 pub fn dir() -> PathBuf {
     util::root().join("target/mcp-peers")
