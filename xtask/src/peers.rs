@@ -29,7 +29,7 @@ pub fn dir() -> PathBuf {
 pub fn install() -> anyhow::Result<()> {
     let dir = dir();
     let stamp = dir.join("installed");
-    let want = format!("{PIP:?} {NPM:?}");
+    let want = format!("{PIP:?} {NPM:?} readabilipy-js");
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
         return Ok(());
     }
@@ -40,6 +40,10 @@ pub fn install() -> anyhow::Result<()> {
         util::run(Command::new(py).args(["-m", "venv"]).arg(dir.join("venv")))?;
     }
     util::run(Command::new(dir.join("venv/bin/pip")).args(["install", "-q", "--disable-pip-version-check"]).args(PIP))?;
+    // mcp-server-fetch's readabilipy runs `npm install` for its JavaScript part on first use.
+    // That is installation, not everyday work (and npm reads ~/.npmrc, which the shipped rules
+    // deny to servers): do it here, as installing the server would.
+    util::run(Command::new(dir.join("venv/bin/python")).args(["-c", "from readabilipy.utils import run_npm_install; run_npm_install()"]))?;
     // --prefix keeps npm from walking up to a parent project.
     util::run(Command::new("npm").arg("--prefix").arg(&dir).args(["install", "--no-audit", "--no-fund", "--silent"]).args(NPM))?;
     std::fs::write(&stamp, want)?;
