@@ -13,8 +13,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use std::future::Future as _;
-
 use tokio::io::unix::AsyncFd;
 
 /// What changed.
@@ -122,11 +120,10 @@ impl Watcher {
                     None => std::future::pending().await,
                 }
             };
-            let mut remount = false;
             tokio::select! {
                 r = mounted => {
                     r?;
-                    remount = true;
+                    return Ok(Change::Tree);
                 }
                 r = self.fd.readable() => {
                     let mut guard = r?;
@@ -138,49 +135,12 @@ impl Watcher {
                     }
                 }
             }
-            if remount {
-                self.forget_tree_watches();
-                return Ok(Change::Tree);
-            }
         }
     }
 
-    /// A mount or unmount may have put another directory (a new inode) under a watched path: the
-    /// old watches would follow the covered directory. Drop them; the caller's `set` re-adds
-    /// every path, on whatever is mounted there now.
-    fn forget_tree_watches(&mut self) {
-        for (wd, _) in self.wds.drain() {
-            if wd != self.passwd_wd {
-                // SAFETY: plain syscall on our own fd.
-                unsafe { libc::inotify_rm_watch(self.fd.get_ref().as_raw_fd(), wd) };
-            }
-        }
-        self.by_path.clear();
-    }
-
-    /// Whether the mount table changed (without waiting). The reactor's epoll consumes the
-    /// kernel's one-shot POLLPRI, so ask the AsyncFd's readiness rather than poll(2) again.
-    fn mounts_changed(&self) -> bool {
-        let Some(m) = &self.mounts else { return false };
-        let mut ready = std::pin::pin!(m.ready(tokio::io::Interest::PRIORITY));
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match ready.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(Ok(mut g)) => {
-                let _ = std::io::Read::read_to_end(&mut g.get_inner(), &mut Vec::new());
-                let _ = std::io::Seek::rewind(&mut g.get_inner());
-                g.clear_ready();
-                true
-            }
-            _ => false,
-        }
-    }
-
-    pub fn poll_now(&mut self) -> Option<Change> {
-        if self.mounts_changed() {
-            self.forget_tree_watches();
-            let _ = self.drain();
-            return Some(Change::Tree);
-        }
+    /// Reads what is queued without waiting (before acknowledging a new server, so the plan
+    /// is current when its first instruction runs).
+    pub fn poll_now(&self) -> Option<Change> {
         self.drain().ok().flatten()
     }
 
