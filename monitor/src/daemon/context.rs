@@ -220,7 +220,7 @@ pub fn server_scope(s: &ServerInfo) -> crate::process_tree::ServerScope {
 /// itself), else `outside`.
 /// A create in a temp directory is the server's own temp file from its first open; elsewhere the
 /// creating open itself is judged like any other, and only reopens count as the server's own.
-fn scope_kind(path: &str, call: &[String], i: &Inputs, server_id: u32, creating: bool) -> &'static str {
+fn scope_kind(path: &str, call: &[String], i: &Inputs, server_id: u32, creating: bool, fresh: bool) -> &'static str {
     if under(path, call) {
         return "call";
     }
@@ -234,7 +234,10 @@ fn scope_kind(path: &str, call: &[String], i: &Inputs, server_id: u32, creating:
         }
     }
     const TEMP: &[&str] = &["/tmp/", "/var/tmp/", "/dev/shm/"];
-    if i.tree.created_by(server_id, path) && (!creating || TEMP.iter().any(|t| path.starts_with(t))) {
+    // O_CREAT|O_EXCL that succeeded in a temp directory: a brand-new file, nobody else's content,
+    // whatever name it has by the time its fd is resolved (temp files are often renamed at once).
+    let in_temp = TEMP.iter().any(|t| path.starts_with(t));
+    if (fresh && in_temp) || (i.tree.created_by(server_id, path) && (!creating || in_temp)) {
         return "created";
     }
     "outside"
@@ -352,7 +355,8 @@ pub fn build(i: &Inputs) -> Ctx {
             if resolved {
                 if want("mcp.in_scope") || want("mcp.scope") {
                     let creating = o.access.contains(&"create");
-                    let kind = scope_kind(&path, &scope, i, h.server_id, creating);
+                    let fresh = creating && o.access.contains(&"exclusive") && o.result.ok;
+                    let kind = scope_kind(&path, &scope, i, h.server_id, creating, fresh);
                     c.set("mcp.in_scope", Val::Bool(kind != "outside"));
                     c.str("mcp.scope", kind);
                 }
