@@ -1,0 +1,77 @@
+//! Where a user or the kernel could blind the monitor: track requests over the world-usable
+//! control socket (a per-uid limit, so one user cannot fill the kernel's `TRACKED` table), and
+//! kernel events lost to a full ring or table (an alert, never only a counter).
+use serde_json::{json, Value};
+
+use super::{Pipeline, LOST_NAMES};
+use crate::tracker::{Discovery, TrackError, TrackRequest};
+
+/// Servers one non-root user may have tracked through the control socket at once.
+const MAX_SERVERS_PER_UID: usize = 256;
+
+impl Pipeline {
+    pub async fn on_request(&mut self, req: TrackRequest) {
+        // The control socket is open to every user: one user's requests must not fill the
+        // kernel's TRACKED table and leave other users' servers untracked.
+        let mine = self.tracker.servers().filter(|s| s.uid == req.requester_uid && matches!(s.how, Discovery::Exec | Discovery::TrackPid)).count();
+        if req.requester_uid != 0 && mine >= MAX_SERVERS_PER_UID {
+            tracing::warn!("track request for pid {} ({}) refused: uid {} already has {mine} servers", req.pid, req.name, req.requester_uid);
+            let _ = req.reply.send(Err(TrackError::Refused(req.pid, "this user already has the most tracked servers allowed")));
+            let a = json!({
+                "kind": "alert", "schema": 1, "time": Self::now(),
+                "rule": {"id": "track-limit", "severity": "medium", "description": "A user asked to track more servers than one user may (the kernel's table is shared by all users).", "tags": ["defense_evasion", "T1562.001"], "mitre": ["T1562.001"]},
+                "action": {"type": "deny", "result": "refused"},
+                "summary": format!("uid {} asked to track pid {} ({}) with {mine} servers already tracked", req.requester_uid, req.pid, req.name),
+                "process": {"pid": req.pid, "uid": req.requester_uid},
+            });
+            self.emit_alert(a).await;
+            return;
+        }
+        let r = self.track(req.pid, &req.name, req.how, req.requester_uid).await;
+        if let Err(e) = &r {
+            tracing::warn!("track request for pid {} ({}) refused: {e}", req.pid, req.name);
+        }
+        let _ = req.reply.send(r);
+    }
+
+    /// Reads the kernel's lost-event counters and reports any increase.
+    pub async fn check_lost(&mut self) {
+        let now = crate::probes::read_lost(&self.lost_map);
+        if now != self.stats.lost {
+            let delta: Vec<u64> = now.iter().zip(self.stats.lost.iter()).map(|(a, b)| a - b).collect();
+            tracing::warn!("kernel lost events: {:?} (since last report: {:?})", LOST_NAMES.iter().zip(now.iter()).collect::<Vec<_>>(), delta);
+            let mut rec = json!({"time": Self::now(), "kind": "lost"});
+            for (i, name) in LOST_NAMES.iter().enumerate() {
+                rec[*name] = json!({"total": now[i], "new": delta[i]});
+            }
+            self.emit(rec).await;
+            // A full table is what an attacker fills first (4096 threads blocked in opens, a
+            // flood of track requests) before the act itself: never only a counter.
+            for (i, name) in LOST_NAMES.iter().enumerate() {
+                if delta[i] > 0 {
+                    let a = table_full_alert(name, delta[i], now[i]);
+                    self.emit_alert(a).await;
+                }
+            }
+            self.stats.lost = now;
+        }
+    }
+}
+
+/// An alert for kernel events lost to a full table or ring: what was missed could be the one
+/// syscall that mattered. Secrets do not depend on these tables (the open gate and the open's
+/// own check see every open), but rules in user space do.
+fn table_full_alert(table: &str, new: u64, total: u64) -> Value {
+    let what = match table {
+        "ringbuf_full" => "the event ring buffer was full: kernel events were dropped before user space saw them",
+        "pending_full" => "the pending-syscall table was full: syscalls of tracked processes went without their entry record",
+        _ => "the tracked-process table was full: processes of tracked servers could not be tracked",
+    };
+    json!({
+        "kind": "alert", "schema": 1, "time": Pipeline::now(),
+        "rule": {"id": "sensor-table-full", "severity": "high", "description": "A kernel table or the ring buffer was full; events were lost (possibly on purpose, to blind the monitor).", "tags": ["defense_evasion", "T1562.001"], "mitre": ["T1562.001"]},
+        "action": {"type": "alert", "result": "alerted"},
+        "summary": format!("{what} ({new} new, {total} in all)"),
+        "table": table, "lost_new": new, "lost_total": total,
+    })
+}
