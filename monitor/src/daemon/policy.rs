@@ -274,12 +274,11 @@ fn kernel_slot(ev: &Event, rules: &RuleSet) -> Option<usize> {
 /// Grants from the rules (`grants:`) and from reviewed profiles, for the tracked servers. A
 /// profile can only grant what a rules file could: rules that enforce files, io_uring or /proc.
 fn grants_for(rules: &RuleSet, servers: &[(u32, String)], profiles: &std::collections::BTreeMap<String, Vec<String>>) -> std::collections::BTreeSet<(u32, u32)> {
-    let grantable = |r: &Rule| r.kernel.as_ref().is_some_and(|k| !k.files.is_empty() || !k.dirs.is_empty() || k.io_uring || k.foreign_proc);
     let mut out = std::collections::BTreeSet::new();
     for (id, name) in servers {
         out.extend(rules.granted_slots(name).into_iter().map(|slot| (*id, slot)));
         for rid in profiles.get(name).into_iter().flatten() {
-            if let Some(slot) = rules.rules.iter().position(|r| &r.id == rid && grantable(r)) {
+            if let Some(slot) = rules.rules.iter().position(|r| &r.id == rid && r.grantable()) {
                 out.insert((*id, slot as u32));
             }
         }

@@ -279,7 +279,7 @@ pub fn load_texts(docs: &[(PathBuf, String)], homes: &[String]) -> Result<RuleSe
         for id in ids {
             match set.rules.iter().find(|r| r.id == id) {
                 None => return Err(at(file, text, &format!("{server}:"), format!("grant for {server}: no rule {id:?}"))),
-                Some(r) if r.kernel.as_ref().is_none_or(|k| k.files.is_empty() && k.dirs.is_empty() && !k.io_uring && !k.foreign_proc) => {
+                Some(r) if !r.grantable() => {
                     return Err(at(file, text, &format!("{server}:"), format!("grant for {server}: rule {id} enforces no files or io_uring (grants lift kernel file and io_uring enforcement)")))
                 }
                 Some(_) => {}

@@ -100,6 +100,14 @@ pub struct RuleSet {
     pub grants: std::collections::BTreeMap<String, Vec<String>>,
 }
 
+impl Rule {
+    /// Whether a grant can lift this rule: it enforces files, directories, io_uring or /proc
+    /// secrets in the kernel (grants in rules files and in profiles alike).
+    pub fn grantable(&self) -> bool {
+        self.kernel.as_ref().is_some_and(|k| !k.files.is_empty() || !k.dirs.is_empty() || k.io_uring || k.foreign_proc)
+    }
+}
+
 impl RuleSet {
     /// Rule slots granted to the server with this (configured) name.
     pub fn granted_slots(&self, server: &str) -> Vec<u32> {
