@@ -437,7 +437,8 @@ fn other_processes_environ_and_memory_are_out_of_reach() {
         assert_eq!(a["action"]["result"], "killed_in_kernel", "{name}: {a}");
     }
     // Its own processes are its own business.
-    let out = u.run(&d, "proc-own", "API_TOKEN=own-token sleep 5 & cat /proc/$!/environ; cat /proc/self/environ >/dev/null; echo rc=$?");
+    // Wait for the child's exec: until then its environ is still the shell's.
+    let out = u.run(&d, "proc-own", "API_TOKEN=own-token sleep 5 & p=$!; while [ \"$(cat /proc/$p/comm)\" != sleep ]; do :; done; cat /proc/$p/environ; cat /proc/self/environ >/dev/null; echo rc=$?");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("own-token") && stdout.contains("rc=0"), "{out:?}");
     let _ = victim.kill();
