@@ -33,6 +33,9 @@ pub enum EventKind {
     Send = 7,
     /// The process set up an io_uring, whose operations bypass the syscall tracepoints.
     IoUring = 8,
+    /// The process reached into another process's memory (`ptrace`, `process_vm_readv`,
+    /// `process_vm_writev`) outside its own server's tree. (9 is reserved for the HTTP capture.)
+    ProcAccess = 10,
 }
 
 impl EventKind {
@@ -46,6 +49,7 @@ impl EventKind {
             6 => Self::Stdio,
             7 => Self::Send,
             8 => Self::IoUring,
+            10 => Self::ProcAccess,
             _ => return None,
         })
     }
@@ -363,6 +367,9 @@ pub mod policy {
     /// Kill a tracked process that opens /proc/PID/{environ,mem,maps,…} of a process outside
     /// its server's tree (1 | rule slot << 16).
     pub const FOREIGN_PROC_KILL: u32 = 1;
+    /// Kill a tracked process that calls `ptrace`, `process_vm_readv` or `process_vm_writev` on
+    /// a process outside its server's tree (1 | rule slot << 16).
+    pub const PROC_ACCESS_KILL: u32 = 2;
     pub const LEN: u32 = 4;
 }
 
@@ -377,6 +384,28 @@ pub struct IoUringEvent {
     pub setup_flags: u32,
 }
 const _: () = assert!(core::mem::size_of::<IoUringEvent>() == 56);
+
+/// Which syscall a [`ProcAccessEvent`] reports.
+pub mod proc_access {
+    pub const PTRACE: u32 = 1;
+    pub const VM_READV: u32 = 2;
+    pub const VM_WRITEV: u32 = 3;
+}
+
+/// A tracked process reaching into a process outside its server's tree, reported at the
+/// syscall's entry (the kill, when a rule asks for it, is sent there too).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcAccessEvent {
+    pub hdr: EventHeader,
+    /// One of [`proc_access`].
+    pub syscall: u32,
+    /// The pid argument as the caller passed it (a thread id for ptrace).
+    pub target: u32,
+    /// The ptrace request (0 for the process_vm calls).
+    pub request: i64,
+}
+const _: () = assert!(core::mem::size_of::<ProcAccessEvent>() == 56);
 
 /// `TP_EXIT_GROUP_DEAD_OFF` when the kernel's `sched_process_exit` has no `group_dead` field
 /// (before Linux 6.3): the program reads `current->signal->live` instead.

@@ -92,6 +92,9 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         hooks: &[tp("syscalls", "sys_exit_connect"), tp("syscalls", "sys_exit_sendto"), tp("syscalls", "sys_exit_sendmsg")],
         optional: false,
     },
+    ProgramSpec { name: "mcpm_ptrace_e", purpose: "ptrace of another process", hooks: &[tp("syscalls", "sys_enter_ptrace")], optional: false },
+    ProgramSpec { name: "mcpm_vm_read_e", purpose: "process_vm_readv of another process", hooks: &[tp("syscalls", "sys_enter_process_vm_readv")], optional: false },
+    ProgramSpec { name: "mcpm_vm_write_e", purpose: "process_vm_writev of another process", hooks: &[tp("syscalls", "sys_enter_process_vm_writev")], optional: false },
     ProgramSpec { name: "mcpm_io_uring", purpose: "io_uring set up by a tracked process", hooks: &[tp("io_uring", "io_uring_create")], optional: true },
     ProgramSpec { name: "mcpm_read_e", purpose: "stdio: read entry", hooks: &[tp("syscalls", "sys_enter_read")], optional: false },
     ProgramSpec { name: "mcpm_write_e", purpose: "stdio: write entry", hooks: &[tp("syscalls", "sys_enter_write")], optional: false },
@@ -134,6 +137,9 @@ pub const FAST_PROGRAMS: &[FastSpec] = &[
     fast("sendmsg", "mcpmf_sendmsg_e", "mcpmf_sendmsg_x", "__x64_sys_sendmsg", false),
     fast("read", "mcpmf_read_e", "mcpmf_read_x", "__x64_sys_read", false),
     fast("write", "mcpmf_write_e", "mcpmf_write_x", "__x64_sys_write", false),
+    fast("ptrace", "mcpmf_ptrace_e", "mcpmf_ptrace_x", "__x64_sys_ptrace", false),
+    fast("process_vm_readv", "mcpmf_vm_read_e", "mcpmf_vm_read_x", "__x64_sys_process_vm_readv", false),
+    fast("process_vm_writev", "mcpmf_vm_write_e", "mcpmf_vm_write_x", "__x64_sys_process_vm_writev", false),
     // ia32 entries (`int $0x80`): absent where the kernel has no IA32 emulation.
     fast("open (ia32)", "mcpmc_open_e", "mcpmc_open_x", "__ia32_compat_sys_open", true),
     fast("creat (ia32)", "mcpmc_creat_e", "mcpmc_creat_x", "__ia32_sys_creat", true),
@@ -145,6 +151,9 @@ pub const FAST_PROGRAMS: &[FastSpec] = &[
     fast("sendto (ia32)", "mcpmc_sendto_e", "mcpmc_sendto_x", "__ia32_sys_sendto", true),
     fast("sendmsg (ia32)", "mcpmc_sendmsg_e", "mcpmc_sendmsg_x", "__ia32_compat_sys_sendmsg", true),
     fast("socketcall (ia32)", "mcpmc_sockcall_e", "mcpmc_sockcall_x", "__ia32_compat_sys_socketcall", true),
+    fast("ptrace (ia32)", "mcpmc_ptrace_e", "mcpmc_ptrace_x", "__ia32_compat_sys_ptrace", true),
+    fast("process_vm_readv (ia32)", "mcpmc_vm_read_e", "mcpmc_vm_read_x", "__ia32_sys_process_vm_readv", true),
+    fast("process_vm_writev (ia32)", "mcpmc_vm_write_e", "mcpmc_vm_write_x", "__ia32_sys_process_vm_writev", true),
 ];
 
 /// The ia32 (`int $0x80`) syscalls on the tracepoint path: raw tracepoint programs (program,

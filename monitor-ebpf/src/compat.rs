@@ -24,7 +24,7 @@ use crate::{
     fast::Regs,
     file,
     maps::{current, mark_compat, off, tracked, Pending},
-    net, process,
+    net, process, procaccess,
 };
 
 /// `orig_ax` in x86_64 `struct pt_regs`: the syscall number, kept through the call.
@@ -47,6 +47,9 @@ mod nr {
     pub const SENDTO: i64 = 369;
     pub const SENDMSG: i64 = 370;
     pub const OPENAT2: i64 = 437;
+    pub const PTRACE: i64 = 26;
+    pub const PROCESS_VM_READV: i64 = 347;
+    pub const PROCESS_VM_WRITEV: i64 = 348;
 }
 
 /// Whether the current syscall came in through the ia32 entry points.
@@ -68,6 +71,7 @@ fn handled(id: i64) -> bool {
     matches!(
         id,
         nr::OPEN | nr::CREAT | nr::EXECVE | nr::SOCKETCALL | nr::OPENAT | nr::EXECVEAT | nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::OPENAT2
+            | nr::PTRACE | nr::PROCESS_VM_READV | nr::PROCESS_VM_WRITEV
     )
 }
 
@@ -117,6 +121,17 @@ pub fn mcpm_compat_x(ctx: RawTracePointContext) -> i32 {
             mark_compat(Pending::Connect);
             crate::enforce::mark_refused_connect(ret);
             net::connect_x(&s);
+        }
+        // Judged only as the call returns here, so unlike the 64-bit entry hooks this kill
+        // comes after the effect (the fast path's `__ia32_*` fentry judges at the entry).
+        nr::PTRACE => {
+            procaccess::ptrace_e(&s);
+        }
+        nr::PROCESS_VM_READV => {
+            procaccess::vm_readv_e(&s);
+        }
+        nr::PROCESS_VM_WRITEV => {
+            procaccess::vm_writev_e(&s);
         }
         _ => {}
     }

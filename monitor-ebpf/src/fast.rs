@@ -19,7 +19,7 @@ use aya_ebpf::{
 use crate::{
     file,
     maps::{mark_compat, Pending, Sys},
-    net, process, stdio,
+    net, process, procaccess, stdio,
 };
 
 /// Offsets in x86_64 `struct pt_regs` of the argument registers: di, si, dx, r10, r8, r9 for
@@ -102,6 +102,9 @@ syscall!(mcpmf_sendto_e = net::sendto_e, mcpmf_sendto_x = net::connect_x);
 syscall!(mcpmf_sendmsg_e = net::sendmsg_e, mcpmf_sendmsg_x = net::connect_x);
 syscall!(mcpmf_read_e = stdio::read_e, mcpmf_read_x = stdio::rw_x);
 syscall!(mcpmf_write_e = stdio::write_e, mcpmf_write_x = stdio::rw_x);
+syscall!(mcpmf_ptrace_e = procaccess::ptrace_e, mcpmf_ptrace_x = procaccess::none);
+syscall!(mcpmf_vm_read_e = procaccess::vm_readv_e, mcpmf_vm_read_x = procaccess::none);
+syscall!(mcpmf_vm_write_e = procaccess::vm_writev_e, mcpmf_vm_write_x = procaccess::none);
 
 // The same syscalls entered through `int $0x80` (compat.rs says why they matter).
 syscall!(ia32 Open, mcpmc_open_e = file::open_e, mcpmc_open_x = file::open_x);
@@ -114,3 +117,6 @@ syscall!(ia32 Connect, mcpmc_connect_e = net::connect_e, mcpmc_connect_x = net::
 syscall!(ia32 Connect, mcpmc_sendto_e = net::sendto_e, mcpmc_sendto_x = net::connect_x);
 syscall!(ia32 Connect, mcpmc_sendmsg_e = net::sendmsg32_e, mcpmc_sendmsg_x = net::connect_x);
 syscall!(ia32 Connect, mcpmc_sockcall_e = net::socketcall_e, mcpmc_sockcall_x = net::connect_x);
+syscall!(@ true, None, mcpmc_ptrace_e = procaccess::ptrace_e, mcpmc_ptrace_x = procaccess::none);
+syscall!(@ true, None, mcpmc_vm_read_e = procaccess::vm_readv_e, mcpmc_vm_read_x = procaccess::none);
+syscall!(@ true, None, mcpmc_vm_write_e = procaccess::vm_writev_e, mcpmc_vm_write_x = procaccess::none);

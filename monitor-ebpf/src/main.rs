@@ -24,6 +24,8 @@ mod net;
 #[cfg(target_arch = "bpf")]
 mod process;
 #[cfg(target_arch = "bpf")]
+mod procaccess;
+#[cfg(target_arch = "bpf")]
 mod procmem;
 #[cfg(target_arch = "bpf")]
 mod stdio;

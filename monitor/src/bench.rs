@@ -98,6 +98,9 @@ pub fn run_loop(kind: &str, n: u64, path: Option<&str>) -> anyhow::Result<()> {
         }
         "race-read" => return crate::attack::race_read(n, path.context("race-read needs a path")?),
         "create-then-open" => return crate::attack::create_then_open(n, path.context("create-then-open needs a dir")?),
+        // `vm-read|vm-write|ptrace-peek PID ADDR`, and the victim `hold-secret 0 TEXT`.
+        "vm-read" | "vm-write" | "ptrace-peek" => return crate::attack::reach(kind, n, path.context("needs an address")?),
+        "hold-secret" => return crate::attack::hold_secret(path.context("hold-secret needs a text")?),
         other => anyhow::bail!("unknown loop {other}"),
     };
     println!("{:.1}", t.as_nanos() as f64 / n as f64);

@@ -13,113 +13,13 @@ use std::{
     time::Duration,
 };
 
-use common::daemon::Daemon;
+use common::{
+    daemon::Daemon,
+    user::{alert, shipped_rules, start, User, MCPMON},
+};
 use serde_json::Value;
 
 const SECRET: &str = "SECRET-KEY-MATERIAL-5f3a";
-const MCPMON: &str = env!("CARGO_BIN_EXE_mcpmon");
-
-/// An ordinary user made with `useradd`, home under /tmp; removed on drop.
-struct User {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: PathBuf,
-    _root: tempfile::TempDir,
-}
-
-impl User {
-    /// `create_home`: make the home now (else the test creates it later).
-    fn add(tag: &str, create_home: bool) -> User {
-        let root = tempfile::Builder::new().prefix("mcpmon-home-").tempdir_in("/tmp").unwrap();
-        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let home = root.path().join("home").join(tag);
-        let name = format!("mcpt{}{}", tag.chars().take(4).collect::<String>(), std::process::id() % 100_000);
-        let _ = Command::new("userdel").arg(&name).output();
-        let out = Command::new("useradd").args(["-M", "-s", "/bin/sh", "-d"]).arg(&home).arg(&name).output().unwrap();
-        assert!(out.status.success(), "useradd: {}", String::from_utf8_lossy(&out.stderr));
-        let id = |f: &str| -> u32 { String::from_utf8(Command::new("id").arg(f).arg(&name).output().unwrap().stdout).unwrap().trim().parse().unwrap() };
-        let u = User { uid: id("-u"), gid: id("-g"), name, home, _root: root };
-        if create_home {
-            u.make_home();
-        }
-        u
-    }
-
-    fn make_home(&self) {
-        std::fs::create_dir_all(self.home.join(".ssh")).unwrap();
-        self.chown(&self.home);
-        self.chown(&self.home.join(".ssh"));
-    }
-
-    fn chown(&self, p: &Path) {
-        std::os::unix::fs::chown(p, Some(self.uid), Some(self.gid)).unwrap();
-    }
-
-    fn write(&self, rel: &str, text: &str) -> PathBuf {
-        let p = self.home.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        let mut d = p.parent().unwrap().to_path_buf();
-        while d.starts_with(&self.home) {
-            self.chown(&d);
-            d = d.parent().unwrap().to_path_buf();
-        }
-        std::fs::write(&p, text).unwrap();
-        self.chown(&p);
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        p
-    }
-
-    /// `mcpmon exec --require-monitor --name NAME -- ARGV` as this user.
-    fn exec(&self, d: &Daemon, name: &str, argv: &[&str]) -> Command {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid", &self.uid.to_string(), "--regid", &self.gid.to_string(), "--clear-groups", "--"]);
-        c.arg(MCPMON).args(["exec", "--require-monitor", "--name", name, "--socket"]).arg(&d.socket).arg("--").args(argv);
-        c.env("HOME", &self.home).current_dir(&self.home);
-        c
-    }
-
-    fn run(&self, d: &Daemon, name: &str, script: &str) -> Output {
-        self.exec(d, name, &["/bin/sh", "-c", script]).stdin(Stdio::null()).output().unwrap()
-    }
-}
-
-impl Drop for User {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).output();
-    }
-}
-
-/// The shipped rules, unchanged, in a directory the test may add grants to.
-fn shipped_rules(dir: &Path, grants: &str) -> PathBuf {
-    let rules = dir.join("rules");
-    std::fs::create_dir_all(&rules).unwrap();
-    for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules")).unwrap().flatten() {
-        let name = e.file_name().into_string().unwrap();
-        if name.ends_with(".yaml") {
-            let mut text = std::fs::read_to_string(e.path()).unwrap();
-            if name == "local.yaml" && !grants.is_empty() {
-                text = text.replace("grants: {}", grants);
-            }
-            std::fs::write(rules.join(&name), text).unwrap();
-        }
-    }
-    rules
-}
-
-/// The daemon on the real user database with the shipped rules; its socket reachable by
-/// ordinary users, as `mcpmon run` makes it.
-fn start(dir: &Path, grants: &str) -> Daemon {
-    let rules = shipped_rules(dir, grants);
-    let d = Daemon::start(&["--rules", rules.to_str().unwrap()]);
-    std::fs::set_permissions(d.socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    d.expect("rules_loaded", |v| v["kind"] == "rules_loaded");
-    d
-}
-
-fn alert(d: &Daemon, server: &str, rule: &str) -> Value {
-    d.expect(&format!("alert {rule} for {server}"), |v| v["kind"] == "alert" && v["server"]["name"] == server && v["rule"]["id"] == rule)
-}
 
 /// 0 bytes reached the process's output, the open was refused before an fd existed, and (kill
 /// rules) the reader died of SIGKILL.

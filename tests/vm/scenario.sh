@@ -92,6 +92,27 @@ for mode in inline async openat2; do
   esac
 done
 
+# 1d. Another process's memory: process_vm_readv/writev from four threads, killed at the
+# syscall's entry (fentry here when the VM has trampolines, the tracepoint otherwise) before a
+# page moves; the victim, outside any server, keeps its secret.
+mkfifo "$WORK/victim.in"
+"$MCPMON" bench-loop hold-secret 0 VICTIM-TOKEN-7c1e <"$WORK/victim.in" >"$WORK/victim.out" &
+exec 7>"$WORK/victim.in"
+while ! [ -s "$WORK/victim.out" ]; do sleep 0.1; done
+read -r vpid vaddr <"$WORK/victim.out"
+for attack in vm-read vm-write; do
+  out=$("$MCPMON" exec --name "mem-$attack" --socket "$SOCK" -- /bin/sh -c "$MCPMON bench-loop $attack $vpid $vaddr; echo rc=\$?" 2>&1)
+  case "$out" in
+    *VICTIM-TOKEN*|*" wrote "*|*" got "*) fail "$attack-killed" "memory moved: $out";;
+    *rc=137*) pass "$attack-killed";;
+    *) fail "$attack-killed" "$out";;
+  esac
+done
+echo "?" >&7
+while [ "$(wc -l <"$WORK/victim.out")" -lt 2 ]; do sleep 0.1; done
+case "$(tail -n 1 "$WORK/victim.out")" in VICTIM-TOKEN-7c1e) pass victim-memory-unchanged;; *) fail victim-memory-unchanged "$(cat "$WORK/victim.out")";; esac
+exec 7>&-
+
 # 1b. A denied executable: execve fails with EPERM and the caller lives (LSM), or the new image
 # is killed before its first instruction (fallback).
 out=$("$MCPMON" exec --name execer --socket "$SOCK" -- /bin/sh -c "$WORK/bin/evil-tool; echo rc=\$?" 2>&1)

@@ -114,6 +114,11 @@ impl KernelPolicy {
         self.knobs.set(policy::FOREIGN_PROC_KILL, value, 0).map_err(err("POLICY"))
     }
 
+    /// 0 turns it off; otherwise 1 | rule slot << 16.
+    pub fn set_proc_access_kill(&mut self, value: u32) -> Result<(), PolicyError> {
+        self.knobs.set(policy::PROC_ACCESS_KILL, value, 0).map_err(err("POLICY"))
+    }
+
     pub fn protected_count(&self) -> usize {
         self.files.len()
     }

@@ -30,6 +30,8 @@ pub struct Plan {
     pub io_uring_kill: u32,
     /// 0, or 1 | slot << 16: /proc secrets of processes outside the opener's tree.
     pub foreign_proc_kill: u32,
+    /// 0, or 1 | slot << 16: ptrace / process_vm_{readv,writev} outside the caller's tree.
+    pub proc_access_kill: u32,
     /// What the open gate (`crate::gate`) judges new names by: read-protected patterns.
     pub read_patterns: Vec<ReadPattern>,
     /// Existing directories that hold read-protected files (any pattern's parent): the gate
@@ -123,6 +125,9 @@ pub fn plan(rules: &RuleSet) -> Plan {
             }
             if k.foreign_proc && p.foreign_proc_kill == 0 {
                 p.foreign_proc_kill = 1 | slot_bits;
+            }
+            if k.proc_access && p.proc_access_kill == 0 {
+                p.proc_access_kill = 1 | slot_bits;
             }
         }
         let bits = match r.action {

@@ -385,6 +385,16 @@ pub fn build(i: &Inputs) -> Ctx {
             }
             c.set("net.ok", Val::Bool(n.result.ok));
         }
+        Body::ProcAccess(a) => {
+            c.str("access.syscall", a.syscall.to_string());
+            if let Some(r) = &a.request {
+                c.str("access.request", r.clone());
+            }
+            c.set("access.target_pid", Val::Num(a.target_pid.into()));
+            if let Ok(exe) = std::fs::read_link(format!("/proc/{}/exe", a.target_pid)) {
+                c.str("access.target_exe", exe.display().to_string());
+            }
+        }
         _ => {}
     }
     c

@@ -105,6 +105,7 @@ impl Policy {
         self.kernel.sync_nets(&plan.nets)?;
         self.kernel.set_io_uring_kill(plan.io_uring_kill)?;
         self.kernel.set_foreign_proc_kill(plan.foreign_proc_kill)?;
+        self.kernel.set_proc_access_kill(plan.proc_access_kill)?;
         self.kernel.sync_grants(&self.grants)?;
         self.plan = plan;
         self.last_scan = Instant::now();
@@ -266,6 +267,7 @@ fn kernel_slot(ev: &Event, rules: &RuleSet) -> Option<usize> {
         Body::Exec(x) => x.policy,
         Body::Connect(c) | Body::Send(c) => c.policy,
         Body::IoUring(_) => return rules.rules.iter().position(|r| r.kernel.as_ref().map(|k| k.io_uring).unwrap_or(false)),
+        Body::ProcAccess(_) => return rules.rules.iter().position(|r| r.kernel.as_ref().map(|k| k.proc_access).unwrap_or(false)),
         _ => 0,
     };
     (p != 0).then_some((p >> monitor_common::protect::SLOT_SHIFT) as usize)

@@ -5,10 +5,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
     exec_syscall, flags, open_syscall, ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, IoUringEvent, OpenEvent,
-    StdioEvent, UNIX_PATH_CAP,
+    ProcAccessEvent, StdioEvent, UNIX_PATH_CAP,
 };
 
-use super::{errno, Body, Connect, Event, Exec, Exit, Fork, Header, Inode, IoUring, Open, Stdio, SysResult};
+use super::{errno, Body, Connect, Event, Exec, Exit, Fork, Header, Inode, IoUring, Open, ProcAccess, Stdio, SysResult};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -79,8 +79,46 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let e: IoUringEvent = read_record(bytes, std::mem::size_of::<IoUringEvent>())?;
             Body::IoUring(IoUring { fd: e.fd, sq_entries: e.sq_entries, cq_entries: e.cq_entries, setup_flags: e.setup_flags })
         }
+        EventKind::ProcAccess => Body::ProcAccess(proc_access(bytes)?),
     };
     Ok(Event { header: header(&h), body })
+}
+
+fn proc_access(bytes: &[u8]) -> Result<ProcAccess, DecodeError> {
+    let e: ProcAccessEvent = read_record(bytes, std::mem::size_of::<ProcAccessEvent>())?;
+    let syscall = match e.syscall {
+        monitor_common::proc_access::PTRACE => "ptrace",
+        monitor_common::proc_access::VM_READV => "process_vm_readv",
+        monitor_common::proc_access::VM_WRITEV => "process_vm_writev",
+        _ => "unknown",
+    };
+    let request = (e.syscall == monitor_common::proc_access::PTRACE).then(|| ptrace_request(e.request));
+    Ok(ProcAccess { syscall, request, target_pid: e.target })
+}
+
+/// Names of the ptrace requests an attacker uses (<linux/ptrace.h>, <asm/ptrace-abi.h>).
+fn ptrace_request(r: i64) -> String {
+    let name = match r {
+        1 => "peektext",
+        2 => "peekdata",
+        3 => "peekuser",
+        4 => "poketext",
+        5 => "pokedata",
+        6 => "pokeuser",
+        7 => "cont",
+        8 => "kill",
+        9 => "singlestep",
+        12 => "getregs",
+        13 => "setregs",
+        16 => "attach",
+        17 => "detach",
+        24 => "syscall",
+        0x4200 => "setoptions",
+        0x4206 => "seize",
+        0x4207 => "interrupt",
+        _ => return r.to_string(),
+    };
+    name.to_string()
 }
 
 fn exec(bytes: &[u8]) -> Result<Exec, DecodeError> {

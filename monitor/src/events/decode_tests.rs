@@ -2,6 +2,7 @@
 //! the used bytes), decode it, and compare every field.
 use monitor_common::{
     exec_syscall, flags, open_syscall, ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, IoUringEvent, OpenEvent,
+    proc_access, ProcAccessEvent,
 };
 
 use super::*;
@@ -197,6 +198,20 @@ fn io_uring_round_trip_killed_at_setup() {
     assert_eq!(ev.body, Body::IoUring(IoUring { fd: 5, sq_entries: 8, cq_entries: 16, setup_flags: 2 }));
     // Cut short: an error, not a panic or a guess.
     assert!(decode(&bytes_of(&e, std::mem::size_of::<IoUringEvent>() - 4)).is_err());
+}
+
+#[test]
+fn proc_access_round_trip() {
+    let e = ProcAccessEvent { hdr: hdr(EventKind::ProcAccess, flags::KILLED), syscall: proc_access::PTRACE, target: 4242, request: 16 };
+    let ev = decode(&bytes_of(&e, std::mem::size_of::<ProcAccessEvent>())).unwrap();
+    assert_eq!(ev.header.kernel_action, Some("killed"));
+    assert_eq!(ev.kind(), "proc_access");
+    assert_eq!(ev.body, Body::ProcAccess(ProcAccess { syscall: "ptrace", request: Some("attach".into()), target_pid: 4242 }));
+    let w = ProcAccessEvent { hdr: hdr(EventKind::ProcAccess, 0), syscall: proc_access::VM_WRITEV, target: 7, request: 0 };
+    let ev = decode(&bytes_of(&w, std::mem::size_of::<ProcAccessEvent>())).unwrap();
+    assert_eq!(ev.header.kernel_action, None);
+    assert_eq!(ev.body, Body::ProcAccess(ProcAccess { syscall: "process_vm_writev", request: None, target_pid: 7 }));
+    assert!(decode(&bytes_of(&e, std::mem::size_of::<ProcAccessEvent>() - 8)).is_err());
 }
 
 #[test]

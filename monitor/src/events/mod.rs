@@ -57,6 +57,19 @@ pub enum Body {
     Send(Connect),
     /// An io_uring was set up: its operations do not pass the syscall tracepoints.
     IoUring(IoUring),
+    /// ptrace / process_vm_readv / process_vm_writev on a process outside the server's tree.
+    ProcAccess(ProcAccess),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProcAccess {
+    /// ptrace, process_vm_readv, process_vm_writev.
+    pub syscall: &'static str,
+    /// The ptrace request (attach, seize, peekdata, …; a number when unnamed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// The pid the caller named (a thread id for ptrace).
+    pub target_pid: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -204,6 +217,7 @@ impl Event {
             Body::Stdio(_) => "stdio",
             Body::Send(_) => "send",
             Body::IoUring(_) => "io_uring",
+            Body::ProcAccess(_) => "proc_access",
         }
     }
 }

@@ -15,7 +15,7 @@ pub enum Kind {
 
 /// Every field, with its type and meaning (docs/rules.md lists the same table).
 pub const FIELDS: &[(&str, Kind, &str)] = &[
-    ("event", Kind::Str, "exec, open, connect, send, io_uring, result"),
+    ("event", Kind::Str, "exec, open, connect, send, io_uring, proc_access, result"),
     ("proc.pid", Kind::Num, "process id"),
     ("proc.ppid", Kind::Num, "parent process id"),
     ("proc.uid", Kind::Num, "user id"),
@@ -35,6 +35,10 @@ pub const FIELDS: &[(&str, Kind, &str)] = &[
     ("file.write", Kind::Bool, "opened for writing, truncation or creation"),
     ("file.ok", Kind::Bool, "the open succeeded"),
     ("file.proc_foreign", Kind::Bool, "a /proc/PID/… file of a process outside the opener's server tree"),
+    ("access.syscall", Kind::Str, "proc_access events: ptrace, process_vm_readv or process_vm_writev"),
+    ("access.request", Kind::Str, "proc_access events: the ptrace request (attach, seize, peekdata, pokedata, …)"),
+    ("access.target_pid", Kind::Num, "proc_access events: the process (or thread) reached into"),
+    ("access.target_exe", Kind::Path, "proc_access events: its executable (absent when it is gone or unreadable)"),
     ("net.family", Kind::Str, "inet, inet6, unix"),
     ("net.addr", Kind::Ip, "destination address"),
     ("net.port", Kind::Num, "destination port"),

@@ -38,7 +38,7 @@ impl fmt::Display for LoadError {
 }
 
 /// `result`: a reply to tools/call, resources/read or prompts/get, after the result checks.
-pub const EVENTS: &[&str] = &["exec", "open", "connect", "send", "io_uring", "result"];
+pub const EVENTS: &[&str] = &["exec", "open", "connect", "send", "io_uring", "proc_access", "result"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,6 +176,10 @@ struct KernelDoc {
     /// its server's tree (checked in the kernel at the open).
     #[serde(default)]
     foreign_proc: bool,
+    /// Kill a tracked process that calls ptrace or process_vm_readv/writev on a process
+    /// outside its server's tree (checked in the kernel at the syscall's entry).
+    #[serde(default)]
+    proc_access: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -344,6 +348,9 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
             if k.foreign_proc && !only(&["open"]) {
                 return Err("kernel.foreign_proc applies to open rules only".into());
             }
+            if k.proc_access && !only(&["proc_access"]) {
+                return Err("kernel.proc_access applies to proc_access rules only".into());
+            }
             if k.io_uring && !only(&["io_uring"]) {
                 return Err("kernel.io_uring applies to io_uring rules only".into());
             }
@@ -352,7 +359,7 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
             }
             let addrs = env.values(&k.addrs, false)?.iter().map(|a| Cidr::parse(a)).collect::<Result<_, _>>()?;
             let except = env.values(&k.except, true)?.iter().map(|g| crate::rules::glob::Glob::new(g, true)).collect::<Result<_, _>>()?;
-            Some(KernelSpec { executables: env.values(&k.executables, true)?, files: env.values(&k.files, true)?, dirs: env.values(&k.dirs, true)?, except, on_read, on_write, addrs, io_uring: k.io_uring, secret_content: k.secret_content, foreign_proc: k.foreign_proc })
+            Some(KernelSpec { executables: env.values(&k.executables, true)?, files: env.values(&k.files, true)?, dirs: env.values(&k.dirs, true)?, except, on_read, on_write, addrs, io_uring: k.io_uring, secret_content: k.secret_content, foreign_proc: k.foreign_proc, proc_access: k.proc_access })
         }
     };
     let net_deny = only(&["connect", "send"]) && kernel.as_ref().is_some_and(|k| !k.addrs.is_empty());

@@ -54,6 +54,8 @@ pub struct KernelSpec {
     pub secret_content: bool,
     /// Other processes' /proc secrets, outside the opener's server tree.
     pub foreign_proc: bool,
+    /// ptrace / process_vm_{readv,writev} on processes outside the caller's server tree.
+    pub proc_access: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -104,7 +106,7 @@ impl Rule {
     /// Whether a grant can lift this rule: it enforces files, directories, io_uring or /proc
     /// secrets in the kernel (grants in rules files and in profiles alike).
     pub fn grantable(&self) -> bool {
-        self.kernel.as_ref().is_some_and(|k| !k.files.is_empty() || !k.dirs.is_empty() || k.io_uring || k.foreign_proc)
+        self.kernel.as_ref().is_some_and(|k| !k.files.is_empty() || !k.dirs.is_empty() || k.io_uring || k.foreign_proc || k.proc_access)
     }
 }
 

@@ -6,7 +6,9 @@
 //!   enters the openat syscall (`async` punts both requests to an io-wq worker thread);
 //! - `race-read TRIALS PATH`: sibling threads grab the fd in the window between the open's
 //!   fd_install and the exit hook's verdict, and read it with sendfile and copy_file_range;
-//! - `create-then-open N DIR`: write a key-looking file, then read it straight back.
+//! - `create-then-open N DIR`: write a key-looking file, then read it straight back;
+//! - `vm-read PID ADDR`, `vm-write PID ADDR`, `ptrace-peek PID ADDR` (`proc.rs`): reach into
+//!   another process's memory, from several threads at once; `hold-secret 0 TEXT` is the victim.
 //!
 //! Raw syscalls through `libc` only; the io_uring ABI is spelled out here from <linux/io_uring.h>
 //! because libc does not carry it.
@@ -25,6 +27,9 @@ use std::{
 };
 
 use anyhow::Context as _;
+
+mod proc;
+pub use proc::{hold_secret, reach};
 
 /// Largest read any attacker does: enough for a key file.
 const CHUNK: usize = 4096;
