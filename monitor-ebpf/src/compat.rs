@@ -48,6 +48,7 @@ mod nr {
     pub const SENDMSG: i64 = 370;
     pub const OPENAT2: i64 = 437;
     pub const PTRACE: i64 = 26;
+    pub const SENDMMSG: i64 = 345;
     pub const PROCESS_VM_READV: i64 = 347;
     pub const PROCESS_VM_WRITEV: i64 = 348;
 }
@@ -71,7 +72,7 @@ fn handled(id: i64) -> bool {
     matches!(
         id,
         nr::OPEN | nr::CREAT | nr::EXECVE | nr::SOCKETCALL | nr::OPENAT | nr::EXECVEAT | nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::OPENAT2
-            | nr::PTRACE | nr::PROCESS_VM_READV | nr::PROCESS_VM_WRITEV
+            | nr::SENDMMSG | nr::PTRACE | nr::PROCESS_VM_READV | nr::PROCESS_VM_WRITEV
     )
 }
 
@@ -111,11 +112,11 @@ pub fn mcpm_compat_x(ctx: RawTracePointContext) -> i32 {
             mark_compat(Pending::Exec);
             process::exec_x(&s);
         }
-        nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::SOCKETCALL => {
+        nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::SENDMMSG | nr::SOCKETCALL => {
             match id {
                 nr::CONNECT => net::connect_e(&s),
                 nr::SENDTO => net::sendto_e(&s),
-                nr::SENDMSG => net::sendmsg32_e(&s),
+                nr::SENDMSG | nr::SENDMMSG => net::sendmsg32_e(&s),
                 _ => net::socketcall_e(&s),
             };
             mark_compat(Pending::Connect);

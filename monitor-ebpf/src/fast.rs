@@ -100,6 +100,7 @@ syscall!(mcpmf_openat2_e = file::openat2_e, mcpmf_openat2_x = file::open_x);
 syscall!(mcpmf_connect_e = net::connect_e, mcpmf_connect_x = net::connect_x);
 syscall!(mcpmf_sendto_e = net::sendto_e, mcpmf_sendto_x = net::connect_x);
 syscall!(mcpmf_sendmsg_e = net::sendmsg_e, mcpmf_sendmsg_x = net::connect_x);
+syscall!(mcpmf_sendmmsg_e = net::sendmsg_e, mcpmf_sendmmsg_x = net::connect_x);
 syscall!(mcpmf_read_e = stdio::read_e, mcpmf_read_x = stdio::rw_x);
 syscall!(mcpmf_write_e = stdio::write_e, mcpmf_write_x = stdio::rw_x);
 syscall!(mcpmf_ptrace_e = procaccess::ptrace_e, mcpmf_ptrace_x = procaccess::none);
@@ -116,6 +117,7 @@ syscall!(ia32 Exec, mcpmc_execvat_e = process::execveat_e, mcpmc_execvat_x = pro
 syscall!(ia32 Connect, mcpmc_connect_e = net::connect_e, mcpmc_connect_x = net::connect_x);
 syscall!(ia32 Connect, mcpmc_sendto_e = net::sendto_e, mcpmc_sendto_x = net::connect_x);
 syscall!(ia32 Connect, mcpmc_sendmsg_e = net::sendmsg32_e, mcpmc_sendmsg_x = net::connect_x);
+syscall!(ia32 Connect, mcpmc_sendmmsg_e = net::sendmsg32_e, mcpmc_sendmmsg_x = net::connect_x);
 syscall!(ia32 Connect, mcpmc_sockcall_e = net::socketcall_e, mcpmc_sockcall_x = net::connect_x);
 syscall!(@ true, None, mcpmc_ptrace_e = procaccess::ptrace_e, mcpmc_ptrace_x = procaccess::none);
 syscall!(@ true, None, mcpmc_vm_read_e = procaccess::vm_readv_e, mcpmc_vm_read_x = procaccess::none);

@@ -1,5 +1,6 @@
 //! Connect hooks: destination at entry (IPv4, IPv6, unix path), result at exit; the same for
-//! datagrams sent with an explicit destination (sendto/sendmsg), the UDP exfiltration path.
+//! datagrams sent with an explicit destination (sendto/sendmsg/sendmmsg), the UDP exfiltration
+//! path.
 //!
 //! Kernel contract: `syscalls:sys_enter_connect(fd, uservaddr, addrlen)`, `sys_exit_connect(ret)`.
 //! Layouts read from user memory: `sockaddr_in { u16 family; be16 port; u8 addr[4]; }`,
@@ -32,6 +33,13 @@ pub fn mcpm_sendto_e(ctx: TracePointContext) -> u32 {
 }
 #[tracepoint]
 pub fn mcpm_sendmsg_e(ctx: TracePointContext) -> u32 {
+    sendmsg_e(&ctx)
+}
+/// `sendmmsg(fd, mmsg, vlen, flags)`: `struct mmsghdr` starts with its `msghdr`, so the first
+/// message's destination is read as sendmsg's. Each message's destination still meets the
+/// cgroup deny (it runs per datagram); the event reports the first.
+#[tracepoint]
+pub fn mcpm_sendmmsg_e(ctx: TracePointContext) -> u32 {
     sendmsg_e(&ctx)
 }
 /// Shared by connect, sendto and sendmsg exits.
@@ -108,7 +116,8 @@ pub fn socketcall_e<S: Sys>(s: &S) -> u32 {
     match call {
         3 => addr_enter(EventKind::Connect, a[0] as i32, a[1] as u64, a[2]),
         11 if a[4] != 0 => addr_enter(EventKind::Send, a[0] as i32, a[4] as u64, a[5]),
-        16 => msghdr32_enter(a[0] as i32, a[1] as u64),
+        // sendmsg (16) and sendmmsg (20): a compat_mmsghdr starts with its compat_msghdr.
+        16 | 20 => msghdr32_enter(a[0] as i32, a[1] as u64),
         _ => 0,
     }
 }

@@ -100,6 +100,7 @@ pub fn run_loop(kind: &str, n: u64, path: Option<&str>) -> anyhow::Result<()> {
         "create-then-open" => return crate::attack::create_then_open(n, path.context("create-then-open needs a dir")?),
         // `vm-read|vm-write|ptrace-peek PID ADDR`, and the victim `hold-secret 0 TEXT`.
         "vm-read" | "vm-write" | "ptrace-peek" => return crate::attack::reach(kind, n, path.context("needs an address")?),
+        "sendmmsg" => return crate::attack::sendmmsg(n, path.context("sendmmsg needs ADDR:PORT")?),
         "hold-secret" => return crate::attack::hold_secret(path.context("hold-secret needs a text")?),
         other => anyhow::bail!("unknown loop {other}"),
     };

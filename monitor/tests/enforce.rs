@@ -242,6 +242,12 @@ fn metadata_deny_udp_and_io_uring() {
     assert_eq!(deny["event"]["result"]["errno"], "EPERM");
     let send = d.expect("udp deny alert", |v| v["kind"] == "alert" && v["rule"]["id"] == "cloud-metadata-connect" && v["event"]["kind"] == "send");
     assert_eq!(send["event"]["port"], 53);
+    // A batch of datagrams in one sendmmsg: refused, and seen (the alert names the send).
+    let out = victim(&d, "net-sendmmsg", &format!("{} bench-loop sendmmsg 3 127.0.0.254:5353", env!("CARGO_BIN_EXE_mcpmon")));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("errno=1"), "{out:?}");
+    let a = d.expect("sendmmsg deny alert", |v| v["kind"] == "alert" && v["rule"]["id"] == "cloud-metadata-connect" && v["server"]["name"] == "net-sendmmsg");
+    assert_eq!((a["event"]["kind"].as_str(), a["event"]["port"].as_u64()), (Some("send"), Some(5353)), "{a}");
+    assert_eq!(a["action"]["result"], "denied_in_kernel", "{a}");
     // The same connect through the ia32 entry (int $0x80): refused, and marked as such.
     let out = victim(&d, "net-ia32", &format!("{} bench-loop int80-dial 1 127.0.0.254:9", env!("CARGO_BIN_EXE_mcpmon")));
     assert!(String::from_utf8_lossy(&out.stdout).contains("eperm"), "{out:?}");

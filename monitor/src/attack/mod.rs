@@ -8,7 +8,8 @@
 //!   fd_install and the exit hook's verdict, and read it with sendfile and copy_file_range;
 //! - `create-then-open N DIR`: write a key-looking file, then read it straight back;
 //! - `vm-read PID ADDR`, `vm-write PID ADDR`, `ptrace-peek PID ADDR` (`proc.rs`): reach into
-//!   another process's memory, from several threads at once; `hold-secret 0 TEXT` is the victim.
+//!   another process's memory, from several threads at once; `hold-secret 0 TEXT` is the victim;
+//! - `sendmmsg N ADDR:PORT` (`net.rs`): a batch of datagrams in one call.
 //!
 //! Raw syscalls through `libc` only; the io_uring ABI is spelled out here from <linux/io_uring.h>
 //! because libc does not carry it.
@@ -28,7 +29,9 @@ use std::{
 
 use anyhow::Context as _;
 
+mod net;
 mod proc;
+pub use net::sendmmsg;
 pub use proc::{hold_secret, reach};
 
 /// Largest read any attacker does: enough for a key file.

@@ -117,7 +117,7 @@ pub fn hook_choices(fast: &Result<(), String>) -> Vec<HookChoice> {
         HookChoice { family: "process tree (fork, exit, exec)", observe: "tracepoints task:task_newtask, sched:sched_process_{exit,exec} (always attached; they fire only on their event)".into(), fallback_reason: None },
         syscalls("exec (arguments, failures)", "execve,execveat"),
         syscalls("file open", "open,creat,openat,openat2"),
-        syscalls("connect/send", "connect,sendto,sendmsg"),
+        syscalls("connect/send", "connect,sendto,sendmsg,sendmmsg"),
         syscalls("stdio JSON-RPC", "read,write"),
     ]
 }
