@@ -65,6 +65,12 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec { name: "mcpm_fork", purpose: "process tree: inherit tracking on fork", hooks: &[tp("task", "task_newtask")], optional: false },
     ProgramSpec { name: "mcpm_exit", purpose: "process tree: exit and untrack", hooks: &[tp("sched", "sched_process_exit")], optional: false },
     ProgramSpec { name: "mcpm_exec", purpose: "exec: new image started", hooks: &[tp("sched", "sched_process_exec")], optional: false },
+    ProgramSpec {
+        name: "mcpm_fork_x",
+        purpose: "process tree: a child that could not be tracked dies before its first instruction",
+        hooks: &[tp("syscalls", "sys_exit_clone"), tp("syscalls", "sys_exit_clone3"), tp("syscalls", "sys_exit_fork"), tp("syscalls", "sys_exit_vfork")],
+        optional: false,
+    },
     ProgramSpec { name: "mcpm_execve_e", purpose: "exec: execve entry", hooks: &[tp("syscalls", "sys_enter_execve")], optional: false },
     ProgramSpec { name: "mcpm_execvat_e", purpose: "exec: execveat entry", hooks: &[tp("syscalls", "sys_enter_execveat")], optional: false },
     ProgramSpec { name: "mcpm_exec_x", purpose: "exec: failed exec result", hooks: &[tp("syscalls", "sys_exit_execve"), tp("syscalls", "sys_exit_execveat")], optional: false },
@@ -142,6 +148,8 @@ pub const FAST_PROGRAMS: &[FastSpec] = &[
     fast("ptrace", "mcpmf_ptrace_e", "mcpmf_ptrace_x", "__x64_sys_ptrace", false),
     fast("process_vm_readv", "mcpmf_vm_read_e", "mcpmf_vm_read_x", "__x64_sys_process_vm_readv", false),
     fast("process_vm_writev", "mcpmf_vm_write_e", "mcpmf_vm_write_x", "__x64_sys_process_vm_writev", false),
+    // Not a syscall: a new task's first run, where an untrackable child dies (process.rs).
+    fast("first run of a new task", "mcpmf_newtask_e", "mcpmf_newtask_x", "schedule_tail", true),
     // ia32 entries (`int $0x80`): absent where the kernel has no IA32 emulation.
     fast("open (ia32)", "mcpmc_open_e", "mcpmc_open_x", "__ia32_compat_sys_open", true),
     fast("creat (ia32)", "mcpmc_creat_e", "mcpmc_creat_x", "__ia32_sys_creat", true),

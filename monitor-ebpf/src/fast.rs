@@ -107,6 +107,9 @@ syscall!(mcpmf_ptrace_e = procaccess::ptrace_e, mcpmf_ptrace_x = procaccess::non
 syscall!(mcpmf_vm_read_e = procaccess::vm_readv_e, mcpmf_vm_read_x = procaccess::none);
 syscall!(mcpmf_vm_write_e = procaccess::vm_writev_e, mcpmf_vm_write_x = procaccess::none);
 
+// A new task's first run (`ret_from_fork` calls `schedule_tail` in the child): where a child the
+// fork hook could not track dies on this path (the tracepoint path uses the clone exits).
+syscall!(mcpmf_newtask_e = process::doomed_x, mcpmf_newtask_x = procaccess::none);
 // The same syscalls entered through `int $0x80` (compat.rs says why they matter).
 syscall!(ia32 Open, mcpmc_open_e = file::open_e, mcpmc_open_x = file::open_x);
 syscall!(ia32 Open, mcpmc_creat_e = file::creat_e, mcpmc_creat_x = file::open_x);

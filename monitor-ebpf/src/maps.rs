@@ -3,7 +3,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{ConnectEvent, EventHeader, ExecEvent, LostReason, OpenEvent, TrackInfo, LOST_REASONS};
 
@@ -12,6 +12,13 @@ use monitor_common::{ConnectEvent, EventHeader, ExecEvent, LostReason, OpenEvent
 /// entries, so a tracked process has no way to untrack itself.
 #[map(name = "TRACKED")]
 pub static TRACKED: HashMap<u32, TrackInfo> = HashMap::with_max_entries(65536, 0);
+
+/// Children of tracked processes that could not be tracked (`TRACKED` full: a fork bomb, or a
+/// flood meant to blind the monitor), keyed by pid. Each is killed at its first return to user
+/// space, before its first instruction, so a full table never lets a process out of the tree
+/// (fail closed). LRU, so that recording one can never fail; an entry lives microseconds.
+#[map(name = "DOOMED")]
+pub static DOOMED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(4096, 0);
 
 /// Commands configured in MCP clients (`candidate::CONFIGURED`) and MCP client programs
 /// (`candidate::CLIENT`), by comm: checked only at exec of an untracked process.

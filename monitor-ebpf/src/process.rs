@@ -24,7 +24,7 @@ use monitor_common::{
 use crate::maps::{
     count_lost, current, read_user_path, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
     parent_comm, tp_exec_old_pid_off, exit_group_dead, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current, Sys,
-    CANDIDATE_COMMS, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN, SCRATCH_EXEC, TRACKED,
+    CANDIDATE_COMMS, DOOMED, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN, SCRATCH_EXEC, TRACKED,
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -43,14 +43,36 @@ pub fn mcpm_fork(ctx: TracePointContext) -> u32 {
     if child <= 0 || child as u32 == daemon_tgid() {
         return 0;
     }
-    if TRACKED.insert(&(child as u32), &info, 0).is_err() {
-        count_lost(LostReason::TrackedFull);
-    }
     let mut ev = ForkEvent::default();
     fill_header(&mut ev.hdr, EventKind::Fork, cur, info);
+    if TRACKED.insert(&(child as u32), &info, 0).is_err() {
+        count_lost(LostReason::TrackedFull);
+        // The child already exists (this hook runs after copy_process's last signal check):
+        // it dies at its first return to user space instead (`doomed_x`).
+        let _ = DOOMED.insert(&(child as u32), &1, 0);
+        ev.hdr.flags |= flags::KILLED;
+    }
     ev.child_tgid = child as u32;
     ev.clone_flags = clone_flags;
     output(&ev);
+    0
+}
+
+/// `sys_exit_{clone,clone3,fork,vfork}`: a new child's first return to user space passes here
+/// (in the child, from `ret_from_fork`); one the fork hook could not track is killed before its
+/// first instruction. Parents and untracked forks cost one LRU lookup.
+#[tracepoint]
+pub fn mcpm_fork_x(ctx: TracePointContext) -> u32 {
+    doomed_x(&ctx)
+}
+
+#[inline(always)]
+pub fn doomed_x<S: Sys>(_s: &S) -> u32 {
+    let pid = current().tgid;
+    if unsafe { DOOMED.get(&pid) }.is_some() {
+        let _ = DOOMED.remove(&pid);
+        crate::enforce::kill_current();
+    }
     0
 }
 

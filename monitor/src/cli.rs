@@ -98,6 +98,10 @@ pub struct RunArgs {
     /// Ring buffer size in MiB (power of two).
     #[arg(long, default_value_t = 8)]
     pub ringbuf_mib: u32,
+    /// Size of the kernel's table of tracked processes (tests shrink it to show that a full
+    /// table fails closed).
+    #[arg(long, hide = true)]
+    pub tracked_max: Option<u32>,
     /// What observes the syscalls of tracked servers: fentry/fexit where the kernel has BPF
     /// trampolines (auto falls back to syscall tracepoints), or tracepoints regardless.
     #[arg(long, value_enum, default_value = "auto")]

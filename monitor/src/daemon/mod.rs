@@ -613,7 +613,7 @@ fn profile_entry(ctx: &crate::rules::Ctx) -> Option<(&'static str, String)> {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ringbuf_bytes = args.ringbuf_mib.checked_mul(1 << 20).filter(|b| b.is_power_of_two()).context("--ringbuf-mib must be a power of two")?;
-    let mut sensors = Sensors::load(&SensorConfig { ringbuf_bytes, daemon_tgid: std::process::id(), observe: args.observe })?;
+    let mut sensors = Sensors::load(&SensorConfig { ringbuf_bytes, daemon_tgid: std::process::id(), observe: args.observe, tracked_max: args.tracked_max })?;
     sensors.report.log();
     tracing::info!("attached {} hooks: {}", sensors.attached.len(), sensors.attached.join(", "));
     tracing::info!(

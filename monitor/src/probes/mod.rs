@@ -63,11 +63,13 @@ pub struct SensorConfig {
     pub daemon_tgid: u32,
     /// Which programs observe syscalls.
     pub observe: fast::Observe,
+    /// Size of `TRACKED` (default: the object's 65536). Tests shrink it to fill it.
+    pub tracked_max: Option<u32>,
 }
 
 impl Default for SensorConfig {
     fn default() -> Self {
-        Self { ringbuf_bytes: 8 << 20, daemon_tgid: std::process::id(), observe: fast::Observe::Auto }
+        Self { ringbuf_bytes: 8 << 20, daemon_tgid: std::process::id(), observe: fast::Observe::Auto, tracked_max: None }
     }
 }
 
@@ -156,6 +158,7 @@ impl Sensors {
             .override_global(g::TP_URING_CQ_OFF, &uring_cq, true)
             .override_global(g::TP_URING_FLAGS_OFF, &uring_flags, true)
             .map_max_entries(MAP_EVENTS, cfg.ringbuf_bytes)
+            .map_max_entries(MAP_TRACKED, cfg.tracked_max.unwrap_or(65536))
             .load(EBPF_OBJECT)?;
 
         let mut attached = Vec::new();

@@ -1,0 +1,46 @@
+//! A full table of tracked processes must not let a process out of the tree. A server that
+//! forks more children than `TRACKED` holds (a fork bomb, or a flood meant to blind the monitor)
+//! gets no untracked child: each one the kernel could not track is killed before its first
+//! instruction, and the full table raises an alert. The daemon runs with a small table
+//! (`--tracked-max`) so that filling it takes 60 forks, not 65536.
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::Stdio,
+};
+
+use common::daemon::{exec_cmd, Daemon};
+
+#[test]
+fn a_full_tracked_table_lets_no_child_out() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let d = Daemon::start(&["--tracked-max", "16"]);
+    // 60 children that would sleep, forked by sh (builtins only after that: once the table is
+    // full every fork of the server dies, its own included); then it waits without forking.
+    let script = "echo $$; for i in $(seq 60); do sleep 30 & done; echo forked; exec sleep 30";
+    let mut child = exec_cmd(&d.socket, "forker", &[], &["/bin/sh", "-c", script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let root: u32 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "forked");
+    // Its children that still live (a killed one stays a zombie: sh no longer reaps).
+    let alive = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f.len() > 1 && f[1] == root.to_string() && f[0] != "Z"
+        })
+        .count();
+    let _ = child.kill();
+    let _ = child.wait();
+    // The root (sh, then sleep) holds one entry, so at most 15 children fit.
+    assert!((1..=15).contains(&alive), "only children the table could hold live: {alive} of 60");
+    let a = d.expect("sensor-table-full alert", |v| v["kind"] == "alert" && v["rule"]["id"] == "sensor-table-full");
+    assert!(a.to_string().contains("tracked_full"), "{a}");
+    d.stop();
+}
