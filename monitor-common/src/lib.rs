@@ -370,6 +370,9 @@ pub mod policy {
     /// Kill a tracked process that calls `ptrace`, `process_vm_readv` or `process_vm_writev` on
     /// a process outside its server's tree (1 | rule slot << 16).
     pub const PROC_ACCESS_KILL: u32 = 2;
+    /// `--on-loss kill`: a tracked process whose event could not be delivered (ring full, a
+    /// pending table full) is killed in the kernel, so a flood never buys unseen actions.
+    pub const ON_LOSS_KILL: u32 = 3;
     pub const LEN: u32 = 4;
 }
 

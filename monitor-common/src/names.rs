@@ -3,6 +3,8 @@
 pub const MAP_TRACKED: &str = "TRACKED";
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_LOST: &str = "LOST";
+/// server id → events of that server the kernel could not deliver (any reason).
+pub const MAP_LOST_BY_SERVER: &str = "LOST_BY_SERVER";
 pub const MAP_STDIO_PIPES: &str = "STDIO_PIPES";
 pub const MAP_CANDIDATE_COMMS: &str = "CANDIDATE_COMMS";
 pub const MAP_PROTECTED: &str = "PROTECTED";

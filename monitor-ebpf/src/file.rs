@@ -15,7 +15,7 @@ use aya_ebpf::{
 use monitor_common::{flags, open_syscall, EventKind, LostReason, OpenEvent, PATH_CAP};
 
 use crate::enforce::{kill_current, open_check};
-use crate::maps::{count_lost, current, fill_header, output_prefix, read_user_path, tracked, Sys, PENDING_OPEN, SCRATCH_OPEN};
+use crate::maps::{lost_for, current, fill_header, output_prefix, read_user_path, tracked, Sys, PENDING_OPEN, SCRATCH_OPEN};
 
 const AT_FDCWD: i32 = -100;
 const O_WRONLY: u32 = 0o1;
@@ -99,7 +99,7 @@ fn open_enter(syscall: u32, dirfd: i32, path: u64, open_flags: u32, mode: u32, h
     }
     ev.path_len = read_user_path(ev.path.as_mut_ptr(), path, &mut ev.hdr.flags);
     if PENDING_OPEN.insert(&cur.tid, &*ev, 0).is_err() {
-        count_lost(LostReason::PendingFull);
+        lost_for(LostReason::PendingFull, ev.hdr.server_id);
     }
     0
 }

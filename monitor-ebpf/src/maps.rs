@@ -189,6 +189,51 @@ pub fn count_lost(reason: LostReason) {
     }
 }
 
+/// Per-server loss counts: the daemon names the server it went blind on (`blind_spot`).
+/// LRU, so that a new server's first loss can always be recorded.
+#[map(name = "LOST_BY_SERVER")]
+pub static LOST_BY_SERVER: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// An event of `server_id`'s tree was lost: counted by reason and by server, and under
+/// `--on-loss kill` the process that caused it dies before it returns to user code.
+#[inline(always)]
+pub fn lost_for(reason: LostReason, server_id: u32) {
+    count_lost(reason);
+    match LOST_BY_SERVER.get_ptr_mut(&server_id) {
+        // SAFETY: a map value pointer, valid for this program run; a lost increment under a
+        // race only undercounts a loss already counted in LOST.
+        Some(p) => unsafe { *p += 1 },
+        None => {
+            let _ = LOST_BY_SERVER.insert(&server_id, &1, 0);
+        }
+    }
+    if crate::enforce::POLICY.get(monitor_common::policy::ON_LOSS_KILL).copied().unwrap_or(0) != 0 {
+        crate::enforce::kill_current();
+    }
+}
+
+/// Records sent through [`output`]: every one starts with an [`EventHeader`] (all are
+/// `#[repr(C)]` with `hdr` first), which is where a loss finds its server.
+///
+/// # Safety
+/// Implement only for `#[repr(C)]` types whose first field is an `EventHeader`.
+pub unsafe trait Record {}
+// SAFETY: each of these is #[repr(C)] with `hdr: EventHeader` as its first field.
+unsafe impl Record for monitor_common::ExecEvent {}
+unsafe impl Record for monitor_common::OpenEvent {}
+unsafe impl Record for monitor_common::ConnectEvent {}
+unsafe impl Record for monitor_common::ExitEvent {}
+unsafe impl Record for monitor_common::ForkEvent {}
+unsafe impl Record for monitor_common::StdioEvent {}
+unsafe impl Record for monitor_common::IoUringEvent {}
+unsafe impl Record for monitor_common::ProcAccessEvent {}
+
+#[inline(always)]
+fn server_of<T: Record>(rec: &T) -> u32 {
+    // SAFETY: `Record` guarantees the header is at offset 0.
+    unsafe { (*(rec as *const T as *const EventHeader)).server_id }
+}
+
 /// `current->real_parent->tgid`, 0 if unreadable.
 #[inline(always)]
 fn current_ppid() -> u32 {
@@ -255,7 +300,7 @@ pub fn fill_header(hdr: &mut EventHeader, kind: monitor_common::EventKind, cur: 
 
 /// Sends the first `len` bytes of `rec` (a variable-length record), counting a loss on failure.
 #[inline(always)]
-pub fn output_prefix<T>(rec: &T, len: usize) {
+pub fn output_prefix<T: Record>(rec: &T, len: usize) {
     let max = core::mem::size_of::<T>();
     // Bounded again here so the verifier sees `len <= size_of::<T>()` at the helper call.
     let len = if len > max { max } else { len };
@@ -264,13 +309,13 @@ pub fn output_prefix<T>(rec: &T, len: usize) {
     }
     let bytes = unsafe { core::slice::from_raw_parts(rec as *const T as *const u8, len) };
     if EVENTS.output::<[u8]>(bytes, 0).is_err() {
-        count_lost(LostReason::RingbufFull);
+        lost_for(LostReason::RingbufFull, server_of(rec));
     }
 }
 
 #[inline(always)]
-pub fn output<T>(rec: &T) {
+pub fn output<T: Record>(rec: &T) {
     if EVENTS.output::<T>(rec, 0).is_err() {
-        count_lost(LostReason::RingbufFull);
+        lost_for(LostReason::RingbufFull, server_of(rec));
     }
 }

@@ -11,7 +11,7 @@ use aya_ebpf::{helpers::generated::bpf_probe_read_user, macros::tracepoint, prog
 use monitor_common::{flags, ConnectEvent, EventKind, LostReason, UNIX_PATH_CAP};
 
 use crate::enforce::kill_current;
-use crate::maps::{count_lost, current, fill_header, output, tracked, Sys, PENDING_CONNECT};
+use crate::maps::{lost_for, current, fill_header, output, tracked, Sys, PENDING_CONNECT};
 
 const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
@@ -168,7 +168,7 @@ fn addr_enter(kind: EventKind, fd: i32, sa: u64, addrlen: u32) -> u32 {
         _ => {}
     }
     if PENDING_CONNECT.insert(&cur.tid, &ev, 0).is_err() {
-        count_lost(LostReason::PendingFull);
+        lost_for(LostReason::PendingFull, ev.hdr.server_id);
     }
     0
 }

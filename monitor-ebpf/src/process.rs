@@ -21,7 +21,7 @@ use monitor_common::{
     PATH_CAP,
 };
 
-use crate::maps::{
+use crate::maps::{lost_for, 
     count_lost, current, read_user_path, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
     parent_comm, tp_exec_old_pid_off, exit_group_dead, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current, Sys,
     CANDIDATE_COMMS, DOOMED, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN, SCRATCH_EXEC, TRACKED,
@@ -176,7 +176,7 @@ fn exec_enter(syscall: u32, dirfd: i32, filename: u64, argv: u64, at_flags: u32)
     ev.args_len = off as u32;
 
     if PENDING_EXEC.insert(&cur.tid, &*ev, 0).is_err() {
-        count_lost(LostReason::PendingFull);
+        lost_for(LostReason::PendingFull, ev.hdr.server_id);
     }
     0
 }

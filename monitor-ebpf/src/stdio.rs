@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use monitor_common::{stdio_dir, EventKind, LostReason, StdioEvent, StdioPipe, TrackInfo, STDIO_CHUNK, STDIO_HEAD_CHUNKS};
 
-use crate::maps::{count_lost, current, fill_header, off, output_prefix, tracked, Sys};
+use crate::maps::{lost_for, current, fill_header, off, output_prefix, tracked, Sys};
 
 /// Inodes of tracked servers' stdin/stdout pipes.
 #[map(name = "STDIO_PIPES")]
@@ -104,7 +104,7 @@ fn rw_enter<S: Sys>(s: &S, want: u32) -> u32 {
     }
     let p = IoPending { buf: s.arg(1), ino, fd, dir: pipe.dir, info };
     if PENDING_IO.insert(&cur.tid, &p, 0).is_err() {
-        count_lost(LostReason::PendingFull);
+        lost_for(LostReason::PendingFull, info.server_id);
     }
     0
 }

@@ -102,6 +102,15 @@ pub struct RunArgs {
     /// table fails closed).
     #[arg(long, hide = true)]
     pub tracked_max: Option<u32>,
+    /// Ring buffer size in bytes, overriding --ringbuf-mib (a power of two, at least a page:
+    /// tests use one page to make a flood overflow it).
+    #[arg(long, hide = true)]
+    pub ringbuf_bytes: Option<u32>,
+    /// When the kernel could not deliver an event of a tracked server (ring or table full):
+    /// `alert` raises a `blind_spot` alert naming the server; `kill` also has the kernel kill
+    /// the process whose event was lost, and the daemon the rest of that server's tree.
+    #[arg(long, value_enum, default_value = "alert")]
+    pub on_loss: OnLoss,
     /// What observes the syscalls of tracked servers: fentry/fexit where the kernel has BPF
     /// trampolines (auto falls back to syscall tracepoints), or tracepoints regardless.
     #[arg(long, value_enum, default_value = "auto")]
@@ -193,4 +202,13 @@ pub struct ExecArgs {
     /// The server command and its arguments.
     #[arg(trailing_var_arg = true, required = true, num_args = 1.., allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+/// What a loss of a tracked server's kernel events leads to (`--on-loss`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLoss {
+    #[default]
+    Alert,
+    Kill,
 }

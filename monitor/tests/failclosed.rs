@@ -44,3 +44,34 @@ fn a_full_tracked_table_lets_no_child_out() {
     assert!(a.to_string().contains("tracked_full"), "{a}");
     d.stop();
 }
+
+/// A flood that overflows a one-page ring: the loss is pinned on the server that caused it
+/// (`blind-spot`, with a window and counts), never only a global counter.
+#[test]
+fn a_flood_that_overflows_the_ring_names_the_server() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let d = Daemon::start(&["--ringbuf-bytes", "4096"]);
+    let out = exec_cmd(&d.socket, "flooder", &[], &[env!("CARGO_BIN_EXE_mcpmon"), "bench-loop", "open", "200000"]).output().unwrap();
+    assert!(out.status.success(), "alerting only: the flooder lives: {out:?}");
+    let a = d.expect("blind-spot alert", |v| v["kind"] == "alert" && v["rule"]["id"] == "blind-spot" && v["server"]["name"] == "flooder");
+    assert!(a["lost_new"].as_u64().unwrap_or(0) > 0 && a["window"]["from"].is_string(), "{a}");
+    assert_eq!(a["action"]["result"], "alerted", "{a}");
+    d.stop();
+}
+
+/// `--on-loss kill`: the process whose event could not be delivered dies in the kernel, so a
+/// flood never buys an unseen action.
+#[test]
+fn on_loss_kill_kills_the_flooder_in_the_kernel() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let d = Daemon::start(&["--ringbuf-bytes", "4096", "--on-loss", "kill"]);
+    let out = exec_cmd(&d.socket, "flooder", &[], &[env!("CARGO_BIN_EXE_mcpmon"), "bench-loop", "open", "200000"]).output().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(9), "killed: {out:?}");
+    let a = d.expect("blind-spot alert", |v| v["kind"] == "alert" && v["rule"]["id"] == "blind-spot" && v["server"]["name"] == "flooder");
+    assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
+    d.stop();
+}

@@ -119,6 +119,11 @@ impl KernelPolicy {
         self.knobs.set(policy::PROC_ACCESS_KILL, value, 0).map_err(err("POLICY"))
     }
 
+    /// `--on-loss kill`: the kernel kills a tracked process whose event it could not deliver.
+    pub fn set_on_loss_kill(&mut self, on: bool) -> Result<(), PolicyError> {
+        self.knobs.set(policy::ON_LOSS_KILL, u32::from(on), 0).map_err(err("POLICY"))
+    }
+
     pub fn protected_count(&self) -> usize {
         self.files.len()
     }

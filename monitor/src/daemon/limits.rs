@@ -55,7 +55,57 @@ impl Pipeline {
             }
             self.stats.lost = now;
         }
+        self.check_blind_spots().await;
     }
+
+    /// A server whose own events were lost gets an alert naming it, with the window in which
+    /// it went unseen; under `--on-loss kill` the kernel has killed the process whose event was
+    /// lost, and the rest of that server's tree dies here.
+    pub(super) async fn check_blind_spots(&mut self) {
+        let by_server = self.sensors.lost_by_server();
+        let (from, to) = (self.lost_checked, std::time::SystemTime::now());
+        self.lost_checked = to;
+        for (&sid, &total) in &by_server {
+            let seen = self.lost_seen.get(&sid).copied().unwrap_or(0);
+            // LRU eviction can drop a count and restart it: anything new counts.
+            let new = if total >= seen { total - seen } else { total };
+            if new == 0 {
+                continue;
+            }
+            let server = self.tracker.servers().find(|s| s.id == sid).map(|s| (s.name.clone(), s.root_pid));
+            let name = server.as_ref().map(|s| s.0.clone()).unwrap_or_else(|| format!("server-{sid}"));
+            let mut killed = Vec::new();
+            if self.on_loss == crate::cli::OnLoss::Kill {
+                let guard = crate::actions::kill::Guard::new(std::process::id());
+                for pid in self.tree.pids_of(sid) {
+                    let still = |p: u32| self.tracker.lookup(p).is_some_and(|t| t.server_id == sid);
+                    if crate::actions::kill::kill(pid, &guard, still) == crate::actions::kill::KillOutcome::Killed {
+                        killed.push(pid);
+                    }
+                }
+            }
+            let a = blind_spot_alert(sid, &name, server.map(|s| s.1), new, total, (from, to), self.on_loss, &killed);
+            self.emit_alert(a).await;
+            if let Ok(mut m) = self.metrics.lock() {
+                m.blind_spot(&name, new);
+            }
+        }
+        self.lost_seen = by_server;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn blind_spot_alert(sid: u32, name: &str, root: Option<u32>, new: u64, total: u64, (from, to): (std::time::SystemTime, std::time::SystemTime), on_loss: crate::cli::OnLoss, killed: &[u32]) -> Value {
+    let kill = on_loss == crate::cli::OnLoss::Kill;
+    json!({
+        "kind": "alert", "schema": 1, "time": Pipeline::now(),
+        "rule": {"id": "blind-spot", "severity": "high", "description": "Kernel events of this server could not be delivered (ring buffer or a table full): what it did in this window was not all seen, and rules could not act on it.", "tags": ["defense_evasion", "T1562.001"], "mitre": ["T1562.001"]},
+        "action": if kill { json!({"type": "kill", "result": "killed_in_kernel", "tree_killed": killed}) } else { json!({"type": "alert", "result": "alerted"}) },
+        "server": {"id": sid, "name": name, "root_pid": root},
+        "summary": format!("{name}: {new} events lost between {} and {}{}", crate::output::format_rfc3339(from), crate::output::format_rfc3339(to), if kill { " (the process that lost them was killed in the kernel)" } else { "" }),
+        "window": {"from": crate::output::format_rfc3339(from), "to": crate::output::format_rfc3339(to)},
+        "lost_new": new, "lost_total": total,
+    })
 }
 
 /// An alert for kernel events lost to a full table or ring: what was missed could be the one

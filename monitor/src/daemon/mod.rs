@@ -8,7 +8,7 @@
 //! JSON lines; it also answers track requests, so a server is registered before any of its
 //! events is processed. Later stages (JSON-RPC correlation, rules, actions) slot in between the
 //! process tree and the output here.
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, PerCpuArray};
@@ -73,6 +73,10 @@ pub struct Pipeline {
     clock: Clock,
     lines: mpsc::Sender<String>,
     lost_map: PerCpuArray<MapData, u64>,
+    /// Per-server loss totals at the last check, and when that was (the blind spot's window).
+    lost_seen: std::collections::BTreeMap<u32, u64>,
+    lost_checked: SystemTime,
+    pub on_loss: crate::cli::OnLoss,
     pub stats: Stats,
     /// Rules and actions (None: observe only).
     pub policy: Option<policy::Policy>,
@@ -133,6 +137,9 @@ impl Pipeline {
             clock: Clock::new(),
             lines,
             lost_map,
+            lost_seen: Default::default(),
+            lost_checked: SystemTime::now(),
+            on_loss: Default::default(),
             stats: Stats::default(),
             policy: None,
             rule_alerts: Default::default(),
@@ -175,6 +182,8 @@ impl Pipeline {
                 let r = self.decorate(r, crate::output::monotonic_ns());
                 self.emit(r).await;
             }
+            // Pin any loss on the server while its name is still known.
+            self.check_blind_spots().await;
             if let Some(s) = self.tracker.forget(id) {
                 self.emit(json!({"time": Self::now(), "kind": "server_gone", "server_id": id, "server": s.name, "exit_event_lost": true})).await;
             }
@@ -329,6 +338,8 @@ impl Pipeline {
                 let r = self.decorate(r, ev.header.ts_mono_ns);
                 self.emit(r).await;
             }
+            // Pin any loss on the server while its name is still known.
+            self.check_blind_spots().await;
             if let Some(s) = self.tracker.forget(id) {
                 self.emit(json!({"time": Self::now(), "kind": "server_gone", "server_id": id, "server": s.name})).await;
             }
@@ -612,7 +623,10 @@ fn profile_entry(ctx: &crate::rules::Ctx) -> Option<(&'static str, String)> {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let ringbuf_bytes = args.ringbuf_mib.checked_mul(1 << 20).filter(|b| b.is_power_of_two()).context("--ringbuf-mib must be a power of two")?;
+    let ringbuf_bytes = match args.ringbuf_bytes {
+        Some(b) => Some(b).filter(|b| b.is_power_of_two() && *b >= 4096).context("--ringbuf-bytes must be a power of two, at least 4096")?,
+        None => args.ringbuf_mib.checked_mul(1 << 20).filter(|b| b.is_power_of_two()).context("--ringbuf-mib must be a power of two")?,
+    };
     let mut sensors = Sensors::load(&SensorConfig { ringbuf_bytes, daemon_tgid: std::process::id(), observe: args.observe, tracked_max: args.tracked_max })?;
     sensors.report.log();
     tracing::info!("attached {} hooks: {}", sensors.attached.len(), sensors.attached.join(", "));
@@ -650,7 +664,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let sinks = crate::alerts::Sinks::start(&args.sink_config(), metrics.clone()).await?;
 
-    let kernel_policy = sensors.kernel_policy()?;
+    let mut kernel_policy = sensors.kernel_policy()?;
+    kernel_policy.set_on_loss_kill(args.on_loss == crate::cli::OnLoss::Kill).context("--on-loss")?;
     let disc = Discoverer::new(args.passwd.clone(), args.project_root.clone(), &args.client_comm);
     // Never by name: a tracked process is killable whatever it calls itself (prctl).
     let guard = crate::actions::kill::Guard::new(std::process::id());
@@ -671,6 +686,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!("rules: {}", policy.summary());
     let policy_summary = policy.summary();
     let mut pipeline = Pipeline::new(sensors, tracker, disc, lost, line_tx);
+    pipeline.on_loss = args.on_loss;
     pipeline.policy = Some(policy);
     pipeline.metrics = metrics;
     pipeline.sinks = Some(sinks);

@@ -64,6 +64,8 @@ pub struct Metrics {
     denies: u64,
     rule_eval: Histogram,
     alerts_suppressed: u64,
+    /// Kernel events lost per server (`blind_spot`).
+    blind_spot: BTreeMap<String, u64>,
     sink_dropped: BTreeMap<String, u64>,
     sink_sent: BTreeMap<String, u64>,
     servers_seen: HashSet<String>,
@@ -103,6 +105,10 @@ impl Metrics {
 
     pub fn rule_eval(&mut self, seconds: f64) {
         self.rule_eval.observe(EVAL_BUCKETS, seconds);
+    }
+
+    pub fn blind_spot(&mut self, server: &str, lost: u64) {
+        *self.blind_spot.entry(server.into()).or_default() += lost;
     }
 
     pub fn suppressed(&mut self, n: u64) {
@@ -197,6 +203,10 @@ impl Metrics {
         let _ = writeln!(o, "mcpmon_denies_total {}", self.denies);
         head(&mut o, "mcpmon_rule_eval_seconds", "histogram", "Time to evaluate the rules on one event.");
         hist(&mut o, "mcpmon_rule_eval_seconds", "", EVAL_BUCKETS, &self.rule_eval);
+        head(&mut o, "mcpmon_blind_spot_events_total", "counter", "Kernel events of a tracked server that could not be delivered (ring or table full), by server.");
+        for (k, v) in &self.blind_spot {
+            let _ = writeln!(o, "mcpmon_blind_spot_events_total{{server=\"{}\"}} {v}", esc(k));
+        }
         head(&mut o, "mcpmon_alert_sink_sent_total", "counter", "Alerts delivered, by sink.");
         for (k, v) in &self.sink_sent {
             let _ = writeln!(o, "mcpmon_alert_sink_sent_total{{sink=\"{k}\"}} {v}");

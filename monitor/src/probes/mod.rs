@@ -272,6 +272,13 @@ impl Sensors {
         Ok(k)
     }
 
+    /// Events the kernel could not deliver, per server id (LRU `LOST_BY_SERVER`).
+    pub fn lost_by_server(&self) -> std::collections::BTreeMap<u32, u64> {
+        let Some(m) = self.ebpf.map(monitor_common::names::MAP_LOST_BY_SERVER) else { return Default::default() };
+        let Ok(m) = BpfHashMap::<_, u32, u64>::try_from(m) else { return Default::default() };
+        m.iter().flatten().collect()
+    }
+
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
         let map = self.ebpf.take_map(MAP_EVENTS).ok_or(ProbeError::Map(MAP_EVENTS, "missing".into()))?;
         RingBuf::try_from(map).map_err(|e| ProbeError::Map(MAP_EVENTS, e.to_string()))
