@@ -26,7 +26,8 @@ const ENTRY_PURPOSE: &str = "syscall entry (fast path)";
 const EXIT_PURPOSE: &str = "syscall result (fast path)";
 
 /// How long an attach refused because the program is still on its hook is retried.
-const BUSY_RETRY_FOR: Duration = Duration::from_secs(3);
+// Generous: on a loaded machine (CI) a forked child can sit seconds between fork and exec.
+const BUSY_RETRY_FOR: Duration = Duration::from_secs(10);
 const BUSY_RETRY_EVERY: Duration = Duration::from_millis(10);
 
 /// One on-demand hook: a syscall tracepoint (the fallback), or one half of a syscall's
