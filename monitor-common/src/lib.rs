@@ -373,7 +373,10 @@ pub mod policy {
     /// `--on-loss kill`: a tracked process whose event could not be delivered (ring full, a
     /// pending table full) is killed in the kernel, so a flood never buys unseen actions.
     pub const ON_LOSS_KILL: u32 = 3;
-    pub const LEN: u32 = 4;
+    /// The BPF-LSM open deny is attached: deny rules are its to enforce (EPERM, the process
+    /// lives), not the fentry kill's at `security_file_open`.
+    pub const LSM_ACTIVE: u32 = 4;
+    pub const LEN: u32 = 8;
 }
 
 /// `io_uring:io_uring_create` for a tracked process.

@@ -125,8 +125,15 @@ pub struct FastSpec {
     pub exit: &'static str,
     /// The kernel function both are bound to.
     pub function: &'static str,
+    /// Empty: an entry-only program (no fexit).
     /// Whether the daemon can run without it (as for [`ProgramSpec::optional`]).
     pub optional: bool,
+}
+
+impl FastSpec {
+    pub const fn has_exit(&self) -> bool {
+        !self.exit.is_empty()
+    }
 }
 
 const fn fast(syscall: &'static str, entry: &'static str, exit: &'static str, function: &'static str, optional: bool) -> FastSpec {
@@ -151,7 +158,9 @@ pub const FAST_PROGRAMS: &[FastSpec] = &[
     fast("process_vm_readv", "mcpmf_vm_read_e", "mcpmf_vm_read_x", "__x64_sys_process_vm_readv", false),
     fast("process_vm_writev", "mcpmf_vm_write_e", "mcpmf_vm_write_x", "__x64_sys_process_vm_writev", false),
     // Not a syscall: a new task's first run, where an untrackable child dies (process.rs).
-    fast("first run of a new task", "mcpmf_newtask_e", "mcpmf_newtask_x", "schedule_tail", true),
+    fast("first run of a new task", "mcpmf_newtask_e", "", "schedule_tail", true),
+    // Not a syscall: the kill of a protected open before its fd exists (enforce.rs).
+    fast("file open check", "mcpmf_file_open_e", "", "security_file_open", true),
     // ia32 entries (`int $0x80`): absent where the kernel has no IA32 emulation.
     fast("open (ia32)", "mcpmc_open_e", "mcpmc_open_x", "__ia32_compat_sys_open", true),
     fast("creat (ia32)", "mcpmc_creat_e", "mcpmc_creat_x", "__ia32_sys_creat", true),

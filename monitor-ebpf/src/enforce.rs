@@ -122,6 +122,12 @@ fn policy_with(inode: *const u8, bit: u32) -> u32 {
 #[inline(always)]
 pub fn open_check(fd: i32, open_flags: u32, server_id: u32, ino: &mut u64, dev: &mut u32) -> u32 {
     let Some(file) = fd_file(fd) else { return 0 };
+    file_check(file, open_flags, server_id, ino, dev)
+}
+
+/// [`open_check`] on the file itself (`security_file_open` has it before any fd exists).
+#[inline(always)]
+pub fn file_check(file: *const u8, open_flags: u32, server_id: u32, ino: &mut u64, dev: &mut u32) -> u32 {
     let Some(inode) = file_inode(file) else { return 0 };
     let Some(key) = inode_key(inode) else { return 0 };
     *ino = key.ino;
@@ -204,6 +210,39 @@ fn lsm_tracked(ctx: &LsmContext, prev_arg: usize) -> Result<crate::maps::Current
         return Err(0);
     }
     Ok(cur)
+}
+
+/// fentry on `security_file_open(struct file *file)` (kernels with BPF trampolines): the open
+/// is judged from the file before `fd_install`, and a kill rule's SIGKILL is pending before any
+/// fd exists, so no sibling thread can reach the file through the fd table (a sibling in user
+/// space is kicked at once and dies at its next kernel exit). Deny rules are left to the BPF LSM
+/// where it runs (`POLICY[LSM_ACTIVE]`): there the open fails with EPERM and the process lives.
+/// The open's exit hook then reports the open, marked killed.
+#[inline(always)]
+pub fn file_open_kill(file: *const u8) -> u32 {
+    let cur = current();
+    let Some(info) = tracked(cur) else { return 0 };
+    let pending = PENDING_OPEN.get_ptr_mut(&cur.tid);
+    let open_flags = pending.map(|ev| unsafe { (*ev).open_flags }).unwrap_or(0);
+    let (mut ino, mut dev) = (0u64, 0u32);
+    let p = file_check(file, open_flags, info.server_id, &mut ino, &mut dev);
+    if p == 0 {
+        return 0;
+    }
+    let lsm = POLICY.get(policy::LSM_ACTIVE).copied().unwrap_or(0) != 0;
+    if lsm && p & (protect::DENY_READ | protect::DENY_WRITE) != 0 {
+        return 0;
+    }
+    if !kill_current() {
+        return 0;
+    }
+    if let Some(ev) = pending {
+        unsafe {
+            (*ev).hdr.flags |= flags::KILLED;
+            (*ev).policy = p;
+        }
+    }
+    0
 }
 
 /// BPF-LSM `file_open(struct file *file)` (kernels booted with the BPF LSM): a protected inode

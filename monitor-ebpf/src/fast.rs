@@ -109,7 +109,15 @@ syscall!(mcpmf_vm_write_e = procaccess::vm_writev_e, mcpmf_vm_write_x = procacce
 
 // A new task's first run (`ret_from_fork` calls `schedule_tail` in the child): where a child the
 // fork hook could not track dies on this path (the tracepoint path uses the clone exits).
-syscall!(mcpmf_newtask_e = process::doomed_x, mcpmf_newtask_x = procaccess::none);
+#[fentry]
+pub fn mcpmf_newtask_e(_ctx: FEntryContext) -> u32 {
+    process::doomed_x(&Regs { regs: core::ptr::null(), ret: 0, ia32: false })
+}
+// Not a syscall: every open's LSM check, with the opened file, before its fd exists.
+#[fentry]
+pub fn mcpmf_file_open_e(ctx: FEntryContext) -> u32 {
+    crate::enforce::file_open_kill(ctx.arg::<u64>(0) as *const u8)
+}
 // The same syscalls entered through `int $0x80` (compat.rs says why they matter).
 syscall!(ia32 Open, mcpmc_open_e = file::open_e, mcpmc_open_x = file::open_x);
 syscall!(ia32 Open, mcpmc_creat_e = file::creat_e, mcpmc_creat_x = file::open_x);

@@ -97,6 +97,7 @@ pub fn run_loop(kind: &str, n: u64, path: Option<&str>) -> anyhow::Result<()> {
             return crate::attack::uring_read(&uring["uring-read-".len()..], path.context("uring-read needs a path")?);
         }
         "race-read" => return crate::attack::race_read(n, path.context("race-read needs a path")?),
+        "race-write" => return crate::attack::race_write(n, path.context("race-write needs a path")?),
         "create-then-open" => return crate::attack::create_then_open(n, path.context("create-then-open needs a dir")?),
         // `vm-read|vm-write|ptrace-peek PID ADDR`, and the victim `hold-secret 0 TEXT`.
         "vm-read" | "vm-write" | "ptrace-peek" => return crate::attack::reach(kind, n, path.context("needs an address")?),

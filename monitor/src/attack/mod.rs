@@ -7,6 +7,8 @@
 //! - `race-read TRIALS PATH`: sibling threads grab the fd in the window between the open's
 //!   fd_install and the exit hook's verdict, and read it with sendfile and copy_file_range;
 //! - `create-then-open N DIR`: write a key-looking file, then read it straight back;
+//! - `race-write TRIALS PATH` (`race_write.rs`): siblings write through the fd of a
+//!   write-protected file in the window before the kill;
 //! - `vm-read PID ADDR`, `vm-write PID ADDR`, `ptrace-peek PID ADDR` (`proc.rs`): reach into
 //!   another process's memory, from several threads at once; `hold-secret 0 TEXT` is the victim;
 //! - `sendmmsg N ADDR:PORT` (`net.rs`): a batch of datagrams in one call.
@@ -31,7 +33,9 @@ use anyhow::Context as _;
 
 mod net;
 mod proc;
+mod race_write;
 pub use net::sendmmsg;
+pub use race_write::{race_write, MARKER as RACE_WRITE_MARKER};
 pub use proc::{hold_secret, reach};
 
 /// Largest read any attacker does: enough for a key file.

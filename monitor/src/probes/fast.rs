@@ -37,6 +37,9 @@ pub fn load(ebpf: &mut Ebpf) -> Result<Vec<&'static FastSpec>, String> {
         let loaded = (|| {
             let entry: &mut FEntry = program(ebpf, spec.entry, "syscall entry (fast path)").map_err(|e| e.to_string())?;
             entry.load(spec.function, &btf).map_err(|e| format!("fentry {} on {}: {e}", spec.entry, spec.function))?;
+            if !spec.has_exit() {
+                return Ok(());
+            }
             let exit: &mut FExit = program(ebpf, spec.exit, "syscall result (fast path)").map_err(|e| e.to_string())?;
             exit.load(spec.function, &btf).map_err(|e| format!("fexit {} on {}: {e}", spec.exit, spec.function))
         })();

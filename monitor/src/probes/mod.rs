@@ -188,7 +188,7 @@ impl Sensors {
         };
         let (on_demand, fast_path) = match fast {
             Ok(specs) => {
-                let exits = specs.iter().map(|s| ondemand::OnDemand::FExit(s));
+                let exits = specs.iter().filter(|s| s.has_exit()).map(|s| ondemand::OnDemand::FExit(s));
                 (exits.chain(specs.iter().map(|s| ondemand::OnDemand::FEntry(s))).collect::<Vec<_>>(), Ok(()))
             }
             Err(why) if cfg.observe == fast::Observe::Fentry => return Err(ProbeError::Fast(why)),
@@ -208,6 +208,12 @@ impl Sensors {
                 tracing::info!("open/exec deny: BPF-LSM file_open available, with bprm_check_security; attached while a server is tracked (deny rules fail the open or exec with EPERM)");
             }
             Err(why) => tracing::info!("open/exec deny: BPF-LSM unavailable ({why}); deny rules on files fall back to kill at the open's exit, on executables to kill before the new image runs"),
+        }
+        if lsm.is_ok() {
+            // The fentry kill at security_file_open leaves deny rules to the LSM (enforce.rs).
+            let knobs = ebpf.map_mut(MAP_POLICY).ok_or(ProbeError::Map(MAP_POLICY, "missing".into()))?;
+            let mut knobs: Array<_, u32> = Array::try_from(knobs).map_err(|e| ProbeError::Map(MAP_POLICY, e.to_string()))?;
+            knobs.set(monitor_common::policy::LSM_ACTIVE, 1, 0).map_err(|e| ProbeError::Map(MAP_POLICY, e.to_string()))?;
         }
         let deny = cgroup::load_deny(&mut ebpf);
         match &deny {

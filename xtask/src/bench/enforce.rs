@@ -165,7 +165,26 @@ fn secret_attacks(d: &Daemon, home: &Path, trials: usize) -> anyhow::Result<Valu
         race_bytes += b;
         race_leaks += (b > 0) as usize;
     }
+    // 5. The same race on the write side: a persistence file under a kill rule (the open gate
+    // guards reads only). On the tracepoint path the kill comes at the open's exit, after the fd
+    // is in the table: this measures what siblings get through in that window.
+    let rc = home.join(".bashrc");
+    let write_runs = 20;
+    let (mut write_landed_runs, mut write_bytes) = (0, 0);
+    for i in 0..write_runs {
+        std::fs::write(&rc, "# rc\n")?;
+        let out = d.exec(&format!("wrace-{i}"), &[m, "bench-loop", "race-write", race_ops, rc.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+        let landed = std::fs::read_to_string(&rc)?.matches("RACE-WRITE-LANDED").count();
+        write_bytes += landed * "RACE-WRITE-LANDED\n".len();
+        write_landed_runs += (landed > 0) as usize;
+        let _ = out;
+    }
+    let control_rc = home.join("control-rc");
+    std::fs::write(&control_rc, "# rc\n")?;
+    std::process::Command::new(m).args(["bench-loop", "race-write", "2000", control_rc.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+    let control_write = std::fs::read_to_string(&control_rc)?.matches("RACE-WRITE-LANDED").count() * "RACE-WRITE-LANDED\n".len();
     Ok(json!({
+        "write_race": {"runs": write_runs, "runs_that_landed": write_landed_runs, "bytes_landed": write_bytes, "control_unmonitored_bytes_landed": control_write},
         "new_key_then_open": {"trials": trials, "victims_that_read": new_leaks, "bytes_leaked": new_bytes},
         "renamed_to_pub": {"trials": trials, "victims_that_read": ren_leaks, "bytes_leaked": ren_bytes},
         "io_uring": uring,

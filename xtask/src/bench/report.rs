@@ -136,6 +136,10 @@ pub fn markdown(v: &Value) -> String {
         for mode in ["inline", "async", "openat2"] {
             row(&mut s, &format!("io_uring read ({mode}; io_uring granted, the open gate stops it)"), &a["io_uring"][mode]);
         }
+        let w = &a["write_race"];
+        if !w.is_null() {
+            let _ = writeln!(s, "| write race (persistence file, kill at the open's exit on the tracepoint path): 3 threads, {} runs | {} runs landed a write, {} bytes (unmonitored control: {} bytes): {} |", w["runs"], w["runs_that_landed"], w["bytes_landed"], w["control_unmonitored_bytes_landed"], if w["bytes_landed"].as_u64() == Some(0) { "none landed" } else { "the documented window: the fentry kill at security_file_open closes it where trampolines exist" });
+        }
         let r = &a["fd_race"];
         let _ = writeln!(s, "| fd race: 3 threads, {} opens per run, sendfile/copy_file_range on any fd | {} of {} runs leaked, {} bytes (unmonitored control: {} bytes): {} |", r["opens_per_run"], r["runs_that_leaked"], r["runs"], r["bytes_leaked"], r["control_unmonitored_bytes_leaked"], mark(r["bytes_leaked"].as_u64() == Some(0)));
     }
