@@ -21,6 +21,7 @@ pub struct ToolWatch {
     /// Results of calls: scanner, injected client sessions, scan cost.
     pub results: results::ResultWatch,
     pub pins: Option<PinStore>,
+    poison: poison::Scanner,
     pub tools: HashMap<u32, Vec<Tool>>,
     reported_collisions: BTreeSet<(String, Vec<String>)>,
     pub alerts: HashMap<u32, u64>,
@@ -63,8 +64,9 @@ impl Pipeline {
                 ts.iter().map(move |t| (n.clone(), t.name.clone()))
             })
             .collect();
+        let own: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
         for t in &tools {
-            for f in poison::scan(t, &others) {
+            for f in self.tools_watch.poison.scan(t, &own, &others) {
                 alerts.push(json!({
                     "rule": rule("mcp.tool_poisoning", "high", "A tool description carries instructions or content aimed at the model (tool poisoning, shadowing).", &["T1027", "T1204"]),
                     "summary": format!("tool {:?} of {server}: {}", t.name, f.detail), "tool": t.name, "finding": f,

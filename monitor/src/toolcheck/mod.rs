@@ -5,6 +5,7 @@ pub mod collide;
 pub mod labelled;
 pub mod pin;
 pub mod poison;
+pub mod poison_set;
 pub mod results;
 pub mod secrets;
 pub mod text;
