@@ -116,6 +116,9 @@ impl Scanner {
             if let Some((at, p)) = secret_path(&lower) {
                 push(FindingKind::SecretPath, where_, format!("secret location {p:?}"), excerpt(t, at, p.len()));
             }
+            if let Some((at, v)) = markup::secret_variable(t) {
+                push(FindingKind::SecretPath, where_, format!("secret variable {v:?}"), excerpt(t, at, v.len()));
+            }
             for (at, len, what) in markup::hidden_markup(t, &lower) {
                 push(FindingKind::HiddenTag, where_, what, excerpt(t, at, len));
             }

@@ -75,6 +75,27 @@ pub fn role_label(t: &str, lower: &str) -> Option<(usize, usize)> {
     None
 }
 
+/// Environment variables that hold secrets, named in capitals (`GITHUB_TOKEN`,
+/// `OPENAI_API_KEY`, `AWS_SECRET_ACCESS_KEY`): (offset, name).
+pub fn secret_variable(t: &str) -> Option<(usize, &str)> {
+    const PARTS: &[&str] = &["TOKEN", "SECRET", "API_KEY", "APIKEY", "PASSWORD", "PASSWD", "ACCESS_KEY", "PRIVATE_KEY", "CREDENTIALS"];
+    let mut start = None;
+    for (i, c) in t.char_indices().chain(std::iter::once((t.len(), ' '))) {
+        if c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' {
+            start.get_or_insert(i);
+            continue;
+        }
+        if let Some(s) = start.take() {
+            let w = &t[s..i];
+            let bounded = !c.is_alphanumeric() && !t[..s].ends_with(|c: char| c.is_alphanumeric());
+            if bounded && w.contains('_') && PARTS.iter().any(|p| w.contains(p)) {
+                return Some((s, w));
+            }
+        }
+    }
+    None
+}
+
 /// A word mixing Latin letters with letters of another script that look like them
 /// (`ѕend_email` with a Cyrillic dze, `Ιgnore` with a Greek iota): (offset, word).
 pub fn mixed_script(t: &str) -> Option<(usize, &str)> {
@@ -96,7 +117,7 @@ pub fn mixed_script(t: &str) -> Option<(usize, &str)> {
 }
 
 /// Words after which an address is a destination, not an example.
-const TO_WORDS: &[&str] = &["bcc", "cc", "forward", "send", "sends", "copy", "notify", "mirror", "recipient", "recipients", "upload", "post", "submit", "transmit", "exfiltrate", "beacon", "report", "also"];
+const TO_WORDS: &[&str] = &["bcc", "cc", "forward", "send", "sends", "copy", "notify", "mirror", "recipient", "recipients", "upload", "post", "submit", "transmit", "exfiltrate", "beacon", "report", "also", "to", "go", "goes"];
 /// Words after which an address is an example of a format.
 const EXAMPLE_WORDS: &[&str] = &["e.g.", "eg", "example", "like", "such as", "i.e.", "format"];
 

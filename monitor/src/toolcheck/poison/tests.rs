@@ -64,4 +64,7 @@ fn labelled_set_recall_and_no_false_positive_on_real_servers() {
     assert!(s.tuned.poisoned >= 60, "{} poisoned", s.tuned.poisoned);
     assert_eq!(s.false_positives, 0, "benign tools flagged: {:#?}", s.flagged_benign);
     assert!(s.tuned.recall >= 0.9, "recall {:.3}, missed {:#?}", s.tuned.recall, s.tuned.missed);
+    // The held-out slice is reported, not held to a target: it measures wording the patterns
+    // were not written against (bench/results.md gives the figure).
+    assert!(s.heldout.poisoned >= 15, "held-out slice missing: {} tools", s.heldout.poisoned);
 }
