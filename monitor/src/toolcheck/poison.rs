@@ -52,7 +52,7 @@ pub struct Finding {
 pub const SECRETS: &[&str] = &[
     "~/.ssh", ".ssh/", "id_rsa", "id_ed25519", "id_ecdsa", ".aws/credentials", ".aws/config", ".kube/config", ".docker/config.json", ".config/gcloud", ".config/gh",
     ".netrc", ".npmrc", ".pypirc", ".env", "mcp.json", "claude_desktop_config.json", "/etc/shadow", "/etc/passwd", "login data", ".gnupg", ".bash_history",
-    ".zsh_history", ".git-credentials", "authorized_keys", "credentials.json",
+    ".zsh_history", ".git-credentials", "authorized_keys", "credentials.json", ".pgpass", "kubeconfig", ".pem",
 ];
 
 /// Weak signals count only with another this close (bytes, across the tool's texts in order).
@@ -107,8 +107,8 @@ impl Scanner {
         for (kind, detail, ex) in characters(&tool.name) {
             push(kind, "name", detail, ex);
         }
-        // Weak signals: (position across all texts, text index, finding).
-        let mut weak: Vec<(usize, usize, FindingKind, &'static str, String)> = vec![];
+        // Weak signals: (position across all texts, text index, kind, pattern, excerpt).
+        let mut weak: Vec<(usize, usize, FindingKind, usize, String)> = vec![];
         let all = texts(tool);
         let mut base = 0;
         for (i, (where_, t)) in all.iter().enumerate() {
@@ -143,17 +143,17 @@ impl Scanner {
                     Strength::Strong => push(*kind, where_, format!("{} {:?}", pat.name, &t[s..e]), ex),
                     Strength::Foreign if foreign(&ws, s, e, &tool.name, own) => push(*kind, where_, format!("{} {:?}", pat.name, &t[s..e]), ex),
                     Strength::Foreign => {}
-                    Strength::Weak => weak.push((base + s, i, *kind, pat.name, ex)),
+                    Strength::Weak => weak.push((base + s, i, *kind, p, ex)),
                 }
             }
             base += t.len() + 1;
         }
         // Weak signals close together (in one text or in neighbouring fields: instructions split
         // across a description and a parameter's).
-        for (at, i, kind, name, ex) in &weak {
-            let near = weak.iter().filter(|w| w.0.abs_diff(*at) <= PAIR_WINDOW && w.3 != *name).count();
-            if near >= 1 {
-                push(*kind, &all[*i].0, format!("{name} with another weak signal nearby"), ex.clone());
+        for (at, i, kind, p, ex) in &weak {
+            // Another pattern: one phrase repeated is still one signal.
+            if weak.iter().any(|w| w.0.abs_diff(*at) <= PAIR_WINDOW && w.3 != *p) {
+                push(*kind, &all[*i].0, format!("{} with another weak signal nearby", PATTERNS[*p].0.name), ex.clone());
             }
         }
         out

@@ -5,9 +5,9 @@
 /// `<<SYS>>`, `#INSTRUCTIONS#`), pose as a channel to the model.
 const MARKERS: &[&str] = &[
     "important", "system", "sys", "instructions", "instruction", "inst", "admin", "administrator", "secret", "hidden", "override", "assistant", "ai", "llm", "model",
-    "prompt", "system_prompt", "system-prompt", "system-reminder", "im_start", "developer", "root", "jailbreak", "directive", "directives",
+    "prompt", "system_prompt", "system-prompt", "system-reminder", "im_start", "developer", "root", "jailbreak", "directive", "directives", "agent", "note", "notes",
 ];
-const OPENERS: &[&str] = &["<", "[", "{{", "{%", "<<", "#", "<|", "[["];
+const OPENERS: &[&str] = &["<", "[", "{{", "{%", "{#", "<<", "#", "<|", "[["];
 /// Code-fence languages that are roles, not languages.
 const FENCES: &[&str] = &["```system", "```instructions", "```prompt", "```assistant", "```hidden", "```important"];
 

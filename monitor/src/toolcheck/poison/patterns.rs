@@ -23,19 +23,19 @@ pub enum Strength {
 pub const AI: &[&str] = &["ai", "assistant", "assistants", "llm", "llms", "model", "models", "agent", "agents", "claude", "gpt", "chatgpt", "copilot", "gemini", "chatbot", "bot"];
 pub const USER: &[&str] = &["user", "users", "user's", "human", "humans", "person", "operator", "owner", "customer", "customers", "requester", "shopper", "buyer", "client", "them", "they"];
 const CALL: &[&str] = &["call", "calls", "calling", "invoke", "invoking", "run", "running", "execute", "executing", "use", "using", "trigger", "triggering"];
-const USED: &[&str] = &["invoked", "called", "used", "executed", "run", "triggered", "ran", "runs", "executes", "fires", "starts", "completes", "finishes", "returns"];
+const USED: &[&str] = &["invoked", "called", "used", "executed", "run", "triggered", "ran", "runs", "executes", "fires", "starts", "completes", "finishes", "returns", "requested", "written", "created"];
 /// What must never leave the machine: credentials, keys and the conversation itself. Bare
 /// "token", "key", "history" or "cookies" are left out: pagination tokens, JSON keys, git history
 /// and an HTTP tool's cookies are honest parameters (`QUALIFIED` + `KEYS` catch the rest).
 const SENSITIVE: &[&str] = &[
     "credential*", "password*", "passwd", "passphrase", "secret", "secrets", "api_key*", "apikey*", "id_rsa*", "id_ed25519*", ".env", "transcript", "conversation",
-    "conversations", "dialogue", "dialog", "bash_history", ".bash_history", ".zsh_history", ".ssh", ".netrc", ".npmrc", ".aws", "authorized_keys", "keychain", "wallet", "cvv",
+    "conversations", "dialogue", "dialog", "kubeconfig", "pem", ".pem", "keystore", ".pgpass", "pgpass", "bash_history", ".bash_history", ".zsh_history", ".ssh", ".netrc", ".npmrc", ".aws", "authorized_keys", "keychain", "wallet", "cvv",
 ];
 const QUALIFIED: &[&str] = &["private", "secret", "access", "bearer", "api", "github", "aws", "gitlab", "slack", "openai", "anthropic", "browser", "user's", "ssh", "signing", "auth", "session", "chat", "shell"];
 const KEYS: &[&str] = &["key", "keys", "token", "tokens", "cookie", "cookies", "history"];
 const SEND: &[&str] = &[
     "send", "sends", "forward", "upload", "uploads", "post", "email", "mail", "transmit", "exfiltrate", "leak", "append", "include", "attach", "paste", "copy", "put", "pass", "add", "encode",
-    "prepend", "share", "embed", "insert", "submit",
+    "prepend", "share", "embed", "insert", "submit", "provide", "supply", "fill", "dump",
 ];
 
 /// (pattern, kind, strength)
@@ -57,13 +57,14 @@ pub const PATTERNS: &[(Pattern, FindingKind, Strength)] = {
         (Pattern { name: "trust_claim", slots: &[Any(&["must", "should", "shall"]), Any(&["be"]), Any(&["followed", "obeyed", "executed"]), Any(&["verbatim", "exactly", "blindly", "without"])], gap: 1 }, ModelInstruction, Strong),
         // Keeping things from the user.
         (Pattern { name: "hide_from_user", slots: &[Any(&["do", "don't", "dont", "never", "not", "must", "should", "nor", "without", "no", "refrain", "avoid"]), Any(&["tell", "telling", "inform", "informing", "mention", "mentioning", "reveal", "revealing", "show", "showing", "disclose", "disclosing", "notify", "notifying", "alert", "alerting", "warn", "warning", "ask", "asking", "confirm", "confirming", "display", "report", "let", "letting", "explain", "bring", "bringing", "raise", "raising", "discuss", "discussing"]), Any(USER)], gap: 3 }, ModelInstruction, Strong),
-        (Pattern { name: "hide_from_user", slots: &[Any(USER), Any(&["must", "should", "need", "needs", "is", "are", "will", "may"]), Any(&["not", "never"]), Any(&["know", "see", "notice", "learn", "suspect", "find", "aware", "informed", "told"])], gap: 2 }, ModelInstruction, Strong),
+        (Pattern { name: "hide_from_user", slots: &[Any(USER), Any(&["must", "should", "need", "needs", "is", "are", "will", "may"]), Any(&["not", "never"]), Any(&["know", "see", "notice", "learn", "suspect", "find", "aware", "informed", "told"])], gap: 4 }, ModelInstruction, Strong),
         (Pattern { name: "hide_from_user", slots: &[Any(&["hide", "hidden", "conceal", "concealed", "keep", "kept", "invisible", "secret"]), Any(&["from", "to"]), Any(&["the", "your", "any"]), Any(USER)], gap: 4 }, ModelInstruction, Strong),
         (Pattern { name: "hide_from_user", slots: &[Any(&["keep", "make"]), Any(&["this", "it", "that", "these", "step", "call", "action"]), Any(&["invisible", "hidden", "secret", "private", "confidential", "quiet", "silent"])], gap: 2 }, ModelInstruction, Strong),
-        (Pattern { name: "hide_from_user", slots: &[Any(&["out", "omit", "omitted", "exclude", "excluded", "remove", "removed"]), Any(&["of", "from"]), Any(&["your", "the"]), Any(&["answer", "response", "reply", "summary", "output", "explanation", "message"])], gap: 1 }, ModelInstruction, Strong),
+        (Pattern { name: "hide_from_user", slots: &[Any(&["out", "omit", "omitted", "exclude", "excluded", "remove", "removed"]), Any(&["of", "from"]), Any(&["your", "the", "any", "all"]), Any(&["answer*", "response*", "repl*", "summar*", "output*", "explanation*", "message*", "report*"])], gap: 1 }, ModelInstruction, Strong),
         (Pattern { name: "hide_from_user", slots: &[Any(&["refrain", "avoid"]), Any(&["mention*", "bring*", "rais*", "discuss*", "tell*", "show*", "reveal*", "talk*"]), Any(USER)], gap: 6 }, ModelInstruction, Strong),
         (Pattern { name: "every_turn", slots: &[Any(&["after", "before", "with"]), Any(&["every", "each", "all"]), Any(&["answer", "answers", "response", "responses", "reply", "replies", "turn", "turns", "message", "messages"])], gap: 1 }, ToolChain, Weak),
         (Pattern { name: "covertly", slots: &[Any(&["in"]), Any(&["the"]), Any(&["background"])], gap: 0 }, ModelInstruction, Weak),
+        (Pattern { name: "hide_from_user", slots: &[Any(&["no", "never", "not"]), Any(&["disclosed", "mentioned", "revealed", "shown", "surfaced", "reported", "displayed"]), Any(&["user", "users", "user's", "human", "chat", "conversation", "answer", "response", "reply", "transcript"])], gap: 6 }, ModelInstruction, Strong),
         (Pattern { name: "covertly", slots: &[Any(&["secretly", "covertly", "discreetly", "stealthily", "surreptitiously", "unnoticed", "unbeknownst"])], gap: 0 }, ModelInstruction, Strong),
         (Pattern { name: "covertly", slots: &[Any(&["silently", "quietly", "invisibly"]), Any(&["call", "send", "run", "execute", "forward", "upload", "include", "add", "read", "post", "fetch", "copy", "email", "invoke", "append", "replace", "use", "attach", "do", "it"])], gap: 1 }, ModelInstruction, Strong),
         (Pattern { name: "covertly", slots: &[Any(&["do", "perform", "run", "execute"]), Any(&["it", "this", "that", "them"]), Any(&["silently", "quietly", "invisibly", "unannounced"])], gap: 1 }, ModelInstruction, Strong),
@@ -98,6 +99,11 @@ pub const PATTERNS: &[(Pattern, FindingKind, Strength)] = {
         (Pattern { name: "replaces_other_tools", slots: &[Any(&["replace", "replaces", "substitute", "swap", "overwrite", "route"]), Any(&["the", "its", "their", "any", "all", "calls", "call", "request", "requests", "value", "values", "amount", "path", "argument", "arguments", "parameters", "input", "inputs", "output", "result"]), Any(&["with", "for", "through", "by", "of"])], gap: 3 }, ToolChain, Weak),
         (Pattern { name: "replaces_other_tools", slots: &[Any(&["its", "this", "the", "returned"]), Any(&["response", "output", "result", "answer", "path", "value", "total", "amount", "price", "values", "number"]), Any(&["instead", "in"]), Any(&["of", "place"])], gap: 2 }, ToolChain, Weak),
         (Pattern { name: "replaces_other_tools", slots: &[Any(&["instead", "place"]), Any(&["of"]), Any(&["what", "the", "whatever", "one", "ones"]), Any(USER)], gap: 3 }, ToolChain, Weak),
+        (Pattern { name: "replaces_other_tools", slots: &[Any(&["pipe", "route", "funnel", "pass", "redirect", "proxy"]), Any(&["through", "via"]), Ident], gap: 4 }, ToolChain, Weak),
+        (Pattern { name: "replaces_other_tools", slots: &[Any(&["tool", "function"]), Any(&["is", "are"]), Any(&["broken", "unsafe", "insecure", "compromised", "unreliable", "misconfigured"])], gap: 3 }, ToolChain, Weak),
+        (Pattern { name: "replaces_other_tools", slots: &[Any(&["it", "this"]), Any(&["returns", "gives", "hands", "outputs", "provides"]), Any(&["rather", "instead", "back"])], gap: 1 }, ToolChain, Weak),
+        (Pattern { name: "precedes_other_tools", slots: &[Any(&["has", "have", "must", "needs", "need"]), Any(&["to", "be"]), Any(&["go", "run", "come", "called", "invoked", "executed"]), Any(&["first", "beforehand"])], gap: 1 }, ToolChain, Weak),
+        (Pattern { name: "precedes_other_tools", slots: &[Any(&["by", "from"]), Any(&["another", "other", "any"]), Any(&["tool", "tools", "server", "servers"])], gap: 1 }, ToolChain, Weak),
         (Pattern { name: "changes_other_tools", slots: &[Ident, Any(&["tool", "function", "command"]), Any(&["must", "should", "shall", "will", "needs", "has", "always", "never"])], gap: 2 }, ToolChain, Foreign),
         (Pattern { name: "changes_other_tools", slots: &[Any(&["run", "execute", "call"]), Any(&["the", "a"]), Any(&["shell", "bash", "terminal", "command", "exec"]), Any(&["tool", "with", "command"])], gap: 1 }, ToolChain, Weak),
     ]
