@@ -35,6 +35,7 @@ pub fn markdown(s: &mut String, v: &Value) {
     let _ = writeln!(s, "| recall on the held-out slice | {:.3} ({} of {}) | reported, not tuned |", h["recall"].as_f64().unwrap_or(0.0), h["detected"], h["poisoned"]);
     let _ = writeln!(s, "| scan cost | {:.1} µs per tool | |", v["scan_us_per_tool"].as_f64().unwrap_or(0.0));
     let _ = writeln!(s, "\nBy category (flagged/total): {}. Held out: {}.", cats(t), cats(h));
+    let _ = writeln!(s, "\nEach held-out slice is scored once, then folded into the tuned set once the checks were generalised on its misses (the history is in `monitor/tests/data/tools/README.md`): the held-out recall, not the tuned one, is the figure for wording the checks have not seen.");
     if let Some(m) = h["missed"].as_array().filter(|m| !m.is_empty()) {
         let _ = writeln!(s, "\nMissed in the held-out slice: {}.", m.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "));
     }
