@@ -36,6 +36,10 @@ pub enum Command {
     /// its cost per KiB, as JSON.
     #[command(hide = true)]
     BenchResults { dir: std::path::PathBuf },
+    /// Benchmark helper: the tool-description checks on the labelled set in DIR (precision,
+    /// recall, held-out recall) and their cost per tool, as JSON.
+    #[command(hide = true)]
+    BenchDescriptions { dir: std::path::PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

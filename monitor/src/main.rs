@@ -38,6 +38,16 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::BenchDescriptions { dir } => match monitor::toolcheck::poison_set::bench(&dir) {
+            Ok(v) => {
+                println!("{v}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mcpmon bench-descriptions: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         Command::Top(args) => match monitor::top::run(&args.socket) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {

@@ -45,6 +45,10 @@ enum Task {
         /// bench/results.json; the report names the run it came from.
         #[arg(long)]
         enforcement_only: bool,
+        /// Only the text scanners (sections 6 and 7: tool results, tool descriptions), replacing
+        /// them in bench/results.json.
+        #[arg(long)]
+        scanners_only: bool,
     },
     /// Kernel matrix: the scenario on this kernel (fallbacks) and in a VM booted from Debian's
     /// kernel with the BPF LSM and trampolines (qemu TCG): deny, kill, fentry/tracepoint parity.
@@ -72,7 +76,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test { args } => test(&args),
         Task::VmTest { host_only, vm_only } => vm::run(!vm_only, !host_only),
-        Task::Bench { rounds, quick, report_only, fast_path_only, enforcement_only } => bench::run(bench::Opts { rounds, quick, report_only, fast_path_only, enforcement_only }),
+        Task::Bench { rounds, quick, report_only, fast_path_only, enforcement_only, scanners_only } => bench::run(bench::Opts { rounds, quick, report_only, fast_path_only, enforcement_only, scanners_only }),
         Task::Run { args } => {
             setup::run()?;
             util::cargo(&["build", "--release", "-p", "monitor"])?;

@@ -21,6 +21,7 @@ pub struct ToolWatch {
     /// Results of calls: scanner, injected client sessions, scan cost.
     pub results: results::ResultWatch,
     pub pins: Option<PinStore>,
+    poison: poison::Scanner,
     pub tools: HashMap<u32, Vec<Tool>>,
     reported_collisions: BTreeSet<(String, Vec<String>)>,
     pub alerts: HashMap<u32, u64>,
@@ -39,6 +40,9 @@ impl Pipeline {
         let mut alerts = vec![];
         if let (Some(pins), Some(key)) = (self.tools_watch.pins.as_mut(), key) {
             match pins.check(&key, &announced, &tools) {
+                Ok(PinOutcome::Changed { diff: d, .. }) if self.set_change_silenced(&server, &d) => {
+                    tracing::info!("tools of {server} changed since they were pinned; silenced by a site exception: {}", d.summary());
+                }
                 Ok(PinOutcome::Changed { diff: d, pinned }) => {
                     let version = version_change(&pinned, &announced).map(|v| format!(", announced version {v}")).unwrap_or_default();
                     alerts.push(json!({
@@ -63,8 +67,14 @@ impl Pipeline {
                 ts.iter().map(move |t| (n.clone(), t.name.clone()))
             })
             .collect();
+        let own: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
         for t in &tools {
-            for f in poison::scan(t, &others) {
+            for f in self.tools_watch.poison.scan(t, &own, &others) {
+                let kind = serde_json::to_value(f.kind).unwrap_or_default();
+                if self.silenced("mcp.tool_poisoning", &server, Some(&t.name), kind.as_str()) {
+                    tracing::info!("tool {:?} of {server}: {} (silenced by a site exception)", t.name, f.detail);
+                    continue;
+                }
                 alerts.push(json!({
                     "rule": rule("mcp.tool_poisoning", "high", "A tool description carries instructions or content aimed at the model (tool poisoning, shadowing).", &["T1027", "T1204"]),
                     "summary": format!("tool {:?} of {server}: {}", t.name, f.detail), "tool": t.name, "finding": f,
@@ -79,6 +89,11 @@ impl Pipeline {
             .map(|(sid, ts)| (self.tracker.server(*sid).map(|s| s.name.clone()).unwrap_or_default(), ts.clone()))
             .collect();
         for c in collisions(&sets).into_iter().filter(|c| c.servers.contains(&server)) {
+            // Accepted only when every server offering the name is excepted: a new server that
+            // joins an accepted pair is still reported.
+            if c.servers.iter().all(|s| self.silenced("mcp.tool_name_collision", s, Some(&c.tool), None)) {
+                continue;
+            }
             if self.tools_watch.reported_collisions.insert((c.tool.clone(), c.servers.clone())) {
                 alerts.push(json!({
                     "rule": rule("mcp.tool_name_collision", "medium", "Several servers offer a tool of the same name (shadowing).", &["T1036"]),
@@ -98,6 +113,23 @@ impl Pipeline {
             tracing::warn!("alert {}: {}", a["rule"]["id"], a["summary"]);
             self.emit_alert(a).await;
         }
+    }
+}
+
+impl Pipeline {
+    /// Whether a site exception (`exceptions:` in a rules file) silences a tool-check alert for
+    /// this server, tool and finding.
+    fn silenced(&self, rule: &str, server: &str, tool: Option<&str>, finding: Option<&str>) -> bool {
+        let Some(p) = self.policy.as_ref() else { return false };
+        p.rules.silenced(rule, &crate::toolcheck::alert_ctx(server, tool, finding))
+    }
+
+    /// A changed tool set is silenced by an exception for the whole server, or when every
+    /// tool that was added, removed or changed is excepted by name.
+    fn set_change_silenced(&self, server: &str, d: &crate::toolcheck::pin::ToolSetDiff) -> bool {
+        const R: &str = "mcp.tool_set_changed";
+        let names: Vec<&str> = d.added.iter().chain(&d.removed).map(String::as_str).chain(d.changed.iter().map(|c| c.name.as_str())).collect();
+        self.silenced(R, server, None, None) || (!names.is_empty() && names.iter().all(|n| self.silenced(R, server, Some(n), None)))
     }
 }
 

@@ -49,6 +49,7 @@ pub const FIELDS: &[(&str, Kind, &str)] = &[
     ("server.client", Kind::Str, "MCP client that runs it"),
     ("mcp.state", Kind::Str, "call, ambiguous, idle"),
     ("mcp.tool", Kind::List, "tool name(s) of the call(s) in flight"),
+    ("mcp.finding", Kind::Str, "tool-check alerts (mcp.tool_*) only: what the check found (hidden_tag, cross_server_reference, …)"),
     ("mcp.args", Kind::Str, "arguments of the call in flight, as JSON"),
     ("mcp.in_scope", Kind::Bool, "mcp.scope is not outside: the file belongs to the call, the server or its runtime (absent when file.path is)"),
     ("mcp.scope", Kind::Str, "call, server, runtime, created or outside (docs/rules.md, Scope)"),

@@ -261,7 +261,7 @@ pub fn load_texts(docs: &[(PathBuf, String)], homes: &[String]) -> Result<RuleSe
         parsed.push((file, text, doc.rules));
     }
     let env = Env { lists: &lists, macros: &macros, homes };
-    let mut set = RuleSet { rules: Vec::new(), files: docs.iter().map(|(f, _)| f.clone()).collect(), grants };
+    let mut set = RuleSet { rules: Vec::new(), files: docs.iter().map(|(f, _)| f.clone()).collect(), grants, builtin_exceptions: BTreeMap::new() };
     let mut disabled: Vec<String> = Vec::new();
     for (file, text, rules) in parsed {
         for r in rules {
@@ -295,6 +295,14 @@ pub fn load_texts(docs: &[(PathBuf, String)], homes: &[String]) -> Result<RuleSe
         let raw = x.raw().map_err(fail)?;
         let cond = env.compile(&raw, 0).map_err(|e| fail(format!("exception for {}: {e}", x.rule)))?;
         let Some(r) = set.rules.iter_mut().find(|r| r.id == x.rule) else {
+            // The daemon's own checks of tool lists know a server, a tool and a finding.
+            if crate::toolcheck::BUILTIN_RULES.contains(&x.rule.as_str()) {
+                if x.path_glob.is_some() || x.proc_name.is_some() || x.addr_cidr.is_some() {
+                    return Err(fail(format!("exception for {}: a tool-list check knows server, tool and condition (server.name, mcp.tool, mcp.finding), not path_glob, proc_name or addr_cidr", x.rule)));
+                }
+                set.builtin_exceptions.entry(x.rule.clone()).or_default().push(cond);
+                continue;
+            }
             // A rule switched off (or not shipped on this version) needs no exception.
             if disabled.contains(&x.rule) {
                 continue;
@@ -496,5 +504,32 @@ rules:
         assert!(e.reason.contains("names no server"), "{e}");
         let e = load_texts(&[(PathBuf::from("a.yaml"), OK.into()), (PathBuf::from("l.yaml"), site.into())], &["/home/*".to_string()]).unwrap_err();
         assert!(e.reason.contains("grants"), "kernel rules are lifted by grants: {e}");
+    }
+
+    #[test]
+    fn exceptions_silence_tool_checks_for_one_server_and_tool() {
+        use crate::toolcheck::alert_ctx;
+        let site = r#"
+exceptions:
+  # Our docs server names the wiki's tools on purpose.
+  - {rule: mcp.tool_poisoning, server: docs, tool: search_docs, condition: {mcp.finding: {equals: cross_server_reference}}}
+  - {rule: mcp.tool_set_changed, server: nightly}
+  - {rule: mcp.tool_name_collision, server: [gh, git], tool: status}
+"#;
+        let set = load_texts(&[(PathBuf::from("local.yaml"), site.into())], &["/home/*".to_string()]).unwrap();
+        let p = |server, tool, finding| set.silenced("mcp.tool_poisoning", &alert_ctx(server, Some(tool), Some(finding)));
+        assert!(p("docs", "search_docs", "cross_server_reference"), "the excepted server, tool and finding");
+        assert!(!p("docs", "search_docs", "hidden_tag"), "another finding of the same tool");
+        assert!(!p("docs", "fetch_page", "cross_server_reference"), "another tool of the same server");
+        assert!(!p("wiki", "search_docs", "cross_server_reference"), "the same tool name on another server");
+        assert!(set.silenced("mcp.tool_set_changed", &alert_ctx("nightly", None, None)));
+        assert!(!set.silenced("mcp.tool_set_changed", &alert_ctx("stable", None, None)));
+        assert!(!set.silenced("mcp.tool_poisoning", &alert_ctx("nightly", Some("x"), Some("hidden_tag"))), "an exception names one rule");
+        assert!(set.silenced("mcp.tool_name_collision", &alert_ctx("gh", Some("status"), None)));
+        assert!(!set.silenced("mcp.tool_name_collision", &alert_ctx("evil", Some("status"), None)));
+        let e = load_texts(&[(PathBuf::from("l.yaml"), "exceptions:\n  - rule: mcp.tool_poisoning\n    path_glob: /x\n".into())], &[]).unwrap_err();
+        assert!(e.reason.contains("not path_glob") && e.line == Some(2), "{e}");
+        let e = load_texts(&[(PathBuf::from("l.yaml"), "exceptions:\n  - {rule: mcp.tool_poisoning}\n".into())], &[]).unwrap_err();
+        assert!(e.reason.contains("names no server"), "{e}");
     }
 }

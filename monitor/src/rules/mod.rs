@@ -100,6 +100,8 @@ pub struct RuleSet {
     pub files: Vec<PathBuf>,
     /// Server name → rule ids it is granted (file rules only; checked at load).
     pub grants: std::collections::BTreeMap<String, Vec<String>>,
+    /// Site exceptions for the daemon's built-in checks (`toolcheck::BUILTIN_RULES`), by rule id.
+    pub builtin_exceptions: std::collections::BTreeMap<String, Vec<Cond>>,
 }
 
 impl Rule {
@@ -111,6 +113,11 @@ impl Rule {
 }
 
 impl RuleSet {
+    /// Whether a site exception silences the built-in check `rule` for this context.
+    pub fn silenced(&self, rule: &str, ctx: &Ctx) -> bool {
+        self.builtin_exceptions.get(rule).is_some_and(|x| x.iter().any(|c| c.eval(ctx)))
+    }
+
     /// Rule slots granted to the server with this (configured) name.
     pub fn granted_slots(&self, server: &str) -> Vec<u32> {
         let Some(ids) = self.grants.get(server) else { return vec![] };

@@ -5,11 +5,16 @@ pub mod collide;
 pub mod labelled;
 pub mod pin;
 pub mod poison;
+pub mod poison_set;
 pub mod results;
 pub mod secrets;
 pub mod text;
 
 use serde::{Deserialize, Serialize};
+
+/// Ids of the alerts the tool-list checks raise (daemon/toolwatch.rs). They are not YAML rules,
+/// but a site tunes them the same way: `exceptions:` in a rules file (docs/rules.md, Tuning).
+pub const BUILTIN_RULES: &[&str] = &["mcp.tool_poisoning", "mcp.tool_set_changed", "mcp.tool_name_collision"];
 use serde_json::Value;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,4 +43,19 @@ pub fn tools_from_list_result(result: &Value) -> Vec<Tool> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The fields an exception for a tool-check alert can test: `server.name`, `mcp.tool` and
+/// `mcp.finding` (the event is `tools`, a `tools/list` reply).
+pub fn alert_ctx(server: &str, tool: Option<&str>, finding: Option<&str>) -> crate::rules::Ctx {
+    let mut c = crate::rules::Ctx::default();
+    c.str("event", "tools");
+    c.str("server.name", server);
+    if let Some(t) = tool {
+        c.set("mcp.tool", crate::rules::Val::List(vec![t.to_string()]));
+    }
+    if let Some(f) = finding {
+        c.str("mcp.finding", f);
+    }
+    c
 }

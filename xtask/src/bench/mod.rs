@@ -12,8 +12,10 @@
 //! 4. The daemon itself: RSS and CPU idle and under load.
 //! 5. The fast path (fentry/fexit), which this kernel lacks: ratios inside the VM of vm-test.
 //! 6. The result scanner: precision/recall on the labelled set, scan cost per KiB.
+//! 7. The tool-description (poisoning) checks: precision/recall on the labelled tool lists.
 //! Writes bench/results.json and bench/results.md.
 mod configs;
+mod descriptions;
 mod enforce;
 mod report;
 mod results;
@@ -37,6 +39,8 @@ pub struct Opts {
     pub fast_path_only: bool,
     /// Only measure section 3 (enforcement, attacks on secrets), replacing it in results.json.
     pub enforcement_only: bool,
+    /// Only the text scanners (sections 6 and 7), replacing them in results.json.
+    pub scanners_only: bool,
 }
 
 pub fn mcpmon() -> PathBuf {
@@ -60,6 +64,14 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         let dir = util::root().join("bench");
         let mut v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).context("bench/results.json (run the whole benchmark once)")?)?;
         v["fast_path"] = vmfast::run(opts.rounds, opts.quick)?;
+        return write(&v);
+    }
+    if opts.scanners_only {
+        util::cargo(&["build", "--release", "-p", "monitor"])?;
+        let dir = util::root().join("bench");
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).context("bench/results.json (run the whole benchmark once)")?)?;
+        v["results"] = results::run()?;
+        v["descriptions"] = descriptions::run()?;
         return write(&v);
     }
     if opts.enforcement_only {
@@ -92,6 +104,7 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
     eprintln!("bench: 4/5 fast path (fentry/fexit) against tracepoints, inside the VM of vm-test");
     out.insert("fast_path".into(), vmfast::run(opts.rounds, opts.quick)?);
     out.insert("results".into(), results::run()?);
+    out.insert("descriptions".into(), descriptions::run()?);
     eprintln!("bench: 5/5 auditd (last: it leaves audit enabled-slow until reboot)");
     let audit = configs::auditd_rounds(&w, opts.rounds)?;
     if let Some(o) = out.get_mut("overhead") {

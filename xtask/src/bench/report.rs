@@ -154,6 +154,7 @@ pub fn markdown(v: &Value) -> String {
     let _ = writeln!(s, "| RSS under the load of section 2 | {:.1} MiB | |", med(&sp["daemon_rss_bytes"]) / 1048576.0);
     fast_path(&mut s, v);
     super::results::markdown(&mut s, &v["results"]);
+    super::descriptions::markdown(&mut s, &v["descriptions"]);
     s
 }
 
