@@ -149,6 +149,11 @@ pub struct RunArgs {
     /// Fold repeats of the same alert within this many seconds into a count (0: off).
     #[arg(long, default_value_t = 10)]
     pub alert_throttle_secs: u64,
+    /// One alert per incident: alerts of one server within one tool call (or until it is quiet
+    /// this many seconds) are folded into the first, with their chain of evidence; kills and
+    /// denies always go out (0: off).
+    #[arg(long, default_value_t = 5)]
+    pub incident_quiet_secs: u64,
 }
 
 impl RunArgs {

@@ -245,3 +245,42 @@ fn a_path_search_is_one_incident() {
     let temp = records.iter().filter(|r| r["kind"] == "alert" && r["rule"]["id"] == "exec-from-temp-or-memory").count();
     assert_eq!(temp, 0, "no exec from temp here");
 }
+
+/// One tool call that does several suspicious things is one incident: the first alert goes
+/// out at once, the later alert-only ones are folded into it, and the `incident` record that
+/// ends it carries every one of them as its chain of evidence.
+#[test]
+fn one_call_is_one_incident() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = common::peers() else { return };
+    let d = Daemon::start(&["--incident-quiet-secs", "1"]);
+    let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/runner_server.py");
+    let cmdline = "cat /etc/passwd /etc/group /etc/hostname > /dev/null; python3 -c 'open(\"/etc/passwd\").read()'";
+    let calls = json!([{"tool": "run", "arguments": {"command": cmdline}}]);
+    let socket = d.socket.to_str().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
+    let py = peers.join("venv/bin/python");
+    let out = Command::new(&py)
+        .arg(script)
+        .arg(calls.to_string())
+        .arg("--")
+        .args([MCPMON, "exec", "--name", "incident", "--require-monitor", "--socket", socket, "--", py.to_str().unwrap(), server.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let inc = d.expect("the incident record", |v| v["kind"] == "incident" && v["server"]["name"] == "incident");
+    let (_, records) = d.stop_with_records();
+    let alerts: Vec<&Value> = records.iter().filter(|r| r["kind"] == "alert" && r["server"]["name"] == "incident").collect();
+    let chain = inc["chain"].as_array().unwrap();
+    assert!(chain.len() >= 2 && inc["folded"].as_u64().unwrap() >= 1, "several alerts, folded: {inc}");
+    assert_eq!(alerts.len() as u64 + inc["folded"].as_u64().unwrap(), inc["alerts"].as_u64().unwrap(), "every alert is sent or folded, none lost: {inc}");
+    assert!(alerts.len() < chain.len(), "fewer alert lines than alerts: {alerts:?}");
+    for a in &alerts {
+        assert_eq!(a["incident"]["id"], inc["id"], "{a}");
+    }
+    assert_eq!(inc["mcp"]["tool"], "run", "{inc}");
+    let rules: Vec<&str> = chain.iter().filter_map(|e| e["rule"].as_str()).collect();
+    assert!(rules.contains(&"shell-spawned-by-tool-call"), "{rules:?}");
+}

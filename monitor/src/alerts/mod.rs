@@ -3,6 +3,7 @@
 //! repeated alerts (folded into counts, reported, never dropped silently). docs/alerts.md is the
 //! schema.
 pub mod file;
+pub mod incident;
 pub mod throttle;
 pub mod webhook;
 

@@ -90,6 +90,7 @@ pub struct Pipeline {
     /// Alert sinks besides the event stream (file, webhook).
     pub sinks: Option<crate::alerts::Sinks>,
     throttle: crate::alerts::throttle::Throttle,
+    pub incidents: crate::alerts::incident::Incidents,
     /// Every emitted line, for live views (`mcpmon top`); lossy for slow readers by design.
     pub tail: tokio::sync::broadcast::Sender<String>,
     /// Tracked pids found dead at the last reconcile (reaped if still there at the next).
@@ -148,6 +149,7 @@ impl Pipeline {
             metrics: Default::default(),
             sinks: None,
             throttle: crate::alerts::throttle::Throttle::new(Duration::from_secs(10)),
+            incidents: crate::alerts::incident::Incidents::new(Duration::from_secs(5)),
             tail: tokio::sync::broadcast::channel(4096).0,
             reap_suspects: Default::default(),
             resolved: Default::default(),
@@ -229,6 +231,12 @@ impl Pipeline {
             }
             return;
         }
+        let Some(v) = self.incidents.admit(v, std::time::Instant::now()) else {
+            if let Ok(mut m) = self.metrics.lock() {
+                m.folded(1);
+            }
+            return;
+        };
         if let Some(s) = &self.sinks {
             s.send(&v.to_string());
         }
@@ -237,6 +245,13 @@ impl Pipeline {
 
     /// Once a second: gauges for the metrics endpoint, and closed throttle windows.
     pub async fn metrics_tick(&mut self, force_flush: bool) {
+        for mut r in self.incidents.flush(std::time::Instant::now(), force_flush) {
+            r["time"] = Self::now().into();
+            if let Some(s) = &self.sinks {
+                s.send(&r.to_string());
+            }
+            self.emit(r).await;
+        }
         for r in self.throttle.flush(std::time::Instant::now(), force_flush) {
             let mut r = r;
             r["time"] = Self::now().into();
@@ -692,6 +707,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     pipeline.sinks = Some(sinks);
     pipeline.tail = tail;
     pipeline.throttle = crate::alerts::throttle::Throttle::new(Duration::from_secs(args.alert_throttle_secs));
+    pipeline.incidents = crate::alerts::incident::Incidents::new(Duration::from_secs(args.incident_quiet_secs));
     if let Some(dir) = args.profiles_dir() {
         let mode = if args.learn { crate::rules::profile::Mode::Learn } else { crate::rules::profile::Mode::Enforce };
         let p = crate::rules::profile::Profiles::open(&dir, mode).map_err(|e| anyhow::anyhow!("profiles: {e}"))?;

@@ -64,6 +64,7 @@ pub struct Metrics {
     denies: u64,
     rule_eval: Histogram,
     alerts_suppressed: u64,
+    alerts_folded: u64,
     /// Kernel events lost per server (`blind_spot`).
     blind_spot: BTreeMap<String, u64>,
     sink_dropped: BTreeMap<String, u64>,
@@ -109,6 +110,10 @@ impl Metrics {
 
     pub fn blind_spot(&mut self, server: &str, lost: u64) {
         *self.blind_spot.entry(server.into()).or_default() += lost;
+    }
+
+    pub fn folded(&mut self, n: u64) {
+        self.alerts_folded += n;
     }
 
     pub fn suppressed(&mut self, n: u64) {
@@ -193,6 +198,8 @@ impl Metrics {
         for ((srv, r, sev, a), v) in &self.alerts {
             let _ = writeln!(o, "mcpmon_alerts_total{{server=\"{}\",rule=\"{}\",severity=\"{}\",action=\"{}\"}} {v}", esc(srv), esc(r), esc(sev), esc(a));
         }
+        head(&mut o, "mcpmon_alerts_folded_total", "counter", "Alerts folded into their incident's first alert (same server and tool call), reported in its `incident` record.");
+        let _ = writeln!(o, "mcpmon_alerts_folded_total {}", self.alerts_folded);
         head(&mut o, "mcpmon_alerts_suppressed_total", "counter", "Repeated alerts folded into a later alert's count by throttling.");
         let _ = writeln!(o, "mcpmon_alerts_suppressed_total {}", self.alerts_suppressed);
         head(&mut o, "mcpmon_kills_total", "counter", "Processes killed, by where the decision ran.");

@@ -1,0 +1,220 @@
+//! One alert per incident. Alerts that share a cause are one incident: the same server within
+//! one tool call (by the call's JSON-RPC id), or, with no call in flight, the same server until
+//! it has been quiet for a while. The first alert of an incident goes out at once and opens it.
+//! A later alert that only alerts, at no higher severity than what already went out, is folded:
+//! it is not sent again, and joins the incident's chain of evidence. An alert that enforces (a
+//! kill, a deny) or raises the severity always goes out, carrying the chain so far, so no
+//! enforcement record is ever folded away. When the incident ends (quiet for `quiet`, or open
+//! for `max_open`), an `incident` record carries the whole chain if anything was folded.
+//!
+//! Alerts about the monitor itself (no server) and tool-set checks (no process) pass through.
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+
+pub struct Incidents {
+    quiet: Duration,
+    max_open: Duration,
+    open: HashMap<(u64, String), Incident>,
+    /// Ended, their records not yet sent.
+    closed: Vec<Incident>,
+    next: u64,
+}
+
+struct Incident {
+    id: String,
+    opened: Instant,
+    last: Instant,
+    server: Value,
+    mcp: Value,
+    chain: Vec<Value>,
+    /// Alerts in the incident (the chain keeps the first `MAX_CHAIN`).
+    count: u64,
+    folded: u64,
+    /// Highest severity already sent for this incident.
+    sent: u8,
+}
+
+/// Incidents held at once; beyond this the oldest are closed early.
+const MAX_OPEN: usize = 4096;
+/// Chain entries kept per incident (the count goes on).
+const MAX_CHAIN: usize = 32;
+
+fn severity(a: &Value) -> u8 {
+    match a["rule"]["severity"].as_str().unwrap_or("") {
+        "critical" => 4,
+        "high" => 3,
+        "medium" => 2,
+        "low" => 1,
+        _ => 0,
+    }
+}
+
+/// Whether the alert records something done (a kill, a deny, a refusal): never folded.
+fn enforces(a: &Value) -> bool {
+    !matches!(a["action"]["result"].as_str().unwrap_or("alerted"), "alerted" | "allowed_by_grant")
+}
+
+/// One line of evidence: what happened, by which process, and what was done.
+fn evidence(a: &Value) -> Value {
+    let mut e = json!({
+        "time": a["time"], "rule": a["rule"]["id"], "severity": a["rule"]["severity"],
+        "result": a["action"]["result"], "summary": a["summary"],
+        "pid": a["process"]["pid"], "exe": a["process"]["exe"],
+    });
+    for k in ["file", "finding"] {
+        if !a[k].is_null() {
+            e[k] = a[k].clone();
+        }
+    }
+    if let Some(addr) = a["event"]["addr"].as_str() {
+        e["addr"] = format!("{addr}:{}", a["event"]["port"]).into();
+    }
+    e
+}
+
+impl Incidents {
+    pub fn new(quiet: Duration) -> Self {
+        Self { quiet, max_open: quiet * 12, open: HashMap::new(), closed: Vec::new(), next: 0 }
+    }
+
+    fn key(a: &Value) -> Option<(u64, String)> {
+        let server = a["server"]["id"].as_u64()?;
+        a["process"]["pid"].as_u64()?;
+        let call = match (a["mcp"]["state"].as_str(), &a["mcp"]["id"]) {
+            (Some("call"), id) if !id.is_null() => format!("call:{id}"),
+            _ => "idle".to_string(),
+        };
+        Some((server, call))
+    }
+
+    /// The alert to send now (with its `incident` field), or None when it was folded.
+    pub fn admit(&mut self, mut a: Value, now: Instant) -> Option<Value> {
+        if self.quiet.is_zero() {
+            return Some(a);
+        }
+        let Some(key) = Self::key(&a) else { return Some(a) };
+        if self.open.get(&key).is_some_and(|i| now.duration_since(i.last) >= self.quiet || now.duration_since(i.opened) >= self.max_open) {
+            // Stale: a new incident; the old one's record goes out at the next flush.
+            let old = self.open.remove(&key).unwrap();
+            self.closed.push(old);
+        }
+        let sev = severity(&a);
+        match self.open.get_mut(&key) {
+            None => {
+                if self.open.len() >= MAX_OPEN {
+                    self.evict_oldest();
+                }
+                self.next += 1;
+                let id = format!("{}-{}", key.0, self.next);
+                a["incident"] = json!({"id": id, "seq": 1});
+                self.open.insert(key, Incident { id, opened: now, last: now, server: a["server"].clone(), mcp: a["mcp"].clone(), chain: vec![evidence(&a)], count: 1, folded: 0, sent: sev });
+                Some(a)
+            }
+            Some(i) => {
+                i.last = now;
+                i.count += 1;
+                if i.chain.len() < MAX_CHAIN {
+                    i.chain.push(evidence(&a));
+                }
+                let seq = i.count;
+                if enforces(&a) || sev > i.sent {
+                    i.sent = i.sent.max(sev);
+                    a["incident"] = json!({"id": i.id, "seq": seq, "chain": i.chain});
+                    Some(a)
+                } else {
+                    i.folded += 1;
+                    None
+                }
+            }
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some(k) = self.open.iter().min_by_key(|(_, i)| i.last).map(|(k, _)| k.clone()) {
+            let old = self.open.remove(&k).unwrap();
+            self.closed.push(old);
+        }
+    }
+
+    /// Ends quiet incidents (all of them with `force`): one `incident` record for each that
+    /// folded anything, so the evidence of every folded alert is reported.
+    pub fn flush(&mut self, now: Instant, force: bool) -> Vec<Value> {
+        let (quiet, max_open) = (self.quiet, self.max_open);
+        let ended: Vec<(u64, String)> = self
+            .open
+            .iter()
+            .filter(|(_, i)| force || now.duration_since(i.last) >= quiet || now.duration_since(i.opened) >= max_open)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in ended {
+            let i = self.open.remove(&k).unwrap();
+            self.closed.push(i);
+        }
+        std::mem::take(&mut self.closed).into_iter().filter(|i| i.folded > 0).map(record).collect()
+    }
+}
+
+fn record(i: Incident) -> Value {
+    let sev = ["info", "low", "medium", "high", "critical"][i.sent as usize];
+    json!({
+        "kind": "incident", "schema": 1, "id": i.id, "severity": sev,
+        "server": i.server, "mcp": i.mcp,
+        "alerts": i.count, "folded": i.folded, "chain": i.chain,
+        "duration_s": i.last.duration_since(i.opened).as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(rule: &str, sev: &str, result: &str, call: Option<u64>) -> Value {
+        let mcp = match call {
+            Some(id) => json!({"state": "call", "tool": "run", "id": id}),
+            None => json!({"state": "idle"}),
+        };
+        json!({"kind": "alert", "rule": {"id": rule, "severity": sev}, "action": {"result": result}, "server": {"id": 7, "name": "s"}, "process": {"pid": 42, "exe": "/bin/sh"}, "mcp": mcp, "summary": rule})
+    }
+
+    #[test]
+    fn one_call_is_one_incident_and_enforcement_is_never_folded() {
+        let mut inc = Incidents::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        let first = inc.admit(alert("shell-spawned-by-tool-call", "high", "alerted", Some(3)), t0).expect("the first goes out");
+        assert_eq!(first["incident"]["seq"], 1);
+        assert!(inc.admit(alert("file-outside-call-scope", "medium", "alerted", Some(3)), t0).is_none(), "folded");
+        assert!(inc.admit(alert("file-outside-call-scope", "high", "alerted", Some(3)), t0).is_none(), "not above what went out");
+        let kill = inc.admit(alert("download-and-execute", "critical", "killed_in_kernel", Some(3)), t0).expect("a kill always goes out");
+        assert_eq!(kill["incident"]["id"], first["incident"]["id"]);
+        assert_eq!(kill["incident"]["chain"].as_array().unwrap().len(), 4, "the chain of evidence: {kill}");
+        let deny = inc.admit(alert("cloud-metadata-connect", "low", "denied_in_kernel", Some(3)), t0).expect("a deny always goes out");
+        assert_eq!(deny["incident"]["seq"], 5);
+        // Another call is another incident.
+        let other = inc.admit(alert("file-outside-call-scope", "medium", "alerted", Some(4)), t0).expect("new incident");
+        assert_ne!(other["incident"]["id"], first["incident"]["id"]);
+        // Nothing ends before it is quiet; then one record per incident that folded something.
+        assert!(inc.flush(t0 + Duration::from_secs(1), false).is_empty());
+        let recs = inc.flush(t0 + Duration::from_secs(6), false);
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        assert_eq!((recs[0]["alerts"].as_u64(), recs[0]["folded"].as_u64()), (Some(5), Some(2)));
+        assert_eq!(recs[0]["severity"], "critical");
+    }
+
+    #[test]
+    fn idle_alerts_end_when_the_server_is_quiet_and_others_pass() {
+        let mut inc = Incidents::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        assert!(inc.admit(alert("network-while-idle", "medium", "alerted", None), t0).is_some());
+        assert!(inc.admit(alert("network-while-idle", "medium", "alerted", None), t0 + Duration::from_secs(1)).is_none());
+        assert!(inc.admit(alert("network-while-idle", "medium", "alerted", None), t0 + Duration::from_secs(7)).is_some(), "quiet for 6 s: a new incident");
+        let health = json!({"kind": "alert", "rule": {"id": "blind-spot", "severity": "high"}, "action": {"result": "alerted"}});
+        assert!(inc.admit(health.clone(), t0).is_some() && inc.admit(health, t0).is_some(), "monitor alerts pass");
+        let off = &mut Incidents::new(Duration::ZERO);
+        assert!(off.admit(alert("a", "low", "alerted", Some(1)), t0).is_some() && off.admit(alert("a", "low", "alerted", Some(1)), t0).is_some(), "0 turns folding off");
+        assert_eq!(inc.flush(t0 + Duration::from_secs(20), true).len(), 1);
+    }
+}
