@@ -1,13 +1,14 @@
 //! One alert per incident. Alerts that share a cause are one incident: the same server within
-//! one tool call (by the call's JSON-RPC id), or, with no call in flight, the same server until
-//! it has been quiet for a while. The first alert of an incident goes out at once and opens it.
+//! one tool call (by the call's JSON-RPC id); an incident ends when the server has raised no
+//! alert in that call for a while. The first alert of an incident goes out at once and opens it.
 //! A later alert that only alerts, at no higher severity than what already went out, is folded:
 //! it is not sent again, and joins the incident's chain of evidence. An alert that enforces (a
 //! kill, a deny) or raises the severity always goes out, carrying the chain so far, so no
 //! enforcement record is ever folded away. When the incident ends (quiet for `quiet`, or open
 //! for `max_open`), an `incident` record carries the whole chain if anything was folded.
 //!
-//! Alerts about the monitor itself (no server) and tool-set checks (no process) pass through.
+//! Alerts outside a call, about the monitor itself (no server), tool-set checks (no process) and
+//! findings in results (content, not behaviour) pass through.
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
@@ -84,11 +85,16 @@ impl Incidents {
     fn key(a: &Value) -> Option<(u64, String)> {
         let server = a["server"]["id"].as_u64()?;
         a["process"]["pid"].as_u64()?;
-        let call = match (a["mcp"]["state"].as_str(), &a["mcp"]["id"]) {
-            (Some("call"), id) if !id.is_null() => format!("call:{id}"),
-            _ => "idle".to_string(),
-        };
-        Some((server, call))
+        // Findings in what a server answered are about content, each its own evidence.
+        if a["event"]["kind"] == "mcp_result" {
+            return None;
+        }
+        // Only a call gives alerts a shared cause: with none in flight (or several), each alert
+        // stands alone (repeats are the throttle's to fold).
+        match (a["mcp"]["state"].as_str(), &a["mcp"]["id"]) {
+            (Some("call"), id) if !id.is_null() => Some((server, format!("call:{id}"))),
+            _ => None,
+        }
     }
 
     /// The alert to send now (with its `incident` field), or None when it was folded.
@@ -205,12 +211,15 @@ mod tests {
     }
 
     #[test]
-    fn idle_alerts_end_when_the_server_is_quiet_and_others_pass() {
+    fn a_call_ends_when_quiet_and_alerts_outside_calls_pass() {
         let mut inc = Incidents::new(Duration::from_secs(5));
         let t0 = Instant::now();
-        assert!(inc.admit(alert("network-while-idle", "medium", "alerted", None), t0).is_some());
-        assert!(inc.admit(alert("network-while-idle", "medium", "alerted", None), t0 + Duration::from_secs(1)).is_none());
-        assert!(inc.admit(alert("network-while-idle", "medium", "alerted", None), t0 + Duration::from_secs(7)).is_some(), "quiet for 6 s: a new incident");
+        assert!(inc.admit(alert("file-outside-call-scope", "medium", "alerted", Some(9)), t0).is_some());
+        assert!(inc.admit(alert("file-outside-call-scope", "medium", "alerted", Some(9)), t0 + Duration::from_secs(1)).is_none());
+        assert!(inc.admit(alert("file-outside-call-scope", "medium", "alerted", Some(9)), t0 + Duration::from_secs(7)).is_some(), "quiet for 6 s: a new incident");
+        for _ in 0..2 {
+            assert!(inc.admit(alert("network-while-idle", "medium", "alerted", None), t0).is_some(), "no call, no shared cause");
+        }
         let health = json!({"kind": "alert", "rule": {"id": "blind-spot", "severity": "high"}, "action": {"result": "alerted"}});
         assert!(inc.admit(health.clone(), t0).is_some() && inc.admit(health, t0).is_some(), "monitor alerts pass");
         let off = &mut Incidents::new(Duration::ZERO);
