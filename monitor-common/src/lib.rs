@@ -405,6 +405,8 @@ pub mod globals {
     pub const TASK_SIGNAL_OFF: &str = "TASK_SIGNAL_OFF";
     pub const SIGNAL_LIVE_OFF: &str = "SIGNAL_LIVE_OFF";
     pub const MM_EXE_FILE_OFF: &str = "MM_EXE_FILE_OFF";
+    pub const MM_ARG_START_OFF: &str = "MM_ARG_START_OFF";
+    pub const MM_ARG_END_OFF: &str = "MM_ARG_END_OFF";
     pub const BPRM_FILE_OFF: &str = "BPRM_FILE_OFF";
     pub const TASK_TI_STATUS_OFF: &str = "TASK_TI_STATUS_OFF";
     pub const SB_DEV_OFF: &str = "SB_DEV_OFF";

@@ -64,12 +64,12 @@ pub fn run_servers(args: &crate::cli::ServersArgs) -> anyhow::Result<()> {
 }
 
 pub fn servers_table(servers: &serde_json::Value) -> String {
-    let mut out = format!("{:<4} {:<28} {:<8} {:<15} {:<18} {:>6} {:>7} {}\n", "ID", "NAME", "FOUND", "CLIENT", "PIDS", "CALLS", "ALERTS", "TOOLS");
+    let mut out = format!("{:<4} {:<28} {:<8} {:<15} {:<18} {:>6} {:>7} {:<32} {}\n", "ID", "NAME", "FOUND", "CLIENT", "PIDS", "CALLS", "ALERTS", "TOOLS", "FROM");
     for s in servers.as_array().into_iter().flatten() {
         let pids: Vec<String> = s["pids"].as_array().into_iter().flatten().map(|p| p.to_string()).collect();
         let tools: Vec<&str> = s["tools"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
         out += &format!(
-            "{:<4} {:<28} {:<8} {:<15} {:<18} {:>6} {:>7} {}\n",
+            "{:<4} {:<28} {:<8} {:<15} {:<18} {:>6} {:>7} {:<32} {}\n",
             s["id"],
             s["name"].as_str().unwrap_or("?"),
             s["how"].as_str().unwrap_or("?"),
@@ -77,10 +77,27 @@ pub fn servers_table(servers: &serde_json::Value) -> String {
             pids.join(","),
             s["calls"],
             s["alerts"],
-            tools.join(",")
+            tools.join(","),
+            found_text(&s["found"]),
         );
     }
     out
+}
+
+/// The `found` record in words: which client config and file, a handshake under which parent,
+/// `mcpmon exec` or `--track-pid`.
+fn found_text(f: &serde_json::Value) -> String {
+    if let Some(p) = f.get("handshake_under") {
+        return format!("handshake under {} (pid {})", p["comm"].as_str().unwrap_or("?"), p["pid"]);
+    }
+    if let Some(via) = f["via"].as_str() {
+        return via.to_string();
+    }
+    match (f["client"].as_str(), f["config"].as_str()) {
+        (Some(c), Some(file)) => format!("{c} config {file}"),
+        (Some(c), None) => format!("{c} config"),
+        _ => "-".into(),
+    }
 }
 
 /// What `exec` does after asking the daemon.
