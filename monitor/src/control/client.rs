@@ -148,4 +148,13 @@ mod tests {
         assert!(matches!(decide(&r, true, "fs"), Action::Refuse(m) if m.contains("--require-monitor")));
         assert_eq!(decide(&Ok(Response { ok: true, ..Default::default() }), true, "fs"), Action::Exec);
     }
+
+    #[test]
+    fn found_in_words() {
+        use serde_json::json;
+        assert_eq!(found_text(&json!({"how": "config", "client": "codex", "config": "/h/.codex/config.toml"})), "codex config /h/.codex/config.toml");
+        assert_eq!(found_text(&json!({"how": "sniffed", "handshake_under": {"pid": 42, "comm": "claude"}})), "handshake under claude (pid 42)");
+        assert_eq!(found_text(&json!({"how": "exec", "via": "mcpmon exec"})), "mcpmon exec");
+        assert_eq!(found_text(&serde_json::Value::Null), "-");
+    }
 }
