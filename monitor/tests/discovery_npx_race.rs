@@ -87,3 +87,48 @@ fn fifty_launches_of_a_symlinked_env_node_script_and_of_real_npx_are_all_tracked
     let tracked = |n: &str| recs.iter().filter(|v| v["kind"] == "server_tracked" && v["server"] == n).count();
     assert_eq!((tracked("launcher"), tracked("filesystem")), (50, 50));
 }
+
+/// A configured npx server already running when the daemon starts: npm has retitled itself by
+/// then (`npm exec PKG DIR`, its `-y` gone from /proc), and the start-up scan still names it.
+#[test]
+fn a_running_npx_server_retitled_by_npm_is_found_at_start_up() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = common::peers() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("served");
+    std::fs::create_dir_all(&root).unwrap();
+    let root_s = root.to_str().unwrap();
+    let home = t.path().join("home/dev");
+    std::fs::create_dir_all(home.join(".config/Claude")).unwrap();
+    std::fs::write(
+        home.join(".config/Claude/claude_desktop_config.json"),
+        json!({"mcpServers": {"running-fs": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", root_s]}}}).to_string(),
+    )
+    .unwrap();
+    let passwd = t.path().join("passwd");
+    std::fs::write(&passwd, format!("dev:x:1000:1000::{}:/bin/sh\n", home.display())).unwrap();
+    let mut npx = Command::new("npx")
+        .args(["-y", "@modelcontextprotocol/server-filesystem", root_s])
+        .current_dir(&peers)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = npx.id();
+    // Wait (bounded) for npm's retitle: that is the state this test is about.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let title = format!("npm exec @modelcontextprotocol/server-filesystem {root_s}");
+    while std::fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).trim_end_matches('\0') != title).unwrap_or(true) {
+        assert!(std::time::Instant::now() < deadline, "npm never retitled itself");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let d = Daemon::start(&["--passwd", passwd.to_str().unwrap()]);
+    let rec = d.expect("the running npx", |v| v["kind"] == "server_tracked" && v["root_pid"] == pid);
+    assert_eq!((rec["server"].as_str(), rec["how"].as_str()), (Some("running-fs"), Some("procfs")), "{rec}");
+    drop(npx.stdin.take());
+    npx.wait().unwrap();
+    d.stop();
+}

@@ -68,13 +68,25 @@ fn relative_path(a: &str) -> bool {
     !a.starts_with('/') && (a.starts_with('.') || a.contains('/'))
 }
 
+/// npx flags that npm leaves out of its title.
+const NPX_OWN_FLAGS: &[&str] = &["-y", "--yes", "-q", "--quiet"];
+
+/// npm sets `process.title` to `npm exec PKG ARGS…`, overwriting argv: /proc then shows that one
+/// string for a running `npx -y PKG ARGS…` (a server found at start-up). Read back as npx's argv.
+fn npm_title(argv: &[String]) -> Option<Vec<String>> {
+    let [one] = argv else { return None };
+    let rest = one.strip_prefix("npm exec ")?;
+    Some(std::iter::once("npx").chain(rest.split_whitespace()).map(str::to_string).collect())
+}
+
 impl ConfiguredServer {
     /// How well this exec fits the entry: None = it does not run it; more = more of the entry
     /// (args, env, cwd) was checked, so the most specific of several candidates wins.
     pub fn fit(&self, x: &ExecView) -> Option<usize> {
         let (cmd, args) = self.effective()?;
         let cmd = base(&cmd);
-        let argv = x.argv;
+        let retitled = npm_title(x.argv);
+        let argv = retitled.as_deref().unwrap_or(x.argv);
         let shebang_arg = argv.len() > 2 && (base(&argv[0]) == "env" || argv[1].starts_with('-'));
         let at = (0..argv.len().min(3)).find(|&i| base(&argv[i]) == cmd && (i < 2 || shebang_arg));
         let start = match at {
@@ -85,7 +97,9 @@ impl ConfiguredServer {
             None => return None,
         };
         let mut it = argv[start..].iter();
-        if !args.iter().all(|a| it.any(|b| b == a)) {
+        // A retitled npx no longer shows its own flags.
+        let shown = |a: &&String| retitled.is_none() || !NPX_OWN_FLAGS.contains(&a.as_str());
+        if !args.iter().filter(shown).all(|a| it.any(|b| b == a)) {
             return None;
         }
         let mut score = 1 + args.len();

@@ -155,6 +155,9 @@ fn matches_execs_and_rereads_on_change() {
     assert_eq!(m(&c, None, Some("/usr/bin/node"), &node_stage).as_deref(), Some("filesystem"));
     // The exec named the configured command and /proc already shows the next image of it.
     assert_eq!(m(&c, Some("/usr/bin/npx"), Some("/usr/bin/node"), &["node", "/usr/lib/node_modules/npm/bin/npx-cli.js", "-y", "@modelcontextprotocol/server-memory"]).as_deref(), Some("memory"));
+    // A running npx, retitled by npm (what the start-up scan reads in /proc).
+    assert_eq!(m(&c, None, Some("/usr/bin/node"), &["npm exec @modelcontextprotocol/server-filesystem /home/alice/docs"]).as_deref(), Some("filesystem"));
+    assert!(m(&c, None, Some("/usr/bin/node"), &["npm exec @modelcontextprotocol/server-filesystem /etc"]).is_none());
     // Launcher flags in between are fine; other arguments are not.
     assert!(m(&c, None, None, &["npx", "--yes", "-y", "@modelcontextprotocol/server-memory"]).is_some());
     assert!(m(&c, None, None, &["npx", "-y", "@modelcontextprotocol/server-filesystem", "/etc"]).is_none());
