@@ -71,7 +71,8 @@ pub mod flags {
     pub const ARGS_TRUNCATED: u32 = 1 << 0;
     /// A path was longer than `PATH_CAP` (or the user pointer could not be read).
     pub const PATH_TRUNCATED: u32 = 1 << 1;
-    /// The syscall's entry was not seen (e.g. the pending map was full); fields from entry are empty.
+    /// The syscall's entry was not seen (e.g. the pending map was full); fields from entry are empty
+    /// (an exec's argv is then the new image's, copied from its mm at exec).
     pub const NO_ENTRY: u32 = 1 << 2;
     /// A user pointer could not be read at all.
     pub const READ_FAILED: u32 = 1 << 3;

@@ -14,8 +14,9 @@ impl Pipeline {
     /// Reads client configs, arms the kernel's exec filter, takes configured servers already running.
     pub async fn start_discovery(&mut self) {
         self.refresh_configs();
-        let n = self.disc.configs.servers.len();
-        tracing::info!("discovery: {n} stdio servers configured in MCP clients on this host");
+        let remote = self.disc.configs.remote().count();
+        let n = self.disc.configs.servers.len() - remote;
+        tracing::info!("discovery: {n} stdio and {remote} remote (http/sse) servers configured in MCP clients on this host");
         for intent in self.disc.startup_scan() {
             self.apply(intent).await;
         }

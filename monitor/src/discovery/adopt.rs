@@ -1,7 +1,9 @@
 //! Zero-config discovery decisions. The kernel tracks provisionally, at exec, every process whose
 //! comm is a configured MCP command or whose parent is an MCP client (`CANDIDATE_COMMS`); this
 //! stage decides what each one is:
-//! - its command line matches a server in a client config → tracked under the configured name;
+//! - its exec matches a server in a client config → tracked under the configured name. The exec
+//!   is judged by the event's own filename and argv (the kernel copies the new image's argv),
+//!   not by /proc, which may already show a later image of the launch or a rewritten title;
 //! - a child of an MCP client with pipes on stdin and stdout → sniffed: tracked while its first
 //!   stdin message is awaited; an MCP `initialize` makes it a server named from the handshake and
 //!   its command line, anything else (or silence) drops it;
