@@ -1,7 +1,10 @@
 //! Issue 15: a configured `npx` server must be tracked every time. On a stock Node install `npx`
 //! is a symlink to a `#!/usr/bin/env node` script, so one launch is three images in one pid:
-//! `npx` (the kernel's comm, from the symlink's name) running `/usr/bin/env`, then `node`. The
-//! daemon's decision must not depend on which of them it happens to look at.
+//! `npx` (the kernel's comm, from the symlink's name) running `/usr/bin/env`, then `node`, and
+//! npm then rewrites its argv in place (`process.title`: /proc shows `npm exec PKG DIR`). The
+//! daemon used to decide on /proc, read whenever it got to the exec event: at the `env` stage or
+//! after the retitle nothing matched, the process was dropped, and the `node` image (comm `node`,
+//! not a candidate) was never taken again. Before the fix both loops below lost launches.
 mod common;
 
 use std::{
