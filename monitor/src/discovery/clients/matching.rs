@@ -83,8 +83,8 @@ impl ConfiguredServer {
     /// How well this exec fits the entry: None = it does not run it; more = more of the entry
     /// (args, env, cwd) was checked, so the most specific of several candidates wins.
     pub fn fit(&self, x: &ExecView) -> Option<usize> {
-        let (cmd, args) = self.effective()?;
-        let cmd = base(&cmd);
+        let (full_cmd, args) = self.effective()?;
+        let cmd = base(&full_cmd);
         let retitled = npm_title(x.argv);
         let argv = retitled.as_deref().unwrap_or(x.argv);
         let shebang_arg = argv.len() > 2 && (base(&argv[0]) == "env" || argv[1].starts_with('-'));
@@ -106,9 +106,12 @@ impl ConfiguredServer {
         if let Some(dir) = &self.cwd {
             // The same relative command line in two projects: the working directory tells them
             // apart. An absolute one runs the same wherever it is started from.
-            let rel = relative_path(&cmd) || args.iter().any(|a| relative_path(a));
+            let rel = relative_path(&full_cmd) || args.iter().any(|a| relative_path(a));
+            // A relative `cwd` (Gemini CLI's `./mcp-servers/python`) is relative to a workspace
+            // the daemon does not know: the process's cwd must end with it.
+            let same = |c: &Path| if dir.is_absolute() { c == dir } else { c.ends_with(dir.strip_prefix(".").unwrap_or(dir)) };
             if rel {
-                if x.cwd().is_some_and(|c| c != dir) {
+                if x.cwd().is_some_and(|c| !same(c)) {
                     return None;
                 }
                 score += 1;

@@ -193,6 +193,8 @@ fn cwd_and_env_pick_the_entry() {
     let entry = |cwd: &Path| serde_json::json!({"command": "python3", "args": ["./srv.py"], "cwd": cwd});
     let cfg = serde_json::json!({"mcpServers": {
         "in-a": entry(&a), "in-b": entry(&b),
+        "rel-cmd-in-b": {"command": "./run.sh", "cwd": b},
+        "rel-cwd": {"command": "python3", "args": ["srv/x.py"], "cwd": "./b"},
         "tok-1": {"command": "python3", "args": ["tok.py"], "env": {"TOK": "one"}},
         "tok-2": {"command": "python3", "args": ["tok.py"], "env": {"TOK": "two"}},
         "tok-any": {"command": "python3", "args": ["tok.py"], "env": {"TOK": "${input:tok}"}},
@@ -219,11 +221,21 @@ fn cwd_and_env_pick_the_entry() {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     };
-    for (dir, env, arg, want) in [(&b, ("X", "1"), "./srv.py", "in-b"), (&a, ("X", "1"), "./srv.py", "in-a"), (&a, ("TOK", "two"), "tok.py", "tok-2"), (&a, ("TOK", "zzz"), "tok.py", "tok-any")] {
+    for (dir, env, arg, want) in [(&b, ("X", "1"), "srv/x.py", "rel-cwd"), (&b, ("X", "1"), "./srv.py", "in-b"), (&a, ("X", "1"), "./srv.py", "in-a"), (&a, ("TOK", "two"), "tok.py", "tok-2"), (&a, ("TOK", "zzz"), "tok.py", "tok-any")] {
         let mut child = run(dir, env, arg);
         let got = name_of(&child);
         drop(child.stdin.take());
         child.wait().unwrap();
         assert_eq!(got.as_deref(), Some(want), "{dir:?} {env:?}");
+    }
+    // A relative command: only the process whose cwd is the entry's is it.
+    for (dir, want) in [(&a, None), (&b, Some("rel-cmd-in-b"))] {
+        let mut child = run(dir, ("X", "1"), "x");
+        name_of(&child); // waits for the exec
+        let argv = vec!["./run.sh".to_string()];
+        let got = c.match_exec(&ExecView::new(None, None, &argv, Some(child.id()))).map(|s| s.name.clone());
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        assert_eq!(got.as_deref(), want, "{dir:?}");
     }
 }
