@@ -1,7 +1,8 @@
 //! Issue 15: servers configured in Codex, Gemini CLI, Zed (both command forms), Goose and
 //! opencode, each written in the client's own format into a user's home and started exactly as
 //! configured (command, args, env, cwd), are tracked under their configured names, and
-//! `server_tracked` and `mcpmon servers` say which client's file named them.
+//! `server_tracked` and `mcpmon servers` say which client's file named them (or that
+//! `mcpmon exec` asked).
 mod common;
 
 use std::{
@@ -139,5 +140,11 @@ fn servers_of_codex_gemini_zed_goose_and_opencode_are_tracked_under_their_config
         drop(k.stdin.take());
         k.wait().unwrap();
     }
+    // The other ways in say so too: `mcpmon exec` (the server asked for itself).
+    let mut ex = common::daemon::exec_cmd(&d.socket, "via-exec", &[], &["/bin/sh", "-c", "read x"]).stdin(Stdio::piped()).spawn().unwrap();
+    let rec = d.expect("exec tracked", |v| v["kind"] == "server_tracked" && v["server"] == "via-exec");
+    assert_eq!((rec["found"]["how"].as_str(), rec["found"]["via"].as_str()), (Some("exec"), Some("mcpmon exec")), "{rec}");
+    drop(ex.stdin.take());
+    ex.wait().unwrap();
     d.stop();
 }
