@@ -5,6 +5,8 @@
 //!   before the child can run, so the child is tracked before its first syscall.
 //! - `sched:sched_process_exec(filename, pid, old_pid)` runs in the new image after a successful
 //!   exec; `old_pid` is the tid that called execve (it differs when a non-leader thread execs).
+//!   By then `current->mm` is the new image's and `mm->arg_start..arg_end` holds its argv, just
+//!   copied onto its stack by the kernel (for a script: interpreter, its argument, the script).
 //! - `sched:sched_process_exit(comm, pid, prio, group_dead)` runs for every exiting thread;
 //!   `group_dead` is true for the last one, after `task->exit_code` is set.
 //! - `syscalls:sys_enter_execve(filename, argv, envp)` and
