@@ -75,7 +75,8 @@ pub mod flags {
     pub const ARGS_TRUNCATED: u32 = 1 << 0;
     /// A path was longer than `PATH_CAP` (or the user pointer could not be read).
     pub const PATH_TRUNCATED: u32 = 1 << 1;
-    /// The syscall's entry was not seen (e.g. the pending map was full); fields from entry are empty.
+    /// The syscall's entry was not seen (e.g. the pending map was full); fields from entry are empty
+    /// (an exec's argv is then the new image's, copied from its mm at exec).
     pub const NO_ENTRY: u32 = 1 << 2;
     /// A user pointer could not be read at all.
     pub const READ_FAILED: u32 = 1 << 3;
@@ -440,6 +441,8 @@ pub mod globals {
     pub const TASK_SIGNAL_OFF: &str = "TASK_SIGNAL_OFF";
     pub const SIGNAL_LIVE_OFF: &str = "SIGNAL_LIVE_OFF";
     pub const MM_EXE_FILE_OFF: &str = "MM_EXE_FILE_OFF";
+    pub const MM_ARG_START_OFF: &str = "MM_ARG_START_OFF";
+    pub const MM_ARG_END_OFF: &str = "MM_ARG_END_OFF";
     pub const BPRM_FILE_OFF: &str = "BPRM_FILE_OFF";
     pub const TASK_TI_STATUS_OFF: &str = "TASK_TI_STATUS_OFF";
     pub const SB_DEV_OFF: &str = "SB_DEV_OFF";

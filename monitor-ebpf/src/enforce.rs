@@ -52,7 +52,7 @@ pub static POLICY: Array<u32> = Array::with_max_entries(policy::LEN, 0);
 #[unsafe(no_mangle)]
 pub(crate) static INODE_SB_OFF: u32 = 0;
 #[unsafe(no_mangle)]
-static TASK_MM_OFF: u32 = 0;
+pub(crate) static TASK_MM_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static FILE_F_MODE_OFF: u32 = 0;
 #[unsafe(no_mangle)]

@@ -5,13 +5,18 @@
 //!   before the child can run, so the child is tracked before its first syscall.
 //! - `sched:sched_process_exec(filename, pid, old_pid)` runs in the new image after a successful
 //!   exec; `old_pid` is the tid that called execve (it differs when a non-leader thread execs).
+//!   By then `current->mm` is the new image's and `mm->arg_start..arg_end` holds its argv, just
+//!   copied onto its stack by the kernel (for a script: interpreter, its argument, the script).
 //! - `sched:sched_process_exit(comm, pid, prio, group_dead)` runs for every exiting thread;
 //!   `group_dead` is true for the last one, after `task->exit_code` is set.
 //! - `syscalls:sys_enter_execve(filename, argv, envp)` and
 //!   `sys_enter_execveat(fd, filename, argv, envp, flags)`: args at offset 16 + 8*i.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str},
+    helpers::{
+        bpf_get_current_task, bpf_probe_read_kernel,
+        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str},
+    },
     macros::tracepoint,
     programs::TracePointContext,
     EbpfContext,
@@ -21,8 +26,8 @@ use monitor_common::{
     PATH_CAP,
 };
 
-use crate::maps::{lost_for, 
-    count_lost, current, read_user_path, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
+use crate::maps::{
+    count_lost, current, lost_for, off, read_user_path, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
     parent_comm, tp_exec_old_pid_off, exit_group_dead, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current, Sys,
     CANDIDATE_COMMS, DOOMED, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN, SCRATCH_EXEC, TRACKED,
 };
@@ -233,7 +238,7 @@ fn provisional(cur: Current) -> Option<TrackInfo> {
 }
 
 /// The process became tracked between execve's entry and the new image (or the pending map was
-/// full): report the kernel's filename, flagged.
+/// full): report the kernel's filename and the new image's argv, flagged.
 #[inline(always)]
 fn exec_without_entry(ctx: &TracePointContext, cur: Current, info: TrackInfo) {
     let Some(ev) = SCRATCH_EXEC.get_ptr_mut(0) else { return };
@@ -253,9 +258,69 @@ fn exec_without_entry(ctx: &TracePointContext, cur: Current, info: TrackInfo) {
     if n > 0 {
         ev.filename_len = (n - 1) as u32;
     }
+    copy_new_argv(ev);
     ev.policy = 0;
     judge_image(ev);
     send_exec(ev);
+}
+
+#[unsafe(no_mangle)]
+static MM_ARG_START_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static MM_ARG_END_OFF: u32 = 0;
+
+/// The new image's argv as exec laid it out (`current->mm->arg_start..arg_end`, NUL-separated
+/// strings just written by the kernel, so resident), copied after the filename. A process that
+/// was not tracked at execve's entry (a provisional one) has no other argv that stays true:
+/// node's `process.title`, which npm/npx set, rewrites that memory in place within milliseconds,
+/// and /proc then shows the new title. The daemon decides on this copy, not on /proc.
+/// For a script the kernel's argv is the interpreter's: `/usr/bin/env node /usr/bin/npx -y …`.
+#[inline(always)]
+fn copy_new_argv(ev: &mut ExecEvent) {
+    // SAFETY: kernel pointers read through bpf_probe_read_kernel (faults return an error);
+    // the offsets come from BTF.
+    let (start, end) = unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let Ok(mm) = bpf_probe_read_kernel(task.add(off(&crate::enforce::TASK_MM_OFF)) as *const *const u8) else { return };
+        if mm.is_null() {
+            return;
+        }
+        let start = bpf_probe_read_kernel(mm.add(off(&MM_ARG_START_OFF)) as *const u64).unwrap_or(0);
+        let end = bpf_probe_read_kernel(mm.add(off(&MM_ARG_END_OFF)) as *const u64).unwrap_or(0);
+        (start, end)
+    };
+    // Same bounds as the entry copy (`exec_enter`): every access stays inside `data`.
+    let data = ev.data.as_mut_ptr();
+    let base = (ev.filename_len as usize) & (PATH_CAP - 1);
+    let mut at: usize = 0;
+    let mut i = 0;
+    while i < MAX_ARGS {
+        let p = start + at as u64;
+        if p >= end {
+            break;
+        }
+        if at >= ARGS_SOFT_CAP {
+            ev.hdr.flags |= flags::ARGS_TRUNCATED;
+            break;
+        }
+        // SAFETY: the destination is inside `data` (base < PATH_CAP, at < ARGS_SOFT_CAP, read
+        // size ARGS_SOFT_CAP); the source is user memory read with the fault-safe helper.
+        let n = unsafe {
+            let dst = data.add(base + (at & (ARGS_SOFT_CAP - 1)));
+            bpf_probe_read_user_str(dst as *mut _, ARGS_SOFT_CAP as u32, p as *const _)
+        };
+        if n <= 0 {
+            ev.hdr.flags |= flags::READ_FAILED;
+            break;
+        }
+        at += n as usize;
+        ev.argc += 1;
+        i += 1;
+    }
+    if i == MAX_ARGS && start + (at as u64) < end {
+        ev.hdr.flags |= flags::ARGS_TRUNCATED;
+    }
+    ev.args_len = at as u32;
 }
 
 /// A protected executable: the new image dies before its first instruction.

@@ -116,6 +116,9 @@ fn children_of_an_mcp_client_are_sniffed() {
         v["kind"] == "server_tracked" && v["how"] == "sniffed" && v["command"].to_string().contains("mcp-server-time")
     });
     let id = tracked["server_id"].clone();
+    // How it was found: a handshake under the client process that started it.
+    assert_eq!(tracked["found"]["handshake_under"]["comm"], "claude", "{tracked}");
+    assert!(tracked["found"]["handshake_under"]["pid"].as_u64().is_some_and(|p| p > 1), "{tracked}");
     let ident = d.expect("identified", |v| v["kind"] == "server_identified" && v["server_id"] == id);
     assert_eq!(ident["client"], "mcp", "named from clientInfo");
     let call_id = c["calls"][0]["id"].to_string();

@@ -64,12 +64,12 @@ pub fn run_servers(args: &crate::cli::ServersArgs) -> anyhow::Result<()> {
 }
 
 pub fn servers_table(servers: &serde_json::Value) -> String {
-    let mut out = format!("{:<4} {:<28} {:<8} {:<15} {:<18} {:>6} {:>7} {}\n", "ID", "NAME", "FOUND", "CLIENT", "PIDS", "CALLS", "ALERTS", "TOOLS");
+    let mut out = format!("{:<4} {:<28} {:<8} {:<15} {:<18} {:>6} {:>7} {:<32} {}\n", "ID", "NAME", "FOUND", "CLIENT", "PIDS", "CALLS", "ALERTS", "TOOLS", "FROM");
     for s in servers.as_array().into_iter().flatten() {
         let pids: Vec<String> = s["pids"].as_array().into_iter().flatten().map(|p| p.to_string()).collect();
         let tools: Vec<&str> = s["tools"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
         out += &format!(
-            "{:<4} {:<28} {:<8} {:<15} {:<18} {:>6} {:>7} {}\n",
+            "{:<4} {:<28} {:<8} {:<15} {:<18} {:>6} {:>7} {:<32} {}\n",
             s["id"],
             s["name"].as_str().unwrap_or("?"),
             s["how"].as_str().unwrap_or("?"),
@@ -77,10 +77,27 @@ pub fn servers_table(servers: &serde_json::Value) -> String {
             pids.join(","),
             s["calls"],
             s["alerts"],
-            tools.join(",")
+            tools.join(","),
+            found_text(&s["found"]),
         );
     }
     out
+}
+
+/// The `found` record in words: which client config and file, a handshake under which parent,
+/// `mcpmon exec` or `--track-pid`.
+fn found_text(f: &serde_json::Value) -> String {
+    if let Some(p) = f.get("handshake_under") {
+        return format!("handshake under {} (pid {})", p["comm"].as_str().unwrap_or("?"), p["pid"]);
+    }
+    if let Some(via) = f["via"].as_str() {
+        return via.to_string();
+    }
+    match (f["client"].as_str(), f["config"].as_str()) {
+        (Some(c), Some(file)) => format!("{c} config {file}"),
+        (Some(c), None) => format!("{c} config"),
+        _ => "-".into(),
+    }
 }
 
 /// What `exec` does after asking the daemon.
@@ -130,5 +147,14 @@ mod tests {
         assert!(matches!(decide(&r, false, "fs"), Action::ExecUnwatched(m) if m.contains("unwatched")));
         assert!(matches!(decide(&r, true, "fs"), Action::Refuse(m) if m.contains("--require-monitor")));
         assert_eq!(decide(&Ok(Response { ok: true, ..Default::default() }), true, "fs"), Action::Exec);
+    }
+
+    #[test]
+    fn found_in_words() {
+        use serde_json::json;
+        assert_eq!(found_text(&json!({"how": "config", "client": "codex", "config": "/h/.codex/config.toml"})), "codex config /h/.codex/config.toml");
+        assert_eq!(found_text(&json!({"how": "sniffed", "handshake_under": {"pid": 42, "comm": "claude"}})), "handshake under claude (pid 42)");
+        assert_eq!(found_text(&json!({"how": "exec", "via": "mcpmon exec"})), "mcpmon exec");
+        assert_eq!(found_text(&serde_json::Value::Null), "-");
     }
 }

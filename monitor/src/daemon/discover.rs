@@ -14,8 +14,9 @@ impl Pipeline {
     /// Reads client configs, arms the kernel's exec filter, takes configured servers already running.
     pub async fn start_discovery(&mut self) {
         self.refresh_configs();
-        let n = self.disc.configs.servers.len();
-        tracing::info!("discovery: {n} stdio servers configured in MCP clients on this host");
+        let remote = self.disc.configs.remote().count();
+        let n = self.disc.configs.servers.len() - remote;
+        tracing::info!("discovery: {n} stdio and {remote} remote (http/sse) servers configured in MCP clients on this host");
         for intent in self.disc.startup_scan() {
             self.apply(intent).await;
         }
@@ -43,8 +44,16 @@ impl Pipeline {
         if let Some(n) = self.tree.get(ev.header.pid) {
             return Some(n.server_id);
         }
-        if let Body::Exec(_) = ev.body {
-            let intent = self.disc.on_provisional_exec(ev.header.pid);
+        // A failed exec (a PATH search trying each directory) changes nothing: only a new image
+        // is decided on.
+        if let Body::Exec(x) = &ev.body {
+            if !x.result.ok {
+                self.stats.provisional_events_discarded += 1;
+                return None;
+            }
+            // The event's filename and argv are this exec's; /proc may already show a later
+            // image of the same launch (npx: `env node npx`, then `node npx`, then its title).
+            let intent = self.disc.on_provisional_exec(ev.header.pid, Some((x.filename.as_str(), x.argv.as_slice())));
             if let Some(id) = self.apply(intent).await {
                 return Some(id);
             }
@@ -55,6 +64,7 @@ impl Pipeline {
 
     async fn apply(&mut self, intent: Intent) -> Option<u32> {
         let uid = |pid| procfs::uid_of(pid).unwrap_or(0);
+        self.disc.note_origin(&intent);
         let r = match intent {
             Intent::Track { pid, name, how, client, config } => {
                 self.track_with(pid, &name, how, uid(pid), |s| {
@@ -63,7 +73,7 @@ impl Pipeline {
                 })
                 .await
             }
-            Intent::Sniff { pid, name } => self.track_with(pid, &name, Discovery::Sniffed, uid(pid), |s| s.sniffing = true).await,
+            Intent::Sniff { pid, name, .. } => self.track_with(pid, &name, Discovery::Sniffed, uid(pid), |s| s.sniffing = true).await,
             Intent::Drop { pid, reason } => {
                 tracing::debug!("discovery: pid {pid} is not an MCP server ({reason})");
                 self.tracker.drop_tree(pid, PROVISIONAL_SERVER);

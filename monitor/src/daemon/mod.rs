@@ -560,6 +560,7 @@ impl Pipeline {
                 rec["config"] = json!(s.config);
                 rec["command"] = json!(s.command);
                 rec["sniffing"] = json!(s.sniffing);
+                rec["found"] = self.disc.found(s);
             }
             if matches!(how, Discovery::TrackPid | Discovery::Procfs) {
                 self.corr.joined_midstream(ack.server_id);
@@ -587,7 +588,7 @@ impl Pipeline {
             .map(|s| {
                 let session = self.corr.session(s.id);
                 json!({
-                    "id": s.id, "name": s.name, "how": s.how, "client": s.client, "config": s.config,
+                    "id": s.id, "name": s.name, "how": s.how, "found": self.disc.found(s), "client": s.client, "config": s.config,
                     "root_pid": s.root_pid, "pids": self.tree.pids_of(s.id), "uid": s.uid, "sniffing": s.sniffing,
                     "since": format_rfc3339(s.since), "command": s.command,
                     "server_info": session.and_then(|x| x.server_info.clone()),

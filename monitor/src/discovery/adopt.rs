@@ -1,7 +1,9 @@
 //! Zero-config discovery decisions. The kernel tracks provisionally, at exec, every process whose
 //! comm is a configured MCP command or whose parent is an MCP client (`CANDIDATE_COMMS`); this
 //! stage decides what each one is:
-//! - its command line matches a server in a client config → tracked under the configured name;
+//! - its exec matches a server in a client config → tracked under the configured name. The exec
+//!   is judged by the event's own filename and argv (the kernel copies the new image's argv),
+//!   not by /proc, which may already show a later image of the launch or a rewritten title;
 //! - a child of an MCP client with pipes on stdin and stdout → sniffed: tracked while its first
 //!   stdin message is awaited; an MCP `initialize` makes it a server named from the handshake and
 //!   its command line, anything else (or silence) drops it;
@@ -14,9 +16,13 @@ use std::{
 };
 
 use monitor_common::candidate;
+use serde_json::{json, Value};
 
-use super::{clients::ClientConfigs, procfs};
-use crate::tracker::Discovery;
+use super::{
+    clients::{ClientConfigs, ExecView},
+    procfs,
+};
+use crate::tracker::{Discovery, ServerInfo};
 
 /// MCP client programs by comm (their children are sniffed).
 pub const DEFAULT_CLIENT_COMMS: &[&str] =
@@ -28,7 +34,8 @@ pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, PartialEq)]
 pub enum Intent {
     Track { pid: u32, name: String, how: Discovery, client: Option<String>, config: Option<String> },
-    Sniff { pid: u32, name: String },
+    /// `parent`: the client's pid and comm, for "how was it found".
+    Sniff { pid: u32, name: String, parent: (u32, String) },
     Drop { pid: u32, reason: &'static str },
 }
 
@@ -37,7 +44,12 @@ pub struct Discoverer {
     client_comms: Vec<String>,
     /// Sniffing servers and when they give up.
     sniffing: HashMap<u32, Instant>,
+    /// How each discovered root was found (by root pid), for `found` in records and `servers`.
+    origins: HashMap<u32, Value>,
 }
+
+/// Origins kept before the entries of exited roots are pruned.
+const MAX_ORIGINS: usize = 4096;
 
 fn command_name(argv: &[String], exe: Option<&str>) -> String {
     // Interpreters run scripts: name the script, not python/node.
@@ -54,7 +66,32 @@ impl Discoverer {
     pub fn new(passwd: PathBuf, projects: Vec<PathBuf>, extra_clients: &[String]) -> Self {
         let mut client_comms: Vec<String> = DEFAULT_CLIENT_COMMS.iter().map(|s| s.to_string()).collect();
         client_comms.extend(extra_clients.iter().cloned());
-        Self { configs: ClientConfigs::new(passwd, projects), client_comms, sniffing: HashMap::new() }
+        Self { configs: ClientConfigs::new(passwd, projects), client_comms, sniffing: HashMap::new(), origins: HashMap::new() }
+    }
+
+    /// Remembers how the process about to be tracked was found.
+    pub fn note_origin(&mut self, intent: &Intent) {
+        let (pid, v) = match intent {
+            Intent::Track { pid, how, client, config, .. } => (*pid, json!({"how": how, "client": client, "config": config})),
+            Intent::Sniff { pid, parent: (ppid, comm), .. } => {
+                (*pid, json!({"how": Discovery::Sniffed, "handshake_under": {"pid": ppid, "comm": comm}}))
+            }
+            Intent::Drop { .. } => return,
+        };
+        if self.origins.len() >= MAX_ORIGINS {
+            self.origins.retain(|p, _| procfs::exists(*p));
+        }
+        self.origins.insert(pid, v);
+    }
+
+    /// How a tracked server was found: which client's config and file, a handshake under which
+    /// parent, `mcpmon exec`, or `--track-pid`.
+    pub fn found(&self, s: &ServerInfo) -> Value {
+        match s.how {
+            Discovery::Exec => json!({"how": s.how, "via": "mcpmon exec"}),
+            Discovery::TrackPid => json!({"how": s.how, "via": "--track-pid or a track request"}),
+            _ => self.origins.get(&s.root_pid).cloned().unwrap_or_else(|| json!({"how": s.how, "client": s.client, "config": s.config})),
+        }
     }
 
     /// Re-reads configs if they changed; returns the kernel's candidate comms when it did.
@@ -67,13 +104,18 @@ impl Discoverer {
         Some(c)
     }
 
-    /// What to do with a process the kernel tracked provisionally at exec.
-    pub fn on_provisional_exec(&self, pid: u32) -> Intent {
+    /// What to do with a process the kernel tracked provisionally at exec. `exec`: the file the
+    /// exec named and the new image's argv, from the event. They are the exec's own: /proc is
+    /// read later and may show a later image of the same launch, or a rewritten title (node's
+    /// `process.title`: npx becomes `npm exec PKG …`, its `-y` gone).
+    pub fn on_provisional_exec(&self, pid: u32, exec: Option<(&str, &[String])>) -> Intent {
         let Some(info) = procfs::process_info(pid) else {
             tracing::debug!("discovery: pid {pid}: /proc/{pid}: {:?}", std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.len()));
             return Intent::Drop { pid, reason: "exited before it could be examined" };
         };
-        if let Some(s) = self.configs.match_exec(info.exe.as_deref(), &info.argv) {
+        let filename = exec.map(|e| e.0).filter(|f| !f.is_empty());
+        let argv = exec.map(|e| e.1).filter(|a| !a.is_empty()).unwrap_or(&info.argv);
+        if let Some(s) = self.configs.match_exec(&ExecView::new(filename, info.exe.as_deref(), argv, Some(pid))) {
             return Intent::Track {
                 pid,
                 name: s.name.clone(),
@@ -85,8 +127,9 @@ impl Discoverer {
         let parent = procfs::process_info(info.ppid).map(|p| p.comm).unwrap_or_default();
         let piped = procfs::fd_stream_inode(pid, 0).is_some() && procfs::fd_stream_inode(pid, 1).is_some();
         if piped && self.client_comms.iter().any(|c| c.as_str() == parent.as_str()) {
-            return Intent::Sniff { pid, name: command_name(&info.argv, info.exe.as_deref()) };
+            return Intent::Sniff { pid, name: command_name(&info.argv, info.exe.as_deref()), parent: (info.ppid, parent) };
         }
+        tracing::debug!("discovery: pid {pid}: exec of {filename:?} argv {argv:?} (exe {:?}) matches no configured server", info.exe);
         Intent::Drop { pid, reason: if piped { "not a configured server" } else { "stdio is not a pipe" } }
     }
 
@@ -102,7 +145,7 @@ impl Discoverer {
                 continue;
             }
             let Some(info) = procfs::process_info(pid) else { continue };
-            if let Some(s) = self.configs.match_exec(info.exe.as_deref(), &info.argv) {
+            if let Some(s) = self.configs.match_exec(&ExecView::new(None, info.exe.as_deref(), &info.argv, Some(pid))) {
                 out.push(Intent::Track {
                     pid,
                     name: s.name.clone(),
@@ -156,9 +199,9 @@ mod tests {
     fn unconfigured_unpiped_processes_are_dropped() {
         let d = Discoverer::new(PathBuf::from("/nonexistent/passwd"), vec![], &[]);
         let mut c = std::process::Command::new("/bin/sleep").arg("5").stdin(std::process::Stdio::null()).spawn().unwrap();
-        assert!(matches!(d.on_provisional_exec(c.id()), Intent::Drop { .. }));
+        assert!(matches!(d.on_provisional_exec(c.id(), None), Intent::Drop { .. }));
         c.kill().unwrap();
         c.wait().unwrap();
-        assert!(matches!(d.on_provisional_exec(c.id()), Intent::Drop { reason: "exited before it could be examined", .. }));
+        assert!(matches!(d.on_provisional_exec(c.id(), None), Intent::Drop { reason: "exited before it could be examined", .. }));
     }
 }

@@ -190,6 +190,9 @@ pub struct TaskOffsets {
     /// The running image: `task->mm->exe_file`.
     pub task_mm: u32,
     pub mm_exe_file: u32,
+    /// `mm_struct.arg_start`/`arg_end`: the new image's argv, read at a provisional exec.
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
     /// `file->f_mode` (FMODE_READ/WRITE), for the LSM deny.
     pub file_f_mode: u32,
     /// `task->signal->live` (group death on kernels whose exit tracepoint lacks `group_dead`).
@@ -223,6 +226,8 @@ impl TaskOffsets {
             dentry_name: btf.member_offset("dentry", "d_name")?,
             task_mm: btf.member_offset("task_struct", "mm")?,
             mm_exe_file: btf.member_offset("mm_struct", "exe_file")?,
+            mm_arg_start: btf.member_offset("mm_struct", "arg_start")?,
+            mm_arg_end: btf.member_offset("mm_struct", "arg_end")?,
             file_f_mode: btf.member_offset("file", "f_mode")?,
             task_signal: btf.member_offset("task_struct", "signal")?,
             signal_live: btf.member_offset("signal_struct", "live")?,

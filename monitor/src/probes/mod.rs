@@ -146,6 +146,8 @@ impl Sensors {
             .override_global(g::TASK_SIGNAL_OFF, &task.task_signal, true)
             .override_global(g::SIGNAL_LIVE_OFF, &task.signal_live, true)
             .override_global(g::MM_EXE_FILE_OFF, &task.mm_exe_file, true)
+            .override_global(g::MM_ARG_START_OFF, &task.mm_arg_start, true)
+            .override_global(g::MM_ARG_END_OFF, &task.mm_arg_end, true)
             .override_global(g::BPRM_FILE_OFF, &task.bprm_file, true)
             .override_global(g::TASK_TI_STATUS_OFF, &task.ti_status, true)
             .override_global(g::FILE_DENTRY_OFF, &task.file_dentry, true)
