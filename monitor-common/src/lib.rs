@@ -90,6 +90,9 @@ pub mod flags {
     pub const GATED: u32 = 1 << 7;
     /// The syscall came in through the ia32 entry (`int $0x80`), not the 64-bit one.
     pub const COMPAT: u32 = 1 << 6;
+    /// io_uring events: `io_uring_enter` on a ring this process did not set up under mcpmon's
+    /// eyes (taken with pidfd_getfd, or inherited from before it was tracked), not its setup.
+    pub const URING_ENTER: u32 = 1 << 8;
 }
 
 /// Common header of every event.

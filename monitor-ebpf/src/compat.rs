@@ -53,6 +53,7 @@ mod nr {
     pub const VFORK: i64 = 190;
     pub const CLONE3: i64 = 435;
     pub const SENDMMSG: i64 = 345;
+    pub const IO_URING_ENTER: i64 = 426;
     pub const PROCESS_VM_READV: i64 = 347;
     pub const PROCESS_VM_WRITEV: i64 = 348;
 }
@@ -76,7 +77,7 @@ fn handled(id: i64) -> bool {
     matches!(
         id,
         nr::OPEN | nr::CREAT | nr::EXECVE | nr::SOCKETCALL | nr::OPENAT | nr::EXECVEAT | nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::OPENAT2
-            | nr::SENDMMSG | nr::PTRACE | nr::PROCESS_VM_READV | nr::PROCESS_VM_WRITEV
+            | nr::SENDMMSG | nr::IO_URING_ENTER | nr::PTRACE | nr::PROCESS_VM_READV | nr::PROCESS_VM_WRITEV
     )
 }
 
@@ -134,6 +135,9 @@ pub fn mcpm_compat_x(ctx: RawTracePointContext) -> i32 {
         }
         // Judged only as the call returns here, so unlike the 64-bit entry hooks this kill
         // comes after the effect (the fast path's `__ia32_*` fentry judges at the entry).
+        nr::IO_URING_ENTER => {
+            crate::enforce::uring_enter_e(&s);
+        }
         nr::PTRACE => {
             procaccess::ptrace_e(&s);
         }

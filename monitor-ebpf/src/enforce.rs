@@ -396,6 +396,34 @@ pub fn mcpm_deny_sendmsg6(ctx: SockAddrContext) -> i32 {
     sock_verdict(&ctx, true)
 }
 
+/// `io_uring_enter(fd, to_submit, min_complete, flags, …)` by a tracked process without an
+/// io_uring grant. Its own rings die at setup, so a ring it enters came from elsewhere: taken
+/// from another process with `pidfd_getfd`, or inherited from before it was tracked (the kernel
+/// refuses io_uring fds over SCM_RIGHTS). Killed at the entry, before anything is submitted.
+#[inline(always)]
+pub fn uring_enter_e<S: crate::maps::Sys>(s: &S) -> u32 {
+    let cur = current();
+    let Some(info) = tracked(cur) else { return 0 };
+    let knob = POLICY.get(policy::IO_URING_KILL).copied().unwrap_or(0);
+    if knob == 0 || granted(info.server_id, knob) {
+        return 0;
+    }
+    let mut ev = IoUringEvent::default();
+    fill_header(&mut ev.hdr, EventKind::IoUring, cur, info);
+    ev.hdr.flags |= flags::URING_ENTER;
+    ev.fd = s.arg(0) as i32;
+    if kill_current() {
+        ev.hdr.flags |= flags::KILLED;
+    }
+    output(&ev);
+    0
+}
+
+#[tracepoint]
+pub fn mcpm_uring_enter(ctx: TracePointContext) -> u32 {
+    uring_enter_e(&ctx)
+}
+
 /// `io_uring:io_uring_create`: a non-syscall tracepoint, so it costs nothing until a ring is made.
 #[tracepoint]
 pub fn mcpm_io_uring(ctx: TracePointContext) -> u32 {

@@ -113,6 +113,14 @@ syscall!(mcpmf_vm_write_e = procaccess::vm_writev_e, mcpmf_vm_write_x = procacce
 pub fn mcpmf_newtask_e(_ctx: FEntryContext) -> u32 {
     process::doomed_x(&Regs { regs: core::ptr::null(), ret: 0, ia32: false })
 }
+#[fentry]
+pub fn mcpmf_uring_enter_e(ctx: FEntryContext) -> u32 {
+    crate::enforce::uring_enter_e(&Regs::entry(&ctx, false))
+}
+#[fentry]
+pub fn mcpmc_uring_enter_e(ctx: FEntryContext) -> u32 {
+    crate::enforce::uring_enter_e(&Regs::entry(&ctx, true))
+}
 // Not a syscall: every open's LSM check, with the opened file, before its fd exists.
 #[fentry]
 pub fn mcpmf_file_open_e(ctx: FEntryContext) -> u32 {

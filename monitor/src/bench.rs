@@ -97,6 +97,8 @@ pub fn run_loop(kind: &str, n: u64, path: Option<&str>) -> anyhow::Result<()> {
             return crate::attack::uring_read(&uring["uring-read-".len()..], path.context("uring-read needs a path")?);
         }
         "race-read" => return crate::attack::race_read(n, path.context("race-read needs a path")?),
+        "uring-lend" => return crate::attack::uring_lend(path.context("uring-lend needs a file for the ring parameters")?),
+        "uring-borrow-read" => return crate::attack::uring_borrow_read(path.context("uring-borrow-read needs PID,FD,FILE,PATH")?),
         "race-write" => return crate::attack::race_write(n, path.context("race-write needs a path")?),
         "create-then-open" => return crate::attack::create_then_open(n, path.context("create-then-open needs a dir")?),
         // `vm-read|vm-write|ptrace-peek PID ADDR`, and the victim `hold-secret 0 TEXT`.

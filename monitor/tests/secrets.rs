@@ -206,6 +206,29 @@ fn io_uring_and_threads_read_nothing() {
         let a = alert(&d, &name, "io-uring-by-server");
         assert_eq!(a["action"]["result"], "allowed_by_grant", "the grant turns the kill into an alert: {a}");
     }
+    // A ring set up by the user's own untracked process and taken with pidfd_getfd (a unix
+    // socket will not carry an io_uring fd): its reads would pass no syscall hook, so the first
+    // io_uring_enter of a server without a grant is killed.
+    let visible = u.write("notes.txt", "SEEN-ONLY-THROUGH-URING\n");
+    let params = u.home.join("ring.params");
+    let mut lender = Command::new("setpriv")
+        .args(["--reuid", &u.uid.to_string(), "--regid", &u.gid.to_string(), "--clear-groups", "--", MCPMON, "bench-loop", "uring-lend", "1", params.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(lender.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert!(f.len() >= 3 && f[0] == "lending", "{line}");
+    let arg = format!("{},{},{},{}", f[1], f[2], params.display(), visible.display());
+    let out = u.exec(&d, "uring-borrowed", &[MCPMON, "bench-loop", "uring-borrow-read", "1", &arg]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.signal(), Some(9), "killed at io_uring_enter: {out:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("SEEN-ONLY"), "{out:?}");
+    let a = alert(&d, "uring-borrowed", "io-uring-by-server");
+    assert_eq!((a["action"]["result"].as_str(), a["event"]["op"].as_str()), (Some("killed_in_kernel"), Some("enter")), "{a}");
+    let _ = lender.kill();
+    let _ = lender.wait();
     // Thread A opens, threads B and C race to sendfile/copy_file_range whatever fd appears.
     let out = u.exec(&d, "threads", &[MCPMON, "bench-loop", "race-read", "2000", k]).stdin(Stdio::null()).output().unwrap();
     assert_refused(&d, "threads", "ssh-private-key-read", &out, true);

@@ -7,6 +7,8 @@
 //! - `race-read TRIALS PATH`: sibling threads grab the fd in the window between the open's
 //!   fd_install and the exit hook's verdict, and read it with sendfile and copy_file_range;
 //! - `create-then-open N DIR`: write a key-looking file, then read it straight back;
+//! - `uring-lend 1 FILE` / `uring-borrow-read 1 PID,FD,FILE,PATH` (`uring_pass.rs`): a ring set
+//!   up outside the server, taken with pidfd_getfd;
 //! - `race-write TRIALS PATH` (`race_write.rs`): siblings write through the fd of a
 //!   write-protected file in the window before the kill;
 //! - `vm-read PID ADDR`, `vm-write PID ADDR`, `ptrace-peek PID ADDR` (`proc.rs`): reach into
@@ -34,8 +36,10 @@ use anyhow::Context as _;
 mod net;
 mod proc;
 mod race_write;
+mod uring_pass;
 pub use net::sendmmsg;
 pub use race_write::{race_write, MARKER as RACE_WRITE_MARKER};
+pub use uring_pass::{borrow_read as uring_borrow_read, lend as uring_lend};
 pub use proc::{hold_secret, reach};
 
 /// Largest read any attacker does: enough for a key file.

@@ -77,7 +77,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Send => Body::Send(connect(bytes)?),
         EventKind::IoUring => {
             let e: IoUringEvent = read_record(bytes, std::mem::size_of::<IoUringEvent>())?;
-            Body::IoUring(IoUring { fd: e.fd, sq_entries: e.sq_entries, cq_entries: e.cq_entries, setup_flags: e.setup_flags })
+            let op = if e.hdr.flags & flags::URING_ENTER != 0 { "enter" } else { "setup" };
+            Body::IoUring(IoUring { op, fd: e.fd, sq_entries: e.sq_entries, cq_entries: e.cq_entries, setup_flags: e.setup_flags })
         }
         EventKind::ProcAccess => Body::ProcAccess(proc_access(bytes)?),
     };

@@ -195,7 +195,10 @@ fn io_uring_round_trip_killed_at_setup() {
     let e = IoUringEvent { hdr: hdr(EventKind::IoUring, flags::KILLED), fd: 5, sq_entries: 8, cq_entries: 16, setup_flags: 2 };
     let ev = decode(&bytes_of(&e, std::mem::size_of::<IoUringEvent>())).unwrap();
     assert_eq!(ev.header.kernel_action, Some("killed"));
-    assert_eq!(ev.body, Body::IoUring(IoUring { fd: 5, sq_entries: 8, cq_entries: 16, setup_flags: 2 }));
+    assert_eq!(ev.body, Body::IoUring(IoUring { op: "setup", fd: 5, sq_entries: 8, cq_entries: 16, setup_flags: 2 }));
+    let enter = IoUringEvent { hdr: hdr(EventKind::IoUring, flags::KILLED | flags::URING_ENTER), fd: 9, ..Default::default() };
+    let ev = decode(&bytes_of(&enter, std::mem::size_of::<IoUringEvent>())).unwrap();
+    assert_eq!(ev.body, Body::IoUring(IoUring { op: "enter", fd: 9, sq_entries: 0, cq_entries: 0, setup_flags: 0 }));
     // Cut short: an error, not a panic or a guess.
     assert!(decode(&bytes_of(&e, std::mem::size_of::<IoUringEvent>() - 4)).is_err());
 }

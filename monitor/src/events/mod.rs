@@ -74,6 +74,8 @@ pub struct ProcAccess {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct IoUring {
+    /// `setup` (the process made a ring) or `enter` (it used a ring it got elsewhere).
+    pub op: &'static str,
     pub fd: i32,
     pub sq_entries: u32,
     pub cq_entries: u32,
