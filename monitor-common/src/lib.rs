@@ -400,6 +400,9 @@ pub mod proc_access {
     pub const PTRACE: u32 = 1;
     pub const VM_READV: u32 = 2;
     pub const VM_WRITEV: u32 = 3;
+    /// `pidfd_getfd`: another process's open file taken into this one (no open happens, so
+    /// no open hook or gate would see it). The target is a pidfd, not resolved: 0.
+    pub const PIDFD_GETFD: u32 = 4;
 }
 
 /// A tracked process reaching into a process outside its server's tree, reported at the

@@ -103,6 +103,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     },
     ProgramSpec { name: "mcpm_ptrace_e", purpose: "ptrace of another process", hooks: &[tp("syscalls", "sys_enter_ptrace")], optional: false },
     ProgramSpec { name: "mcpm_vm_read_e", purpose: "process_vm_readv of another process", hooks: &[tp("syscalls", "sys_enter_process_vm_readv")], optional: false },
+    ProgramSpec { name: "mcpm_getfd_e", purpose: "pidfd_getfd of another process's file", hooks: &[tp("syscalls", "sys_enter_pidfd_getfd")], optional: true },
     ProgramSpec { name: "mcpm_vm_write_e", purpose: "process_vm_writev of another process", hooks: &[tp("syscalls", "sys_enter_process_vm_writev")], optional: false },
     ProgramSpec { name: "mcpm_uring_enter", purpose: "io_uring_enter on a ring set up elsewhere", hooks: &[tp("syscalls", "sys_enter_io_uring_enter")], optional: true },
     ProgramSpec { name: "mcpm_io_uring", purpose: "io_uring set up by a tracked process", hooks: &[tp("io_uring", "io_uring_create")], optional: true },
@@ -159,6 +160,8 @@ pub const FAST_PROGRAMS: &[FastSpec] = &[
     fast("process_vm_readv", "mcpmf_vm_read_e", "mcpmf_vm_read_x", "__x64_sys_process_vm_readv", false),
     fast("process_vm_writev", "mcpmf_vm_write_e", "mcpmf_vm_write_x", "__x64_sys_process_vm_writev", false),
     // Not a syscall: a new task's first run, where an untrackable child dies (process.rs).
+    fast("pidfd_getfd", "mcpmf_getfd_e", "", "__x64_sys_pidfd_getfd", true),
+    fast("pidfd_getfd (ia32)", "mcpmc_getfd_e", "", "__ia32_sys_pidfd_getfd", true),
     fast("io_uring_enter", "mcpmf_uring_enter_e", "", "__x64_sys_io_uring_enter", true),
     fast("io_uring_enter (ia32)", "mcpmc_uring_enter_e", "", "__ia32_sys_io_uring_enter", true),
     fast("first run of a new task", "mcpmf_newtask_e", "", "schedule_tail", true),

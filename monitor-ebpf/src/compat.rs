@@ -54,6 +54,7 @@ mod nr {
     pub const CLONE3: i64 = 435;
     pub const SENDMMSG: i64 = 345;
     pub const IO_URING_ENTER: i64 = 426;
+    pub const PIDFD_GETFD: i64 = 438;
     pub const PROCESS_VM_READV: i64 = 347;
     pub const PROCESS_VM_WRITEV: i64 = 348;
 }
@@ -77,7 +78,7 @@ fn handled(id: i64) -> bool {
     matches!(
         id,
         nr::OPEN | nr::CREAT | nr::EXECVE | nr::SOCKETCALL | nr::OPENAT | nr::EXECVEAT | nr::CONNECT | nr::SENDTO | nr::SENDMSG | nr::OPENAT2
-            | nr::SENDMMSG | nr::IO_URING_ENTER | nr::PTRACE | nr::PROCESS_VM_READV | nr::PROCESS_VM_WRITEV
+            | nr::SENDMMSG | nr::IO_URING_ENTER | nr::PIDFD_GETFD | nr::PTRACE | nr::PROCESS_VM_READV | nr::PROCESS_VM_WRITEV
     )
 }
 
@@ -137,6 +138,9 @@ pub fn mcpm_compat_x(ctx: RawTracePointContext) -> i32 {
         // comes after the effect (the fast path's `__ia32_*` fentry judges at the entry).
         nr::IO_URING_ENTER => {
             crate::enforce::uring_enter_e(&s);
+        }
+        nr::PIDFD_GETFD => {
+            procaccess::getfd_e(&s);
         }
         nr::PTRACE => {
             procaccess::ptrace_e(&s);

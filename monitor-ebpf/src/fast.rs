@@ -106,6 +106,14 @@ syscall!(mcpmf_write_e = stdio::write_e, mcpmf_write_x = stdio::rw_x);
 syscall!(mcpmf_ptrace_e = procaccess::ptrace_e, mcpmf_ptrace_x = procaccess::none);
 syscall!(mcpmf_vm_read_e = procaccess::vm_readv_e, mcpmf_vm_read_x = procaccess::none);
 syscall!(mcpmf_vm_write_e = procaccess::vm_writev_e, mcpmf_vm_write_x = procaccess::none);
+#[fentry]
+pub fn mcpmf_getfd_e(ctx: FEntryContext) -> u32 {
+    procaccess::getfd_e(&Regs::entry(&ctx, false))
+}
+#[fentry]
+pub fn mcpmc_getfd_e(ctx: FEntryContext) -> u32 {
+    procaccess::getfd_e(&Regs::entry(&ctx, true))
+}
 
 // A new task's first run (`ret_from_fork` calls `schedule_tail` in the child): where a child the
 // fork hook could not track dies on this path (the tracepoint path uses the clone exits).

@@ -15,7 +15,10 @@
 //! process in the tree, or a target named in a child pid namespace, counts as foreign (a
 //! debugger inside a server needs a grant).
 //!
+//! `pidfd_getfd` is judged the same way, for every target (see `getfd_e`).
+//!
 //! Kernel contract: `syscalls:sys_enter_ptrace(request, pid, addr, data)`,
+//! `sys_enter_pidfd_getfd(pidfd, fd, flags)`,
 //! `sys_enter_process_vm_{readv,writev}(pid, lvec, liovcnt, rvec, riovcnt, flags)`.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use monitor_common::{flags, policy, proc_access, EventKind, ProcAccessEvent};
@@ -38,6 +41,19 @@ pub fn mcpm_vm_read_e(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn mcpm_vm_write_e(ctx: TracePointContext) -> u32 {
     vm_writev_e(&ctx)
+}
+#[tracepoint]
+pub fn mcpm_getfd_e(ctx: TracePointContext) -> u32 {
+    getfd_e(&ctx)
+}
+
+/// `pidfd_getfd(pidfd, targetfd, flags)`: a file another process has open, copied into this
+/// one. Nothing is opened, so the open gate and the open hooks never see it: the way to an
+/// agent's already-open token file or an authenticated socket. The pidfd's process is not
+/// resolved (target 0), so every use outside a grant counts.
+#[inline(always)]
+pub fn getfd_e<S: Sys>(s: &S) -> u32 {
+    access(proc_access::PIDFD_GETFD, 0, s.arg(1) as i64)
 }
 
 /// `ptrace(request, pid, addr, data)`. PTRACE_TRACEME names no target (the caller offers
@@ -72,7 +88,7 @@ fn access(syscall: u32, target: u32, request: i64) -> u32 {
     let cur = current();
     let Some(info) = tracked(cur) else { return 0 };
     // Its own process, threads and tree are its own business.
-    if target == cur.tgid || target == cur.tid {
+    if target != 0 && (target == cur.tgid || target == cur.tid) {
         return 0;
     }
     if let Some(t) = unsafe { TRACKED.get(&target) } {

@@ -104,6 +104,7 @@ pub fn run_loop(kind: &str, n: u64, path: Option<&str>) -> anyhow::Result<()> {
         // `vm-read|vm-write|ptrace-peek PID ADDR`, and the victim `hold-secret 0 TEXT`.
         "vm-read" | "vm-write" | "ptrace-peek" => return crate::attack::reach(kind, n, path.context("needs an address")?),
         "sendmmsg" => return crate::attack::sendmmsg(n, path.context("sendmmsg needs ADDR:PORT")?),
+        "getfd-read" => return crate::attack::getfd_read(path.context("getfd-read needs PID,FD")?),
         "hold-secret" => return crate::attack::hold_secret(path.context("hold-secret needs a text")?),
         other => anyhow::bail!("unknown loop {other}"),
     };

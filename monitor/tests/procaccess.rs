@@ -77,6 +77,25 @@ fn other_processes_memory_is_out_of_reach() {
         assert_eq!(a["event"]["target_pid"].to_string(), v.pid, "{a}");
         assert_eq!(v.text(), SECRET, "{attack}: the victim's memory is unchanged");
     }
+    // Another process's open file, taken with pidfd_getfd: no open happens, so this is the one
+    // hook that sees it. The victim holds the secret file open on fd 3.
+    let secret = u.write("token.txt", &format!("{SECRET}\n"));
+    let mut holder = Command::new("setpriv")
+        .args(["--reuid", &u.uid.to_string(), "--regid", &u.gid.to_string(), "--clear-groups", "--", "/bin/sh", "-c"])
+        .arg(format!("exec 3<{}; echo ready; exec sleep 60", secret.display()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(holder.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    let arg = format!("{},3", holder.id());
+    let out = u.exec(&d, "getfd", &[MCPMON, "bench-loop", "getfd-read", "1", &arg]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.signal(), Some(9), "killed: {out:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET), "not one byte: {out:?}");
+    let a = alert(&d, "getfd", "foreign-process-memory-access");
+    assert_eq!((a["action"]["result"].as_str(), a["event"]["syscall"].as_str()), (Some("killed_in_kernel"), Some("pidfd_getfd")), "{a}");
+    let _ = holder.kill();
+    let _ = holder.wait();
     // A granted server: the same read works, and the alert says the grant let it through.
     let out = u.exec(&d, "vm-granted", &[MCPMON, "bench-loop", "vm-read", &v.pid, &v.addr]).stdin(Stdio::null()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("got {SECRET}")), "{out:?}");

@@ -189,7 +189,8 @@ fn io_uring_and_threads_read_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let u = User::add("uring", true);
     // Servers granted io_uring: their ring's opens must meet the open gate like any other.
-    let d = start(tmp.path(), "grants:\n  uring-inline: [io-uring-by-server]\n  uring-async: [io-uring-by-server]\n  uring-openat2: [io-uring-by-server]");
+    // uring-borrowed may take fds (pidfd_getfd), so the test reaches its io_uring_enter.
+    let d = start(tmp.path(), "grants:\n  uring-inline: [io-uring-by-server]\n  uring-async: [io-uring-by-server]\n  uring-openat2: [io-uring-by-server]\n  uring-borrowed: [foreign-process-memory-access]");
     let key = u.write(".ssh/id_rsa", &format!("{SECRET}\n"));
     let k = key.to_str().unwrap();
     // Without a grant the shipped rules kill at setup, before anything is submitted.

@@ -113,6 +113,15 @@ while [ "$(wc -l <"$WORK/victim.out")" -lt 2 ]; do sleep 0.1; done
 case "$(tail -n 1 "$WORK/victim.out")" in VICTIM-TOKEN-7c1e) pass victim-memory-unchanged;; *) fail victim-memory-unchanged "$(cat "$WORK/victim.out")";; esac
 exec 7>&-
 
+# 1e. Another process's open file, taken with pidfd_getfd (no open happens): killed at the entry.
+printf 'VM-TOKEN-91\n' > "$WORK/token.txt"
+sh -c "exec 3<$WORK/token.txt; exec sleep 60" &
+holder=$!
+while ! [ -e "/proc/$holder/fd/3" ]; do sleep 0.1; done
+out=$("$MCPMON" exec --name getfd --socket "$SOCK" -- /bin/sh -c "$MCPMON bench-loop getfd-read 1 $holder,3; echo rc=\$?" 2>&1)
+case "$out" in *VM-TOKEN*) fail getfd-killed "the file was read: $out";; *rc=137*) pass getfd-killed;; *) fail getfd-killed "$out";; esac
+kill "$holder" 2>/dev/null
+
 # 1b. A denied executable: execve fails with EPERM and the caller lives (LSM), or the new image
 # is killed before its first instruction (fallback).
 out=$("$MCPMON" exec --name execer --socket "$SOCK" -- /bin/sh -c "$WORK/bin/evil-tool; echo rc=\$?" 2>&1)

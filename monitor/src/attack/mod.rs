@@ -40,7 +40,7 @@ mod uring_pass;
 pub use net::sendmmsg;
 pub use race_write::{race_write, MARKER as RACE_WRITE_MARKER};
 pub use uring_pass::{borrow_read as uring_borrow_read, lend as uring_lend};
-pub use proc::{hold_secret, reach};
+pub use proc::{getfd_read, hold_secret, reach};
 
 /// Largest read any attacker does: enough for a key file.
 const CHUNK: usize = 4096;

@@ -119,3 +119,26 @@ fn ptrace_peek(pid: libc::pid_t, addr: usize) -> String {
     let end = got.iter().position(|b| *b == 0).unwrap_or(got.len());
     format!("got {}", String::from_utf8_lossy(&got[..end]))
 }
+
+/// `getfd-read 1 PID,FD`: takes another process's open file with `pidfd_getfd` and reads it:
+/// the file is never opened here, so only a hook on pidfd_getfd itself can stop this.
+pub fn getfd_read(arg: &str) -> anyhow::Result<()> {
+    let (pid, fd) = arg.split_once(',').context("PID,FD")?;
+    let (pid, fd): (i32, i32) = (pid.parse()?, fd.parse()?);
+    // SAFETY: plain syscalls; the results are checked and the fds owned below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    anyhow::ensure!(pidfd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    // SAFETY: as above.
+    let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd as i32, fd, 0) };
+    if got < 0 {
+        println!("getfd errno={}", errno());
+        return Ok(());
+    }
+    let mut buf = [0u8; LEN];
+    // SAFETY: reading into our own buffer from the fd we were given; pread at 0 ignores the
+    // shared offset.
+    let n = unsafe { libc::pread(got as i32, buf.as_mut_ptr().cast(), LEN, 0) };
+    let end = if n > 0 { n as usize } else { 0 };
+    println!("getfd got {}", String::from_utf8_lossy(&buf[..end]).trim_end());
+    Ok(())
+}

@@ -91,9 +91,15 @@ fn proc_access(bytes: &[u8]) -> Result<ProcAccess, DecodeError> {
         monitor_common::proc_access::PTRACE => "ptrace",
         monitor_common::proc_access::VM_READV => "process_vm_readv",
         monitor_common::proc_access::VM_WRITEV => "process_vm_writev",
+        monitor_common::proc_access::PIDFD_GETFD => "pidfd_getfd",
         _ => "unknown",
     };
-    let request = (e.syscall == monitor_common::proc_access::PTRACE).then(|| ptrace_request(e.request));
+    let request = match e.syscall {
+        monitor_common::proc_access::PTRACE => Some(ptrace_request(e.request)),
+        // The fd number taken from the other process.
+        monitor_common::proc_access::PIDFD_GETFD => Some(format!("fd {}", e.request)),
+        _ => None,
+    };
     Ok(ProcAccess { syscall, request, target_pid: e.target })
 }
 
