@@ -14,6 +14,8 @@ pub const MAP_POLICY: &str = "POLICY";
 /// (server id << 32 | rule slot) → 1: a server granted a file rule (docs/rules.md, grants).
 pub const MAP_GRANTS: &str = "GRANTS";
 pub const MAP_PENDING_OPEN: &str = "PENDING_OPEN";
+/// tid → tracking of threads of tracked processes that exited lately (LRU).
+pub const MAP_EXITED: &str = "EXITED";
 
 /// cgroup `sock_addr` programs (deny), attached to the cgroup v2 root: (program, attach point).
 pub const CGROUP_PROGRAMS: &[(&str, &str)] = &[

@@ -20,6 +20,11 @@ pub static TRACKED: HashMap<u32, TrackInfo> = HashMap::with_max_entries(65536, 0
 #[map(name = "DOOMED")]
 pub static DOOMED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(4096, 0);
 
+/// Threads of tracked processes that exited lately, by tid: user space learns who did something
+/// it hears of only after the doer is gone (a `mv` into a persistence directory exits at once).
+#[map(name = "EXITED")]
+pub static EXITED: LruHashMap<u32, TrackInfo> = LruHashMap::with_max_entries(4096, 0);
+
 /// Commands configured in MCP clients (`candidate::CONFIGURED`) and MCP client programs
 /// (`candidate::CLIENT`), by comm: checked only at exec of an untracked process.
 #[map(name = "CANDIDATE_COMMS")]

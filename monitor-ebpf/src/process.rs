@@ -29,7 +29,7 @@ use monitor_common::{
 use crate::maps::{
     count_lost, current, lost_for, off, read_user_path, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
     parent_comm, tp_exec_old_pid_off, exit_group_dead, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current, Sys,
-    CANDIDATE_COMMS, DOOMED, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN, SCRATCH_EXEC, TRACKED,
+    CANDIDATE_COMMS, DOOMED, EXITED, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN, SCRATCH_EXEC, TRACKED,
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -85,6 +85,7 @@ pub fn doomed_x<S: Sys>(_s: &S) -> u32 {
 pub fn mcpm_exit(ctx: TracePointContext) -> u32 {
     let cur = current();
     let Some(info) = tracked(cur) else { return 0 };
+    let _ = EXITED.insert(&cur.tid, &info, 0);
     // A thread killed inside a syscall never reaches its exit hook: drop what it left pending.
     let _ = PENDING_OPEN.remove(&cur.tid);
     let _ = PENDING_EXEC.remove(&cur.tid);

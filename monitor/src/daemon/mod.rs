@@ -654,6 +654,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
 
     let gate_maps = sensors.gate_maps();
+    // A second TRACKED handle for the persistence watch (before the tracker takes the map).
+    let persist_maps = sensors.gate_maps().and_then(|m| Ok((m.tracked, sensors.exited_map()?)));
     let tracker = sensors.tracker()?;
     let ring = sensors.take_events()?;
     let lost = sensors.take_lost()?;
@@ -689,13 +691,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut policy = policy::Policy::load(&rules_dir, &args.passwd, kernel_policy, args.dry_run, guard)
         .with_context(|| format!("loading rules from {}", rules_dir.display()))?;
     let (gate_tx, mut gate_rx) = mpsc::channel::<crate::gate::GateRecord>(1024);
-    match gate_maps.map_err(|e| e.to_string()).and_then(|m| crate::gate::Gate::start(m, gate_tx, std::process::id()).map_err(|e| e.to_string())) {
+    match gate_maps.map_err(|e| e.to_string()).and_then(|m| crate::gate::Gate::start(m, gate_tx.clone(), std::process::id()).map_err(|e| e.to_string())) {
         Ok(g) => {
             policy.gate = Some(g);
             policy.sync_kernel().context("open gate: first sync")?;
             tracing::info!("open gate: read-protected files are refused before an fd exists (fanotify permission events)");
         }
         Err(e) => tracing::warn!("open gate unavailable ({e}); read-protected files fall back to the kill at the open's exit"),
+    }
+    let quarantine = args.state_dir.join("quarantine");
+    match persist_maps.map_err(|e| e.to_string()).and_then(|m| crate::gate::persist::PersistWatch::start(m, gate_tx.clone(), quarantine.clone()).map_err(|e| e.to_string())) {
+        Ok(w) => {
+            policy.persist = Some(w);
+            policy.sync_kernel().context("persistence watch: first sync")?;
+            tracing::info!("persistence watch: entries renamed, linked or made in protected directories go to {}", quarantine.display());
+        }
+        Err(e) => tracing::warn!("persistence watch unavailable ({e}); only opens in protected directories are judged"),
     }
     let mut watcher = crate::watch::Watcher::new(&args.passwd).context("inotify for the user database and protected directories")?;
     watcher.set(&policy.plan.watch);

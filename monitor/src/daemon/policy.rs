@@ -36,6 +36,8 @@ pub struct Policy {
     /// The open gate (fanotify), where the kernel offers it: read-protected files refused
     /// before an fd exists, and protection that follows an inode through renames.
     pub gate: Option<crate::gate::Gate>,
+    /// Entries placed in persistence directories without an open there (renames, links).
+    pub persist: Option<crate::gate::persist::PersistWatch>,
     /// Tracked servers eligible for grants: (server id, configured name).
     servers: Vec<(u32, String)>,
     grants: std::collections::BTreeSet<(u32, u32)>,
@@ -69,6 +71,7 @@ impl Policy {
             kills: 0,
             fields: Default::default(),
             gate: None,
+            persist: None,
             servers: Vec::new(),
             grants: Default::default(),
             profile_grants: Default::default(),
@@ -100,6 +103,10 @@ impl Policy {
                 plan.files.entry(i).or_insert(p);
                 plan.paths.entry(i).or_insert_with(|| path.to_path_buf());
             }
+        }
+        if let Some(w) = self.persist.as_mut() {
+            let of = |bit: u32| -> Vec<std::path::PathBuf> { plan.files.iter().filter(|(_, p)| **p & bit != 0).filter_map(|(i, _)| plan.paths.get(i).cloned()).collect() };
+            w.sync(&of(monitor_common::protect::KILL_DIR_WRITE), &of(monitor_common::protect::KILL_WRITE));
         }
         self.kernel.sync_files(&plan.files)?;
         self.kernel.sync_nets(&plan.nets)?;

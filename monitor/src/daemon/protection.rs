@@ -79,6 +79,11 @@ impl Pipeline {
                 self.emit(json!({"time": Self::now(), "kind": "protected_changed", "added": [path.display().to_string()], "why": "first_open"})).await;
             }
             // The open's own kernel event carries the refusal; it is alerted from there.
+            GateRecord::Placed(p) => {
+                let ev = placed_open(&p, self.tree.get(p.tgid).map(|n| n.ppid).unwrap_or(0));
+                self.emit(serde_json::json!({"time": Self::now(), "kind": "quarantined", "path": p.path, "to": p.quarantined, "how": p.how, "pid": p.tgid, "server_id": p.server_id})).await;
+                self.on_event(Ok(ev)).await;
+            }
             GateRecord::Denied(d) if d.in_event => {}
             GateRecord::Denied(d) => {
                 let ev = synthetic_open(&d, self.tree.get(d.tgid).map(|n| n.ppid).unwrap_or(0));
@@ -90,6 +95,37 @@ impl Pipeline {
 
 /// An open event for a refusal no syscall hook saw (an io_uring open, or a pending table that
 /// was full): the gate is the only witness, so it speaks for the kernel.
+/// An entry placed in a persistence directory, as the open for writing it amounts to: the
+/// rules (persistence-write) judge it like any other write there.
+fn placed_open(p: &crate::gate::persist::Placed, ppid: u32) -> Event {
+    Event {
+        header: Header {
+            ts_mono_ns: p.ts_mono_ns,
+            pid: p.tgid,
+            tid: p.tid,
+            ppid,
+            uid: p.uid,
+            server_id: p.server_id,
+            truncated: vec![],
+            kernel_action: None,
+            compat_syscall: false,
+            gated: false,
+        },
+        body: Body::Open(Open {
+            syscall: if p.how == "moved" { "rename_into" } else { "create_entry" },
+            path: p.path.display().to_string(),
+            dirfd: -100,
+            flags: 0,
+            access: vec!["write", "create"],
+            mode: 0,
+            resolve: 0,
+            inode: None,
+            policy: 0,
+            result: SysResult::from_ret(0),
+        }),
+    }
+}
+
 fn synthetic_open(d: &Denial, ppid: u32) -> Event {
     Event {
         header: Header {

@@ -198,7 +198,7 @@ fn uid_of(tid: u32) -> u32 {
 }
 
 /// `Tgid:` from /proc/TID/status (a thread's id is not its process's).
-fn tgid_of(tid: u32) -> Option<u32> {
+pub(super) fn tgid_of(tid: u32) -> Option<u32> {
     let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
     s.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
 }

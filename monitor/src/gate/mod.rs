@@ -20,6 +20,7 @@
 //! the group closes and the kernel allows every waiting open (the in-kernel exit kill remains).
 mod decide;
 pub mod fanotify;
+pub mod persist;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -84,6 +85,9 @@ pub enum GateRecord {
     Denied(Denial),
     /// A file first judged protected at its open (created after the last scan): hold it.
     Learned { inode: Inode, path: PathBuf, policy: u32, handle: OwnedFd },
+    /// An entry a tracked process placed in a persistence directory without opening it there
+    /// (rename, link, symlink, mkdir), already moved to quarantine.
+    Placed(persist::Placed),
 }
 
 /// A protected object we hold open (O_PATH) and keep marked.

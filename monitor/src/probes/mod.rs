@@ -267,6 +267,18 @@ impl Sensors {
         Ok(crate::gate::GateMaps { tracked, pending_open })
     }
 
+    /// A handle on `EXITED` (tracked threads that exited lately), for the persistence watch.
+    pub fn exited_map(&self) -> Result<BpfHashMap<MapData, u32, TrackInfo>, ProbeError> {
+        let name = monitor_common::names::MAP_EXITED;
+        let Some(m) = self.ebpf.map(name) else { return Err(ProbeError::Map(name, "missing".into())) };
+        let id = match m {
+            aya::maps::Map::LruHashMap(d) => d.info().map_err(|e| ProbeError::Map(name, e.to_string()))?.id(),
+            _ => return Err(ProbeError::Map(name, "not an LRU hash map".into())),
+        };
+        let data = MapData::from_id(id).map_err(|e| ProbeError::Map(name, e.to_string()))?;
+        BpfHashMap::try_from(aya::maps::Map::LruHashMap(data)).map_err(|e| ProbeError::Map(name, e.to_string()))
+    }
+
     /// The enforcement maps, for the actions stage.
     pub fn kernel_policy(&mut self) -> Result<crate::actions::kernel::KernelPolicy, ProbeError> {
         let mut take = |name: &'static str| self.ebpf.take_map(name).ok_or(ProbeError::Map(name, "missing".into()));
