@@ -18,6 +18,9 @@ pub enum Command {
     Exec(ExecArgs),
     /// List the MCP servers the running daemon tracks.
     Servers(ServersArgs),
+    /// One screen for a ticket: kernel features and the path each hook takes, rules lint,
+    /// socket and state-directory permissions, whether the daemon answers and keeps up.
+    Doctor(DoctorArgs),
     /// Work with rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -67,6 +70,25 @@ pub struct ServersArgs {
     #[arg(long, env = "MCPMON_SOCKET", default_value = crate::control::DEFAULT_SOCKET)]
     pub socket: PathBuf,
     /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[arg(long, env = "MCPMON_SOCKET", default_value = crate::control::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    #[arg(long, default_value = "/var/lib/mcpmon")]
+    pub state_dir: PathBuf,
+    /// Rules directory (default: as `mcpmon run`).
+    #[arg(long = "rules", value_name = "DIR")]
+    pub rules: Option<PathBuf>,
+    #[arg(long, default_value = "/etc/passwd")]
+    pub passwd: PathBuf,
+    /// The daemon's metrics endpoint, for its loss counters (`none`: skip).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -149,9 +171,9 @@ pub struct RunArgs {
     /// Fold repeats of the same alert within this many seconds into a count (0: off).
     #[arg(long, default_value_t = 10)]
     pub alert_throttle_secs: u64,
-    /// One alert per incident: alerts of one server within one tool call (or until it is quiet
-    /// this many seconds) are folded into the first, with their chain of evidence; kills and
-    /// denies always go out (0: off).
+    /// One alert per incident: alerts of one server within one tool call are folded into the
+    /// first, with their chain of evidence, until the call has raised none for this many
+    /// seconds; kills and denies always go out (0: off).
     #[arg(long, default_value_t = 5)]
     pub incident_quiet_secs: u64,
 }

@@ -9,6 +9,7 @@ pub mod control;
 pub mod correlation;
 pub mod daemon;
 pub mod discovery;
+pub mod doctor;
 pub mod events;
 pub mod gate;
 pub mod watch;

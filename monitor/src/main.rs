@@ -20,6 +20,7 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::Doctor(args) => monitor::doctor::run(&args),
         Command::Rules(monitor::cli::RulesCommand::Lint { dir, passwd }) => monitor::rules::lint::run(&dir, &passwd),
         Command::Profile(monitor::cli::ProfileCommand::Learn(mut args)) => {
             args.learn = true;
