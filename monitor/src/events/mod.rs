@@ -57,6 +57,9 @@ pub enum Body {
     Send(Connect),
     /// An io_uring was set up: its operations do not pass the syscall tracepoints.
     IoUring(IoUring),
+    /// Bytes on a socket a server accepted (or its accept/close: `dir`); consumed by the HTTP
+    /// stage, not written out raw.
+    Sock(Stdio),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -175,7 +178,8 @@ pub struct Exit {
 pub struct Stdio {
     /// Pipe inode: identifies the stream.
     pub ino: u64,
-    /// "in" (the server read it) or "out" (the server wrote it).
+    /// "in" (the server read it) or "out" (the server wrote it); for sockets also "accept",
+    /// "close" and "accept_not_captured" (no data).
     pub dir: &'static str,
     pub fd: i32,
     /// Bytes the syscall moved; `offset`/`data` is the captured part.
@@ -204,6 +208,7 @@ impl Event {
             Body::Stdio(_) => "stdio",
             Body::Send(_) => "send",
             Body::IoUring(_) => "io_uring",
+            Body::Sock(_) => "sock",
         }
     }
 }
