@@ -586,7 +586,7 @@ impl Pipeline {
             LOST_NAMES.iter().zip(self.stats.lost.iter()).map(|(k, v)| (k.to_string(), json!(v))).collect();
         self.emit(json!({
             "time": Self::now(), "kind": "stats", "events": self.stats.events,
-            "decode_errors": self.stats.decode_errors, "lost": lost, "mcp": self.corr.stats,
+            "decode_errors": self.stats.decode_errors, "lost": lost, "mcp": self.corr.stats, "http": self.corr.http.stats,
             "candidates_dropped": self.stats.candidates_dropped,
             "provisional_events_discarded": self.stats.provisional_events_discarded,
             "exits_reconciled": self.stats.exits_reconciled,

@@ -47,4 +47,5 @@ async def main() -> None:
     print(json.dumps(out), flush=True)
 
 
-asyncio.run(main())
+if __name__ == "__main__":
+    asyncio.run(main())

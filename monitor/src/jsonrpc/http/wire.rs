@@ -87,6 +87,8 @@ pub(super) struct Collector {
     tail: Vec<u8>,
     truncated: bool,
     len: u64,
+    /// Bytes captured but let go between head and tail (gaps are counted where they occur).
+    dropped: u64,
 }
 
 impl Collector {
@@ -106,6 +108,7 @@ impl Collector {
         }
         if self.tail.len() > TAIL_KEEP {
             let cut = self.tail.len() - TAIL_KEEP;
+            self.dropped += cut as u64;
             self.tail.drain(..cut);
         }
     }
@@ -113,6 +116,8 @@ impl Collector {
     pub(super) fn gap(&mut self, n: u64) {
         self.len += n;
         self.truncated = true;
+        // What came before the gap is no longer the body's end.
+        self.dropped += self.tail.len() as u64;
         self.tail.clear();
     }
 
@@ -375,7 +380,7 @@ impl Wire {
         if let State::Body(_, sink) = std::mem::replace(&mut self.state, State::Head(vec![])) {
             match sink {
                 Sink::Whole(c) => {
-                    self.bytes_lost += c.len.saturating_sub((c.head.len() + c.tail.len()) as u64);
+                    self.bytes_lost += c.dropped;
                     out.push(Item::Body(c.finish(ts)));
                 }
                 Sink::Sse(mut s) => out.extend(s.finish(ts).into_iter().map(Item::Event)),
