@@ -62,10 +62,11 @@ impl Drop for Server {
     }
 }
 
-fn everything(d: &Daemon, peers: &Path, name: &str) -> Server {
+/// `mode`: "streamableHttp" or "sse".
+fn everything(d: &Daemon, peers: &Path, name: &str, mode: &str) -> Server {
     let index = peers.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
     let port = free_port();
-    Server::start(exec_cmd(&d.socket, name, &["--require-monitor"], &["node", index.to_str().unwrap(), "streamableHttp"]), port)
+    Server::start(exec_cmd(&d.socket, name, &["--require-monitor"], &["node", index.to_str().unwrap(), mode]), port)
 }
 
 fn python_server(d: &Daemon, peers: &Path, name: &str) -> Server {
@@ -77,7 +78,12 @@ fn python_server(d: &Daemon, peers: &Path, name: &str) -> Server {
 
 /// The official client SDK (tests/peers/http_client.py): initialize, tools/list, then `calls`.
 fn client(peers: &Path, url: &str, calls: Value) -> Value {
-    let out = Command::new(peers.join("venv/bin/python")).arg(peer_script("http_client.py")).arg(url).arg(calls.to_string()).output().unwrap();
+    client_over(peers, url, calls, None)
+}
+
+/// `transport`: Some("sse") for the older SSE transport.
+fn client_over(peers: &Path, url: &str, calls: Value, transport: Option<&str>) -> Value {
+    let out = Command::new(peers.join("venv/bin/python")).arg(peer_script("http_client.py")).arg(url).arg(calls.to_string()).args(transport).output().unwrap();
     assert!(out.status.success(), "client failed:\n{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -97,7 +103,7 @@ fn everything_server_calls_match_what_the_client_saw() {
     }
     let Some(peers) = common::peers() else { return };
     let d = Daemon::start(&[]);
-    let srv = everything(&d, &peers, "everything-http");
+    let srv = everything(&d, &peers, "everything-http", "streamableHttp");
     let calls = json!([
         {"tool": "echo", "arguments": {"message": "over http"}},
         {"tool": "get-sum", "arguments": {"a": 20, "b": 22}},
@@ -121,6 +127,28 @@ fn everything_server_calls_match_what_the_client_saw() {
     sessions.dedup();
     assert_eq!(sessions.len(), 1, "one client, one session: {sessions:?}");
     d.expect("initialize seen", |v| v["kind"] == "mcp_initialize" && v["server"] == "everything-http" && v["client"]["name"] == "mcp");
+}
+
+#[test]
+fn everything_server_over_the_sse_transport() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = common::peers() else { return };
+    let d = Daemon::start(&[]);
+    let srv = everything(&d, &peers, "everything-sse", "sse");
+    let url = format!("http://127.0.0.1:{}/sse", srv.port);
+    let got = client_over(&peers, &url, json!([{"tool": "echo", "arguments": {"message": "over sse"}}, {"tool": "get-sum", "arguments": {"a": 1, "b": 2}}]), Some("sse"));
+    let mut sessions = vec![];
+    for c in got["calls"].as_array().unwrap() {
+        let r = call_record(&d, "everything-sse", c);
+        assert_eq!(r["outcome"], "ok", "client saw {c}, daemon {r}");
+        sessions.push(r["http_session"].as_str().expect("the sessionId is recorded").to_string());
+    }
+    sessions.dedup();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let listed = d.expect("tools/list", |v| v["kind"] == "mcp_tools" && v["server"] == "everything-sse");
+    assert_eq!(listed["tools"], got["tools"]);
 }
 
 #[test]

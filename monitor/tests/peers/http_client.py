@@ -1,6 +1,7 @@
-"""Drives a real MCP server over streamable HTTP with the official MCP client SDK (`mcp` on PyPI).
+"""Drives a real MCP server over streamable HTTP (or SSE) with the official MCP client SDK (`mcp` on PyPI).
 
-usage: http_client.py URL CALLS_JSON
+usage: http_client.py URL CALLS_JSON [sse]
+(sse: the older SSE transport, `sse_client`, URL being the server's GET /sse endpoint)
 CALLS_JSON is a list of {"tool": name, "arguments": {...}}. Prints one JSON object: the tools
 listed, the session id the server gave, and per call the JSON-RPC id the client used, the tool,
 the arguments, whether the result was an error and its text.
@@ -11,6 +12,7 @@ import os
 import sys
 
 from mcp import ClientSession
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 
@@ -27,7 +29,8 @@ async def main() -> None:
     url = sys.argv[1]
     calls = json.loads(sys.argv[2])
     out = {"calls": []}
-    async with streamable_http_client(url) as streams:
+    transport = sse_client if sys.argv[3:] == ["sse"] else streamable_http_client
+    async with transport(url) as streams:
         read, write = streams[0], streams[1]
         async with ClientSession(read, write) as session:
             init = await session.initialize()

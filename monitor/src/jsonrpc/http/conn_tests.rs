@@ -52,3 +52,26 @@ fn tls_is_recognised_and_not_parsed() {
     assert!(c.feed(true, 11, true, &post(None, "{}"), 1).is_empty());
     assert_eq!(c.bytes_lost(), 0, "TLS bytes are not losses: they are not plaintext to capture");
 }
+
+#[test]
+fn sse_transport_posts_and_replies_on_the_get_stream() {
+    // The GET /sse stream: its endpoint event names the session, its later events are replies.
+    let mut stream = Conn::new(5);
+    assert!(stream.feed(true, 0, true, b"GET /sse HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n", 1).is_empty());
+    let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: keep-alive\r\n\r\n";
+    let ev = b"event: endpoint\ndata: /message?sessionId=S1\n\n";
+    let mut pos = 0;
+    for part in [&head[..], &ev[..]] {
+        assert!(stream.feed(false, pos, true, part, 1).is_empty(), "the endpoint event is no JSON-RPC");
+        pos += part.len() as u64;
+    }
+    let d = stream.feed(false, pos, true, b"event: message\ndata: {\"id\":1,\"result\":{}}\n\n", 2);
+    assert_eq!(text(&d[0]), ("S1", false, r#"{"id":1,"result":{}}"#.into()));
+    // The POST on another connection, named by its query.
+    let mut post_conn = Conn::new(6);
+    let body = r#"{"id":1,"method":"tools/call"}"#;
+    let req = format!("POST /message?sessionId=S1 HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let d = post_conn.feed(true, 0, true, req.as_bytes(), 1);
+    assert_eq!(text(&d[0]), ("S1", true, body.into()));
+    assert!(d[0].named);
+}

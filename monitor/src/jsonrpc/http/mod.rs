@@ -2,7 +2,9 @@
 //! accepted, two `wire::Wire`s (what it read, what it wrote), and the JSON-RPC messages they carry
 //! with the MCP session each belongs to.
 //!
-//! Which session: the request's `Mcp-Session-Id` header; a request without one (the
+//! Which session: the request's `Mcp-Session-Id` header (the SSE transport: the `sessionId` of
+//! the POST's URL, and of the `endpoint` event that opens the GET stream its replies come on);
+//! a request without one (the
 //! `initialize`, a stateless server) belongs to its connection (`conn:INO`), and its response,
 //! found by order on the same connection (HTTP/1.1 answers in request order, pipelined or not),
 //! goes to the same session. A message is delivered when the server *read* the request body and
@@ -51,6 +53,18 @@ pub struct Conn {
     /// The first bytes were a TLS handshake: nothing here is readable.
     pub tls: bool,
     started: bool,
+}
+
+/// `sessionId` from a URL's query.
+fn session_param(target: &str) -> Option<String> {
+    let q = target.split_once('?')?.1;
+    q.split('&').find_map(|kv| kv.strip_prefix("sessionId=")).filter(|v| !v.is_empty()).map(str::to_string)
+}
+
+/// The session an SSE `endpoint` event names (its data is a URL, not JSON).
+fn endpoint(m: &Message) -> Option<String> {
+    let text = std::str::from_utf8(m.complete()?).ok()?;
+    (text.starts_with('/') || text.starts_with("http")).then(|| session_param(text)).flatten()
 }
 
 fn json_body(h: &Head) -> bool {
@@ -105,7 +119,8 @@ impl Conn {
         for item in items {
             match item {
                 Item::Head(h) if inbound => {
-                    let named = h.header("mcp-session-id").map(str::to_string);
+                    // The SSE transport names the session in the POST's query (`?sessionId=`).
+                    let named = h.header("mcp-session-id").map(str::to_string).or_else(|| session_param(&h.target));
                     let req = Req { named: named.is_some(), session: named.unwrap_or_else(|| self.own_session()) };
                     self.reading = Some((req, h.method == "POST" && json_body(&h)));
                 }
@@ -130,6 +145,13 @@ impl Conn {
                     }
                 }
                 Item::End => self.writing = None,
+                Item::Event(msg) if !inbound && endpoint(&msg).is_some() => {
+                    // The SSE transport's first event: the URL to POST to, naming the session
+                    // whose replies this stream carries from now on.
+                    if let (Some(id), Some((req, _))) = (endpoint(&msg), self.writing.as_mut()) {
+                        *req = Req { session: id, named: true };
+                    }
+                }
                 Item::Body(msg) | Item::Event(msg) => {
                     let side = if inbound { &self.reading } else { &self.writing };
                     if let Some((req, true)) = side {
