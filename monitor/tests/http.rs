@@ -344,3 +344,40 @@ fn bad_clients_leave_the_daemon_up_in_sync_and_counting() {
     assert!(lost <= sent, "no byte counted twice: {lost} lost of {sent} sent at most");
     assert!(http["connections"].as_u64().unwrap() >= 5, "{stats}");
 }
+
+#[test]
+fn an_https_server_is_marked_tls_and_its_bytes_are_not_parsed() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(openssl) = common::tool("/usr/bin/openssl") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let out = Command::new(&openssl)
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = Daemon::start(&[]);
+    let port = free_port();
+    let (o, c, k, p) = (openssl.to_str().unwrap(), cert.to_str().unwrap(), key.to_str().unwrap(), port.to_string());
+    let _srv = Server::start(exec_cmd(&d.socket, "https-local", &["--require-monitor"], &[o, "s_server", "-quiet", "-www", "-accept", &p, "-cert", c, "-key", k]), port);
+    let script = format!(
+        "import socket, ssl\nctx = ssl.create_default_context()\nctx.check_hostname = False\nctx.verify_mode = ssl.CERT_NONE\n\
+         s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port}), timeout=10))\n\
+         s.sendall(b'GET /mcp HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\nprint(s.recv(64))\n"
+    );
+    let out = Command::new(common::python()).arg("-c").arg(script).output().unwrap();
+    assert!(out.status.success(), "TLS client: {}", String::from_utf8_lossy(&out.stderr));
+    let r = d.expect("the TLS connection", |v| v["kind"] == "http_connection" && v["server"] == "https-local");
+    assert_eq!((r["tls"].as_bool(), r["payload_captured"].as_bool()), (Some(true), Some(false)), "{r}");
+    let (_, records) = d.stop_with_records();
+    assert!(!records.iter().any(|v| v["kind"] == "mcp_invalid" && v["server"] == "https-local"), "ciphertext is not parsed as JSON-RPC");
+    let stats = records.iter().find(|v| v["kind"] == "stats").unwrap();
+    // The client's connection, and the readiness probe the server answered with a TLS alert.
+    assert!(stats["http"]["tls_connections"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(stats["http"]["desyncs"], 0, "ciphertext is no garbage to resync on: {stats}");
+}

@@ -96,10 +96,12 @@ impl Conn {
     /// Feeds one captured chunk: `inbound` when the server read it; `pos` its place in that
     /// direction's byte numbering.
     pub fn feed(&mut self, inbound: bool, pos: u64, syscall_start: bool, data: &[u8], ts: u64) -> Vec<Delivery> {
-        if !self.started && inbound && pos == 0 && !data.is_empty() {
+        if !self.started && pos == 0 && !data.is_empty() {
             self.started = true;
-            // A TLS record header: handshake (22), version 3.x.
-            self.tls = data.len() >= 2 && data[0] == 0x16 && data[1] == 0x03;
+            // A TLS record header (change_cipher_spec 20 to application_data 23, version 3.x) as
+            // the first bytes either way: the client's hello, or the server's alert to a client
+            // that sent nothing.
+            self.tls = data.len() >= 2 && (0x14..=0x17).contains(&data[0]) && data[1] == 0x03;
         }
         if self.tls {
             return vec![];
