@@ -93,8 +93,17 @@ impl Correlator {
         for d in ds {
             let sessions = self.http.sessions.entry(server).or_default();
             if !sessions.contains_key(&d.session) && sessions.len() >= MAX_SESSIONS {
-                self.http.stats.sessions_dropped += 1;
-                continue;
+                // Sessions end without a word (a client gone, a DELETE): make room by forgetting
+                // one with nothing in flight; only when every one is busy is the new one dropped.
+                match sessions.iter().find(|(_, s)| s.in_flight() == 0).map(|(k, _)| k.clone()) {
+                    Some(idle) => {
+                        sessions.remove(&idle);
+                    }
+                    None => {
+                        self.http.stats.sessions_dropped += 1;
+                        continue;
+                    }
+                }
             }
             let session = sessions.entry(d.session.clone()).or_insert_with(|| {
                 let mut s = Session::new();

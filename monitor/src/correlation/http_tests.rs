@@ -106,3 +106,27 @@ fn garbage_and_tls_are_counted_not_fatal() {
     assert_eq!(r[0]["tls"], true);
     assert_eq!(c.http.stats.tls_connections, 1);
 }
+
+#[test]
+fn idle_sessions_make_room_for_new_ones() {
+    let mut c = Correlator::new();
+    c.handle(&sock(1, "accept", 0, b""));
+    let mut pos = 0;
+    for i in 0..MAX_SESSIONS + 10 {
+        let req = post(Some(&format!("s{i}")), r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        c.handle(&sock(1, "in", pos, &req));
+        pos += req.len() as u64;
+    }
+    assert_eq!(c.http.sessions[&1].len(), MAX_SESSIONS);
+    assert_eq!(c.http.stats.sessions_dropped, 0);
+    // A session with a call in flight is never the one forgotten.
+    let req = post(Some("busy"), r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{}}}"#);
+    c.handle(&sock(1, "in", pos, &req));
+    pos += req.len() as u64;
+    for i in 0..MAX_SESSIONS {
+        let req = post(Some(&format!("t{i}")), r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        c.handle(&sock(1, "in", pos, &req));
+        pos += req.len() as u64;
+    }
+    assert!(c.http.sessions[&1].contains_key("busy"));
+}
