@@ -151,6 +151,13 @@ impl Correlator {
             .unwrap_or_default()
     }
 
+    /// When the call `id` in flight on `server` started, whichever session (stdio or HTTP) it is
+    /// in: an event attributed to one call has exactly one such call in flight.
+    pub fn call_start(&self, server: u32, id: &str) -> Option<u64> {
+        let stdio = self.sessions.get(&server).and_then(|s| s.call_start(id));
+        stdio.or_else(|| self.http.sessions.get(&server)?.values().find_map(|s| s.call_start(id)))
+    }
+
     /// Bytes held by HTTP connections (memory accounting).
     pub fn http_buffered(&self) -> usize {
         self.http.conns.values().map(Conn::buffered).sum()
