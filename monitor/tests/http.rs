@@ -36,12 +36,17 @@ struct Server {
 }
 
 impl Server {
-    fn start(mut cmd: Command, port: u16) -> Server {
+    fn start(cmd: Command, port: u16) -> Server {
+        Self::start_probed(cmd, port, || TcpStream::connect(("127.0.0.1", port)).is_ok())
+    }
+
+    /// `ready`: whether the server accepts a connection yet (that probe is a connection the
+    /// daemon sees too).
+    fn start_probed(mut cmd: Command, port: u16, ready: impl Fn() -> bool) -> Server {
         let child = cmd.env("PORT", port.to_string()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         let mut s = Server { child, port };
-        // Ready when it accepts a connection (that probe is a connection the daemon sees too).
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !ready() {
             assert!(s.child.try_wait().unwrap().is_none(), "the server exited before listening");
             assert!(Instant::now() < deadline, "the server never listened on {port}");
             std::thread::sleep(Duration::from_millis(100));
@@ -83,7 +88,17 @@ fn client(peers: &Path, url: &str, calls: Value) -> Value {
 
 /// `transport`: Some("sse") for the older SSE transport.
 fn client_over(peers: &Path, url: &str, calls: Value, transport: Option<&str>) -> Value {
-    let out = Command::new(peers.join("venv/bin/python")).arg(peer_script("http_client.py")).arg(url).arg(calls.to_string()).args(transport).output().unwrap();
+    client_cmd(peers, url, calls, transport, None)
+}
+
+/// `uds`: reach the server through this unix socket.
+fn client_cmd(peers: &Path, url: &str, calls: Value, transport: Option<&str>, uds: Option<&Path>) -> Value {
+    let mut c = Command::new(peers.join("venv/bin/python"));
+    c.arg(peer_script("http_client.py")).arg(url).arg(calls.to_string()).args(transport);
+    if let Some(p) = uds {
+        c.env("MCP_HTTP_UDS", p);
+    }
+    let out = c.output().unwrap();
     assert!(out.status.success(), "client failed:\n{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -149,6 +164,47 @@ fn everything_server_over_the_sse_transport() {
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     let listed = d.expect("tools/list", |v| v["kind"] == "mcp_tools" && v["server"] == "everything-sse");
     assert_eq!(listed["tools"], got["tools"]);
+}
+
+#[test]
+fn ipv6_and_unix_socket_servers_are_captured_too() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = common::peers() else { return };
+    let d = Daemon::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let py = peers.join("venv/bin/python");
+    let script = peer_script("http_read_server.py");
+    let (py, script) = (py.to_str().unwrap(), script.to_str().unwrap());
+    let check = |server: &str, got: &Value, path: &str| {
+        let c = &got["calls"][0];
+        assert_eq!(c["text"], "via", "{got}");
+        let open = d.expect(&format!("{server}: open of {path}"), |v| common::daemon::is_open(v, path));
+        assert_eq!((open["mcp"]["state"].as_str(), open["mcp"]["id"].as_str()), (Some("call"), Some(c["id"].to_string().as_str())), "{open}");
+        assert_eq!(call_record(&d, server, c)["outcome"], "ok");
+    };
+    // IPv6 loopback.
+    let port = free_port();
+    let mut cmd = exec_cmd(&d.socket, "py-http-v6", &["--require-monitor"], &[py, script, &port.to_string()]);
+    cmd.env("MCP_HTTP_HOST", "::1");
+    let srv = Server::start_probed(cmd, port, || TcpStream::connect(("::1", port)).is_ok());
+    let f6 = dir.path().join("v6.txt");
+    std::fs::write(&f6, "via\n").unwrap();
+    let path = f6.display().to_string();
+    let got = client(&peers, &format!("http://[::1]:{port}/mcp"), json!([{"tool": "read", "arguments": {"path": path}}]));
+    check("py-http-v6", &got, &path);
+    drop(srv);
+    // A unix socket.
+    let sock = dir.path().join("mcp.sock");
+    let mut cmd = exec_cmd(&d.socket, "py-http-uds", &["--require-monitor"], &[py, script, "0"]);
+    cmd.env("MCP_HTTP_UDS", &sock);
+    let _srv = Server::start_probed(cmd, 0, || std::os::unix::net::UnixStream::connect(&sock).is_ok());
+    let fu = dir.path().join("uds.txt");
+    std::fs::write(&fu, "via\n").unwrap();
+    let path = fu.display().to_string();
+    let got = client_cmd(&peers, "http://127.0.0.1:8000/mcp", json!([{"tool": "read", "arguments": {"path": path}}]), None, Some(&sock));
+    check("py-http-uds", &got, &path);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 usage: http_client.py URL CALLS_JSON [sse]
 (sse: the older SSE transport, `sse_client`, URL being the server's GET /sse endpoint)
+MCP_HTTP_UDS: reach the server through this unix socket (URL gives path and Host header).
 CALLS_JSON is a list of {"tool": name, "arguments": {...}}. Prints one JSON object: the tools
 listed, the session id the server gave, and per call the JSON-RPC id the client used, the tool,
 the arguments, whether the result was an error and its text.
@@ -29,8 +30,16 @@ async def main() -> None:
     url = sys.argv[1]
     calls = json.loads(sys.argv[2])
     out = {"calls": []}
-    transport = sse_client if sys.argv[3:] == ["sse"] else streamable_http_client
-    async with transport(url) as streams:
+    if sys.argv[3:] == ["sse"]:
+        transport = sse_client(url)
+    elif os.environ.get("MCP_HTTP_UDS"):
+        import httpx2
+
+        http = httpx2.AsyncClient(transport=httpx2.AsyncHTTPTransport(uds=os.environ["MCP_HTTP_UDS"]), timeout=httpx2.Timeout(30, read=300))
+        transport = streamable_http_client(url, http_client=http)
+    else:
+        transport = streamable_http_client(url)
+    async with transport as streams:
         read, write = streams[0], streams[1]
         async with ClientSession(read, write) as session:
             init = await session.initialize()

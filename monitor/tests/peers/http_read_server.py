@@ -1,7 +1,10 @@
 """A tiny MCP server (official Python SDK) on streamable HTTP with one tool that reads a file and
 returns its first line: a server that touches files on request, for tests/http.rs.
 
-usage: http_read_server.py PORT [json]   (json: application/json replies instead of SSE)"""
+usage: http_read_server.py PORT [json]   (json: application/json replies instead of SSE)
+Environment: MCP_HTTP_HOST (address to listen on, default 127.0.0.1; ::1 for IPv6),
+MCP_HTTP_UDS (a unix socket path to listen on instead of TCP)."""
+import os
 import sys
 
 from mcp.server.mcpserver import MCPServer
@@ -18,4 +21,11 @@ def read(path: str) -> str:
 
 if __name__ == "__main__":
     json_response = len(sys.argv) > 2 and sys.argv[2] == "json"
-    app.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]), json_response=json_response)
+    host = os.environ.get("MCP_HTTP_HOST", "127.0.0.1")
+    uds = os.environ.get("MCP_HTTP_UDS")
+    if uds:
+        import uvicorn
+
+        uvicorn.run(app.streamable_http_app(json_response=json_response, host="127.0.0.1"), uds=uds, log_level="warning")
+    else:
+        app.run("streamable-http", host=host, port=int(sys.argv[1]), json_response=json_response)
