@@ -121,6 +121,11 @@ impl Correlator {
                     out.push(json!({"kind": "mcp_invalid", "server_id": server, "direction": dir, "transport": "http", "reason": reason, "bytes": d.msg.len}));
                 }
                 let update = if d.inbound { session.on_request(&rpc, d.msg.ts_mono_ns) } else { session.on_reply(&rpc, d.msg.ts_mono_ns) };
+                // What the server says it is (version for pins, `mcpmon servers`) is read from
+                // its stdio session, which an HTTP server leaves empty: keep it there too.
+                if let crate::jsonrpc::session::Update::Initialized { server: info } = &update {
+                    self.sessions.entry(server).or_default().server_info = Some(info.clone());
+                }
                 let raw = matches!(rpc, Rpc::Response { truncated: true, .. }).then(|| super::raw_text(&d.msg));
                 record(server, update, raw, &mut out);
             }

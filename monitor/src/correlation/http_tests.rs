@@ -65,6 +65,7 @@ fn calls_of_two_sessions_with_the_same_ids_are_attributed_to_their_own() {
     let mut cl = Client { c: &mut c, next_ino: 100 };
     let init = cl.exchange(&post(None, r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"clientInfo":{"name":"a"}}}"#), &reply("A", r#"{"jsonrpc":"2.0","id":0,"result":{"serverInfo":{"name":"s"}}}"#), None);
     assert!(init.iter().any(|r| r["kind"] == "mcp_initialize") && init.iter().any(|r| r["kind"] == "mcp_initialized"));
+    assert_eq!(cl.c.session(1).and_then(|s| s.server_info.clone()), Some(serde_json::json!({"name": "s"})), "the server's info outlives the connection");
     let call = |arg: &'static str| format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"read","arguments":{{"path":"{arg}"}}}}}}"#);
     let mut seen = vec![];
     let out = cl.exchange(&post(Some("A"), &call("/a")), &reply("A", r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#), Some(&mut |c: &mut Correlator| seen.push(attribution(c))));

@@ -101,7 +101,7 @@ impl Sse {
                     let held_cr = std::mem::take(cr);
                     let mut seg = &d[..end.unwrap_or(d.len())];
                     if let Some(c) = self.data.as_mut() {
-                        if held_cr && !(end == Some(0)) {
+                        if held_cr && end != Some(0) {
                             c.push(b"\r");
                         }
                     }
