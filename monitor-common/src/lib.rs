@@ -296,7 +296,9 @@ pub mod stdio_dir {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockStream {
     pub server_id: u32,
-    pub _pad: u32,
+    /// The process that accepted it: only its `close` ends the capture (a forked child closing
+    /// its inherited copy does not close the connection).
+    pub owner_tgid: u32,
     /// Bytes the server received / sent on it so far (kernel-maintained).
     pub bytes_in: u64,
     pub bytes_out: u64,

@@ -110,19 +110,25 @@ pub fn accept_x<S: Sys>(s: &S) -> u32 {
     }
     let fd = fd as i32;
     let Some(ino) = fd_inode(fd) else { return 0 };
-    let v = SockStream { server_id: info.server_id, _pad: 0, bytes_in: 0, bytes_out: 0 };
+    let v = SockStream { server_id: info.server_id, owner_tgid: cur.tgid, bytes_in: 0, bytes_out: 0 };
     let dir = if HTTP_SOCKS.insert(&ino, &v, 0).is_ok() { sock_dir::ACCEPT } else { sock_dir::ACCEPT_NOT_CAPTURED };
     lifecycle(cur, info, ino, fd, dir);
     0
 }
 
-/// `close(fd)`: an accepted socket leaves the capture set.
+/// `close(fd)`: an accepted socket leaves the capture set when the process that accepted it
+/// closes it. (A `dup` of it closed in that process ends the capture early: the connection's
+/// later bytes are then not seen; no runtime checked does that.)
 #[inline(always)]
 pub fn close_e<S: Sys>(s: &S) -> u32 {
     let cur = current();
     let Some(info) = tracked(cur) else { return 0 };
     let fd = s.arg(0) as i32;
     let Some(ino) = fd_inode(fd) else { return 0 };
+    match unsafe { HTTP_SOCKS.get(&ino) } {
+        Some(v) if v.owner_tgid == cur.tgid => {}
+        _ => return 0,
+    }
     if HTTP_SOCKS.remove(&ino).is_ok() {
         lifecycle(cur, info, ino, fd, sock_dir::CLOSE);
     }

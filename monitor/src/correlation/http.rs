@@ -25,6 +25,8 @@ pub const MAX_SESSIONS: usize = 1024;
 #[derive(Default, Debug, serde::Serialize)]
 pub struct HttpStats {
     pub connections: u64,
+    /// Closed by the server (the kernel saw its close).
+    pub connections_closed: u64,
     pub tls_connections: u64,
     /// Accepted while the kernel's socket table was full: not captured at all.
     pub connections_not_captured: u64,
@@ -64,6 +66,7 @@ impl Correlator {
             }
             "close" => {
                 let Some(mut conn) = h.conns.remove(&key) else { return vec![] };
+                h.stats.connections_closed += 1;
                 let d = conn.close(ts);
                 let mut out = self.deliver(server, d);
                 // The connection's own session ends with it: calls it left open are unanswered.
