@@ -167,7 +167,7 @@ fn everything_server_over_the_sse_transport() {
 }
 
 #[test]
-fn ipv6_and_unix_socket_servers_are_captured_too() {
+fn ipv6_and_unix_socket_servers_and_json_replies_are_captured_too() {
     if !common::can_load_ebpf() {
         return;
     }
@@ -195,9 +195,9 @@ fn ipv6_and_unix_socket_servers_are_captured_too() {
     let got = client(&peers, &format!("http://[::1]:{port}/mcp"), json!([{"tool": "read", "arguments": {"path": path}}]));
     check("py-http-v6", &got, &path);
     drop(srv);
-    // A unix socket.
+    // A unix socket, the server answering with application/json bodies instead of SSE.
     let sock = dir.path().join("mcp.sock");
-    let mut cmd = exec_cmd(&d.socket, "py-http-uds", &["--require-monitor"], &[py, script, "0"]);
+    let mut cmd = exec_cmd(&d.socket, "py-http-uds", &["--require-monitor"], &[py, script, "0", "json"]);
     cmd.env("MCP_HTTP_UDS", &sock);
     let _srv = Server::start_probed(cmd, 0, || std::os::unix::net::UnixStream::connect(&sock).is_ok());
     let fu = dir.path().join("uds.txt");
