@@ -125,6 +125,7 @@ pub fn close_e<S: Sys>(s: &S) -> u32 {
     let Some(info) = tracked(cur) else { return 0 };
     let fd = s.arg(0) as i32;
     let Some(ino) = fd_inode(fd) else { return 0 };
+    // SAFETY: a map lookup; the value is copied out at once.
     match unsafe { HTTP_SOCKS.get(&ino) } {
         Some(v) if v.owner_tgid == cur.tgid => {}
         _ => return 0,
@@ -150,6 +151,7 @@ fn sock_enter<S: Sys>(s: &S, dir: u32, vectored: bool) -> u32 {
 /// Saves the entry half when `ino` is an accepted socket (also called by the read/write hooks).
 #[inline(always)]
 pub fn data_enter(cur: Current, info: TrackInfo, fd: i32, ino: u64, buf: u64, dir: u32, iovcnt: u32) {
+    // SAFETY: a map lookup whose value is not kept.
     if unsafe { HTTP_SOCKS.get(&ino) }.is_none() {
         return;
     }
@@ -164,6 +166,7 @@ pub fn data_enter(cur: Current, info: TrackInfo, fd: i32, ino: u64, buf: u64, di
 #[inline(always)]
 pub fn data_exit<S: Sys>(s: &S, vectored: bool) -> u32 {
     let cur = current();
+    // SAFETY: a map lookup; the value is copied before the entry is removed.
     let Some(p) = (unsafe { PENDING_SOCK.get(&cur.tid) }).copied() else { return 0 };
     let _ = PENDING_SOCK.remove(&cur.tid);
     let ret = s.ret();
