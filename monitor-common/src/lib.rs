@@ -33,6 +33,9 @@ pub enum EventKind {
     Send = 7,
     /// The process set up an io_uring, whose operations bypass the syscall tracepoints.
     IoUring = 8,
+    /// Bytes (or the accept/close) of a socket a tracked server accepted: `StdioEvent` layout,
+    /// `dir` from [`sock_dir`].
+    Sock = 9,
     /// The process reached into another process's memory (`ptrace`, `process_vm_readv`,
     /// `process_vm_writev`) outside its own server's tree. (9 is reserved for the HTTP capture.)
     ProcAccess = 10,
@@ -49,6 +52,7 @@ impl EventKind {
             6 => Self::Stdio,
             7 => Self::Send,
             8 => Self::IoUring,
+            9 => Self::Sock,
             10 => Self::ProcAccess,
             _ => return None,
         })
@@ -294,6 +298,32 @@ pub mod stdio_dir {
     pub const OUT: u32 = 1;
 }
 
+/// Value of `HTTP_SOCKS`, keyed by the inode number of a socket a tracked server accepted (its
+/// HTTP connections). Both directions are numbered separately, as two stdio pipes would be.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockStream {
+    pub server_id: u32,
+    /// The process that accepted it: only its `close` ends the capture (a forked child closing
+    /// its inherited copy does not close the connection).
+    pub owner_tgid: u32,
+    /// Bytes the server received / sent on it so far (kernel-maintained).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+const _: () = assert!(core::mem::size_of::<SockStream>() == 24);
+
+/// `StdioEvent::dir` of [`EventKind::Sock`] records: data (`stdio_dir::IN`/`OUT`) or a
+/// connection's start and end (no data).
+pub mod sock_dir {
+    /// The server accepted the connection (`total_len` 0).
+    pub const ACCEPT: u32 = 2;
+    /// The server closed it.
+    pub const CLOSE: u32 = 3;
+    /// Accepted, but `HTTP_SOCKS` was full: its bytes are not captured.
+    pub const ACCEPT_NOT_CAPTURED: u32 = 4;
+}
+
 /// Bytes a tracked server moved through one of its stdio pipes: one record per captured chunk of
 /// one read/write. `offset` is the chunk's place in the syscall's buffer, `total_len` the syscall's
 /// result; chunks with `offset + len < total_len` and no successor mean bytes were skipped.
@@ -469,6 +499,7 @@ mod pod {
     unsafe impl aya::Pod for super::TrackInfo {}
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::StdioPipe {}
+    unsafe impl aya::Pod for super::SockStream {}
     unsafe impl aya::Pod for super::InodeKey {}
     unsafe impl aya::Pod for super::OpenEvent {}
 }

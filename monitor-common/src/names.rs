@@ -6,6 +6,8 @@ pub const MAP_LOST: &str = "LOST";
 /// server id → events of that server the kernel could not deliver (any reason).
 pub const MAP_LOST_BY_SERVER: &str = "LOST_BY_SERVER";
 pub const MAP_STDIO_PIPES: &str = "STDIO_PIPES";
+/// Sockets tracked servers accepted (HTTP capture), by inode.
+pub const MAP_HTTP_SOCKS: &str = "HTTP_SOCKS";
 pub const MAP_CANDIDATE_COMMS: &str = "CANDIDATE_COMMS";
 pub const MAP_PROTECTED: &str = "PROTECTED";
 pub const MAP_NET_POLICY_V4: &str = "NET_POLICY_V4";
@@ -117,7 +119,29 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         hooks: &[tp("syscalls", "sys_exit_read"), tp("syscalls", "sys_exit_write")],
         optional: false,
     },
+    // HTTP capture (http.rs): read/write above serve accepted sockets too.
+    ProgramSpec { name: "mcpm_accept_x", purpose: "http: socket accepted by a server", hooks: &[tp("syscalls", "sys_exit_accept"), tp("syscalls", "sys_exit_accept4")], optional: false },
+    ProgramSpec { name: "mcpm_close_e", purpose: "http: accepted socket closed", hooks: &[tp("syscalls", "sys_enter_close")], optional: false },
+    ProgramSpec { name: "mcpm_recvfrom_e", purpose: "http: recvfrom entry", hooks: &[tp("syscalls", "sys_enter_recvfrom")], optional: false },
+    ProgramSpec { name: "mcpm_sendto_d_e", purpose: "http: sendto entry", hooks: &[tp("syscalls", "sys_enter_sendto")], optional: false },
+    ProgramSpec { name: "mcpm_readv_e", purpose: "http: readv entry", hooks: &[tp("syscalls", "sys_enter_readv")], optional: false },
+    ProgramSpec { name: "mcpm_writev_e", purpose: "http: writev entry", hooks: &[tp("syscalls", "sys_enter_writev")], optional: false },
+    ProgramSpec {
+        name: "mcpm_sock_x",
+        purpose: "http: bytes moved on an accepted socket",
+        hooks: &[
+            tp("syscalls", "sys_exit_recvfrom"),
+            tp("syscalls", "sys_exit_sendto"),
+            tp("syscalls", "sys_exit_readv"),
+            tp("syscalls", "sys_exit_writev"),
+        ],
+        optional: false,
+    },
 ];
+
+/// Syscall tracepoint programs with no fast-path (fentry) twin: attached on either path.
+pub const TRACEPOINT_ONLY: &[&str] =
+    &["mcpm_accept_x", "mcpm_close_e", "mcpm_recvfrom_e", "mcpm_sendto_d_e", "mcpm_readv_e", "mcpm_writev_e", "mcpm_sock_x"];
 
 /// One syscall on the fast observation path: an fentry and an fexit program on its x86_64
 /// wrapper `__x64_sys_NAME`, calling the same handlers as the syscall tracepoints of

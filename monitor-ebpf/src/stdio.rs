@@ -86,7 +86,7 @@ pub fn inode_ino(inode: *const u8) -> Option<u64> {
 
 /// Inode number behind `fd` of the current task.
 #[inline(always)]
-fn fd_inode(fd: i32) -> Option<u64> {
+pub fn fd_inode(fd: i32) -> Option<u64> {
     inode_ino(file_inode(fd_file(fd)?)?)
 }
 
@@ -97,7 +97,11 @@ fn rw_enter<S: Sys>(s: &S, want: u32) -> u32 {
     let Some(info) = tracked(cur) else { return 0 };
     let fd = s.arg(0) as i32;
     let Some(ino) = fd_inode(fd) else { return 0 };
-    let Some(pipe) = (unsafe { STDIO_PIPES.get(&ino) }) else { return 0 };
+    let Some(pipe) = (unsafe { STDIO_PIPES.get(&ino) }) else {
+        // Not a stdio pipe: maybe a socket the server accepted (HTTP capture).
+        crate::http::data_enter(cur, info, fd, ino, s.arg(1), want, 0);
+        return 0;
+    };
     // A read of the stdout pipe (or write to stdin) is not the server's JSON-RPC.
     if pipe.dir != want {
         return 0;
@@ -139,7 +143,7 @@ pub fn write_e<S: Sys>(s: &S) -> u32 {
 #[inline(always)]
 pub fn rw_x<S: Sys>(s: &S) -> u32 {
     let cur = current();
-    let Some(p) = (unsafe { PENDING_IO.get(&cur.tid) }).copied() else { return 0 };
+    let Some(p) = (unsafe { PENDING_IO.get(&cur.tid) }).copied() else { return crate::http::data_exit(s, false) };
     let _ = PENDING_IO.remove(&cur.tid);
     let ret = s.ret();
     if ret <= 0 {
@@ -164,26 +168,33 @@ pub fn rw_x<S: Sys>(s: &S) -> u32 {
     ev.stream_off = stream_off;
     ev.fd = p.fd;
     ev.dir = p.dir;
+    send_head_and_tail(ev, p.buf, total);
+    0
+}
+
+/// Sends the head chunks of `total` bytes at `buf`, then the last chunk if the head did not
+/// reach it (shared with the socket capture).
+#[inline(always)]
+pub fn send_head_and_tail(ev: &mut StdioEvent, buf: u64, total: u64) {
     let chunk = STDIO_CHUNK as u64;
     let mut i: u32 = 0;
     while i < STDIO_HEAD_CHUNKS {
         let off = i as u64 * chunk;
         if off >= total {
-            return 0;
+            return;
         }
-        send_chunk(ev, p.buf, off, total);
+        send_chunk(ev, buf, off, total);
         i += 1;
     }
     let head_end = STDIO_HEAD_CHUNKS as u64 * chunk;
     if total > head_end {
         let tail = if total - head_end > chunk { total - chunk } else { head_end };
-        send_chunk(ev, p.buf, tail, total);
+        send_chunk(ev, buf, tail, total);
     }
-    0
 }
 
 #[inline(always)]
-fn send_chunk(ev: &mut StdioEvent, buf: u64, off: u64, total: u64) {
+pub fn send_chunk(ev: &mut StdioEvent, buf: u64, off: u64, total: u64) {
     let mut n = total - off;
     if n > STDIO_CHUNK as u64 {
         n = STDIO_CHUNK as u64;

@@ -1,7 +1,9 @@
-//! Correlation stage: turns stdio captures into MCP messages per server and attributes every other
+//! Correlation stage: turns stdio (and HTTP, `http.rs`) captures into MCP messages per server and attributes every other
 //! kernel event of a server's tree to the tool call in flight (or marks it idle or ambiguous).
 //! Events arrive in ring-buffer order, so the session state when an event is handled is the state
 //! the server was in when the syscall happened.
+mod http;
+
 use std::collections::HashMap;
 
 use serde_json::{json, Value};
@@ -34,6 +36,8 @@ pub struct Correlator {
     midstream: std::collections::HashSet<u32>,
     sessions: HashMap<u32, Session>,
     pub stats: CorrelationStats,
+    /// MCP over HTTP: connections and sessions of servers that accepted sockets.
+    pub http: http::HttpState,
 }
 
 /// What the pipeline should do with an event after correlation.
@@ -67,7 +71,8 @@ impl Correlator {
         let server = ev.header.server_id;
         match &ev.body {
             Body::Stdio(s) => Outcome::Consumed(self.stdio(server, ev.header.ts_mono_ns, s)),
-            _ => Outcome::Event(self.sessions.entry(server).or_default().attribute()),
+            Body::Sock(s) => Outcome::Consumed(self.sock(server, ev.header.ts_mono_ns, s)),
+            _ => Outcome::Event(self.attribute(server)),
         }
     }
 
@@ -97,14 +102,7 @@ impl Correlator {
                 let update = if s.dir == "in" { session.on_request(&rpc, m.ts_mono_ns) } else { session.on_reply(&rpc, m.ts_mono_ns) };
                 // A reply bigger than the capture has no parsed result: its captured text (head
                 // and tail) is what the result checks read.
-                let raw = matches!(rpc, Rpc::Response { truncated: true, .. }).then(|| {
-                    let mut t = crate::toolcheck::results::unescape_json_text(&m.head);
-                    if !m.tail.is_empty() {
-                        t.push_str("\n…\n");
-                        t.push_str(&crate::toolcheck::results::unescape_json_text(&m.tail));
-                    }
-                    t
-                });
+                let raw = matches!(rpc, Rpc::Response { truncated: true, .. }).then(|| raw_text(&m));
                 record(server, update, raw, &mut out);
             }
         }
@@ -115,11 +113,25 @@ impl Correlator {
     pub fn server_gone(&mut self, server: u32, ts: u64) -> Vec<Value> {
         self.streams.retain(|(s, _), _| *s != server);
         self.midstream.remove(&server);
-        self.sessions
+        let mut out: Vec<Value> = self
+            .sessions
             .remove(&server)
             .map(|mut s| s.close(ts).into_iter().map(|f| finished(server, f)).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        out.extend(self.http_gone(server, ts));
+        out
     }
+}
+
+/// The captured text (head and tail) of a reply bigger than the capture: what the result checks
+/// read when there is no parsed result.
+fn raw_text(m: &crate::jsonrpc::framing::Message) -> String {
+    let mut t = crate::toolcheck::results::unescape_json_text(&m.head);
+    if !m.tail.is_empty() {
+        t.push_str("\n…\n");
+        t.push_str(&crate::toolcheck::results::unescape_json_text(&m.tail));
+    }
+    t
 }
 
 fn finished(server: u32, f: FinishedCall) -> Value {

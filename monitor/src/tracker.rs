@@ -6,7 +6,7 @@
 use std::{collections::HashMap, time::SystemTime};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
-use monitor_common::{comm_key, stdio_dir, Comm, StdioPipe, TrackInfo, PROVISIONAL_SERVER};
+use monitor_common::{comm_key, stdio_dir, Comm, SockStream, StdioPipe, TrackInfo, PROVISIONAL_SERVER};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -99,6 +99,9 @@ pub struct Tracker {
     map: BpfHashMap<MapData, u32, TrackInfo>,
     pipes: BpfHashMap<MapData, u64, StdioPipe>,
     candidates: BpfHashMap<MapData, Comm, u32>,
+    /// `HTTP_SOCKS`: sockets the servers accepted (the kernel adds and removes them; the daemon
+    /// only clears a forgotten server's, whose last close it may not have seen).
+    http_socks: Option<BpfHashMap<MapData, u64, SockStream>>,
     servers: HashMap<u32, ServerInfo>,
     next_id: u32,
     daemon_pid: u32,
@@ -110,7 +113,22 @@ impl Tracker {
         pipes: BpfHashMap<MapData, u64, StdioPipe>,
         candidates: BpfHashMap<MapData, Comm, u32>,
     ) -> Self {
-        Self { map, pipes, candidates, servers: HashMap::new(), next_id: 1, daemon_pid: std::process::id() }
+        Self { map, pipes, candidates, http_socks: None, servers: HashMap::new(), next_id: 1, daemon_pid: std::process::id() }
+    }
+
+    pub fn with_http_socks(mut self, socks: BpfHashMap<MapData, u64, SockStream>) -> Self {
+        self.http_socks = Some(socks);
+        self
+    }
+
+    /// Removes the sockets of `server` from `HTTP_SOCKS` (a process that exits closes its sockets
+    /// without a `close` call the hook sees).
+    fn forget_sockets(&mut self, server: u32) {
+        let Some(m) = self.http_socks.as_mut() else { return };
+        let gone: Vec<u64> = m.iter().filter_map(Result::ok).filter(|(_, v)| v.server_id == server).map(|(k, _)| k).collect();
+        for k in gone {
+            let _ = m.remove(&k);
+        }
     }
 
     /// Sets the comms the kernel tracks provisionally at exec: `(name, candidate bits)`.
@@ -148,6 +166,7 @@ impl Tracker {
                 let _ = self.pipes.remove(ino);
             }
         }
+        self.forget_sockets(server_id);
     }
 
     /// Registers the root's stdin and stdout pipes (matched by inode in the kernel, whatever fd
@@ -251,6 +270,7 @@ impl Tracker {
         for ino in &s.stdio_inodes {
             let _ = self.pipes.remove(ino);
         }
+        self.forget_sockets(id);
         Some(s)
     }
 }

@@ -266,6 +266,10 @@ impl Pipeline {
             ("decode_errors", self.stats.decode_errors),
             ("stdio_bytes_not_captured", c.bytes_not_captured),
             ("stdio_streams_dropped", c.streams_dropped),
+            ("http_bytes_not_captured", self.corr.http.stats.bytes_lost),
+            ("http_desyncs", self.corr.http.stats.desyncs),
+            ("http_connections_not_captured", self.corr.http.stats.connections_not_captured + self.corr.http.stats.connections_dropped),
+            ("http_sessions_dropped", self.corr.http.stats.sessions_dropped),
             ("jsonrpc_messages_truncated", c.truncated_messages),
             ("provisional_events_discarded", self.stats.provisional_events_discarded),
         ];
@@ -609,7 +613,7 @@ impl Pipeline {
             LOST_NAMES.iter().zip(self.stats.lost.iter()).map(|(k, v)| (k.to_string(), json!(v))).collect();
         self.emit(json!({
             "time": Self::now(), "kind": "stats", "events": self.stats.events,
-            "decode_errors": self.stats.decode_errors, "lost": lost, "mcp": self.corr.stats,
+            "decode_errors": self.stats.decode_errors, "lost": lost, "mcp": self.corr.stats, "http": self.corr.http.stats,
             "candidates_dropped": self.stats.candidates_dropped,
             "provisional_events_discarded": self.stats.provisional_events_discarded,
             "exits_reconciled": self.stats.exits_reconciled,

@@ -74,6 +74,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             Body::Fork(Fork { child_pid: f.child_tgid, clone_flags: f.clone_flags })
         }
         EventKind::Stdio => Body::Stdio(stdio(bytes)?),
+        EventKind::Sock => Body::Sock(stdio(bytes)?),
         EventKind::Send => Body::Send(connect(bytes)?),
         EventKind::IoUring => {
             let e: IoUringEvent = read_record(bytes, std::mem::size_of::<IoUringEvent>())?;
@@ -238,7 +239,14 @@ fn stdio(bytes: &[u8]) -> Result<Stdio, DecodeError> {
     }
     Ok(Stdio {
         ino: e.ino,
-        dir: if e.dir == monitor_common::stdio_dir::IN { "in" } else { "out" },
+        dir: match e.dir {
+            monitor_common::stdio_dir::IN => "in",
+            monitor_common::stdio_dir::OUT => "out",
+            monitor_common::sock_dir::ACCEPT => "accept",
+            monitor_common::sock_dir::CLOSE => "close",
+            monitor_common::sock_dir::ACCEPT_NOT_CAPTURED => "accept_not_captured",
+            _ => return Err(DecodeError::BadLength("stdio dir", e.dir as usize, 0)),
+        },
         fd: e.fd,
         total_len: e.total_len,
         stream_off: e.stream_off,

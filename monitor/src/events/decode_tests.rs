@@ -271,6 +271,29 @@ fn stdio_round_trip() {
 }
 
 #[test]
+fn sock_round_trip_data_accept_and_close() {
+    let mut e: monitor_common::StdioEvent = zeroed();
+    e.hdr = hdr(EventKind::Sock, 0);
+    e.ino = 77;
+    e.total_len = 5;
+    e.fd = 9;
+    e.dir = monitor_common::stdio_dir::IN;
+    e.data[..5].copy_from_slice(b"POST ");
+    e.len = 5;
+    let ev = decode(&bytes_of(&e, monitor_common::StdioEvent::DATA_OFFSET + 5)).unwrap();
+    assert_eq!(ev.body, Body::Sock(Stdio { ino: 77, dir: "in", fd: 9, total_len: 5, stream_off: 0, offset: 0, data: b"POST ".to_vec() }));
+    for (dir, name) in [(monitor_common::sock_dir::ACCEPT, "accept"), (monitor_common::sock_dir::CLOSE, "close"), (monitor_common::sock_dir::ACCEPT_NOT_CAPTURED, "accept_not_captured")] {
+        e.dir = dir;
+        e.len = 0;
+        e.total_len = 0;
+        let ev = decode(&bytes_of(&e, monitor_common::StdioEvent::DATA_OFFSET)).unwrap();
+        assert!(matches!(&ev.body, Body::Sock(s) if s.dir == name && s.data.is_empty()), "{ev:?}");
+    }
+    e.dir = 99;
+    assert!(decode(&bytes_of(&e, monitor_common::StdioEvent::DATA_OFFSET)).is_err());
+}
+
+#[test]
 fn garbage_is_an_error_not_a_panic() {
     assert!(matches!(decode(&[1, 2, 3]), Err(DecodeError::Short(3, _))));
     let mut h = hdr(EventKind::Exec, 0);

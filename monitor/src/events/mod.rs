@@ -57,6 +57,9 @@ pub enum Body {
     Send(Connect),
     /// An io_uring was set up: its operations do not pass the syscall tracepoints.
     IoUring(IoUring),
+    /// Bytes on a socket a server accepted (or its accept/close: `dir`); consumed by the HTTP
+    /// stage, not written out raw.
+    Sock(Stdio),
     /// ptrace / process_vm_readv / process_vm_writev on a process outside the server's tree.
     ProcAccess(ProcAccess),
 }
@@ -190,7 +193,8 @@ pub struct Exit {
 pub struct Stdio {
     /// Pipe inode: identifies the stream.
     pub ino: u64,
-    /// "in" (the server read it) or "out" (the server wrote it).
+    /// "in" (the server read it) or "out" (the server wrote it); for sockets also "accept",
+    /// "close" and "accept_not_captured" (no data).
     pub dir: &'static str,
     pub fd: i32,
     /// Bytes the syscall moved; `offset`/`data` is the captured part.
@@ -220,6 +224,7 @@ impl Event {
             Body::Send(_) => "send",
             Body::IoUring(_) => "io_uring",
             Body::ProcAccess(_) => "proc_access",
+            Body::Sock(_) => "sock",
         }
     }
 }

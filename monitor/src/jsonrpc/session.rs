@@ -19,6 +19,9 @@ pub struct ToolCall {
     /// The request was bigger than the capture, or the arguments were cut for the record.
     pub arguments_truncated: bool,
     pub start_mono_ns: u64,
+    /// The `Mcp-Session-Id` the call came in (MCP over HTTP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_session: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -90,6 +93,8 @@ pub enum Update {
 #[derive(Default, Debug)]
 pub struct Session {
     pending: BTreeMap<Id, Pending>,
+    /// The `Mcp-Session-Id` of an HTTP session (None on stdio and for a connection's own).
+    pub http_session: Option<String>,
     pub client_info: Option<Value>,
     pub server_info: Option<Value>,
     pub calls: u64,
@@ -119,6 +124,7 @@ impl Session {
                         arguments,
                         arguments_truncated: cut,
                         start_mono_ns: ts,
+                        http_session: self.http_session.clone(),
                     }
                 });
                 let target = match method.as_str() {
@@ -212,6 +218,16 @@ impl Session {
                     .collect(),
             },
         }
+    }
+
+    /// Tool calls in flight.
+    pub fn calls_in_flight(&self) -> usize {
+        self.pending.values().filter(|p| p.call.is_some()).count()
+    }
+
+    /// The tool calls in flight, as attribution candidates.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.pending.values().filter_map(|p| p.call.as_ref()).map(|c| Candidate { tool: c.tool.clone(), id: c.id.clone() }).collect()
     }
 
     /// The server is gone: calls still open never got an answer.

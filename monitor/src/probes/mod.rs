@@ -20,7 +20,7 @@ use monitor_common::{
     globals as g,
     names::{
         Hook, ProgramSpec, COMPAT_RAW, MAP_CANDIDATE_COMMS, MAP_EVENTS, MAP_LOST, MAP_NET_POLICY_V4, MAP_NET_POLICY_V6, MAP_POLICY, MAP_PROTECTED, MAP_GRANTS, MAP_PENDING_OPEN,
-        MAP_STDIO_PIPES, MAP_TRACKED, PROGRAMS,
+        MAP_HTTP_SOCKS, MAP_STDIO_PIPES, MAP_TRACKED, PROGRAMS, TRACEPOINT_ONLY,
     },
     Comm, StdioPipe, TrackInfo, LOST_REASONS,
 };
@@ -191,7 +191,10 @@ impl Sensors {
         let (on_demand, fast_path) = match fast {
             Ok(specs) => {
                 let exits = specs.iter().filter(|s| s.has_exit()).map(|s| ondemand::OnDemand::FExit(s));
-                (exits.chain(specs.iter().map(|s| ondemand::OnDemand::FEntry(s))).collect::<Vec<_>>(), Ok(()))
+                let mut hooks = exits.chain(specs.iter().map(|s| ondemand::OnDemand::FEntry(s))).collect::<Vec<_>>();
+                // Tracepoints with no fentry twin (the HTTP capture) go in on either path.
+                hooks.extend(on_demand.iter().filter(|(s, _)| TRACEPOINT_ONLY.contains(&s.name)).map(|(s, h)| ondemand::OnDemand::Tp(s, *h)));
+                (hooks, Ok(()))
             }
             Err(why) if cfg.observe == fast::Observe::Fentry => return Err(ProbeError::Fast(why)),
             Err(why) => {
@@ -250,7 +253,9 @@ impl Sensors {
 
     /// The three maps the tracker owns.
     pub fn tracker(&mut self) -> Result<crate::tracker::Tracker, ProbeError> {
-        Ok(crate::tracker::Tracker::new(self.take_tracked()?, self.take_stdio_pipes()?, self.take_candidate_comms()?))
+        let socks = self.ebpf.take_map(MAP_HTTP_SOCKS).ok_or(ProbeError::Map(MAP_HTTP_SOCKS, "missing".into()))?;
+        let socks = BpfHashMap::try_from(socks).map_err(|e| ProbeError::Map(MAP_HTTP_SOCKS, e.to_string()))?;
+        Ok(crate::tracker::Tracker::new(self.take_tracked()?, self.take_stdio_pipes()?, self.take_candidate_comms()?).with_http_socks(socks))
     }
 
     /// Second handles (new fds on the same kernel maps) on `TRACKED` and `PENDING_OPEN`, for the

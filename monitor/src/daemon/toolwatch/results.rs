@@ -96,7 +96,7 @@ impl ResultWatch {
         };
         ctx.str("mcp.call_id", id.clone());
         let found = server.and_then(|s| {
-            let start = corr.session(s.id)?.call_start(id)?;
+            let start = corr.call_start(s.id, id)?;
             let marks = self.marks.get(&client_key(tree, s))?;
             marks
                 .iter()
