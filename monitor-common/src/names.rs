@@ -139,9 +139,6 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     },
 ];
 
-/// Syscall tracepoint programs with no fast-path (fentry) twin: attached on either path.
-pub const TRACEPOINT_ONLY: &[&str] =
-    &["mcpm_accept_x", "mcpm_close_e", "mcpm_recvfrom_e", "mcpm_sendto_d_e", "mcpm_readv_e", "mcpm_writev_e", "mcpm_sock_x"];
 
 /// One syscall on the fast observation path: an fentry and an fexit program on its x86_64
 /// wrapper `__x64_sys_NAME`, calling the same handlers as the syscall tracepoints of
@@ -161,6 +158,10 @@ pub struct FastSpec {
 impl FastSpec {
     pub const fn has_exit(&self) -> bool {
         !self.exit.is_empty()
+    }
+    /// Empty `entry`: an exit-only program (accept: only its result matters).
+    pub const fn has_entry(&self) -> bool {
+        !self.entry.is_empty()
     }
 }
 
@@ -186,6 +187,14 @@ pub const FAST_PROGRAMS: &[FastSpec] = &[
     fast("process_vm_readv", "mcpmf_vm_read_e", "mcpmf_vm_read_x", "__x64_sys_process_vm_readv", false),
     fast("process_vm_writev", "mcpmf_vm_write_e", "mcpmf_vm_write_x", "__x64_sys_process_vm_writev", false),
     // Not a syscall: a new task's first run, where an untrackable child dies (process.rs).
+    // The HTTP capture (http.rs): a second program pair on sendto next to the net one.
+    fast("accept (http)", "", "mcpmf_accept_x", "__x64_sys_accept", false),
+    fast("accept4 (http)", "", "mcpmf_accept4_x", "__x64_sys_accept4", false),
+    fast("close (http)", "mcpmf_close_e", "", "__x64_sys_close", false),
+    fast("recvfrom (http)", "mcpmf_recvfr_e", "mcpmf_recvfr_x", "__x64_sys_recvfrom", false),
+    fast("sendto (http)", "mcpmf_sendto_de", "mcpmf_sendto_dx", "__x64_sys_sendto", false),
+    fast("readv (http)", "mcpmf_readv_e", "mcpmf_readv_x", "__x64_sys_readv", false),
+    fast("writev (http)", "mcpmf_writev_e", "mcpmf_writev_x", "__x64_sys_writev", false),
     fast("pidfd_getfd", "mcpmf_getfd_e", "", "__x64_sys_pidfd_getfd", true),
     fast("pidfd_getfd (ia32)", "mcpmc_getfd_e", "", "__ia32_sys_pidfd_getfd", true),
     fast("io_uring_enter", "mcpmf_uring_enter_e", "", "__x64_sys_io_uring_enter", true),

@@ -19,7 +19,7 @@ use aya_ebpf::{
 use crate::{
     file,
     maps::{mark_compat, Pending, Sys},
-    net, process, procaccess, stdio,
+    http, net, process, procaccess, stdio,
 };
 
 /// Offsets in x86_64 `struct pt_regs` of the argument registers: di, si, dx, r10, r8, r9 for
@@ -129,6 +129,23 @@ pub fn mcpmf_uring_enter_e(ctx: FEntryContext) -> u32 {
 pub fn mcpmc_uring_enter_e(ctx: FEntryContext) -> u32 {
     crate::enforce::uring_enter_e(&Regs::entry(&ctx, true))
 }
+// The HTTP capture (http.rs): accepted sockets enter at accept's result, leave at close.
+#[fexit]
+pub fn mcpmf_accept_x(ctx: FExitContext) -> u32 {
+    http::accept_x(&Regs::exit(&ctx, false))
+}
+#[fexit]
+pub fn mcpmf_accept4_x(ctx: FExitContext) -> u32 {
+    http::accept_x(&Regs::exit(&ctx, false))
+}
+#[fentry]
+pub fn mcpmf_close_e(ctx: FEntryContext) -> u32 {
+    http::close_e(&Regs::entry(&ctx, false))
+}
+syscall!(mcpmf_recvfr_e = http::recvfrom_e, mcpmf_recvfr_x = http::sock_x);
+syscall!(mcpmf_sendto_de = http::sendto_e, mcpmf_sendto_dx = http::sock_x);
+syscall!(mcpmf_readv_e = http::readv_e, mcpmf_readv_x = http::sock_x);
+syscall!(mcpmf_writev_e = http::writev_e, mcpmf_writev_x = http::sock_x);
 // Not a syscall: every open's LSM check, with the opened file, before its fd exists.
 #[fentry]
 pub fn mcpmf_file_open_e(ctx: FEntryContext) -> u32 {

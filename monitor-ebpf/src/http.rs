@@ -63,23 +63,45 @@ pub fn mcpm_close_e(ctx: TracePointContext) -> u32 {
 }
 #[tracepoint]
 pub fn mcpm_recvfrom_e(ctx: TracePointContext) -> u32 {
-    sock_enter(&ctx, stdio_dir::IN, false)
+    recvfrom_e(&ctx)
 }
 #[tracepoint]
 pub fn mcpm_sendto_d_e(ctx: TracePointContext) -> u32 {
-    sock_enter(&ctx, stdio_dir::OUT, false)
+    sendto_e(&ctx)
 }
 #[tracepoint]
 pub fn mcpm_readv_e(ctx: TracePointContext) -> u32 {
-    sock_enter(&ctx, stdio_dir::IN, true)
+    readv_e(&ctx)
 }
 #[tracepoint]
 pub fn mcpm_writev_e(ctx: TracePointContext) -> u32 {
-    sock_enter(&ctx, stdio_dir::OUT, true)
+    writev_e(&ctx)
 }
 #[tracepoint]
 pub fn mcpm_sock_x(ctx: TracePointContext) -> u32 {
-    data_exit(&ctx, true)
+    sock_x(&ctx)
+}
+
+// The handlers both paths call (tracepoints here, fentry/fexit in fast.rs).
+#[inline(always)]
+pub fn recvfrom_e<S: Sys>(s: &S) -> u32 {
+    sock_enter(s, stdio_dir::IN, false)
+}
+#[inline(always)]
+pub fn sendto_e<S: Sys>(s: &S) -> u32 {
+    sock_enter(s, stdio_dir::OUT, false)
+}
+#[inline(always)]
+pub fn readv_e<S: Sys>(s: &S) -> u32 {
+    sock_enter(s, stdio_dir::IN, true)
+}
+#[inline(always)]
+pub fn writev_e<S: Sys>(s: &S) -> u32 {
+    sock_enter(s, stdio_dir::OUT, true)
+}
+#[inline(always)]
+pub fn sock_x<S: Sys>(s: &S) -> u32 {
+    data_exit(s, true)
 }
 
 /// A connection's start or end: a record without data.

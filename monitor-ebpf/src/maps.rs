@@ -201,7 +201,9 @@ pub static LOST_BY_SERVER: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4
 
 /// An event of `server_id`'s tree was lost: counted by reason and by server, and under
 /// `--on-loss kill` the process that caused it dies before it returns to user code.
-#[inline(always)]
+// Not inlined: it sits on every output's failure path, and inlined copies pushed the stdio
+// program past the verifier's size limit. A BPF-to-BPF call costs nothing on the success path.
+#[inline(never)]
 pub fn lost_for(reason: LostReason, server_id: u32) {
     count_lost(reason);
     match LOST_BY_SERVER.get_ptr_mut(&server_id) {

@@ -35,8 +35,10 @@ pub fn load(ebpf: &mut Ebpf) -> Result<Vec<&'static FastSpec>, String> {
     let mut out = Vec::new();
     for spec in FAST_PROGRAMS {
         let loaded = (|| {
-            let entry: &mut FEntry = program(ebpf, spec.entry, "syscall entry (fast path)").map_err(|e| e.to_string())?;
-            entry.load(spec.function, &btf).map_err(|e| format!("fentry {} on {}: {e}", spec.entry, spec.function))?;
+            if spec.has_entry() {
+                let entry: &mut FEntry = program(ebpf, spec.entry, "syscall entry (fast path)").map_err(|e| e.to_string())?;
+                entry.load(spec.function, &btf).map_err(|e| format!("fentry {} on {}: {e}", spec.entry, spec.function))?;
+            }
             if !spec.has_exit() {
                 return Ok(());
             }

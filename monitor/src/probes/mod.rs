@@ -20,7 +20,7 @@ use monitor_common::{
     globals as g,
     names::{
         Hook, ProgramSpec, COMPAT_RAW, MAP_CANDIDATE_COMMS, MAP_EVENTS, MAP_LOST, MAP_NET_POLICY_V4, MAP_NET_POLICY_V6, MAP_POLICY, MAP_PROTECTED, MAP_GRANTS, MAP_PENDING_OPEN,
-        MAP_HTTP_SOCKS, MAP_STDIO_PIPES, MAP_TRACKED, PROGRAMS, TRACEPOINT_ONLY,
+        MAP_HTTP_SOCKS, MAP_STDIO_PIPES, MAP_TRACKED, PROGRAMS,
     },
     Comm, StdioPipe, TrackInfo, LOST_REASONS,
 };
@@ -191,9 +191,7 @@ impl Sensors {
         let (on_demand, fast_path) = match fast {
             Ok(specs) => {
                 let exits = specs.iter().filter(|s| s.has_exit()).map(|s| ondemand::OnDemand::FExit(s));
-                let mut hooks = exits.chain(specs.iter().map(|s| ondemand::OnDemand::FEntry(s))).collect::<Vec<_>>();
-                // Tracepoints with no fentry twin (the HTTP capture) go in on either path.
-                hooks.extend(on_demand.iter().filter(|(s, _)| TRACEPOINT_ONLY.contains(&s.name)).map(|(s, h)| ondemand::OnDemand::Tp(s, *h)));
+                let hooks = exits.chain(specs.iter().filter(|s| s.has_entry()).map(|s| ondemand::OnDemand::FEntry(s))).collect::<Vec<_>>();
                 (hooks, Ok(()))
             }
             Err(why) if cfg.observe == fast::Observe::Fentry => return Err(ProbeError::Fast(why)),
