@@ -204,15 +204,7 @@ impl RunArgs {
     }
 
     pub fn rules_dir(&self) -> PathBuf {
-        if let Some(d) = &self.rules {
-            return d.clone();
-        }
-        let etc = PathBuf::from("/etc/mcpmon/rules");
-        if etc.is_dir() {
-            return etc;
-        }
-        let src = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../rules"));
-        src.canonicalize().unwrap_or(src)
+        rules_dir(self.rules.as_deref())
     }
 }
 
@@ -242,4 +234,18 @@ pub enum OnLoss {
     #[default]
     Alert,
     Kill,
+}
+
+/// The rules directory `run` and `doctor` use: the one given, else /etc/mcpmon/rules if present,
+/// else the rules/ of this source tree.
+pub fn rules_dir(given: Option<&std::path::Path>) -> PathBuf {
+    if let Some(d) = given {
+        return d.to_path_buf();
+    }
+    let etc = PathBuf::from("/etc/mcpmon/rules");
+    if etc.is_dir() {
+        return etc;
+    }
+    let src = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../rules"));
+    src.canonicalize().unwrap_or(src)
 }

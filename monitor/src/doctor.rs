@@ -210,14 +210,6 @@ fn scrape(addr: &str) -> Option<String> {
 
 impl DoctorArgs {
     pub fn rules_dir(&self) -> PathBuf {
-        if let Some(d) = &self.rules {
-            return d.clone();
-        }
-        let etc = PathBuf::from("/etc/mcpmon/rules");
-        if etc.is_dir() {
-            return etc;
-        }
-        let src = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../rules"));
-        src.canonicalize().unwrap_or(src)
+        crate::cli::rules_dir(self.rules.as_deref())
     }
 }
