@@ -288,8 +288,13 @@ pub struct StdioPipe {
     /// Bytes moved through it so far (kernel-maintained): numbers every captured byte, so the
     /// daemon sees exactly where records were lost.
     pub bytes: u64,
+    /// The process whose exec registered it (the kernel does so for a provisional server, whose
+    /// first bytes may flow before the daemon has looked at it); 0 when the daemon registered it.
+    /// Lets the daemon drop the entries of a candidate it never adopted.
+    pub owner_tgid: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<StdioPipe>() == 16);
+const _: () = assert!(core::mem::size_of::<StdioPipe>() == 24);
 
 pub mod stdio_dir {
     /// The server reads requests (its stdin).
@@ -470,6 +475,7 @@ pub mod globals {
     pub const FDT_MAX_FDS_OFF: &str = "FDT_MAX_FDS_OFF";
     pub const FILE_INODE_OFF: &str = "FILE_INODE_OFF";
     pub const INODE_INO_OFF: &str = "INODE_INO_OFF";
+    pub const INODE_MODE_OFF: &str = "INODE_MODE_OFF";
     pub const TASK_COMM_OFF: &str = "TASK_COMM_OFF";
     pub const INODE_SB_OFF: &str = "INODE_SB_OFF";
     pub const TASK_MM_OFF: &str = "TASK_MM_OFF";

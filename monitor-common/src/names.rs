@@ -6,6 +6,11 @@ pub const MAP_LOST: &str = "LOST";
 /// server id → events of that server the kernel could not deliver (any reason).
 pub const MAP_LOST_BY_SERVER: &str = "LOST_BY_SERVER";
 pub const MAP_STDIO_PIPES: &str = "STDIO_PIPES";
+/// tgid → ktime: provisional servers stopped at exec while the syscall hooks were detached; the
+/// daemon attaches the hooks, then continues them (hold.rs).
+pub const MAP_HELD: &str = "HELD";
+/// [0] = 1 while the on-demand syscall hooks are attached (set by the daemon).
+pub const MAP_HOOKS_LIVE: &str = "HOOKS_LIVE";
 /// Sockets tracked servers accepted (HTTP capture), by inode.
 pub const MAP_HTTP_SOCKS: &str = "HTTP_SOCKS";
 pub const MAP_CANDIDATE_COMMS: &str = "CANDIDATE_COMMS";

@@ -18,6 +18,8 @@ mod file;
 #[cfg(target_arch = "bpf")]
 mod floor;
 #[cfg(target_arch = "bpf")]
+mod hold;
+#[cfg(target_arch = "bpf")]
 mod http;
 #[cfg(target_arch = "bpf")]
 mod maps;

@@ -235,6 +235,8 @@ fn provisional(cur: Current) -> Option<TrackInfo> {
         count_lost(LostReason::TrackedFull);
         return None;
     }
+    crate::stdio::register_exec_stdio(cur.tgid);
+    crate::hold::hold_if_blind(cur.tgid);
     Some(info)
 }
 

@@ -11,7 +11,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray},
     programs::TracePointContext,
 };
-use monitor_common::{stdio_dir, EventKind, LostReason, StdioEvent, StdioPipe, TrackInfo, STDIO_CHUNK, STDIO_HEAD_CHUNKS};
+use monitor_common::{stdio_dir, EventKind, LostReason, StdioEvent, StdioPipe, TrackInfo, PROVISIONAL_SERVER, STDIO_CHUNK, STDIO_HEAD_CHUNKS};
 
 use crate::maps::{lost_for, current, fill_header, off, output_prefix, tracked, Sys};
 
@@ -47,6 +47,14 @@ static FDT_MAX_FDS_OFF: u32 = 0;
 static FILE_INODE_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static INODE_INO_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static INODE_MODE_OFF: u32 = 0;
+
+const S_IFMT: u16 = 0o170000;
+const S_IFIFO: u16 = 0o010000;
+const S_IFSOCK: u16 = 0o140000;
+/// `BPF_NOEXIST`: an entry the daemon (or an earlier exec) made keeps its byte count.
+const BPF_NOEXIST: u64 = 1;
 
 
 /// The `struct file *` behind `fd` of the current task (`current->files->fdt->fd[fd]`).
@@ -90,6 +98,30 @@ pub fn fd_inode(fd: i32) -> Option<u64> {
     inode_ino(file_inode(fd_file(fd)?)?)
 }
 
+
+/// Registers fd 0 (requests in) and fd 1 (replies out) of the current process, which has just
+/// become a provisional server at exec, when they are pipes or sockets. The daemon registers the
+/// streams it finds through procfs too, but only once it has read the exec event: a server that
+/// writes (or a client whose request is read) before then would otherwise go uncaptured.
+#[inline(never)]
+pub fn register_exec_stdio(tgid: u32) -> u32 {
+    register_fd(0, stdio_dir::IN, tgid);
+    register_fd(1, stdio_dir::OUT, tgid);
+    0
+}
+
+#[inline(always)]
+fn register_fd(fd: i32, dir: u32, tgid: u32) {
+    let Some(inode) = fd_file(fd).and_then(file_inode) else { return };
+    // SAFETY: reads the 16-bit i_mode of a live inode of the current task's fd table.
+    let mode: u16 = unsafe { bpf_probe_read_kernel(inode.add(off(&INODE_MODE_OFF)) as *const u16) }.unwrap_or(0);
+    if mode & S_IFMT != S_IFIFO && mode & S_IFMT != S_IFSOCK {
+        return; // a tty, a file, /dev/null: no JSON-RPC stream
+    }
+    let Some(ino) = inode_ino(inode) else { return };
+    let pipe = StdioPipe { server_id: PROVISIONAL_SERVER, dir, bytes: 0, owner_tgid: tgid, _pad: 0 };
+    let _ = STDIO_PIPES.insert(&ino, &pipe, BPF_NOEXIST);
+}
 
 #[inline(always)]
 fn rw_enter<S: Sys>(s: &S, want: u32) -> u32 {

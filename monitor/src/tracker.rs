@@ -167,6 +167,40 @@ impl Tracker {
             }
         }
         self.forget_sockets(server_id);
+        self.sweep_exec_pipes(|owner| owner == pid);
+    }
+
+    /// Removes the stdio entries the kernel made at a provisional exec (`owner_tgid` set) that no
+    /// server claimed and whose owner `gone` says is no longer a candidate. A claimed entry leaves
+    /// with its server (`forget`).
+    fn sweep_exec_pipes(&mut self, gone: impl Fn(u32) -> bool) {
+        let claimed: std::collections::HashSet<u64> = self.servers.values().flat_map(|s| s.stdio_inodes.iter().copied()).collect();
+        let stale: Vec<u64> = self
+            .pipes
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(ino, p)| p.owner_tgid != 0 && !claimed.contains(ino) && gone(p.owner_tgid))
+            .map(|(ino, _)| ino)
+            .collect();
+        for ino in stale {
+            let _ = self.pipes.remove(&ino);
+        }
+    }
+
+    /// Drops the kernel-made stdio entries of candidates that left the map without being adopted
+    /// (exited before the daemon decided, or their exec event was lost). Run periodically.
+    pub fn sweep_unclaimed_pipes(&mut self) {
+        let map = &self.map;
+        let untracked: Vec<u32> = self
+            .pipes
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, p)| p.owner_tgid != 0 && map.get(&p.owner_tgid, 0).is_err())
+            .map(|(_, p)| p.owner_tgid)
+            .collect();
+        if !untracked.is_empty() {
+            self.sweep_exec_pipes(|owner| untracked.contains(&owner));
+        }
     }
 
     /// Registers the root's stdin and stdout pipes (matched by inode in the kernel, whatever fd
@@ -175,10 +209,16 @@ impl Tracker {
         let mut inodes = vec![];
         let (i, o) = crate::discovery::procfs::stdio_streams(pid);
         for (ino, dir) in [(i, stdio_dir::IN), (o, stdio_dir::OUT)] {
-            if let Some(ino) = ino {
-                if self.pipes.insert(ino, StdioPipe { server_id, dir, bytes: 0 }, 0).is_ok() {
-                    inodes.push(ino);
-                }
+            let Some(ino) = ino else { continue };
+            // The kernel registered it at the provisional exec and has been counting its bytes
+            // since: keep that count (the record numbering starts at the first byte).
+            if self.pipes.get(&ino, 0).is_ok_and(|p| p.dir == dir) {
+                inodes.push(ino);
+                continue;
+            }
+            let pipe = StdioPipe { server_id, dir, ..Default::default() };
+            if self.pipes.insert(ino, pipe, 0).is_ok() {
+                inodes.push(ino);
             }
         }
         inodes

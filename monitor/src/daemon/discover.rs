@@ -30,11 +30,42 @@ impl Pipeline {
     }
 
     pub async fn discovery_tick(&mut self) {
+        self.release_held(None);
+        self.tracker.sweep_unclaimed_pipes();
         self.refresh_configs();
         // Silence proves nothing (a lost record, a client that waits): the process stays
         // tracked, marked as an unidentified server, instead of leaving the monitor's sight.
         for id in self.disc.expired() {
             self.unidentified(id).await;
+        }
+    }
+
+    /// Continues the candidates the kernel stopped at exec because the syscall hooks were
+    /// detached (monitor-ebpf/src/hold.rs): `pid`, or with None every one held for over a second
+    /// (its exec event lost or still queued behind a burst). The hooks are attached first; a
+    /// failed attach still continues them, since a stopped process would hang its client.
+    pub(super) fn release_held(&mut self, pid: Option<u32>) {
+        let now = crate::output::monotonic_ns();
+        let held: Vec<u32> = self
+            .sensors
+            .held()
+            .into_iter()
+            .filter(|(p, since)| pid.map_or(now.saturating_sub(*since) > 1_000_000_000, |want| *p == want))
+            .map(|(p, _)| p)
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        if !self.sensors.syscall_hooks_active() {
+            let t = std::time::Instant::now();
+            match self.sensors.attach_syscall_hooks() {
+                Ok(()) => tracing::info!("syscall hooks attached in {} ms", t.elapsed().as_millis()),
+                Err(e) => tracing::error!("syscall hooks could not be attached ({e}): continuing held candidates unobserved"),
+            }
+        }
+        for p in held {
+            self.sensors.release(p);
+            tracing::info!("pid {p} continued: held at exec until the syscall hooks were on");
         }
     }
 
@@ -54,7 +85,11 @@ impl Pipeline {
             // The event's filename and argv are this exec's; /proc may already show a later
             // image of the same launch (npx: `env node npx`, then `node npx`, then its title).
             let intent = self.disc.on_provisional_exec(ev.header.pid, Some((x.filename.as_str(), x.argv.as_slice())));
-            if let Some(id) = self.apply(intent).await {
+            let adopted = self.apply(intent).await;
+            // Continued only now, adopted (hooks on, pipes registered) or dropped: held, it
+            // could not exit or act before the decision.
+            self.release_held(Some(ev.header.pid));
+            if let Some(id) = adopted {
                 return Some(id);
             }
         }

@@ -674,7 +674,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (req_tx, mut req_rx) = mpsc::channel::<ControlMsg>(64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tail = tokio::sync::broadcast::channel::<String>(4096).0;
-    let control = tokio::spawn(serve(listener, req_tx, shutdown_rx.clone(), tail.clone()));
     let metrics = std::sync::Arc::new(std::sync::Mutex::new(crate::metrics::Metrics::new()));
     let metrics_task = match args.metrics_addr() {
         Some(addr) => {
@@ -721,7 +720,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     pipeline.policy = Some(policy);
     pipeline.metrics = metrics;
     pipeline.sinks = Some(sinks);
-    pipeline.tail = tail;
+    pipeline.tail = tail.clone();
     pipeline.throttle = crate::alerts::throttle::Throttle::new(Duration::from_secs(args.alert_throttle_secs));
     pipeline.incidents = crate::alerts::incident::Incidents::new(Duration::from_secs(args.incident_quiet_secs));
     if let Some(dir) = args.profiles_dir() {
@@ -742,6 +741,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("pid-{pid}"));
         pipeline.track(pid, &name, Discovery::TrackPid, 0).await.with_context(|| format!("--track-pid {pid}"))?;
     }
+    // Served only now: a ping answered means discovery is set (candidates are tracked at exec).
+    // Connections made earlier wait in the socket's backlog.
+    let control = tokio::spawn(serve(listener, req_tx, shutdown_rx.clone(), tail.clone()));
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

@@ -177,6 +177,8 @@ pub struct TaskOffsets {
     pub fdt_max_fds: u32,
     pub file_inode: u32,
     pub inode_ino: u32,
+    /// `inode->i_mode`: only pipes and sockets are registered as stdio at a provisional exec.
+    pub inode_mode: u32,
     /// Protected-inode keys: `inode->i_sb->s_dev`; the parent directory of an opened file:
     /// `file->f_path.dentry->d_parent->d_inode`.
     pub inode_sb: u32,
@@ -217,6 +219,7 @@ impl TaskOffsets {
             fdt_max_fds: btf.member_offset("fdtable", "max_fds")?,
             file_inode: btf.member_offset("file", "f_inode")?,
             inode_ino: btf.member_offset("inode", "i_ino")?,
+            inode_mode: btf.member_offset("inode", "i_mode")?,
             inode_sb: btf.member_offset("inode", "i_sb")?,
             sb_dev: btf.member_offset("super_block", "s_dev")?,
             file_dentry: btf.member_offset("file", "f_path")? + btf.member_offset("path", "dentry")?,

@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod cgroup;
 pub mod fast;
+mod hold;
 pub mod lsm;
 pub mod ondemand;
 pub mod features;
@@ -139,6 +140,7 @@ impl Sensors {
             .override_global(g::FDT_MAX_FDS_OFF, &task.fdt_max_fds, true)
             .override_global(g::FILE_INODE_OFF, &task.file_inode, true)
             .override_global(g::INODE_INO_OFF, &task.inode_ino, true)
+            .override_global(g::INODE_MODE_OFF, &task.inode_mode, true)
             .override_global(g::INODE_SB_OFF, &task.inode_sb, true)
             .override_global(g::SB_DEV_OFF, &task.sb_dev, true)
             .override_global(g::TASK_MM_OFF, &task.task_mm, true)

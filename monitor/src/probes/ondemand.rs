@@ -127,6 +127,7 @@ impl Sensors {
             tries += 1;
             match self.attach_once() {
                 Ok(()) => {
+                    self.set_hooks_live(true);
                     if tries > 1 {
                         tracing::info!("hooks attached after {tries} tries ({} ms): the kernel still held the previous links", start.elapsed().as_millis());
                     }
@@ -213,6 +214,7 @@ impl Sensors {
     }
 
     fn take_syscall_links(&mut self) -> Result<Vec<OwnedLink>, ProbeError> {
+        self.set_hooks_live(false);
         let links = std::mem::take(&mut self.cgroup_links);
         cgroup::detach(&mut self.ebpf, links);
         let links = std::mem::take(&mut self.lsm_links);

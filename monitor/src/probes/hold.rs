@@ -1,0 +1,51 @@
+//! The daemon's half of the exec hold (monitor-ebpf/src/hold.rs): the kernel stops a provisional
+//! server at exec while the on-demand syscall hooks are detached; the daemon keeps `HOOKS_LIVE`
+//! true to the hooks' state and lists the stopped processes so that it can continue them once
+//! the hooks are on.
+use aya::maps::{Array, HashMap as BpfHashMap};
+use monitor_common::names::{MAP_HELD, MAP_HOOKS_LIVE};
+
+use super::Sensors;
+
+impl Sensors {
+    /// Tells the kernel whether the syscall hooks are attached. Cleared before a detach starts
+    /// and set only after an attach completed, so the kernel never skips a hold it needed.
+    pub(super) fn set_hooks_live(&mut self, on: bool) {
+        let Some(map) = self.ebpf.map_mut(MAP_HOOKS_LIVE) else {
+            tracing::error!("map {MAP_HOOKS_LIVE} missing: candidates are not held at exec");
+            return;
+        };
+        match Array::<_, u32>::try_from(map) {
+            Ok(mut a) => {
+                if let Err(e) = a.set(0, u32::from(on), 0) {
+                    tracing::error!("{MAP_HOOKS_LIVE}: {e}");
+                }
+            }
+            Err(e) => tracing::error!("{MAP_HOOKS_LIVE}: {e}"),
+        }
+    }
+
+    /// Processes the kernel stopped at exec and not continued yet: (tgid, CLOCK_MONOTONIC ns
+    /// of the stop).
+    pub fn held(&mut self) -> Vec<(u32, u64)> {
+        let Some(map) = self.ebpf.map_mut(MAP_HELD) else {
+            return vec![];
+        };
+        match BpfHashMap::<_, u32, u64>::try_from(map) {
+            Ok(m) => m.iter().filter_map(Result::ok).collect(),
+            Err(_) => vec![],
+        }
+    }
+
+    /// Continues a held process (SIGCONT) and forgets it.
+    pub fn release(&mut self, pid: u32) {
+        // SAFETY: kill(2) with a pid from the kernel's hold table and a constant signal; a pid
+        // that has exited (or been reused: SIGCONT on a running process is a no-op) is harmless.
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        if let Some(map) = self.ebpf.map_mut(MAP_HELD) {
+            if let Ok(mut m) = BpfHashMap::<_, u32, u64>::try_from(map) {
+                let _ = m.remove(&pid);
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! A candidate's first instruction meets its sensors. The syscall hooks are attached only while
+//! something is tracked; a process an MCP client starts while nothing is tracked is stopped at
+//! exec until they are (monitor-ebpf/src/hold.rs). Without that, these candidates ran their
+//! first milliseconds unobserved: the environment read below succeeded, and a process that
+//! wrote and exited before the daemon looked was never even tracked.
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::user::{start, User};
+use serde_json::Value;
+
+const SECRET: &str = "HELD-VICTIM-91d2";
+
+/// Every daemon's kernel side holds every candidate, and the first daemon ready continues it: two
+/// daemons side by side (two tests) would release each other's candidates early. One at a time.
+static ONE_DAEMON: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `argv` as the child of a process named like an MCP client ("claude"), with pipes on its
+/// stdin and stdout as a client gives its servers; returns its exit (code or -signal) and stdout.
+/// The client runs as `user` when given.
+fn spawn_from_client(user: Option<&User>, argv: &[&str]) -> Value {
+    let script = format!(
+        "import ctypes, json, subprocess, sys\nctypes.CDLL(None).prctl(15, b'claude', 0, 0, 0)\n\
+         p = subprocess.Popen({argv:?}, stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n\
+         out = p.stdout.read(); p.wait()\n\
+         print(json.dumps({{'rc': p.returncode, 'pid': p.pid, 'out': out.decode(errors='replace')}}))\n"
+    );
+    let mut c = Command::new("setpriv");
+    if let Some(u) = user {
+        c.args([
+            "--reuid",
+            &u.uid.to_string(),
+            "--regid",
+            &u.gid.to_string(),
+            "--clear-groups",
+        ])
+        .current_dir(&u.home);
+    }
+    let out = c
+        .arg("--")
+        .arg(common::python())
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "client: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The first thing the candidate does is read another process's environment, where a token
+/// sits: killed in the kernel at the open, not one byte out, though nothing was tracked (and no
+/// syscall hook attached) when the user's client started it.
+#[test]
+fn a_candidate_attacking_in_its_first_instruction_is_killed() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let u = User::add("held", true);
+    let d = start(tmp.path(), "");
+    let mut victim = Command::new("setpriv")
+        .args([
+            "--reuid",
+            &u.uid.to_string(),
+            "--regid",
+            &u.gid.to_string(),
+            "--clear-groups",
+            "sleep",
+            "60",
+        ])
+        .env("API_TOKEN", SECRET)
+        .spawn()
+        .unwrap();
+    let environ = format!("/proc/{}/environ", victim.id());
+    let r = spawn_from_client(Some(&u), &["/bin/cat", &environ]);
+    let _ = victim.kill();
+    let _ = victim.wait();
+    assert_eq!(r["rc"], -9, "killed: {r}");
+    assert_eq!(r["out"], "", "not one byte: {r}");
+    let a = d.expect("alert", |x| {
+        x["kind"] == "alert"
+            && x["rule"]["id"] == "foreign-process-secrets-read"
+            && x["event"]["path"] == environ.as_str()
+    });
+    assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
+    assert_eq!(a["server"]["how"], "sniffed", "{a}");
+    let err = d.stop();
+    assert!(
+        err.contains("held at exec"),
+        "the candidate was held while the hooks were attached:\n{err}"
+    );
+}
+
+/// A candidate that writes at once (before any client message) and exits: its very first opens
+/// (the dynamic loader's) and the bytes it wrote are all reported, under the sniffed server.
+#[test]
+fn a_candidate_is_observed_from_its_first_syscall() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start(tmp.path(), "");
+    let marker = tmp.path().join("first-words");
+    std::fs::write(&marker, "not json-rpc, written before anyone asked\n").unwrap();
+    let m = marker.to_str().unwrap();
+    let r = spawn_from_client(None, &["/bin/cat", m]);
+    assert_eq!(r["rc"], 0, "{r}");
+    let pid = r["pid"].as_u64().unwrap();
+    let tracked = d.expect("sniffed", |x| {
+        x["kind"] == "server_tracked" && x["root_pid"] == pid
+    });
+    let id = tracked["server_id"].clone();
+    // The loader's first open comes before anything cat itself does.
+    d.expect("the loader's first open", |x| {
+        x["kind"] == "open" && x["server_id"] == id && x["path"] == "/etc/ld.so.cache"
+    });
+    d.expect("the marker", |x| {
+        x["kind"] == "open" && x["server_id"] == id && x["path"] == m
+    });
+    d.expect("its stdout, captured", |x| {
+        x["kind"] == "mcp_invalid" && x["server_id"] == id && x["direction"] == "out"
+    });
+    let err = d.stop();
+    assert!(err.contains("held at exec"), "{err}");
+}
