@@ -226,8 +226,8 @@ fn provisional(cur: Current) -> Option<TrackInfo> {
     }
     let comm = aya_ebpf::helpers::bpf_get_current_comm().ok()?;
     let own = unsafe { CANDIDATE_COMMS.get(&comm) }.map(|f| *f & candidate::CONFIGURED != 0).unwrap_or(false);
-    let parent = own || unsafe { CANDIDATE_COMMS.get(&parent_comm()) }.map(|f| *f & candidate::CLIENT != 0).unwrap_or(false);
-    if !parent {
+    let by_client = unsafe { CANDIDATE_COMMS.get(&parent_comm()) }.map(|f| *f & candidate::CLIENT != 0).unwrap_or(false);
+    if !own && !by_client {
         return None;
     }
     let info = TrackInfo { server_id: PROVISIONAL_SERVER, root_tgid: cur.tgid };
@@ -236,7 +236,11 @@ fn provisional(cur: Current) -> Option<TrackInfo> {
         return None;
     }
     crate::stdio::register_exec_stdio(cur.tgid);
-    crate::hold::hold_if_blind(cur.tgid);
+    // Only a client's child is held: a configured command (`npx`, `uvx`) typed in a terminal
+    // would show its shell a stopped job.
+    if by_client {
+        crate::hold::hold_if_blind(cur.tgid);
+    }
     Some(info)
 }
 

@@ -126,3 +126,36 @@ fn a_candidate_is_observed_from_its_first_syscall() {
     let err = d.stop();
     assert!(err.contains("held at exec"), "{err}");
 }
+
+/// A configured command started by something that is not an MCP client (`npx` typed in a
+/// terminal) is tracked at exec but never stopped: a job-control shell would report it stopped.
+#[test]
+fn a_configured_command_outside_a_client_is_never_stopped() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home/term");
+    std::fs::create_dir_all(home.join(".cursor")).unwrap();
+    let cfg = serde_json::json!({"mcpServers": {"napper": {"command": "/bin/sleep", "args": ["7.25"]}}});
+    std::fs::write(home.join(".cursor/mcp.json"), cfg.to_string()).unwrap();
+    let passwd = t.path().join("passwd");
+    std::fs::write(&passwd, format!("term:x:1000:1000::{}:/bin/sh\n", home.display())).unwrap();
+    let d = common::daemon::Daemon::start(&["--passwd", passwd.to_str().unwrap()]);
+    let mut job = Command::new("/bin/sleep").arg("7.25").spawn().unwrap();
+    let pid = job.id();
+    let mut states = String::new();
+    for _ in 0..50 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        states.push(stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()).and_then(|s| s.chars().next()).unwrap_or('?'));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let tracked = d.expect("configured", |x| x["kind"] == "server_tracked" && x["root_pid"] == pid);
+    assert_eq!(tracked["how"], "config", "{tracked}");
+    let _ = job.kill();
+    let _ = job.wait();
+    assert!(!states.contains('T'), "never stopped: {states}");
+    let err = d.stop();
+    assert!(!err.contains(&format!("pid {pid} continued")), "{err}");
+}
