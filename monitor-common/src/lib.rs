@@ -482,6 +482,7 @@ pub mod globals {
     pub const FILE_F_MODE_OFF: &str = "FILE_F_MODE_OFF";
     pub const TASK_SIGNAL_OFF: &str = "TASK_SIGNAL_OFF";
     pub const SIGNAL_LIVE_OFF: &str = "SIGNAL_LIVE_OFF";
+    pub const SIGNAL_TTY_OFF: &str = "SIGNAL_TTY_OFF";
     pub const MM_EXE_FILE_OFF: &str = "MM_EXE_FILE_OFF";
     pub const MM_ARG_START_OFF: &str = "MM_ARG_START_OFF";
     pub const MM_ARG_END_OFF: &str = "MM_ARG_END_OFF";

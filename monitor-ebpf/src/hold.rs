@@ -11,7 +11,7 @@
 //! Kernel contract: `bpf_send_signal` from a tracepoint targets the current thread group.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, generated::bpf_send_signal},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, generated::bpf_send_signal},
     macros::map,
     maps::{Array, LruHashMap},
 };
@@ -22,16 +22,24 @@ const SIGSTOP: u32 = 19;
 #[map(name = "HOOKS_LIVE")]
 pub static HOOKS_LIVE: Array<u32> = Array::with_max_entries(1, 0);
 
+#[unsafe(no_mangle)]
+static SIGNAL_TTY_OFF: u32 = 0;
+
 /// tgid → when it was stopped. LRU: an entry the daemon never saw (it died) ages out rather than
 /// blocking new holds; the daemon also continues every stopped entry it finds at each tick.
 #[map(name = "HELD")]
 static HELD: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
 
 /// Stops `tgid` (the current process, which has just become a provisional server) until the
-/// daemon has attached the syscall hooks, unless they are attached already.
+/// daemon has attached the syscall hooks, unless they are attached already. A configured command
+/// that is not a client's child and has a controlling terminal (`npx` typed in a shell) is not
+/// stopped: a job-control shell would report it as a stopped job.
 #[inline(never)]
-pub fn hold_if_blind(tgid: u32) -> u32 {
+pub fn hold_if_blind(tgid: u32, by_client: bool) -> u32 {
     if HOOKS_LIVE.get(0).copied().unwrap_or(0) != 0 {
+        return 0;
+    }
+    if !by_client && has_tty() {
         return 0;
     }
     // SAFETY: a helper call with a constant signal number; it targets the current task's group.
@@ -44,4 +52,13 @@ pub fn hold_if_blind(tgid: u32) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
     let _ = HELD.insert(&tgid, &now, 0);
     0
+}
+
+/// Whether the current process has a controlling terminal (`current->signal->tty`).
+#[inline(always)]
+fn has_tty() -> bool {
+    let Some(signal) = crate::maps::current_signal() else { return true };
+    // SAFETY: reads one pointer field of the current task's signal_struct (BTF offset).
+    let tty: Result<*const u8, _> = unsafe { bpf_probe_read_kernel(signal.add(crate::maps::off(&SIGNAL_TTY_OFF)) as *const *const u8) };
+    tty.map(|t| !t.is_null()).unwrap_or(true)
 }

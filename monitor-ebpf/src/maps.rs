@@ -161,6 +161,16 @@ pub fn exit_group_dead(ctx: &aya_ebpf::programs::TracePointContext) -> bool {
         bpf_probe_read_kernel(signal.add(global(&SIGNAL_LIVE_OFF) as usize) as *const i32).map(|live| live == 0).unwrap_or(false)
     }
 }
+/// `current->signal`, the process-wide part of the current task.
+#[inline(always)]
+pub fn current_signal() -> Option<*const u8> {
+    // SAFETY: reads one pointer field of the current task, at a BTF-derived offset.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        bpf_probe_read_kernel(task.add(global(&TASK_SIGNAL_OFF) as usize) as *const *const u8).ok()
+    }
+}
+
 pub fn tp_newtask_pid_off() -> usize {
     global(&TP_NEWTASK_PID_OFF) as usize
 }

@@ -238,9 +238,7 @@ fn provisional(cur: Current) -> Option<TrackInfo> {
     crate::stdio::register_exec_stdio(cur.tgid);
     // Only a client's child is held: a configured command (`npx`, `uvx`) typed in a terminal
     // would show its shell a stopped job.
-    if by_client {
-        crate::hold::hold_if_blind(cur.tgid);
-    }
+    crate::hold::hold_if_blind(cur.tgid, by_client);
     Some(info)
 }
 

@@ -127,10 +127,12 @@ fn a_candidate_is_observed_from_its_first_syscall() {
     assert!(err.contains("held at exec"), "{err}");
 }
 
-/// A configured command started by something that is not an MCP client (`npx` typed in a
-/// terminal) is tracked at exec but never stopped: a job-control shell would report it stopped.
+/// A configured command started by something that is not an MCP client: without a terminal
+/// (a GUI client whose name mcpmon does not know) it is held like a client's child; typed in a
+/// terminal (`npx` in a shell) it is tracked at exec but never stopped, since a job-control
+/// shell would report a stopped job.
 #[test]
-fn a_configured_command_outside_a_client_is_never_stopped() {
+fn a_configured_command_is_held_unless_it_has_a_terminal() {
     if !common::can_load_ebpf() {
         return;
     }
@@ -142,20 +144,33 @@ fn a_configured_command_outside_a_client_is_never_stopped() {
     std::fs::write(home.join(".cursor/mcp.json"), cfg.to_string()).unwrap();
     let passwd = t.path().join("passwd");
     std::fs::write(&passwd, format!("term:x:1000:1000::{}:/bin/sh\n", home.display())).unwrap();
-    let d = common::daemon::Daemon::start(&["--passwd", passwd.to_str().unwrap()]);
-    let mut job = Command::new("/bin/sleep").arg("7.25").spawn().unwrap();
-    let pid = job.id();
+    let start = || common::daemon::Daemon::start(&["--passwd", passwd.to_str().unwrap()]);
+
+    // No terminal, not a client's child: held, then continued.
+    let d = start();
+    let mut bare = Command::new("setsid").args(["/bin/sleep", "7.25"]).stdin(Stdio::null()).spawn().unwrap();
+    let bare_pid = bare.id();
+    d.expect("configured", |x| x["kind"] == "server_tracked" && x["root_pid"] == bare_pid && x["how"] == "config");
+    let _ = bare.kill();
+    let _ = bare.wait();
+    let err = d.stop();
+    assert!(err.contains(&format!("pid {bare_pid} continued")), "held and continued:\n{err}");
+
+    // In a terminal (a pty from script(1), the shell execs sleep as the session's job), with
+    // the hooks detached again (a fresh daemon): tracked, never stopped.
+    let d = start();
+    let mut term = Command::new("script").args(["-qfec", "exec /bin/sleep 7.25", "/dev/null"]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+    let rec = d.expect("configured in a terminal", |x| x["kind"] == "server_tracked" && x["how"] == "config");
+    let term_pid = rec["root_pid"].as_u64().unwrap() as u32;
     let mut states = String::new();
-    for _ in 0..50 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    for _ in 0..25 {
+        let stat = std::fs::read_to_string(format!("/proc/{term_pid}/stat")).unwrap_or_default();
         states.push(stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()).and_then(|s| s.chars().next()).unwrap_or('?'));
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let tracked = d.expect("configured", |x| x["kind"] == "server_tracked" && x["root_pid"] == pid);
-    assert_eq!(tracked["how"], "config", "{tracked}");
-    let _ = job.kill();
-    let _ = job.wait();
+    let _ = Command::new("kill").arg(term_pid.to_string()).status();
+    let _ = term.wait();
     assert!(!states.contains('T'), "never stopped: {states}");
     let err = d.stop();
-    assert!(!err.contains(&format!("pid {pid} continued")), "{err}");
+    assert!(!err.contains(&format!("pid {term_pid} continued")), "{err}");
 }

@@ -200,6 +200,8 @@ pub struct TaskOffsets {
     /// `task->signal->live` (group death on kernels whose exit tracepoint lacks `group_dead`).
     pub task_signal: u32,
     pub signal_live: u32,
+    /// `signal_struct->tty`: a configured command with a terminal is not held at exec.
+    pub signal_tty: u32,
     /// `linux_binprm->file`: the image an exec is about to run (LSM exec deny).
     pub bprm_file: u32,
     /// `task->thread_info.status` (x86: TS_COMPAT marks an ia32 syscall), `NO_FIELD` elsewhere.
@@ -234,6 +236,7 @@ impl TaskOffsets {
             file_f_mode: btf.member_offset("file", "f_mode")?,
             task_signal: btf.member_offset("task_struct", "signal")?,
             signal_live: btf.member_offset("signal_struct", "live")?,
+            signal_tty: btf.member_offset("signal_struct", "tty")?,
             bprm_file: btf.member_offset("linux_binprm", "file")?,
             ti_status: match (btf.member_offset("task_struct", "thread_info"), btf.member_offset("thread_info", "status")) {
                 (Ok(a), Ok(b)) => a + b,

@@ -147,6 +147,7 @@ impl Sensors {
             .override_global(g::FILE_F_MODE_OFF, &task.file_f_mode, true)
             .override_global(g::TASK_SIGNAL_OFF, &task.task_signal, true)
             .override_global(g::SIGNAL_LIVE_OFF, &task.signal_live, true)
+            .override_global(g::SIGNAL_TTY_OFF, &task.signal_tty, true)
             .override_global(g::MM_EXE_FILE_OFF, &task.mm_exe_file, true)
             .override_global(g::MM_ARG_START_OFF, &task.mm_arg_start, true)
             .override_global(g::MM_ARG_END_OFF, &task.mm_arg_end, true)
