@@ -70,8 +70,11 @@ pub enum LostReason {
     PendingFull = 1,
     /// The tracked-process map was full when a tracked process forked.
     TrackedFull = 2,
+    /// `STDIO_PIPES` was full when a provisional server's stdio was registered at exec: its
+    /// JSON-RPC is not captured.
+    StdioFull = 3,
 }
-pub const LOST_REASONS: u32 = 3;
+pub const LOST_REASONS: u32 = 4;
 
 /// Bits of `EventHeader::flags`.
 pub mod flags {

@@ -55,6 +55,7 @@ const S_IFIFO: u16 = 0o010000;
 const S_IFSOCK: u16 = 0o140000;
 /// `BPF_NOEXIST`: an entry the daemon (or an earlier exec) made keeps its byte count.
 const BPF_NOEXIST: u64 = 1;
+const EEXIST: i32 = 17;
 
 
 /// The `struct file *` behind `fd` of the current task (`current->files->fdt->fd[fd]`).
@@ -120,7 +121,12 @@ fn register_fd(fd: i32, dir: u32, tgid: u32) {
     }
     let Some(ino) = inode_ino(inode) else { return };
     let pipe = StdioPipe { server_id: PROVISIONAL_SERVER, dir, bytes: 0, owner_tgid: tgid, _pad: 0 };
-    let _ = STDIO_PIPES.insert(&ino, &pipe, BPF_NOEXIST);
+    // EEXIST: registered already (a pipe shared with an earlier candidate), nothing lost.
+    if let Err(e) = STDIO_PIPES.insert(&ino, &pipe, BPF_NOEXIST) {
+        if e != -EEXIST {
+            crate::maps::count_lost(LostReason::StdioFull);
+        }
+    }
 }
 
 #[inline(always)]

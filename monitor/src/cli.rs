@@ -86,7 +86,7 @@ pub struct DoctorArgs {
     #[arg(long, default_value = "/etc/passwd")]
     pub passwd: PathBuf,
     /// The daemon's metrics endpoint, for its loss counters (`none`: skip).
-    #[arg(long, default_value = "127.0.0.1:9464")]
+    #[arg(long, default_value = "127.0.0.1:9464", value_parser = metrics_addr_arg)]
     pub metrics_addr: String,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -128,6 +128,10 @@ pub struct RunArgs {
     /// table fails closed).
     #[arg(long, hide = true)]
     pub tracked_max: Option<u32>,
+    /// Size of the kernel's table of stdio pipes (tests shrink it to show that a full table is
+    /// reported).
+    #[arg(long, hide = true)]
+    pub stdio_pipes_max: Option<u32>,
     /// Ring buffer size in bytes, overriding --ringbuf-mib (a power of two, at least a page:
     /// tests use one page to make a flood overflow it).
     #[arg(long, hide = true)]
@@ -154,7 +158,7 @@ pub struct RunArgs {
     #[arg(skip)]
     pub learn: bool,
     /// Prometheus endpoint (`none` to turn it off). Loopback by default.
-    #[arg(long, default_value = "127.0.0.1:9464")]
+    #[arg(long, default_value = "127.0.0.1:9464", value_parser = metrics_addr_arg)]
     pub metrics_addr: String,
     /// Also write alerts (only) to this file, rotated by size.
     #[arg(long, value_name = "FILE")]
@@ -248,4 +252,34 @@ pub fn rules_dir(given: Option<&std::path::Path>) -> PathBuf {
     }
     let src = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../rules"));
     src.canonicalize().unwrap_or(src)
+}
+
+/// `--metrics-addr`: an IP address and port, or `none`. Anything else (a host name, a missing
+/// port) is refused at the command line: an endpoint silently off is a blind dashboard.
+fn metrics_addr_arg(s: &str) -> Result<String, String> {
+    if s == "none" || s.parse::<std::net::SocketAddr>().is_ok() {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not IP:PORT (for example 127.0.0.1:9464 or [::1]:9464) nor `none`"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    #[test]
+    fn a_mistyped_metrics_addr_is_an_error() {
+        for bad in ["localhost:9464", "127.0.0.1", "9464", ""] {
+            for cmd in ["run", "doctor"] {
+                let e = Cli::try_parse_from(["mcpmon", cmd, "--metrics-addr", bad]).expect_err(bad);
+                assert!(e.to_string().contains("is not IP:PORT"), "{cmd} {bad}: {e}");
+            }
+        }
+        for good in ["none", "127.0.0.1:0", "[::1]:9464", "0.0.0.0:9464"] {
+            assert!(Cli::try_parse_from(["mcpmon", "run", "--metrics-addr", good]).is_ok(), "{good}");
+        }
+    }
 }

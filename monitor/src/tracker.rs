@@ -98,6 +98,8 @@ pub struct ServerInfo {
 pub struct Tracker {
     map: BpfHashMap<MapData, u32, TrackInfo>,
     pipes: BpfHashMap<MapData, u64, StdioPipe>,
+    /// Stdio pipes the daemon could not register (`STDIO_PIPES` full): servers not captured.
+    pub stdio_pipes_full: u64,
     candidates: BpfHashMap<MapData, Comm, u32>,
     /// `HTTP_SOCKS`: sockets the servers accepted (the kernel adds and removes them; the daemon
     /// only clears a forgotten server's, whose last close it may not have seen).
@@ -113,7 +115,7 @@ impl Tracker {
         pipes: BpfHashMap<MapData, u64, StdioPipe>,
         candidates: BpfHashMap<MapData, Comm, u32>,
     ) -> Self {
-        Self { map, pipes, candidates, http_socks: None, servers: HashMap::new(), next_id: 1, daemon_pid: std::process::id() }
+        Self { map, pipes, stdio_pipes_full: 0, candidates, http_socks: None, servers: HashMap::new(), next_id: 1, daemon_pid: std::process::id() }
     }
 
     pub fn with_http_socks(mut self, socks: BpfHashMap<MapData, u64, SockStream>) -> Self {
@@ -217,8 +219,12 @@ impl Tracker {
                 continue;
             }
             let pipe = StdioPipe { server_id, dir, ..Default::default() };
-            if self.pipes.insert(ino, pipe, 0).is_ok() {
-                inodes.push(ino);
+            match self.pipes.insert(ino, pipe, 0) {
+                Ok(()) => inodes.push(ino),
+                Err(e) => {
+                    self.stdio_pipes_full += 1;
+                    tracing::error!(server_id, ino, error = %e, "stdio pipe not registered: this server's JSON-RPC is not captured");
+                }
             }
         }
         inodes

@@ -346,8 +346,16 @@ fn sighup_reload_keeps_old_rules_on_a_bad_file() {
     let out = victim(&d, "after-bad-reload", &format!("cat {}", s.key.display()));
     assert_killed_before_read(&d, "after-bad-reload", &out);
     std::fs::remove_file(&bad).unwrap();
+    // A new file that sorts first puts its rule before all others: slots must not shift, so
+    // the kernel's kill is still reported as the key rule, and the new rule counts.
+    let first = s.rules.join("aa-first.yaml");
+    std::fs::write(&first, "rules:\n  - id: aa-new\n    description: x\n    severity: low\n    action: alert\n    event: open\n    condition: {file.path: {equals: /nonexistent/aa}}\n    output: x\n    tags: [T1005]\n").unwrap();
     unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) };
-    d.expect("reload ok", |v| v["kind"] == "rules_reloaded" && v["ok"] == true);
+    let ok = d.expect("reload ok", |v| v["kind"] == "rules_reloaded" && v["ok"] == true);
+    let before = d.records().iter().find(|v| v["kind"] == "rules_loaded").unwrap()["policy"]["rules"].as_u64().unwrap();
+    assert_eq!(ok["policy"]["rules"].as_u64(), Some(before + 1), "{ok}");
+    let out = victim(&d, "after-good-reload", &format!("cat {}", s.key.display()));
+    assert_killed_before_read(&d, "after-good-reload", &out);
     d.stop();
 }
 

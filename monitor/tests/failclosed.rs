@@ -85,3 +85,30 @@ fn on_loss_kill_kills_the_flooder_in_the_kernel() {
     assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
     d.stop();
 }
+
+/// A full table of stdio pipes is never silent: a client starting more servers than the table
+/// holds (here 4 entries, 2 per server) gets a `sensor-table-full` alert naming the table, and
+/// the servers are still tracked (their syscalls stay observed).
+#[test]
+fn a_full_stdio_pipe_table_is_reported() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let d = Daemon::start(&["--stdio-pipes-max", "4"]);
+    let client = "import ctypes, subprocess, sys\nctypes.CDLL(None).prctl(15, b'claude', 0, 0, 0)\n\
+                  ps = [subprocess.Popen(['/bin/sleep', '4.75'], stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(4)]\n\
+                  print(' '.join(str(p.pid) for p in ps), flush=True)\n\
+                  [p.wait() for p in ps]\n";
+    let mut c = std::process::Command::new(common::python()).args(["-c", client]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let pids: Vec<u64> = line.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    let a = d.expect("sensor-table-full alert", |v| v["kind"] == "alert" && v["rule"]["id"] == "sensor-table-full" && v.to_string().contains("stdio_pipes_full"));
+    assert!(a.to_string().contains("stdio_pipes_full"), "{a}");
+    for pid in &pids {
+        d.expect("still tracked", |v| v["kind"] == "server_tracked" && v["root_pid"] == *pid);
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    d.stop();
+}

@@ -141,6 +141,21 @@ fn prometheus_scrapes_and_every_dashboard_panel_has_data() {
     let target = metrics.trim_start_matches("http://").trim_end_matches("/metrics").to_string();
     let body = common::http_get(&target, "/metrics").expect("metrics endpoint");
     assert!(body.contains("# TYPE mcpmon_events_total counter"), "{body}");
+    // Before anything happened, every series a dashboard queries has a sample (0), so panels
+    // show 0 rather than "No data". The duration histogram is per server: none exists yet.
+    let dashboards = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards");
+    let mut queried = std::collections::BTreeSet::new();
+    for f in std::fs::read_dir(&dashboards).unwrap().flatten().filter(|f| f.path().extension().is_some_and(|e| e == "json")) {
+        let text = std::fs::read_to_string(f.path()).unwrap();
+        for (i, _) in text.match_indices("mcpmon_") {
+            let name: String = text[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            queried.insert(name);
+        }
+    }
+    assert!(queried.len() >= 10, "{queried:?}");
+    for name in queried.iter().filter(|n| !n.starts_with("mcpmon_tool_call_duration_seconds")) {
+        assert!(body.lines().any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))), "{name} has no sample at start:\n{body}");
+    }
     let prom = prometheus(&prom_bin, &target);
 
     // Real MCP traffic through the official client SDK and a Python SDK server.

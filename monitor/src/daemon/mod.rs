@@ -115,8 +115,8 @@ const RESOLVED_CACHE: usize = 8192;
 /// How long nothing must be tracked before the syscall hooks come off.
 const IDLE_DETACH: Duration = Duration::from_secs(3);
 
-const LOST_NAMES: [&str; LOST_REASONS as usize] = ["ringbuf_full", "pending_full", "tracked_full"];
-const _: () = assert!(LostReason::TrackedFull as u32 + 1 == LOST_REASONS);
+const LOST_NAMES: [&str; LOST_REASONS as usize] = ["ringbuf_full", "pending_full", "tracked_full", "stdio_pipes_full"];
+const _: () = assert!(LostReason::StdioFull as u32 + 1 == LOST_REASONS);
 
 impl Pipeline {
     pub fn new(
@@ -260,7 +260,7 @@ impl Pipeline {
             }
             self.emit(r).await;
         }
-        let (protected, rules) = self.policy.as_ref().map(|p| (p.plan.files.len() as u64, p.rules.rules.len() as u64)).unwrap_or((0, 0));
+        let (protected, rules) = self.policy.as_ref().map(|p| (p.plan.files.len() as u64, p.rules.in_force() as u64)).unwrap_or((0, 0));
         let c = &self.corr.stats;
         let userspace = vec![
             ("decode_errors", self.stats.decode_errors),
@@ -272,6 +272,7 @@ impl Pipeline {
             ("http_sessions_dropped", self.corr.http.stats.sessions_dropped),
             ("jsonrpc_messages_truncated", c.truncated_messages),
             ("provisional_events_discarded", self.stats.provisional_events_discarded),
+            ("stdio_pipes_full", self.tracker.stdio_pipes_full),
         ];
         let kernel = LOST_NAMES.iter().copied().zip(self.stats.lost.iter().copied()).collect();
         let g = crate::metrics::Gauges {
@@ -466,6 +467,9 @@ impl Pipeline {
         let rec = match p.reload() {
             Ok(n) => {
                 tracing::info!("rules reloaded: {n} rules");
+                if let Ok(mut m) = self.metrics.lock() {
+                    m.zero(&p.alert_labels(), &[]);
+                }
                 json!({"time": Self::now(), "kind": "rules_reloaded", "ok": true, "policy": p.summary()})
             }
             Err(e) => {
@@ -647,7 +651,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(b) => Some(b).filter(|b| b.is_power_of_two() && *b >= 4096).context("--ringbuf-bytes must be a power of two, at least 4096")?,
         None => args.ringbuf_mib.checked_mul(1 << 20).filter(|b| b.is_power_of_two()).context("--ringbuf-mib must be a power of two")?,
     };
-    let mut sensors = Sensors::load(&SensorConfig { ringbuf_bytes, daemon_tgid: std::process::id(), observe: args.observe, tracked_max: args.tracked_max })?;
+    let mut sensors = Sensors::load(&SensorConfig { ringbuf_bytes, daemon_tgid: std::process::id(), observe: args.observe, tracked_max: args.tracked_max, stdio_pipes_max: args.stdio_pipes_max })?;
     sensors.report.log();
     tracing::info!("attached {} hooks: {}", sensors.attached.len(), sensors.attached.join(", "));
     tracing::info!(
@@ -715,6 +719,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     watcher.set(&policy.plan.watch);
     tracing::info!("rules: {}", policy.summary());
     let policy_summary = policy.summary();
+    if let Ok(mut m) = metrics.lock() {
+        let sinks: Vec<&str> = [args.alerts_file.as_ref().map(|_| "file"), args.alert_webhook.as_ref().map(|_| "webhook")].into_iter().flatten().collect();
+        m.zero(&policy.alert_labels(), &sinks);
+    }
     let mut pipeline = Pipeline::new(sensors, tracker, disc, lost, line_tx);
     pipeline.on_loss = args.on_loss;
     pipeline.policy = Some(policy);
@@ -797,6 +805,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
 
+    // From here on nobody would continue a process the kernel holds at exec.
+    pipeline.sensors.stop_holding();
     let _ = shutdown_tx.send(true);
     reader.abort();
     while let Ok(ev) = ev_rx.try_recv() {

@@ -84,11 +84,13 @@ impl Policy {
 
     /// SIGHUP: the new set replaces the old only if every file loads.
     pub fn reload(&mut self) -> Result<usize, PolicyError> {
-        let rules = load_rules(&self.dir, &self.passwd)?;
+        let mut rules = load_rules(&self.dir, &self.passwd)?;
+        // Slots are what the kernel's events name: an event in flight must name the same rule.
+        rules.keep_slots_of(&self.rules);
         self.fields = rules.fields_used();
         self.rules = rules;
         self.sync_kernel()?;
-        Ok(self.rules.rules.len())
+        Ok(self.rules.in_force())
     }
 
     /// Writes what the rules enforce in the kernel. In dry-run mode the maps stay empty: every
@@ -177,9 +179,15 @@ impl Policy {
         self.deferred
     }
 
+    /// (rule id, severity, action) of every rule in force: the alert series exported at 0.
+    pub fn alert_labels(&self) -> Vec<(String, String, String)> {
+        let sev = |r: &crate::rules::Rule| serde_json::to_value(r.severity).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        self.rules.rules.iter().filter(|r| !r.retired()).map(|r| (r.id.clone(), sev(r), action_name(r.action).to_string())).collect()
+    }
+
     pub fn summary(&self) -> Value {
         json!({
-            "rules": self.rules.rules.len(), "files": self.rules.files, "dry_run": self.dry_run,
+            "rules": self.rules.in_force(), "files": self.rules.files, "dry_run": self.dry_run,
             "protected_inodes": self.kernel.protected_count(), "denied_prefixes": self.plan.nets.len(),
             "io_uring_kill": self.plan.io_uring_kill != 0, "cgroup_deny": self.kernel.cgroup_deny,
             "open_gate": self.gate.as_ref().map(|g| { let (f, d) = g.counts(); json!({"files": f, "dirs": d}) }),

@@ -213,6 +213,9 @@ pub struct Fork {
 }
 
 impl Event {
+    /// Every value `kind` returns (the metrics export each at 0 from the start).
+    pub const KINDS: &'static [&'static str] = &["exec", "open", "connect", "exit", "fork", "stdio", "send", "io_uring", "proc_access", "sock"];
+
     pub fn kind(&self) -> &'static str {
         match self.body {
             Body::Exec(_) => "exec",

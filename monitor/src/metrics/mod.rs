@@ -100,6 +100,25 @@ impl Metrics {
         }
     }
 
+    /// Exports at 0, before anything happened, the series whose labels are known in advance:
+    /// every event kind, the alerts of every rule in force (`rules`: id, severity, action; no
+    /// server label yet), the configured sinks, and the tool-call total without labels. Panels
+    /// then show 0, not "No data" (Prometheus' instrumentation practice). Called again after a
+    /// rules reload; existing counts are kept.
+    pub fn zero(&mut self, rules: &[(String, String, String)], sinks: &[&str]) {
+        for k in crate::events::Event::KINDS {
+            self.events.entry((*k).into()).or_default();
+        }
+        for (id, sev, action) in rules {
+            self.alerts.entry((String::new(), id.clone(), sev.clone(), action.clone())).or_default();
+        }
+        for s in sinks {
+            self.sink_sent.entry((*s).into()).or_default();
+            self.sink_dropped.entry((*s).into()).or_default();
+        }
+        self.tool_calls.entry(Default::default()).or_default();
+    }
+
     pub fn event(&mut self, kind: &str) {
         *self.events.entry(kind.into()).or_default() += 1;
     }
@@ -188,7 +207,7 @@ impl Metrics {
         let _ = writeln!(o, "mcpmon_rules_loaded {}", self.gauges.rules);
         head(&mut o, "mcpmon_tool_calls_total", "counter", "Finished MCP tool calls, by server, tool and outcome.");
         for ((s, t, out), v) in &self.tool_calls {
-            let _ = writeln!(o, "mcpmon_tool_calls_total{{server=\"{}\",tool=\"{}\",outcome=\"{}\"}} {v}", esc(s), esc(t), esc(out));
+            let _ = writeln!(o, "mcpmon_tool_calls_total{} {v}", labels(&[("server", s), ("tool", t), ("outcome", out)]));
         }
         head(&mut o, "mcpmon_tool_call_duration_seconds", "histogram", "Tool call duration (request read to reply written), by server.");
         for (s, h) in &self.tool_duration {
@@ -196,7 +215,7 @@ impl Metrics {
         }
         head(&mut o, "mcpmon_alerts_total", "counter", "Alerts, by server, rule, severity and action.");
         for ((srv, r, sev, a), v) in &self.alerts {
-            let _ = writeln!(o, "mcpmon_alerts_total{{server=\"{}\",rule=\"{}\",severity=\"{}\",action=\"{}\"}} {v}", esc(srv), esc(r), esc(sev), esc(a));
+            let _ = writeln!(o, "mcpmon_alerts_total{} {v}", labels(&[("server", srv), ("rule", r), ("severity", sev), ("action", a)]));
         }
         head(&mut o, "mcpmon_alerts_folded_total", "counter", "Alerts folded into their incident's first alert (same server and tool call), reported in its `incident` record.");
         let _ = writeln!(o, "mcpmon_alerts_folded_total {}", self.alerts_folded);
@@ -242,6 +261,17 @@ fn hist(o: &mut String, name: &str, labels: &str, bounds: &[f64], h: &Histogram)
     let _ = writeln!(o, "{name}_count{l} {}", h.count);
 }
 
+/// `{a="x",b="y"}` without the empty ones (an empty label is an absent label to Prometheus; the
+/// zero series made before any server exists have none), or nothing at all.
+fn labels(pairs: &[(&str, &str)]) -> String {
+    let set: Vec<String> = pairs.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| format!("{k}=\"{}\"", esc(v))).collect();
+    if set.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", set.join(","))
+    }
+}
+
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
@@ -266,6 +296,30 @@ pub fn self_usage() -> (f64, u64) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn known_series_are_exported_at_zero_from_the_start() {
+        let mut m = Metrics::new();
+        m.zero(&[("ssh-private-key-read".into(), "critical".into(), "kill".into())], &["webhook"]);
+        let t = m.render();
+        for line in [
+            "mcpmon_events_total{kind=\"open\"} 0",
+            "mcpmon_events_total{kind=\"proc_access\"} 0",
+            "mcpmon_alerts_total{rule=\"ssh-private-key-read\",severity=\"critical\",action=\"kill\"} 0",
+            "mcpmon_tool_calls_total 0",
+            "mcpmon_alert_sink_sent_total{sink=\"webhook\"} 0",
+            "mcpmon_alert_sink_dropped_total{sink=\"webhook\"} 0",
+            "mcpmon_kills_total{where=\"kernel\"} 0",
+            "mcpmon_denies_total 0",
+        ] {
+            assert!(t.lines().any(|l| l == line), "{line} missing in:\n{t}");
+        }
+        // A real alert adds its server's series; the zero series stays, and sums are right.
+        m.record(&json!({"kind": "alert", "server": {"name": "fs"}, "rule": {"id": "ssh-private-key-read", "severity": "critical"}, "action": {"type": "kill", "result": "killed_in_kernel"}}));
+        m.zero(&[("ssh-private-key-read".into(), "critical".into(), "kill".into())], &["webhook"]);
+        let t = m.render();
+        assert!(t.contains("mcpmon_alerts_total{server=\"fs\",rule=\"ssh-private-key-read\",severity=\"critical\",action=\"kill\"} 1"), "{t}");
+    }
 
     #[test]
     fn renders_counters_with_bounded_labels() {

@@ -25,6 +25,15 @@ impl Sensors {
         }
     }
 
+    /// The daemon is stopping: the kernel must hold nothing more (its programs stay attached
+    /// until the process is gone), and what it holds now is continued.
+    pub fn stop_holding(&mut self) {
+        self.set_hooks_live(true);
+        for (pid, _) in self.held() {
+            self.release(pid);
+        }
+    }
+
     /// Processes the kernel stopped at exec and not continued yet: (tgid, CLOCK_MONOTONIC ns
     /// of the stop).
     pub fn held(&mut self) -> Vec<(u32, u64)> {

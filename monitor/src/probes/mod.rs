@@ -66,11 +66,13 @@ pub struct SensorConfig {
     pub observe: fast::Observe,
     /// Size of `TRACKED` (default: the object's 65536). Tests shrink it to fill it.
     pub tracked_max: Option<u32>,
+    /// Size of `STDIO_PIPES` (default: the object's 4096).
+    pub stdio_pipes_max: Option<u32>,
 }
 
 impl Default for SensorConfig {
     fn default() -> Self {
-        Self { ringbuf_bytes: 8 << 20, daemon_tgid: std::process::id(), observe: fast::Observe::Auto, tracked_max: None }
+        Self { ringbuf_bytes: 8 << 20, daemon_tgid: std::process::id(), observe: fast::Observe::Auto, tracked_max: None, stdio_pipes_max: None }
     }
 }
 
@@ -164,6 +166,7 @@ impl Sensors {
             .override_global(g::TP_URING_FLAGS_OFF, &uring_flags, true)
             .map_max_entries(MAP_EVENTS, cfg.ringbuf_bytes)
             .map_max_entries(MAP_TRACKED, cfg.tracked_max.unwrap_or(65536))
+            .map_max_entries(MAP_STDIO_PIPES, cfg.stdio_pipes_max.unwrap_or(4096))
             .load(EBPF_OBJECT)?;
 
         let mut attached = Vec::new();

@@ -6,6 +6,7 @@ pub mod glob;
 pub mod lint;
 pub mod profile;
 pub mod load;
+mod slots;
 pub mod template;
 
 use std::path::PathBuf;
