@@ -1,0 +1,210 @@
+//! `mcpmon run`'s start-up and main loop: loads the sensors, wires the stages (ring reader,
+//! pipeline, writer, control socket, metrics, gate and persistence watch), then selects over
+//! their inputs until SIGTERM. The stages themselves live in the sibling modules.
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::json;
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::{mpsc, watch},
+};
+
+use super::{policy, Pipeline};
+use crate::{
+    cli::RunArgs,
+    control::{
+        server::{serve, ControlListener},
+        ControlMsg,
+    },
+    discovery::{adopt::Discoverer, procfs},
+    events::{self, reader::Decoded},
+    output,
+    probes::{SensorConfig, Sensors},
+    tracker::Discovery,
+};
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let ringbuf_bytes = match args.ringbuf_bytes {
+        Some(b) => Some(b).filter(|b| b.is_power_of_two() && *b >= 4096).context("--ringbuf-bytes must be a power of two, at least 4096")?,
+        None => args.ringbuf_mib.checked_mul(1 << 20).filter(|b| b.is_power_of_two()).context("--ringbuf-mib must be a power of two")?,
+    };
+    let mut sensors = Sensors::load(&SensorConfig { ringbuf_bytes, daemon_tgid: std::process::id(), observe: args.observe, tracked_max: args.tracked_max, stdio_pipes_max: args.stdio_pipes_max })?;
+    sensors.report.log();
+    tracing::info!("attached {} hooks: {}", sensors.attached.len(), sensors.attached.join(", "));
+    tracing::info!(
+        "syscall observation: {}; {} hooks attach on demand, only while a server is tracked: {}",
+        if sensors.fast_path { "fentry/fexit" } else { "tracepoints" },
+        sensors.on_demand_hooks().len(),
+        sensors.on_demand_hooks().join(", ")
+    );
+
+    let gate_maps = sensors.gate_maps();
+    // A second TRACKED handle for the persistence watch (before the tracker takes the map).
+    let persist_maps = sensors.gate_maps().and_then(|m| Ok((m.tracked, sensors.exited_map()?)));
+    let tracker = sensors.tracker()?;
+    let ring = sensors.take_events()?;
+    let lost = sensors.take_lost()?;
+
+    let sink = output::open_sink(&args.events).await?;
+    let (line_tx, line_rx) = mpsc::channel::<String>(4096);
+    let writer = tokio::spawn(output::writer(sink, line_rx));
+    let (ev_tx, mut ev_rx) = mpsc::channel::<Decoded>(8192);
+    let reader = tokio::spawn(events::reader::run(ring, ev_tx));
+
+    let listener = ControlListener::bind(&args.socket)?;
+    let (req_tx, mut req_rx) = mpsc::channel::<ControlMsg>(64);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let tail = tokio::sync::broadcast::channel::<String>(4096).0;
+    let metrics = std::sync::Arc::new(std::sync::Mutex::new(crate::metrics::Metrics::new()));
+    let metrics_task = match args.metrics_addr() {
+        Some(addr) => {
+            let l = crate::metrics::http::bind(addr).await.with_context(|| format!("--metrics-addr {addr}"))?;
+            tracing::info!("metrics: http://{}/metrics", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
+            Some(tokio::spawn(crate::metrics::http::serve(l, metrics.clone(), shutdown_rx.clone())))
+        }
+        None => None,
+    };
+    let sinks = crate::alerts::Sinks::start(&args.sink_config(), metrics.clone()).await?;
+
+    let mut kernel_policy = sensors.kernel_policy()?;
+    kernel_policy.set_on_loss_kill(args.on_loss == crate::cli::OnLoss::Kill).context("--on-loss")?;
+    let disc = Discoverer::new(args.passwd.clone(), args.project_root.clone(), &args.client_comm);
+    // Never by name: a tracked process is killable whatever it calls itself (prctl).
+    let guard = crate::actions::kill::Guard::new(std::process::id());
+    let rules_dir = args.rules_dir();
+    let mut policy = policy::Policy::load(&rules_dir, &args.passwd, kernel_policy, args.dry_run, guard)
+        .with_context(|| format!("loading rules from {}", rules_dir.display()))?;
+    let (gate_tx, mut gate_rx) = mpsc::channel::<crate::gate::GateRecord>(1024);
+    match gate_maps.map_err(|e| e.to_string()).and_then(|m| crate::gate::Gate::start(m, gate_tx.clone(), std::process::id()).map_err(|e| e.to_string())) {
+        Ok(g) => {
+            policy.gate = Some(g);
+            policy.sync_kernel().context("open gate: first sync")?;
+            tracing::info!("open gate: read-protected files are refused before an fd exists (fanotify permission events)");
+        }
+        Err(e) => tracing::warn!("open gate unavailable ({e}); read-protected files fall back to the kill at the open's exit"),
+    }
+    let quarantine = args.state_dir.join("quarantine");
+    match persist_maps.map_err(|e| e.to_string()).and_then(|m| crate::gate::persist::PersistWatch::start(m, gate_tx.clone(), quarantine.clone()).map_err(|e| e.to_string())) {
+        Ok(w) => {
+            policy.persist = Some(w);
+            policy.sync_kernel().context("persistence watch: first sync")?;
+            tracing::info!("persistence watch: entries renamed, linked or made in protected directories go to {}", quarantine.display());
+        }
+        Err(e) => tracing::warn!("persistence watch unavailable ({e}); only opens in protected directories are judged"),
+    }
+    let mut watcher = crate::watch::Watcher::new(&args.passwd).context("inotify for the user database and protected directories")?;
+    watcher.set(&policy.plan.watch);
+    tracing::info!("rules: {}", policy.summary());
+    let policy_summary = policy.summary();
+    if let Ok(mut m) = metrics.lock() {
+        let sinks: Vec<&str> = [args.alerts_file.as_ref().map(|_| "file"), args.alert_webhook.as_ref().map(|_| "webhook")].into_iter().flatten().collect();
+        m.zero(&policy.alert_labels(), &sinks);
+    }
+    let mut pipeline = Pipeline::new(sensors, tracker, disc, lost, line_tx);
+    pipeline.on_loss = args.on_loss;
+    pipeline.policy = Some(policy);
+    pipeline.metrics = metrics;
+    pipeline.sinks = Some(sinks);
+    pipeline.tail = tail.clone();
+    pipeline.throttle = crate::alerts::throttle::Throttle::new(Duration::from_secs(args.alert_throttle_secs));
+    pipeline.incidents = crate::alerts::incident::Incidents::new(Duration::from_secs(args.incident_quiet_secs));
+    if let Some(dir) = args.profiles_dir() {
+        let mode = if args.learn { crate::rules::profile::Mode::Learn } else { crate::rules::profile::Mode::Enforce };
+        let p = crate::rules::profile::Profiles::open(&dir, mode).map_err(|e| anyhow::anyhow!("profiles: {e}"))?;
+        tracing::info!("profiles: {:?} in {}", mode, dir.display());
+        pipeline.profiles = Some(p);
+    }
+    pipeline.emit(json!({"time": Pipeline::now(), "kind": "rules_loaded", "policy": policy_summary})).await;
+    let pins = args.state_dir.join("tool-pins.json");
+    pipeline.tools_watch.pins = Some(crate::toolcheck::pin::PinStore::open(&pins).with_context(|| "tool pins")?);
+    pipeline.start_discovery().await;
+    for &pid in &args.track_pid {
+        let name = args
+            .track_name
+            .clone()
+            .or_else(|| procfs::process_info(pid).map(|i| i.comm))
+            .unwrap_or_else(|| format!("pid-{pid}"));
+        pipeline.track(pid, &name, Discovery::TrackPid, 0).await.with_context(|| format!("--track-pid {pid}"))?;
+    }
+    // Served only now: a ping answered means discovery is set (candidates are tracked at exec).
+    // Connections made earlier wait in the socket's backlog.
+    let control = tokio::spawn(serve(listener, req_tx, shutdown_rx.clone(), tail.clone()));
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut profile_tick = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tracing::info!("ready: control socket {}, events to {}", args.socket.display(), args.events);
+    loop {
+        tokio::select! {
+            biased;
+            // Changes to users and protected places come first: the plan must be current
+            // before anything that follows them is judged.
+            Ok(c) = watcher.next() => {
+                if pipeline.on_watch(c, false).await {
+                    watcher.set(&pipeline.watch_dirs());
+                }
+            }
+            Some(rec) = gate_rx.recv() => pipeline.on_gate(rec).await,
+            Some(ev) = ev_rx.recv() => pipeline.on_event(ev).await,
+            Some(msg) = req_rx.recv() => {
+                // A new server's first instruction must meet the current plan: take any
+                // change already queued (a home or key made just before it) first.
+                if let Some(c) = watcher.poll_now().or(pipeline.replan_pending()) {
+                    if pipeline.on_watch(c, true).await {
+                        watcher.set(&pipeline.watch_dirs());
+                    }
+                }
+                pipeline.on_control(msg).await
+            }
+            _ = tick.tick() => {
+                pipeline.check_lost().await;
+                pipeline.discovery_tick().await;
+                pipeline.reconcile().await;
+                pipeline.check_idle().await;
+                pipeline.sync_servers();
+                if pipeline.rescan_protected().await {
+                    watcher.set(&pipeline.watch_dirs());
+                }
+                pipeline.metrics_tick(false).await;
+                profile_tick += 1;
+                if profile_tick.is_multiple_of(10) {
+                    pipeline.save_profiles();
+                }
+            }
+            _ = sighup.recv() => {
+                pipeline.reload_rules().await;
+                watcher.set(&pipeline.watch_dirs());
+            }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+        }
+    }
+
+    // From here on nobody would continue a process the kernel holds at exec.
+    pipeline.sensors.stop_holding();
+    let _ = shutdown_tx.send(true);
+    reader.abort();
+    while let Ok(ev) = ev_rx.try_recv() {
+        pipeline.on_event(ev).await;
+    }
+    pipeline.check_lost().await;
+    pipeline.save_profiles();
+    pipeline.metrics_tick(true).await;
+    pipeline.summary().await;
+    if let Some(s) = pipeline.sinks.take() {
+        s.close().await;
+    }
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    let sensors = pipeline.into_sensors();
+    let _ = control.await;
+    let _ = writer.await;
+    // Unloads every program and link: nothing of mcpmon stays in the kernel.
+    drop(sensors);
+    tracing::info!("sensors detached");
+    Ok(())
+}
