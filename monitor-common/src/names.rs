@@ -70,8 +70,10 @@ const fn tp(category: &'static str, name: &'static str) -> Hook {
     Hook::TracePoint { category, name }
 }
 
-/// Every program in the object, in attach order: the process-tree hooks first so that a child
-/// forked during start-up is not missed.
+/// The tracepoint programs, in attach order: the process-tree hooks first so that a child forked
+/// during start-up is not missed. The object's other programs have tables of their own:
+/// [`FAST_PROGRAMS`] (fentry/fexit twins), [`CGROUP_PROGRAMS`] (deny), [`COMPAT_RAW`] (ia32 on
+/// the tracepoint path), and the BPF-LSM programs in the daemon's `probes/lsm.rs`.
 pub const PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec { name: "mcpm_fork", purpose: "process tree: inherit tracking on fork", hooks: &[tp("task", "task_newtask")], optional: false },
     ProgramSpec { name: "mcpm_exit", purpose: "process tree: exit and untrack", hooks: &[tp("sched", "sched_process_exit")], optional: false },

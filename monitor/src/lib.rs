@@ -1,7 +1,7 @@
 //! mcpmon daemon library. Each module owns one stage of the pipeline (see docs/architecture.md):
 //!
 //! probes (load/attach, feature probing) → events (ring buffer, decode) → process_tree →
-//! [correlation with JSON-RPC, rules, actions: later stages] → output.
+//! correlation (JSON-RPC over stdio and HTTP) → rules → actions and alerts → output.
 //!
 //! `tracker` owns the kernel's tracked-process map; `control` and `discovery` feed it.
 pub mod cli;

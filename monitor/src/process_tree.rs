@@ -1,6 +1,7 @@
 //! The daemon's view of every tracked process: parent, server, current image and argv, kept up to
 //! date from fork/exec/exit events (seeded from procfs for trees taken over while running).
-//! Later stages use it for ancestry and to know when a server's last process is gone.
+//! Correlation and the rules use it for ancestry, and the daemon to know when a server's last
+//! process is gone.
 use std::collections::HashMap;
 
 use serde::Serialize;

@@ -5,10 +5,9 @@
 //! kernel ──ring buffer──▶ events::reader ──mpsc──▶ Pipeline ──mpsc──▶ output::writer
 //! control socket ──TrackRequest──▶ Pipeline (Tracker owns the TRACKED map)
 //! ```
-//! The pipeline is one task: it applies events to the process tree, names the server, and emits
-//! JSON lines; it also answers track requests, so a server is registered before any of its
-//! events is processed. Later stages (JSON-RPC correlation, rules, actions) slot in between the
-//! process tree and the output here.
+//! The pipeline is one task: it applies each event to the process tree, correlates it with the
+//! JSON-RPC in flight, evaluates the rules and acts, and emits JSON lines; it also answers track
+//! requests, so a server is registered before any of its events is processed.
 use std::time::{Duration, SystemTime};
 
 use aya::maps::{MapData, PerCpuArray};
