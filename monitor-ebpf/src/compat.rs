@@ -66,7 +66,10 @@ fn in_compat_syscall() -> bool {
     if o == monitor_common::NO_FIELD as usize {
         return false;
     }
+    // SAFETY: a helper without arguments; in a syscall-exit tracepoint there is always a current task.
     let task = unsafe { bpf_get_current_task() } as *const u8;
+    // SAFETY: `thread_info.status` at its BTF offset (checked present above), read through
+    // bpf_probe_read_kernel, which returns Err on a fault.
     let status: u32 = unsafe { bpf_probe_read_kernel(task.add(o) as *const u32) }.unwrap_or(0);
     status & TS_COMPAT != 0
 }
@@ -92,6 +95,8 @@ fn handled(id: i64) -> bool {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn mcpm_compat_x(ctx: RawTracePointContext) -> i32 {
     let regs = ctx.arg::<u64>(0) as *const u8;
+    // SAFETY: `regs` is sys_exit's `struct pt_regs *` argument; orig_ax at its fixed x86_64 offset is read
+    // through bpf_probe_read_kernel, which returns Err on a fault (then -1).
     let id: i64 = unsafe { bpf_probe_read_kernel(regs.add(ORIG_AX_OFF) as *const i64) }.unwrap_or(-1);
     // A child of an ia32 fork returns here (the per-syscall clone exits skip compat calls): one
     // the fork hook could not track dies now. Untracked, so before the tracked check.

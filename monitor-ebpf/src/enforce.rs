@@ -43,6 +43,7 @@ pub static GRANTS: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
 #[inline(always)]
 pub fn granted(server_id: u32, p: u32) -> bool {
     let key = ((server_id as u64) << 32) | (p >> protect::SLOT_SHIFT) as u64;
+    // SAFETY: only whether the key exists is used: no reference into GRANTS outlives this lookup.
     unsafe { GRANTS.get(&key) }.is_some()
 }
 
@@ -90,12 +91,16 @@ pub fn kill_current() -> bool {
     if tgid <= 1 || tgid == daemon_tgid() {
         return false;
     }
+    // SAFETY: a helper call with a constant signal number; it signals the current task, checked just
+    // above to be neither pid 1 nor the daemon.
     unsafe { bpf_send_signal(SIGKILL) == 0 }
 }
 
 #[inline(always)]
 fn inode_key(inode: *const u8) -> Option<InodeKey> {
     let ino = inode_ino(inode)?;
+    // SAFETY: every dereference goes through bpf_probe_read_kernel, which returns Err on a fault instead
+    // of faulting; `inode` is an inode reached from the current task and the offsets come from BTF.
     unsafe {
         let sb: *const u8 = bpf_probe_read_kernel(inode.add(off(&INODE_SB_OFF)) as *const *const u8).ok()?;
         let dev: u32 = bpf_probe_read_kernel(sb.add(off(&SB_DEV_OFF)) as *const u32).ok()?;
@@ -107,6 +112,8 @@ fn inode_key(inode: *const u8) -> Option<InodeKey> {
 #[inline(always)]
 fn policy_with(inode: *const u8, bit: u32) -> u32 {
     let Some(key) = inode_key(inode) else { return 0 };
+    // SAFETY: the PROTECTED value is read within the match and not kept; the map is preallocated, so the
+    // pointer stays valid memory for this program run even if user space updates the entry.
     match unsafe { PROTECTED.get(&key) } {
         Some(p) if *p & bit != 0 => *p,
         _ => 0,
@@ -132,9 +139,13 @@ pub fn file_check(file: *const u8, open_flags: u32, server_id: u32, ino: &mut u6
     let Some(key) = inode_key(inode) else { return 0 };
     *ino = key.ino;
     *dev = key.dev;
+    // SAFETY: `file->f_mode` read through bpf_probe_read_kernel at a BTF offset; a fault returns Err
+    // (then both modes are assumed: fail closed).
     let mode: u32 = unsafe { bpf_probe_read_kernel(file.add(off(&FILE_F_MODE_OFF)) as *const u32) }.unwrap_or(FMODE_READ | FMODE_WRITE);
     let reads = mode & FMODE_READ != 0;
     let writes = mode & FMODE_WRITE != 0 || (open_flags & O_TRUNC != 0 && open_flags & O_PATH == 0);
+    // SAFETY: a PROTECTED value pointer, valid for this program run (preallocated map); the u32 is only
+    // read inside this `if`.
     if let Some(p) = unsafe { PROTECTED.get(&key) } {
         if ((*p & protect::KILL_READ != 0 && reads) || (*p & protect::KILL_WRITE != 0 && writes)) && !granted(server_id, *p) {
             return *p;
@@ -154,6 +165,8 @@ pub fn file_check(file: *const u8, open_flags: u32, server_id: u32, ino: &mut u6
 /// `foo.service.d/` drop-ins and `*.wants/`, made at any time, are as much persistence as a unit).
 #[inline(always)]
 fn parent_dir_policy(file: *const u8) -> u32 {
+    // SAFETY: `file` is the file being opened; the dentry, d_parent and d_inode fields (BTF offsets) are
+    // read through bpf_probe_read_kernel, which returns Err on a fault.
     let (dir, grand) = unsafe {
         let Ok(dentry) = bpf_probe_read_kernel(file.add(off(&FILE_DENTRY_OFF)) as *const *const u8) else { return 0 };
         let Ok(parent) = bpf_probe_read_kernel(dentry.add(off(&DENTRY_PARENT_OFF)) as *const *const u8) else { return 0 };
@@ -177,6 +190,8 @@ fn parent_dir_policy(file: *const u8) -> u32 {
 /// The current image (`current->mm->exe_file->f_inode`) against `PROTECTED` with `KILL_EXEC`.
 #[inline(always)]
 pub fn exec_check() -> u32 {
+    // SAFETY: bpf_get_current_task is valid in any task context; mm and exe_file are read through
+    // bpf_probe_read_kernel (Err on a fault) and checked for NULL (kernel threads have no mm).
     let inode = unsafe {
         let task = bpf_get_current_task() as *const u8;
         let Ok(mm) = bpf_probe_read_kernel(task.add(off(&TASK_MM_OFF)) as *const *const u8) else { return 0 };
@@ -223,6 +238,8 @@ pub fn file_open_kill(file: *const u8) -> u32 {
     let cur = current();
     let Some(info) = tracked(cur) else { return 0 };
     let pending = PENDING_OPEN.get_ptr_mut(&cur.tid);
+    // SAFETY: `ev` is the current thread's own PENDING_OPEN entry (keyed by its tid), valid for this
+    // program run; the thread is inside this open, so no other hook writes the entry meanwhile.
     let open_flags = pending.map(|ev| unsafe { (*ev).open_flags }).unwrap_or(0);
     let (mut ino, mut dev) = (0u64, 0u32);
     let p = file_check(file, open_flags, info.server_id, &mut ino, &mut dev);
@@ -237,6 +254,7 @@ pub fn file_open_kill(file: *const u8) -> u32 {
         return 0;
     }
     if let Some(ev) = pending {
+        // SAFETY: as above: the current thread's PENDING_OPEN entry, written only by its own open hooks.
         unsafe {
             (*ev).hdr.flags |= flags::KILLED;
             (*ev).policy = p;
@@ -258,13 +276,18 @@ pub fn mcpm_lsm_file_open(ctx: LsmContext) -> i32 {
     let file: *const u8 = ctx.arg(0);
     let Some(inode) = file_inode(file) else { return 0 };
     let Some(key) = inode_key(inode) else { return 0 };
+    // SAFETY: the PROTECTED value is copied out at once; no reference into the map is kept.
     let Some(p) = (unsafe { PROTECTED.get(&key) }).copied() else { return 0 };
+    // SAFETY: `file` is this LSM hook's argument, live for the hook; `f_mode` (BTF offset) is read through
+    // bpf_probe_read_kernel, a fault gives Err (then no access bits).
     let mode: u32 = unsafe { bpf_probe_read_kernel(file.add(off(&FILE_F_MODE_OFF)) as *const u32) }.unwrap_or(0);
     let deny = (p & protect::DENY_READ != 0 && mode & FMODE_READ != 0) || (p & protect::DENY_WRITE != 0 && mode & FMODE_WRITE != 0);
     if !deny || granted(tracked(cur).map(|i| i.server_id).unwrap_or(0), p) {
         return 0;
     }
     if let Some(ev) = PENDING_OPEN.get_ptr_mut(&cur.tid) {
+        // SAFETY: the current thread's PENDING_OPEN entry (keyed by its tid), valid for this program run; the
+        // thread is inside this open, so only its own hooks touch the entry.
         unsafe {
             (*ev).hdr.flags |= flags::DENIED;
             (*ev).policy = p;
@@ -284,6 +307,8 @@ pub fn mcpm_lsm_bprm(ctx: LsmContext) -> i32 {
         Err(ret) => return ret,
     };
     let bprm: *const u8 = ctx.arg(0);
+    // SAFETY: `bprm` is the LSM hook's argument, live for the hook; `bprm->file` (BTF offset) is read
+    // through bpf_probe_read_kernel, which returns Err on a fault.
     let Ok(file) = (unsafe { bpf_probe_read_kernel(bprm.add(off(&BPRM_FILE_OFF)) as *const *const u8) }) else { return 0 };
     let Some(inode) = file_inode(file) else { return 0 };
     let p = policy_with(inode, protect::DENY_EXEC);
@@ -291,6 +316,8 @@ pub fn mcpm_lsm_bprm(ctx: LsmContext) -> i32 {
         return 0;
     }
     if let Some(ev) = PENDING_EXEC.get_ptr_mut(&cur.tid) {
+        // SAFETY: the current thread's PENDING_EXEC entry (keyed by its tid), valid for this program run; the
+        // thread is inside this execve, so only its own hooks touch the entry.
         unsafe {
             (*ev).hdr.flags |= flags::DENIED;
             (*ev).policy = p;
@@ -309,6 +336,8 @@ pub fn mark_refused_connect(ret: i64) {
     }
     let cur = current();
     let Some(ev) = PENDING_CONNECT.get_ptr_mut(&cur.tid) else { return };
+    // SAFETY: the current thread's PENDING_CONNECT entry, valid for this program run; the thread is inside
+    // this connect/sendmsg, so nothing else writes it while this borrow lives (until return).
     let ev = unsafe { &mut *ev };
     let p = match ev.family {
         2 => net_policy_v4([ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3]]),
@@ -343,6 +372,8 @@ fn sock_verdict(ctx: &SockAddrContext, v6: bool) -> i32 {
     if tracked(cur).is_none() {
         return 1;
     }
+    // SAFETY: `ctx.sock_addr` is the bpf_sock_addr context the kernel hands this cgroup program, valid for
+    // the whole run; the verifier checks every field read from it.
     let sa = unsafe { &*ctx.sock_addr };
     let p = if v6 {
         let w = sa.user_ip6;
@@ -365,6 +396,8 @@ fn sock_verdict(ctx: &SockAddrContext, v6: bool) -> i32 {
     }
     // Tell the syscall's exit hook (and so the daemon) that this call was refused here.
     if let Some(ev) = PENDING_CONNECT.get_ptr_mut(&cur.tid) {
+        // SAFETY: the current thread's PENDING_CONNECT entry (keyed by its tid), valid for this program run;
+        // the thread is inside this connect/sendmsg, so only its own hooks touch the entry.
         unsafe {
             (*ev).policy = p;
             (*ev).hdr.flags |= flags::DENIED;
@@ -431,9 +464,14 @@ pub fn mcpm_io_uring(ctx: TracePointContext) -> u32 {
     let Some(info) = tracked(cur) else { return 0 };
     let mut ev = IoUringEvent::default();
     fill_header(&mut ev.hdr, EventKind::IoUring, cur, info);
+    // SAFETY: read_at reads the tracepoint record through bpf_probe_read (Err on a fault, then -1); the
+    // offset comes from the tracepoint's tracefs format, set by the loader.
     ev.fd = unsafe { ctx.read_at::<i32>(off(&TP_URING_FD_OFF)) }.unwrap_or(-1);
+    // SAFETY: as above: `sq_entries` at its tracefs offset, read with a fault check.
     ev.sq_entries = unsafe { ctx.read_at::<u32>(off(&TP_URING_SQ_OFF)) }.unwrap_or(0);
+    // SAFETY: as above: `cq_entries` at its tracefs offset, read with a fault check.
     ev.cq_entries = unsafe { ctx.read_at::<u32>(off(&TP_URING_CQ_OFF)) }.unwrap_or(0);
+    // SAFETY: as above: `flags` at its tracefs offset, read with a fault check.
     ev.setup_flags = unsafe { ctx.read_at::<u32>(off(&TP_URING_FLAGS_OFF)) }.unwrap_or(0);
     let knob = POLICY.get(policy::IO_URING_KILL).copied().unwrap_or(0);
     if knob != 0 && !granted(info.server_id, knob) && kill_current() {

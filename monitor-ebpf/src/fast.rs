@@ -57,6 +57,8 @@ impl Sys for Regs {
             return 0;
         }
         let off = if self.ia32 { ARG_OFF_IA32[i] } else { ARG_OFF[i] };
+        // SAFETY: `regs` is the wrapper's `const struct pt_regs *` (or sys_exit's); the argument register at
+        // its fixed x86_64 ABI offset is read through bpf_probe_read_kernel, Err on a fault.
         let v = unsafe { bpf_probe_read_kernel(self.regs.add(off) as *const u64) }.unwrap_or(0);
         if self.ia32 { v & 0xffff_ffff } else { v }
     }

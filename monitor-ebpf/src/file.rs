@@ -73,6 +73,8 @@ fn open_enter(syscall: u32, dirfd: i32, path: u64, open_flags: u32, mode: u32, h
     let cur = current();
     let Some(info) = tracked(cur) else { return 0 };
     let Some(ev) = SCRATCH_OPEN.get_ptr_mut(0) else { return 0 };
+    // SAFETY: index 0 of the per-CPU SCRATCH_OPEN array: this CPU's slot, valid for this program run and
+    // used by this program alone until it returns (it is copied into PENDING_OPEN below).
     let ev = unsafe { &mut *ev };
     fill_header(&mut ev.hdr, EventKind::Open, cur, info);
     ev.ret = 0;
@@ -88,6 +90,8 @@ fn open_enter(syscall: u32, dirfd: i32, path: u64, open_flags: u32, mode: u32, h
     ev.policy = 0;
     if how != 0 {
         let mut h = [0u64; 3];
+        // SAFETY: reads 24 bytes (flags, mode, resolve of struct open_how) of user memory into the 24-byte
+        // local `h`; the helper checks the user address and returns an error on a fault.
         let r = unsafe { bpf_probe_read_user(h.as_mut_ptr() as *mut _, 24, how as *const _) };
         if r == 0 {
             ev.open_flags = h[0] as u32;
@@ -108,6 +112,8 @@ fn open_enter(syscall: u32, dirfd: i32, path: u64, open_flags: u32, mode: u32, h
 pub fn open_x<S: Sys>(s: &S) -> u32 {
     let cur = current();
     let Some(ev) = PENDING_OPEN.get_ptr_mut(&cur.tid) else { return 0 };
+    // SAFETY: the current thread's own PENDING_OPEN entry (keyed by its tid), valid for this program run;
+    // the thread is in this open's exit, so only its own hooks touch the entry.
     let ev = unsafe { &mut *ev };
     ev.ret = s.ret();
     // The open succeeded and the path is resolved: judge the inode now, before user code runs.

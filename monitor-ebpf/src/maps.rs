@@ -84,6 +84,8 @@ static SIGNAL_LIVE_OFF: u32 = 0;
 
 #[inline(always)]
 fn global(v: &'static u32) -> u32 {
+    // SAFETY: `v` is a reference to a static u32, so aligned and valid for reads; volatile only stops the
+    // compiler from folding the value the loader patches in to the 0 written here.
     unsafe { core::ptr::read_volatile(v) }
 }
 
@@ -106,8 +108,12 @@ pub enum Pending {
 pub fn mark_compat(family: Pending) {
     let tid = current().tid;
     let hdr = match family {
+        // SAFETY: `e` is the current thread's own PENDING_OPEN entry (keyed by its tid), valid for this
+        // program run; the thread is inside the syscall, so no other hook writes the entry meanwhile.
         Pending::Open => PENDING_OPEN.get_ptr_mut(&tid).map(|e| unsafe { &mut (*e).hdr }),
+        // SAFETY: as above, the current thread's PENDING_EXEC entry.
         Pending::Exec => PENDING_EXEC.get_ptr_mut(&tid).map(|e| unsafe { &mut (*e).hdr }),
+        // SAFETY: as above, the current thread's PENDING_CONNECT entry.
         Pending::Connect => PENDING_CONNECT.get_ptr_mut(&tid).map(|e| unsafe { &mut (*e).hdr }),
     };
     if let Some(h) = hdr {
@@ -129,10 +135,13 @@ pub trait Sys {
 impl Sys for aya_ebpf::programs::TracePointContext {
     #[inline(always)]
     fn arg(&self, i: usize) -> u64 {
+        // SAFETY: read_at reads the tracepoint record through bpf_probe_read (Err on a fault, then 0); syscall
+        // tracepoints put argument i at 16 + 8 * i.
         unsafe { self.read_at(16 + 8 * i) }.unwrap_or(0)
     }
     #[inline(always)]
     fn ret(&self) -> i64 {
+        // SAFETY: as above: `ret` of a sys_exit record at offset 16, read with a fault check.
         unsafe { self.read_at(16) }.unwrap_or(0)
     }
 }
@@ -153,8 +162,12 @@ pub fn tp_exec_old_pid_off() -> usize {
 pub fn exit_group_dead(ctx: &aya_ebpf::programs::TracePointContext) -> bool {
     let off = global(&TP_EXIT_GROUP_DEAD_OFF);
     if off != monitor_common::NO_FIELD {
+        // SAFETY: `group_dead` (a u8) at the offset the loader read from tracefs, only when the kernel has the
+        // field; read through bpf_probe_read, Err on a fault.
         return unsafe { ctx.read_at::<u8>(off as usize) }.unwrap_or(0) != 0;
     }
+    // SAFETY: bpf_get_current_task is valid in any task context; `signal` and `live` (BTF offsets) are read
+    // through bpf_probe_read_kernel, which returns Err on a fault.
     unsafe {
         let task = bpf_get_current_task() as *const u8;
         let Ok(signal) = bpf_probe_read_kernel(task.add(global(&TASK_SIGNAL_OFF) as usize) as *const *const u8) else { return false };
@@ -194,12 +207,16 @@ pub fn current() -> Current {
 /// The one lookup every entry hook does: is the calling process tracked?
 #[inline(always)]
 pub fn tracked(cur: Current) -> Option<TrackInfo> {
+    // SAFETY: the TrackInfo is copied out at once and no reference kept; TRACKED is preallocated, so the
+    // pointer is valid memory for this program run even if the entry goes meanwhile.
     unsafe { TRACKED.get(&cur.tgid).copied() }
 }
 
 #[inline(always)]
 pub fn count_lost(reason: LostReason) {
     if let Some(p) = LOST.get_ptr_mut(reason as u32) {
+        // SAFETY: `p` is this CPU's slot of the per-CPU LOST array, valid for this program run and not shared
+        // with other CPUs; a nested program on this CPU could at worst lose one count.
         unsafe { *p += 1 };
     }
 }
@@ -240,9 +257,13 @@ unsafe impl Record for monitor_common::ExecEvent {}
 unsafe impl Record for monitor_common::OpenEvent {}
 unsafe impl Record for monitor_common::ConnectEvent {}
 unsafe impl Record for monitor_common::ExitEvent {}
+// SAFETY: as above: #[repr(C)], `hdr: EventHeader` first.
 unsafe impl Record for monitor_common::ForkEvent {}
+// SAFETY: as above: #[repr(C)], `hdr: EventHeader` first.
 unsafe impl Record for monitor_common::StdioEvent {}
+// SAFETY: as above: #[repr(C)], `hdr: EventHeader` first.
 unsafe impl Record for monitor_common::IoUringEvent {}
+// SAFETY: as above: #[repr(C)], `hdr: EventHeader` first.
 unsafe impl Record for monitor_common::ProcAccessEvent {}
 
 #[inline(always)]
@@ -254,6 +275,8 @@ fn server_of<T: Record>(rec: &T) -> u32 {
 /// `current->real_parent->tgid`, 0 if unreadable.
 #[inline(always)]
 fn current_ppid() -> u32 {
+    // SAFETY: bpf_get_current_task is valid in any task context; `real_parent` and `tgid` (BTF offsets) are
+    // read through bpf_probe_read_kernel, which returns Err on a fault.
     unsafe {
         let task = bpf_get_current_task() as *const u8;
         let parent: *const u8 = match bpf_probe_read_kernel(task.add(global(&TASK_REAL_PARENT_OFF) as usize) as *const *const u8) {
@@ -268,6 +291,9 @@ fn current_ppid() -> u32 {
 /// sets `PATH_TRUNCATED`/`READ_FAILED` in `hdr_flags`.
 #[inline(always)]
 pub fn read_user_path(dst: *mut u8, src: u64, hdr_flags: &mut u32) -> u32 {
+    // SAFETY: the helper writes at most PATH_CAP bytes (NUL included) to `dst`, which every caller points
+    // at a record's path buffer of at least PATH_CAP bytes; `src` is a user address the helper
+    // reads with fault checks.
     let n = unsafe {
         aya_ebpf::helpers::generated::bpf_probe_read_user_str(dst as *mut _, monitor_common::PATH_CAP as u32, src as *const _)
     };
@@ -284,6 +310,8 @@ pub fn read_user_path(dst: *mut u8, src: u64, hdr_flags: &mut u32) -> u32 {
 /// `current->real_parent->comm`.
 #[inline(always)]
 pub fn parent_comm() -> monitor_common::Comm {
+    // SAFETY: as in current_ppid: `real_parent` and `comm` (BTF offsets) read through
+    // bpf_probe_read_kernel, which returns Err on a fault.
     unsafe {
         let task = bpf_get_current_task() as *const u8;
         let Ok(parent) = bpf_probe_read_kernel(task.add(global(&TASK_REAL_PARENT_OFF) as usize) as *const *const u8) else {
@@ -296,6 +324,8 @@ pub fn parent_comm() -> monitor_common::Comm {
 /// `current->exit_code` (wait-status form).
 #[inline(always)]
 pub fn current_exit_code() -> u32 {
+    // SAFETY: bpf_get_current_task is valid in any task context; `exit_code` (BTF offset) is read through
+    // bpf_probe_read_kernel, which returns Err on a fault.
     unsafe {
         let task = bpf_get_current_task() as *const u8;
         bpf_probe_read_kernel(task.add(global(&TASK_EXIT_CODE_OFF) as usize) as *const u32).unwrap_or(0)
@@ -306,6 +336,7 @@ pub fn current_exit_code() -> u32 {
 pub fn fill_header(hdr: &mut EventHeader, kind: monitor_common::EventKind, cur: Current, info: TrackInfo) {
     hdr.kind = kind as u32;
     hdr.flags = 0;
+    // SAFETY: a helper without arguments or preconditions.
     hdr.ts_ns = unsafe { bpf_ktime_get_ns() };
     hdr.tgid = cur.tgid;
     hdr.tid = cur.tid;
@@ -324,6 +355,9 @@ pub fn output_prefix<T: Record>(rec: &T, len: usize) {
     if len == 0 {
         return;
     }
+    // SAFETY: `rec` is a live &T and `len <= size_of::<T>()` (bounded just above), so the slice stays inside
+    // *rec; records are #[repr(C)] with explicit padding fields (sizes asserted in monitor-common),
+    // so every byte is initialized.
     let bytes = unsafe { core::slice::from_raw_parts(rec as *const T as *const u8, len) };
     if EVENTS.output::<[u8]>(bytes, 0).is_err() {
         lost_for(LostReason::RingbufFull, server_of(rec));

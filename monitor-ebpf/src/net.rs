@@ -20,6 +20,9 @@ const AF_INET6: u16 = 10;
 
 #[inline(always)]
 fn read_user(dst: *mut u8, len: u32, src: u64) -> bool {
+    // SAFETY: every caller passes a `dst` with at least `len` writable bytes (a local or an event field
+    // of that size, len checked against it); the helper checks the user address `src` and
+    // returns an error on a fault.
     unsafe { bpf_probe_read_user(dst as *mut _, len, src as *const _) == 0 }
 }
 
@@ -128,6 +131,8 @@ fn addr_enter(kind: EventKind, fd: i32, sa: u64, addrlen: u32) -> u32 {
     let Some(info) = tracked(cur) else { return 0 };
 
     // ConnectEvent is 192 bytes: fits the stack, no scratch map needed.
+    // SAFETY: ConnectEvent is #[repr(C)] with integer and byte-array fields only, so all-zero bytes are a
+    // valid value; it has no implicit padding (its size is asserted in monitor-common).
     let mut ev: ConnectEvent = unsafe { core::mem::zeroed() };
     fill_header(&mut ev.hdr, kind, cur, info);
     ev.fd = fd;
@@ -177,6 +182,8 @@ fn addr_enter(kind: EventKind, fd: i32, sa: u64, addrlen: u32) -> u32 {
 pub fn connect_x<S: Sys>(s: &S) -> u32 {
     let cur = current();
     let Some(ev) = PENDING_CONNECT.get_ptr_mut(&cur.tid) else { return 0 };
+    // SAFETY: the current thread's own PENDING_CONNECT entry (keyed by its tid), valid for this program
+    // run; the thread is in this syscall's exit, so no other hook writes it meanwhile.
     let ev = unsafe { &mut *ev };
     ev.ret = s.ret() as i32;
     // A cgroup program refused the address under a kill rule: kill before user code runs again.

@@ -91,6 +91,8 @@ fn access(syscall: u32, target: u32, request: i64) -> u32 {
     if target != 0 && (target == cur.tgid || target == cur.tid) {
         return 0;
     }
+    // SAFETY: a TRACKED value pointer, valid for this program run (preallocated map); only `server_id` is
+    // read from it, inside this `if`.
     if let Some(t) = unsafe { TRACKED.get(&target) } {
         if t.server_id == info.server_id {
             return 0;

@@ -39,11 +39,14 @@ const AT_FDCWD: i32 = -100;
 pub fn mcpm_fork(ctx: TracePointContext) -> u32 {
     let cur = current();
     let Some(info) = tracked(cur) else { return 0 };
+    // SAFETY: read_at reads the task_newtask record through bpf_probe_read (Err on a fault, then 0); the
+    // `clone_flags` offset comes from the tracepoint's tracefs format, set by the loader.
     let clone_flags: u64 = unsafe { ctx.read_at(tp_newtask_flags_off()) }.unwrap_or(0);
     // Threads share their process's tgid and so its entry.
     if clone_flags & CLONE_THREAD != 0 {
         return 0;
     }
+    // SAFETY: as above: the record's `pid` field at its tracefs offset, read with a fault check.
     let child: i32 = unsafe { ctx.read_at(tp_newtask_pid_off()) }.unwrap_or(0);
     if child <= 0 || child as u32 == daemon_tgid() {
         return 0;
@@ -74,6 +77,7 @@ pub fn mcpm_fork_x(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 pub fn doomed_x<S: Sys>(_s: &S) -> u32 {
     let pid = current().tgid;
+    // SAFETY: only whether the key exists is used: no reference into DOOMED outlives this lookup.
     if unsafe { DOOMED.get(&pid) }.is_some() {
         let _ = DOOMED.remove(&pid);
         crate::enforce::kill_current();
@@ -128,6 +132,8 @@ fn exec_enter(syscall: u32, dirfd: i32, filename: u64, argv: u64, at_flags: u32)
     let cur = current();
     let Some(info) = tracked(cur) else { return 0 };
     let Some(ev) = SCRATCH_EXEC.get_ptr_mut(0) else { return 0 };
+    // SAFETY: index 0 of the per-CPU SCRATCH_EXEC array: this CPU's slot, valid for this program run and
+    // used by this program alone until it returns (it is copied into PENDING_EXEC below).
     let ev = unsafe { &mut *ev };
     fill_header(&mut ev.hdr, EventKind::Exec, cur, info);
     ev.ret = 0;
@@ -150,6 +156,8 @@ fn exec_enter(syscall: u32, dirfd: i32, filename: u64, argv: u64, at_flags: u32)
     let mut i = 0;
     while i < MAX_ARGS {
         let mut p: u64 = 0;
+        // SAFETY: reads 8 bytes (one argv pointer) of user memory into the 8-byte local `p`; the helper
+        // checks the user address and returns an error on a fault.
         let r = unsafe { bpf_probe_read_user(&mut p as *mut u64 as *mut _, 8, (argv + 8 * i as u64) as *const _) };
         if r != 0 || p == 0 {
             break;
@@ -158,7 +166,12 @@ fn exec_enter(syscall: u32, dirfd: i32, filename: u64, argv: u64, at_flags: u32)
             ev.hdr.flags |= flags::ARGS_TRUNCATED;
             break;
         }
+        // SAFETY: `data` is ev.data (PATH_CAP + 2 * ARGS_SOFT_CAP bytes); base < PATH_CAP and the masked offset
+        // < ARGS_SOFT_CAP, so `dst` stays inside it.
         let dst = unsafe { data.add(base + (off & (ARGS_SOFT_CAP - 1))) };
+        // SAFETY: `dst` lies less than PATH_CAP + ARGS_SOFT_CAP into `data` (PATH_CAP + 2 * ARGS_SOFT_CAP
+        // bytes), so the at most ARGS_SOFT_CAP bytes written stay inside it; `p` is a user address the
+        // helper reads with fault checks.
         let n = unsafe { bpf_probe_read_user_str(dst as *mut _, ARGS_SOFT_CAP as u32, p as *const _) };
         if n <= 0 {
             ev.hdr.flags |= flags::READ_FAILED;
@@ -174,6 +187,7 @@ fn exec_enter(syscall: u32, dirfd: i32, filename: u64, argv: u64, at_flags: u32)
     if i == MAX_ARGS {
         // More entries than we copy?
         let mut p: u64 = 0;
+        // SAFETY: as above: one 8-byte argv slot of user memory into the local `p`, fault-checked.
         let r = unsafe { bpf_probe_read_user(&mut p as *mut u64 as *mut _, 8, (argv + 8 * MAX_ARGS as u64) as *const _) };
         if r == 0 && p != 0 {
             ev.hdr.flags |= flags::ARGS_TRUNCATED;
@@ -201,10 +215,14 @@ pub fn mcpm_exec(ctx: TracePointContext) -> u32 {
             None => return 0,
         },
     };
+    // SAFETY: `old_pid` of the sched_process_exec record, at its tracefs offset, read through
+    // bpf_probe_read (Err on a fault, then 0).
     let old_pid: i32 = unsafe { ctx.read_at(tp_exec_old_pid_off()) }.unwrap_or(0);
     let old_tid = old_pid as u32;
     match PENDING_EXEC.get_ptr_mut(&old_tid) {
         Some(ev) => {
+            // SAFETY: the PENDING_EXEC entry of the thread that called execve, which is the current task now
+            // (de_thread killed every other thread); valid for this program run and used before the remove.
             let ev = unsafe { &mut *ev };
             let entry_flags = ev.hdr.flags;
             fill_header(&mut ev.hdr, EventKind::Exec, cur, info);
@@ -225,7 +243,9 @@ fn provisional(cur: Current) -> Option<TrackInfo> {
         return None;
     }
     let comm = aya_ebpf::helpers::bpf_get_current_comm().ok()?;
+    // SAFETY: the CANDIDATE_COMMS value is read at once in the map closure; no reference is kept.
     let own = unsafe { CANDIDATE_COMMS.get(&comm) }.map(|f| *f & candidate::CONFIGURED != 0).unwrap_or(false);
+    // SAFETY: as above: the value is read at once and no reference is kept.
     let by_client = unsafe { CANDIDATE_COMMS.get(&parent_comm()) }.map(|f| *f & candidate::CLIENT != 0).unwrap_or(false);
     if !own && !by_client {
         return None;
@@ -247,6 +267,8 @@ fn provisional(cur: Current) -> Option<TrackInfo> {
 #[inline(always)]
 fn exec_without_entry(ctx: &TracePointContext, cur: Current, info: TrackInfo) {
     let Some(ev) = SCRATCH_EXEC.get_ptr_mut(0) else { return };
+    // SAFETY: index 0 of the per-CPU SCRATCH_EXEC array: this CPU's slot, valid for this program run and
+    // used by this program alone until it returns.
     let ev = unsafe { &mut *ev };
     fill_header(&mut ev.hdr, EventKind::Exec, cur, info);
     ev.hdr.flags = flags::NO_ENTRY;
@@ -257,8 +279,14 @@ fn exec_without_entry(ctx: &TracePointContext, cur: Current, info: TrackInfo) {
     ev.argc = 0;
     ev.args_len = 0;
     ev.filename_len = 0;
+    // SAFETY: the `__data_loc filename` word of the record, at its tracefs offset, read through
+    // bpf_probe_read (Err on a fault, then 0).
     let loc: u32 = unsafe { ctx.read_at(tp_exec_filename_off()) }.unwrap_or(0);
+    // SAFETY: only pointer arithmetic: the low 16 bits of a __data_loc are an offset into this same
+    // record; nothing is dereferenced here (the read below is fault-checked).
     let src = unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) };
+    // SAFETY: writes at most PATH_CAP bytes into ev.data (PATH_CAP + 2 * ARGS_SOFT_CAP bytes); the source
+    // is read by the fault-checked kernel-string helper.
     let n = unsafe { bpf_probe_read_kernel_str(ev.data.as_mut_ptr() as *mut _, PATH_CAP as u32, src as *const _) };
     if n > 0 {
         ev.filename_len = (n - 1) as u32;
@@ -355,6 +383,8 @@ pub fn mcpm_exec_x(ctx: TracePointContext) -> u32 {
 pub fn exec_x<S: Sys>(s: &S) -> u32 {
     let cur = current();
     let Some(ev) = PENDING_EXEC.get_ptr_mut(&cur.tid) else { return 0 };
+    // SAFETY: the current thread's own PENDING_EXEC entry (keyed by its tid), valid for this program run;
+    // the thread is in this execve's exit, so no other hook writes it; used before the remove.
     let ev = unsafe { &mut *ev };
     ev.ret = s.ret() as i32;
     send_exec(ev);

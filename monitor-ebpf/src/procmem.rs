@@ -26,6 +26,8 @@ const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 /// The first 8 bytes of a dentry's name (NUL-padded when shorter).
 #[inline(always)]
 fn name8(dentry: *const u8) -> Option<[u8; 8]> {
+    // SAFETY: `d_name.name` (BTF offset + 8 past the qstr's hash and length) and the 8 name bytes are read
+    // through bpf_probe_read_kernel, which returns Err on a fault instead of dereferencing.
     unsafe {
         let p: *const u8 = bpf_probe_read_kernel(dentry.add(off(&DENTRY_NAME_OFF) + 8) as *const *const u8).ok()?;
         let mut b = [0u8; 8];
@@ -48,6 +50,7 @@ fn name8(dentry: *const u8) -> Option<[u8; 8]> {
 
 #[inline(always)]
 fn parent(dentry: *const u8) -> Option<*const u8> {
+    // SAFETY: `dentry->d_parent` (BTF offset) read through bpf_probe_read_kernel, Err on a fault.
     unsafe { bpf_probe_read_kernel(dentry.add(off(&DENTRY_PARENT_OFF)) as *const *const u8).ok() }
 }
 
@@ -85,6 +88,8 @@ pub fn foreign_proc_check(fd: i32, server_id: u32) -> u32 {
     }
     let Some(file) = fd_file(fd) else { return 0 };
     let Some(inode) = file_inode(file) else { return 0 };
+    // SAFETY: `inode->i_sb` and `sb->s_magic` (BTF offsets) read through bpf_probe_read_kernel, which
+    // returns Err on a fault; `inode` comes from the just-opened fd of the current task.
     let magic = unsafe {
         let Ok(sb) = bpf_probe_read_kernel(inode.add(off(&INODE_SB_OFF)) as *const *const u8) else { return 0 };
         bpf_probe_read_kernel(sb.add(off(&SB_MAGIC_OFF)) as *const u64).unwrap_or(0)
@@ -92,6 +97,7 @@ pub fn foreign_proc_check(fd: i32, server_id: u32) -> u32 {
     if magic != PROC_SUPER_MAGIC {
         return 0;
     }
+    // SAFETY: `file->f_path.dentry` (BTF offset) read through bpf_probe_read_kernel, Err on a fault.
     let Ok(dentry) = (unsafe { bpf_probe_read_kernel(file.add(off(&FILE_DENTRY_OFF)) as *const *const u8) }) else { return 0 };
     let Some(name) = name8(dentry) else { return 0 };
     if !is_secret_name(&name) {
@@ -111,6 +117,8 @@ pub fn foreign_proc_check(fd: i32, server_id: u32) -> u32 {
     if pid == current().tgid {
         return 0;
     }
+    // SAFETY: a TRACKED value pointer, valid for this program run (preallocated map); only `server_id`
+    // is read from it, inside this `if`.
     if let Some(t) = unsafe { TRACKED.get(&pid) } {
         if t.server_id == server_id {
             return 0;

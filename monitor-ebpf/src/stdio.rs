@@ -64,6 +64,9 @@ pub fn fd_file(fd: i32) -> Option<*const u8> {
     if fd < 0 {
         return None;
     }
+    // SAFETY: bpf_get_current_task is valid in any task context; files, fdt, max_fds, fd[] and fd[fd]
+    // are read through bpf_probe_read_kernel (Err on a fault, never a dereference), and fd is
+    // checked against max_fds before indexing.
     unsafe {
         let task = bpf_get_current_task() as *const u8;
         let files: *const u8 = bpf_probe_read_kernel(task.add(off(&TASK_FILES_OFF)) as *const *const u8).ok()?;
@@ -84,12 +87,14 @@ pub fn fd_file(fd: i32) -> Option<*const u8> {
 /// `file->f_inode`.
 #[inline(always)]
 pub fn file_inode(file: *const u8) -> Option<*const u8> {
+    // SAFETY: `file->f_inode` (BTF offset) read through bpf_probe_read_kernel, which returns Err on a fault.
     unsafe { bpf_probe_read_kernel(file.add(off(&FILE_INODE_OFF)) as *const *const u8).ok() }
 }
 
 /// `inode->i_ino`.
 #[inline(always)]
 pub fn inode_ino(inode: *const u8) -> Option<u64> {
+    // SAFETY: `inode->i_ino` (BTF offset) read through bpf_probe_read_kernel, which returns Err on a fault.
     unsafe { bpf_probe_read_kernel(inode.add(off(&INODE_INO_OFF)) as *const u64).ok() }
 }
 
@@ -135,6 +140,8 @@ fn rw_enter<S: Sys>(s: &S, want: u32) -> u32 {
     let Some(info) = tracked(cur) else { return 0 };
     let fd = s.arg(0) as i32;
     let Some(ino) = fd_inode(fd) else { return 0 };
+    // SAFETY: a STDIO_PIPES value pointer, valid for this program run (preallocated map); only `dir` is
+    // read from it, right below, and the reference does not outlive this function.
     let Some(pipe) = (unsafe { STDIO_PIPES.get(&ino) }) else {
         // Not a stdio pipe: maybe a socket the server accepted (HTTP capture).
         crate::http::data_enter(cur, info, fd, ino, s.arg(1), want, 0);
@@ -181,6 +188,8 @@ pub fn write_e<S: Sys>(s: &S) -> u32 {
 #[inline(always)]
 pub fn rw_x<S: Sys>(s: &S) -> u32 {
     let cur = current();
+    // SAFETY: the current thread's PENDING_IO entry (keyed by its tid) is copied out at once, before the
+    // remove; no reference is kept.
     let Some(p) = (unsafe { PENDING_IO.get(&cur.tid) }).copied() else { return crate::http::data_exit(s, false) };
     let _ = PENDING_IO.remove(&cur.tid);
     let ret = s.ret();
@@ -191,6 +200,8 @@ pub fn rw_x<S: Sys>(s: &S) -> u32 {
     // Number the bytes: concurrent reads of one pipe by two threads are already unordered, so a
     // plain read-modify-write is enough.
     let stream_off = match STDIO_PIPES.get_ptr_mut(&p.ino) {
+        // SAFETY: a STDIO_PIPES value pointer, valid for this program run (preallocated map); a race with
+        // another thread's read-modify-write only misnumbers bytes already unordered (see above).
         Some(pipe) => unsafe {
             let before = (*pipe).bytes;
             (*pipe).bytes = before + total;
@@ -199,6 +210,8 @@ pub fn rw_x<S: Sys>(s: &S) -> u32 {
         None => return 0, // unregistered meanwhile (server gone)
     };
     let Some(ev) = SCRATCH_STDIO.get_ptr_mut(0) else { return 0 };
+    // SAFETY: index 0 of the per-CPU SCRATCH_STDIO array: this CPU's slot, valid for this program run and
+    // used by this program alone until it returns.
     let ev = unsafe { &mut *ev };
     fill_header(&mut ev.hdr, EventKind::Stdio, cur, p.info);
     ev.ino = p.ino;
@@ -244,6 +257,8 @@ pub fn send_chunk(ev: &mut StdioEvent, buf: u64, off: u64, total: u64) {
     // n is already in 1..=STDIO_CHUNK; the mask restates that in a form older verifiers (6.1)
     // track through the compiler's code, which otherwise see a possibly negative size.
     let n = ((n - 1) & (STDIO_CHUNK as u32 - 1)) + 1;
+    // SAFETY: copies n (1..=STDIO_CHUNK, masked above) bytes of user memory into ev.data, which holds
+    // STDIO_CHUNK bytes; the helper checks the user address and returns an error on a fault.
     let r = unsafe { bpf_probe_read_user(ev.data.as_mut_ptr() as *mut _, n, (buf + off) as *const _) };
     if r != 0 {
         ev.hdr.flags |= monitor_common::flags::READ_FAILED;

@@ -163,7 +163,10 @@ impl View {
 }
 
 fn term_width() -> usize {
+    // SAFETY: libc::winsize is a plain C struct of u16 fields, for which all-zero bytes are valid.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into `ws`, a live local of exactly that type; fd 1 needs no
+    // validity (a bad or non-tty fd just returns an error, checked here).
     if unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_col > 0 {
         ws.ws_col as usize
     } else {

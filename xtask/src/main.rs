@@ -1,5 +1,7 @@
 //! `cargo xtask <task>`: everything a fresh Debian machine needs to build, test and run mcpmon.
 mod bench;
+#[cfg(test)]
+mod lint;
 mod peers;
 mod vm;
 mod setup;

@@ -37,6 +37,7 @@ pub fn kill(pid: u32, guard: &Guard, still_tracked: impl Fn(u32) -> bool) -> Kil
     if pid <= 1 || pid == guard.daemon_pid {
         return KillOutcome::Refused { reason: format!("pid {pid} is never killed") };
     }
+    // SAFETY: pidfd_open takes a pid and flags 0, no pointers; the returned fd is checked and closed below.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
     if fd < 0 {
         let e = std::io::Error::last_os_error();
@@ -47,6 +48,8 @@ pub fn kill(pid: u32, guard: &Guard, still_tracked: impl Fn(u32) -> bool) -> Kil
         if !still_tracked(pid) {
             return KillOutcome::Refused { reason: "no longer a tracked process (exited, pid reused?)".into() };
         }
+        // SAFETY: `fd` is the pidfd opened above and still open (closed only after this closure); the
+        // siginfo pointer is NULL, which pidfd_send_signal accepts (the kernel fills in the info).
         let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) };
         if r == 0 {
             KillOutcome::Killed
@@ -55,6 +58,7 @@ pub fn kill(pid: u32, guard: &Guard, still_tracked: impl Fn(u32) -> bool) -> Kil
             if e.raw_os_error() == Some(libc::ESRCH) { KillOutcome::Gone } else { KillOutcome::Failed { error: format!("pidfd_send_signal: {e}") } }
         }
     })();
+    // SAFETY: `fd` is the pidfd opened above, owned by this function alone and closed exactly once.
     unsafe { libc::close(fd) };
     out
 }

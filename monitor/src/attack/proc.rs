@@ -26,6 +26,8 @@ pub fn hold_secret(text: &str) -> anyhow::Result<()> {
     for line in std::io::stdin().lock().lines() {
         line?;
         // Read through a volatile pointer: the compiler may not assume the buffer unchanged.
+        // SAFETY: i < LEN and `buf` is a live boxed slice of LEN bytes, so every read is in bounds and aligned
+        // (u8); volatile only keeps the compiler from assuming the bytes unchanged.
         let now: Vec<u8> = (0..LEN).map(|i| unsafe { std::ptr::read_volatile(buf.as_ptr().add(i)) }).collect();
         let end = now.iter().position(|b| *b == 0).unwrap_or(LEN);
         writeln!(out, "{}", String::from_utf8_lossy(&now[..end]))?;

@@ -181,6 +181,7 @@ mod tests {
         // The grandchild sleep's parent is the subshell, itself a child of sh.
         assert!(infos.iter().any(|i| i.comm == "sleep" && i.ppid != pid));
         assert!(descendants(std::process::id()).contains(&pid));
+        // SAFETY: getuid takes no arguments, touches no memory and cannot fail.
         assert_eq!(uid_of(pid), Some(unsafe { libc::getuid() }));
         let me = process_info(pid).unwrap();
         assert_eq!(me.argv[0], "/bin/sh");
@@ -188,6 +189,8 @@ mod tests {
         sh.kill().unwrap();
         sh.wait().unwrap();
         for p in found {
+            // SAFETY: kill(2) takes plain integers and touches no memory of ours; the pids are this test's own
+            // sh descendants found above.
             unsafe { libc::kill(p as i32, libc::SIGKILL) };
         }
     }

@@ -18,6 +18,8 @@ fn bytes_of<T>(v: &T, len: usize) -> Vec<u8> {
 }
 
 fn zeroed<T>() -> T {
+    // SAFETY: only called for the monitor_common event records (Exec, Open, Connect, StdioEvent), all
+    // #[repr(C)] with integer and byte-array fields, for which all-zero bytes are a valid value.
     unsafe { std::mem::zeroed() }
 }
 

@@ -278,7 +278,9 @@ fn esc(s: &str) -> String {
 
 /// (CPU seconds, resident bytes) of this process, from /proc/self.
 pub fn self_usage() -> (f64, u64) {
+    // SAFETY: sysconf takes an integer name and touches no memory; an error (-1) is clamped by max(1).
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // SAFETY: as above: sysconf with an integer name; -1 is clamped by max(1).
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");

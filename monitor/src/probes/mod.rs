@@ -100,6 +100,7 @@ pub struct Sensors {
 
 impl Sensors {
     pub fn load(cfg: &SensorConfig) -> Result<Self, ProbeError> {
+        // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
         let euid = unsafe { libc::geteuid() };
         if euid != 0 {
             return Err(ProbeError::NotRoot(euid));

@@ -86,6 +86,8 @@ impl Daemon {
 
     /// SIGTERM and wait; the events written (when kept).
     pub fn stop(mut self) -> anyhow::Result<Vec<Value>> {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours; the child is not reaped yet
+        // (waited just below), so its pid cannot have been reused by another process.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait()?;
         if self.events == Path::new("/dev/null") {
@@ -98,6 +100,7 @@ impl Daemon {
 
 /// (CPU seconds, RSS bytes) of a process.
 pub fn usage(pid: u32) -> (f64, u64) {
+    // SAFETY: sysconf takes an integer name and touches no memory; an error (-1) is clamped by max(1).
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
@@ -193,6 +196,8 @@ pub fn stop(r: Running) -> anyhow::Result<()> {
         }
         Running::Child(mut c) => {
             drop(c.stdin.take());
+            // SAFETY: kill(2) takes plain integers and touches no memory of ours; `c` is not reaped yet (waited
+            // below), so its pid still names that child.
             unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
             let deadline = Instant::now() + Duration::from_secs(10);
             while c.try_wait()?.is_none() {
