@@ -13,6 +13,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load the kernel sensors and watch tracked MCP servers (needs root).
+    // An option given twice takes the later value: `--config` settings come first.
+    #[command(args_override_self = true)]
     Run(RunArgs),
     /// Run an MCP server under watch: put this in an MCP client's config in place of the command.
     Exec(ExecArgs),
@@ -95,6 +97,11 @@ pub struct DoctorArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Settings file (TOML; keys are these long options, e.g. `alert-webhook = "http://…"`);
+    /// options on the command line override it. The package's service passes
+    /// /etc/mcpmon/mcpmon.toml.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Where to write events as JSON lines (`-` for stdout).
     #[arg(long, default_value = "-")]
     pub events: String,

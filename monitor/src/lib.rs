@@ -5,6 +5,7 @@
 //!
 //! `tracker` owns the kernel's tracked-process map; `control` and `discovery` feed it.
 pub mod cli;
+pub mod config;
 pub mod control;
 pub mod correlation;
 pub mod daemon;

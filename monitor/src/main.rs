@@ -3,7 +3,15 @@ use clap::Parser;
 use monitor::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // `run --config FILE`: the file's settings go in before the command line's.
+    let argv = match monitor::config::expand(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("mcpmon: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     match cli.command {
         // No runtime, no logging setup: stdout belongs to the MCP server about to be exec'd.
         Command::Exec(args) => match monitor::control::client::run_exec(&args) {

@@ -1,5 +1,6 @@
 //! `cargo xtask <task>`: everything a fresh Debian machine needs to build, test and run mcpmon.
 mod bench;
+mod deb;
 #[cfg(test)]
 mod lint;
 mod peers;
@@ -62,6 +63,9 @@ enum Task {
         #[arg(long)]
         vm_only: bool,
     },
+    /// Build the Debian package (target/deb/mcpmon_VERSION_amd64.deb): binary, hardened systemd
+    /// unit, /etc/mcpmon/mcpmon.toml and the default rules as conffiles.
+    Deb,
     /// Build and run `mcpmon run` with the given arguments (default: events as JSON lines on stdout).
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -77,6 +81,7 @@ fn main() -> anyhow::Result<()> {
             util::cargo(&["build", "--release", "-p", "monitor"])
         }
         Task::Test { args } => test(&args),
+        Task::Deb => deb::run(),
         Task::VmTest { host_only, vm_only } => vm::run(!vm_only, !host_only),
         Task::Bench { rounds, quick, report_only, fast_path_only, enforcement_only, scanners_only } => bench::run(bench::Opts { rounds, quick, report_only, fast_path_only, enforcement_only, scanners_only }),
         Task::Run { args } => {
