@@ -97,9 +97,9 @@ pub struct DoctorArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Settings file (TOML; keys are these long options, e.g. `alert-webhook = "http://…"`);
-    /// options on the command line override it. The package's service passes
-    /// /etc/mcpmon/mcpmon.toml.
+    /// Settings file (YAML; keys are these long options, e.g. `alert-webhook: http://…`);
+    /// options on the command line override it. Default: /etc/mcpmon/mcpmon.yaml when it
+    /// exists; `none` reads no file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where to write events as JSON lines (`-` for stdout).

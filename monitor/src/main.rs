@@ -3,8 +3,9 @@ use clap::Parser;
 use monitor::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
-    // `run --config FILE`: the file's settings go in before the command line's.
-    let argv = match monitor::config::expand(std::env::args_os().collect()) {
+    // The config file's settings (/etc/mcpmon/mcpmon.yaml, or `run --config FILE`) go in before
+    // the command line's.
+    let argv = match monitor::config::expand(std::env::args_os().collect(), std::path::Path::new(monitor::config::DEFAULT)) {
         Ok(argv) => argv,
         Err(e) => {
             eprintln!("mcpmon: {e}");

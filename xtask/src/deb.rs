@@ -1,8 +1,9 @@
-//! `cargo xtask deb`: a Debian package of mcpmon for a fleet. It holds the binary, the hardened
-//! systemd unit (`deploy/mcpmon.service`), one config file (`/etc/mcpmon/mcpmon.toml`), the
-//! default rules in `/etc/mcpmon/rules` (conffiles, so a site's `local.yaml` survives upgrades),
+//! `cargo xtask package`: a Debian package of mcpmon for a fleet. It holds the binary (the eBPF
+//! object is embedded), the hardened systemd unit (`deploy/mcpmon.service`), one config file
+//! (`/etc/mcpmon/mcpmon.yaml`, every `run` setting with comments), the default rules in
+//! `/etc/mcpmon/rules` (conffiles, so a site's `local.yaml` survives upgrades), a logrotate rule,
 //! the dashboards and the docs. The maintainer scripts enable and start the service where systemd
-//! runs, and stop it on removal.
+//! runs, stop it on removal, and purge removes the daemon's state and logs.
 use std::{
     fs,
     os::unix::fs::PermissionsExt,
@@ -45,13 +46,17 @@ fi
 const POSTRM: &str = "#!/bin/sh
 set -e
 if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+if [ \"$1\" = purge ]; then
+  rm -rf /var/lib/mcpmon /var/log/mcpmon /run/mcpmon
+  rmdir /etc/mcpmon/rules /etc/mcpmon 2>/dev/null || true
+fi
 ";
 
 pub fn run() -> anyhow::Result<()> {
     crate::setup::run()?;
     util::cargo(&["build", "--release", "-p", "monitor"])?;
     let root = util::root();
-    let deb = build(&root.join("target/release/mcpmon"), &root.join("target/deb"), env!("CARGO_PKG_VERSION"))?;
+    let deb = build(&root.join("target/release/mcpmon"), &root.join("target/debian"), env!("CARGO_PKG_VERSION"))?;
     println!("{}", deb.display());
     Ok(())
 }
@@ -78,8 +83,9 @@ pub fn build(binary: &Path, out: &Path, version: &str) -> anyhow::Result<PathBuf
     put(binary, "usr/bin/mcpmon", 0o755)?;
     put(&root.join("deploy/mcpmon.service"), "lib/systemd/system/mcpmon.service", 0o644)?;
     // The webhook URL may carry a token: readable by root only.
-    put(&root.join("deploy/mcpmon.toml"), "etc/mcpmon/mcpmon.toml", 0o600)?;
-    let mut conffiles = vec!["/etc/mcpmon/mcpmon.toml".to_string()];
+    put(&root.join("deploy/mcpmon.yaml"), "etc/mcpmon/mcpmon.yaml", 0o600)?;
+    put(&root.join("deploy/logrotate"), "etc/logrotate.d/mcpmon", 0o644)?;
+    let mut conffiles = vec!["/etc/mcpmon/mcpmon.yaml".to_string(), "/etc/logrotate.d/mcpmon".to_string()];
     for e in sorted(&root.join("rules"))? {
         let name = e.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         if name.ends_with(".yaml") {
@@ -138,7 +144,8 @@ mod tests {
         for (mode, owner, path) in [
             ("-rwxr-xr-x", "root/root", "./usr/bin/mcpmon"),
             ("-rw-r--r--", "root/root", "./lib/systemd/system/mcpmon.service"),
-            ("-rw-------", "root/root", "./etc/mcpmon/mcpmon.toml"),
+            ("-rw-------", "root/root", "./etc/mcpmon/mcpmon.yaml"),
+            ("-rw-r--r--", "root/root", "./etc/logrotate.d/mcpmon"),
             ("-rw-r--r--", "root/root", "./etc/mcpmon/rules/local.yaml"),
             ("-rw-r--r--", "root/root", "./etc/mcpmon/rules/credential_access.yaml"),
             ("-rw-r--r--", "root/root", "./usr/share/mcpmon/dashboards/mcpmon-fleet.json"),
@@ -151,7 +158,7 @@ mod tests {
         let ctl = out.path().join("ctl");
         assert!(Command::new("dpkg-deb").arg("--control").arg(&deb).arg(&ctl).status().unwrap().success());
         let conffiles = std::fs::read_to_string(ctl.join("conffiles")).unwrap();
-        for f in ["/etc/mcpmon/mcpmon.toml", "/etc/mcpmon/rules/local.yaml", "/etc/mcpmon/rules/lists.yaml"] {
+        for f in ["/etc/mcpmon/mcpmon.yaml", "/etc/logrotate.d/mcpmon", "/etc/mcpmon/rules/local.yaml", "/etc/mcpmon/rules/lists.yaml"] {
             assert!(conffiles.lines().any(|l| l == f), "{f} is a conffile: {conffiles}");
         }
         let postinst = std::fs::read_to_string(ctl.join("postinst")).unwrap();
@@ -160,5 +167,68 @@ mod tests {
         for s in ["postinst", "prerm", "postrm"] {
             assert!(Command::new("sh").arg("-n").arg(ctl.join(s)).status().unwrap().success(), "{s}");
         }
+    }
+
+    /// The package on this machine (root): `dpkg -i` works, `mcpmon run` started from `/` with no
+    /// flags takes its settings and rules from /etc/mcpmon, systemd accepts the installed unit,
+    /// and `dpkg --purge` leaves nothing behind.
+    #[test]
+    fn installs_runs_from_etc_and_purges_clean() {
+        let strict = std::env::var("MCPMON_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1" || v == "true");
+        // SAFETY: geteuid has no arguments and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(!strict, "installing the package needs root");
+            eprintln!("SKIPPED: installing the package needs root");
+            return;
+        }
+        let paths = ["/usr/bin/mcpmon", "/etc/mcpmon", "/lib/systemd/system/mcpmon.service", "/etc/logrotate.d/mcpmon", "/usr/share/mcpmon", "/usr/share/doc/mcpmon", "/var/lib/mcpmon", "/var/log/mcpmon", "/run/mcpmon"];
+        if let Some(p) = paths.iter().find(|p| std::path::Path::new(p).exists()) {
+            // A real installation: never overwrite or purge it.
+            assert!(!strict, "{p} exists: mcpmon is installed here");
+            eprintln!("SKIPPED: {p} exists (mcpmon is installed on this machine)");
+            return;
+        }
+        let binary = crate::util::root().join("target/debug/mcpmon");
+        assert!(binary.exists(), "build the daemon first (cargo build -p monitor --bins)");
+        let out = tempfile::tempdir().unwrap();
+        let deb = super::build(&binary, out.path(), "0.0.1~test").unwrap();
+        struct Purge;
+        impl Drop for Purge {
+            fn drop(&mut self) {
+                let _ = Command::new("dpkg").args(["--purge", "mcpmon"]).output();
+            }
+        }
+        let purge = Purge;
+        let st = Command::new("dpkg").arg("-i").arg(&deb).output().unwrap();
+        assert!(st.status.success(), "dpkg -i: {st:?}");
+        // Started from / with no flags, as an administrator would.
+        let mut d = Command::new("/usr/bin/mcpmon").arg("run").current_dir("/").stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let events = std::path::Path::new("/var/log/mcpmon/events.jsonl");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut loaded = String::new();
+        while std::time::Instant::now() < deadline {
+            loaded = std::fs::read_to_string(events).unwrap_or_default().lines().find(|l| l.contains("\"rules_loaded\"")).unwrap_or_default().to_string();
+            if !loaded.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let ready = crate::util::root().join("target/debug/mcpmon");
+        let servers = Command::new(&ready).args(["servers", "--socket", "/run/mcpmon/mcpmon.sock"]).output().unwrap();
+        // SAFETY: kill(2) on the child this test spawned and has not reaped yet.
+        unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+        let status = d.wait().unwrap();
+        assert!(loaded.contains("/etc/mcpmon/rules/credential_access.yaml"), "events went to /var/log/mcpmon and name the installed rules: {loaded:?}");
+        assert!(servers.status.success(), "the daemon answered on /run/mcpmon/mcpmon.sock: {servers:?}");
+        assert!(status.success() || status.code().is_none(), "{status:?}");
+        let verify = Command::new("systemd-analyze").args(["verify", "/lib/systemd/system/mcpmon.service"]).output();
+        if let Ok(v) = verify {
+            assert!(v.status.success() && v.stderr.is_empty(), "systemd-analyze verify: {v:?}");
+        }
+        drop(purge);
+        let left: Vec<&str> = paths.iter().copied().filter(|p| std::path::Path::new(p).exists()).collect();
+        assert!(left.is_empty(), "dpkg --purge left {left:?}");
+        let dpkg = Command::new("dpkg").args(["-s", "mcpmon"]).output().unwrap();
+        assert!(!dpkg.status.success(), "still known to dpkg");
     }
 }

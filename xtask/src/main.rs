@@ -63,9 +63,9 @@ enum Task {
         #[arg(long)]
         vm_only: bool,
     },
-    /// Build the Debian package (target/deb/mcpmon_VERSION_amd64.deb): binary, hardened systemd
-    /// unit, /etc/mcpmon/mcpmon.toml and the default rules as conffiles.
-    Deb,
+    /// Build the Debian package (target/debian/mcpmon_VERSION_amd64.deb): binary, hardened
+    /// systemd unit, /etc/mcpmon/mcpmon.yaml and the default rules as conffiles, logrotate rule.
+    Package,
     /// Build and run `mcpmon run` with the given arguments (default: events as JSON lines on stdout).
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -81,7 +81,7 @@ fn main() -> anyhow::Result<()> {
             util::cargo(&["build", "--release", "-p", "monitor"])
         }
         Task::Test { args } => test(&args),
-        Task::Deb => deb::run(),
+        Task::Package => deb::run(),
         Task::VmTest { host_only, vm_only } => vm::run(!vm_only, !host_only),
         Task::Bench { rounds, quick, report_only, fast_path_only, enforcement_only, scanners_only } => bench::run(bench::Opts { rounds, quick, report_only, fast_path_only, enforcement_only, scanners_only }),
         Task::Run { args } => {

@@ -11,6 +11,22 @@ use tokio::{
 };
 
 use super::{policy, Pipeline};
+
+/// Tells systemd the daemon is ready (`Type=notify`): sensors loaded, rules in force, discovery
+/// set, the control socket served. Without `NOTIFY_SOCKET` (not under systemd) nothing happens.
+fn notify_ready() {
+    use std::os::{linux::net::SocketAddrExt, unix::net::{SocketAddr, UnixDatagram}};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let bytes = path.as_encoded_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(&path),
+    };
+    let sent = addr.and_then(|a| UnixDatagram::unbound()?.send_to_addr(b"READY=1\n", &a));
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "could not tell systemd the daemon is ready");
+    }
+}
 use crate::{
     cli::RunArgs,
     control::{
@@ -137,6 +153,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut profile_tick = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tracing::info!("ready: control socket {}, events to {}", args.socket.display(), args.events);
+    notify_ready();
     loop {
         tokio::select! {
             biased;
