@@ -166,13 +166,9 @@ pub fn exit_group_dead(ctx: &aya_ebpf::programs::TracePointContext) -> bool {
         // field; read through bpf_probe_read, Err on a fault.
         return unsafe { ctx.read_at::<u8>(off as usize) }.unwrap_or(0) != 0;
     }
-    // SAFETY: bpf_get_current_task is valid in any task context; `signal` and `live` (BTF offsets) are read
-    // through bpf_probe_read_kernel, which returns Err on a fault.
-    unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        let Ok(signal) = bpf_probe_read_kernel(task.add(global(&TASK_SIGNAL_OFF) as usize) as *const *const u8) else { return false };
-        bpf_probe_read_kernel(signal.add(global(&SIGNAL_LIVE_OFF) as usize) as *const i32).map(|live| live == 0).unwrap_or(false)
-    }
+    let Some(signal) = current_signal() else { return false };
+    // SAFETY: `signal->live` read through bpf_probe_read_kernel at a BTF offset (Err on a fault).
+    unsafe { bpf_probe_read_kernel(signal.add(global(&SIGNAL_LIVE_OFF) as usize) as *const i32) }.map(|live| live == 0).unwrap_or(false)
 }
 /// `current->signal`, the process-wide part of the current task.
 #[inline(always)]

@@ -256,8 +256,8 @@ fn provisional(cur: Current) -> Option<TrackInfo> {
         return None;
     }
     crate::stdio::register_exec_stdio(cur.tgid);
-    // Only a client's child is held: a configured command (`npx`, `uvx`) typed in a terminal
-    // would show its shell a stopped job.
+    // A configured command with a terminal that no client started (`npx` typed in a shell) is
+    // not held: its shell would see a stopped job (hold.rs).
     crate::hold::hold_if_blind(cur.tgid, by_client);
     Some(info)
 }

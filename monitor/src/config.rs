@@ -76,7 +76,9 @@ fn settings(path: &Path, text: &str) -> Result<Vec<OsString>, ConfigError> {
     };
     let cmd = Cli::command();
     let run = cmd.find_subcommand("run").expect("the run subcommand");
-    let known: Vec<(&str, &ArgAction)> = run.get_arguments().filter_map(|a| Some((a.get_long()?, a.get_action()))).collect();
+    // `--config` names the file itself; `--help` is no setting.
+    let known: Vec<(&str, &ArgAction)> =
+        run.get_arguments().filter_map(|a| Some((a.get_long()?, a.get_action()))).filter(|(l, _)| !matches!(*l, "config" | "help")).collect();
     let mut out = Vec::new();
     for (key, value) in &table {
         let key = match key {
@@ -88,10 +90,9 @@ fn settings(path: &Path, text: &str) -> Result<Vec<OsString>, ConfigError> {
         }
         let long = key.replace('_', "-");
         let bad = |why| ConfigError::BadValue(path.to_path_buf(), key.clone(), why);
-        let key = &key;
-        let Some((_, action)) = known.iter().find(|(l, _)| *l == long && *l != "config" && *l != "help") else {
-            let names: Vec<&str> = known.iter().map(|(l, _)| *l).filter(|l| *l != "config" && *l != "help").collect();
-            return Err(ConfigError::UnknownKey(path.to_path_buf(), key.clone(), names.join(", ")));
+        let Some((_, action)) = known.iter().find(|(l, _)| *l == long) else {
+            let names: Vec<&str> = known.iter().map(|(l, _)| *l).collect();
+            return Err(ConfigError::UnknownKey(path.to_path_buf(), key, names.join(", ")));
         };
         let flag = format!("--{long}");
         match (action, value) {

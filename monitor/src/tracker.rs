@@ -169,19 +169,19 @@ impl Tracker {
             }
         }
         self.forget_sockets(server_id);
-        self.sweep_exec_pipes(|owner| owner == pid);
+        self.sweep_exec_pipes(|_, owner| owner == pid);
     }
 
     /// Removes the stdio entries the kernel made at a provisional exec (`owner_tgid` set) that no
     /// server claimed and whose owner `gone` says is no longer a candidate. A claimed entry leaves
     /// with its server (`forget`).
-    fn sweep_exec_pipes(&mut self, gone: impl Fn(u32) -> bool) {
+    fn sweep_exec_pipes(&mut self, gone: impl Fn(&Self, u32) -> bool) {
         let claimed: std::collections::HashSet<u64> = self.servers.values().flat_map(|s| s.stdio_inodes.iter().copied()).collect();
         let stale: Vec<u64> = self
             .pipes
             .iter()
             .filter_map(Result::ok)
-            .filter(|(ino, p)| p.owner_tgid != 0 && !claimed.contains(ino) && gone(p.owner_tgid))
+            .filter(|(ino, p)| p.owner_tgid != 0 && !claimed.contains(ino) && gone(self, p.owner_tgid))
             .map(|(ino, _)| ino)
             .collect();
         for ino in stale {
@@ -192,17 +192,7 @@ impl Tracker {
     /// Drops the kernel-made stdio entries of candidates that left the map without being adopted
     /// (exited before the daemon decided, or their exec event was lost). Run periodically.
     pub fn sweep_unclaimed_pipes(&mut self) {
-        let map = &self.map;
-        let untracked: Vec<u32> = self
-            .pipes
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, p)| p.owner_tgid != 0 && map.get(&p.owner_tgid, 0).is_err())
-            .map(|(_, p)| p.owner_tgid)
-            .collect();
-        if !untracked.is_empty() {
-            self.sweep_exec_pipes(|owner| untracked.contains(&owner));
-        }
+        self.sweep_exec_pipes(|t, owner| t.lookup(owner).is_none());
     }
 
     /// Registers the root's stdin and stdout pipes (matched by inode in the kernel, whatever fd

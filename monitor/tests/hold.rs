@@ -26,24 +26,15 @@ fn spawn_from_client(user: Option<&User>, argv: &[&str]) -> Value {
          out = p.stdout.read(); p.wait()\n\
          print(json.dumps({{'rc': p.returncode, 'pid': p.pid, 'out': out.decode(errors='replace')}}))\n"
     );
-    let mut c = Command::new("setpriv");
-    if let Some(u) = user {
-        c.args([
-            "--reuid",
-            &u.uid.to_string(),
-            "--regid",
-            &u.gid.to_string(),
-            "--clear-groups",
-        ])
-        .current_dir(&u.home);
-    }
-    let out = c
-        .arg("--")
-        .arg(common::python())
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let mut c = match user {
+        Some(u) => {
+            let mut c = u.command();
+            c.current_dir(&u.home).arg(common::python());
+            c
+        }
+        None => Command::new(common::python()),
+    };
+    let out = c.args(["-c", &script]).stdin(Stdio::null()).output().unwrap();
     assert!(out.status.success(), "client: {out:?}");
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -60,16 +51,9 @@ fn a_candidate_attacking_in_its_first_instruction_is_killed() {
     let tmp = tempfile::tempdir().unwrap();
     let u = User::add("held", true);
     let d = start(tmp.path(), "");
-    let mut victim = Command::new("setpriv")
-        .args([
-            "--reuid",
-            &u.uid.to_string(),
-            "--regid",
-            &u.gid.to_string(),
-            "--clear-groups",
-            "sleep",
-            "60",
-        ])
+    let mut victim = u
+        .command()
+        .args(["sleep", "60"])
         .env("API_TOKEN", SECRET)
         .spawn()
         .unwrap();

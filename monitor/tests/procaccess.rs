@@ -26,8 +26,9 @@ struct Victim {
 
 impl Victim {
     fn start(u: &User) -> Victim {
-        let mut child = Command::new("setpriv")
-            .args(["--reuid", &u.uid.to_string(), "--regid", &u.gid.to_string(), "--clear-groups", "--", MCPMON, "bench-loop", "hold-secret", "0", SECRET])
+        let mut child = u
+            .command()
+            .args([MCPMON, "bench-loop", "hold-secret", "0", SECRET])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -80,8 +81,9 @@ fn other_processes_memory_is_out_of_reach() {
     // Another process's open file, taken with pidfd_getfd: no open happens, so this is the one
     // hook that sees it. The victim holds the secret file open on fd 3.
     let secret = u.write("token.txt", &format!("{SECRET}\n"));
-    let mut holder = Command::new("setpriv")
-        .args(["--reuid", &u.uid.to_string(), "--regid", &u.gid.to_string(), "--clear-groups", "--", "/bin/sh", "-c"])
+    let mut holder = u
+        .command()
+        .args(["/bin/sh", "-c"])
         .arg(format!("exec 3<{}; echo ready; exec sleep 60", secret.display()))
         .stdout(Stdio::piped())
         .spawn()

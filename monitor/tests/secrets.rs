@@ -9,7 +9,7 @@ use std::{
     io::{BufRead, BufReader, Write},
     os::unix::{fs::PermissionsExt, process::ExitStatusExt},
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Output, Stdio},
     time::Duration,
 };
 
@@ -68,7 +68,7 @@ fn a_home_created_after_start_is_protected_at_once() {
     let stolen = std::fs::read_to_string(u.home.join("stolen")).unwrap_or_default();
     assert!(!stolen.contains(SECRET));
     // The user's own, untracked, reads are untouched.
-    let own = Command::new("setpriv").args(["--reuid", &u.uid.to_string(), "--regid", &u.gid.to_string(), "--clear-groups", "cat"]).arg(&key).output().unwrap();
+    let own = u.command().arg("cat").arg(&key).output().unwrap();
     assert!(String::from_utf8_lossy(&own.stdout).contains(SECRET), "untracked reads work: {own:?}");
     d.stop();
 }
@@ -212,8 +212,9 @@ fn io_uring_and_threads_read_nothing() {
     // io_uring_enter of a server without a grant is killed.
     let visible = u.write("notes.txt", "SEEN-ONLY-THROUGH-URING\n");
     let params = u.home.join("ring.params");
-    let mut lender = Command::new("setpriv")
-        .args(["--reuid", &u.uid.to_string(), "--regid", &u.gid.to_string(), "--clear-groups", "--", MCPMON, "bench-loop", "uring-lend", "1", params.to_str().unwrap()])
+    let mut lender = u
+        .command()
+        .args([MCPMON, "bench-loop", "uring-lend", "1", params.to_str().unwrap()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -341,8 +342,9 @@ fn other_processes_environ_and_memory_are_out_of_reach() {
     let u = User::add("procs", true);
     let d = start(tmp.path(), "");
     // The user's own shell-like process, untracked, with a token in its environment.
-    let mut victim = Command::new("setpriv")
-        .args(["--reuid", &u.uid.to_string(), "--regid", &u.gid.to_string(), "--clear-groups", "sleep", "60"])
+    let mut victim = u
+        .command()
+        .args(["sleep", "60"])
         .env("API_TOKEN", SECRET)
         .spawn()
         .unwrap();

@@ -213,8 +213,7 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        let ready = crate::util::root().join("target/debug/mcpmon");
-        let servers = Command::new(&ready).args(["servers", "--socket", "/run/mcpmon/mcpmon.sock"]).output().unwrap();
+        let servers = Command::new(&binary).args(["servers", "--socket", "/run/mcpmon/mcpmon.sock"]).output().unwrap();
         // SAFETY: kill(2) on the child this test spawned and has not reaped yet.
         unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
         let status = d.wait().unwrap();

@@ -64,10 +64,16 @@ impl User {
         p
     }
 
-    /// `mcpmon exec --require-monitor --name NAME -- ARGV` as this user.
-    pub fn exec(&self, d: &Daemon, name: &str, argv: &[&str]) -> Command {
+    /// `setpriv … --`: what follows runs as this user (outside any server unless it asks).
+    pub fn command(&self) -> Command {
         let mut c = Command::new("setpriv");
         c.args(["--reuid", &self.uid.to_string(), "--regid", &self.gid.to_string(), "--clear-groups", "--"]);
+        c
+    }
+
+    /// `mcpmon exec --require-monitor --name NAME -- ARGV` as this user.
+    pub fn exec(&self, d: &Daemon, name: &str, argv: &[&str]) -> Command {
+        let mut c = self.command();
         c.arg(MCPMON).args(["exec", "--require-monitor", "--name", name, "--socket"]).arg(&d.socket).arg("--").args(argv);
         c.env("HOME", &self.home).current_dir(&self.home);
         c
