@@ -1,11 +1,10 @@
 //! The pipeline's side of zero-config discovery: acting on the kernel's provisional tracking,
 //! sniffing handshakes, re-reading client configs.
-use serde_json::{json, Value};
-
-use super::Pipeline;
+use super::{servers::Retire, Pipeline};
 use crate::{
     discovery::{adopt::Intent, procfs},
-    events::{Body, Event},
+    events::{Body, Direction, Event},
+    output::{record::Mcp, Record},
     tracker::Discovery,
 };
 use monitor_common::PROVISIONAL_SERVER;
@@ -132,13 +131,11 @@ impl Pipeline {
 
     /// Settles a sniffing server on the first MCP record of its stdin, and names servers from
     /// their handshake.
-    pub(super) async fn sniff_check(&mut self, r: &Value) {
-        let Some(id) = r["server_id"].as_u64().map(|v| v as u32) else { return };
-        let kind = r["kind"].as_str().unwrap_or("");
+    pub(super) async fn sniff_check(&mut self, id: u32, r: &Mcp) {
         let sniffing = self.disc.is_sniffing(id);
-        match kind {
-            "mcp_initialize" => {
-                let client = r["client"]["name"].as_str().map(str::to_string);
+        match r {
+            Mcp::McpInitialize { client, .. } => {
+                let client = client["name"].as_str().map(str::to_string);
                 if let Some(s) = self.tracker.server_mut(id) {
                     if s.client.is_none() || sniffing {
                         s.client = client;
@@ -151,15 +148,15 @@ impl Pipeline {
                         Some(s) => (s.name.clone(), s.client.clone(), s.root_pid),
                         None => return,
                     };
-                    tracing::info!("discovery: pid {root} ({name}) speaks MCP: tracked as a server (client {client:?})");
-                    self.emit(json!({"time": Self::now(), "kind": "server_identified", "server_id": id, "server": name, "client": client, "root_pid": root})).await;
+                    tracing::info!(pid = root, server = %name, client = ?client, "discovery: speaks MCP: tracked as a server");
+                    self.out.emit(Record::ServerIdentified { time: Self::now(), server_id: id, server: name, client, root_pid: root }).await;
                 }
             }
-            "mcp_initialized" => {
+            Mcp::McpInitialized { server_info } => {
                 // A sniffed server is named by what it says it is, plus its command.
                 if let Some(s) = self.tracker.server_mut(id) {
                     if s.how == Discovery::Sniffed {
-                        if let (Some(n), false) = (r["server_info"]["name"].as_str(), s.name.contains(" (")) {
+                        if let (Some(n), false) = (server_info["name"].as_str(), s.name.contains(" (")) {
                             s.name = format!("{n} ({})", s.name);
                         }
                     }
@@ -167,7 +164,7 @@ impl Pipeline {
             }
             // Only what comes in on stdin (from the client) decides: the process controls what
             // it writes, so a line of garbage on its stdout must not get it dropped.
-            _ if sniffing && kind == "mcp_invalid" && r["direction"] == "in" => {
+            Mcp::McpInvalid { direction: Direction::In, .. } if sniffing => {
                 self.reject(id, "its first stdin message is not an MCP initialize").await;
             }
             _ => {}
@@ -179,20 +176,12 @@ impl Pipeline {
         let Some(s) = self.tracker.server_mut(id) else { return };
         s.sniffing = false;
         let (name, root) = (s.name.clone(), s.root_pid);
-        tracing::info!("discovery: pid {root} ({name}) sent no MCP handshake within the sniffing window: kept tracked as unidentified");
-        self.emit(json!({"time": Self::now(), "kind": "server_unidentified", "server_id": id, "server": name, "root_pid": root, "reason": "no MCP handshake on stdin within the sniffing window"})).await;
+        tracing::info!(pid = root, server = %name, "discovery: no MCP handshake within the sniffing window: kept tracked as unidentified");
+        self.out.emit(Record::ServerUnidentified { time: Self::now(), server_id: id, server: name, root_pid: root, reason: "no MCP handshake on stdin within the sniffing window" }).await;
     }
 
     async fn reject(&mut self, id: u32, reason: &str) {
         self.disc.sniff_result(id);
-        let Some(s) = self.tracker.server(id).cloned() else { return };
-        tracing::info!("discovery: pid {} ({}) dropped: {reason}", s.root_pid, s.name);
-        // Nothing it said was MCP: no call records to report.
-        drop(self.corr.server_gone(id, 0));
-        self.tree.remove_server(id);
-        self.tools_watch.tools.remove(&id);
-        self.tracker.drop_tree(s.root_pid, id);
-        self.stats.candidates_dropped += 1;
-        self.emit(json!({"time": Self::now(), "kind": "server_dropped", "server_id": id, "server": s.name, "root_pid": s.root_pid, "reason": reason})).await;
+        self.retire(id, Retire::Dropped { reason: reason.into() }).await;
     }
 }

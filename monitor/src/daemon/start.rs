@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde_json::json;
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::{mpsc, watch},
@@ -120,18 +119,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::new(sensors, tracker, disc, lost, line_tx);
     pipeline.on_loss = args.on_loss;
     pipeline.policy = Some(policy);
-    pipeline.metrics = metrics;
-    pipeline.sinks = Some(sinks);
-    pipeline.tail = tail.clone();
-    pipeline.throttle = crate::alerts::throttle::Throttle::new(Duration::from_secs(args.alert_throttle_secs));
-    pipeline.incidents = crate::alerts::incident::Incidents::new(Duration::from_secs(args.incident_quiet_secs));
+    pipeline.out.configure(metrics, sinks, tail.clone(), Duration::from_secs(args.alert_throttle_secs), Duration::from_secs(args.incident_quiet_secs));
     if let Some(dir) = args.profiles_dir() {
         let mode = if args.learn { crate::rules::profile::Mode::Learn } else { crate::rules::profile::Mode::Enforce };
         let p = crate::rules::profile::Profiles::open(&dir, mode).map_err(|e| anyhow::anyhow!("profiles: {e}"))?;
         tracing::info!("profiles: {:?} in {}", mode, dir.display());
         pipeline.profiles = Some(p);
     }
-    pipeline.emit(json!({"time": Pipeline::now(), "kind": "rules_loaded", "policy": policy_summary})).await;
+    pipeline.out.emit(crate::output::Record::RulesLoaded { time: Pipeline::now(), policy: policy_summary }).await;
     let pins = args.state_dir.join("tool-pins.json");
     pipeline.tools_watch.pins = Some(crate::toolcheck::pin::PinStore::open(&pins).with_context(|| "tool pins")?);
     pipeline.start_discovery().await;
@@ -211,7 +206,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     pipeline.save_profiles();
     pipeline.metrics_tick(true).await;
     pipeline.summary().await;
-    if let Some(s) = pipeline.sinks.take() {
+    if let Some(s) = pipeline.out.sinks.take() {
         s.close().await;
     }
     if let Some(t) = metrics_task {

@@ -9,7 +9,10 @@ use std::{
     fmt::Write as _,
 };
 
-use serde_json::Value;
+use crate::output::{
+    alert::ActionResult,
+    record::{Mcp, Record},
+};
 
 /// Distinct server label values; more servers are counted as `other`.
 pub const MAX_SERVERS: usize = 200;
@@ -145,35 +148,27 @@ impl Metrics {
     }
 
     /// Counts what a record says: finished tool calls and alerts.
-    pub fn record(&mut self, v: &Value) {
-        let kind = v["kind"].as_str();
-        if !matches!(kind, Some("tool_call") | Some("alert")) {
-            return;
-        }
-        let server = v["server"].as_str().or_else(|| v["server"]["name"].as_str()).unwrap_or("unknown").to_string();
-        match kind {
-            Some("tool_call") => {
-                let s = self.server_label(&server);
-                let tool = self.tool_label(&s, v["tool"].as_str().unwrap_or("unknown"));
-                let outcome = v["outcome"].as_str().unwrap_or("unknown").to_string();
-                *self.tool_calls.entry((s.clone(), tool, outcome)).or_default() += 1;
-                if let Some(ms) = v["duration_ms"].as_f64() {
-                    self.tool_duration.entry(s).or_default().observe(DURATION_BUCKETS, ms / 1000.0);
-                }
+    pub fn record(&mut self, r: &Record) {
+        match r {
+            Record::Mcp(m) => {
+                let Mcp::ToolCall(call) = &m.body else { return };
+                let s = self.server_label(m.server.as_deref().unwrap_or("unknown"));
+                let tool = self.tool_label(&s, &call.call.tool);
+                *self.tool_calls.entry((s.clone(), tool, call.outcome.to_string())).or_default() += 1;
+                self.tool_duration.entry(s).or_default().observe(DURATION_BUCKETS, call.duration_ms / 1000.0);
             }
-            Some("alert") => {
-                let rule = v["rule"]["id"].as_str().unwrap_or("unknown").to_string();
-                let sev = v["rule"]["severity"].as_str().unwrap_or("unknown").to_string();
-                let result = v["action"]["result"].as_str().unwrap_or("unknown");
-                let action = v["action"]["type"].as_str().unwrap_or("alert").to_string();
-                let srv = self.server_label(&server);
-                *self.alerts.entry((srv, rule, sev, action)).or_default() += 1;
-                match result {
-                    "killed_in_kernel" | "denied_and_killed_in_kernel" => *self.kills.entry("kernel".into()).or_default() += 1,
-                    "killed" => *self.kills.entry("userspace".into()).or_default() += 1,
-                    _ => {}
+            Record::Alert(a) => {
+                let sev = serde_json::to_value(a.rule.severity).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                let action = serde_json::to_value(a.action.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                let srv = self.server_label(a.server_name().unwrap_or("unknown"));
+                *self.alerts.entry((srv, a.rule.id.clone(), sev, action)).or_default() += 1;
+                let result = a.action.result;
+                if result.killed_in_kernel() {
+                    *self.kills.entry("kernel".into()).or_default() += 1;
+                } else if result == ActionResult::Killed {
+                    *self.kills.entry("userspace".into()).or_default() += 1;
                 }
-                if result.starts_with("denied") {
+                if result.denied() {
                     self.denies += 1;
                 }
             }
@@ -297,7 +292,31 @@ pub fn self_usage() -> (f64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::{
+        jsonrpc::session::{FinishedCall, ToolCall},
+        output::{
+            alert::{ActionRecord, ActionType, Alert, RuleRef, ServerRef},
+            record::McpRecord,
+        },
+        rules::Severity,
+    };
+
+    fn key_kill() -> Record {
+        let mut a = Alert::new(
+            RuleRef::builtin("ssh-private-key-read", Severity::Critical, "", &[], &[]),
+            ActionRecord::new(ActionType::Kill, ActionResult::KilledInKernel),
+            String::new(),
+            String::new(),
+        );
+        a.server = Some(ServerRef::named(1, "fs"));
+        Record::Alert(Box::new(a))
+    }
+
+    fn tool_call(tool: &str) -> Record {
+        let call = ToolCall { id: "1".into(), tool: tool.into(), arguments: serde_json::Value::Null, arguments_truncated: false, start_mono_ns: 0, http_session: None };
+        let f = FinishedCall { call, end_mono_ns: 0, duration_ms: 12.0, outcome: "ok", events: 0, result: None };
+        Record::Mcp(Box::new(McpRecord { time: String::new(), server_id: 1, server: Some("fs".into()), body: Mcp::ToolCall(f) }))
+    }
 
     #[test]
     fn known_series_are_exported_at_zero_from_the_start() {
@@ -317,7 +336,7 @@ mod tests {
             assert!(t.lines().any(|l| l == line), "{line} missing in:\n{t}");
         }
         // A real alert adds its server's series; the zero series stays, and sums are right.
-        m.record(&json!({"kind": "alert", "server": {"name": "fs"}, "rule": {"id": "ssh-private-key-read", "severity": "critical"}, "action": {"type": "kill", "result": "killed_in_kernel"}}));
+        m.record(&key_kill());
         m.zero(&[("ssh-private-key-read".into(), "critical".into(), "kill".into())], &["webhook"]);
         let t = m.render();
         assert!(t.contains("mcpmon_alerts_total{server=\"fs\",rule=\"ssh-private-key-read\",severity=\"critical\",action=\"kill\"} 1"), "{t}");
@@ -328,9 +347,9 @@ mod tests {
         let mut m = Metrics::new();
         m.event("open");
         for i in 0..(MAX_TOOLS_PER_SERVER + 5) {
-            m.record(&json!({"kind": "tool_call", "server": "fs", "tool": format!("t{i}"), "outcome": "ok", "duration_ms": 12.0}));
+            m.record(&tool_call(&format!("t{i}")));
         }
-        m.record(&json!({"kind": "alert", "server": {"name": "fs"}, "rule": {"id": "ssh-private-key-read", "severity": "critical"}, "action": {"type": "kill", "result": "killed_in_kernel"}}));
+        m.record(&key_kill());
         let t = m.render();
         assert!(t.contains("mcpmon_events_total{kind=\"open\"} 1"), "{t}");
         assert!(t.contains("mcpmon_tool_calls_total{server=\"fs\",tool=\"other\",outcome=\"ok\"} 5"), "{t}");

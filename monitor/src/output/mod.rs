@@ -3,6 +3,12 @@
 //! The writer task owns the sink; the pipeline sends finished lines over a bounded channel and
 //! awaits when it is full, so slow output slows the pipeline instead of losing records (the
 //! kernel then counts what it cannot deliver).
+pub mod alert;
+pub mod record;
+
+pub use alert::Alert;
+pub use record::Record;
+
 use std::{
     path::PathBuf,
     time::{SystemTime, UNIX_EPOCH},
