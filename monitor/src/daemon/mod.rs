@@ -565,7 +565,7 @@ impl Pipeline {
                 rec["sniffing"] = json!(s.sniffing);
                 rec["found"] = self.disc.found(s);
             }
-            if matches!(how, Discovery::TrackPid | Discovery::Procfs) {
+            if matches!(how, Discovery::TrackPid | Discovery::Procfs | Discovery::Url) {
                 self.corr.joined_midstream(ack.server_id);
             }
             tracing::info!("tracking server {} (id {}, {how:?}) root pid {pid}, {} processes", ack.name, ack.server_id, ack.tracked_pids.len());
