@@ -253,31 +253,40 @@ type EntryKey = (PathBuf, String, String);
 pub struct UrlWatch {
     /// Per entry: the listener's inode, and the process taken for it (None: declined).
     seen: HashMap<EntryKey, (u64, Option<u32>)>,
+    /// Entries already logged as not local (once each, not every tick).
+    not_local: HashSet<EntryKey>,
+}
+
+fn key(s: &ConfiguredServer) -> EntryKey {
+    (s.config.clone(), s.name.clone(), s.url.clone().unwrap_or_default())
 }
 
 impl UrlWatch {
-    /// The entries that point at this host (others are logged, at debug, and skipped).
-    pub fn local<'a>(servers: impl Iterator<Item = &'a ConfiguredServer>) -> Vec<(&'a ConfiguredServer, Vec<IpAddr>, u16)> {
+    /// The entries that point at this host (others are logged once, at debug, and skipped).
+    fn local<'a>(&mut self, servers: impl Iterator<Item = &'a ConfiguredServer>) -> Vec<(&'a ConfiguredServer, Vec<IpAddr>, u16)> {
         let own = OnceCell::new();
-        servers
-            .filter_map(|s| {
-                let url = s.url.as_deref()?;
-                let r = parse_url(url).and_then(|(host, port)| Ok((local_addrs(&host, || own.get_or_init(interface_addrs).clone())?, port)));
-                match r {
-                    Ok((addrs, port)) => Some((s, addrs, port)),
-                    Err(e) => {
+        let mut not_local = HashSet::new();
+        let mut out = vec![];
+        for s in servers {
+            let Some(url) = s.url.as_deref() else { continue };
+            match parse_url(url).and_then(|(host, port)| Ok((local_addrs(&host, || own.get_or_init(interface_addrs).clone())?, port))) {
+                Ok((addrs, port)) => out.push((s, addrs, port)),
+                Err(e) => {
+                    if !self.not_local.contains(&key(s)) {
                         tracing::debug!("discovery: {} in {}: not matched to a local listener: {e}", s.name, s.config.display());
-                        None
                     }
+                    not_local.insert(key(s));
                 }
-            })
-            .collect()
+            }
+        }
+        self.not_local = not_local;
+        out
     }
 
     /// Entries whose listener is new since the last scan, matched to its process. `tracked`:
     /// whether a pid is under watch (a process taken earlier that is no longer is taken again).
     pub fn scan<'a>(&mut self, servers: impl Iterator<Item = &'a ConfiguredServer>, tracked: impl Fn(u32) -> bool) -> Vec<UrlMatch<'a>> {
-        let local = Self::local(servers);
+        let local = self.local(servers);
         if local.is_empty() {
             self.seen.clear();
             return vec![];
@@ -294,7 +303,7 @@ impl UrlWatch {
         let mut present: HashSet<EntryKey> = HashSet::new();
         let mut out = vec![];
         for (s, addrs, port) in local {
-            let key = (s.config.clone(), s.name.clone(), s.url.clone().unwrap_or_default());
+            let key = key(s);
             let Some(l) = listener_for(&addrs, port, &listeners) else { continue };
             present.insert(key.clone());
             if let Some((inode, taken)) = self.seen.get(&key) {
