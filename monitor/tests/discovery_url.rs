@@ -2,8 +2,9 @@
 //! (`{"type": "http", "url": "http://127.0.0.1:PORT/mcp"}` in Claude Code's `~/.claude.json`),
 //! started plainly (not by a client, not through `mcpmon exec`), is tracked under the configured
 //! name through its listening socket, whether it was listening before the daemon started or
-//! starts later, over IPv4 or IPv6, and again after it restarts on the same port; its tool calls
-//! over HTTP are then captured. URLs of other hosts, ports nothing listens on, and another user's
+//! starts later, over IPv4 or IPv6 (a dual-stack `::` listener, and a Python SDK server bound to
+//! `::1` only), and again after it restarts on the same port; its tool calls over HTTP are then
+//! captured. URLs of other hosts, ports nothing listens on, and another user's
 //! listener take nothing.
 mod common;
 
@@ -82,17 +83,44 @@ fn client(peers: &Path, url: &str, calls: Value) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// One echo call through `url`; the daemon's `tool_call` record of it, under `server`.
-fn echo_seen(d: &Daemon, peers: &Path, server: &str, url: &str, message: &str) -> Value {
-    let got = client(peers, url, json!([{"tool": "echo", "arguments": {"message": message}}]));
+/// One call of `tool` through `url`, whose result must contain `want`; the daemon's `tool_call`
+/// record of it, under `server`.
+fn call_seen(d: &Daemon, peers: &Path, server: &str, url: &str, tool: &str, arguments: Value, want: &str) -> Value {
+    let got = client(peers, url, json!([{"tool": tool, "arguments": arguments}]));
     let c = &got["calls"][0];
-    assert!(c["text"].as_str().is_some_and(|t| t.contains(message)), "{got}");
+    assert!(c["text"].as_str().is_some_and(|t| t.contains(want)), "{got}");
     let id = c["id"].to_string();
-    let r = d.expect(&format!("{server}: tool_call echo {message:?}"), |v| {
-        v["kind"] == "tool_call" && v["server"] == server && v["tool"] == "echo" && v["id"] == id.as_str() && v["arguments"] == c["arguments"]
+    let r = d.expect(&format!("{server}: tool_call {tool} {arguments}"), |v| {
+        v["kind"] == "tool_call" && v["server"] == server && v["tool"] == tool && v["id"] == id.as_str() && v["arguments"] == c["arguments"]
     });
     assert_eq!(r["outcome"], "ok", "{r}");
     r
+}
+
+fn echo_seen(d: &Daemon, peers: &Path, server: &str, url: &str, message: &str) -> Value {
+    call_seen(d, peers, server, url, "echo", json!({"message": message}), message)
+}
+
+/// The Python SDK server of tests/http.rs (one `read` tool), bound to `::1` only.
+fn python_v6(peers: &Path, port: u16) -> Plain {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/http_read_server.py");
+    let child = Command::new(peers.join("venv/bin/python"))
+        .arg(script)
+        .arg(port.to_string())
+        .env("MCP_HTTP_HOST", "::1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut s = Plain(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("::1", port)).is_err() {
+        assert!(s.0.try_wait().unwrap().is_none(), "the server exited before listening on [::1]:{port}");
+        assert!(Instant::now() < deadline, "the server never listened on [::1]:{port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s
 }
 
 /// The `server_tracked` record of pid `pid`, which must name `server`, found by `url` in `config`.
@@ -160,6 +188,10 @@ fn servers_listening_before_the_daemon_are_tracked_over_ipv6_and_other_urls_take
     let t = tempfile::tempdir().unwrap();
     let port = free_port();
     let srv = everything(&peers, port);
+    // Bound to ::1 itself, not a wildcard.
+    let port_py = free_port();
+    let py = python_v6(&peers, port_py);
+    let url_py = format!("http://[::1]:{port_py}/mcp");
     // Something that listens on every address, and that no URL below may take.
     let (bare, bare_port) = bare_listener();
     let nothing = free_port();
@@ -172,6 +204,7 @@ fn servers_listening_before_the_daemon_are_tracked_over_ipv6_and_other_urls_take
                 0,
                 json!({
                     "url-everything-v6": {"type": "http", "url": url6},
+                    "url-python-v6": {"type": "http", "url": url_py},
                     "url-remote": {"type": "http", "url": format!("http://192.0.2.1:{bare_port}/mcp")},
                     "url-remote-name": {"type": "sse", "url": format!("http://mcp.example.com:{bare_port}/sse")},
                     "url-nothing-there": {"type": "http", "url": format!("http://127.0.0.1:{nothing}/mcp")},
@@ -186,16 +219,20 @@ fn servers_listening_before_the_daemon_are_tracked_over_ipv6_and_other_urls_take
 
     tracked_by_url(&d, "url-everything-v6", srv.0.id(), &config, &url6);
     echo_seen(&d, &peers, "url-everything-v6", &url6, "over ipv6");
+    tracked_by_url(&d, "url-python-v6", py.0.id(), &config, &url_py);
+    let file = t.path().join("read-me.txt");
+    std::fs::write(&file, "read over ::1\n").unwrap();
+    call_seen(&d, &peers, "url-python-v6", &url_py, "read", json!({"path": file.to_str().unwrap()}), "read over ::1");
 
     // Every entry was judged in the pass that took the server, before the call above was
     // recorded: none of the others took anything.
     let stray: Vec<Value> = d
         .records()
         .into_iter()
-        .filter(|v| v["kind"] == "server_tracked" && (v["root_pid"] == bare.0.id() || v["server"].as_str().is_some_and(|s| s.starts_with("url-") && s != "url-everything-v6")))
+        .filter(|v| v["kind"] == "server_tracked" && (v["root_pid"] == bare.0.id() || v["server"].as_str().is_some_and(|s| s.starts_with("url-") && s != "url-everything-v6" && s != "url-python-v6")))
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
     let err = d.stop();
     assert!(err.contains("url-not-mine") && err.contains("another user's"), "the refusal is logged:\n{err}");
-    drop((srv, bare));
+    drop((srv, py, bare));
 }
