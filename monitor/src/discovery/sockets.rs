@@ -320,7 +320,9 @@ impl UrlWatch {
                 ok
             });
             self.seen.insert(key, (l.inode, taken));
-            if let Some(pid) = taken {
+            // A process already under watch (through `mcpmon exec`, its command line, another
+            // URL entry) stays the server it is.
+            if let Some(pid) = taken.filter(|&p| !tracked(p)) {
                 out.push(UrlMatch { server: s, pid, listener: l.addr });
             }
         }

@@ -194,8 +194,10 @@ fn a_scan_takes_a_new_listener_once_and_again_after_a_restart() {
         url_entry("nothing-there", "http://127.0.0.1:9/mcp", None),
         url_entry("not-mine", &format!("http://127.0.0.1:{port}/mcp"), Some(mine + 1)),
     ];
-    let mut w = UrlWatch::default();
     let names = |m: &[UrlMatch]| m.iter().map(|m| (m.server.name.clone(), m.pid)).collect::<Vec<_>>();
+    // Already under watch some other way: left as it is.
+    assert!(UrlWatch::default().scan(entries.iter(), |p| p == first.id()).is_empty());
+    let mut w = UrlWatch::default();
     let got = w.scan(entries.iter(), |_| false);
     assert_eq!(names(&got), [("srv".to_string(), first.id())]);
     assert_eq!(got[0].listener, SocketAddr::from(([127, 0, 0, 1], port)));
