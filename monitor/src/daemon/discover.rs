@@ -19,6 +19,17 @@ impl Pipeline {
         for intent in self.disc.startup_scan() {
             self.apply(intent).await;
         }
+        self.url_scan().await;
+    }
+
+    /// Takes servers listening on a local URL a client config names (started, or restarted,
+    /// since the last tick).
+    async fn url_scan(&mut self) {
+        let tracker = &self.tracker;
+        let intents = self.disc.url_scan(|pid| tracker.lookup(pid).is_some_and(|i| i.server_id != PROVISIONAL_SERVER));
+        for intent in intents {
+            self.apply(intent).await;
+        }
     }
 
     fn refresh_configs(&mut self) {
@@ -32,6 +43,7 @@ impl Pipeline {
         self.release_held(None);
         self.tracker.sweep_unclaimed_pipes();
         self.refresh_configs();
+        self.url_scan().await;
         // Silence proves nothing (a lost record, a client that waits): the process stays
         // tracked, marked as an unidentified server, instead of leaving the monitor's sight.
         for id in self.disc.expired() {
@@ -100,7 +112,7 @@ impl Pipeline {
         let uid = |pid| procfs::uid_of(pid).unwrap_or(0);
         self.disc.note_origin(&intent);
         let r = match intent {
-            Intent::Track { pid, name, how, client, config } => {
+            Intent::Track { pid, name, how, client, config, .. } => {
                 self.track_with(pid, &name, how, uid(pid), |s| {
                     s.client = client;
                     s.config = config;

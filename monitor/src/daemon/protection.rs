@@ -57,7 +57,7 @@ impl Pipeline {
         let servers: Vec<(u32, String)> = self
             .tracker
             .servers()
-            .filter(|s| matches!(s.how, Discovery::Exec | Discovery::Config | Discovery::Procfs | Discovery::TrackPid))
+            .filter(|s| matches!(s.how, Discovery::Exec | Discovery::Config | Discovery::Procfs | Discovery::TrackPid | Discovery::Url))
             .map(|s| (s.id, s.name.clone()))
             .collect();
         let from_profiles = self.profiles.as_ref().map(|p| p.grants()).unwrap_or_default();

@@ -70,7 +70,7 @@ impl Pipeline {
             found: Value::Null,
         };
         let rec = ServerTracked { found: self.disc.found(s), ..rec };
-        if matches!(how, Discovery::TrackPid | Discovery::Procfs) {
+        if matches!(how, Discovery::TrackPid | Discovery::Procfs | Discovery::Url) {
             self.corr.joined_midstream(ack.server_id);
         }
         tracing::info!(server = %ack.name, id = ack.server_id, how = ?how, root_pid = pid, processes = ack.tracked_pids.len(), "tracking server");

@@ -137,7 +137,7 @@ impl Pipeline {
 fn pin_key(s: &ServerInfo) -> Option<PinKey> {
     let (name, argv) = match s.how {
         Discovery::Exec => (Some(s.name.as_str()), exec_command(&s.command)),
-        Discovery::Config | Discovery::Procfs => (Some(s.name.as_str()), Some(s.command.clone())),
+        Discovery::Config | Discovery::Procfs | Discovery::Url => (Some(s.name.as_str()), Some(s.command.clone())),
         Discovery::Sniffed => (None, Some(s.command.clone())),
         Discovery::TrackPid => (Some(s.name.as_str()), None),
     };
