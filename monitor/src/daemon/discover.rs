@@ -15,7 +15,7 @@ impl Pipeline {
         self.refresh_configs();
         let remote = self.disc.configs.remote().count();
         let n = self.disc.configs.servers.len() - remote;
-        tracing::info!("discovery: {n} stdio and {remote} remote (http/sse) servers configured in MCP clients on this host");
+        tracing::info!(stdio = n, remote, "discovery: servers configured in MCP clients on this host");
         for intent in self.disc.startup_scan() {
             self.apply(intent).await;
         }
@@ -34,7 +34,7 @@ impl Pipeline {
 
     fn refresh_configs(&mut self) {
         if let Some(c) = self.disc.refresh() {
-            tracing::info!("discovery: client configs (re)read: {} servers, exec filter {:?}", self.disc.configs.servers.len(), c);
+            tracing::info!(servers = self.disc.configs.servers.len(), exec_filter = ?c, "discovery: client configs (re)read");
             self.tracker.set_candidates(&c);
         }
     }
@@ -70,13 +70,13 @@ impl Pipeline {
         if !self.sensors.syscall_hooks_active() {
             let t = std::time::Instant::now();
             match self.sensors.attach_syscall_hooks() {
-                Ok(()) => tracing::info!("syscall hooks attached in {} ms", t.elapsed().as_millis()),
-                Err(e) => tracing::error!("syscall hooks could not be attached ({e}): continuing held candidates unobserved"),
+                Ok(()) => tracing::info!(ms = t.elapsed().as_millis() as u64, "syscall hooks attached"),
+                Err(e) => tracing::error!(error = %e, "syscall hooks could not be attached: continuing held candidates unobserved"),
             }
         }
         for p in held {
             self.sensors.release(p);
-            tracing::info!("pid {p} continued: held at exec until the syscall hooks were on");
+            tracing::info!(pid = p, "continued: held at exec until the syscall hooks were on");
         }
     }
 
@@ -121,7 +121,7 @@ impl Pipeline {
             }
             Intent::Sniff { pid, name, .. } => self.track_with(pid, &name, Discovery::Sniffed, uid(pid), |s| s.sniffing = true).await,
             Intent::Drop { pid, reason } => {
-                tracing::debug!("discovery: pid {pid} is not an MCP server ({reason})");
+                tracing::debug!(pid, %reason, "discovery: not an MCP server");
                 self.tracker.drop_tree(pid, PROVISIONAL_SERVER);
                 self.stats.candidates_dropped += 1;
                 return None;
@@ -135,7 +135,7 @@ impl Pipeline {
                 Some(ack.server_id)
             }
             Err(e) => {
-                tracing::warn!("discovery: tracking failed: {e}");
+                tracing::warn!(error = %e, "discovery: tracking failed");
                 None
             }
         }

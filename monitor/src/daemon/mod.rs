@@ -303,8 +303,8 @@ impl Pipeline {
         if let Some(p) = self.profiles.as_mut().filter(|p| p.mode == crate::rules::profile::Mode::Learn) {
             match p.save() {
                 Ok(0) => {}
-                Ok(n) => tracing::info!("profiles: {n} written to {}", p.dir.display()),
-                Err(e) => tracing::error!("writing profiles to {}: {e}", p.dir.display()),
+                Ok(n) => tracing::info!(profiles = n, dir = %p.dir.display(), "profiles written"),
+                Err(e) => tracing::error!(dir = %p.dir.display(), error = %e, "writing profiles"),
             }
         }
     }

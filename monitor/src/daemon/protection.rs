@@ -30,7 +30,7 @@ impl Pipeline {
             Change::Tree => p.sync_kernel(),
         };
         if let Err(e) = r {
-            tracing::error!("re-planning protection after a {c:?} change: {e}");
+            tracing::error!(change = ?c, error = %e, "re-planning protection");
             return false;
         }
         if p.plan.files != before {
@@ -63,7 +63,7 @@ impl Pipeline {
         let from_profiles = self.profiles.as_ref().map(|p| p.grants()).unwrap_or_default();
         if let Some(p) = self.policy.as_mut() {
             if let Err(e) = p.set_servers(servers, from_profiles) {
-                tracing::error!("updating grants: {e}");
+                tracing::error!(error = %e, "updating grants");
             }
         }
     }
@@ -73,7 +73,7 @@ impl Pipeline {
             GateRecord::Learned { inode, path, policy, handle } => {
                 if let Some(p) = self.policy.as_mut() {
                     if let Err(e) = p.learned(inode, path.clone(), policy, handle) {
-                        tracing::error!("protecting {}: {e}", path.display());
+                        tracing::error!(path = %path.display(), error = %e, "protecting a file learned at its first open");
                     }
                 }
                 self.out.emit(Record::ProtectedChanged { time: Self::now(), protected_inodes: None, added: vec![path.display().to_string()], why: Some("first_open".into()) }).await;

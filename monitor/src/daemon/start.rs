@@ -46,7 +46,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut sensors = Sensors::load(&SensorConfig { ringbuf_bytes, daemon_tgid: std::process::id(), observe: args.observe, tracked_max: args.tracked_max, stdio_pipes_max: args.stdio_pipes_max })?;
     sensors.report.log();
-    tracing::info!("attached {} hooks: {}", sensors.attached.len(), sensors.attached.join(", "));
+    tracing::info!(count = sensors.attached.len(), hooks = %sensors.attached.join(", "), "hooks attached");
     tracing::info!(
         "syscall observation: {}; {} hooks attach on demand, only while a server is tracked: {}",
         if sensors.fast_path { "fentry/fexit" } else { "tracepoints" },
@@ -75,7 +75,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics_task = match args.metrics_addr() {
         Some(addr) => {
             let l = crate::metrics::http::bind(addr).await.with_context(|| format!("--metrics-addr {addr}"))?;
-            tracing::info!("metrics: http://{}/metrics", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
+            tracing::info!(url = %format!("http://{}/metrics", l.local_addr().map(|a| a.to_string()).unwrap_or_default()), "metrics endpoint");
             Some(tokio::spawn(crate::metrics::http::serve(l, metrics.clone(), shutdown_rx.clone())))
         }
         None => None,
@@ -97,20 +97,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             policy.sync_kernel().context("open gate: first sync")?;
             tracing::info!("open gate: read-protected files are refused before an fd exists (fanotify permission events)");
         }
-        Err(e) => tracing::warn!("open gate unavailable ({e}); read-protected files fall back to the kill at the open's exit"),
+        Err(e) => tracing::warn!(error = %e, "open gate unavailable; read-protected files fall back to the kill at the open's exit"),
     }
     let quarantine = args.state_dir.join("quarantine");
     match persist_maps.map_err(|e| e.to_string()).and_then(|m| crate::gate::persist::PersistWatch::start(m, gate_tx.clone(), quarantine.clone()).map_err(|e| e.to_string())) {
         Ok(w) => {
             policy.persist = Some(w);
             policy.sync_kernel().context("persistence watch: first sync")?;
-            tracing::info!("persistence watch: entries renamed, linked or made in protected directories go to {}", quarantine.display());
+            tracing::info!(quarantine = %quarantine.display(), "persistence watch: entries renamed, linked or made in protected directories are quarantined");
         }
-        Err(e) => tracing::warn!("persistence watch unavailable ({e}); only opens in protected directories are judged"),
+        Err(e) => tracing::warn!(error = %e, "persistence watch unavailable; only opens in protected directories are judged"),
     }
     let mut watcher = crate::watch::Watcher::new(&args.passwd).context("inotify for the user database and protected directories")?;
     watcher.set(&policy.plan.watch);
-    tracing::info!("rules: {}", policy.summary());
+    tracing::info!(policy = %policy.summary(), "rules loaded");
     let policy_summary = policy.summary();
     if let Ok(mut m) = metrics.lock() {
         let sinks: Vec<&str> = [args.alerts_file.as_ref().map(|_| "file"), args.alert_webhook.as_ref().map(|_| "webhook")].into_iter().flatten().collect();
@@ -123,7 +123,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(dir) = args.profiles_dir() {
         let mode = if args.learn { crate::rules::profile::Mode::Learn } else { crate::rules::profile::Mode::Enforce };
         let p = crate::rules::profile::Profiles::open(&dir, mode).map_err(|e| anyhow::anyhow!("profiles: {e}"))?;
-        tracing::info!("profiles: {:?} in {}", mode, dir.display());
+        tracing::info!(mode = ?mode, dir = %dir.display(), "profiles");
         pipeline.profiles = Some(p);
     }
     pipeline.out.emit(crate::output::Record::RulesLoaded { time: Pipeline::now(), policy: policy_summary }).await;
@@ -147,7 +147,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sighup = signal(SignalKind::hangup())?;
     let mut profile_tick = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tracing::info!("ready: control socket {}, events to {}", args.socket.display(), args.events);
+    tracing::info!(socket = %args.socket.display(), events = %args.events, "ready: control socket open");
     notify_ready();
     loop {
         tokio::select! {

@@ -44,7 +44,7 @@ impl Pipeline {
         if let (Some(pins), Some(key)) = (self.tools_watch.pins.as_mut(), key) {
             match pins.check(&key, &announced, &tools) {
                 Ok(PinOutcome::Changed { diff: d, .. }) if self.set_change_silenced(&server, &d) => {
-                    tracing::info!("tools of {server} changed since they were pinned; silenced by a site exception: {}", d.summary());
+                    tracing::info!(%server, diff = %d.summary(), "tools changed since they were pinned; silenced by a site exception");
                 }
                 Ok(PinOutcome::Changed { diff: d, pinned }) => {
                     let version = version_change(&pinned, &announced).map(|v| format!(", announced version {v}")).unwrap_or_default();
@@ -52,9 +52,9 @@ impl Pipeline {
                     let a = alert(rule("mcp.tool_set_changed", Severity::High, "The tool set a server offers changed since it was pinned (rug pull).", &["T1195.002"]), summary);
                     alerts.push(a.with("diff", &d).with("pin", key.to_string()).with("server_version", json!({"pinned": pinned.version, "now": announced.version})))
                 }
-                Ok(PinOutcome::FirstSeen) => tracing::info!("pinned the {} tools of {key}", tools.len()),
+                Ok(PinOutcome::FirstSeen) => tracing::info!(tools = tools.len(), pin = %key, "tool set pinned"),
                 Ok(PinOutcome::Unchanged) => {}
-                Err(e) => tracing::error!("tool pinning: {e}"),
+                Err(e) => tracing::error!(error = %e, "tool pinning"),
             }
         }
         let others: Vec<(String, String)> = self
@@ -72,7 +72,7 @@ impl Pipeline {
             for f in self.tools_watch.poison.scan(t, &own, &others) {
                 let kind = serde_json::to_value(f.kind).unwrap_or_default();
                 if self.silenced("mcp.tool_poisoning", &server, Some(&t.name), kind.as_str()) {
-                    tracing::info!("tool {:?} of {server}: {} (silenced by a site exception)", t.name, f.detail);
+                    tracing::info!(tool = %t.name, %server, finding = %f.detail, "tool finding silenced by a site exception");
                     continue;
                 }
                 let r = rule("mcp.tool_poisoning", Severity::High, "A tool description carries instructions or content aimed at the model (tool poisoning, shadowing).", &["T1027", "T1204"]);
