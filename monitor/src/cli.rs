@@ -179,6 +179,10 @@ pub struct RunArgs {
     /// POST every alert as JSON to this http:// URL (retried, bounded queue, never blocks).
     #[arg(long, value_name = "URL")]
     pub alert_webhook: Option<String>,
+    /// Alert records (alerts, incidents, suppressed repeats) on the event stream and the sinks:
+    /// mcpmon's schema, or OCSF Detection Findings (class 2004; docs/alerts.md, OCSF).
+    #[arg(long, value_enum, default_value_t = crate::alerts::AlertFormat::Native)]
+    pub alert_format: crate::alerts::AlertFormat,
     /// Fold repeats of the same alert within this many seconds into a count (0: off).
     #[arg(long, default_value_t = 10)]
     pub alert_throttle_secs: u64,

@@ -27,6 +27,8 @@ pub struct Emitter {
     incidents: Incidents,
     /// The kernel's hostname, on every alert.
     pub host: String,
+    /// `--alert-format`: how alert-like records reach the stream and the sinks.
+    pub alert_format: crate::alerts::AlertFormat,
 }
 
 impl Emitter {
@@ -40,6 +42,7 @@ impl Emitter {
             throttle: Throttle::new(Duration::from_secs(10)),
             incidents: Incidents::new(Duration::from_secs(5)),
             host,
+            alert_format: Default::default(),
         }
     }
 
@@ -92,10 +95,21 @@ impl Emitter {
     async fn to_sinks(&self, r: Record) {
         self.metrics().record(&r);
         let line = r.line();
+        // --alert-format ocsf: the stream and the sinks get an OCSF finding; the live view
+        // (`mcpmon top`) reads mcpmon's own form.
+        let Some(finding) = self.alert_format.render(&r) else {
+            if let Some(s) = &self.sinks {
+                s.send(&line);
+            }
+            return self.write(line).await;
+        };
         if let Some(s) = &self.sinks {
-            s.send(&line);
+            s.send(&finding);
         }
-        self.write(line).await;
+        if self.tail.receiver_count() > 0 {
+            let _ = self.tail.send(line);
+        }
+        let _ = self.lines.send(finding).await;
     }
 
     /// Once a second: ended incidents and closed throttle windows (all of them with `force`).

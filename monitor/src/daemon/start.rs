@@ -120,6 +120,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     pipeline.on_loss = args.on_loss;
     pipeline.policy = Some(policy);
     pipeline.out.configure(metrics, sinks, tail.clone(), Duration::from_secs(args.alert_throttle_secs), Duration::from_secs(args.incident_quiet_secs));
+    pipeline.out.alert_format = args.alert_format;
     if let Some(dir) = args.profiles_dir() {
         let mode = if args.learn { crate::rules::profile::Mode::Learn } else { crate::rules::profile::Mode::Enforce };
         let p = crate::rules::profile::Profiles::open(&dir, mode).map_err(|e| anyhow::anyhow!("profiles: {e}"))?;
