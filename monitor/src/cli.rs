@@ -183,6 +183,13 @@ pub struct RunArgs {
     /// mcpmon's schema, or OCSF Detection Findings (class 2004; docs/alerts.md, OCSF).
     #[arg(long, value_enum, default_value_t = crate::alerts::AlertFormat::Native)]
     pub alert_format: crate::alerts::AlertFormat,
+    /// Export every tool call as an OpenTelemetry span (OTLP/HTTP, JSON) to this http:// collector
+    /// (`URL/v1/traces`); its syscalls and alerts are span events.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Finished spans held while the collector is slow or down; more are dropped (counted).
+    #[arg(long, default_value_t = crate::export::otlp::QUEUE)]
+    pub otlp_queue: usize,
     /// Fold repeats of the same alert within this many seconds into a count (0: off).
     #[arg(long, default_value_t = 10)]
     pub alert_throttle_secs: u64,

@@ -59,26 +59,7 @@ pub fn action_ids(result: &str) -> ((u64, &'static str), (u64, &'static str)) {
 /// RFC 3339 UTC (`2026-12-01T06:05:21.123456Z`, what mcpmon writes) → milliseconds since the
 /// epoch (OCSF `timestamp_t`).
 pub fn epoch_ms(t: &str) -> Option<i64> {
-    let b = t.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || !t.ends_with('Z') {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
-    let (hh, mm, ss) = (n(11..13)?, n(14..16)?, n(17..19)?);
-    let frac = t.get(19..t.len() - 1).unwrap_or("");
-    let ms = match frac.strip_prefix('.') {
-        Some(f) if !f.is_empty() => format!("{:0<3}", &f[..f.len().min(3)]).parse::<i64>().ok()?,
-        _ => 0,
-    };
-    // Days from civil (Howard Hinnant's algorithm), the inverse of output::format_rfc3339.
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
+    crate::output::parse_rfc3339_us(t).map(|us| (us / 1000) as i64)
 }
 
 /// The header every record shares: class, category, activity, type, time, metadata, device.

@@ -29,6 +29,8 @@ pub struct Emitter {
     pub host: String,
     /// `--alert-format`: how alert-like records reach the stream and the sinks.
     pub alert_format: crate::alerts::AlertFormat,
+    /// `--otlp-endpoint`: tool calls as OpenTelemetry spans; taken at shutdown to drain it.
+    pub otlp: Option<crate::export::otlp::Otlp>,
 }
 
 impl Emitter {
@@ -43,6 +45,7 @@ impl Emitter {
             incidents: Incidents::new(Duration::from_secs(5)),
             host,
             alert_format: Default::default(),
+            otlp: None,
         }
     }
 
@@ -63,6 +66,9 @@ impl Emitter {
 
     pub async fn emit(&self, r: Record) {
         self.metrics().record(&r);
+        if let Some(o) = &self.otlp {
+            o.observe(&r);
+        }
         self.write(r.line()).await;
     }
 
@@ -94,6 +100,9 @@ impl Emitter {
 
     async fn to_sinks(&self, r: Record) {
         self.metrics().record(&r);
+        if let Some(o) = &self.otlp {
+            o.observe(&r);
+        }
         let line = r.line();
         // --alert-format ocsf: the stream and the sinks get an OCSF finding; the live view
         // (`mcpmon top`) reads mcpmon's own form.

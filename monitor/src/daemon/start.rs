@@ -119,6 +119,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::new(sensors, tracker, disc, lost, line_tx);
     pipeline.on_loss = args.on_loss;
     pipeline.policy = Some(policy);
+    if let Some(url) = &args.otlp_endpoint {
+        pipeline.out.otlp = Some(crate::export::otlp::Otlp::start(url, args.otlp_queue, &pipeline.out.host, metrics.clone())?);
+    }
     pipeline.out.configure(metrics, sinks, tail.clone(), Duration::from_secs(args.alert_throttle_secs), Duration::from_secs(args.incident_quiet_secs));
     pipeline.out.alert_format = args.alert_format;
     if let Some(dir) = args.profiles_dir() {
@@ -209,6 +212,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     pipeline.summary().await;
     if let Some(s) = pipeline.out.sinks.take() {
         s.close().await;
+    }
+    if let Some(o) = pipeline.out.otlp.take() {
+        o.close().await;
     }
     if let Some(t) = metrics_task {
         let _ = t.await;

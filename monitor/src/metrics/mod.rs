@@ -72,6 +72,9 @@ pub struct Metrics {
     blind_spot: BTreeMap<String, u64>,
     sink_dropped: BTreeMap<String, u64>,
     sink_sent: BTreeMap<String, u64>,
+    /// OTLP span export: `exported`, and drops by reason (`queue_full`, `export_failed`,
+    /// `calls_given_up`); empty unless `--otlp-endpoint` is set.
+    otlp: BTreeMap<&'static str, u64>,
     servers_seen: HashSet<String>,
     tools_seen: HashMap<String, HashSet<String>>,
     pub gauges: Gauges,
@@ -145,6 +148,10 @@ impl Metrics {
     pub fn sink(&mut self, sink: &str, sent: u64, dropped: u64) {
         *self.sink_sent.entry(sink.into()).or_default() += sent;
         *self.sink_dropped.entry(sink.into()).or_default() += dropped;
+    }
+
+    pub fn otlp(&mut self, what: &'static str, n: u64) {
+        *self.otlp.entry(what).or_default() += n;
     }
 
     /// Counts what a record says: finished tool calls and alerts.
@@ -235,6 +242,14 @@ impl Metrics {
         head(&mut o, "mcpmon_alert_sink_dropped_total", "counter", "Alerts a sink could not deliver (queue full, retries exhausted).");
         for (k, v) in &self.sink_dropped {
             let _ = writeln!(o, "mcpmon_alert_sink_dropped_total{{sink=\"{k}\"}} {v}");
+        }
+        if let Some(n) = self.otlp.get("exported") {
+            head(&mut o, "mcpmon_otlp_spans_exported_total", "counter", "Tool-call spans the OTLP collector accepted.");
+            let _ = writeln!(o, "mcpmon_otlp_spans_exported_total {n}");
+            head(&mut o, "mcpmon_otlp_spans_dropped_total", "counter", "Tool-call spans not exported: queue full, retries exhausted, or the call given up (too many open).");
+            for (k, v) in self.otlp.iter().filter(|(k, _)| **k != "exported") {
+                let _ = writeln!(o, "mcpmon_otlp_spans_dropped_total{{reason=\"{k}\"}} {v}");
+            }
         }
         let (cpu, rss) = self_usage();
         head(&mut o, "mcpmon_process_cpu_seconds_total", "counter", "CPU time of the daemon (user + system).");
