@@ -65,7 +65,7 @@ pub fn epoch_ms(t: &str) -> Option<i64> {
 /// The header every record shares: class, category, activity, type, time, metadata, device.
 fn header(activity: (u64, &str), sev: (u64, &str), time: &Value, host: &Value, correlation: Option<String>) -> Map<String, Value> {
     let mut profiles = vec!["security_control"];
-    let mut m = json!({
+    let Value::Object(mut m) = json!({
         "class_uid": CLASS_UID, "class_name": "Detection Finding",
         "category_uid": CATEGORY_UID, "category_name": "Findings",
         "activity_id": activity.0, "activity_name": activity.1,
@@ -74,8 +74,9 @@ fn header(activity: (u64, &str), sev: (u64, &str), time: &Value, host: &Value, c
         // Missing or odd times cannot happen in mcpmon's own records; 0 keeps the record valid.
         "time": time.as_str().and_then(epoch_ms).unwrap_or(0),
         "is_alert": true,
-    });
-    let Value::Object(ref mut m) = m else { unreachable!() };
+    }) else {
+        unreachable!("an object literal")
+    };
     let mut meta = json!({
         "version": OCSF_VERSION,
         "product": {"name": "mcpmon", "vendor_name": "mcpmon", "version": env!("CARGO_PKG_VERSION")},
@@ -91,7 +92,7 @@ fn header(activity: (u64, &str), sev: (u64, &str), time: &Value, host: &Value, c
     }
     meta["profiles"] = json!(profiles);
     m.insert("metadata".into(), meta);
-    m.clone()
+    m
 }
 
 /// MITRE ids (`T1552`, `T1552.004`) as OCSF attacks: a sub-technique names its technique too.
