@@ -337,12 +337,15 @@ async fn export(state: Arc<Mutex<State>>, target: webhook::Target, resource: Val
                         sent = true;
                         break;
                     }
-                    Ok(code) => tracing::warn!("otlp {}:{}{}: HTTP {code} (attempt {})", target.host, target.port, target.path, attempt + 1),
-                    Err(e) => tracing::warn!("otlp {}:{}{}: {e} (attempt {})", target.host, target.port, target.path, attempt + 1),
+                    Ok(code) => tracing::warn!(host = %target.host, port = target.port, path = %target.path, status = code, attempt = attempt + 1, "otlp export refused"),
+                    Err(e) => tracing::warn!(host = %target.host, port = target.port, path = %target.path, error = %e, attempt = attempt + 1, "otlp export failed"),
                 }
                 if attempt < RETRIES {
                     tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
                 }
+            }
+            if !sent {
+                tracing::warn!(spans = n, "otlp: retries exhausted, spans dropped (counted)");
             }
             count(&metrics, if sent { "exported" } else { "export_failed" }, n);
         }
