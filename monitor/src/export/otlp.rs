@@ -1,10 +1,11 @@
 //! `--otlp-endpoint URL`: every tool call as an OpenTelemetry span, POSTed to `URL/v1/traces`
-//! over OTLP/HTTP with the JSON encoding (no protobuf code needed; ids are hex, 64-bit integers
-//! strings, as OTLP/JSON wants). The span carries the call (server, tool, id, argument size,
+//! over OTLP/HTTP with the JSON encoding (no protobuf code needed; ids in hex and 64-bit integers
+//! as strings, as OTLP/JSON wants). The span carries the call (server, tool, id, argument size,
 //! outcome, duration) under the GenAI/MCP semantic conventions where they name it, and as span
 //! events the kernel events attributed to the call and the alerts they raised.
 //!
-//! The pipeline feeds records in `observe` (cheap: a map lookup for most events). State is
+//! The emitter (`daemon/emit.rs`) hands every typed record to `observe` (a match for most, a map
+//! lookup for events in a call). State is
 //! bounded: at most `MAX_OPEN_CALLS` calls are followed (the oldest is given up, counted),
 //! `MAX_EVENTS` events per span (the rest counted in the span's `droppedEventsCount`), and
 //! `queue` finished spans wait for export (more are dropped and counted). The export runs in its
@@ -82,7 +83,7 @@ struct State {
     queue: usize,
 }
 
-/// Counts kept here and added to the metrics by the pipeline's and the exporter's callers.
+/// Adds to an `mcpmon_otlp_spans_*` counter (`exported`, or a drop reason).
 fn count(metrics: &Mutex<Metrics>, what: &'static str, n: u64) {
     if let Ok(mut m) = metrics.lock() {
         m.otlp(what, n);
