@@ -39,6 +39,8 @@ pub enum EventKind {
     /// The process reached into another process's memory (`ptrace`, `process_vm_readv`,
     /// `process_vm_writev`) outside its own server's tree. (9 is reserved for the HTTP capture.)
     ProcAccess = 10,
+    /// Repeats of an event the kernel folded: [`RepeatEvent`].
+    Repeat = 11,
 }
 
 impl EventKind {
@@ -54,6 +56,7 @@ impl EventKind {
             8 => Self::IoUring,
             9 => Self::Sock,
             10 => Self::ProcAccess,
+            11 => Self::Repeat,
             _ => return None,
         })
     }
@@ -209,6 +212,9 @@ pub struct OpenEvent {
     pub ret: i64,
     /// openat2's `how.resolve` (RESOLVE_* bits); 0 for the others.
     pub resolve: u64,
+    /// Identity of a foldable open (path, flags, mode, dirfd, inode, result class; see
+    /// [`RepeatEvent`]); 0 when the kernel may not fold it.
+    pub fold_sig: u64,
     /// Inode and device (kernel `dev_t`) of the opened file (successful opens).
     pub ino: u64,
     pub dev: u32,
@@ -225,7 +231,7 @@ pub struct OpenEvent {
     pub path: [u8; PATH_CAP],
 }
 impl OpenEvent {
-    pub const DATA_OFFSET: usize = core::mem::size_of::<EventHeader>() + 56;
+    pub const DATA_OFFSET: usize = core::mem::size_of::<EventHeader>() + 64;
 }
 const _: () = assert!(core::mem::size_of::<OpenEvent>() == OpenEvent::DATA_OFFSET + PATH_CAP);
 
@@ -418,8 +424,30 @@ pub mod policy {
     /// The BPF-LSM open deny is attached: deny rules are its to enforce (EPERM, the process
     /// lives), not the fentry kill's at `security_file_open`.
     pub const LSM_ACTIVE: u32 = 4;
+    /// Fold identical opens of one thread within this many milliseconds into one event and a
+    /// count ([`super::RepeatEvent`]); 0 = off.
+    pub const FOLD_WINDOW_MS: u32 = 5;
     pub const LEN: u32 = 8;
 }
+
+/// A flood folded: after sending an open in full, the thread made the identical open `count`
+/// more times (same `fold_sig`: path, flags, mode, dirfd, inode and result class) between
+/// `first_ns` and `last_ns`, with no JSON-RPC byte of any server moving in between (so within one
+/// tool call), and none of them enforced by the kernel. Sent when the run ends: a different open
+/// by the thread, the fold window elapsed, or the thread's exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepeatEvent {
+    pub hdr: EventHeader,
+    /// The [`EventKind`] folded (only opens today).
+    pub of_kind: u32,
+    pub _pad: u32,
+    pub fold_sig: u64,
+    pub count: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<RepeatEvent>() == 80);
 
 /// `io_uring:io_uring_create` for a tracked process.
 #[repr(C)]
@@ -515,4 +543,5 @@ mod pod {
     // SAFETY: as above: repr(C), integer fields and a byte array, padding explicit (its size is asserted
     // to be DATA_OFFSET + PATH_CAP, so no tail padding either).
     unsafe impl aya::Pod for super::OpenEvent {}
+    unsafe impl aya::Pod for super::RepeatEvent {}
 }

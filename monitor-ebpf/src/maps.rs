@@ -256,6 +256,8 @@ unsafe impl Record for monitor_common::ExitEvent {}
 // SAFETY: as above: #[repr(C)], `hdr: EventHeader` first.
 unsafe impl Record for monitor_common::ForkEvent {}
 // SAFETY: as above: #[repr(C)], `hdr: EventHeader` first.
+unsafe impl Record for monitor_common::RepeatEvent {}
+// SAFETY: as above: #[repr(C)], `hdr: EventHeader` first.
 unsafe impl Record for monitor_common::StdioEvent {}
 // SAFETY: as above: #[repr(C)], `hdr: EventHeader` first.
 unsafe impl Record for monitor_common::IoUringEvent {}

@@ -94,6 +94,7 @@ pub fn mcpm_exit(ctx: TracePointContext) -> u32 {
     let _ = PENDING_OPEN.remove(&cur.tid);
     let _ = PENDING_EXEC.remove(&cur.tid);
     let _ = PENDING_CONNECT.remove(&cur.tid);
+    crate::fold::end_run(cur, info);
     if !exit_group_dead(&ctx) {
         return 0;
     }

@@ -209,6 +209,7 @@ pub fn rw_x<S: Sys>(s: &S) -> u32 {
         },
         None => return 0, // unregistered meanwhile (server gone)
     };
+    crate::fold::bump_epoch();
     let Some(ev) = SCRATCH_STDIO.get_ptr_mut(0) else { return 0 };
     // SAFETY: index 0 of the per-CPU SCRATCH_STDIO array: this CPU's slot, valid for this program run and
     // used by this program alone until it returns.

@@ -148,6 +148,11 @@ pub struct RunArgs {
     /// the process whose event was lost, and the daemon the rest of that server's tree.
     #[arg(long, value_enum, default_value = "alert")]
     pub on_loss: OnLoss,
+    /// Fold a flood: identical opens by one thread within one tool call and this window go out as
+    /// the first open plus a count (`folded` in the event stream); an open the kernel acted on
+    /// never folds. 0 sends every open.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub fold_window_ms: u32,
     /// What observes the syscalls of tracked servers: fentry/fexit where the kernel has BPF
     /// trampolines (auto falls back to syscall tracepoints), or tracepoints regardless.
     #[arg(long, value_enum, default_value = "auto")]

@@ -65,9 +65,15 @@ impl Emitter {
     }
 
     pub async fn emit(&self, r: Record) {
-        self.metrics().record(&r);
+        self.emit_ref(&r).await;
+    }
+
+    /// `emit`, leaving the record with the caller (the pipeline keeps an open to pair a folded
+    /// run's count with).
+    pub async fn emit_ref(&self, r: &Record) {
+        self.metrics().record(r);
         if let Some(o) = &self.otlp {
-            o.observe(&r);
+            o.observe(r);
         }
         self.write(r.line()).await;
     }

@@ -92,7 +92,14 @@ pub struct Pipeline {
     /// Resolved paths of opens by (inode, path as given): a repeated open of the same file by
     /// the same name costs no /proc lookups. Same inode and same name cannot resolve elsewhere.
     resolved: std::collections::HashMap<(events::Inode, u64), String>,
+    /// Each thread's last open the kernel may fold repeats into (by tid): a folded run's count
+    /// goes out as that open's line with `folded`.
+    fold_heads: std::collections::HashMap<u32, Box<EventLine>>,
 }
+
+/// Threads whose last foldable open is kept; beyond this the table starts over (a count
+/// without its open still goes out, as a `repeat` record).
+const FOLD_HEADS: usize = 8192;
 
 /// How long nothing must be tracked before the syscall hooks come off.
 const IDLE_DETACH: Duration = Duration::from_secs(3);
@@ -128,6 +135,7 @@ impl Pipeline {
             profiles: None,
             reap_suspects: Default::default(),
             resolved: Default::default(),
+            fold_heads: Default::default(),
         }
     }
 
@@ -226,6 +234,9 @@ impl Pipeline {
                 None => return,
             }
         }
+        if let events::Body::Repeat(r) = &ev.body {
+            return self.on_repeat(&ev.header, r).await;
+        }
         *self.stats.events.entry(ev.kind()).or_default() += 1;
         self.out.metrics().event(ev.kind());
         let mut clock = std::time::Instant::now();
@@ -249,15 +260,63 @@ impl Pipeline {
                 let line = self.event_line(ev, attribution);
                 let alerts = self.evaluate(&line);
                 lap(&mut self.stats, "context_and_rules");
-                self.out.emit(Record::Event(Box::new(line))).await;
+                let rec = Record::Event(Box::new(line));
+                self.out.emit_ref(&rec).await;
                 for a in alerts {
                     self.out.alert(a).await;
+                }
+                if let Record::Event(line) = rec {
+                    self.keep_fold_head(line);
                 }
                 lap(&mut self.stats, "render_and_queue");
             }
         }
         if let TreeChange::ServerGone(id) = change {
             self.retire(id, Retire::Exited { ts }).await;
+        }
+    }
+
+    /// Keeps an open the kernel may fold later repeats into (its thread's last one).
+    fn keep_fold_head(&mut self, line: Box<EventLine>) {
+        let events::Body::Open(o) = &line.event.body else { return };
+        if o.fold_sig == 0 {
+            return;
+        }
+        if self.fold_heads.len() >= FOLD_HEADS {
+            self.fold_heads.clear();
+        }
+        self.fold_heads.insert(line.event.header.tid, line);
+    }
+
+    /// A folded run: its open's line again, with the count and the first and last time. The
+    /// rules already judged that open; its repeats are the same open in the same call.
+    async fn on_repeat(&mut self, h: &events::Header, r: &events::Repeat) {
+        *self.stats.events.entry(r.of).or_default() += r.count;
+        self.out.metrics().events(r.of, r.count);
+        let folded = crate::output::record::Folded {
+            count: r.count,
+            first: format_rfc3339(self.clock.wall(r.first_ns)),
+            last: format_rfc3339(self.clock.wall(r.last_ns)),
+        };
+        let head = self.fold_heads.remove(&h.tid);
+        match head {
+            Some(mut line) if matches!(&line.event.body, events::Body::Open(o) if o.fold_sig == r.fold_sig) => {
+                line.time = folded.first.clone();
+                line.folded = Some(folded);
+                let rec = Record::Event(line);
+                self.out.emit_ref(&rec).await;
+                if let Record::Event(mut line) = rec {
+                    line.folded = None;
+                    self.fold_heads.insert(h.tid, line);
+                }
+            }
+            other => {
+                if let Some(line) = other {
+                    self.fold_heads.insert(h.tid, line);
+                }
+                let rec = Record::Repeat { time: folded.first.clone(), server_id: h.server_id, pid: h.pid, tid: h.tid, of: r.of, folded };
+                self.out.emit(rec).await;
+            }
         }
     }
 
@@ -294,6 +353,7 @@ impl Pipeline {
             exe: self.tree.get(event.header.pid).and_then(|n| n.exe.clone()),
             mcp,
             resolved_path,
+            folded: None,
             event,
         }
     }

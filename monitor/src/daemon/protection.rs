@@ -122,6 +122,7 @@ fn placed_open(p: &crate::gate::persist::Placed, ppid: u32) -> Event {
             resolve: 0,
             inode: None,
             policy: 0,
+            fold_sig: 0,
             result: SysResult::from_ret(0),
         }),
     }
@@ -151,6 +152,7 @@ fn synthetic_open(d: &Denial, ppid: u32) -> Event {
             resolve: 0,
             inode: Some(d.inode),
             policy: d.policy,
+            fold_sig: 0,
             result: SysResult::from_ret(-(libc::EPERM as i64)),
         }),
     }

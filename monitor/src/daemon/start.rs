@@ -84,6 +84,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut kernel_policy = sensors.kernel_policy()?;
     kernel_policy.set_on_loss_kill(args.on_loss == crate::cli::OnLoss::Kill).context("--on-loss")?;
+    kernel_policy.set_fold_window_ms(args.fold_window_ms).context("--fold-window-ms")?;
     let disc = Discoverer::new(args.passwd.clone(), args.project_root.clone(), &args.client_comm);
     // Never by name: a tracked process is killable whatever it calls itself (prctl).
     let guard = crate::actions::kill::Guard::new(std::process::id());

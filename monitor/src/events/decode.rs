@@ -5,10 +5,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
     exec_syscall, flags, open_syscall, ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, IoUringEvent, OpenEvent,
-    ProcAccessEvent, StdioEvent, UNIX_PATH_CAP,
+    ProcAccessEvent, RepeatEvent, StdioEvent, UNIX_PATH_CAP,
 };
 
-use super::{errno, Access, Body, Connect, Direction, Event, Exec, Exit, Fork, Header, Inode, IoUring, KernelAction, Open, ProcAccess, Stdio, SysResult};
+use super::{errno, Access, Body, Connect, Direction, Event, Exec, Exit, Fork, Header, Inode, IoUring, KernelAction, Open, ProcAccess, Repeat, Stdio, SysResult};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -82,6 +82,14 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             Body::IoUring(IoUring { op, fd: e.fd, sq_entries: e.sq_entries, cq_entries: e.cq_entries, setup_flags: e.setup_flags })
         }
         EventKind::ProcAccess => Body::ProcAccess(proc_access(bytes)?),
+        EventKind::Repeat => {
+            let e: RepeatEvent = read_record(bytes, std::mem::size_of::<RepeatEvent>())?;
+            let of = match EventKind::from_u32(e.of_kind) {
+                Some(EventKind::Open) => "open",
+                _ => return Err(DecodeError::UnknownKind(e.of_kind)),
+            };
+            Body::Repeat(Repeat { of, fold_sig: e.fold_sig, count: e.count, first_ns: e.first_ns, last_ns: e.last_ns })
+        }
     };
     Ok(Event { header: header(&h), body })
 }
@@ -206,6 +214,7 @@ fn open(bytes: &[u8]) -> Result<Open, DecodeError> {
         inode: (e.ret >= 0 && e.ino != 0).then_some(Inode { dev: e.dev, ino: e.ino }),
         policy: e.policy,
         result: SysResult::from_ret(e.ret),
+        fold_sig: e.fold_sig,
     })
 }
 

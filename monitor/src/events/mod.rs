@@ -141,6 +141,21 @@ pub enum Body {
     Sock(Stdio),
     /// ptrace / process_vm_readv / process_vm_writev on a process outside the server's tree.
     ProcAccess(ProcAccess),
+    /// A run of identical events the kernel folded into a count (monitor-ebpf/src/fold.rs);
+    /// written out as the event it repeats, with `folded`.
+    Repeat(Repeat),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Repeat {
+    /// The kind folded (`open`).
+    pub of: &'static str,
+    /// Pairs the count with the full event the run started from (`Open::fold_sig`).
+    pub fold_sig: u64,
+    /// Events folded after the one sent in full.
+    pub count: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -219,6 +234,9 @@ pub struct Open {
     #[serde(skip_serializing_if = "is_zero32")]
     pub policy: u32,
     pub result: SysResult,
+    /// The kernel's identity of this open when later repeats may fold into it (0: they may not).
+    #[serde(skip)]
+    pub fold_sig: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, PartialOrd, Ord, Hash)]
@@ -306,6 +324,7 @@ impl Event {
             Body::IoUring(_) => "io_uring",
             Body::ProcAccess(_) => "proc_access",
             Body::Sock(_) => "sock",
+            Body::Repeat(ref r) => r.of,
         }
     }
 }

@@ -126,7 +126,12 @@ impl Metrics {
     }
 
     pub fn event(&mut self, kind: &str) {
-        *self.events.entry(kind.into()).or_default() += 1;
+        self.events(kind, 1);
+    }
+
+    /// `n` events of one kind (a folded run).
+    pub fn events(&mut self, kind: &str, n: u64) {
+        *self.events.entry(kind.into()).or_default() += n;
     }
 
     pub fn rule_eval(&mut self, seconds: f64) {

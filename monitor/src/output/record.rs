@@ -57,6 +57,9 @@ pub enum Record {
         by_reason: BTreeMap<&'static str, LostCount>,
     },
     DecodeError { time: String, error: String },
+    /// A folded run whose first event was not seen (it arrived out of order or was lost): the
+    /// count still goes out.
+    Repeat { time: String, server_id: u32, pid: u32, tid: u32, of: &'static str, folded: Folded },
     Stats(Box<Stats>),
     /// What a server's JSON-RPC carried.
     #[serde(untagged)]
@@ -188,6 +191,17 @@ pub struct EventLine {
     /// Opens, with rules loaded: the path resolved against the opener's cwd and dirfd.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved_path: Option<String>,
+    /// This line stands for `count` more occurrences of the event, folded by the kernel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folded: Option<Folded>,
+}
+
+/// Identical events the kernel folded into a count: when the first and last of them happened.
+#[derive(Clone, Debug, Serialize)]
+pub struct Folded {
+    pub count: u64,
+    pub first: String,
+    pub last: String,
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ fn open_event() -> Event {
             inode: Some(Inode { dev: 2049, ino: 77 }),
             policy: 0x1_0003,
             result: SysResult::from_ret(-1),
+            fold_sig: 0,
         }),
     }
 }
@@ -41,6 +42,7 @@ fn event_line() -> EventLine {
         exe: Some("/usr/bin/node".into()),
         mcp: attribution(),
         resolved_path: Some("/home/u/.ssh/id_ed25519".into()),
+        folded: None,
     }
 }
 
