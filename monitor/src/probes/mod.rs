@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod fast;
 mod hold;
 mod ia32;
+mod link;
 pub mod lsm;
 pub mod ondemand;
 pub mod features;
