@@ -112,7 +112,19 @@ pub struct Tracker {
     daemon_pid: u32,
 }
 
+/// The kernel maps the tracker owns, as the loader hands them over.
+pub struct TrackerMaps {
+    pub tracked: BpfHashMap<MapData, u32, TrackInfo>,
+    pub pipes: BpfHashMap<MapData, u64, StdioPipe>,
+    pub candidates: BpfHashMap<MapData, Comm, u32>,
+    pub http_socks: BpfHashMap<MapData, u64, SockStream>,
+}
+
 impl Tracker {
+    pub fn from_maps(m: TrackerMaps) -> Self {
+        Self::new(m.tracked, m.pipes, m.candidates).with_http_socks(m.http_socks)
+    }
+
     pub fn new(
         map: BpfHashMap<MapData, u32, TrackInfo>,
         pipes: BpfHashMap<MapData, u64, StdioPipe>,

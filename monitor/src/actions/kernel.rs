@@ -39,7 +39,24 @@ pub struct KernelPolicy {
     granted: std::collections::BTreeSet<u64>,
 }
 
+/// The enforcement maps, as the loader hands them over.
+pub struct PolicyMaps {
+    pub protected: HashMap<MapData, InodeKey, u32>,
+    pub v4: LpmTrie<MapData, [u8; 4], u32>,
+    pub v6: LpmTrie<MapData, [u8; 16], u32>,
+    pub knobs: Array<MapData, u32>,
+    pub grants: HashMap<MapData, u64, u32>,
+    /// Whether the cgroup connect deny programs loaded.
+    pub cgroup_deny: bool,
+}
+
 impl KernelPolicy {
+    pub fn from_maps(m: PolicyMaps) -> Self {
+        let mut k = Self::new(m.protected, m.v4, m.v6, m.knobs, m.cgroup_deny);
+        k.grants = Some(m.grants);
+        k
+    }
+
     pub fn new(
         protected: HashMap<MapData, InodeKey, u32>,
         v4: LpmTrie<MapData, [u8; 4], u32>,

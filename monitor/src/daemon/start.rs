@@ -57,7 +57,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let gate_maps = sensors.gate_maps();
     // A second TRACKED handle for the persistence watch (before the tracker takes the map).
     let persist_maps = sensors.gate_maps().and_then(|m| Ok((m.tracked, sensors.exited_map()?)));
-    let tracker = sensors.tracker()?;
+    let tracker = crate::tracker::Tracker::from_maps(sensors.tracker_maps()?);
     let ring = sensors.take_events()?;
     let lost = sensors.take_lost()?;
 
@@ -82,7 +82,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let sinks = crate::alerts::Sinks::start(&args.sink_config(), metrics.clone()).await?;
 
-    let mut kernel_policy = sensors.kernel_policy()?;
+    let mut kernel_policy = crate::actions::kernel::KernelPolicy::from_maps(sensors.policy_maps()?);
     kernel_policy.set_on_loss_kill(args.on_loss == crate::cli::OnLoss::Kill).context("--on-loss")?;
     kernel_policy.set_fold_window_ms(args.fold_window_ms).context("--fold-window-ms")?;
     let disc = Discoverer::new(args.passwd.clone(), args.project_root.clone(), &args.client_comm);

@@ -265,11 +265,11 @@ impl Sensors {
         BpfHashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_CANDIDATE_COMMS, e.to_string()))
     }
 
-    /// The three maps the tracker owns.
-    pub fn tracker(&mut self) -> Result<crate::tracker::Tracker, ProbeError> {
+    /// The maps the tracker owns (the loader hands maps over; it builds none of their users).
+    pub fn tracker_maps(&mut self) -> Result<crate::tracker::TrackerMaps, ProbeError> {
         let socks = self.ebpf.take_map(MAP_HTTP_SOCKS).ok_or(ProbeError::Map(MAP_HTTP_SOCKS, "missing".into()))?;
-        let socks = BpfHashMap::try_from(socks).map_err(|e| ProbeError::Map(MAP_HTTP_SOCKS, e.to_string()))?;
-        Ok(crate::tracker::Tracker::new(self.take_tracked()?, self.take_stdio_pipes()?, self.take_candidate_comms()?).with_http_socks(socks))
+        let http_socks = BpfHashMap::try_from(socks).map_err(|e| ProbeError::Map(MAP_HTTP_SOCKS, e.to_string()))?;
+        Ok(crate::tracker::TrackerMaps { tracked: self.take_tracked()?, pipes: self.take_stdio_pipes()?, candidates: self.take_candidate_comms()?, http_socks })
     }
 
     /// Second handles (new fds on the same kernel maps) on `TRACKED` and `PENDING_OPEN`, for the
@@ -299,16 +299,15 @@ impl Sensors {
     }
 
     /// The enforcement maps, for the actions stage.
-    pub fn kernel_policy(&mut self) -> Result<crate::actions::kernel::KernelPolicy, ProbeError> {
+    pub fn policy_maps(&mut self) -> Result<crate::actions::kernel::PolicyMaps, ProbeError> {
         let mut take = |name: &'static str| self.ebpf.take_map(name).ok_or(ProbeError::Map(name, "missing".into()));
         let protected = BpfHashMap::try_from(take(MAP_PROTECTED)?).map_err(|e| ProbeError::Map(MAP_PROTECTED, e.to_string()))?;
         let v4 = LpmTrie::try_from(take(MAP_NET_POLICY_V4)?).map_err(|e| ProbeError::Map(MAP_NET_POLICY_V4, e.to_string()))?;
         let v6 = LpmTrie::try_from(take(MAP_NET_POLICY_V6)?).map_err(|e| ProbeError::Map(MAP_NET_POLICY_V6, e.to_string()))?;
         let knobs = Array::try_from(take(MAP_POLICY)?).map_err(|e| ProbeError::Map(MAP_POLICY, e.to_string()))?;
         let grants = BpfHashMap::try_from(take(MAP_GRANTS)?).map_err(|e| ProbeError::Map(MAP_GRANTS, e.to_string()))?;
-        let mut k = crate::actions::kernel::KernelPolicy::new(protected, v4, v6, knobs, matches!(self.deny, cgroup::DenyPath::Cgroup { .. }));
-        k.grants = Some(grants);
-        Ok(k)
+        let cgroup_deny = matches!(self.deny, cgroup::DenyPath::Cgroup { .. });
+        Ok(crate::actions::kernel::PolicyMaps { protected, v4, v6, knobs, grants, cgroup_deny })
     }
 
     /// Events the kernel could not deliver, per server id (LRU `LOST_BY_SERVER`).

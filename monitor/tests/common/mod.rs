@@ -79,7 +79,7 @@ impl Harness {
             }
             Err(e) => panic!("loading sensors: {e}"),
         };
-        let tracker = sensors.tracker().unwrap();
+        let tracker = monitor::tracker::Tracker::from_maps(sensors.tracker_maps().unwrap());
         let lost = sensors.take_lost().unwrap();
         let (tx, rx) = mpsc::channel(65536);
         let ring = sensors.take_events().unwrap();
