@@ -31,20 +31,6 @@ pub enum Command {
     Profile(ProfileCommand),
     /// Live view: servers, tool calls with the syscalls under each, alerts (needs root).
     Top(ServersArgs),
-    /// Benchmark helper: a loop of one operation (open, forkexec, connect, read), ns/op.
-    #[command(hide = true)]
-    BenchLoop { kind: String, n: u64, path: Option<String> },
-    /// Benchmark helper: the one-lookup floor program on every syscall hook until stdin closes.
-    #[command(hide = true)]
-    BenchFloor,
-    /// Benchmark helper: the result scanner on the labelled set in DIR (precision, recall) and
-    /// its cost per KiB, as JSON.
-    #[command(hide = true)]
-    BenchResults { dir: std::path::PathBuf },
-    /// Benchmark helper: the tool-description checks on the labelled set in DIR (precision,
-    /// recall, held-out recall) and their cost per tool, as JSON.
-    #[command(hide = true)]
-    BenchDescriptions { dir: std::path::PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

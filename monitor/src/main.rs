@@ -36,28 +36,6 @@ fn main() -> std::process::ExitCode {
             run(args)
         }
         Command::Run(args) => run(args),
-        Command::BenchLoop { kind, n, path } => report(monitor::bench::run_loop(&kind, n, path.as_deref())),
-        Command::BenchFloor => report(monitor::bench::run_floor()),
-        Command::BenchResults { dir } => match monitor::toolcheck::labelled::bench(&dir) {
-            Ok(v) => {
-                println!("{v}");
-                std::process::ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("mcpmon bench-results: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        },
-        Command::BenchDescriptions { dir } => match monitor::toolcheck::poison_set::bench(&dir) {
-            Ok(v) => {
-                println!("{v}");
-                std::process::ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("mcpmon bench-descriptions: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        },
         Command::Top(args) => match monitor::top::run(&args.socket) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
@@ -80,16 +58,6 @@ fn run(args: monitor::cli::RunArgs) -> std::process::ExitCode {
         }
     };
     match rt.block_on(monitor::daemon::run(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mcpmon: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-fn report(r: anyhow::Result<()>) -> std::process::ExitCode {
-    match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mcpmon: {e:#}");
