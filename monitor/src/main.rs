@@ -15,14 +15,20 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse_from(argv);
     match cli.command {
         // No runtime, no logging setup: stdout belongs to the MCP server about to be exec'd.
-        Command::Exec(args) => match monitor::control::client::run_exec(&args) {
+        Command::Exec(args) => match monitor::control::client::run_exec(
+            &args.socket,
+            &args.name,
+            args.require_monitor,
+            std::time::Duration::from_millis(args.timeout_ms),
+            &args.command,
+        ) {
             Ok(never) => match never {},
             Err(e) => {
                 eprintln!("mcpmon exec: {e:#}");
                 std::process::ExitCode::from(127)
             }
         },
-        Command::Servers(args) => match monitor::control::client::run_servers(&args) {
+        Command::Servers(args) => match monitor::control::client::run_servers(&args.socket, args.json) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("mcpmon servers: {e:#}");
