@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod output;
 pub mod probes;
 pub mod rules;
+pub mod sys;
 pub mod actions;
 pub mod alerts;
 pub mod process_tree;

@@ -4,7 +4,8 @@ use serde_json::{json, Value};
 
 use super::Pipeline;
 use crate::{
-    discovery::{adopt::Intent, procfs},
+    discovery::adopt::Intent,
+    sys::procfs,
     events::{Body, Event},
     tracker::Discovery,
 };

@@ -31,7 +31,7 @@ use crate::{
     discovery::adopt::Discoverer,
     correlation::{Correlator, Outcome},
     control::ControlMsg,
-    discovery::procfs,
+    sys::procfs,
     events::{self, reader::Decoded, Event},
     output::{format_rfc3339, Clock},
     probes::Sensors,

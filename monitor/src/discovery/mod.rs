@@ -1,5 +1,5 @@
-//! Finding processes to watch. Today: procfs walks for `--track-pid` and process details; MCP
-//! client configs and protocol sniffing plug in here next.
+//! Finding processes to watch: MCP client configs of every user (`clients`), and decisions on
+//! the processes the kernel tracks provisionally, the start-up scan and how each server was found
+//! (`adopt`). Process details and the user database come from `crate::sys`.
 pub mod adopt;
 pub mod clients;
-pub mod procfs;
