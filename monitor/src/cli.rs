@@ -114,6 +114,10 @@ pub struct RunArgs {
     /// Where mcpmon keeps state across restarts (the pinned tool sets).
     #[arg(long, default_value = "/var/lib/mcpmon")]
     pub state_dir: PathBuf,
+    /// Send the kernel programs' diagnostics (which process lost which kind of event) to this
+    /// log. Off by default: the kernel then skips them at no cost.
+    #[arg(long)]
+    pub ebpf_log: bool,
     /// Ring buffer size in MiB (power of two).
     #[arg(long, default_value_t = 8)]
     pub ringbuf_mib: u32,
