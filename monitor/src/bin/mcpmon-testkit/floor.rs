@@ -13,10 +13,13 @@ pub fn run_floor() -> anyhow::Result<()> {
     let prog: &mut aya::programs::TracePoint = ebpf.program_mut("mcpm_floor").context("no mcpm_floor")?.try_into()?;
     prog.load()?;
     let mut n = 0;
+    // Two programs may share a tracepoint (sendto: net and http); the floor goes on it once (a
+    // second link of the same program is EEXIST).
+    let mut seen = std::collections::HashSet::new();
     for spec in PROGRAMS {
         for hook in spec.hooks {
             let Hook::TracePoint { category, name } = *hook;
-            if hook.on_demand() && probes::tracefs::exists(&tracefs, category, name) {
+            if hook.on_demand() && probes::tracefs::exists(&tracefs, category, name) && seen.insert((category, name)) {
                 prog.attach(category, name).with_context(|| format!("{category}:{name}"))?;
                 n += 1;
             }
