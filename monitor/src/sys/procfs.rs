@@ -3,7 +3,10 @@
 //! so every read of one call is about the same process even if its pid is reused meanwhile.
 use std::{collections::HashMap, io::Read as _};
 
-use procfs::process::{FDPermissions, FDTarget, Process};
+use procfs::{
+    process::{FDPermissions, FDTarget, Process},
+    MountEntry,
+};
 
 fn process(pid: u32) -> Option<Process> {
     Process::new(i32::try_from(pid).ok()?).ok()
@@ -129,6 +132,15 @@ pub fn stdio_streams(pid: u32) -> (Option<u64>, Option<u64>) {
     (i.or(lowest(reads)), o.or(lowest(writes)))
 }
 
+/// Where cgroup v2 is mounted (the unified hierarchy on a hybrid host), from /proc/self/mounts.
+pub fn cgroup2_root() -> Option<std::path::PathBuf> {
+    cgroup2_in(procfs::mounts().ok()?)
+}
+
+fn cgroup2_in(mounts: Vec<MountEntry>) -> Option<std::path::PathBuf> {
+    mounts.into_iter().find(|m| m.fs_vfstype == "cgroup2").map(|m| m.fs_file.into())
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcInfo {
     pub pid: u32,
@@ -198,6 +210,15 @@ mod tests {
         assert_eq!((i, o), (fd_stream_inode(pid, 6), fd_stream_inode(pid, 7)));
         drop(child.stdin.take());
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn finds_the_cgroup2_mount_on_hybrid_and_unified_hosts() {
+        let root = |text: &str| cgroup2_in(<Vec<MountEntry> as procfs::FromBufRead>::from_buf_read(text.as_bytes()).unwrap());
+        let hybrid = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\ncgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+        assert_eq!(root(hybrid).unwrap().to_str(), Some("/sys/fs/cgroup/unified"));
+        assert_eq!(root("cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n").unwrap().to_str(), Some("/sys/fs/cgroup"));
+        assert!(root("proc /proc proc rw 0 0\n").is_none());
     }
 
     #[test]
