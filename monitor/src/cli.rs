@@ -114,7 +114,7 @@ pub struct RunArgs {
     /// Where mcpmon keeps state across restarts (the pinned tool sets).
     #[arg(long, default_value = "/var/lib/mcpmon")]
     pub state_dir: PathBuf,
-    /// Send the kernel programs' diagnostics (which process lost which kind of event) to this
+    /// Send the kernel programs' diagnostics (which kind of event the kernel lost) to this
     /// log. Off by default: the kernel then skips them at no cost.
     #[arg(long)]
     pub ebpf_log: bool,

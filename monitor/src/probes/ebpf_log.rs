@@ -1,5 +1,5 @@
-//! `mcpmon run --ebpf-log`: the kernel side's aya-log records (which process lost which kind of
-//! event, `monitor-ebpf/src/maps.rs`) in the daemon's log. Off by default, and then free: the
+//! `mcpmon run --ebpf-log`: the kernel side's aya-log records (which kind of event it lost,
+//! `monitor-ebpf/src/maps.rs`) in the daemon's log. Off by default, and then free: the
 //! level global stays 0, the verifier drops the records' code, and their ring buffer is one page.
 use std::os::fd::AsRawFd as _;
 
