@@ -23,15 +23,13 @@ use aya_ebpf::{
 use crate::{
     fast::Regs,
     file,
-    maps::{current, mark_compat, off, tracked, Pending},
+    maps::{current, mark_compat, koff, tracked, Pending},
     net, process, procaccess,
 };
 
 /// `orig_ax` in x86_64 `struct pt_regs`: the syscall number, kept through the call.
 const ORIG_AX_OFF: usize = 120;
 
-#[unsafe(no_mangle)]
-static TASK_TI_STATUS_OFF: u32 = 0;
 
 const TS_COMPAT: u32 = 0x0002;
 
@@ -62,7 +60,7 @@ mod nr {
 /// Whether the current syscall came in through the ia32 entry points.
 #[inline(always)]
 fn in_compat_syscall() -> bool {
-    let o = off(&TASK_TI_STATUS_OFF);
+    let o = koff!(task_ti_status);
     if o == monitor_common::NO_FIELD as usize {
         return false;
     }

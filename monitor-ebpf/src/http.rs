@@ -207,6 +207,7 @@ pub fn data_exit<S: Sys>(s: &S, vectored: bool) -> u32 {
         },
         None => return 0, // closed meanwhile
     };
+    crate::fold::bump_epoch();
     let Some(ev) = SCRATCH_SOCK.get_ptr_mut(0) else { return 0 };
     // SAFETY: per-CPU scratch slot, used by this program alone until it returns.
     let ev = unsafe { &mut *ev };
