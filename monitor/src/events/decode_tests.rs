@@ -107,6 +107,7 @@ fn open_round_trip_success_and_failure() {
             inode: None,
             policy: 0,
             result: SysResult { ok: true, ret: 7, errno: None },
+            fold_sig: 0,
         })
     );
 
