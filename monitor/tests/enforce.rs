@@ -100,7 +100,7 @@ fn a_flood_before_the_key_read_hides_nothing() {
     let d = start(&s, &[]);
     let noise = s.dir.path().join("noise");
     std::fs::write(&noise, "n").unwrap();
-    let flood = format!("{} bench-loop open 500000 {}", env!("CARGO_BIN_EXE_mcpmon"), noise.display());
+    let flood = format!("{} loop open 500000 {}", env!("CARGO_BIN_EXE_mcpmon-testkit"), noise.display());
     let out = victim(&d, "flood-then-steal", &format!("{flood} && cat {}; echo after", s.key.display()));
     assert_killed_before_read(&d, "flood-then-steal", &out);
     let (_, recs) = d.stop_with_records();
