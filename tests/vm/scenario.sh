@@ -161,7 +161,7 @@ workload() {
 }
 normalize() {
   grep -v '"kind":"\(alert\|stats\|rules_loaded\|server_[a-z]*\)"' "$1" | grep -E '"kind":"(exec|open|connect|send|exit|fork|mcp_[a-z]*)"' |
-    sed -E 's/"(time|ts_mono_ns|pid|tid|ppid|child_pid|exe|resolved_path)":("[^"]*"|[0-9]+),?//g; s/"(mcp|inode)":\{[^}]*\},?//g; s/,}/}/g' | sort
+    sed -E 's/"(time|ts_mono_ns|first|last|pid|tid|ppid|child_pid|exe|resolved_path)":("[^"]*"|[0-9]+),?//g; s/"(mcp|inode)":\{[^}]*\},?//g; s/,}/}/g' | sort
 }
 for obs in auto tracepoint; do
   start_daemon "$WORK/parity-$obs.jsonl" "$WORK/parity-$obs.log" --observe $obs
