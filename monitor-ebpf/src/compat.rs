@@ -92,6 +92,14 @@ fn handled(id: i64) -> bool {
 /// mark on a refused connect, which is recomputed here from the same policy map.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn mcpm_compat_x(ctx: RawTracePointContext) -> i32 {
+    // Every syscall exit of the machine runs this while a server is tracked: the compat flag
+    // first, so a 64-bit syscall (nearly all of them) costs one read of the task and nothing
+    // else. Its number cannot be tested first: 64-bit numbers overlap the i386 ones (64-bit
+    // `open` is i386 `fork`). An ia32 fork's child inherits the flag with the parent's
+    // thread_info and returns here before the kernel clears it on the way out.
+    if !in_compat_syscall() {
+        return 0;
+    }
     let regs = ctx.arg::<u64>(0) as *const u8;
     // SAFETY: `regs` is sys_exit's `struct pt_regs *` argument; orig_ax at its fixed x86_64 offset is read
     // through bpf_probe_read_kernel, which returns Err on a fault (then -1).
@@ -101,7 +109,7 @@ pub fn mcpm_compat_x(ctx: RawTracePointContext) -> i32 {
     if matches!(id, nr::FORK | nr::CLONE | nr::VFORK | nr::CLONE3) {
         return process::doomed_x(&Regs::ia32(regs, 0)) as i32;
     }
-    if !handled(id) || tracked(current()).is_none() || !in_compat_syscall() {
+    if !handled(id) || tracked(current()).is_none() {
         return 0;
     }
     let ret = ctx.arg::<i64>(1);

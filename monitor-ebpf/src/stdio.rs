@@ -13,24 +13,13 @@ use aya_ebpf::{
 };
 use monitor_common::{stdio_dir, EventKind, LostReason, StdioEvent, StdioPipe, TrackInfo, PROVISIONAL_SERVER, STDIO_CHUNK, STDIO_HEAD_CHUNKS};
 
+use crate::http::{RwPending, PENDING_RW};
 use crate::maps::{lost_for, current, fill_header, koff, output_prefix, tracked, Sys};
 
 /// Inodes of tracked servers' stdin/stdout pipes.
 #[map(name = "STDIO_PIPES")]
 pub static STDIO_PIPES: HashMap<u64, StdioPipe> = HashMap::with_max_entries(4096, 0);
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct IoPending {
-    buf: u64,
-    ino: u64,
-    fd: i32,
-    dir: u32,
-    info: TrackInfo,
-}
-
-#[map(name = "PENDING_IO")]
-static PENDING_IO: HashMap<u32, IoPending> = HashMap::with_max_entries(4096, 1);
 
 #[map(name = "SCRATCH_STDIO")]
 static SCRATCH_STDIO: PerCpuArray<StdioEvent> = PerCpuArray::with_max_entries(1, 0);
@@ -137,8 +126,8 @@ fn rw_enter<S: Sys>(s: &S, want: u32) -> u32 {
     if pipe.dir != want {
         return 0;
     }
-    let p = IoPending { buf: s.arg(1), ino, fd, dir: pipe.dir, info };
-    if PENDING_IO.insert(&cur.tid, &p, 0).is_err() {
+    let p = RwPending { buf: s.arg(1), ino, fd, dir: pipe.dir, iovcnt: 0, stdio: 1, info };
+    if PENDING_RW.insert(&cur.tid, &p, 0).is_err() {
         lost_for(LostReason::PendingFull, info.server_id);
     }
     0
@@ -174,10 +163,13 @@ pub fn write_e<S: Sys>(s: &S) -> u32 {
 #[inline(always)]
 pub fn rw_x<S: Sys>(s: &S) -> u32 {
     let cur = current();
-    // SAFETY: the current thread's PENDING_IO entry (keyed by its tid) is copied out at once, before the
+    // SAFETY: the current thread's PENDING_RW entry (keyed by its tid) is copied out at once, before the
     // remove; no reference is kept.
-    let Some(p) = (unsafe { PENDING_IO.get(&cur.tid) }).copied() else { return crate::http::data_exit(s, false) };
-    let _ = PENDING_IO.remove(&cur.tid);
+    let Some(p) = (unsafe { PENDING_RW.get(&cur.tid) }).copied() else { return 0 };
+    let _ = PENDING_RW.remove(&cur.tid);
+    if p.stdio == 0 {
+        return crate::http::sock_data_exit(s, cur, p, false);
+    }
     let ret = s.ret();
     if ret <= 0 {
         return 0;

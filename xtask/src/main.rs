@@ -52,6 +52,10 @@ enum Task {
         /// them in bench/results.json.
         #[arg(long)]
         scanners_only: bool,
+        /// Only section 2 (tracked processes: throughput, folding, 1000 servers), replacing it in
+        /// bench/results.json.
+        #[arg(long)]
+        tracked_only: bool,
     },
     /// Kernel matrix: the scenario on this kernel (fallbacks) and in a VM booted from Debian's
     /// kernel with the BPF LSM and trampolines (qemu TCG): deny, kill, fentry/tracepoint parity.
@@ -83,7 +87,9 @@ fn main() -> anyhow::Result<()> {
         Task::Test { args } => test(&args),
         Task::Package => deb::run(),
         Task::VmTest { host_only, vm_only } => vm::run(!vm_only, !host_only),
-        Task::Bench { rounds, quick, report_only, fast_path_only, enforcement_only, scanners_only } => bench::run(bench::Opts { rounds, quick, report_only, fast_path_only, enforcement_only, scanners_only }),
+        Task::Bench { rounds, quick, report_only, fast_path_only, enforcement_only, scanners_only, tracked_only } => {
+            bench::run(bench::Opts { rounds, quick, report_only, fast_path_only, enforcement_only, scanners_only, tracked_only })
+        }
         Task::Run { args } => {
             setup::run()?;
             util::cargo(&["build", "--release", "-p", "monitor"])?;

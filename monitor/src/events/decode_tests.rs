@@ -6,7 +6,7 @@ use monitor_common::{
 };
 
 use super::*;
-use crate::events::{Access, Direction, KernelAction};
+use crate::events::{Access, Direction, KernelAction, Repeat};
 
 fn hdr(kind: EventKind, fl: u32) -> EventHeader {
     EventHeader { kind: kind as u32, flags: fl, ts_ns: 123_456_789, tgid: 42, tid: 43, ppid: 7, uid: 1000, server_id: 3, _pad: 0 }
@@ -89,6 +89,7 @@ fn open_round_trip_success_and_failure() {
     e.mode = 0o600;
     e.resolve = 0x08;
     e.ret = 7;
+    e.fold_sig = 0xfeed_0001;
     let p = b"../.ssh/id_rsa";
     e.path[..p.len()].copy_from_slice(p);
     e.path_len = p.len() as u32;
@@ -107,7 +108,7 @@ fn open_round_trip_success_and_failure() {
             inode: None,
             policy: 0,
             result: SysResult { ok: true, ret: 7, errno: None },
-            fold_sig: 0,
+            fold_sig: 0xfeed_0001,
         })
     );
 
@@ -120,6 +121,18 @@ fn open_round_trip_success_and_failure() {
     let Body::Open(o) = ev.body else { panic!() };
     assert_eq!((o.syscall, o.access), ("openat", vec![Access::Read]));
     assert_eq!(o.result, SysResult { ok: false, ret: -13, errno: Some("EACCES") });
+}
+
+#[test]
+fn repeat_round_trip() {
+    let mut e = monitor_common::RepeatEvent { hdr: hdr(EventKind::Repeat, 0), of_kind: EventKind::Open as u32, _pad: 0, fold_sig: 0xabc, count: 999_999, first_ns: 10, last_ns: 20 };
+    let ev = decode(&bytes_of(&e, std::mem::size_of::<monitor_common::RepeatEvent>())).unwrap();
+    expect_header(&ev, vec![]);
+    assert_eq!(ev.body, Body::Repeat(Repeat { of: "open", fold_sig: 0xabc, count: 999_999, first_ns: 10, last_ns: 20 }));
+    assert_eq!(ev.kind(), "open", "counted as the kind it repeats");
+    e.of_kind = EventKind::Exec as u32;
+    assert!(decode(&bytes_of(&e, std::mem::size_of::<monitor_common::RepeatEvent>())).is_err(), "only opens fold");
+    assert!(decode(&bytes_of(&e, 40)).is_err(), "short");
 }
 
 #[test]

@@ -6,6 +6,8 @@ pub mod cgroup;
 pub mod ebpf_log;
 pub mod fast;
 mod hold;
+mod ia32;
+mod link;
 pub mod lsm;
 pub mod ondemand;
 pub mod features;
@@ -218,9 +220,13 @@ impl Sensors {
             Err(why) if cfg.observe == fast::Observe::Fentry => return Err(ProbeError::Fast(why)),
             Err(why) => {
                 let mut hooks: Vec<_> = on_demand.into_iter().map(|(spec, hook)| ondemand::OnDemand::Tp(spec, hook)).collect();
-                match load_compat_raw(&mut ebpf) {
-                    Ok(()) => hooks.extend(COMPAT_RAW.iter().map(|(name, tp)| ondemand::OnDemand::Raw(name, tp))),
-                    Err(e) => tracing::warn!("ia32 syscalls (int $0x80) will not be seen: {e}"),
+                match ia32::emulation_off() {
+                    // Nothing to see, and the hook would run on every syscall exit.
+                    Some(why) => tracing::info!(%why, "ia32 syscalls cannot happen on this kernel: no ia32 hook"),
+                    None => match load_compat_raw(&mut ebpf) {
+                        Ok(()) => hooks.extend(COMPAT_RAW.iter().map(|(name, tp)| ondemand::OnDemand::Raw(name, tp))),
+                        Err(e) => tracing::warn!(error = %e, "ia32 syscalls (int $0x80) will not be seen"),
+                    },
                 }
                 (hooks, Err(why))
             }
