@@ -192,6 +192,25 @@ pub fn count_lost(reason: LostReason) {
     }
 }
 
+/// [`count_lost`], plus an aya-log record under `mcpmon run --ebpf-log`. Only where the program
+/// has room: verified with logging on, a record costs a few hundred instructions per path that
+/// reaches it, which the syscall programs at the verifier's limit (stdio, http) do not have; their
+/// losses stay counted in `LOST` only.
+#[inline(always)]
+pub fn count_lost_logged(reason: LostReason) {
+    count_lost(reason);
+    log_lost(reason as u32);
+}
+
+/// The record. The loader sets `AYA_LOG_LEVEL` (read-only data) to 0 unless asked, and the
+/// verifier, which knows read-only values, then drops the record's code as dead: without the flag
+/// this is one call that returns, on failure paths only. Not inlined, so the code exists once.
+#[inline(never)]
+fn log_lost(reason: u32) {
+    // aya-log's macros take a context but never read it (aya-log-ebpf 0.2); this helper has none.
+    aya_log_ebpf::warn!(&(), "event lost: reason {} (monitor_common::LostReason)", reason);
+}
+
 /// Per-server loss counts: the daemon names the server it went blind on (`blind_spot`).
 /// LRU, so that a new server's first loss can always be recorded.
 #[map(name = "LOST_BY_SERVER")]

@@ -27,7 +27,7 @@ use monitor_common::{
 };
 
 use crate::maps::{
-    count_lost, current, lost_for, koff, read_user_path, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
+    count_lost_logged, current, lost_for, koff, read_user_path, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
     parent_comm, tp_exec_old_pid_off, exit_group_dead, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current, Sys,
     CANDIDATE_COMMS, DOOMED, EXITED, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN, SCRATCH_EXEC, TRACKED,
 };
@@ -54,7 +54,7 @@ pub fn mcpm_fork(ctx: TracePointContext) -> u32 {
     let mut ev = ForkEvent::default();
     fill_header(&mut ev.hdr, EventKind::Fork, cur, info);
     if TRACKED.insert(&(child as u32), &info, 0).is_err() {
-        count_lost(LostReason::TrackedFull);
+        count_lost_logged(LostReason::TrackedFull);
         // The child already exists (this hook runs after copy_process's last signal check):
         // it dies at its first return to user space instead (`doomed_x`).
         let _ = DOOMED.insert(&(child as u32), &1, 0);
@@ -253,7 +253,7 @@ fn provisional(cur: Current) -> Option<TrackInfo> {
     }
     let info = TrackInfo { server_id: PROVISIONAL_SERVER, root_tgid: cur.tgid };
     if TRACKED.insert(&cur.tgid, &info, 0).is_err() {
-        count_lost(LostReason::TrackedFull);
+        count_lost_logged(LostReason::TrackedFull);
         return None;
     }
     crate::stdio::register_exec_stdio(cur.tgid);

@@ -104,7 +104,7 @@ fn register_fd(fd: i32, dir: u32, tgid: u32) {
     // EEXIST: registered already (a pipe shared with an earlier candidate), nothing lost.
     if let Err(e) = STDIO_PIPES.insert(&ino, &pipe, BPF_NOEXIST) {
         if e != -EEXIST {
-            crate::maps::count_lost(LostReason::StdioFull);
+            crate::maps::count_lost_logged(LostReason::StdioFull);
         }
     }
 }

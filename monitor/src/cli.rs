@@ -31,20 +31,6 @@ pub enum Command {
     Profile(ProfileCommand),
     /// Live view: servers, tool calls with the syscalls under each, alerts (needs root).
     Top(ServersArgs),
-    /// Benchmark helper: a loop of one operation (open, forkexec, connect, read), ns/op.
-    #[command(hide = true)]
-    BenchLoop { kind: String, n: u64, path: Option<String> },
-    /// Benchmark helper: the one-lookup floor program on every syscall hook until stdin closes.
-    #[command(hide = true)]
-    BenchFloor,
-    /// Benchmark helper: the result scanner on the labelled set in DIR (precision, recall) and
-    /// its cost per KiB, as JSON.
-    #[command(hide = true)]
-    BenchResults { dir: std::path::PathBuf },
-    /// Benchmark helper: the tool-description checks on the labelled set in DIR (precision,
-    /// recall, held-out recall) and their cost per tool, as JSON.
-    #[command(hide = true)]
-    BenchDescriptions { dir: std::path::PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,6 +114,10 @@ pub struct RunArgs {
     /// Where mcpmon keeps state across restarts (the pinned tool sets).
     #[arg(long, default_value = "/var/lib/mcpmon")]
     pub state_dir: PathBuf,
+    /// Send the kernel programs' diagnostics (which kind of event the kernel lost) to this
+    /// log. Off by default: the kernel then skips them at no cost.
+    #[arg(long)]
+    pub ebpf_log: bool,
     /// Ring buffer size in MiB (power of two).
     #[arg(long, default_value_t = 8)]
     pub ringbuf_mib: u32,

@@ -15,14 +15,20 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse_from(argv);
     match cli.command {
         // No runtime, no logging setup: stdout belongs to the MCP server about to be exec'd.
-        Command::Exec(args) => match monitor::control::client::run_exec(&args) {
+        Command::Exec(args) => match monitor::control::client::run_exec(
+            &args.socket,
+            &args.name,
+            args.require_monitor,
+            std::time::Duration::from_millis(args.timeout_ms),
+            &args.command,
+        ) {
             Ok(never) => match never {},
             Err(e) => {
                 eprintln!("mcpmon exec: {e:#}");
                 std::process::ExitCode::from(127)
             }
         },
-        Command::Servers(args) => match monitor::control::client::run_servers(&args) {
+        Command::Servers(args) => match monitor::control::client::run_servers(&args.socket, args.json) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("mcpmon servers: {e:#}");
@@ -36,28 +42,6 @@ fn main() -> std::process::ExitCode {
             run(args)
         }
         Command::Run(args) => run(args),
-        Command::BenchLoop { kind, n, path } => report(monitor::bench::run_loop(&kind, n, path.as_deref())),
-        Command::BenchFloor => report(monitor::bench::run_floor()),
-        Command::BenchResults { dir } => match monitor::toolcheck::labelled::bench(&dir) {
-            Ok(v) => {
-                println!("{v}");
-                std::process::ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("mcpmon bench-results: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        },
-        Command::BenchDescriptions { dir } => match monitor::toolcheck::poison_set::bench(&dir) {
-            Ok(v) => {
-                println!("{v}");
-                std::process::ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("mcpmon bench-descriptions: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        },
         Command::Top(args) => match monitor::top::run(&args.socket) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
@@ -80,16 +64,6 @@ fn run(args: monitor::cli::RunArgs) -> std::process::ExitCode {
         }
     };
     match rt.block_on(monitor::daemon::run(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mcpmon: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-fn report(r: anyhow::Result<()>) -> std::process::ExitCode {
-    match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mcpmon: {e:#}");

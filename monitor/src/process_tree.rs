@@ -55,7 +55,7 @@ pub struct ServerScope {
 const CREATED_CAP: usize = 4096;
 
 fn live_cwd(pid: u32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/cwd")).ok().filter(|p| p.is_absolute()).map(|p| p.display().to_string())
+    crate::sys::procfs::cwd(pid).filter(|p| p.is_absolute()).map(|p| p.display().to_string())
 }
 
 impl ProcessTree {
@@ -172,9 +172,9 @@ impl ProcessTree {
                 None => return,
             }
         } else {
-            match std::fs::read_link(format!("/proc/{}/fd/{}", ev.header.pid, o.dirfd)) {
-                Ok(d) => d.join(raw),
-                Err(_) => return,
+            match crate::sys::procfs::fd_path(ev.header.pid, o.dirfd) {
+                Some(d) => d.join(raw),
+                None => return,
             }
         };
         let full = crate::daemon::context::normalize(&full);

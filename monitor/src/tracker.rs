@@ -173,7 +173,7 @@ impl Tracker {
     /// `server_id` (or the provisional id) leave the map. Only the daemon does this, never on a
     /// tracked process's request.
     pub fn drop_tree(&mut self, pid: u32, server_id: u32) {
-        for p in std::iter::once(pid).chain(crate::discovery::procfs::descendants(pid)) {
+        for p in std::iter::once(pid).chain(crate::sys::procfs::descendants(pid)) {
             if self.lookup(p).is_some_and(|i| i.server_id == server_id || i.server_id == PROVISIONAL_SERVER) {
                 let _ = self.map.remove(&p);
             }
@@ -214,7 +214,7 @@ impl Tracker {
     /// numbers the server later reads and writes them through).
     fn register_stdio(&mut self, pid: u32, server_id: u32) -> Vec<u64> {
         let mut inodes = vec![];
-        let (i, o) = crate::discovery::procfs::stdio_streams(pid);
+        let (i, o) = crate::sys::procfs::stdio_streams(pid);
         for (ino, dir) in [(i, stdio_dir::IN), (o, stdio_dir::OUT)] {
             let Some(ino) = ino else { continue };
             // The kernel registered it at the provisional exec and has been counting its bytes
@@ -269,7 +269,7 @@ impl Tracker {
             let name = self.servers.get(&info.server_id).map(|s| s.name.clone()).unwrap_or_default();
             return Ok(TrackAck { server_id: info.server_id, name, already_tracked: true, tracked_pids: vec![] });
         }
-        if !crate::discovery::procfs::exists(pid) {
+        if !crate::sys::procfs::exists(pid) {
             return Err(TrackError::NoSuchProcess(pid));
         }
         let id = self.next_id;
@@ -281,7 +281,7 @@ impl Tracker {
         // and skipping the procfs walk keeps a burst of starting servers cheap.
         while how != Discovery::Exec {
             let mut added = false;
-            for child in crate::discovery::procfs::descendants(pid) {
+            for child in crate::sys::procfs::descendants(pid) {
                 if child == self.daemon_pid || self.lookup(child).is_some_and(|i| i.server_id != PROVISIONAL_SERVER) {
                     continue;
                 }
@@ -309,7 +309,7 @@ impl Tracker {
                 client: None,
                 config: None,
                 sniffing: false,
-                command: crate::discovery::procfs::process_info(pid).map(|i| i.argv).unwrap_or_default(),
+                command: crate::sys::procfs::process_info(pid).map(|i| i.argv).unwrap_or_default(),
             },
         );
         Ok(TrackAck { server_id: id, name: name.to_string(), already_tracked: false, tracked_pids: tracked })

@@ -96,7 +96,7 @@ fn track_pid_takes_a_running_tree_with_its_descendants() {
         .unwrap();
     let root_pid = root.id();
     std::thread::sleep(Duration::from_millis(200)); // let the inner sh start
-    let inner = monitor::discovery::procfs::descendants(root_pid);
+    let inner = monitor::sys::procfs::descendants(root_pid);
     assert_eq!(inner.len(), 1, "inner shell running");
     let d = Daemon::start(&["--track-pid", &root_pid.to_string(), "--track-name", "legacy"]);
     let tracked = d.expect("server_tracked", |v| v["kind"] == "server_tracked");

@@ -100,7 +100,7 @@ fn a_flood_before_the_key_read_hides_nothing() {
     let d = start(&s, &[]);
     let noise = s.dir.path().join("noise");
     std::fs::write(&noise, "n").unwrap();
-    let flood = format!("{} bench-loop open 500000 {}", env!("CARGO_BIN_EXE_mcpmon"), noise.display());
+    let flood = format!("{} loop open 500000 {}", env!("CARGO_BIN_EXE_mcpmon-testkit"), noise.display());
     let out = victim(&d, "flood-then-steal", &format!("{flood} && cat {}; echo after", s.key.display()));
     assert_killed_before_read(&d, "flood-then-steal", &out);
     let (_, recs) = d.stop_with_records();
@@ -151,7 +151,7 @@ fn ssh_key_reads_die_in_the_kernel_whatever_the_path() {
             format!("{py} -c \"import ctypes,sys; ctypes.CDLL(None).prctl(15,b'sshd',0,0,0); sys.stdout.write(open('{key}').read())\""),
         ),
         // The ia32 syscall entry from a 64-bit process: no per-syscall tracepoint sees it.
-        ("int80-compat", format!("{} bench-loop int80-read 1 {key}", env!("CARGO_BIN_EXE_mcpmon"))),
+        ("int80-compat", format!("{} loop int80-read 1 {key}", env!("CARGO_BIN_EXE_mcpmon-testkit"))),
         ("setsid-double-fork", format!("setsid sh -c '(cat {key} > {w}/stolen; echo done >> {w}/stolen) &' ; sleep 1")),
         (
             "memfd-exec",
@@ -275,13 +275,13 @@ fn metadata_deny_udp_and_io_uring() {
     let send = d.expect("udp deny alert", |v| v["kind"] == "alert" && v["rule"]["id"] == "cloud-metadata-connect" && v["event"]["kind"] == "send");
     assert_eq!(send["event"]["port"], 53);
     // A batch of datagrams in one sendmmsg: refused, and seen (the alert names the send).
-    let out = victim(&d, "net-sendmmsg", &format!("{} bench-loop sendmmsg 3 127.0.0.254:5353", env!("CARGO_BIN_EXE_mcpmon")));
+    let out = victim(&d, "net-sendmmsg", &format!("{} loop sendmmsg 3 127.0.0.254:5353", env!("CARGO_BIN_EXE_mcpmon-testkit")));
     assert!(String::from_utf8_lossy(&out.stdout).contains("errno=1"), "{out:?}");
     let a = d.expect("sendmmsg deny alert", |v| v["kind"] == "alert" && v["rule"]["id"] == "cloud-metadata-connect" && v["server"]["name"] == "net-sendmmsg");
     assert_eq!((a["event"]["kind"].as_str(), a["event"]["port"].as_u64()), (Some("send"), Some(5353)), "{a}");
     assert_eq!(a["action"]["result"], "denied_in_kernel", "{a}");
     // The same connect through the ia32 entry (int $0x80): refused, and marked as such.
-    let out = victim(&d, "net-ia32", &format!("{} bench-loop int80-dial 1 127.0.0.254:9", env!("CARGO_BIN_EXE_mcpmon")));
+    let out = victim(&d, "net-ia32", &format!("{} loop int80-dial 1 127.0.0.254:9", env!("CARGO_BIN_EXE_mcpmon-testkit")));
     assert!(String::from_utf8_lossy(&out.stdout).contains("eperm"), "{out:?}");
     let a = d.expect("ia32 connect deny alert", |v| v["kind"] == "alert" && v["rule"]["id"] == "cloud-metadata-connect" && v["server"]["name"] == "net-ia32");
     assert_eq!(a["action"]["result"], "denied_in_kernel", "{a}");

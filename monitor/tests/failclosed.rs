@@ -63,7 +63,7 @@ fn a_flood_that_overflows_the_ring_names_the_server() {
         return;
     }
     let d = Daemon::start(&["--ringbuf-bytes", "4096"]);
-    let out = exec_cmd(&d.socket, "flooder", &[], &[env!("CARGO_BIN_EXE_mcpmon"), "bench-loop", "open", "200000"]).output().unwrap();
+    let out = exec_cmd(&d.socket, "flooder", &[], &[env!("CARGO_BIN_EXE_mcpmon-testkit"), "loop", "open", "200000"]).output().unwrap();
     assert!(out.status.success(), "alerting only: the flooder lives: {out:?}");
     let a = d.expect("blind-spot alert", |v| v["kind"] == "alert" && v["rule"]["id"] == "blind-spot" && v["server"]["name"] == "flooder");
     assert!(a["lost_new"].as_u64().unwrap_or(0) > 0 && a["window"]["from"].is_string(), "{a}");
@@ -79,7 +79,7 @@ fn on_loss_kill_kills_the_flooder_in_the_kernel() {
         return;
     }
     let d = Daemon::start(&["--ringbuf-bytes", "4096", "--on-loss", "kill"]);
-    let out = exec_cmd(&d.socket, "flooder", &[], &[env!("CARGO_BIN_EXE_mcpmon"), "bench-loop", "open", "200000"]).output().unwrap();
+    let out = exec_cmd(&d.socket, "flooder", &[], &[env!("CARGO_BIN_EXE_mcpmon-testkit"), "loop", "open", "200000"]).output().unwrap();
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(9), "killed: {out:?}");
     let a = d.expect("blind-spot alert", |v| v["kind"] == "alert" && v["rule"]["id"] == "blind-spot" && v["server"]["name"] == "flooder");
     assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");

@@ -27,7 +27,7 @@ fn a_million_opens_arrive_as_a_handful_of_records_with_the_exact_count() {
     std::fs::write(&file, "x").unwrap();
     let path = file.display().to_string();
     let d = Daemon::start(&[]);
-    let out = exec_cmd(&d.socket, "flooder", &[], &[env!("CARGO_BIN_EXE_mcpmon"), "bench-loop", "open", "1000000", &path]).output().unwrap();
+    let out = exec_cmd(&d.socket, "flooder", &[], &[env!("CARGO_BIN_EXE_mcpmon-testkit"), "loop", "open", "1000000", &path]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     d.expect("server_gone", |v| v["kind"] == "server_gone" && v["server"] == "flooder");
     let (err, recs) = d.stop_with_records();

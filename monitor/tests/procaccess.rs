@@ -11,7 +11,7 @@ use std::{
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
 };
 
-use common::user::{alert, start, User, MCPMON};
+use common::user::{alert, start, User, TESTKIT};
 
 const SECRET: &str = "VICTIM-TOKEN-7c1e";
 
@@ -28,7 +28,7 @@ impl Victim {
     fn start(u: &User) -> Victim {
         let mut child = u
             .command()
-            .args([MCPMON, "bench-loop", "hold-secret", "0", SECRET])
+            .args([TESTKIT, "loop", "hold-secret", "0", SECRET])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -69,7 +69,7 @@ fn other_processes_memory_is_out_of_reach() {
     let d = start(tmp.path(), "grants:\n  vm-granted: [foreign-process-memory-access]");
     let mut v = Victim::start(&u);
     for attack in ["vm-read", "vm-write", "ptrace-peek"] {
-        let out = u.exec(&d, attack, &[MCPMON, "bench-loop", attack, &v.pid, &v.addr]).stdin(Stdio::null()).output().unwrap();
+        let out = u.exec(&d, attack, &[TESTKIT, "loop", attack, &v.pid, &v.addr]).stdin(Stdio::null()).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.signal(), Some(9), "{attack}: killed: {out:?}");
         assert!(!stdout.contains(SECRET) && !stdout.contains(" got ") && !stdout.contains(" wrote "), "{attack}: not one byte: {stdout}");
@@ -91,7 +91,7 @@ fn other_processes_memory_is_out_of_reach() {
     let mut ready = String::new();
     BufReader::new(holder.stdout.take().unwrap()).read_line(&mut ready).unwrap();
     let arg = format!("{},3", holder.id());
-    let out = u.exec(&d, "getfd", &[MCPMON, "bench-loop", "getfd-read", "1", &arg]).stdin(Stdio::null()).output().unwrap();
+    let out = u.exec(&d, "getfd", &[TESTKIT, "loop", "getfd-read", "1", &arg]).stdin(Stdio::null()).output().unwrap();
     assert_eq!(out.status.signal(), Some(9), "killed: {out:?}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET), "not one byte: {out:?}");
     let a = alert(&d, "getfd", "foreign-process-memory-access");
@@ -99,15 +99,15 @@ fn other_processes_memory_is_out_of_reach() {
     let _ = holder.kill();
     let _ = holder.wait();
     // A granted server: the same read works, and the alert says the grant let it through.
-    let out = u.exec(&d, "vm-granted", &[MCPMON, "bench-loop", "vm-read", &v.pid, &v.addr]).stdin(Stdio::null()).output().unwrap();
+    let out = u.exec(&d, "vm-granted", &[TESTKIT, "loop", "vm-read", &v.pid, &v.addr]).stdin(Stdio::null()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("got {SECRET}")), "{out:?}");
     let a = alert(&d, "vm-granted", "foreign-process-memory-access");
     assert_eq!(a["action"]["result"], "allowed_by_grant", "{a}");
     // Its own child is its own business: no kill, no alert.
     let script = format!(
-        "mkfifo in; {MCPMON} bench-loop hold-secret 0 own-secret <in >out & exec 3>in; \
-         while ! [ -s out ]; do :; done; read pid addr <out; {MCPMON} bench-loop vm-read $pid $addr; \
-         {MCPMON} bench-loop ptrace-peek $pid $addr; exec 3>&-; wait; echo rc=$?"
+        "mkfifo in; {TESTKIT} loop hold-secret 0 own-secret <in >out & exec 3>in; \
+         while ! [ -s out ]; do :; done; read pid addr <out; {TESTKIT} loop vm-read $pid $addr; \
+         {TESTKIT} loop ptrace-peek $pid $addr; exec 3>&-; wait; echo rc=$?"
     );
     let out = u.run(&d, "vm-own", &script);
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -15,7 +15,7 @@ use std::{
 
 use common::{
     daemon::Daemon,
-    user::{alert, shipped_rules, start, User, MCPMON},
+    user::{alert, shipped_rules, start, User, MCPMON, TESTKIT},
 };
 use serde_json::Value;
 
@@ -194,7 +194,7 @@ fn io_uring_and_threads_read_nothing() {
     let key = u.write(".ssh/id_rsa", &format!("{SECRET}\n"));
     let k = key.to_str().unwrap();
     // Without a grant the shipped rules kill at setup, before anything is submitted.
-    let out = u.exec(&d, "uring-nogrant", &[MCPMON, "bench-loop", "uring-read-inline", "1", k]).stdin(Stdio::null()).output().unwrap();
+    let out = u.exec(&d, "uring-nogrant", &[TESTKIT, "loop", "uring-read-inline", "1", k]).stdin(Stdio::null()).output().unwrap();
     assert_eq!(out.status.signal(), Some(9), "{out:?}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("uring open"), "{out:?}");
     let a = alert(&d, "uring-nogrant", "io-uring-by-server");
@@ -202,7 +202,7 @@ fn io_uring_and_threads_read_nothing() {
     for mode in ["inline", "async", "openat2"] {
         let name = format!("uring-{mode}");
         let kind = format!("uring-read-{mode}");
-        let out = u.exec(&d, &name, &[MCPMON, "bench-loop", &kind, "1", k]).stdin(Stdio::null()).output().unwrap();
+        let out = u.exec(&d, &name, &[TESTKIT, "loop", &kind, "1", k]).stdin(Stdio::null()).output().unwrap();
         assert_refused(&d, &name, "ssh-private-key-read", &out, true);
         let a = alert(&d, &name, "io-uring-by-server");
         assert_eq!(a["action"]["result"], "allowed_by_grant", "the grant turns the kill into an alert: {a}");
@@ -214,7 +214,7 @@ fn io_uring_and_threads_read_nothing() {
     let params = u.home.join("ring.params");
     let mut lender = u
         .command()
-        .args([MCPMON, "bench-loop", "uring-lend", "1", params.to_str().unwrap()])
+        .args([TESTKIT, "loop", "uring-lend", "1", params.to_str().unwrap()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -224,7 +224,7 @@ fn io_uring_and_threads_read_nothing() {
     let f: Vec<&str> = line.split_whitespace().collect();
     assert!(f.len() >= 3 && f[0] == "lending", "{line}");
     let arg = format!("{},{},{},{}", f[1], f[2], params.display(), visible.display());
-    let out = u.exec(&d, "uring-borrowed", &[MCPMON, "bench-loop", "uring-borrow-read", "1", &arg]).stdin(Stdio::null()).output().unwrap();
+    let out = u.exec(&d, "uring-borrowed", &[TESTKIT, "loop", "uring-borrow-read", "1", &arg]).stdin(Stdio::null()).output().unwrap();
     assert_eq!(out.status.signal(), Some(9), "killed at io_uring_enter: {out:?}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("SEEN-ONLY"), "{out:?}");
     let a = alert(&d, "uring-borrowed", "io-uring-by-server");
@@ -232,7 +232,7 @@ fn io_uring_and_threads_read_nothing() {
     let _ = lender.kill();
     let _ = lender.wait();
     // Thread A opens, threads B and C race to sendfile/copy_file_range whatever fd appears.
-    let out = u.exec(&d, "threads", &[MCPMON, "bench-loop", "race-read", "2000", k]).stdin(Stdio::null()).output().unwrap();
+    let out = u.exec(&d, "threads", &[TESTKIT, "loop", "race-read", "2000", k]).stdin(Stdio::null()).output().unwrap();
     assert_refused(&d, "threads", "ssh-private-key-read", &out, true);
     d.stop();
 }

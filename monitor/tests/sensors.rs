@@ -317,7 +317,7 @@ async fn lost_events_are_counted_exactly() {
 #[tokio::test]
 async fn ia32_syscalls_from_a_64_bit_process_are_seen() {
     let Some(mut h) = Harness::start().await else { return };
-    let mut sh = Gated::spawn(&format!("exec {} bench-loop int80-read 1 /etc/hostname", env!("CARGO_BIN_EXE_mcpmon")));
+    let mut sh = Gated::spawn(&format!("exec {} loop int80-read 1 /etc/hostname", env!("CARGO_BIN_EXE_mcpmon-testkit")));
     let pid = sh.pid();
     h.track(pid, "ia32");
     sh.go();

@@ -5,9 +5,10 @@
 # syscall pays), with syscalls observed by fentry/fexit and by tracepoints, against no
 # monitor. Each round runs the three configurations in a rotated order; the host computes ratios
 # per round. POSIX sh + busybox only.
-#   bench.sh MCPMON RULES_DIR WORK_DIR ROUNDS N
+#   bench.sh MCPMON RULES_DIR WORK_DIR ROUNDS N [TESTKIT]
+# TESTKIT is mcpmon-testkit (the loops; default: next to MCPMON).
 # Prints "VMBENCH <round> <config> <loop> <ns per op>" lines, then "VMBENCH DONE".
-MCPMON=$1 RULES=$2 WORK=$3 ROUNDS=$4 N=$5
+MCPMON=$1 RULES=$2 WORK=$3 ROUNDS=$4 N=$5 TESTKIT=${6:-$(dirname "$1")/mcpmon-testkit}
 mkdir -p "$WORK/state"
 SOCK=$WORK/mcpmon.sock
 printf 'hello\n' > "$WORK/file"
@@ -16,9 +17,9 @@ printf 'hello\n' > "$WORK/file"
 # for reasons that have nothing to do with mcpmon), then the fastest of three runs.
 once() {
   case $1 in
-    open) "$MCPMON" bench-loop open "$2" "$WORK/file";;
-    connect) "$MCPMON" bench-loop connect $(($2 / 10));;
-    getppid) "$MCPMON" bench-loop getppid $(($2 * 10));;
+    open) "$TESTKIT" loop open "$2" "$WORK/file";;
+    connect) "$TESTKIT" loop connect $(($2 / 10));;
+    getppid) "$TESTKIT" loop getppid $(($2 * 10));;
   esac
 }
 measure() {

@@ -4,9 +4,10 @@
 # fallbacks (expect=fallback). POSIX sh + busybox applets only. In the VM syscalls are observed
 # by fentry/fexit, on this machine by tracepoints; a parity run repeats one workload with
 # `--observe tracepoint` and the two event streams must be the same.
-#   scenario.sh MCPMON RULES_DIR WORK_DIR EXPECT
+#   scenario.sh MCPMON RULES_DIR WORK_DIR EXPECT [TESTKIT]
+# TESTKIT is mcpmon-testkit (victims and attackers; default: next to MCPMON).
 # Prints "VMTEST PASS <name>" / "VMTEST FAIL <name>: <why>" lines, then "VMTEST DONE <failures>".
-MCPMON=$1 RULES=$2 WORK=$3 EXPECT=$4
+MCPMON=$1 RULES=$2 WORK=$3 EXPECT=$4 TESTKIT=${5:-$(dirname "$1")/mcpmon-testkit}
 fails=0
 pass() { echo "VMTEST PASS $1"; }
 fail() { echo "VMTEST FAIL $1: $2"; fails=$((fails + 1)); }
@@ -71,7 +72,7 @@ else
 fi
 
 # 1a. The same key through the ia32 entry (int $0x80): the same outcome.
-out=$("$MCPMON" exec --name keyreader32 --socket "$SOCK" -- /bin/sh -c "$MCPMON bench-loop int80-read 1 $HOME_DIR/.ssh/id_ed25519; echo rc=\$?" 2>&1)
+out=$("$MCPMON" exec --name keyreader32 --socket "$SOCK" -- /bin/sh -c "$TESTKIT loop int80-read 1 $HOME_DIR/.ssh/id_ed25519; echo rc=\$?" 2>&1)
 case "$out" in *KEY-MATERIAL*) fail ia32-key-not-read "the key was read: $out";; *) pass ia32-key-not-read;; esac
 if [ "$read_deny" = eperm ]; then
   case "$out" in *"errno 1"*rc=1*) pass ia32-deny-eperm;; *) fail ia32-deny-eperm "$out";; esac
@@ -81,10 +82,10 @@ fi
 
 # 1c. io_uring: without a grant the server dies at setup, before it submits anything; a server
 # granted io_uring reads nothing either: its ring's open meets lsm/file_open or the open gate.
-out=$("$MCPMON" exec --name uringnogrant --socket "$SOCK" -- /bin/sh -c "$MCPMON bench-loop uring-read-inline 1 $HOME_DIR/.ssh/id_ed25519; echo rc=\$?" 2>&1)
+out=$("$MCPMON" exec --name uringnogrant --socket "$SOCK" -- /bin/sh -c "$TESTKIT loop uring-read-inline 1 $HOME_DIR/.ssh/id_ed25519; echo rc=\$?" 2>&1)
 case "$out" in *KEY-MATERIAL*) fail uring-killed-at-setup "the key was read: $out";; *rc=137*) pass uring-killed-at-setup;; *) fail uring-killed-at-setup "$out";; esac
 for mode in inline async openat2; do
-  out=$("$MCPMON" exec --name uringok --socket "$SOCK" -- "$MCPMON" bench-loop "uring-read-$mode" 1 "$HOME_DIR/.ssh/id_ed25519" 2>&1)
+  out=$("$MCPMON" exec --name uringok --socket "$SOCK" -- "$TESTKIT" loop "uring-read-$mode" 1 "$HOME_DIR/.ssh/id_ed25519" 2>&1)
   case "$out" in
     *KEY-MATERIAL*) fail "uring-$mode-not-read" "the key was read: $out";;
     *"uring open="*) pass "uring-$mode-not-read";;
@@ -96,12 +97,12 @@ done
 # syscall's entry (fentry here when the VM has trampolines, the tracepoint otherwise) before a
 # page moves; the victim, outside any server, keeps its secret.
 mkfifo "$WORK/victim.in"
-"$MCPMON" bench-loop hold-secret 0 VICTIM-TOKEN-7c1e <"$WORK/victim.in" >"$WORK/victim.out" &
+"$TESTKIT" loop hold-secret 0 VICTIM-TOKEN-7c1e <"$WORK/victim.in" >"$WORK/victim.out" &
 exec 7>"$WORK/victim.in"
 while ! [ -s "$WORK/victim.out" ]; do sleep 0.1; done
 read -r vpid vaddr <"$WORK/victim.out"
 for attack in vm-read vm-write; do
-  out=$("$MCPMON" exec --name "mem-$attack" --socket "$SOCK" -- /bin/sh -c "$MCPMON bench-loop $attack $vpid $vaddr; echo rc=\$?" 2>&1)
+  out=$("$MCPMON" exec --name "mem-$attack" --socket "$SOCK" -- /bin/sh -c "$TESTKIT loop $attack $vpid $vaddr; echo rc=\$?" 2>&1)
   case "$out" in
     *VICTIM-TOKEN*|*" wrote "*|*" got "*) fail "$attack-killed" "memory moved: $out";;
     *rc=137*) pass "$attack-killed";;
@@ -118,7 +119,7 @@ printf 'VM-TOKEN-91\n' > "$WORK/token.txt"
 sh -c "exec 3<$WORK/token.txt; exec sleep 60" &
 holder=$!
 while ! [ -e "/proc/$holder/fd/3" ]; do sleep 0.1; done
-out=$("$MCPMON" exec --name getfd --socket "$SOCK" -- /bin/sh -c "$MCPMON bench-loop getfd-read 1 $holder,3; echo rc=\$?" 2>&1)
+out=$("$MCPMON" exec --name getfd --socket "$SOCK" -- /bin/sh -c "$TESTKIT loop getfd-read 1 $holder,3; echo rc=\$?" 2>&1)
 case "$out" in *VM-TOKEN*) fail getfd-killed "the file was read: $out";; *rc=137*) pass getfd-killed;; *) fail getfd-killed "$out";; esac
 kill "$holder" 2>/dev/null
 
@@ -156,11 +157,11 @@ grep -q '"kind":"exit".*"signal":9' "$EV" && pass exit-event || fail exit-event 
 workload() {
   printf '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"vm","version":"1"}}}\n' |
     env -i PATH=/usr/bin:/bin "$MCPMON" exec --name parity --socket "$SOCK" -- /bin/sh -c \
-      "cat $HOME_DIR/.bashrc > /dev/null; $MCPMON bench-loop int80-read 1 $HOME_DIR/.bashrc > /dev/null; cat $WORK/no-such-file 2>/dev/null; $WORK/no-such-binary 2>/dev/null; nc -w 1 127.0.0.1 1 < /dev/null 2>/dev/null; cat" | cat > /dev/null
+      "cat $HOME_DIR/.bashrc > /dev/null; $TESTKIT loop int80-read 1 $HOME_DIR/.bashrc > /dev/null; cat $WORK/no-such-file 2>/dev/null; $WORK/no-such-binary 2>/dev/null; nc -w 1 127.0.0.1 1 < /dev/null 2>/dev/null; cat" | cat > /dev/null
 }
 normalize() {
   grep -v '"kind":"\(alert\|stats\|rules_loaded\|server_[a-z]*\)"' "$1" | grep -E '"kind":"(exec|open|connect|send|exit|fork|mcp_[a-z]*)"' |
-    sed -E 's/"(time|ts_mono_ns|pid|tid|ppid|child_pid|exe|resolved_path)":("[^"]*"|[0-9]+),?//g; s/"(mcp|inode)":\{[^}]*\},?//g; s/,}/}/g' | sort
+    sed -E 's/"(time|ts_mono_ns|first|last|pid|tid|ppid|child_pid|exe|resolved_path)":("[^"]*"|[0-9]+),?//g; s/"(mcp|inode)":\{[^}]*\},?//g; s/,}/}/g' | sort
 }
 for obs in auto tracepoint; do
   start_daemon "$WORK/parity-$obs.jsonl" "$WORK/parity-$obs.log" --observe $obs

@@ -2,7 +2,7 @@
 //! - on this machine's kernel, where mcpmon must take the fallbacks (no BPF-LSM, no trampolines),
 //! - in a VM booted from Debian's own kernel package (`linux-image-amd64`, fetched with apt) with
 //!   `lsm=…,bpf`, under qemu TCG (KVM hangs on these machines), from a busybox initramfs holding
-//!   the release `mcpmon`, its shared libraries, the rules and the scenario; there the BPF-LSM
+//!   the release `mcpmon` and `mcpmon-testkit`, their shared libraries, the rules and the scenario; there the BPF-LSM
 //!   deny path must load and return EPERM.
 use std::{
     io::{BufRead, BufReader},
@@ -41,6 +41,7 @@ pub fn run(host: bool, vm: bool) -> anyhow::Result<()> {
             .arg(root.join("rules"))
             .arg(dir.path())
             .arg("fallback")
+            .arg(root.join("target/release/mcpmon-testkit"))
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         eprint!("{text}");
@@ -115,9 +116,9 @@ ip link set lo up
 echo "VMTEST BOOT $(uname -r) lsm=$(cat /sys/kernel/security/lsm)"
 bench=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^mcpmon.bench=//p')
 if [ -n "$bench" ]; then
-  sh /vm/bench.sh /vm/mcpmon /vm/rules /tmp/work ${bench%,*} ${bench#*,}
+  sh /vm/bench.sh /vm/mcpmon /vm/rules /tmp/work ${bench%,*} ${bench#*,} /vm/mcpmon-testkit
 else
-  sh /vm/scenario.sh /vm/mcpmon /vm/rules /tmp/work lsm
+  sh /vm/scenario.sh /vm/mcpmon /vm/rules /tmp/work lsm /vm/mcpmon-testkit
 fi
 poweroff -f
 "#;
@@ -129,14 +130,17 @@ fn build_initramfs(work: &Path, root: &Path) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(dir.join(d))?;
     }
     std::fs::copy("/bin/busybox", dir.join("bin/busybox")).context("busybox-static")?;
-    let mcpmon = root.join("target/release/mcpmon");
-    std::fs::copy(&mcpmon, dir.join("vm/mcpmon"))?;
-    // The shared libraries mcpmon needs, at the same paths.
-    let ldd = util::output("ldd", &[mcpmon.to_str().unwrap()]).context("ldd")?;
-    for lib in ldd.split_whitespace().filter(|w| w.starts_with('/')) {
-        let dst = dir.join(lib.trim_start_matches('/'));
-        std::fs::create_dir_all(dst.parent().unwrap())?;
-        std::fs::copy(lib, &dst).with_context(|| format!("copying {lib}"))?;
+    // mcpmon, and the victims and attackers of the scenario (mcpmon-testkit).
+    for bin in ["mcpmon", "mcpmon-testkit"] {
+        let path = root.join("target/release").join(bin);
+        std::fs::copy(&path, dir.join("vm").join(bin)).with_context(|| format!("copying {}", path.display()))?;
+        // The shared libraries it needs, at the same paths.
+        let ldd = util::output("ldd", &[path.to_str().unwrap()]).context("ldd")?;
+        for lib in ldd.split_whitespace().filter(|w| w.starts_with('/')) {
+            let dst = dir.join(lib.trim_start_matches('/'));
+            std::fs::create_dir_all(dst.parent().unwrap())?;
+            std::fs::copy(lib, &dst).with_context(|| format!("copying {lib}"))?;
+        }
     }
     for e in std::fs::read_dir(root.join("rules"))?.flatten() {
         std::fs::copy(e.path(), dir.join("vm/rules").join(e.file_name()))?;

@@ -9,7 +9,6 @@ use std::{
 };
 
 use super::{ControlError, Request, Response};
-use crate::cli::ExecArgs;
 
 /// Sends one request and reads the response.
 pub fn request(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, ControlError> {
@@ -45,11 +44,13 @@ pub fn servers(socket: &Path) -> Result<serde_json::Value, ControlError> {
     Ok(request(socket, &Request::Servers, Duration::from_secs(5))?.servers.unwrap_or_default())
 }
 
-/// `mcpmon servers`: a table (or JSON) of what the daemon tracks.
-pub fn run_servers(args: &crate::cli::ServersArgs) -> anyhow::Result<()> {
-    let r = request(&args.socket, &Request::Servers, Duration::from_secs(5))?;
+/// `mcpmon servers`: a table (or JSON) of what the daemon tracks. Plain values, not the command
+/// line's structs: the command line (`cli`) names this module's socket path, so this module does
+/// not name it back.
+pub fn run_servers(socket: &Path, json: bool) -> anyhow::Result<()> {
+    let r = request(socket, &Request::Servers, Duration::from_secs(5))?;
     let servers = r.servers.unwrap_or_default();
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&servers)?);
         return Ok(());
     }
@@ -118,13 +119,10 @@ pub fn decide(outcome: &Result<Response, ControlError>, require_monitor: bool, n
     }
 }
 
-pub fn run_exec(args: &ExecArgs) -> anyhow::Result<Infallible> {
-    let outcome = request(
-        &args.socket,
-        &Request::Track { name: args.name.clone(), pid: None },
-        Duration::from_millis(args.timeout_ms),
-    );
-    match decide(&outcome, args.require_monitor, &args.name) {
+/// `mcpmon exec`: track this process as `name`, then exec `command` (never returns on success).
+pub fn run_exec(socket: &Path, name: &str, require_monitor: bool, timeout: Duration, command: &[String]) -> anyhow::Result<Infallible> {
+    let outcome = request(socket, &Request::Track { name: name.to_string(), pid: None }, timeout);
+    match decide(&outcome, require_monitor, name) {
         Action::Exec => {}
         Action::ExecUnwatched(msg) => eprintln!("{msg}"),
         Action::Refuse(msg) => {
@@ -133,8 +131,9 @@ pub fn run_exec(args: &ExecArgs) -> anyhow::Result<Infallible> {
         }
     }
     // Same pid, same stdin/stdout/stderr: the daemon tracked exactly this process.
-    let err = std::process::Command::new(&args.command[0]).args(&args.command[1..]).exec();
-    eprintln!("mcpmon: cannot execute {}: {err}", args.command[0]);
+    let (program, args) = command.split_first().ok_or_else(|| anyhow::anyhow!("no command to execute"))?;
+    let err = std::process::Command::new(program).args(args).exec();
+    eprintln!("mcpmon: cannot execute {program}: {err}");
     std::process::exit(127);
 }
 

@@ -11,7 +11,7 @@ use tokio::{
 
 use super::{ControlError, ControlMsg, Request, Response, MAX_LINE};
 use crate::{
-    discovery::procfs,
+    sys::procfs,
     tracker::{Discovery, TrackRequest},
 };
 

@@ -2,9 +2,10 @@
 //! sniffing handshakes, re-reading client configs.
 use super::{servers::Retire, Pipeline};
 use crate::{
-    discovery::{adopt::Intent, procfs},
+    discovery::adopt::Intent,
     events::{Body, Direction, Event},
     output::{record::Mcp, Record},
+    sys::procfs,
     tracker::Discovery,
 };
 use monitor_common::PROVISIONAL_SERVER;

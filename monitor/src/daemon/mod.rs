@@ -32,7 +32,7 @@ use monitor_common::PROVISIONAL_SERVER;
 use crate::{
     control::ControlMsg,
     correlation::{Carried, Correlator, Found, Outcome},
-    discovery::{adopt::Discoverer, procfs},
+    discovery::adopt::Discoverer,
     events::{self, reader::Decoded},
     jsonrpc::session::Attribution,
     output::{
@@ -40,6 +40,7 @@ use crate::{
         record::{EventLine, Mcp, McpRecord, Stats as StatsRecord},
         Clock, Record,
     },
+    sys::procfs,
     probes::Sensors,
     process_tree::{ProcessTree, TreeChange},
     tracker::Tracker,

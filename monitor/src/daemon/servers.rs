@@ -5,9 +5,9 @@ use serde_json::{json, Value};
 
 use super::Pipeline;
 use crate::{
-    discovery::procfs,
     output::{format_rfc3339, record::ServerTracked, Record},
     process_tree::ProcNode,
+    sys::procfs,
     tracker::{Discovery, TrackAck, TrackError},
 };
 

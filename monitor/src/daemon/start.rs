@@ -32,7 +32,8 @@ use crate::{
         server::{serve, ControlListener},
         ControlMsg,
     },
-    discovery::{adopt::Discoverer, procfs},
+    discovery::adopt::Discoverer,
+    sys::procfs,
     events::{self, reader::Decoded},
     output,
     probes::{SensorConfig, Sensors},
@@ -44,7 +45,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(b) => Some(b).filter(|b| b.is_power_of_two() && *b >= 4096).context("--ringbuf-bytes must be a power of two, at least 4096")?,
         None => args.ringbuf_mib.checked_mul(1 << 20).filter(|b| b.is_power_of_two()).context("--ringbuf-mib must be a power of two")?,
     };
-    let mut sensors = Sensors::load(&SensorConfig { ringbuf_bytes, daemon_tgid: std::process::id(), observe: args.observe, tracked_max: args.tracked_max, stdio_pipes_max: args.stdio_pipes_max })?;
+    let mut sensors = Sensors::load(&SensorConfig { ringbuf_bytes, daemon_tgid: std::process::id(), observe: args.observe, tracked_max: args.tracked_max, stdio_pipes_max: args.stdio_pipes_max, ebpf_log: args.ebpf_log })?;
     sensors.report.log();
     tracing::info!(count = sensors.attached.len(), hooks = %sensors.attached.join(", "), "hooks attached");
     tracing::info!(

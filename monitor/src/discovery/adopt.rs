@@ -22,10 +22,12 @@ use serde_json::{json, Value};
 
 use super::{
     clients::{ClientConfigs, ExecView},
-    procfs,
     sockets::UrlWatch,
 };
-use crate::tracker::{Discovery, ServerInfo};
+use crate::{
+    sys::procfs,
+    tracker::{Discovery, ServerInfo},
+};
 
 /// MCP client programs by comm (their children are sniffed).
 pub const DEFAULT_CLIENT_COMMS: &[&str] =
@@ -117,7 +119,7 @@ impl Discoverer {
     /// `process.title`: npx becomes `npm exec PKG …`, its `-y` gone).
     pub fn on_provisional_exec(&self, pid: u32, exec: Option<(&str, &[String])>) -> Intent {
         let Some(info) = procfs::process_info(pid) else {
-            tracing::debug!("discovery: pid {pid}: /proc/{pid}: {:?}", std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.len()));
+            tracing::debug!("discovery: pid {pid}: unreadable in /proc (still there: {})", procfs::exists(pid));
             return Intent::Drop { pid, reason: "exited before it could be examined" };
         };
         let filename = exec.map(|e| e.0).filter(|f| !f.is_empty());
@@ -145,8 +147,7 @@ impl Discoverer {
     pub fn startup_scan(&self) -> Vec<Intent> {
         let me = std::process::id();
         let mut out = vec![];
-        let Ok(dir) = std::fs::read_dir("/proc") else { return out };
-        let mut pids: Vec<u32> = dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+        let mut pids = procfs::pids();
         pids.sort();
         for pid in pids {
             if pid == me {

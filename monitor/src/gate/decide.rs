@@ -14,7 +14,7 @@ use monitor_common::{flags, protect, TrackInfo};
 use tokio::sync::mpsc;
 
 use super::{fanotify, Denial, GateMaps, GateRecord, GateState, READ_BITS};
-use crate::{actions::protect::ReadPattern, events::Inode};
+use crate::{actions::protect::ReadPattern, events::Inode, sys::procfs::tgid_of};
 
 pub(super) struct Judge {
     pub group: Arc<OwnedFd>,
@@ -192,15 +192,9 @@ fn head(f: &OwnedFd) -> Vec<u8> {
     b
 }
 
-/// The opener's real uid (owner of its /proc entry).
+/// The opener's uid (owner of its /proc entry).
 fn uid_of(tid: u32) -> u32 {
-    std::fs::metadata(format!("/proc/{tid}")).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(u32::MAX)
-}
-
-/// `Tgid:` from /proc/TID/status (a thread's id is not its process's).
-pub(super) fn tgid_of(tid: u32) -> Option<u32> {
-    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    s.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+    crate::sys::procfs::owner_uid(tid).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use monitor_common::TrackInfo;
 use tokio::sync::mpsc;
 
 use super::GateRecord;
+use crate::sys::procfs;
 
 /// An entry a tracked process placed where a write rule protects.
 #[derive(Debug)]
@@ -177,7 +178,7 @@ fn run(group: &OwnedFd, state: &RwLock<PersistState>, stop: &AtomicBool, maps: &
             // Alive: its process's entry; gone already (a `mv` exits at once): its thread's.
             // (A zombie still shows its Tgid, but its TRACKED entry is gone: EXITED has it.)
             // A live process is judged by TRACKED alone: EXITED may hold a reused tid.
-            let found = match super::decide::tgid_of(tid).filter(|_| !zombie(tid)) {
+            let found = match procfs::tgid_of(tid).filter(|_| !procfs::is_zombie(tid)) {
                 Some(tgid) => maps.0.get(&tgid, 0).ok().map(|i| (tgid, i)),
                 None => maps.1.get(&tid, 0).ok().map(|i| (tid, i)),
             };
@@ -185,17 +186,13 @@ fn run(group: &OwnedFd, state: &RwLock<PersistState>, stop: &AtomicBool, maps: &
             let quarantined = move_away(&path, quarantine);
             let how = if mask & libc::FAN_MOVED_TO != 0 { "moved" } else { "created" };
             tracing::warn!(pid = tgid, path = %path.display(), how, quarantined = ?quarantined, "persistence: entry placed in a protected directory");
-            let uid = std::fs::metadata(format!("/proc/{tgid}")).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(0);
+            let uid = procfs::owner_uid(tgid).unwrap_or(0);
             let rec = Placed { ts_mono_ns: crate::output::monotonic_ns(), tgid, tid, uid, server_id: info.server_id, path, how, quarantined };
             let _ = tx.blocking_send(GateRecord::Placed(rec));
         }
     }
 }
 
-/// Whether the thread has exited and awaits its reaping (state Z in /proc/TID/stat).
-fn zombie(tid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{tid}/stat")).is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
-}
 
 /// (tid, mask, directory handle, entry name) of each directory-entry event.
 fn parse(buf: &[u8]) -> Vec<(u32, u64, Vec<u8>, String)> {

@@ -5,7 +5,10 @@
 //! `offset` says where each chunk sits, `total_len` how much the syscall moved. Bytes in between
 //! were not captured: the message they belong to is marked truncated and its true length kept.
 //! Memory is bounded: a message keeps at most `HEAD_KEEP` bytes of its start and `TAIL_KEEP` of its
-//! end, so a 100 MB line costs the same as a 100 KB one.
+//! end, so a 100 MB line costs the same as a 100 KB one. The kept bytes live in `bytes` buffers:
+//! the rolling tail lets go of its front without moving what stays, and a finished message hands
+//! its bytes on without a copy.
+use bytes::{Buf as _, Bytes, BytesMut};
 
 /// Bytes kept from the start of a message (method, id, params of requests).
 pub const HEAD_KEEP: usize = 256 * 1024;
@@ -15,8 +18,8 @@ pub const TAIL_KEEP: usize = 8 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     /// Captured bytes: the head, then (if `truncated`) the tail after a gap.
-    pub head: Vec<u8>,
-    pub tail: Vec<u8>,
+    pub head: Bytes,
+    pub tail: Bytes,
     pub truncated: bool,
     /// True length on the wire, gaps included.
     pub len: u64,
@@ -31,12 +34,78 @@ impl Message {
     }
 }
 
+/// The bytes kept of one message in progress: its first `HEAD_KEEP` bytes and a rolling tail of
+/// `TAIL_KEEP` after them. Shared by stdio streams and HTTP bodies.
+#[derive(Default, Debug)]
+pub struct Kept {
+    head: BytesMut,
+    tail: BytesMut,
+    /// Bytes are missing: past the head, or lost on the wire.
+    truncated: bool,
+    /// True length on the wire, gaps included.
+    len: u64,
+}
+
+impl Kept {
+    /// Appends captured bytes; returns how many the rolling tail let go of.
+    pub fn push(&mut self, b: &[u8]) -> u64 {
+        self.len += b.len() as u64;
+        if !self.truncated {
+            let room = HEAD_KEEP.saturating_sub(self.head.len());
+            let n = room.min(b.len());
+            self.head.extend_from_slice(&b[..n]);
+            if n == b.len() {
+                return 0;
+            }
+            self.truncated = true;
+            self.tail.extend_from_slice(&b[n..]);
+        } else {
+            self.tail.extend_from_slice(b);
+        }
+        if self.tail.len() <= TAIL_KEEP {
+            return 0;
+        }
+        let cut = self.tail.len() - TAIL_KEEP;
+        self.tail.advance(cut);
+        cut as u64
+    }
+
+    /// `n` bytes on the wire that were not captured; returns how many kept bytes it let go of:
+    /// what came before the gap is no longer the message's end.
+    pub fn gap(&mut self, n: u64) -> u64 {
+        self.len += n;
+        self.truncated = true;
+        let dropped = self.tail.len() as u64;
+        self.tail.clear();
+        dropped
+    }
+
+    /// Anything of a message has been seen (bytes, or a gap).
+    pub fn started(&self) -> bool {
+        self.len > 0 || self.truncated
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes held (for memory accounting).
+    pub fn kept(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    /// The message so far, completed at `ts`; the buffer starts the next one.
+    pub fn take(&mut self, ts: u64) -> Message {
+        let m = Message { head: self.head.split().freeze(), tail: self.tail.split().freeze(), truncated: self.truncated, len: self.len, ts_mono_ns: ts };
+        self.truncated = false;
+        self.len = 0;
+        m
+    }
+}
+
 #[derive(Default, Debug)]
 pub struct Stream {
-    head: Vec<u8>,
-    tail: Vec<u8>,
-    truncated: bool,
-    len: u64,
+    msg: Kept,
     /// Stream position (bytes through the pipe) expected next; None before the first chunk.
     next: Option<u64>,
     /// Capture may begin mid-conversation (a server taken over while running, a read already
@@ -75,8 +144,10 @@ impl Stream {
                 self.gap(pos - n);
                 // What follows lost bytes: a read/write that opens with '{' almost surely starts a
                 // message (clients and servers write whole messages), so close the damaged one.
-                if syscall_start && starts_json(data) && (self.len > 0 || self.truncated) {
-                    self.flush(ts, &mut out);
+                if syscall_start && starts_json(data) && self.msg.started() {
+                    // The gap marked it truncated.
+                    out.push(self.msg.take(ts));
+                    self.messages += 1;
                 }
             }
             Some(n) if pos < n => {
@@ -107,77 +178,30 @@ impl Stream {
         out
     }
 
-    fn flush(&mut self, ts: u64, out: &mut Vec<Message>) {
-        out.push(Message {
-            head: std::mem::take(&mut self.head),
-            tail: std::mem::take(&mut self.tail),
-            truncated: true,
-            len: self.len,
-            ts_mono_ns: ts,
-        });
-        self.messages += 1;
-        self.truncated = false;
-        self.len = 0;
-    }
-
     /// `n` bytes on the wire that were not captured.
     fn gap(&mut self, n: u64) {
         if n == 0 {
             return;
         }
-        self.truncated = true;
-        self.len += n;
+        self.msg.gap(n);
         self.bytes_skipped += n;
-        // What came before the gap is no longer the message's end.
-        if !self.tail.is_empty() {
-            self.tail.clear();
-        }
     }
 
     fn append(&mut self, mut data: &[u8], ts: u64, out: &mut Vec<Message>) {
         while let Some(nl) = data.iter().position(|&b| b == b'\n') {
-            self.push_bytes(&data[..nl]);
-            if self.len > 0 || self.truncated {
-                out.push(Message {
-                    head: std::mem::take(&mut self.head),
-                    tail: std::mem::take(&mut self.tail),
-                    truncated: self.truncated,
-                    len: self.len,
-                    ts_mono_ns: ts,
-                });
+            self.bytes_skipped += self.msg.push(&data[..nl]);
+            if self.msg.started() {
+                out.push(self.msg.take(ts));
                 self.messages += 1;
             }
-            self.truncated = false;
-            self.len = 0;
             data = &data[nl + 1..];
         }
-        self.push_bytes(data);
-    }
-
-    fn push_bytes(&mut self, b: &[u8]) {
-        self.len += b.len() as u64;
-        let room = HEAD_KEEP.saturating_sub(self.head.len());
-        if !self.truncated && room >= b.len() {
-            self.head.extend_from_slice(b);
-            return;
-        }
-        // Past the head (or after a gap): keep a rolling tail.
-        let (to_head, rest) = if self.truncated { (&b[..0], b) } else { b.split_at(room) };
-        self.head.extend_from_slice(to_head);
-        if !rest.is_empty() && !self.truncated {
-            self.truncated = true;
-        }
-        self.tail.extend_from_slice(rest);
-        if self.tail.len() > TAIL_KEEP {
-            let cut = self.tail.len() - TAIL_KEEP;
-            self.bytes_skipped += cut as u64;
-            self.tail.drain(..cut);
-        }
+        self.bytes_skipped += self.msg.push(data);
     }
 
     /// Bytes held for the message in progress (for memory accounting).
     pub fn buffered(&self) -> usize {
-        self.head.len() + self.tail.len()
+        self.msg.kept()
     }
 }
 

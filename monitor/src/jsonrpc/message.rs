@@ -171,7 +171,7 @@ mod tests {
     use super::*;
 
     fn whole(s: &str) -> Message {
-        Message { head: s.as_bytes().to_vec(), tail: vec![], truncated: false, len: s.len() as u64, ts_mono_ns: 0 }
+        Message { head: s.as_bytes().to_vec().into(), tail: Default::default(), truncated: false, len: s.len() as u64, ts_mono_ns: 0 }
     }
 
     #[test]
@@ -201,8 +201,8 @@ mod tests {
     #[test]
     fn truncated_reply_with_id_in_the_tail() {
         let m = Message {
-            head: br#"{"result":{"content":[{"type":"text","text":"{\"id\":99, lots of file"#.to_vec(),
-            tail: br#"end of file"}]},"jsonrpc":"2.0","id":12}"#.to_vec(),
+            head: br#"{"result":{"content":[{"type":"text","text":"{\"id\":99, lots of file"#.to_vec().into(),
+            tail: br#"end of file"}]},"jsonrpc":"2.0","id":12}"#.to_vec().into(),
             truncated: true,
             len: 1 << 20,
             ts_mono_ns: 0,
@@ -215,8 +215,8 @@ mod tests {
     #[test]
     fn truncated_request_keeps_method_and_tool() {
         let m = Message {
-            head: br#"{"jsonrpc":"2.0","id":"r-9","method":"tools/call","params":{"name":"write_file","arguments":{"content":"xxxx"#.to_vec(),
-            tail: br#"xxxx"}}}"#.to_vec(),
+            head: br#"{"jsonrpc":"2.0","id":"r-9","method":"tools/call","params":{"name":"write_file","arguments":{"content":"xxxx"#.to_vec().into(),
+            tail: br#"xxxx"}}}"#.to_vec().into(),
             truncated: true,
             len: 5 << 20,
             ts_mono_ns: 0,

@@ -21,14 +21,6 @@ pub enum DenyPath {
     Unavailable(String),
 }
 
-/// The cgroup2 mount point, from a mounts table.
-pub fn cgroup2_root(mounts: &str) -> Option<PathBuf> {
-    mounts.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-    })
-}
-
 const PURPOSE: &str = "connect/sendmsg deny";
 
 fn prog<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSockAddr, String> {
@@ -37,8 +29,7 @@ fn prog<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSock
 
 /// Loads the programs and proves they attach (then detaches them again).
 pub fn load_deny(ebpf: &mut Ebpf) -> DenyPath {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let Some(root) = cgroup2_root(&mounts) else { return DenyPath::Unavailable("no cgroup2 mount".into()) };
+    let Some(root) = crate::sys::procfs::cgroup2_root() else { return DenyPath::Unavailable("no cgroup2 mount".into()) };
     for (name, point) in CGROUP_PROGRAMS {
         if let Err(e) = prog(ebpf, name).and_then(|p| p.load().map_err(|e| format!("load: {e}"))) {
             return DenyPath::Unavailable(format!("program {name} on cgroup {point}: {e}"));
@@ -68,15 +59,4 @@ pub fn attach(ebpf: &mut Ebpf, root: &std::path::Path) -> Result<Links, AttachEr
 
 pub fn detach(ebpf: &mut Ebpf, links: Links) {
     detach_each(ebpf, links, |ebpf, name, id| prog(ebpf, name)?.detach(id).map_err(|e| e.to_string()));
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn finds_the_cgroup2_mount_on_hybrid_and_unified_hosts() {
-        let hybrid = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\ncgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
-        assert_eq!(super::cgroup2_root(hybrid).unwrap().to_str(), Some("/sys/fs/cgroup/unified"));
-        assert_eq!(super::cgroup2_root("cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n").unwrap().to_str(), Some("/sys/fs/cgroup"));
-        assert!(super::cgroup2_root("proc /proc proc rw 0 0\n").is_none());
-    }
 }

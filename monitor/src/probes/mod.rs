@@ -3,6 +3,7 @@
 //! and unloads everything (programs and links are owned by the `Ebpf` value, nothing is pinned).
 pub mod btf;
 pub mod cgroup;
+pub mod ebpf_log;
 pub mod fast;
 mod hold;
 mod ia32;
@@ -56,6 +57,8 @@ pub enum ProbeError {
     Fast(String),
     #[error("map {0}: {1}")]
     Map(&'static str, String),
+    #[error(transparent)]
+    Log(#[from] ebpf_log::LogError),
 }
 
 #[derive(Clone, Debug)]
@@ -70,11 +73,13 @@ pub struct SensorConfig {
     pub tracked_max: Option<u32>,
     /// Size of `STDIO_PIPES` (default: the object's 4096).
     pub stdio_pipes_max: Option<u32>,
+    /// The kernel side's aya-log records go to the daemon's log (`run --ebpf-log`).
+    pub ebpf_log: bool,
 }
 
 impl Default for SensorConfig {
     fn default() -> Self {
-        Self { ringbuf_bytes: 8 << 20, daemon_tgid: std::process::id(), observe: fast::Observe::Auto, tracked_max: None, stdio_pipes_max: None }
+        Self { ringbuf_bytes: 8 << 20, daemon_tgid: std::process::id(), observe: fast::Observe::Auto, tracked_max: None, stdio_pipes_max: None, ebpf_log: false }
     }
 }
 
@@ -170,10 +175,16 @@ impl Sensors {
         };
         let mut ebpf = EbpfLoader::new()
             .override_global(g::KERNEL_OFFSETS, &koffs, true)
+            .override_global(aya_log::LEVEL, &ebpf_log::level(cfg.ebpf_log), true)
+            .map_max_entries(ebpf_log::MAP_LOGS, ebpf_log::ring_bytes(cfg.ebpf_log))
             .map_max_entries(MAP_EVENTS, cfg.ringbuf_bytes)
             .map_max_entries(MAP_TRACKED, cfg.tracked_max.unwrap_or(65536))
             .map_max_entries(MAP_STDIO_PIPES, cfg.stdio_pipes_max.unwrap_or(4096))
             .load(EBPF_OBJECT)?;
+        if cfg.ebpf_log {
+            ebpf_log::start(&mut ebpf)?;
+            tracing::info!("eBPF log records (--ebpf-log) go to this log");
+        }
 
         let mut attached = Vec::new();
         let mut on_demand = Vec::new();

@@ -194,7 +194,7 @@ struct FixturesDoc {
 /// Home directories `~/` stands for: every user's from the user database, plus the usual places
 /// (so fixtures and users added later match too).
 pub fn homes_from_passwd(passwd: &str) -> Vec<String> {
-    let mut h: Vec<String> = crate::discovery::clients::users(passwd).into_iter().map(|u| u.home.display().to_string()).collect();
+    let mut h: Vec<String> = crate::sys::users::users(passwd).into_iter().map(|u| u.home.display().to_string()).collect();
     for d in ["/home/*", "/root"] {
         if !h.iter().any(|x| x == d) {
             h.push(d.into());

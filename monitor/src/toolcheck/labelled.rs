@@ -102,7 +102,7 @@ pub fn cost_per_kib(text: &str, rounds: usize) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-/// `mcpmon bench-results DIR`: the figures `cargo xtask bench` reports.
+/// `mcpmon-testkit results DIR`: the figures `cargo xtask bench` reports.
 pub fn bench(dir: &Path) -> Result<Value, LabelledError> {
     let s = score(dir)?;
     // Benign text (a manual page) and the malicious set, each repeated to the capture's 256 KiB.

@@ -124,7 +124,7 @@ pub fn score(dir: &Path) -> Result<Score, LabelledError> {
     Ok(s)
 }
 
-/// `mcpmon bench-descriptions DIR`: the figures `cargo xtask bench` reports, with the scan's cost
+/// `mcpmon-testkit descriptions DIR`: the figures `cargo xtask bench` reports, with the scan's cost
 /// per tool (every benign tool scanned, best of five rounds).
 pub fn bench(dir: &Path) -> Result<Value, LabelledError> {
     let s = score(dir)?;

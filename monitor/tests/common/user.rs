@@ -12,6 +12,8 @@ use serde_json::Value;
 use super::daemon::Daemon;
 
 pub const MCPMON: &str = env!("CARGO_BIN_EXE_mcpmon");
+/// The test helpers (loops, victims, attackers), kept out of the product binary.
+pub const TESTKIT: &str = env!("CARGO_BIN_EXE_mcpmon-testkit");
 
 /// An ordinary user made with `useradd`, home under /tmp; removed on drop.
 pub struct User {

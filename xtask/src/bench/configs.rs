@@ -9,7 +9,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
-use super::{mcpmon, stats, workloads::{Workloads, NAMES}};
+use super::{mcpmon, stats, testkit, workloads::{Workloads, NAMES}};
 use crate::util;
 
 /// A pid no process has (pid_max is at most 2^22): the filter every tracer is given.
@@ -139,11 +139,11 @@ pub fn start(name: &str) -> anyhow::Result<Running> {
             Running::Daemon(d, Some(server))
         }
         "floor" => {
-            let mut c = Command::new(mcpmon()).arg("bench-floor").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+            let mut c = Command::new(testkit()).arg("floor").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
             let mut line = String::new();
             BufReader::new(c.stdout.take().context("floor stdout")?).read_line(&mut line)?;
             if !line.starts_with("ready") {
-                bail!("bench-floor: {line}");
+                bail!("mcpmon-testkit floor: {line}");
             }
             Running::Child(c)
         }

@@ -9,8 +9,8 @@ use serde_json::Value;
 use crate::util;
 
 pub fn run() -> anyhow::Result<Value> {
-    let out = Command::new(super::mcpmon()).arg("bench-descriptions").arg(util::root().join("monitor/tests/data/tools")).output().context("mcpmon bench-descriptions")?;
-    anyhow::ensure!(out.status.success(), "mcpmon bench-descriptions: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(super::testkit()).arg("descriptions").arg(util::root().join("monitor/tests/data/tools")).output().context("mcpmon-testkit descriptions")?;
+    anyhow::ensure!(out.status.success(), "mcpmon-testkit descriptions: {}", String::from_utf8_lossy(&out.stderr));
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 

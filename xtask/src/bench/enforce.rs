@@ -7,7 +7,7 @@ use std::{path::Path, process::Stdio};
 
 use serde_json::{json, Value};
 
-use super::{configs::{usage, Daemon}, mcpmon, percentile};
+use super::{configs::{usage, Daemon}, percentile, testkit};
 
 const SECRET: &str = "BENCH-SECRET-7c1e";
 
@@ -47,20 +47,20 @@ pub fn run(work: &Path, quick: bool) -> anyhow::Result<Value> {
     let (idle_cpu0, _) = usage(d.pid());
     std::thread::sleep(std::time::Duration::from_secs(10));
     let (idle_cpu1, idle_rss) = usage(d.pid());
-    let m = mcpmon();
+    let m = testkit();
     let mut kernel_read = 0;
     let mut user_read = 0;
     let mut denied = 0;
     for i in 0..trials {
-        let out = d.exec(&format!("kvictim-{i}"), &[m.to_str().unwrap(), "bench-loop", "read", "1", key.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+        let out = d.exec(&format!("kvictim-{i}"), &[m.to_str().unwrap(), "loop", "read", "1", key.to_str().unwrap()]).stderr(Stdio::null()).output()?;
         if String::from_utf8_lossy(&out.stdout).contains(SECRET) {
             kernel_read += 1;
         }
-        let out = d.exec(&format!("uvictim-{i}"), &[m.to_str().unwrap(), "bench-loop", "read", "1", plain.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+        let out = d.exec(&format!("uvictim-{i}"), &[m.to_str().unwrap(), "loop", "read", "1", plain.to_str().unwrap()]).stderr(Stdio::null()).output()?;
         if String::from_utf8_lossy(&out.stdout).contains(SECRET) {
             user_read += 1;
         }
-        let out = d.exec(&format!("dial-{i}"), &[m.to_str().unwrap(), "bench-loop", "dial", "1", "127.0.0.254:9"]).output()?;
+        let out = d.exec(&format!("dial-{i}"), &[m.to_str().unwrap(), "loop", "dial", "1", "127.0.0.254:9"]).output()?;
         if String::from_utf8_lossy(&out.stdout).trim() == "eperm" {
             denied += 1;
         }
@@ -113,7 +113,7 @@ fn leaked(out: &std::process::Output) -> usize {
 }
 
 fn secret_attacks(d: &Daemon, home: &Path, trials: usize) -> anyhow::Result<Value> {
-    let m = mcpmon();
+    let m = testkit();
     let m = m.to_str().unwrap();
     let ssh = home.join(".ssh");
     // 1. A key written by the user (untracked), then opened by a tracked process at once.
@@ -121,7 +121,7 @@ fn secret_attacks(d: &Daemon, home: &Path, trials: usize) -> anyhow::Result<Valu
     for i in 0..trials {
         let k = ssh.join(format!("id_new{i}"));
         std::fs::write(&k, format!("{SECRET}\n"))?;
-        let out = d.exec(&format!("newkey-{i}"), &[m, "bench-loop", "read", "1", k.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+        let out = d.exec(&format!("newkey-{i}"), &[m, "loop", "read", "1", k.to_str().unwrap()]).stderr(Stdio::null()).output()?;
         new_bytes += leaked(&out);
         new_leaks += (leaked(&out) > 0) as usize;
     }
@@ -131,7 +131,7 @@ fn secret_attacks(d: &Daemon, home: &Path, trials: usize) -> anyhow::Result<Valu
     let (mut ren_leaks, mut ren_bytes) = (0, 0);
     for i in 0..trials {
         std::fs::rename(&key, &renamed)?;
-        let out = d.exec(&format!("renamed-{i}"), &[m, "bench-loop", "read", "1", renamed.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+        let out = d.exec(&format!("renamed-{i}"), &[m, "loop", "read", "1", renamed.to_str().unwrap()]).stderr(Stdio::null()).output()?;
         std::fs::rename(&renamed, &key)?;
         ren_bytes += leaked(&out);
         ren_leaks += (leaked(&out) > 0) as usize;
@@ -141,7 +141,7 @@ fn secret_attacks(d: &Daemon, home: &Path, trials: usize) -> anyhow::Result<Valu
     for mode in ["inline", "async", "openat2"] {
         let (mut leaks, mut bytes) = (0, 0);
         for _ in 0..trials.div_ceil(4) {
-            let out = d.exec("uring-ok", &[m, "bench-loop", &format!("uring-read-{mode}"), "1", key.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+            let out = d.exec("uring-ok", &[m, "loop", &format!("uring-read-{mode}"), "1", key.to_str().unwrap()]).stderr(Stdio::null()).output()?;
             bytes += leaked(&out);
             leaks += (leaked(&out) > 0) as usize;
         }
@@ -156,11 +156,11 @@ fn secret_attacks(d: &Daemon, home: &Path, trials: usize) -> anyhow::Result<Valu
         let t = String::from_utf8_lossy(&out.stdout);
         t.lines().rev().find_map(|l| l.split("leaked_bytes=").nth(1)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
     };
-    let control = std::process::Command::new(m).args(["bench-loop", "race-read", race_ops, key.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+    let control = std::process::Command::new(m).args(["loop", "race-read", race_ops, key.to_str().unwrap()]).stderr(Stdio::null()).output()?;
     let runs = 5;
     let (mut race_leaks, mut race_bytes) = (0, 0);
     for i in 0..runs {
-        let out = d.exec(&format!("race-{i}"), &[m, "bench-loop", "race-read", race_ops, key.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+        let out = d.exec(&format!("race-{i}"), &[m, "loop", "race-read", race_ops, key.to_str().unwrap()]).stderr(Stdio::null()).output()?;
         let b = race(&out) as usize + leaked(&out);
         race_bytes += b;
         race_leaks += (b > 0) as usize;
@@ -173,7 +173,7 @@ fn secret_attacks(d: &Daemon, home: &Path, trials: usize) -> anyhow::Result<Valu
     let (mut write_landed_runs, mut write_bytes) = (0, 0);
     for i in 0..write_runs {
         std::fs::write(&rc, "# rc\n")?;
-        let out = d.exec(&format!("wrace-{i}"), &[m, "bench-loop", "race-write", race_ops, rc.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+        let out = d.exec(&format!("wrace-{i}"), &[m, "loop", "race-write", race_ops, rc.to_str().unwrap()]).stderr(Stdio::null()).output()?;
         let landed = std::fs::read_to_string(&rc)?.matches("RACE-WRITE-LANDED").count();
         write_bytes += landed * "RACE-WRITE-LANDED\n".len();
         write_landed_runs += (landed > 0) as usize;
@@ -181,7 +181,7 @@ fn secret_attacks(d: &Daemon, home: &Path, trials: usize) -> anyhow::Result<Valu
     }
     let control_rc = home.join("control-rc");
     std::fs::write(&control_rc, "# rc\n")?;
-    std::process::Command::new(m).args(["bench-loop", "race-write", "2000", control_rc.to_str().unwrap()]).stderr(Stdio::null()).output()?;
+    std::process::Command::new(m).args(["loop", "race-write", "2000", control_rc.to_str().unwrap()]).stderr(Stdio::null()).output()?;
     let control_write = std::fs::read_to_string(&control_rc)?.matches("RACE-WRITE-LANDED").count() * "RACE-WRITE-LANDED\n".len();
     Ok(json!({
         "write_race": {"runs": write_runs, "runs_that_landed": write_landed_runs, "bytes_landed": write_bytes, "control_unmonitored_bytes_landed": control_write},

@@ -51,6 +51,11 @@ pub fn mcpmon() -> PathBuf {
     util::root().join("target/release/mcpmon")
 }
 
+/// The loops, victims, attackers and the floor program: built with `mcpmon`, never shipped.
+pub fn testkit() -> PathBuf {
+    util::root().join("target/release/mcpmon-testkit")
+}
+
 pub fn run(opts: Opts) -> anyhow::Result<()> {
     if opts.report_only {
         let dir = util::root().join("bench");

@@ -8,8 +8,8 @@ use serde_json::Value;
 use crate::util;
 
 pub fn run() -> anyhow::Result<Value> {
-    let out = Command::new(super::mcpmon()).arg("bench-results").arg(util::root().join("monitor/tests/data/results")).output().context("mcpmon bench-results")?;
-    anyhow::ensure!(out.status.success(), "mcpmon bench-results: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(super::testkit()).arg("results").arg(util::root().join("monitor/tests/data/results")).output().context("mcpmon-testkit results")?;
+    anyhow::ensure!(out.status.success(), "mcpmon-testkit results: {}", String::from_utf8_lossy(&out.stderr));
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 

@@ -5,7 +5,7 @@ use std::{process::Stdio, time::Instant};
 use anyhow::bail;
 use serde_json::{json, Value};
 
-use super::{configs::{usage, Daemon}, mcpmon, stats, workloads::loop_ns};
+use super::{configs::{usage, Daemon}, stats, testkit, workloads::loop_ns};
 
 fn stats_record(recs: &[Value]) -> Value {
     recs.iter().rev().find(|v| v["kind"] == "stats").cloned().unwrap_or(Value::Null)
@@ -34,7 +34,7 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
         let untracked = loop_ns("open", n)?;
         let (c0, _) = usage(d.pid());
         let t = Instant::now();
-        let out = d.exec("bench-loop", &[mcpmon().to_str().unwrap(), "bench-loop", "open", &n.to_string()]).output()?;
+        let out = d.exec("bench-loop", &[testkit().to_str().unwrap(), "loop", "open", &n.to_string()]).output()?;
         let wall = t.elapsed().as_secs_f64();
         if !out.status.success() {
             bail!("tracked loop: {}", String::from_utf8_lossy(&out.stderr));
@@ -72,7 +72,7 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
     let d = Daemon::start(&["--ringbuf-mib", "1", "--fold-window-ms", "0"], true)?;
     let mut kids = Vec::new();
     for i in 0..producers {
-        kids.push(d.exec(&format!("bench-producer-{i}"), &[mcpmon().to_str().unwrap(), "bench-loop", "open", &n.to_string()]).stdout(Stdio::null()).spawn()?);
+        kids.push(d.exec(&format!("bench-producer-{i}"), &[testkit().to_str().unwrap(), "loop", "open", &n.to_string()]).stdout(Stdio::null()).spawn()?);
     }
     for mut k in kids {
         k.wait()?;
@@ -110,7 +110,7 @@ fn folded_flood(n: u64) -> anyhow::Result<Value> {
     let d = Daemon::start(&[], true)?;
     let (c0, _) = usage(d.pid());
     let t = Instant::now();
-    let out = d.exec("bench-flood", &[mcpmon().to_str().unwrap(), "bench-loop", "open", &n.to_string()]).output()?;
+    let out = d.exec("bench-flood", &[testkit().to_str().unwrap(), "loop", "open", &n.to_string()]).output()?;
     if !out.status.success() {
         bail!("folded loop: {}", String::from_utf8_lossy(&out.stderr));
     }

@@ -1,10 +1,10 @@
-//! The workloads: tight loops (run by `mcpmon bench-loop`, an untracked process) and realistic
+//! The workloads: tight loops (run by `mcpmon-testkit loop`, an untracked process) and realistic
 //! jobs (`git status` on a large tree, a small `cargo build`).
 use std::{path::{Path, PathBuf}, process::Command, time::Instant};
 
 use anyhow::{bail, Context as _};
 
-use super::mcpmon;
+use super::testkit;
 
 pub struct Workloads {
     pub tree: PathBuf,
@@ -84,9 +84,9 @@ impl Workloads {
 }
 
 pub fn loop_ns(kind: &str, n: u64) -> anyhow::Result<f64> {
-    let out = Command::new(mcpmon()).args(["bench-loop", kind, &n.to_string()]).output()?;
+    let out = Command::new(testkit()).args(["loop", kind, &n.to_string()]).output()?;
     if !out.status.success() {
-        bail!("bench-loop {kind}: {}", String::from_utf8_lossy(&out.stderr));
+        bail!("mcpmon-testkit loop {kind}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    String::from_utf8_lossy(&out.stdout).trim().parse().context("bench-loop output")
+    String::from_utf8_lossy(&out.stdout).trim().parse().context("mcpmon-testkit loop output")
 }

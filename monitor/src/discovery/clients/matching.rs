@@ -36,24 +36,12 @@ impl<'a> ExecView<'a> {
     }
 
     fn cwd(&self) -> Option<&Path> {
-        self.cwd.get_or_init(|| std::fs::read_link(format!("/proc/{}/cwd", self.pid?)).ok()).as_deref()
+        self.cwd.get_or_init(|| crate::sys::procfs::cwd(self.pid?)).as_deref()
     }
 
     /// None: the environment cannot be read (the process is gone, or another user's).
     fn environ(&self) -> Option<&HashMap<String, String>> {
-        let env = self.environ.get_or_init(|| {
-            let raw = std::fs::read(format!("/proc/{}/environ", self.pid?)).ok()?;
-            Some(
-                raw.split(|&b| b == 0)
-                    .filter_map(|kv| {
-                        let kv = String::from_utf8_lossy(kv);
-                        let (k, v) = kv.split_once('=')?;
-                        Some((k.to_string(), v.to_string()))
-                    })
-                    .collect(),
-            )
-        });
-        env.as_ref()
+        self.environ.get_or_init(|| crate::sys::procfs::environ(self.pid?)).as_ref()
     }
 }
 

@@ -213,7 +213,7 @@ fn cwd_and_env_pick_the_entry() {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         // /proc shows the child's argv once it has exec'd python.
         loop {
-            let info = crate::discovery::procfs::process_info(child.id()).unwrap();
+            let info = crate::sys::procfs::process_info(child.id()).unwrap();
             if info.argv.first().is_some_and(|a| a.contains("python3")) && info.argv.iter().any(|a| a == sleeper) {
                 return c.match_exec(&ExecView::new(None, info.exe.as_deref(), &info.argv, Some(child.id()))).map(|s| s.name.clone());
             }

@@ -148,7 +148,7 @@ mod tests {
     use super::*;
 
     fn texts(m: Vec<Message>) -> Vec<String> {
-        m.into_iter().map(|m| String::from_utf8(m.head).unwrap()).collect()
+        m.into_iter().map(|m| String::from_utf8(m.head.to_vec()).unwrap()).collect()
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! instead, because such a stream stays open for the whole session. A gap in the numbering
 //! inside a body is skipped (the body is truncated); elsewhere, or on bytes that are not HTTP,
 //! the direction is broken until a syscall starts with a new message.
-use crate::jsonrpc::framing::{Message, HEAD_KEEP, TAIL_KEEP};
+use crate::jsonrpc::framing::{Kept, Message};
 
 use super::sse::Sse;
 
@@ -83,54 +83,30 @@ enum State {
 /// Body bytes kept: the head and a rolling tail, as stdio messages keep them.
 #[derive(Debug, Default)]
 pub(super) struct Collector {
-    head: Vec<u8>,
-    tail: Vec<u8>,
-    truncated: bool,
-    len: u64,
+    body: Kept,
     /// Bytes captured but let go between head and tail (gaps are counted where they occur).
     dropped: u64,
 }
 
 impl Collector {
     pub(super) fn push(&mut self, b: &[u8]) {
-        self.len += b.len() as u64;
-        if !self.truncated {
-            let room = HEAD_KEEP.saturating_sub(self.head.len());
-            let n = room.min(b.len());
-            self.head.extend_from_slice(&b[..n]);
-            if n == b.len() {
-                return;
-            }
-            self.truncated = true;
-            self.tail.extend_from_slice(&b[n..]);
-        } else {
-            self.tail.extend_from_slice(b);
-        }
-        if self.tail.len() > TAIL_KEEP {
-            let cut = self.tail.len() - TAIL_KEEP;
-            self.dropped += cut as u64;
-            self.tail.drain(..cut);
-        }
+        self.dropped += self.body.push(b);
     }
 
     pub(super) fn gap(&mut self, n: u64) {
-        self.len += n;
-        self.truncated = true;
-        // What came before the gap is no longer the body's end.
-        self.dropped += self.tail.len() as u64;
-        self.tail.clear();
+        self.dropped += self.body.gap(n);
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.body.is_empty()
     }
 
     pub(super) fn kept(&self) -> usize {
-        self.head.len() + self.tail.len()
+        self.body.kept()
     }
 
-    pub(super) fn finish(self, ts: u64) -> Message {
-        Message { head: self.head, tail: self.tail, truncated: self.truncated, len: self.len, ts_mono_ns: ts }
+    pub(super) fn finish(mut self, ts: u64) -> Message {
+        self.body.take(ts)
     }
 }
 
@@ -161,7 +137,7 @@ impl Wire {
     pub fn buffered(&self) -> usize {
         match &self.state {
             State::Head(b) => b.len(),
-            State::Body(_, Sink::Whole(c)) => c.head.len() + c.tail.len(),
+            State::Body(_, Sink::Whole(c)) => c.kept(),
             State::Body(_, Sink::Sse(s)) => s.buffered(),
             State::Broken => 0,
         }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::jsonrpc::framing::{HEAD_KEEP, TAIL_KEEP};
 
 /// Feeds whole syscalls back to back; returns everything they produced.
 fn feed_all(w: &mut Wire, syscalls: &[&[u8]]) -> Vec<Item> {

@@ -1,5 +1,5 @@
-//! Attacker programs for the enforcement tests, run inside a watched process through the hidden
-//! `mcpmon bench-loop` helper. Each tries to get a protected file's bytes past mcpmon by a route
+//! Attacker programs for the enforcement tests, run inside a watched process as
+//! `mcpmon-testkit loop KIND N ARG`. Each tries to get a protected file's bytes past mcpmon by a route
 //! the plain open+read victims do not take, and prints what it got, so that a test can check that
 //! no secret byte leaked:
 //! - `uring-read-{inline,async,openat2} 1 PATH`: open and read through io_uring, so the open never
@@ -38,7 +38,7 @@ mod proc;
 mod race_write;
 mod uring_pass;
 pub use net::sendmmsg;
-pub use race_write::{race_write, MARKER as RACE_WRITE_MARKER};
+pub use race_write::race_write;
 pub use uring_pass::{borrow_read as uring_borrow_read, lend as uring_lend};
 pub use proc::{getfd_read, hold_secret, reach};
 

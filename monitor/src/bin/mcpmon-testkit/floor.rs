@@ -1,0 +1,42 @@
+//! `mcpmon-testkit floor`: the floor program alone on every syscall hook mcpmon uses (syscall
+//! tracepoints and the raw sys_enter/sys_exit of the ia32 hooks), until stdin closes: what the
+//! benchmark sets against mcpmon as the least any eBPF monitor costs.
+use std::io::{BufRead, Write};
+
+use anyhow::Context as _;
+use monitor::probes;
+use monitor_common::names::{Hook, COMPAT_RAW, PROGRAMS};
+
+pub fn run_floor() -> anyhow::Result<()> {
+    let tracefs = probes::tracefs::ensure_mounted()?;
+    let mut ebpf = aya::Ebpf::load(probes::object())?;
+    let prog: &mut aya::programs::TracePoint = ebpf.program_mut("mcpm_floor").context("no mcpm_floor")?.try_into()?;
+    prog.load()?;
+    let mut n = 0;
+    // Two programs may share a tracepoint (sendto: net and http); the floor goes on it once (a
+    // second link of the same program is EEXIST).
+    let mut seen = std::collections::HashSet::new();
+    for spec in PROGRAMS {
+        for hook in spec.hooks {
+            let Hook::TracePoint { category, name } = *hook;
+            if hook.on_demand() && probes::tracefs::exists(&tracefs, category, name) && seen.insert((category, name)) {
+                prog.attach(category, name).with_context(|| format!("{category}:{name}"))?;
+                n += 1;
+            }
+        }
+    }
+    let raw: &mut aya::programs::RawTracePoint = ebpf.program_mut("mcpm_floor_raw").context("no mcpm_floor_raw")?.try_into()?;
+    raw.load()?;
+    for (_, tp) in COMPAT_RAW {
+        raw.attach(tp).with_context(|| format!("raw tracepoint {tp}"))?;
+        n += 1;
+    }
+    println!("ready {n}");
+    std::io::stdout().flush()?;
+    // Until the benchmark closes our stdin.
+    let mut line = String::new();
+    while std::io::stdin().lock().read_line(&mut line)? > 0 {
+        line.clear();
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! `mcpmon-testkit loop KIND N [PATH]`: a tight loop of one operation (open, forkexec, connect,
+//! getppid), printing nanoseconds per op for `cargo xtask bench`; the other KINDs are victims and
+//! attackers for the enforcement tests (`read`, `dial`, `int80-*`, and those of `attack`).
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    time::Instant,
+};
+
+use anyhow::Context as _;
+
+use crate::{
+    attack,
+    int80::{int80_connect, int80_read},
+};
+
+pub fn run_loop(kind: &str, n: u64, path: Option<&str>) -> anyhow::Result<()> {
+    let t = match kind {
+        "open" => {
+            let p = std::ffi::CString::new(path.unwrap_or("/etc/hostname"))?;
+            let t = Instant::now();
+            for _ in 0..n {
+                // SAFETY: `p` is a NUL-terminated CString that outlives the call; open(2) only reads it.
+                let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+                if fd < 0 {
+                    anyhow::bail!("open: {}", std::io::Error::last_os_error());
+                }
+                // SAFETY: `fd` was just returned by open (checked >= 0) and is owned by nothing else; closed once.
+                unsafe { libc::close(fd) };
+            }
+            t.elapsed()
+        }
+        "forkexec" => {
+            let t = Instant::now();
+            for _ in 0..n {
+                let st = std::process::Command::new("/bin/true").status()?;
+                anyhow::ensure!(st.success(), "/bin/true failed");
+            }
+            t.elapsed()
+        }
+        "connect" => {
+            // Connect, then accept in the same thread: the listen backlog never overflows (an
+            // overflow drops the SYN and costs a one-second retransmit).
+            let l = TcpListener::bind("127.0.0.1:0")?;
+            let addr = l.local_addr()?;
+            let t = Instant::now();
+            for _ in 0..n {
+                let s = TcpStream::connect(addr)?;
+                let (a, _) = l.accept()?;
+                drop(s);
+                drop(a);
+            }
+            t.elapsed()
+        }
+        "dial" => {
+            // One TCP connect to ADDR:PORT: prints ok, eperm or the error.
+            let addr = path.context("dial needs ADDR:PORT")?;
+            match TcpStream::connect(addr) {
+                Ok(_) => println!("ok"),
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => println!("eperm"),
+                Err(e) => println!("{e}"),
+            }
+            return Ok(());
+        }
+        "getppid" => {
+            // A syscall mcpmon never hooks: what every other syscall of the machine pays.
+            let t = Instant::now();
+            for _ in 0..n {
+                // SAFETY: getppid takes no arguments and touches no memory of ours.
+                unsafe { libc::syscall(libc::SYS_getppid) };
+            }
+            t.elapsed()
+        }
+        "int80-dial" => {
+            // A TCP connect to ADDR:PORT through `int $0x80` (i386 connect, 362): ok, eperm or errno.
+            let addr: std::net::SocketAddrV4 = path.context("int80-dial needs ADDR:PORT")?.parse()?;
+            match int80_connect(addr)? {
+                0 => println!("ok"),
+                e if e == -libc::EPERM => println!("eperm"),
+                e => println!("errno {}", -e),
+            }
+            return Ok(());
+        }
+        "int80-read" => {
+            // A victim using the ia32 syscall entry (`int $0x80`) from a 64-bit process.
+            let data = int80_read(path.context("int80-read needs a path")?)?;
+            std::io::stdout().write_all(&data)?;
+            return Ok(());
+        }
+        "read" => {
+            // A protected-file victim: read the file and print what it got.
+            let mut f = std::fs::File::open(path.context("read needs a path")?)?;
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf)?;
+            std::io::stdout().write_all(&buf)?;
+            return Ok(());
+        }
+        // Attackers for the enforcement tests (`attack`). The CLI's N slot is a number, so
+        // the io_uring mode rides in the kind: `uring-read-{inline,async,openat2} 1 PATH`.
+        uring if uring.starts_with("uring-read-") => {
+            return attack::uring_read(&uring["uring-read-".len()..], path.context("uring-read needs a path")?);
+        }
+        "race-read" => return attack::race_read(n, path.context("race-read needs a path")?),
+        "uring-lend" => return attack::uring_lend(path.context("uring-lend needs a file for the ring parameters")?),
+        "uring-borrow-read" => return attack::uring_borrow_read(path.context("uring-borrow-read needs PID,FD,FILE,PATH")?),
+        "race-write" => return attack::race_write(n, path.context("race-write needs a path")?),
+        "create-then-open" => return attack::create_then_open(n, path.context("create-then-open needs a dir")?),
+        // `vm-read|vm-write|ptrace-peek PID ADDR`, and the victim `hold-secret 0 TEXT`.
+        "vm-read" | "vm-write" | "ptrace-peek" => return attack::reach(kind, n, path.context("needs an address")?),
+        "sendmmsg" => return attack::sendmmsg(n, path.context("sendmmsg needs ADDR:PORT")?),
+        "getfd-read" => return attack::getfd_read(path.context("getfd-read needs PID,FD")?),
+        "hold-secret" => return attack::hold_secret(path.context("hold-secret needs a text")?),
+        other => anyhow::bail!("unknown loop {other}"),
+    };
+    println!("{:.1}", t.as_nanos() as f64 / n as f64);
+    Ok(())
+}
