@@ -178,8 +178,11 @@ fn run(group: &OwnedFd, state: &RwLock<PersistState>, stop: &AtomicBool, maps: &
             // Alive: its process's entry; gone already (a `mv` exits at once): its thread's.
             // (A zombie still shows its Tgid, but its TRACKED entry is gone: EXITED has it.)
             // A live process is judged by TRACKED alone: EXITED may hold a reused tid.
+            // A `mv` can exit between the /proc read and the TRACKED lookup: when its entry is
+            // missing and the thread is gone (or a zombie) by now, its EXITED entry stands.
+            let gone = |tid: u32| procfs::tgid_of(tid).is_none() || procfs::is_zombie(tid);
             let found = match procfs::tgid_of(tid).filter(|_| !procfs::is_zombie(tid)) {
-                Some(tgid) => maps.0.get(&tgid, 0).ok().map(|i| (tgid, i)),
+                Some(tgid) => maps.0.get(&tgid, 0).ok().map(|i| (tgid, i)).or_else(|| if gone(tid) { maps.1.get(&tid, 0).ok().map(|i| (tid, i)) } else { None }),
                 None => maps.1.get(&tid, 0).ok().map(|i| (tid, i)),
             };
             let Some((tgid, info)) = found else { continue };
