@@ -160,7 +160,7 @@ impl Tracker {
         }
         for (k, f) in want {
             if let Err(e) = self.candidates.insert(k, f, 0) {
-                tracing::warn!("candidate map full: {e}");
+                tracing::warn!(error = %e, "candidate map full");
             }
         }
     }

@@ -59,7 +59,7 @@ pub async fn run(mut f: Rotating, mut rx: mpsc::Receiver<String>, metrics: Arc<M
     while let Some(line) = rx.recv().await {
         let ok = f.write_line(&line);
         if let Err(e) = &ok {
-            tracing::error!("alert file {}: {e}", f.path.display());
+            tracing::error!(path = %f.path.display(), error = %e, "alert file");
         }
         if let Ok(mut m) = metrics.lock() {
             if ok.is_ok() { m.sink("file", 1, 0) } else { m.sink("file", 0, 1) }

@@ -84,7 +84,7 @@ impl Sinks {
                 if let Ok(mut m) = self.metrics.lock() {
                     m.sink(name, 0, 1);
                 }
-                tracing::warn!("alert sink {name}: queue full, alert dropped (counted)");
+                tracing::warn!(sink = %name, "alert sink queue full, alert dropped (counted)");
             }
         }
     }

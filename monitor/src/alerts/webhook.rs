@@ -71,8 +71,8 @@ pub async fn run(t: Target, mut rx: mpsc::Receiver<String>, metrics: Arc<Mutex<M
                     delivered = true;
                     break;
                 }
-                Ok(code) => tracing::warn!("webhook {}:{}{}: HTTP {code} (attempt {})", t.host, t.port, t.path, attempt + 1),
-                Err(e) => tracing::warn!("webhook {}:{}{}: {e} (attempt {})", t.host, t.port, t.path, attempt + 1),
+                Ok(code) => tracing::warn!(host = %t.host, port = t.port, path = %t.path, status = code, attempt = attempt + 1, "webhook refused"),
+                Err(e) => tracing::warn!(host = %t.host, port = t.port, path = %t.path, error = %e, attempt = attempt + 1, "webhook failed"),
             }
             tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
         }

@@ -133,7 +133,7 @@ pub async fn serve(cl: ControlListener, tx: mpsc::Sender<ControlMsg>, mut shutdo
         tokio::select! {
             r = cl.listener.accept() => match r {
                 Ok((stream, _)) => { tokio::spawn(handle(stream, tx.clone(), tail.clone())); }
-                Err(e) => tracing::warn!("control socket accept: {e}"),
+                Err(e) => tracing::warn!(error = %e, "control socket accept"),
             },
             _ = shutdown.changed() => if *shutdown.borrow() { break },
         }

@@ -273,7 +273,7 @@ impl UrlWatch {
                 Ok((addrs, port)) => out.push((s, addrs, port)),
                 Err(e) => {
                     if !self.not_local.contains(&key(s)) {
-                        tracing::debug!("discovery: {} in {}: not matched to a local listener: {e}", s.name, s.config.display());
+                        tracing::debug!(server = %s.name, config = %s.config.display(), error = %e, "discovery: not matched to a local listener");
                     }
                     not_local.insert(key(s));
                 }
@@ -294,7 +294,7 @@ impl UrlWatch {
         let listeners = match read_listeners() {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!("discovery: URL entries not matched this time: {e}");
+                tracing::warn!(error = %e, "discovery: URL entries not matched this time");
                 return vec![];
             }
         };
@@ -315,7 +315,7 @@ impl UrlWatch {
             let taken = pid.filter(|&p| {
                 let ok = allowed(s.uid, l.uid, super::procfs::uid_of(p));
                 if !ok {
-                    tracing::warn!("discovery: {} ({}) in {}: pid {p} listening on {} is another user's: not taken", s.name, s.url.as_deref().unwrap_or(""), s.config.display(), l.addr);
+                    tracing::warn!(server = %s.name, url = s.url.as_deref().unwrap_or(""), config = %s.config.display(), pid = p, addr = %l.addr, "discovery: the listener is another user's: not taken");
                 }
                 ok
             });

@@ -49,7 +49,7 @@ pub fn load(ebpf: &mut Ebpf) -> Result<Vec<&'static FastSpec>, String> {
             Ok(()) => out.push(spec),
             // As for its tracepoint: a syscall this kernel lacks (not in its BTF) is skipped.
             Err(e) if spec.optional && e.contains("unknown BTF type") => {
-                tracing::info!("fast path: {} skipped ({e})", spec.syscall);
+                tracing::info!(syscall = spec.syscall, error = %e, "fast path: syscall skipped");
             }
             Err(e) => return Err(e),
         }

@@ -12,16 +12,16 @@ impl Sensors {
     /// and set only after an attach completed, so the kernel never skips a hold it needed.
     pub(super) fn set_hooks_live(&mut self, on: bool) {
         let Some(map) = self.ebpf.map_mut(MAP_HOOKS_LIVE) else {
-            tracing::error!("map {MAP_HOOKS_LIVE} missing: candidates are not held at exec");
+            tracing::error!(map = MAP_HOOKS_LIVE, "map missing: candidates are not held at exec");
             return;
         };
         match Array::<_, u32>::try_from(map) {
             Ok(mut a) => {
                 if let Err(e) = a.set(0, u32::from(on), 0) {
-                    tracing::error!("{MAP_HOOKS_LIVE}: {e}");
+                    tracing::error!(map = MAP_HOOKS_LIVE, error = %e, "setting the hooks-live flag");
                 }
             }
-            Err(e) => tracing::error!("{MAP_HOOKS_LIVE}: {e}"),
+            Err(e) => tracing::error!(map = MAP_HOOKS_LIVE, error = %e, "opening the hooks-live flag"),
         }
     }
 

@@ -97,7 +97,7 @@ impl Sensors {
         if let Some(pending) = self.detaching.take() {
             let t = Instant::now();
             let _ = pending.join();
-            tracing::info!("waited {} ms for the previous detach to finish", t.elapsed().as_millis());
+            tracing::info!(ms = t.elapsed().as_millis() as u64, "waited for the previous detach to finish");
         }
         let start = Instant::now();
         let mut tries = 0u32;
@@ -107,7 +107,7 @@ impl Sensors {
                 Ok(()) => {
                     self.set_hooks_live(true);
                     if tries > 1 {
-                        tracing::info!("hooks attached after {tries} tries ({} ms): the kernel still held the previous links", start.elapsed().as_millis());
+                        tracing::info!(tries, ms = start.elapsed().as_millis() as u64, "hooks attached after retries: the kernel still held the previous links");
                     }
                     return Ok(());
                 }
@@ -128,7 +128,7 @@ impl Sensors {
             match lsm::attach(&mut self.ebpf) {
                 Ok(l) => self.lsm_links = l,
                 Err(e) if e.busy => return Err((true, ProbeError::StillAttached(e.to_string()))),
-                Err(e) => tracing::error!("open/exec deny: {e}"),
+                Err(e) => tracing::error!(error = %e, "attaching the open/exec deny"),
             }
         }
         if let cgroup::DenyPath::Cgroup { root, .. } = &self.deny {
@@ -136,7 +136,7 @@ impl Sensors {
             match cgroup::attach(&mut self.ebpf, &root) {
                 Ok(l) => self.cgroup_links = l,
                 Err(e) if e.busy => return Err((true, ProbeError::StillAttached(e.to_string()))),
-                Err(e) => tracing::error!("connect deny: {e}"),
+                Err(e) => tracing::error!(error = %e, "attaching the connect deny"),
             }
         }
         for i in 0..self.on_demand.len() {
@@ -186,7 +186,7 @@ impl Sensors {
         self.detaching = Some(std::thread::spawn(move || {
             let t = Instant::now();
             drop(links);
-            tracing::info!("syscall hooks released ({} ms)", t.elapsed().as_millis());
+            tracing::info!(ms = t.elapsed().as_millis() as u64, "syscall hooks released");
         }));
         Ok(())
     }
