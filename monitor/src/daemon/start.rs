@@ -55,6 +55,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         sensors.on_demand_hooks().join(", ")
     );
 
+    // The first line of the stream: what this kernel let the daemon load (`probes/loaded.rs`).
+    let mut loaded = sensors.loaded();
+
     let gate_maps = sensors.gate_maps();
     // A second TRACKED handle for the persistence watch (before the tracker takes the map).
     let persist_maps = sensors.gate_maps().and_then(|m| Ok((m.tracked, sensors.exited_map()?)));
@@ -131,6 +134,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!("profiles: {:?} in {}", mode, dir.display());
         pipeline.profiles = Some(p);
     }
+    loaded["time"] = Pipeline::now().into();
+    loaded["open_gate"] = policy_summary["open_gate"].is_object().into();
+    pipeline.emit(loaded).await;
     pipeline.emit(json!({"time": Pipeline::now(), "kind": "rules_loaded", "policy": policy_summary})).await;
     let pins = args.state_dir.join("tool-pins.json");
     pipeline.tools_watch.pins = Some(crate::toolcheck::pin::PinStore::open(&pins).with_context(|| "tool pins")?);

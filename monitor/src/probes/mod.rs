@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod fast;
 mod hold;
 pub mod lsm;
+mod loaded;
 pub mod ondemand;
 pub mod features;
 pub mod tracefs;
