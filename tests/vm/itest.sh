@@ -2,7 +2,8 @@
 # The privileged integration tests inside the VM (`cargo xtask vm-test`, on the kernel that has
 # fentry and BPF-LSM): the host's root filesystem read-only over virtio 9p, with tmpfs where
 # tests write (/tmp, /run, and a copy of /etc for useradd); each listed test runs in its prebuilt
-# test binary, chrooted there, with MCPMON_REQUIRE_PRIVILEGED=1 (so a skip fails).
+# test binary, chrooted there, with MCPMON_REQUIRE_PRIVILEGED=1 (so a skip fails) and the
+# harness's waits stretched for emulation (MCPMON_TEST_SLOWDOWN).
 #   itest.sh LIST      LIST: lines "BINARY TEST-NAME", paths as on the host
 # Prints "VMITEST PASS|FAIL <test> (<s> s)", a failure's output as "VMITEST LOG" lines, then
 # "VMITEST DONE <failures>". POSIX sh + busybox applets only.
@@ -41,7 +42,7 @@ while read -r bin name; do
   [ -n "$name" ] || continue
   start=$(date +%s)
   chroot $H /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
-    MCPMON_REQUIRE_PRIVILEGED=1 "$bin" --exact --test-threads=1 "$name" < /dev/null > /tmp/itest.out 2>&1
+    MCPMON_REQUIRE_PRIVILEGED=1 MCPMON_TEST_SLOWDOWN=10 "$bin" --exact --test-threads=1 "$name" < /dev/null > /tmp/itest.out 2>&1
   st=$?
   took=$(( $(date +%s) - start ))
   if [ $st -eq 0 ] && grep -q "test result: ok. 1 passed" /tmp/itest.out; then
