@@ -49,7 +49,8 @@ while read -r bin name; do
     echo "VMITEST PASS $name ($took s)"
   else
     echo "VMITEST FAIL $name ($took s, exit $st)"
-    tail -n 60 /tmp/itest.out | sed 's/^/VMITEST LOG /'
+    # Why it failed (the panic), then the end of its output; lines cut to keep the console short.
+    { grep -A3 'panicked at' /tmp/itest.out; echo ...; tail -n 20 /tmp/itest.out; } | cut -c1-1500 | sed 's/^/VMITEST LOG /'
     fails=$((fails + 1))
   fi
 done < "$LIST"

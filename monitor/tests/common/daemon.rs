@@ -183,7 +183,9 @@ impl Daemon {
 
 pub fn exec_cmd(socket: &Path, name: &str, extra: &[&str], cmd: &[&str]) -> Command {
     let mut c = Command::new(MCPMON);
-    c.arg("exec").arg("--name").arg(name).arg("--socket").arg(socket).args(extra).arg("--").args(cmd);
+    c.arg("exec").arg("--name").arg(name).arg("--socket").arg(socket).args(extra);
+    // exec's own wait for the daemon's acknowledgement (3 s by default), stretched like the others.
+    c.arg("--timeout-ms").arg(super::patience(Duration::from_millis(3000)).as_millis().to_string()).arg("--").args(cmd);
     c
 }
 
