@@ -17,19 +17,22 @@ pub fn build(root: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
         .collect::<anyhow::Result<_>>()?;
     eprintln!("vm-test: building the test binaries for the VM");
     let out = util::cargo_cmd()
-        .args(["test", "-p", "monitor", "--no-run", "--message-format=json"])
+        // The selection `cargo xtask test` builds, so that after it nothing is rebuilt (-p monitor
+        // alone can unify features differently and rebuild the crate).
+        .args(["test", "--workspace", "--exclude", "monitor-ebpf", "--no-run", "--message-format=json"])
         .current_dir(root)
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("cargo test --no-run")?;
     if !out.status.success() {
-        bail!("cargo test -p monitor --no-run failed");
+        bail!("cargo test --no-run failed");
     }
     // The executable of each integration test target, from cargo's artifact messages.
     let mut binaries = std::collections::BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let is_test = v["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test"));
+        let is_test = v["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test"))
+            && v["manifest_path"].as_str().is_some_and(|m| Path::new(m) == root.join("monitor/Cargo.toml"));
         if let (true, Some(name), Some(exe)) = (is_test, v["target"]["name"].as_str(), v["executable"].as_str()) {
             binaries.insert(name.to_string(), PathBuf::from(exe));
         }
