@@ -170,14 +170,18 @@ impl Daemon {
         let at_file_open = programs.iter().any(|p| p["name"] == "mcpmf_file_open_e");
         let gate = if killed { "denied_and_killed_in_kernel" } else { "denied_in_kernel" };
         let by_gate = a["action"]["result"] == gate && a["action"]["where"] == "open_gate";
-        // The open itself failed: no fd was handed out.
-        let failed = a["event"]["result"]["ok"] == false;
         let by_hook = if killed {
-            at_file_open && a["action"]["result"] == "killed_in_kernel" && failed
+            // The SIGKILL is pending from security_file_open, before fd_install: the open may
+            // still return an fd number, but the process dies before it returns to user space.
+            at_file_open && a["action"]["result"] == "killed_in_kernel"
         } else {
             loaded["open_deny"] == "lsm" && a["action"]["result"] == "denied_in_kernel" && a["event"]["result"]["errno"] == "EPERM"
         };
-        assert!(by_gate || by_hook, "{what}: not refused before an fd existed on the paths the daemon reports ({loaded}): {a}");
+        assert!(
+            by_gate || by_hook,
+            "{what}: not refused before an fd existed on the paths the daemon reports (open_deny {}, file_open kill {at_file_open}): {a}",
+            loaded["open_deny"]
+        );
     }
 }
 
