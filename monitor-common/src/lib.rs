@@ -39,6 +39,8 @@ pub enum EventKind {
     /// The process reached into another process's memory (`ptrace`, `process_vm_readv`,
     /// `process_vm_writev`) outside its own server's tree. (9 is reserved for the HTTP capture.)
     ProcAccess = 10,
+    /// Repeats of an event the kernel folded: [`RepeatEvent`].
+    Repeat = 11,
 }
 
 impl EventKind {
@@ -54,6 +56,7 @@ impl EventKind {
             8 => Self::IoUring,
             9 => Self::Sock,
             10 => Self::ProcAccess,
+            11 => Self::Repeat,
             _ => return None,
         })
     }
@@ -209,6 +212,9 @@ pub struct OpenEvent {
     pub ret: i64,
     /// openat2's `how.resolve` (RESOLVE_* bits); 0 for the others.
     pub resolve: u64,
+    /// Identity of a foldable open (path, flags, mode, dirfd, inode, result class; see
+    /// [`RepeatEvent`]); 0 when the kernel may not fold it.
+    pub fold_sig: u64,
     /// Inode and device (kernel `dev_t`) of the opened file (successful opens).
     pub ino: u64,
     pub dev: u32,
@@ -225,7 +231,7 @@ pub struct OpenEvent {
     pub path: [u8; PATH_CAP],
 }
 impl OpenEvent {
-    pub const DATA_OFFSET: usize = core::mem::size_of::<EventHeader>() + 56;
+    pub const DATA_OFFSET: usize = core::mem::size_of::<EventHeader>() + 64;
 }
 const _: () = assert!(core::mem::size_of::<OpenEvent>() == OpenEvent::DATA_OFFSET + PATH_CAP);
 
@@ -418,8 +424,30 @@ pub mod policy {
     /// The BPF-LSM open deny is attached: deny rules are its to enforce (EPERM, the process
     /// lives), not the fentry kill's at `security_file_open`.
     pub const LSM_ACTIVE: u32 = 4;
+    /// Fold identical opens of one thread within this many milliseconds into one event and a
+    /// count ([`super::RepeatEvent`]); 0 = off.
+    pub const FOLD_WINDOW_MS: u32 = 5;
     pub const LEN: u32 = 8;
 }
+
+/// A flood folded: after sending an open in full, the thread made the identical open `count`
+/// more times (same `fold_sig`: path, flags, mode, dirfd, inode and result class) between
+/// `first_ns` and `last_ns`, with no JSON-RPC byte of any server moving in between (so within one
+/// tool call), and none of them enforced by the kernel. Sent when the run ends: a different open
+/// by the thread, the fold window elapsed, or the thread's exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepeatEvent {
+    pub hdr: EventHeader,
+    /// The [`EventKind`] folded (only opens today).
+    pub of_kind: u32,
+    pub _pad: u32,
+    pub fold_sig: u64,
+    pub count: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<RepeatEvent>() == 80);
 
 /// `io_uring:io_uring_create` for a tracked process.
 #[repr(C)]
@@ -463,44 +491,102 @@ const _: () = assert!(core::mem::size_of::<ProcAccessEvent>() == 56);
 pub const NO_FIELD: u32 = u32::MAX;
 
 pub mod globals {
-    pub const DAEMON_TGID: &str = "DAEMON_TGID";
-    pub const TASK_REAL_PARENT_OFF: &str = "TASK_REAL_PARENT_OFF";
-    pub const TASK_TGID_OFF: &str = "TASK_TGID_OFF";
-    pub const TASK_EXIT_CODE_OFF: &str = "TASK_EXIT_CODE_OFF";
-    pub const TP_EXEC_FILENAME_OFF: &str = "TP_EXEC_FILENAME_OFF";
-    pub const TP_EXEC_OLD_PID_OFF: &str = "TP_EXEC_OLD_PID_OFF";
-    pub const TP_EXIT_GROUP_DEAD_OFF: &str = "TP_EXIT_GROUP_DEAD_OFF";
-    pub const TP_NEWTASK_PID_OFF: &str = "TP_NEWTASK_PID_OFF";
-    pub const TP_NEWTASK_FLAGS_OFF: &str = "TP_NEWTASK_FLAGS_OFF";
-    pub const TASK_FILES_OFF: &str = "TASK_FILES_OFF";
-    pub const FILES_FDT_OFF: &str = "FILES_FDT_OFF";
-    pub const FDT_FD_OFF: &str = "FDT_FD_OFF";
-    pub const FDT_MAX_FDS_OFF: &str = "FDT_MAX_FDS_OFF";
-    pub const FILE_INODE_OFF: &str = "FILE_INODE_OFF";
-    pub const INODE_INO_OFF: &str = "INODE_INO_OFF";
-    pub const INODE_MODE_OFF: &str = "INODE_MODE_OFF";
-    pub const TASK_COMM_OFF: &str = "TASK_COMM_OFF";
-    pub const INODE_SB_OFF: &str = "INODE_SB_OFF";
-    pub const TASK_MM_OFF: &str = "TASK_MM_OFF";
-    pub const FILE_F_MODE_OFF: &str = "FILE_F_MODE_OFF";
-    pub const TASK_SIGNAL_OFF: &str = "TASK_SIGNAL_OFF";
-    pub const SIGNAL_LIVE_OFF: &str = "SIGNAL_LIVE_OFF";
-    pub const SIGNAL_TTY_OFF: &str = "SIGNAL_TTY_OFF";
-    pub const MM_EXE_FILE_OFF: &str = "MM_EXE_FILE_OFF";
-    pub const MM_ARG_START_OFF: &str = "MM_ARG_START_OFF";
-    pub const MM_ARG_END_OFF: &str = "MM_ARG_END_OFF";
-    pub const BPRM_FILE_OFF: &str = "BPRM_FILE_OFF";
-    pub const TASK_TI_STATUS_OFF: &str = "TASK_TI_STATUS_OFF";
-    pub const SB_DEV_OFF: &str = "SB_DEV_OFF";
-    pub const FILE_DENTRY_OFF: &str = "FILE_DENTRY_OFF";
-    pub const DENTRY_PARENT_OFF: &str = "DENTRY_PARENT_OFF";
-    pub const DENTRY_INODE_OFF: &str = "DENTRY_INODE_OFF";
-    pub const SB_MAGIC_OFF: &str = "SB_MAGIC_OFF";
-    pub const DENTRY_NAME_OFF: &str = "DENTRY_NAME_OFF";
-    pub const TP_URING_FD_OFF: &str = "TP_URING_FD_OFF";
-    pub const TP_URING_SQ_OFF: &str = "TP_URING_SQ_OFF";
-    pub const TP_URING_CQ_OFF: &str = "TP_URING_CQ_OFF";
-    pub const TP_URING_FLAGS_OFF: &str = "TP_URING_FLAGS_OFF";
+    /// The one loader-set global: [`super::KernelOffsets`].
+    pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
+}
+
+/// Where this kernel keeps what the programs read, written once by the loader into the eBPF
+/// object's `KERNEL_OFFSETS` global (`.rodata`): byte offsets of `task_struct` and the structs
+/// reached from it, from BTF, and of tracepoint fields, from tracefs, because Rust eBPF code has
+/// no CO-RE relocations. [`NO_FIELD`] marks a field this kernel lacks. `daemon_tgid` is the
+/// daemon's own tgid (never traced, never killed). Field names are the struct and member
+/// (`task_real_parent`: `task_struct.real_parent`; `tp_*`: tracepoint fields).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub daemon_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_exit_code: u32,
+    pub task_comm: u32,
+    pub task_signal: u32,
+    pub task_files: u32,
+    pub task_mm: u32,
+    pub task_ti_status: u32,
+    pub signal_live: u32,
+    pub signal_tty: u32,
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    pub fdt_max_fds: u32,
+    pub file_inode: u32,
+    pub file_f_mode: u32,
+    pub file_dentry: u32,
+    pub inode_ino: u32,
+    pub inode_mode: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    pub sb_magic: u32,
+    pub dentry_parent: u32,
+    pub dentry_inode: u32,
+    pub dentry_name: u32,
+    pub mm_exe_file: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub bprm_file: u32,
+    pub tp_exec_filename: u32,
+    pub tp_exec_old_pid: u32,
+    pub tp_exit_group_dead: u32,
+    pub tp_newtask_pid: u32,
+    pub tp_newtask_flags: u32,
+    pub tp_uring_fd: u32,
+    pub tp_uring_sq: u32,
+    pub tp_uring_cq: u32,
+    pub tp_uring_flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 152);
+
+impl KernelOffsets {
+    /// What the object carries before the loader writes it.
+    pub const ZERO: Self = Self {
+        daemon_tgid: 0,
+        task_real_parent: 0,
+        task_tgid: 0,
+        task_exit_code: 0,
+        task_comm: 0,
+        task_signal: 0,
+        task_files: 0,
+        task_mm: 0,
+        task_ti_status: 0,
+        signal_live: 0,
+        signal_tty: 0,
+        files_fdt: 0,
+        fdt_fd: 0,
+        fdt_max_fds: 0,
+        file_inode: 0,
+        file_f_mode: 0,
+        file_dentry: 0,
+        inode_ino: 0,
+        inode_mode: 0,
+        inode_sb: 0,
+        sb_dev: 0,
+        sb_magic: 0,
+        dentry_parent: 0,
+        dentry_inode: 0,
+        dentry_name: 0,
+        mm_exe_file: 0,
+        mm_arg_start: 0,
+        mm_arg_end: 0,
+        bprm_file: 0,
+        tp_exec_filename: 0,
+        tp_exec_old_pid: 0,
+        tp_exit_group_dead: 0,
+        tp_newtask_pid: 0,
+        tp_newtask_flags: 0,
+        tp_uring_fd: 0,
+        tp_uring_sq: 0,
+        tp_uring_cq: 0,
+        tp_uring_flags: 0,
+    };
 }
 
 #[cfg(feature = "user")]
@@ -515,4 +601,7 @@ mod pod {
     // SAFETY: as above: repr(C), integer fields and a byte array, padding explicit (its size is asserted
     // to be DATA_OFFSET + PATH_CAP, so no tail padding either).
     unsafe impl aya::Pod for super::OpenEvent {}
+    // SAFETY: repr(C), only u32 fields (size asserted), so no padding.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::RepeatEvent {}
 }

@@ -23,15 +23,13 @@ use aya_ebpf::{
 use crate::{
     fast::Regs,
     file,
-    maps::{current, mark_compat, off, tracked, Pending},
+    maps::{current, mark_compat, koff, tracked, Pending},
     net, process, procaccess,
 };
 
 /// `orig_ax` in x86_64 `struct pt_regs`: the syscall number, kept through the call.
 const ORIG_AX_OFF: usize = 120;
 
-#[unsafe(no_mangle)]
-static TASK_TI_STATUS_OFF: u32 = 0;
 
 const TS_COMPAT: u32 = 0x0002;
 
@@ -62,7 +60,7 @@ mod nr {
 /// Whether the current syscall came in through the ia32 entry points.
 #[inline(always)]
 fn in_compat_syscall() -> bool {
-    let o = off(&TASK_TI_STATUS_OFF);
+    let o = koff!(task_ti_status);
     if o == monitor_common::NO_FIELD as usize {
         return false;
     }
@@ -94,6 +92,14 @@ fn handled(id: i64) -> bool {
 /// mark on a refused connect, which is recomputed here from the same policy map.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn mcpm_compat_x(ctx: RawTracePointContext) -> i32 {
+    // Every syscall exit of the machine runs this while a server is tracked: the compat flag
+    // first, so a 64-bit syscall (nearly all of them) costs one read of the task and nothing
+    // else. Its number cannot be tested first: 64-bit numbers overlap the i386 ones (64-bit
+    // `open` is i386 `fork`). An ia32 fork's child inherits the flag with the parent's
+    // thread_info and returns here before the kernel clears it on the way out.
+    if !in_compat_syscall() {
+        return 0;
+    }
     let regs = ctx.arg::<u64>(0) as *const u8;
     // SAFETY: `regs` is sys_exit's `struct pt_regs *` argument; orig_ax at its fixed x86_64 offset is read
     // through bpf_probe_read_kernel, which returns Err on a fault (then -1).
@@ -103,7 +109,7 @@ pub fn mcpm_compat_x(ctx: RawTracePointContext) -> i32 {
     if matches!(id, nr::FORK | nr::CLONE | nr::VFORK | nr::CLONE3) {
         return process::doomed_x(&Regs::ia32(regs, 0)) as i32;
     }
-    if !handled(id) || tracked(current()).is_none() || !in_compat_syscall() {
+    if !handled(id) || tracked(current()).is_none() {
         return 0;
     }
     let ret = ctx.arg::<i64>(1);

@@ -21,7 +21,7 @@ use aya_ebpf::{
 use monitor_common::{flags, net_policy, policy, protect, EventKind, InodeKey, IoUringEvent};
 
 use crate::{
-    maps::{current, daemon_tgid, fill_header, off, output, tracked, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN},
+    maps::{current, daemon_tgid, fill_header, koff, output, tracked, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN},
     stdio::{fd_file, file_inode, inode_ino},
 };
 
@@ -50,32 +50,6 @@ pub fn granted(server_id: u32, p: u32) -> bool {
 #[map(name = "POLICY")]
 pub static POLICY: Array<u32> = Array::with_max_entries(policy::LEN, 0);
 
-#[unsafe(no_mangle)]
-pub(crate) static INODE_SB_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-pub(crate) static TASK_MM_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static FILE_F_MODE_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static MM_EXE_FILE_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static BPRM_FILE_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static SB_DEV_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-pub(crate) static FILE_DENTRY_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-pub(crate) static DENTRY_PARENT_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static DENTRY_INODE_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static TP_URING_FD_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static TP_URING_SQ_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static TP_URING_CQ_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static TP_URING_FLAGS_OFF: u32 = 0;
 
 
 const SIGKILL: u32 = 9;
@@ -102,8 +76,8 @@ fn inode_key(inode: *const u8) -> Option<InodeKey> {
     // SAFETY: every dereference goes through bpf_probe_read_kernel, which returns Err on a fault instead
     // of faulting; `inode` is an inode reached from the current task and the offsets come from BTF.
     unsafe {
-        let sb: *const u8 = bpf_probe_read_kernel(inode.add(off(&INODE_SB_OFF)) as *const *const u8).ok()?;
-        let dev: u32 = bpf_probe_read_kernel(sb.add(off(&SB_DEV_OFF)) as *const u32).ok()?;
+        let sb: *const u8 = bpf_probe_read_kernel(inode.add(koff!(inode_sb)) as *const *const u8).ok()?;
+        let dev: u32 = bpf_probe_read_kernel(sb.add(koff!(sb_dev)) as *const u32).ok()?;
         Some(InodeKey { dev, _pad: 0, ino })
     }
 }
@@ -141,7 +115,7 @@ pub fn file_check(file: *const u8, open_flags: u32, server_id: u32, ino: &mut u6
     *dev = key.dev;
     // SAFETY: `file->f_mode` read through bpf_probe_read_kernel at a BTF offset; a fault returns Err
     // (then both modes are assumed: fail closed).
-    let mode: u32 = unsafe { bpf_probe_read_kernel(file.add(off(&FILE_F_MODE_OFF)) as *const u32) }.unwrap_or(FMODE_READ | FMODE_WRITE);
+    let mode: u32 = unsafe { bpf_probe_read_kernel(file.add(koff!(file_f_mode)) as *const u32) }.unwrap_or(FMODE_READ | FMODE_WRITE);
     let reads = mode & FMODE_READ != 0;
     let writes = mode & FMODE_WRITE != 0 || (open_flags & O_TRUNC != 0 && open_flags & O_PATH == 0);
     // SAFETY: a PROTECTED value pointer, valid for this program run (preallocated map); the u32 is only
@@ -168,13 +142,13 @@ fn parent_dir_policy(file: *const u8) -> u32 {
     // SAFETY: `file` is the file being opened; the dentry, d_parent and d_inode fields (BTF offsets) are
     // read through bpf_probe_read_kernel, which returns Err on a fault.
     let (dir, grand) = unsafe {
-        let Ok(dentry) = bpf_probe_read_kernel(file.add(off(&FILE_DENTRY_OFF)) as *const *const u8) else { return 0 };
-        let Ok(parent) = bpf_probe_read_kernel(dentry.add(off(&DENTRY_PARENT_OFF)) as *const *const u8) else { return 0 };
-        let Ok(inode) = bpf_probe_read_kernel(parent.add(off(&DENTRY_INODE_OFF)) as *const *const u8) else { return 0 };
-        let grand = bpf_probe_read_kernel(parent.add(off(&DENTRY_PARENT_OFF)) as *const *const u8)
+        let Ok(dentry) = bpf_probe_read_kernel(file.add(koff!(file_dentry)) as *const *const u8) else { return 0 };
+        let Ok(parent) = bpf_probe_read_kernel(dentry.add(koff!(dentry_parent)) as *const *const u8) else { return 0 };
+        let Ok(inode) = bpf_probe_read_kernel(parent.add(koff!(dentry_inode)) as *const *const u8) else { return 0 };
+        let grand = bpf_probe_read_kernel(parent.add(koff!(dentry_parent)) as *const *const u8)
             .ok()
             .filter(|g| *g != parent)
-            .and_then(|g| bpf_probe_read_kernel(g.add(off(&DENTRY_INODE_OFF)) as *const *const u8).ok());
+            .and_then(|g| bpf_probe_read_kernel(g.add(koff!(dentry_inode)) as *const *const u8).ok());
         (inode, grand)
     };
     let p = policy_with(dir, protect::KILL_DIR_WRITE);
@@ -194,11 +168,11 @@ pub fn exec_check() -> u32 {
     // bpf_probe_read_kernel (Err on a fault) and checked for NULL (kernel threads have no mm).
     let inode = unsafe {
         let task = bpf_get_current_task() as *const u8;
-        let Ok(mm) = bpf_probe_read_kernel(task.add(off(&TASK_MM_OFF)) as *const *const u8) else { return 0 };
+        let Ok(mm) = bpf_probe_read_kernel(task.add(koff!(task_mm)) as *const *const u8) else { return 0 };
         if mm.is_null() {
             return 0;
         }
-        let Ok(file) = bpf_probe_read_kernel(mm.add(off(&MM_EXE_FILE_OFF)) as *const *const u8) else { return 0 };
+        let Ok(file) = bpf_probe_read_kernel(mm.add(koff!(mm_exe_file)) as *const *const u8) else { return 0 };
         if file.is_null() {
             return 0;
         }
@@ -280,7 +254,7 @@ pub fn mcpm_lsm_file_open(ctx: LsmContext) -> i32 {
     let Some(p) = (unsafe { PROTECTED.get(&key) }).copied() else { return 0 };
     // SAFETY: `file` is this LSM hook's argument, live for the hook; `f_mode` (BTF offset) is read through
     // bpf_probe_read_kernel, a fault gives Err (then no access bits).
-    let mode: u32 = unsafe { bpf_probe_read_kernel(file.add(off(&FILE_F_MODE_OFF)) as *const u32) }.unwrap_or(0);
+    let mode: u32 = unsafe { bpf_probe_read_kernel(file.add(koff!(file_f_mode)) as *const u32) }.unwrap_or(0);
     let deny = (p & protect::DENY_READ != 0 && mode & FMODE_READ != 0) || (p & protect::DENY_WRITE != 0 && mode & FMODE_WRITE != 0);
     if !deny || granted(tracked(cur).map(|i| i.server_id).unwrap_or(0), p) {
         return 0;
@@ -309,7 +283,7 @@ pub fn mcpm_lsm_bprm(ctx: LsmContext) -> i32 {
     let bprm: *const u8 = ctx.arg(0);
     // SAFETY: `bprm` is the LSM hook's argument, live for the hook; `bprm->file` (BTF offset) is read
     // through bpf_probe_read_kernel, which returns Err on a fault.
-    let Ok(file) = (unsafe { bpf_probe_read_kernel(bprm.add(off(&BPRM_FILE_OFF)) as *const *const u8) }) else { return 0 };
+    let Ok(file) = (unsafe { bpf_probe_read_kernel(bprm.add(koff!(bprm_file)) as *const *const u8) }) else { return 0 };
     let Some(inode) = file_inode(file) else { return 0 };
     let p = policy_with(inode, protect::DENY_EXEC);
     if p == 0 {
@@ -466,13 +440,13 @@ pub fn mcpm_io_uring(ctx: TracePointContext) -> u32 {
     fill_header(&mut ev.hdr, EventKind::IoUring, cur, info);
     // SAFETY: read_at reads the tracepoint record through bpf_probe_read (Err on a fault, then -1); the
     // offset comes from the tracepoint's tracefs format, set by the loader.
-    ev.fd = unsafe { ctx.read_at::<i32>(off(&TP_URING_FD_OFF)) }.unwrap_or(-1);
+    ev.fd = unsafe { ctx.read_at::<i32>(koff!(tp_uring_fd)) }.unwrap_or(-1);
     // SAFETY: as above: `sq_entries` at its tracefs offset, read with a fault check.
-    ev.sq_entries = unsafe { ctx.read_at::<u32>(off(&TP_URING_SQ_OFF)) }.unwrap_or(0);
+    ev.sq_entries = unsafe { ctx.read_at::<u32>(koff!(tp_uring_sq)) }.unwrap_or(0);
     // SAFETY: as above: `cq_entries` at its tracefs offset, read with a fault check.
-    ev.cq_entries = unsafe { ctx.read_at::<u32>(off(&TP_URING_CQ_OFF)) }.unwrap_or(0);
+    ev.cq_entries = unsafe { ctx.read_at::<u32>(koff!(tp_uring_cq)) }.unwrap_or(0);
     // SAFETY: as above: `flags` at its tracefs offset, read with a fault check.
-    ev.setup_flags = unsafe { ctx.read_at::<u32>(off(&TP_URING_FLAGS_OFF)) }.unwrap_or(0);
+    ev.setup_flags = unsafe { ctx.read_at::<u32>(koff!(tp_uring_flags)) }.unwrap_or(0);
     let knob = POLICY.get(policy::IO_URING_KILL).copied().unwrap_or(0);
     if knob != 0 && !granted(info.server_id, knob) && kill_current() {
         ev.hdr.flags |= flags::KILLED;

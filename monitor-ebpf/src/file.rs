@@ -88,6 +88,7 @@ fn open_enter(syscall: u32, dirfd: i32, path: u64, open_flags: u32, mode: u32, h
     ev.ino = 0;
     ev.dev = 0;
     ev.policy = 0;
+    ev.fold_sig = 0;
     if how != 0 {
         let mut h = [0u64; 3];
         // SAFETY: reads 24 bytes (flags, mode, resolve of struct open_how) of user memory into the 24-byte
@@ -127,8 +128,11 @@ pub fn open_x<S: Sys>(s: &S) -> u32 {
             ev.hdr.flags |= monitor_common::flags::KILLED;
         }
     }
-    let len = OpenEvent::DATA_OFFSET + (ev.path_len as usize & (PATH_CAP - 1));
-    output_prefix(ev, len);
+    // A flood of identical opens goes out as one open and a count (fold.rs).
+    if !crate::fold::fold_open(ev) {
+        let len = OpenEvent::DATA_OFFSET + (ev.path_len as usize & (PATH_CAP - 1));
+        output_prefix(ev, len);
+    }
     let _ = PENDING_OPEN.remove(&cur.tid);
     0
 }

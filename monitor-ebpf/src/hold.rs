@@ -16,14 +16,14 @@ use aya_ebpf::{
     maps::{Array, LruHashMap},
 };
 
+use crate::maps::koff;
+
 const SIGSTOP: u32 = 19;
 
 /// `[0]` = 1 while the on-demand syscall hooks are attached (written by the daemon).
 #[map(name = "HOOKS_LIVE")]
 pub static HOOKS_LIVE: Array<u32> = Array::with_max_entries(1, 0);
 
-#[unsafe(no_mangle)]
-static SIGNAL_TTY_OFF: u32 = 0;
 
 /// tgid → when it was stopped. LRU: an entry the daemon never saw (it died) ages out rather than
 /// blocking new holds; the daemon also continues every stopped entry it finds at each tick.
@@ -59,6 +59,6 @@ pub fn hold_if_blind(tgid: u32, by_client: bool) -> u32 {
 fn has_tty() -> bool {
     let Some(signal) = crate::maps::current_signal() else { return true };
     // SAFETY: reads one pointer field of the current task's signal_struct (BTF offset).
-    let tty: Result<*const u8, _> = unsafe { bpf_probe_read_kernel(signal.add(crate::maps::off(&SIGNAL_TTY_OFF)) as *const *const u8) };
+    let tty: Result<*const u8, _> = unsafe { bpf_probe_read_kernel(signal.add(koff!(signal_tty)) as *const *const u8) };
     tty.map(|t| !t.is_null()).unwrap_or(true)
 }

@@ -30,21 +30,25 @@ use crate::stdio::{fd_inode, send_head_and_tail};
 #[map(name = "HTTP_SOCKS")]
 pub static HTTP_SOCKS: HashMap<u64, SockStream> = HashMap::with_max_entries(8192, 0);
 
+/// The entry half of a data syscall of a tracked process on its stdio pipe or an accepted
+/// socket. One map for both, so the read/write exit that every process runs while a server is
+/// tracked costs an untracked thread one lookup, as every other exit hook does.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct SockPending {
-    buf: u64,
-    ino: u64,
-    fd: i32,
-    dir: u32,
+pub struct RwPending {
+    pub buf: u64,
+    pub ino: u64,
+    pub fd: i32,
+    pub dir: u32,
     /// iovec count for readv/writev (`buf` is then the iovec array); 0 for plain buffers.
-    iovcnt: u32,
-    _pad: u32,
-    info: TrackInfo,
+    pub iovcnt: u32,
+    /// 1: a stdio pipe (stdio.rs); 0: an accepted socket.
+    pub stdio: u32,
+    pub info: TrackInfo,
 }
 
-#[map(name = "PENDING_SOCK")]
-static PENDING_SOCK: HashMap<u32, SockPending> = HashMap::with_max_entries(4096, 1);
+#[map(name = "PENDING_RW")]
+pub static PENDING_RW: HashMap<u32, RwPending> = HashMap::with_max_entries(8192, 1);
 
 #[map(name = "SCRATCH_SOCK")]
 static SCRATCH_SOCK: PerCpuArray<StdioEvent> = PerCpuArray::with_max_entries(1, 0);
@@ -177,8 +181,8 @@ pub fn data_enter(cur: Current, info: TrackInfo, fd: i32, ino: u64, buf: u64, di
     if unsafe { HTTP_SOCKS.get(&ino) }.is_none() {
         return;
     }
-    let p = SockPending { buf, ino, fd, dir, iovcnt, _pad: 0, info };
-    if PENDING_SOCK.insert(&cur.tid, &p, 0).is_err() {
+    let p = RwPending { buf, ino, fd, dir, iovcnt, stdio: 0, info };
+    if PENDING_RW.insert(&cur.tid, &p, 0).is_err() {
         count_lost(LostReason::PendingFull);
     }
 }
@@ -189,8 +193,20 @@ pub fn data_enter(cur: Current, info: TrackInfo, fd: i32, ino: u64, buf: u64, di
 pub fn data_exit<S: Sys>(s: &S, vectored: bool) -> u32 {
     let cur = current();
     // SAFETY: a map lookup; the value is copied before the entry is removed.
-    let Some(p) = (unsafe { PENDING_SOCK.get(&cur.tid) }).copied() else { return 0 };
-    let _ = PENDING_SOCK.remove(&cur.tid);
+    let Some(p) = (unsafe { PENDING_RW.get(&cur.tid) }).copied() else { return 0 };
+    let _ = PENDING_RW.remove(&cur.tid);
+    if p.stdio != 0 {
+        // A pipe read that a socket exit cannot finish (not expected: the pipe's entry and exit
+        // are the read/write pair); dropped rather than misread.
+        return 0;
+    }
+    sock_data_exit(s, cur, p, vectored)
+}
+
+/// The socket half of a data exit, its pending entry already taken (also from the read/write
+/// exit, which takes the one entry of either kind).
+#[inline(always)]
+pub fn sock_data_exit<S: Sys>(s: &S, cur: Current, p: RwPending, vectored: bool) -> u32 {
     let ret = s.ret();
     if ret <= 0 {
         return 0;
@@ -207,6 +223,7 @@ pub fn data_exit<S: Sys>(s: &S, vectored: bool) -> u32 {
         },
         None => return 0, // closed meanwhile
     };
+    crate::fold::bump_epoch();
     let Some(ev) = SCRATCH_SOCK.get_ptr_mut(0) else { return 0 };
     // SAFETY: per-CPU scratch slot, used by this program alone until it returns.
     let ev = unsafe { &mut *ev };

@@ -16,6 +16,8 @@ mod fast;
 #[cfg(target_arch = "bpf")]
 mod file;
 #[cfg(target_arch = "bpf")]
+mod fold;
+#[cfg(target_arch = "bpf")]
 mod floor;
 #[cfg(target_arch = "bpf")]
 mod hold;

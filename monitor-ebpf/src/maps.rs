@@ -55,45 +55,20 @@ pub static SCRATCH_OPEN: PerCpuArray<OpenEvent> = PerCpuArray::with_max_entries(
 #[map(name = "SCRATCH_EXEC")]
 pub static SCRATCH_EXEC: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
 
-// Globals set by the loader (`EbpfLoader::set_global`) from BTF and tracefs; see
-// `monitor_common::globals`. Read through `volatile` so the compiler cannot fold the zero.
+/// The kernel's offsets, written once by the loader (`monitor_common::KernelOffsets`).
 #[unsafe(no_mangle)]
-static DAEMON_TGID: u32 = 0;
-#[unsafe(no_mangle)]
-static TASK_REAL_PARENT_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static TASK_TGID_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static TASK_EXIT_CODE_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static TP_EXEC_FILENAME_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static TP_EXEC_OLD_PID_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static TP_EXIT_GROUP_DEAD_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static TP_NEWTASK_PID_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static TP_NEWTASK_FLAGS_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static TASK_COMM_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static TASK_SIGNAL_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static SIGNAL_LIVE_OFF: u32 = 0;
+pub static KERNEL_OFFSETS: monitor_common::KernelOffsets = monitor_common::KernelOffsets::ZERO;
 
-#[inline(always)]
-fn global(v: &'static u32) -> u32 {
-    // SAFETY: `v` is a reference to a static u32, so aligned and valid for reads; volatile only stops the
-    // compiler from folding the value the loader patches in to the 0 written here.
-    unsafe { core::ptr::read_volatile(v) }
+/// One field of [`KERNEL_OFFSETS`] as a byte offset, e.g. `koff!(task_tgid)`. Read through
+/// `volatile`, so the compiler cannot fold the zero written here into the code.
+macro_rules! koff {
+    ($field:ident) => {
+        // SAFETY: a field of a static, so aligned and valid for reads; volatile only stops the
+        // compiler from folding the value the loader patches in to the 0 written here.
+        (unsafe { core::ptr::read_volatile(core::ptr::addr_of!($crate::maps::KERNEL_OFFSETS.$field)) } as usize)
+    };
 }
-
-/// A loader-set offset global, as a byte offset (every hook family's globals read through this).
-#[inline(always)]
-pub fn off(v: &'static u32) -> usize {
-    global(v) as usize
-}
+pub(crate) use koff;
 
 /// The pending-syscall map a handler family fills at entry.
 #[derive(Clone, Copy)]
@@ -147,20 +122,20 @@ impl Sys for aya_ebpf::programs::TracePointContext {
 }
 
 pub fn daemon_tgid() -> u32 {
-    global(&DAEMON_TGID)
+    koff!(daemon_tgid) as u32
 }
 pub fn tp_exec_filename_off() -> usize {
-    global(&TP_EXEC_FILENAME_OFF) as usize
+    koff!(tp_exec_filename)
 }
 pub fn tp_exec_old_pid_off() -> usize {
-    global(&TP_EXEC_OLD_PID_OFF) as usize
+    koff!(tp_exec_old_pid)
 }
 /// Whether the exiting thread is the last of its process: the tracepoint's `group_dead` field
 /// where the kernel has it (6.3+), else `current->signal->live == 0` (it is decremented before
 /// the tracepoint fires).
 #[inline(always)]
 pub fn exit_group_dead(ctx: &aya_ebpf::programs::TracePointContext) -> bool {
-    let off = global(&TP_EXIT_GROUP_DEAD_OFF);
+    let off = koff!(tp_exit_group_dead) as u32;
     if off != monitor_common::NO_FIELD {
         // SAFETY: `group_dead` (a u8) at the offset the loader read from tracefs, only when the kernel has the
         // field; read through bpf_probe_read, Err on a fault.
@@ -168,7 +143,7 @@ pub fn exit_group_dead(ctx: &aya_ebpf::programs::TracePointContext) -> bool {
     }
     let Some(signal) = current_signal() else { return false };
     // SAFETY: `signal->live` read through bpf_probe_read_kernel at a BTF offset (Err on a fault).
-    unsafe { bpf_probe_read_kernel(signal.add(global(&SIGNAL_LIVE_OFF) as usize) as *const i32) }.map(|live| live == 0).unwrap_or(false)
+    unsafe { bpf_probe_read_kernel(signal.add(koff!(signal_live)) as *const i32) }.map(|live| live == 0).unwrap_or(false)
 }
 /// `current->signal`, the process-wide part of the current task.
 #[inline(always)]
@@ -176,15 +151,15 @@ pub fn current_signal() -> Option<*const u8> {
     // SAFETY: reads one pointer field of the current task, at a BTF-derived offset.
     unsafe {
         let task = bpf_get_current_task() as *const u8;
-        bpf_probe_read_kernel(task.add(global(&TASK_SIGNAL_OFF) as usize) as *const *const u8).ok()
+        bpf_probe_read_kernel(task.add(koff!(task_signal)) as *const *const u8).ok()
     }
 }
 
 pub fn tp_newtask_pid_off() -> usize {
-    global(&TP_NEWTASK_PID_OFF) as usize
+    koff!(tp_newtask_pid)
 }
 pub fn tp_newtask_flags_off() -> usize {
-    global(&TP_NEWTASK_FLAGS_OFF) as usize
+    koff!(tp_newtask_flags)
 }
 
 /// The calling thread, split.
@@ -256,6 +231,8 @@ unsafe impl Record for monitor_common::ExitEvent {}
 // SAFETY: as above: #[repr(C)], `hdr: EventHeader` first.
 unsafe impl Record for monitor_common::ForkEvent {}
 // SAFETY: as above: #[repr(C)], `hdr: EventHeader` first.
+unsafe impl Record for monitor_common::RepeatEvent {}
+// SAFETY: as above: #[repr(C)], `hdr: EventHeader` first.
 unsafe impl Record for monitor_common::StdioEvent {}
 // SAFETY: as above: #[repr(C)], `hdr: EventHeader` first.
 unsafe impl Record for monitor_common::IoUringEvent {}
@@ -275,11 +252,11 @@ fn current_ppid() -> u32 {
     // read through bpf_probe_read_kernel, which returns Err on a fault.
     unsafe {
         let task = bpf_get_current_task() as *const u8;
-        let parent: *const u8 = match bpf_probe_read_kernel(task.add(global(&TASK_REAL_PARENT_OFF) as usize) as *const *const u8) {
+        let parent: *const u8 = match bpf_probe_read_kernel(task.add(koff!(task_real_parent)) as *const *const u8) {
             Ok(p) => p,
             Err(_) => return 0,
         };
-        bpf_probe_read_kernel(parent.add(global(&TASK_TGID_OFF) as usize) as *const u32).unwrap_or(0)
+        bpf_probe_read_kernel(parent.add(koff!(task_tgid)) as *const u32).unwrap_or(0)
     }
 }
 
@@ -310,10 +287,10 @@ pub fn parent_comm() -> monitor_common::Comm {
     // bpf_probe_read_kernel, which returns Err on a fault.
     unsafe {
         let task = bpf_get_current_task() as *const u8;
-        let Ok(parent) = bpf_probe_read_kernel(task.add(global(&TASK_REAL_PARENT_OFF) as usize) as *const *const u8) else {
+        let Ok(parent) = bpf_probe_read_kernel(task.add(koff!(task_real_parent)) as *const *const u8) else {
             return [0; 16];
         };
-        bpf_probe_read_kernel(parent.add(global(&TASK_COMM_OFF) as usize) as *const monitor_common::Comm).unwrap_or([0; 16])
+        bpf_probe_read_kernel(parent.add(koff!(task_comm)) as *const monitor_common::Comm).unwrap_or([0; 16])
     }
 }
 
@@ -324,7 +301,7 @@ pub fn current_exit_code() -> u32 {
     // bpf_probe_read_kernel, which returns Err on a fault.
     unsafe {
         let task = bpf_get_current_task() as *const u8;
-        bpf_probe_read_kernel(task.add(global(&TASK_EXIT_CODE_OFF) as usize) as *const u32).unwrap_or(0)
+        bpf_probe_read_kernel(task.add(koff!(task_exit_code)) as *const u32).unwrap_or(0)
     }
 }
 

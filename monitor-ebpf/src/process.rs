@@ -27,7 +27,7 @@ use monitor_common::{
 };
 
 use crate::maps::{
-    count_lost, current, lost_for, off, read_user_path, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
+    count_lost, current, lost_for, koff, read_user_path, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
     parent_comm, tp_exec_old_pid_off, exit_group_dead, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current, Sys,
     CANDIDATE_COMMS, DOOMED, EXITED, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN, SCRATCH_EXEC, TRACKED,
 };
@@ -94,6 +94,7 @@ pub fn mcpm_exit(ctx: TracePointContext) -> u32 {
     let _ = PENDING_OPEN.remove(&cur.tid);
     let _ = PENDING_EXEC.remove(&cur.tid);
     let _ = PENDING_CONNECT.remove(&cur.tid);
+    crate::fold::end_run(cur, info);
     if !exit_group_dead(&ctx) {
         return 0;
     }
@@ -297,10 +298,6 @@ fn exec_without_entry(ctx: &TracePointContext, cur: Current, info: TrackInfo) {
     send_exec(ev);
 }
 
-#[unsafe(no_mangle)]
-static MM_ARG_START_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static MM_ARG_END_OFF: u32 = 0;
 
 /// The new image's argv as exec laid it out (`current->mm->arg_start..arg_end`, NUL-separated
 /// strings just written by the kernel, so resident), copied after the filename. A process that
@@ -314,12 +311,12 @@ fn copy_new_argv(ev: &mut ExecEvent) {
     // the offsets come from BTF.
     let (start, end) = unsafe {
         let task = bpf_get_current_task() as *const u8;
-        let Ok(mm) = bpf_probe_read_kernel(task.add(off(&crate::enforce::TASK_MM_OFF)) as *const *const u8) else { return };
+        let Ok(mm) = bpf_probe_read_kernel(task.add(koff!(task_mm)) as *const *const u8) else { return };
         if mm.is_null() {
             return;
         }
-        let start = bpf_probe_read_kernel(mm.add(off(&MM_ARG_START_OFF)) as *const u64).unwrap_or(0);
-        let end = bpf_probe_read_kernel(mm.add(off(&MM_ARG_END_OFF)) as *const u64).unwrap_or(0);
+        let start = bpf_probe_read_kernel(mm.add(koff!(mm_arg_start)) as *const u64).unwrap_or(0);
+        let end = bpf_probe_read_kernel(mm.add(koff!(mm_arg_end)) as *const u64).unwrap_or(0);
         (start, end)
     };
     // Same bounds as the entry copy (`exec_enter`): every access stays inside `data`.

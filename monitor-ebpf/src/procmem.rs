@@ -11,15 +11,11 @@ use aya_ebpf::helpers::bpf_probe_read_kernel;
 use monitor_common::policy;
 
 use crate::{
-    enforce::{granted, DENTRY_PARENT_OFF, FILE_DENTRY_OFF, INODE_SB_OFF, POLICY},
-    maps::{current, off, TRACKED},
+    enforce::{granted, POLICY},
+    maps::{current, koff, TRACKED},
     stdio::{fd_file, file_inode},
 };
 
-#[unsafe(no_mangle)]
-static SB_MAGIC_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static DENTRY_NAME_OFF: u32 = 0;
 
 const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 
@@ -29,7 +25,7 @@ fn name8(dentry: *const u8) -> Option<[u8; 8]> {
     // SAFETY: `d_name.name` (BTF offset + 8 past the qstr's hash and length) and the 8 name bytes are read
     // through bpf_probe_read_kernel, which returns Err on a fault instead of dereferencing.
     unsafe {
-        let p: *const u8 = bpf_probe_read_kernel(dentry.add(off(&DENTRY_NAME_OFF) + 8) as *const *const u8).ok()?;
+        let p: *const u8 = bpf_probe_read_kernel(dentry.add(koff!(dentry_name) + 8) as *const *const u8).ok()?;
         let mut b = [0u8; 8];
         // A short name's bytes past its NUL are whatever follows; cut at the first NUL.
         b = bpf_probe_read_kernel(p as *const [u8; 8]).unwrap_or(b);
@@ -51,7 +47,7 @@ fn name8(dentry: *const u8) -> Option<[u8; 8]> {
 #[inline(always)]
 fn parent(dentry: *const u8) -> Option<*const u8> {
     // SAFETY: `dentry->d_parent` (BTF offset) read through bpf_probe_read_kernel, Err on a fault.
-    unsafe { bpf_probe_read_kernel(dentry.add(off(&DENTRY_PARENT_OFF)) as *const *const u8).ok() }
+    unsafe { bpf_probe_read_kernel(dentry.add(koff!(dentry_parent)) as *const *const u8).ok() }
 }
 
 /// A decimal pid from a dentry name (at most 7 digits, as pid_max allows), else None.
@@ -91,14 +87,14 @@ pub fn foreign_proc_check(fd: i32, server_id: u32) -> u32 {
     // SAFETY: `inode->i_sb` and `sb->s_magic` (BTF offsets) read through bpf_probe_read_kernel, which
     // returns Err on a fault; `inode` comes from the just-opened fd of the current task.
     let magic = unsafe {
-        let Ok(sb) = bpf_probe_read_kernel(inode.add(off(&INODE_SB_OFF)) as *const *const u8) else { return 0 };
-        bpf_probe_read_kernel(sb.add(off(&SB_MAGIC_OFF)) as *const u64).unwrap_or(0)
+        let Ok(sb) = bpf_probe_read_kernel(inode.add(koff!(inode_sb)) as *const *const u8) else { return 0 };
+        bpf_probe_read_kernel(sb.add(koff!(sb_magic)) as *const u64).unwrap_or(0)
     };
     if magic != PROC_SUPER_MAGIC {
         return 0;
     }
     // SAFETY: `file->f_path.dentry` (BTF offset) read through bpf_probe_read_kernel, Err on a fault.
-    let Ok(dentry) = (unsafe { bpf_probe_read_kernel(file.add(off(&FILE_DENTRY_OFF)) as *const *const u8) }) else { return 0 };
+    let Ok(dentry) = (unsafe { bpf_probe_read_kernel(file.add(koff!(file_dentry)) as *const *const u8) }) else { return 0 };
     let Some(name) = name8(dentry) else { return 0 };
     if !is_secret_name(&name) {
         return 0;

@@ -13,42 +13,17 @@ use aya_ebpf::{
 };
 use monitor_common::{stdio_dir, EventKind, LostReason, StdioEvent, StdioPipe, TrackInfo, PROVISIONAL_SERVER, STDIO_CHUNK, STDIO_HEAD_CHUNKS};
 
-use crate::maps::{lost_for, current, fill_header, off, output_prefix, tracked, Sys};
+use crate::http::{RwPending, PENDING_RW};
+use crate::maps::{lost_for, current, fill_header, koff, output_prefix, tracked, Sys};
 
 /// Inodes of tracked servers' stdin/stdout pipes.
 #[map(name = "STDIO_PIPES")]
 pub static STDIO_PIPES: HashMap<u64, StdioPipe> = HashMap::with_max_entries(4096, 0);
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct IoPending {
-    buf: u64,
-    ino: u64,
-    fd: i32,
-    dir: u32,
-    info: TrackInfo,
-}
-
-#[map(name = "PENDING_IO")]
-static PENDING_IO: HashMap<u32, IoPending> = HashMap::with_max_entries(4096, 1);
 
 #[map(name = "SCRATCH_STDIO")]
 static SCRATCH_STDIO: PerCpuArray<StdioEvent> = PerCpuArray::with_max_entries(1, 0);
 
-#[unsafe(no_mangle)]
-static TASK_FILES_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static FILES_FDT_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static FDT_FD_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static FDT_MAX_FDS_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static FILE_INODE_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static INODE_INO_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static INODE_MODE_OFF: u32 = 0;
 
 const S_IFMT: u16 = 0o170000;
 const S_IFIFO: u16 = 0o010000;
@@ -69,13 +44,13 @@ pub fn fd_file(fd: i32) -> Option<*const u8> {
     // checked against max_fds before indexing.
     unsafe {
         let task = bpf_get_current_task() as *const u8;
-        let files: *const u8 = bpf_probe_read_kernel(task.add(off(&TASK_FILES_OFF)) as *const *const u8).ok()?;
-        let fdt: *const u8 = bpf_probe_read_kernel(files.add(off(&FILES_FDT_OFF)) as *const *const u8).ok()?;
-        let max: u32 = bpf_probe_read_kernel(fdt.add(off(&FDT_MAX_FDS_OFF)) as *const u32).ok()?;
+        let files: *const u8 = bpf_probe_read_kernel(task.add(koff!(task_files)) as *const *const u8).ok()?;
+        let fdt: *const u8 = bpf_probe_read_kernel(files.add(koff!(files_fdt)) as *const *const u8).ok()?;
+        let max: u32 = bpf_probe_read_kernel(fdt.add(koff!(fdt_max_fds)) as *const u32).ok()?;
         if fd as u32 >= max {
             return None;
         }
-        let arr: *const *const u8 = bpf_probe_read_kernel(fdt.add(off(&FDT_FD_OFF)) as *const *const *const u8).ok()?;
+        let arr: *const *const u8 = bpf_probe_read_kernel(fdt.add(koff!(fdt_fd)) as *const *const *const u8).ok()?;
         let file: *const u8 = bpf_probe_read_kernel(arr.add(fd as usize)).ok()?;
         if file.is_null() {
             return None;
@@ -88,14 +63,14 @@ pub fn fd_file(fd: i32) -> Option<*const u8> {
 #[inline(always)]
 pub fn file_inode(file: *const u8) -> Option<*const u8> {
     // SAFETY: `file->f_inode` (BTF offset) read through bpf_probe_read_kernel, which returns Err on a fault.
-    unsafe { bpf_probe_read_kernel(file.add(off(&FILE_INODE_OFF)) as *const *const u8).ok() }
+    unsafe { bpf_probe_read_kernel(file.add(koff!(file_inode)) as *const *const u8).ok() }
 }
 
 /// `inode->i_ino`.
 #[inline(always)]
 pub fn inode_ino(inode: *const u8) -> Option<u64> {
     // SAFETY: `inode->i_ino` (BTF offset) read through bpf_probe_read_kernel, which returns Err on a fault.
-    unsafe { bpf_probe_read_kernel(inode.add(off(&INODE_INO_OFF)) as *const u64).ok() }
+    unsafe { bpf_probe_read_kernel(inode.add(koff!(inode_ino)) as *const u64).ok() }
 }
 
 /// Inode number behind `fd` of the current task.
@@ -120,7 +95,7 @@ pub fn register_exec_stdio(tgid: u32) -> u32 {
 fn register_fd(fd: i32, dir: u32, tgid: u32) {
     let Some(inode) = fd_file(fd).and_then(file_inode) else { return };
     // SAFETY: reads the 16-bit i_mode of a live inode of the current task's fd table.
-    let mode: u16 = unsafe { bpf_probe_read_kernel(inode.add(off(&INODE_MODE_OFF)) as *const u16) }.unwrap_or(0);
+    let mode: u16 = unsafe { bpf_probe_read_kernel(inode.add(koff!(inode_mode)) as *const u16) }.unwrap_or(0);
     if mode & S_IFMT != S_IFIFO && mode & S_IFMT != S_IFSOCK {
         return; // a tty, a file, /dev/null: no JSON-RPC stream
     }
@@ -151,8 +126,8 @@ fn rw_enter<S: Sys>(s: &S, want: u32) -> u32 {
     if pipe.dir != want {
         return 0;
     }
-    let p = IoPending { buf: s.arg(1), ino, fd, dir: pipe.dir, info };
-    if PENDING_IO.insert(&cur.tid, &p, 0).is_err() {
+    let p = RwPending { buf: s.arg(1), ino, fd, dir: pipe.dir, iovcnt: 0, stdio: 1, info };
+    if PENDING_RW.insert(&cur.tid, &p, 0).is_err() {
         lost_for(LostReason::PendingFull, info.server_id);
     }
     0
@@ -188,10 +163,13 @@ pub fn write_e<S: Sys>(s: &S) -> u32 {
 #[inline(always)]
 pub fn rw_x<S: Sys>(s: &S) -> u32 {
     let cur = current();
-    // SAFETY: the current thread's PENDING_IO entry (keyed by its tid) is copied out at once, before the
+    // SAFETY: the current thread's PENDING_RW entry (keyed by its tid) is copied out at once, before the
     // remove; no reference is kept.
-    let Some(p) = (unsafe { PENDING_IO.get(&cur.tid) }).copied() else { return crate::http::data_exit(s, false) };
-    let _ = PENDING_IO.remove(&cur.tid);
+    let Some(p) = (unsafe { PENDING_RW.get(&cur.tid) }).copied() else { return 0 };
+    let _ = PENDING_RW.remove(&cur.tid);
+    if p.stdio == 0 {
+        return crate::http::sock_data_exit(s, cur, p, false);
+    }
     let ret = s.ret();
     if ret <= 0 {
         return 0;
@@ -209,6 +187,7 @@ pub fn rw_x<S: Sys>(s: &S) -> u32 {
         },
         None => return 0, // unregistered meanwhile (server gone)
     };
+    crate::fold::bump_epoch();
     let Some(ev) = SCRATCH_STDIO.get_ptr_mut(0) else { return 0 };
     // SAFETY: index 0 of the per-CPU SCRATCH_STDIO array: this CPU's slot, valid for this program run and
     // used by this program alone until it returns.

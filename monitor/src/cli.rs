@@ -148,6 +148,11 @@ pub struct RunArgs {
     /// the process whose event was lost, and the daemon the rest of that server's tree.
     #[arg(long, value_enum, default_value = "alert")]
     pub on_loss: OnLoss,
+    /// Fold a flood: identical opens by one thread within one tool call and this window go out as
+    /// the first open plus a count (`folded` in the event stream); an open the kernel acted on
+    /// never folds. 0 sends every open.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub fold_window_ms: u32,
     /// What observes the syscalls of tracked servers: fentry/fexit where the kernel has BPF
     /// trampolines (auto falls back to syscall tracepoints), or tracepoints regardless.
     #[arg(long, value_enum, default_value = "auto")]
@@ -179,6 +184,17 @@ pub struct RunArgs {
     /// POST every alert as JSON to this http:// URL (retried, bounded queue, never blocks).
     #[arg(long, value_name = "URL")]
     pub alert_webhook: Option<String>,
+    /// Alert records (alerts, incidents, suppressed repeats) on the event stream and the sinks:
+    /// mcpmon's schema, or OCSF Detection Findings (class 2004; docs/alerts.md, OCSF).
+    #[arg(long, value_enum, default_value_t = crate::alerts::AlertFormat::Native)]
+    pub alert_format: crate::alerts::AlertFormat,
+    /// Export every tool call as an OpenTelemetry span (OTLP/HTTP, JSON) to this http:// collector
+    /// (`URL/v1/traces`); its syscalls and alerts are span events.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Finished spans held while the collector is slow or down; more are dropped (counted).
+    #[arg(long, default_value_t = crate::export::otlp::QUEUE)]
+    pub otlp_queue: usize,
     /// Fold repeats of the same alert within this many seconds into a count (0: off).
     #[arg(long, default_value_t = 10)]
     pub alert_throttle_secs: u64,

@@ -173,6 +173,16 @@ mod tests {
     }
 
     #[test]
+    fn export_settings_come_from_the_file() {
+        let a = run(parse("alert-format: ocsf\notlp-endpoint: http://127.0.0.1:4318\notlp-queue: 16\n", &[]).unwrap());
+        assert_eq!(a.alert_format, crate::alerts::AlertFormat::Ocsf);
+        assert_eq!(a.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+        assert_eq!(a.otlp_queue, 16);
+        assert_eq!(run(parse("", &[]).unwrap()).alert_format, crate::alerts::AlertFormat::Native);
+        assert!(parse("alert-format: cef\n", &[]).is_err(), "an unknown format is refused");
+    }
+
+    #[test]
     fn typos_and_wrong_shapes_are_errors_naming_the_key() {
         let e = parse("alert-webhok: http://x\n", &[]).unwrap_err();
         assert!(e.contains("unknown setting \"alert-webhok\"") && e.contains("alert-webhook"), "{e}");

@@ -6,15 +6,16 @@ mod http;
 
 use std::collections::HashMap;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::{
     events::{Body, Event, Stdio},
     jsonrpc::{
         framing::Stream,
         message::{self, Rpc},
-        session::{Attribution, FinishedCall, Session, Update},
+        session::{Attribution, Session, Update},
     },
+    output::record::Mcp,
 };
 
 /// Most stdio streams followed at once; beyond this, new streams are dropped and counted.
@@ -46,7 +47,42 @@ pub enum Outcome {
     /// and nothing is known).
     Event(Attribution),
     /// A stdio capture, consumed: these records describe what it carried.
-    Consumed(Vec<Value>),
+    Consumed(Vec<Found>),
+}
+
+/// What the JSON-RPC of one server carried, stamped with the time it was captured.
+#[derive(Debug)]
+pub struct Found {
+    pub server_id: u32,
+    pub ts_mono_ns: u64,
+    pub what: Carried,
+}
+
+#[derive(Debug)]
+pub enum Carried {
+    /// A record for the event stream.
+    Record(Mcp),
+    /// A reply whose content the result checks read (consumed, not written out).
+    Result(ResultRecord),
+}
+
+/// The reply to a call or content request, for the result checks: the parsed result, or the
+/// captured text (head and tail) of a reply bigger than the capture.
+#[derive(Debug)]
+pub struct ResultRecord {
+    pub method: String,
+    pub id: String,
+    pub target: String,
+    pub start_mono_ns: u64,
+    pub end_mono_ns: u64,
+    pub result: Option<Value>,
+    pub raw_text: Option<String>,
+}
+
+impl Found {
+    pub(crate) fn record(server_id: u32, ts_mono_ns: u64, m: Mcp) -> Self {
+        Self { server_id, ts_mono_ns, what: Carried::Record(m) }
+    }
 }
 
 impl Correlator {
@@ -76,7 +112,7 @@ impl Correlator {
         }
     }
 
-    fn stdio(&mut self, server: u32, ts: u64, s: &Stdio) -> Vec<Value> {
+    fn stdio(&mut self, server: u32, ts: u64, s: &Stdio) -> Vec<Found> {
         let key = (server, s.ino);
         if !self.streams.contains_key(&key) && self.streams.len() >= MAX_STREAMS {
             self.stats.streams_dropped += 1;
@@ -97,26 +133,26 @@ impl Correlator {
             for rpc in message::parse(&m) {
                 if let Rpc::Invalid { reason } = &rpc {
                     self.stats.invalid_messages += 1;
-                    out.push(json!({"kind": "mcp_invalid", "server_id": server, "direction": s.dir, "reason": reason, "bytes": m.len}));
+                    out.push(Found::record(server, ts, Mcp::McpInvalid { direction: s.dir, transport: None, reason: reason.to_string(), bytes: m.len }));
                 }
-                let update = if s.dir == "in" { session.on_request(&rpc, m.ts_mono_ns) } else { session.on_reply(&rpc, m.ts_mono_ns) };
+                let update = if s.dir == crate::events::Direction::In { session.on_request(&rpc, m.ts_mono_ns) } else { session.on_reply(&rpc, m.ts_mono_ns) };
                 // A reply bigger than the capture has no parsed result: its captured text (head
                 // and tail) is what the result checks read.
                 let raw = matches!(rpc, Rpc::Response { truncated: true, .. }).then(|| raw_text(&m));
-                record(server, update, raw, &mut out);
+                record(server, ts, update, raw, &mut out);
             }
         }
         out
     }
 
     /// The server's last process exited: open calls are closed as unanswered.
-    pub fn server_gone(&mut self, server: u32, ts: u64) -> Vec<Value> {
+    pub fn server_gone(&mut self, server: u32, ts: u64) -> Vec<Found> {
         self.streams.retain(|(s, _), _| *s != server);
         self.midstream.remove(&server);
-        let mut out: Vec<Value> = self
+        let mut out: Vec<Found> = self
             .sessions
             .remove(&server)
-            .map(|mut s| s.close(ts).into_iter().map(|f| finished(server, f)).collect())
+            .map(|mut s| s.close(ts).into_iter().map(|f| Found::record(server, ts, Mcp::ToolCall(f))).collect())
             .unwrap_or_default();
         out.extend(self.http_gone(server, ts));
         out
@@ -134,48 +170,57 @@ fn raw_text(m: &crate::jsonrpc::framing::Message) -> String {
     t
 }
 
-fn finished(server: u32, f: FinishedCall) -> Value {
-    let mut v = serde_json::to_value(&f).unwrap_or(Value::Null);
-    v["kind"] = "tool_call".into();
-    v["server_id"] = server.into();
-    v
-}
-
-/// What reply content the result checks read: `result_detail` (the parsed result) or
-/// `raw_text` (the captured text of a truncated reply); the pipeline consumes the record.
-fn result_record(server: u32, method: &str, id: &str, target: &str, (start, end): (u64, u64), result: Option<Value>, raw: Option<String>) -> Value {
-    json!({
-        "kind": "mcp_result", "server_id": server, "method": method, "id": id, "target": target,
-        "start_mono_ns": start, "end_mono_ns": end, "result_detail": result, "raw_text": raw,
+fn result_record(method: &str, id: &str, target: &str, (start, end): (u64, u64), result: Option<Value>, raw: Option<String>) -> Carried {
+    Carried::Result(ResultRecord {
+        method: method.into(),
+        id: id.into(),
+        target: target.into(),
+        start_mono_ns: start,
+        end_mono_ns: end,
+        result,
+        raw_text: raw,
     })
 }
 
-fn record(server: u32, u: Update, raw: Option<String>, out: &mut Vec<Value>) {
-    let rec = match u {
+fn record(server: u32, ts: u64, u: Update, raw: Option<String>, out: &mut Vec<Found>) {
+    let what = match u {
         Update::None => return,
         Update::CallFinished(mut f) => {
             let result = f.result.take();
             let c = &f.call;
-            let r = result_record(server, "tools/call", &c.id, &c.tool, (c.start_mono_ns, f.end_mono_ns), result, raw);
-            out.push(finished(server, f));
+            let r = result_record("tools/call", &c.id, &c.tool, (c.start_mono_ns, f.end_mono_ns), result, raw);
+            out.push(Found::record(server, ts, Mcp::ToolCall(f)));
             r
         }
-        Update::Content(c) => result_record(server, &c.method, &c.id, &c.target, (c.start_mono_ns, c.end_mono_ns), c.result, raw),
-        Update::Initialize { client, protocol_version } => {
-            json!({"kind": "mcp_initialize", "server_id": server, "client": client, "protocol_version": protocol_version})
-        }
-        Update::Initialized { server: info } => json!({"kind": "mcp_initialized", "server_id": server, "server_info": info}),
+        Update::Content(c) => result_record(&c.method, &c.id, &c.target, (c.start_mono_ns, c.end_mono_ns), c.result, raw),
+        Update::Initialize { client, protocol_version } => Carried::Record(Mcp::McpInitialize { client, protocol_version }),
+        Update::Initialized { server: info } => Carried::Record(Mcp::McpInitialized { server_info: info }),
         Update::ToolsListed { result } => {
             let names: Vec<Value> = result["tools"].as_array().map(|t| t.iter().map(|t| t["name"].clone()).collect()).unwrap_or_default();
-            // `tools_detail` feeds the tool checks; the pipeline strips it before output.
-            json!({"kind": "mcp_tools", "server_id": server, "tools": names, "tools_detail": result["tools"]})
+            let detail = result.get("tools").cloned().unwrap_or(Value::Null);
+            Carried::Record(Mcp::McpTools { tools: names, detail })
         }
-        Update::CallStarted(c) => {
-            let mut v = serde_json::to_value(&c).unwrap_or(Value::Null);
-            v["kind"] = "tool_call_start".into();
-            v["server_id"] = server.into();
-            v
-        }
+        Update::CallStarted(c) => Carried::Record(Mcp::ToolCallStart(c)),
     };
-    out.push(rec);
+    out.push(Found { server_id: server, ts_mono_ns: ts, what });
+}
+
+/// What found records look like written out, with `server_id`; result content as the
+/// `mcp_result` it is consumed as (the tests read them as JSON).
+#[cfg(test)]
+pub fn as_json(found: &[Found]) -> Vec<Value> {
+    found
+        .iter()
+        .map(|f| {
+            let mut v = match &f.what {
+                Carried::Record(m) => serde_json::to_value(m).unwrap(),
+                Carried::Result(r) => serde_json::json!({
+                    "kind": "mcp_result", "method": r.method, "id": r.id, "target": r.target, "start_mono_ns": r.start_mono_ns,
+                    "end_mono_ns": r.end_mono_ns, "result_detail": r.result, "raw_text": r.raw_text,
+                }),
+            };
+            v["server_id"] = f.server_id.into();
+            v
+        })
+        .collect()
 }

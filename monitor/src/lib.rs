@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod discovery;
 pub mod doctor;
 pub mod events;
+pub mod export;
 pub mod gate;
 pub mod watch;
 pub mod jsonrpc;

@@ -158,7 +158,8 @@ impl ProcessTree {
 
     /// Records a file the server created (the open must have succeeded).
     fn note_open(&mut self, ev: &Event, o: &crate::events::Open) {
-        let made = o.access.contains(&"create") && (o.access.contains(&"exclusive") || o.access.contains(&"truncate"));
+        use crate::events::Access;
+        let made = o.access.contains(&Access::Create) && (o.access.contains(&Access::Exclusive) || o.access.contains(&Access::Truncate));
         if !o.result.ok || !made || o.path.is_empty() {
             return;
         }

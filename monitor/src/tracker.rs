@@ -24,6 +24,8 @@ pub enum Discovery {
     Procfs,
     /// A child of an MCP client that opened with an MCP `initialize` on its stdin.
     Sniffed,
+    /// Listening on the local URL (`http`/`sse`) a client config names it by.
+    Url,
 }
 
 impl Discovery {
@@ -35,6 +37,7 @@ impl Discovery {
             Discovery::Config => "config",
             Discovery::Procfs => "procfs",
             Discovery::Sniffed => "sniffed",
+            Discovery::Url => "url",
         }
     }
 }
@@ -317,7 +320,7 @@ mod discovery_name_tests {
 
     #[test]
     fn names_match_serde() {
-        for d in [Discovery::Exec, Discovery::TrackPid, Discovery::Config, Discovery::Procfs, Discovery::Sniffed] {
+        for d in [Discovery::Exec, Discovery::TrackPid, Discovery::Config, Discovery::Procfs, Discovery::Sniffed, Discovery::Url] {
             assert_eq!(serde_json::to_value(d).unwrap(), d.as_str());
         }
     }

@@ -87,7 +87,7 @@ impl Watcher {
                     self.wds.insert(wd, d.clone());
                     self.by_path.insert(d.clone(), wd);
                 }
-                Err(e) => tracing::debug!("watch {}: {e}", d.display()),
+                Err(e) => tracing::debug!(dir = %d.display(), error = %e, "watch"),
             }
         }
     }

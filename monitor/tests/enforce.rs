@@ -89,6 +89,30 @@ fn assert_killed_before_read(d: &Daemon, name: &str, out: &Output) {
     d.expect(&format!("{name}: pid {pid} died of SIGKILL"), |v| v["kind"] == "exit" && v["pid"] == pid && v["signal"] == 9);
 }
 
+/// The attack issue 16 describes: flood the ring first, then read the key. The flood folds into
+/// a count (nothing is lost, no rule goes blind) and the read still dies in the kernel.
+#[test]
+fn a_flood_before_the_key_read_hides_nothing() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let s = setup();
+    let d = start(&s, &[]);
+    let noise = s.dir.path().join("noise");
+    std::fs::write(&noise, "n").unwrap();
+    let flood = format!("{} bench-loop open 500000 {}", env!("CARGO_BIN_EXE_mcpmon"), noise.display());
+    let out = victim(&d, "flood-then-steal", &format!("{flood} && cat {}; echo after", s.key.display()));
+    assert_killed_before_read(&d, "flood-then-steal", &out);
+    let (_, recs) = d.stop_with_records();
+    let counted: u64 = recs
+        .iter()
+        .filter(|v| v["kind"] == "open" && v["server"] == "flood-then-steal" && v["path"] == noise.display().to_string())
+        .map(|v| v["folded"]["count"].as_u64().unwrap_or(1))
+        .sum();
+    assert_eq!(counted, 500_000, "every open of the flood is accounted for");
+    assert!(!recs.iter().any(|v| v["rule"]["id"] == "blind-spot"), "the flood blinded nothing");
+}
+
 #[test]
 fn ssh_key_reads_die_in_the_kernel_whatever_the_path() {
     if !common::can_load_ebpf() {

@@ -138,7 +138,7 @@ fn a_configured_command_is_held_unless_it_has_a_terminal() {
     let _ = bare.kill();
     let _ = bare.wait();
     let err = d.stop();
-    assert!(err.contains(&format!("pid {bare_pid} continued")), "held and continued:\n{err}");
+    assert!(err.contains(&format!("held at exec until the syscall hooks were on pid={bare_pid}")), "held and continued:\n{err}");
 
     // In a terminal (a pty from script(1), the shell execs sleep as the session's job), with
     // the hooks detached again (a fresh daemon): tracked, never stopped.
@@ -156,5 +156,5 @@ fn a_configured_command_is_held_unless_it_has_a_terminal() {
     let _ = term.wait();
     assert!(!states.contains('T'), "never stopped: {states}");
     let err = d.stop();
-    assert!(!err.contains(&format!("pid {term_pid} continued")), "{err}");
+    assert!(!err.contains(&format!("held at exec until the syscall hooks were on pid={term_pid}")), "{err}");
 }

@@ -167,8 +167,8 @@ fn tool_sets_are_pinned_and_rug_pulls_poisoning_and_collisions_alert() {
         }
         let shadow = d.expect("shadowing", |v| v["rule"]["id"] == "mcp.tool_poisoning" && v["finding"]["kind"] == "cross_server_reference");
         assert!(shadow["finding"]["detail"].as_str().unwrap().contains("\"list_directory\" of server \"fs\""), "{shadow}");
-        let col = d.expect("collision", |v| v["rule"]["id"] == "mcp.tool_name_collision");
-        assert_eq!(col["collision"]["tool"], "read_text_file");
+        let col = d.expect("collision", |v| v["rule"]["id"] == "mcp.tool_name_collision" && v["collision"]["tool"] == "read_text_file");
+        assert_eq!(col["collision"]["servers"], json!(["fs", "shifty"]));
 
         // `mcpmon servers` shows the live server with its tree, tools and counts.
         let out = Command::new(MCPMON).args(["servers", "--json", "--socket"]).arg(&d.socket).output().unwrap();

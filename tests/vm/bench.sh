@@ -48,7 +48,7 @@ with_daemon() {
   "$MCPMON" exec --require-monitor --name idle --socket "$SOCK" -- /bin/sleep 100000 &
   s=$!
   waited=0
-  until grep -q "tracking server idle" "$log"; do
+  until grep -q "tracking server server=idle" "$log"; do
     [ $waited -lt 60 ] || { echo "VMBENCH FAIL $2: the server was not tracked"; cat "$log"; echo "VMBENCH DONE"; exit 1; }
     sleep 1; waited=$((waited + 1))
   done

@@ -2,7 +2,8 @@
 //! the official Python SDK (`mcp`, also the client the tests drive servers with),
 //! `mcp-server-time`, `mcp-server-fetch` and `mcp-server-git` (Python SDK servers), the Node
 //! reference servers (filesystem, memory, sequential-thinking, everything), a git server and
-//! `mcp-remote` (the benign corpus of `monitor/tests/precision.rs`).
+//! `mcp-remote` (the benign corpus of `monitor/tests/precision.rs`), and `opentelemetry-proto` for
+//! the OTLP receiver of `monitor/tests/otlp.rs`.
 //! Versions are pinned so a registry release cannot change what the tests mean.
 use std::{path::PathBuf, process::Command};
 
@@ -10,7 +11,16 @@ use anyhow::Context as _;
 
 use crate::util;
 
-const PIP: &[&str] = &["mcp==2.3.0", "mcp-server-time==2026.10.19", "mcp-server-fetch==2026.10.24", "mcp-server-git==2026.10.19"];
+/// `opentelemetry-proto` (with the protobuf runtime it parses with) is the OTLP receiver of
+/// `monitor/tests/otlp.rs` (tests/peers/otlp_receiver.py).
+const PIP: &[&str] = &[
+    "mcp==2.3.0",
+    "mcp-server-time==2026.10.19",
+    "mcp-server-fetch==2026.10.24",
+    "mcp-server-git==2026.10.19",
+    "opentelemetry-proto==1.45.2",
+    "protobuf==7.36.2",
+];
 /// The reference servers, plus two more that spawn subprocesses (a git server built on git
 /// itself) or use the network (mcp-remote, a stdio-to-HTTP bridge) for the benign corpus.
 const NPM: &[&str] = &[

@@ -124,6 +124,11 @@ impl KernelPolicy {
         self.knobs.set(policy::ON_LOSS_KILL, u32::from(on), 0).map_err(err("POLICY"))
     }
 
+    /// `--fold-window-ms`: how long the kernel may fold identical opens into one event (0 = off).
+    pub fn set_fold_window_ms(&mut self, ms: u32) -> Result<(), PolicyError> {
+        self.knobs.set(policy::FOLD_WINDOW_MS, ms, 0).map_err(err("POLICY"))
+    }
+
     pub fn protected_count(&self) -> usize {
         self.files.len()
     }

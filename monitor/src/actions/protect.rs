@@ -112,7 +112,7 @@ pub fn plan(rules: &RuleSet) -> Plan {
                     let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
                     let named = real.to_str().is_some_and(|r| exe_globs.iter().any(|g| g.matches(r)));
                     if !named {
-                        tracing::info!("{}: resolves to {}, not one of the protected executables; not protected by inode", path.display(), real.display());
+                        tracing::info!(path = %path.display(), resolves_to = %real.display(), "not one of the protected executables; not protected by inode");
                         continue;
                     }
                     if real.is_file() {

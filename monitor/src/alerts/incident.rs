@@ -16,6 +16,14 @@ use std::{
 
 use serde_json::{json, Value};
 
+use crate::{
+    output::{
+        alert::{Alert, IncidentTag, ServerRef},
+        record, Record,
+    },
+    rules::Severity,
+};
+
 pub struct Incidents {
     quiet: Duration,
     max_open: Duration,
@@ -29,14 +37,14 @@ struct Incident {
     id: String,
     opened: Instant,
     last: Instant,
-    server: Value,
-    mcp: Value,
+    server: Option<ServerRef>,
+    mcp: Option<Value>,
     chain: Vec<Value>,
     /// Alerts in the incident (the chain keeps the first `MAX_CHAIN`).
     count: u64,
     folded: u64,
     /// Highest severity already sent for this incident.
-    sent: u8,
+    sent: Severity,
 }
 
 /// Incidents held at once; beyond this the oldest are closed early.
@@ -44,35 +52,22 @@ const MAX_OPEN: usize = 4096;
 /// Chain entries kept per incident (the count goes on).
 const MAX_CHAIN: usize = 32;
 
-fn severity(a: &Value) -> u8 {
-    match a["rule"]["severity"].as_str().unwrap_or("") {
-        "critical" => 4,
-        "high" => 3,
-        "medium" => 2,
-        "low" => 1,
-        _ => 0,
-    }
-}
-
-/// Whether the alert records something done (a kill, a deny, a refusal): never folded.
-fn enforces(a: &Value) -> bool {
-    !matches!(a["action"]["result"].as_str().unwrap_or("alerted"), "alerted" | "allowed_by_grant")
-}
-
 /// One line of evidence: what happened, by which process, and what was done.
-fn evidence(a: &Value) -> Value {
+fn evidence(a: &Alert) -> Value {
     let mut e = json!({
-        "time": a["time"], "rule": a["rule"]["id"], "severity": a["rule"]["severity"],
-        "result": a["action"]["result"], "summary": a["summary"],
-        "pid": a["process"]["pid"], "exe": a["process"]["exe"],
+        "time": a.time, "rule": a.rule.id, "severity": a.rule.severity,
+        "result": a.action.result, "summary": a.summary,
+        "pid": a.process.as_ref().map(|p| p.pid), "exe": a.exe(),
     });
-    for k in ["file", "finding"] {
-        if !a[k].is_null() {
-            e[k] = a[k].clone();
-        }
+    if let Some(f) = a.file() {
+        e["file"] = f.into();
     }
-    if let Some(addr) = a["event"]["addr"].as_str() {
-        e["addr"] = format!("{addr}:{}", a["event"]["port"]).into();
+    let finding = a.evidence("finding");
+    if !finding.is_null() {
+        e["finding"] = finding.clone();
+    }
+    if let Some(addr) = a.event_field("addr").as_str() {
+        e["addr"] = format!("{addr}:{}", a.event_field("port")).into();
     }
     e
 }
@@ -82,23 +77,24 @@ impl Incidents {
         Self { quiet, max_open: quiet * 12, open: HashMap::new(), closed: Vec::new(), next: 0 }
     }
 
-    fn key(a: &Value) -> Option<(u64, String)> {
-        let server = a["server"]["id"].as_u64()?;
-        a["process"]["pid"].as_u64()?;
+    fn key(a: &Alert) -> Option<(u64, String)> {
+        let server = a.server.as_ref()?.id as u64;
+        a.process.as_ref()?;
         // Findings in what a server answered are about content, each its own evidence.
-        if a["event"]["kind"] == "mcp_result" {
+        if a.event_field("kind") == "mcp_result" {
             return None;
         }
         // Only a call gives alerts a shared cause: with none in flight (or several), each alert
         // stands alone (repeats are the throttle's to fold).
-        match (a["mcp"]["state"].as_str(), &a["mcp"]["id"]) {
+        let mcp = a.mcp.as_ref()?;
+        match (mcp["state"].as_str(), &mcp["id"]) {
             (Some("call"), id) if !id.is_null() => Some((server, format!("call:{id}"))),
             _ => None,
         }
     }
 
     /// The alert to send now (with its `incident` field), or None when it was folded.
-    pub fn admit(&mut self, mut a: Value, now: Instant) -> Option<Value> {
+    pub fn admit(&mut self, mut a: Alert, now: Instant) -> Option<Alert> {
         if self.quiet.is_zero() {
             return Some(a);
         }
@@ -108,7 +104,7 @@ impl Incidents {
             let old = self.open.remove(&key).unwrap();
             self.closed.push(old);
         }
-        let sev = severity(&a);
+        let sev = a.rule.severity;
         match self.open.get_mut(&key) {
             None => {
                 if self.open.len() >= MAX_OPEN {
@@ -116,8 +112,8 @@ impl Incidents {
                 }
                 self.next += 1;
                 let id = format!("{}-{}", key.0, self.next);
-                a["incident"] = json!({"id": id, "seq": 1});
-                self.open.insert(key, Incident { id, opened: now, last: now, server: a["server"].clone(), mcp: a["mcp"].clone(), chain: vec![evidence(&a)], count: 1, folded: 0, sent: sev });
+                a.incident = Some(IncidentTag { id: id.clone(), seq: 1, chain: None });
+                self.open.insert(key, Incident { id, opened: now, last: now, server: a.server.clone(), mcp: a.mcp.clone(), chain: vec![evidence(&a)], count: 1, folded: 0, sent: sev });
                 Some(a)
             }
             Some(i) => {
@@ -127,9 +123,9 @@ impl Incidents {
                     i.chain.push(evidence(&a));
                 }
                 let seq = i.count;
-                if enforces(&a) || sev > i.sent {
+                if a.action.result.enforces() || sev > i.sent {
                     i.sent = i.sent.max(sev);
-                    a["incident"] = json!({"id": i.id, "seq": seq, "chain": i.chain});
+                    a.incident = Some(IncidentTag { id: i.id.clone(), seq, chain: Some(i.chain.clone()) });
                     Some(a)
                 } else {
                     i.folded += 1;
@@ -148,7 +144,7 @@ impl Incidents {
 
     /// Ends quiet incidents (all of them with `force`): one `incident` record for each that
     /// folded anything, so the evidence of every folded alert is reported.
-    pub fn flush(&mut self, now: Instant, force: bool) -> Vec<Value> {
+    pub fn flush(&mut self, now: Instant, force: bool, time: &str) -> Vec<Record> {
         let (quiet, max_open) = (self.quiet, self.max_open);
         let ended: Vec<(u64, String)> = self
             .open
@@ -160,30 +156,46 @@ impl Incidents {
             let i = self.open.remove(&k).unwrap();
             self.closed.push(i);
         }
-        std::mem::take(&mut self.closed).into_iter().filter(|i| i.folded > 0).map(record).collect()
+        std::mem::take(&mut self.closed).into_iter().filter(|i| i.folded > 0).map(|i| incident_record(i, time)).collect()
     }
 }
 
-fn record(i: Incident) -> Value {
-    let sev = ["info", "low", "medium", "high", "critical"][i.sent as usize];
-    json!({
-        "kind": "incident", "schema": 1, "id": i.id, "severity": sev,
-        "server": i.server, "mcp": i.mcp,
-        "alerts": i.count, "folded": i.folded, "chain": i.chain,
-        "duration_s": i.last.duration_since(i.opened).as_secs_f64(),
-    })
+fn incident_record(i: Incident, time: &str) -> Record {
+    Record::Incident(Box::new(record::Incident {
+        time: time.into(),
+        schema: 1,
+        id: i.id,
+        severity: i.sent,
+        server: i.server,
+        mcp: i.mcp,
+        alerts: i.count,
+        folded: i.folded,
+        chain: i.chain,
+        duration_s: i.last.duration_since(i.opened).as_secs_f64(),
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::alert::{test_alert, ActionResult};
 
-    fn alert(rule: &str, sev: &str, result: &str, call: Option<u64>) -> Value {
-        let mcp = match call {
-            Some(id) => json!({"state": "call", "tool": "run", "id": id}),
-            None => json!({"state": "idle"}),
+    fn alert(rule: &str, sev: &str, result: &str, call: Option<u64>) -> Alert {
+        let r = match result {
+            "alerted" => ActionResult::Alerted,
+            "killed_in_kernel" => ActionResult::KilledInKernel,
+            "denied_in_kernel" => ActionResult::DeniedInKernel,
+            other => panic!("{other}"),
         };
-        json!({"kind": "alert", "rule": {"id": rule, "severity": sev}, "action": {"result": result}, "server": {"id": 7, "name": "s"}, "process": {"pid": 42, "exe": "/bin/sh"}, "mcp": mcp, "summary": rule})
+        test_alert(rule, sev, r, call)
+    }
+
+    fn tag(a: &Alert) -> &IncidentTag {
+        a.incident.as_ref().unwrap()
+    }
+
+    fn v(r: &Record) -> Value {
+        serde_json::to_value(r).unwrap()
     }
 
     #[test]
@@ -191,23 +203,24 @@ mod tests {
         let mut inc = Incidents::new(Duration::from_secs(5));
         let t0 = Instant::now();
         let first = inc.admit(alert("shell-spawned-by-tool-call", "high", "alerted", Some(3)), t0).expect("the first goes out");
-        assert_eq!(first["incident"]["seq"], 1);
+        assert_eq!(tag(&first).seq, 1);
         assert!(inc.admit(alert("file-outside-call-scope", "medium", "alerted", Some(3)), t0).is_none(), "folded");
         assert!(inc.admit(alert("file-outside-call-scope", "high", "alerted", Some(3)), t0).is_none(), "not above what went out");
         let kill = inc.admit(alert("download-and-execute", "critical", "killed_in_kernel", Some(3)), t0).expect("a kill always goes out");
-        assert_eq!(kill["incident"]["id"], first["incident"]["id"]);
-        assert_eq!(kill["incident"]["chain"].as_array().unwrap().len(), 4, "the chain of evidence: {kill}");
+        assert_eq!(tag(&kill).id, tag(&first).id);
+        assert_eq!(tag(&kill).chain.as_ref().unwrap().len(), 4, "the chain of evidence: {kill:?}");
         let deny = inc.admit(alert("cloud-metadata-connect", "low", "denied_in_kernel", Some(3)), t0).expect("a deny always goes out");
-        assert_eq!(deny["incident"]["seq"], 5);
+        assert_eq!(tag(&deny).seq, 5);
         // Another call is another incident.
         let other = inc.admit(alert("file-outside-call-scope", "medium", "alerted", Some(4)), t0).expect("new incident");
-        assert_ne!(other["incident"]["id"], first["incident"]["id"]);
+        assert_ne!(tag(&other).id, tag(&first).id);
         // Nothing ends before it is quiet; then one record per incident that folded something.
-        assert!(inc.flush(t0 + Duration::from_secs(1), false).is_empty());
-        let recs = inc.flush(t0 + Duration::from_secs(6), false);
+        assert!(inc.flush(t0 + Duration::from_secs(1), false, "t").is_empty());
+        let recs = inc.flush(t0 + Duration::from_secs(6), false, "t");
         assert_eq!(recs.len(), 1, "{recs:?}");
-        assert_eq!((recs[0]["alerts"].as_u64(), recs[0]["folded"].as_u64()), (Some(5), Some(2)));
-        assert_eq!(recs[0]["severity"], "critical");
+        let r = v(&recs[0]);
+        assert_eq!((r["kind"].as_str(), r["alerts"].as_u64(), r["folded"].as_u64()), (Some("incident"), Some(5), Some(2)));
+        assert_eq!(r["severity"], "critical");
     }
 
     #[test]
@@ -220,10 +233,11 @@ mod tests {
         for _ in 0..2 {
             assert!(inc.admit(alert("network-while-idle", "medium", "alerted", None), t0).is_some(), "no call, no shared cause");
         }
-        let health = json!({"kind": "alert", "rule": {"id": "blind-spot", "severity": "high"}, "action": {"result": "alerted"}});
+        let mut health = alert("sensor-table-full", "high", "alerted", None);
+        (health.server, health.process, health.mcp) = (None, None, None);
         assert!(inc.admit(health.clone(), t0).is_some() && inc.admit(health, t0).is_some(), "monitor alerts pass");
         let off = &mut Incidents::new(Duration::ZERO);
         assert!(off.admit(alert("a", "low", "alerted", Some(1)), t0).is_some() && off.admit(alert("a", "low", "alerted", Some(1)), t0).is_some(), "0 turns folding off");
-        assert_eq!(inc.flush(t0 + Duration::from_secs(20), true).len(), 1);
+        assert_eq!(inc.flush(t0 + Duration::from_secs(20), true, "t").len(), 1);
     }
 }

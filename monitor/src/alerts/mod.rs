@@ -4,6 +4,7 @@
 //! schema.
 pub mod file;
 pub mod incident;
+pub mod ocsf;
 pub mod throttle;
 pub mod webhook;
 
@@ -22,6 +23,26 @@ pub struct SinkConfig {
     pub file_max_bytes: u64,
     pub file_keep: usize,
     pub webhook: Option<String>,
+}
+
+/// How alert-like records (alerts, incidents, suppressed repeats) are written
+/// (`--alert-format`): mcpmon's own schema, or OCSF Detection Findings (`ocsf.rs`). Applies to
+/// the event stream and the sinks; other records stay native.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AlertFormat {
+    #[default]
+    Native,
+    Ocsf,
+}
+
+impl AlertFormat {
+    /// The line to write for `r` when it differs from `r.line()` (an alert in OCSF).
+    pub fn render(self, r: &crate::output::Record) -> Option<String> {
+        match self {
+            AlertFormat::Native => None,
+            AlertFormat::Ocsf => serde_json::to_value(r).ok().and_then(|v| ocsf::to_ocsf(&v)).map(|o| o.to_string()),
+        }
+    }
 }
 
 pub struct Sinks {

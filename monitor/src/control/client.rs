@@ -95,6 +95,7 @@ fn found_text(f: &serde_json::Value) -> String {
         return via.to_string();
     }
     match (f["client"].as_str(), f["config"].as_str()) {
+        (Some(c), Some(file)) if f["url"].is_string() => format!("{c} config {file} url {}", f["url"].as_str().unwrap_or("")),
         (Some(c), Some(file)) => format!("{c} config {file}"),
         (Some(c), None) => format!("{c} config"),
         _ => "-".into(),
@@ -154,6 +155,7 @@ mod tests {
     fn found_in_words() {
         use serde_json::json;
         assert_eq!(found_text(&json!({"how": "config", "client": "codex", "config": "/h/.codex/config.toml"})), "codex config /h/.codex/config.toml");
+        assert_eq!(found_text(&json!({"how": "url", "client": "claude-code", "config": "/h/.claude.json", "url": "http://127.0.0.1:9/mcp"})), "claude-code config /h/.claude.json url http://127.0.0.1:9/mcp");
         assert_eq!(found_text(&json!({"how": "sniffed", "handshake_under": {"pid": 42, "comm": "claude"}})), "handshake under claude (pid 42)");
         assert_eq!(found_text(&json!({"how": "exec", "via": "mcpmon exec"})), "mcpmon exec");
         assert_eq!(found_text(&serde_json::Value::Null), "-");

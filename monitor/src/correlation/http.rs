@@ -5,16 +5,16 @@
 //! requests independently.
 use std::collections::HashMap;
 
-use serde_json::{json, Value};
 
-use super::{record, Correlator};
+use super::{record, Correlator, Found};
 use crate::{
-    events::Stdio,
+    events::{Direction, Stdio},
     jsonrpc::{
         http::{Conn, Delivery},
         message::{self, Rpc},
         session::{Attribution, Session},
     },
+    output::record::Mcp,
 };
 
 /// Connections followed at once (all servers); beyond this new ones are counted and dropped.
@@ -47,15 +47,15 @@ pub struct HttpState {
 
 impl Correlator {
     /// A socket capture of `server`: connection start/end or bytes.
-    pub(super) fn sock(&mut self, server: u32, ts: u64, s: &Stdio) -> Vec<Value> {
+    pub(super) fn sock(&mut self, server: u32, ts: u64, s: &Stdio) -> Vec<Found> {
         let key = (server, s.ino);
         let h = &mut self.http;
         match s.dir {
-            "accept_not_captured" => {
+            Direction::AcceptNotCaptured => {
                 h.stats.connections_not_captured += 1;
                 return vec![];
             }
-            "accept" => {
+            Direction::Accept => {
                 if h.conns.len() >= MAX_CONNS {
                     h.stats.connections_dropped += 1;
                     return vec![];
@@ -64,14 +64,14 @@ impl Correlator {
                 h.conns.insert(key, Conn::new(s.ino));
                 return vec![];
             }
-            "close" => {
+            Direction::Close => {
                 let Some(mut conn) = h.conns.remove(&key) else { return vec![] };
                 h.stats.connections_closed += 1;
                 let d = conn.close(ts);
-                let mut out = self.deliver(server, d);
+                let mut out = self.deliver(server, ts, d);
                 // The connection's own session ends with it: calls it left open are unanswered.
                 if let Some(mut sess) = self.http.sessions.get_mut(&server).and_then(|m| m.remove(&conn.own_session())) {
-                    out.extend(sess.close(ts).into_iter().map(|f| super::finished(server, f)));
+                    out.extend(sess.close(ts).into_iter().map(|f| Found::record(server, ts, Mcp::ToolCall(f))));
                 }
                 return out;
             }
@@ -79,19 +79,19 @@ impl Correlator {
         }
         let Some(conn) = h.conns.get_mut(&key) else { return vec![] };
         let (lost, desyncs, was_tls) = (conn.bytes_lost(), conn.desyncs(), conn.tls);
-        let d = conn.feed(s.dir == "in", s.stream_off + s.offset as u64, s.offset == 0, &s.data, ts);
+        let d = conn.feed(s.dir == Direction::In, s.stream_off + s.offset as u64, s.offset == 0, &s.data, ts);
         h.stats.bytes_lost += conn.bytes_lost() - lost;
         h.stats.desyncs += conn.desyncs() - desyncs;
         let mut out = vec![];
         if conn.tls && !was_tls {
             h.stats.tls_connections += 1;
-            out.push(json!({"kind": "http_connection", "server_id": server, "fd": s.fd, "tls": true, "payload_captured": false}));
+            out.push(Found::record(server, ts, Mcp::HttpConnection { fd: s.fd, tls: true, payload_captured: false }));
         }
-        out.extend(self.deliver(server, d));
+        out.extend(self.deliver(server, ts, d));
         out
     }
 
-    fn deliver(&mut self, server: u32, ds: Vec<Delivery>) -> Vec<Value> {
+    fn deliver(&mut self, server: u32, ts: u64, ds: Vec<Delivery>) -> Vec<Found> {
         let mut out = vec![];
         for d in ds {
             let sessions = self.http.sessions.entry(server).or_default();
@@ -117,11 +117,11 @@ impl Correlator {
             if d.msg.truncated {
                 self.stats.truncated_messages += 1;
             }
-            let dir = if d.inbound { "in" } else { "out" };
+            let dir = if d.inbound { Direction::In } else { Direction::Out };
             for rpc in message::parse(&d.msg) {
                 if let Rpc::Invalid { reason } = &rpc {
                     self.stats.invalid_messages += 1;
-                    out.push(json!({"kind": "mcp_invalid", "server_id": server, "direction": dir, "transport": "http", "reason": reason, "bytes": d.msg.len}));
+                    out.push(Found::record(server, ts, Mcp::McpInvalid { direction: dir, transport: Some("http"), reason: reason.to_string(), bytes: d.msg.len }));
                 }
                 let update = if d.inbound { session.on_request(&rpc, d.msg.ts_mono_ns) } else { session.on_reply(&rpc, d.msg.ts_mono_ns) };
                 // What the server says it is (version for pins, `mcpmon servers`) is read from
@@ -130,7 +130,7 @@ impl Correlator {
                     self.sessions.entry(server).or_default().server_info = Some(info.clone());
                 }
                 let raw = matches!(rpc, Rpc::Response { truncated: true, .. }).then(|| super::raw_text(&d.msg));
-                record(server, update, raw, &mut out);
+                record(server, ts, update, raw, &mut out);
             }
         }
         out
@@ -150,12 +150,12 @@ impl Correlator {
     }
 
     /// The server is gone: its connections and HTTP sessions with it.
-    pub(super) fn http_gone(&mut self, server: u32, ts: u64) -> Vec<Value> {
+    pub(super) fn http_gone(&mut self, server: u32, ts: u64) -> Vec<Found> {
         self.http.conns.retain(|(s, _), _| *s != server);
         self.http
             .sessions
             .remove(&server)
-            .map(|m| m.into_values().flat_map(|mut s| s.close(ts)).map(|f| super::finished(server, f)).collect())
+            .map(|m| m.into_values().flat_map(|mut s| s.close(ts)).map(|f| Found::record(server, ts, Mcp::ToolCall(f))).collect())
             .unwrap_or_default()
     }
 

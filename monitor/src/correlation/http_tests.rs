@@ -1,16 +1,29 @@
 use super::*;
+use serde_json::Value;
+
 use crate::{
-    correlation::Outcome,
+    correlation::{as_json, Outcome},
     events::{Body, Event, Exit, Header},
     jsonrpc::session::Attribution,
 };
+
+/// The test names directions as the event stream does.
+fn dir_of(d: &str) -> Direction {
+    match d {
+        "in" => Direction::In,
+        "out" => Direction::Out,
+        "accept" => Direction::Accept,
+        "close" => Direction::Close,
+        _ => Direction::AcceptNotCaptured,
+    }
+}
 
 fn header(server: u32, ts: u64) -> Header {
     Header { ts_mono_ns: ts, pid: 10, tid: 10, ppid: 1, uid: 0, server_id: server, truncated: vec![], kernel_action: None, compat_syscall: false, gated: false }
 }
 
 fn sock(ino: u64, dir: &'static str, off: u64, data: &[u8]) -> Event {
-    let s = Stdio { ino, dir, fd: 7, total_len: data.len() as u64, stream_off: off, offset: 0, data: data.to_vec() };
+    let s = Stdio { ino, dir: dir_of(dir), fd: 7, total_len: data.len() as u64, stream_off: off, offset: 0, data: data.to_vec() };
     Event { header: header(1, 5), body: Body::Sock(s) }
 }
 
@@ -36,7 +49,7 @@ impl Client<'_> {
         let mut out = vec![];
         for ev in [sock(ino, "accept", 0, b""), sock(ino, "in", 0, req)] {
             if let Outcome::Consumed(r) = self.c.handle(&ev) {
-                out.extend(r);
+                out.extend(as_json(&r));
             }
         }
         if let Some(f) = during {
@@ -44,7 +57,7 @@ impl Client<'_> {
         }
         for ev in [sock(ino, "out", 0, resp), sock(ino, "close", 0, b"")] {
             if let Outcome::Consumed(r) = self.c.handle(&ev) {
-                out.extend(r);
+                out.extend(as_json(&r));
             }
         }
         out
@@ -91,7 +104,7 @@ fn two_calls_in_flight_in_two_sessions_are_ambiguous_and_server_gone_closes_them
     }
     let Attribution::Ambiguous { candidates } = attribution(&mut c) else { panic!() };
     assert_eq!(candidates.len(), 2);
-    let gone = c.server_gone(1, 9);
+    let gone = as_json(&c.server_gone(1, 9));
     assert_eq!(gone.iter().filter(|r| r["outcome"] == "unanswered").count(), 2);
     assert_eq!(c.http_buffered(), 0);
 }
@@ -104,7 +117,7 @@ fn garbage_and_tls_are_counted_not_fatal() {
     assert!(c.http.stats.bytes_lost > 0 && c.http.stats.desyncs == 1);
     c.handle(&sock(2, "accept", 0, b""));
     let Outcome::Consumed(r) = c.handle(&sock(2, "in", 0, b"\x16\x03\x01\x00\xa5\x01")) else { panic!() };
-    assert_eq!(r[0]["tls"], true);
+    assert_eq!(as_json(&r)[0]["tls"], true);
     assert_eq!(c.http.stats.tls_connections, 1);
 }
 

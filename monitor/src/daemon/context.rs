@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 use serde_json::Value;
 
 use crate::{
-    events::{Body, Event, Inode},
+    events::{Access, Body, Event, Inode},
     jsonrpc::session::Attribution,
     process_tree::ProcessTree,
     rules::{Ctx, Val},
@@ -324,7 +324,7 @@ pub fn build(i: &Inputs) -> Ctx {
         }
     }
     if let Some(k) = h.kernel_action {
-        c.str("kernel.action", k);
+        c.str("kernel.action", k.as_str());
     }
     c.set("syscall.compat", Val::Bool(h.compat_syscall));
     let mut scope: Vec<String> = Vec::new();
@@ -354,8 +354,8 @@ pub fn build(i: &Inputs) -> Ctx {
             // An empty or unresolvable path is no path: no path test can match it.
             if resolved {
                 if want("mcp.in_scope") || want("mcp.scope") {
-                    let creating = o.access.contains(&"create");
-                    let fresh = creating && o.access.contains(&"exclusive") && o.result.ok;
+                    let creating = o.access.contains(&Access::Create);
+                    let fresh = creating && o.access.contains(&Access::Exclusive) && o.result.ok;
                     let kind = scope_kind(&path, &scope, i, h.server_id, creating, fresh);
                     c.set("mcp.in_scope", Val::Bool(kind != "outside"));
                     c.str("mcp.scope", kind);
@@ -363,8 +363,8 @@ pub fn build(i: &Inputs) -> Ctx {
                 c.str("file.path", path);
             }
             c.str("file.raw_path", o.path.clone());
-            let write = o.access.iter().any(|a| matches!(*a, "write" | "read_write" | "create" | "truncate"));
-            c.set("file.access", Val::List(o.access.iter().map(|s| s.to_string()).collect()));
+            let write = o.access.iter().any(|a| a.writes());
+            c.set("file.access", Val::List(o.access.iter().map(|s| s.as_str().to_string()).collect()));
             c.set("file.write", Val::Bool(write));
             c.set("file.ok", Val::Bool(o.result.ok));
             if want("file.proc_foreign") {

@@ -1,11 +1,10 @@
 //! The pipeline's side of zero-config discovery: acting on the kernel's provisional tracking,
 //! sniffing handshakes, re-reading client configs.
-use serde_json::{json, Value};
-
-use super::Pipeline;
+use super::{servers::Retire, Pipeline};
 use crate::{
     discovery::{adopt::Intent, procfs},
-    events::{Body, Event},
+    events::{Body, Direction, Event},
+    output::{record::Mcp, Record},
     tracker::Discovery,
 };
 use monitor_common::PROVISIONAL_SERVER;
@@ -16,15 +15,26 @@ impl Pipeline {
         self.refresh_configs();
         let remote = self.disc.configs.remote().count();
         let n = self.disc.configs.servers.len() - remote;
-        tracing::info!("discovery: {n} stdio and {remote} remote (http/sse) servers configured in MCP clients on this host");
+        tracing::info!(stdio = n, remote, "discovery: servers configured in MCP clients on this host");
         for intent in self.disc.startup_scan() {
+            self.apply(intent).await;
+        }
+        self.url_scan().await;
+    }
+
+    /// Takes servers listening on a local URL a client config names (started, or restarted,
+    /// since the last tick).
+    async fn url_scan(&mut self) {
+        let tracker = &self.tracker;
+        let intents = self.disc.url_scan(|pid| tracker.lookup(pid).is_some_and(|i| i.server_id != PROVISIONAL_SERVER));
+        for intent in intents {
             self.apply(intent).await;
         }
     }
 
     fn refresh_configs(&mut self) {
         if let Some(c) = self.disc.refresh() {
-            tracing::info!("discovery: client configs (re)read: {} servers, exec filter {:?}", self.disc.configs.servers.len(), c);
+            tracing::info!(servers = self.disc.configs.servers.len(), exec_filter = ?c, "discovery: client configs (re)read");
             self.tracker.set_candidates(&c);
         }
     }
@@ -33,6 +43,7 @@ impl Pipeline {
         self.release_held(None);
         self.tracker.sweep_unclaimed_pipes();
         self.refresh_configs();
+        self.url_scan().await;
         // Silence proves nothing (a lost record, a client that waits): the process stays
         // tracked, marked as an unidentified server, instead of leaving the monitor's sight.
         for id in self.disc.expired() {
@@ -59,13 +70,13 @@ impl Pipeline {
         if !self.sensors.syscall_hooks_active() {
             let t = std::time::Instant::now();
             match self.sensors.attach_syscall_hooks() {
-                Ok(()) => tracing::info!("syscall hooks attached in {} ms", t.elapsed().as_millis()),
-                Err(e) => tracing::error!("syscall hooks could not be attached ({e}): continuing held candidates unobserved"),
+                Ok(()) => tracing::info!(ms = t.elapsed().as_millis() as u64, "syscall hooks attached"),
+                Err(e) => tracing::error!(error = %e, "syscall hooks could not be attached: continuing held candidates unobserved"),
             }
         }
         for p in held {
             self.sensors.release(p);
-            tracing::info!("pid {p} continued: held at exec until the syscall hooks were on");
+            tracing::info!(pid = p, "continued: held at exec until the syscall hooks were on");
         }
     }
 
@@ -101,7 +112,7 @@ impl Pipeline {
         let uid = |pid| procfs::uid_of(pid).unwrap_or(0);
         self.disc.note_origin(&intent);
         let r = match intent {
-            Intent::Track { pid, name, how, client, config } => {
+            Intent::Track { pid, name, how, client, config, .. } => {
                 self.track_with(pid, &name, how, uid(pid), |s| {
                     s.client = client;
                     s.config = config;
@@ -110,7 +121,7 @@ impl Pipeline {
             }
             Intent::Sniff { pid, name, .. } => self.track_with(pid, &name, Discovery::Sniffed, uid(pid), |s| s.sniffing = true).await,
             Intent::Drop { pid, reason } => {
-                tracing::debug!("discovery: pid {pid} is not an MCP server ({reason})");
+                tracing::debug!(pid, %reason, "discovery: not an MCP server");
                 self.tracker.drop_tree(pid, PROVISIONAL_SERVER);
                 self.stats.candidates_dropped += 1;
                 return None;
@@ -124,7 +135,7 @@ impl Pipeline {
                 Some(ack.server_id)
             }
             Err(e) => {
-                tracing::warn!("discovery: tracking failed: {e}");
+                tracing::warn!(error = %e, "discovery: tracking failed");
                 None
             }
         }
@@ -132,13 +143,11 @@ impl Pipeline {
 
     /// Settles a sniffing server on the first MCP record of its stdin, and names servers from
     /// their handshake.
-    pub(super) async fn sniff_check(&mut self, r: &Value) {
-        let Some(id) = r["server_id"].as_u64().map(|v| v as u32) else { return };
-        let kind = r["kind"].as_str().unwrap_or("");
+    pub(super) async fn sniff_check(&mut self, id: u32, r: &Mcp) {
         let sniffing = self.disc.is_sniffing(id);
-        match kind {
-            "mcp_initialize" => {
-                let client = r["client"]["name"].as_str().map(str::to_string);
+        match r {
+            Mcp::McpInitialize { client, .. } => {
+                let client = client["name"].as_str().map(str::to_string);
                 if let Some(s) = self.tracker.server_mut(id) {
                     if s.client.is_none() || sniffing {
                         s.client = client;
@@ -151,15 +160,15 @@ impl Pipeline {
                         Some(s) => (s.name.clone(), s.client.clone(), s.root_pid),
                         None => return,
                     };
-                    tracing::info!("discovery: pid {root} ({name}) speaks MCP: tracked as a server (client {client:?})");
-                    self.emit(json!({"time": Self::now(), "kind": "server_identified", "server_id": id, "server": name, "client": client, "root_pid": root})).await;
+                    tracing::info!(pid = root, server = %name, client = ?client, "discovery: speaks MCP: tracked as a server");
+                    self.out.emit(Record::ServerIdentified { time: Self::now(), server_id: id, server: name, client, root_pid: root }).await;
                 }
             }
-            "mcp_initialized" => {
+            Mcp::McpInitialized { server_info } => {
                 // A sniffed server is named by what it says it is, plus its command.
                 if let Some(s) = self.tracker.server_mut(id) {
                     if s.how == Discovery::Sniffed {
-                        if let (Some(n), false) = (r["server_info"]["name"].as_str(), s.name.contains(" (")) {
+                        if let (Some(n), false) = (server_info["name"].as_str(), s.name.contains(" (")) {
                             s.name = format!("{n} ({})", s.name);
                         }
                     }
@@ -167,7 +176,7 @@ impl Pipeline {
             }
             // Only what comes in on stdin (from the client) decides: the process controls what
             // it writes, so a line of garbage on its stdout must not get it dropped.
-            _ if sniffing && kind == "mcp_invalid" && r["direction"] == "in" => {
+            Mcp::McpInvalid { direction: Direction::In, .. } if sniffing => {
                 self.reject(id, "its first stdin message is not an MCP initialize").await;
             }
             _ => {}
@@ -179,20 +188,12 @@ impl Pipeline {
         let Some(s) = self.tracker.server_mut(id) else { return };
         s.sniffing = false;
         let (name, root) = (s.name.clone(), s.root_pid);
-        tracing::info!("discovery: pid {root} ({name}) sent no MCP handshake within the sniffing window: kept tracked as unidentified");
-        self.emit(json!({"time": Self::now(), "kind": "server_unidentified", "server_id": id, "server": name, "root_pid": root, "reason": "no MCP handshake on stdin within the sniffing window"})).await;
+        tracing::info!(pid = root, server = %name, "discovery: no MCP handshake within the sniffing window: kept tracked as unidentified");
+        self.out.emit(Record::ServerUnidentified { time: Self::now(), server_id: id, server: name, root_pid: root, reason: "no MCP handshake on stdin within the sniffing window" }).await;
     }
 
     async fn reject(&mut self, id: u32, reason: &str) {
         self.disc.sniff_result(id);
-        let Some(s) = self.tracker.server(id).cloned() else { return };
-        tracing::info!("discovery: pid {} ({}) dropped: {reason}", s.root_pid, s.name);
-        // Nothing it said was MCP: no call records to report.
-        drop(self.corr.server_gone(id, 0));
-        self.tree.remove_server(id);
-        self.tools_watch.tools.remove(&id);
-        self.tracker.drop_tree(s.root_pid, id);
-        self.stats.candidates_dropped += 1;
-        self.emit(json!({"time": Self::now(), "kind": "server_dropped", "server_id": id, "server": s.name, "root_pid": s.root_pid, "reason": reason})).await;
+        self.retire(id, Retire::Dropped { reason: reason.into() }).await;
     }
 }

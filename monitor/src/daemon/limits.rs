@@ -1,10 +1,22 @@
 //! Where a user or the kernel could blind the monitor: track requests over the world-usable
 //! control socket (a per-uid limit, so one user cannot fill the kernel's `TRACKED` table), and
 //! kernel events lost to a full ring or table (an alert, never only a counter).
-use serde_json::{json, Value};
-
 use super::{Pipeline, LOST_NAMES};
-use crate::tracker::{Discovery, TrackError, TrackRequest};
+use crate::{
+    output::{
+        alert::{ActionRecord, ActionResult, ActionType, ProcessRef, RuleRef, ServerRef},
+        format_rfc3339,
+        record::LostCount,
+        Alert, Record,
+    },
+    rules::Severity,
+    tracker::{Discovery, TrackError, TrackRequest},
+};
+
+/// The monitor's own rule about the kernel's shared tables (defense evasion).
+fn evasion_rule(id: &str, description: &str) -> RuleRef {
+    RuleRef::builtin(id, Severity::High, description, &["defense_evasion", "T1562.001"], &["T1562.001"])
+}
 
 /// Servers one non-root user may have tracked through the control socket at once.
 const MAX_SERVERS_PER_UID: usize = 256;
@@ -15,21 +27,19 @@ impl Pipeline {
         // kernel's TRACKED table and leave other users' servers untracked.
         let mine = self.tracker.servers().filter(|s| s.uid == req.requester_uid && matches!(s.how, Discovery::Exec | Discovery::TrackPid)).count();
         if req.requester_uid != 0 && mine >= MAX_SERVERS_PER_UID {
-            tracing::warn!("track request for pid {} ({}) refused: uid {} already has {mine} servers", req.pid, req.name, req.requester_uid);
+            tracing::warn!(pid = req.pid, name = %req.name, uid = req.requester_uid, servers = mine, "track request refused: per-user limit");
             let _ = req.reply.send(Err(TrackError::Refused(req.pid, "this user already has the most tracked servers allowed")));
-            let a = json!({
-                "kind": "alert", "schema": 1, "time": Self::now(),
-                "rule": {"id": "track-limit", "severity": "medium", "description": "A user asked to track more servers than one user may (the kernel's table is shared by all users).", "tags": ["defense_evasion", "T1562.001"], "mitre": ["T1562.001"]},
-                "action": {"type": "deny", "result": "refused"},
-                "summary": format!("uid {} asked to track pid {} ({}) with {mine} servers already tracked", req.requester_uid, req.pid, req.name),
-                "process": {"pid": req.pid, "uid": req.requester_uid},
-            });
-            self.emit_alert(a).await;
+            let mut rule = evasion_rule("track-limit", "A user asked to track more servers than one user may (the kernel's table is shared by all users).");
+            rule.severity = Severity::Medium;
+            let summary = format!("uid {} asked to track pid {} ({}) with {mine} servers already tracked", req.requester_uid, req.pid, req.name);
+            let mut a = Alert::new(rule, ActionRecord::new(ActionType::Deny, ActionResult::Refused), summary, Self::now());
+            a.process = Some(ProcessRef { pid: req.pid, ppid: None, uid: req.requester_uid, exe: None, argv: None, ancestry: None });
+            self.out.alert(a).await;
             return;
         }
         let r = self.track(req.pid, &req.name, req.how, req.requester_uid).await;
         if let Err(e) = &r {
-            tracing::warn!("track request for pid {} ({}) refused: {e}", req.pid, req.name);
+            tracing::warn!(pid = req.pid, name = %req.name, error = %e, "track request refused");
         }
         let _ = req.reply.send(r);
     }
@@ -39,18 +49,14 @@ impl Pipeline {
         let now = crate::probes::read_lost(&self.lost_map);
         if now != self.stats.lost {
             let delta: Vec<u64> = now.iter().zip(self.stats.lost.iter()).map(|(a, b)| a - b).collect();
-            tracing::warn!("kernel lost events: {:?} (since last report: {:?})", LOST_NAMES.iter().zip(now.iter()).collect::<Vec<_>>(), delta);
-            let mut rec = json!({"time": Self::now(), "kind": "lost"});
-            for (i, name) in LOST_NAMES.iter().enumerate() {
-                rec[*name] = json!({"total": now[i], "new": delta[i]});
-            }
-            self.emit(rec).await;
+            tracing::warn!(totals = ?LOST_NAMES.iter().zip(now.iter()).collect::<Vec<_>>(), new = ?delta, "kernel lost events");
+            let by_reason = LOST_NAMES.iter().enumerate().map(|(i, name)| (*name, LostCount { total: now[i], new: delta[i] })).collect();
+            self.out.emit(Record::Lost { time: Self::now(), by_reason }).await;
             // A full table is what an attacker fills first (4096 threads blocked in opens, a
             // flood of track requests) before the act itself: never only a counter.
             for (i, name) in LOST_NAMES.iter().enumerate() {
                 if delta[i] > 0 {
-                    let a = table_full_alert(name, delta[i], now[i]);
-                    self.emit_alert(a).await;
+                    self.out.alert(table_full_alert(name, delta[i], now[i])).await;
                 }
             }
             self.stats.lost = now;
@@ -85,43 +91,35 @@ impl Pipeline {
                 }
             }
             let a = blind_spot_alert(sid, &name, server.map(|s| s.1), new, total, (from, to), self.on_loss, &killed);
-            self.emit_alert(a).await;
-            if let Ok(mut m) = self.metrics.lock() {
-                m.blind_spot(&name, new);
-            }
+            self.out.alert(a).await;
+            self.out.metrics().blind_spot(&name, new);
         }
         self.lost_seen = by_server;
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn blind_spot_alert(sid: u32, name: &str, root: Option<u32>, new: u64, total: u64, (from, to): (std::time::SystemTime, std::time::SystemTime), on_loss: crate::cli::OnLoss, killed: &[u32]) -> Value {
+fn blind_spot_alert(sid: u32, name: &str, root: Option<u32>, new: u64, total: u64, (from, to): (std::time::SystemTime, std::time::SystemTime), on_loss: crate::cli::OnLoss, killed: &[u32]) -> Alert {
     let kill = on_loss == crate::cli::OnLoss::Kill;
-    json!({
-        "kind": "alert", "schema": 1, "time": Pipeline::now(),
-        "rule": {"id": "blind-spot", "severity": "high", "description": "Kernel events of this server could not be delivered (ring buffer or a table full): what it did in this window was not all seen, and rules could not act on it.", "tags": ["defense_evasion", "T1562.001"], "mitre": ["T1562.001"]},
-        "action": if kill { json!({"type": "kill", "result": "killed_in_kernel", "tree_killed": killed}) } else { json!({"type": "alert", "result": "alerted"}) },
-        "server": {"id": sid, "name": name, "root_pid": root},
-        "summary": format!("{name}: {new} events lost between {} and {}{}", crate::output::format_rfc3339(from), crate::output::format_rfc3339(to), if kill { " (the process that lost them was killed in the kernel)" } else { "" }),
-        "window": {"from": crate::output::format_rfc3339(from), "to": crate::output::format_rfc3339(to)},
-        "lost_new": new, "lost_total": total,
-    })
+    let rule = evasion_rule("blind-spot", "Kernel events of this server could not be delivered (ring buffer or a table full): what it did in this window was not all seen, and rules could not act on it.");
+    let action = if kill { ActionRecord { tree_killed: Some(killed.to_vec()), ..ActionRecord::new(ActionType::Kill, ActionResult::KilledInKernel) } } else { ActionRecord::alerted() };
+    let (from, to) = (format_rfc3339(from), format_rfc3339(to));
+    let summary = format!("{name}: {new} events lost between {from} and {to}{}", if kill { " (the process that lost them was killed in the kernel)" } else { "" });
+    let mut a = Alert::new(rule, action, summary, Pipeline::now());
+    a.server = Some(ServerRef { root_pid: Some(root), ..ServerRef::named(sid, name) });
+    a.with("window", serde_json::json!({"from": from, "to": to})).with("lost_new", new).with("lost_total", total)
 }
 
 /// An alert for kernel events lost to a full table or ring: what was missed could be the one
 /// syscall that mattered. Secrets do not depend on these tables (the open gate and the open's
 /// own check see every open), but rules in user space do.
-fn table_full_alert(table: &str, new: u64, total: u64) -> Value {
+fn table_full_alert(table: &str, new: u64, total: u64) -> Alert {
     let what = match table {
         "ringbuf_full" => "the event ring buffer was full: kernel events were dropped before user space saw them",
         "pending_full" => "the pending-syscall table was full: syscalls of tracked processes went without their entry record",
+        "stdio_pipes_full" => "the stdio pipe table was full: a server's JSON-RPC could not be captured",
         _ => "the tracked-process table was full: processes of tracked servers could not be tracked",
     };
-    json!({
-        "kind": "alert", "schema": 1, "time": Pipeline::now(),
-        "rule": {"id": "sensor-table-full", "severity": "high", "description": "A kernel table or the ring buffer was full; events were lost (possibly on purpose, to blind the monitor).", "tags": ["defense_evasion", "T1562.001"], "mitre": ["T1562.001"]},
-        "action": {"type": "alert", "result": "alerted"},
-        "summary": format!("{what} ({new} new, {total} in all)"),
-        "table": table, "lost_new": new, "lost_total": total,
-    })
+    let rule = evasion_rule("sensor-table-full", "A kernel table or the ring buffer was full; events were lost (possibly on purpose, to blind the monitor).");
+    Alert::new(rule, ActionRecord::alerted(), format!("{what} ({new} new, {total} in all)"), Pipeline::now()).with("table", table).with("lost_new", new).with("lost_total", total)
 }

@@ -12,14 +12,16 @@ use std::time::{Duration, SystemTime};
 
 use aya::maps::{MapData, PerCpuArray};
 use monitor_common::{LostReason, LOST_REASONS};
-use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 pub mod context;
 mod discover;
+pub mod emit;
+mod evaluate;
 mod limits;
 pub mod policy;
 mod protection;
+mod servers;
 mod start;
 mod toolwatch;
 
@@ -28,16 +30,21 @@ pub use start::run;
 use monitor_common::PROVISIONAL_SERVER;
 
 use crate::{
-    discovery::adopt::Discoverer,
-    correlation::{Correlator, Outcome},
     control::ControlMsg,
-    discovery::procfs,
-    events::{self, reader::Decoded, Event},
-    output::{format_rfc3339, Clock},
+    correlation::{Carried, Correlator, Found, Outcome},
+    discovery::{adopt::Discoverer, procfs},
+    events::{self, reader::Decoded},
+    jsonrpc::session::Attribution,
+    output::{
+        format_rfc3339,
+        record::{EventLine, Mcp, McpRecord, Stats as StatsRecord},
+        Clock, Record,
+    },
     probes::Sensors,
-    process_tree::{ProcNode, ProcessTree, TreeChange},
-    tracker::{Discovery, TrackAck, TrackError, Tracker},
+    process_tree::{ProcessTree, TreeChange},
+    tracker::Tracker,
 };
+use servers::Retire;
 
 /// Counters the daemon reports at exit (and, later, as metrics).
 #[derive(Default, Debug)]
@@ -66,7 +73,8 @@ pub struct Pipeline {
     tools_watch: toolwatch::ToolWatch,
     idle_since: Option<std::time::Instant>,
     clock: Clock,
-    lines: mpsc::Sender<String>,
+    /// Where finished records go: the writer, the tail, the metrics, the alert sinks.
+    pub out: emit::Emitter,
     lost_map: PerCpuArray<MapData, u64>,
     /// Per-server loss totals at the last check, and when that was (the blind spot's window).
     lost_seen: std::collections::BTreeMap<u32, u64>,
@@ -77,35 +85,21 @@ pub struct Pipeline {
     pub policy: Option<policy::Policy>,
     /// Rule alerts per server id.
     rule_alerts: std::collections::HashMap<u32, u64>,
-    host: String,
     /// Baseline profiles (learned or enforced).
     pub profiles: Option<crate::rules::profile::Profiles>,
-    /// Shared with the metrics endpoint.
-    pub metrics: std::sync::Arc<std::sync::Mutex<crate::metrics::Metrics>>,
-    /// Alert sinks besides the event stream (file, webhook).
-    pub sinks: Option<crate::alerts::Sinks>,
-    throttle: crate::alerts::throttle::Throttle,
-    pub incidents: crate::alerts::incident::Incidents,
-    /// Every emitted line, for live views (`mcpmon top`); lossy for slow readers by design.
-    pub tail: tokio::sync::broadcast::Sender<String>,
     /// Tracked pids found dead at the last reconcile (reaped if still there at the next).
     reap_suspects: std::collections::HashSet<u32>,
     /// Resolved paths of opens by (inode, path as given): a repeated open of the same file by
     /// the same name costs no /proc lookups. Same inode and same name cannot resolve elsewhere.
     resolved: std::collections::HashMap<(events::Inode, u64), String>,
+    /// Each thread's last open the kernel may fold repeats into (by tid): a folded run's count
+    /// goes out as that open's line with `folded`.
+    fold_heads: std::collections::HashMap<u32, Box<EventLine>>,
 }
 
-/// The cache key of a path as given (a 64-bit hash: a collision needs the same inode as well,
-/// and then both names reach the same file).
-fn path_key(p: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    p.hash(&mut h);
-    h.finish()
-}
-
-/// Entries in the resolved-path cache before it starts over.
-const RESOLVED_CACHE: usize = 8192;
+/// Threads whose last foldable open is kept; beyond this the table starts over (a count
+/// without its open still goes out, as a `repeat` record).
+const FOLD_HEADS: usize = 8192;
 
 /// How long nothing must be tracked before the syscall hooks come off.
 const IDLE_DETACH: Duration = Duration::from_secs(3);
@@ -121,7 +115,6 @@ impl Pipeline {
         lost_map: PerCpuArray<MapData, u64>,
         lines: mpsc::Sender<String>,
     ) -> Self {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
         Self {
             sensors,
             tracker,
@@ -131,7 +124,7 @@ impl Pipeline {
             tools_watch: Default::default(),
             idle_since: None,
             clock: Clock::new(),
-            lines,
+            out: emit::Emitter::new(lines),
             lost_map,
             lost_seen: Default::default(),
             lost_checked: SystemTime::now(),
@@ -139,15 +132,10 @@ impl Pipeline {
             stats: Stats::default(),
             policy: None,
             rule_alerts: Default::default(),
-            host,
             profiles: None,
-            metrics: Default::default(),
-            sinks: None,
-            throttle: crate::alerts::throttle::Throttle::new(Duration::from_secs(10)),
-            incidents: crate::alerts::incident::Incidents::new(Duration::from_secs(5)),
-            tail: tokio::sync::broadcast::channel(4096).0,
             reap_suspects: Default::default(),
             resolved: Default::default(),
+            fold_heads: Default::default(),
         }
     }
 
@@ -172,18 +160,9 @@ impl Pipeline {
             return;
         }
         self.stats.exits_reconciled += dead.len() as u64;
-        tracing::warn!("{} tracked processes exited without an exit event (lost); reconciled", dead.len());
+        tracing::warn!(processes = dead.len(), "tracked processes exited without an exit event (lost); reconciled");
         for id in gone {
-            self.tools_watch.tools.remove(&id);
-            for r in self.corr.server_gone(id, crate::output::monotonic_ns()) {
-                let r = self.decorate(r, crate::output::monotonic_ns());
-                self.emit(r).await;
-            }
-            // Pin any loss on the server while its name is still known.
-            self.check_blind_spots().await;
-            if let Some(s) = self.tracker.forget(id) {
-                self.emit(json!({"time": Self::now(), "kind": "server_gone", "server_id": id, "server": s.name, "exit_event_lost": true})).await;
-            }
+            self.retire(id, Retire::ExitLost).await;
         }
     }
 
@@ -201,60 +180,14 @@ impl Pipeline {
         }
         self.idle_since = None;
         match self.sensors.detach_syscall_hooks_in_background() {
-            Ok(()) => tracing::info!("nothing tracked for {}s: detaching syscall hooks", IDLE_DETACH.as_secs()),
-            Err(e) => tracing::error!("detaching syscall hooks: {e}"),
+            Ok(()) => tracing::info!(idle_s = IDLE_DETACH.as_secs(), "nothing tracked: detaching syscall hooks"),
+            Err(e) => tracing::error!(error = %e, "detaching syscall hooks"),
         }
-    }
-
-    async fn emit(&self, v: Value) {
-        if let Ok(mut m) = self.metrics.lock() {
-            m.record(&v);
-        }
-        let line = v.to_string();
-        if self.tail.receiver_count() > 0 {
-            let _ = self.tail.send(line.clone());
-        }
-        // The writer only goes away at shutdown, after the pipeline.
-        let _ = self.lines.send(line).await;
-    }
-
-    /// An alert: throttled (repeats folded into a count), then to the stream and every sink.
-    async fn emit_alert(&mut self, v: Value) {
-        if !self.throttle.admit(&v, std::time::Instant::now()) {
-            if let Ok(mut m) = self.metrics.lock() {
-                m.suppressed(1);
-            }
-            return;
-        }
-        let Some(v) = self.incidents.admit(v, std::time::Instant::now()) else {
-            if let Ok(mut m) = self.metrics.lock() {
-                m.folded(1);
-            }
-            return;
-        };
-        if let Some(s) = &self.sinks {
-            s.send(&v.to_string());
-        }
-        self.emit(v).await;
     }
 
     /// Once a second: gauges for the metrics endpoint, and closed throttle windows.
     pub async fn metrics_tick(&mut self, force_flush: bool) {
-        for mut r in self.incidents.flush(std::time::Instant::now(), force_flush) {
-            r["time"] = Self::now().into();
-            if let Some(s) = &self.sinks {
-                s.send(&r.to_string());
-            }
-            self.emit(r).await;
-        }
-        for r in self.throttle.flush(std::time::Instant::now(), force_flush) {
-            let mut r = r;
-            r["time"] = Self::now().into();
-            if let Some(s) = &self.sinks {
-                s.send(&r.to_string());
-            }
-            self.emit(r).await;
-        }
+        self.out.flush(force_flush).await;
         let (protected, rules) = self.policy.as_ref().map(|p| (p.plan.files.len() as u64, p.rules.in_force() as u64)).unwrap_or((0, 0));
         let c = &self.corr.stats;
         let userspace = vec![
@@ -278,9 +211,7 @@ impl Pipeline {
             kernel_lost: kernel,
             userspace_lost: userspace,
         };
-        if let Ok(mut m) = self.metrics.lock() {
-            m.gauges = g;
-        }
+        self.out.metrics().gauges = g;
     }
 
     fn now() -> String {
@@ -288,26 +219,26 @@ impl Pipeline {
     }
 
     pub async fn on_event(&mut self, ev: Decoded) {
-        let ev = match ev {
+        let mut ev = match ev {
             Ok(ev) => ev,
             Err(e) => {
                 self.stats.decode_errors += 1;
-                tracing::warn!("undecodable kernel record: {e}");
-                self.emit(json!({"time": Self::now(), "kind": "decode_error", "error": e.to_string()})).await;
+                tracing::warn!(error = %e, "undecodable kernel record");
+                self.out.emit(Record::DecodeError { time: Self::now(), error: e.to_string() }).await;
                 return;
             }
         };
-        let mut ev = ev;
         if ev.header.server_id == PROVISIONAL_SERVER {
             match self.resolve_provisional(&ev).await {
                 Some(id) => ev.header.server_id = id,
                 None => return,
             }
         }
-        *self.stats.events.entry(ev.kind()).or_default() += 1;
-        if let Ok(mut m) = self.metrics.lock() {
-            m.event(ev.kind());
+        if let events::Body::Repeat(r) = &ev.body {
+            return self.on_repeat(&ev.header, r).await;
         }
+        *self.stats.events.entry(ev.kind()).or_default() += 1;
+        self.out.metrics().event(ev.kind());
         let mut clock = std::time::Instant::now();
         let mut lap = |stats: &mut Stats, stage: &'static str| {
             let now = std::time::Instant::now();
@@ -318,131 +249,113 @@ impl Pipeline {
         lap(&mut self.stats, "process_tree");
         let outcome = self.corr.handle(&ev);
         lap(&mut self.stats, "correlation");
+        let ts = ev.header.ts_mono_ns;
         match outcome {
-            Outcome::Consumed(records) => {
-                for mut r in records {
-                    self.sniff_check(&r).await;
-                    if r["kind"] == "mcp_tools" {
-                        self.check_tools(&mut r).await;
-                    }
-                    // Issue 13 hook: results are scanned (toolwatch/results.rs), not written out.
-                    if r["kind"] == "mcp_result" {
-                        self.check_result(r).await;
-                        continue;
-                    }
-                    let r = self.decorate(r, ev.header.ts_mono_ns);
-                    self.emit(r).await;
+            Outcome::Consumed(found) => {
+                for f in found {
+                    self.on_found(f).await;
                 }
             }
             Outcome::Event(attribution) => {
-                let mut line = self.render(&ev);
-                line["mcp"] = serde_json::to_value(&attribution).unwrap_or(Value::Null);
-                lap(&mut self.stats, "render_json");
-                let alerts = self.evaluate(&ev, &attribution, &mut line);
+                let line = self.event_line(ev, attribution);
+                let alerts = self.evaluate(&line);
                 lap(&mut self.stats, "context_and_rules");
-                self.emit(line).await;
+                let rec = Record::Event(Box::new(line));
+                self.out.emit_ref(&rec).await;
                 for a in alerts {
-                    self.emit_alert(a).await;
+                    self.out.alert(a).await;
                 }
-                lap(&mut self.stats, "serialize_and_queue");
+                if let Record::Event(line) = rec {
+                    self.keep_fold_head(line);
+                }
+                lap(&mut self.stats, "render_and_queue");
             }
         }
         if let TreeChange::ServerGone(id) = change {
-            self.tools_watch.tools.remove(&id);
-            for r in self.corr.server_gone(id, ev.header.ts_mono_ns) {
-                let r = self.decorate(r, ev.header.ts_mono_ns);
-                self.emit(r).await;
+            self.retire(id, Retire::Exited { ts }).await;
+        }
+    }
+
+    /// Keeps an open the kernel may fold later repeats into (its thread's last one).
+    fn keep_fold_head(&mut self, line: Box<EventLine>) {
+        let events::Body::Open(o) = &line.event.body else { return };
+        if o.fold_sig == 0 {
+            return;
+        }
+        if self.fold_heads.len() >= FOLD_HEADS {
+            self.fold_heads.clear();
+        }
+        self.fold_heads.insert(line.event.header.tid, line);
+    }
+
+    /// A folded run: its open's line again, with the count and the first and last time. The
+    /// rules already judged that open; its repeats are the same open in the same call.
+    async fn on_repeat(&mut self, h: &events::Header, r: &events::Repeat) {
+        *self.stats.events.entry(r.of).or_default() += r.count;
+        self.out.metrics().events(r.of, r.count);
+        let folded = crate::output::record::Folded {
+            count: r.count,
+            first: format_rfc3339(self.clock.wall(r.first_ns)),
+            last: format_rfc3339(self.clock.wall(r.last_ns)),
+        };
+        let head = self.fold_heads.remove(&h.tid);
+        match head {
+            Some(mut line) if matches!(&line.event.body, events::Body::Open(o) if o.fold_sig == r.fold_sig) => {
+                line.time = folded.first.clone();
+                line.folded = Some(folded);
+                let rec = Record::Event(line);
+                self.out.emit_ref(&rec).await;
+                if let Record::Event(mut line) = rec {
+                    line.folded = None;
+                    self.fold_heads.insert(h.tid, line);
+                }
             }
-            // Pin any loss on the server while its name is still known.
-            self.check_blind_spots().await;
-            if let Some(s) = self.tracker.forget(id) {
-                self.emit(json!({"time": Self::now(), "kind": "server_gone", "server_id": id, "server": s.name})).await;
+            other => {
+                if let Some(line) = other {
+                    self.fold_heads.insert(h.tid, line);
+                }
+                let rec = Record::Repeat { time: folded.first.clone(), server_id: h.server_id, pid: h.pid, tid: h.tid, of: r.of, folded };
+                self.out.emit(rec).await;
             }
         }
     }
 
-    /// Runs the rules on one attributed event; returns the alert records. Adds the resolved path
-    /// to the event line.
-    fn evaluate(&mut self, ev: &Event, attribution: &crate::jsonrpc::session::Attribution, line: &mut Value) -> Vec<Value> {
-        let Some(policy) = self.policy.as_mut() else { return vec![] };
-        let path = match &ev.body {
-            events::Body::Open(o) => {
-                let p = match (policy.known_path(ev), o.inode) {
-                    (Some(known), _) => known.display().to_string(),
-                    (None, Some(inode)) => {
-                        let key = (inode, path_key(&o.path));
-                        match self.resolved.get(&key) {
-                            Some(p) => p.clone(),
-                            None => {
-                                let p = context::resolve_open(ev.header.pid, o.dirfd, &o.path, o.result.ret, o.inode);
-                                if self.resolved.len() >= RESOLVED_CACHE {
-                                    self.resolved.clear();
-                                }
-                                self.resolved.insert(key, p.clone());
-                                p
-                            }
-                        }
-                    }
-                    (None, None) => context::resolve_open(ev.header.pid, o.dirfd, &o.path, o.result.ret, None),
-                };
-                line["resolved_path"] = p.clone().into();
-                Some(p)
-            }
-            _ => None,
+    /// A record of the JSON-RPC stage: discovery and the tool checks read it, result content is
+    /// scanned (and not written out), the rest goes out with its time and server name.
+    async fn on_found(&mut self, f: Found) {
+        let Found { server_id, ts_mono_ns, what } = f;
+        let mut body = match what {
+            Carried::Result(r) => return self.check_result(server_id, r).await,
+            Carried::Record(m) => m,
         };
-        let server = self.tracker.server(ev.header.server_id);
-        let want = policy.fields_used();
-        let mut ctx = context::build(&context::Inputs { ev, tree: &self.tree, server, attribution, path, want: Some(want) });
-        // Issue 13 hook: the injection → action chain (toolwatch/results.rs).
-        let chain = self.tools_watch.results.annotate(&mut ctx, attribution, server, &self.tree, &self.corr);
-        if let (Some(profiles), Some(s)) = (self.profiles.as_mut(), server) {
-            let version = self.corr.session(s.id).and_then(|x| x.server_info.as_ref()).and_then(|i| i["version"].as_str().map(str::to_string));
-            if let Some((list, value)) = profile_entry(&ctx) {
-                match profiles.mode {
-                    crate::rules::profile::Mode::Learn => profiles.learn(&s.name, version.as_deref(), list, value),
-                    crate::rules::profile::Mode::Enforce => {
-                        let (exists, fits) = profiles.check(&s.name, version.as_deref(), list, &value);
-                        ctx.set("profile.exists", crate::rules::Val::Bool(exists));
-                        ctx.set("profile.fits", crate::rules::Val::Bool(fits));
-                    }
-                }
-            }
+        self.sniff_check(server_id, &body).await;
+        if let Mcp::McpTools { detail, .. } = &mut body {
+            let detail = std::mem::take(detail);
+            self.check_tools(server_id, detail).await;
         }
-        let tracker = &self.tracker;
-        let t0 = std::time::Instant::now();
-        let fired = policy.evaluate(ev, &ctx, |pid| tracker.lookup(pid).is_some());
-        let rules_ns = t0.elapsed().as_nanos() as u64;
-        *self.stats.stage_ns.entry("rules_eval").or_default() += rules_ns;
-        if let Ok(mut m) = self.metrics.lock() {
-            m.rule_eval(rules_ns as f64 / 1e9);
+        let rec = self.stamp(server_id, ts_mono_ns, body);
+        self.out.emit(rec).await;
+    }
+
+    /// An MCP record with its time and server name.
+    fn stamp(&self, server_id: u32, ts_mono_ns: u64, body: Mcp) -> Record {
+        let server = self.tracker.server(server_id).map(|s| s.name.clone());
+        Record::Mcp(Box::new(McpRecord { time: format_rfc3339(self.clock.wall(ts_mono_ns)), server_id, server, body }))
+    }
+
+    /// A kernel event as it is written out: when, whose, which image, the call it belongs to, and
+    /// for opens the path the rules see.
+    fn event_line(&mut self, event: events::Event, mcp: Attribution) -> EventLine {
+        let resolved_path = self.resolve_path(&event);
+        EventLine {
+            time: format_rfc3339(self.clock.wall(event.header.ts_mono_ns)),
+            server: self.tracker.server(event.header.server_id).map(|s| s.name.clone()),
+            exe: self.tree.get(event.header.pid).and_then(|n| n.exe.clone()),
+            mcp,
+            resolved_path,
+            folded: None,
+            event,
         }
-        if fired.is_empty() {
-            return vec![];
-        }
-        let server_v = server
-            .map(|s| json!({"id": s.id, "name": s.name, "how": s.how, "client": s.client, "root_pid": s.root_pid}))
-            .unwrap_or(json!({"id": ev.header.server_id}));
-        let mcp = line["mcp"].clone();
-        let ancestry = self.tree.ancestry(ev.header.pid);
-        let mut out = Vec::new();
-        for (rule, action) in fired {
-            // Learning: what the kernel refused this server is what it would need granted.
-            if let (Some(p), Some(s)) = (self.profiles.as_mut().filter(|p| p.mode == crate::rules::profile::Mode::Learn), server) {
-                if policy::enforced_in_kernel(&action) {
-                    p.learn_grant(&s.name, &rule.id);
-                }
-            }
-            let mut a = policy::alert_record(rule, action, &ctx, line.clone(), mcp.clone(), server_v.clone(), ancestry.clone());
-            if let Some(c) = &chain {
-                a["chain"] = c.clone();
-            }
-            a["time"] = line["time"].clone();
-            a["host"] = self.host.clone().into();
-            tracing::warn!("alert {} ({:?}): {}", rule.id, rule.severity, a["summary"].as_str().unwrap_or_default());
-            out.push(a);
-        }
-        *self.rule_alerts.entry(ev.header.server_id).or_default() += out.len() as u64;
-        out
     }
 
     /// Writes learned profiles (periodically and at shutdown).
@@ -450,8 +363,8 @@ impl Pipeline {
         if let Some(p) = self.profiles.as_mut().filter(|p| p.mode == crate::rules::profile::Mode::Learn) {
             match p.save() {
                 Ok(0) => {}
-                Ok(n) => tracing::info!("profiles: {n} written to {}", p.dir.display()),
-                Err(e) => tracing::error!("writing profiles to {}: {e}", p.dir.display()),
+                Ok(n) => tracing::info!(profiles = n, dir = %p.dir.display(), "profiles written"),
+                Err(e) => tracing::error!(dir = %p.dir.display(), error = %e, "writing profiles"),
             }
         }
     }
@@ -461,18 +374,16 @@ impl Pipeline {
         let Some(p) = self.policy.as_mut() else { return };
         let rec = match p.reload() {
             Ok(n) => {
-                tracing::info!("rules reloaded: {n} rules");
-                if let Ok(mut m) = self.metrics.lock() {
-                    m.zero(&p.alert_labels(), &[]);
-                }
-                json!({"time": Self::now(), "kind": "rules_reloaded", "ok": true, "policy": p.summary()})
+                tracing::info!(rules = n, "rules reloaded");
+                self.out.metrics().zero(&p.alert_labels(), &[]);
+                Record::RulesReloaded { time: Self::now(), ok: true, error: None, policy: p.summary() }
             }
             Err(e) => {
-                tracing::error!("rules reload rejected, previous rules stay in force: {e}");
-                json!({"time": Self::now(), "kind": "rules_reloaded", "ok": false, "error": e.to_string(), "policy": p.summary()})
+                tracing::error!(error = %e, "rules reload rejected, previous rules stay in force");
+                Record::RulesReloaded { time: Self::now(), ok: false, error: Some(e.to_string()), policy: p.summary() }
             }
         };
-        self.emit(rec).await;
+        self.out.emit(rec).await;
     }
 
     /// Re-expands protected globs so new files (a key made after start-up) are protected.
@@ -480,98 +391,15 @@ impl Pipeline {
         let Some(p) = self.policy.as_mut().filter(|p| p.rescan_due()) else { return false };
         let before = p.plan.files.clone();
         if let Err(e) = p.sync_kernel() {
-            tracing::error!("updating kernel policy: {e}");
+            tracing::error!(error = %e, "updating kernel policy");
             return false;
         }
         if p.plan.files != before {
             let added: Vec<String> = p.plan.paths.iter().filter(|(i, _)| !before.contains_key(i)).map(|(_, path)| path.display().to_string()).collect();
-            let rec = json!({"time": Self::now(), "kind": "protected_changed", "protected_inodes": p.plan.files.len(), "added": added});
-            self.emit(rec).await;
+            let rec = Record::ProtectedChanged { time: Self::now(), protected_inodes: Some(p.plan.files.len()), added, why: None };
+            self.out.emit(rec).await;
         }
         true
-    }
-
-    /// Adds time and server name to a correlation record.
-    fn decorate(&self, mut r: Value, ts: u64) -> Value {
-        r["time"] = format_rfc3339(self.clock.wall(ts)).into();
-        if let Some(id) = r["server_id"].as_u64() {
-            if let Some(s) = self.tracker.server(id as u32) {
-                r["server"] = s.name.clone().into();
-            }
-        }
-        r
-    }
-
-    fn render(&self, ev: &Event) -> Value {
-        let mut v = serde_json::to_value(ev).unwrap_or(Value::Null);
-        if let Value::Object(m) = &mut v {
-            m.insert("time".into(), format_rfc3339(self.clock.wall(ev.header.ts_mono_ns)).into());
-            if let Some(s) = self.tracker.server(ev.header.server_id) {
-                m.insert("server".into(), s.name.clone().into());
-            }
-            if let Some(n) = self.tree.get(ev.header.pid) {
-                if let Some(exe) = &n.exe {
-                    m.entry("exe").or_insert_with(|| exe.clone().into());
-                }
-            }
-        }
-        v
-    }
-
-    /// Tracks `pid`, seeds the process tree, and reports the new server.
-    pub async fn track(&mut self, pid: u32, name: &str, how: Discovery, uid: u32) -> Result<TrackAck, TrackError> {
-        self.track_with(pid, name, how, uid, |_| {}).await
-    }
-
-    /// `track`, letting the caller fill in what it knows about the server before it is reported.
-    pub async fn track_with(
-        &mut self,
-        pid: u32,
-        name: &str,
-        how: Discovery,
-        uid: u32,
-        fill: impl FnOnce(&mut crate::tracker::ServerInfo),
-    ) -> Result<TrackAck, TrackError> {
-        // Hooks first, then the map entry: the process is never tracked without its sensors.
-        if !self.sensors.syscall_hooks_active() {
-            let t = std::time::Instant::now();
-            self.sensors.attach_syscall_hooks().map_err(|e| TrackError::Sensors(e.to_string()))?;
-            tracing::info!("syscall hooks attached in {} ms", t.elapsed().as_millis());
-        }
-        let ack = self.tracker.track(pid, name, how, uid)?;
-        // Grants follow the configured name; in place before the caller is acknowledged.
-        self.sync_servers();
-        if !ack.already_tracked {
-            for &p in &ack.tracked_pids {
-                if let Some(info) = procfs::process_info(p) {
-                    self.tree.insert(ProcNode {
-                        pid: p,
-                        ppid: info.ppid,
-                        server_id: ack.server_id,
-                        exe: info.exe,
-                        argv: info.argv,
-                    });
-                }
-            }
-            let mut rec = json!({
-                "time": Self::now(), "kind": "server_tracked", "server_id": ack.server_id, "server": ack.name,
-                "how": how, "root_pid": pid, "uid": uid, "tracked_pids": ack.tracked_pids,
-            });
-            if let Some(s) = self.tracker.server_mut(ack.server_id) {
-                fill(s);
-                rec["client"] = json!(s.client);
-                rec["config"] = json!(s.config);
-                rec["command"] = json!(s.command);
-                rec["sniffing"] = json!(s.sniffing);
-                rec["found"] = self.disc.found(s);
-            }
-            if matches!(how, Discovery::TrackPid | Discovery::Procfs) {
-                self.corr.joined_midstream(ack.server_id);
-            }
-            tracing::info!("tracking server {} (id {}, {how:?}) root pid {pid}, {} processes", ack.name, ack.server_id, ack.tracked_pids.len());
-            self.emit(rec).await;
-        }
-        Ok(ack)
     }
 
     pub async fn on_control(&mut self, msg: ControlMsg) {
@@ -583,60 +411,21 @@ impl Pipeline {
         }
     }
 
-    /// What `mcpmon servers` shows: every tracked server, its processes, tools and counts.
-    pub fn servers_view(&self) -> Value {
-        let mut list: Vec<Value> = self
-            .tracker
-            .servers()
-            .map(|s| {
-                let session = self.corr.session(s.id);
-                json!({
-                    "id": s.id, "name": s.name, "how": s.how, "found": self.disc.found(s), "client": s.client, "config": s.config,
-                    "root_pid": s.root_pid, "pids": self.tree.pids_of(s.id), "uid": s.uid, "sniffing": s.sniffing,
-                    "since": format_rfc3339(s.since), "command": s.command,
-                    "server_info": session.and_then(|x| x.server_info.clone()),
-                    "tools": self.tools_watch.tools.get(&s.id).map(|t| t.iter().map(|t| t.name.clone()).collect::<Vec<_>>()).unwrap_or_default(),
-                    "grants": self.policy.as_ref().map(|p| p.grants().iter().filter(|(id, _)| *id == s.id).filter_map(|(_, slot)| p.rules.rules.get(*slot as usize).map(|r| r.id.clone())).collect::<Vec<_>>()).unwrap_or_default(),
-                    "calls": session.map(|x| x.calls).unwrap_or(0),
-                    "calls_in_flight": session.map(|x| x.in_flight()).unwrap_or(0),
-                    "alerts": self.tools_watch.alerts.get(&s.id).copied().unwrap_or(0) + self.rule_alerts.get(&s.id).copied().unwrap_or(0),
-                })
-            })
-            .collect();
-        list.sort_by_key(|v| v["id"].as_u64());
-        Value::Array(list)
-    }
-
     pub async fn summary(&self) {
-        let lost: serde_json::Map<String, Value> =
-            LOST_NAMES.iter().zip(self.stats.lost.iter()).map(|(k, v)| (k.to_string(), json!(v))).collect();
-        self.emit(json!({
-            "time": Self::now(), "kind": "stats", "events": self.stats.events,
-            "decode_errors": self.stats.decode_errors, "lost": lost, "mcp": self.corr.stats, "http": self.corr.http.stats,
-            "candidates_dropped": self.stats.candidates_dropped,
-            "provisional_events_discarded": self.stats.provisional_events_discarded,
-            "exits_reconciled": self.stats.exits_reconciled,
-            "alerts": self.policy.as_ref().map(|p| p.alerts), "kills": self.policy.as_ref().map(|p| p.kills),
-            "stage_ns": self.stats.stage_ns,
-        }))
-        .await;
+        let stats = StatsRecord {
+            time: Self::now(),
+            events: self.stats.events.clone(),
+            decode_errors: self.stats.decode_errors,
+            lost: LOST_NAMES.iter().copied().zip(self.stats.lost.iter().copied()).collect(),
+            mcp: serde_json::to_value(&self.corr.stats).unwrap_or_default(),
+            http: serde_json::to_value(&self.corr.http.stats).unwrap_or_default(),
+            candidates_dropped: self.stats.candidates_dropped,
+            provisional_events_discarded: self.stats.provisional_events_discarded,
+            exits_reconciled: self.stats.exits_reconciled,
+            alerts: self.policy.as_ref().map(|p| p.alerts),
+            kills: self.policy.as_ref().map(|p| p.kills),
+            stage_ns: self.stats.stage_ns.clone(),
+        };
+        self.out.emit(Record::Stats(Box::new(stats))).await;
     }
-}
-
-/// What an event adds to (or is checked against) its server's profile: successful execs, opens
-/// outside the paths its calls named, connects and sends.
-fn profile_entry(ctx: &crate::rules::Ctx) -> Option<(&'static str, String)> {
-    use crate::rules::Val;
-    let s = |f: &str| match ctx.get(f) {
-        Some(Val::Str(v)) => Some(v.clone()),
-        _ => None,
-    };
-    let yes = |f: &str| matches!(ctx.get(f), Some(Val::Bool(true)));
-    let net = match (ctx.get("net.addr"), ctx.get("net.port"), s("net.unix_path")) {
-        (Some(Val::Ip(a)), Some(Val::Num(p)), _) => Some(format!("{a}:{p}")),
-        (_, _, Some(u)) => Some(format!("unix:{u}")),
-        _ => None,
-    };
-    let path = if yes("file.ok") && !yes("mcp.in_scope") { s("file.path") } else { None };
-    crate::rules::profile::entry(ctx.event(), s("proc.exe").as_deref(), path.as_deref(), net)
 }

@@ -14,6 +14,7 @@ use crate::{
         protect::{self, Plan},
     },
     events::{Body, Event},
+    output::alert::{ActionRecord, ActionResult, ActionType, Where},
     rules::{load::homes_from_passwd, Action, Ctx, LoadError, Rule, RuleSet},
 };
 
@@ -203,20 +204,20 @@ impl Policy {
     }
 
     /// Rules that fire for this event, with what was done: `(rule, action record)`.
-    pub fn evaluate(&mut self, ev: &Event, ctx: &Ctx, still_tracked: impl Fn(u32) -> bool) -> Vec<(&Rule, Value)> {
+    pub fn evaluate(&mut self, ev: &Event, ctx: &Ctx, still_tracked: impl Fn(u32) -> bool) -> Vec<(&Rule, ActionRecord)> {
         let mut out = Vec::new();
         // The kernel already acted: name the rule whose policy it applied, even if the path as
         // the process wrote it would not match the rule's globs (that is the point of inodes).
         let kernel_slot = kernel_slot(ev, &self.rules);
         if let (Some(slot), Some(what)) = (kernel_slot, ev.header.kernel_action) {
             if let Some(r) = self.rules.rules.get(slot) {
+                let mut rec = ActionRecord::new(r.action.into(), ActionResult::in_kernel(what)).dry_run(false);
                 // The gate refused the open before an fd existed (and, under a kill rule, killed
                 // the opener while it waited in the kernel).
-                let rec = if ev.header.gated {
-                    json!({"type": action_name(r.action), "result": format!("{what}_in_kernel"), "where": "open_gate", "bytes_read": 0, "dry_run": false})
-                } else {
-                    json!({"type": action_name(r.action), "result": format!("{what}_in_kernel"), "dry_run": false})
-                };
+                if ev.header.gated {
+                    rec.at = Some(Where::OpenGate);
+                    rec.bytes_read = Some(0);
+                }
                 out.push((slot, rec));
             }
         }
@@ -227,30 +228,32 @@ impl Policy {
             // A grant (by the server's configured name) lifts the rule's enforcement for this
             // server; what it did is still on record.
             if r.action != Action::Alert && self.grants.contains(&(ev.header.server_id, slot as u32)) {
-                out.push((slot, json!({"type": "alert", "result": "allowed_by_grant", "dry_run": self.dry_run})));
+                out.push((slot, ActionRecord::new(ActionType::Alert, ActionResult::AllowedByGrant).dry_run(self.dry_run)));
                 continue;
             }
             let rec = match (r.action, self.dry_run) {
-                (Action::Alert, _) => json!({"type": "alert", "result": "alerted"}),
-                (a, true) => json!({"type": action_name(a), "result": format!("would_{}", action_name(a)), "dry_run": true}),
+                (Action::Alert, _) => ActionRecord::alerted(),
+                (Action::Kill, true) => ActionRecord::new(ActionType::Kill, ActionResult::WouldKill).dry_run(true),
+                (Action::Deny, true) => ActionRecord::new(ActionType::Deny, ActionResult::WouldDeny).dry_run(true),
                 (Action::Deny, false) => match ev.header.kernel_action {
-                    Some(k) => json!({"type": "deny", "result": k}),
-                    None => json!({"type": "deny", "result": "not_denied", "why": "the address is not in the rule's kernel list or cgroup deny is unavailable"}),
+                    Some(k) => ActionRecord::new(ActionType::Deny, ActionResult::as_is(k)),
+                    None => ActionRecord { why: Some("the address is not in the rule's kernel list or cgroup deny is unavailable"), ..ActionRecord::new(ActionType::Deny, ActionResult::NotDenied) },
                 },
                 (Action::Kill, false) => {
                     let t0 = crate::output::monotonic_ns();
                     let outcome = kill(ev.header.pid, &self.guard, &still_tracked);
                     let now = crate::output::monotonic_ns();
-                    let mut v = json!({"type": "kill", "where": "userspace", "dry_run": false});
-                    if let Value::Object(m) = serde_json::to_value(&outcome).unwrap_or(Value::Null) {
-                        for (k, x) in m {
-                            v[k] = x;
+                    let mut v = ActionRecord::new(ActionType::Kill, ActionResult::Killed).dry_run(false);
+                    v.at = Some(Where::Userspace);
+                    match outcome {
+                        KillOutcome::Killed => {
+                            self.kills += 1;
+                            v.latency_us = Some(now.saturating_sub(ev.header.ts_mono_ns) / 1000);
+                            v.signal_us = Some(now.saturating_sub(t0) / 1000);
                         }
-                    }
-                    if outcome == KillOutcome::Killed {
-                        self.kills += 1;
-                        v["latency_us"] = json!(now.saturating_sub(ev.header.ts_mono_ns) / 1000);
-                        v["signal_us"] = json!(now.saturating_sub(t0) / 1000);
+                        KillOutcome::Refused { reason } => (v.result, v.reason) = (ActionResult::Refused, Some(reason)),
+                        KillOutcome::Gone => v.result = ActionResult::Gone,
+                        KillOutcome::Failed { error } => (v.result, v.error) = (ActionResult::Failed, Some(error)),
                     }
                     v
                 }
@@ -258,7 +261,7 @@ impl Policy {
             out.push((slot, rec));
         }
         self.alerts += out.len() as u64;
-        if ev.header.kernel_action.map(|k| k.contains("killed")).unwrap_or(false) {
+        if ev.header.kernel_action.is_some_and(|k| k.killed()) {
             self.kills += 1;
         }
         out.into_iter().filter_map(|(slot, v)| self.rules.rules.get(slot).map(|r| (r, v))).collect()
@@ -305,32 +308,11 @@ fn grants_for(rules: &RuleSet, servers: &[(u32, String)], profiles: &std::collec
 
 /// Whether the kernel (or the gate) enforced this rule for this event: what a server being
 /// learned would need granted.
-pub fn enforced_in_kernel(action: &Value) -> bool {
-    action["result"].as_str().is_some_and(|r| r.ends_with("_in_kernel"))
+pub fn enforced_in_kernel(action: &ActionRecord) -> bool {
+    action.result.in_kernel_result()
 }
 
 fn load_rules(dir: &Path, passwd: &Path) -> Result<RuleSet, LoadError> {
     let homes = homes_from_passwd(&std::fs::read_to_string(passwd).unwrap_or_default());
     crate::rules::load_dir(dir, &homes)
-}
-
-/// An alert as one JSON line (docs/alerts.md describes the schema).
-pub fn alert_record(rule: &Rule, action: Value, ctx: &Ctx, ev_json: Value, mcp: Value, server: Value, ancestry: Vec<u32>) -> Value {
-    let g = |f: &str| ctx.get(f).map(|v| v.to_string());
-    json!({
-        "kind": "alert",
-        "schema": 1,
-        "rule": {"id": rule.id, "severity": rule.severity, "description": rule.description, "tags": rule.tags, "mitre": rule.mitre},
-        "action": action,
-        "summary": rule.output.render(ctx),
-        "process": {
-            "pid": ev_json["pid"], "ppid": ev_json["ppid"], "uid": ev_json["uid"], "exe": g("proc.exe"),
-            "argv": match ctx.get("proc.argv") { Some(crate::rules::Val::List(l)) => json!(l), _ => json!([]) },
-            "ancestry": ancestry,
-        },
-        "server": server,
-        "mcp": mcp,
-        "file": g("file.path"),
-        "event": ev_json,
-    })
 }

@@ -1,7 +1,7 @@
 //! The pipeline's side of live protection: re-planning when homes, users or secret
 //! directories change (inotify, `crate::watch`), the open gate's records (refusals to alert on,
 //! files learned at their first open), and grants that follow the tracked servers.
-use serde_json::json;
+use crate::output::Record;
 
 use super::Pipeline;
 use crate::{
@@ -30,13 +30,13 @@ impl Pipeline {
             Change::Tree => p.sync_kernel(),
         };
         if let Err(e) = r {
-            tracing::error!("re-planning protection after a {c:?} change: {e}");
+            tracing::error!(change = ?c, error = %e, "re-planning protection");
             return false;
         }
         if p.plan.files != before {
             let added: Vec<String> = p.plan.paths.iter().filter(|(i, _)| !before.contains_key(i)).map(|(_, path)| path.display().to_string()).collect();
-            let rec = json!({"time": Self::now(), "kind": "protected_changed", "protected_inodes": p.plan.files.len(), "added": added, "why": format!("{c:?}").to_lowercase()});
-            self.emit(rec).await;
+            let rec = Record::ProtectedChanged { time: Self::now(), protected_inodes: Some(p.plan.files.len()), added, why: Some(format!("{c:?}").to_lowercase()) };
+            self.out.emit(rec).await;
         }
         true
     }
@@ -57,13 +57,13 @@ impl Pipeline {
         let servers: Vec<(u32, String)> = self
             .tracker
             .servers()
-            .filter(|s| matches!(s.how, Discovery::Exec | Discovery::Config | Discovery::Procfs | Discovery::TrackPid))
+            .filter(|s| matches!(s.how, Discovery::Exec | Discovery::Config | Discovery::Procfs | Discovery::TrackPid | Discovery::Url))
             .map(|s| (s.id, s.name.clone()))
             .collect();
         let from_profiles = self.profiles.as_ref().map(|p| p.grants()).unwrap_or_default();
         if let Some(p) = self.policy.as_mut() {
             if let Err(e) = p.set_servers(servers, from_profiles) {
-                tracing::error!("updating grants: {e}");
+                tracing::error!(error = %e, "updating grants");
             }
         }
     }
@@ -73,15 +73,16 @@ impl Pipeline {
             GateRecord::Learned { inode, path, policy, handle } => {
                 if let Some(p) = self.policy.as_mut() {
                     if let Err(e) = p.learned(inode, path.clone(), policy, handle) {
-                        tracing::error!("protecting {}: {e}", path.display());
+                        tracing::error!(path = %path.display(), error = %e, "protecting a file learned at its first open");
                     }
                 }
-                self.emit(json!({"time": Self::now(), "kind": "protected_changed", "added": [path.display().to_string()], "why": "first_open"})).await;
+                self.out.emit(Record::ProtectedChanged { time: Self::now(), protected_inodes: None, added: vec![path.display().to_string()], why: Some("first_open".into()) }).await;
             }
             // The open's own kernel event carries the refusal; it is alerted from there.
             GateRecord::Placed(p) => {
                 let ev = placed_open(&p, self.tree.get(p.tgid).map(|n| n.ppid).unwrap_or(0));
-                self.emit(serde_json::json!({"time": Self::now(), "kind": "quarantined", "path": p.path, "to": p.quarantined, "how": p.how, "pid": p.tgid, "server_id": p.server_id})).await;
+                let rec = Record::Quarantined { time: Self::now(), path: p.path.display().to_string(), to: p.quarantined.as_ref().map(|q| q.display().to_string()), how: p.how, pid: p.tgid, server_id: p.server_id };
+                self.out.emit(rec).await;
                 self.on_event(Ok(ev)).await;
             }
             GateRecord::Denied(d) if d.in_event => {}
@@ -116,11 +117,12 @@ fn placed_open(p: &crate::gate::persist::Placed, ppid: u32) -> Event {
             path: p.path.display().to_string(),
             dirfd: -100,
             flags: 0,
-            access: vec!["write", "create"],
+            access: vec![crate::events::Access::Write, crate::events::Access::Create],
             mode: 0,
             resolve: 0,
             inode: None,
             policy: 0,
+            fold_sig: 0,
             result: SysResult::from_ret(0),
         }),
     }
@@ -136,7 +138,7 @@ fn synthetic_open(d: &Denial, ppid: u32) -> Event {
             uid: d.uid,
             server_id: d.server_id,
             truncated: vec![],
-            kernel_action: Some(if d.killed { "denied_and_killed" } else { "denied" }),
+            kernel_action: Some(if d.killed { crate::events::KernelAction::DeniedAndKilled } else { crate::events::KernelAction::Denied }),
             compat_syscall: false,
             gated: true,
         },
@@ -145,11 +147,12 @@ fn synthetic_open(d: &Denial, ppid: u32) -> Event {
             path: d.path.display().to_string(),
             dirfd: -100,
             flags: 0,
-            access: vec!["read"],
+            access: vec![crate::events::Access::Read],
             mode: 0,
             resolve: 0,
             inode: Some(d.inode),
             policy: d.policy,
+            fold_sig: 0,
             result: SysResult::from_ret(-(libc::EPERM as i64)),
         }),
     }

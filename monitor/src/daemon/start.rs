@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde_json::json;
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::{mpsc, watch},
@@ -47,7 +46,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut sensors = Sensors::load(&SensorConfig { ringbuf_bytes, daemon_tgid: std::process::id(), observe: args.observe, tracked_max: args.tracked_max, stdio_pipes_max: args.stdio_pipes_max })?;
     sensors.report.log();
-    tracing::info!("attached {} hooks: {}", sensors.attached.len(), sensors.attached.join(", "));
+    tracing::info!(count = sensors.attached.len(), hooks = %sensors.attached.join(", "), "hooks attached");
     tracing::info!(
         "syscall observation: {}; {} hooks attach on demand, only while a server is tracked: {}",
         if sensors.fast_path { "fentry/fexit" } else { "tracepoints" },
@@ -79,7 +78,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics_task = match args.metrics_addr() {
         Some(addr) => {
             let l = crate::metrics::http::bind(addr).await.with_context(|| format!("--metrics-addr {addr}"))?;
-            tracing::info!("metrics: http://{}/metrics", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
+            tracing::info!(url = %format!("http://{}/metrics", l.local_addr().map(|a| a.to_string()).unwrap_or_default()), "metrics endpoint");
             Some(tokio::spawn(crate::metrics::http::serve(l, metrics.clone(), shutdown_rx.clone())))
         }
         None => None,
@@ -88,6 +87,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut kernel_policy = sensors.kernel_policy()?;
     kernel_policy.set_on_loss_kill(args.on_loss == crate::cli::OnLoss::Kill).context("--on-loss")?;
+    kernel_policy.set_fold_window_ms(args.fold_window_ms).context("--fold-window-ms")?;
     let disc = Discoverer::new(args.passwd.clone(), args.project_root.clone(), &args.client_comm);
     // Never by name: a tracked process is killable whatever it calls itself (prctl).
     let guard = crate::actions::kill::Guard::new(std::process::id());
@@ -101,20 +101,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             policy.sync_kernel().context("open gate: first sync")?;
             tracing::info!("open gate: read-protected files are refused before an fd exists (fanotify permission events)");
         }
-        Err(e) => tracing::warn!("open gate unavailable ({e}); read-protected files fall back to the kill at the open's exit"),
+        Err(e) => tracing::warn!(error = %e, "open gate unavailable; read-protected files fall back to the kill at the open's exit"),
     }
     let quarantine = args.state_dir.join("quarantine");
     match persist_maps.map_err(|e| e.to_string()).and_then(|m| crate::gate::persist::PersistWatch::start(m, gate_tx.clone(), quarantine.clone()).map_err(|e| e.to_string())) {
         Ok(w) => {
             policy.persist = Some(w);
             policy.sync_kernel().context("persistence watch: first sync")?;
-            tracing::info!("persistence watch: entries renamed, linked or made in protected directories go to {}", quarantine.display());
+            tracing::info!(quarantine = %quarantine.display(), "persistence watch: entries renamed, linked or made in protected directories are quarantined");
         }
-        Err(e) => tracing::warn!("persistence watch unavailable ({e}); only opens in protected directories are judged"),
+        Err(e) => tracing::warn!(error = %e, "persistence watch unavailable; only opens in protected directories are judged"),
     }
     let mut watcher = crate::watch::Watcher::new(&args.passwd).context("inotify for the user database and protected directories")?;
     watcher.set(&policy.plan.watch);
-    tracing::info!("rules: {}", policy.summary());
+    tracing::info!(policy = %policy.summary(), "rules loaded");
     let policy_summary = policy.summary();
     if let Ok(mut m) = metrics.lock() {
         let sinks: Vec<&str> = [args.alerts_file.as_ref().map(|_| "file"), args.alert_webhook.as_ref().map(|_| "webhook")].into_iter().flatten().collect();
@@ -123,21 +123,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::new(sensors, tracker, disc, lost, line_tx);
     pipeline.on_loss = args.on_loss;
     pipeline.policy = Some(policy);
-    pipeline.metrics = metrics;
-    pipeline.sinks = Some(sinks);
-    pipeline.tail = tail.clone();
-    pipeline.throttle = crate::alerts::throttle::Throttle::new(Duration::from_secs(args.alert_throttle_secs));
-    pipeline.incidents = crate::alerts::incident::Incidents::new(Duration::from_secs(args.incident_quiet_secs));
+    if let Some(url) = &args.otlp_endpoint {
+        pipeline.out.otlp = Some(crate::export::otlp::Otlp::start(url, args.otlp_queue, &pipeline.out.host, metrics.clone())?);
+    }
+    pipeline.out.configure(metrics, sinks, tail.clone(), Duration::from_secs(args.alert_throttle_secs), Duration::from_secs(args.incident_quiet_secs));
+    pipeline.out.alert_format = args.alert_format;
     if let Some(dir) = args.profiles_dir() {
         let mode = if args.learn { crate::rules::profile::Mode::Learn } else { crate::rules::profile::Mode::Enforce };
         let p = crate::rules::profile::Profiles::open(&dir, mode).map_err(|e| anyhow::anyhow!("profiles: {e}"))?;
-        tracing::info!("profiles: {:?} in {}", mode, dir.display());
+        tracing::info!(mode = ?mode, dir = %dir.display(), "profiles");
         pipeline.profiles = Some(p);
     }
-    loaded["time"] = Pipeline::now().into();
     loaded["open_gate"] = policy_summary["open_gate"].is_object().into();
-    pipeline.emit(loaded).await;
-    pipeline.emit(json!({"time": Pipeline::now(), "kind": "rules_loaded", "policy": policy_summary})).await;
+    pipeline.out.emit(crate::output::Record::SensorsLoaded { time: Pipeline::now(), loaded }).await;
+    pipeline.out.emit(crate::output::Record::RulesLoaded { time: Pipeline::now(), policy: policy_summary }).await;
     let pins = args.state_dir.join("tool-pins.json");
     pipeline.tools_watch.pins = Some(crate::toolcheck::pin::PinStore::open(&pins).with_context(|| "tool pins")?);
     pipeline.start_discovery().await;
@@ -158,7 +157,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sighup = signal(SignalKind::hangup())?;
     let mut profile_tick = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tracing::info!("ready: control socket {}, events to {}", args.socket.display(), args.events);
+    tracing::info!(socket = %args.socket.display(), events = %args.events, "ready: control socket open");
     notify_ready();
     loop {
         tokio::select! {
@@ -217,8 +216,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     pipeline.save_profiles();
     pipeline.metrics_tick(true).await;
     pipeline.summary().await;
-    if let Some(s) = pipeline.sinks.take() {
+    if let Some(s) = pipeline.out.sinks.take() {
         s.close().await;
+    }
+    if let Some(o) = pipeline.out.otlp.take() {
+        o.close().await;
     }
     if let Some(t) = metrics_task {
         let _ = t.await;

@@ -5,6 +5,11 @@ use serde_json::{json, Value};
 
 use super::Pipeline;
 use crate::{
+    output::{
+        alert::{ActionRecord, RuleRef, ServerRef},
+        Alert,
+    },
+    rules::Severity,
     toolcheck::{
         collide::collisions,
         pin::{version_change, Announced, PinKey, PinOutcome, PinStore},
@@ -28,10 +33,8 @@ pub struct ToolWatch {
 }
 
 impl Pipeline {
-    /// Handles an `mcp_tools` record (in place: its full tool list is removed after use).
-    pub(super) async fn check_tools(&mut self, r: &mut Value) {
-        let Some(id) = r["server_id"].as_u64().map(|v| v as u32) else { return };
-        let detail = r.as_object_mut().and_then(|m| m.remove("tools_detail")).unwrap_or(Value::Null);
+    /// Checks the tool list a server announced (`detail`: the reply's `tools`).
+    pub(super) async fn check_tools(&mut self, id: u32, detail: Value) {
         let tools = tools_from_list_result(&json!({ "tools": detail }));
         let server = self.tracker.server(id).map(|s| s.name.clone()).unwrap_or_default();
         let info = self.corr.session(id).and_then(|s| s.server_info.clone()).unwrap_or(Value::Null);
@@ -41,20 +44,17 @@ impl Pipeline {
         if let (Some(pins), Some(key)) = (self.tools_watch.pins.as_mut(), key) {
             match pins.check(&key, &announced, &tools) {
                 Ok(PinOutcome::Changed { diff: d, .. }) if self.set_change_silenced(&server, &d) => {
-                    tracing::info!("tools of {server} changed since they were pinned; silenced by a site exception: {}", d.summary());
+                    tracing::info!(%server, diff = %d.summary(), "tools changed since they were pinned; silenced by a site exception");
                 }
                 Ok(PinOutcome::Changed { diff: d, pinned }) => {
                     let version = version_change(&pinned, &announced).map(|v| format!(", announced version {v}")).unwrap_or_default();
-                    alerts.push(json!({
-                        "rule": rule("mcp.tool_set_changed", "high", "The tool set a server offers changed since it was pinned (rug pull).", &["T1195.002"]),
-                        "summary": format!("tools of {server} changed since they were pinned (rug pull?){version}: {}", d.summary()),
-                        "diff": d, "pin": key.to_string(),
-                        "server_version": {"pinned": pinned.version, "now": announced.version},
-                    }))
+                    let summary = format!("tools of {server} changed since they were pinned (rug pull?){version}: {}", d.summary());
+                    let a = alert(rule("mcp.tool_set_changed", Severity::High, "The tool set a server offers changed since it was pinned (rug pull).", &["T1195.002"]), summary);
+                    alerts.push(a.with("diff", &d).with("pin", key.to_string()).with("server_version", json!({"pinned": pinned.version, "now": announced.version})))
                 }
-                Ok(PinOutcome::FirstSeen) => tracing::info!("pinned the {} tools of {key}", tools.len()),
+                Ok(PinOutcome::FirstSeen) => tracing::info!(tools = tools.len(), pin = %key, "tool set pinned"),
                 Ok(PinOutcome::Unchanged) => {}
-                Err(e) => tracing::error!("tool pinning: {e}"),
+                Err(e) => tracing::error!(error = %e, "tool pinning"),
             }
         }
         let others: Vec<(String, String)> = self
@@ -72,13 +72,11 @@ impl Pipeline {
             for f in self.tools_watch.poison.scan(t, &own, &others) {
                 let kind = serde_json::to_value(f.kind).unwrap_or_default();
                 if self.silenced("mcp.tool_poisoning", &server, Some(&t.name), kind.as_str()) {
-                    tracing::info!("tool {:?} of {server}: {} (silenced by a site exception)", t.name, f.detail);
+                    tracing::info!(tool = %t.name, %server, finding = %f.detail, "tool finding silenced by a site exception");
                     continue;
                 }
-                alerts.push(json!({
-                    "rule": rule("mcp.tool_poisoning", "high", "A tool description carries instructions or content aimed at the model (tool poisoning, shadowing).", &["T1027", "T1204"]),
-                    "summary": format!("tool {:?} of {server}: {}", t.name, f.detail), "tool": t.name, "finding": f,
-                }));
+                let r = rule("mcp.tool_poisoning", Severity::High, "A tool description carries instructions or content aimed at the model (tool poisoning, shadowing).", &["T1027", "T1204"]);
+                alerts.push(alert(r, format!("tool {:?} of {server}: {}", t.name, f.detail)).with("tool", &t.name).with("finding", &f));
             }
         }
         self.tools_watch.tools.insert(id, tools);
@@ -95,23 +93,16 @@ impl Pipeline {
                 continue;
             }
             if self.tools_watch.reported_collisions.insert((c.tool.clone(), c.servers.clone())) {
-                alerts.push(json!({
-                    "rule": rule("mcp.tool_name_collision", "medium", "Several servers offer a tool of the same name (shadowing).", &["T1036"]),
-                    "summary": format!("tool {:?} is offered by {}", c.tool, c.servers.join(", ")), "collision": c,
-                }));
+                let r = rule("mcp.tool_name_collision", Severity::Medium, "Several servers offer a tool of the same name (shadowing).", &["T1036"]);
+                alerts.push(alert(r, format!("tool {:?} is offered by {}", c.tool, c.servers.join(", "))).with("collision", &c));
             }
         }
         for mut a in alerts {
             *self.tools_watch.alerts.entry(id).or_default() += 1;
-            a["kind"] = "alert".into();
-            a["schema"] = 1.into();
-            a["action"] = json!({"type": "alert", "result": "alerted"});
-            a["server_id"] = id.into();
-            a["server"] = json!({"id": id, "name": server});
-            a["time"] = Self::now().into();
-            a["host"] = self.host.clone().into();
-            tracing::warn!("alert {}: {}", a["rule"]["id"], a["summary"]);
-            self.emit_alert(a).await;
+            a.server_id = Some(id);
+            a.server = Some(ServerRef::named(id, &server));
+            tracing::warn!(rule = %a.rule.id, summary = %a.summary, "alert");
+            self.out.alert(a).await;
         }
     }
 }
@@ -146,7 +137,7 @@ impl Pipeline {
 fn pin_key(s: &ServerInfo) -> Option<PinKey> {
     let (name, argv) = match s.how {
         Discovery::Exec => (Some(s.name.as_str()), exec_command(&s.command)),
-        Discovery::Config | Discovery::Procfs => (Some(s.name.as_str()), Some(s.command.clone())),
+        Discovery::Config | Discovery::Procfs | Discovery::Url => (Some(s.name.as_str()), Some(s.command.clone())),
         Discovery::Sniffed => (None, Some(s.command.clone())),
         Discovery::TrackPid => (Some(s.name.as_str()), None),
     };
@@ -181,9 +172,14 @@ fn program(argv: &[String]) -> Option<String> {
     Some(unversioned.to_string()).filter(|p| !p.is_empty())
 }
 
-/// The `rule` object of a built-in tool-check alert (same shape as YAML rules' alerts).
-fn rule(id: &str, severity: &str, description: &str, mitre: &[&str]) -> Value {
-    json!({"id": id, "severity": severity, "description": description, "tags": ["mcp"], "mitre": mitre})
+/// The `rule` of a built-in tool-check alert (same shape as YAML rules' alerts).
+fn rule(id: &str, severity: Severity, description: &str, mitre: &[&str]) -> RuleRef {
+    RuleRef::builtin(id, severity, description, &["mcp"], mitre)
+}
+
+/// A tool-check alert: it reports, never acts.
+fn alert(rule: RuleRef, summary: String) -> Alert {
+    Alert::new(rule, ActionRecord::alerted(), summary, Pipeline::now())
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 //!   stdin message is awaited; an MCP `initialize` makes it a server named from the handshake and
 //!   its command line, anything else (or silence) drops it;
 //! - otherwise dropped at once.
-//! At start-up, running processes that match a config are taken too.
+//! At start-up, running processes that match a config are taken too. And on every tick (and at
+//! start-up) a process listening on a local URL that a config names is taken under that name
+//! (`sockets.rs`): again after a restart, since its new socket is a new listener.
 use std::{
     collections::HashMap,
     path::PathBuf,
@@ -21,6 +23,7 @@ use serde_json::{json, Value};
 use super::{
     clients::{ClientConfigs, ExecView},
     procfs,
+    sockets::UrlWatch,
 };
 use crate::tracker::{Discovery, ServerInfo};
 
@@ -33,7 +36,8 @@ pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, PartialEq)]
 pub enum Intent {
-    Track { pid: u32, name: String, how: Discovery, client: Option<String>, config: Option<String> },
+    /// `url`: the configured URL it listens on (a `Discovery::Url` match).
+    Track { pid: u32, name: String, how: Discovery, client: Option<String>, config: Option<String>, url: Option<String> },
     /// `parent`: the client's pid and comm, for "how was it found".
     Sniff { pid: u32, name: String, parent: (u32, String) },
     Drop { pid: u32, reason: &'static str },
@@ -46,6 +50,8 @@ pub struct Discoverer {
     sniffing: HashMap<u32, Instant>,
     /// How each discovered root was found (by root pid), for `found` in records and `servers`.
     origins: HashMap<u32, Value>,
+    /// URL entries and the listeners they were matched to.
+    urls: UrlWatch,
 }
 
 /// Origins kept before the entries of exited roots are pruned.
@@ -66,13 +72,14 @@ impl Discoverer {
     pub fn new(passwd: PathBuf, projects: Vec<PathBuf>, extra_clients: &[String]) -> Self {
         let mut client_comms: Vec<String> = DEFAULT_CLIENT_COMMS.iter().map(|s| s.to_string()).collect();
         client_comms.extend(extra_clients.iter().cloned());
-        Self { configs: ClientConfigs::new(passwd, projects), client_comms, sniffing: HashMap::new(), origins: HashMap::new() }
+        Self { configs: ClientConfigs::new(passwd, projects), client_comms, sniffing: HashMap::new(), origins: HashMap::new(), urls: UrlWatch::default() }
     }
 
     /// Remembers how the process about to be tracked was found.
     pub fn note_origin(&mut self, intent: &Intent) {
         let (pid, v) = match intent {
-            Intent::Track { pid, how, client, config, .. } => (*pid, json!({"how": how, "client": client, "config": config})),
+            Intent::Track { pid, how, client, config, url: None, .. } => (*pid, json!({"how": how, "client": client, "config": config})),
+            Intent::Track { pid, how, client, config, url: Some(url), .. } => (*pid, json!({"how": how, "client": client, "config": config, "url": url})),
             Intent::Sniff { pid, parent: (ppid, comm), .. } => {
                 (*pid, json!({"how": Discovery::Sniffed, "handshake_under": {"pid": ppid, "comm": comm}}))
             }
@@ -122,6 +129,7 @@ impl Discoverer {
                 how: Discovery::Config,
                 client: Some(s.client.to_string()),
                 config: Some(s.config.display().to_string()),
+                url: None,
             };
         }
         let parent = procfs::process_info(info.ppid).map(|p| p.comm).unwrap_or_default();
@@ -152,10 +160,33 @@ impl Discoverer {
                     how: Discovery::Procfs,
                     client: Some(s.client.to_string()),
                     config: Some(s.config.display().to_string()),
+                    url: None,
                 });
             }
         }
         out
+    }
+
+    /// Processes listening on a local URL a config names, not matched before: a server that
+    /// started, or restarted (a new socket), since the last scan. `tracked`: whether a pid is
+    /// under watch. Costs nothing without URL entries, two /proc/net reads without changes.
+    pub fn url_scan(&mut self, tracked: impl Fn(u32) -> bool) -> Vec<Intent> {
+        self.urls
+            .scan(self.configs.remote(), tracked)
+            .into_iter()
+            .map(|m| {
+                let s = m.server;
+                tracing::info!("discovery: {} ({}) in {}: pid {} listens on {}", s.name, s.url.as_deref().unwrap_or(""), s.config.display(), m.pid, m.listener);
+                Intent::Track {
+                    pid: m.pid,
+                    name: s.name.clone(),
+                    how: Discovery::Url,
+                    client: Some(s.client.to_string()),
+                    config: Some(s.config.display().to_string()),
+                    url: s.url.clone(),
+                }
+            })
+            .collect()
     }
 
     pub fn sniff_started(&mut self, server_id: u32) {

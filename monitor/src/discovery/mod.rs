@@ -1,5 +1,7 @@
-//! Finding processes to watch. Today: procfs walks for `--track-pid` and process details; MCP
-//! client configs and protocol sniffing plug in here next.
+//! Finding processes to watch: procfs walks for `--track-pid` and process details, MCP client
+//! configs (`clients/`), decisions on provisional processes (`adopt.rs`), and servers that a
+//! config names only by a local URL, matched through their listening socket (`sockets.rs`).
 pub mod adopt;
 pub mod clients;
 pub mod procfs;
+pub mod sockets;

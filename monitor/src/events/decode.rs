@@ -5,10 +5,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
     exec_syscall, flags, open_syscall, ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, IoUringEvent, OpenEvent,
-    ProcAccessEvent, StdioEvent, UNIX_PATH_CAP,
+    ProcAccessEvent, RepeatEvent, StdioEvent, UNIX_PATH_CAP,
 };
 
-use super::{errno, Body, Connect, Event, Exec, Exit, Fork, Header, Inode, IoUring, Open, ProcAccess, Stdio, SysResult};
+use super::{errno, Access, Body, Connect, Direction, Event, Exec, Exit, Fork, Header, Inode, IoUring, KernelAction, Open, ProcAccess, Repeat, Stdio, SysResult};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -52,9 +52,9 @@ fn header(h: &EventHeader) -> Header {
         }
     }
     let kernel_action = match (h.flags & flags::DENIED != 0, h.flags & flags::KILLED != 0) {
-        (true, true) => Some("denied_and_killed"),
-        (true, false) => Some("denied"),
-        (false, true) => Some("killed"),
+        (true, true) => Some(KernelAction::DeniedAndKilled),
+        (true, false) => Some(KernelAction::Denied),
+        (false, true) => Some(KernelAction::Killed),
         (false, false) => None,
     };
     let compat_syscall = h.flags & flags::COMPAT != 0;
@@ -82,6 +82,14 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             Body::IoUring(IoUring { op, fd: e.fd, sq_entries: e.sq_entries, cq_entries: e.cq_entries, setup_flags: e.setup_flags })
         }
         EventKind::ProcAccess => Body::ProcAccess(proc_access(bytes)?),
+        EventKind::Repeat => {
+            let e: RepeatEvent = read_record(bytes, std::mem::size_of::<RepeatEvent>())?;
+            let of = match EventKind::from_u32(e.of_kind) {
+                Some(EventKind::Open) => "open",
+                _ => return Err(DecodeError::UnknownKind(e.of_kind)),
+            };
+            Body::Repeat(Repeat { of, fold_sig: e.fold_sig, count: e.count, first_ns: e.first_ns, last_ns: e.last_ns })
+        }
     };
     Ok(Event { header: header(&h), body })
 }
@@ -157,23 +165,23 @@ fn exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
 }
 
 /// O_* bits as names, access mode first.
-pub fn access_names(f: u32) -> Vec<&'static str> {
+pub fn access_names(f: u32) -> Vec<Access> {
     let mut v = vec![match f & 3 {
-        0 => "read",
-        1 => "write",
-        2 => "read_write",
-        _ => "invalid_access",
+        0 => Access::Read,
+        1 => Access::Write,
+        2 => Access::ReadWrite,
+        _ => Access::InvalidAccess,
     }];
     for (bit, name) in [
-        (0o100, "create"),
-        (0o200, "exclusive"),
-        (0o1000, "truncate"),
-        (0o2000, "append"),
-        (0o200000, "directory"),
-        (0o400000, "nofollow"),
-        (0o2000000, "cloexec"),
-        (0o10000000, "path"),
-        (0o20200000, "tmpfile"),
+        (0o100, Access::Create),
+        (0o200, Access::Exclusive),
+        (0o1000, Access::Truncate),
+        (0o2000, Access::Append),
+        (0o200000, Access::Directory),
+        (0o400000, Access::Nofollow),
+        (0o2000000, Access::Cloexec),
+        (0o10000000, Access::Path),
+        (0o20200000, Access::Tmpfile),
     ] {
         if f & bit == bit {
             v.push(name);
@@ -206,6 +214,7 @@ fn open(bytes: &[u8]) -> Result<Open, DecodeError> {
         inode: (e.ret >= 0 && e.ino != 0).then_some(Inode { dev: e.dev, ino: e.ino }),
         policy: e.policy,
         result: SysResult::from_ret(e.ret),
+        fold_sig: e.fold_sig,
     })
 }
 
@@ -240,11 +249,11 @@ fn stdio(bytes: &[u8]) -> Result<Stdio, DecodeError> {
     Ok(Stdio {
         ino: e.ino,
         dir: match e.dir {
-            monitor_common::stdio_dir::IN => "in",
-            monitor_common::stdio_dir::OUT => "out",
-            monitor_common::sock_dir::ACCEPT => "accept",
-            monitor_common::sock_dir::CLOSE => "close",
-            monitor_common::sock_dir::ACCEPT_NOT_CAPTURED => "accept_not_captured",
+            monitor_common::stdio_dir::IN => Direction::In,
+            monitor_common::stdio_dir::OUT => Direction::Out,
+            monitor_common::sock_dir::ACCEPT => Direction::Accept,
+            monitor_common::sock_dir::CLOSE => Direction::Close,
+            monitor_common::sock_dir::ACCEPT_NOT_CAPTURED => Direction::AcceptNotCaptured,
             _ => return Err(DecodeError::BadLength("stdio dir", e.dir as usize, 0)),
         },
         fd: e.fd,

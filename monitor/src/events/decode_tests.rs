@@ -6,6 +6,7 @@ use monitor_common::{
 };
 
 use super::*;
+use crate::events::{Access, Direction, KernelAction, Repeat};
 
 fn hdr(kind: EventKind, fl: u32) -> EventHeader {
     EventHeader { kind: kind as u32, flags: fl, ts_ns: 123_456_789, tgid: 42, tid: 43, ppid: 7, uid: 1000, server_id: 3, _pad: 0 }
@@ -88,6 +89,7 @@ fn open_round_trip_success_and_failure() {
     e.mode = 0o600;
     e.resolve = 0x08;
     e.ret = 7;
+    e.fold_sig = 0xfeed_0001;
     let p = b"../.ssh/id_rsa";
     e.path[..p.len()].copy_from_slice(p);
     e.path_len = p.len() as u32;
@@ -100,12 +102,13 @@ fn open_round_trip_success_and_failure() {
             path: "../.ssh/id_rsa".into(),
             dirfd: 5,
             flags: 0o1101,
-            access: vec!["write", "create", "truncate"],
+            access: vec![Access::Write, Access::Create, Access::Truncate],
             mode: 0o600,
             resolve: 0x08,
             inode: None,
             policy: 0,
             result: SysResult { ok: true, ret: 7, errno: None },
+            fold_sig: 0xfeed_0001,
         })
     );
 
@@ -116,8 +119,20 @@ fn open_round_trip_success_and_failure() {
     let ev = decode(&bytes_of(&e, OpenEvent::DATA_OFFSET + p.len())).unwrap();
     expect_header(&ev, vec!["path"]);
     let Body::Open(o) = ev.body else { panic!() };
-    assert_eq!((o.syscall, o.access), ("openat", vec!["read"]));
+    assert_eq!((o.syscall, o.access), ("openat", vec![Access::Read]));
     assert_eq!(o.result, SysResult { ok: false, ret: -13, errno: Some("EACCES") });
+}
+
+#[test]
+fn repeat_round_trip() {
+    let mut e = monitor_common::RepeatEvent { hdr: hdr(EventKind::Repeat, 0), of_kind: EventKind::Open as u32, _pad: 0, fold_sig: 0xabc, count: 999_999, first_ns: 10, last_ns: 20 };
+    let ev = decode(&bytes_of(&e, std::mem::size_of::<monitor_common::RepeatEvent>())).unwrap();
+    expect_header(&ev, vec![]);
+    assert_eq!(ev.body, Body::Repeat(Repeat { of: "open", fold_sig: 0xabc, count: 999_999, first_ns: 10, last_ns: 20 }));
+    assert_eq!(ev.kind(), "open", "counted as the kind it repeats");
+    e.of_kind = EventKind::Exec as u32;
+    assert!(decode(&bytes_of(&e, std::mem::size_of::<monitor_common::RepeatEvent>())).is_err(), "only opens fold");
+    assert!(decode(&bytes_of(&e, 40)).is_err(), "short");
 }
 
 #[test]
@@ -177,7 +192,7 @@ fn send_round_trip_refused_in_the_kernel() {
     e.ret = -1;
     e.policy = 3 | 7 << 16;
     let ev = decode(&bytes_of(&e, std::mem::size_of::<ConnectEvent>())).unwrap();
-    assert_eq!(ev.header.kernel_action, Some("denied"));
+    assert_eq!(ev.header.kernel_action, Some(KernelAction::Denied));
     assert_eq!(
         ev.body,
         Body::Send(Connect {
@@ -196,7 +211,7 @@ fn send_round_trip_refused_in_the_kernel() {
 fn io_uring_round_trip_killed_at_setup() {
     let e = IoUringEvent { hdr: hdr(EventKind::IoUring, flags::KILLED), fd: 5, sq_entries: 8, cq_entries: 16, setup_flags: 2 };
     let ev = decode(&bytes_of(&e, std::mem::size_of::<IoUringEvent>())).unwrap();
-    assert_eq!(ev.header.kernel_action, Some("killed"));
+    assert_eq!(ev.header.kernel_action, Some(KernelAction::Killed));
     assert_eq!(ev.body, Body::IoUring(IoUring { op: "setup", fd: 5, sq_entries: 8, cq_entries: 16, setup_flags: 2 }));
     let enter = IoUringEvent { hdr: hdr(EventKind::IoUring, flags::KILLED | flags::URING_ENTER), fd: 9, ..Default::default() };
     let ev = decode(&bytes_of(&enter, std::mem::size_of::<IoUringEvent>())).unwrap();
@@ -209,7 +224,7 @@ fn io_uring_round_trip_killed_at_setup() {
 fn proc_access_round_trip() {
     let e = ProcAccessEvent { hdr: hdr(EventKind::ProcAccess, flags::KILLED), syscall: proc_access::PTRACE, target: 4242, request: 16 };
     let ev = decode(&bytes_of(&e, std::mem::size_of::<ProcAccessEvent>())).unwrap();
-    assert_eq!(ev.header.kernel_action, Some("killed"));
+    assert_eq!(ev.header.kernel_action, Some(KernelAction::Killed));
     assert_eq!(ev.kind(), "proc_access");
     assert_eq!(ev.body, Body::ProcAccess(ProcAccess { syscall: "ptrace", request: Some("attach".into()), target_pid: 4242 }));
     let w = ProcAccessEvent { hdr: hdr(EventKind::ProcAccess, 0), syscall: proc_access::VM_WRITEV, target: 7, request: 0 };
@@ -227,7 +242,7 @@ fn gated_open_is_marked() {
     e.policy = 1 | 2 << 16;
     let ev = decode(&bytes_of(&e, OpenEvent::DATA_OFFSET)).unwrap();
     assert!(ev.header.gated);
-    assert_eq!(ev.header.kernel_action, Some("denied_and_killed"));
+    assert_eq!(ev.header.kernel_action, Some(KernelAction::DeniedAndKilled));
 }
 
 #[test]
@@ -266,7 +281,7 @@ fn stdio_round_trip() {
     expect_header(&ev, vec![]);
     assert_eq!(
         ev.body,
-        Body::Stdio(Stdio { ino: 4242, dir: "out", fd: 7, total_len: 70_000, stream_off: 1_000, offset: 65_536, data: d.to_vec() })
+        Body::Stdio(Stdio { ino: 4242, dir: Direction::Out, fd: 7, total_len: 70_000, stream_off: 1_000, offset: 65_536, data: d.to_vec() })
     );
     e.len = 5000;
     assert!(matches!(decode(&bytes_of(&e, monitor_common::StdioEvent::DATA_OFFSET + 10)), Err(DecodeError::BadLength("stdio", 5000, 10))));
@@ -283,8 +298,8 @@ fn sock_round_trip_data_accept_and_close() {
     e.data[..5].copy_from_slice(b"POST ");
     e.len = 5;
     let ev = decode(&bytes_of(&e, monitor_common::StdioEvent::DATA_OFFSET + 5)).unwrap();
-    assert_eq!(ev.body, Body::Sock(Stdio { ino: 77, dir: "in", fd: 9, total_len: 5, stream_off: 0, offset: 0, data: b"POST ".to_vec() }));
-    for (dir, name) in [(monitor_common::sock_dir::ACCEPT, "accept"), (monitor_common::sock_dir::CLOSE, "close"), (monitor_common::sock_dir::ACCEPT_NOT_CAPTURED, "accept_not_captured")] {
+    assert_eq!(ev.body, Body::Sock(Stdio { ino: 77, dir: Direction::In, fd: 9, total_len: 5, stream_off: 0, offset: 0, data: b"POST ".to_vec() }));
+    for (dir, name) in [(monitor_common::sock_dir::ACCEPT, Direction::Accept), (monitor_common::sock_dir::CLOSE, Direction::Close), (monitor_common::sock_dir::ACCEPT_NOT_CAPTURED, Direction::AcceptNotCaptured)] {
         e.dir = dir;
         e.len = 0;
         e.total_len = 0;

@@ -24,15 +24,94 @@ pub struct Header {
     /// The kernel could not copy everything (see the flag names).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub truncated: Vec<&'static str>,
-    /// What the kernel itself did about this syscall: "killed", "denied", "denied_and_killed".
+    /// What the kernel itself did about this syscall.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub kernel_action: Option<&'static str>,
+    pub kernel_action: Option<KernelAction>,
     /// The syscall came in through the ia32 entry (`int $0x80`) rather than the 64-bit one.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub compat_syscall: bool,
     /// The open gate refused this open before any fd existed (fanotify permission event).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub gated: bool,
+}
+
+/// What the kernel did about a syscall itself (`kernel_action` in the event stream).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelAction {
+    Killed,
+    Denied,
+    DeniedAndKilled,
+}
+
+impl KernelAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Killed => "killed",
+            Self::Denied => "denied",
+            Self::DeniedAndKilled => "denied_and_killed",
+        }
+    }
+
+    pub fn killed(self) -> bool {
+        matches!(self, Self::Killed | Self::DeniedAndKilled)
+    }
+}
+
+/// Which way captured bytes went: `in` (the server read them) or `out` (it wrote them); for
+/// sockets also a connection's `accept`, `close`, and `accept_not_captured` (no data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    In,
+    Out,
+    Accept,
+    Close,
+    AcceptNotCaptured,
+}
+
+/// An open's flags by name (`file.access`): the access mode first, then the O_* bits set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    Read,
+    Write,
+    ReadWrite,
+    InvalidAccess,
+    Create,
+    Exclusive,
+    Truncate,
+    Append,
+    Directory,
+    Nofollow,
+    Cloexec,
+    Path,
+    Tmpfile,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::ReadWrite => "read_write",
+            Self::InvalidAccess => "invalid_access",
+            Self::Create => "create",
+            Self::Exclusive => "exclusive",
+            Self::Truncate => "truncate",
+            Self::Append => "append",
+            Self::Directory => "directory",
+            Self::Nofollow => "nofollow",
+            Self::Cloexec => "cloexec",
+            Self::Path => "path",
+            Self::Tmpfile => "tmpfile",
+        }
+    }
+
+    /// The open may change the file.
+    pub fn writes(self) -> bool {
+        matches!(self, Self::Write | Self::ReadWrite | Self::Create | Self::Truncate)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -62,6 +141,21 @@ pub enum Body {
     Sock(Stdio),
     /// ptrace / process_vm_readv / process_vm_writev on a process outside the server's tree.
     ProcAccess(ProcAccess),
+    /// A run of identical events the kernel folded into a count (monitor-ebpf/src/fold.rs);
+    /// written out as the event it repeats, with `folded`.
+    Repeat(Repeat),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Repeat {
+    /// The kind folded (`open`).
+    pub of: &'static str,
+    /// Pairs the count with the full event the run started from (`Open::fold_sig`).
+    pub fold_sig: u64,
+    /// Events folded after the one sent in full.
+    pub count: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -127,8 +221,8 @@ pub struct Open {
     pub dirfd: i32,
     /// Raw O_* flags.
     pub flags: u32,
-    /// Decoded flags: "read"/"write"/"read_write", then "create", "truncate", …
-    pub access: Vec<&'static str>,
+    /// Decoded flags: the access mode first, then `create`, `truncate`, …
+    pub access: Vec<Access>,
     pub mode: u32,
     /// openat2 RESOLVE_* bits.
     #[serde(skip_serializing_if = "is_zero")]
@@ -140,6 +234,9 @@ pub struct Open {
     #[serde(skip_serializing_if = "is_zero32")]
     pub policy: u32,
     pub result: SysResult,
+    /// The kernel's identity of this open when later repeats may fold into it (0: they may not).
+    #[serde(skip)]
+    pub fold_sig: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, PartialOrd, Ord, Hash)]
@@ -193,9 +290,8 @@ pub struct Exit {
 pub struct Stdio {
     /// Pipe inode: identifies the stream.
     pub ino: u64,
-    /// "in" (the server read it) or "out" (the server wrote it); for sockets also "accept",
-    /// "close" and "accept_not_captured" (no data).
-    pub dir: &'static str,
+    /// Which way the bytes went, or (sockets) the connection's start or end.
+    pub dir: Direction,
     pub fd: i32,
     /// Bytes the syscall moved; `offset`/`data` is the captured part.
     pub total_len: u64,
@@ -228,6 +324,7 @@ impl Event {
             Body::IoUring(_) => "io_uring",
             Body::ProcAccess(_) => "proc_access",
             Body::Sock(_) => "sock",
+            Body::Repeat(ref r) => r.of,
         }
     }
 }

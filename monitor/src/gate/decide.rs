@@ -49,7 +49,7 @@ impl Judge {
                 Ok(e) => e,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    tracing::error!("gate: reading fanotify events: {e}; gate stops (opens are allowed by the kernel once the group closes)");
+                    tracing::error!(error = %e, "gate: reading fanotify events failed; gate stops (opens are allowed by the kernel once the group closes)");
                     return;
                 }
             };
@@ -58,7 +58,7 @@ impl Judge {
                 if let Err(e) = fanotify::respond(self.group.as_fd(), &ev, verdict == Verdict::Allow) {
                     // ENOENT: the opener was killed while it waited; nothing left to answer.
                     if e.raw_os_error() != Some(libc::ENOENT) {
-                        tracing::warn!("gate: answering tid {}: {e}", ev.tid);
+                        tracing::warn!(tid = ev.tid, error = %e, "gate: answering");
                     }
                 }
             }
@@ -100,7 +100,7 @@ impl Judge {
         let killed = kill && self.kill(tgid);
         let d = Denial { ts_mono_ns: crate::output::monotonic_ns(), tgid, tid: ev.tid, uid, server_id: info.server_id, path, inode, policy, killed, in_event };
         if self.tx.try_send(GateRecord::Denied(d)).is_err() {
-            tracing::warn!("gate: pipeline queue full; a refusal of tid {} goes without its own record", ev.tid);
+            tracing::warn!(tid = ev.tid, "gate: pipeline queue full; a refusal goes without its own record");
         }
         verdict
     }

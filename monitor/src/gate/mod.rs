@@ -204,7 +204,7 @@ impl Gate {
         }
         let r = if dir { fanotify::mark_dir(self.group.as_fd(), fd.as_fd()) } else { fanotify::mark_inode(self.group.as_fd(), fd.as_fd()) };
         if let Err(e) = r {
-            tracing::warn!("gate: cannot mark {}: {e}", path.display());
+            tracing::warn!(path = %path.display(), error = %e, "gate: cannot mark");
             return;
         }
         let held = Held { fd, path, policy, patterns };
@@ -244,7 +244,7 @@ impl Drop for Gate {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        tracing::debug!("gate closed (group fd {})", self.group.as_raw_fd());
+        tracing::debug!(group_fd = self.group.as_raw_fd(), "gate closed");
     }
 }
 

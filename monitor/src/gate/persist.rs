@@ -100,7 +100,7 @@ impl PersistWatch {
             let Some(h) = handle(&dir) else { continue };
             if !self.marked.contains(&dir) {
                 if let Err(e) = mark(&self.group, &dir) {
-                    tracing::debug!("persistence watch on {}: {e}", dir.display());
+                    tracing::debug!(dir = %dir.display(), error = %e, "persistence watch");
                     continue;
                 }
                 self.marked.insert(dir.clone());
@@ -184,7 +184,7 @@ fn run(group: &OwnedFd, state: &RwLock<PersistState>, stop: &AtomicBool, maps: &
             let Some((tgid, info)) = found else { continue };
             let quarantined = move_away(&path, quarantine);
             let how = if mask & libc::FAN_MOVED_TO != 0 { "moved" } else { "created" };
-            tracing::warn!("persistence: pid {tgid} placed {} ({how}); quarantined to {:?}", path.display(), quarantined);
+            tracing::warn!(pid = tgid, path = %path.display(), how, quarantined = ?quarantined, "persistence: entry placed in a protected directory");
             let uid = std::fs::metadata(format!("/proc/{tgid}")).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(0);
             let rec = Placed { ts_mono_ns: crate::output::monotonic_ns(), tgid, tid, uid, server_id: info.server_id, path, how, quarantined };
             let _ = tx.blocking_send(GateRecord::Placed(rec));

@@ -9,7 +9,10 @@ use std::{
     fmt::Write as _,
 };
 
-use serde_json::Value;
+use crate::output::{
+    alert::ActionResult,
+    record::{Mcp, Record},
+};
 
 /// Distinct server label values; more servers are counted as `other`.
 pub const MAX_SERVERS: usize = 200;
@@ -69,6 +72,9 @@ pub struct Metrics {
     blind_spot: BTreeMap<String, u64>,
     sink_dropped: BTreeMap<String, u64>,
     sink_sent: BTreeMap<String, u64>,
+    /// OTLP span export: `exported`, and drops by reason (`queue_full`, `export_failed`,
+    /// `calls_given_up`); empty unless `--otlp-endpoint` is set.
+    otlp: BTreeMap<&'static str, u64>,
     servers_seen: HashSet<String>,
     tools_seen: HashMap<String, HashSet<String>>,
     pub gauges: Gauges,
@@ -120,7 +126,12 @@ impl Metrics {
     }
 
     pub fn event(&mut self, kind: &str) {
-        *self.events.entry(kind.into()).or_default() += 1;
+        self.events(kind, 1);
+    }
+
+    /// `n` events of one kind (a folded run).
+    pub fn events(&mut self, kind: &str, n: u64) {
+        *self.events.entry(kind.into()).or_default() += n;
     }
 
     pub fn rule_eval(&mut self, seconds: f64) {
@@ -144,36 +155,32 @@ impl Metrics {
         *self.sink_dropped.entry(sink.into()).or_default() += dropped;
     }
 
+    pub fn otlp(&mut self, what: &'static str, n: u64) {
+        *self.otlp.entry(what).or_default() += n;
+    }
+
     /// Counts what a record says: finished tool calls and alerts.
-    pub fn record(&mut self, v: &Value) {
-        let kind = v["kind"].as_str();
-        if !matches!(kind, Some("tool_call") | Some("alert")) {
-            return;
-        }
-        let server = v["server"].as_str().or_else(|| v["server"]["name"].as_str()).unwrap_or("unknown").to_string();
-        match kind {
-            Some("tool_call") => {
-                let s = self.server_label(&server);
-                let tool = self.tool_label(&s, v["tool"].as_str().unwrap_or("unknown"));
-                let outcome = v["outcome"].as_str().unwrap_or("unknown").to_string();
-                *self.tool_calls.entry((s.clone(), tool, outcome)).or_default() += 1;
-                if let Some(ms) = v["duration_ms"].as_f64() {
-                    self.tool_duration.entry(s).or_default().observe(DURATION_BUCKETS, ms / 1000.0);
-                }
+    pub fn record(&mut self, r: &Record) {
+        match r {
+            Record::Mcp(m) => {
+                let Mcp::ToolCall(call) = &m.body else { return };
+                let s = self.server_label(m.server.as_deref().unwrap_or("unknown"));
+                let tool = self.tool_label(&s, &call.call.tool);
+                *self.tool_calls.entry((s.clone(), tool, call.outcome.to_string())).or_default() += 1;
+                self.tool_duration.entry(s).or_default().observe(DURATION_BUCKETS, call.duration_ms / 1000.0);
             }
-            Some("alert") => {
-                let rule = v["rule"]["id"].as_str().unwrap_or("unknown").to_string();
-                let sev = v["rule"]["severity"].as_str().unwrap_or("unknown").to_string();
-                let result = v["action"]["result"].as_str().unwrap_or("unknown");
-                let action = v["action"]["type"].as_str().unwrap_or("alert").to_string();
-                let srv = self.server_label(&server);
-                *self.alerts.entry((srv, rule, sev, action)).or_default() += 1;
-                match result {
-                    "killed_in_kernel" | "denied_and_killed_in_kernel" => *self.kills.entry("kernel".into()).or_default() += 1,
-                    "killed" => *self.kills.entry("userspace".into()).or_default() += 1,
-                    _ => {}
+            Record::Alert(a) => {
+                let sev = serde_json::to_value(a.rule.severity).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                let action = serde_json::to_value(a.action.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                let srv = self.server_label(a.server_name().unwrap_or("unknown"));
+                *self.alerts.entry((srv, a.rule.id.clone(), sev, action)).or_default() += 1;
+                let result = a.action.result;
+                if result.killed_in_kernel() {
+                    *self.kills.entry("kernel".into()).or_default() += 1;
+                } else if result == ActionResult::Killed {
+                    *self.kills.entry("userspace".into()).or_default() += 1;
                 }
-                if result.starts_with("denied") {
+                if result.denied() {
                     self.denies += 1;
                 }
             }
@@ -241,6 +248,14 @@ impl Metrics {
         for (k, v) in &self.sink_dropped {
             let _ = writeln!(o, "mcpmon_alert_sink_dropped_total{{sink=\"{k}\"}} {v}");
         }
+        if let Some(n) = self.otlp.get("exported") {
+            head(&mut o, "mcpmon_otlp_spans_exported_total", "counter", "Tool-call spans the OTLP collector accepted.");
+            let _ = writeln!(o, "mcpmon_otlp_spans_exported_total {n}");
+            head(&mut o, "mcpmon_otlp_spans_dropped_total", "counter", "Tool-call spans not exported: queue full, retries exhausted, or the call given up (too many open).");
+            for (k, v) in self.otlp.iter().filter(|(k, _)| **k != "exported") {
+                let _ = writeln!(o, "mcpmon_otlp_spans_dropped_total{{reason=\"{k}\"}} {v}");
+            }
+        }
         let (cpu, rss) = self_usage();
         head(&mut o, "mcpmon_process_cpu_seconds_total", "counter", "CPU time of the daemon (user + system).");
         let _ = writeln!(o, "mcpmon_process_cpu_seconds_total {cpu}");
@@ -297,7 +312,31 @@ pub fn self_usage() -> (f64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::{
+        jsonrpc::session::{FinishedCall, ToolCall},
+        output::{
+            alert::{ActionRecord, ActionType, Alert, RuleRef, ServerRef},
+            record::McpRecord,
+        },
+        rules::Severity,
+    };
+
+    fn key_kill() -> Record {
+        let mut a = Alert::new(
+            RuleRef::builtin("ssh-private-key-read", Severity::Critical, "", &[], &[]),
+            ActionRecord::new(ActionType::Kill, ActionResult::KilledInKernel),
+            String::new(),
+            String::new(),
+        );
+        a.server = Some(ServerRef::named(1, "fs"));
+        Record::Alert(Box::new(a))
+    }
+
+    fn tool_call(tool: &str) -> Record {
+        let call = ToolCall { id: "1".into(), tool: tool.into(), arguments: serde_json::Value::Null, arguments_truncated: false, start_mono_ns: 0, http_session: None };
+        let f = FinishedCall { call, end_mono_ns: 0, duration_ms: 12.0, outcome: "ok", events: 0, result: None };
+        Record::Mcp(Box::new(McpRecord { time: String::new(), server_id: 1, server: Some("fs".into()), body: Mcp::ToolCall(f) }))
+    }
 
     #[test]
     fn known_series_are_exported_at_zero_from_the_start() {
@@ -317,7 +356,7 @@ mod tests {
             assert!(t.lines().any(|l| l == line), "{line} missing in:\n{t}");
         }
         // A real alert adds its server's series; the zero series stays, and sums are right.
-        m.record(&json!({"kind": "alert", "server": {"name": "fs"}, "rule": {"id": "ssh-private-key-read", "severity": "critical"}, "action": {"type": "kill", "result": "killed_in_kernel"}}));
+        m.record(&key_kill());
         m.zero(&[("ssh-private-key-read".into(), "critical".into(), "kill".into())], &["webhook"]);
         let t = m.render();
         assert!(t.contains("mcpmon_alerts_total{server=\"fs\",rule=\"ssh-private-key-read\",severity=\"critical\",action=\"kill\"} 1"), "{t}");
@@ -328,9 +367,9 @@ mod tests {
         let mut m = Metrics::new();
         m.event("open");
         for i in 0..(MAX_TOOLS_PER_SERVER + 5) {
-            m.record(&json!({"kind": "tool_call", "server": "fs", "tool": format!("t{i}"), "outcome": "ok", "duration_ms": 12.0}));
+            m.record(&tool_call(&format!("t{i}")));
         }
-        m.record(&json!({"kind": "alert", "server": {"name": "fs"}, "rule": {"id": "ssh-private-key-read", "severity": "critical"}, "action": {"type": "kill", "result": "killed_in_kernel"}}));
+        m.record(&key_kill());
         let t = m.render();
         assert!(t.contains("mcpmon_events_total{kind=\"open\"} 1"), "{t}");
         assert!(t.contains("mcpmon_tool_calls_total{server=\"fs\",tool=\"other\",outcome=\"ok\"} 5"), "{t}");

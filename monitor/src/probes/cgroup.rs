@@ -13,7 +13,7 @@ use aya::{
 };
 use monitor_common::names::CGROUP_PROGRAMS;
 
-use super::ondemand::{attach_each, detach_each, AttachError, NamedLinks};
+use super::link::{attach_each, detach_each, AttachError, NamedLinks};
 
 #[derive(Debug, Clone)]
 pub enum DenyPath {

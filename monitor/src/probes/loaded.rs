@@ -1,5 +1,5 @@
 //! What the daemon loaded and which path each stage took, as one record (`sensors_loaded`, the
-//! first line of the event stream). Tests and the kernel matrix read their expectations from it:
+//! first line of the event stream; `output::Record::SensorsLoaded` adds its kind and time). Tests and the kernel matrix read their expectations from it:
 //! the same build runs on kernels with and without trampolines or the BPF LSM, so what a test
 //! may expect is what this kernel let the daemon load, never what the test machine happens to be.
 use serde_json::{json, Value};
@@ -27,7 +27,6 @@ impl Sensors {
         };
         let fallback = self.report.hooks.iter().find_map(|h| h.fallback_reason.clone());
         json!({
-            "kind": "sensors_loaded",
             "kernel": self.report.kernel,
             "observe": if self.fast_path { "fentry" } else { "tracepoint" },
             "observe_fallback": fallback,

@@ -11,7 +11,7 @@ use aya::{
 
 use super::{
     features::Probe,
-    ondemand::{attach_each, detach_each, AttachError, NamedLinks},
+    link::{attach_each, detach_each, AttachError, NamedLinks},
 };
 
 /// (program, LSM hook). All or none: a kernel that takes one takes the other.

@@ -5,6 +5,8 @@ pub mod btf;
 pub mod cgroup;
 pub mod fast;
 mod hold;
+mod ia32;
+mod link;
 pub mod lsm;
 mod loaded;
 pub mod ondemand;
@@ -127,45 +129,48 @@ impl Sensors {
         let uring = |field| if tracefs::exists(&tracefs, "io_uring", "io_uring_create") { off("io_uring", "io_uring_create", field) } else { Ok(0) };
         let (uring_fd, uring_sq, uring_cq, uring_flags) = (uring("fd")?, uring("sq_entries")?, uring("cq_entries")?, uring("flags")?);
 
+        let koffs = monitor_common::KernelOffsets {
+            daemon_tgid: cfg.daemon_tgid,
+            task_real_parent: task.real_parent,
+            task_tgid: task.tgid,
+            task_exit_code: task.exit_code,
+            task_comm: task.comm,
+            task_signal: task.task_signal,
+            task_files: task.files,
+            task_mm: task.task_mm,
+            task_ti_status: task.ti_status,
+            signal_live: task.signal_live,
+            signal_tty: task.signal_tty,
+            files_fdt: task.files_fdt,
+            fdt_fd: task.fdt_fd,
+            fdt_max_fds: task.fdt_max_fds,
+            file_inode: task.file_inode,
+            file_f_mode: task.file_f_mode,
+            file_dentry: task.file_dentry,
+            inode_ino: task.inode_ino,
+            inode_mode: task.inode_mode,
+            inode_sb: task.inode_sb,
+            sb_dev: task.sb_dev,
+            sb_magic: task.sb_magic,
+            dentry_parent: task.dentry_parent,
+            dentry_inode: task.dentry_inode,
+            dentry_name: task.dentry_name,
+            mm_exe_file: task.mm_exe_file,
+            mm_arg_start: task.mm_arg_start,
+            mm_arg_end: task.mm_arg_end,
+            bprm_file: task.bprm_file,
+            tp_exec_filename: exec_filename,
+            tp_exec_old_pid: exec_old_pid,
+            tp_exit_group_dead: exit_group_dead,
+            tp_newtask_pid: newtask_pid,
+            tp_newtask_flags: newtask_flags,
+            tp_uring_fd: uring_fd,
+            tp_uring_sq: uring_sq,
+            tp_uring_cq: uring_cq,
+            tp_uring_flags: uring_flags,
+        };
         let mut ebpf = EbpfLoader::new()
-            .override_global(g::DAEMON_TGID, &cfg.daemon_tgid, true)
-            .override_global(g::TASK_REAL_PARENT_OFF, &task.real_parent, true)
-            .override_global(g::TASK_TGID_OFF, &task.tgid, true)
-            .override_global(g::TASK_EXIT_CODE_OFF, &task.exit_code, true)
-            .override_global(g::TP_EXEC_FILENAME_OFF, &exec_filename, true)
-            .override_global(g::TP_EXEC_OLD_PID_OFF, &exec_old_pid, true)
-            .override_global(g::TP_EXIT_GROUP_DEAD_OFF, &exit_group_dead, true)
-            .override_global(g::TP_NEWTASK_PID_OFF, &newtask_pid, true)
-            .override_global(g::TP_NEWTASK_FLAGS_OFF, &newtask_flags, true)
-            .override_global(g::TASK_FILES_OFF, &task.files, true)
-            .override_global(g::TASK_COMM_OFF, &task.comm, true)
-            .override_global(g::FILES_FDT_OFF, &task.files_fdt, true)
-            .override_global(g::FDT_FD_OFF, &task.fdt_fd, true)
-            .override_global(g::FDT_MAX_FDS_OFF, &task.fdt_max_fds, true)
-            .override_global(g::FILE_INODE_OFF, &task.file_inode, true)
-            .override_global(g::INODE_INO_OFF, &task.inode_ino, true)
-            .override_global(g::INODE_MODE_OFF, &task.inode_mode, true)
-            .override_global(g::INODE_SB_OFF, &task.inode_sb, true)
-            .override_global(g::SB_DEV_OFF, &task.sb_dev, true)
-            .override_global(g::TASK_MM_OFF, &task.task_mm, true)
-            .override_global(g::FILE_F_MODE_OFF, &task.file_f_mode, true)
-            .override_global(g::TASK_SIGNAL_OFF, &task.task_signal, true)
-            .override_global(g::SIGNAL_LIVE_OFF, &task.signal_live, true)
-            .override_global(g::SIGNAL_TTY_OFF, &task.signal_tty, true)
-            .override_global(g::MM_EXE_FILE_OFF, &task.mm_exe_file, true)
-            .override_global(g::MM_ARG_START_OFF, &task.mm_arg_start, true)
-            .override_global(g::MM_ARG_END_OFF, &task.mm_arg_end, true)
-            .override_global(g::BPRM_FILE_OFF, &task.bprm_file, true)
-            .override_global(g::TASK_TI_STATUS_OFF, &task.ti_status, true)
-            .override_global(g::FILE_DENTRY_OFF, &task.file_dentry, true)
-            .override_global(g::DENTRY_PARENT_OFF, &task.dentry_parent, true)
-            .override_global(g::DENTRY_INODE_OFF, &task.dentry_inode, true)
-            .override_global(g::SB_MAGIC_OFF, &task.sb_magic, true)
-            .override_global(g::DENTRY_NAME_OFF, &task.dentry_name, true)
-            .override_global(g::TP_URING_FD_OFF, &uring_fd, true)
-            .override_global(g::TP_URING_SQ_OFF, &uring_sq, true)
-            .override_global(g::TP_URING_CQ_OFF, &uring_cq, true)
-            .override_global(g::TP_URING_FLAGS_OFF, &uring_flags, true)
+            .override_global(g::KERNEL_OFFSETS, &koffs, true)
             .map_max_entries(MAP_EVENTS, cfg.ringbuf_bytes)
             .map_max_entries(MAP_TRACKED, cfg.tracked_max.unwrap_or(65536))
             .map_max_entries(MAP_STDIO_PIPES, cfg.stdio_pipes_max.unwrap_or(4096))
@@ -205,9 +210,13 @@ impl Sensors {
             Err(why) if cfg.observe == fast::Observe::Fentry => return Err(ProbeError::Fast(why)),
             Err(why) => {
                 let mut hooks: Vec<_> = on_demand.into_iter().map(|(spec, hook)| ondemand::OnDemand::Tp(spec, hook)).collect();
-                match load_compat_raw(&mut ebpf) {
-                    Ok(()) => hooks.extend(COMPAT_RAW.iter().map(|(name, tp)| ondemand::OnDemand::Raw(name, tp))),
-                    Err(e) => tracing::warn!("ia32 syscalls (int $0x80) will not be seen: {e}"),
+                match ia32::emulation_off() {
+                    // Nothing to see, and the hook would run on every syscall exit.
+                    Some(why) => tracing::info!(%why, "ia32 syscalls cannot happen on this kernel: no ia32 hook"),
+                    None => match load_compat_raw(&mut ebpf) {
+                        Ok(()) => hooks.extend(COMPAT_RAW.iter().map(|(name, tp)| ondemand::OnDemand::Raw(name, tp))),
+                        Err(e) => tracing::warn!(error = %e, "ia32 syscalls (int $0x80) will not be seen"),
+                    },
                 }
                 (hooks, Err(why))
             }

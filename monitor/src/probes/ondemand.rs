@@ -15,11 +15,15 @@ use std::{
 
 use aya::programs::{
     fentry::FEntryLinkId, fexit::FExitLinkId, raw_trace_point::RawTracePointLinkId, trace_point::TracePointLinkId, FEntry, FExit,
-    ProgramError, RawTracePoint, TracePoint,
+    RawTracePoint, TracePoint,
 };
 use monitor_common::names::{FastSpec, Hook, ProgramSpec};
 
-use super::{cgroup, lsm, program, refused, tracepoint, ProbeError, Sensors};
+use super::{
+    cgroup,
+    link::still_attached,
+    lsm, program, refused, tracepoint, ProbeError, Sensors,
+};
 
 const RAW_PURPOSE: &str = "ia32 syscalls (raw tracepoint)";
 const ENTRY_PURPOSE: &str = "syscall entry (fast path)";
@@ -62,32 +66,6 @@ pub enum Link {
 
 /// A released link, owned: dropping it detaches (slow, see `detach_syscall_hooks_in_background`).
 type OwnedLink = Box<dyn Send>;
-
-/// A refused attach of a deny program (the syscall hooks report [`ProbeError`]).
-#[derive(Debug, thiserror::Error)]
-#[error("{what}: {msg}")]
-pub struct AttachError {
-    what: String,
-    msg: String,
-    /// The kernel still holds this program on this hook (EEXIST): retrying soon succeeds.
-    pub busy: bool,
-}
-
-impl AttachError {
-    pub fn kernel(what: String, e: &ProgramError) -> Self {
-        Self { what, msg: e.to_string(), busy: still_attached(e) }
-    }
-
-    pub fn other(msg: impl Into<String>) -> Self {
-        Self { what: "attach".into(), msg: msg.into(), busy: false }
-    }
-}
-
-/// Whether the kernel refused because this program is still attached to the hook: its previous
-/// link's last reference is still held somewhere for a moment.
-fn still_attached(e: &ProgramError) -> bool {
-    matches!(e, ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EEXIST))
-}
 
 fn program_busy(e: &ProbeError) -> bool {
     matches!(e, ProbeError::Program { source, .. } if still_attached(source))
@@ -247,37 +225,3 @@ impl Sensors {
 
 /// The thread releasing the last detached links (it owns them; nothing else to clean up).
 pub(super) type PendingDetach = Option<JoinHandle<()>>;
-
-
-/// A deny family's links, by program name.
-pub type NamedLinks<L> = Vec<(&'static str, L)>;
-
-/// Attaches every (program, hook) of a deny family with `one`; on the first failure detaches
-/// those already attached with `undo`, so a family is attached whole or not at all.
-pub(super) fn attach_each<L>(
-    ebpf: &mut aya::Ebpf,
-    programs: &'static [(&'static str, &'static str)],
-    mut one: impl FnMut(&mut aya::Ebpf, &'static str, &'static str) -> Result<L, AttachError>,
-    undo: fn(&mut aya::Ebpf, NamedLinks<L>),
-) -> Result<NamedLinks<L>, AttachError> {
-    let mut links = Vec::new();
-    for &(name, hook) in programs {
-        match one(ebpf, name, hook) {
-            Ok(id) => links.push((name, id)),
-            Err(e) => {
-                undo(ebpf, links);
-                return Err(e);
-            }
-        }
-    }
-    Ok(links)
-}
-
-/// Detaches a deny family's links with `one`, logging (not failing on) a refusal.
-pub(super) fn detach_each<L>(ebpf: &mut aya::Ebpf, links: NamedLinks<L>, mut one: impl FnMut(&mut aya::Ebpf, &'static str, L) -> Result<(), String>) {
-    for (name, id) in links {
-        if let Err(e) = one(ebpf, name, id) {
-            tracing::warn!("detaching {name}: {e}");
-        }
-    }
-}

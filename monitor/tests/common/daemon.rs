@@ -42,6 +42,9 @@ impl Daemon {
             .arg(dir.path().join("state"))
             // Tests run daemons side by side: an ephemeral port each (see `metrics_url`).
             .args(if extra.contains(&"--metrics-addr") { &[][..] } else { &["--metrics-addr", "127.0.0.1:0"][..] })
+            // Hermetic: a host where the package is installed has /etc/mcpmon/mcpmon.yaml, which
+            // `run` reads by default; a test names its settings itself.
+            .args(if extra.contains(&"--config") { &[][..] } else { &["--config", "none"][..] })
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -69,8 +72,8 @@ impl Daemon {
         let deadline = Instant::now() + super::patience(Duration::from_secs(10));
         loop {
             let err = self.stderr.lock().unwrap().clone();
-            if let Some(i) = err.find("metrics: http://") {
-                let rest = &err[i + "metrics: ".len()..];
+            if let Some(i) = err.find("url=http://") {
+                let rest = &err[i + "url=".len()..];
                 return rest.split_whitespace().next().unwrap().to_string();
             }
             assert!(Instant::now() < deadline, "no metrics line in:\n{err}");

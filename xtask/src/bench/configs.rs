@@ -249,7 +249,8 @@ fn ratios(samples: &[Vec<Vec<f64>>], configs: &[&str], base: usize) -> Value {
         let mut per = serde_json::Map::new();
         for (wi, name) in NAMES.iter().enumerate() {
             let r: Vec<f64> = samples[ci][wi].iter().zip(samples[base][wi].iter()).map(|(a, b)| a / b).collect();
-            per.insert(name.to_string(), json!({"ratio": stats(&r), "ns": stats(&samples[ci][wi])}));
+            // Per round, in round order: the verdicts pair rounds across configurations.
+            per.insert(name.to_string(), json!({"ratio": stats(&r), "ns": stats(&samples[ci][wi]), "per_round": r}));
         }
         out.insert(c.to_string(), Value::Object(per));
     }

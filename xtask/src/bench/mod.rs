@@ -7,7 +7,8 @@
 //!    enabling audit slows new processes until reboot). Configurations alternate within each
 //!    round; each figure is the median of the per-round ratios to "no monitor", with the spread.
 //! 2. Tracked processes: the same loops inside a tracked tree: cost per event, sustained event
-//!    rate and loss for one producer and for several.
+//!    rate and loss for one producer and for several (folding off), a flood with the default
+//!    fold window, and the daemon's RSS and CPU with 1000 servers tracked.
 //! 3. Enforcement: in-kernel kill, user-space kill (event → death), connect deny, over many trials.
 //! 4. The daemon itself: RSS and CPU idle and under load.
 //! 5. The fast path (fentry/fexit), which this kernel lacks: ratios inside the VM of vm-test.
@@ -19,6 +20,7 @@ mod descriptions;
 mod enforce;
 mod report;
 mod results;
+mod scale;
 mod tracked;
 mod vmfast;
 mod workloads;
@@ -41,6 +43,8 @@ pub struct Opts {
     pub enforcement_only: bool,
     /// Only the text scanners (sections 6 and 7), replacing them in results.json.
     pub scanners_only: bool,
+    /// Only section 2 (tracked processes: throughput, folding, scale), replacing it.
+    pub tracked_only: bool,
 }
 
 pub fn mcpmon() -> PathBuf {
@@ -72,6 +76,17 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         let mut v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).context("bench/results.json (run the whole benchmark once)")?)?;
         v["results"] = results::run()?;
         v["descriptions"] = descriptions::run()?;
+        return write(&v);
+    }
+    if opts.tracked_only {
+        util::cargo(&["build", "--release", "-p", "monitor"])?;
+        let dir = util::root().join("bench");
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).context("bench/results.json (run the whole benchmark once)")?)?;
+        let work = util::root().join("target/bench");
+        std::fs::create_dir_all(&work)?;
+        let mut t = tracked::run(&work, opts.quick)?;
+        t["measured_separately"] = report::machine();
+        v["tracked"] = t;
         return write(&v);
     }
     if opts.enforcement_only {

@@ -26,8 +26,9 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
     let mut lag = Vec::new();
     let mut rss_load = Vec::new();
     for _ in 0..rounds {
-        // Same daemon, hooks attached (a server alive): untracked vs tracked loop.
-        let d = Daemon::start(&[], true)?;
+        // Same daemon, hooks attached (a server alive): untracked vs tracked loop. Folding off:
+        // this measures the daemon's cost per event, so every open must reach it.
+        let d = Daemon::start(&["--fold-window-ms", "0"], true)?;
         let mut keep = d.exec("bench-keepalive", &["sleep", "100000"]).stdin(Stdio::null()).stdout(Stdio::null()).spawn()?;
         std::thread::sleep(std::time::Duration::from_millis(500));
         let untracked = loop_ns("open", n)?;
@@ -68,7 +69,7 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
 
     // Several producers at once: past the limit, every lost event must be counted.
     let producers = 4;
-    let d = Daemon::start(&["--ringbuf-mib", "1"], true)?;
+    let d = Daemon::start(&["--ringbuf-mib", "1", "--fold-window-ms", "0"], true)?;
     let mut kids = Vec::new();
     for i in 0..producers {
         kids.push(d.exec(&format!("bench-producer-{i}"), &[mcpmon().to_str().unwrap(), "bench-loop", "open", &n.to_string()]).stdout(Stdio::null()).spawn()?);
@@ -81,7 +82,11 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
     let st = stats_record(&recs);
     let delivered = recs.iter().filter(|v| v["kind"] == "open" && v["server"].as_str().is_some_and(|s| s.starts_with("bench-producer"))).count() as u64;
     let lost = lost_total(&st);
+    let folded = folded_flood(if quick { 200_000 } else { 1_000_000 })?;
+    let scale = super::scale::run(quick)?;
     Ok(json!({
+        "folded": folded,
+        "scale": scale,
         "single_producer": {
             "cost_per_event_ns": stats(&per_event),
             "events_per_s": stats(&rate),
@@ -97,4 +102,23 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
             "accounted": delivered + lost, "generated_at_least": producers as u64 * n,
         },
     }))
+}
+
+/// The same loop with the default fold window (issue 16 item 2): how many records a flood costs,
+/// whether the counts add up, and the daemon's CPU for it.
+fn folded_flood(n: u64) -> anyhow::Result<Value> {
+    let d = Daemon::start(&[], true)?;
+    let (c0, _) = usage(d.pid());
+    let t = Instant::now();
+    let out = d.exec("bench-flood", &[mcpmon().to_str().unwrap(), "bench-loop", "open", &n.to_string()]).output()?;
+    if !out.status.success() {
+        bail!("folded loop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let wall = t.elapsed().as_secs_f64();
+    let (c1, _) = usage(d.pid());
+    let recs = d.stop()?;
+    let lines: Vec<&Value> = recs.iter().filter(|v| v["kind"] == "open" && v["server"] == "bench-flood" && v["path"] == "/etc/hostname").collect();
+    let counted: u64 = lines.iter().map(|v| v["folded"]["count"].as_u64().unwrap_or(1)).sum();
+    Ok(json!({"ops": n, "records": lines.len(), "opens_counted": counted, "lost": lost_total(&stats_record(&recs)), "daemon_cpu_s": c1 - c0, "wall_s": wall}))
 }

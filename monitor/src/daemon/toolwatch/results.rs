@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::super::{policy, Pipeline};
+use super::super::Pipeline;
 use crate::{
-    correlation::Correlator,
+    correlation::{Correlator, ResultRecord},
+    output::alert::{Alert, ProcessRef, RuleRef, ServerRef},
     events::{Body, Event, Fork, Header},
     jsonrpc::session::Attribution,
     process_tree::ProcessTree,
@@ -117,16 +118,16 @@ impl ResultWatch {
 
 /// The texts of a `mcp_result` record: the parsed result, or the captured text of a reply too
 /// big for the capture.
-fn texts_of(r: &Value) -> Vec<(String, String)> {
-    let mut t = results::texts(&r["result_detail"]);
-    if let Some(raw) = r["raw_text"].as_str() {
-        t.push(("result (captured text of a truncated reply)".into(), raw.to_string()));
+fn texts_of(r: &ResultRecord) -> Vec<(String, String)> {
+    let mut t = results::texts(r.result.as_ref().unwrap_or(&Value::Null));
+    if let Some(raw) = &r.raw_text {
+        t.push(("result (captured text of a truncated reply)".into(), raw.clone()));
     }
     t
 }
 
 /// The rule context of a result event.
-fn result_ctx(r: &Value, s: &ServerInfo, scan: &ResultScan) -> Ctx {
+fn result_ctx(r: &ResultRecord, s: &ServerInfo, scan: &ResultScan) -> Ctx {
     let mut c = Ctx::default();
     c.str("event", "result");
     c.set("proc.pid", Val::Num(s.root_pid.into()));
@@ -137,9 +138,9 @@ fn result_ctx(r: &Value, s: &ServerInfo, scan: &ResultScan) -> Ctx {
         c.str("server.client", cl.clone());
     }
     c.str("mcp.state", "call");
-    c.set("mcp.tool", Val::List(vec![r["target"].as_str().unwrap_or_default().to_string()]));
-    c.str("mcp.call_id", r["id"].as_str().unwrap_or_default());
-    c.str("mcp.method", r["method"].as_str().unwrap_or_default());
+    c.set("mcp.tool", Val::List(vec![r.target.clone()]));
+    c.str("mcp.call_id", r.id.clone());
+    c.str("mcp.method", r.method.clone());
     c.set("mcp.result.injection", Val::Bool(!scan.injections.is_empty()));
     c.set("mcp.result.injection_kinds", Val::List(scan.injection_kinds().iter().map(|k| k.as_str().to_string()).collect()));
     c.set("mcp.result.secrets", Val::Bool(!scan.secrets.is_empty()));
@@ -157,8 +158,7 @@ fn result_ctx(r: &Value, s: &ServerInfo, scan: &ResultScan) -> Ctx {
 
 impl Pipeline {
     /// Handles an `mcp_result` record (consumed: it is not written out).
-    pub(in crate::daemon) async fn check_result(&mut self, r: Value) {
-        let Some(id) = r["server_id"].as_u64().map(|v| v as u32) else { return };
+    pub(in crate::daemon) async fn check_result(&mut self, id: u32, r: ResultRecord) {
         let Some(server) = self.tracker.server(id).cloned() else { return };
         let texts = texts_of(&r);
         let known: Vec<String> = self.tools_watch.tools.values().flatten().map(|t| t.name.clone()).collect();
@@ -173,18 +173,18 @@ impl Pipeline {
         if scan.is_empty() {
             return;
         }
-        let (tool, call_id) = (r["target"].as_str().unwrap_or_default().to_string(), r["id"].as_str().unwrap_or_default().to_string());
-        tracing::info!("result of {} {tool} (call {call_id}) of {}: {} injection and {} secret findings", r["method"].as_str().unwrap_or_default(), server.name, scan.injections.len(), scan.secrets.len());
+        let (tool, call_id) = (r.target.clone(), r.id.clone());
+        tracing::info!(method = %r.method, %tool, call = %call_id, server = %server.name, injections = scan.injections.len(), secrets = scan.secrets.len(), "result findings");
         if !scan.injections.is_empty() {
             let key = client_key(&self.tree, &server);
-            let at = r["end_mono_ns"].as_u64().unwrap_or_else(crate::output::monotonic_ns);
+            let at = r.end_mono_ns;
             self.tools_watch.results.mark(key, Mark { server_id: id, server: server.name.clone(), tool: tool.clone(), id: call_id.clone(), kinds: scan.injection_kinds(), at_mono_ns: at });
         }
         let ctx = result_ctx(&r, &server, &scan);
         let Some(policy) = self.policy.as_mut() else { return };
         // The rules' actions act on processes: a result event stands for the server's root (a
         // `kill` rule stops a server that returned, say, a private key from answering again).
-        let ts = r["end_mono_ns"].as_u64().unwrap_or_default();
+        let ts = r.end_mono_ns;
         let ev = Event {
             header: Header { ts_mono_ns: ts, pid: server.root_pid, tid: server.root_pid, ppid: 0, uid: server.uid, server_id: id, truncated: vec![], kernel_action: None, compat_syscall: false, gated: false },
             body: Body::Fork(Fork { child_pid: 0, clone_flags: 0 }),
@@ -194,26 +194,30 @@ impl Pipeline {
         if fired.is_empty() {
             return;
         }
+        let time = crate::output::format_rfc3339(self.clock.wall(ts));
         let event = json!({
-            "kind": "mcp_result", "method": r["method"], "id": call_id, "target": tool, "bytes": scan.bytes, "pid": server.root_pid, "uid": server.uid,
-            "truncated": r["raw_text"].is_string(), "time": crate::output::format_rfc3339(self.clock.wall(ts)),
+            "kind": "mcp_result", "method": r.method, "id": call_id, "target": tool, "bytes": scan.bytes, "pid": server.root_pid, "uid": server.uid,
+            "truncated": r.raw_text.is_some(), "time": time,
         });
-        let mcp = json!({"state": "call", "tool": tool, "id": call_id, "method": r["method"]});
-        let server_v = json!({"id": server.id, "name": server.name, "how": server.how, "client": server.client, "root_pid": server.root_pid});
+        let mcp = json!({"state": "call", "tool": tool, "id": call_id, "method": r.method});
+        let findings = json!({"injections": scan.injections, "secrets": scan.secrets});
+        // The first finding, as tool-check alerts carry it (and the throttle keys on it).
+        let first = scan.injections.first().map(|i| json!(i)).or_else(|| scan.secrets.first().map(|s| json!(s))).unwrap_or(Value::Null);
         let mut alerts = Vec::new();
         for (rule, action) in fired {
-            let mut a = policy::alert_record(rule, action, &ctx, event.clone(), mcp.clone(), server_v.clone(), vec![]);
-            a["findings"] = json!({"injections": scan.injections, "secrets": scan.secrets});
-            // The first finding, as tool-check alerts carry it (and the throttle keys on it).
-            a["finding"] = scan.injections.first().map(|i| json!(i)).or_else(|| scan.secrets.first().map(|s| json!(s))).unwrap_or(Value::Null);
-            a["time"] = event["time"].clone();
-            a["host"] = self.host.clone().into();
-            tracing::warn!("alert {} ({:?}): {}", rule.id, rule.severity, a["summary"].as_str().unwrap_or_default());
+            let mut a = Alert::new(RuleRef::of(rule), action, rule.output.render(&ctx), time.clone());
+            a.process = Some(ProcessRef { pid: server.root_pid, ppid: Some(None), uid: server.uid, exe: Some(ctx.get("proc.exe").map(|v| v.to_string())), argv: Some(vec![]), ancestry: Some(vec![]) });
+            a.server = Some(ServerRef::of(&server));
+            a.mcp = Some(mcp.clone());
+            a.file = Some(ctx.get("file.path").map(|v| v.to_string()));
+            a.event = Some(event.clone());
+            let a = a.with("findings", &findings).with("finding", &first);
+            tracing::warn!(rule = %rule.id, severity = ?rule.severity, summary = %a.summary, "alert");
             alerts.push(a);
         }
         *self.rule_alerts.entry(id).or_default() += alerts.len() as u64;
         for a in alerts {
-            self.emit_alert(a).await;
+            self.out.alert(a).await;
         }
     }
 }

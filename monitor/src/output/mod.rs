@@ -3,6 +3,12 @@
 //! The writer task owns the sink; the pipeline sends finished lines over a bounded channel and
 //! awaits when it is full, so slow output slows the pipeline instead of losing records (the
 //! kernel then counts what it cannot deliver).
+pub mod alert;
+pub mod record;
+
+pub use alert::Alert;
+pub use record::Record;
+
 use std::{
     path::PathBuf,
     time::{SystemTime, UNIX_EPOCH},
@@ -83,6 +89,33 @@ pub fn monotonic_ns() -> u64 {
 }
 
 /// RFC 3339 UTC with microseconds, e.g. `2026-11-25T03:18:59.123456Z`.
+/// Microseconds since the epoch of a time as `format_rfc3339` writes it (`…T06:05:21.123456Z`;
+/// fewer fraction digits are read as such); None for anything else.
+pub fn parse_rfc3339_us(t: &str) -> Option<u64> {
+    let b = t.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || !t.ends_with('Z') {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (hh, mm, ss) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    let us = match t.get(19..t.len() - 1)? {
+        "" => 0,
+        f => {
+            let digits = f.strip_prefix('.').filter(|d| !d.is_empty() && d.len() <= 9 && d.bytes().all(|c| c.is_ascii_digit()))?;
+            format!("{:0<6}", &digits[..digits.len().min(6)]).parse::<i64>().ok()?
+        }
+    };
+    // Days from civil (Howard Hinnant's algorithm), the inverse of the one below.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000 + us).ok()
+}
+
 pub fn format_rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;

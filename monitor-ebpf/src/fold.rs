@@ -1,0 +1,174 @@
+//! Folding of floods: a thread that opens the same thing over and over sends the first open in
+//! full, then only a count. A million-open loop costs the ring buffer and the daemon a handful of
+//! records instead of a million, so it cannot blind the monitor, and no count is lost.
+//!
+//! What may fold (everything else is sent as is, and ends the thread's run):
+//! - opens the kernel did not act on (no policy hit, not killed or denied): an enforced open is
+//!   always its own event;
+//! - with the same signature: path as given, flags, mode, dirfd, `resolve`, and the result class
+//!   (the inode for a success, the errno for a failure). A relative path only folds when it
+//!   opened something (the inode pins what it reached; a failed relative open could name a
+//!   different file after a chdir);
+//! - within one capture epoch: no JSON-RPC byte of any tracked server moved in between (the
+//!   stdio and socket captures bump it), so every folded open belongs to the call the first one
+//!   was attributed to, and the rules would judge each the same way;
+//! - within the fold window (`policy::FOLD_WINDOW_MS`, 0 = off) of the run's first open: a flood
+//!   that goes on sends a full open and a count once per window.
+//!
+//! Runs are per thread: a thread's syscalls are sequential, so counts need no atomics and are
+//! exact. A run ends, and its [`RepeatEvent`] goes out, at the thread's next different open,
+//! at the first open after the window, and at the thread's exit.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LruHashMap},
+};
+use monitor_common::{flags, policy, EventKind, OpenEvent, RepeatEvent, PATH_CAP};
+
+use crate::maps::{fill_header, output, Current};
+use monitor_common::TrackInfo;
+
+/// A thread's current run of identical opens.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Run {
+    sig: u64,
+    epoch: u64,
+    first_ns: u64,
+    last_ns: u64,
+    /// Opens folded after the one sent in full.
+    count: u64,
+}
+
+#[map(name = "FOLD_RUNS")]
+pub static FOLD_RUNS: LruHashMap<u32, Run> = LruHashMap::with_max_entries(8192, 0);
+
+/// Bumped by every captured JSON-RPC transfer; a run never spans two values.
+#[map(name = "CAPTURE_EPOCH")]
+pub static CAPTURE_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
+/// A JSON-RPC transfer was captured: runs started before it end.
+#[inline(always)]
+pub fn bump_epoch() {
+    if let Some(p) = CAPTURE_EPOCH.get_ptr_mut(0) {
+        // SAFETY: the array's only value, valid for this program run. Two bumps racing may make
+        // one increment; the epoch still changes, which is all a run compares.
+        unsafe { *p = (*p).wrapping_add(1) };
+    }
+}
+
+fn epoch() -> u64 {
+    CAPTURE_EPOCH.get(0).copied().unwrap_or(0)
+}
+
+fn window_ns() -> u64 {
+    crate::enforce::POLICY.get(policy::FOLD_WINDOW_MS).copied().unwrap_or(0) as u64 * 1_000_000
+}
+
+/// Longest path whose opens fold: the signature hashes the whole path, and the verifier walks
+/// the loop once per word. A longer path is sent every time (a flood of them can still fill the
+/// ring, which `--on-loss` answers).
+const FOLD_PATH_MAX: usize = 256;
+
+/// FNV-1a over the path (8 bytes at a time, the last word masked to the path's length) and the
+/// fields that make two opens the same.
+#[inline(always)]
+fn signature(ev: &OpenEvent) -> u64 {
+    const PRIME: u64 = 0x100_0000_01b3;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let len = ev.path_len as usize & (PATH_CAP - 1);
+    let words = (len + 7) / 8;
+    let base = ev.path.as_ptr() as *const u64;
+    for i in 0..FOLD_PATH_MAX / 8 {
+        if i >= words {
+            break;
+        }
+        // SAFETY: i < FOLD_PATH_MAX / 8 <= PATH_CAP / 8, so the 8 bytes at `base + i` lie inside `ev.path`, which
+        // sits at an 8-byte multiple (`DATA_OFFSET`) of the 8-aligned #[repr(C)] map value.
+        let mut w = unsafe { core::ptr::read(base.add(i)) };
+        let tail = len - i * 8;
+        if tail < 8 {
+            w &= (1u64 << (tail * 8)) - 1;
+        }
+        h = (h ^ w).wrapping_mul(PRIME);
+    }
+    let class = if ev.ret >= 0 { ev.ino ^ ((ev.dev as u64) << 40) } else { ev.ret as u64 };
+    for v in [ev.open_flags as u64 | (ev.mode as u64) << 32, ev.dirfd as u64 | (ev.syscall as u64) << 32, ev.resolve, class, len as u64] {
+        h = (h ^ v).wrapping_mul(PRIME);
+    }
+    h | 1 // never 0: 0 means "not foldable"
+}
+
+/// Sends the count of a run that folded anything.
+#[inline(always)]
+fn send_repeat(run: &Run, hdr: &monitor_common::EventHeader) {
+    if run.count == 0 {
+        return;
+    }
+    let mut r = RepeatEvent::default();
+    r.hdr = *hdr;
+    r.hdr.kind = EventKind::Repeat as u32;
+    r.hdr.flags = 0;
+    r.hdr.ts_ns = run.last_ns;
+    r.of_kind = EventKind::Open as u32;
+    r.fold_sig = run.sig;
+    r.count = run.count;
+    r.first_ns = run.first_ns;
+    r.last_ns = run.last_ns;
+    output(&r);
+}
+
+/// Judges one finished open: true when it joined the thread's run (send nothing); otherwise the
+/// open goes out in full, after the count of the run it ended, and starts a new run if it may.
+// Not inlined: the open exit program is near the verifier's limits, and the fentry twin and the
+// ia32 path share this one copy.
+#[inline(never)]
+pub fn fold_open(ev: &mut OpenEvent) -> bool {
+    let tid = ev.hdr.tid;
+    let window = window_ns();
+    let acted = ev.policy != 0 || ev.hdr.flags & (flags::KILLED | flags::DENIED) != 0;
+    let relative_failure = ev.ret < 0 && ev.path[0] != b'/';
+    let short = (ev.path_len as usize) <= FOLD_PATH_MAX;
+    let foldable = window != 0 && !acted && !relative_failure && short && ev.hdr.flags & flags::READ_FAILED == 0;
+    ev.fold_sig = 0;
+    if !foldable {
+        // SAFETY: the thread's own run, copied out at once.
+        if let Some(run) = unsafe { FOLD_RUNS.get(&tid) }.copied() {
+            send_repeat(&run, &ev.hdr);
+            let _ = FOLD_RUNS.remove(&tid);
+        }
+        return false;
+    }
+    let sig = signature(ev);
+    let now = ev.hdr.ts_ns;
+    let epoch = epoch();
+    if let Some(run) = FOLD_RUNS.get_ptr_mut(&tid) {
+        // SAFETY: the thread's own entry (keyed by its tid); only this thread's hooks touch it,
+        // and they run one at a time.
+        let run = unsafe { &mut *run };
+        if run.sig == sig && run.epoch == epoch && now.wrapping_sub(run.first_ns) < window {
+            run.count += 1;
+            run.last_ns = now;
+            return true;
+        }
+        send_repeat(run, &ev.hdr);
+        *run = Run { sig, epoch, first_ns: now, last_ns: now, count: 0 };
+    } else {
+        let _ = FOLD_RUNS.insert(&tid, &Run { sig, epoch, first_ns: now, last_ns: now, count: 0 }, 0);
+    }
+    ev.fold_sig = sig;
+    false
+}
+
+/// The thread exits: its run's count goes out.
+#[inline(never)]
+pub fn end_run(cur: Current, info: TrackInfo) {
+    // SAFETY: the exiting thread's own run, copied out at once.
+    let Some(run) = (unsafe { FOLD_RUNS.get(&cur.tid) }).copied() else { return };
+    let _ = FOLD_RUNS.remove(&cur.tid);
+    if run.count == 0 {
+        return;
+    }
+    let mut hdr = monitor_common::EventHeader::default();
+    fill_header(&mut hdr, EventKind::Repeat, cur, info);
+    send_repeat(&run, &hdr);
+}

@@ -1,0 +1,136 @@
+//! Servers: taking a server under watch (hooks first, then the kernel's map, then the record),
+//! retiring it (one path for an exit, an exit whose event was lost, and a candidate dropped), and
+//! the view `mcpmon servers` shows.
+use serde_json::{json, Value};
+
+use super::Pipeline;
+use crate::{
+    discovery::procfs,
+    output::{format_rfc3339, record::ServerTracked, Record},
+    process_tree::ProcNode,
+    tracker::{Discovery, TrackAck, TrackError},
+};
+
+/// Why a server leaves the tracked set.
+pub enum Retire {
+    /// Its last process exited (the exit event arrived); `ts` is that event's time.
+    Exited { ts: u64 },
+    /// Its processes are gone but their exit events were lost (found by reconcile).
+    ExitLost,
+    /// A candidate that turned out not to be an MCP server: nothing it said is reported.
+    Dropped { reason: String },
+}
+
+impl Pipeline {
+    /// Tracks `pid`, seeds the process tree, and reports the new server.
+    pub async fn track(&mut self, pid: u32, name: &str, how: Discovery, uid: u32) -> Result<TrackAck, TrackError> {
+        self.track_with(pid, name, how, uid, |_| {}).await
+    }
+
+    /// `track`, letting the caller fill in what it knows about the server before it is reported.
+    pub async fn track_with(
+        &mut self,
+        pid: u32,
+        name: &str,
+        how: Discovery,
+        uid: u32,
+        fill: impl FnOnce(&mut crate::tracker::ServerInfo),
+    ) -> Result<TrackAck, TrackError> {
+        // Hooks first, then the map entry: the process is never tracked without its sensors.
+        if !self.sensors.syscall_hooks_active() {
+            let t = std::time::Instant::now();
+            self.sensors.attach_syscall_hooks().map_err(|e| TrackError::Sensors(e.to_string()))?;
+            tracing::info!(ms = t.elapsed().as_millis() as u64, "syscall hooks attached");
+        }
+        let ack = self.tracker.track(pid, name, how, uid)?;
+        // Grants follow the configured name; in place before the caller is acknowledged.
+        self.sync_servers();
+        if ack.already_tracked {
+            return Ok(ack);
+        }
+        for &p in &ack.tracked_pids {
+            if let Some(info) = procfs::process_info(p) {
+                self.tree.insert(ProcNode { pid: p, ppid: info.ppid, server_id: ack.server_id, exe: info.exe, argv: info.argv });
+            }
+        }
+        let Some(s) = self.tracker.server_mut(ack.server_id) else { return Ok(ack) };
+        fill(s);
+        let rec = ServerTracked {
+            time: Self::now(),
+            server_id: ack.server_id,
+            server: ack.name.clone(),
+            how,
+            root_pid: pid,
+            uid,
+            tracked_pids: ack.tracked_pids.clone(),
+            client: s.client.clone(),
+            config: s.config.clone(),
+            command: s.command.clone(),
+            sniffing: s.sniffing,
+            found: Value::Null,
+        };
+        let rec = ServerTracked { found: self.disc.found(s), ..rec };
+        if matches!(how, Discovery::TrackPid | Discovery::Procfs | Discovery::Url) {
+            self.corr.joined_midstream(ack.server_id);
+        }
+        tracing::info!(server = %ack.name, id = ack.server_id, how = ?how, root_pid = pid, processes = ack.tracked_pids.len(), "tracking server");
+        self.out.emit(Record::ServerTracked(Box::new(rec))).await;
+        Ok(ack)
+    }
+
+    /// Takes a server out of the tracked set: its open calls are closed (as unanswered) and
+    /// reported, any loss is pinned on it while its name is still known, and its map entries go.
+    pub async fn retire(&mut self, id: u32, why: Retire) {
+        self.tools_watch.tools.remove(&id);
+        if let Retire::Dropped { reason } = why {
+            let Some(s) = self.tracker.server(id).cloned() else { return };
+            tracing::info!(pid = s.root_pid, server = %s.name, %reason, "discovery: dropped");
+            // Nothing it said was MCP: no call records to report.
+            drop(self.corr.server_gone(id, 0));
+            self.tree.remove_server(id);
+            self.tracker.drop_tree(s.root_pid, id);
+            self.stats.candidates_dropped += 1;
+            self.out.emit(Record::ServerDropped { time: Self::now(), server_id: id, server: s.name, root_pid: s.root_pid, reason }).await;
+            return;
+        }
+        let (ts, exit_event_lost) = match why {
+            Retire::Exited { ts } => (ts, false),
+            _ => (crate::output::monotonic_ns(), true),
+        };
+        // Only finished calls (closed as unanswered) come out of a server's end.
+        for f in self.corr.server_gone(id, ts) {
+            if let crate::correlation::Carried::Record(m) = f.what {
+                let rec = self.stamp(f.server_id, f.ts_mono_ns, m);
+                self.out.emit(rec).await;
+            }
+        }
+        self.check_blind_spots().await;
+        if let Some(s) = self.tracker.forget(id) {
+            self.out.emit(Record::ServerGone { time: Self::now(), server_id: id, server: s.name, exit_event_lost }).await;
+        }
+    }
+
+    /// What `mcpmon servers` shows: every tracked server, its processes, tools and counts.
+    pub fn servers_view(&self) -> Value {
+        let mut list: Vec<Value> = self
+            .tracker
+            .servers()
+            .map(|s| {
+                let session = self.corr.session(s.id);
+                json!({
+                    "id": s.id, "name": s.name, "how": s.how, "found": self.disc.found(s), "client": s.client, "config": s.config,
+                    "root_pid": s.root_pid, "pids": self.tree.pids_of(s.id), "uid": s.uid, "sniffing": s.sniffing,
+                    "since": format_rfc3339(s.since), "command": s.command,
+                    "server_info": session.and_then(|x| x.server_info.clone()),
+                    "tools": self.tools_watch.tools.get(&s.id).map(|t| t.iter().map(|t| t.name.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+                    "grants": self.policy.as_ref().map(|p| p.grants().iter().filter(|(id, _)| *id == s.id).filter_map(|(_, slot)| p.rules.rules.get(*slot as usize).map(|r| r.id.clone())).collect::<Vec<_>>()).unwrap_or_default(),
+                    "calls": session.map(|x| x.calls).unwrap_or(0),
+                    "calls_in_flight": session.map(|x| x.in_flight()).unwrap_or(0),
+                    "alerts": self.tools_watch.alerts.get(&s.id).copied().unwrap_or(0) + self.rule_alerts.get(&s.id).copied().unwrap_or(0),
+                })
+            })
+            .collect();
+        list.sort_by_key(|v| v["id"].as_u64());
+        Value::Array(list)
+    }
+}

@@ -1,0 +1,59 @@
+//! Whether this kernel runs ia32 syscalls at all. The ia32 hook (`mcpm_compat_x`, a raw
+//! tracepoint on every syscall exit of the machine) is only worth its cost where `int $0x80`
+//! works: a kernel built without IA32 emulation, or with it disabled at boot
+//! (`ia32_emulation=0`, or `CONFIG_IA32_EMULATION_DEFAULT_DISABLED` without an `=1`), refuses
+//! every ia32 syscall before any tracepoint, so there is nothing to see.
+/// Why ia32 syscalls cannot happen here, or None when they can (or when it cannot be told:
+/// then the hook stays, the safe side).
+pub fn emulation_off() -> Option<String> {
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    decide(&kallsyms, &cmdline, kernel_config().as_deref())
+}
+
+/// The running kernel's build config: /boot/config-RELEASE (Debian), else /proc/config.gz
+/// through gzip (read once at start-up; no decompressor in the daemon for this one file).
+fn kernel_config() -> Option<String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    if let Ok(c) = std::fs::read_to_string(format!("/boot/config-{}", release.trim())) {
+        return Some(c);
+    }
+    let out = std::process::Command::new("gzip").args(["-dc", "/proc/config.gz"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn decide(kallsyms: &str, cmdline: &str, config: Option<&str>) -> Option<String> {
+    // kallsyms reads empty (or all zeros) only when unreadable; names are still listed to root.
+    if !kallsyms.is_empty() && !kallsyms.lines().any(|l| l.contains(" __ia32_sys_")) {
+        return Some("the kernel has no ia32 syscall entry points (CONFIG_IA32_EMULATION off)".into());
+    }
+    let arg = cmdline.split_whitespace().find_map(|w| w.strip_prefix("ia32_emulation="));
+    match arg.map(str::to_ascii_lowercase).as_deref() {
+        Some("0" | "n" | "no" | "off" | "false") => return Some("booted with ia32_emulation off".into()),
+        Some(_) => return None,
+        None => {}
+    }
+    let default_off = config.is_some_and(|c| c.lines().any(|l| l.trim() == "CONFIG_IA32_EMULATION_DEFAULT_DISABLED=y"));
+    default_off.then(|| "ia32 emulation is disabled by default in this kernel's build (CONFIG_IA32_EMULATION_DEFAULT_DISABLED=y) and not enabled at boot".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decide;
+
+    const WITH: &str = "ffffffff81001000 T __ia32_sys_read\nffffffff81002000 T __x64_sys_read\n";
+    const WITHOUT: &str = "ffffffff81002000 T __x64_sys_read\n";
+
+    #[test]
+    fn the_hook_stays_unless_the_kernel_cannot_run_ia32_syscalls() {
+        assert_eq!(decide(WITH, "quiet", None), None);
+        assert_eq!(decide("", "quiet", None), None, "unreadable: keep the hook");
+        assert!(decide(WITHOUT, "quiet", None).unwrap().contains("CONFIG_IA32_EMULATION"));
+        assert!(decide(WITH, "ro ia32_emulation=0 quiet", None).is_some());
+        assert!(decide(WITH, "ia32_emulation=false", None).is_some());
+        let default_off = "CONFIG_IA32_EMULATION=y\nCONFIG_IA32_EMULATION_DEFAULT_DISABLED=y\n";
+        assert!(decide(WITH, "quiet", Some(default_off)).is_some());
+        assert_eq!(decide(WITH, "ia32_emulation=1", Some(default_off)), None, "enabled at boot");
+        assert_eq!(decide(WITH, "quiet", Some("CONFIG_IA32_EMULATION=y\n")), None);
+    }
+}
