@@ -166,7 +166,8 @@ grep -q '"kind":"exit".*"signal":9' "$EV" && pass exit-event || fail exit-event 
 
 # 4. Parity: one workload (a successful and a failed open, an open through the ia32 entry
 # `int $0x80`, a failed exec, a refused connect, a JSON-RPC line through the server's stdio pipes) under the default path and under tracepoints.
-# Fields that differ between any two runs (times, pids, procfs-derived names) are dropped. An
+# Fields that differ between any two runs (times, a folded run's first/last, pids, procfs-derived
+# names) are dropped. An
 # event whose user memory was not paged in yet (a probe cannot fault pages in; either path may
 # meet one, at random) has no path: each event one run has and the other lacks must be matched
 # by such an event of the other run. The workload runs without a locale (no locale files).
@@ -177,7 +178,7 @@ workload() {
 }
 normalize() {
   grep -v '"kind":"\(alert\|stats\|rules_loaded\|server_[a-z]*\)"' "$1" | grep -E '"kind":"(exec|open|connect|send|exit|fork|mcp_[a-z]*)"' |
-    sed -E 's/"(time|ts_mono_ns|pid|tid|ppid|child_pid|exe|resolved_path)":("[^"]*"|[0-9]+),?//g; s/"(mcp|inode)":\{[^}]*\},?//g; s/,}/}/g' | sort
+    sed -E 's/"(time|ts_mono_ns|pid|tid|ppid|child_pid|exe|resolved_path|first|last)":("[^"]*"|[0-9]+),?//g; s/"(mcp|inode)":\{[^}]*\},?//g; s/,}/}/g' | sort
 }
 for obs in auto tracepoint; do
   start_daemon "$WORK/parity-$obs.jsonl" "$WORK/parity-$obs.log" --observe $obs
