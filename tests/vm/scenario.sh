@@ -186,7 +186,7 @@ for obs in auto tracepoint; do
   sleep 2
   kill -TERM $DAEMON; wait $DAEMON
   normalize "$WORK/parity-$obs.jsonl" > "$WORK/parity-$obs.txt"
-  echo "VMTEST INFO parity $obs: $(wc -l < "$WORK/parity-$obs.txt") events, $(grep -o 'syscall observation: [a-z/]*' "$WORK/parity-$obs.log")"
+  echo "VMTEST INFO parity $obs: $(wc -l < "$WORK/parity-$obs.txt") events, $(grep -o 'syscall observation: [a-z/]*' "$WORK/parity-$obs.log"), ia32 $(grep -m1 -o '"ia32":"[a-z_]*"' "$WORK/parity-$obs.jsonl")"
 done
 n=$(wc -l < "$WORK/parity-auto.txt")
 kinds=$(grep -o '"kind":"[a-z_]*"' "$WORK/parity-auto.txt" | sort -u | tr '\n' ' ')
