@@ -34,6 +34,25 @@ fn bpftool_prog_ids() -> Vec<u32> {
     v.as_array().unwrap().iter().map(|p| p["id"].as_u64().unwrap() as u32).collect()
 }
 
+/// The programs a daemon reports follow from the paths it reports: every tracepoint program, the
+/// fentry/fexit twins or the ia32 raw tracepoint, the LSM programs with LSM deny, the cgroup
+/// programs with cgroup deny.
+fn expect_programs_of_the_paths_taken(loaded: &Value) {
+    use monitor_common::names::{CGROUP_PROGRAMS, COMPAT_RAW, FAST_PROGRAMS, PROGRAMS};
+    let names: Vec<&str> = loaded["programs"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let has = |n: &str| names.contains(&n);
+    assert!(PROGRAMS.iter().all(|p| has(p.name)), "every tracepoint program: {names:?}");
+    let fentry = loaded["observe"] == "fentry";
+    // Optional syscalls a kernel lacks are skipped on either path, so required ones are checked.
+    let fast_required = FAST_PROGRAMS.iter().filter(|s| !s.optional).flat_map(|s| [s.entry, s.exit]).filter(|n| !n.is_empty());
+    for n in fast_required {
+        assert_eq!(has(n), fentry, "{n} loaded exactly when observation is fentry: {loaded}");
+    }
+    assert_eq!(COMPAT_RAW.iter().all(|(n, _)| has(n)), loaded["ia32"] == "raw_tracepoint", "{loaded}");
+    assert_eq!(monitor::probes::lsm::PROGRAMS.iter().all(|(n, _)| has(n)), loaded["open_deny"] == "lsm", "{loaded}");
+    assert_eq!(CGROUP_PROGRAMS.iter().all(|(n, _)| has(n)), loaded["connect_deny"] == "cgroup", "{loaded}");
+}
+
 #[test]
 fn exec_puts_the_server_under_watch_with_stdio_untouched() {
     if !common::can_load_ebpf() {
@@ -143,11 +162,13 @@ fn sigterm_detaches_every_program() {
     }
     let d = Daemon::start(&[]);
     let ids = prog_ids_of(d.pid());
-    // This machine takes the tracepoint path: its programs, the ia32 raw tracepoint hook and
-    // the cgroup deny programs (the fentry and LSM programs do not load here).
-    use monitor_common::names::{CGROUP_PROGRAMS, COMPAT_RAW, PROGRAMS};
-    let expected = PROGRAMS.len() + COMPAT_RAW.len() + CGROUP_PROGRAMS.len();
-    assert_eq!(ids.len(), expected, "one fd per loaded program (tracepoints, ia32 hook and cgroup deny)");
+    // What the daemon says it loaded on this kernel (tracepoints, and fentry/fexit and BPF-LSM
+    // programs or the ia32 raw tracepoint, and the cgroup deny programs): one fd for each.
+    let loaded = d.expect("sensors_loaded", |v| v["kind"] == "sensors_loaded");
+    let mut reported: Vec<u32> = loaded["programs"].as_array().unwrap().iter().map(|p| p["id"].as_u64().unwrap() as u32).collect();
+    reported.sort();
+    assert_eq!(ids, reported, "one fd per program the daemon reports loaded: {loaded}");
+    expect_programs_of_the_paths_taken(&loaded);
     let before = bpftool_prog_ids();
     assert!(ids.iter().all(|id| before.contains(id)), "bpftool lists the daemon's programs");
     let err = d.stop();
@@ -200,9 +221,11 @@ fn syscall_hooks_are_attached_only_while_something_is_tracked() {
     }
     let d = Daemon::start(&[]);
     let always = link_count(d.pid());
-    // task_newtask, sched_process_exec/exit, io_uring_create: non-syscall tracepoints that fire
-    // only on their event. The syscall hooks and the cgroup deny programs come with a server.
-    assert_eq!(always, 4, "idle: no syscall tracepoint, no cgroup program attached");
+    // Only what the daemon reports attached for its whole life (task_newtask,
+    // sched_process_exec/exit, io_uring_create: they fire only on their event). The syscall
+    // hooks and the deny programs (cgroup, BPF-LSM) come with a server.
+    let loaded = d.expect("sensors_loaded", |v| v["kind"] == "sensors_loaded");
+    assert_eq!(always, loaded["always_attached"].as_array().unwrap().len(), "idle: no syscall hook, no deny program attached: {loaded}");
     let mut server = exec_cmd(&d.socket, "short-lived", &[], &["/bin/sh", "-c", "read x; cat /etc/hostname"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

@@ -27,9 +27,7 @@ fn assert_refused(d: &Daemon, server: &str, rule: &str, out: &Output, killed: bo
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains(SECRET), "{server}: the secret was read: {stdout}");
     let a = alert(d, server, rule);
-    let want = if killed { "denied_and_killed_in_kernel" } else { "denied_in_kernel" };
-    assert_eq!(a["action"]["result"], want, "{server}: {a}");
-    assert_eq!(a["action"]["where"], "open_gate", "{server}: refused before an fd existed: {a}");
+    d.assert_refused_before_fd(&a, killed, server);
     if killed {
         let pid = a["process"]["pid"].as_u64().unwrap();
         d.expect(&format!("{server}: pid {pid} died of SIGKILL"), |v| v["kind"] == "exit" && v["pid"] == pid && v["signal"] == 9);
@@ -62,7 +60,7 @@ fn a_home_created_after_start_is_protected_at_once() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(!stdout.contains(SECRET), "{name}: {stdout}");
         let a = alert(&d, name, "ssh-private-key-read");
-        assert_eq!(a["action"]["where"], "open_gate", "{name}: {a}");
+        d.assert_refused_before_fd(&a, true, name);
         assert_eq!(a["process"]["uid"], u.uid, "{a}");
     }
     let stolen = std::fs::read_to_string(u.home.join("stolen")).unwrap_or_default();

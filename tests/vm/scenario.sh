@@ -1,13 +1,16 @@
 #!/bin/sh
-# The kernel-matrix scenario, run as root by `cargo xtask vm-test`: inside a VM booted from
-# Debian's kernel with the BPF LSM (expect=lsm), and on this machine's kernel through the
-# fallbacks (expect=fallback). POSIX sh + busybox applets only. In the VM syscalls are observed
-# by fentry/fexit, on this machine by tracepoints; a parity run repeats one workload with
-# `--observe tracepoint` and the two event streams must be the same.
-#   scenario.sh MCPMON RULES_DIR WORK_DIR EXPECT [TESTKIT]
-# TESTKIT is mcpmon-testkit (victims and attackers; default: next to MCPMON).
+# The kernel-matrix scenario, run as root by `cargo xtask vm-test` on this machine's kernel and in
+# VMs booted from Debian's kernels. POSIX sh + busybox applets only. The daemon reports which
+# paths it took (open/exec deny: BPF-LSM or the kill fallback; syscall observation: fentry/fexit
+# or tracepoints); every later check expects what that path does. EXPECT says which paths the
+# kernel offers, from the kernel's own config (VM), or `auto` (this machine: whatever the daemon
+# reports, printed). A parity run repeats one workload with `--observe tracepoint` and the two
+# event streams must be the same.
+#   scenario.sh MCPMON RULES_DIR WORK_DIR DENY/OBSERVE
+#     DENY: lsm | fallback | auto      OBSERVE: fentry | tracepoint | auto
 # Prints "VMTEST PASS <name>" / "VMTEST FAIL <name>: <why>" lines, then "VMTEST DONE <failures>".
-MCPMON=$1 RULES=$2 WORK=$3 EXPECT=$4 TESTKIT=${5:-$(dirname "$1")/mcpmon-testkit}
+MCPMON=$1 RULES=$2 WORK=$3
+WANT_DENY=${4%/*} WANT_OBS=${4#*/}
 fails=0
 pass() { echo "VMTEST PASS $1"; }
 fail() { echo "VMTEST FAIL $1: $2"; fails=$((fails + 1)); }
@@ -52,15 +55,28 @@ start_daemon() {
 }
 EV=$WORK/events.jsonl
 start_daemon "$EV" "$WORK/daemon.log"
-if grep -q "BPF-LSM file_open available" "$WORK/daemon.log"; then path=lsm; else path=fallback; fi
-[ "$path" = "$EXPECT" ] && pass "path-$EXPECT" || fail "path-$EXPECT" "daemon took $path: $(grep -i 'open deny' "$WORK/daemon.log")"
-if [ "$EXPECT" = lsm ]; then want_obs=fentry/fexit; else want_obs=tracepoints; fi
-grep -q "syscall observation: $want_obs" "$WORK/daemon.log" && pass "observe-$want_obs" || fail "observe-$want_obs" "$(grep -i 'syscall observation\|fentry' "$WORK/daemon.log" | head -3)"
+# What the daemon reports it took: its first record (sensors_loaded) and its start-up log agree.
+while ! grep -q '"kind":"sensors_loaded"' "$EV" 2>/dev/null && kill -0 $DAEMON 2>/dev/null; do sleep 0.2; done
+loaded=$(grep -m1 '"kind":"sensors_loaded"' "$EV")
+case "$loaded" in *'"open_deny":"lsm"'*) path=lsm;; *'"open_deny":"kill"'*) path=fallback;; *) path=unreported;; esac
+case "$loaded" in *'"observe":"fentry"'*) obs=fentry;; *'"observe":"tracepoint"'*) obs=tracepoint;; *) obs=unreported;; esac
+echo "VMTEST INFO paths: deny=$path observe=$obs ia32=$(echo "$loaded" | sed -n 's/.*"ia32":"\([a-z_]*\)".*/\1/p') connect=$(echo "$loaded" | sed -n 's/.*"connect_deny":"\([a-z]*\)".*/\1/p')"
+if grep -q "BPF-LSM file_open available" "$WORK/daemon.log"; then logged=lsm; else logged=fallback; fi
+case "$WANT_DENY" in
+  auto) [ "$path" = "$logged" ] && pass "path-$path (reported)" || fail "path-reported" "record says $path, log says $logged";;
+  *) [ "$path" = "$WANT_DENY" ] && [ "$logged" = "$WANT_DENY" ] && pass "path-$WANT_DENY" || fail "path-$WANT_DENY" "daemon took $path: $(grep -i 'open.* deny' "$WORK/daemon.log")";;
+esac
+if [ "$obs" = fentry ]; then logged_obs=fentry/fexit; else logged_obs=tracepoints; fi
+grep -q "syscall observation: $logged_obs" "$WORK/daemon.log" || fail "observe-logged" "record says $obs: $(grep -i 'syscall observation' "$WORK/daemon.log")"
+case "$WANT_OBS" in
+  auto) pass "observe-$obs (reported)";;
+  *) [ "$obs" = "$WANT_OBS" ] && pass "observe-$WANT_OBS" || fail "observe-$WANT_OBS" "daemon took $obs: $(grep -i 'fallback\|fentry' "$WORK/daemon.log" | head -3)";;
+esac
 
 # The open gate (fanotify permission events) refuses read-protected opens before an fd exists
 # on every kernel that has fanotify: deny rules then give EPERM on both paths.
 if grep -q "open gate: read-protected" "$WORK/daemon.log"; then gate=1; pass open-gate; else gate=0; fail open-gate "$(grep -i 'gate' "$WORK/daemon.log")"; fi
-if [ "$EXPECT" = lsm ] || [ $gate = 1 ]; then read_deny=eperm; else read_deny=kill; fi
+if [ "$path" = lsm ] || [ $gate = 1 ]; then read_deny=eperm; else read_deny=kill; fi
 
 # 1. SSH key under a deny rule: EPERM and the process lives (LSM or gate), or killed (neither).
 out=$("$MCPMON" exec --name keyreader --socket "$SOCK" -- /bin/sh -c "cat $HOME_DIR/.ssh/id_ed25519; echo rc=\$?" 2>&1)
@@ -126,7 +142,7 @@ kill "$holder" 2>/dev/null
 # 1b. A denied executable: execve fails with EPERM and the caller lives (LSM), or the new image
 # is killed before its first instruction (fallback).
 out=$("$MCPMON" exec --name execer --socket "$SOCK" -- /bin/sh -c "$WORK/bin/evil-tool; echo rc=\$?" 2>&1)
-if [ "$EXPECT" = lsm ]; then
+if [ "$path" = lsm ]; then
   case "$out" in *rc=126*) pass exec-deny-eperm-caller-lives;; *) fail exec-deny-eperm-caller-lives "$out";; esac
 else
   case "$out" in *rc=137*) pass exec-deny-falls-back-to-kill;; *) fail exec-deny-falls-back-to-kill "$out";; esac
@@ -143,14 +159,15 @@ kill -TERM $DAEMON; wait $DAEMON
 grep -q '"kind":"open".*"server":"keyreader"' "$EV" && pass open-event || fail open-event "no open event"
 if [ "$read_deny" = eperm ]; then rwant='denied_in_kernel'; else rwant='killed_in_kernel'; fi
 grep '"kind":"alert"' "$EV" | grep '"id":"ssh-private-key-read"' | grep -q "$rwant" && pass "alert-$rwant" || fail "alert-$rwant" "$(grep '"kind":"alert"' "$EV" | head -3)"
-if [ "$EXPECT" = lsm ]; then want='denied_in_kernel'; else want='killed_in_kernel'; fi
+if [ "$path" = lsm ]; then want='denied_in_kernel'; else want='killed_in_kernel'; fi
 grep '"kind":"alert"' "$EV" | grep '"id":"persistence-write"' | grep -q killed_in_kernel && pass alert-kill || fail alert-kill "no persistence alert"
 grep '"kind":"alert"' "$EV" | grep '"id":"network-tool-exec"' | grep -q "$want" && pass "exec-alert-$want" || fail "exec-alert-$want" "$(grep '"kind":"alert"' "$EV" | grep network-tool | head -3)"
 grep -q '"kind":"exit".*"signal":9' "$EV" && pass exit-event || fail exit-event "no SIGKILL exit event"
 
 # 4. Parity: one workload (a successful and a failed open, an open through the ia32 entry
 # `int $0x80`, a failed exec, a refused connect, a JSON-RPC line through the server's stdio pipes) under the default path and under tracepoints.
-# Fields that differ between any two runs (times, pids, procfs-derived names) are dropped. An
+# Fields that differ between any two runs (times, a folded run's first/last, pids, procfs-derived
+# names) are dropped. An
 # event whose user memory was not paged in yet (a probe cannot fault pages in; either path may
 # meet one, at random) has no path: each event one run has and the other lacks must be matched
 # by such an event of the other run. The workload runs without a locale (no locale files).
@@ -161,15 +178,16 @@ workload() {
 }
 normalize() {
   grep -v '"kind":"\(alert\|stats\|rules_loaded\|server_[a-z]*\)"' "$1" | grep -E '"kind":"(exec|open|connect|send|exit|fork|mcp_[a-z]*)"' |
-    sed -E 's/"(time|ts_mono_ns|first|last|pid|tid|ppid|child_pid|exe|resolved_path)":("[^"]*"|[0-9]+),?//g; s/"(mcp|inode)":\{[^}]*\},?//g; s/,}/}/g' | sort
+    sed -E 's/"(time|ts_mono_ns|pid|tid|ppid|child_pid|exe|resolved_path|first|last)":("[^"]*"|[0-9]+),?//g; s/"(mcp|inode)":\{[^}]*\},?//g; s/,}/}/g' | sort
 }
 for obs in auto tracepoint; do
-  start_daemon "$WORK/parity-$obs.jsonl" "$WORK/parity-$obs.log" --observe $obs
+  # Folding off: the two runs' fold windows could split a run differently; parity is per event.
+  start_daemon "$WORK/parity-$obs.jsonl" "$WORK/parity-$obs.log" --observe $obs --fold-window-ms 0
   workload
   sleep 2
   kill -TERM $DAEMON; wait $DAEMON
   normalize "$WORK/parity-$obs.jsonl" > "$WORK/parity-$obs.txt"
-  echo "VMTEST INFO parity $obs: $(wc -l < "$WORK/parity-$obs.txt") events, $(grep -o 'syscall observation: [a-z/]*' "$WORK/parity-$obs.log")"
+  echo "VMTEST INFO parity $obs: $(wc -l < "$WORK/parity-$obs.txt") events, $(grep -o 'syscall observation: [a-z/]*' "$WORK/parity-$obs.log"), ia32 $(grep -m1 -o '"ia32":"[a-z_]*"' "$WORK/parity-$obs.jsonl") $(grep -m1 -o 'ia32 syscalls[^"]*' "$WORK/parity-$obs.log")"
 done
 n=$(wc -l < "$WORK/parity-auto.txt")
 kinds=$(grep -o '"kind":"[a-z_]*"' "$WORK/parity-auto.txt" | sort -u | tr '\n' ' ')

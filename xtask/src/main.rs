@@ -57,15 +57,19 @@ enum Task {
         #[arg(long)]
         tracked_only: bool,
     },
-    /// Kernel matrix: the scenario on this kernel (fallbacks) and in a VM booted from Debian's
-    /// kernel with the BPF LSM and trampolines (qemu TCG): deny, kill, fentry/tracepoint parity.
+    /// Kernel matrix: the scenario on this kernel and in VMs booted from Debian's 6.1, 6.12 and
+    /// cloud kernels with the BPF LSM (qemu TCG): deny, kill, fentry/tracepoint parity; on 6.12
+    /// also the privileged integration tests of tests/vm/itests.txt.
     VmTest {
         /// Only the host run.
         #[arg(long)]
         host_only: bool,
-        /// Only the VM run.
+        /// Only the VM runs.
         #[arg(long)]
         vm_only: bool,
+        /// Boot only this kernel of the matrix (6.1, 6.12, cloud); repeatable.
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
     },
     /// Build the Debian package (target/debian/mcpmon_VERSION_amd64.deb): binary, hardened
     /// systemd unit, /etc/mcpmon/mcpmon.yaml and the default rules as conffiles, logrotate rule.
@@ -86,7 +90,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test { args } => test(&args),
         Task::Package => deb::run(),
-        Task::VmTest { host_only, vm_only } => vm::run(!vm_only, !host_only),
+        Task::VmTest { host_only, vm_only, kernels } => vm::run(!vm_only, !host_only, &kernels),
         Task::Bench { rounds, quick, report_only, fast_path_only, enforcement_only, scanners_only, tracked_only } => {
             bench::run(bench::Opts { rounds, quick, report_only, fast_path_only, enforcement_only, scanners_only, tracked_only })
         }
@@ -131,7 +135,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         let strict = std::env::var("MCPMON_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1" || v == "true");
         if strict { Err(anyhow::anyhow!("vm-test needs root")) } else { Ok(()) }
     } else {
-        vm::run(true, true)
+        vm::run(true, true, &[])
     };
     tests.and(vm)
 }

@@ -55,6 +55,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         sensors.on_demand_hooks().join(", ")
     );
 
+    // The first line of the stream: what this kernel let the daemon load (`probes/loaded.rs`).
+    let mut loaded = sensors.loaded();
+
     let gate_maps = sensors.gate_maps();
     // A second TRACKED handle for the persistence watch (before the tracker takes the map).
     let persist_maps = sensors.gate_maps().and_then(|m| Ok((m.tracked, sensors.exited_map()?)));
@@ -132,6 +135,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(mode = ?mode, dir = %dir.display(), "profiles");
         pipeline.profiles = Some(p);
     }
+    loaded["open_gate"] = policy_summary["open_gate"].is_object().into();
+    pipeline.out.emit(crate::output::Record::SensorsLoaded { time: Pipeline::now(), loaded }).await;
     pipeline.out.emit(crate::output::Record::RulesLoaded { time: Pipeline::now(), policy: policy_summary }).await;
     let pins = args.state_dir.join("tool-pins.json");
     pipeline.tools_watch.pins = Some(crate::toolcheck::pin::PinStore::open(&pins).with_context(|| "tool pins")?);

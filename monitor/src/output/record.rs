@@ -33,6 +33,13 @@ pub enum Record {
     ServerIdentified { time: String, server_id: u32, server: String, client: Option<String>, root_pid: u32 },
     ServerUnidentified { time: String, server_id: u32, server: String, root_pid: u32, reason: &'static str },
     ServerDropped { time: String, server_id: u32, server: String, root_pid: u32, reason: String },
+    /// What this kernel let the daemon load and the path each stage took (probes/loaded.rs):
+    /// the first line of the stream.
+    SensorsLoaded {
+        time: String,
+        #[serde(flatten)]
+        loaded: Value,
+    },
     RulesLoaded { time: String, policy: Value },
     RulesReloaded {
         time: String,

@@ -9,6 +9,7 @@ mod hold;
 mod ia32;
 mod link;
 pub mod lsm;
+mod loaded;
 pub mod ondemand;
 pub mod features;
 pub mod tracefs;

@@ -69,7 +69,7 @@ impl Daemon {
 
     /// The metrics endpoint the daemon announced on stderr.
     pub fn metrics_url(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + super::patience(Duration::from_secs(10));
         loop {
             let err = self.stderr.lock().unwrap().clone();
             if let Some(i) = err.find("url=http://") {
@@ -83,7 +83,7 @@ impl Daemon {
 
     /// Ready when the control socket answers a ping.
     pub fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + super::patience(Duration::from_secs(30));
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
                 if let Some(r) = self.stderr_reader.take() {
@@ -112,7 +112,7 @@ impl Daemon {
     }
 
     pub fn expect(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + super::patience(Duration::from_secs(10));
         loop {
             let recs = self.records();
             if let Some(v) = recs.iter().find(|v| pred(v)) {
@@ -138,7 +138,7 @@ impl Daemon {
 
     fn stop_inner(&mut self) -> String {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + super::patience(Duration::from_secs(20));
         let status = loop {
             if let Some(s) = self.child.try_wait().unwrap() {
                 break s;
@@ -155,9 +155,44 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// What the daemon reports it loaded on this kernel (`sensors_loaded`, its first record):
+    /// the paths tests may expect, whatever kernel they run on.
+    pub fn loaded(&self) -> Value {
+        self.expect("sensors_loaded", |v| v["kind"] == "sensors_loaded")
+    }
+
+    /// The alert `a` says its open was refused before an fd existed, in a way the paths the daemon
+    /// reports allow, and (`killed`) that the opener was killed. The open gate (fanotify) refuses
+    /// on every kernel; where the daemon loaded the BPF-LSM, a deny rule's EPERM comes from
+    /// `lsm/file_open`; where it loaded the fentry program on `security_file_open`, a kill rule's
+    /// SIGKILL is pending from there. Either may come before the gate's permission event.
+    pub fn assert_refused_before_fd(&self, a: &Value, killed: bool, what: &str) {
+        let loaded = self.loaded();
+        let programs = loaded["programs"].as_array().unwrap();
+        let at_file_open = programs.iter().any(|p| p["name"] == "mcpmf_file_open_e");
+        let gate = if killed { "denied_and_killed_in_kernel" } else { "denied_in_kernel" };
+        let by_gate = a["action"]["result"] == gate && a["action"]["where"] == "open_gate";
+        let by_hook = if killed {
+            // The SIGKILL is pending from security_file_open, before fd_install: the open may
+            // still return an fd number, but the process dies before it returns to user space.
+            at_file_open && a["action"]["result"] == "killed_in_kernel"
+        } else {
+            loaded["open_deny"] == "lsm" && a["action"]["result"] == "denied_in_kernel" && a["event"]["result"]["errno"] == "EPERM"
+        };
+        assert!(
+            by_gate || by_hook,
+            "{what}: not refused before an fd existed on the paths the daemon reports (open_deny {}, file_open kill {at_file_open}): {a}",
+            loaded["open_deny"]
+        );
+    }
+}
+
 pub fn exec_cmd(socket: &Path, name: &str, extra: &[&str], cmd: &[&str]) -> Command {
     let mut c = Command::new(MCPMON);
-    c.arg("exec").arg("--name").arg(name).arg("--socket").arg(socket).args(extra).arg("--").args(cmd);
+    c.arg("exec").arg("--name").arg(name).arg("--socket").arg(socket).args(extra);
+    // exec's own wait for the daemon's acknowledgement (3 s by default), stretched like the others.
+    c.arg("--timeout-ms").arg(super::patience(Duration::from_millis(3000)).as_millis().to_string()).arg("--").args(cmd);
     c
 }
 

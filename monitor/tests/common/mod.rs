@@ -31,6 +31,15 @@ pub fn skipped(why: &str) {
     }
 }
 
+/// A wait of the harness (a daemon coming up, an expected event), stretched where the tests run
+/// under emulation: `MCPMON_TEST_SLOWDOWN=N` (tests/vm/itest.sh sets it inside qemu TCG, where
+/// code runs many times slower) makes every such wait N times as long. Only how long a test may
+/// wait changes, never what it expects.
+pub fn patience(d: Duration) -> Duration {
+    let n = std::env::var("MCPMON_TEST_SLOWDOWN").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(1).max(1);
+    d * n
+}
+
 pub fn require_privileged() -> bool {
     matches!(std::env::var("MCPMON_REQUIRE_PRIVILEGED").as_deref(), Ok("1") | Ok("true"))
 }
@@ -99,7 +108,7 @@ impl Harness {
 
     /// Waits for an event matching `pred`, failing with everything seen on timeout.
     pub async fn expect(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + patience(Duration::from_secs(10));
         if let Some(e) = self.seen.iter().find(|e| pred(e)) {
             return e.clone();
         }

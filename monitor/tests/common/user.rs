@@ -76,7 +76,8 @@ impl User {
     /// `mcpmon exec --require-monitor --name NAME -- ARGV` as this user.
     pub fn exec(&self, d: &Daemon, name: &str, argv: &[&str]) -> Command {
         let mut c = self.command();
-        c.arg(MCPMON).args(["exec", "--require-monitor", "--name", name, "--socket"]).arg(&d.socket).arg("--").args(argv);
+        c.arg(MCPMON).args(["exec", "--require-monitor", "--name", name, "--socket"]).arg(&d.socket);
+        c.arg("--timeout-ms").arg(super::patience(std::time::Duration::from_millis(3000)).as_millis().to_string()).arg("--").args(argv);
         c.env("HOME", &self.home).current_dir(&self.home);
         c
     }
