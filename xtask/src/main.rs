@@ -4,6 +4,7 @@ mod deb;
 #[cfg(test)]
 mod lint;
 mod peers;
+mod runners;
 mod vm;
 mod setup;
 mod util;

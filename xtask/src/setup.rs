@@ -73,6 +73,7 @@ pub fn run() -> anyhow::Result<()> {
         install(true).or_else(|_| install(false))?;
     }
     crate::peers::install()?;
+    crate::runners::install()?;
     eprintln!("xtask setup: toolchain ready (Debian packages, bpf-linker {BPF_LINKER})");
     Ok(())
 }

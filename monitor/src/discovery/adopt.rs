@@ -21,7 +21,7 @@ use monitor_common::candidate;
 use serde_json::{json, Value};
 
 use super::{
-    clients::{ClientConfigs, ExecView},
+    clients::{runners::{self, RunnerLaunch}, ClientConfigs, ConfiguredServer, ExecView},
     sockets::UrlWatch,
 };
 use crate::{
@@ -38,10 +38,11 @@ pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, PartialEq)]
 pub enum Intent {
-    /// `url`: the configured URL it listens on (a `Discovery::Url` match).
-    Track { pid: u32, name: String, how: Discovery, client: Option<String>, config: Option<String>, url: Option<String> },
+    /// `url`: the configured URL it listens on (a `Discovery::Url` match). `runner`: what the
+    /// configured runner (`uvx`, `npx`, `docker run`…) runs, for `found`.
+    Track { pid: u32, name: String, how: Discovery, client: Option<String>, config: Option<String>, url: Option<String>, runner: Option<RunnerLaunch> },
     /// `parent`: the client's pid and comm, for "how was it found".
-    Sniff { pid: u32, name: String, parent: (u32, String) },
+    Sniff { pid: u32, name: String, parent: (u32, String), runner: Option<RunnerLaunch> },
     Drop { pid: u32, reason: &'static str },
 }
 
@@ -59,10 +60,39 @@ pub struct Discoverer {
 /// Origins kept before the entries of exited roots are pruned.
 const MAX_ORIGINS: usize = 4096;
 
+/// The command line as a client typed it: without `env` and its settings (`env FOO=1 node
+/// srv.js`), and without the interpreter of a shebang script when the script is a runner
+/// (`/usr/bin/env node /usr/bin/npx …`, `python3 /venv/bin/pipx run …`).
+fn past_interpreter(argv: &[String]) -> &[String] {
+    let base = |s: &String| s.rsplit('/').next().unwrap_or(s).to_string();
+    let argv = match argv.first().map(base).as_deref() {
+        Some("env") => {
+            let n = argv[1..].iter().take_while(|a| a.contains('=') || a.starts_with('-')).count();
+            &argv[1 + n..]
+        }
+        _ => argv,
+    };
+    match argv.first().map(base).as_deref() {
+        Some(i) if (i == "node" || i.starts_with("python")) && runners::launch(&argv[1..]).is_some() => &argv[1..],
+        _ => argv,
+    }
+}
+
+/// What a runner runs, by the configured command line.
+fn configured_runner(s: &ConfiguredServer) -> Option<RunnerLaunch> {
+    let (cmd, args) = s.effective()?;
+    runners::launch(&[vec![cmd], args].concat())
+}
+
 fn command_name(argv: &[String], exe: Option<&str>) -> String {
-    // Interpreters run scripts: name the script, not python/node.
-    let interp = |s: &str| s.starts_with("python") || s == "node" || s == "deno" || s == "bun" || s == "uv" || s == "uvx" || s == "npx";
     let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
+    let argv = past_interpreter(argv);
+    // A runner's launch is named after what it runs: the package, or the image of a container.
+    if let Some(l) = runners::launch(argv) {
+        return if matches!(l.runner, "docker" | "podman") { l.target } else { base(&l.target) };
+    }
+    // Interpreters run scripts: name the script, not python/node.
+    let interp = |s: &str| s.starts_with("python") || s == "node" || s == "deno" || s == "bun" || s == "uv";
     match argv.first().map(|a| base(a)) {
         Some(a) if interp(&a) => argv[1..].iter().find(|x| !x.starts_with('-')).map(|x| base(x)).unwrap_or(a),
         Some(a) => a,
@@ -86,6 +116,16 @@ impl Discoverer {
                 (*pid, json!({"how": Discovery::Sniffed, "handshake_under": {"pid": ppid, "comm": comm}}))
             }
             Intent::Drop { .. } => return,
+        };
+        // A launch through a runner says what it runs (`"runner": {"runner": "docker", "target":
+        // "mcp/time"}`): the package, or the image, which the command's name alone does not.
+        let v = match intent {
+            Intent::Track { runner: Some(r), .. } | Intent::Sniff { runner: Some(r), .. } => {
+                let mut v = v;
+                v["runner"] = json!(r);
+                v
+            }
+            _ => v,
         };
         if self.origins.len() >= MAX_ORIGINS {
             self.origins.retain(|p, _| procfs::exists(*p));
@@ -132,12 +172,14 @@ impl Discoverer {
                 client: Some(s.client.to_string()),
                 config: Some(s.config.display().to_string()),
                 url: None,
+                runner: configured_runner(s),
             };
         }
         let parent = procfs::process_info(info.ppid).map(|p| p.comm).unwrap_or_default();
         let piped = procfs::fd_stream_inode(pid, 0).is_some() && procfs::fd_stream_inode(pid, 1).is_some();
         if piped && self.client_comms.iter().any(|c| c.as_str() == parent.as_str()) {
-            return Intent::Sniff { pid, name: command_name(&info.argv, info.exe.as_deref()), parent: (info.ppid, parent) };
+            // Named from the exec's own argv: /proc may show a later image (`node`) or a title.
+            return Intent::Sniff { pid, name: command_name(argv, info.exe.as_deref()), parent: (info.ppid, parent), runner: runners::launch(past_interpreter(argv)) };
         }
         tracing::debug!("discovery: pid {pid}: exec of {filename:?} argv {argv:?} (exe {:?}) matches no configured server", info.exe);
         Intent::Drop { pid, reason: if piped { "not a configured server" } else { "stdio is not a pipe" } }
@@ -162,6 +204,7 @@ impl Discoverer {
                     client: Some(s.client.to_string()),
                     config: Some(s.config.display().to_string()),
                     url: None,
+                    runner: configured_runner(s),
                 });
             }
         }
@@ -185,6 +228,7 @@ impl Discoverer {
                     client: Some(s.client.to_string()),
                     config: Some(s.config.display().to_string()),
                     url: s.url.clone(),
+                    runner: None,
                 }
             })
             .collect()
@@ -225,6 +269,21 @@ mod tests {
         assert_eq!(command_name(&v(&["npx", "-y", "@scope/server-x"]), None), "server-x");
         assert_eq!(command_name(&v(&["/usr/local/bin/mcp-server-time"]), None), "mcp-server-time");
         assert_eq!(command_name(&[], Some("/bin/x")), "x");
+    }
+
+    /// A server sniffed under a client is named after what its runner runs, whichever image of
+    /// the launch the name is read from, and never after the runner or its flags' values.
+    #[test]
+    fn names_what_a_runner_runs() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(command_name(&v(&["uvx", "--from", "/w/mcp_server_time-1-py3-none-any.whl", "mcp-server-time"]), None), "mcp-server-time");
+        assert_eq!(command_name(&v(&["/venv/bin/uv", "tool", "uvx", "mcp-server-git"]), None), "mcp-server-git");
+        assert_eq!(command_name(&v(&["/usr/bin/python3", "/venv/bin/pipx", "run", "--spec", "/w/x.whl", "mcp-server-time"]), None), "mcp-server-time");
+        assert_eq!(command_name(&v(&["/usr/bin/env", "node", "/usr/bin/npx", "-y", "@scope/server-x"]), None), "server-x");
+        assert_eq!(command_name(&v(&["bunx", "@modelcontextprotocol/server-filesystem", "/tmp"]), None), "server-filesystem");
+        assert_eq!(command_name(&v(&["docker", "run", "-i", "--rm", "-e", "GITHUB_TOKEN", "ghcr.io/github/github-mcp-server"]), None), "ghcr.io/github/github-mcp-server");
+        // A script that is not a runner is still named after itself.
+        assert_eq!(command_name(&v(&["/usr/bin/env", "node", "/opt/srv/index.js"]), None), "index.js");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::ConfiguredServer;
+use super::{runners, ConfiguredServer};
 
 pub fn base(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
@@ -71,10 +71,18 @@ impl ConfiguredServer {
     /// How well this exec fits the entry: None = it does not run it; more = more of the entry
     /// (args, env, cwd) was checked, so the most specific of several candidates wins.
     pub fn fit(&self, x: &ExecView) -> Option<usize> {
+        if let Some(t) = npm_title(x.argv) {
+            return self.fit_argv(x, &t, true);
+        }
+        // A running uvx shows `uv tool uvx ARGS`: tried as `uvx ARGS` only when the command line
+        // as it is fits nothing (an entry may name `uv tool uvx` itself).
+        self.fit_argv(x, x.argv, false).or_else(|| self.fit_argv(x, &runners::as_configured(x.argv)?, false))
+    }
+
+    /// `retitled`: argv is npm's title read back, without npx's own flags.
+    fn fit_argv(&self, x: &ExecView, argv: &[String], retitled: bool) -> Option<usize> {
         let (full_cmd, args) = self.effective()?;
         let cmd = base(&full_cmd);
-        let retitled = npm_title(x.argv);
-        let argv = retitled.as_deref().unwrap_or(x.argv);
         let shebang_arg = argv.len() > 2 && (base(&argv[0]) == "env" || argv[1].starts_with('-'));
         let at = (0..argv.len().min(3)).find(|&i| base(&argv[i]) == cmd && (i < 2 || shebang_arg));
         let start = match at {
@@ -86,7 +94,7 @@ impl ConfiguredServer {
         };
         let mut it = argv[start..].iter();
         // A retitled npx no longer shows its own flags.
-        let shown = |a: &&String| retitled.is_none() || !NPX_OWN_FLAGS.contains(&a.as_str());
+        let shown = |a: &&String| !retitled || !NPX_OWN_FLAGS.contains(&a.as_str());
         if !args.iter().filter(shown).all(|a| it.any(|b| b == a)) {
             return None;
         }

@@ -15,6 +15,7 @@ use serde_json::Value;
 pub mod entry;
 pub mod jsonc;
 pub mod matching;
+pub mod runners;
 pub mod sources;
 
 pub use matching::ExecView;

@@ -239,3 +239,27 @@ fn cwd_and_env_pick_the_entry() {
         assert_eq!(got.as_deref(), want, "{dir:?}");
     }
 }
+
+/// A running uvx has re-exec'd itself as `uv tool uvx ARGS` (same pid): the start-up scan reads
+/// that in /proc and must still name the `uvx` entry; an entry that names `uv tool uvx` itself
+/// keeps matching as written, and so does every image of the launch at exec.
+#[test]
+fn a_running_uvx_matches_its_uvx_entry() {
+    let t = tempfile::tempdir().unwrap();
+    let alice = t.path().join("home/alice");
+    write(
+        &alice.join(".config/Claude/claude_desktop_config.json"),
+        r#"{"mcpServers":{"time":{"command":"uvx","args":["mcp-server-time","--local-timezone","Asia/Tokyo"]},
+            "git":{"command":"uv","args":["tool","uvx","mcp-server-git"]}}}"#,
+    );
+    let passwd = t.path().join("passwd");
+    write(&passwd, &format!("alice:x:1000:1000::{}:/bin/bash\n", alice.display()));
+    let mut c = ClientConfigs::with_etc(passwd, vec![], t.path().join("etc"));
+    c.refresh();
+    let m = |file: Option<&str>, exe: Option<&str>, a: &[&str]| c.match_exec(&ExecView::new(file, exe, &argv(a), None)).map(|s| s.name.clone());
+    let running = ["/home/alice/.local/bin/uv", "tool", "uvx", "mcp-server-time", "--local-timezone", "Asia/Tokyo"];
+    assert_eq!(m(None, Some("/home/alice/.local/bin/uv"), &running).as_deref(), Some("time"));
+    assert_eq!(m(Some("/home/alice/.local/bin/uvx"), Some("/home/alice/.local/bin/uvx"), &["uvx", "mcp-server-time", "--local-timezone", "Asia/Tokyo"]).as_deref(), Some("time"));
+    assert!(m(None, Some("/usr/bin/uv"), &["uv", "tool", "uvx", "mcp-server-time", "--local-timezone", "UTC"]).is_none());
+    assert_eq!(m(None, Some("/usr/bin/uv"), &["uv", "tool", "uvx", "mcp-server-git"]).as_deref(), Some("git"));
+}
