@@ -6,10 +6,11 @@
 # kernel offers, from the kernel's own config (VM), or `auto` (this machine: whatever the daemon
 # reports, printed). A parity run repeats one workload with `--observe tracepoint` and the two
 # event streams must be the same.
-#   scenario.sh MCPMON RULES_DIR WORK_DIR DENY/OBSERVE
+#   scenario.sh MCPMON RULES_DIR WORK_DIR DENY/OBSERVE [TESTKIT]
 #     DENY: lsm | fallback | auto      OBSERVE: fentry | tracepoint | auto
+#     TESTKIT: mcpmon-testkit (victims and attackers; default: next to MCPMON)
 # Prints "VMTEST PASS <name>" / "VMTEST FAIL <name>: <why>" lines, then "VMTEST DONE <failures>".
-MCPMON=$1 RULES=$2 WORK=$3
+MCPMON=$1 RULES=$2 WORK=$3 TESTKIT=${5:-$(dirname "$1")/mcpmon-testkit}
 WANT_DENY=${4%/*} WANT_OBS=${4#*/}
 fails=0
 pass() { echo "VMTEST PASS $1"; }
