@@ -129,7 +129,12 @@ pub fn open_x<S: Sys>(s: &S) -> u32 {
         }
     }
     // A flood of identical opens goes out as one open and a count (fold.rs).
-    if !crate::fold::fold_open(ev) {
+    if let crate::fold::Fold::Send { repeat } = crate::fold::fold_open(ev) {
+        if repeat {
+            if let Some(r) = crate::fold::staged_repeat() {
+                crate::maps::output(r);
+            }
+        }
         let len = OpenEvent::DATA_OFFSET + (ev.path_len as usize & (PATH_CAP - 1));
         output_prefix(ev, len);
     }

@@ -20,7 +20,7 @@
 //! at the first open after the window, and at the thread's exit.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap},
+    maps::{Array, LruHashMap, PerCpuArray},
 };
 use monitor_common::{flags, policy, EventKind, OpenEvent, RepeatEvent, PATH_CAP};
 
@@ -41,6 +41,11 @@ pub struct Run {
 
 #[map(name = "FOLD_RUNS")]
 pub static FOLD_RUNS: LruHashMap<u32, Run> = LruHashMap::with_max_entries(8192, 0);
+
+/// The record a run's count goes out in, built here rather than on the stack: the open exit
+/// runs under the ia32 hook too, whose chain of calls nears the verifier's 512-byte stack.
+#[map(name = "SCRATCH_REPEAT")]
+static SCRATCH_REPEAT: PerCpuArray<RepeatEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// Bumped by every captured JSON-RPC transfer; a run never spans two values.
 #[map(name = "CAPTURE_EPOCH")]
@@ -92,37 +97,63 @@ fn signature(ev: &OpenEvent) -> u64 {
         h = (h ^ w).wrapping_mul(PRIME);
     }
     let class = if ev.ret >= 0 { ev.ino ^ ((ev.dev as u64) << 40) } else { ev.ret as u64 };
-    for v in [ev.open_flags as u64 | (ev.mode as u64) << 32, ev.dirfd as u64 | (ev.syscall as u64) << 32, ev.resolve, class, len as u64] {
-        h = (h ^ v).wrapping_mul(PRIME);
-    }
+    // One field at a time (an array of them would sit on the stack).
+    h = (h ^ (ev.open_flags as u64 | (ev.mode as u64) << 32)).wrapping_mul(PRIME);
+    h = (h ^ (ev.dirfd as u32 as u64 | (ev.syscall as u64) << 32)).wrapping_mul(PRIME);
+    h = (h ^ ev.resolve).wrapping_mul(PRIME);
+    h = (h ^ class).wrapping_mul(PRIME);
+    h = (h ^ len as u64).wrapping_mul(PRIME);
     h | 1 // never 0: 0 means "not foldable"
 }
 
-/// Sends the count of a run that folded anything.
+/// Writes the count of a run that folded anything into this CPU's `SCRATCH_REPEAT`; whether it
+/// did. The caller sends it: `fold_open` itself calls nothing that outputs, so it stays a leaf.
 #[inline(always)]
-fn send_repeat(run: &Run, hdr: &monitor_common::EventHeader) {
+fn stage_repeat(run: &Run, hdr: &monitor_common::EventHeader) -> bool {
     if run.count == 0 {
-        return;
+        return false;
     }
-    let mut r = RepeatEvent::default();
+    let Some(r) = SCRATCH_REPEAT.get_ptr_mut(0) else { return false };
+    // SAFETY: index 0 of the per-CPU SCRATCH_REPEAT array: this CPU's slot, valid for this
+    // program run; only this program writes it, and its caller reads it before returning.
+    let r = unsafe { &mut *r };
     r.hdr = *hdr;
     r.hdr.kind = EventKind::Repeat as u32;
     r.hdr.flags = 0;
     r.hdr.ts_ns = run.last_ns;
     r.of_kind = EventKind::Open as u32;
+    r._pad = 0;
     r.fold_sig = run.sig;
     r.count = run.count;
     r.first_ns = run.first_ns;
     r.last_ns = run.last_ns;
-    output(&r);
+    true
 }
 
-/// Judges one finished open: true when it joined the thread's run (send nothing); otherwise the
-/// open goes out in full, after the count of the run it ended, and starts a new run if it may.
-// Not inlined: the open exit program is near the verifier's limits, and the fentry twin and the
-// ia32 path share this one copy.
+/// The count `fold_open` or `end_run` staged, to send.
+#[inline(always)]
+pub fn staged_repeat() -> Option<&'static RepeatEvent> {
+    // SAFETY: this CPU's slot, written just before by the same program.
+    SCRATCH_REPEAT.get_ptr(0).map(|r| unsafe { &*r })
+}
+
+/// What to do with a finished open.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fold {
+    /// It joined the thread's run: send nothing.
+    Folded,
+    /// Send it in full; `repeat`: first send the count staged in `SCRATCH_REPEAT` (the run it
+    /// ended).
+    Send { repeat: bool },
+}
+
+/// Judges one finished open: it joins the thread's run, or it goes out in full (after the count
+/// of the run it ended) and starts a new run if it may.
+// Not inlined, and a leaf (no output from here): the open exit is near the verifier's limits,
+// and under the ia32 hook its chain of calls nears the 512-byte stack (6.1 refused one more
+// frame there); the fentry twin and the ia32 path share this one copy.
 #[inline(never)]
-pub fn fold_open(ev: &mut OpenEvent) -> bool {
+pub fn fold_open(ev: &mut OpenEvent) -> Fold {
     let tid = ev.hdr.tid;
     let window = window_ns();
     let acted = ev.policy != 0 || ev.hdr.flags & (flags::KILLED | flags::DENIED) != 0;
@@ -131,16 +162,18 @@ pub fn fold_open(ev: &mut OpenEvent) -> bool {
     let foldable = window != 0 && !acted && !relative_failure && short && ev.hdr.flags & flags::READ_FAILED == 0;
     ev.fold_sig = 0;
     if !foldable {
-        // SAFETY: the thread's own run, copied out at once.
-        if let Some(run) = unsafe { FOLD_RUNS.get(&tid) }.copied() {
-            send_repeat(&run, &ev.hdr);
+        let mut repeat = false;
+        if let Some(run) = FOLD_RUNS.get_ptr(&tid) {
+            // SAFETY: the thread's own entry, valid for this program run; read before the remove.
+            repeat = stage_repeat(unsafe { &*run }, &ev.hdr);
             let _ = FOLD_RUNS.remove(&tid);
         }
-        return false;
+        return Fold::Send { repeat };
     }
     let sig = signature(ev);
     let now = ev.hdr.ts_ns;
     let epoch = epoch();
+    let mut repeat = false;
     if let Some(run) = FOLD_RUNS.get_ptr_mut(&tid) {
         // SAFETY: the thread's own entry (keyed by its tid); only this thread's hooks touch it,
         // and they run one at a time.
@@ -148,15 +181,19 @@ pub fn fold_open(ev: &mut OpenEvent) -> bool {
         if run.sig == sig && run.epoch == epoch && now.wrapping_sub(run.first_ns) < window {
             run.count += 1;
             run.last_ns = now;
-            return true;
+            return Fold::Folded;
         }
-        send_repeat(run, &ev.hdr);
-        *run = Run { sig, epoch, first_ns: now, last_ns: now, count: 0 };
+        repeat = stage_repeat(run, &ev.hdr);
+        run.sig = sig;
+        run.epoch = epoch;
+        run.first_ns = now;
+        run.last_ns = now;
+        run.count = 0;
     } else {
         let _ = FOLD_RUNS.insert(&tid, &Run { sig, epoch, first_ns: now, last_ns: now, count: 0 }, 0);
     }
     ev.fold_sig = sig;
-    false
+    Fold::Send { repeat }
 }
 
 /// The thread exits: its run's count goes out.
@@ -170,5 +207,9 @@ pub fn end_run(cur: Current, info: TrackInfo) {
     }
     let mut hdr = monitor_common::EventHeader::default();
     fill_header(&mut hdr, EventKind::Repeat, cur, info);
-    send_repeat(&run, &hdr);
+    if stage_repeat(&run, &hdr) {
+        if let Some(r) = staged_repeat() {
+            output(r);
+        }
+    }
 }
