@@ -28,6 +28,11 @@ use std::{
 };
 
 use common::daemon::Daemon;
+
+/// One daemon at a time in this file: every test's client config names the same commands, and a
+/// daemon matches every launch on the host, so two tests side by side would each track the
+/// other's servers too (seen in CI: "env-time tracked 21 times" for 20 launches).
+static ONE_DAEMON: std::sync::Mutex<()> = std::sync::Mutex::new(());
 use serde_json::{json, Value};
 
 /// uv, pipx, bun and the wheelhouse that `cargo xtask setup` installs (None, after saying why).
@@ -256,6 +261,7 @@ fn servers_started_through_runners_are_one_tree_under_the_configured_name() {
     if !common::can_load_ebpf() {
         return;
     }
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
     let Some(peers) = common::peers() else { return };
     let Some(r) = runners() else { return };
     let t = tempfile::tempdir().unwrap();
@@ -359,6 +365,7 @@ fn twenty_launches_through_each_runner_are_all_tracked() {
     if !common::can_load_ebpf() {
         return;
     }
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
     let Some(peers) = common::peers() else { return };
     let Some(r) = runners() else { return };
     let t = tempfile::tempdir().unwrap();
@@ -393,6 +400,7 @@ fn a_running_uvx_server_is_found_at_start_up() {
     if !common::can_load_ebpf() {
         return;
     }
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
     let Some(peers) = common::peers() else { return };
     let Some(r) = runners() else { return };
     let t = tempfile::tempdir().unwrap();
@@ -446,6 +454,7 @@ fn docker_run_is_tracked_with_its_image() {
     if !common::can_load_ebpf() {
         return;
     }
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
     let Some(docker) = ["/usr/bin/docker", "/usr/local/bin/docker"].into_iter().find(|p| Path::new(p).exists()) else {
         common::skipped("no docker CLI: the `docker run` case is left out");
         return;
