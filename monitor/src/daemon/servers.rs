@@ -67,9 +67,8 @@ impl Pipeline {
             config: s.config.clone(),
             command: s.command.clone(),
             sniffing: s.sniffing,
-            found: Value::Null,
+            found: self.disc.found(s),
         };
-        let rec = ServerTracked { found: self.disc.found(s), ..rec };
         if matches!(how, Discovery::TrackPid | Discovery::Procfs | Discovery::Url) {
             self.corr.joined_midstream(ack.server_id);
         }

@@ -69,47 +69,38 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
     }
     crate::setup::run()?;
     if opts.fast_path_only {
-        util::cargo(&["build", "--release", "-p", "monitor"])?;
-        let dir = util::root().join("bench");
-        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).context("bench/results.json (run the whole benchmark once)")?)?;
-        v["fast_path"] = vmfast::run(opts.rounds, opts.quick)?;
-        return write(&v);
+        return replace_sections(|v| {
+            v["fast_path"] = vmfast::run(opts.rounds, opts.quick)?;
+            Ok(())
+        });
     }
     if opts.scanners_only {
-        util::cargo(&["build", "--release", "-p", "monitor"])?;
-        let dir = util::root().join("bench");
-        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).context("bench/results.json (run the whole benchmark once)")?)?;
-        v["results"] = results::run()?;
-        v["descriptions"] = descriptions::run()?;
-        return write(&v);
+        return replace_sections(|v| {
+            v["results"] = results::run()?;
+            v["descriptions"] = descriptions::run()?;
+            Ok(())
+        });
     }
     if opts.tracked_only {
-        util::cargo(&["build", "--release", "-p", "monitor"])?;
-        let dir = util::root().join("bench");
-        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).context("bench/results.json (run the whole benchmark once)")?)?;
-        let work = util::root().join("target/bench");
-        std::fs::create_dir_all(&work)?;
-        let mut t = tracked::run(&work, opts.quick)?;
-        t["measured_separately"] = report::machine();
-        v["tracked"] = t;
-        return write(&v);
+        return replace_sections(|v| {
+            let mut t = tracked::run(&bench_work()?, opts.quick)?;
+            t["measured_separately"] = report::machine();
+            v["tracked"] = t;
+            Ok(())
+        });
     }
     if opts.enforcement_only {
-        util::cargo(&["build", "--release", "-p", "monitor"])?;
-        let dir = util::root().join("bench");
-        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).context("bench/results.json (run the whole benchmark once)")?)?;
-        let work = util::root().join("target/bench");
-        std::fs::create_dir_all(&work)?;
-        let mut e = enforce::run(&work, opts.quick)?;
-        // Counts of trials, not ratios: measured in a run of their own, and said so.
-        e["measured_separately"] = report::machine();
-        v["enforcement"] = e;
-        return write(&v);
+        return replace_sections(|v| {
+            let mut e = enforce::run(&bench_work()?, opts.quick)?;
+            // Counts of trials, not ratios: measured in a run of their own, and said so.
+            e["measured_separately"] = report::machine();
+            v["enforcement"] = e;
+            Ok(())
+        });
     }
     configs::install_peers()?;
     util::cargo(&["build", "--release", "-p", "monitor"])?;
-    let work = util::root().join("target/bench");
-    std::fs::create_dir_all(&work)?;
+    let work = bench_work()?;
     let w = workloads::Workloads::prepare(&work, opts.quick)?;
     let mut out = BTreeMap::new();
     out.insert("machine".to_string(), report::machine());
@@ -131,6 +122,23 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         o["auditd"] = audit;
     }
     write(&Value::Object(out.into_iter().collect()))
+}
+
+/// One part of the benchmark on its own: builds mcpmon, lets `run` replace its sections of the
+/// last bench/results.json, and writes both results files again.
+fn replace_sections(run: impl FnOnce(&mut Value) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    util::cargo(&["build", "--release", "-p", "monitor"])?;
+    let dir = util::root().join("bench");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).context("bench/results.json (run the whole benchmark once)")?)?;
+    run(&mut v)?;
+    write(&v)
+}
+
+/// The benchmark's scratch directory.
+fn bench_work() -> anyhow::Result<PathBuf> {
+    let work = util::root().join("target/bench");
+    std::fs::create_dir_all(&work)?;
+    Ok(work)
 }
 
 fn write(v: &Value) -> anyhow::Result<()> {
