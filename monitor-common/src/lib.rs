@@ -41,6 +41,8 @@ pub enum EventKind {
     ProcAccess = 10,
     /// Repeats of an event the kernel folded: [`RepeatEvent`].
     Repeat = 11,
+    /// Handshake discovery: [`HandshakeEvent`].
+    Handshake = 12,
 }
 
 impl EventKind {
@@ -57,6 +59,7 @@ impl EventKind {
             9 => Self::Sock,
             10 => Self::ProcAccess,
             11 => Self::Repeat,
+            12 => Self::Handshake,
             _ => return None,
         })
     }
@@ -449,6 +452,46 @@ pub struct RepeatEvent {
 }
 const _: () = assert!(core::mem::size_of::<RepeatEvent>() == 80);
 
+/// Handshake discovery: a process that no client or config names, whose stdin and stdout are
+/// pipes or sockets, is a candidate from its exec (`HANDSHAKE` map, keyed by tgid); if the first
+/// bytes it reads from that stdin open a JSON object, the kernel tracks it provisionally and the
+/// daemon sniffs it for an MCP `initialize`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HandshakeCandidate {
+    /// Inodes of the pipes (or sockets) on fd 0 and fd 1 at exec. Reads are matched by inode,
+    /// not fd number: the Python SDK reads a duplicate of fd 0.
+    pub in_ino: u64,
+    pub out_ino: u64,
+    /// `bpf_ktime_get_ns` at exec: the daemon keeps the syscall hooks on for young candidates.
+    pub since_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<HandshakeCandidate>() == 24);
+
+/// What a [`HandshakeEvent`] reports.
+pub mod handshake {
+    /// A candidate exec'd while the syscall hooks were detached: the daemon attaches them (and
+    /// continues the candidate if the kernel stopped it). The header's server id is 0.
+    pub const CANDIDATE: u32 = 1;
+    /// The candidate's first read of its stdin opened a JSON object: it is tracked
+    /// provisionally from here (server id [`super::PROVISIONAL_SERVER`]); the bytes follow as a
+    /// stdio event.
+    pub const JSON_IN: u32 = 2;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HandshakeEvent {
+    pub hdr: EventHeader,
+    /// [`handshake`].
+    pub what: u32,
+    /// 1 if the kernel stopped the process (SIGSTOP) until the daemon continues it.
+    pub held: u32,
+    pub in_ino: u64,
+    pub out_ino: u64,
+}
+const _: () = assert!(core::mem::size_of::<HandshakeEvent>() == 64);
+
 /// `io_uring:io_uring_create` for a tracked process.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -515,6 +558,7 @@ pub struct KernelOffsets {
     pub task_ti_status: u32,
     pub signal_live: u32,
     pub signal_tty: u32,
+    pub signal_pgrp: u32,
     pub files_fdt: u32,
     pub fdt_fd: u32,
     pub fdt_max_fds: u32,
@@ -543,7 +587,7 @@ pub struct KernelOffsets {
     pub tp_uring_cq: u32,
     pub tp_uring_flags: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 152);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 156);
 
 impl KernelOffsets {
     /// What the object carries before the loader writes it.
@@ -559,6 +603,7 @@ impl KernelOffsets {
         task_ti_status: 0,
         signal_live: 0,
         signal_tty: 0,
+        signal_pgrp: 0,
         files_fdt: 0,
         fdt_fd: 0,
         fdt_max_fds: 0,
@@ -604,4 +649,6 @@ mod pod {
     // SAFETY: repr(C), only u32 fields (size asserted), so no padding.
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::RepeatEvent {}
+    // SAFETY: repr(C), three u64 fields (size asserted), so no padding.
+    unsafe impl aya::Pod for super::HandshakeCandidate {}
 }

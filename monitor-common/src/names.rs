@@ -11,6 +11,10 @@ pub const MAP_STDIO_PIPES: &str = "STDIO_PIPES";
 pub const MAP_HELD: &str = "HELD";
 /// [0] = 1 while the on-demand syscall hooks are attached (set by the daemon).
 pub const MAP_HOOKS_LIVE: &str = "HOOKS_LIVE";
+/// tgid → `HandshakeCandidate`: piped processes awaiting their first stdin read (handshake.rs).
+pub const MAP_HANDSHAKE: &str = "HANDSHAKE";
+/// [0] = 1 when handshake discovery is on (set by the daemon).
+pub const MAP_HANDSHAKE_ON: &str = "HANDSHAKE_ON";
 /// Sockets tracked servers accepted (HTTP capture), by inode.
 pub const MAP_HTTP_SOCKS: &str = "HTTP_SOCKS";
 pub const MAP_CANDIDATE_COMMS: &str = "CANDIDATE_COMMS";

@@ -20,6 +20,8 @@ mod fold;
 #[cfg(target_arch = "bpf")]
 mod floor;
 #[cfg(target_arch = "bpf")]
+mod handshake;
+#[cfg(target_arch = "bpf")]
 mod hold;
 #[cfg(target_arch = "bpf")]
 mod http;

@@ -257,6 +257,8 @@ unsafe impl Record for monitor_common::StdioEvent {}
 unsafe impl Record for monitor_common::IoUringEvent {}
 // SAFETY: as above: #[repr(C)], `hdr: EventHeader` first.
 unsafe impl Record for monitor_common::ProcAccessEvent {}
+// SAFETY: as above: #[repr(C)], `hdr: EventHeader` first.
+unsafe impl Record for monitor_common::HandshakeEvent {}
 
 #[inline(always)]
 fn server_of<T: Record>(rec: &T) -> u32 {

@@ -213,7 +213,10 @@ pub fn mcpm_exec(ctx: TracePointContext) -> u32 {
         Some(info) => info,
         None => match provisional(cur) {
             Some(info) => info,
-            None => return 0,
+            None => {
+                crate::handshake::note_exec(cur);
+                return 0;
+            }
         },
     };
     // SAFETY: `old_pid` of the sched_process_exec record, at its tracefs offset, read through

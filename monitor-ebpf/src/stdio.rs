@@ -93,13 +93,27 @@ pub fn register_exec_stdio(tgid: u32) -> u32 {
 
 #[inline(always)]
 fn register_fd(fd: i32, dir: u32, tgid: u32) {
-    let Some(inode) = fd_file(fd).and_then(file_inode) else { return };
+    if let Some(ino) = stream_ino(fd) {
+        register_pipe(ino, dir, tgid);
+    }
+}
+
+/// The inode behind `fd` of the current task if it is a pipe or a socket (a stream JSON-RPC can
+/// flow through); a tty, a file or /dev/null give None.
+#[inline(always)]
+pub fn stream_ino(fd: i32) -> Option<u64> {
+    let inode = fd_file(fd).and_then(file_inode)?;
     // SAFETY: reads the 16-bit i_mode of a live inode of the current task's fd table.
     let mode: u16 = unsafe { bpf_probe_read_kernel(inode.add(koff!(inode_mode)) as *const u16) }.unwrap_or(0);
     if mode & S_IFMT != S_IFIFO && mode & S_IFMT != S_IFSOCK {
-        return; // a tty, a file, /dev/null: no JSON-RPC stream
+        return None;
     }
-    let Some(ino) = inode_ino(inode) else { return };
+    inode_ino(inode)
+}
+
+/// Registers pipe `ino` as a provisional server's stdin or stdout.
+#[inline(always)]
+pub fn register_pipe(ino: u64, dir: u32, tgid: u32) {
     let pipe = StdioPipe { server_id: PROVISIONAL_SERVER, dir, bytes: 0, owner_tgid: tgid, _pad: 0 };
     // EEXIST: registered already (a pipe shared with an earlier candidate), nothing lost.
     if let Err(e) = STDIO_PIPES.insert(&ino, &pipe, BPF_NOEXIST) {
@@ -112,7 +126,12 @@ fn register_fd(fd: i32, dir: u32, tgid: u32) {
 #[inline(always)]
 fn rw_enter<S: Sys>(s: &S, want: u32) -> u32 {
     let cur = current();
-    let Some(info) = tracked(cur) else { return 0 };
+    let Some(info) = tracked(cur) else {
+        if want == stdio_dir::IN {
+            crate::handshake::read_enter(cur, s.arg(0) as i32, s.arg(1));
+        }
+        return 0;
+    };
     let fd = s.arg(0) as i32;
     let Some(ino) = fd_inode(fd) else { return 0 };
     // SAFETY: a STDIO_PIPES value pointer, valid for this program run (preallocated map); only `dir` is
@@ -171,6 +190,10 @@ pub fn rw_x<S: Sys>(s: &S) -> u32 {
         return crate::http::sock_data_exit(s, cur, p, false);
     }
     let ret = s.ret();
+    // A candidate's first read of its stdin: captured only if it made the process tracked.
+    if p.stdio == crate::handshake::PENDING_HANDSHAKE && !crate::handshake::read_exit(cur, &p, ret) {
+        return 0;
+    }
     if ret <= 0 {
         return 0;
     }

@@ -143,6 +143,12 @@ pub struct RunArgs {
     /// never folds. 0 sends every open.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub fold_window_ms: u32,
+    /// Find servers by their handshake, whatever started them: a process with pipes (or
+    /// sockets) on stdin and stdout whose first stdin read is an MCP `initialize` is tracked
+    /// (an agent on an SDK is not a known client). Costs one map lookup per read of untracked
+    /// processes while the syscall hooks are attached (docs/architecture.md).
+    #[arg(long, value_enum, default_value = "on")]
+    pub handshake_discovery: Switch,
     /// What observes the syscalls of tracked servers: fentry/fexit where the kernel has BPF
     /// trampolines (auto falls back to syscall tracepoints), or tracepoints regardless.
     #[arg(long, value_enum, default_value = "auto")]
@@ -251,6 +257,15 @@ pub enum OnLoss {
     #[default]
     Alert,
     Kill,
+}
+
+/// A feature turned on or off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Switch {
+    #[default]
+    On,
+    Off,
 }
 
 /// The rules directory `run` and `doctor` use: the one given, else /etc/mcpmon/rules if present,

@@ -26,6 +26,9 @@ pub enum Discovery {
     Sniffed,
     /// Listening on the local URL (`http`/`sse`) a client config names it by.
     Url,
+    /// Any process with pipes on stdin and stdout whose first stdin read was an MCP
+    /// `initialize`, whatever its parent (an agent on an SDK, a framework, a script).
+    Handshake,
 }
 
 impl Discovery {
@@ -38,6 +41,7 @@ impl Discovery {
             Discovery::Procfs => "procfs",
             Discovery::Sniffed => "sniffed",
             Discovery::Url => "url",
+            Discovery::Handshake => "handshake",
         }
     }
 }
@@ -332,7 +336,7 @@ mod discovery_name_tests {
 
     #[test]
     fn names_match_serde() {
-        for d in [Discovery::Exec, Discovery::TrackPid, Discovery::Config, Discovery::Procfs, Discovery::Sniffed, Discovery::Url] {
+        for d in [Discovery::Exec, Discovery::TrackPid, Discovery::Config, Discovery::Procfs, Discovery::Sniffed, Discovery::Url, Discovery::Handshake] {
             assert_eq!(serde_json::to_value(d).unwrap(), d.as_str());
         }
     }

@@ -30,6 +30,8 @@ const NPM: &[&str] = &[
     "@modelcontextprotocol/server-everything@2026.8.31",
     "@cyanheads/git-mcp-server@2.15.3",
     "mcp-remote@0.15.1",
+    // The official TypeScript client SDK: the agent of monitor/tests/discovery_handshake.rs.
+    "@modelcontextprotocol/sdk@1.32.2",
 ];
 
 pub fn dir() -> PathBuf {

@@ -50,6 +50,29 @@ impl Pipeline {
         for id in self.disc.expired() {
             self.unidentified(id).await;
         }
+        for pid in self.disc.handshakes_expired() {
+            self.apply(Intent::Drop { pid, reason: "its handshake bytes were lost" }).await;
+        }
+    }
+
+    /// A piped process exec'd while the syscall hooks were detached (handshake discovery): they
+    /// are attached before it can read its stdin, and it is continued if the kernel stopped it.
+    pub(super) fn on_candidate(&mut self, pid: u32, held: bool) {
+        if held {
+            return self.release_held(Some(pid));
+        }
+        self.attach_hooks("a handshake candidate exec'd");
+    }
+
+    fn attach_hooks(&mut self, why: &'static str) {
+        if self.sensors.syscall_hooks_active() {
+            return;
+        }
+        let t = std::time::Instant::now();
+        match self.sensors.attach_syscall_hooks() {
+            Ok(()) => tracing::info!(ms = t.elapsed().as_millis() as u64, why, "syscall hooks attached"),
+            Err(e) => tracing::error!(error = %e, why, "syscall hooks could not be attached"),
+        }
     }
 
     /// Continues the candidates the kernel stopped at exec because the syscall hooks were
@@ -68,13 +91,7 @@ impl Pipeline {
         if held.is_empty() {
             return;
         }
-        if !self.sensors.syscall_hooks_active() {
-            let t = std::time::Instant::now();
-            match self.sensors.attach_syscall_hooks() {
-                Ok(()) => tracing::info!(ms = t.elapsed().as_millis() as u64, "syscall hooks attached"),
-                Err(e) => tracing::error!(error = %e, "syscall hooks could not be attached: continuing held candidates unobserved"),
-            }
-        }
+        self.attach_hooks("a held candidate waits for them");
         for p in held {
             self.sensors.release(p);
             tracing::info!(pid = p, "continued: held at exec until the syscall hooks were on");
@@ -86,6 +103,23 @@ impl Pipeline {
     pub(super) async fn resolve_provisional(&mut self, ev: &Event) -> Option<u32> {
         if let Some(n) = self.tree.get(ev.header.pid) {
             return Some(n.server_id);
+        }
+        // Handshake discovery: its first stdin read opened a JSON object; those bytes follow.
+        // An MCP `initialize` makes it a server (sniffed like a client's child, under the
+        // highest ancestor on the same streams), and these first bytes are its first captured
+        // message; anything else drops it before any record names it.
+        if let Body::Handshake(h) = &ev.body {
+            self.disc.handshake_seen(ev.header.pid, h.in_ino, h.out_ino);
+            return None;
+        }
+        if let Body::Stdio(s) = &ev.body {
+            if let Some(intent) = self.disc.handshake_bytes(ev.header.pid, &s.data) {
+                let adopted = self.apply(intent).await;
+                if adopted.is_none() {
+                    self.stats.provisional_events_discarded += 1;
+                }
+                return adopted;
+            }
         }
         // A failed exec (a PATH search trying each directory) changes nothing: only a new image
         // is decided on.
@@ -120,7 +154,7 @@ impl Pipeline {
                 })
                 .await
             }
-            Intent::Sniff { pid, name, .. } => self.track_with(pid, &name, Discovery::Sniffed, uid(pid), |s| s.sniffing = true).await,
+            Intent::Sniff { pid, name, how, .. } => self.track_with(pid, &name, how, uid(pid), |s| s.sniffing = true).await,
             Intent::Drop { pid, reason } => {
                 tracing::debug!(pid, %reason, "discovery: not an MCP server");
                 self.tracker.drop_tree(pid, PROVISIONAL_SERVER);
@@ -168,7 +202,7 @@ impl Pipeline {
             Mcp::McpInitialized { server_info } => {
                 // A sniffed server is named by what it says it is, plus its command.
                 if let Some(s) = self.tracker.server_mut(id) {
-                    if s.how == Discovery::Sniffed {
+                    if matches!(s.how, Discovery::Sniffed | Discovery::Handshake) {
                         if let (Some(n), false) = (server_info["name"].as_str(), s.name.contains(" (")) {
                             s.name = format!("{n} ({})", s.name);
                         }

@@ -104,6 +104,10 @@ const FOLD_HEADS: usize = 8192;
 
 /// How long nothing must be tracked before the syscall hooks come off.
 const IDLE_DETACH: Duration = Duration::from_secs(3);
+/// How long after its exec a handshake candidate keeps the syscall hooks attached: servers read
+/// their stdin within seconds of starting (a Python server's imports included). One that starts
+/// reading later, after the hooks were detached, is not found by its handshake.
+const CANDIDATE_YOUNG: Duration = Duration::from_secs(30);
 
 const LOST_NAMES: [&str; LOST_REASONS as usize] = ["ringbuf_full", "pending_full", "tracked_full", "stdio_pipes_full"];
 const _: () = assert!(LostReason::StdioFull as u32 + 1 == LOST_REASONS);
@@ -171,7 +175,11 @@ impl Pipeline {
     /// untracked processes then pay nothing at all for mcpmon's syscall sensors. The grace period
     /// avoids flapping when servers come and go; the slow part of detaching runs off the pipeline.
     pub async fn check_idle(&mut self) {
-        if !self.sensors.syscall_hooks_active() || !self.tracker.map_is_empty() {
+        // A young handshake candidate has not read its stdin yet: the read hooks must see it.
+        if !self.sensors.syscall_hooks_active()
+            || !self.tracker.map_is_empty()
+            || self.sensors.young_candidates(crate::output::monotonic_ns(), CANDIDATE_YOUNG.as_nanos() as u64) > 0
+        {
             self.idle_since = None;
             return;
         }
@@ -229,11 +237,19 @@ impl Pipeline {
                 return;
             }
         };
+        if let events::Body::Handshake(h) = ev.body {
+            if !h.json_in {
+                return self.on_candidate(ev.header.pid, h.held);
+            }
+        }
         if ev.header.server_id == PROVISIONAL_SERVER {
             match self.resolve_provisional(&ev).await {
                 Some(id) => ev.header.server_id = id,
                 None => return,
             }
+        }
+        if let events::Body::Handshake(_) = ev.body {
+            return; // decided on above; its bytes follow as a stdio event
         }
         if let events::Body::Repeat(r) = &ev.body {
             return self.on_repeat(&ev.header, r).await;

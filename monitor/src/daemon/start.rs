@@ -58,6 +58,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The first line of the stream: what this kernel let the daemon load (`probes/loaded.rs`).
     let mut loaded = sensors.loaded();
 
+    sensors.set_handshake_discovery(args.handshake_discovery == crate::cli::Switch::On).context("--handshake-discovery")?;
     let gate_maps = sensors.gate_maps();
     // A second TRACKED handle for the persistence watch (before the tracker takes the map).
     let persist_maps = sensors.gate_maps().and_then(|m| Ok((m.tracked, sensors.exited_map()?)));

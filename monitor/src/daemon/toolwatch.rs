@@ -138,7 +138,7 @@ fn pin_key(s: &ServerInfo) -> Option<PinKey> {
     let (name, argv) = match s.how {
         Discovery::Exec => (Some(s.name.as_str()), exec_command(&s.command)),
         Discovery::Config | Discovery::Procfs | Discovery::Url => (Some(s.name.as_str()), Some(s.command.clone())),
-        Discovery::Sniffed => (None, Some(s.command.clone())),
+        Discovery::Sniffed | Discovery::Handshake => (None, Some(s.command.clone())),
         Discovery::TrackPid => (Some(s.name.as_str()), None),
     };
     PinKey::new(name, argv.as_deref().and_then(program).as_deref())

@@ -8,6 +8,10 @@
 //!   stdin message is awaited; an MCP `initialize` makes it a server named from the handshake and
 //!   its command line, anything else (or silence) drops it;
 //! - otherwise dropped at once.
+//! Handshake discovery reaches further: any process with pipes on stdin and stdout whose first
+//! stdin read opened a JSON object (the kernel tracked it at that read) is a server if that
+//! first line is an MCP `initialize`, under the highest ancestor on the same streams; anything
+//! else is dropped before any record names it.
 //! At start-up, running processes that match a config are taken too. And on every tick (and at
 //! start-up) a process listening on a local URL that a config names is taken under that name
 //! (`sockets.rs`): again after a restart, since its new socket is a new listener.
@@ -41,8 +45,9 @@ pub enum Intent {
     /// `url`: the configured URL it listens on (a `Discovery::Url` match). `runner`: what the
     /// configured runner (`uvx`, `npx`, `docker run`…) runs, for `found`.
     Track { pid: u32, name: String, how: Discovery, client: Option<String>, config: Option<String>, url: Option<String>, runner: Option<RunnerLaunch> },
-    /// `parent`: the client's pid and comm, for "how was it found".
-    Sniff { pid: u32, name: String, parent: (u32, String), runner: Option<RunnerLaunch> },
+    /// `parent`: the client's pid and comm, for "how was it found". `how`: `Sniffed` (a known
+    /// client's child) or `Handshake` (any parent; its first stdin read opened a JSON object).
+    Sniff { pid: u32, name: String, how: Discovery, parent: (u32, String), runner: Option<RunnerLaunch> },
     Drop { pid: u32, reason: &'static str },
 }
 
@@ -55,6 +60,29 @@ pub struct Discoverer {
     origins: HashMap<u32, Value>,
     /// URL entries and the listeners they were matched to.
     urls: UrlWatch,
+    /// Handshake candidates whose first stdin read opened a JSON object, by pid, until its
+    /// bytes arrive: (stdin inode, stdout inode, when).
+    handshakes: HashMap<u32, (u64, u64, Instant)>,
+}
+
+/// How long a handshake's bytes may take to follow it (they are the next record of the same
+/// syscall; only a loss delays them forever).
+const HANDSHAKE_BYTES_WITHIN: Duration = Duration::from_secs(5);
+
+/// Whether the first bytes a process read from its stdin are an MCP `initialize` request: its
+/// first line parsed as JSON-RPC, or, when the capture holds no whole line, both markers.
+pub fn is_initialize(data: &[u8]) -> bool {
+    match data.iter().position(|&b| b == b'\n') {
+        Some(end) => serde_json::from_slice::<Value>(&data[..end])
+            .is_ok_and(|v| v["jsonrpc"] == "2.0" && v["method"] == "initialize" && !v["id"].is_null()),
+        None => {
+            let has = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
+            serde_json::from_slice::<Value>(data).map_or_else(
+                |_| has(b"\"jsonrpc\"") && (has(b"\"method\":\"initialize\"") || has(b"\"method\": \"initialize\"")),
+                |v| v["jsonrpc"] == "2.0" && v["method"] == "initialize" && !v["id"].is_null(),
+            )
+        }
+    }
 }
 
 /// Origins kept before the entries of exited roots are pruned.
@@ -91,6 +119,22 @@ fn command_name(argv: &[String], exe: Option<&str>) -> String {
     if let Some(l) = runners::launch(argv) {
         return if matches!(l.runner, "docker" | "podman") { l.target } else { base(&l.target) };
     }
+    // A shell that runs a command line (`sh -c "node srv.js stdio; exit $?"`, how agents wrap a
+    // server): name its first command.
+    let shell = |s: &str| matches!(s, "sh" | "bash" | "dash" | "zsh");
+    if let (Some(sh), Some("-c"), Some(script)) = (argv.first().map(|a| base(a)), argv.get(1).map(String::as_str), argv.get(2)) {
+        if shell(&sh) {
+            let words: Vec<String> = script
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['|', '&', ';']))
+                .map(|w| w.trim_end_matches([';', '&', '|']).to_string())
+                .filter(|w| !w.is_empty() && w != "exec")
+                .collect();
+            if !words.is_empty() {
+                return command_name(&words, exe);
+            }
+        }
+    }
     // Interpreters run scripts: name the script, not python/node.
     let interp = |s: &str| s.starts_with("python") || s == "node" || s == "deno" || s == "bun" || s == "uv";
     match argv.first().map(|a| base(a)) {
@@ -104,7 +148,7 @@ impl Discoverer {
     pub fn new(passwd: PathBuf, projects: Vec<PathBuf>, extra_clients: &[String]) -> Self {
         let mut client_comms: Vec<String> = DEFAULT_CLIENT_COMMS.iter().map(|s| s.to_string()).collect();
         client_comms.extend(extra_clients.iter().cloned());
-        Self { configs: ClientConfigs::new(passwd, projects), client_comms, sniffing: HashMap::new(), origins: HashMap::new(), urls: UrlWatch::default() }
+        Self { configs: ClientConfigs::new(passwd, projects), client_comms, sniffing: HashMap::new(), origins: HashMap::new(), urls: UrlWatch::default(), handshakes: HashMap::new() }
     }
 
     /// Remembers how the process about to be tracked was found.
@@ -112,9 +156,7 @@ impl Discoverer {
         let (pid, v) = match intent {
             Intent::Track { pid, how, client, config, url: None, .. } => (*pid, json!({"how": how, "client": client, "config": config})),
             Intent::Track { pid, how, client, config, url: Some(url), .. } => (*pid, json!({"how": how, "client": client, "config": config, "url": url})),
-            Intent::Sniff { pid, parent: (ppid, comm), .. } => {
-                (*pid, json!({"how": Discovery::Sniffed, "handshake_under": {"pid": ppid, "comm": comm}}))
-            }
+            Intent::Sniff { pid, how, parent: (ppid, comm), .. } => (*pid, json!({"how": how, "handshake_under": {"pid": ppid, "comm": comm}})),
             Intent::Drop { .. } => return,
         };
         // A launch through a runner says what it runs (`"runner": {"runner": "docker", "target":
@@ -179,10 +221,77 @@ impl Discoverer {
         let piped = procfs::fd_stream_inode(pid, 0).is_some() && procfs::fd_stream_inode(pid, 1).is_some();
         if piped && self.client_comms.iter().any(|c| c.as_str() == parent.as_str()) {
             // Named from the exec's own argv: /proc may show a later image (`node`) or a title.
-            return Intent::Sniff { pid, name: command_name(argv, info.exe.as_deref()), parent: (info.ppid, parent), runner: runners::launch(past_interpreter(argv)) };
+            return Intent::Sniff {
+                pid,
+                name: command_name(argv, info.exe.as_deref()),
+                how: Discovery::Sniffed,
+                parent: (info.ppid, parent),
+                runner: runners::launch(past_interpreter(argv)),
+            };
         }
         tracing::debug!("discovery: pid {pid}: exec of {filename:?} argv {argv:?} (exe {:?}) matches no configured server", info.exe);
         Intent::Drop { pid, reason: if piped { "not a configured server" } else { "stdio is not a pipe" } }
+    }
+
+    /// A process the kernel tracked provisionally because its first read of its stdin (pipe or
+    /// socket `in_ino`; stdout `out_ino`) opened a JSON object, whatever its parent: sniffed for
+    /// an MCP `initialize`. The server's root is the highest ancestor on the same two streams: a
+    /// runner or shell the agent started (`npx -y pkg` → `sh -c` → `node`) passes its stdio down,
+    /// and the tree is named once, after what the runner runs.
+    pub fn on_handshake(&self, pid: u32, in_ino: u64, out_ino: u64) -> Intent {
+        let Some(mut root) = procfs::process_info(pid) else {
+            return Intent::Drop { pid, reason: "exited before it could be examined" };
+        };
+        let me = std::process::id();
+        for _ in 0..8 {
+            let p = root.ppid;
+            if p <= 1 || p == me || procfs::fd_stream_inode(p, 0) != Some(in_ino) || procfs::fd_stream_inode(p, 1) != Some(out_ino) {
+                break;
+            }
+            match procfs::process_info(p) {
+                Some(i) => root = i,
+                None => break,
+            }
+        }
+        let parent = procfs::process_info(root.ppid).map(|p| p.comm).unwrap_or_default();
+        // The root's current argv: a process that passed the handshake on has exec'd long ago, and
+        // a process.title rewrite (npx) still keeps the package name.
+        Intent::Sniff {
+            pid: root.pid,
+            name: command_name(&root.argv, root.exe.as_deref()),
+            how: Discovery::Handshake,
+            parent: (root.ppid, parent),
+            runner: runners::launch(past_interpreter(&root.argv)),
+        }
+    }
+
+    /// The kernel tracked `pid` provisionally: its first stdin read opened a JSON object. The
+    /// bytes follow as its next stdio record ([`Self::handshake_bytes`]).
+    pub fn handshake_seen(&mut self, pid: u32, in_ino: u64, out_ino: u64) {
+        if self.handshakes.len() >= MAX_ORIGINS {
+            self.handshakes.retain(|p, _| procfs::exists(*p));
+        }
+        self.handshakes.insert(pid, (in_ino, out_ino, Instant::now()));
+    }
+
+    /// The first bytes a handshake candidate read from its stdin (None: `pid` is not one): an
+    /// MCP `initialize` makes it a sniffed server; anything else (`jq` reading a JSON file from
+    /// a pipe) drops it before any record names it.
+    pub fn handshake_bytes(&mut self, pid: u32, data: &[u8]) -> Option<Intent> {
+        let (in_ino, out_ino, _) = self.handshakes.remove(&pid)?;
+        if !is_initialize(data) {
+            return Some(Intent::Drop { pid, reason: "its first stdin message is not an MCP initialize" });
+        }
+        Some(self.on_handshake(pid, in_ino, out_ino))
+    }
+
+    /// Handshake candidates whose bytes never came (lost): dropped.
+    pub fn handshakes_expired(&mut self) -> Vec<u32> {
+        let gone: Vec<u32> = self.handshakes.iter().filter(|(_, h)| h.2.elapsed() > HANDSHAKE_BYTES_WITHIN).map(|(p, _)| *p).collect();
+        for p in &gone {
+            self.handshakes.remove(p);
+        }
+        gone
     }
 
     /// Running processes that match a configured server.
@@ -269,6 +378,10 @@ mod tests {
         assert_eq!(command_name(&v(&["npx", "-y", "@scope/server-x"]), None), "server-x");
         assert_eq!(command_name(&v(&["/usr/local/bin/mcp-server-time"]), None), "mcp-server-time");
         assert_eq!(command_name(&[], Some("/bin/x")), "x");
+        // A shell wrapper is named after the command it runs.
+        assert_eq!(command_name(&v(&["/bin/sh", "-c", "node /srv/weather.js stdio; exit $?"]), None), "weather.js");
+        assert_eq!(command_name(&v(&["bash", "-c", "exec npx -y @scope/server-x"]), None), "server-x");
+        assert_eq!(command_name(&v(&["sh", "run.sh"]), None), "sh");
     }
 
     /// A server sniffed under a client is named after what its runner runs, whichever image of
@@ -284,6 +397,26 @@ mod tests {
         assert_eq!(command_name(&v(&["docker", "run", "-i", "--rm", "-e", "GITHUB_TOKEN", "ghcr.io/github/github-mcp-server"]), None), "ghcr.io/github/github-mcp-server");
         // A script that is not a runner is still named after itself.
         assert_eq!(command_name(&v(&["/usr/bin/env", "node", "/opt/srv/index.js"]), None), "index.js");
+    }
+
+    /// What the SDKs write first, and what a JSON pipeline reads first.
+    #[test]
+    fn only_an_initialize_request_is_a_handshake() {
+        // The TypeScript SDK puts "method" first, the Python SDK "jsonrpc".
+        assert!(is_initialize(br#"{"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"a","version":"1"}},"jsonrpc":"2.0","id":0}
+"#));
+        assert!(is_initialize(br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}
+{"jsonrpc":"2.0","method":"notifications/initialized"}
+"#));
+        // A capture without a whole line still counts by its markers.
+        assert!(is_initialize(br#"{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"clientInfo": {"name": "#));
+        assert!(!is_initialize(b"{\"a\": 1}\n"));
+        assert!(!is_initialize(br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{}}
+"#));
+        // A notification named initialize (no id) is not a request.
+        assert!(!is_initialize(br#"{"jsonrpc":"2.0","method":"initialize"}
+"#));
+        assert!(!is_initialize(b"{ \"log\": \"initialize\" }\n"));
     }
 
     #[test]

@@ -5,10 +5,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
     exec_syscall, flags, open_syscall, ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, IoUringEvent, OpenEvent,
-    ProcAccessEvent, RepeatEvent, StdioEvent, UNIX_PATH_CAP,
+    HandshakeEvent, ProcAccessEvent, RepeatEvent, StdioEvent, UNIX_PATH_CAP,
 };
 
-use super::{errno, Access, Body, Connect, Direction, Event, Exec, Exit, Fork, Header, Inode, IoUring, KernelAction, Open, ProcAccess, Repeat, Stdio, SysResult};
+use super::{errno, Access, Body, Connect, Direction, Event, Exec, Exit, Fork, Handshake, Header, Inode, IoUring, KernelAction, Open, ProcAccess, Repeat, Stdio, SysResult};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -89,6 +89,15 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 _ => return Err(DecodeError::UnknownKind(e.of_kind)),
             };
             Body::Repeat(Repeat { of, fold_sig: e.fold_sig, count: e.count, first_ns: e.first_ns, last_ns: e.last_ns })
+        }
+        EventKind::Handshake => {
+            let e: HandshakeEvent = read_record(bytes, std::mem::size_of::<HandshakeEvent>())?;
+            let json_in = match e.what {
+                monitor_common::handshake::CANDIDATE => false,
+                monitor_common::handshake::JSON_IN => true,
+                other => return Err(DecodeError::UnknownKind(other)),
+            };
+            Body::Handshake(Handshake { json_in, held: e.held != 0, in_ino: e.in_ino, out_ino: e.out_ino })
         }
     };
     Ok(Event { header: header(&h), body })

@@ -144,6 +144,21 @@ pub enum Body {
     /// A run of identical events the kernel folded into a count (monitor-ebpf/src/fold.rs);
     /// written out as the event it repeats, with `folded`.
     Repeat(Repeat),
+    /// Handshake discovery (monitor-ebpf/src/handshake.rs): a piped process exec'd while the
+    /// syscall hooks were detached, or its first stdin read opened a JSON object. Decided on by
+    /// discovery, never written out.
+    Handshake(Handshake),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Handshake {
+    /// True: its first stdin read opened a JSON object (it is tracked provisionally now);
+    /// false: it is a candidate that exec'd while the hooks were detached.
+    pub json_in: bool,
+    /// The kernel stopped it until the daemon continues it.
+    pub held: bool,
+    pub in_ino: u64,
+    pub out_ino: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -325,6 +340,7 @@ impl Event {
             Body::ProcAccess(_) => "proc_access",
             Body::Sock(_) => "sock",
             Body::Repeat(ref r) => r.of,
+            Body::Handshake(_) => "handshake",
         }
     }
 }

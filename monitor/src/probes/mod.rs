@@ -5,6 +5,7 @@ pub mod btf;
 pub mod cgroup;
 pub mod ebpf_log;
 pub mod fast;
+mod handshake;
 mod hold;
 mod ia32;
 mod link;
@@ -146,6 +147,7 @@ impl Sensors {
             task_ti_status: task.ti_status,
             signal_live: task.signal_live,
             signal_tty: task.signal_tty,
+            signal_pgrp: task.signal_pgrp,
             files_fdt: task.files_fdt,
             fdt_fd: task.fdt_fd,
             fdt_max_fds: task.fdt_max_fds,

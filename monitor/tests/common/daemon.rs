@@ -45,6 +45,9 @@ impl Daemon {
             // Hermetic: a host where the package is installed has /etc/mcpmon/mcpmon.yaml, which
             // `run` reads by default; a test names its settings itself.
             .args(if extra.contains(&"--config") { &[][..] } else { &["--config", "none"][..] })
+            // Tests run daemons side by side, and handshake discovery would have each one track
+            // the others' servers too: only the tests of it turn it on.
+            .args(if extra.contains(&"--handshake-discovery") { &[][..] } else { &["--handshake-discovery", "off"][..] })
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -115,14 +115,38 @@ pub fn usage(pid: u32) -> (f64, u64) {
 
 pub enum Running {
     None,
+    /// A configuration with non-MCP shell pipelines looping beside the workload.
+    Pipelines(Box<Running>, Child),
     Daemon(Daemon, Option<Child>),
     Child(Child),
     Audit(Child),
 }
 
-pub const CONFIGS: &[&str] = &["none", "mcpmon_idle", "mcpmon_server", "floor", "bpftrace"];
+pub const CONFIGS: &[&str] = &["none", "mcpmon_idle", "mcpmon_server", "floor", "bpftrace", "none_pipelines", "mcpmon_pipelines"];
+
+/// Shell pipelines that are not MCP, five a second, each middle stage with pipes on stdin and
+/// stdout: what handshake discovery sees on a developer machine (`git log | grep`, text through
+/// `cat`), and what keeps its read hooks attached while nothing is tracked.
+fn pipelines() -> anyhow::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let root = util::root();
+    let script = format!(
+        "while :; do git -C '{}' log --oneline -200 | grep -i e | cat | wc -l > /dev/null; seq 1 2000 | cat | grep 7 | cat > /dev/null; sleep 0.2; done",
+        root.display()
+    );
+    // A process group of its own, killed whole by `stop`.
+    Ok(Command::new("/bin/sh").args(["-c", &script]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0).spawn()?)
+}
 
 pub fn start(name: &str) -> anyhow::Result<Running> {
+    if let Some(base) = name.strip_suffix("_pipelines") {
+        let base = if base == "mcpmon" { "mcpmon_idle" } else { base };
+        let r = start(base)?;
+        let p = pipelines()?;
+        // Let the first candidates appear (and mcpmon attach its hooks) before sampling.
+        std::thread::sleep(Duration::from_millis(500));
+        return Ok(Running::Pipelines(Box::new(r), p));
+    }
     Ok(match name {
         "none" => Running::None,
         "mcpmon_idle" => Running::Daemon(Daemon::start(&[], false)?, None),
@@ -187,6 +211,13 @@ pub fn start(name: &str) -> anyhow::Result<Running> {
 pub fn stop(r: Running) -> anyhow::Result<()> {
     match r {
         Running::None => {}
+        Running::Pipelines(inner, mut p) => {
+            // SAFETY: kill(2) with the negated pid of a child that leads its own process group
+            // (spawned with process_group(0), not reaped yet): signals that group only.
+            unsafe { libc::kill(-(p.id() as i32), libc::SIGKILL) };
+            let _ = p.wait();
+            return stop(*inner);
+        }
         Running::Daemon(d, server) => {
             if let Some(mut s) = server {
                 let _ = s.kill();

@@ -4,8 +4,10 @@
 //!    status` on a large tree and a small `cargo build`, under: no monitor; `mcpmon run` with no
 //!    server alive; the same with one tracked server alive; the floor (one lookup on the same
 //!    hooks); bpftrace (same hooks, pid filter); auditd (same syscalls, pid filter, run last:
-//!    enabling audit slows new processes until reboot). Configurations alternate within each
-//!    round; each figure is the median of the per-round ratios to "no monitor", with the spread.
+//!    enabling audit slows new processes until reboot); and no monitor and `mcpmon run` with
+//!    non-MCP shell pipelines looping beside the workload (what handshake discovery watches).
+//!    Configurations alternate within each round; each figure is the median of the per-round
+//!    ratios to "no monitor", with the spread.
 //! 2. Tracked processes: the same loops inside a tracked tree: cost per event, sustained event
 //!    rate and loss for one producer and for several (folding off), a flood with the default
 //!    fold window, and the daemon's RSS and CPU with 1000 servers tracked.

@@ -100,8 +100,8 @@ pub fn markdown(v: &Value) -> String {
         let _ = write!(s, " {w} |");
     }
     let _ = writeln!(s, "\n|---|{}", "---|".repeat(NAMES.len()));
-    let cfgs = ["none", "mcpmon_idle", "mcpmon_server", "floor", "bpftrace"];
-    for c in cfgs {
+    let cfgs = ["none", "mcpmon_idle", "mcpmon_server", "floor", "bpftrace", "none_pipelines", "mcpmon_pipelines"];
+    for c in cfgs.into_iter().filter(|c| o["configs"].get(*c).is_some()) {
         let _ = write!(s, "| {c} |");
         for w in NAMES {
             let r = &o["configs"][c][w]["ratio"];
@@ -131,6 +131,24 @@ pub fn markdown(v: &Value) -> String {
         .collect();
     let _ = writeln!(s, "| server alive: below bpftrace and auditd (loops) | {} ({}) |", mark(below), cmp.join("; "));
     let _ = writeln!(s, "| realistic jobs within 2% of no monitor | {} (git status {:.3}, cargo build {:.3}) |", real_v, ratio(o, "mcpmon_idle", "git_status"), ratio(o, "mcpmon_idle", "cargo_build"));
+    if o["configs"].get("mcpmon_pipelines").is_some() {
+        // Handshake discovery keeps the read hooks on while piped processes are young: bounded by
+        // the floor, with the pipelines' own load (none_pipelines, same round) factored in.
+        let pipe_v = verdict(o, "mcpmon_pipelines", &loops, |w, i| {
+            per_round(o, "floor", w).get(i).copied().unwrap_or(f64::NAN) * per_round(o, "none_pipelines", w).get(i).copied().unwrap_or(f64::NAN) * 1.03
+        });
+        let _ = writeln!(
+            s,
+            "| non-MCP pipelines running, no server: within 3% of the floor (× the pipelines' own load) | {} (open {:.3} vs none+pipelines {:.3}, fork+exec {:.3} vs {:.3}, connect {:.3} vs {:.3}) |",
+            pipe_v,
+            ratio(o, "mcpmon_pipelines", "open_close"),
+            ratio(o, "none_pipelines", "open_close"),
+            ratio(o, "mcpmon_pipelines", "fork_exec"),
+            ratio(o, "none_pipelines", "fork_exec"),
+            ratio(o, "mcpmon_pipelines", "connect"),
+            ratio(o, "none_pipelines", "connect")
+        );
+    }
 
     let t = &v["tracked"];
     let sp = &t["single_producer"];

@@ -1,0 +1,167 @@
+//! Handshake discovery: an MCP server found by what it reads, whatever started it.
+//!
+//! Agents written on the SDKs (a `python3` or `node` process, not a known client) start servers
+//! with pipes (or libuv's socketpairs) on stdin and stdout and write an `initialize` into them.
+//! So, at exec, an untracked process whose fd 0 and fd 1 are both pipes or sockets becomes a
+//! *candidate* (`HANDSHAKE`, keyed by tgid, with the two inodes). Its first successful read of
+//! that stdin (by inode: the Python SDK reads a duplicate of fd 0) settles it: bytes that open a
+//! JSON object make it tracked provisionally, here in the kernel, before it can act on them; the
+//! daemon then sniffs them for an MCP `initialize` (daemon/discover.rs) and adopts or drops it.
+//! Anything else (`git log | grep`'s text) removes the candidate.
+//!
+//! Cost: at exec, one array lookup for every untracked process, and for piped ones the walk of
+//! fds 0 and 1. On read entry, one more LRU lookup for untracked processes; nothing on writes or
+//! any other syscall. The read hooks are syscall hooks, attached only while something is tracked
+//! or a candidate is young: a candidate that execs while they are detached is reported at once so
+//! the daemon attaches them, and, where no job-control shell can see it (`hold.rs`), stopped
+//! until then.
+//!
+//! Kernel contracts: as stdio.rs, plus `current->signal->pids[PIDTYPE_PGID]` (BTF offset).
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, generated::bpf_probe_read_user},
+    macros::map,
+    maps::{Array, LruHashMap},
+};
+use monitor_common::{handshake, stdio_dir, EventKind, HandshakeCandidate, HandshakeEvent, LostReason, TrackInfo, PROVISIONAL_SERVER};
+
+use crate::{
+    http::{RwPending, PENDING_RW},
+    maps::{count_lost_logged, fill_header, koff, output, Current, TRACKED},
+    stdio::{fd_inode, register_pipe, stream_ino},
+};
+
+/// `[0]` = 1 when the daemon runs handshake discovery (`--handshake-discovery on`).
+#[map(name = "HANDSHAKE_ON")]
+pub static HANDSHAKE_ON: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Candidates by tgid. LRU: a flood of piped execs ages out old candidates (which have read
+/// their stdin long ago, or never will) instead of refusing new ones.
+#[map(name = "HANDSHAKE")]
+pub static HANDSHAKE: LruHashMap<u32, HandshakeCandidate> = LruHashMap::with_max_entries(8192, 0);
+
+/// `RwPending::stdio` of a candidate's read of its stdin.
+pub const PENDING_HANDSHAKE: u32 = 2;
+
+/// The untracked, unconfigured process `cur` has just exec'd: a candidate if its stdin and
+/// stdout are pipes or sockets.
+#[inline(never)]
+pub fn note_exec(cur: Current) -> u32 {
+    if HANDSHAKE_ON.get(0).copied().unwrap_or(0) == 0 || cur.tgid == crate::maps::daemon_tgid() {
+        return 0;
+    }
+    let Some(in_ino) = stream_ino(0) else { return 0 };
+    let Some(out_ino) = stream_ino(1) else { return 0 };
+    // SAFETY: a helper without arguments.
+    let since_ns = unsafe { bpf_ktime_get_ns() };
+    let c = HandshakeCandidate { in_ino, out_ino, since_ns };
+    let _ = HANDSHAKE.insert(&cur.tgid, &c, 0);
+    if crate::hold::HOOKS_LIVE.get(0).copied().unwrap_or(0) != 0 {
+        return 0;
+    }
+    // The read hooks are detached: the daemon must attach them before this process reads.
+    let held = if crate::hold::stop_is_invisible() { crate::hold::hold(cur.tgid) } else { 0 };
+    send(cur, TrackInfo { server_id: 0, root_tgid: cur.tgid }, handshake::CANDIDATE, held, &c);
+    0
+}
+
+/// Entry of `read(fd, buf, …)` by an untracked process: a candidate's read of its stdin is
+/// followed to its exit.
+#[inline(always)]
+pub fn read_enter(cur: Current, fd: i32, buf: u64) {
+    // SAFETY: the candidate is copied out at once; no reference is kept.
+    let Some(c) = (unsafe { HANDSHAKE.get(&cur.tgid) }).copied() else { return };
+    read_enter_candidate(cur, fd, buf, c.in_ino);
+}
+
+#[inline(never)]
+fn read_enter_candidate(cur: Current, fd: i32, buf: u64, in_ino: u64) -> u32 {
+    if fd_inode(fd) != Some(in_ino) {
+        return 0; // a file, a config: not the stream the client writes to
+    }
+    let info = TrackInfo { server_id: PROVISIONAL_SERVER, root_tgid: cur.tgid };
+    let p = RwPending { buf, ino: in_ino, fd, dir: stdio_dir::IN, iovcnt: 0, stdio: PENDING_HANDSHAKE, info };
+    let _ = PENDING_RW.insert(&cur.tid, &p, 0);
+    0
+}
+
+/// Exit of a candidate's read of its stdin (`ret` bytes at `p.buf`). Returns true when the
+/// process is now tracked provisionally, with its pipes registered: the caller then captures
+/// these bytes as stdio.
+#[inline(never)]
+pub fn read_exit(cur: Current, p: &RwPending, ret: i64) -> bool {
+    if ret <= 0 {
+        // EAGAIN before the client wrote (a non-blocking pipe), or EOF: undecided, or never.
+        if ret == 0 {
+            let _ = HANDSHAKE.remove(&cur.tgid);
+        }
+        return false;
+    }
+    // SAFETY: the candidate is copied out at once; no reference is kept.
+    let Some(c) = (unsafe { HANDSHAKE.get(&cur.tgid) }).copied() else { return false };
+    let _ = HANDSHAKE.remove(&cur.tgid);
+    if !opens_json(p.buf, ret as u64) {
+        return false;
+    }
+    let info = TrackInfo { server_id: PROVISIONAL_SERVER, root_tgid: cur.tgid };
+    if TRACKED.insert(&cur.tgid, &info, 0).is_err() {
+        count_lost_logged(LostReason::TrackedFull);
+        return false;
+    }
+    register_pipe(c.in_ino, stdio_dir::IN, cur.tgid);
+    register_pipe(c.out_ino, stdio_dir::OUT, cur.tgid);
+    send(cur, info, handshake::JSON_IN, 0, &c);
+    true
+}
+
+/// Whether the first bytes read, past JSON whitespace, open an object (newline-delimited
+/// JSON-RPC, as every MCP stdio transport writes it).
+#[inline(always)]
+fn opens_json(buf: u64, n: u64) -> bool {
+    let mut head = [0u8; 8];
+    let len = if n > 8 { 8 } else { n as u32 };
+    let len = ((len - 1) & 7) + 1;
+    // SAFETY: copies len (1..=8) bytes of user memory into the 8-byte local `head`; the helper
+    // checks the user address and returns an error on a fault.
+    if unsafe { bpf_probe_read_user(head.as_mut_ptr() as *mut _, len, buf as *const _) } != 0 {
+        return false;
+    }
+    let mut i = 0;
+    while i < 8 {
+        if i as u32 >= len {
+            return false;
+        }
+        match head[i] {
+            b' ' | b'\t' | b'\r' | b'\n' => {}
+            b'{' => return true,
+            _ => return false,
+        }
+        i += 1;
+    }
+    false
+}
+
+#[inline(always)]
+fn send(cur: Current, info: TrackInfo, what: u32, held: u32, c: &HandshakeCandidate) {
+    let mut ev = HandshakeEvent { what, held, in_ino: c.in_ino, out_ino: c.out_ino, ..Default::default() };
+    fill_header(&mut ev.hdr, EventKind::Handshake, cur, info);
+    output(&ev);
+}
+
+/// Whether the current process is in its parent's process group (`signal->pids[PIDTYPE_PGID]`
+/// of both): then no job-control shell manages it as a job of its own (an agent's child, not a
+/// stage of a pipeline typed at a prompt).
+#[inline(always)]
+pub fn in_parent_pgrp() -> bool {
+    // SAFETY: kernel pointers read through bpf_probe_read_kernel (Err on a fault, then false);
+    // offsets from BTF. Only the two `struct pid *` values are compared, never dereferenced.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let Ok(parent) = bpf_probe_read_kernel(task.add(koff!(task_real_parent)) as *const *const u8) else { return false };
+        let Ok(sig) = bpf_probe_read_kernel(task.add(koff!(task_signal)) as *const *const u8) else { return false };
+        let Ok(psig) = bpf_probe_read_kernel(parent.add(koff!(task_signal)) as *const *const u8) else { return false };
+        let Ok(mine) = bpf_probe_read_kernel(sig.add(koff!(signal_pgrp)) as *const *const u8) else { return false };
+        let Ok(theirs) = bpf_probe_read_kernel(psig.add(koff!(signal_pgrp)) as *const *const u8) else { return false };
+        !mine.is_null() && mine == theirs
+    }
+}

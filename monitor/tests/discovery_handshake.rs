@@ -1,0 +1,165 @@
+//! Issue 15 item 2: servers started by any program are found by their handshake. No client
+//! config names them and their parent is no known client: an agent written on the official
+//! Python SDK (`python`), one on the TypeScript SDK (`node`), run by an ordinary user created
+//! after the daemon started. Each server must be tracked as found by its handshake, under its
+//! agent, with its tool calls recorded; the first one starts while the syscall hooks are
+//! detached (nothing tracked yet). Shell pipelines that are not MCP, including ones that carry
+//! JSON and JSON-RPC, must not be tracked at all.
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use common::{daemon::Daemon, user::User};
+use serde_json::{json, Value};
+
+/// One daemon at a time: with handshake discovery on, a daemon tracks every MCP server on the
+/// host, so two side by side would each track the other's.
+static ONE_DAEMON: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn start() -> Option<(Daemon, PathBuf)> {
+    if !common::can_load_ebpf() {
+        return None;
+    }
+    let peers = common::peers()?;
+    let d = Daemon::start(&["--handshake-discovery", "on"]);
+    Some((d, peers))
+}
+
+fn servers_tracked(d: &Daemon) -> Vec<Value> {
+    d.records().into_iter().filter(|r| r["kind"] == "server_tracked").collect()
+}
+
+/// Runs `argv` as `u` (its HOME, in its home) and returns what the agent printed.
+fn agent(u: &User, argv: &[&str], env: &[(&str, &Path)]) -> Value {
+    let mut c = u.command();
+    c.args(argv).env("HOME", &u.home).current_dir(&u.home);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "agent {argv:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn tool_call(d: &Daemon, server_id: &Value, tool: &str) -> Value {
+    d.expect(&format!("tool_call {tool} of server {server_id}"), |r| r["kind"] == "tool_call" && r["server_id"] == *server_id && r["tool"] == tool)
+}
+
+#[test]
+fn sdk_agents_servers_are_found_by_their_handshake() {
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((d, peers)) = start() else { return };
+    // The user and their home appear after the daemon started.
+    let u = User::add("hand", true);
+    let script = |f: &str| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(f);
+    let py = peers.join("venv/bin/python");
+    let time = peers.join("venv/bin/mcp-server-time");
+
+    // 1. The official Python client SDK in a plain python process; nothing tracked before, so
+    //    the server's exec finds the syscall hooks detached.
+    let calls = json!([{"tool": "get_current_time", "arguments": {"timezone": "UTC"}}]);
+    let out = agent(&u, &[py.to_str().unwrap(), script("mcp_client.py").to_str().unwrap(), &calls.to_string(), "--", time.to_str().unwrap()], &[]);
+    assert_eq!(out["calls"][0]["is_error"], false, "{out}");
+    let s = d.expect("the Python SDK agent's server tracked", |r| r["kind"] == "server_tracked" && r["how"] == "handshake");
+    assert_eq!(s["found"]["how"], "handshake", "{s}");
+    assert_eq!(s["found"]["handshake_under"]["comm"], "python", "found under the agent: {s}");
+    assert_eq!(s["server"], "mcp-server-time", "{s}");
+    let id = s["server_id"].clone();
+    d.expect("its initialize, from the very first bytes it read", |r| r["kind"] == "mcp_initialize" && r["server_id"] == id);
+    let call = tool_call(&d, &id, "get_current_time");
+    assert_eq!(call["outcome"], "ok", "{call}");
+    assert!(call["events"].as_u64().unwrap() > 0, "the call's opens were attributed to it: {call}");
+
+    // 2. The official TypeScript client SDK in a plain node process, the server behind `sh -c`
+    //    (which stays, as runners do): one tree from the shell down, named once.
+    let everything = peers.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let calls = json!([{"tool": "echo", "arguments": {"message": "handshake"}}]);
+    let wrapped = format!("node {} stdio; exit $?", everything.display());
+    let node_path = peers.join("node_modules");
+    let out = agent(&u, &["node", script("ts_client.cjs").to_str().unwrap(), &calls.to_string(), "--", "/bin/sh", "-c", &wrapped], &[("NODE_PATH", &node_path)]);
+    assert_eq!(out["calls"][0]["text"], "Echo: handshake", "{out}");
+    let s = d.expect("the TypeScript SDK agent's server tracked", |r| r["kind"] == "server_tracked" && r["how"] == "handshake" && r["found"]["handshake_under"]["comm"] == "node");
+    let id = s["server_id"].clone();
+    assert_eq!(s["command"][0], "/bin/sh", "the tree starts at the shell that passed its stdio down: {s}");
+    d.expect("the client's name from the handshake", |r| r["kind"] == "server_identified" && r["server_id"] == id && r["client"] == "ts-agent");
+    assert_eq!(s["server"], "index.js", "named after what the shell runs: {s}");
+    tool_call(&d, &id, "echo");
+    // The handshake was read by node, below the shell: both in the one server.
+    let pids = s["tracked_pids"].as_array().unwrap();
+    assert!(pids.len() >= 2 && pids.contains(&s["root_pid"]), "{s}");
+    assert_eq!(servers_tracked(&d).len(), 2, "one server per agent launch: {:?}", servers_tracked(&d));
+}
+
+#[test]
+fn pipelines_that_are_not_mcp_are_not_tracked() {
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((d, _peers)) = start() else { return };
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let py = common::python();
+    // Every middle stage has pipes on stdin and stdout; some read JSON, one reads JSON-RPC that
+    // is not an initialize, one keeps running after its first read.
+    let pipelines = [
+        format!("git -C {repo} log --oneline -200 | grep -i fix | cat | wc -l"),
+        "seq 1 20000 | cat | grep 7 | cat > /dev/null".to_string(),
+        r#"printf '{"a": 1}\n{"b": 2}\n' | cat | cat > /dev/null"#.to_string(),
+        format!(r#"printf '{{"x": [1, 2]}}\n' | {py} -c 'import sys, time; sys.stdin.readline(); time.sleep(1.5); print(1)' | cat > /dev/null"#),
+        format!(r#"printf '{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{}}}}\n' | {py} -c 'import sys, time; sys.stdin.readline(); time.sleep(1.5)' | cat"#),
+    ];
+    for _ in 0..3 {
+        for p in &pipelines {
+            let out = Command::new("/bin/sh").args(["-c", p]).output().unwrap();
+            assert!(out.status.success(), "{p}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    std::thread::sleep(common::patience(Duration::from_secs(2)));
+    let (log, records) = d.stop_with_records();
+    let tracked: Vec<&Value> = records.iter().filter(|r| r["kind"] == "server_tracked").collect();
+    assert!(tracked.is_empty(), "pipelines were tracked as servers: {tracked:?}\n{log}");
+    // The JSON readers were candidates that the daemon saw and dropped (their first bytes were
+    // examined), not ones the kernel missed: two long-lived readers in each of three rounds.
+    let stats = records.iter().find(|r| r["kind"] == "stats").unwrap_or_else(|| panic!("no stats record:\n{log}"));
+    assert!(stats["candidates_dropped"].as_u64().unwrap() >= 6, "JSON readers not examined: {stats}\n{log}");
+}
+
+/// Deterministic: 20 agents, four at a time, each starting its own server; every one is
+/// tracked once and every tool call recorded.
+#[test]
+fn every_launch_is_found_once() {
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((d, peers)) = start() else { return };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
+    let calls = json!([{"tool": "get_current_time", "arguments": {"timezone": "UTC"}}]).to_string();
+    let n = 20;
+    for _ in 0..n / 4 {
+        let agents: Vec<_> = (0..4)
+            .map(|_| {
+                Command::new(peers.join("venv/bin/python"))
+                    .arg(&script)
+                    .arg(&calls)
+                    .arg("--")
+                    .arg(peers.join("venv/bin/mcp-server-time"))
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for a in agents {
+            let out = a.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    let deadline = std::time::Instant::now() + common::patience(Duration::from_secs(10));
+    let calls = |d: &Daemon| d.records().iter().filter(|r| r["kind"] == "tool_call" && r["tool"] == "get_current_time").count();
+    while calls(&d) < n && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let tracked = servers_tracked(&d);
+    assert_eq!(tracked.len(), n, "{tracked:?}");
+    assert!(tracked.iter().all(|s| s["how"] == "handshake" && s["server"] == "mcp-server-time"), "{tracked:?}");
+    assert_eq!(calls(&d), n, "every tool call recorded");
+}
