@@ -217,7 +217,7 @@ impl Sensors {
             Ok(()) => {
                 tracing::info!("open/exec deny: BPF-LSM file_open available, with bprm_check_security; attached while a server is tracked (deny rules fail the open or exec with EPERM)");
             }
-            Err(why) => tracing::info!("open/exec deny: BPF-LSM unavailable ({why}); deny rules on files fall back to kill at the open's exit, on executables to kill before the new image runs"),
+            Err(why) => tracing::info!(reason = %why, "open/exec deny: BPF-LSM unavailable; deny rules on files fall back to kill at the open's exit, on executables to kill before the new image runs"),
         }
         if lsm.is_ok() {
             // The fentry kill at security_file_open leaves deny rules to the LSM (enforce.rs).
@@ -228,10 +228,10 @@ impl Sensors {
         let deny = cgroup::load_deny(&mut ebpf);
         match &deny {
             cgroup::DenyPath::Cgroup { root, programs } => {
-                tracing::info!("connect/sendmsg deny: cgroup sock_addr programs on {} ({}), attached while a server is tracked", root.display(), programs.join(", "));
+                tracing::info!(root = %root.display(), points = %programs.join(", "), "connect/sendmsg deny: cgroup sock_addr programs, attached while a server is tracked");
             }
             cgroup::DenyPath::Unavailable(why) => {
-                tracing::warn!("connect/sendmsg deny unavailable ({why}); deny rules fall back to kill at syscall exit")
+                tracing::warn!(reason = %why, "connect/sendmsg deny unavailable; deny rules fall back to kill at syscall exit")
             }
         }
         let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, fast_path: fast_path.is_ok(), syscall_links: vec![], deny, lsm_deny: lsm.is_ok(), cgroup_links: vec![], lsm_links: vec![], detaching: None };
