@@ -41,7 +41,7 @@ impl Sensors {
         (!self.cgroup_links.is_empty(), !self.lsm_links.is_empty())
     }
 
-    /// The syscall hooks attached on demand (`category:name`, `fentry:FUNCTION`, `fexit:FUNCTION`).
+    /// The syscall hooks attached on demand, as `HookRef::describe` names them.
     pub fn on_demand_hooks(&self) -> Vec<String> {
         self.on_demand.iter().map(HookRef::describe).collect()
     }
@@ -99,8 +99,7 @@ impl Sensors {
             }
         }
         for i in 0..self.on_demand.len() {
-            let hook = self.on_demand[i];
-            match hook::attach(&mut self.ebpf, hook) {
+            match hook::attach(&mut self.ebpf, self.on_demand[i]) {
                 Ok(link) => self.syscall_links.push(link),
                 Err(e) => return Err((program_busy(&e), e)),
             }
