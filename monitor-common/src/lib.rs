@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod names;
+pub mod programs;
 
 /// Capacity for paths read from user memory (PATH_MAX).
 pub const PATH_CAP: usize = 4096;

@@ -69,7 +69,7 @@ impl Sys for Regs {
 }
 
 /// One fentry and one fexit program per syscall: a trampoline program is bound to the one
-/// kernel function it was loaded for (the loader names it, see `names::FAST_PROGRAMS`).
+/// kernel function it was loaded for (the loader names it, see `programs::PROGRAMS`).
 macro_rules! syscall {
     ($entry:ident = $enter:path, $exit:ident = $leave:path) => {
         syscall!(@ false, None, $entry = $enter, $exit = $leave);

@@ -38,19 +38,20 @@ fn bpftool_prog_ids() -> Vec<u32> {
 /// fentry/fexit twins or the ia32 raw tracepoint, the LSM programs with LSM deny, the cgroup
 /// programs with cgroup deny.
 fn expect_programs_of_the_paths_taken(loaded: &Value) {
-    use monitor_common::names::{CGROUP_PROGRAMS, COMPAT_RAW, FAST_PROGRAMS, PROGRAMS};
+    use monitor_common::programs::{of_kind, Kind, PROGRAMS};
     let names: Vec<&str> = loaded["programs"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     let has = |n: &str| names.contains(&n);
-    assert!(PROGRAMS.iter().all(|p| has(p.name)), "every tracepoint program: {names:?}");
+    let all = |kind| of_kind(kind).all(|p| has(p.name));
+    assert!(all(Kind::TracePoint), "every tracepoint program: {names:?}");
     let fentry = loaded["observe"] == "fentry";
     // Optional syscalls a kernel lacks are skipped on either path, so required ones are checked.
-    let fast_required = FAST_PROGRAMS.iter().filter(|s| !s.optional).flat_map(|s| [s.entry, s.exit]).filter(|n| !n.is_empty());
-    for n in fast_required {
-        assert_eq!(has(n), fentry, "{n} loaded exactly when observation is fentry: {loaded}");
+    let fast_required = PROGRAMS.iter().filter(|p| matches!(p.kind, Kind::FEntry | Kind::FExit) && !p.optional);
+    for p in fast_required {
+        assert_eq!(has(p.name), fentry, "{} loaded exactly when observation is fentry: {loaded}", p.name);
     }
-    assert_eq!(COMPAT_RAW.iter().all(|(n, _)| has(n)), loaded["ia32"] == "raw_tracepoint", "{loaded}");
-    assert_eq!(monitor::probes::lsm::PROGRAMS.iter().all(|(n, _)| has(n)), loaded["open_deny"] == "lsm", "{loaded}");
-    assert_eq!(CGROUP_PROGRAMS.iter().all(|(n, _)| has(n)), loaded["connect_deny"] == "cgroup", "{loaded}");
+    assert_eq!(all(Kind::RawTracePoint), loaded["ia32"] == "raw_tracepoint", "{loaded}");
+    assert_eq!(all(Kind::Lsm), loaded["open_deny"] == "lsm", "{loaded}");
+    assert_eq!(all(Kind::CgroupSockAddr), loaded["connect_deny"] == "cgroup", "{loaded}");
 }
 
 #[test]

@@ -53,7 +53,7 @@ with_daemon() {
     [ $waited -lt 60 ] || { echo "VMBENCH FAIL $2: the server was not tracked"; cat "$log"; echo "VMBENCH DONE"; exit 1; }
     sleep 1; waited=$((waited + 1))
   done
-  grep -o "syscall observation: [a-z/]*" "$log" | sed "s/^/VMBENCH INFO $2 /"
+  grep -o "syscall observation path=[a-z/]*" "$log" | sed "s/^/VMBENCH INFO $2 /"
   measure "$1" "$2"
   kill $s; wait $s 2>/dev/null
   kill -TERM $d; wait $d

@@ -68,7 +68,7 @@ case "$WANT_DENY" in
   *) [ "$path" = "$WANT_DENY" ] && [ "$logged" = "$WANT_DENY" ] && pass "path-$WANT_DENY" || fail "path-$WANT_DENY" "daemon took $path: $(grep -i 'open.* deny' "$WORK/daemon.log")";;
 esac
 if [ "$obs" = fentry ]; then logged_obs=fentry/fexit; else logged_obs=tracepoints; fi
-grep -q "syscall observation: $logged_obs" "$WORK/daemon.log" || fail "observe-logged" "record says $obs: $(grep -i 'syscall observation' "$WORK/daemon.log")"
+grep -q "syscall observation path=$logged_obs" "$WORK/daemon.log" || fail "observe-logged" "record says $obs: $(grep -i 'syscall observation' "$WORK/daemon.log")"
 case "$WANT_OBS" in
   auto) pass "observe-$obs (reported)";;
   *) [ "$obs" = "$WANT_OBS" ] && pass "observe-$WANT_OBS" || fail "observe-$WANT_OBS" "daemon took $obs: $(grep -i 'fallback\|fentry' "$WORK/daemon.log" | head -3)";;
@@ -188,7 +188,7 @@ for obs in auto tracepoint; do
   sleep 2
   kill -TERM $DAEMON; wait $DAEMON
   normalize "$WORK/parity-$obs.jsonl" > "$WORK/parity-$obs.txt"
-  echo "VMTEST INFO parity $obs: $(wc -l < "$WORK/parity-$obs.txt") events, $(grep -o 'syscall observation: [a-z/]*' "$WORK/parity-$obs.log"), ia32 $(grep -m1 -o '"ia32":"[a-z_]*"' "$WORK/parity-$obs.jsonl") $(grep -m1 -o 'ia32 syscalls[^"]*' "$WORK/parity-$obs.log")"
+  echo "VMTEST INFO parity $obs: $(wc -l < "$WORK/parity-$obs.txt") events, $(grep -o 'syscall observation path=[a-z/]*' "$WORK/parity-$obs.log"), ia32 $(grep -m1 -o '"ia32":"[a-z_]*"' "$WORK/parity-$obs.jsonl") $(grep -m1 -o 'ia32 syscalls[^"]*' "$WORK/parity-$obs.log")"
 done
 n=$(wc -l < "$WORK/parity-auto.txt")
 kinds=$(grep -o '"kind":"[a-z_]*"' "$WORK/parity-auto.txt" | sort -u | tr '\n' ' ')

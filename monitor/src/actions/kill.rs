@@ -96,15 +96,11 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while comm_of(child.id()).as_deref() != Some(comm) {
+        while crate::sys::procfs::comm(child.id()).as_deref() != Some(comm) {
             assert!(std::time::Instant::now() < deadline, "{comm} never started");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         child
-    }
-
-    fn comm_of(pid: u32) -> Option<String> {
-        std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_string())
     }
 
     #[test]

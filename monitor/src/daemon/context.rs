@@ -176,9 +176,7 @@ fn install_root(p: &Path) -> Option<String> {
 /// runtime (the install its command runs from).
 pub fn server_scope(s: &ServerInfo) -> crate::process_tree::ServerScope {
     let mut args: Vec<String> = s.command.clone();
-    if let Ok(b) = std::fs::read(format!("/proc/{}/cmdline", s.root_pid)) {
-        args.extend(b.split(|&c| c == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()));
-    }
+    args.extend(crate::sys::procfs::cmdline(s.root_pid));
     let mut roots = Vec::new();
     let mut runtime = Vec::new();
     for a in args.iter().filter(|a| a.starts_with('/')) {
@@ -196,15 +194,12 @@ pub fn server_scope(s: &ServerInfo) -> crate::process_tree::ServerScope {
             roots.push(normalize(Path::new(v)).display().to_string());
         }
     }
-    if let Ok(b) = std::fs::read(format!("/proc/{}/environ", s.root_pid)) {
-        for kv in b.split(|&c| c == 0) {
-            let kv = String::from_utf8_lossy(kv);
-            if let Some(r) = kv.split_once('=').and_then(|(k, v)| env_root(k, v)) {
-                if let Some(i) = install_root(Path::new(&r)) {
-                    runtime.push(i);
-                }
-                roots.push(r);
+    for (k, v) in crate::sys::procfs::environ_vars(s.root_pid) {
+        if let Some(r) = env_root(&k, &v) {
+            if let Some(i) = install_root(Path::new(&r)) {
+                runtime.push(i);
             }
+            roots.push(r);
         }
     }
     for v in [&mut roots, &mut runtime] {

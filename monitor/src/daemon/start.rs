@@ -48,12 +48,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sensors = Sensors::load(&SensorConfig { ringbuf_bytes, daemon_tgid: std::process::id(), observe: args.observe, tracked_max: args.tracked_max, stdio_pipes_max: args.stdio_pipes_max, ebpf_log: args.ebpf_log })?;
     sensors.report.log();
     tracing::info!(count = sensors.attached.len(), hooks = %sensors.attached.join(", "), "hooks attached");
-    tracing::info!(
-        "syscall observation: {}; {} hooks attach on demand, only while a server is tracked: {}",
-        if sensors.fast_path { "fentry/fexit" } else { "tracepoints" },
-        sensors.on_demand_hooks().len(),
-        sensors.on_demand_hooks().join(", ")
-    );
+    // `path=` is what the VM scenario and benchmark grep (tests/vm/*.sh). The on-demand hooks
+    // attach only while a server is tracked.
+    let on_demand = sensors.on_demand_hooks();
+    let path = if sensors.fast_path { "fentry/fexit" } else { "tracepoints" };
+    tracing::info!(path = %path, on_demand = on_demand.len(), hooks = %on_demand.join(", "), "syscall observation");
 
     // The first line of the stream: what this kernel let the daemon load (`probes/loaded.rs`).
     let mut loaded = sensors.loaded();
@@ -202,8 +201,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 pipeline.reload_rules().await;
                 watcher.set(&pipeline.watch_dirs());
             }
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = sigterm.recv() => { tracing::info!(signal = "SIGTERM", "shutting down"); break; }
+            _ = sigint.recv() => { tracing::info!(signal = "SIGINT", "shutting down"); break; }
         }
     }
 

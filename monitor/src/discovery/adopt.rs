@@ -201,7 +201,7 @@ impl Discoverer {
     /// `process.title`: npx becomes `npm exec PKG …`, its `-y` gone).
     pub fn on_provisional_exec(&self, pid: u32, exec: Option<(&str, &[String])>) -> Intent {
         let Some(info) = procfs::process_info(pid) else {
-            tracing::debug!("discovery: pid {pid}: unreadable in /proc (still there: {})", procfs::exists(pid));
+            tracing::debug!(pid, still_there = procfs::exists(pid), "discovery: unreadable in /proc");
             return Intent::Drop { pid, reason: "exited before it could be examined" };
         };
         let filename = exec.map(|e| e.0).filter(|f| !f.is_empty());
@@ -229,7 +229,7 @@ impl Discoverer {
                 runner: runners::launch(past_interpreter(argv)),
             };
         }
-        tracing::debug!("discovery: pid {pid}: exec of {filename:?} argv {argv:?} (exe {:?}) matches no configured server", info.exe);
+        tracing::debug!(pid, ?filename, ?argv, exe = ?info.exe, "discovery: exec matches no configured server");
         Intent::Drop { pid, reason: if piped { "not a configured server" } else { "stdio is not a pipe" } }
     }
 
@@ -329,7 +329,7 @@ impl Discoverer {
             .into_iter()
             .map(|m| {
                 let s = m.server;
-                tracing::info!("discovery: {} ({}) in {}: pid {} listens on {}", s.name, s.url.as_deref().unwrap_or(""), s.config.display(), m.pid, m.listener);
+                tracing::info!(server = %s.name, url = s.url.as_deref().unwrap_or(""), config = %s.config.display(), pid = m.pid, listener = %m.listener, "discovery: a configured URL's listener");
                 Intent::Track {
                     pid: m.pid,
                     name: s.name.clone(),

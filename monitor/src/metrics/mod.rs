@@ -256,7 +256,7 @@ impl Metrics {
                 let _ = writeln!(o, "mcpmon_otlp_spans_dropped_total{{reason=\"{k}\"}} {v}");
             }
         }
-        let (cpu, rss) = self_usage();
+        let (cpu, rss) = crate::sys::procfs::self_usage();
         head(&mut o, "mcpmon_process_cpu_seconds_total", "counter", "CPU time of the daemon (user + system).");
         let _ = writeln!(o, "mcpmon_process_cpu_seconds_total {cpu}");
         head(&mut o, "mcpmon_process_resident_memory_bytes", "gauge", "Resident memory of the daemon.");
@@ -289,24 +289,6 @@ fn labels(pairs: &[(&str, &str)]) -> String {
 
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-/// (CPU seconds, resident bytes) of this process, from /proc/self.
-pub fn self_usage() -> (f64, u64) {
-    // SAFETY: sysconf takes an integer name and touches no memory; an error (-1) is clamped by max(1).
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    // SAFETY: as above: sysconf with an integer name; -1 is clamped by max(1).
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields after the comm: state is [0], utime [11], stime [12].
-    let cpu = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    let rss = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|r| r.parse::<u64>().ok()))
-        .unwrap_or(0);
-    (cpu / tick, rss * page)
 }
 
 #[cfg(test)]
@@ -377,6 +359,6 @@ mod tests {
         assert!(t.contains("mcpmon_alerts_total{server=\"fs\",rule=\"ssh-private-key-read\",severity=\"critical\",action=\"kill\"} 1"), "{t}");
         assert!(t.contains("mcpmon_kills_total{where=\"kernel\"} 1"));
         assert!(t.contains("mcpmon_rule_eval_seconds_count 0"));
-        assert!(self_usage().1 > 0);
+        assert!(crate::sys::procfs::self_usage().1 > 0);
     }
 }

@@ -11,7 +11,7 @@ use aya::{
     programs::{cgroup_sock_addr::CgroupSockAddrLinkId, links::CgroupAttachMode, CgroupSockAddr},
     Ebpf,
 };
-use monitor_common::names::CGROUP_PROGRAMS;
+use monitor_common::programs::{of_kind, Kind};
 
 use super::link::{attach_each, detach_each, AttachError, NamedLinks};
 
@@ -30,7 +30,8 @@ fn prog<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSock
 /// Loads the programs and proves they attach (then detaches them again).
 pub fn load_deny(ebpf: &mut Ebpf) -> DenyPath {
     let Some(root) = crate::sys::procfs::cgroup2_root() else { return DenyPath::Unavailable("no cgroup2 mount".into()) };
-    for (name, point) in CGROUP_PROGRAMS {
+    for p in of_kind(Kind::CgroupSockAddr) {
+        let (name, point) = (p.name, p.hooks[0]);
         if let Err(e) = prog(ebpf, name).and_then(|p| p.load().map_err(|e| format!("load: {e}"))) {
             return DenyPath::Unavailable(format!("program {name} on cgroup {point}: {e}"));
         }
@@ -39,7 +40,7 @@ pub fn load_deny(ebpf: &mut Ebpf) -> DenyPath {
         Ok(links) => detach(ebpf, links),
         Err(e) => return DenyPath::Unavailable(e.to_string()),
     }
-    DenyPath::Cgroup { root, programs: CGROUP_PROGRAMS.iter().map(|(_, p)| p.to_string()).collect() }
+    DenyPath::Cgroup { root, programs: of_kind(Kind::CgroupSockAddr).map(|p| p.hooks[0].to_string()).collect() }
 }
 
 pub type Links = NamedLinks<CgroupSockAddrLinkId>;
@@ -48,7 +49,7 @@ pub fn attach(ebpf: &mut Ebpf, root: &std::path::Path) -> Result<Links, AttachEr
     let dir = std::fs::File::open(root).map_err(|e| AttachError::other(format!("{}: {e}", root.display())))?;
     attach_each(
         ebpf,
-        CGROUP_PROGRAMS,
+        Kind::CgroupSockAddr,
         |ebpf, name, point| {
             let p = prog(ebpf, name).map_err(|e| AttachError::other(format!("program {name} on cgroup {point}: {e}")))?;
             p.attach(&dir, CgroupAttachMode::Single).map_err(|e| AttachError::kernel(format!("program {name} on cgroup {point}: attach"), &e))

@@ -7,9 +7,9 @@ use aya::{
     programs::{FEntry, FExit},
     Btf, Ebpf,
 };
-use monitor_common::names::{FastSpec, FAST_PROGRAMS};
+use monitor_common::programs::{Kind, PROGRAMS};
 
-use super::program;
+use super::{hook::HookRef, program};
 
 /// Which programs observe the syscalls of tracked processes (`mcpmon run --observe`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -24,36 +24,33 @@ pub enum Observe {
     Tracepoint,
 }
 
-/// Loads an fentry and an fexit program per syscall. Ok with the syscalls covered; Err with the
-/// reason when a required one does not load (the caller then keeps the tracepoints). A syscall
-/// missing from this kernel's BTF is skipped when optional, as its tracepoint would be.
-pub fn load(ebpf: &mut Ebpf) -> Result<Vec<&'static FastSpec>, String> {
+/// Loads the fentry/fexit programs of the table. Ok with their hooks; Err with the reason when a
+/// required one does not load (the caller then keeps the tracepoints). A function missing from
+/// this kernel's BTF is skipped when its program is optional, as its tracepoint would be.
+pub fn load(ebpf: &mut Ebpf) -> Result<Vec<HookRef>, String> {
     if !cfg!(target_arch = "x86_64") {
         return Err("the fast path hooks the x86_64 syscall wrappers (__x64_sys_*); this is another arch".into());
     }
     let btf = Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
     let mut out = Vec::new();
-    for spec in FAST_PROGRAMS {
-        let loaded = (|| {
-            if spec.has_entry() {
-                let entry: &mut FEntry = program(ebpf, spec.entry, "syscall entry (fast path)").map_err(|e| e.to_string())?;
-                entry.load(spec.function, &btf).map_err(|e| format!("fentry {} on {}: {e}", spec.entry, spec.function))?;
-            }
-            if !spec.has_exit() {
-                return Ok(());
-            }
-            let exit: &mut FExit = program(ebpf, spec.exit, "syscall result (fast path)").map_err(|e| e.to_string())?;
-            exit.load(spec.function, &btf).map_err(|e| format!("fexit {} on {}: {e}", spec.exit, spec.function))
-        })();
+    for p in PROGRAMS.iter().filter(|p| matches!(p.kind, Kind::FEntry | Kind::FExit)) {
+        // One function per program: a trampoline program is bound to the function it loads for.
+        let function = p.hooks[0];
+        let loaded = if p.kind == Kind::FEntry {
+            let entry: &mut FEntry = program(ebpf, p.name, p.purpose).map_err(|e| e.to_string())?;
+            entry.load(function, &btf).map_err(|e| format!("fentry {} on {function}: {e}", p.name))
+        } else {
+            let exit: &mut FExit = program(ebpf, p.name, p.purpose).map_err(|e| e.to_string())?;
+            exit.load(function, &btf).map_err(|e| format!("fexit {} on {function}: {e}", p.name))
+        };
         match loaded {
-            Ok(()) => out.push(spec),
+            Ok(()) => out.push(HookRef { program: p, hook: function }),
             // As for its tracepoint: a syscall this kernel lacks (not in its BTF) is skipped.
-            Err(e) if spec.optional && e.contains("unknown BTF type") => {
-                tracing::info!(syscall = spec.syscall, error = %e, "fast path: syscall skipped");
+            Err(e) if p.optional && e.contains("unknown BTF type") => {
+                tracing::info!(program = p.name, function, error = %e, "fast path: function skipped");
             }
             Err(e) => return Err(e),
         }
     }
     Ok(out)
 }
-

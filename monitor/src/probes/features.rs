@@ -125,9 +125,7 @@ pub fn hook_choices(fast: &Result<(), String>) -> Vec<HookChoice> {
 impl FeatureReport {
     /// One log line per probe and per hook family.
     pub fn log(&self) {
-        let show = |name: &str, p: &Probe| {
-            tracing::info!("kernel {}: {name}: {} ({})", self.kernel, if p.available { "yes" } else { "no" }, p.detail)
-        };
+        let show = |feature: &str, p: &Probe| tracing::info!(kernel = %self.kernel, feature, available = p.available, detail = %p.detail, "kernel feature");
         show("BTF", &self.btf);
         show("ring buffer", &self.ringbuf);
         show("tracepoint programs", &self.tracepoint);
@@ -137,12 +135,12 @@ impl FeatureReport {
         show("cgroup sock_addr", &self.cgroup_sock_addr);
         for h in &self.hooks {
             match &h.fallback_reason {
-                Some(why) => tracing::info!("hook {}: {} (fallback: {why})", h.family, h.observe),
-                None => tracing::info!("hook {}: {}", h.family, h.observe),
+                Some(why) => tracing::info!(family = h.family, observe = %h.observe, fallback = %why, "hook family"),
+                None => tracing::info!(family = h.family, observe = %h.observe, "hook family"),
             }
         }
         for (name, p) in &self.enforcement {
-            tracing::info!("enforcement {name}: {} ({})", if p.available { "available" } else { "unavailable" }, p.detail);
+            tracing::info!(enforcement = %name, available = p.available, detail = %p.detail, "enforcement path");
         }
     }
 }

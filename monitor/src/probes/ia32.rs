@@ -2,7 +2,41 @@
 //! tracepoint on every syscall exit of the machine) is only worth its cost where `int $0x80`
 //! works: a kernel built without IA32 emulation, or with it disabled at boot
 //! (`ia32_emulation=0`, or `CONFIG_IA32_EMULATION_DEFAULT_DISABLED` without an `=1`), refuses
-//! every ia32 syscall before any tracepoint, so there is nothing to see.
+//! every ia32 syscall before any tracepoint, so there is nothing to see. (On the fast path the
+//! ia32 wrappers are fentry/fexit programs of their own, skipped where the kernel lacks them.)
+use aya::{programs::RawTracePoint, Ebpf};
+use monitor_common::programs::{of_kind, Kind};
+
+use super::{
+    hook::{hooks_of, HookRef},
+    program, refused, ProbeError,
+};
+
+/// The ia32 hooks of the tracepoint path: the raw tracepoint programs of the table, loaded, or
+/// none where ia32 syscalls cannot happen or the kernel refuses them (logged either way).
+pub fn load(ebpf: &mut Ebpf) -> Vec<HookRef> {
+    if let Some(why) = emulation_off() {
+        // Nothing to see, and the hook would run on every syscall exit.
+        tracing::info!(%why, "ia32 syscalls cannot happen on this kernel: no ia32 hook");
+        return vec![];
+    }
+    match load_raw(ebpf) {
+        Ok(()) => hooks_of(of_kind(Kind::RawTracePoint)),
+        Err(e) => {
+            tracing::warn!(error = %e, "ia32 syscalls (int $0x80) will not be seen");
+            vec![]
+        }
+    }
+}
+
+fn load_raw(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    for p in of_kind(Kind::RawTracePoint) {
+        let prog: &mut RawTracePoint = program(ebpf, p.name, p.purpose)?;
+        prog.load().map_err(|e| refused(p.name, p.purpose, "(load)".into(), e))?;
+    }
+    Ok(())
+}
+
 /// Why ia32 syscalls cannot happen here, or None when they can (or when it cannot be told:
 /// then the hook stays, the safe side).
 pub fn emulation_off() -> Option<String> {

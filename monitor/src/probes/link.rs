@@ -2,6 +2,7 @@
 //! (the on-demand syscall hooks, the cgroup deny, the BPF-LSM deny), so none of them depends on
 //! another.
 use aya::programs::ProgramError;
+use monitor_common::programs::{of_kind, Kind};
 
 /// A refused attach of a deny program (the syscall hooks report [`ProbeError`]).
 #[derive(Debug, thiserror::Error)]
@@ -32,17 +33,19 @@ pub(super) fn still_attached(e: &ProgramError) -> bool {
 /// A deny family's links, by program name.
 pub type NamedLinks<L> = Vec<(&'static str, L)>;
 
-/// Attaches every (program, hook) of a deny family with `one`; on the first failure detaches
-/// those already attached with `undo`, so a family is attached whole or not at all.
+/// Attaches every program of a deny family (its kind in the table) to its hook with `one`; on
+/// the first failure detaches those already attached with `undo`, so a family is attached whole
+/// or not at all.
 pub(super) fn attach_each<L>(
     ebpf: &mut aya::Ebpf,
-    programs: &'static [(&'static str, &'static str)],
+    family: Kind,
     mut one: impl FnMut(&mut aya::Ebpf, &'static str, &'static str) -> Result<L, AttachError>,
     undo: fn(&mut aya::Ebpf, NamedLinks<L>),
 ) -> Result<NamedLinks<L>, AttachError> {
     let mut links = Vec::new();
-    for &(name, hook) in programs {
-        match one(ebpf, name, hook) {
+    for p in of_kind(family) {
+        let name = p.name;
+        match one(ebpf, name, p.hooks[0]) {
             Ok(id) => links.push((name, id)),
             Err(e) => {
                 undo(ebpf, links);

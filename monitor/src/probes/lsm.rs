@@ -8,14 +8,12 @@ use aya::{
     programs::{lsm::LsmLinkId, Lsm},
     Btf, Ebpf,
 };
+use monitor_common::programs::{of_kind, Kind};
 
 use super::{
     features::Probe,
     link::{attach_each, detach_each, AttachError, NamedLinks},
 };
-
-/// (program, LSM hook). All or none: a kernel that takes one takes the other.
-pub const PROGRAMS: &[(&str, &str)] = &[("mcpm_lsm_file_open", "file_open"), ("mcpm_lsm_bprm", "bprm_check_security")];
 
 pub type Links = NamedLinks<LsmLinkId>;
 
@@ -29,7 +27,9 @@ pub fn load(ebpf: &mut Ebpf, probe: &Probe) -> Result<(), String> {
         return Err(probe.detail.clone());
     }
     let btf = Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
-    for (name, hook) in PROGRAMS {
+    // All or none: a kernel that takes one takes the other.
+    for p in of_kind(Kind::Lsm) {
+        let (name, hook) = (p.name, p.hooks[0]);
         prog(ebpf, name)?.load(hook, &btf).map_err(|e| format!("program {name} on lsm/{hook}: load: {e}"))?;
     }
     let links = attach(ebpf).map_err(|e| e.to_string())?;
@@ -40,7 +40,7 @@ pub fn load(ebpf: &mut Ebpf, probe: &Probe) -> Result<(), String> {
 pub fn attach(ebpf: &mut Ebpf) -> Result<Links, AttachError> {
     attach_each(
         ebpf,
-        PROGRAMS,
+        Kind::Lsm,
         |ebpf, name, hook| prog(ebpf, name).map_err(AttachError::other)?.attach().map_err(|e| AttachError::kernel(format!("program {name} on lsm/{hook}: attach"), &e)),
         detach,
     )

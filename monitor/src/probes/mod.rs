@@ -1,5 +1,6 @@
 //! Loads the eBPF object built from `monitor-ebpf`, fills in the kernel-specific globals, attaches
-//! every program, and hands the maps to the stages that use them. Dropping [`Sensors`] detaches
+//! the programs of the one table (`monitor_common::programs`) this kernel takes, and hands the
+//! maps to the stages that use them. Dropping [`Sensors`] detaches
 //! and unloads everything (programs and links are owned by the `Ebpf` value, nothing is pinned).
 pub mod btf;
 pub mod cgroup;
@@ -7,6 +8,7 @@ pub mod ebpf_log;
 pub mod fast;
 mod handshake;
 mod hold;
+mod hook;
 mod ia32;
 mod link;
 pub mod lsm;
@@ -14,20 +16,22 @@ mod loaded;
 pub mod ondemand;
 pub mod features;
 pub mod tracefs;
+mod tracepoint;
 
 use std::path::PathBuf;
 
 use aya::{
     maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint},
+    programs::ProgramError,
     Ebpf, EbpfError, EbpfLoader,
 };
 use monitor_common::{
     globals as g,
     names::{
-        Hook, ProgramSpec, COMPAT_RAW, MAP_CANDIDATE_COMMS, MAP_EVENTS, MAP_LOST, MAP_NET_POLICY_V4, MAP_NET_POLICY_V6, MAP_POLICY, MAP_PROTECTED, MAP_GRANTS, MAP_PENDING_OPEN,
-        MAP_HTTP_SOCKS, MAP_STDIO_PIPES, MAP_TRACKED, PROGRAMS,
+        MAP_CANDIDATE_COMMS, MAP_EVENTS, MAP_LOST, MAP_NET_POLICY_V4, MAP_NET_POLICY_V6, MAP_POLICY, MAP_PROTECTED, MAP_GRANTS, MAP_PENDING_OPEN, MAP_HTTP_SOCKS,
+        MAP_STDIO_PIPES, MAP_TRACKED,
     },
+    programs::Lifetime,
     Comm, StdioPipe, TrackInfo, LOST_REASONS,
 };
 
@@ -55,6 +59,8 @@ pub enum ProbeError {
     Program { program: &'static str, purpose: &'static str, hook: String, source: Box<ProgramError> },
     #[error("{0}: the kernel still holds this program's previous link (EEXIST) after retrying")]
     StillAttached(String),
+    #[error("program {0} attaches with its deny family, not one hook at a time")]
+    Family(&'static str),
     #[error("fentry/fexit observation was asked for but does not load: {0}")]
     Fast(String),
     #[error("map {0}: {1}")]
@@ -92,8 +98,8 @@ pub struct Sensors {
     /// `category:name` of the hooks attached for the daemon's whole life.
     pub attached: Vec<String>,
     /// Syscall hooks, attached only while a process is tracked (exit hooks first).
-    on_demand: Vec<ondemand::OnDemand>,
-    syscall_links: Vec<ondemand::Link>,
+    on_demand: Vec<hook::HookRef>,
+    syscall_links: Vec<hook::Link>,
     /// Whether syscalls are observed by fentry/fexit (else by tracepoints).
     pub fast_path: bool,
     /// Which path connect/sendmsg deny takes on this machine.
@@ -189,58 +195,31 @@ impl Sensors {
             tracing::info!("eBPF log records (--ebpf-log) go to this log");
         }
 
-        let mut attached = Vec::new();
-        let mut on_demand = Vec::new();
-        for spec in PROGRAMS {
-            let prog = tracepoint(&mut ebpf, spec)?;
-            prog.load().map_err(|e| refused(spec.name, spec.purpose, "(load)".into(), e))?;
-            for hook in spec.hooks {
-                let Hook::TracePoint { category, name } = *hook;
-                if spec.optional && !tracefs::exists(&tracefs, category, name) {
-                    tracing::info!("hook {category}:{name} does not exist on this kernel; {} skipped", spec.name);
-                    continue;
-                }
-                if hook.on_demand() {
-                    on_demand.push((spec, *hook));
-                    continue;
-                }
-                prog.attach(category, name).map_err(|e| refused(spec.name, spec.purpose, format!("{category}:{name}"), e))?;
-                attached.push(format!("{category}:{name}"));
-            }
-        }
-        // Exit hooks first, so an entry is never saved without its exit hook in place.
-        on_demand.sort_by_key(|(_, h)| !h.is_syscall_exit());
+        // The table's programs, kind by kind: which ones observe depends on what loads here.
+        let tracepoints = tracepoint::load(&mut ebpf, &tracefs)?;
         let fast = match cfg.observe {
             fast::Observe::Tracepoint => Err("syscall tracepoints asked for (--observe tracepoint)".to_string()),
             _ => fast::load(&mut ebpf),
         };
-        let (on_demand, fast_path) = match fast {
-            Ok(specs) => {
-                let exits = specs.iter().filter(|s| s.has_exit()).map(|s| ondemand::OnDemand::FExit(s));
-                let hooks = exits.chain(specs.iter().filter(|s| s.has_entry()).map(|s| ondemand::OnDemand::FEntry(s))).collect::<Vec<_>>();
-                (hooks, Ok(()))
-            }
+        let (hooks, fast_path) = match fast {
+            // The process-tree tracepoints serve both paths; fentry/fexit replace the syscall ones.
+            Ok(fast) => (tracepoints.into_iter().filter(|h| h.program.lifetime == Lifetime::Always).chain(fast).collect::<Vec<_>>(), Ok(())),
             Err(why) if cfg.observe == fast::Observe::Fentry => return Err(ProbeError::Fast(why)),
-            Err(why) => {
-                let mut hooks: Vec<_> = on_demand.into_iter().map(|(spec, hook)| ondemand::OnDemand::Tp(spec, hook)).collect();
-                match ia32::emulation_off() {
-                    // Nothing to see, and the hook would run on every syscall exit.
-                    Some(why) => tracing::info!(%why, "ia32 syscalls cannot happen on this kernel: no ia32 hook"),
-                    None => match load_compat_raw(&mut ebpf) {
-                        Ok(()) => hooks.extend(COMPAT_RAW.iter().map(|(name, tp)| ondemand::OnDemand::Raw(name, tp))),
-                        Err(e) => tracing::warn!(error = %e, "ia32 syscalls (int $0x80) will not be seen"),
-                    },
-                }
-                (hooks, Err(why))
-            }
+            Err(why) => (tracepoints.into_iter().chain(ia32::load(&mut ebpf)).collect(), Err(why)),
         };
+        let (always, on_demand) = hook::by_lifetime(hooks);
+        let mut attached = Vec::new();
+        for h in always {
+            hook::attach(&mut ebpf, h)?;
+            attached.push(h.describe());
+        }
         report.hooks = features::hook_choices(&fast_path);
         let lsm = lsm::load(&mut ebpf, &report.bpf_lsm);
         match &lsm {
             Ok(()) => {
                 tracing::info!("open/exec deny: BPF-LSM file_open available, with bprm_check_security; attached while a server is tracked (deny rules fail the open or exec with EPERM)");
             }
-            Err(why) => tracing::info!("open/exec deny: BPF-LSM unavailable ({why}); deny rules on files fall back to kill at the open's exit, on executables to kill before the new image runs"),
+            Err(why) => tracing::info!(reason = %why, "open/exec deny: BPF-LSM unavailable; deny rules on files fall back to kill at the open's exit, on executables to kill before the new image runs"),
         }
         if lsm.is_ok() {
             // The fentry kill at security_file_open leaves deny rules to the LSM (enforce.rs).
@@ -251,10 +230,10 @@ impl Sensors {
         let deny = cgroup::load_deny(&mut ebpf);
         match &deny {
             cgroup::DenyPath::Cgroup { root, programs } => {
-                tracing::info!("connect/sendmsg deny: cgroup sock_addr programs on {} ({}), attached while a server is tracked", root.display(), programs.join(", "));
+                tracing::info!(root = %root.display(), points = %programs.join(", "), "connect/sendmsg deny: cgroup sock_addr programs, attached while a server is tracked");
             }
             cgroup::DenyPath::Unavailable(why) => {
-                tracing::warn!("connect/sendmsg deny unavailable ({why}); deny rules fall back to kill at syscall exit")
+                tracing::warn!(reason = %why, "connect/sendmsg deny unavailable; deny rules fall back to kill at syscall exit")
             }
         }
         let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, fast_path: fast_path.is_ok(), syscall_links: vec![], deny, lsm_deny: lsm.is_ok(), cgroup_links: vec![], lsm_links: vec![], detaching: None };
@@ -364,19 +343,6 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
     ebpf.program_mut(name).ok_or(ProbeError::MissingProgram(name))?.try_into().map_err(|e| refused(name, purpose, "(program type)".into(), e))
-}
-
-fn tracepoint<'a>(ebpf: &'a mut Ebpf, spec: &'static ProgramSpec) -> Result<&'a mut TracePoint, ProbeError> {
-    program(ebpf, spec.name, spec.purpose)
-}
-
-/// Loads the raw tracepoint programs for ia32 syscalls (tracepoint path only).
-fn load_compat_raw(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    for (name, _) in COMPAT_RAW {
-        let p: &mut aya::programs::RawTracePoint = program(ebpf, name, "ia32 syscalls")?;
-        p.load().map_err(|e| refused(name, "ia32 syscalls", "(load)".into(), e))?;
-    }
-    Ok(())
 }
 
 fn refused(program: &'static str, purpose: &'static str, hook: String, e: ProgramError) -> ProbeError {

@@ -1,4 +1,5 @@
-//! The hooks attached only while something is tracked: the syscall tracepoints, the cgroup
+//! The hooks attached only while something is tracked (the table's `WhileTracked` programs): the
+//! syscall hooks of the observation path taken (tracepoints or fentry/fexit), the cgroup
 //! connect/sendmsg deny programs and the BPF-LSM open deny. Untracked processes pay nothing for
 //! them while nothing is tracked; the price is that they come and go at run time, which has two
 //! races this module owns:
@@ -13,59 +14,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::{
-    fentry::FEntryLinkId, fexit::FExitLinkId, raw_trace_point::RawTracePointLinkId, trace_point::TracePointLinkId, FEntry, FExit,
-    RawTracePoint, TracePoint,
-};
-use monitor_common::names::{FastSpec, Hook, ProgramSpec};
-
 use super::{
     cgroup,
+    hook::{self, HookRef, OwnedLink},
     link::still_attached,
-    lsm, program, refused, tracepoint, ProbeError, Sensors,
+    lsm, ProbeError, Sensors,
 };
-
-const RAW_PURPOSE: &str = "ia32 syscalls (raw tracepoint)";
-const ENTRY_PURPOSE: &str = "syscall entry (fast path)";
-const EXIT_PURPOSE: &str = "syscall result (fast path)";
 
 /// How long an attach refused because the program is still on its hook is retried.
 // Generous: on a loaded machine (CI) a forked child can sit seconds between fork and exec.
 const BUSY_RETRY_FOR: Duration = Duration::from_secs(10);
 const BUSY_RETRY_EVERY: Duration = Duration::from_millis(10);
-
-/// One on-demand hook: a syscall tracepoint (the fallback), or one half of a syscall's
-/// fentry/fexit pair (the fast path).
-#[derive(Clone, Copy, Debug)]
-pub enum OnDemand {
-    Tp(&'static ProgramSpec, Hook),
-    /// (program, raw tracepoint): the ia32 syscalls on the tracepoint path.
-    Raw(&'static str, &'static str),
-    FEntry(&'static FastSpec),
-    FExit(&'static FastSpec),
-}
-
-impl OnDemand {
-    fn describe(&self) -> String {
-        match self {
-            OnDemand::Tp(_, Hook::TracePoint { category, name }) => format!("{category}:{name}"),
-            OnDemand::Raw(_, tp) => format!("raw_tp:{tp}"),
-            OnDemand::FEntry(s) => format!("fentry:{}", s.function),
-            OnDemand::FExit(s) => format!("fexit:{}", s.function),
-        }
-    }
-}
-
-/// An attached on-demand hook.
-pub enum Link {
-    Tp(&'static ProgramSpec, TracePointLinkId),
-    Raw(&'static str, RawTracePointLinkId),
-    FEntry(&'static FastSpec, FEntryLinkId),
-    FExit(&'static FastSpec, FExitLinkId),
-}
-
-/// A released link, owned: dropping it detaches (slow, see `detach_syscall_hooks_in_background`).
-type OwnedLink = Box<dyn Send>;
 
 fn program_busy(e: &ProbeError) -> bool {
     matches!(e, ProbeError::Program { source, .. } if still_attached(source))
@@ -82,9 +41,9 @@ impl Sensors {
         (!self.cgroup_links.is_empty(), !self.lsm_links.is_empty())
     }
 
-    /// The syscall hooks attached on demand (`category:name`, `fentry:FUNCTION`, `fexit:FUNCTION`).
+    /// The syscall hooks attached on demand, as `HookRef::describe` names them.
     pub fn on_demand_hooks(&self) -> Vec<String> {
-        self.on_demand.iter().map(OnDemand::describe).collect()
+        self.on_demand.iter().map(HookRef::describe).collect()
     }
 
     /// Attaches every on-demand hook, waiting out a release still in progress (see the module
@@ -140,35 +99,12 @@ impl Sensors {
             }
         }
         for i in 0..self.on_demand.len() {
-            let hook = self.on_demand[i];
-            match self.attach_one(hook) {
+            match hook::attach(&mut self.ebpf, self.on_demand[i]) {
                 Ok(link) => self.syscall_links.push(link),
                 Err(e) => return Err((program_busy(&e), e)),
             }
         }
         Ok(())
-    }
-
-    fn attach_one(&mut self, hook: OnDemand) -> Result<Link, ProbeError> {
-        let failed = |name, purpose, e| refused(name, purpose, hook.describe(), e);
-        match hook {
-            OnDemand::Tp(spec, Hook::TracePoint { category, name }) => {
-                let prog = tracepoint(&mut self.ebpf, spec)?;
-                prog.attach(category, name).map(|l| Link::Tp(spec, l)).map_err(|e| failed(spec.name, spec.purpose, e))
-            }
-            OnDemand::Raw(name, tp) => {
-                let prog: &mut RawTracePoint = program(&mut self.ebpf, name, RAW_PURPOSE)?;
-                prog.attach(tp).map(|l| Link::Raw(name, l)).map_err(|e| failed(name, RAW_PURPOSE, e))
-            }
-            OnDemand::FEntry(s) => {
-                let prog: &mut FEntry = program(&mut self.ebpf, s.entry, ENTRY_PURPOSE)?;
-                prog.attach().map(|l| Link::FEntry(s, l)).map_err(|e| failed(s.entry, ENTRY_PURPOSE, e))
-            }
-            OnDemand::FExit(s) => {
-                let prog: &mut FExit = program(&mut self.ebpf, s.exit, EXIT_PURPOSE)?;
-                prog.attach().map(|l| Link::FExit(s, l)).map_err(|e| failed(s.exit, EXIT_PURPOSE, e))
-            }
-        }
     }
 
     /// Detaches now, on this thread. Entry hooks come out first (reverse attach order).
@@ -199,25 +135,7 @@ impl Sensors {
         lsm::detach(&mut self.ebpf, links);
         let mut out = Vec::new();
         while let Some(link) = self.syscall_links.pop() {
-            let owned: OwnedLink = match link {
-                Link::Tp(spec, id) => {
-                    let p: &mut TracePoint = tracepoint(&mut self.ebpf, spec)?;
-                    Box::new(p.take_link(id).map_err(|e| refused(spec.name, spec.purpose, "(detach)".into(), e))?)
-                }
-                Link::Raw(name, id) => {
-                    let p: &mut RawTracePoint = program(&mut self.ebpf, name, RAW_PURPOSE)?;
-                    Box::new(p.take_link(id).map_err(|e| refused(name, RAW_PURPOSE, "(detach)".into(), e))?)
-                }
-                Link::FEntry(s, id) => {
-                    let p: &mut FEntry = program(&mut self.ebpf, s.entry, ENTRY_PURPOSE)?;
-                    Box::new(p.take_link(id).map_err(|e| refused(s.entry, ENTRY_PURPOSE, "(detach)".into(), e))?)
-                }
-                Link::FExit(s, id) => {
-                    let p: &mut FExit = program(&mut self.ebpf, s.exit, EXIT_PURPOSE)?;
-                    Box::new(p.take_link(id).map_err(|e| refused(s.exit, EXIT_PURPOSE, "(detach)".into(), e))?)
-                }
-            };
-            out.push(owned);
+            out.push(hook::take(&mut self.ebpf, link)?);
         }
         Ok(out)
     }

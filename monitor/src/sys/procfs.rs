@@ -159,6 +159,36 @@ pub fn process_info(pid: u32) -> Option<ProcInfo> {
     Some(ProcInfo { pid, ppid: u32::try_from(stat.ppid).unwrap_or(0), uid, comm: stat.comm, exe, argv: argv(&p) })
 }
 
+/// The command line of `pid` (see [`argv`]); empty when it cannot be read.
+pub fn cmdline(pid: u32) -> Vec<String> {
+    process(pid).map(|p| argv(&p)).unwrap_or_default()
+}
+
+/// The environment of `pid` as `(name, value)` in its order, repeated names kept, both taken
+/// lossily; empty when it cannot be read (gone, or another user's). [`environ`] keeps one value
+/// per name; this is every variable the process was given.
+pub fn environ_vars(pid: u32) -> Vec<(String, String)> {
+    let mut raw = vec![];
+    let Some(p) = process(pid) else { return vec![] };
+    if p.open_relative("environ").and_then(|mut f| f.read_to_end(&mut raw).map_err(Into::into)).is_err() {
+        return vec![];
+    }
+    raw.split(|&c| c == 0)
+        .filter_map(|kv| {
+            let eq = kv.iter().position(|&c| c == b'=')?;
+            Some((String::from_utf8_lossy(&kv[..eq]).into_owned(), String::from_utf8_lossy(&kv[eq + 1..]).into_owned()))
+        })
+        .collect()
+}
+
+/// (CPU seconds, resident bytes) of this process, 0 for what cannot be read.
+pub fn self_usage() -> (f64, u64) {
+    let Ok(me) = Process::myself() else { return (0.0, 0) };
+    let cpu = me.stat().map(|s| (s.utime + s.stime) as f64 / procfs::ticks_per_second().max(1) as f64).unwrap_or(0.0);
+    let rss = me.statm().map(|m| m.resident * procfs::page_size()).unwrap_or(0);
+    (cpu, rss)
+}
+
 /// The command line, each argument taken lossily: `Process::cmdline` fails on the first byte that
 /// is not UTF-8 and would leave a server with such an argument unnamed and unmatched.
 fn argv(p: &Process) -> Vec<String> {

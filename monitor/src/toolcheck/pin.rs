@@ -219,9 +219,9 @@ impl PinStore {
         };
         if !file.legacy.is_empty() {
             tracing::info!(
-                "{}: {} pins of the old format (keyed on the announced name@version) seed the first pin of a server announcing the same",
-                path.display(),
-                file.legacy.len()
+                file = %path.display(),
+                legacy = file.legacy.len(),
+                "pins of the old format (keyed on the announced name@version) seed the first pin of a server announcing the same"
             );
         }
         let pins = file.pins.into_iter().map(|e| (e.key, e.pin)).collect();

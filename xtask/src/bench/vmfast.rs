@@ -65,14 +65,14 @@ fn parse(text: &str, rounds: usize) -> anyhow::Result<Value> {
 mod tests {
     #[test]
     fn ratios_per_round_against_no_monitor() {
-        let text = "VMTEST BOOT 6.1.0 lsm=bpf\nVMBENCH INFO fentry syscall observation: fentry/fexit\n\
+        let text = "VMTEST BOOT 6.1.0 lsm=bpf\nVMBENCH INFO fentry syscall observation path=fentry/fexit\n\
             VMBENCH 1 none open 100\nVMBENCH 1 fentry open 110\nVMBENCH 1 tracepoint open 150\n\
             VMBENCH 1 none connect 1000\nVMBENCH 1 fentry connect 1000\nVMBENCH 1 tracepoint connect 1200\n\
             VMBENCH 1 none getppid 10\nVMBENCH 1 fentry getppid 10\nVMBENCH 1 tracepoint getppid 13\nVMBENCH DONE\n";
         let v = super::parse(text, 1).unwrap();
         assert!((v["configs"]["fentry"]["open"]["ratio"]["median"].as_f64().unwrap() - 1.1).abs() < 1e-9);
         assert!((v["configs"]["tracepoint"]["connect"]["ratio"]["median"].as_f64().unwrap() - 1.2).abs() < 1e-9);
-        assert_eq!(v["observe"]["fentry"], "syscall observation: fentry/fexit");
+        assert_eq!(v["observe"]["fentry"], "syscall observation path=fentry/fexit");
         assert!(super::parse("VMBENCH 1 none open 100\n", 1).is_err(), "incomplete rounds are an error");
     }
 }

@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 
 use anyhow::Context as _;
 use monitor::probes;
-use monitor_common::names::{Hook, COMPAT_RAW, PROGRAMS};
+use monitor_common::programs::{of_kind, Kind, Lifetime, Program};
 
 pub fn run_floor() -> anyhow::Result<()> {
     let tracefs = probes::tracefs::ensure_mounted()?;
@@ -16,10 +16,10 @@ pub fn run_floor() -> anyhow::Result<()> {
     // Two programs may share a tracepoint (sendto: net and http); the floor goes on it once (a
     // second link of the same program is EEXIST).
     let mut seen = std::collections::HashSet::new();
-    for spec in PROGRAMS {
-        for hook in spec.hooks {
-            let Hook::TracePoint { category, name } = *hook;
-            if hook.on_demand() && probes::tracefs::exists(&tracefs, category, name) && seen.insert((category, name)) {
+    for p in of_kind(Kind::TracePoint).filter(|p| p.lifetime == Lifetime::WhileTracked) {
+        for &hook in p.hooks {
+            let (category, name) = Program::tracepoint(hook);
+            if probes::tracefs::exists(&tracefs, category, name) && seen.insert((category, name)) {
                 prog.attach(category, name).with_context(|| format!("{category}:{name}"))?;
                 n += 1;
             }
@@ -27,7 +27,7 @@ pub fn run_floor() -> anyhow::Result<()> {
     }
     let raw: &mut aya::programs::RawTracePoint = ebpf.program_mut("mcpm_floor_raw").context("no mcpm_floor_raw")?.try_into()?;
     raw.load()?;
-    for (_, tp) in COMPAT_RAW {
+    for tp in of_kind(Kind::RawTracePoint).flat_map(|p| p.hooks) {
         raw.attach(tp).with_context(|| format!("raw tracepoint {tp}"))?;
         n += 1;
     }

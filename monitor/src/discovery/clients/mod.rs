@@ -111,7 +111,7 @@ fn read_sources(srcs: &[Source], uid: Option<u32>, out: &mut Vec<ConfiguredServe
             Ok(Some(v)) => v,
             Ok(None) => continue,
             Err(e) => {
-                tracing::warn!("discovery: skipping a client config: {e}");
+                tracing::warn!(error = %e, "discovery: skipping a client config");
                 continue;
             }
         };
