@@ -283,7 +283,9 @@ impl Tracker {
         let mut tracked = vec![pid];
         // `mcpmon exec` asks for itself before it execs the server: it has no children to find,
         // and skipping the procfs walk keeps a burst of starting servers cheap.
-        while how != Discovery::Exec {
+        // Walked again until a pass adds nothing: a child forked during the walk is found next.
+        let mut walk = how != Discovery::Exec;
+        while walk {
             let mut added = false;
             for child in crate::sys::procfs::descendants(pid) {
                 if child == self.daemon_pid || self.lookup(child).is_some_and(|i| i.server_id != PROVISIONAL_SERVER) {
@@ -295,9 +297,7 @@ impl Tracker {
                     added = true;
                 }
             }
-            if !added {
-                break;
-            }
+            walk = added;
         }
         let stdio_inodes = self.register_stdio(pid, id);
         self.servers.insert(
