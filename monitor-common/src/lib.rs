@@ -466,13 +466,16 @@ pub struct HandshakeCandidate {
     pub out_ino: u64,
     /// `bpf_ktime_get_ns` at exec: the daemon keeps the syscall hooks on for young candidates.
     pub since_ns: u64,
+    /// 1 if the syscall hooks were detached at its exec: its first reads may have gone unseen.
+    pub late: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<HandshakeCandidate>() == 24);
+const _: () = assert!(core::mem::size_of::<HandshakeCandidate>() == 32);
 
 /// What a [`HandshakeEvent`] reports.
 pub mod handshake {
-    /// A candidate exec'd while the syscall hooks were detached: the daemon attaches them (and
-    /// continues the candidate if the kernel stopped it). The header's server id is 0.
+    /// A candidate exec'd while the syscall hooks were detached: the daemon attaches them. The
+    /// header's server id is 0.
     pub const CANDIDATE: u32 = 1;
     /// The candidate's first read of its stdin opened a JSON object: it is tracked
     /// provisionally from here (server id [`super::PROVISIONAL_SERVER`]); the bytes follow as a
@@ -486,8 +489,8 @@ pub struct HandshakeEvent {
     pub hdr: EventHeader,
     /// [`handshake`].
     pub what: u32,
-    /// 1 if the kernel stopped the process (SIGSTOP) until the daemon continues it.
-    pub held: u32,
+    /// 1 if the syscall hooks were detached at its exec (its first reads may have gone unseen).
+    pub late: u32,
     pub in_ino: u64,
     pub out_ino: u64,
 }
@@ -559,7 +562,6 @@ pub struct KernelOffsets {
     pub task_ti_status: u32,
     pub signal_live: u32,
     pub signal_tty: u32,
-    pub signal_pgrp: u32,
     pub files_fdt: u32,
     pub fdt_fd: u32,
     pub fdt_max_fds: u32,
@@ -588,7 +590,7 @@ pub struct KernelOffsets {
     pub tp_uring_cq: u32,
     pub tp_uring_flags: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 156);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 152);
 
 impl KernelOffsets {
     /// What the object carries before the loader writes it.
@@ -604,7 +606,6 @@ impl KernelOffsets {
         task_ti_status: 0,
         signal_live: 0,
         signal_tty: 0,
-        signal_pgrp: 0,
         files_fdt: 0,
         fdt_fd: 0,
         fdt_max_fds: 0,
@@ -650,6 +651,6 @@ mod pod {
     // SAFETY: repr(C), only u32 fields (size asserted), so no padding.
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::RepeatEvent {}
-    // SAFETY: repr(C), three u64 fields (size asserted), so no padding.
+    // SAFETY: repr(C), three u64 and two u32 fields (size asserted), so no padding.
     unsafe impl aya::Pod for super::HandshakeCandidate {}
 }

@@ -13,13 +13,13 @@
 //! fds 0 and 1. On read entry, one more LRU lookup for untracked processes; nothing on writes or
 //! any other syscall. The read hooks are syscall hooks, attached only while something is tracked
 //! or a candidate is young: a candidate that execs while they are detached is reported at once so
-//! the daemon attaches them, and, where no job-control shell can see it (`hold.rs`), stopped
-//! until then.
+//! the daemon attaches them (a few milliseconds; interpreters take longer to reach their first
+//! read), and marked late: its first seen read may not be its first.
 //!
-//! Kernel contracts: as stdio.rs, plus `current->signal->pids[PIDTYPE_PGID]` (BTF offset).
+//! Kernel contracts: as stdio.rs.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, generated::bpf_probe_read_user},
+    helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_user},
     macros::map,
     maps::{Array, LruHashMap},
 };
@@ -27,7 +27,7 @@ use monitor_common::{handshake, stdio_dir, EventKind, HandshakeCandidate, Handsh
 
 use crate::{
     http::{RwPending, PENDING_RW},
-    maps::{count_lost_logged, fill_header, koff, output, Current, TRACKED},
+    maps::{count_lost_logged, fill_header, output, Current, TRACKED},
     stdio::{fd_inode, register_pipe, stream_ino},
 };
 
@@ -54,14 +54,15 @@ pub fn note_exec(cur: Current) -> u32 {
     let Some(out_ino) = stream_ino(1) else { return 0 };
     // SAFETY: a helper without arguments.
     let since_ns = unsafe { bpf_ktime_get_ns() };
-    let c = HandshakeCandidate { in_ino, out_ino, since_ns };
+    let late = u32::from(crate::hold::HOOKS_LIVE.get(0).copied().unwrap_or(0) == 0);
+    let c = HandshakeCandidate { in_ino, out_ino, since_ns, late, _pad: 0 };
     let _ = HANDSHAKE.insert(&cur.tgid, &c, 0);
-    if crate::hold::HOOKS_LIVE.get(0).copied().unwrap_or(0) != 0 {
-        return 0;
+    if late != 0 {
+        // The read hooks are detached: the daemon attaches them at once. Not held (hold.rs
+        // stops configured commands and clients' children): any piped exec on the host is a
+        // candidate, and a stop that outlived a daemon killed meanwhile would hang it.
+        send(cur, TrackInfo { server_id: 0, root_tgid: cur.tgid }, handshake::CANDIDATE, &c);
     }
-    // The read hooks are detached: the daemon must attach them before this process reads.
-    let held = if crate::hold::stop_is_invisible() { crate::hold::hold(cur.tgid) } else { 0 };
-    send(cur, TrackInfo { server_id: 0, root_tgid: cur.tgid }, handshake::CANDIDATE, held, &c);
     0
 }
 
@@ -110,7 +111,7 @@ pub fn read_exit(cur: Current, p: &RwPending, ret: i64) -> bool {
     }
     register_pipe(c.in_ino, stdio_dir::IN, cur.tgid);
     register_pipe(c.out_ino, stdio_dir::OUT, cur.tgid);
-    send(cur, info, handshake::JSON_IN, 0, &c);
+    send(cur, info, handshake::JSON_IN, &c);
     true
 }
 
@@ -142,26 +143,8 @@ fn opens_json(buf: u64, n: u64) -> bool {
 }
 
 #[inline(always)]
-fn send(cur: Current, info: TrackInfo, what: u32, held: u32, c: &HandshakeCandidate) {
-    let mut ev = HandshakeEvent { what, held, in_ino: c.in_ino, out_ino: c.out_ino, ..Default::default() };
+fn send(cur: Current, info: TrackInfo, what: u32, c: &HandshakeCandidate) {
+    let mut ev = HandshakeEvent { what, late: c.late, in_ino: c.in_ino, out_ino: c.out_ino, ..Default::default() };
     fill_header(&mut ev.hdr, EventKind::Handshake, cur, info);
     output(&ev);
-}
-
-/// Whether the current process is in its parent's process group (`signal->pids[PIDTYPE_PGID]`
-/// of both): then no job-control shell manages it as a job of its own (an agent's child, not a
-/// stage of a pipeline typed at a prompt).
-#[inline(always)]
-pub fn in_parent_pgrp() -> bool {
-    // SAFETY: kernel pointers read through bpf_probe_read_kernel (Err on a fault, then false);
-    // offsets from BTF. Only the two `struct pid *` values are compared, never dereferenced.
-    unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        let Ok(parent) = bpf_probe_read_kernel(task.add(koff!(task_real_parent)) as *const *const u8) else { return false };
-        let Ok(sig) = bpf_probe_read_kernel(task.add(koff!(task_signal)) as *const *const u8) else { return false };
-        let Ok(psig) = bpf_probe_read_kernel(parent.add(koff!(task_signal)) as *const *const u8) else { return false };
-        let Ok(mine) = bpf_probe_read_kernel(sig.add(koff!(signal_pgrp)) as *const *const u8) else { return false };
-        let Ok(theirs) = bpf_probe_read_kernel(psig.add(koff!(signal_pgrp)) as *const *const u8) else { return false };
-        !mine.is_null() && mine == theirs
-    }
 }

@@ -45,17 +45,9 @@ pub fn hold_if_blind(tgid: u32, by_client: bool) -> u32 {
     hold(tgid)
 }
 
-/// Whether stopping the current process is invisible to any job-control shell: it has no
-/// terminal, or it shares its parent's process group (a shell makes each job a group of its own,
-/// so the parent is then an agent, not the shell; agents wait for children without WUNTRACED).
-#[inline(always)]
-pub fn stop_is_invisible() -> bool {
-    !has_tty() || crate::handshake::in_parent_pgrp()
-}
-
 /// Stops the current process (`tgid`) and records it in `HELD`. Returns 1 if it was stopped.
 #[inline(always)]
-pub fn hold(tgid: u32) -> u32 {
+fn hold(tgid: u32) -> u32 {
     // SAFETY: a helper call with a constant signal number; it targets the current task's group.
     let r = unsafe { bpf_send_signal(SIGSTOP) };
     if r != 0 {

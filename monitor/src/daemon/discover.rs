@@ -56,11 +56,8 @@ impl Pipeline {
     }
 
     /// A piped process exec'd while the syscall hooks were detached (handshake discovery): they
-    /// are attached before it can read its stdin, and it is continued if the kernel stopped it.
-    pub(super) fn on_candidate(&mut self, pid: u32, held: bool) {
-        if held {
-            return self.release_held(Some(pid));
-        }
+    /// are attached at once, before an interpreter gets to its first read of its stdin.
+    pub(super) fn on_candidate(&mut self) {
         self.attach_hooks("a handshake candidate exec'd");
     }
 
@@ -109,7 +106,7 @@ impl Pipeline {
         // highest ancestor on the same streams), and these first bytes are its first captured
         // message; anything else drops it before any record names it.
         if let Body::Handshake(h) = &ev.body {
-            self.disc.handshake_seen(ev.header.pid, h.in_ino, h.out_ino);
+            self.disc.handshake_seen(ev.header.pid, h.in_ino, h.out_ino, h.late);
             return None;
         }
         if let Body::Stdio(s) = &ev.body {

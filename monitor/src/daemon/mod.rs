@@ -239,7 +239,7 @@ impl Pipeline {
         };
         if let events::Body::Handshake(h) = ev.body {
             if !h.json_in {
-                return self.on_candidate(ev.header.pid, h.held);
+                return self.on_candidate();
             }
         }
         if ev.header.server_id == PROVISIONAL_SERVER {

@@ -60,9 +60,17 @@ pub struct Discoverer {
     origins: HashMap<u32, Value>,
     /// URL entries and the listeners they were matched to.
     urls: UrlWatch,
-    /// Handshake candidates whose first stdin read opened a JSON object, by pid, until its
-    /// bytes arrive: (stdin inode, stdout inode, when).
-    handshakes: HashMap<u32, (u64, u64, Instant)>,
+    /// Handshake candidates whose first seen stdin read opened a JSON object, by pid, until its
+    /// bytes arrive.
+    handshakes: HashMap<u32, PendingHandshake>,
+}
+
+struct PendingHandshake {
+    in_ino: u64,
+    out_ino: u64,
+    /// The hooks were detached at its exec: the read seen may not be its first.
+    late: bool,
+    at: Instant,
 }
 
 /// How long a handshake's bytes may take to follow it (they are the next record of the same
@@ -72,18 +80,28 @@ const HANDSHAKE_BYTES_WITHIN: Duration = Duration::from_secs(5);
 /// Whether the first bytes a process read from its stdin are an MCP `initialize` request: its
 /// first line parsed as JSON-RPC, or, when the capture holds no whole line, both markers.
 pub fn is_initialize(data: &[u8]) -> bool {
-    match data.iter().position(|&b| b == b'\n') {
-        Some(end) => serde_json::from_slice::<Value>(&data[..end])
-            .is_ok_and(|v| v["jsonrpc"] == "2.0" && v["method"] == "initialize" && !v["id"].is_null()),
-        None => {
-            let has = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
-            serde_json::from_slice::<Value>(data).map_or_else(
-                |_| has(b"\"jsonrpc\"") && (has(b"\"method\":\"initialize\"") || has(b"\"method\": \"initialize\"")),
-                |v| v["jsonrpc"] == "2.0" && v["method"] == "initialize" && !v["id"].is_null(),
-            )
-        }
-    }
+    first_message(data).is_some_and(|v| v["method"] == "initialize" && !v["id"].is_null())
+        || (!data.contains(&b'\n') && has_markers(data, &[b"\"method\":\"initialize\"", b"\"method\": \"initialize\""]))
 }
+
+/// Whether the bytes start with a JSON-RPC 2.0 request or notification (any method): what a
+/// server whose first reads went unseen (it exec'd while the hooks were detached) reads next.
+pub fn is_jsonrpc_message(data: &[u8]) -> bool {
+    first_message(data).is_some_and(|v| v["method"].is_string()) || (!data.contains(&b'\n') && has_markers(data, &[b"\"method\":", b"\"method\" :", b"\"method\": "]))
+}
+
+/// The first line, parsed, when it is JSON-RPC 2.0 (the whole capture when it holds no newline).
+fn first_message(data: &[u8]) -> Option<Value> {
+    let line = data.split(|&b| b == b'\n').next().unwrap_or(data);
+    serde_json::from_slice::<Value>(line).ok().filter(|v| v["jsonrpc"] == "2.0")
+}
+
+/// A capture cut short (no whole line): `"jsonrpc"` and one of `needles`.
+fn has_markers(data: &[u8], needles: &[&[u8]]) -> bool {
+    let has = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
+    has(b"\"jsonrpc\"") && needles.iter().any(|n| has(n))
+}
+
 
 /// Origins kept before the entries of exited roots are pruned.
 const MAX_ORIGINS: usize = 4096;
@@ -267,27 +285,29 @@ impl Discoverer {
 
     /// The kernel tracked `pid` provisionally: its first stdin read opened a JSON object. The
     /// bytes follow as its next stdio record ([`Self::handshake_bytes`]).
-    pub fn handshake_seen(&mut self, pid: u32, in_ino: u64, out_ino: u64) {
+    pub fn handshake_seen(&mut self, pid: u32, in_ino: u64, out_ino: u64, late: bool) {
         if self.handshakes.len() >= MAX_ORIGINS {
             self.handshakes.retain(|p, _| procfs::exists(*p));
         }
-        self.handshakes.insert(pid, (in_ino, out_ino, Instant::now()));
+        self.handshakes.insert(pid, PendingHandshake { in_ino, out_ino, late, at: Instant::now() });
     }
 
     /// The first bytes a handshake candidate read from its stdin (None: `pid` is not one): an
     /// MCP `initialize` makes it a sniffed server; anything else (`jq` reading a JSON file from
     /// a pipe) drops it before any record names it.
     pub fn handshake_bytes(&mut self, pid: u32, data: &[u8]) -> Option<Intent> {
-        let (in_ino, out_ino, _) = self.handshakes.remove(&pid)?;
-        if !is_initialize(data) {
+        let h = self.handshakes.remove(&pid)?;
+        // Late (the hooks came on after its exec), its initialize may have gone by unseen: any
+        // JSON-RPC message (`notifications/initialized`, `tools/list`) is the session going on.
+        if !is_initialize(data) && !(h.late && is_jsonrpc_message(data)) {
             return Some(Intent::Drop { pid, reason: "its first stdin message is not an MCP initialize" });
         }
-        Some(self.on_handshake(pid, in_ino, out_ino))
+        Some(self.on_handshake(pid, h.in_ino, h.out_ino))
     }
 
     /// Handshake candidates whose bytes never came (lost): dropped.
     pub fn handshakes_expired(&mut self) -> Vec<u32> {
-        let gone: Vec<u32> = self.handshakes.iter().filter(|(_, h)| h.2.elapsed() > HANDSHAKE_BYTES_WITHIN).map(|(p, _)| *p).collect();
+        let gone: Vec<u32> = self.handshakes.iter().filter(|(_, h)| h.at.elapsed() > HANDSHAKE_BYTES_WITHIN).map(|(p, _)| *p).collect();
         for p in &gone {
             self.handshakes.remove(p);
         }
@@ -417,6 +437,14 @@ mod tests {
         assert!(!is_initialize(br#"{"jsonrpc":"2.0","method":"initialize"}
 "#));
         assert!(!is_initialize(b"{ \"log\": \"initialize\" }\n"));
+        // What a late server may read first instead.
+        assert!(is_jsonrpc_message(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}
+"#));
+        assert!(is_jsonrpc_message(br#"{"method":"notifications/initialized","jsonrpc":"2.0"}
+"#));
+        assert!(!is_jsonrpc_message(b"{\"a\": 1}\n"));
+        assert!(!is_jsonrpc_message(br#"{"jsonrpc":"2.0","id":1,"result":{}}
+"#));
     }
 
     #[test]

@@ -155,8 +155,8 @@ pub struct Handshake {
     /// True: its first stdin read opened a JSON object (it is tracked provisionally now);
     /// false: it is a candidate that exec'd while the hooks were detached.
     pub json_in: bool,
-    /// The kernel stopped it until the daemon continues it.
-    pub held: bool,
+    /// The syscall hooks were detached at its exec: its first reads may have gone unseen.
+    pub late: bool,
     pub in_ino: u64,
     pub out_ino: u64,
 }

@@ -202,9 +202,6 @@ pub struct TaskOffsets {
     pub signal_live: u32,
     /// `signal_struct->tty`: a configured command with a terminal is not held at exec.
     pub signal_tty: u32,
-    /// `signal_struct->pids[PIDTYPE_PGID]`: a handshake candidate is held at exec only where no
-    /// job-control shell can see the stop (its parent shares its process group).
-    pub signal_pgrp: u32,
     /// `linux_binprm->file`: the image an exec is about to run (LSM exec deny).
     pub bprm_file: u32,
     /// `task->thread_info.status` (x86: TS_COMPAT marks an ia32 syscall), `NO_FIELD` elsewhere.
@@ -240,8 +237,6 @@ impl TaskOffsets {
             task_signal: btf.member_offset("task_struct", "signal")?,
             signal_live: btf.member_offset("signal_struct", "live")?,
             signal_tty: btf.member_offset("signal_struct", "tty")?,
-            // `enum pid_type { PID, TGID, PGID, SID }`: PGID is 2 on every kernel since 4.19.
-            signal_pgrp: btf.member_offset("signal_struct", "pids")? + 2 * 8,
             bprm_file: btf.member_offset("linux_binprm", "file")?,
             ti_status: match (btf.member_offset("task_struct", "thread_info"), btf.member_offset("thread_info", "status")) {
                 (Ok(a), Ok(b)) => a + b,

@@ -153,7 +153,6 @@ impl Sensors {
             task_ti_status: task.ti_status,
             signal_live: task.signal_live,
             signal_tty: task.signal_tty,
-            signal_pgrp: task.signal_pgrp,
             files_fdt: task.files_fdt,
             fdt_fd: task.fdt_fd,
             fdt_max_fds: task.fdt_max_fds,
