@@ -91,7 +91,18 @@ fn sdk_agents_servers_are_found_by_their_handshake() {
     // The handshake was read by node, below the shell: both in the one server.
     let pids = s["tracked_pids"].as_array().unwrap();
     assert!(pids.len() >= 2 && pids.contains(&s["root_pid"]), "{s}");
-    assert_eq!(servers_tracked(&d).len(), 2, "one server per agent launch: {:?}", servers_tracked(&d));
+
+    // 3. A server in bash, which reads its stdin a byte at a time: its first read holds `{`
+    //    alone, and the handshake is decided on the whole line.
+    let calls = json!([{"tool": "hostname", "arguments": {}}]);
+    let out = agent(&u, &[py.to_str().unwrap(), script("mcp_client.py").to_str().unwrap(), &calls.to_string(), "--", "/bin/bash", script("sh_server.sh").to_str().unwrap()], &[]);
+    assert_eq!(out["calls"][0]["is_error"], false, "{out}");
+    let s = d.expect("the bash server tracked", |r| r["kind"] == "server_tracked" && r["server"] == "sh_server.sh");
+    let id = s["server_id"].clone();
+    d.expect("its initialize, reassembled from single bytes", |r| r["kind"] == "mcp_initialize" && r["server_id"] == id);
+    let call = tool_call(&d, &id, "hostname");
+    assert!(call["events"].as_u64().unwrap() > 0, "its cat of /etc/hostname belongs to the call: {call}");
+    assert_eq!(servers_tracked(&d).len(), 3, "one server per agent launch: {:?}", servers_tracked(&d));
 }
 
 #[test]

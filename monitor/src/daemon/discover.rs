@@ -2,7 +2,7 @@
 //! sniffing handshakes, re-reading client configs.
 use super::{servers::Retire, Pipeline};
 use crate::{
-    discovery::adopt::Intent,
+    discovery::adopt::{HandshakeBytes, Intent},
     events::{Body, Direction, Event},
     output::{record::Mcp, Record},
     sys::procfs,
@@ -97,7 +97,7 @@ impl Pipeline {
 
     /// An event carrying the kernel's provisional server id: decide on the exec, or map the event
     /// to the server its process was adopted into. None: discard it.
-    pub(super) async fn resolve_provisional(&mut self, ev: &Event) -> Option<u32> {
+    pub(super) async fn resolve_provisional(&mut self, ev: &mut Event) -> Option<u32> {
         if let Some(n) = self.tree.get(ev.header.pid) {
             return Some(n.server_id);
         }
@@ -109,13 +109,24 @@ impl Pipeline {
             self.disc.handshake_seen(ev.header.pid, h.in_ino, h.out_ino, h.late);
             return None;
         }
-        if let Body::Stdio(s) = &ev.body {
-            if let Some(intent) = self.disc.handshake_bytes(ev.header.pid, &s.data) {
-                let adopted = self.apply(intent).await;
-                if adopted.is_none() {
-                    self.stats.provisional_events_discarded += 1;
+        if let Body::Stdio(s) = &mut ev.body {
+            match self.disc.handshake_bytes(ev.header.pid, &s.data) {
+                Some(HandshakeBytes::Wait) => return None,
+                Some(HandshakeBytes::Decided { intent, bytes }) => {
+                    let adopted = self.apply(intent).await;
+                    if adopted.is_none() {
+                        self.stats.provisional_events_discarded += 1;
+                    }
+                    // Read in pieces: the whole first message goes on as this record, from 0.
+                    if let Some(b) = bytes {
+                        s.stream_off = 0;
+                        s.offset = 0;
+                        s.total_len = b.len() as u64;
+                        s.data = b;
+                    }
+                    return adopted;
                 }
-                return adopted;
+                None => {}
             }
         }
         // A failed exec (a PATH search trying each directory) changes nothing: only a new image

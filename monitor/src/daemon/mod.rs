@@ -243,7 +243,7 @@ impl Pipeline {
             }
         }
         if ev.header.server_id == PROVISIONAL_SERVER {
-            match self.resolve_provisional(&ev).await {
+            match self.resolve_provisional(&mut ev).await {
                 Some(id) => ev.header.server_id = id,
                 None => return,
             }

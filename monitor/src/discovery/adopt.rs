@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use monitor_common::candidate;
+use monitor_common::{candidate, STDIO_CHUNK};
 use serde_json::{json, Value};
 
 use super::{
@@ -71,6 +71,19 @@ struct PendingHandshake {
     /// The hooks were detached at its exec: the read seen may not be its first.
     late: bool,
     at: Instant,
+    /// Its stdin bytes so far: a reader that takes a byte at a time (a shell's `read`) has only
+    /// `{` after its first read.
+    bytes: Vec<u8>,
+}
+
+/// What the stdin bytes of a handshake candidate settle.
+#[derive(Debug, PartialEq)]
+pub enum HandshakeBytes {
+    /// No whole line yet: wait for its next read.
+    Wait,
+    /// Decided; `bytes` is all it read so far, to stand in for this record's data when more
+    /// than one read made it up.
+    Decided { intent: Intent, bytes: Option<Vec<u8>> },
 }
 
 /// How long a handshake's bytes may take to follow it (they are the next record of the same
@@ -154,7 +167,7 @@ fn command_name(argv: &[String], exe: Option<&str>) -> String {
         }
     }
     // Interpreters run scripts: name the script, not python/node.
-    let interp = |s: &str| s.starts_with("python") || s == "node" || s == "deno" || s == "bun" || s == "uv";
+    let interp = |s: &str| s.starts_with("python") || s == "node" || s == "deno" || s == "bun" || s == "uv" || shell(s);
     match argv.first().map(|a| base(a)) {
         Some(a) if interp(&a) => argv[1..].iter().find(|x| !x.starts_with('-')).map(|x| base(x)).unwrap_or(a),
         Some(a) => a,
@@ -289,20 +302,30 @@ impl Discoverer {
         if self.handshakes.len() >= MAX_ORIGINS {
             self.handshakes.retain(|p, _| procfs::exists(*p));
         }
-        self.handshakes.insert(pid, PendingHandshake { in_ino, out_ino, late, at: Instant::now() });
+        self.handshakes.insert(pid, PendingHandshake { in_ino, out_ino, late, at: Instant::now(), bytes: vec![] });
     }
 
     /// The first bytes a handshake candidate read from its stdin (None: `pid` is not one): an
     /// MCP `initialize` makes it a sniffed server; anything else (`jq` reading a JSON file from
     /// a pipe) drops it before any record names it.
-    pub fn handshake_bytes(&mut self, pid: u32, data: &[u8]) -> Option<Intent> {
+    pub fn handshake_bytes(&mut self, pid: u32, data: &[u8]) -> Option<HandshakeBytes> {
+        let h = self.handshakes.get_mut(&pid)?;
+        let first = h.bytes.is_empty();
+        h.bytes.extend_from_slice(data);
+        if !h.bytes.contains(&b'\n') && h.bytes.len() < STDIO_CHUNK {
+            return Some(HandshakeBytes::Wait);
+        }
         let h = self.handshakes.remove(&pid)?;
+        let bytes = (!first).then_some(h.bytes);
+        let all = bytes.as_deref().unwrap_or(data);
         // Late (the hooks came on after its exec), its initialize may have gone by unseen: any
         // JSON-RPC message (`notifications/initialized`, `tools/list`) is the session going on.
-        if !is_initialize(data) && !(h.late && is_jsonrpc_message(data)) {
-            return Some(Intent::Drop { pid, reason: "its first stdin message is not an MCP initialize" });
-        }
-        Some(self.on_handshake(pid, h.in_ino, h.out_ino))
+        let intent = if is_initialize(all) || (h.late && is_jsonrpc_message(all)) {
+            self.on_handshake(pid, h.in_ino, h.out_ino)
+        } else {
+            Intent::Drop { pid, reason: "its first stdin message is not an MCP initialize" }
+        };
+        Some(HandshakeBytes::Decided { intent, bytes })
     }
 
     /// Handshake candidates whose bytes never came (lost): dropped.
@@ -401,7 +424,8 @@ mod tests {
         // A shell wrapper is named after the command it runs.
         assert_eq!(command_name(&v(&["/bin/sh", "-c", "node /srv/weather.js stdio; exit $?"]), None), "weather.js");
         assert_eq!(command_name(&v(&["bash", "-c", "exec npx -y @scope/server-x"]), None), "server-x");
-        assert_eq!(command_name(&v(&["sh", "run.sh"]), None), "sh");
+        assert_eq!(command_name(&v(&["bash", "/srv/mcp.sh"]), None), "mcp.sh");
+        assert_eq!(command_name(&v(&["/bin/sh"]), None), "sh");
     }
 
     /// A server sniffed under a client is named after what its runner runs, whichever image of
@@ -445,6 +469,35 @@ mod tests {
         assert!(!is_jsonrpc_message(b"{\"a\": 1}\n"));
         assert!(!is_jsonrpc_message(br#"{"jsonrpc":"2.0","id":1,"result":{}}
 "#));
+    }
+
+    /// A reader that takes a byte at a time (a shell script's `read`) is decided on its whole
+    /// first line, which then stands in for the record that completed it.
+    #[test]
+    fn a_handshake_read_in_pieces_is_decided_on_the_whole_line() {
+        let mut d = Discoverer::new(PathBuf::from("/nonexistent/passwd"), vec![], &[]);
+        let me = std::process::id();
+        let line = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}
+"#;
+        d.handshake_seen(me, 1, 2, false);
+        for b in &line[..line.len() - 1] {
+            assert_eq!(d.handshake_bytes(me, &[*b]), Some(HandshakeBytes::Wait));
+        }
+        match d.handshake_bytes(me, b"\n") {
+            Some(HandshakeBytes::Decided { intent: Intent::Sniff { how: Discovery::Handshake, .. }, bytes: Some(b) }) => assert_eq!(b, line.to_vec()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(d.handshake_bytes(me, b"{"), None, "decided once");
+        // Text, or JSON that is not JSON-RPC: dropped.
+        d.handshake_seen(me, 1, 2, true);
+        assert!(matches!(d.handshake_bytes(me, b"{\"a\": 1}\n"), Some(HandshakeBytes::Decided { intent: Intent::Drop { .. }, bytes: None })));
+        // Late, a later JSON-RPC message counts.
+        d.handshake_seen(me, 1, 2, true);
+        let later = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}
+"#;
+        assert!(matches!(d.handshake_bytes(me, later), Some(HandshakeBytes::Decided { intent: Intent::Sniff { .. }, bytes: None })));
+        d.handshake_seen(me, 1, 2, false);
+        assert!(matches!(d.handshake_bytes(me, later), Some(HandshakeBytes::Decided { intent: Intent::Drop { .. }, .. })));
     }
 
     #[test]
