@@ -80,13 +80,23 @@ fn assert_killed_before_read(d: &Daemon, name: &str, out: &Output) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains(SECRET), "{name}: the key was read: {stdout}");
     let a = alerts_for(d, name, "ssh-private-key-read");
-    // The open gate (or, where the daemon reports it, the fentry kill at security_file_open)
-    // refuses the open before an fd exists and kills the opener.
-    d.assert_refused_before_fd(&a, true, name);
     assert_eq!(a["rule"]["severity"], "critical");
     assert!(a["rule"]["mitre"].as_array().unwrap().iter().any(|t| t == "T1552.004"));
     let pid = a["process"]["pid"].as_u64().unwrap();
     d.expect(&format!("{name}: pid {pid} died of SIGKILL"), |v| v["kind"] == "exit" && v["pid"] == pid && v["signal"] == 9);
+    // The open gate (or, where the daemon reports it, the fentry kill at security_file_open)
+    // refuses the open before an fd exists and kills the opener. Where both act, the kernel's
+    // SIGKILL is pending while the gate's permission event waits, either record may come first,
+    // and the gate's says only "denied" (its opener was already dying, so its own kill found no
+    // process): one of the open's alerts must show the refusal and the kill.
+    let all: Vec<Value> = d
+        .records()
+        .into_iter()
+        .filter(|v| v["kind"] == "alert" && v["server"]["name"] == name && v["rule"]["id"] == "ssh-private-key-read" && v["process"]["pid"] == pid)
+        .collect();
+    if !all.iter().any(|a| d.refused_before_fd(a, true)) {
+        d.assert_refused_before_fd(&a, true, name);
+    }
 }
 
 /// The attack issue 16 describes: flood the ring first, then read the key. The flood folds into
