@@ -47,6 +47,8 @@ pub struct Opts {
     pub scanners_only: bool,
     /// Only section 2 (tracked processes: throughput, folding, scale), replacing it.
     pub tracked_only: bool,
+    /// Only section 1 (overhead on untracked processes, auditd last), replacing it.
+    pub overhead_only: bool,
 }
 
 pub fn mcpmon() -> PathBuf {
@@ -80,6 +82,19 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         return replace_sections(|v| {
             v["results"] = results::run()?;
             v["descriptions"] = descriptions::run()?;
+            Ok(())
+        });
+    }
+    if opts.overhead_only {
+        configs::install_peers()?;
+        return replace_sections(|v| {
+            let work = bench_work()?;
+            let w = workloads::Workloads::prepare(&work, opts.quick)?;
+            let mut o = configs::overhead(&w, &work, opts.rounds)?;
+            eprintln!("bench: auditd (last: it leaves audit enabled-slow until reboot)");
+            o["auditd"] = configs::auditd_rounds(&w, opts.rounds)?;
+            o["measured_separately"] = report::machine();
+            v["overhead"] = o;
             Ok(())
         });
     }

@@ -115,6 +115,9 @@ pub fn markdown(v: &Value) -> String {
         let _ = write!(s, " {:.3} |", med(&a[w]["ratio"]));
     }
     let _ = writeln!(s, "\n\nAbsolute medians of \"no monitor\" (for scale only): open+close {:.0} ns, fork+exec {:.0} µs, connect {:.1} µs, git status {:.1} ms, cargo build {:.0} ms.", med(&o["configs"]["none"]["open_close"]["ns"]), med(&o["configs"]["none"]["fork_exec"]["ns"]) / 1e3, med(&o["configs"]["none"]["connect"]["ns"]) / 1e3, med(&o["configs"]["none"]["git_status"]["ns"]) / 1e6, med(&o["configs"]["none"]["cargo_build"]["ns"]) / 1e6);
+    if let Some(m) = o["measured_separately"].as_object() {
+        let _ = writeln!(s, "\nSection 1 was measured in a run of its own (`cargo xtask bench --overhead-only`, {}, kernel {}); its configurations alternate within each round as always.", m.get("date").and_then(Value::as_str).unwrap_or(""), m.get("kernel").and_then(Value::as_str).unwrap_or(""));
+    }
     let _ = writeln!(s, "\n¹ auditd runs after everything else (enabling audit slows every new process until reboot), alternating with its own \"no monitor\" samples taken after audit was first enabled.\n");
     let loops = ["open_close", "fork_exec", "connect"];
     let idle_v = verdict(o, "mcpmon_idle", &loops, |_, _| 1.01);
