@@ -45,7 +45,7 @@ pub const FIELDS: &[(&str, Kind, &str)] = &[
     ("net.unix_path", Kind::Path, "unix socket path (abstract names start with @)"),
     ("net.ok", Kind::Bool, "the connect/send succeeded"),
     ("server.name", Kind::Str, "tracked server name"),
-    ("server.how", Kind::Str, "how it was found: exec, track_pid, config, sniffed, procfs, url"),
+    ("server.how", Kind::Str, "how it was found: exec, track_pid, config, sniffed, procfs, url, handshake"),
     ("server.client", Kind::Str, "MCP client that runs it"),
     ("mcp.state", Kind::Str, "call, ambiguous, idle"),
     ("mcp.tool", Kind::List, "tool name(s) of the call(s) in flight"),
