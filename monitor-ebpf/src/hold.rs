@@ -42,12 +42,6 @@ pub fn hold_if_blind(tgid: u32, by_client: bool) -> u32 {
     if !by_client && has_tty() {
         return 0;
     }
-    hold(tgid)
-}
-
-/// Stops the current process (`tgid`) and records it in `HELD`. Returns 1 if it was stopped.
-#[inline(always)]
-fn hold(tgid: u32) -> u32 {
     // SAFETY: a helper call with a constant signal number; it targets the current task's group.
     let r = unsafe { bpf_send_signal(SIGSTOP) };
     if r != 0 {
@@ -57,7 +51,7 @@ fn hold(tgid: u32) -> u32 {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let _ = HELD.insert(&tgid, &now, 0);
-    1
+    0
 }
 
 /// Whether the current process has a controlling terminal (`current->signal->tty`).
