@@ -50,7 +50,9 @@ while read -r bin name; do
   else
     echo "VMITEST FAIL $name ($took s, exit $st)"
     # Why it failed (the panic), then the end of its output; lines cut to keep the console short.
-    { grep -A3 'panicked at' /tmp/itest.out; echo ...; tail -n 20 /tmp/itest.out; } | cut -c1-1500 | sed 's/^/VMITEST LOG /'
+    { grep -A3 'panicked at' /tmp/itest.out; echo ...; tail -n 60 /tmp/itest.out; } | cut -c1-1500 | sed 's/^/VMITEST LOG /'
+    # The VM's state then: memory, processes left over, what the kernel said last.
+    { free; ps -o pid,stat,rss,comm 2>/dev/null | tail -n 25; dmesg | tail -n 25; } | cut -c1-300 | sed 's/^/VMITEST LOG vm: /'
     fails=$((fails + 1))
   fi
 done < "$LIST"

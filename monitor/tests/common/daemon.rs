@@ -99,7 +99,10 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("mcpmon run did not become ready");
+        // What it was doing: its log so far (the last step it reached).
+        let err = self.stderr.lock().unwrap().clone();
+        let tail: Vec<&str> = err.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!("mcpmon run did not become ready within {:?}; its stderr ends:\n{}", super::patience(Duration::from_secs(30)), tail.join("\n"));
     }
 
     pub fn pid(&self) -> u32 {

@@ -67,7 +67,16 @@ pub fn boot(kernel: &Path, initrd: &Path, extra_cmdline: &str, host_root: bool, 
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                // qemu exited before the run's end marker (a kernel panic, init gone): the
+                // console's last lines say why.
+                if !text.lines().any(|l| l.starts_with(done)) {
+                    let all = std::fs::read_to_string(log).unwrap_or_default();
+                    let tail: Vec<&str> = all.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+                    eprintln!("vm-test: the VM stopped before \"{done}\"; its console ended with:\n{}", tail.join("\n"));
+                }
+                break;
+            }
         }
         if start.elapsed() > timeout {
             let _ = child.kill();
