@@ -37,6 +37,9 @@ pub struct ProcessTree {
     /// Files each server created itself (O_CREAT with O_EXCL or O_TRUNC, or O_TMPFILE): its own
     /// temp and data files, in scope when it opens them again.
     created: HashMap<u32, std::collections::HashSet<String>>,
+    /// The container each process runs in, for processes of a container joined to a server
+    /// (inherited at fork; `docker run -i`'s container under its CLI's server).
+    containers: HashMap<u32, std::sync::Arc<crate::discovery::container::Container>>,
     /// What each server's scope holds beyond its calls (roots, runtime), computed once.
     scopes: std::sync::Mutex<HashMap<u32, std::sync::Arc<ServerScope>>>,
 }
@@ -106,6 +109,7 @@ impl ProcessTree {
         let mut gone = vec![];
         for p in &dead {
             self.cwds.remove(p);
+            self.containers.remove(p);
             if let Some(n) = self.nodes.remove(p) {
                 if self.leave(n.server_id) {
                     self.forget_server(n.server_id);
@@ -114,6 +118,16 @@ impl ProcessTree {
             }
         }
         (dead, gone)
+    }
+
+    /// Marks `pid` (and, from now on, the children it forks) as running in container `c`.
+    pub fn set_container(&mut self, pid: u32, c: std::sync::Arc<crate::discovery::container::Container>) {
+        self.containers.insert(pid, c);
+    }
+
+    /// The container `pid` runs in, if it joined a server as part of one.
+    pub fn container(&self, pid: u32) -> Option<&std::sync::Arc<crate::discovery::container::Container>> {
+        self.containers.get(&pid)
     }
 
     /// Every pid in the tree.
@@ -131,6 +145,8 @@ impl ProcessTree {
     /// Forgets every process of a server (it was dropped, not exited).
     pub fn remove_server(&mut self, server_id: u32) {
         self.nodes.retain(|_, n| n.server_id != server_id);
+        let nodes = &self.nodes;
+        self.containers.retain(|p, _| nodes.contains_key(p));
         self.members.remove(&server_id);
         self.forget_server(server_id);
     }
@@ -219,6 +235,9 @@ impl ProcessTree {
                     exe: parent.and_then(|p| p.exe.clone()),
                     argv: parent.map(|p| p.argv.clone()).unwrap_or_default(),
                 };
+                if let Some(c) = self.containers.get(&h.pid).cloned() {
+                    self.containers.insert(f.child_pid, c);
+                }
                 // The child starts where its parent is (and may have moved on already).
                 if let Some(c) = live_cwd(f.child_pid).or_else(|| self.cwd(h.pid)) {
                     self.cwds.insert(f.child_pid, c);
@@ -245,6 +264,7 @@ impl ProcessTree {
             }
             Body::Exit(_) => {
                 self.cwds.remove(&h.pid);
+                self.containers.remove(&h.pid);
                 if let Some(old) = self.nodes.remove(&h.pid) {
                     if self.leave(old.server_id) {
                         self.forget_server(old.server_id);

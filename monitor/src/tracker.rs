@@ -100,6 +100,10 @@ pub struct ServerInfo {
     /// Taken provisionally: waiting for an MCP handshake on its stdin.
     pub sniffing: bool,
     pub command: Vec<String>,
+    /// Containers whose processes joined this server: a `docker run -i` CLI's container, whose
+    /// processes run under the engine's shim, not below the CLI.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<crate::discovery::container::Container>,
 }
 
 pub struct Tracker {
@@ -314,9 +318,39 @@ impl Tracker {
                 config: None,
                 sniffing: false,
                 command: crate::sys::procfs::process_info(pid).map(|i| i.argv).unwrap_or_default(),
+                containers: vec![],
             },
         );
         Ok(TrackAck { server_id: id, name: name.to_string(), already_tracked: false, tracked_pids: tracked })
+    }
+
+    /// Puts `pid` (tracked provisionally: a container's first process, found by its handshake)
+    /// and its descendants into server `id`, whose tree does not hold it (its CLI is the root).
+    /// The stdio streams the kernel registered for it are dropped: the JSON-RPC they carry is the
+    /// one the server's root relays, already captured there, and would be counted twice.
+    pub fn join(&mut self, pid: u32, id: u32) -> Result<Vec<u32>, TrackError> {
+        let root = self.servers.get(&id).map(|s| s.root_pid).ok_or(TrackError::Refused(pid, "the server to join is gone"))?;
+        if pid == self.daemon_pid || pid <= 1 {
+            return Err(TrackError::Refused(pid, "never tracked"));
+        }
+        let info = TrackInfo { server_id: id, root_tgid: root };
+        self.map.insert(pid, info, 0)?;
+        let mut tracked = vec![pid];
+        let mut walk = true;
+        while walk {
+            walk = false;
+            for child in crate::sys::procfs::descendants(pid) {
+                if child == self.daemon_pid || self.lookup(child).is_some_and(|i| i.server_id != PROVISIONAL_SERVER) {
+                    continue;
+                }
+                if self.map.insert(child, info, 0).is_ok() {
+                    tracked.push(child);
+                    walk = true;
+                }
+            }
+        }
+        self.sweep_exec_pipes(|_, owner| owner == pid);
+        Ok(tracked)
     }
 
     /// The last process of a server exited: forget it.

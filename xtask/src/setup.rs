@@ -4,7 +4,8 @@
 //!   for bpfel-unknown-none (no nightly, no rust-src needed), from bookworm-security.
 //! - `bpf-linker` 0.13.0 built against LLVM 22 (`llvm-22-dev` and friends).
 //! - `bpftool` (detach checks), `strace`, `python3` (test peers), util-linux's `setpriv`,
-//!   `prometheus` (scrapes the daemon in the dashboard test), `tmux` (`mcpmon top` test).
+//!   `prometheus` (scrapes the daemon in the dashboard test), `tmux` (`mcpmon top` test),
+//!   `docker.io` and `busybox-static` (a container server's discovery test).
 use std::process::Command;
 
 use anyhow::bail;
@@ -29,6 +30,10 @@ const PACKAGES: &[&str] = &[
     // Observability tests: a real Prometheus scrapes the daemon; `mcpmon top` runs in tmux.
     "prometheus",
     "tmux",
+    // Discovery test of a `docker run -i` server: a Docker engine, and a static busybox for
+    // the image it runs (imported from a local rootfs: no registry).
+    "docker.io",
+    "busybox-static",
 ];
 const BPF_LINKER: &str = "0.13.0";
 

@@ -219,6 +219,11 @@ fn scope_kind(path: &str, call: &[String], i: &Inputs, server_id: u32, creating:
     if under(path, call) {
         return "call";
     }
+    // A container's process opening a path of its own image or layer (not a host path mounted
+    // in): the container's files, as a runtime is the server's.
+    if i.tree.container(i.ev.header.pid).is_some_and(|c| c.owns(path)) {
+        return "container";
+    }
     if let Some(s) = i.server {
         let sc = i.tree.server_scope(s.id, || server_scope(s));
         if under(path, &sc.roots) {

@@ -1,6 +1,6 @@
 //! The pipeline's side of zero-config discovery: acting on the kernel's provisional tracking,
 //! sniffing handshakes, re-reading client configs.
-use super::{servers::Retire, Pipeline};
+use super::{containers::InContainer, servers::Retire, Pipeline};
 use crate::{
     discovery::adopt::{HandshakeBytes, Intent},
     events::{Body, Direction, Event},
@@ -113,7 +113,17 @@ impl Pipeline {
             match self.disc.handshake_bytes(ev.header.pid, &s.data) {
                 Some(HandshakeBytes::Wait) => return None,
                 Some(HandshakeBytes::Decided { intent, bytes }) => {
+                    // A container's process joins its `docker run` CLI's server: what it read is
+                    // what the CLI relayed, already captured on the CLI's stdin.
+                    let (intent, container) = match self.container_handshake(intent).await {
+                        Ok(InContainer::Joined) => return None,
+                        Ok(InContainer::Own(intent, c)) => (intent, Some(c)),
+                        Err(intent) => (intent, None),
+                    };
                     let adopted = self.apply(intent).await;
+                    if let (Some(id), Some(c)) = (adopted, container) {
+                        self.mark_container(id, c);
+                    }
                     if adopted.is_none() {
                         self.stats.provisional_events_discarded += 1;
                     }

@@ -14,6 +14,7 @@ use aya::maps::{MapData, PerCpuArray};
 use monitor_common::{LostReason, LOST_REASONS};
 use tokio::sync::mpsc;
 
+mod containers;
 pub mod context;
 mod discover;
 pub mod emit;
@@ -96,6 +97,9 @@ pub struct Pipeline {
     /// Each thread's last open the kernel may fold repeats into (by tid): a folded run's count
     /// goes out as that open's line with `folded`.
     fold_heads: std::collections::HashMap<u32, Box<EventLine>>,
+    /// Stdio streams of containers joined to a server (inode → server id): the JSON-RPC on them
+    /// is what the server's CLI relays, captured on the CLI's own streams; not parsed twice.
+    relayed_stdio: std::collections::HashMap<u64, u32>,
 }
 
 /// Threads whose last foldable open is kept; beyond this the table starts over (a count
@@ -141,6 +145,7 @@ impl Pipeline {
             reap_suspects: Default::default(),
             resolved: Default::default(),
             fold_heads: Default::default(),
+            relayed_stdio: Default::default(),
         }
     }
 
@@ -250,6 +255,11 @@ impl Pipeline {
         }
         if let events::Body::Handshake(_) = ev.body {
             return; // decided on above; its bytes follow as a stdio event
+        }
+        if let events::Body::Stdio(s) = &ev.body {
+            if !self.relayed_stdio.is_empty() && self.relayed_stdio.contains_key(&s.ino) {
+                return;
+            }
         }
         if let events::Body::Repeat(r) = &ev.body {
             return self.on_repeat(&ev.header, r).await;
@@ -368,6 +378,7 @@ impl Pipeline {
             time: format_rfc3339(self.clock.wall(event.header.ts_mono_ns)),
             server: self.tracker.server(event.header.server_id).map(|s| s.name.clone()),
             exe: self.tree.get(event.header.pid).and_then(|n| n.exe.clone()),
+            container: self.tree.container(event.header.pid).cloned(),
             mcp,
             resolved_path,
             folded: None,

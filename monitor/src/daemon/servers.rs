@@ -81,6 +81,7 @@ impl Pipeline {
     /// reported, any loss is pinned on it while its name is still known, and its map entries go.
     pub async fn retire(&mut self, id: u32, why: Retire) {
         self.tools_watch.tools.remove(&id);
+        self.forget_relayed(id);
         if let Retire::Dropped { reason } = why {
             let Some(s) = self.tracker.server(id).cloned() else { return };
             tracing::info!(pid = s.root_pid, server = %s.name, %reason, "discovery: dropped");

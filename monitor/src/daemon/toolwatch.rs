@@ -203,6 +203,7 @@ mod tests {
             config: None,
             sniffing: false,
             command: argv(command),
+            containers: vec![],
         }
     }
 

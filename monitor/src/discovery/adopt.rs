@@ -122,7 +122,7 @@ const MAX_ORIGINS: usize = 4096;
 /// The command line as a client typed it: without `env` and its settings (`env FOO=1 node
 /// srv.js`), and without the interpreter of a shebang script when the script is a runner
 /// (`/usr/bin/env node /usr/bin/npx …`, `python3 /venv/bin/pipx run …`).
-fn past_interpreter(argv: &[String]) -> &[String] {
+pub(crate) fn past_interpreter(argv: &[String]) -> &[String] {
     let base = |s: &String| s.rsplit('/').next().unwrap_or(s).to_string();
     let argv = match argv.first().map(base).as_deref() {
         Some("env") => {

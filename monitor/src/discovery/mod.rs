@@ -4,6 +4,7 @@
 //! listening socket (`sockets`). Process details and the user database come from `crate::sys`.
 pub mod adopt;
 pub mod clients;
+pub mod container;
 pub mod sockets;
 
 // `sockets.rs` reads uids as `super::procfs` (kept so that its author's file stays untouched).

@@ -33,6 +33,9 @@ pub enum Record {
     ServerIdentified { time: String, server_id: u32, server: String, client: Option<String>, root_pid: u32 },
     ServerUnidentified { time: String, server_id: u32, server: String, root_pid: u32, reason: &'static str },
     ServerDropped { time: String, server_id: u32, server: String, root_pid: u32, reason: String },
+    /// A container's process (found by its handshake) joined the server whose runner started
+    /// it (`docker run -i IMAGE`): its processes are the server's from now on.
+    ContainerJoined { time: String, server_id: u32, server: String, pid: u32, tracked_pids: Vec<u32>, container: std::sync::Arc<crate::discovery::container::Container> },
     /// What this kernel let the daemon load and the path each stage took (probes/loaded.rs):
     /// the first line of the stream.
     SensorsLoaded {
@@ -194,6 +197,10 @@ pub struct EventLine {
     pub server: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exe: Option<String>,
+    /// The container the process runs in (a `docker run -i` server's container, joined to the
+    /// CLI's server): engine, id, image, name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<std::sync::Arc<crate::discovery::container::Container>>,
     pub mcp: Attribution,
     /// Opens, with rules loaded: the path resolved against the opener's cwd and dirfd.
     #[serde(skip_serializing_if = "Option::is_none")]

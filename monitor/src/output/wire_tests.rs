@@ -40,6 +40,7 @@ fn event_line() -> EventLine {
         time: "2026-12-01T07:00:00.000001Z".into(),
         server: Some("fs".into()),
         exe: Some("/usr/bin/node".into()),
+        container: None,
         mcp: attribution(),
         resolved_path: Some("/home/u/.ssh/id_ed25519".into()),
         folded: None,

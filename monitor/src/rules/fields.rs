@@ -52,7 +52,7 @@ pub const FIELDS: &[(&str, Kind, &str)] = &[
     ("mcp.finding", Kind::Str, "tool-check alerts (mcp.tool_*) only: what the check found (hidden_tag, cross_server_reference, …)"),
     ("mcp.args", Kind::Str, "arguments of the call in flight, as JSON"),
     ("mcp.in_scope", Kind::Bool, "mcp.scope is not outside: the file belongs to the call, the server or its runtime (absent when file.path is)"),
-    ("mcp.scope", Kind::Str, "call, server, runtime, created or outside (docs/rules.md, Scope)"),
+    ("mcp.scope", Kind::Str, "call, container, server, runtime, created or outside (docs/rules.md, Scope)"),
     ("mcp.call_id", Kind::Str, "JSON-RPC id of the call in flight (result events: of the request answered)"),
     ("mcp.method", Kind::Str, "result events: tools/call, resources/read or prompts/get"),
     ("mcp.result.injection", Kind::Bool, "result events: the result carries a prompt injection"),

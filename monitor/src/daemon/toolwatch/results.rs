@@ -228,7 +228,7 @@ mod tests {
     use crate::{jsonrpc::message::from_value, tracker::Discovery};
 
     fn server(id: u32, root: u32) -> ServerInfo {
-        ServerInfo { id, name: format!("s{id}"), root_pid: root, how: Discovery::Exec, uid: 0, since: std::time::SystemTime::now(), stdio_inodes: vec![], client: None, config: None, sniffing: false, command: vec![] }
+        ServerInfo { id, name: format!("s{id}"), root_pid: root, how: Discovery::Exec, uid: 0, since: std::time::SystemTime::now(), stdio_inodes: vec![], client: None, config: None, sniffing: false, command: vec![], containers: vec![] }
     }
 
     #[test]

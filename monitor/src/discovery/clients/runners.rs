@@ -11,7 +11,8 @@
 //! `uv tool uvx`, then forks a child that execs the tool's entry point; `pipx run` execs the app
 //! in its own pid; `bunx` vforks a child that execs the package's bin script; `docker run` asks
 //! the engine to start the container, whose processes are children of the engine's shim, not of
-//! the CLI (see `docs/architecture.md`: not followed).
+//! the CLI: `daemon/containers.rs` joins them to the CLI's server when handshake discovery finds
+//! the container's first process.
 use serde::Serialize;
 
 use super::matching::base;

@@ -1,0 +1,181 @@
+//! Containers: a server launched with `docker run -i IMAGE` (or podman) runs its processes under
+//! the engine's shim, not below the CLI the client started. The CLI is tracked as the server (it
+//! holds the client's stdio); the container's process is found by its handshake (its stdin and
+//! stdout are the shim's pipes, and its first read is the initialize the CLI relayed), and this
+//! module says which container it is in and what image that runs, so the daemon can join it to
+//! the CLI's server instead of reporting a second one.
+//!
+//! Which container: the process's cgroup (`/proc/PID/cgroup`, as the daemon's cgroup namespace
+//! sees it) ends in the container's id: `/docker/<id>` (cgroupfs driver), `docker-<id>.scope`
+//! (systemd driver), `libpod-<id>.scope` (podman), `cri-containerd-<id>.scope`. What image: the
+//! engine's own record of the container (`<docker root>/containers/<id>/config.v2.json`), written
+//! at create, before the container's first process runs.
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// Where Docker keeps its state (`dockerd --data-root`), as Debian's package and Docker's own
+/// installs have it.
+pub const DOCKER_ROOT: &str = "/var/lib/docker";
+
+/// A container a tracked process runs in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Container {
+    /// `docker`, `podman` or `containerd`: whose cgroup naming matched.
+    pub engine: &'static str,
+    /// The full id (64 hex digits).
+    pub id: String,
+    /// The image as the CLI named it (`Config.Image`); None when the engine's record is not
+    /// readable (podman, another data root).
+    pub image: Option<String>,
+    /// The container's name, without Docker's leading `/`.
+    pub name: Option<String>,
+    /// Host paths mounted into it (`-v`, `--mount`): what of the host it can reach. A path
+    /// under none of these is the container's own (its image, its writable layer).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+}
+
+/// One mount of a host path (or named volume) into the container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Volume {
+    /// Where it is on the host.
+    pub source: String,
+    /// Where the container sees it.
+    pub destination: String,
+}
+
+impl Container {
+    /// Whether `path` (as the container's processes name it) is the container's own: under no
+    /// mount of a host path. Without the engine's record nothing is known to be its own.
+    pub fn owns(&self, path: &str) -> bool {
+        self.image.is_some()
+            && !self.volumes.iter().any(|v| {
+                let d = v.destination.trim_end_matches('/');
+                d.is_empty() || path == d || path.strip_prefix(d).is_some_and(|r| r.starts_with('/'))
+            })
+    }
+}
+
+/// The container id and engine a cgroup path names, if any.
+pub fn id_from_cgroup(cgroup: &str) -> Option<(&'static str, String)> {
+    // cgroup v2 is one line `0::PATH`; v1 has one per hierarchy, any of which names it.
+    for line in cgroup.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap_or("");
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        for (i, seg) in segs.iter().enumerate().rev() {
+            let s = seg.strip_suffix(".scope").unwrap_or(seg);
+            let (engine, id) = if let Some(id) = s.strip_prefix("docker-") {
+                ("docker", id)
+            } else if let Some(id) = s.strip_prefix("libpod-") {
+                ("podman", id)
+            } else if let Some(id) = s.strip_prefix("cri-containerd-") {
+                ("containerd", id)
+            } else if i > 0 && segs[i - 1] == "docker" {
+                ("docker", s)
+            } else if i > 0 && segs[i - 1] == "libpod_parent" {
+                ("podman", s)
+            } else {
+                continue;
+            };
+            if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Some((engine, id.to_string()));
+            }
+        }
+    }
+    None
+}
+
+/// The container `pid` runs in, looked up in Docker's records under `docker_root`.
+pub fn of_pid(pid: u32, docker_root: &Path) -> Option<Container> {
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let (engine, id) = id_from_cgroup(&cgroup)?;
+    let (image, name, volumes) = if engine == "docker" { docker_record(docker_root, &id) } else { (None, None, vec![]) };
+    Some(Container { engine, id, image, name, volumes })
+}
+
+/// `Config.Image`, `Name` and `MountPoints` of a Docker container's `config.v2.json`.
+fn docker_record(root: &Path, id: &str) -> (Option<String>, Option<String>, Vec<Volume>) {
+    let path: PathBuf = root.join("containers").join(id).join("config.v2.json");
+    let Some(v) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()) else {
+        tracing::debug!(path = %path.display(), "container record unreadable: image unknown");
+        return (None, None, vec![]);
+    };
+    let image = v["Config"]["Image"].as_str().map(str::to_string);
+    let name = v["Name"].as_str().map(|n| n.trim_start_matches('/').to_string());
+    let mut volumes: Vec<Volume> = v["MountPoints"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .filter_map(|p| Some(Volume { source: p["Source"].as_str().unwrap_or_default().to_string(), destination: p["Destination"].as_str()?.to_string() }))
+                .collect()
+        })
+        .unwrap_or_default();
+    volumes.sort_by(|a, b| a.destination.cmp(&b.destination));
+    (image, name, volumes)
+}
+
+/// Whether a runner's target (the image as the configured command line names it) is `image`
+/// (as the engine recorded it): the same words, or the same but for an implied `:latest` or
+/// Docker Hub's `docker.io/library/` prefix.
+pub fn same_image(target: &str, image: &str) -> bool {
+    let norm = |s: &str| {
+        let s = s.strip_prefix("docker.io/").unwrap_or(s);
+        let s = s.strip_prefix("library/").unwrap_or(s);
+        // A tag is after the last `:` that follows the last `/` (a registry port is not one).
+        let last = s.rsplit('/').next().unwrap_or(s);
+        if last.contains(':') || last.contains('@') { s.to_string() } else { format!("{s}:latest") }
+    };
+    norm(target) == norm(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "2a092e9951b1403970fbf08cc293b6879ab18c14510be2b6a13585e21a54047a";
+
+    #[test]
+    fn ids_from_each_engines_cgroup_naming() {
+        assert_eq!(id_from_cgroup(&format!("0::/docker/{ID}\n")), Some(("docker", ID.to_string())));
+        assert_eq!(id_from_cgroup(&format!("0::/system.slice/docker-{ID}.scope\n")), Some(("docker", ID.to_string())));
+        assert_eq!(id_from_cgroup(&format!("0::/machine.slice/libpod-{ID}.scope/container\n")), Some(("podman", ID.to_string())));
+        assert_eq!(id_from_cgroup(&format!("0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-{ID}.scope\n")), Some(("containerd", ID.to_string())));
+        assert_eq!(id_from_cgroup(&format!("12:pids:/docker/{ID}\n11:memory:/docker/{ID}\n")), Some(("docker", ID.to_string())));
+        // Not containers: a user's session, a short or non-hex name under docker.
+        assert_eq!(id_from_cgroup("0::/user.slice/user-1000.slice/session-3.scope\n"), None);
+        assert_eq!(id_from_cgroup("0::/docker/abc\n"), None);
+        assert_eq!(id_from_cgroup("0::/\n"), None);
+    }
+
+    #[test]
+    fn docker_records_name_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path().join("containers").join(ID);
+        std::fs::create_dir_all(&c).unwrap();
+        std::fs::write(
+            c.join("config.v2.json"),
+            r#"{"Name":"/eager_mcp","Config":{"Image":"mcp/time:1.2","Cmd":["sh"]},
+               "MountPoints":{"/data":{"Source":"/home/u/proj","Destination":"/data","Type":"bind"}}}"#,
+        )
+        .unwrap();
+        let (image, name, volumes) = docker_record(dir.path(), ID);
+        assert_eq!((image.as_deref(), name.as_deref()), (Some("mcp/time:1.2"), Some("eager_mcp")));
+        assert_eq!(volumes, vec![Volume { source: "/home/u/proj".into(), destination: "/data".into() }]);
+        assert_eq!(docker_record(dir.path(), "0"), (None, None, vec![]));
+        let c = Container { engine: "docker", id: ID.into(), image, name, volumes };
+        assert!(c.owns("/etc/hostname") && c.owns("/database"));
+        assert!(!c.owns("/data") && !c.owns("/data/notes.txt"), "a host path mounted in is not the container's own");
+        assert!(!Container { image: None, ..c }.owns("/etc/hostname"), "unknown: nothing is its own");
+    }
+
+    #[test]
+    fn images_match_as_docker_resolves_them() {
+        assert!(same_image("mcp/time", "mcp/time"));
+        assert!(same_image("mcp/time", "mcp/time:latest"));
+        assert!(same_image("busybox", "docker.io/library/busybox:latest"));
+        assert!(same_image("localhost:5000/x", "localhost:5000/x:latest"));
+        assert!(!same_image("mcp/time:1", "mcp/time:2"));
+        assert!(!same_image("mcp/time", "mcp/fetch"));
+    }
+}

@@ -1,0 +1,155 @@
+//! Issue 15 item 3, containers: a server launched as `docker run -i IMAGE` runs in a container
+//! whose processes are children of the engine's shim, not of the CLI the agent started. It must
+//! be one server, named once (after the image), whose tree holds the container's processes on
+//! the host, their events carrying the image and attributed to the tool call in flight.
+//!
+//! A real engine: Debian's docker.io (dockerd, containerd, runc), started here when none runs
+//! (no bridge, no iptables: the container has `--network none`). The image is imported from a
+//! local rootfs (a static busybox and a shell MCP server): no registry.
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::daemon::Daemon;
+use serde_json::{json, Value};
+
+const DOCKER: &str = "/usr/bin/docker";
+const IMAGE: &str = "mcpmon-test/sh-server:1";
+
+/// The engine: the one running, or one started (and stopped) by the test.
+struct Engine {
+    started: Option<Child>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(c) = self.started.as_mut() {
+            // SAFETY: a signal to the dockerd this test spawned (its pid, still our child).
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn docker_ok(args: &[&str]) -> bool {
+    Command::new(DOCKER).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+fn engine() -> Option<Engine> {
+    common::tool(DOCKER)?;
+    let dockerd = common::tool("/usr/sbin/dockerd")?;
+    if docker_ok(&["info"]) {
+        return Some(Engine { started: None });
+    }
+    let log = std::env::temp_dir().join("mcpmon-test-dockerd.log");
+    let child = Command::new(dockerd)
+        .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let e = Engine { started: Some(child) };
+    let deadline = Instant::now() + common::patience(Duration::from_secs(60));
+    while !docker_ok(&["info"]) {
+        if Instant::now() > deadline {
+            let why = format!("dockerd did not come up:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            assert!(!common::require_privileged(), "{why}");
+            common::skipped(&why);
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Some(e)
+}
+
+/// The server's image: busybox and `sh_server.sh` (a shell MCP server whose tool cats
+/// /etc/hostname), imported from a rootfs made here.
+fn image() {
+    let root = tempfile::tempdir().unwrap();
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(root.path().join("srv")).unwrap();
+    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    for applet in ["sh", "cat", "sed", "printf"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/sh_server.sh"), root.path().join("srv/sh_server.sh")).unwrap();
+    let tar = Command::new("tar").arg("-C").arg(root.path()).args(["-c", "."]).stdout(Stdio::piped()).spawn().unwrap();
+    let out = Command::new(DOCKER).args(["import", "-", IMAGE]).stdin(tar.stdout.unwrap()).output().unwrap();
+    assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_docker_run_server_is_one_tree_with_its_container() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = common::peers() else { return };
+    if common::tool("/bin/busybox").is_none() {
+        return;
+    }
+    let Some(_engine) = engine() else { return };
+    image();
+    let d = Daemon::start(&["--handshake-discovery", "on"]);
+
+    // An agent on the official Python SDK (no known client, no config) runs the server as MCP
+    // configs for containers do: `docker run -i --rm IMAGE`.
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
+    let calls = json!([{"tool": "hostname", "arguments": {}}]);
+    let out = Command::new(peers.join("venv/bin/python"))
+        .arg(&script)
+        .arg(calls.to_string())
+        .args(["--", DOCKER, "run", "-i", "--rm", "--network", "none", IMAGE, "sh", "/srv/sh_server.sh"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "agent failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let out: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Docker makes the container's hostname the start of its id.
+    let hostname = out["calls"][0]["text"].as_str().unwrap_or_else(|| panic!("{out}")).to_string();
+
+    let s = d.expect("the CLI tracked, named after the image", |r| r["kind"] == "server_tracked" && r["server"] == IMAGE);
+    assert_eq!(s["found"]["runner"]["runner"], "docker", "{s}");
+    let id = s["server_id"].clone();
+    let joined = d.expect("the container's process joined the CLI's server", |r| r["kind"] == "container_joined");
+    assert_eq!(joined["server_id"], id, "{joined}");
+    assert_eq!(joined["container"]["image"], IMAGE, "{joined}");
+    assert_eq!(joined["container"]["engine"], "docker", "{joined}");
+    let cid = joined["container"]["id"].as_str().unwrap();
+    assert!(cid.starts_with(&hostname), "the container that answered ({hostname}) is the one joined: {joined}");
+    assert_ne!(joined["pid"], s["root_pid"], "a process of the container, not the CLI: {joined}");
+
+    // The tool's `cat /etc/hostname` ran in the container, below no tracked process but the
+    // container's: an event of the CLI's server, with the image, attributed to the call.
+    let call = d.expect("the tool call", |r| r["kind"] == "tool_call" && r["server_id"] == id && r["tool"] == "hostname");
+    assert_eq!(call["outcome"], "ok", "{call}");
+    let cat = d.expect("the container's cat, with its image and call", |r| {
+        r["kind"] == "exec" && r["server_id"] == id && r["argv"][0] == "cat" && r["container"]["image"] == IMAGE
+    });
+    assert_eq!(cat["mcp"]["tool"], "hostname", "attributed to the call in flight: {cat}");
+    assert!(call["events"].as_u64().unwrap() > 0, "{call}");
+
+    // Named once, and the handshake counted once: the container's copy of the stream is the
+    // one the CLI relayed.
+    d.expect("the server's end", |r| r["kind"] == "server_gone" && r["server_id"] == id);
+    let (log, records) = d.stop_with_records();
+    let tracked: Vec<&Value> = records.iter().filter(|r| r["kind"] == "server_tracked").collect();
+    assert_eq!(tracked.len(), 1, "one server for the launch: {tracked:?}\n{log}");
+    let inits = records.iter().filter(|r| r["kind"] == "mcp_initialize" && r["server_id"] == id).count();
+    assert_eq!(inits, 1, "the initialize once, from the CLI's stdin\n{log}");
+    let calls = records.iter().filter(|r| r["kind"] == "tool_call" && r["server_id"] == id).count();
+    assert_eq!(calls, 1, "the tool call once\n{log}");
+    // The container's own files (its /etc/hostname, its image) are no host file it reached.
+    let stray: Vec<&Value> = records.iter().filter(|r| r["kind"] == "alert" && !r["event"]["container"].is_null()).collect();
+    assert!(stray.is_empty(), "alerts on the container's own files: {stray:?}");
+}
