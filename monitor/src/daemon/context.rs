@@ -271,7 +271,7 @@ pub struct Inputs<'a> {
     /// Resolved path for open events.
     pub path: Option<String>,
     /// Fields the rules read (None: all); the rest are not computed.
-    pub want: Option<&'a std::collections::HashSet<&'static str>>,
+    pub want: Option<&'a crate::rules::FieldSet>,
 }
 
 pub fn build(i: &Inputs) -> Ctx {

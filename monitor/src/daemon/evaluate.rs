@@ -52,7 +52,7 @@ impl Pipeline {
         let Some(policy) = self.policy.as_mut() else { return vec![] };
         let ev = &line.event;
         let server = self.tracker.server(ev.header.server_id);
-        let want = policy.fields_used();
+        let want = policy.fields_for(ev.kind());
         let path = line.resolved_path.clone();
         let mut ctx = context::build(&context::Inputs { ev, tree: &self.tree, server, attribution: &line.mcp, path, want: Some(want) });
         // Issue 13 hook: the injection → action chain (toolwatch/results.rs).

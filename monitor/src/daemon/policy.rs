@@ -18,8 +18,13 @@ use crate::{
     rules::{load::homes_from_passwd, Action, Ctx, LoadError, Rule, RuleSet},
 };
 
-/// How often protected globs are re-expanded (new keys, new users' homes).
+/// How often protected globs are re-expanded (new keys, new users' homes): the backstop of the
+/// inotify watch, which replans at once on the changes it sees.
 pub const RESCAN: Duration = Duration::from_secs(2);
+/// The scan runs on the daemon's one loop: spaced so that it takes at most a tenth of the
+/// loop's time however slow the filesystems are (homes on NFS or 9p, a loaded machine). Events
+/// and control requests wait while it runs.
+const RESCAN_DUTY: u32 = 10;
 
 pub struct Policy {
     pub rules: RuleSet,
@@ -30,10 +35,13 @@ pub struct Policy {
     pub plan: Plan,
     guard: Guard,
     last_scan: Instant,
+    /// How long the last plan took (spaces the next, `RESCAN_DUTY`).
+    scan_cost: Duration,
     pub alerts: u64,
     pub kills: u64,
-    /// Fields the loaded rules read (the context builder computes only these).
-    fields: std::collections::HashSet<&'static str>,
+    /// Fields the loaded rules read, by event kind (filled as kinds come): the context builder
+    /// computes only these.
+    fields_by_kind: std::collections::HashMap<&'static str, crate::rules::FieldSet>,
     /// The open gate (fanotify), where the kernel offers it: read-protected files refused
     /// before an fd exists, and protection that follows an inode through renames.
     pub gate: Option<crate::gate::Gate>,
@@ -68,9 +76,10 @@ impl Policy {
             plan: Plan::default(),
             guard,
             last_scan: Instant::now(),
+            scan_cost: Duration::ZERO,
             alerts: 0,
             kills: 0,
-            fields: Default::default(),
+            fields_by_kind: Default::default(),
             gate: None,
             persist: None,
             servers: Vec::new(),
@@ -78,7 +87,6 @@ impl Policy {
             profile_grants: Default::default(),
             deferred: false,
         };
-        p.fields = p.rules.fields_used();
         p.sync_kernel()?;
         Ok(p)
     }
@@ -88,7 +96,7 @@ impl Policy {
         let mut rules = load_rules(&self.dir, &self.passwd)?;
         // Slots are what the kernel's events name: an event in flight must name the same rule.
         rules.keep_slots_of(&self.rules);
-        self.fields = rules.fields_used();
+        self.fields_by_kind.clear();
         self.rules = rules;
         self.sync_kernel()?;
         Ok(self.rules.in_force())
@@ -97,6 +105,7 @@ impl Policy {
     /// Writes what the rules enforce in the kernel. In dry-run mode the maps stay empty: every
     /// enforcement becomes an alert saying what would have happened.
     pub fn sync_kernel(&mut self) -> Result<(), PolicyError> {
+        let started = Instant::now();
         let mut plan = if self.dry_run { Plan::default() } else { protect::plan(&self.rules) };
         self.grants = grants_for(&self.rules, &self.servers, &self.profile_grants);
         if let Some(g) = self.gate.as_mut() {
@@ -119,6 +128,11 @@ impl Policy {
         self.kernel.sync_grants(&self.grants)?;
         self.plan = plan;
         self.last_scan = Instant::now();
+        let cost = started.elapsed();
+        if cost >= Duration::from_secs(1) && self.scan_cost < Duration::from_secs(1) {
+            tracing::warn!(ms = cost.as_millis() as u64, next_in_s = (cost * RESCAN_DUTY).as_secs(), "protected-file scan is slow (slow filesystems or a loaded machine): rescans spaced out; the inotify watch still replans at once");
+        }
+        self.scan_cost = cost;
         self.deferred = false;
         Ok(())
     }
@@ -159,12 +173,14 @@ impl Policy {
         &self.grants
     }
 
-    pub fn fields_used(&self) -> &std::collections::HashSet<&'static str> {
-        &self.fields
+    /// The fields the rules on events of `kind` read (what the context builder computes).
+    pub fn fields_for(&mut self, kind: &'static str) -> &crate::rules::FieldSet {
+        let rules = &self.rules;
+        self.fields_by_kind.entry(kind).or_insert_with(|| rules.fields_for(Some(kind)))
     }
 
     pub fn rescan_due(&self) -> bool {
-        self.last_scan.elapsed() >= RESCAN || (self.deferred && self.last_scan.elapsed() >= Duration::from_millis(100))
+        self.last_scan.elapsed() >= RESCAN.max(self.scan_cost * RESCAN_DUTY) || (self.deferred && self.last_scan.elapsed() >= Duration::from_millis(100))
     }
 
     pub fn scanned_within(&self, d: Duration) -> bool {

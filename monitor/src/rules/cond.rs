@@ -295,7 +295,7 @@ fn globs(vals: &[String], path: bool) -> Result<Vec<Glob>, String> {
 
 impl Cond {
     /// Adds the fields this condition reads to `out`.
-    pub fn fields(&self, out: &mut std::collections::HashSet<&'static str>) {
+    pub fn fields(&self, out: &mut super::fields::FieldSet) {
         match self {
             Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| c.fields(out)),
             Cond::Not(c) => c.fields(out),

@@ -381,7 +381,7 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
         None => super::cond::Cond::All(vec![]),
     };
     let fixtures = |v: &[serde_yaml::Mapping]| v.iter().map(Ctx::from_fixture).collect::<Result<Vec<_>, _>>();
-    let mut used = std::collections::HashSet::new();
+    let mut used = super::FieldSet::default();
     cond.fields(&mut used);
     Ok(Rule {
         sees_failed_execs: used.contains("exec.ok"),

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use fields::{Ctx, Val};
+pub use fields::{Ctx, FieldSet, Val};
 pub use load::{load_dir, LoadError};
 
 use cond::{Cidr, Cond};
@@ -85,10 +85,13 @@ pub struct Rule {
 
 impl Rule {
     pub fn matches(&self, ctx: &Ctx) -> bool {
-        if !self.events.iter().any(|e| e == ctx.event()) {
-            return false;
-        }
-        if !self.sees_failed_execs && ctx.event() == "exec" && ctx.get("exec.ok") == Some(&Val::Bool(false)) {
+        let event = ctx.event();
+        self.matches_kind(event, event == "exec" && ctx.get("exec.ok") == Some(&Val::Bool(false)), ctx)
+    }
+
+    /// `matches`, with the event's kind and whether it is a failed exec read once per event.
+    fn matches_kind(&self, event: &str, failed_exec: bool, ctx: &Ctx) -> bool {
+        if !self.events.iter().any(|e| e == event) || (failed_exec && !self.sees_failed_execs) {
             return false;
         }
         self.cond.eval(ctx) && !self.exceptions.iter().any(|x| x.eval(ctx))
@@ -127,11 +130,18 @@ impl RuleSet {
 }
 
 impl RuleSet {
-    /// Every field a loaded rule's condition or output reads, plus those every alert carries:
-    /// the context builder computes only these.
-    pub fn fields_used(&self) -> std::collections::HashSet<&'static str> {
-        let mut out: std::collections::HashSet<&'static str> = ["event", "proc.exe", "proc.argv", "file.path"].into_iter().collect();
-        for r in &self.rules {
+    /// Every field a loaded rule's condition or output reads, plus those every alert carries
+    /// and the profiles read.
+    pub fn fields_used(&self) -> FieldSet {
+        self.fields_for(None)
+    }
+
+    /// The fields the rules for events of `kind` read (None: of any kind), plus those every
+    /// alert carries and the profiles read: the context builder computes only these.
+    pub fn fields_for(&self, kind: Option<&str>) -> FieldSet {
+        const ALWAYS: &[&str] = &["event", "proc.exe", "proc.argv", "file.path", "file.ok", "mcp.in_scope", "net.addr", "net.port", "net.unix_path"];
+        let mut out: FieldSet = ALWAYS.iter().copied().collect();
+        for r in self.rules.iter().filter(|r| kind.is_none_or(|k| r.events.iter().any(|e| e == k))) {
             r.cond.fields(&mut out);
             r.exceptions.iter().for_each(|x| x.fields(&mut out));
             out.extend(r.output.fields());
@@ -141,7 +151,9 @@ impl RuleSet {
 
     /// Rules that match, in file order. The slot of a rule is its index here.
     pub fn eval<'a>(&'a self, ctx: &'a Ctx) -> impl Iterator<Item = (usize, &'a Rule)> + 'a {
-        self.rules.iter().enumerate().filter(move |(_, r)| r.matches(ctx))
+        let event = ctx.event();
+        let failed_exec = event == "exec" && ctx.get("exec.ok") == Some(&Val::Bool(false));
+        self.rules.iter().enumerate().filter(move |(_, r)| r.matches_kind(event, failed_exec, ctx))
     }
 
     /// Runs every rule's fixtures: `(rule id, failure)` for each one that does not behave.
@@ -166,5 +178,30 @@ impl RuleSet {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod fields_tests {
+    use std::path::PathBuf;
+
+    use super::{load::load_texts, Ctx};
+
+    #[test]
+    fn each_event_kind_computes_only_its_rules_fields() {
+        let text = "rules:\n  - id: x\n    description: d\n    severity: high\n    action: alert\n    event: exec\n    condition: {proc.cmdline: {contains: curl}}\n    output: o\n    tags: [T1059]\n  - id: o\n    description: d\n    severity: high\n    action: alert\n    event: open\n    condition: {proc.ancestors: {contains: sshd}}\n    output: o\n    tags: [T1005]\n";
+        let set = load_texts(&[(PathBuf::from("t.yaml"), text.to_string())], &[]).unwrap();
+        let open = set.fields_for(Some("open"));
+        assert!(open.contains("proc.ancestors") && !open.contains("proc.cmdline"), "{open:?}");
+        let exec = set.fields_for(Some("exec"));
+        assert!(exec.contains("proc.cmdline") && !exec.contains("proc.ancestors"), "{exec:?}");
+        assert!(set.fields_used().contains("proc.cmdline") && set.fields_used().contains("proc.ancestors"));
+        // What every alert and the profiles read is there for every kind.
+        assert!(["event", "proc.exe", "file.path", "net.addr"].iter().all(|f| set.fields_for(Some("connect")).contains(f)));
+        // Rules still see the kind read once per event.
+        let mut c = Ctx::default();
+        c.str("event", "exec");
+        c.str("proc.cmdline", "curl http://x");
+        assert_eq!(set.eval(&c).map(|(_, r)| r.id.as_str()).collect::<Vec<_>>(), ["x"]);
     }
 }
