@@ -38,6 +38,11 @@ sed -e "s|extra_denied_executables: \[\]|extra_denied_executables: [\"$WORK/bin/
     -e "s|^grants: {}|grants: {uringok: [io-uring-by-server]}|" "$RULES/local.yaml" > "$WORK/rules/local.yaml"
 
 SOCK=$WORK/mcpmon.sock
+# How long `mcpmon exec` waits for the daemon's acknowledgement: under TCG attaching the 75
+# fentry/fexit hooks takes about 3 s (2 ms on the host), and a handshake candidate exec'd just
+# before (a pipeline of this script) can have the daemon attaching them when the request comes.
+# The default 3 s is for real machines; an exec that times out runs unwatched.
+ACK_MS=30000
 # start_daemon EVENTS LOG [run options]: sets DAEMON once the control socket is up.
 start_daemon() {
   ev=$1 log=$2; shift 2
@@ -80,7 +85,7 @@ if grep -q "open gate: read-protected" "$WORK/daemon.log"; then gate=1; pass ope
 if [ "$path" = lsm ] || [ $gate = 1 ]; then read_deny=eperm; else read_deny=kill; fi
 
 # 1. SSH key under a deny rule: EPERM and the process lives (LSM or gate), or killed (neither).
-out=$("$MCPMON" exec --name keyreader --socket "$SOCK" -- /bin/sh -c "cat $HOME_DIR/.ssh/id_ed25519; echo rc=\$?" 2>&1)
+out=$("$MCPMON" exec --timeout-ms "$ACK_MS" --name keyreader --socket "$SOCK" -- /bin/sh -c "cat $HOME_DIR/.ssh/id_ed25519; echo rc=\$?" 2>&1)
 case "$out" in *KEY-MATERIAL*) fail key-not-read "the key was read: $out";; *) pass key-not-read;; esac
 if [ "$read_deny" = eperm ]; then
   case "$out" in *rc=1*) pass deny-eperm-process-lives;; *) fail deny-eperm-process-lives "$out";; esac
@@ -89,7 +94,7 @@ else
 fi
 
 # 1a. The same key through the ia32 entry (int $0x80): the same outcome.
-out=$("$MCPMON" exec --name keyreader32 --socket "$SOCK" -- /bin/sh -c "$TESTKIT loop int80-read 1 $HOME_DIR/.ssh/id_ed25519; echo rc=\$?" 2>&1)
+out=$("$MCPMON" exec --timeout-ms "$ACK_MS" --name keyreader32 --socket "$SOCK" -- /bin/sh -c "$TESTKIT loop int80-read 1 $HOME_DIR/.ssh/id_ed25519; echo rc=\$?" 2>&1)
 case "$out" in *KEY-MATERIAL*) fail ia32-key-not-read "the key was read: $out";; *) pass ia32-key-not-read;; esac
 if [ "$read_deny" = eperm ]; then
   case "$out" in *"errno 1"*rc=1*) pass ia32-deny-eperm;; *) fail ia32-deny-eperm "$out";; esac
@@ -99,10 +104,10 @@ fi
 
 # 1c. io_uring: without a grant the server dies at setup, before it submits anything; a server
 # granted io_uring reads nothing either: its ring's open meets lsm/file_open or the open gate.
-out=$("$MCPMON" exec --name uringnogrant --socket "$SOCK" -- /bin/sh -c "$TESTKIT loop uring-read-inline 1 $HOME_DIR/.ssh/id_ed25519; echo rc=\$?" 2>&1)
+out=$("$MCPMON" exec --timeout-ms "$ACK_MS" --name uringnogrant --socket "$SOCK" -- /bin/sh -c "$TESTKIT loop uring-read-inline 1 $HOME_DIR/.ssh/id_ed25519; echo rc=\$?" 2>&1)
 case "$out" in *KEY-MATERIAL*) fail uring-killed-at-setup "the key was read: $out";; *rc=137*) pass uring-killed-at-setup;; *) fail uring-killed-at-setup "$out";; esac
 for mode in inline async openat2; do
-  out=$("$MCPMON" exec --name uringok --socket "$SOCK" -- "$TESTKIT" loop "uring-read-$mode" 1 "$HOME_DIR/.ssh/id_ed25519" 2>&1)
+  out=$("$MCPMON" exec --timeout-ms "$ACK_MS" --name uringok --socket "$SOCK" -- "$TESTKIT" loop "uring-read-$mode" 1 "$HOME_DIR/.ssh/id_ed25519" 2>&1)
   case "$out" in
     *KEY-MATERIAL*) fail "uring-$mode-not-read" "the key was read: $out";;
     *"uring open="*) pass "uring-$mode-not-read";;
@@ -119,7 +124,7 @@ exec 7>"$WORK/victim.in"
 while ! [ -s "$WORK/victim.out" ]; do sleep 0.1; done
 read -r vpid vaddr <"$WORK/victim.out"
 for attack in vm-read vm-write; do
-  out=$("$MCPMON" exec --name "mem-$attack" --socket "$SOCK" -- /bin/sh -c "$TESTKIT loop $attack $vpid $vaddr; echo rc=\$?" 2>&1)
+  out=$("$MCPMON" exec --timeout-ms "$ACK_MS" --name "mem-$attack" --socket "$SOCK" -- /bin/sh -c "$TESTKIT loop $attack $vpid $vaddr; echo rc=\$?" 2>&1)
   case "$out" in
     *VICTIM-TOKEN*|*" wrote "*|*" got "*) fail "$attack-killed" "memory moved: $out";;
     *rc=137*) pass "$attack-killed";;
@@ -136,13 +141,13 @@ printf 'VM-TOKEN-91\n' > "$WORK/token.txt"
 sh -c "exec 3<$WORK/token.txt; exec sleep 60" &
 holder=$!
 while ! [ -e "/proc/$holder/fd/3" ]; do sleep 0.1; done
-out=$("$MCPMON" exec --name getfd --socket "$SOCK" -- /bin/sh -c "$TESTKIT loop getfd-read 1 $holder,3; echo rc=\$?" 2>&1)
+out=$("$MCPMON" exec --timeout-ms "$ACK_MS" --name getfd --socket "$SOCK" -- /bin/sh -c "$TESTKIT loop getfd-read 1 $holder,3; echo rc=\$?" 2>&1)
 case "$out" in *VM-TOKEN*) fail getfd-killed "the file was read: $out";; *rc=137*) pass getfd-killed;; *) fail getfd-killed "$out";; esac
 kill "$holder" 2>/dev/null
 
 # 1b. A denied executable: execve fails with EPERM and the caller lives (LSM), or the new image
 # is killed before its first instruction (fallback).
-out=$("$MCPMON" exec --name execer --socket "$SOCK" -- /bin/sh -c "$WORK/bin/evil-tool; echo rc=\$?" 2>&1)
+out=$("$MCPMON" exec --timeout-ms "$ACK_MS" --name execer --socket "$SOCK" -- /bin/sh -c "$WORK/bin/evil-tool; echo rc=\$?" 2>&1)
 if [ "$path" = lsm ]; then
   case "$out" in *rc=126*) pass exec-deny-eperm-caller-lives;; *) fail exec-deny-eperm-caller-lives "$out";; esac
 else
@@ -150,7 +155,7 @@ else
 fi
 
 # 2. A kill rule still kills (persistence write), and the file is unchanged.
-"$MCPMON" exec --name rcwriter --socket "$SOCK" -- /bin/sh -c "echo evil >> $HOME_DIR/.bashrc" > /dev/null 2>&1
+"$MCPMON" exec --timeout-ms "$ACK_MS" --name rcwriter --socket "$SOCK" -- /bin/sh -c "echo evil >> $HOME_DIR/.bashrc" > /dev/null 2>&1
 st=$?
 if [ $st -eq 137 ] && [ "$(cat "$HOME_DIR/.bashrc")" = "# rc" ]; then pass kill-still-works; else fail kill-still-works "status $st, rc: $(cat "$HOME_DIR/.bashrc")"; fi
 
@@ -174,7 +179,7 @@ grep -q '"kind":"exit".*"signal":9' "$EV" && pass exit-event || fail exit-event 
 # by such an event of the other run. The workload runs without a locale (no locale files).
 workload() {
   printf '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"vm","version":"1"}}}\n' |
-    env -i PATH=/usr/bin:/bin "$MCPMON" exec --name parity --socket "$SOCK" -- /bin/sh -c \
+    env -i PATH=/usr/bin:/bin "$MCPMON" exec --timeout-ms "$ACK_MS" --name parity --socket "$SOCK" -- /bin/sh -c \
       "cat $HOME_DIR/.bashrc > /dev/null; $TESTKIT loop int80-read 1 $HOME_DIR/.bashrc > /dev/null; cat $WORK/no-such-file 2>/dev/null; $WORK/no-such-binary 2>/dev/null; nc -w 1 127.0.0.1 1 < /dev/null 2>/dev/null; cat" | cat > /dev/null
 }
 normalize() {
