@@ -103,7 +103,7 @@ pub struct ServerInfo {
     /// Containers whose processes joined this server: a `docker run -i` CLI's container, whose
     /// processes run under the engine's shim, not below the CLI.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub containers: Vec<crate::discovery::container::Container>,
+    pub containers: Vec<std::sync::Arc<crate::discovery::container::Container>>,
 }
 
 pub struct Tracker {
@@ -287,21 +287,8 @@ impl Tracker {
         let mut tracked = vec![pid];
         // `mcpmon exec` asks for itself before it execs the server: it has no children to find,
         // and skipping the procfs walk keeps a burst of starting servers cheap.
-        // Walked again until a pass adds nothing: a child forked during the walk is found next.
-        let mut walk = how != Discovery::Exec;
-        while walk {
-            let mut added = false;
-            for child in crate::sys::procfs::descendants(pid) {
-                if child == self.daemon_pid || self.lookup(child).is_some_and(|i| i.server_id != PROVISIONAL_SERVER) {
-                    continue;
-                }
-                // A descendant may have exited since the walk: nothing to do then.
-                if self.lookup(child) != Some(info) && self.map.insert(child, info, 0).is_ok() {
-                    tracked.push(child);
-                    added = true;
-                }
-            }
-            walk = added;
+        if how != Discovery::Exec {
+            self.take_descendants(pid, info, &mut tracked);
         }
         let stdio_inodes = self.register_stdio(pid, id);
         self.servers.insert(
@@ -336,6 +323,15 @@ impl Tracker {
         let info = TrackInfo { server_id: id, root_tgid: root };
         self.map.insert(pid, info, 0)?;
         let mut tracked = vec![pid];
+        self.take_descendants(pid, info, &mut tracked);
+        self.sweep_exec_pipes(|_, owner| owner == pid);
+        Ok(tracked)
+    }
+
+    /// Puts the current descendants of `pid` (in the map already) under `info`, appending them to
+    /// `tracked`: untracked ones and provisional ones, never another server's. Walked again until
+    /// a pass adds nothing: a child forked during the walk is found next.
+    fn take_descendants(&mut self, pid: u32, info: TrackInfo, tracked: &mut Vec<u32>) {
         let mut walk = true;
         while walk {
             walk = false;
@@ -343,14 +339,13 @@ impl Tracker {
                 if child == self.daemon_pid || self.lookup(child).is_some_and(|i| i.server_id != PROVISIONAL_SERVER) {
                     continue;
                 }
+                // A descendant may have exited since the walk: nothing to do then.
                 if self.map.insert(child, info, 0).is_ok() {
                     tracked.push(child);
                     walk = true;
                 }
             }
         }
-        self.sweep_exec_pipes(|_, owner| owner == pid);
-        Ok(tracked)
     }
 
     /// The last process of a server exited: forget it.

@@ -51,15 +51,13 @@ impl Pipeline {
         for ino in [i, o].into_iter().flatten() {
             self.relayed_stdio.insert(ino, sid);
         }
+        self.seed_tree(&tracked, sid);
         for &p in &tracked {
-            if let Some(info) = procfs::process_info(p) {
-                self.tree.insert(crate::process_tree::ProcNode { pid: p, ppid: info.ppid, server_id: sid, exe: info.exe, argv: info.argv });
-            }
             self.tree.set_container(p, c.clone());
         }
         let server = match self.tracker.server_mut(sid) {
             Some(s) => {
-                s.containers.push((*c).clone());
+                s.containers.push(c.clone());
                 s.name.clone()
             }
             None => String::new(),
@@ -96,7 +94,7 @@ impl Pipeline {
             self.tree.set_container(p, c.clone());
         }
         if let Some(s) = self.tracker.server_mut(sid) {
-            s.containers.push((*c).clone());
+            s.containers.push(c);
         }
     }
 

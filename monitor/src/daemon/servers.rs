@@ -48,11 +48,7 @@ impl Pipeline {
         if ack.already_tracked {
             return Ok(ack);
         }
-        for &p in &ack.tracked_pids {
-            if let Some(info) = procfs::process_info(p) {
-                self.tree.insert(ProcNode { pid: p, ppid: info.ppid, server_id: ack.server_id, exe: info.exe, argv: info.argv });
-            }
-        }
+        self.seed_tree(&ack.tracked_pids, ack.server_id);
         let Some(s) = self.tracker.server_mut(ack.server_id) else { return Ok(ack) };
         fill(s);
         let rec = ServerTracked {
@@ -75,6 +71,16 @@ impl Pipeline {
         tracing::info!(server = %ack.name, id = ack.server_id, how = ?how, root_pid = pid, processes = ack.tracked_pids.len(), "tracking server");
         self.out.emit(Record::ServerTracked(Box::new(rec))).await;
         Ok(ack)
+    }
+
+    /// Puts processes just taken under watch for server `id` into the process tree, as /proc
+    /// shows them now (their later forks and execs come as events).
+    pub(super) fn seed_tree(&mut self, pids: &[u32], id: u32) {
+        for &p in pids {
+            if let Some(info) = procfs::process_info(p) {
+                self.tree.insert(ProcNode { pid: p, ppid: info.ppid, server_id: id, exe: info.exe, argv: info.argv });
+            }
+        }
     }
 
     /// Takes a server out of the tracked set: its open calls are closed (as unanswered) and

@@ -57,12 +57,11 @@ impl Container {
     }
 }
 
-/// The container id and engine a cgroup path names, if any.
-pub fn id_from_cgroup(cgroup: &str) -> Option<(&'static str, String)> {
-    // cgroup v2 is one line `0::PATH`; v1 has one per hierarchy, any of which names it.
-    for line in cgroup.lines() {
-        let path = line.splitn(3, ':').nth(2).unwrap_or("");
-        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+/// The container id and engine the process's cgroup paths name, if any (cgroup v2 has one path;
+/// v1 one per hierarchy, any of which names it).
+pub fn id_from_cgroup<S: AsRef<str>>(paths: &[S]) -> Option<(&'static str, String)> {
+    for path in paths {
+        let segs: Vec<&str> = path.as_ref().split('/').filter(|s| !s.is_empty()).collect();
         for (i, seg) in segs.iter().enumerate().rev() {
             let s = seg.strip_suffix(".scope").unwrap_or(seg);
             let (engine, id) = if let Some(id) = s.strip_prefix("docker-") {
@@ -88,8 +87,7 @@ pub fn id_from_cgroup(cgroup: &str) -> Option<(&'static str, String)> {
 
 /// The container `pid` runs in, looked up in Docker's records under `docker_root`.
 pub fn of_pid(pid: u32, docker_root: &Path) -> Option<Container> {
-    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let (engine, id) = id_from_cgroup(&cgroup)?;
+    let (engine, id) = id_from_cgroup(&crate::sys::procfs::cgroup_paths(pid))?;
     let (image, name, volumes) = if engine == "docker" { docker_record(docker_root, &id) } else { (None, None, vec![]) };
     Some(Container { engine, id, image, name, volumes })
 }
@@ -137,15 +135,18 @@ mod tests {
 
     #[test]
     fn ids_from_each_engines_cgroup_naming() {
-        assert_eq!(id_from_cgroup(&format!("0::/docker/{ID}\n")), Some(("docker", ID.to_string())));
-        assert_eq!(id_from_cgroup(&format!("0::/system.slice/docker-{ID}.scope\n")), Some(("docker", ID.to_string())));
-        assert_eq!(id_from_cgroup(&format!("0::/machine.slice/libpod-{ID}.scope/container\n")), Some(("podman", ID.to_string())));
-        assert_eq!(id_from_cgroup(&format!("0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-{ID}.scope\n")), Some(("containerd", ID.to_string())));
-        assert_eq!(id_from_cgroup(&format!("12:pids:/docker/{ID}\n11:memory:/docker/{ID}\n")), Some(("docker", ID.to_string())));
+        let id = |paths: &[String]| id_from_cgroup(paths);
+        let docker = Some(("docker", ID.to_string()));
+        assert_eq!(id(&[format!("/docker/{ID}")]), docker);
+        assert_eq!(id(&[format!("/system.slice/docker-{ID}.scope")]), docker);
+        assert_eq!(id(&[format!("/machine.slice/libpod-{ID}.scope/container")]), Some(("podman", ID.to_string())));
+        assert_eq!(id(&[format!("/kubepods.slice/kubepods-pod1.slice/cri-containerd-{ID}.scope")]), Some(("containerd", ID.to_string())));
+        // cgroup v1 (a hybrid host): any hierarchy names it.
+        assert_eq!(id(&["/".to_string(), format!("/docker/{ID}")]), docker);
         // Not containers: a user's session, a short or non-hex name under docker.
-        assert_eq!(id_from_cgroup("0::/user.slice/user-1000.slice/session-3.scope\n"), None);
-        assert_eq!(id_from_cgroup("0::/docker/abc\n"), None);
-        assert_eq!(id_from_cgroup("0::/\n"), None);
+        assert_eq!(id(&["/user.slice/user-1000.slice/session-3.scope".to_string()]), None);
+        assert_eq!(id(&["/docker/abc".to_string()]), None);
+        assert_eq!(id(&["/".to_string()]), None);
     }
 
     #[test]

@@ -130,12 +130,6 @@ impl RuleSet {
 }
 
 impl RuleSet {
-    /// Every field a loaded rule's condition or output reads, plus those every alert carries
-    /// and the profiles read.
-    pub fn fields_used(&self) -> FieldSet {
-        self.fields_for(None)
-    }
-
     /// The fields the rules for events of `kind` read (None: of any kind), plus those every
     /// alert carries and the profiles read: the context builder computes only these.
     pub fn fields_for(&self, kind: Option<&str>) -> FieldSet {
@@ -195,7 +189,8 @@ mod fields_tests {
         assert!(open.contains("proc.ancestors") && !open.contains("proc.cmdline"), "{open:?}");
         let exec = set.fields_for(Some("exec"));
         assert!(exec.contains("proc.cmdline") && !exec.contains("proc.ancestors"), "{exec:?}");
-        assert!(set.fields_used().contains("proc.cmdline") && set.fields_used().contains("proc.ancestors"));
+        let any = set.fields_for(None);
+        assert!(any.contains("proc.cmdline") && any.contains("proc.ancestors"));
         // What every alert and the profiles read is there for every kind.
         assert!(["event", "proc.exe", "file.path", "net.addr"].iter().all(|f| set.fields_for(Some("connect")).contains(f)));
         // Rules still see the kind read once per event.

@@ -132,6 +132,12 @@ pub fn stdio_streams(pid: u32) -> (Option<u64>, Option<u64>) {
     (i.or(lowest(reads)), o.or(lowest(writes)))
 }
 
+/// The process's cgroup paths, one per hierarchy (a single one on a cgroup v2 host), as this
+/// process's cgroup namespace sees them.
+pub fn cgroup_paths(pid: u32) -> Vec<String> {
+    process(pid).and_then(|p| p.cgroups().ok()).map(|c| c.into_iter().map(|g| g.pathname).collect()).unwrap_or_default()
+}
+
 /// Where cgroup v2 is mounted (the unified hierarchy on a hybrid host), from /proc/self/mounts.
 pub fn cgroup2_root() -> Option<std::path::PathBuf> {
     cgroup2_in(procfs::mounts().ok()?)
