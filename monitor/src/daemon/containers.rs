@@ -67,25 +67,24 @@ impl Pipeline {
         Ok(InContainer::Joined)
     }
 
-    /// The tracked server whose runner started a container of `c`'s image: the newest launch
-    /// that has no container yet, else the newest with any. Without the image (not Docker's
-    /// record), a runner server of the same engine.
+    /// The tracked server whose runner started a container of `c`'s image: the oldest launch
+    /// that has no container yet (launches side by side start their containers in about the
+    /// order they started), else the newest with any. Without the image (not Docker's record), a
+    /// runner server of the same engine.
     fn runner_of(&self, c: &Container) -> Option<u32> {
-        let mut fits: Vec<(bool, std::time::SystemTime, u32)> = self
+        let fits: Vec<&crate::tracker::ServerInfo> = self
             .tracker
             .servers()
-            .filter_map(|s| {
-                let l = runners::launch(crate::discovery::adopt::past_interpreter(&s.command))?;
-                let same_engine = l.runner == c.engine || (c.engine == "containerd" && l.runner == "docker");
-                let fits = match &c.image {
+            .filter(|s| {
+                let Some(l) = runners::launch(crate::discovery::adopt::past_interpreter(&s.command)) else { return false };
+                match &c.image {
                     Some(img) => matches!(l.runner, "docker" | "podman") && container::same_image(&l.target, img),
-                    None => same_engine,
-                };
-                fits.then_some((s.containers.is_empty(), s.since, s.id))
+                    None => l.runner == c.engine || (c.engine == "containerd" && l.runner == "docker"),
+                }
             })
             .collect();
-        fits.sort();
-        fits.last().map(|f| f.2)
+        let first_free = fits.iter().filter(|s| s.containers.is_empty()).min_by_key(|s| (s.since, s.id));
+        first_free.or_else(|| fits.iter().max_by_key(|s| (s.since, s.id))).map(|s| s.id)
     }
 
     /// A container no tracked runner started, tracked as its own server: its processes carry it.
