@@ -86,33 +86,40 @@ fn read_enter_candidate(cur: Current, fd: i32, buf: u64, in_ino: u64) -> u32 {
     0
 }
 
-/// Exit of a candidate's read of its stdin (`ret` bytes at `p.buf`). Returns true when the
-/// process is now tracked provisionally, with its pipes registered: the caller then captures
-/// these bytes as stdio.
+/// Exit of a candidate's read of its stdin (`ret` bytes at `p.buf`). Returns how the process is
+/// tracked when it now is, with its pipes registered: the caller then captures these bytes as
+/// stdio under that.
 #[inline(never)]
-pub fn read_exit(cur: Current, p: &RwPending, ret: i64) -> bool {
+pub fn read_exit(cur: Current, p: &RwPending, ret: i64) -> Option<TrackInfo> {
     if ret <= 0 {
         // EAGAIN before the client wrote (a non-blocking pipe), or EOF: undecided, or never.
         if ret == 0 {
             let _ = HANDSHAKE.remove(&cur.tgid);
         }
-        return false;
+        return None;
     }
     // SAFETY: the candidate is copied out at once; no reference is kept.
-    let Some(c) = (unsafe { HANDSHAKE.get(&cur.tgid) }).copied() else { return false };
+    let c = (unsafe { HANDSHAKE.get(&cur.tgid) }).copied()?;
     let _ = HANDSHAKE.remove(&cur.tgid);
+    // Tracked by the daemon while this read blocked (a `docker run` CLI found through its
+    // container's handshake): not a candidate any more, and its server id must not be
+    // overwritten by the provisional one. Its bytes are stdio of that server.
+    // SAFETY: the entry is copied out at once; no reference is kept.
+    if let Some(info) = (unsafe { TRACKED.get(&cur.tgid) }).copied() {
+        return Some(info);
+    }
     if !opens_json(p.buf, ret as u64) {
-        return false;
+        return None;
     }
     let info = TrackInfo { server_id: PROVISIONAL_SERVER, root_tgid: cur.tgid };
     if TRACKED.insert(&cur.tgid, &info, 0).is_err() {
         count_lost_logged(LostReason::TrackedFull);
-        return false;
+        return None;
     }
     register_pipe(c.in_ino, stdio_dir::IN, cur.tgid);
     register_pipe(c.out_ino, stdio_dir::OUT, cur.tgid);
     send(cur, info, handshake::JSON_IN, &c);
-    true
+    Some(info)
 }
 
 /// Whether the first bytes read, past JSON whitespace, open an object (newline-delimited

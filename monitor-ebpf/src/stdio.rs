@@ -191,9 +191,14 @@ pub fn rw_x<S: Sys>(s: &S) -> u32 {
     }
     let ret = s.ret();
     // A candidate's first read of its stdin: captured only if it made the process tracked.
-    if p.stdio == crate::handshake::PENDING_HANDSHAKE && !crate::handshake::read_exit(cur, &p, ret) {
-        return 0;
-    }
+    let info = if p.stdio == crate::handshake::PENDING_HANDSHAKE {
+        match crate::handshake::read_exit(cur, &p, ret) {
+            Some(info) => info,
+            None => return 0,
+        }
+    } else {
+        p.info
+    };
     if ret <= 0 {
         return 0;
     }
@@ -215,7 +220,7 @@ pub fn rw_x<S: Sys>(s: &S) -> u32 {
     // SAFETY: index 0 of the per-CPU SCRATCH_STDIO array: this CPU's slot, valid for this program run and
     // used by this program alone until it returns.
     let ev = unsafe { &mut *ev };
-    fill_header(&mut ev.hdr, EventKind::Stdio, cur, p.info);
+    fill_header(&mut ev.hdr, EventKind::Stdio, cur, info);
     ev.ino = p.ino;
     ev.total_len = total;
     ev.stream_off = stream_off;

@@ -315,17 +315,41 @@ impl Tracker {
     /// and its descendants into server `id`, whose tree does not hold it (its CLI is the root).
     /// The stdio streams the kernel registered for it are dropped: the JSON-RPC they carry is the
     /// one the server's root relays, already captured there, and would be counted twice.
-    pub fn join(&mut self, pid: u32, id: u32) -> Result<Vec<u32>, TrackError> {
+    pub fn join(&mut self, pid: u32, id: u32, stdin: u64) -> Result<Vec<u32>, TrackError> {
         let root = self.servers.get(&id).map(|s| s.root_pid).ok_or(TrackError::Refused(pid, "the server to join is gone"))?;
         if pid == self.daemon_pid || pid <= 1 {
             return Err(TrackError::Refused(pid, "never tracked"));
         }
         let info = TrackInfo { server_id: id, root_tgid: root };
         self.map.insert(pid, info, 0)?;
+        // Decided after its session ended (its first line comes long after its first read): the
+        // exit hook has already removed it, and an entry put back now would track whatever
+        // reuses the pid. Its events still queued join the server through the process tree.
+        if !crate::sys::procfs::exists(pid) {
+            let _ = self.map.remove(&pid);
+        }
         let mut tracked = vec![pid];
         self.take_descendants(pid, info, &mut tracked);
-        self.sweep_exec_pipes(|_, owner| owner == pid);
+        // Its stdin no longer; its stdout until its first reply pairs it with its CLI
+        // ([`Self::unrelay`]).
+        let _ = self.pipes.remove(&stdin);
         Ok(tracked)
+    }
+
+    /// Stops the kernel capturing a joined container's stream `ino`.
+    pub fn unrelay(&mut self, ino: u64) {
+        let _ = self.pipes.remove(&ino);
+    }
+
+    /// Moves the tracked processes `pids` (a container that joined the wrong server) to server
+    /// `id`. A pid the map no longer holds (exited) is not put back.
+    pub fn rehome(&mut self, pids: &[u32], id: u32) {
+        let Some(root) = self.servers.get(&id).map(|s| s.root_pid) else { return };
+        for &p in pids {
+            if self.map.get(&p, 0).is_ok() {
+                let _ = self.map.insert(p, TrackInfo { server_id: id, root_tgid: root }, 0);
+            }
+        }
     }
 
     /// Puts the current descendants of `pid` (in the map already) under `info`, appending them to

@@ -18,6 +18,8 @@ use common::daemon::Daemon;
 use serde_json::{json, Value};
 
 const DOCKER: &str = "/usr/bin/docker";
+/// One engine at a time: each test starts (and stops) dockerd when none runs.
+static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const IMAGE: &str = "mcpmon-test/sh-server:1";
 
 /// The engine: the one running, or one started (and stopped) by the test.
@@ -99,6 +101,7 @@ fn a_docker_run_server_is_one_tree_with_its_container() {
     if common::tool("/bin/busybox").is_none() {
         return;
     }
+    let _one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
     let Some(_engine) = engine() else { return };
     image();
     let d = Daemon::start(&["--handshake-discovery", "on"]);
@@ -153,4 +156,74 @@ fn a_docker_run_server_is_one_tree_with_its_container() {
     // alert on its opens. (What it executes is judged as anywhere else.)
     let stray: Vec<&Value> = records.iter().filter(|r| r["kind"] == "alert" && r["event"]["kind"] == "open" && !r["event"]["container"].is_null()).collect();
     assert!(stray.is_empty(), "alerts on the container's own files: {stray:?}");
+}
+
+/// Three agents launch the same image at once, as an outsider's trial did. Nothing in the
+/// engine's record names the CLI, and the containers start (and read their first line) in any
+/// order: each must still end up in its own CLI's server (the one its reply went out through),
+/// its `cat` attributed to that agent's call. Each agent pauses before its call, as an agent
+/// waiting on its model does, so that the session outlives the daemon's reaction.
+#[test]
+fn launches_of_one_image_side_by_side_each_get_their_own_container() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = common::peers() else { return };
+    if common::tool("/bin/busybox").is_none() {
+        return;
+    }
+    let _one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(_engine) = engine() else { return };
+    image();
+    let d = Daemon::start(&["--handshake-discovery", "on"]);
+
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
+    let calls = json!([{"tool": "hostname", "arguments": {}}]);
+    let agents: Vec<Child> = (0..3)
+        .map(|_| {
+            Command::new(peers.join("venv/bin/python"))
+                .env("MCP_CLIENT_THINK_MS", "500")
+                .arg(&script)
+                .arg(calls.to_string())
+                .args(["--", DOCKER, "run", "-i", "--rm", "--network", "none", IMAGE, "sh", "/srv/sh_server.sh"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // (agent pid, the hostname its call answered: the start of its container's id)
+    let answered: Vec<(u32, String)> = agents
+        .into_iter()
+        .map(|a| {
+            let pid = a.id();
+            let out = a.wait_with_output().unwrap();
+            assert!(out.status.success(), "agent failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            let out: Value = serde_json::from_slice(&out.stdout).unwrap();
+            (pid, out["calls"][0]["text"].as_str().unwrap_or_else(|| panic!("{out}")).to_string())
+        })
+        .collect();
+
+    let mut servers = vec![];
+    for (agent, _) in &answered {
+        let s = d.expect("each agent's CLI tracked", |r| r["kind"] == "server_tracked" && r["found"]["handshake_under"]["pid"] == *agent);
+        d.expect("its end", |r| r["kind"] == "server_gone" && r["server_id"] == s["server_id"]);
+        servers.push(s["server_id"].clone());
+    }
+    let (log, records) = d.stop_with_records();
+    for ((agent, hostname), sid) in answered.iter().zip(&servers) {
+        // Where the container that answered this agent ended up: its last join.
+        let joined = records
+            .iter()
+            .filter(|r| r["kind"] == "container_joined" && r["container"]["id"].as_str().is_some_and(|id| id.starts_with(hostname.as_str())))
+            .last()
+            .unwrap_or_else(|| panic!("agent {agent}: its container {hostname} never joined\n{log}"));
+        assert_eq!(&joined["server_id"], sid, "agent {agent}: its container {hostname} is in its CLI's server: {joined}\n{log}");
+        let cat = records.iter().find(|r| r["kind"] == "exec" && r["argv"][0] == "cat" && r["container"]["id"] == joined["container"]["id"]);
+        let cat = cat.unwrap_or_else(|| panic!("agent {agent}: the cat of {hostname}\n{log}"));
+        assert_eq!(&cat["server_id"], sid, "agent {agent}: {cat}");
+        assert_eq!(cat["mcp"]["tool"], "hostname", "agent {agent}: attributed to its call: {cat}");
+    }
+    let own = records.iter().filter(|r| r["kind"] == "server_tracked").count();
+    assert_eq!(own, 3, "three servers, none for a container on its own\n{log}");
 }

@@ -5,19 +5,75 @@
 //! shim's pipes, so handshake discovery finds it; here it joins the CLI's server instead of
 //! becoming a second one: same server id, same tool calls in flight, its events carrying the
 //! container (engine, id, image, name).
-use std::sync::Arc;
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use super::Pipeline;
 use crate::{
     discovery::{
-        adopt::Intent,
+        adopt::{Intent, Seen},
         clients::runners,
         container::{self, Container},
     },
     output::Record,
     sys::procfs,
-    tracker::Discovery,
+    tracker::{Discovery, ServerInfo},
 };
+use monitor_common::PROVISIONAL_SERVER;
+
+/// Whether `argv` runs a container like `c`: a `docker run` (or podman) of its image; without
+/// the image (not Docker's record), a runner of the same engine.
+fn runs(argv: &[String], c: &Container) -> bool {
+    let Some(l) = runners::launch(crate::discovery::adopt::past_interpreter(argv)) else { return false };
+    match &c.image {
+        Some(img) => matches!(l.runner, "docker" | "podman") && container::same_image(&l.target, img),
+        None => l.runner == c.engine || (c.engine == "containerd" && l.runner == "docker"),
+    }
+}
+
+/// A joined container's stdio stream.
+pub(super) struct Relayed {
+    /// The server it joined.
+    sid: u32,
+    /// Its first process.
+    pid: u32,
+    container: Arc<Container>,
+    /// Its stdout: Some(whether its first reply went out); None for its stdin.
+    reply: Option<bool>,
+}
+
+/// Launches of one image side by side: no record of the engine names the CLI, and containers
+/// start (and read their first line) in any order, so a container first joins by launch order
+/// and is then paired by cause. Its first reply goes out through exactly one CLI, which writes
+/// it to its own stdout next: the first reply written is paired with the first CLI to relay one.
+#[derive(Default)]
+pub(super) struct Pairing {
+    /// Stdout inodes of containers whose first reply went out, oldest first.
+    replies: VecDeque<(u64, Instant)>,
+    /// Servers that relayed a reply before any container's was seen.
+    clis: VecDeque<(u32, Instant)>,
+    /// Servers that wrote to their stdout already.
+    wrote: HashSet<u32>,
+}
+
+/// How long either side waits for the other. A relay takes a millisecond; an entry left over
+/// (a CLI found after it relayed, a container that exited unseen) must not pair with the next.
+const PAIR_WITHIN: Duration = Duration::from_secs(1);
+
+impl Pairing {
+    /// Whether this is the first write of server `sid` to its stdout.
+    pub(super) fn first_out(&mut self, sid: u32) -> bool {
+        self.wrote.insert(sid)
+    }
+
+    fn expire(&mut self) {
+        self.replies.retain(|(_, at)| at.elapsed() < PAIR_WITHIN);
+        self.clis.retain(|(_, at)| at.elapsed() < PAIR_WITHIN);
+    }
+}
 
 /// What a handshake candidate's container says (`Err(intent)`: not in one, decide as usual).
 pub(super) enum InContainer {
@@ -29,29 +85,40 @@ pub(super) enum InContainer {
 
 impl Pipeline {
     /// Called for a handshake decided as a server: joins a container's process to the server of
-    /// the `docker run` (or podman) CLI that runs its image.
-    pub(super) async fn container_handshake(&mut self, intent: Intent) -> Result<InContainer, Intent> {
+    /// the `docker run` (or podman) CLI that runs its image. `seen`: the process at its first
+    /// read, which a short session may have outlived (its queued events still join).
+    pub(super) async fn container_handshake(&mut self, intent: Intent, seen: Seen) -> Result<InContainer, Intent> {
         let Intent::Sniff { pid, how: Discovery::Handshake, .. } = &intent else { return Err(intent) };
         let pid = *pid;
-        let Some(c) = container::of_pid(pid, std::path::Path::new(container::DOCKER_ROOT)) else { return Err(intent) };
+        let root = std::path::Path::new(container::DOCKER_ROOT);
+        let Some(c) = seen.container.or_else(|| container::of_pid(pid, root)) else { return Err(intent) };
         let c = Arc::new(c);
-        let Some(sid) = self.runner_of(&c) else {
+        let sid = match self.runner_of(&c, true) {
+            Some(sid) => Some(sid),
+            None => self.untracked_runner(&c).await.or_else(|| self.runner_of(&c, false)),
+        };
+        let Some(sid) = sid else {
             let Intent::Sniff { pid, name, how, parent, runner } = intent else { unreachable!() };
             let name = c.image.clone().unwrap_or(name);
             return Ok(InContainer::Own(Intent::Sniff { pid, name, how, parent, runner }, c));
         };
-        let tracked = match self.tracker.join(pid, sid) {
+        let (i, o) = seen.streams;
+        let tracked = match self.tracker.join(pid, sid, i) {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(pid, server_id = sid, error = %e, "container: joining its runner's server failed");
                 return Err(intent);
             }
         };
-        let (i, o) = procfs::stdio_streams(pid);
-        for ino in [i, o].into_iter().flatten() {
-            self.relayed_stdio.insert(ino, sid);
-        }
+        // The streams as the kernel saw them at the read: /proc has none once it exited.
+        self.relayed_stdio.insert(i, Relayed { sid, pid, container: c.clone(), reply: None });
+        self.relayed_stdio.insert(o, Relayed { sid, pid, container: c.clone(), reply: Some(false) });
         self.seed_tree(&tracked, sid);
+        // Gone already (a short session): its forks and exit, still queued, find it by this.
+        if self.tree.get(pid).is_none() {
+            let (ppid, exe, argv) = seen.proc.map(|p| (p.ppid, p.exe, p.argv)).unwrap_or_default();
+            self.tree.insert(crate::process_tree::ProcNode { pid, ppid, server_id: sid, exe, argv });
+        }
         for &p in &tracked {
             self.tree.set_container(p, c.clone());
         }
@@ -63,28 +130,137 @@ impl Pipeline {
             None => String::new(),
         };
         tracing::info!(pid, server_id = sid, server = %server, image = ?c.image, id = %c.id, "container: joined its runner's server");
-        self.out.emit(Record::ContainerJoined { time: Self::now(), server_id: sid, server, pid, tracked_pids: tracked, container: c }).await;
+        self.out.emit(Record::ContainerJoined { time: Self::now(), server_id: sid, server, pid, tracked_pids: tracked, container: c, moved_from: None }).await;
         Ok(InContainer::Joined)
     }
 
-    /// The tracked server whose runner started a container of `c`'s image: the oldest launch
-    /// that has no container yet (launches side by side start their containers in about the
-    /// order they started), else the newest with any. Without the image (not Docker's record), a
-    /// runner server of the same engine.
-    fn runner_of(&self, c: &Container) -> Option<u32> {
-        let fits: Vec<&crate::tracker::ServerInfo> = self
-            .tracker
-            .servers()
-            .filter(|s| {
-                let Some(l) = runners::launch(crate::discovery::adopt::past_interpreter(&s.command)) else { return false };
-                match &c.image {
-                    Some(img) => matches!(l.runner, "docker" | "podman") && container::same_image(&l.target, img),
-                    None => l.runner == c.engine || (c.engine == "containerd" && l.runner == "docker"),
-                }
+    /// A record on a joined container's stream: dropped (its CLI relays the same JSON-RPC),
+    /// but its first reply is paired with the first CLI to relay one.
+    pub(super) async fn on_relayed(&mut self, ino: u64) {
+        let Some(r) = self.relayed_stdio.get_mut(&ino) else { return };
+        if r.reply != Some(false) {
+            return;
+        }
+        r.reply = Some(true);
+        let c = r.container.clone();
+        tracing::debug!(ino, server_id = r.sid, clis = self.pairing.clis.len(), "container pairing: a joined container replied");
+        self.pairing.expire();
+        match self.pairing.clis.iter().position(|&(sid, _)| self.tracker.server(sid).is_some_and(|s| runs(&s.command, &c))) {
+            Some(at) => {
+                let (sid, _) = self.pairing.clis.remove(at).expect("found");
+                self.paired(ino, sid).await;
+            }
+            None => self.pairing.replies.push_back((ino, Instant::now())),
+        }
+    }
+
+    /// Server `id` wrote to its stdout for the first time: if its root is a container runner,
+    /// that is its container's first reply relayed (its initialize result, or a later one when
+    /// the CLI was found late), and the joined container of its image whose reply went out first
+    /// and that no CLI relayed yet is its own.
+    pub(super) async fn relayed_reply(&mut self, id: u32) {
+        let Some(s) = self.tracker.server(id) else { return };
+        if !runners::launch(crate::discovery::adopt::past_interpreter(&s.command)).is_some_and(|l| matches!(l.runner, "docker" | "podman")) {
+            return;
+        }
+        self.pairing.expire();
+        tracing::debug!(server_id = id, replies = self.pairing.replies.len(), "container pairing: a CLI relayed a reply");
+        let fits = |(ino, _): &(u64, Instant)| self.relayed_stdio.get(ino).is_some_and(|r| runs(&s.command, &r.container));
+        match self.pairing.replies.iter().position(fits) {
+            Some(at) => {
+                let (ino, _) = self.pairing.replies.remove(at).expect("found");
+                self.paired(ino, id).await;
+            }
+            // Relayed before the container's write was seen to return (preempted): the reply
+            // pairs when it comes, if a joined container has yet to reply.
+            None if self.relayed_stdio.values().any(|r| r.reply == Some(false)) => self.pairing.clis.push_back((id, Instant::now())),
+            None => {}
+        }
+    }
+
+    /// The container replying on `ino` belongs to server `sid`: moved there if it joined another.
+    async fn paired(&mut self, ino: u64, sid: u32) {
+        self.tracker.unrelay(ino);
+        let Some(r) = self.relayed_stdio.get(&ino) else { return };
+        let (from, pid, c) = (r.sid, r.pid, r.container.clone());
+        if from == sid || self.tracker.server(sid).is_none() {
+            return;
+        }
+        let pids: Vec<u32> = self.tree.pids_of(from).into_iter().filter(|p| self.tree.container(*p).is_some_and(|x| Arc::ptr_eq(x, &c))).collect();
+        self.tracker.rehome(&pids, sid);
+        for &p in &pids {
+            if let Some(n) = self.tree.get(p).cloned() {
+                self.tree.insert(crate::process_tree::ProcNode { server_id: sid, ..n });
+            }
+        }
+        for r in self.relayed_stdio.values_mut().filter(|r| Arc::ptr_eq(&r.container, &c)) {
+            r.sid = sid;
+        }
+        if let Some(s) = self.tracker.server_mut(from) {
+            s.containers.retain(|x| !Arc::ptr_eq(x, &c));
+        }
+        let server = match self.tracker.server_mut(sid) {
+            Some(s) => {
+                s.containers.push(c.clone());
+                s.name.clone()
+            }
+            None => String::new(),
+        };
+        tracing::info!(pid, from, server_id = sid, id = %c.id, "container: moved to the server whose CLI relayed its reply");
+        self.out.emit(Record::ContainerJoined { time: Self::now(), server_id: sid, server, pid, tracked_pids: pids, container: c, moved_from: Some(from) }).await;
+    }
+
+    /// The tracked server whose runner started a container of `c`'s image. `free`: one that has
+    /// no container yet, else the newest with any.
+    ///
+    /// Launches side by side: nothing in the engine's record names the CLI, so they are paired
+    /// by order. A CLI creates its container, attaches, then reads its stdin (where it is found),
+    /// so the CLIs in the order they were tracked and the containers in the order they were
+    /// created agree; the order the containers start in and read their first line does not
+    /// (under load it is any order). `c` goes to the free CLI with its rank among the image's
+    /// running containers that joined none.
+    fn runner_of(&self, c: &Container, free: bool) -> Option<u32> {
+        let fits = self.tracker.servers().filter(|s| runs(&s.command, c));
+        if !free {
+            return fits.max_by_key(|s| (s.since, s.id)).map(|s| s.id);
+        }
+        let mut free: Vec<&ServerInfo> = fits.filter(|s| s.containers.is_empty()).collect();
+        free.sort_by_key(|s| (s.since, s.id));
+        let rank = match (&c.image, free.len()) {
+            (_, 0) => return None,
+            (Some(img), 2..) => {
+                let joined: HashSet<&str> = self.tracker.servers().flat_map(|s| s.containers.iter().map(|c| c.id.as_str())).collect();
+                let mut waiting = container::running_of_image(std::path::Path::new(container::DOCKER_ROOT), img);
+                waiting.retain(|(_, id)| !joined.contains(id.as_str()));
+                waiting.sort();
+                waiting.iter().position(|(_, id)| *id == c.id).unwrap_or(0)
+            }
+            _ => 0,
+        };
+        free.get(rank.min(free.len() - 1)).map(|s| s.id)
+    }
+
+    /// A container whose CLI is not tracked yet: a CLI that joined the session late (the hooks
+    /// came on after its exec, so its own handshake is decided on a later message, which can
+    /// come after its container's initialize). The oldest untracked `docker run` of the image
+    /// with piped stdio is tracked now, as the handshake server its container proves it is.
+    async fn untracked_runner(&mut self, c: &Container) -> Option<u32> {
+        let (_, pid, i, o) = procfs::pids()
+            .into_iter()
+            .filter(|&p| self.tracker.lookup(p).is_none_or(|i| i.server_id == PROVISIONAL_SERVER))
+            .filter_map(|p| Some((p, procfs::process_info(p)?)))
+            .filter(|(_, info)| runs(&info.argv, c))
+            .filter_map(|(p, _)| match procfs::stdio_streams(p) {
+                (Some(i), Some(o)) => Some((procfs::start_ticks(p).unwrap_or(u64::MAX), p, i, o)),
+                _ => None,
             })
-            .collect();
-        let first_free = fits.iter().filter(|s| s.containers.is_empty()).min_by_key(|s| (s.since, s.id));
-        first_free.or_else(|| fits.iter().max_by_key(|s| (s.since, s.id))).map(|s| s.id)
+            .min()?;
+        let intent = self.disc.on_handshake(pid, i, o);
+        let sid = self.apply(intent).await?;
+        // Its container read an MCP initialize through it: settled, not sniffed.
+        self.identified(sid, None).await;
+        tracing::info!(pid, server_id = sid, image = ?c.image, "container: its CLI is tracked through the container's handshake");
+        Some(sid)
     }
 
     /// A container no tracked runner started, tracked as its own server: its processes carry it.
@@ -99,6 +275,10 @@ impl Pipeline {
 
     /// A server is gone: its containers' streams are no longer relayed ones.
     pub(super) fn forget_relayed(&mut self, sid: u32) {
-        self.relayed_stdio.retain(|_, s| *s != sid);
+        self.relayed_stdio.retain(|_, r| r.sid != sid);
+        let relayed = &self.relayed_stdio;
+        self.pairing.replies.retain(|(ino, _)| relayed.contains_key(ino));
+        self.pairing.clis.retain(|&(s, _)| s != sid);
+        self.pairing.wrote.remove(&sid);
     }
 }

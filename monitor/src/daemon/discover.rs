@@ -106,16 +106,16 @@ impl Pipeline {
         // highest ancestor on the same streams), and these first bytes are its first captured
         // message; anything else drops it before any record names it.
         if let Body::Handshake(h) = &ev.body {
-            self.disc.handshake_seen(ev.header.pid, h.in_ino, h.out_ino, h.late);
+            self.disc.handshake_seen(ev.header.pid, ev.header.ppid, h.in_ino, h.out_ino, h.late);
             return None;
         }
         if let Body::Stdio(s) = &mut ev.body {
             match self.disc.handshake_bytes(ev.header.pid, &s.data) {
                 Some(HandshakeBytes::Wait) => return None,
-                Some(HandshakeBytes::Decided { intent, bytes }) => {
+                Some(HandshakeBytes::Decided { intent, bytes, seen }) => {
                     // A container's process joins its `docker run` CLI's server: what it read is
                     // what the CLI relayed, already captured on the CLI's stdin.
-                    let (intent, container) = match self.container_handshake(intent).await {
+                    let (intent, container) = match self.container_handshake(intent, seen).await {
                         Ok(InContainer::Joined) => return None,
                         Ok(InContainer::Own(intent, c)) => (intent, Some(c)),
                         Err(intent) => (intent, None),
@@ -161,7 +161,7 @@ impl Pipeline {
         None
     }
 
-    async fn apply(&mut self, intent: Intent) -> Option<u32> {
+    pub(super) async fn apply(&mut self, intent: Intent) -> Option<u32> {
         let uid = |pid| procfs::uid_of(pid).unwrap_or(0);
         self.disc.note_origin(&intent);
         let r = match intent {
@@ -201,20 +201,13 @@ impl Pipeline {
         match r {
             Mcp::McpInitialize { client, .. } => {
                 let client = client["name"].as_str().map(str::to_string);
-                if let Some(s) = self.tracker.server_mut(id) {
-                    if s.client.is_none() || sniffing {
+                if sniffing {
+                    self.identified(id, client).await;
+                } else if let Some(s) = self.tracker.server_mut(id) {
+                    if s.client.is_none() {
                         s.client = client;
                     }
                     s.sniffing = false;
-                }
-                if sniffing {
-                    self.disc.sniff_result(id);
-                    let (name, client, root) = match self.tracker.server(id) {
-                        Some(s) => (s.name.clone(), s.client.clone(), s.root_pid),
-                        None => return,
-                    };
-                    tracing::info!(pid = root, server = %name, client = ?client, "discovery: speaks MCP: tracked as a server");
-                    self.out.emit(Record::ServerIdentified { time: Self::now(), server_id: id, server: name, client, root_pid: root }).await;
                 }
             }
             Mcp::McpInitialized { server_info } => {
@@ -234,6 +227,19 @@ impl Pipeline {
             }
             _ => {}
         }
+    }
+
+    /// A sniffed server spoke MCP (`client`: the clientInfo name of its initialize).
+    pub(super) async fn identified(&mut self, id: u32, client: Option<String>) {
+        self.disc.sniff_result(id);
+        let Some(s) = self.tracker.server_mut(id) else { return };
+        s.sniffing = false;
+        if client.is_some() {
+            s.client = client;
+        }
+        let (name, client, root) = (s.name.clone(), s.client.clone(), s.root_pid);
+        tracing::info!(pid = root, server = %name, client = ?client, "discovery: speaks MCP: tracked as a server");
+        self.out.emit(Record::ServerIdentified { time: Self::now(), server_id: id, server: name, client, root_pid: root }).await;
     }
 
     async fn unidentified(&mut self, id: u32) {

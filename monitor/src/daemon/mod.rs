@@ -99,7 +99,10 @@ pub struct Pipeline {
     fold_heads: std::collections::HashMap<u32, Box<EventLine>>,
     /// Stdio streams of containers joined to a server (inode → server id): the JSON-RPC on them
     /// is what the server's CLI relays, captured on the CLI's own streams; not parsed twice.
-    relayed_stdio: std::collections::HashMap<u64, u32>,
+    relayed_stdio: std::collections::HashMap<u64, containers::Relayed>,
+    /// Pairing of launches of one image side by side (daemon/containers.rs): joined containers
+    /// whose first reply went out, and CLIs that relayed one, each waiting for the other.
+    pairing: containers::Pairing,
 }
 
 /// Threads whose last foldable open is kept; beyond this the table starts over (a count
@@ -146,6 +149,7 @@ impl Pipeline {
             resolved: Default::default(),
             fold_heads: Default::default(),
             relayed_stdio: Default::default(),
+            pairing: Default::default(),
         }
     }
 
@@ -257,8 +261,13 @@ impl Pipeline {
             return; // decided on above; its bytes follow as a stdio event
         }
         if let events::Body::Stdio(s) = &ev.body {
-            if !self.relayed_stdio.is_empty() && self.relayed_stdio.contains_key(&s.ino) {
-                return;
+            if !self.relayed_stdio.is_empty() {
+                if self.relayed_stdio.contains_key(&s.ino) {
+                    return self.on_relayed(s.ino).await;
+                }
+                if s.dir == events::Direction::Out && self.pairing.first_out(ev.header.server_id) {
+                    self.relayed_reply(ev.header.server_id).await;
+                }
             }
         }
         if let events::Body::Repeat(r) = &ev.body {

@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 
 use super::{
     clients::{runners::{self, RunnerLaunch}, ClientConfigs, ConfiguredServer, ExecView},
+    container::{self, Container},
     sockets::UrlWatch,
 };
 use crate::{
@@ -74,6 +75,23 @@ struct PendingHandshake {
     /// Its stdin bytes so far: a reader that takes a byte at a time (a shell's `read`) has only
     /// `{` after its first read.
     bytes: Vec<u8>,
+    /// What /proc said of it when its first read was seen. The decision waits for the end of the
+    /// line, and a short session (a shell server that reads a byte at a time, answers one call
+    /// and exits) can be over by then: its queued events still need a server.
+    seen: Seen,
+}
+
+/// A handshake candidate as /proc showed it at its first read.
+#[derive(Debug, Default, PartialEq)]
+pub struct Seen {
+    /// Its stdin and stdout (from the kernel's record, not /proc).
+    pub streams: (u64, u64),
+    /// What it would be tracked as: the highest ancestor on the same streams (a Sniff).
+    intent: Option<Intent>,
+    /// The container it runs in.
+    pub container: Option<Container>,
+    /// Its parent, image and command line.
+    pub proc: Option<procfs::ProcInfo>,
 }
 
 /// What the stdin bytes of a handshake candidate settle.
@@ -83,7 +101,7 @@ pub enum HandshakeBytes {
     Wait,
     /// Decided; `bytes` is all it read so far, to stand in for this record's data when more
     /// than one read made it up.
-    Decided { intent: Intent, bytes: Option<Vec<u8>> },
+    Decided { intent: Intent, bytes: Option<Vec<u8>>, seen: Seen },
 }
 
 /// How long a handshake's bytes may take to follow it (they are the next record of the same
@@ -298,11 +316,27 @@ impl Discoverer {
 
     /// The kernel tracked `pid` provisionally: its first stdin read opened a JSON object. The
     /// bytes follow as its next stdio record ([`Self::handshake_bytes`]).
-    pub fn handshake_seen(&mut self, pid: u32, in_ino: u64, out_ino: u64, late: bool) {
+    pub fn handshake_seen(&mut self, pid: u32, ppid: u32, in_ino: u64, out_ino: u64, late: bool) {
         if self.handshakes.len() >= MAX_ORIGINS {
             self.handshakes.retain(|p, _| procfs::exists(*p));
         }
-        self.handshakes.insert(pid, PendingHandshake { in_ino, out_ino, late, at: Instant::now(), bytes: vec![] });
+        let root = std::path::Path::new(container::DOCKER_ROOT);
+        let mut intent = Some(self.on_handshake(pid, in_ino, out_ino)).filter(|i| matches!(i, Intent::Sniff { .. }));
+        let proc = procfs::process_info(pid);
+        let mut container = container::of_pid(pid, root);
+        if proc.is_none() {
+            // Exited already: a container's first process is still known by its shim, which
+            // outlives it (`ppid` is its parent as the kernel saw it at the read).
+            let shim = procfs::process_info(ppid);
+            container = shim.as_ref().and_then(|s| container::of_shim(&s.argv, root));
+            if let (Some(c), Some(s)) = (&container, shim) {
+                let name = c.image.clone().unwrap_or_else(|| format!("{} container {}", c.engine, &c.id[..12]));
+                intent = Some(Intent::Sniff { pid, name, how: Discovery::Handshake, parent: (ppid, s.comm), runner: None });
+            }
+        }
+        let seen = Seen { streams: (in_ino, out_ino), intent, container, proc };
+        tracing::debug!(pid, late, alive = seen.proc.is_some(), container = ?seen.container.as_ref().map(|c| &c.id), "discovery: a handshake candidate read JSON");
+        self.handshakes.insert(pid, PendingHandshake { in_ino, out_ino, late, at: Instant::now(), bytes: vec![], seen });
     }
 
     /// The first bytes a handshake candidate read from its stdin (None: `pid` is not one): an
@@ -320,12 +354,16 @@ impl Discoverer {
         let all = bytes.as_deref().unwrap_or(data);
         // Late (the hooks came on after its exec), its initialize may have gone by unseen: any
         // JSON-RPC message (`notifications/initialized`, `tools/list`) is the session going on.
+        let mut seen = h.seen;
         let intent = if is_initialize(all) || (h.late && is_jsonrpc_message(all)) {
-            self.on_handshake(pid, h.in_ino, h.out_ino)
+            match self.on_handshake(pid, h.in_ino, h.out_ino) {
+                Intent::Drop { .. } if seen.intent.is_some() => seen.intent.take().expect("checked"),
+                live => live,
+            }
         } else {
             Intent::Drop { pid, reason: "its first stdin message is not an MCP initialize" }
         };
-        Some(HandshakeBytes::Decided { intent, bytes })
+        Some(HandshakeBytes::Decided { intent, bytes, seen })
     }
 
     /// Handshake candidates whose bytes never came (lost): dropped.
@@ -479,25 +517,48 @@ mod tests {
         let me = std::process::id();
         let line = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}
 "#;
-        d.handshake_seen(me, 1, 2, false);
+        d.handshake_seen(me, 0, 1, 2, false);
         for b in &line[..line.len() - 1] {
             assert_eq!(d.handshake_bytes(me, &[*b]), Some(HandshakeBytes::Wait));
         }
         match d.handshake_bytes(me, b"\n") {
-            Some(HandshakeBytes::Decided { intent: Intent::Sniff { how: Discovery::Handshake, .. }, bytes: Some(b) }) => assert_eq!(b, line.to_vec()),
+            Some(HandshakeBytes::Decided { intent: Intent::Sniff { how: Discovery::Handshake, .. }, bytes: Some(b), .. }) => assert_eq!(b, line.to_vec()),
             other => panic!("{other:?}"),
         }
         assert_eq!(d.handshake_bytes(me, b"{"), None, "decided once");
         // Text, or JSON that is not JSON-RPC: dropped.
-        d.handshake_seen(me, 1, 2, true);
-        assert!(matches!(d.handshake_bytes(me, b"{\"a\": 1}\n"), Some(HandshakeBytes::Decided { intent: Intent::Drop { .. }, bytes: None })));
+        d.handshake_seen(me, 0, 1, 2, true);
+        assert!(matches!(d.handshake_bytes(me, b"{\"a\": 1}\n"), Some(HandshakeBytes::Decided { intent: Intent::Drop { .. }, bytes: None, .. })));
         // Late, a later JSON-RPC message counts.
-        d.handshake_seen(me, 1, 2, true);
+        d.handshake_seen(me, 0, 1, 2, true);
         let later = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}
 "#;
-        assert!(matches!(d.handshake_bytes(me, later), Some(HandshakeBytes::Decided { intent: Intent::Sniff { .. }, bytes: None })));
-        d.handshake_seen(me, 1, 2, false);
+        assert!(matches!(d.handshake_bytes(me, later), Some(HandshakeBytes::Decided { intent: Intent::Sniff { .. }, bytes: None, .. })));
+        d.handshake_seen(me, 0, 1, 2, false);
         assert!(matches!(d.handshake_bytes(me, later), Some(HandshakeBytes::Decided { intent: Intent::Drop { .. }, .. })));
+    }
+
+    /// A server whose whole session ends before its first line does (a shell server answering one
+    /// call) is decided on what /proc showed at its first read: its queued events need a server.
+    #[test]
+    fn a_handshake_is_decided_on_its_first_read_when_the_process_is_gone() {
+        let mut d = Discoverer::new(PathBuf::from("/nonexistent/passwd"), vec![], &[]);
+        let mut c = std::process::Command::new("/bin/sleep").arg("30").spawn().unwrap();
+        let pid = c.id();
+        d.handshake_seen(pid, 0, 7, 8, false);
+        c.kill().unwrap();
+        c.wait().unwrap();
+        match d.handshake_bytes(pid, b"{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{}}\n") {
+            Some(HandshakeBytes::Decided { intent: Intent::Sniff { pid: p, name, how: Discovery::Handshake, .. }, seen, .. }) => {
+                assert_eq!(p, pid);
+                assert_eq!(name, "sleep");
+                assert_eq!(seen.streams, (7, 8));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Gone before its first read was seen: nothing to go on.
+        d.handshake_seen(pid, 0, 7, 8, false);
+        assert!(matches!(d.handshake_bytes(pid, b"{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{}}\n"), Some(HandshakeBytes::Decided { intent: Intent::Drop { .. }, .. })));
     }
 
     #[test]

@@ -92,6 +92,25 @@ pub fn of_pid(pid: u32, docker_root: &Path) -> Option<Container> {
     Some(Container { engine, id, image, name, volumes })
 }
 
+/// The container whose first process the runc shim `argv` runs (`containerd-shim-runc-v2
+/// -namespace moby -id ID …`): how a container is still known when its process has exited
+/// before /proc could be read (a session shorter than the daemon's reaction), since the shim
+/// outlives it. Docker's namespace is `moby`.
+pub fn of_shim(argv: &[String], docker_root: &Path) -> Option<Container> {
+    let exe = argv.first()?.rsplit('/').next()?;
+    if !exe.starts_with("containerd-shim") {
+        return None;
+    }
+    let arg = |flag: &str| argv.iter().position(|a| a == flag).and_then(|i| argv.get(i + 1));
+    let id = arg("-id")?;
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let docker = arg("-namespace").is_some_and(|n| n == "moby");
+    let (image, name, volumes) = if docker { docker_record(docker_root, id) } else { (None, None, vec![]) };
+    Some(Container { engine: if docker { "docker" } else { "containerd" }, id: id.clone(), image, name, volumes })
+}
+
 /// `Config.Image`, `Name` and `MountPoints` of a Docker container's `config.v2.json`.
 fn docker_record(root: &Path, id: &str) -> (Option<String>, Option<String>, Vec<Volume>) {
     let path: PathBuf = root.join("containers").join(id).join("config.v2.json");
@@ -113,6 +132,21 @@ fn docker_record(root: &Path, id: &str) -> (Option<String>, Option<String>, Vec<
     (image, name, volumes)
 }
 
+/// The running containers of `image` in Docker's records, as `(created, id)`: the order the
+/// engine created them in (RFC 3339 times in UTC, which sort as text).
+pub fn running_of_image(docker_root: &Path, image: &str) -> Vec<(String, String)> {
+    let Ok(dir) = std::fs::read_dir(docker_root.join("containers")) else { return vec![] };
+    dir.flatten()
+        .filter_map(|e| {
+            let b = std::fs::read(e.path().join("config.v2.json")).ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&b).ok()?;
+            let running = v["State"]["Running"].as_bool() == Some(true);
+            let same = v["Config"]["Image"].as_str().is_some_and(|i| same_image(i, image));
+            (running && same).then(|| Some((v["Created"].as_str()?.to_string(), v["ID"].as_str()?.to_string())))?
+        })
+        .collect()
+}
+
 /// Whether a runner's target (the image as the configured command line names it) is `image`
 /// (as the engine recorded it): the same words, or the same but for an implied `:latest` or
 /// Docker Hub's `docker.io/library/` prefix.
@@ -132,6 +166,18 @@ mod tests {
     use super::*;
 
     const ID: &str = "2a092e9951b1403970fbf08cc293b6879ab18c14510be2b6a13585e21a54047a";
+
+    #[test]
+    fn a_container_is_named_by_its_shim() {
+        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let none = Path::new("/nonexistent");
+        let c = of_shim(&argv(&["/usr/bin/containerd-shim-runc-v2", "-namespace", "moby", "-id", ID, "-address", "/run/c.sock"]), none).unwrap();
+        assert_eq!((c.engine, c.id.as_str(), c.image), ("docker", ID, None));
+        let c = of_shim(&argv(&["containerd-shim-runc-v2", "-namespace", "k8s.io", "-id", ID]), none).unwrap();
+        assert_eq!(c.engine, "containerd");
+        assert_eq!(of_shim(&argv(&["/usr/bin/dockerd", "-id", ID]), none), None);
+        assert_eq!(of_shim(&argv(&["containerd-shim-runc-v2", "-namespace", "moby", "-id", "x; rm"]), none), None);
+    }
 
     #[test]
     fn ids_from_each_engines_cgroup_naming() {

@@ -35,7 +35,18 @@ pub enum Record {
     ServerDropped { time: String, server_id: u32, server: String, root_pid: u32, reason: String },
     /// A container's process (found by its handshake) joined the server whose runner started
     /// it (`docker run -i IMAGE`): its processes are the server's from now on.
-    ContainerJoined { time: String, server_id: u32, server: String, pid: u32, tracked_pids: Vec<u32>, container: std::sync::Arc<crate::discovery::container::Container> },
+    /// `moved_from`: the server it had joined first, when the pairing by reply corrected it
+    /// (launches of one image side by side).
+    ContainerJoined {
+        time: String,
+        server_id: u32,
+        server: String,
+        pid: u32,
+        tracked_pids: Vec<u32>,
+        container: std::sync::Arc<crate::discovery::container::Container>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        moved_from: Option<u32>,
+    },
     /// What this kernel let the daemon load and the path each stage took (probes/loaded.rs):
     /// the first line of the stream.
     SensorsLoaded {

@@ -68,6 +68,11 @@ pub fn is_zombie(pid: u32) -> bool {
     process(pid).and_then(|p| p.stat().ok()).is_some_and(|s| s.state == 'Z')
 }
 
+/// When the process started, in clock ticks since boot: orders launches.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    Some(process(pid)?.stat().ok()?.starttime)
+}
+
 /// The process's name (`comm`).
 pub fn comm(pid: u32) -> Option<String> {
     Some(process(pid)?.stat().ok()?.comm)

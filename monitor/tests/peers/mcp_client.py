@@ -49,6 +49,8 @@ async def main() -> None:
             tools = await session.list_tools()
             names = [t.name for t in tools.tools]
             out["tools"] = names
+            # MCP_CLIENT_THINK_MS: a pause before the calls, as an agent waits on its model.
+            await asyncio.sleep(int(os.environ.get("MCP_CLIENT_THINK_MS", "0")) / 1000)
             for c in calls:
                 tool = c["tool"]
                 if isinstance(tool, list):
