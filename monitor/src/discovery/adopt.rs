@@ -327,11 +327,18 @@ impl Discoverer {
         if proc.is_none() {
             // Exited already: a container's first process is still known by its shim, which
             // outlives it (`ppid` is its parent as the kernel saw it at the read).
-            let shim = procfs::process_info(ppid);
-            container = shim.as_ref().and_then(|s| container::of_shim(&s.argv, root));
-            if let (Some(c), Some(s)) = (&container, shim) {
-                let name = c.image.clone().unwrap_or_else(|| format!("{} container {}", c.engine, &c.id[..12]));
-                intent = Some(Intent::Sniff { pid, name, how: Discovery::Handshake, parent: (ppid, s.comm), runner: None });
+            // Its parent may be `runc` still, or have exited as well (a zombie's stat still
+            // names its own parent): up to three ancestors.
+            let mut up = procfs::process_info(ppid);
+            for _ in 0..3 {
+                let Some(p) = up else { break };
+                container = container::of_shim(&p.argv, root);
+                if let Some(c) = &container {
+                    let name = c.image.clone().unwrap_or_else(|| format!("{} container {}", c.engine, &c.id[..12]));
+                    intent = Some(Intent::Sniff { pid, name, how: Discovery::Handshake, parent: (p.pid, p.comm), runner: None });
+                    break;
+                }
+                up = procfs::process_info(p.ppid).filter(|_| p.ppid > 1);
             }
         }
         let seen = Seen { streams: (in_ino, out_ino), intent, container, proc };

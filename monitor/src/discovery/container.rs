@@ -93,20 +93,23 @@ pub fn of_pid(pid: u32, docker_root: &Path) -> Option<Container> {
 }
 
 /// The container whose first process the runc shim `argv` runs (`containerd-shim-runc-v2
-/// -namespace moby -id ID …`): how a container is still known when its process has exited
-/// before /proc could be read (a session shorter than the daemon's reaction), since the shim
-/// outlives it. Docker's namespace is `moby`.
+/// -namespace moby -id ID …`), or runc itself while it starts it (`runc --root …/moby …
+/// create … ID`): how a container is still known when its process has exited before /proc
+/// could be read (a session shorter than the daemon's reaction), since they outlive it.
+/// Docker's namespace is `moby`.
 pub fn of_shim(argv: &[String], docker_root: &Path) -> Option<Container> {
     let exe = argv.first()?.rsplit('/').next()?;
-    if !exe.starts_with("containerd-shim") {
-        return None;
-    }
     let arg = |flag: &str| argv.iter().position(|a| a == flag).and_then(|i| argv.get(i + 1));
-    let id = arg("-id")?;
+    let (id, docker) = if exe.starts_with("containerd-shim") {
+        (arg("-id")?, arg("-namespace").is_some_and(|n| n == "moby"))
+    } else if exe == "runc" {
+        (argv.last()?, arg("--root").is_some_and(|r| r.trim_end_matches('/').ends_with("/moby")))
+    } else {
+        return None;
+    };
     if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let docker = arg("-namespace").is_some_and(|n| n == "moby");
     let (image, name, volumes) = if docker { docker_record(docker_root, id) } else { (None, None, vec![]) };
     Some(Container { engine: if docker { "docker" } else { "containerd" }, id: id.clone(), image, name, volumes })
 }
@@ -176,6 +179,8 @@ mod tests {
         let c = of_shim(&argv(&["containerd-shim-runc-v2", "-namespace", "k8s.io", "-id", ID]), none).unwrap();
         assert_eq!(c.engine, "containerd");
         assert_eq!(of_shim(&argv(&["/usr/bin/dockerd", "-id", ID]), none), None);
+        let runc = ["runc", "--root", "/var/run/docker/runtime-runc/moby", "--log", "/x/log.json", "create", "--bundle", "/x", "--pid-file", "/x/init.pid", ID];
+        assert_eq!(of_shim(&argv(&runc), none).map(|c| c.engine), Some("docker"));
         assert_eq!(of_shim(&argv(&["containerd-shim-runc-v2", "-namespace", "moby", "-id", "x; rm"]), none), None);
     }
 
