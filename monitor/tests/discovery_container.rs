@@ -156,6 +156,9 @@ fn a_docker_run_server_is_one_tree_with_its_container() {
     // alert on its opens. (What it executes is judged as anywhere else.)
     let stray: Vec<&Value> = records.iter().filter(|r| r["kind"] == "alert" && r["event"]["kind"] == "open" && !r["event"]["container"].is_null()).collect();
     assert!(stray.is_empty(), "alerts on the container's own files: {stray:?}");
+    // busybox runs `cat` and `sed` as itself: the applet is what it runs, no shell.
+    let shells: Vec<&Value> = records.iter().filter(|r| r["kind"] == "alert" && r["rule"]["id"] == "shell-spawned-by-tool-call").collect();
+    assert!(shells.is_empty(), "busybox applets taken for shells: {shells:?}");
 }
 
 /// Three agents launch the same image at once, as an outsider's trial did. Nothing in the
