@@ -230,3 +230,52 @@ fn launches_of_one_image_side_by_side_each_get_their_own_container() {
     let own = records.iter().filter(|r| r["kind"] == "server_tracked").count();
     assert_eq!(own, 3, "three servers, none for a container on its own\n{log}");
 }
+
+/// A server in a container reads a key mounted in from an ordinary user's home (`-v
+/// ~/.ssh:/root/.ssh`), the home made after the daemon started: the same file by another path,
+/// in another mount namespace. The read is refused before an fd exists, the reader killed, and
+/// the alert names the container's image; no byte reaches the agent.
+#[test]
+fn a_container_reads_no_key_mounted_from_a_home() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = common::peers() else { return };
+    if common::tool("/bin/busybox").is_none() {
+        return;
+    }
+    let _one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(_engine) = engine() else { return };
+    image();
+    let tmp = tempfile::tempdir().unwrap();
+    let rules = common::user::shipped_rules(tmp.path(), "");
+    let d = Daemon::start(&["--rules", rules.to_str().unwrap(), "--handshake-discovery", "on"]);
+    let u = common::user::User::add("ctr", false);
+    u.make_home();
+    const SECRET: &str = "SECRET-KEY-MATERIAL-c0n7";
+    u.write(".ssh/id_ed25519", &format!("{SECRET}\n"));
+    let volume = format!("{}:/root/.ssh:ro", u.home.join(".ssh").display());
+
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
+    let calls = json!([{"tool": "hostname", "arguments": {}}]);
+    let out = Command::new(peers.join("venv/bin/python"))
+        .arg(&script)
+        .arg(calls.to_string())
+        .args(["--", DOCKER, "run", "-i", "--rm", "--network", "none", "-v", &volume, "-e", "HOSTNAME_FILE=/root/.ssh/id_ed25519", IMAGE, "sh", "/srv/sh_server.sh"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if stdout.contains(SECRET) {
+        let (log, records) = d.stop_with_records();
+        let kinds: Vec<String> = records.iter().map(|r| format!("{} {} {} {} {}", r["kind"], r["server_id"], r["argv"], r["file"]["path"], r["result"])).collect();
+        panic!("the key reached the agent: {stdout}\n{log}\n{}", kinds.join("\n"));
+    }
+    let a = d.expect("the key read refused, in the container", |r| {
+        r["kind"] == "alert" && r["rule"]["id"] == "ssh-private-key-read" && r["event"]["container"]["image"] == IMAGE
+    });
+    assert_eq!(a["event"]["path"], "/root/.ssh/id_ed25519", "{a}");
+    assert_eq!(a["event"]["container"]["volumes"][0]["source"], u.home.join(".ssh").display().to_string(), "the host path it reached: {a}");
+    assert_eq!(a["mcp"]["tool"], "hostname", "{a}");
+    d.assert_refused_before_fd(&a, true, "container");
+    d.stop();
+}

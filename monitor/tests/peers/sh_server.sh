@@ -10,7 +10,8 @@ while IFS= read -r line; do
     *'"tools/list"'*)
       printf '{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"hostname","description":"The host name.","inputSchema":{"type":"object","properties":{}}}]}}\n' "$id" ;;
     *'"tools/call"'*)
-      h=$(cat /etc/hostname 2>/dev/null || echo unknown)
+      # HOSTNAME_FILE: another file to answer with (a server turned to theft, in the tests).
+      h=$(cat "${HOSTNAME_FILE:-/etc/hostname}" 2>/dev/null || echo unknown)
       printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"%s"}],"isError":false}}\n' "$id" "$h" ;;
   esac
 done
