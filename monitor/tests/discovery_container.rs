@@ -92,30 +92,44 @@ fn image() {
     assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// What each test needs: the Python SDK, the engine to itself (stopped, if started, before the
+/// next test takes it), and the image imported.
+struct Setup {
+    peers: PathBuf,
+    _engine: Engine,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+fn setup() -> Option<Setup> {
+    if !common::can_load_ebpf() {
+        return None;
+    }
+    let peers = common::peers()?;
+    common::tool("/bin/busybox")?;
+    let one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let engine = engine()?;
+    image();
+    Some(Setup { peers, _engine: engine, _one: one })
+}
+
+impl Setup {
+    /// An agent on the official Python SDK (no known client, no config) that runs the server
+    /// as MCP configs for containers do: `docker run -i --rm … IMAGE`, `run` the options.
+    fn agent(&self, run: &[&str]) -> Command {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
+        let calls = json!([{"tool": "hostname", "arguments": {}}]);
+        let mut c = Command::new(self.peers.join("venv/bin/python"));
+        c.arg(&script).arg(calls.to_string()).args(["--", DOCKER, "run", "-i", "--rm", "--network", "none"]).args(run).args([IMAGE, "sh", "/srv/sh_server.sh"]);
+        c
+    }
+}
+
 #[test]
 fn a_docker_run_server_is_one_tree_with_its_container() {
-    if !common::can_load_ebpf() {
-        return;
-    }
-    let Some(peers) = common::peers() else { return };
-    if common::tool("/bin/busybox").is_none() {
-        return;
-    }
-    let _one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(_engine) = engine() else { return };
-    image();
+    let Some(t) = setup() else { return };
     let d = Daemon::start(&["--handshake-discovery", "on"]);
 
-    // An agent on the official Python SDK (no known client, no config) runs the server as MCP
-    // configs for containers do: `docker run -i --rm IMAGE`.
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
-    let calls = json!([{"tool": "hostname", "arguments": {}}]);
-    let out = Command::new(peers.join("venv/bin/python"))
-        .arg(&script)
-        .arg(calls.to_string())
-        .args(["--", DOCKER, "run", "-i", "--rm", "--network", "none", IMAGE, "sh", "/srv/sh_server.sh"])
-        .output()
-        .unwrap();
+    let out = t.agent(&[]).output().unwrap();
     assert!(out.status.success(), "agent failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let out: Value = serde_json::from_slice(&out.stdout).unwrap();
     // Docker makes the container's hostname the start of its id.
@@ -168,33 +182,10 @@ fn a_docker_run_server_is_one_tree_with_its_container() {
 /// waiting on its model does, so that the session outlives the daemon's reaction.
 #[test]
 fn launches_of_one_image_side_by_side_each_get_their_own_container() {
-    if !common::can_load_ebpf() {
-        return;
-    }
-    let Some(peers) = common::peers() else { return };
-    if common::tool("/bin/busybox").is_none() {
-        return;
-    }
-    let _one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(_engine) = engine() else { return };
-    image();
+    let Some(t) = setup() else { return };
     let d = Daemon::start(&["--handshake-discovery", "on"]);
 
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
-    let calls = json!([{"tool": "hostname", "arguments": {}}]);
-    let agents: Vec<Child> = (0..3)
-        .map(|_| {
-            Command::new(peers.join("venv/bin/python"))
-                .env("MCP_CLIENT_THINK_MS", "500")
-                .arg(&script)
-                .arg(calls.to_string())
-                .args(["--", DOCKER, "run", "-i", "--rm", "--network", "none", IMAGE, "sh", "/srv/sh_server.sh"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let agents: Vec<Child> = (0..3).map(|_| t.agent(&[]).env("MCP_CLIENT_THINK_MS", "500").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()).collect();
     // (agent pid, the hostname its call answered: the start of its container's id)
     let answered: Vec<(u32, String)> = agents
         .into_iter()
@@ -237,16 +228,7 @@ fn launches_of_one_image_side_by_side_each_get_their_own_container() {
 /// the alert names the container's image; no byte reaches the agent.
 #[test]
 fn a_container_reads_no_key_mounted_from_a_home() {
-    if !common::can_load_ebpf() {
-        return;
-    }
-    let Some(peers) = common::peers() else { return };
-    if common::tool("/bin/busybox").is_none() {
-        return;
-    }
-    let _one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(_engine) = engine() else { return };
-    image();
+    let Some(t) = setup() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let rules = common::user::shipped_rules(tmp.path(), "");
     let d = Daemon::start(&["--rules", rules.to_str().unwrap(), "--handshake-discovery", "on"]);
@@ -256,14 +238,7 @@ fn a_container_reads_no_key_mounted_from_a_home() {
     u.write(".ssh/id_ed25519", &format!("{SECRET}\n"));
     let volume = format!("{}:/root/.ssh:ro", u.home.join(".ssh").display());
 
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
-    let calls = json!([{"tool": "hostname", "arguments": {}}]);
-    let out = Command::new(peers.join("venv/bin/python"))
-        .arg(&script)
-        .arg(calls.to_string())
-        .args(["--", DOCKER, "run", "-i", "--rm", "--network", "none", "-v", &volume, "-e", "HOSTNAME_FILE=/root/.ssh/id_ed25519", IMAGE, "sh", "/srv/sh_server.sh"])
-        .output()
-        .unwrap();
+    let out = t.agent(&["-v", &volume, "-e", "HOSTNAME_FILE=/root/.ssh/id_ed25519"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     if stdout.contains(SECRET) {
         let (log, records) = d.stop_with_records();
