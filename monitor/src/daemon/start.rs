@@ -149,6 +149,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("pid-{pid}"));
         pipeline.track(pid, &name, Discovery::TrackPid, 0).await.with_context(|| format!("--track-pid {pid}"))?;
     }
+    // The gauges (rules in force, losses by reason) before the first tick: a scrape right after
+    // the daemon answers finds every series with a sample, not only after a second.
+    pipeline.metrics_tick(false).await;
     // Served only now: a ping answered means discovery is set (candidates are tracked at exec).
     // Connections made earlier wait in the socket's backlog.
     let control = tokio::spawn(serve(listener, req_tx, shutdown_rx.clone(), tail.clone()));
