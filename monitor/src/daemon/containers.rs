@@ -20,7 +20,7 @@ use crate::{
     },
     output::Record,
     sys::procfs,
-    tracker::{Discovery, ServerInfo},
+    tracker::Discovery,
 };
 use monitor_common::PROVISIONAL_SERVER;
 
@@ -210,34 +210,16 @@ impl Pipeline {
         self.out.emit(Record::ContainerJoined { time: Self::now(), server_id: sid, server, pid, tracked_pids: pids, container: c, moved_from: Some(from) }).await;
     }
 
-    /// The tracked server whose runner started a container of `c`'s image. `free`: one that has
-    /// no container yet, else the newest with any.
-    ///
-    /// Launches side by side: nothing in the engine's record names the CLI, so they are paired
-    /// by order. A CLI creates its container, attaches, then reads its stdin (where it is found),
-    /// so the CLIs in the order they were tracked and the containers in the order they were
-    /// created agree; the order the containers start in and read their first line does not
-    /// (under load it is any order). `c` goes to the free CLI with its rank among the image's
-    /// running containers that joined none.
+    /// The tracked server whose runner started a container of `c`'s image, as a first guess:
+    /// `free`, the oldest launch that has no container yet; otherwise the newest with any. The
+    /// pairing by reply corrects it for launches side by side.
     fn runner_of(&self, c: &Container, free: bool) -> Option<u32> {
         let fits = self.tracker.servers().filter(|s| runs(&s.command, c));
-        if !free {
-            return fits.max_by_key(|s| (s.since, s.id)).map(|s| s.id);
+        if free {
+            fits.filter(|s| s.containers.is_empty()).min_by_key(|s| (s.since, s.id)).map(|s| s.id)
+        } else {
+            fits.max_by_key(|s| (s.since, s.id)).map(|s| s.id)
         }
-        let mut free: Vec<&ServerInfo> = fits.filter(|s| s.containers.is_empty()).collect();
-        free.sort_by_key(|s| (s.since, s.id));
-        let rank = match (&c.image, free.len()) {
-            (_, 0) => return None,
-            (Some(img), 2..) => {
-                let joined: HashSet<&str> = self.tracker.servers().flat_map(|s| s.containers.iter().map(|c| c.id.as_str())).collect();
-                let mut waiting = container::running_of_image(std::path::Path::new(container::DOCKER_ROOT), img);
-                waiting.retain(|(_, id)| !joined.contains(id.as_str()));
-                waiting.sort();
-                waiting.iter().position(|(_, id)| *id == c.id).unwrap_or(0)
-            }
-            _ => 0,
-        };
-        free.get(rank.min(free.len() - 1)).map(|s| s.id)
     }
 
     /// A container whose CLI is not tracked yet: a CLI that joined the session late (the hooks

@@ -67,8 +67,6 @@ pub struct Discoverer {
 }
 
 struct PendingHandshake {
-    in_ino: u64,
-    out_ino: u64,
     /// The hooks were detached at its exec: the read seen may not be its first.
     late: bool,
     at: Instant,
@@ -343,7 +341,7 @@ impl Discoverer {
         }
         let seen = Seen { streams: (in_ino, out_ino), intent, container, proc };
         tracing::debug!(pid, late, alive = seen.proc.is_some(), container = ?seen.container.as_ref().map(|c| &c.id), "discovery: a handshake candidate read JSON");
-        self.handshakes.insert(pid, PendingHandshake { in_ino, out_ino, late, at: Instant::now(), bytes: vec![], seen });
+        self.handshakes.insert(pid, PendingHandshake { late, at: Instant::now(), bytes: vec![], seen });
     }
 
     /// The first bytes a handshake candidate read from its stdin (None: `pid` is not one): an
@@ -363,7 +361,7 @@ impl Discoverer {
         // JSON-RPC message (`notifications/initialized`, `tools/list`) is the session going on.
         let mut seen = h.seen;
         let intent = if is_initialize(all) || (h.late && is_jsonrpc_message(all)) {
-            match self.on_handshake(pid, h.in_ino, h.out_ino) {
+            match self.on_handshake(pid, seen.streams.0, seen.streams.1) {
                 Intent::Drop { .. } if seen.intent.is_some() => seen.intent.take().expect("checked"),
                 live => live,
             }

@@ -135,21 +135,6 @@ fn docker_record(root: &Path, id: &str) -> (Option<String>, Option<String>, Vec<
     (image, name, volumes)
 }
 
-/// The running containers of `image` in Docker's records, as `(created, id)`: the order the
-/// engine created them in (RFC 3339 times in UTC, which sort as text).
-pub fn running_of_image(docker_root: &Path, image: &str) -> Vec<(String, String)> {
-    let Ok(dir) = std::fs::read_dir(docker_root.join("containers")) else { return vec![] };
-    dir.flatten()
-        .filter_map(|e| {
-            let b = std::fs::read(e.path().join("config.v2.json")).ok()?;
-            let v: serde_json::Value = serde_json::from_slice(&b).ok()?;
-            let running = v["State"]["Running"].as_bool() == Some(true);
-            let same = v["Config"]["Image"].as_str().is_some_and(|i| same_image(i, image));
-            (running && same).then(|| Some((v["Created"].as_str()?.to_string(), v["ID"].as_str()?.to_string())))?
-        })
-        .collect()
-}
-
 /// Whether a runner's target (the image as the configured command line names it) is `image`
 /// (as the engine recorded it): the same words, or the same but for an implied `:latest` or
 /// Docker Hub's `docker.io/library/` prefix.
