@@ -14,6 +14,14 @@ use crate::{
 
 const AT_FDCWD: i32 = -100;
 
+/// A field's slot in the context, found when the daemon is built (an unknown name fails the
+/// build): setting a field costs no lookup.
+macro_rules! f {
+    ($name:literal) => {
+        const { crate::rules::fields::at($name) }
+    };
+}
+
 /// Lexical normalisation (`.`/`..`), for paths whose process is gone.
 pub fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -96,7 +104,7 @@ pub fn proc_pid(path: &str) -> Option<u32> {
 }
 
 fn c_path(c: &crate::rules::Ctx) -> &str {
-    match c.get("file.path") {
+    match c.get_at(f!("file.path")) {
         Some(Val::Str(s)) => s,
         _ => "",
     }
@@ -276,18 +284,18 @@ pub struct Inputs<'a> {
 
 pub fn build(i: &Inputs) -> Ctx {
     let mut c = Ctx::default();
-    let want = |f: &str| i.want.is_none_or(|w| w.contains(f));
+    let want = |at: usize| i.want.is_none_or(|w| w.has(at));
     let h = &i.ev.header;
-    c.str("event", i.ev.kind());
-    c.set("proc.pid", Val::Num(h.pid.into()));
-    c.set("proc.ppid", Val::Num(h.ppid.into()));
-    c.set("proc.uid", Val::Num(h.uid.into()));
+    c.str_at(f!("event"), i.ev.kind());
+    c.set_at(f!("proc.pid"), Val::Num(h.pid.into()));
+    c.set_at(f!("proc.ppid"), Val::Num(h.ppid.into()));
+    c.set_at(f!("proc.uid"), Val::Num(h.uid.into()));
     let node = i.tree.get(h.pid);
     let mut exe = node.and_then(|n| n.exe.clone());
     let mut argv = node.map(|n| n.argv.clone()).unwrap_or_default();
     if let Body::Exec(x) = &i.ev.body {
-        c.str("exec.filename", x.filename.clone());
-        c.set("exec.ok", Val::Bool(x.result.ok));
+        c.str_at(f!("exec.filename"), x.filename.clone());
+        c.set_at(f!("exec.ok"), Val::Bool(x.result.ok));
         argv = x.argv.clone();
         exe = if x.result.ok {
             // The real image: a memfd or a deleted file shows here even when the name lies.
@@ -299,49 +307,49 @@ pub fn build(i: &Inputs) -> Ctx {
         };
     }
     if let Some(e) = &exe {
-        c.str("proc.exe", e.clone());
-        c.str("proc.name", e.rsplit('/').next().unwrap_or(e).to_string());
+        c.str_at(f!("proc.exe"), e.clone());
+        c.str_at(f!("proc.name"), e.rsplit('/').next().unwrap_or(e).to_string());
     }
-    if want("proc.cmdline") {
-        c.str("proc.cmdline", argv.join(" "));
+    if want(f!("proc.cmdline")) {
+        c.str_at(f!("proc.cmdline"), argv.join(" "));
     }
-    if want("proc.applet") {
+    if want(f!("proc.applet")) {
         if let Some(a) = applet(exe.as_deref(), &argv) {
-            c.str("proc.applet", a);
+            c.str_at(f!("proc.applet"), a);
         }
     }
-    c.set("proc.argv", Val::List(argv));
-    if want("proc.ancestors") {
+    c.set_at(f!("proc.argv"), Val::List(argv));
+    if want(f!("proc.ancestors")) {
         let ancestors: Vec<String> = i.tree.ancestry(h.pid).iter().skip(1).filter_map(|p| i.tree.get(*p).and_then(|n| n.exe.clone())).collect();
-        c.set("proc.ancestors", Val::List(ancestors));
+        c.set_at(f!("proc.ancestors"), Val::List(ancestors));
     }
     if let Some(s) = i.server {
-        c.set("proc.is_server_root", Val::Bool(s.root_pid == h.pid));
-        c.str("server.name", s.name.clone());
-        c.str("server.how", s.how.as_str());
+        c.set_at(f!("proc.is_server_root"), Val::Bool(s.root_pid == h.pid));
+        c.str_at(f!("server.name"), s.name.clone());
+        c.str_at(f!("server.how"), s.how.as_str());
         if let Some(cl) = &s.client {
-            c.str("server.client", cl.clone());
+            c.str_at(f!("server.client"), cl.clone());
         }
     }
     if let Some(k) = h.kernel_action {
-        c.str("kernel.action", k.as_str());
+        c.str_at(f!("kernel.action"), k.as_str());
     }
-    c.set("syscall.compat", Val::Bool(h.compat_syscall));
+    c.set_at(f!("syscall.compat"), Val::Bool(h.compat_syscall));
     let mut scope: Vec<String> = Vec::new();
     match i.attribution {
         Attribution::Call { tool, arguments, .. } => {
-            c.str("mcp.state", "call");
-            c.set("mcp.tool", Val::List(vec![tool.clone()]));
-            if want("mcp.args") {
-                c.str("mcp.args", arguments.to_string());
+            c.str_at(f!("mcp.state"), "call");
+            c.set_at(f!("mcp.tool"), Val::List(vec![tool.clone()]));
+            if want(f!("mcp.args")) {
+                c.str_at(f!("mcp.args"), arguments.to_string());
             }
             arg_paths(arguments, &mut scope);
         }
         Attribution::Ambiguous { candidates } => {
-            c.str("mcp.state", "ambiguous");
-            c.set("mcp.tool", Val::List(candidates.iter().map(|x| x.tool.clone()).collect()));
+            c.str_at(f!("mcp.state"), "ambiguous");
+            c.set_at(f!("mcp.tool"), Val::List(candidates.iter().map(|x| x.tool.clone()).collect()));
         }
-        Attribution::Idle => c.str("mcp.state", "idle"),
+        Attribution::Idle => c.str_at(f!("mcp.state"), "idle"),
     }
     match &i.ev.body {
         Body::Open(o) => {
@@ -350,49 +358,49 @@ pub fn build(i: &Inputs) -> Ctx {
                 path = resolve_relative(o, i, &scope).unwrap_or(path);
             }
             let resolved = path.starts_with('/');
-            c.set("file.resolved", Val::Bool(resolved));
+            c.set_at(f!("file.resolved"), Val::Bool(resolved));
             // An empty or unresolvable path is no path: no path test can match it.
             if resolved {
-                if want("mcp.in_scope") || want("mcp.scope") {
+                if want(f!("mcp.in_scope")) || want(f!("mcp.scope")) {
                     let creating = o.access.contains(&Access::Create);
                     let fresh = creating && o.access.contains(&Access::Exclusive) && o.result.ok;
                     let kind = scope_kind(&path, &scope, i, h.server_id, creating, fresh);
-                    c.set("mcp.in_scope", Val::Bool(kind != "outside"));
-                    c.str("mcp.scope", kind);
+                    c.set_at(f!("mcp.in_scope"), Val::Bool(kind != "outside"));
+                    c.str_at(f!("mcp.scope"), kind);
                 }
-                c.str("file.path", path);
+                c.str_at(f!("file.path"), path);
             }
-            c.str("file.raw_path", o.path.clone());
+            c.str_at(f!("file.raw_path"), o.path.clone());
             let write = o.access.iter().any(|a| a.writes());
-            c.set("file.access", Val::List(o.access.iter().map(|s| s.as_str().to_string()).collect()));
-            c.set("file.write", Val::Bool(write));
-            c.set("file.ok", Val::Bool(o.result.ok));
-            if want("file.proc_foreign") {
+            c.set_at(f!("file.access"), Val::List(o.access.iter().map(|s| s.as_str().to_string()).collect()));
+            c.set_at(f!("file.write"), Val::Bool(write));
+            c.set_at(f!("file.ok"), Val::Bool(o.result.ok));
+            if want(f!("file.proc_foreign")) {
                 let foreign = proc_pid(c_path(&c)).is_some_and(|p| p != i.ev.header.pid && i.tree.get(p).map(|n| n.server_id) != Some(i.ev.header.server_id));
-                c.set("file.proc_foreign", Val::Bool(foreign));
+                c.set_at(f!("file.proc_foreign"), Val::Bool(foreign));
             }
         }
         Body::Connect(n) | Body::Send(n) => {
-            c.str("net.family", n.family.clone());
+            c.str_at(f!("net.family"), n.family.clone());
             if let Some(a) = n.addr {
-                c.set("net.addr", Val::Ip(a));
+                c.set_at(f!("net.addr"), Val::Ip(a));
             }
             if let Some(p) = n.port {
-                c.set("net.port", Val::Num(p.into()));
+                c.set_at(f!("net.port"), Val::Num(p.into()));
             }
             if let Some(u) = &n.unix_path {
-                c.str("net.unix_path", u.clone());
+                c.str_at(f!("net.unix_path"), u.clone());
             }
-            c.set("net.ok", Val::Bool(n.result.ok));
+            c.set_at(f!("net.ok"), Val::Bool(n.result.ok));
         }
         Body::ProcAccess(a) => {
-            c.str("access.syscall", a.syscall.to_string());
+            c.str_at(f!("access.syscall"), a.syscall.to_string());
             if let Some(r) = &a.request {
-                c.str("access.request", r.clone());
+                c.str_at(f!("access.request"), r.clone());
             }
-            c.set("access.target_pid", Val::Num(a.target_pid.into()));
+            c.set_at(f!("access.target_pid"), Val::Num(a.target_pid.into()));
             if let Ok(exe) = std::fs::read_link(format!("/proc/{}/exe", a.target_pid)) {
-                c.str("access.target_exe", exe.display().to_string());
+                c.str_at(f!("access.target_exe"), exe.display().to_string());
             }
         }
         _ => {}

@@ -15,8 +15,15 @@ use crate::{
     output::{format_rfc3339, Alert, Record},
 };
 
+/// Lines gathered before they go to the writer in one message. Handing each line over on its
+/// own woke the writer's thread once per event, and the wake-ups cost more than the rendering.
+const BATCH_BYTES: usize = 64 * 1024;
+
 pub struct Emitter {
     lines: mpsc::Sender<String>,
+    /// Lines not yet handed to the writer, each ending in a newline. They go when they reach
+    /// `BATCH_BYTES`, and whenever the daemon has nothing more queued (`flush_lines`).
+    pending: Mutex<String>,
     /// Every emitted line, for live views (`mcpmon top`); lossy for slow readers by design.
     tail: broadcast::Sender<String>,
     /// Shared with the metrics endpoint.
@@ -38,6 +45,7 @@ impl Emitter {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
         Self {
             lines,
+            pending: Mutex::new(String::with_capacity(BATCH_BYTES)),
             tail: broadcast::channel(4096).0,
             metrics: Default::default(),
             sinks: None,
@@ -82,8 +90,34 @@ impl Emitter {
         if self.tail.receiver_count() > 0 {
             let _ = self.tail.send(line.clone());
         }
-        // The writer only goes away at shutdown, after the pipeline.
-        let _ = self.lines.send(line).await;
+        self.queue(&line).await;
+    }
+
+    /// Adds a line to the pending batch; hands the batch over once it is big enough.
+    async fn queue(&self, line: &str) {
+        let full = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.push_str(line);
+            p.push('\n');
+            (p.len() >= BATCH_BYTES).then(|| std::mem::replace(&mut *p, String::with_capacity(BATCH_BYTES)))
+        };
+        if let Some(batch) = full {
+            // The writer only goes away at shutdown, after the pipeline.
+            let _ = self.lines.send(batch).await;
+        }
+    }
+
+    /// Hands every pending line to the writer: the daemon calls it whenever no kernel event
+    /// waits (so a line never waits for the next one), before it reports ready, and at shutdown.
+    pub async fn flush_lines(&self) {
+        let batch = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if p.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *p)
+        };
+        let _ = self.lines.send(batch).await;
     }
 
     /// An alert: throttled (repeats folded into a count), folded into its incident, then to the
@@ -124,7 +158,7 @@ impl Emitter {
         if self.tail.receiver_count() > 0 {
             let _ = self.tail.send(line);
         }
-        let _ = self.lines.send(finding).await;
+        self.queue(&finding).await;
     }
 
     /// Once a second: ended incidents and closed throttle windows (all of them with `force`).
@@ -136,6 +170,17 @@ impl Emitter {
         }
         for r in self.throttle.flush(now, force, &time) {
             self.to_sinks(r).await;
+        }
+    }
+}
+
+impl Drop for Emitter {
+    /// A pipeline that ends on an error path still hands over what it wrote, if the writer has
+    /// room for it.
+    fn drop(&mut self) {
+        let p = std::mem::take(self.pending.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if !p.is_empty() {
+            let _ = self.lines.try_send(p);
         }
     }
 }

@@ -15,12 +15,11 @@ use crate::{
 const RESOLVED_CACHE: usize = 8192;
 
 /// The cache key of a path as given (a 64-bit hash: a collision needs the same inode as well,
-/// and then both names reach the same file).
+/// and then both names reach the same file). foldhash, not SipHash: it is asked for every open,
+/// and SipHash with `DefaultHasher::new()`'s fixed keys protected nothing more.
 fn path_key(p: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    p.hash(&mut h);
-    h.finish()
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::default().hash_one(p)
 }
 
 impl Pipeline {

@@ -161,9 +161,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sighup = signal(SignalKind::hangup())?;
     let mut profile_tick = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    pipeline.out.flush_lines().await;
     tracing::info!(socket = %args.socket.display(), events = %args.events, "ready: control socket open");
     notify_ready();
     loop {
+        // Lines are handed to the writer in batches: whatever is pending goes out as soon as
+        // no kernel event waits, so a quiet moment never holds a line back.
+        if ev_rx.is_empty() {
+            pipeline.out.flush_lines().await;
+        }
         tokio::select! {
             biased;
             // Changes to users and protected places come first: the plan must be current
@@ -220,6 +226,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     pipeline.save_profiles();
     pipeline.metrics_tick(true).await;
     pipeline.summary().await;
+    pipeline.out.flush_lines().await;
     if let Some(s) = pipeline.out.sinks.take() {
         s.close().await;
     }

@@ -41,17 +41,29 @@ pub async fn open_sink(target: &str) -> Result<Box<dyn AsyncWrite + Unpin + Send
 }
 
 /// Writes lines until the channel closes; flushes whenever the channel runs dry.
+/// Writes what arrives: whole lines, each ending in a newline, several to a message (the
+/// emitter hands them over in batches, `daemon/emit.rs`).
 pub async fn writer(sink: Box<dyn AsyncWrite + Unpin + Send>, mut rx: mpsc::Receiver<String>) -> std::io::Result<()> {
-    // Large buffer: each flush of a file is a hop to tokio's blocking pool.
+    // Large buffer: each flush of a file is a hop to tokio's blocking pool, and a wake-up of
+    // one of its threads. So a flush waits until nothing more has come for `SETTLE` (or the
+    // buffer is full): under load one hop carries many batches, and a lone line still reaches
+    // the file within milliseconds.
+    const SETTLE: std::time::Duration = std::time::Duration::from_millis(2);
     let mut w = BufWriter::with_capacity(1 << 20, sink);
-    while let Some(line) = rx.recv().await {
-        w.write_all(line.as_bytes()).await?;
-        w.write_all(b"\n").await?;
-        while let Ok(line) = rx.try_recv() {
-            w.write_all(line.as_bytes()).await?;
-            w.write_all(b"\n").await?;
-        }
-        w.flush().await?;
+    loop {
+        let next = if w.buffer().is_empty() {
+            rx.recv().await
+        } else {
+            match tokio::time::timeout(SETTLE, rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    w.flush().await?;
+                    continue;
+                }
+            }
+        };
+        let Some(lines) = next else { break };
+        w.write_all(lines.as_bytes()).await?;
     }
     w.flush().await
 }
@@ -130,13 +142,25 @@ pub fn format_rfc3339(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_micros()
-    )
+    if !(0..=9999).contains(&year) {
+        return format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z", rem / 3600, rem % 3600 / 60, rem % 60, d.subsec_micros());
+    }
+    // Every event carries one: digits written in place, without the formatting machinery.
+    let mut b = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year as u64);
+    put(5, 2, month as u64);
+    put(8, 2, day as u64);
+    put(11, 2, (rem / 3600) as u64);
+    put(14, 2, (rem % 3600 / 60) as u64);
+    put(17, 2, (rem % 60) as u64);
+    put(20, 6, u64::from(d.subsec_micros()));
+    String::from_utf8_lossy(&b).into_owned()
 }
 
 /// `#[serde(with = "crate::output::rfc3339")]` for SystemTime fields.
@@ -160,6 +184,18 @@ mod tests {
     }
 
     #[test]
+    fn rfc3339_round_trips() {
+        let mut us: u64 = 1;
+        for _ in 0..2000 {
+            // Instants spread from 1970 to 9999, down to the microsecond.
+            us = us.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) % 253_402_300_799_000_000;
+            let t = UNIX_EPOCH + std::time::Duration::from_micros(us);
+            let s = format_rfc3339(t);
+            assert_eq!((s.len(), parse_rfc3339_us(&s)), (27, Some(us)), "{s}");
+        }
+    }
+
+    #[test]
     fn clock_maps_now_to_now() {
         let c = Clock::new();
         let wall = c.wall(monotonic_ns());
@@ -175,12 +211,13 @@ mod tests {
         let (tx, rx) = mpsc::channel(4);
         let task = tokio::spawn(writer(sink, rx));
         for i in 0..10 {
-            tx.send(format!("{{\"n\":{i}}}")).await.unwrap();
+            tx.send(format!("{{\"n\":{i}}}\n")).await.unwrap();
         }
+        tx.send("{\"n\":10}\n{\"n\":11}\n".into()).await.unwrap();
         drop(tx);
         task.await.unwrap().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().count(), 10);
-        assert_eq!(text.lines().last(), Some("{\"n\":9}"));
+        assert_eq!(text.lines().count(), 12);
+        assert_eq!(text.lines().last(), Some("{\"n\":11}"));
     }
 }

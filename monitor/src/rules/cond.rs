@@ -14,7 +14,7 @@ use serde::{de, Deserialize, Deserializer};
 
 use super::{
     fields::{kind_of, Ctx, Kind, Val},
-    glob::Glob,
+    glob::{Glob, GlobSet},
 };
 
 /// A condition as written.
@@ -197,14 +197,15 @@ pub enum Cond {
     All(Vec<Cond>),
     Any(Vec<Cond>),
     Not(Box<Cond>),
-    Test { field: &'static str, m: Matcher },
+    /// `at`: the field's slot in a context (`fields::index`).
+    Test { field: &'static str, at: usize, m: Matcher },
 }
 
 #[derive(Clone, Debug)]
 pub enum Matcher {
     /// Any of the strings, exactly.
     Eq(Vec<String>),
-    Glob(Vec<Glob>),
+    Glob(GlobSet),
     Prefix(Vec<String>),
     Suffix(Vec<String>),
     Contains(Vec<String>),
@@ -283,14 +284,14 @@ impl Env<'_> {
                     "exists" => Matcher::Exists(vals.first().map(|v| v == "true").unwrap_or(true)),
                     other => return Err(format!("unknown operator {other}")),
                 };
-                Cond::Test { field, m }
+                Cond::Test { field, at: super::fields::index(field).ok_or_else(|| format!("unknown field {field}"))?, m }
             }
         })
     }
 }
 
-fn globs(vals: &[String], path: bool) -> Result<Vec<Glob>, String> {
-    vals.iter().map(|v| Glob::new(v, path)).collect()
+fn globs(vals: &[String], path: bool) -> Result<GlobSet, String> {
+    Ok(GlobSet::new(vals.iter().map(|v| Glob::new(v, path)).collect::<Result<_, _>>()?))
 }
 
 impl Cond {
@@ -299,9 +300,7 @@ impl Cond {
         match self {
             Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| c.fields(out)),
             Cond::Not(c) => c.fields(out),
-            Cond::Test { field, .. } => {
-                out.insert(field);
-            }
+            Cond::Test { field, .. } => out.insert(field),
         }
     }
 
@@ -310,7 +309,7 @@ impl Cond {
             Cond::All(v) => v.iter().all(|c| c.eval(ctx)),
             Cond::Any(v) => v.iter().any(|c| c.eval(ctx)),
             Cond::Not(c) => !c.eval(ctx),
-            Cond::Test { field, m } => test(ctx.get(field), m),
+            Cond::Test { at, m, .. } => test(ctx.get_at(*at), m),
         }
     }
 }
@@ -332,7 +331,7 @@ fn test(v: Option<&Val>, m: &Matcher) -> bool {
             Val::Ip(a) => vals.iter().any(|x| x.parse::<IpAddr>().map(|x| x == *a).unwrap_or(false)),
             _ => strs(&|s| vals.iter().any(|x| x == s)),
         },
-        Matcher::Glob(g) => strs(&|s| g.iter().any(|g| g.matches(s))),
+        Matcher::Glob(g) => strs(&|s| g.matches(s)),
         Matcher::Prefix(p) => strs(&|s| p.iter().any(|p| s.starts_with(p.as_str()))),
         Matcher::Suffix(p) => strs(&|s| p.iter().any(|p| s.ends_with(p.as_str()))),
         Matcher::Contains(p) => strs(&|s| p.iter().any(|p| s.contains(p.as_str()))),

@@ -73,6 +73,15 @@ pub fn kind_of(field: &str) -> Option<(&'static str, Kind)> {
     FIELDS.iter().find(|(n, _, _)| *n == field).map(|(n, k, _)| (*n, *k))
 }
 
+/// How many fields there are: a context holds one slot for each.
+const N: usize = FIELDS.len();
+
+/// A field's slot in a context: its place in `FIELDS`.
+pub fn index(field: &str) -> Option<usize> {
+    static INDEX: std::sync::LazyLock<HashMap<&'static str, usize, foldhash::fast::FixedState>> = std::sync::LazyLock::new(|| FIELDS.iter().enumerate().map(|(i, (n, _, _))| (*n, i)).collect());
+    INDEX.get(field).copied()
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Val {
     Str(String),
@@ -94,29 +103,116 @@ impl fmt::Display for Val {
     }
 }
 
-/// A set of field names. Hashed with foldhash's fixed-seed hasher, not SipHash: the keys are the
-/// field table's own names, never input, and the rules look several up for every event.
-pub type FieldSet = std::collections::HashSet<&'static str, foldhash::fast::FixedState>;
+/// A field's slot, found at compile time: `at("proc.pid")` in a `const` block names a field
+/// that exists, or the build fails.
+pub const fn at(name: &str) -> usize {
+    let mut i = 0;
+    while i < N {
+        let (a, b) = (FIELDS[i].0.as_bytes(), name.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    panic!("unknown field")
+}
+
+const _: () = assert!(N <= 64, "FieldSet holds the fields as the bits of one u64");
+
+/// A set of fields, one bit per slot: the context builder asks it for every field it might
+/// compute, for every event.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct FieldSet(u64);
+
+impl FieldSet {
+    /// Adds a field by name (unknown names are not fields, and are not added).
+    pub fn insert(&mut self, field: &str) {
+        if let Some(i) = index(field) {
+            self.0 |= 1 << i;
+        }
+    }
+    pub fn contains(&self, field: &str) -> bool {
+        index(field).is_some_and(|i| self.has(i))
+    }
+    /// The field in slot `at` is in the set.
+    pub fn has(&self, at: usize) -> bool {
+        at < N && self.0 & (1 << at) != 0
+    }
+}
+
+impl<'a> Extend<&'a str> for FieldSet {
+    fn extend<T: IntoIterator<Item = &'a str>>(&mut self, iter: T) {
+        iter.into_iter().for_each(|f| self.insert(f));
+    }
+}
+
+impl<'a> FromIterator<&'a str> for FieldSet {
+    fn from_iter<T: IntoIterator<Item = &'a str>>(iter: T) -> Self {
+        let mut s = FieldSet::default();
+        s.extend(iter);
+        s
+    }
+}
+
+impl fmt::Debug for FieldSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries((0..N).filter(|i| self.has(*i)).map(|i| FIELDS[i].0)).finish()
+    }
+}
 
 /// The values of one event's fields. Missing fields fail every test except `exists: false`.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// One slot per field, in `FIELDS` order: a rule's test reads its field's slot directly (the
+/// slot is found when the rule is compiled), and building a context inserts into no map.
+#[derive(Clone, PartialEq)]
 pub struct Ctx {
-    pub vals: HashMap<&'static str, Val, foldhash::fast::FixedState>,
+    vals: [Option<Val>; N],
+}
+
+impl Default for Ctx {
+    fn default() -> Self {
+        Self { vals: std::array::from_fn(|_| None) }
+    }
+}
+
+impl fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(FIELDS.iter().zip(&self.vals).filter_map(|((n, _, _), v)| Some((n, v.as_ref()?)))).finish()
+    }
 }
 
 impl Ctx {
     pub fn set(&mut self, field: &'static str, v: Val) {
-        debug_assert!(kind_of(field).is_some(), "unknown field {field}");
-        self.vals.insert(field, v);
+        match index(field) {
+            Some(i) => self.vals[i] = Some(v),
+            None => debug_assert!(false, "unknown field {field}"),
+        }
     }
     pub fn str(&mut self, field: &'static str, v: impl Into<String>) {
         self.set(field, Val::Str(v.into()));
     }
     pub fn get(&self, field: &str) -> Option<&Val> {
-        self.vals.get(field)
+        self.vals[index(field)?].as_ref()
+    }
+    /// The value in slot `at` (`index` of its field).
+    pub fn get_at(&self, at: usize) -> Option<&Val> {
+        self.vals.get(at)?.as_ref()
+    }
+    /// `set` by slot (`at` of its field).
+    pub fn set_at(&mut self, at: usize, v: Val) {
+        self.vals[at] = Some(v);
+    }
+    pub fn str_at(&mut self, at: usize, v: impl Into<String>) {
+        self.set_at(at, Val::Str(v.into()));
     }
     pub fn event(&self) -> &str {
-        match self.vals.get("event") {
+        // `event` is the first field (a test below keeps it so).
+        match &self.vals[0] {
             Some(Val::Str(s)) => s,
             _ => "",
         }
@@ -158,6 +254,21 @@ impl Ctx {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn event_is_the_first_slot() {
+        assert_eq!(super::FIELDS[0].0, "event");
+        let mut c = super::Ctx::default();
+        c.str("event", "open");
+        c.str("file.path", "/x");
+        assert_eq!((c.event(), c.get("file.path")), ("open", Some(&super::Val::Str("/x".into()))));
+        assert_eq!(c.get_at(super::index("file.path").unwrap()), c.get("file.path"));
+        assert_eq!((c.get("proc.exe"), c.get("no.such")), (None, None));
+        assert_eq!(super::at("mcp.scope"), super::index("mcp.scope").unwrap());
+        let set: super::FieldSet = ["proc.exe", "syscall.compat", "no.such"].into_iter().collect();
+        assert!(set.contains("proc.exe") && set.contains("syscall.compat") && !set.contains("file.path") && !set.contains("no.such"));
+        assert!(set.has(super::at("syscall.compat")) && !set.has(64));
+    }
+
     #[test]
     fn every_field_is_documented() {
         let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/rules.md")).unwrap();

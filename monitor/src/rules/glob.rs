@@ -17,6 +17,16 @@ pub struct Glob {
     toks: Vec<Tok>,
     /// The literal text before the first wildcard: most paths fail here without any matching.
     prefix: String,
+    /// The literal text after the last wildcard (empty when the pattern ends in one).
+    suffix: String,
+    /// The literal runs between wildcards, in order: a text that lacks one in that order cannot
+    /// match, and is refused without the matching below.
+    inner: Vec<String>,
+}
+
+thread_local! {
+    /// The matcher's working rows, reused: matching allocates nothing once they have grown.
+    static ROWS: std::cell::RefCell<(Vec<char>, Vec<bool>, Vec<bool>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 impl Glob {
@@ -66,19 +76,60 @@ impl Glob {
             }
             i += 1;
         }
-        let prefix = toks.iter().map_while(|t| if let Tok::Lit(c) = t { Some(*c) } else { None }).collect();
-        Ok(Self { source: pat.to_string(), toks, prefix })
+        // The literal runs: the first is the prefix, the last the suffix (when the pattern
+        // starts or ends with one), the rest must appear in between, in order.
+        let mut runs: Vec<String> = vec![String::new()];
+        for t in &toks {
+            match t {
+                Tok::Lit(c) => runs.last_mut().expect("never empty").push(*c),
+                _ => runs.push(String::new()),
+            }
+        }
+        let prefix = runs.remove(0);
+        let suffix = if runs.is_empty() { String::new() } else { runs.pop().unwrap_or_default() };
+        let inner = runs.into_iter().filter(|r| !r.is_empty()).collect();
+        Ok(Self { source: pat.to_string(), toks, prefix, suffix, inner })
     }
 
     pub fn matches(&self, s: &str) -> bool {
         if !s.starts_with(&self.prefix) {
             return false;
         }
+        let rest = &s[self.prefix.len()..];
+        if self.prefix.chars().count() == self.toks.len() {
+            return rest.is_empty();
+        }
+        if !rest.ends_with(&self.suffix) {
+            return false;
+        }
+        let mut at = 0;
+        for lit in &self.inner {
+            match rest[at..].find(lit.as_str()) {
+                Some(i) => at += i + lit.len(),
+                None => return false,
+            }
+        }
+        ROWS.with(|rows| match rows.try_borrow_mut() {
+            Ok(mut rows) => {
+                let (cs, ok, next) = &mut *rows;
+                self.matches_rest(rest, cs, ok, next)
+            }
+            // Only a glob matched inside a glob match would get here; it gets rows of its own.
+            Err(_) => self.matches_rest(rest, &mut Vec::new(), &mut Vec::new(), &mut Vec::new()),
+        })
+    }
+
+    /// The tokens after the prefix against the text after it: dynamic programming over the
+    /// characters, in rows the caller lends.
+    fn matches_rest(&self, rest: &str, cs: &mut Vec<char>, ok: &mut Vec<bool>, next: &mut Vec<bool>) -> bool {
         let skip = self.prefix.chars().count();
-        let cs: Vec<char> = s[self.prefix.len()..].chars().collect();
+        cs.clear();
+        cs.extend(rest.chars());
         // ok[j]: the tokens so far can match the first j characters.
-        let mut ok = vec![false; cs.len() + 1];
-        let mut next = vec![false; cs.len() + 1];
+        ok.clear();
+        ok.resize(cs.len() + 1, false);
+        next.clear();
+        next.resize(cs.len() + 1, false);
         ok[0] = true;
         for t in &self.toks[skip..] {
             next.iter_mut().for_each(|b| *b = false);
@@ -94,12 +145,48 @@ impl Glob {
                     }
                 }
             }
-            std::mem::swap(&mut ok, &mut next);
+            std::mem::swap(ok, next);
             if !ok.iter().any(|&b| b) {
                 return false;
             }
         }
         ok[cs.len()]
+    }
+}
+
+/// The first directory of an absolute path (`/etc` of `/etc/x/y`), when the text names one.
+fn head(s: &str) -> Option<&str> {
+    let i = s.get(1..)?.find('/')? + 1;
+    s.starts_with('/').then(|| &s[..i])
+}
+
+/// Globs tested together (a rule's list, with `~/` expanded to every home on the host: often
+/// hundreds). They are grouped by the first directory their literal prefix names, so a path is
+/// tried only against the globs that can start like it and those that start with a wildcard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobSet {
+    globs: Vec<Glob>,
+    by_head: std::collections::HashMap<String, Vec<usize>, foldhash::fast::FixedState>,
+    /// Globs whose prefix names no whole first directory (`**/.env`, `/pro*`, `*.so`).
+    loose: Vec<usize>,
+}
+
+impl GlobSet {
+    pub fn new(globs: Vec<Glob>) -> Self {
+        let mut by_head: std::collections::HashMap<String, Vec<usize>, foldhash::fast::FixedState> = Default::default();
+        let mut loose = Vec::new();
+        for (i, g) in globs.iter().enumerate() {
+            match head(&g.prefix) {
+                Some(h) => by_head.entry(h.to_string()).or_default().push(i),
+                None => loose.push(i),
+            }
+        }
+        Self { globs, by_head, loose }
+    }
+
+    pub fn matches(&self, s: &str) -> bool {
+        let near = head(s).and_then(|h| self.by_head.get(h)).map(Vec::as_slice).unwrap_or(&[]);
+        near.iter().chain(&self.loose).any(|&i| self.globs[i].matches(s))
     }
 }
 
@@ -115,6 +202,45 @@ fn one(t: &Tok, c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::Glob;
+
+    /// The reference: backtracking over the pattern as written (exponential, for tests only).
+    fn naive(p: &[char], s: &[char], path: bool) -> bool {
+        match p.first() {
+            None => s.is_empty(),
+            Some('*') => {
+                let double = p.get(1) == Some(&'*');
+                let rest = if double { &p[2..] } else { &p[1..] };
+                (0..=s.len()).take_while(|&k| k == 0 || double || !path || s[k - 1] != '/').any(|k| naive(rest, &s[k..], path))
+            }
+            Some('?') => s.first().is_some_and(|c| *c != '/') && naive(&p[1..], &s[1..], path),
+            Some(c) => s.first() == Some(c) && naive(&p[1..], &s[1..], path),
+        }
+    }
+
+    #[test]
+    fn a_set_finds_what_its_globs_find() {
+        let pats = ["/home/*/.ssh/id_*", "/root/.ssh/id_*", "**/.env", "/pro*/x", "/etc/cron.d/*", "/", "*.so", "/etc"];
+        let set = super::GlobSet::new(pats.iter().map(|p| Glob::new(p, true).unwrap()).collect());
+        for t in ["/home/u/.ssh/id_rsa", "/root/.ssh/id_ed", "/srv/a/.env", "/proc/x", "/etc/cron.d/j", "/", "lib.so", "/etc", "/etc/hostname", "/home/u/x", "", "etc/cron.d/j"] {
+            assert_eq!(set.matches(t), pats.iter().any(|p| m(p, t)), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn agrees_with_backtracking() {
+        let pats = ["*", "**", "a*", "*a", "a*b", "*a*b*", "/h/*/x", "/h/**/x", "a?c*", "**/.e*v", "x*x*x", "é*ü", "/a/*/b*c/d", "ab*b"];
+        let texts = ["", "a", "ab", "abb", "a/b", "/h/u/x", "/h/u/v/x", "abc", "acc/x", "/s/.env", "/s/.e/v", "xxx", "xax/x", "éaü", "ü", "/a/x/bqc/d", "bab"];
+        for p in pats {
+            let pc: Vec<char> = p.chars().collect();
+            for path in [true, false] {
+                let g = Glob::new(p, path).unwrap();
+                for t in texts {
+                    let tc: Vec<char> = t.chars().collect();
+                    assert_eq!(g.matches(t), naive(&pc, &tc, path), "{p:?} on {t:?} (path: {path})");
+                }
+            }
+        }
+    }
 
     fn m(p: &str, s: &str) -> bool {
         Glob::new(p, true).unwrap().matches(s)
@@ -133,6 +259,9 @@ mod tests {
         assert!(Glob::new("[abc", true).is_err());
         // Non-path fields: `*` crosses '/'.
         assert!(Glob::new("*curl *|*sh*", false).unwrap().matches("sh -c curl http://x/y | sh"));
+        // The literal runs refuse early; what they let through is still matched in full.
+        assert!(m("/a/*/b*c/d", "/a/x/bqc/d") && !m("/a/*/b*c/d", "/a/x/y/bqc/d") && !m("/a/*/b*c/d", "/a/x/c/b/d"));
+        assert!(m("**/.env", "/srv/.env") && !m("**/.env", "/srv/.env.example") && !m("ab*b", "ab"));
         // Long inputs stay linear.
         assert!(!m("*a*a*a*a*a*a*a*b", &"a".repeat(5000)));
     }

@@ -261,7 +261,7 @@ pub fn load_texts(docs: &[(PathBuf, String)], homes: &[String]) -> Result<RuleSe
         parsed.push((file, text, doc.rules));
     }
     let env = Env { lists: &lists, macros: &macros, homes };
-    let mut set = RuleSet { rules: Vec::new(), files: docs.iter().map(|(f, _)| f.clone()).collect(), grants, builtin_exceptions: BTreeMap::new() };
+    let mut set = RuleSet { rules: Vec::new(), files: docs.iter().map(|(f, _)| f.clone()).collect(), grants, builtin_exceptions: BTreeMap::new(), by_kind: Default::default() };
     let mut disabled: Vec<String> = Vec::new();
     for (file, text, rules) in parsed {
         for r in rules {

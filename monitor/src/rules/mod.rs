@@ -91,7 +91,12 @@ impl Rule {
 
     /// `matches`, with the event's kind and whether it is a failed exec read once per event.
     fn matches_kind(&self, event: &str, failed_exec: bool, ctx: &Ctx) -> bool {
-        if !self.events.iter().any(|e| e == event) || (failed_exec && !self.sees_failed_execs) {
+        self.events.iter().any(|e| e == event) && self.matches_of_kind(failed_exec, ctx)
+    }
+
+    /// `matches` for a rule already known to be about the event's kind.
+    fn matches_of_kind(&self, failed_exec: bool, ctx: &Ctx) -> bool {
+        if failed_exec && !self.sees_failed_execs {
             return false;
         }
         self.cond.eval(ctx) && !self.exceptions.iter().any(|x| x.eval(ctx))
@@ -106,6 +111,9 @@ pub struct RuleSet {
     pub grants: std::collections::BTreeMap<String, Vec<String>>,
     /// Site exceptions for the daemon's built-in checks (`toolcheck::BUILTIN_RULES`), by rule id.
     pub builtin_exceptions: std::collections::BTreeMap<String, Vec<Cond>>,
+    /// The slots of the rules about each event kind, built on the first evaluation: an event
+    /// is tested against its kind's rules only, not against every rule.
+    pub by_kind: std::sync::OnceLock<Vec<(String, Vec<usize>)>>,
 }
 
 impl Rule {
@@ -143,11 +151,28 @@ impl RuleSet {
         out
     }
 
+    /// The slots of the rules about events of `kind`, in file order.
+    pub fn slots_for(&self, kind: &str) -> &[usize] {
+        let index = self.by_kind.get_or_init(|| {
+            let mut index: Vec<(String, Vec<usize>)> = Vec::new();
+            for (slot, r) in self.rules.iter().enumerate() {
+                for e in &r.events {
+                    match index.iter_mut().find(|(k, _)| k == e) {
+                        Some((_, v)) => v.push(slot),
+                        None => index.push((e.clone(), vec![slot])),
+                    }
+                }
+            }
+            index
+        });
+        index.iter().find(|(k, _)| k == kind).map(|(_, v)| v.as_slice()).unwrap_or(&[])
+    }
+
     /// Rules that match, in file order. The slot of a rule is its index here.
     pub fn eval<'a>(&'a self, ctx: &'a Ctx) -> impl Iterator<Item = (usize, &'a Rule)> + 'a {
         let event = ctx.event();
         let failed_exec = event == "exec" && ctx.get("exec.ok") == Some(&Val::Bool(false));
-        self.rules.iter().enumerate().filter(move |(_, r)| r.matches_kind(event, failed_exec, ctx))
+        self.slots_for(event).iter().map(move |&slot| (slot, &self.rules[slot])).filter(move |(_, r)| r.matches_of_kind(failed_exec, ctx))
     }
 
     /// Runs every rule's fixtures: `(rule id, failure)` for each one that does not behave.
@@ -162,12 +187,12 @@ impl RuleSet {
             }
             for (i, f) in r.fixtures_match.iter().enumerate() {
                 if !r.matches(f) {
-                    out.push((r.id.clone(), format!("match fixture #{} did not match: {:?}", i + 1, f.vals)));
+                    out.push((r.id.clone(), format!("match fixture #{} did not match: {f:?}", i + 1)));
                 }
             }
             for (i, f) in r.fixtures_no_match.iter().enumerate() {
                 if r.matches(f) {
-                    out.push((r.id.clone(), format!("no_match fixture #{} matched: {:?}", i + 1, f.vals)));
+                    out.push((r.id.clone(), format!("no_match fixture #{} matched: {f:?}", i + 1)));
                 }
             }
         }

@@ -36,6 +36,7 @@ impl RuleSet {
         }
         out.extend(fresh.into_iter().flatten());
         self.rules = out;
+        self.by_kind = Default::default();
     }
 
     /// Rules in force (retired ones aside).
