@@ -277,9 +277,17 @@ pub struct Inputs<'a> {
     pub server: Option<&'a ServerInfo>,
     pub attribution: &'a Attribution,
     /// Resolved path for open events.
-    pub path: Option<String>,
+    pub path: Option<&'a str>,
     /// Fields the rules read (None: all); the rest are not computed.
     pub want: Option<&'a crate::rules::FieldSet>,
+}
+
+/// The arguments of the event's process: the new ones for an exec, else as the tree knows them.
+pub fn argv_of<'a>(ev: &'a Event, tree: &'a ProcessTree) -> &'a [String] {
+    match &ev.body {
+        Body::Exec(x) => &x.argv,
+        _ => tree.get(ev.header.pid).map(|n| n.argv.as_slice()).unwrap_or(&[]),
+    }
 }
 
 pub fn build(i: &Inputs) -> Ctx {
@@ -292,11 +300,10 @@ pub fn build(i: &Inputs) -> Ctx {
     c.set_at(f!("proc.uid"), Val::Num(h.uid.into()));
     let node = i.tree.get(h.pid);
     let mut exe = node.and_then(|n| n.exe.clone());
-    let mut argv = node.map(|n| n.argv.clone()).unwrap_or_default();
+    let argv = argv_of(i.ev, i.tree);
     if let Body::Exec(x) = &i.ev.body {
         c.str_at(f!("exec.filename"), x.filename.clone());
         c.set_at(f!("exec.ok"), Val::Bool(x.result.ok));
-        argv = x.argv.clone();
         exe = if x.result.ok {
             // The real image: a memfd or a deleted file shows here even when the name lies.
             link(format!("/proc/{}/exe", h.pid)).map(|p| p.display().to_string()).or(Some(x.filename.clone()))
@@ -314,11 +321,13 @@ pub fn build(i: &Inputs) -> Ctx {
         c.str_at(f!("proc.cmdline"), argv.join(" "));
     }
     if want(f!("proc.applet")) {
-        if let Some(a) = applet(exe.as_deref(), &argv) {
+        if let Some(a) = applet(exe.as_deref(), argv) {
             c.str_at(f!("proc.applet"), a);
         }
     }
-    c.set_at(f!("proc.argv"), Val::List(argv));
+    if want(f!("proc.argv")) {
+        c.set_at(f!("proc.argv"), Val::List(argv.to_vec()));
+    }
     if want(f!("proc.ancestors")) {
         let ancestors: Vec<String> = i.tree.ancestry(h.pid).iter().skip(1).filter_map(|p| i.tree.get(*p).and_then(|n| n.exe.clone())).collect();
         c.set_at(f!("proc.ancestors"), Val::List(ancestors));
@@ -353,7 +362,7 @@ pub fn build(i: &Inputs) -> Ctx {
     }
     match &i.ev.body {
         Body::Open(o) => {
-            let mut path = i.path.clone().unwrap_or_else(|| o.path.clone());
+            let mut path = i.path.unwrap_or(&o.path).to_string();
             if !path.starts_with('/') && !o.path.is_empty() {
                 path = resolve_relative(o, i, &scope).unwrap_or(path);
             }
@@ -370,9 +379,13 @@ pub fn build(i: &Inputs) -> Ctx {
                 }
                 c.str_at(f!("file.path"), path);
             }
-            c.str_at(f!("file.raw_path"), o.path.clone());
+            if want(f!("file.raw_path")) {
+                c.str_at(f!("file.raw_path"), o.path.clone());
+            }
             let write = o.access.iter().any(|a| a.writes());
-            c.set_at(f!("file.access"), Val::List(o.access.iter().map(|s| s.as_str().to_string()).collect()));
+            if want(f!("file.access")) {
+                c.set_at(f!("file.access"), Val::List(o.access.iter().map(|s| s.as_str().to_string()).collect()));
+            }
             c.set_at(f!("file.write"), Val::Bool(write));
             c.set_at(f!("file.ok"), Val::Bool(o.result.ok));
             if want(f!("file.proc_foreign")) {

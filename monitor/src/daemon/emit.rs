@@ -20,10 +20,10 @@ use crate::{
 const BATCH_BYTES: usize = 64 * 1024;
 
 pub struct Emitter {
-    lines: mpsc::Sender<String>,
+    lines: mpsc::Sender<Vec<u8>>,
     /// Lines not yet handed to the writer, each ending in a newline. They go when they reach
     /// `BATCH_BYTES`, and whenever the daemon has nothing more queued (`flush_lines`).
-    pending: Mutex<String>,
+    pending: Mutex<Vec<u8>>,
     /// Every emitted line, for live views (`mcpmon top`); lossy for slow readers by design.
     tail: broadcast::Sender<String>,
     /// Shared with the metrics endpoint.
@@ -41,11 +41,11 @@ pub struct Emitter {
 }
 
 impl Emitter {
-    pub fn new(lines: mpsc::Sender<String>) -> Self {
+    pub fn new(lines: mpsc::Sender<Vec<u8>>) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
         Self {
             lines,
-            pending: Mutex::new(String::with_capacity(BATCH_BYTES)),
+            pending: Mutex::new(Vec::with_capacity(BATCH_BYTES)),
             tail: broadcast::channel(4096).0,
             metrics: Default::default(),
             sinks: None,
@@ -83,7 +83,28 @@ impl Emitter {
         if let Some(o) = &self.otlp {
             o.observe(r);
         }
-        self.write(r.line()).await;
+        if self.tail.receiver_count() > 0 {
+            return self.write(r.line()).await;
+        }
+        // Nobody watches live: rendered straight into the batch, no line of its own.
+        let full = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            r.write_line(&mut p);
+            p.push(b'\n');
+            Self::take_if_full(&mut p)
+        };
+        self.hand_over(full).await;
+    }
+
+    fn take_if_full(p: &mut Vec<u8>) -> Option<Vec<u8>> {
+        (p.len() >= BATCH_BYTES).then(|| std::mem::replace(p, Vec::with_capacity(BATCH_BYTES)))
+    }
+
+    async fn hand_over(&self, batch: Option<Vec<u8>>) {
+        if let Some(batch) = batch {
+            // The writer only goes away at shutdown, after the pipeline.
+            let _ = self.lines.send(batch).await;
+        }
     }
 
     async fn write(&self, line: String) {
@@ -97,14 +118,11 @@ impl Emitter {
     async fn queue(&self, line: &str) {
         let full = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            p.push_str(line);
-            p.push('\n');
-            (p.len() >= BATCH_BYTES).then(|| std::mem::replace(&mut *p, String::with_capacity(BATCH_BYTES)))
+            p.extend_from_slice(line.as_bytes());
+            p.push(b'\n');
+            Self::take_if_full(&mut p)
         };
-        if let Some(batch) = full {
-            // The writer only goes away at shutdown, after the pipeline.
-            let _ = self.lines.send(batch).await;
-        }
+        self.hand_over(full).await;
     }
 
     /// Hands every pending line to the writer: the daemon calls it whenever no kernel event

@@ -52,7 +52,7 @@ impl Pipeline {
         let ev = &line.event;
         let server = self.tracker.server(ev.header.server_id);
         let want = policy.fields_for(ev.kind());
-        let path = line.resolved_path.clone();
+        let path = line.resolved_path.as_deref();
         let mut ctx = context::build(&context::Inputs { ev, tree: &self.tree, server, attribution: &line.mcp, path, want: Some(want) });
         // Issue 13 hook: the injection → action chain (toolwatch/results.rs).
         let chain = self.tools_watch.results.annotate(&mut ctx, &line.mcp, server, &self.tree, &self.corr);
@@ -86,10 +86,7 @@ impl Pipeline {
             ppid: Some(Some(ev.header.ppid)),
             uid: ev.header.uid,
             exe: Some(ctx.get("proc.exe").map(|v| v.to_string())),
-            argv: Some(match ctx.get("proc.argv") {
-                Some(crate::rules::Val::List(l)) => l.clone(),
-                _ => vec![],
-            }),
+            argv: Some(context::argv_of(ev, &self.tree).to_vec()),
             ancestry: Some(self.tree.ancestry(ev.header.pid)),
         };
         let mut out = Vec::new();

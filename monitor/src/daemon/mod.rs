@@ -125,7 +125,7 @@ impl Pipeline {
         tracker: Tracker,
         disc: Discoverer,
         lost_map: PerCpuArray<MapData, u64>,
-        lines: mpsc::Sender<String>,
+        lines: mpsc::Sender<Vec<u8>>,
     ) -> Self {
         Self {
             sensors,

@@ -66,7 +66,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let lost = sensors.take_lost()?;
 
     let sink = output::open_sink(&args.events).await?;
-    let (line_tx, line_rx) = mpsc::channel::<String>(4096);
+    // Batches of lines (up to 64 KiB each, `daemon/emit.rs`): at most 4 MiB wait for the writer.
+    let (line_tx, line_rx) = mpsc::channel::<Vec<u8>>(64);
     let writer = tokio::spawn(output::writer(sink, line_rx));
     let (ev_tx, mut ev_rx) = mpsc::channel::<Decoded>(8192);
     let reader = tokio::spawn(events::reader::run(ring, ev_tx));

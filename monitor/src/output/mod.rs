@@ -43,7 +43,7 @@ pub async fn open_sink(target: &str) -> Result<Box<dyn AsyncWrite + Unpin + Send
 /// Writes lines until the channel closes; flushes whenever the channel runs dry.
 /// Writes what arrives: whole lines, each ending in a newline, several to a message (the
 /// emitter hands them over in batches, `daemon/emit.rs`).
-pub async fn writer(sink: Box<dyn AsyncWrite + Unpin + Send>, mut rx: mpsc::Receiver<String>) -> std::io::Result<()> {
+pub async fn writer(sink: Box<dyn AsyncWrite + Unpin + Send>, mut rx: mpsc::Receiver<Vec<u8>>) -> std::io::Result<()> {
     // Large buffer: each flush of a file is a hop to tokio's blocking pool, and a wake-up of
     // one of its threads. So a flush waits until nothing more has come for `SETTLE` (or the
     // buffer is full): under load one hop carries many batches, and a lone line still reaches
@@ -63,7 +63,7 @@ pub async fn writer(sink: Box<dyn AsyncWrite + Unpin + Send>, mut rx: mpsc::Rece
             }
         };
         let Some(lines) = next else { break };
-        w.write_all(lines.as_bytes()).await?;
+        w.write_all(&lines).await?;
     }
     w.flush().await
 }
@@ -211,9 +211,9 @@ mod tests {
         let (tx, rx) = mpsc::channel(4);
         let task = tokio::spawn(writer(sink, rx));
         for i in 0..10 {
-            tx.send(format!("{{\"n\":{i}}}\n")).await.unwrap();
+            tx.send(format!("{{\"n\":{i}}}\n").into_bytes()).await.unwrap();
         }
-        tx.send("{\"n\":10}\n{\"n\":11}\n".into()).await.unwrap();
+        tx.send(b"{\"n\":10}\n{\"n\":11}\n".to_vec()).await.unwrap();
         drop(tx);
         task.await.unwrap().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();

@@ -97,11 +97,23 @@ impl Record {
     /// whose keys are sorted, and keep the byte layout they had when the stages built JSON
     /// themselves (`tests` below).
     pub fn line(&self) -> String {
+        let mut out = Vec::with_capacity(512);
+        self.write_line(&mut out);
+        String::from_utf8(out).unwrap_or_else(|e| format!("{{\"kind\":\"render_error\",\"error\":{:?}}}", e.to_string()))
+    }
+
+    /// `line`, appended to `out` (without its newline): the emitter renders event lines straight
+    /// into the batch it hands to the writer.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        let start = out.len();
         let r = match self {
-            Record::Event(e) => serde_json::to_string(e),
-            other => serde_json::to_value(other).map(|v| v.to_string()),
+            Record::Event(e) => serde_json::to_writer(&mut *out, e),
+            other => serde_json::to_value(other).and_then(|v| serde_json::to_writer(&mut *out, &v)),
         };
-        r.unwrap_or_else(|e| format!("{{\"kind\":\"render_error\",\"error\":{:?}}}", e.to_string()))
+        if let Err(e) = r {
+            out.truncate(start);
+            out.extend_from_slice(format!("{{\"kind\":\"render_error\",\"error\":{:?}}}", e.to_string()).as_bytes());
+        }
     }
 }
 

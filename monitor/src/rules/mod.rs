@@ -141,7 +141,7 @@ impl RuleSet {
     /// The fields the rules for events of `kind` read (None: of any kind), plus those every
     /// alert carries and the profiles read: the context builder computes only these.
     pub fn fields_for(&self, kind: Option<&str>) -> FieldSet {
-        const ALWAYS: &[&str] = &["event", "proc.exe", "proc.argv", "file.path", "file.ok", "mcp.in_scope", "net.addr", "net.port", "net.unix_path"];
+        const ALWAYS: &[&str] = &["event", "proc.exe", "file.path", "file.ok", "mcp.in_scope", "net.addr", "net.port", "net.unix_path"];
         let mut out: FieldSet = ALWAYS.iter().copied().collect();
         for r in self.rules.iter().filter(|r| kind.is_none_or(|k| r.events.iter().any(|e| e == k))) {
             r.cond.fields(&mut out);
