@@ -299,12 +299,12 @@ pub fn build(i: &Inputs) -> Ctx {
     c.set_at(f!("proc.ppid"), Val::Num(h.ppid.into()));
     c.set_at(f!("proc.uid"), Val::Num(h.uid.into()));
     let node = i.tree.get(h.pid);
-    let mut exe = node.and_then(|n| n.exe.clone());
+    let mut exec_image = None;
     let argv = argv_of(i.ev, i.tree);
     if let Body::Exec(x) = &i.ev.body {
         c.str_at(f!("exec.filename"), x.filename.clone());
         c.set_at(f!("exec.ok"), Val::Bool(x.result.ok));
-        exe = if x.result.ok {
+        exec_image = if x.result.ok {
             // The real image: a memfd or a deleted file shows here even when the name lies.
             link(format!("/proc/{}/exe", h.pid)).map(|p| p.display().to_string()).or(Some(x.filename.clone()))
         } else {
@@ -313,15 +313,19 @@ pub fn build(i: &Inputs) -> Ctx {
             None
         };
     }
-    if let Some(e) = &exe {
-        c.str_at(f!("proc.exe"), e.clone());
+    let exe = match &i.ev.body {
+        Body::Exec(_) => exec_image.as_deref(),
+        _ => node.and_then(|n| n.exe.as_deref()),
+    };
+    if let Some(e) = exe {
+        c.str_at(f!("proc.exe"), e.to_string());
         c.str_at(f!("proc.name"), e.rsplit('/').next().unwrap_or(e).to_string());
     }
     if want(f!("proc.cmdline")) {
         c.str_at(f!("proc.cmdline"), argv.join(" "));
     }
     if want(f!("proc.applet")) {
-        if let Some(a) = applet(exe.as_deref(), argv) {
+        if let Some(a) = applet(exe, argv) {
             c.str_at(f!("proc.applet"), a);
         }
     }

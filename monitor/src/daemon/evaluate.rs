@@ -117,7 +117,7 @@ impl Pipeline {
 fn profile_entry(ctx: &crate::rules::Ctx) -> Option<(&'static str, String)> {
     use crate::rules::Val;
     let s = |f: &str| match ctx.get(f) {
-        Some(Val::Str(v)) => Some(v.clone()),
+        Some(Val::Str(v)) => Some(v.to_string()),
         _ => None,
     };
     let yes = |f: &str| matches!(ctx.get(f), Some(Val::Bool(true)));

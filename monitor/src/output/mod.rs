@@ -45,25 +45,37 @@ pub async fn open_sink(target: &str) -> Result<Box<dyn AsyncWrite + Unpin + Send
 /// emitter hands them over in batches, `daemon/emit.rs`).
 pub async fn writer(sink: Box<dyn AsyncWrite + Unpin + Send>, mut rx: mpsc::Receiver<Vec<u8>>) -> std::io::Result<()> {
     // Large buffer: each flush of a file is a hop to tokio's blocking pool, and a wake-up of
-    // one of its threads. So a flush waits until nothing more has come for `SETTLE` (or the
-    // buffer is full): under load one hop carries many batches, and a lone line still reaches
-    // the file within milliseconds.
+    // one of its threads. So a flush waits until nothing more has come for `SETTLE`, or until
+    // the oldest line held has waited `HOLD` (a steady trickle must not keep lines back), or
+    // the buffer is full: under load one hop carries many batches, and every line reaches the
+    // file within milliseconds.
     const SETTLE: std::time::Duration = std::time::Duration::from_millis(2);
+    const HOLD: std::time::Duration = std::time::Duration::from_millis(10);
     let mut w = BufWriter::with_capacity(1 << 20, sink);
+    let mut held_since: Option<std::time::Instant> = None;
     loop {
-        let next = if w.buffer().is_empty() {
-            rx.recv().await
-        } else {
-            match tokio::time::timeout(SETTLE, rx.recv()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    w.flush().await?;
-                    continue;
+        let next = match held_since {
+            None => rx.recv().await,
+            Some(since) => {
+                let wait = SETTLE.min(HOLD.saturating_sub(since.elapsed()));
+                match tokio::time::timeout(wait, rx.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        w.flush().await?;
+                        held_since = None;
+                        continue;
+                    }
                 }
             }
         };
         let Some(lines) = next else { break };
         w.write_all(&lines).await?;
+        // A write that filled the buffer wrote it out: what is held starts now.
+        held_since = match (w.buffer().is_empty(), held_since) {
+            (true, _) => None,
+            (false, None) => Some(std::time::Instant::now()),
+            (false, kept) => kept,
+        };
     }
     w.flush().await
 }
@@ -201,6 +213,29 @@ mod tests {
         let wall = c.wall(monotonic_ns());
         let diff = SystemTime::now().duration_since(wall).unwrap_or_default();
         assert!(diff.as_secs() < 5);
+    }
+
+    /// Lines that keep coming, each sooner than the writer's settle time, still reach the file
+    /// within its hold time: a trickle cannot keep them back.
+    #[tokio::test]
+    async fn a_trickle_of_lines_reaches_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ev.jsonl");
+        let sink = open_sink(path.to_str().unwrap()).await.unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let task = tokio::spawn(writer(sink, rx));
+        tx.send(b"{\"n\":0}\n".to_vec()).await.unwrap();
+        let start = std::time::Instant::now();
+        let mut n = 1;
+        while std::fs::read_to_string(&path).unwrap_or_default().is_empty() {
+            assert!(start.elapsed() < std::time::Duration::from_secs(10), "the first line never reached the file");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            tx.send(format!("{{\"n\":{n}}}\n").into_bytes()).await.unwrap();
+            n += 1;
+        }
+        drop(tx);
+        task.await.unwrap().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), n);
     }
 
     #[tokio::test]

@@ -260,8 +260,8 @@ impl Env<'_> {
             return Err("macros nest too deep (a cycle?)".into());
         }
         Ok(match c {
-            RawCond::All(v) => Cond::All(v.iter().map(|c| self.compile(c, depth + 1)).collect::<Result<_, _>>()?),
-            RawCond::Any(v) => Cond::Any(v.iter().map(|c| self.compile(c, depth + 1)).collect::<Result<_, _>>()?),
+            RawCond::All(v) => Cond::All(cheap_first(v.iter().map(|c| self.compile(c, depth + 1)).collect::<Result<_, _>>()?)),
+            RawCond::Any(v) => Cond::Any(cheap_first(v.iter().map(|c| self.compile(c, depth + 1)).collect::<Result<_, _>>()?)),
             RawCond::Not(c) => Cond::Not(Box::new(self.compile(c, depth + 1)?)),
             RawCond::Macro(name) => self.compile(self.macros.get(name).ok_or_else(|| format!("unknown macro {name:?}"))?, depth + 1)?,
             RawCond::Test { field, kind, op, values } => {
@@ -290,6 +290,14 @@ impl Env<'_> {
     }
 }
 
+/// `all` and `any` test their cheap parts first: tests have no side effects, so the order
+/// changes no verdict, and most events fail a flag or a kind before any glob list is tried
+/// (a rule is often written glob first).
+fn cheap_first(mut v: Vec<Cond>) -> Vec<Cond> {
+    v.sort_by_key(Cond::cost);
+    v
+}
+
 fn globs(vals: &[String], path: bool) -> Result<GlobSet, String> {
     Ok(GlobSet::new(vals.iter().map(|v| Glob::new(v, path)).collect::<Result<_, _>>()?))
 }
@@ -301,6 +309,21 @@ impl Cond {
             Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| c.fields(out)),
             Cond::Not(c) => c.fields(out),
             Cond::Test { field, .. } => out.insert(field),
+        }
+    }
+
+    /// A rough price of evaluating this node, to order `all`/`any` by.
+    fn cost(&self) -> usize {
+        match self {
+            Cond::All(v) | Cond::Any(v) => v.iter().map(Cond::cost).sum(),
+            Cond::Not(c) => c.cost(),
+            Cond::Test { m, .. } => match m {
+                Matcher::Exists(_) | Matcher::Gt(_) | Matcher::Lt(_) => 1,
+                Matcher::Cidr(v) => 1 + v.len(),
+                Matcher::Eq(v) | Matcher::Prefix(v) | Matcher::Suffix(v) => 2 + v.len(),
+                Matcher::Contains(v) => 2 + 4 * v.len(),
+                Matcher::Glob(g) => 8 + 8 * g.len(),
+            },
         }
     }
 

@@ -84,7 +84,9 @@ pub fn index(field: &str) -> Option<usize> {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Val {
-    Str(String),
+    /// A field's text: borrowed when it is one of the daemon's own words (`open`, `idle`), so
+    /// those cost no allocation per event.
+    Str(std::borrow::Cow<'static, str>),
     Num(i64),
     Bool(bool),
     List(Vec<String>),
@@ -193,7 +195,7 @@ impl Ctx {
             None => debug_assert!(false, "unknown field {field}"),
         }
     }
-    pub fn str(&mut self, field: &'static str, v: impl Into<String>) {
+    pub fn str(&mut self, field: &'static str, v: impl Into<std::borrow::Cow<'static, str>>) {
         self.set(field, Val::Str(v.into()));
     }
     pub fn get(&self, field: &str) -> Option<&Val> {
@@ -207,7 +209,7 @@ impl Ctx {
     pub fn set_at(&mut self, at: usize, v: Val) {
         self.vals[at] = Some(v);
     }
-    pub fn str_at(&mut self, at: usize, v: impl Into<String>) {
+    pub fn str_at(&mut self, at: usize, v: impl Into<std::borrow::Cow<'static, str>>) {
         self.set_at(at, Val::Str(v.into()));
     }
     pub fn event(&self) -> &str {
@@ -234,7 +236,7 @@ impl Ctx {
             };
             let bad = || format!("fixture: field {k} wants {kind:?}, got {v:?}");
             let val = match kind {
-                Kind::Str | Kind::Path => Val::Str(scalar(v).ok_or_else(bad)?),
+                Kind::Str | Kind::Path => Val::Str(scalar(v).ok_or_else(bad)?.into()),
                 Kind::Num => Val::Num(scalar(v).and_then(|s| s.parse().ok()).ok_or_else(bad)?),
                 Kind::Bool => Val::Bool(v.as_bool().ok_or_else(bad)?),
                 Kind::Ip => Val::Ip(scalar(v).and_then(|s| s.parse().ok()).ok_or_else(bad)?),

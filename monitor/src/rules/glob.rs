@@ -17,11 +17,25 @@ pub struct Glob {
     toks: Vec<Tok>,
     /// The literal text before the first wildcard: most paths fail here without any matching.
     prefix: String,
+    /// Its length in characters: the tokens it stands for.
+    prefix_toks: usize,
     /// The literal text after the last wildcard (empty when the pattern ends in one).
     suffix: String,
     /// The literal runs between wildcards, in order: a text that lacks one in that order cannot
     /// match, and is refused without the matching below.
     inner: Vec<String>,
+    /// The first inner run follows a `*` that cannot cross `/` and starts with `/` (the shape of
+    /// every `~/` path: `/home/*/.aws/…`): it can only start at the first `/` after the prefix.
+    inner_at_next_slash: bool,
+}
+
+/// Where `needle` (not empty) first occurs in `hay`. Paths are short: trying each place where
+/// the needle's first byte occurs beats `str::find`, whose searcher set-up per call cost more
+/// than the search itself.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let (first, rest) = needle.split_first()?;
+    let last = hay.len().checked_sub(needle.len())?;
+    (0..=last).find(|&i| hay[i] == *first && hay[i + 1..].starts_with(rest))
 }
 
 thread_local! {
@@ -85,10 +99,17 @@ impl Glob {
                 _ => runs.push(String::new()),
             }
         }
+        let star_then_slash = matches!(toks.get(runs[0].chars().count()), Some(Tok::Star { slash: false })) && runs.get(1).is_some_and(|r| r.starts_with('/'));
+        let inner_at_next_slash = star_then_slash && runs.len() > 2;
         let prefix = runs.remove(0);
         let suffix = if runs.is_empty() { String::new() } else { runs.pop().unwrap_or_default() };
         let inner = runs.into_iter().filter(|r| !r.is_empty()).collect();
-        Ok(Self { source: pat.to_string(), toks, prefix, suffix, inner })
+        Ok(Self { source: pat.to_string(), prefix_toks: prefix.chars().count(), toks, prefix, suffix, inner, inner_at_next_slash })
+    }
+
+    /// The pattern has no wildcard: it matches its own text only.
+    pub fn literal(&self) -> bool {
+        self.prefix_toks == self.toks.len()
     }
 
     pub fn matches(&self, s: &str) -> bool {
@@ -96,15 +117,22 @@ impl Glob {
             return false;
         }
         let rest = &s[self.prefix.len()..];
-        if self.prefix.chars().count() == self.toks.len() {
+        if self.literal() {
             return rest.is_empty();
         }
         if !rest.ends_with(&self.suffix) {
             return false;
         }
         let mut at = 0;
-        for lit in &self.inner {
-            match rest[at..].find(lit.as_str()) {
+        if self.inner_at_next_slash {
+            let Some(j) = rest.find('/') else { return false };
+            if !rest[j..].starts_with(self.inner[0].as_str()) {
+                return false;
+            }
+            at = j + self.inner[0].len();
+        }
+        for lit in &self.inner[usize::from(self.inner_at_next_slash)..] {
+            match find(&rest.as_bytes()[at..], lit.as_bytes()) {
                 Some(i) => at += i + lit.len(),
                 None => return false,
             }
@@ -122,7 +150,7 @@ impl Glob {
     /// The tokens after the prefix against the text after it: dynamic programming over the
     /// characters, in rows the caller lends.
     fn matches_rest(&self, rest: &str, cs: &mut Vec<char>, ok: &mut Vec<bool>, next: &mut Vec<bool>) -> bool {
-        let skip = self.prefix.chars().count();
+        let skip = self.prefix_toks;
         cs.clear();
         cs.extend(rest.chars());
         // ok[j]: the tokens so far can match the first j characters.
@@ -166,27 +194,59 @@ fn head(s: &str) -> Option<&str> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GlobSet {
     globs: Vec<Glob>,
-    by_head: std::collections::HashMap<String, Vec<usize>, foldhash::fast::FixedState>,
-    /// Globs whose prefix names no whole first directory (`**/.env`, `/pro*`, `*.so`).
+    /// Patterns without a wildcard (`~/` expanded over a list of plain files gives many): looked
+    /// up, not matched.
+    exact: std::collections::HashSet<String, foldhash::fast::FixedState>,
+    /// Globs whose literal suffix holds a `/` (`/home/*/.aws/credentials`), by the file name it
+    /// ends with: only a path with that last component can match them.
+    by_name: Buckets,
+    /// The others, by the first directory their literal prefix names.
+    by_head: Buckets,
+    /// Globs pinned by neither (`**/.env*`, `/pro*`, `*.so`).
     loose: Vec<usize>,
+}
+
+type Buckets = std::collections::HashMap<String, Vec<usize>, foldhash::fast::FixedState>;
+
+/// The last component of a path (after its last `/`).
+fn name(s: &str) -> &str {
+    s.rsplit('/').next().unwrap_or(s)
 }
 
 impl GlobSet {
     pub fn new(globs: Vec<Glob>) -> Self {
-        let mut by_head: std::collections::HashMap<String, Vec<usize>, foldhash::fast::FixedState> = Default::default();
-        let mut loose = Vec::new();
+        let (mut by_name, mut by_head, mut loose) = (Buckets::default(), Buckets::default(), Vec::new());
+        let mut exact = std::collections::HashSet::default();
         for (i, g) in globs.iter().enumerate() {
-            match head(&g.prefix) {
-                Some(h) => by_head.entry(h.to_string()).or_default().push(i),
-                None => loose.push(i),
+            if g.literal() {
+                exact.insert(g.prefix.clone());
+            } else if g.suffix.contains('/') {
+                by_name.entry(name(&g.suffix).to_string()).or_default().push(i);
+            } else if let Some(h) = head(&g.prefix) {
+                by_head.entry(h.to_string()).or_default().push(i);
+            } else {
+                loose.push(i);
             }
         }
-        Self { globs, by_head, loose }
+        Self { globs, exact, by_name, by_head, loose }
+    }
+
+    /// How many globs the set holds.
+    pub fn len(&self) -> usize {
+        self.globs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.globs.is_empty()
     }
 
     pub fn matches(&self, s: &str) -> bool {
+        if self.exact.contains(s) {
+            return true;
+        }
+        let named = self.by_name.get(name(s)).map(Vec::as_slice).unwrap_or(&[]);
         let near = head(s).and_then(|h| self.by_head.get(h)).map(Vec::as_slice).unwrap_or(&[]);
-        near.iter().chain(&self.loose).any(|&i| self.globs[i].matches(s))
+        named.iter().chain(near).chain(&self.loose).any(|&i| self.globs[i].matches(s))
     }
 }
 
@@ -219,17 +279,17 @@ mod tests {
 
     #[test]
     fn a_set_finds_what_its_globs_find() {
-        let pats = ["/home/*/.ssh/id_*", "/root/.ssh/id_*", "**/.env", "/pro*/x", "/etc/cron.d/*", "/", "*.so", "/etc"];
+        let pats = ["/home/*/.ssh/id_*", "/root/.ssh/id_*", "**/.env", "/pro*/x", "/etc/cron.d/*", "/", "*.so", "/etc", "/home/*/.aws/credentials", "**/x/", "*/y"];
         let set = super::GlobSet::new(pats.iter().map(|p| Glob::new(p, true).unwrap()).collect());
-        for t in ["/home/u/.ssh/id_rsa", "/root/.ssh/id_ed", "/srv/a/.env", "/proc/x", "/etc/cron.d/j", "/", "lib.so", "/etc", "/etc/hostname", "/home/u/x", "", "etc/cron.d/j"] {
+        for t in ["/home/u/.ssh/id_rsa", "/root/.ssh/id_ed", "/srv/a/.env", "/proc/x", "/etc/cron.d/j", "/", "lib.so", "/etc", "/etc/hostname", "/home/u/x", "", "etc/cron.d/j", "/home/u/.aws/credentials", "/home/u/v/.aws/credentials", "/credentials", "/a/x/", "a/y", "/y"] {
             assert_eq!(set.matches(t), pats.iter().any(|p| m(p, t)), "{t:?}");
         }
     }
 
     #[test]
     fn agrees_with_backtracking() {
-        let pats = ["*", "**", "a*", "*a", "a*b", "*a*b*", "/h/*/x", "/h/**/x", "a?c*", "**/.e*v", "x*x*x", "é*ü", "/a/*/b*c/d", "ab*b"];
-        let texts = ["", "a", "ab", "abb", "a/b", "/h/u/x", "/h/u/v/x", "abc", "acc/x", "/s/.env", "/s/.e/v", "xxx", "xax/x", "éaü", "ü", "/a/x/bqc/d", "bab"];
+        let pats = ["*", "**", "a*", "*a", "a*b", "*a*b*", "/h/*/x", "/h/**/x", "a?c*", "**/.e*v", "x*x*x", "é*ü", "/a/*/b*c/d", "ab*b", "/h/*/.s/*", "/h/*/.s/*/k*", "/h/*/.s"];
+        let texts = ["", "a", "ab", "abb", "a/b", "/h/u/x", "/h/u/v/x", "abc", "acc/x", "/s/.env", "/s/.e/v", "xxx", "xax/x", "éaü", "ü", "/a/x/bqc/d", "bab", "/h/u/.s/k", "/h/u/.s/", "/h/u/v/.s/k", "/h//.s/q/k1", "/h/u/.s", "/h/.s/x"];
         for p in pats {
             let pc: Vec<char> = p.chars().collect();
             for path in [true, false] {

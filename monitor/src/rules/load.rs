@@ -489,8 +489,8 @@ rules:
         let ev = |server: &str, path: &str| {
             let mut c = Ctx::default();
             c.str("event", "open");
-            c.str("server.name", server);
-            c.str("file.path", path);
+            c.str("server.name", server.to_string());
+            c.str("file.path", path.to_string());
             c.set("file.access", super::super::Val::List(vec!["read".into()]));
             c
         };

@@ -72,7 +72,7 @@ mod tests {
         let ctx = |p: &str| {
             let mut c = Ctx::default();
             c.str("event", "open");
-            c.str("file.path", p);
+            c.str("file.path", p.to_string());
             c
         };
         assert_eq!(new.eval(&ctx("/tmp/b")).count(), 0);

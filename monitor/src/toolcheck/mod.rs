@@ -50,12 +50,12 @@ pub fn tools_from_list_result(result: &Value) -> Vec<Tool> {
 pub fn alert_ctx(server: &str, tool: Option<&str>, finding: Option<&str>) -> crate::rules::Ctx {
     let mut c = crate::rules::Ctx::default();
     c.str("event", "tools");
-    c.str("server.name", server);
+    c.str("server.name", server.to_string());
     if let Some(t) = tool {
         c.set("mcp.tool", crate::rules::Val::List(vec![t.to_string()]));
     }
     if let Some(f) = finding {
-        c.str("mcp.finding", f);
+        c.str("mcp.finding", f.to_string());
     }
     c
 }
