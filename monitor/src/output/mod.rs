@@ -215,15 +215,20 @@ mod tests {
         assert!(diff.as_secs() < 5);
     }
 
+    /// A writer to `ev.jsonl` in a new directory.
+    async fn writer_to_file() -> (tempfile::TempDir, mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<std::io::Result<()>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = open_sink(dir.path().join("ev.jsonl").to_str().unwrap()).await.unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        (dir, tx, tokio::spawn(writer(sink, rx)))
+    }
+
     /// Lines that keep coming, each sooner than the writer's settle time, still reach the file
     /// within its hold time: a trickle cannot keep them back.
     #[tokio::test]
     async fn a_trickle_of_lines_reaches_the_file() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, tx, task) = writer_to_file().await;
         let path = dir.path().join("ev.jsonl");
-        let sink = open_sink(path.to_str().unwrap()).await.unwrap();
-        let (tx, rx) = mpsc::channel(4);
-        let task = tokio::spawn(writer(sink, rx));
         tx.send(b"{\"n\":0}\n".to_vec()).await.unwrap();
         let start = std::time::Instant::now();
         let mut n = 1;
@@ -240,11 +245,8 @@ mod tests {
 
     #[tokio::test]
     async fn writer_writes_lines_to_a_file() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, tx, task) = writer_to_file().await;
         let path = dir.path().join("ev.jsonl");
-        let sink = open_sink(path.to_str().unwrap()).await.unwrap();
-        let (tx, rx) = mpsc::channel(4);
-        let task = tokio::spawn(writer(sink, rx));
         for i in 0..10 {
             tx.send(format!("{{\"n\":{i}}}\n").into_bytes()).await.unwrap();
         }
