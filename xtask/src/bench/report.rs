@@ -160,7 +160,8 @@ pub fn markdown(v: &Value) -> String {
     let _ = writeln!(s, "\n## 2. Tracked processes\n");
     let _ = writeln!(s, "One open+close loop at full speed inside a tracked tree (every open decoded, correlated, evaluated against the shipped rules and written as a JSON line):\n");
     let _ = writeln!(s, "| figure | value |\n|---|---|");
-    let _ = writeln!(s, "| cost per event (tracked − untracked loop, same daemon) | {:.0} ns (min {:.0}, max {:.0}) |", med(&sp["cost_per_event_ns"]), sp["cost_per_event_ns"]["min"].as_f64().unwrap_or(0.0), sp["cost_per_event_ns"]["max"].as_f64().unwrap_or(0.0));
+    let _ = writeln!(s, "| cost per event to the producer (tracked − untracked loop, same daemon) | {:.0} ns (min {:.0}, max {:.0}) |", med(&sp["cost_per_event_ns"]), sp["cost_per_event_ns"]["min"].as_f64().unwrap_or(0.0), sp["cost_per_event_ns"]["max"].as_f64().unwrap_or(0.0));
+    let _ = writeln!(s, "| cost per event to the daemon (its CPU time, every thread, per event it handled) | {:.0} ns (min {:.0}, max {:.0}) |", med(&sp["daemon_cpu_ns_per_event"]), sp["daemon_cpu_ns_per_event"]["min"].as_f64().unwrap_or(f64::NAN), sp["daemon_cpu_ns_per_event"]["max"].as_f64().unwrap_or(f64::NAN));
     let _ = writeln!(s, "| rate of the producer (tracked loop) | {:.0} events/s |", med(&sp["events_per_s"]));
     let _ = writeln!(s, "| rate the daemon processed them (until drained) | {:.0} events/s |", med(&sp["daemon_events_per_s"]));
     let _ = writeln!(s, "| time the daemon needed after the producer ended (events waited in the ring) | {:.2} s |", med(&sp["drain_lag_s"]));
@@ -186,10 +187,12 @@ pub fn markdown(v: &Value) -> String {
     let _ = writeln!(s, "| daemon processes as fast as the producer produces (no backlog) | {} ({:.0} vs {:.0} events/s) |", mark(keeps_up), med(&sp["daemon_events_per_s"]), med(&sp["events_per_s"]));
     let acc = sev["accounted"].as_u64().unwrap_or(0) >= sev["generated_at_least"].as_u64().unwrap_or(u64::MAX);
     let _ = writeln!(s, "| past the limit, every lost event counted | {} |", mark(acc));
-    let per_event = med(&sp["cost_per_event_ns"]);
+    // The goal's "user-space cost per event" is the daemon's own CPU per event, not what the
+    // producer pays in the kernel (the row above).
+    let per_event = med(&sp["daemon_cpu_ns_per_event"]);
     let speed = med(&sp["daemon_events_per_s"]) / med(&sp["events_per_s"]);
     let twice = speed >= 2.0 && lost_single == 0 && cores < 0.5 && per_event <= 1000.0;
-    let _ = writeln!(s, "| the daemon at 2× the fastest producer: 0 loss, < 0.5 core, ≤ 1 µs per event (folding off) | {} ({:.2}× the producer, {} lost, {:.2} cores, {:.0} ns per event) |", mark(twice), speed, lost_single, cores, per_event);
+    let _ = writeln!(s, "| the daemon at 2× the fastest producer: 0 loss, < 0.5 core, ≤ 1 µs per event (folding off) | {} ({:.2}× the producer, {} lost, {:.2} cores, {:.0} ns of daemon CPU per event) |", mark(twice), speed, lost_single, cores, per_event);
     let f = &t["folded"];
     if f.is_object() {
         let exact = f["opens_counted"] == f["ops"] && f["lost"] == 0;
