@@ -19,11 +19,42 @@ use crate::{
 /// own woke the writer's thread once per event, and the wake-ups cost more than the rendering.
 const BATCH_BYTES: usize = 64 * 1024;
 
+/// The longest a line waits in the batch while kernel events keep the daemon busy (events that
+/// write no line, a stdio flood, must not hold an alert back).
+const BATCH_HOLD: Duration = Duration::from_millis(10);
+
+/// Lines not yet handed to the writer, each ending in a newline, and when the first of them came.
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    since: Option<Instant>,
+}
+
+impl Pending {
+    /// Room for one more line; the batch's age starts with its first line.
+    fn open(&mut self) -> &mut Vec<u8> {
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+        &mut self.buf
+    }
+
+    /// The whole batch, when it is big enough to go (or `always`).
+    fn take(&mut self, always: bool) -> Option<Vec<u8>> {
+        if self.buf.is_empty() || !(always || self.buf.len() >= BATCH_BYTES) {
+            return None;
+        }
+        self.since = None;
+        Some(std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH_BYTES)))
+    }
+}
+
 pub struct Emitter {
     lines: mpsc::Sender<Vec<u8>>,
-    /// Lines not yet handed to the writer, each ending in a newline. They go when they reach
-    /// `BATCH_BYTES`, and whenever the daemon has nothing more queued (`flush_lines`).
-    pending: Mutex<Vec<u8>>,
+    /// Lines not yet handed to the writer. They go when they reach `BATCH_BYTES`, whenever the
+    /// daemon has nothing more queued, and when the first has waited `BATCH_HOLD`
+    /// (`flush_lines`, `lines_held`).
+    pending: Mutex<Pending>,
     /// Every emitted line, for live views (`mcpmon top`); lossy for slow readers by design.
     tail: broadcast::Sender<String>,
     /// Shared with the metrics endpoint.
@@ -45,7 +76,7 @@ impl Emitter {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
         Self {
             lines,
-            pending: Mutex::new(Vec::with_capacity(BATCH_BYTES)),
+            pending: Mutex::new(Pending { buf: Vec::with_capacity(BATCH_BYTES), since: None }),
             tail: broadcast::channel(4096).0,
             metrics: Default::default(),
             sinks: None,
@@ -89,15 +120,12 @@ impl Emitter {
         // Nobody watches live: rendered straight into the batch, no line of its own.
         let full = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            r.write_line(&mut p);
-            p.push(b'\n');
-            Self::take_if_full(&mut p)
+            let buf = p.open();
+            r.write_line(buf);
+            buf.push(b'\n');
+            p.take(false)
         };
         self.hand_over(full).await;
-    }
-
-    fn take_if_full(p: &mut Vec<u8>) -> Option<Vec<u8>> {
-        (p.len() >= BATCH_BYTES).then(|| std::mem::replace(p, Vec::with_capacity(BATCH_BYTES)))
     }
 
     async fn hand_over(&self, batch: Option<Vec<u8>>) {
@@ -118,9 +146,10 @@ impl Emitter {
     async fn queue(&self, line: &str) {
         let full = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            p.extend_from_slice(line.as_bytes());
-            p.push(b'\n');
-            Self::take_if_full(&mut p)
+            let buf = p.open();
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
+            p.take(false)
         };
         self.hand_over(full).await;
     }
@@ -128,14 +157,14 @@ impl Emitter {
     /// Hands every pending line to the writer: the daemon calls it whenever no kernel event
     /// waits (so a line never waits for the next one), before it reports ready, and at shutdown.
     pub async fn flush_lines(&self) {
-        let batch = {
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if p.is_empty() {
-                return;
-            }
-            std::mem::take(&mut *p)
-        };
-        let _ = self.lines.send(batch).await;
+        let batch = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take(true);
+        self.hand_over(batch).await;
+    }
+
+    /// The oldest pending line has waited `BATCH_HOLD`: the daemon hands the batch over even
+    /// though kernel events still wait.
+    pub fn lines_held(&self) -> bool {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).since.is_some_and(|t| t.elapsed() >= BATCH_HOLD)
     }
 
     /// An alert: throttled (repeats folded into a count), folded into its incident, then to the
@@ -196,9 +225,27 @@ impl Drop for Emitter {
     /// A pipeline that ends on an error path still hands over what it wrote, if the writer has
     /// room for it.
     fn drop(&mut self) {
-        let p = std::mem::take(self.pending.get_mut().unwrap_or_else(|e| e.into_inner()));
-        if !p.is_empty() {
+        if let Some(p) = self.pending.get_mut().unwrap_or_else(|e| e.into_inner()).take(true) {
             let _ = self.lines.try_send(p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Pending, BATCH_BYTES};
+
+    #[test]
+    fn a_batch_goes_when_full_or_asked_and_keeps_its_age_until_then() {
+        let mut p = Pending::default();
+        assert_eq!(p.take(true), None, "nothing to hand over");
+        p.open().extend_from_slice(b"{}\n");
+        let since = p.since.expect("the first line starts the clock");
+        p.open().extend_from_slice(b"{}\n");
+        assert_eq!((p.take(false), p.since), (None, Some(since)), "small, and as old as its first line");
+        assert_eq!(p.take(true).as_deref(), Some(&b"{}\n{}\n"[..]));
+        assert_eq!(p.since, None);
+        p.open().resize(BATCH_BYTES, b'x');
+        assert_eq!(p.take(false).map(|b| b.len()), Some(BATCH_BYTES), "full: it goes");
     }
 }

@@ -167,8 +167,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     notify_ready();
     loop {
         // Lines are handed to the writer in batches: whatever is pending goes out as soon as
-        // no kernel event waits, so a quiet moment never holds a line back.
-        if ev_rx.is_empty() {
+        // no kernel event waits, so a quiet moment never holds a line back, and after
+        // `BATCH_HOLD` at the latest while events keep coming.
+        if ev_rx.is_empty() || pipeline.out.lines_held() {
             pipeline.out.flush_lines().await;
         }
         tokio::select! {
