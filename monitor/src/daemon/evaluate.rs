@@ -53,7 +53,7 @@ impl Pipeline {
         let server = self.tracker.server(ev.header.server_id);
         let want = policy.fields_for(ev.kind());
         let path = line.resolved_path.as_deref();
-        let mut ctx = context::build(&context::Inputs { ev, tree: &self.tree, server, attribution: &line.mcp, path, want: Some(want) });
+        let mut ctx = context::build(&context::Inputs { ev, tree: &self.tree, server, attribution: &line.mcp, path, want: Some(&want) });
         // Issue 13 hook: the injection → action chain (toolwatch/results.rs).
         let chain = self.tools_watch.results.annotate(&mut ctx, &line.mcp, server, &self.tree, &self.corr);
         if let (Some(profiles), Some(s)) = (self.profiles.as_mut(), server) {

@@ -39,9 +39,6 @@ pub struct Policy {
     scan_cost: Duration,
     pub alerts: u64,
     pub kills: u64,
-    /// Fields the loaded rules read, by event kind (filled as kinds come): the context builder
-    /// computes only these.
-    fields_by_kind: std::collections::HashMap<&'static str, crate::rules::FieldSet>,
     /// The open gate (fanotify), where the kernel offers it: read-protected files refused
     /// before an fd exists, and protection that follows an inode through renames.
     pub gate: Option<crate::gate::Gate>,
@@ -79,7 +76,6 @@ impl Policy {
             scan_cost: Duration::ZERO,
             alerts: 0,
             kills: 0,
-            fields_by_kind: Default::default(),
             gate: None,
             persist: None,
             servers: Vec::new(),
@@ -96,7 +92,6 @@ impl Policy {
         let mut rules = load_rules(&self.dir, &self.passwd)?;
         // Slots are what the kernel's events name: an event in flight must name the same rule.
         rules.keep_slots_of(&self.rules);
-        self.fields_by_kind.clear();
         self.rules = rules;
         self.sync_kernel()?;
         Ok(self.rules.in_force())
@@ -174,9 +169,8 @@ impl Policy {
     }
 
     /// The fields the rules on events of `kind` read (what the context builder computes).
-    pub fn fields_for(&mut self, kind: &'static str) -> &crate::rules::FieldSet {
-        let rules = &self.rules;
-        self.fields_by_kind.entry(kind).or_insert_with(|| rules.fields_for(Some(kind)))
+    pub fn fields_for(&self, kind: &str) -> crate::rules::FieldSet {
+        self.rules.wanted(kind)
     }
 
     pub fn rescan_due(&self) -> bool {

@@ -111,10 +111,23 @@ pub struct RuleSet {
     pub grants: std::collections::BTreeMap<String, Vec<String>>,
     /// Site exceptions for the daemon's built-in checks (`toolcheck::BUILTIN_RULES`), by rule id.
     pub builtin_exceptions: std::collections::BTreeMap<String, Vec<Cond>>,
-    /// The slots of the rules about each event kind, built on the first evaluation: an event
-    /// is tested against its kind's rules only, not against every rule.
-    pub by_kind: std::sync::OnceLock<Vec<(String, Vec<usize>)>>,
+    /// The rules about each event kind, built on first use: an event is tested against its
+    /// kind's rules only, and its context computes only the fields they read. Beside the
+    /// kinds, what a kind no rule is about needs.
+    pub by_kind: std::sync::OnceLock<(Vec<(String, KindRules)>, FieldSet)>,
 }
+
+/// What the rules about one event kind need.
+#[derive(Clone, Debug, Default)]
+pub struct KindRules {
+    /// Their slots, in file order.
+    pub slots: Vec<usize>,
+    /// The fields they read, with those every alert carries and the profiles read.
+    pub fields: FieldSet,
+}
+
+/// What every alert carries and the profiles read, for events of any kind.
+const ALWAYS: &[&str] = &["event", "proc.exe", "file.path", "file.ok", "mcp.in_scope", "net.addr", "net.port", "net.unix_path"];
 
 impl Rule {
     /// Whether a grant can lift this rule: it enforces files, directories, io_uring or /proc
@@ -141,7 +154,6 @@ impl RuleSet {
     /// The fields the rules for events of `kind` read (None: of any kind), plus those every
     /// alert carries and the profiles read: the context builder computes only these.
     pub fn fields_for(&self, kind: Option<&str>) -> FieldSet {
-        const ALWAYS: &[&str] = &["event", "proc.exe", "file.path", "file.ok", "mcp.in_scope", "net.addr", "net.port", "net.unix_path"];
         let mut out: FieldSet = ALWAYS.iter().copied().collect();
         for r in self.rules.iter().filter(|r| kind.is_none_or(|k| r.events.iter().any(|e| e == k))) {
             r.cond.fields(&mut out);
@@ -151,21 +163,37 @@ impl RuleSet {
         out
     }
 
-    /// The slots of the rules about events of `kind`, in file order.
-    pub fn slots_for(&self, kind: &str) -> &[usize] {
-        let index = self.by_kind.get_or_init(|| {
-            let mut index: Vec<(String, Vec<usize>)> = Vec::new();
+    /// The rules about events of `kind` (None: no rule is about it), and what a kind without
+    /// rules needs.
+    fn kind_rules(&self, kind: &str) -> (Option<&KindRules>, FieldSet) {
+        let (kinds, none) = self.by_kind.get_or_init(|| {
+            let mut kinds: Vec<(String, KindRules)> = Vec::new();
             for (slot, r) in self.rules.iter().enumerate() {
                 for e in &r.events {
-                    match index.iter_mut().find(|(k, _)| k == e) {
-                        Some((_, v)) => v.push(slot),
-                        None => index.push((e.clone(), vec![slot])),
+                    match kinds.iter_mut().find(|(k, _)| k == e) {
+                        Some((_, k)) => k.slots.push(slot),
+                        None => kinds.push((e.clone(), KindRules { slots: vec![slot], fields: FieldSet::default() })),
                     }
                 }
             }
-            index
+            for (kind, k) in &mut kinds {
+                k.fields = self.fields_for(Some(kind));
+            }
+            (kinds, ALWAYS.iter().copied().collect())
         });
-        index.iter().find(|(k, _)| k == kind).map(|(_, v)| v.as_slice()).unwrap_or(&[])
+        (kinds.iter().find(|(k, _)| k == kind).map(|(_, k)| k), *none)
+    }
+
+    /// The slots of the rules about events of `kind`, in file order.
+    pub fn slots_for(&self, kind: &str) -> &[usize] {
+        self.kind_rules(kind).0.map(|k| k.slots.as_slice()).unwrap_or(&[])
+    }
+
+    /// The fields the context of an event of `kind` computes: `fields_for(Some(kind))`, built
+    /// once per kind.
+    pub fn wanted(&self, kind: &str) -> FieldSet {
+        let (rules, none) = self.kind_rules(kind);
+        rules.map_or(none, |k| k.fields)
     }
 
     /// Rules that match, in file order. The slot of a rule is its index here.
@@ -214,6 +242,9 @@ mod fields_tests {
         assert!(open.contains("proc.ancestors") && !open.contains("proc.cmdline"), "{open:?}");
         let exec = set.fields_for(Some("exec"));
         assert!(exec.contains("proc.cmdline") && !exec.contains("proc.ancestors"), "{exec:?}");
+        for kind in ["open", "exec", "connect"] {
+            assert_eq!(set.wanted(kind), set.fields_for(Some(kind)), "the index keeps what fields_for computes: {kind}");
+        }
         let any = set.fields_for(None);
         assert!(any.contains("proc.cmdline") && any.contains("proc.ancestors"));
         // What every alert and the profiles read is there for every kind.
