@@ -118,10 +118,16 @@ impl Emitter {
             return self.write(r.line()).await;
         }
         // Nobody watches live: rendered straight into the batch, no line of its own.
+        self.append(|buf| r.write_line(buf)).await;
+    }
+
+    /// Adds one line (what `put` writes, and a newline) to the pending batch; hands the batch
+    /// over once it is big enough.
+    async fn append(&self, put: impl FnOnce(&mut Vec<u8>)) {
         let full = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             let buf = p.open();
-            r.write_line(buf);
+            put(buf);
             buf.push(b'\n');
             p.take(false)
         };
@@ -139,19 +145,7 @@ impl Emitter {
         if self.tail.receiver_count() > 0 {
             let _ = self.tail.send(line.clone());
         }
-        self.queue(&line).await;
-    }
-
-    /// Adds a line to the pending batch; hands the batch over once it is big enough.
-    async fn queue(&self, line: &str) {
-        let full = {
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            let buf = p.open();
-            buf.extend_from_slice(line.as_bytes());
-            buf.push(b'\n');
-            p.take(false)
-        };
-        self.hand_over(full).await;
+        self.append(|buf| buf.extend_from_slice(line.as_bytes())).await;
     }
 
     /// Hands every pending line to the writer: the daemon calls it whenever no kernel event
@@ -205,7 +199,7 @@ impl Emitter {
         if self.tail.receiver_count() > 0 {
             let _ = self.tail.send(line);
         }
-        self.queue(&finding).await;
+        self.append(|buf| buf.extend_from_slice(finding.as_bytes())).await;
     }
 
     /// Once a second: ended incidents and closed throttle windows (all of them with `force`).

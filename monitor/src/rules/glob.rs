@@ -29,15 +29,6 @@ pub struct Glob {
     inner_at_next_slash: bool,
 }
 
-/// Where `needle` (not empty) first occurs in `hay`. Paths are short: trying each place where
-/// the needle's first byte occurs beats `str::find`, whose searcher set-up per call cost more
-/// than the search itself.
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let (first, rest) = needle.split_first()?;
-    let last = hay.len().checked_sub(needle.len())?;
-    (0..=last).find(|&i| hay[i] == *first && hay[i + 1..].starts_with(rest))
-}
-
 thread_local! {
     /// The matcher's working rows, reused: matching allocates nothing once they have grown.
     static ROWS: std::cell::RefCell<(Vec<char>, Vec<bool>, Vec<bool>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
@@ -132,7 +123,7 @@ impl Glob {
             at = j + self.inner[0].len();
         }
         for lit in &self.inner[usize::from(self.inner_at_next_slash)..] {
-            match find(&rest.as_bytes()[at..], lit.as_bytes()) {
+            match rest[at..].find(lit.as_str()) {
                 Some(i) => at += i + lit.len(),
                 None => return false,
             }
