@@ -60,6 +60,9 @@ enum Task {
         /// Only section 1 (overhead on untracked processes, auditd last), replacing it.
         #[arg(long)]
         overhead_only: bool,
+        /// Only section 1's run time of the eBPF programs per operation, replacing it.
+        #[arg(long)]
+        prog_time_only: bool,
     },
     /// Kernel matrix: the scenario on this kernel and in VMs booted from Debian's 6.1, 6.12 and
     /// cloud kernels with the BPF LSM (qemu TCG): deny, kill, fentry/tracepoint parity; on 6.12
@@ -95,8 +98,8 @@ fn main() -> anyhow::Result<()> {
         Task::Test { args } => test(&args),
         Task::Package => deb::run(),
         Task::VmTest { host_only, vm_only, kernels } => vm::run(!vm_only, !host_only, &kernels),
-        Task::Bench { rounds, quick, report_only, fast_path_only, enforcement_only, scanners_only, tracked_only, overhead_only } => {
-            bench::run(bench::Opts { rounds, quick, report_only, fast_path_only, enforcement_only, scanners_only, tracked_only, overhead_only })
+        Task::Bench { rounds, quick, report_only, fast_path_only, enforcement_only, scanners_only, tracked_only, overhead_only, prog_time_only } => {
+            bench::run(bench::Opts { rounds, quick, report_only, fast_path_only, enforcement_only, scanners_only, tracked_only, overhead_only, prog_time_only })
         }
         Task::Run { args } => {
             setup::run()?;

@@ -7,7 +7,8 @@
 //!    enabling audit slows new processes until reboot); and no monitor and `mcpmon run` with
 //!    non-MCP shell pipelines looping beside the workload (what handshake discovery watches).
 //!    Configurations alternate within each round; each figure is the median of the per-round
-//!    ratios to "no monitor", with the spread.
+//!    ratios to "no monitor", with the spread. Beside them, the run time of each configuration's
+//!    eBPF programs per operation of the loops, from the kernel's counters (progtime.rs).
 //! 2. Tracked processes: the same loops inside a tracked tree: cost per event, sustained event
 //!    rate and loss for one producer and for several (folding off), a flood with the default
 //!    fold window, and the daemon's RSS and CPU with 1000 servers tracked.
@@ -20,6 +21,7 @@
 mod configs;
 mod descriptions;
 mod enforce;
+mod progtime;
 mod report;
 mod results;
 mod scale;
@@ -49,6 +51,8 @@ pub struct Opts {
     pub tracked_only: bool,
     /// Only section 1 (overhead on untracked processes, auditd last), replacing it.
     pub overhead_only: bool,
+    /// Only section 1's program run times (progtime.rs), replacing them.
+    pub prog_time_only: bool,
 }
 
 pub fn mcpmon() -> PathBuf {
@@ -91,10 +95,21 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
             let work = bench_work()?;
             let w = workloads::Workloads::prepare(&work, opts.quick)?;
             let mut o = configs::overhead(&w, &work, opts.rounds)?;
+            o["prog_time"] = progtime::run(&w, opts.rounds)?;
             eprintln!("bench: auditd (last: it leaves audit enabled-slow until reboot)");
             o["auditd"] = configs::auditd_rounds(&w, opts.rounds)?;
             o["measured_separately"] = report::machine();
             v["overhead"] = o;
+            Ok(())
+        });
+    }
+    if opts.prog_time_only {
+        configs::install_peers()?;
+        return replace_sections(|v| {
+            let w = workloads::Workloads::prepare(&bench_work()?, opts.quick)?;
+            let mut p = progtime::run(&w, opts.rounds)?;
+            p["measured_separately"] = report::machine();
+            v["overhead"]["prog_time"] = p;
             Ok(())
         });
     }
@@ -123,7 +138,8 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
     out.insert("machine".to_string(), report::machine());
 
     eprintln!("bench: 1/5 overhead on untracked processes ({} rounds)", opts.rounds);
-    let overhead = configs::overhead(&w, &work, opts.rounds)?;
+    let mut overhead = configs::overhead(&w, &work, opts.rounds)?;
+    overhead["prog_time"] = progtime::run(&w, opts.rounds)?;
     out.insert("overhead".into(), overhead);
     eprintln!("bench: 2/5 tracked processes");
     out.insert("tracked".into(), tracked::run(&work, opts.quick)?);

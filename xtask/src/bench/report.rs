@@ -57,12 +57,22 @@ fn per_round(o: &Value, config: &str, w: &str) -> Vec<f64> {
 /// mean difference lies at or below 0, missed when it lies above, inconclusive when it straddles
 /// 0 (the machine's noise is larger than the margin) or there are fewer than `MIN_ROUNDS`.
 fn verdict(o: &Value, config: &str, loads: &[&str], bound: impl Fn(&str, usize) -> f64) -> String {
+    let diffs: Vec<(&str, Vec<f64>)> = loads
+        .iter()
+        .map(|w| {
+            let r = per_round(o, config, w);
+            (*w, r.iter().enumerate().map(|(i, x)| x - bound(w, i)).collect())
+        })
+        .collect();
+    judge(&diffs, "ratio − bound")
+}
+
+/// The verdict over per-round differences from a bound, by workload (see [`verdict`]).
+fn judge(diffs: &[(&str, Vec<f64>)], what: &str) -> String {
     let mut parts = Vec::new();
     let (mut met, mut missed) = (true, false);
-    for w in loads {
-        let r = per_round(o, config, w);
-        let d: Vec<f64> = r.iter().enumerate().map(|(i, x)| x - bound(w, i)).collect();
-        match paired_ci(&d).filter(|_| d.len() >= MIN_ROUNDS) {
+    for (w, d) in diffs {
+        match paired_ci(d).filter(|_| d.len() >= MIN_ROUNDS) {
             Some((m, lo, hi)) => {
                 parts.push(format!("{w} {m:+.3} [{lo:+.3}, {hi:+.3}]"));
                 met &= hi <= 0.0;
@@ -85,7 +95,7 @@ fn verdict(o: &Value, config: &str, loads: &[&str], bound: impl Fn(&str, usize) 
     } else {
         "inconclusive"
     };
-    format!("{word}; ratio − bound, mean [95% CI] over rounds: {}", parts.join(", "))
+    format!("{word}; {what}, mean [95% CI] over rounds: {}", parts.join(", "))
 }
 
 pub fn markdown(v: &Value) -> String {
@@ -152,6 +162,7 @@ pub fn markdown(v: &Value) -> String {
             ratio(o, "none_pipelines", "connect")
         );
     }
+    prog_time(&mut s, &o["prog_time"]);
 
     let t = &v["tracked"];
     let sp = &t["single_producer"];
@@ -279,6 +290,55 @@ fn fast_path(s: &mut String, v: &Value) {
     let _ = writeln!(s, "| syscalls mcpmon does not hook pay nothing on the fast path (getppid within 2%) | {} ({:.3}; tracepoints {:.3}) |", mark(r("fentry", "getppid") <= 1.02), r("fentry", "getppid"), r("tracepoint", "getppid"));
 }
 
+/// Section 1's program-time part (progtime.rs): ns per operation of the programs each
+/// configuration loaded, the goals judged on them, and what mcpmon's programs are.
+fn prog_time(s: &mut String, p: &Value) {
+    if p.is_null() {
+        return;
+    }
+    let c = &p["configs"];
+    let loops = ["open_close", "fork_exec", "connect"];
+    let _ = writeln!(s, "\n### The programs' own run time per operation ({} rounds)\n", p["rounds"]);
+    let _ = writeln!(s, "With `kernel.bpf_stats_enabled`, the kernel adds up each program's runs and run time; summed over the programs a configuration loaded and divided by the loop's operations, that is what its programs add to each operation, measured to a few nanoseconds where the loops' wall-clock ratios above vary by 10–20% from round to round. It leaves out the kernel's dispatch to each hook (the same for every configuration on the same hooks). Configurations alternate within each round; medians with min–max.\n");
+    if let Some(m) = p["measured_separately"].as_object() {
+        let _ = writeln!(s, "Measured in a run of its own (`cargo xtask bench --prog-time-only`, {}, kernel {}).\n", m.get("date").and_then(Value::as_str).unwrap_or(""), m.get("kernel").and_then(Value::as_str).unwrap_or(""));
+    }
+    let _ = writeln!(s, "| loop | operation, no monitor | floor | mcpmon, server alive | bpftrace |\n|---|---|---|---|---|");
+    let cell = |cfg: &str, w: &str| {
+        let v = &c[cfg][w]["prog_ns_per_op"];
+        format!("{:.0} ns ({:.0}–{:.0})", med(v), v["min"].as_f64().unwrap_or(f64::NAN), v["max"].as_f64().unwrap_or(f64::NAN))
+    };
+    let op = |w: &str| -> Vec<f64> { c["none"][w]["op_ns_per_round"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default() };
+    let rounds = |cfg: &str, w: &str| -> Vec<f64> { c[cfg][w]["prog_per_round"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default() };
+    for w in loops {
+        let o = op(w);
+        let mut m = o.clone();
+        m.sort_by(|a, b| a.total_cmp(b));
+        let _ = writeln!(s, "| {w} | {:.0} ns | {} | {} | {} |", m.get(m.len() / 2).copied().unwrap_or(f64::NAN), cell("floor", w), cell("mcpmon_server", w), cell("bpftrace", w));
+    }
+    // Per round: mcpmon's program time minus the other's, as a share of the operation's own
+    // time (no monitor, same round), against the bound.
+    let share = |other: &str, bound: f64| -> Vec<(&str, Vec<f64>)> {
+        loops
+            .iter()
+            .map(|w| {
+                let (m, b, o) = (rounds("mcpmon_server", w), rounds(other, w), op(w));
+                (*w, m.iter().zip(&b).zip(&o).map(|((m, b), o)| (m - b) / o - bound).collect())
+            })
+            .collect()
+    };
+    let _ = writeln!(s, "\n| goal | result |\n|---|---|");
+    let _ = writeln!(s, "| server alive: programs within 3% of the floor's (share of the operation) | {} |", judge(&share("floor", 0.03), "(mcpmon − floor) / operation − 0.03"));
+    let _ = writeln!(s, "| server alive: programs below bpftrace's on the same hooks | {} |", judge(&share("bpftrace", 0.0), "(mcpmon − bpftrace) / operation"));
+    let _ = writeln!(s, "\nWhat mcpmon's programs cost per operation (median ns over the rounds; programs under 5 ns per operation left out):\n\n| loop | programs |\n|---|---|");
+    for w in loops {
+        let mut by: Vec<(String, f64)> = c["mcpmon_server"][w]["by_program"].as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), med(v))).collect()).unwrap_or_default();
+        by.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let list: Vec<String> = by.iter().filter(|(_, ns)| *ns >= 5.0).map(|(k, ns)| format!("`{k}` {ns:.0}")).collect();
+        let _ = writeln!(s, "| {w} | {} |", list.join(", "));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,5 +357,22 @@ mod tests {
         assert!(v(&[1.00, 1.00]).starts_with("inconclusive"), "too few rounds");
         let (m, lo, hi) = paired_ci(&[1.0, 2.0, 3.0]).unwrap();
         assert!((m - 2.0).abs() < 1e-9 && (hi - m - 4.303 * (1.0f64 / 3.0).sqrt()).abs() < 1e-6 && (m - lo - (hi - m)).abs() < 1e-9);
+    }
+    #[test]
+    fn program_time_is_judged_per_round_against_the_operation() {
+        // mcpmon's programs 5 ns over the floor's on a 1000 ns operation (0.5%), every round:
+        // within 3%; 100 ns over bpftrace's: not below it.
+        let per = |prog: f64| json!({"prog_ns_per_op": {"median": prog, "min": prog, "max": prog}, "prog_per_round": vec![prog; 5], "op_ns_per_round": vec![1000.0; 5], "by_program": {"mcpm_openat_e": {"median": prog}}});
+        let all = |v: f64| json!({"open_close": per(v), "fork_exec": per(v), "connect": per(v)});
+        let cfgs = |m: f64, f: f64, b: f64| json!({"none": all(0.0), "mcpmon_server": all(m), "floor": all(f), "bpftrace": all(b)});
+        let mut s = String::new();
+        prog_time(&mut s, &json!({"rounds": 5, "configs": cfgs(105.0, 100.0, 5.0)}));
+        let line = |s: &str, goal: &str| s.lines().find(|l| l.contains(goal)).unwrap_or_default().to_string();
+        assert!(line(&s, "within 3% of the floor").contains("| met; ") && line(&s, "within 3% of the floor").contains("open_close -0.025"), "{s}");
+        assert!(line(&s, "below bpftrace").contains("**missed**"), "{s}");
+        assert!(s.contains("`mcpm_openat_e` 105"), "{s}");
+        let mut s = String::new();
+        prog_time(&mut s, &json!({"rounds": 5, "configs": cfgs(200.0, 100.0, 300.0)}));
+        assert!(line(&s, "within 3% of the floor").contains("**missed**") && line(&s, "below bpftrace").contains("| met; "), "{s}");
     }
 }

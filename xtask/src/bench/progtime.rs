@@ -1,0 +1,125 @@
+//! The eBPF programs' own run time per operation of an untracked loop, by configuration.
+//!
+//! Why beside the loops' wall-clock ratios: on a shared 2-core VM a loop's round-to-round noise
+//! (±10–20%) hides differences of a few percent, so "within 3% of the floor" comes out
+//! inconclusive whatever the programs do. The kernel counts each program's runs and run time
+//! (`kernel.bpf_stats_enabled`): summed over the programs a configuration loaded, per loop
+//! operation, that is the work the monitor adds to every syscall on its hooks, measured to a
+//! few nanoseconds, and it names the program that costs more than the floor's single lookup.
+//!
+//! What it leaves out: the kernel's own dispatch to a hook (building a syscall tracepoint's
+//! record, the same for every configuration on the same hooks), and effects on caches.
+//! Counting adds two clock reads per run to every configuration alike.
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    process::Command,
+};
+
+use anyhow::Context as _;
+use serde_json::{json, Value};
+
+use super::{configs, stats, workloads};
+
+/// Loops measured, with the operations each runs.
+const LOOPS: &[(&str, &str)] = &[("open_close", "open"), ("fork_exec", "forkexec"), ("connect", "connect")];
+
+/// Compared side by side; "none" gives the operation's own time for the share.
+pub const CONFIGS: &[&str] = &["none", "mcpmon_server", "floor", "bpftrace"];
+
+/// One loaded program's counters.
+#[derive(Clone)]
+struct Prog {
+    name: String,
+    runs: u64,
+    ns: u64,
+}
+
+fn programs() -> anyhow::Result<HashMap<u64, Prog>> {
+    let out = Command::new("bpftool").args(["prog", "show", "--json"]).output().context("bpftool prog show")?;
+    anyhow::ensure!(out.status.success(), "bpftool prog show: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let id = p["id"].as_u64()?;
+            let name = p["name"].as_str().unwrap_or("?").to_string();
+            Some((id, Prog { name, runs: p["run_cnt"].as_u64().unwrap_or(0), ns: p["run_time_ns"].as_u64().unwrap_or(0) }))
+        })
+        .collect())
+}
+
+/// Turns the kernel's per-program counters on for its lifetime, and back to what they were.
+struct StatsOn(String);
+
+const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl StatsOn {
+    fn new() -> anyhow::Result<Self> {
+        let was = std::fs::read_to_string(STATS).context(STATS)?.trim().to_string();
+        std::fs::write(STATS, "1").context(STATS)?;
+        Ok(Self(was))
+    }
+}
+
+impl Drop for StatsOn {
+    fn drop(&mut self) {
+        let _ = std::fs::write(STATS, &self.0);
+    }
+}
+
+/// Per configuration and loop: per round the programs' ns per operation and the loop's ns per
+/// operation, and (all rounds) each program's ns per operation.
+pub fn run(w: &workloads::Workloads, rounds: usize) -> anyhow::Result<Value> {
+    let _on = StatsOn::new()?;
+    let n_of = |l: &str| match l {
+        "open" => w.open_n,
+        "forkexec" => w.fork_n,
+        _ => w.connect_n,
+    };
+    // config → loop → (per-round prog ns/op, per-round loop ns/op, program name → ns/op per round)
+    type Per = (Vec<f64>, Vec<f64>, BTreeMap<String, Vec<f64>>);
+    let mut res: BTreeMap<&str, BTreeMap<&str, Per>> = BTreeMap::new();
+    for round in 0..rounds {
+        for k in 0..CONFIGS.len() {
+            let c = CONFIGS[(k + round) % CONFIGS.len()];
+            let before: HashSet<u64> = programs()?.into_keys().collect();
+            let r = configs::start(c).with_context(|| format!("starting {c}"))?;
+            // The configuration's programs: those loaded since it started.
+            let mine = |all: &HashMap<u64, Prog>| -> HashMap<u64, Prog> { all.iter().filter(|(id, _)| !before.contains(id)).map(|(id, p)| (*id, p.clone())).collect() };
+            for (name, kind) in LOOPS {
+                let n = n_of(kind);
+                let a = mine(&programs()?);
+                let op_ns = workloads::loop_ns(kind, n)?;
+                let b = mine(&programs()?);
+                let e = res.entry(c).or_default().entry(name).or_default();
+                let mut total = 0u64;
+                let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
+                for (id, p) in &b {
+                    let (runs0, ns0) = a.get(id).map(|q| (q.runs, q.ns)).unwrap_or((0, 0));
+                    if p.runs > runs0 {
+                        total += p.ns - ns0;
+                        *by_name.entry(p.name.clone()).or_default() += p.ns - ns0;
+                    }
+                }
+                e.0.push(total as f64 / n as f64);
+                e.1.push(op_ns);
+                for (pn, ns) in by_name {
+                    e.2.entry(pn).or_default().push(ns as f64 / n as f64);
+                }
+            }
+            configs::stop(r)?;
+            eprintln!("bench: program time, round {}/{rounds}: {c} done", round + 1);
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for (c, loops) in res {
+        let mut per = serde_json::Map::new();
+        for (l, (prog, op, by)) in loops {
+            let by: serde_json::Map<String, Value> = by.into_iter().map(|(k, v)| (k, stats(&v))).collect();
+            per.insert(l.to_string(), json!({"prog_ns_per_op": stats(&prog), "prog_per_round": prog, "op_ns_per_round": op, "by_program": by}));
+        }
+        out.insert(c.to_string(), Value::Object(per));
+    }
+    Ok(json!({"configs": out, "rounds": rounds}))
+}
