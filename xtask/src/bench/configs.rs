@@ -15,8 +15,31 @@ use crate::util;
 /// A pid no process has (pid_max is at most 2^22): the filter every tracer is given.
 const NO_PID: &str = "4194303";
 
-/// Syscalls mcpmon hooks (its on-demand tracepoints), for bpftrace and audit.
-const SYSCALLS: &[&str] = &["execve", "execveat", "open", "creat", "openat", "openat2", "connect", "sendto", "sendmsg", "read", "write"];
+/// The syscall tracepoints mcpmon attaches while a server is tracked, from its program table,
+/// as `category:name`, once each (sendto carries two programs): what bpftrace is given, so the
+/// comparison is on the same hooks (a shorter hand-kept list left close, accept, recvfrom,
+/// readv/writev and others to mcpmon alone).
+pub fn tracked_tracepoints() -> Vec<&'static str> {
+    use monitor_common::programs::{of_kind, Kind, Lifetime};
+    let mut v: Vec<&'static str> = of_kind(Kind::TracePoint).filter(|p| p.lifetime == Lifetime::WhileTracked).flat_map(|p| p.hooks.iter().copied()).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The syscalls behind those tracepoints, for audit (which filters by syscall, not by hook).
+fn tracked_syscalls() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = tracked_tracepoints().into_iter().filter_map(|h| h.strip_prefix("syscalls:sys_enter_").or_else(|| h.strip_prefix("syscalls:sys_exit_"))).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Whether tracefs has this tracepoint (an optional hook, such as `open`, may be absent).
+fn tracepoint_exists(hook: &str) -> bool {
+    let (cat, name) = hook.split_once(':').unwrap_or(("", hook));
+    ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"].iter().any(|d| Path::new(d).join(cat).join(name).exists())
+}
 
 pub fn install_peers() -> anyhow::Result<()> {
     let missing = crate::setup::missing(&["bpftrace", "auditd", "git"]);
@@ -174,9 +197,10 @@ pub fn start(name: &str) -> anyhow::Result<Running> {
         "bpftrace" => {
             // The same hooks as mcpmon's tracepoint path, its ia32 hook on sys_exit included (this
             // bpftrace has no raw tracepoint probes: the tracepoint of the same name).
-            let probes: Vec<String> = SYSCALLS
-                .iter()
-                .flat_map(|s| [format!("tracepoint:syscalls:sys_enter_{s}"), format!("tracepoint:syscalls:sys_exit_{s}")])
+            let probes: Vec<String> = tracked_tracepoints()
+                .into_iter()
+                .filter(|h| tracepoint_exists(h))
+                .map(|h| format!("tracepoint:{h}"))
                 .chain(std::iter::once("tracepoint:raw_syscalls:sys_exit".to_string()))
                 .collect();
             let script = format!("{} /pid == {NO_PID}/ {{ @n[probe] = count(); }}", probes.join(",\n"));
@@ -197,7 +221,10 @@ pub fn start(name: &str) -> anyhow::Result<Running> {
             std::thread::sleep(Duration::from_millis(500));
             util::run(Command::new("auditctl").args(["-e", "1"]))?;
             let mut rule = vec!["-a", "always,exit", "-F", "arch=b64"];
-            for s in SYSCALLS {
+            // Names this auditctl does not know (a newer syscall than its table) would fail the rule.
+            let known = |s: &&str| Command::new("ausyscall").args(["x86_64", s]).output().map(|o| o.status.success()).unwrap_or(true);
+            let syscalls: Vec<&str> = tracked_syscalls().into_iter().filter(known).collect();
+            for s in &syscalls {
                 rule.extend(["-S", s]);
             }
             rule.extend(["-F", "pid=4194303", "-k", "mcpmon_bench"]);
@@ -302,4 +329,20 @@ pub fn auditd_rounds(w: &Workloads, rounds: usize) -> anyhow::Result<Value> {
     let _ = Command::new("auditctl").args(["-e", "0"]).status();
     let samples = sample_rounds(w, &configs, rounds)?;
     Ok(ratios(&samples, &configs, 0)["auditd"].clone())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bpftrace_and_audit_get_every_syscall_hook_mcpmon_attaches() {
+        let tps = super::tracked_tracepoints();
+        for h in ["syscalls:sys_enter_openat", "syscalls:sys_exit_openat", "syscalls:sys_enter_close", "syscalls:sys_exit_accept4", "syscalls:sys_enter_read", "syscalls:sys_exit_clone3"] {
+            assert!(tps.contains(&h), "{h} missing from {tps:?}");
+        }
+        assert_eq!(tps.iter().filter(|h| **h == "syscalls:sys_enter_sendto").count(), 1, "two programs, one probe");
+        let sc = super::tracked_syscalls();
+        for s in ["openat", "close", "accept4", "read", "clone3", "connect", "process_vm_readv"] {
+            assert!(sc.contains(&s), "{s} missing from {sc:?}");
+        }
+    }
 }
