@@ -194,7 +194,7 @@ fn real_alerts_are_valid_ocsf_on_the_stream_the_file_and_the_webhook() {
             hooked.push(serde_json::from_str(&b).unwrap());
         }
     }
-    let filed = || -> Vec<Value> { std::fs::read_to_string(&alerts_file).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let filed = || -> Vec<Value> { common::json_lines(&alerts_file) };
     let deadline = Instant::now() + Duration::from_secs(10);
     while filed().len() < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));

@@ -36,8 +36,12 @@ impl Rotating {
         if self.size > 0 && self.size + line.len() as u64 + 1 > self.max {
             self.rotate()?;
         }
-        self.file.write_all(line.as_bytes())?;
-        self.file.write_all(b"\n")?;
+        // The line and its newline in one write: a reader tailing the file does not wait on
+        // a second write to learn that the line has ended.
+        let mut whole = Vec::with_capacity(line.len() + 1);
+        whole.extend_from_slice(line.as_bytes());
+        whole.push(b'\n');
+        self.file.write_all(&whole)?;
         self.size += line.len() as u64 + 1;
         Ok(())
     }

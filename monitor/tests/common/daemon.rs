@@ -110,11 +110,7 @@ impl Daemon {
     }
 
     pub fn records(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.events)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
-            .collect()
+        super::json_lines(&self.events)
     }
 
     pub fn expect(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {

@@ -35,6 +35,15 @@ pub fn skipped(why: &str) {
 /// under emulation: `MCPMON_TEST_SLOWDOWN=N` (tests/vm/itest.sh sets it inside qemu TCG, where
 /// code runs many times slower) makes every such wait N times as long. Only how long a test may
 /// wait changes, never what it expects.
+/// The JSON records of a JSON-lines file the daemon is still writing. A read can land in the
+/// middle of a write, so a last line without its newline is not a record yet: it is left for
+/// the next read, as `tail -F` and log shippers do.
+pub fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
+}
+
 pub fn patience(d: Duration) -> Duration {
     let n = std::env::var("MCPMON_TEST_SLOWDOWN").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(1).max(1);
     d * n
