@@ -12,6 +12,15 @@ pub mod programs;
 
 /// Capacity for paths read from user memory (PATH_MAX).
 pub const PATH_CAP: usize = 4096;
+
+/// `BPF_F_MMAPABLE`: an array map the daemon can map into its memory (`MAYBE_TRACKED`).
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Elements of `MAYBE_TRACKED` (one byte per pid, eight to an element) for pids up to `pid_max`.
+pub const fn maybe_tracked_elems(pid_max: u32) -> u32 {
+    pid_max / 8 + 1
+}
+
 /// Bytes of argv the kernel copies for one exec, NUL-separated. Reads start below this bound and
 /// may run up to `2 * ARGS_SOFT_CAP` (the verifier needs a fixed read size), see `ExecEvent`.
 pub const ARGS_SOFT_CAP: usize = 2048;

@@ -1,6 +1,8 @@
 //! Map names shared by the kernel object and the loader (the programs: `programs::PROGRAMS`).
 
 pub const MAP_TRACKED: &str = "TRACKED";
+/// One byte per pid: nonzero where the process may be tracked (a filter before `TRACKED`).
+pub const MAP_MAYBE_TRACKED: &str = "MAYBE_TRACKED";
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_LOST: &str = "LOST";
 /// server id → events of that server the kernel could not deliver (any reason).

@@ -23,7 +23,7 @@ use aya_ebpf::{
 use crate::{
     fast::Regs,
     file,
-    maps::{current, mark_compat, koff, tracked, Pending},
+    maps::{current, mark_compat, koff, maybe_tracked, tracked, Pending},
     net, process, procaccess,
 };
 
@@ -92,12 +92,14 @@ fn handled(id: i64) -> bool {
 /// mark on a refused connect, which is recomputed here from the same policy map.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn mcpm_compat_x(ctx: RawTracePointContext) -> i32 {
-    // Every syscall exit of the machine runs this while a server is tracked: the compat flag
-    // first, so a 64-bit syscall (nearly all of them) costs one read of the task and nothing
-    // else. Its number cannot be tested first: 64-bit numbers overlap the i386 ones (64-bit
-    // `open` is i386 `fork`). An ia32 fork's child inherits the flag with the parent's
-    // thread_info and returns here before the kernel clears it on the way out.
-    if !in_compat_syscall() {
+    // Every syscall exit of the machine runs this while a server is tracked: first the pid's
+    // byte in MAYBE_TRACKED (an inlined array load), which every process this hook acts on has
+    // set, doomed children of an ia32 fork included (the fork hook sets it); then the compat
+    // flag, so a 64-bit syscall of a tracked process costs one read of the task. Its number
+    // cannot be tested first: 64-bit numbers overlap the i386 ones (64-bit `open` is i386
+    // `fork`). An ia32 fork's child inherits the flag with the parent's thread_info and returns
+    // here before the kernel clears it on the way out.
+    if !maybe_tracked(current().tgid) || !in_compat_syscall() {
         return 0;
     }
     let regs = ctx.arg::<u64>(0) as *const u8;

@@ -112,6 +112,10 @@ fn open_enter(syscall: u32, dirfd: i32, path: u64, open_flags: u32, mode: u32, h
 #[inline(always)]
 pub fn open_x<S: Sys>(s: &S) -> u32 {
     let cur = current();
+    // The entry saved nothing for a process with a clear byte (MAYBE_TRACKED).
+    if !crate::maps::maybe_tracked(cur.tgid) {
+        return 0;
+    }
     let Some(ev) = PENDING_OPEN.get_ptr_mut(&cur.tid) else { return 0 };
     // SAFETY: the current thread's own PENDING_OPEN entry (keyed by its tid), valid for this program run;
     // the thread is in this open's exit, so only its own hooks touch the entry.

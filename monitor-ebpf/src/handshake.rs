@@ -27,7 +27,7 @@ use monitor_common::{handshake, stdio_dir, EventKind, HandshakeCandidate, Handsh
 
 use crate::{
     http::{RwPending, PENDING_RW},
-    maps::{count_lost_logged, fill_header, output, Current, TRACKED},
+    maps::{count_lost_logged, fill_header, output, set_maybe_tracked, Current, TRACKED},
     stdio::{fd_inode, register_pipe, stream_ino},
 };
 
@@ -56,6 +56,8 @@ pub fn note_exec(cur: Current) -> u32 {
     let since_ns = unsafe { bpf_ktime_get_ns() };
     let late = u32::from(crate::hold::HOOKS_LIVE.get(0).copied().unwrap_or(0) == 0);
     let c = HandshakeCandidate { in_ino, out_ino, since_ns, late, _pad: 0 };
+    // Its reads must reach `read_enter`, which untracked processes skip on a clear byte.
+    set_maybe_tracked(cur.tgid, true);
     let _ = HANDSHAKE.insert(&cur.tgid, &c, 0);
     if late != 0 {
         // The read hooks are detached: the daemon attaches them at once. Not held (hold.rs
@@ -112,6 +114,7 @@ pub fn read_exit(cur: Current, p: &RwPending, ret: i64) -> Option<TrackInfo> {
         return None;
     }
     let info = TrackInfo { server_id: PROVISIONAL_SERVER, root_tgid: cur.tgid };
+    set_maybe_tracked(cur.tgid, true);
     if TRACKED.insert(&cur.tgid, &info, 0).is_err() {
         count_lost_logged(LostReason::TrackedFull);
         return None;

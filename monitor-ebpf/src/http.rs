@@ -192,6 +192,9 @@ pub fn data_enter(cur: Current, info: TrackInfo, fd: i32, ino: u64, buf: u64, di
 #[inline(always)]
 pub fn data_exit<S: Sys>(s: &S, vectored: bool) -> u32 {
     let cur = current();
+    if !crate::maps::maybe_tracked(cur.tgid) {
+        return 0;
+    }
     // SAFETY: a map lookup; the value is copied before the entry is removed.
     let Some(p) = (unsafe { PENDING_RW.get(&cur.tid) }).copied() else { return 0 };
     let _ = PENDING_RW.remove(&cur.tid);

@@ -181,6 +181,9 @@ fn addr_enter(kind: EventKind, fd: i32, sa: u64, addrlen: u32) -> u32 {
 #[inline(always)]
 pub fn connect_x<S: Sys>(s: &S) -> u32 {
     let cur = current();
+    if !crate::maps::maybe_tracked(cur.tgid) {
+        return 0;
+    }
     let Some(ev) = PENDING_CONNECT.get_ptr_mut(&cur.tid) else { return 0 };
     // SAFETY: the current thread's own PENDING_CONNECT entry (keyed by its tid), valid for this program
     // run; the thread is in this syscall's exit, so no other hook writes it meanwhile.

@@ -28,7 +28,7 @@ use monitor_common::{
 
 use crate::maps::{
     count_lost_logged, current, lost_for, koff, read_user_path, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
-    parent_comm, tp_exec_old_pid_off, exit_group_dead, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current, Sys,
+    parent_comm, tp_exec_old_pid_off, exit_group_dead, maybe_tracked, set_maybe_tracked, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current, Sys,
     CANDIDATE_COMMS, DOOMED, EXITED, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN, SCRATCH_EXEC, TRACKED,
 };
 
@@ -53,6 +53,9 @@ pub fn mcpm_fork(ctx: TracePointContext) -> u32 {
     }
     let mut ev = ForkEvent::default();
     fill_header(&mut ev.hdr, EventKind::Fork, cur, info);
+    // Before the insert (MAYBE_TRACKED's rule); a doomed child needs its byte too, for the ia32
+    // hook to reach `doomed_x`.
+    set_maybe_tracked(child as u32, true);
     if TRACKED.insert(&(child as u32), &info, 0).is_err() {
         count_lost_logged(LostReason::TrackedFull);
         // The child already exists (this hook runs after copy_process's last signal check):
@@ -77,6 +80,10 @@ pub fn mcpm_fork_x(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 pub fn doomed_x<S: Sys>(_s: &S) -> u32 {
     let pid = current().tgid;
+    // A doomed child's byte was set at fork.
+    if !maybe_tracked(pid) {
+        return 0;
+    }
     // SAFETY: only whether the key exists is used: no reference into DOOMED outlives this lookup.
     if unsafe { DOOMED.get(&pid) }.is_some() {
         let _ = DOOMED.remove(&pid);
@@ -88,7 +95,14 @@ pub fn doomed_x<S: Sys>(_s: &S) -> u32 {
 #[tracepoint]
 pub fn mcpm_exit(ctx: TracePointContext) -> u32 {
     let cur = current();
-    let Some(info) = tracked(cur) else { return 0 };
+    let Some(info) = tracked(cur) else {
+        // A handshake candidate's byte (or one the daemon set for a process it then dropped)
+        // goes with the process, so that bytes do not pile up as pids are reused.
+        if maybe_tracked(cur.tgid) && exit_group_dead(&ctx) {
+            set_maybe_tracked(cur.tgid, false);
+        }
+        return 0;
+    };
     let _ = EXITED.insert(&cur.tid, &info, 0);
     // A thread killed inside a syscall never reaches its exit hook: drop what it left pending.
     let _ = PENDING_OPEN.remove(&cur.tid);
@@ -103,6 +117,7 @@ pub fn mcpm_exit(ctx: TracePointContext) -> u32 {
     ev.exit_code = current_exit_code();
     output(&ev);
     let _ = TRACKED.remove(&cur.tgid);
+    set_maybe_tracked(cur.tgid, false);
     0
 }
 
@@ -255,6 +270,7 @@ fn provisional(cur: Current) -> Option<TrackInfo> {
         return None;
     }
     let info = TrackInfo { server_id: PROVISIONAL_SERVER, root_tgid: cur.tgid };
+    set_maybe_tracked(cur.tgid, true);
     if TRACKED.insert(&cur.tgid, &info, 0).is_err() {
         count_lost_logged(LostReason::TrackedFull);
         return None;

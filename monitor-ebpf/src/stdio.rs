@@ -127,7 +127,8 @@ pub fn register_pipe(ino: u64, dir: u32, tgid: u32) {
 fn rw_enter<S: Sys>(s: &S, want: u32) -> u32 {
     let cur = current();
     let Some(info) = tracked(cur) else {
-        if want == stdio_dir::IN {
+        // Handshake candidates have their byte set (note_exec); other untracked reads stop here.
+        if want == stdio_dir::IN && crate::maps::maybe_tracked(cur.tgid) {
             crate::handshake::read_enter(cur, s.arg(0) as i32, s.arg(1));
         }
         return 0;
@@ -182,6 +183,10 @@ pub fn write_e<S: Sys>(s: &S) -> u32 {
 #[inline(always)]
 pub fn rw_x<S: Sys>(s: &S) -> u32 {
     let cur = current();
+    // Pending reads and writes are saved only for processes with their byte set.
+    if !crate::maps::maybe_tracked(cur.tgid) {
+        return 0;
+    }
     // SAFETY: the current thread's PENDING_RW entry (keyed by its tid) is copied out at once, before the
     // remove; no reference is kept.
     let Some(p) = (unsafe { PENDING_RW.get(&cur.tid) }).copied() else { return 0 };

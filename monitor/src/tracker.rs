@@ -118,6 +118,8 @@ pub struct Tracker {
     servers: HashMap<u32, ServerInfo>,
     next_id: u32,
     daemon_pid: u32,
+    /// The hooks' filter: a pid's byte is set before the pid goes into `map` (probes/maybe.rs).
+    maybe: crate::probes::maybe::MaybeTracked,
 }
 
 /// The kernel maps the tracker owns, as the loader hands them over.
@@ -126,24 +128,28 @@ pub struct TrackerMaps {
     pub pipes: BpfHashMap<MapData, u64, StdioPipe>,
     pub candidates: BpfHashMap<MapData, Comm, u32>,
     pub http_socks: BpfHashMap<MapData, u64, SockStream>,
+    pub maybe: crate::probes::maybe::MaybeTracked,
 }
 
 impl Tracker {
     pub fn from_maps(m: TrackerMaps) -> Self {
-        Self::new(m.tracked, m.pipes, m.candidates).with_http_socks(m.http_socks)
+        Self {
+            map: m.tracked,
+            pipes: m.pipes,
+            stdio_pipes_full: 0,
+            candidates: m.candidates,
+            http_socks: Some(m.http_socks),
+            servers: HashMap::new(),
+            next_id: 1,
+            daemon_pid: std::process::id(),
+            maybe: m.maybe,
+        }
     }
 
-    pub fn new(
-        map: BpfHashMap<MapData, u32, TrackInfo>,
-        pipes: BpfHashMap<MapData, u64, StdioPipe>,
-        candidates: BpfHashMap<MapData, Comm, u32>,
-    ) -> Self {
-        Self { map, pipes, stdio_pipes_full: 0, candidates, http_socks: None, servers: HashMap::new(), next_id: 1, daemon_pid: std::process::id() }
-    }
-
-    pub fn with_http_socks(mut self, socks: BpfHashMap<MapData, u64, SockStream>) -> Self {
-        self.http_socks = Some(socks);
-        self
+    /// Puts `pid` into `TRACKED`, its filter byte first (else the hooks could skip it).
+    fn insert(&mut self, pid: u32, info: TrackInfo) -> Result<(), aya::maps::MapError> {
+        self.maybe.set(pid);
+        self.map.insert(pid, info, 0)
     }
 
     /// Removes the sockets of `server` from `HTTP_SOCKS` (a process that exits closes its sockets
@@ -261,6 +267,11 @@ impl Tracker {
         self.map.get(&pid, 0).ok()
     }
 
+    /// Whether the hooks' filter lets `pid` through to `TRACKED` (its `MAYBE_TRACKED` byte).
+    pub fn may_be_tracked(&self, pid: u32) -> bool {
+        self.maybe.get(pid)
+    }
+
     /// Puts `pid` under watch as a new server, then its descendants (found through procfs).
     ///
     /// The root goes into the map first, so anything it forks from then on is inherited in the
@@ -283,7 +294,7 @@ impl Tracker {
         let id = self.next_id;
         self.next_id += 1;
         let info = TrackInfo { server_id: id, root_tgid: pid };
-        self.map.insert(pid, info, 0)?;
+        self.insert(pid, info)?;
         let mut tracked = vec![pid];
         // `mcpmon exec` asks for itself before it execs the server: it has no children to find,
         // and skipping the procfs walk keeps a burst of starting servers cheap.
@@ -321,7 +332,7 @@ impl Tracker {
             return Err(TrackError::Refused(pid, "never tracked"));
         }
         let info = TrackInfo { server_id: id, root_tgid: root };
-        self.map.insert(pid, info, 0)?;
+        self.insert(pid, info)?;
         // Decided after its session ended (its first line comes long after its first read): the
         // exit hook has already removed it, and an entry put back now would track whatever
         // reuses the pid. Its events still queued join the server through the process tree.
@@ -347,7 +358,7 @@ impl Tracker {
         let Some(root) = self.servers.get(&id).map(|s| s.root_pid) else { return };
         for &p in pids {
             if self.map.get(&p, 0).is_ok() {
-                let _ = self.map.insert(p, TrackInfo { server_id: id, root_tgid: root }, 0);
+                let _ = self.insert(p, TrackInfo { server_id: id, root_tgid: root });
             }
         }
     }
@@ -364,7 +375,7 @@ impl Tracker {
                     continue;
                 }
                 // A descendant may have exited since the walk: nothing to do then.
-                if self.map.insert(child, info, 0).is_ok() {
+                if self.insert(child, info).is_ok() {
                     tracked.push(child);
                     walk = true;
                 }

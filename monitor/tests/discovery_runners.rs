@@ -304,53 +304,12 @@ fn servers_started_through_runners_are_one_tree_under_the_configured_name() {
     assert!(second.is_empty(), "a second server inside a runner's tree: {second:?}");
 }
 
-/// The `server_tracked` records of a daemon, read incrementally: 100 python and node servers
-/// write ~100,000 open records, and parsing all of them on every poll (`Daemon::expect`) made
-/// the test itself too slow to see a record in time on a loaded machine.
-struct TrackedWatch {
-    path: PathBuf,
-    offset: u64,
-    seen: Vec<Value>,
-}
-
-impl TrackedWatch {
-    fn new(d: &Daemon) -> Self {
-        Self { path: d.events.clone(), offset: 0, seen: vec![] }
-    }
-
-    fn poll(&mut self) {
-        use std::io::{Read, Seek};
-        let Ok(mut f) = std::fs::File::open(&self.path) else { return };
-        f.seek(std::io::SeekFrom::Start(self.offset)).unwrap();
-        let mut buf = String::new();
-        f.read_to_string(&mut buf).unwrap();
-        // Only whole lines: the daemon may be writing the last one.
-        let end = buf.rfind('\n').map_or(0, |i| i + 1);
-        for line in buf[..end].lines().filter(|l| l.contains("\"server_tracked\"")) {
-            self.seen.push(serde_json::from_str(line).unwrap());
-        }
-        self.offset += end as u64;
-    }
-
-    fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            self.poll();
-            if self.seen.iter().any(&pred) {
-                return;
-            }
-            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}; servers tracked:\n{:?}", self.seen);
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    }
-}
-
 /// Launches `n` at once, then expects each tracked under `name` by its pid.
-fn launch_all_and_expect(w: &mut TrackedWatch, e: &Entry, n: usize) {
+fn launch_all_and_expect(d: &Daemon, e: &Entry, n: usize) {
     let mut kids: Vec<Child> = (0..n).map(|_| e.spawn()).collect();
     for k in &kids {
         let pid = k.id();
-        w.expect(&format!("{} pid {pid} tracked", e.name), |v| v["kind"] == "server_tracked" && v["root_pid"] == pid && v["server"] == e.name);
+        d.expect_within(&format!("{} pid {pid} tracked", e.name), std::time::Duration::from_secs(30), |v| v["kind"] == "server_tracked" && v["root_pid"] == pid && v["server"] == e.name);
     }
     for k in &mut kids {
         drop(k.stdin.take()); // EOF: the server exits
@@ -378,10 +337,9 @@ fn twenty_launches_through_each_runner_are_all_tracked() {
         k.wait().unwrap();
     }
     let d = Daemon::start(&["--passwd", passwd.to_str().unwrap()]);
-    let mut w = TrackedWatch::new(&d);
     for e in &entries {
         for _ in 0..4 {
-            launch_all_and_expect(&mut w, e, 5);
+            launch_all_and_expect(&d, e, 5);
         }
     }
     let (_, recs) = d.stop_with_records();

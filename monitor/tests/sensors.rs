@@ -216,6 +216,32 @@ async fn exit_code_and_killing_signal() {
     assert!(h.tracker.lookup(pa).is_none() && h.tracker.lookup(pb).is_none());
 }
 
+/// The hooks skip a process whose `MAYBE_TRACKED` byte is clear, before any lookup: the daemon
+/// must set it for a root it adopts, the kernel for each child it tracks at fork, and the kernel
+/// clears it when the process is gone (else bytes pile up as pids are reused).
+#[tokio::test]
+async fn the_hooks_filter_byte_follows_tracking() {
+    let Some(mut h) = Harness::start().await else { return };
+    let mut sh = Gated::spawn("sleep 1; cat /etc/hostname > /dev/null");
+    let root = sh.pid();
+    let mut other = std::process::Command::new("sleep").arg("3").spawn().unwrap();
+    h.track(root, "filter-test");
+    assert!(h.tracker.may_be_tracked(root), "the daemon sets a root's byte");
+    sh.go();
+    let e = h.expect("the root's fork", |e| e.header.pid == root && matches!(e.body, Body::Fork(_))).await;
+    let Body::Fork(f) = &e.body else { unreachable!() };
+    let child = f.child_pid;
+    assert!(h.tracker.may_be_tracked(child), "the kernel sets a tracked child's byte at fork");
+    // The second child's open is seen: its byte let the open hooks through.
+    h.expect("the child's open", |e| open_of(e, "/etc/hostname").is_some()).await;
+    assert!(!h.tracker.may_be_tracked(other.id()), "an untracked process has no byte");
+    h.expect("the root's exit", |e| e.header.pid == root && matches!(e.body, Body::Exit(_))).await;
+    sh.wait();
+    assert!(!h.tracker.may_be_tracked(root) && !h.tracker.may_be_tracked(child), "the kernel clears the bytes at exit");
+    let _ = other.kill();
+    let _ = other.wait();
+}
+
 #[tokio::test]
 async fn grandchildren_are_tracked_and_untracked_processes_are_not() {
     let Some(mut h) = Harness::start().await else { return };

@@ -10,6 +10,7 @@ mod handshake;
 mod hold;
 mod hook;
 mod ia32;
+pub mod maybe;
 mod link;
 pub mod lsm;
 mod loaded;
@@ -29,7 +30,7 @@ use monitor_common::{
     globals as g,
     names::{
         MAP_CANDIDATE_COMMS, MAP_EVENTS, MAP_LOST, MAP_NET_POLICY_V4, MAP_NET_POLICY_V6, MAP_POLICY, MAP_PROTECTED, MAP_GRANTS, MAP_PENDING_OPEN, MAP_HTTP_SOCKS,
-        MAP_STDIO_PIPES, MAP_TRACKED,
+        MAP_STDIO_PIPES, MAP_TRACKED, MAP_MAYBE_TRACKED,
     },
     programs::Lifetime,
     Comm, StdioPipe, TrackInfo, LOST_REASONS,
@@ -111,6 +112,8 @@ pub struct Sensors {
     lsm_links: lsm::Links,
     /// The thread releasing the last detached links, if still running.
     detaching: ondemand::PendingDetach,
+    /// Elements `MAYBE_TRACKED` was loaded with (pid_max then).
+    maybe_elems: u32,
 }
 
 impl Sensors {
@@ -181,12 +184,14 @@ impl Sensors {
             tp_uring_cq: uring_cq,
             tp_uring_flags: uring_flags,
         };
+        let maybe_elems = maybe::elems();
         let mut ebpf = EbpfLoader::new()
             .override_global(g::KERNEL_OFFSETS, &koffs, true)
             .override_global(aya_log::LEVEL, &ebpf_log::level(cfg.ebpf_log), true)
             .map_max_entries(ebpf_log::MAP_LOGS, ebpf_log::ring_bytes(cfg.ebpf_log))
             .map_max_entries(MAP_EVENTS, cfg.ringbuf_bytes)
             .map_max_entries(MAP_TRACKED, cfg.tracked_max.unwrap_or(65536))
+            .map_max_entries(MAP_MAYBE_TRACKED, maybe_elems)
             .map_max_entries(MAP_STDIO_PIPES, cfg.stdio_pipes_max.unwrap_or(4096))
             .load(EBPF_OBJECT)?;
         if cfg.ebpf_log {
@@ -235,7 +240,7 @@ impl Sensors {
                 tracing::warn!(reason = %why, "connect/sendmsg deny unavailable; deny rules fall back to kill at syscall exit")
             }
         }
-        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, fast_path: fast_path.is_ok(), syscall_links: vec![], deny, lsm_deny: lsm.is_ok(), cgroup_links: vec![], lsm_links: vec![], detaching: None };
+        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, fast_path: fast_path.is_ok(), syscall_links: vec![], deny, lsm_deny: lsm.is_ok(), cgroup_links: vec![], lsm_links: vec![], detaching: None, maybe_elems };
         // Prove now, not at the first tracked server, that the kernel takes every syscall hook.
         sensors.attach_syscall_hooks()?;
         sensors.detach_syscall_hooks()?;
@@ -261,7 +266,13 @@ impl Sensors {
     pub fn tracker_maps(&mut self) -> Result<crate::tracker::TrackerMaps, ProbeError> {
         let socks = self.ebpf.take_map(MAP_HTTP_SOCKS).ok_or(ProbeError::Map(MAP_HTTP_SOCKS, "missing".into()))?;
         let http_socks = BpfHashMap::try_from(socks).map_err(|e| ProbeError::Map(MAP_HTTP_SOCKS, e.to_string()))?;
-        Ok(crate::tracker::TrackerMaps { tracked: self.take_tracked()?, pipes: self.take_stdio_pipes()?, candidates: self.take_candidate_comms()?, http_socks })
+        let maybe = match self.ebpf.take_map(MAP_MAYBE_TRACKED) {
+            Some(aya::maps::Map::Array(d)) => d,
+            _ => return Err(ProbeError::Map(MAP_MAYBE_TRACKED, "missing or not an array".into())),
+        };
+        let size = self.maybe_elems;
+        let maybe = maybe::MaybeTracked::new(maybe, size).map_err(|e| ProbeError::Map(MAP_MAYBE_TRACKED, format!("mmap: {e}")))?;
+        Ok(crate::tracker::TrackerMaps { tracked: self.take_tracked()?, pipes: self.take_stdio_pipes()?, candidates: self.take_candidate_comms()?, http_socks, maybe })
     }
 
     /// Second handles (new fds on the same kernel maps) on `TRACKED` and `PENDING_OPEN`, for the

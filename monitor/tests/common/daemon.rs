@@ -18,7 +18,37 @@ pub struct Daemon {
     stderr_reader: Option<std::thread::JoinHandle<()>>,
     pub events: PathBuf,
     pub socket: PathBuf,
+    /// The records read so far; each line of the events file is parsed once (see `records`).
+    read: std::sync::Mutex<Records>,
     _dir: tempfile::TempDir,
+}
+
+/// The events file as read so far: where the next read starts, and what came before it.
+#[derive(Default)]
+struct Records {
+    offset: u64,
+    seen: Vec<Value>,
+}
+
+impl Records {
+    /// Parses the whole lines added since the last read. A test that re-parsed the file on every
+    /// poll spent seconds per poll once servers had written tens of thousands of records, and
+    /// on a loaded machine one poll outlasted its deadline, with a snapshot older than the record
+    /// it waited for.
+    fn catch_up(&mut self, path: &Path) {
+        use std::io::{Read, Seek};
+        let Ok(mut f) = std::fs::File::open(path) else { return };
+        f.seek(std::io::SeekFrom::Start(self.offset)).unwrap();
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).unwrap();
+        // Only whole lines: the daemon may be in the middle of writing the last one.
+        let end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        for line in buf[..end].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v = serde_json::from_slice(line).unwrap_or_else(|e| panic!("bad JSON line {:?}: {e}", String::from_utf8_lossy(line)));
+            self.seen.push(v);
+        }
+        self.offset += end as u64;
+    }
 }
 
 impl Daemon {
@@ -65,7 +95,7 @@ impl Daemon {
                 s.push('\n');
             }
         }));
-        let mut d = Self { child, stderr, stderr_reader, events, socket, _dir: dir };
+        let mut d = Self { child, stderr, stderr_reader, events, socket, read: Default::default(), _dir: dir };
         d.wait_ready();
         d
     }
@@ -109,20 +139,45 @@ impl Daemon {
         self.child.id()
     }
 
+    /// Every record written so far.
     pub fn records(&self) -> Vec<Value> {
-        super::json_lines(&self.events)
+        let mut r = self.read.lock().unwrap();
+        r.catch_up(&self.events);
+        r.seen.clone()
     }
 
+    /// The first record, written so far or within the patience, that `pred` accepts.
     pub fn expect(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + super::patience(Duration::from_secs(10));
+        self.expect_within(what, Duration::from_secs(10), pred)
+    }
+
+    /// `expect`, with a patience of `wait` (scaled as `patience` scales it).
+    pub fn expect_within(&self, what: &str, wait: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + super::patience(wait);
+        let mut checked = 0;
         loop {
-            let recs = self.records();
-            if let Some(v) = recs.iter().find(|v| pred(v)) {
+            // Late or not, one more read first: the record may have come while this one waited.
+            let late = Instant::now() > deadline;
+            let mut r = self.read.lock().unwrap();
+            r.catch_up(&self.events);
+            if let Some(v) = r.seen[checked..].iter().find(|v| pred(v)) {
                 return v.clone();
             }
-            if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; records:\n{}", recs.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n"));
+            checked = r.seen.len();
+            if late {
+                // The daemon's log says what it was doing meanwhile (attaching, waiting, dropping).
+                let err = self.stderr.lock().unwrap().clone();
+                let tail: Vec<&str> = err.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
+                let last = &r.seen[r.seen.len().saturating_sub(200)..];
+                panic!(
+                    "timed out waiting for {what}; the last {} of {} records:\n{}\nthe daemon's stderr ends:\n{}",
+                    last.len(),
+                    r.seen.len(),
+                    last.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n"),
+                    tail.join("\n")
+                );
             }
+            drop(r);
             std::thread::sleep(Duration::from_millis(100));
         }
     }
