@@ -18,37 +18,9 @@ pub struct Daemon {
     stderr_reader: Option<std::thread::JoinHandle<()>>,
     pub events: PathBuf,
     pub socket: PathBuf,
-    /// The records read so far; each line of the events file is parsed once (see `records`).
-    read: std::sync::Mutex<Records>,
+    /// The events file as read so far (each line parsed once).
+    read: std::sync::Mutex<super::JsonLines>,
     _dir: tempfile::TempDir,
-}
-
-/// The events file as read so far: where the next read starts, and what came before it.
-#[derive(Default)]
-struct Records {
-    offset: u64,
-    seen: Vec<Value>,
-}
-
-impl Records {
-    /// Parses the whole lines added since the last read. A test that re-parsed the file on every
-    /// poll spent seconds per poll once servers had written tens of thousands of records, and
-    /// on a loaded machine one poll outlasted its deadline, with a snapshot older than the record
-    /// it waited for.
-    fn catch_up(&mut self, path: &Path) {
-        use std::io::{Read, Seek};
-        let Ok(mut f) = std::fs::File::open(path) else { return };
-        f.seek(std::io::SeekFrom::Start(self.offset)).unwrap();
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf).unwrap();
-        // Only whole lines: the daemon may be in the middle of writing the last one.
-        let end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        for line in buf[..end].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let v = serde_json::from_slice(line).unwrap_or_else(|e| panic!("bad JSON line {:?}: {e}", String::from_utf8_lossy(line)));
-            self.seen.push(v);
-        }
-        self.offset += end as u64;
-    }
 }
 
 impl Daemon {
@@ -130,9 +102,14 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(100));
         }
         // What it was doing: its log so far (the last step it reached).
-        let err = self.stderr.lock().unwrap().clone();
-        let tail: Vec<&str> = err.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
-        panic!("mcpmon run did not become ready within {:?}; its stderr ends:\n{}", super::patience(Duration::from_secs(30)), tail.join("\n"));
+        panic!("mcpmon run did not become ready within {:?}; its stderr ends:\n{}", super::patience(Duration::from_secs(30)), self.stderr_tail(40));
+    }
+
+    /// The last `n` lines the daemon logged.
+    fn stderr_tail(&self, n: usize) -> String {
+        let err = self.stderr.lock().unwrap();
+        let tail: Vec<&str> = err.lines().rev().take(n).collect::<Vec<_>>().into_iter().rev().collect();
+        tail.join("\n")
     }
 
     pub fn pid(&self) -> u32 {
@@ -166,15 +143,13 @@ impl Daemon {
             checked = r.seen.len();
             if late {
                 // The daemon's log says what it was doing meanwhile (attaching, waiting, dropping).
-                let err = self.stderr.lock().unwrap().clone();
-                let tail: Vec<&str> = err.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
                 let last = &r.seen[r.seen.len().saturating_sub(200)..];
                 panic!(
                     "timed out waiting for {what}; the last {} of {} records:\n{}\nthe daemon's stderr ends:\n{}",
                     last.len(),
                     r.seen.len(),
                     last.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n"),
-                    tail.join("\n")
+                    self.stderr_tail(60)
                 );
             }
             drop(r);

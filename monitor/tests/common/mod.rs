@@ -35,18 +35,46 @@ pub fn skipped(why: &str) {
 /// under emulation: `MCPMON_TEST_SLOWDOWN=N` (tests/vm/itest.sh sets it inside qemu TCG, where
 /// code runs many times slower) makes every such wait N times as long. Only how long a test may
 /// wait changes, never what it expects.
-/// The JSON records of a JSON-lines file the daemon is still writing. A read can land in the
-/// middle of a write, so a last line without its newline is not a record yet: it is left for
-/// the next read, as `tail -F` and log shippers do.
-pub fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
-}
-
 pub fn patience(d: Duration) -> Duration {
     let n = std::env::var("MCPMON_TEST_SLOWDOWN").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(1).max(1);
     d * n
+}
+
+/// A JSON-lines file the daemon is still writing, read as it grows: where the next read starts,
+/// and the records before it. Each line is parsed once: a test that re-parsed the file on every
+/// poll spent seconds per poll once servers had written tens of thousands of records, and on a
+/// loaded machine one poll outlasted its deadline, with a snapshot older than the record it
+/// waited for.
+#[derive(Default)]
+pub struct JsonLines {
+    offset: u64,
+    pub seen: Vec<serde_json::Value>,
+}
+
+impl JsonLines {
+    /// Parses the whole lines added since the last read. A read can land in the middle of a
+    /// write, so a last line without its newline is not a record yet: it is left for the next
+    /// read, as `tail -F` and log shippers do.
+    pub fn catch_up(&mut self, path: &std::path::Path) {
+        use std::io::{Read, Seek};
+        let Ok(mut f) = std::fs::File::open(path) else { return };
+        f.seek(std::io::SeekFrom::Start(self.offset)).unwrap();
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).unwrap();
+        let end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        for line in buf[..end].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v = serde_json::from_slice(line).unwrap_or_else(|e| panic!("bad JSON line {:?}: {e}", String::from_utf8_lossy(line)));
+            self.seen.push(v);
+        }
+        self.offset += end as u64;
+    }
+}
+
+/// The records of a JSON-lines file the daemon may still be writing (see `JsonLines`).
+pub fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut r = JsonLines::default();
+    r.catch_up(path);
+    r.seen
 }
 
 pub fn require_privileged() -> bool {
