@@ -54,12 +54,15 @@ pub fn note_exec(cur: Current) -> u32 {
     let Some(out_ino) = stream_ino(1) else { return 0 };
     // SAFETY: a helper without arguments.
     let since_ns = unsafe { bpf_ktime_get_ns() };
-    let late = u32::from(crate::hold::HOOKS_LIVE.get(0).copied().unwrap_or(0) == 0);
-    let c = HandshakeCandidate { in_ino, out_ino, since_ns, late, _pad: 0 };
+    let mut c = HandshakeCandidate { in_ino, out_ino, since_ns, late: 0, _pad: 0 };
     // Its reads must reach `read_enter`, which untracked processes skip on a clear byte.
     set_maybe_tracked(cur.tgid, true);
     let _ = HANDSHAKE.insert(&cur.tgid, &c, 0);
-    if late != 0 {
+    // The flag is read after the insert: a daemon about to detach clears it and then counts
+    // the candidates (probes/ondemand.rs), so either it sees this one or this sees the flag clear.
+    if crate::hold::HOOKS_LIVE.get(0).copied().unwrap_or(0) == 0 {
+        c.late = 1;
+        let _ = HANDSHAKE.insert(&cur.tgid, &c, 0);
         // The read hooks are detached: the daemon attaches them at once. Not held (hold.rs
         // stops configured commands and clients' children): any piped exec on the host is a
         // candidate, and a stop that outlived a daemon killed meanwhile would hang it.

@@ -33,7 +33,8 @@ static HELD: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
 /// Stops `tgid` (the current process, which has just become a provisional server) until the
 /// daemon has attached the syscall hooks, unless they are attached already. A configured command
 /// that is not a client's child and has a controlling terminal (`npx` typed in a shell) is not
-/// stopped: a job-control shell would report it as a stopped job.
+/// stopped: a job-control shell would report it as a stopped job. Called after the `TRACKED`
+/// insert: a daemon about to detach clears `HOOKS_LIVE` and then looks at `TRACKED` once more.
 #[inline(never)]
 pub fn hold_if_blind(tgid: u32, by_client: bool) -> u32 {
     if HOOKS_LIVE.get(0).copied().unwrap_or(0) != 0 {

@@ -129,6 +129,10 @@ pub struct RunArgs {
     /// reported).
     #[arg(long, hide = true)]
     pub stdio_pipes_max: Option<u32>,
+    /// A pause between deciding that the syscall hooks are idle and detaching them (tests widen
+    /// the moment in which a server can exec while the hooks come off).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub detach_pause_ms: u64,
     /// Ring buffer size in bytes, overriding --ringbuf-mib (a power of two, at least a page:
     /// tests use one page to make a flood overflow it).
     #[arg(long, hide = true)]

@@ -21,11 +21,15 @@ use serde_json::{json, Value};
 static ONE_DAEMON: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn start() -> Option<(Daemon, PathBuf)> {
+    start_with(&[])
+}
+
+fn start_with(extra: &[&str]) -> Option<(Daemon, PathBuf)> {
     if !common::can_load_ebpf() {
         return None;
     }
     let peers = common::peers()?;
-    let d = Daemon::start(&["--handshake-discovery", "on"]);
+    let d = Daemon::start(&[&["--handshake-discovery", "on"], extra].concat());
     Some((d, peers))
 }
 
@@ -173,4 +177,34 @@ fn every_launch_is_found_once() {
     assert_eq!(tracked.len(), n, "{tracked:?}");
     assert!(tracked.iter().all(|s| s["how"] == "handshake" && s["server"] == "mcp-server-time"), "{tracked:?}");
     assert_eq!(calls(&d), n, "every tool call recorded");
+}
+
+/// A server whose exec comes as the daemon takes the idle syscall hooks off: the daemon has
+/// found nothing tracked and no young candidate, and the server reads the hooks-live flag still
+/// set, so the kernel neither holds it nor reports it late. Once the flag is clear the daemon
+/// must look again and keep the hooks (a pause, `--detach-pause-ms`, makes that moment seconds
+/// long instead of microseconds; the server sleeps past it before its first read). Without the
+/// second look the hooks came off, the server's reads went by unseen, and it was never found.
+#[test]
+fn a_server_that_execs_as_the_hooks_come_off_is_found() {
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((d, peers)) = start_with(&["--detach-pause-ms", "5000"]) else { return };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
+    let calls = json!([{"tool": "get_current_time", "arguments": {"timezone": "UTC"}}]).to_string();
+    let py = peers.join("venv/bin/python");
+    let run = |server: &[&str]| {
+        let out = Command::new(&py).arg(&script).arg(&calls).arg("--").args(server).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    // A first server attaches the hooks; once it is gone nothing is tracked.
+    run(&[peers.join("venv/bin/mcp-server-time").to_str().unwrap()]);
+    let first = d.expect("the first server tracked", |r| r["kind"] == "server_tracked")["server_id"].clone();
+    d.expect_log("idle: pausing before the syscall hooks come off", Duration::from_secs(60));
+    // Exec'd within the pause, first read after it.
+    let late_reader = "import sys, time; time.sleep(8); sys.argv = ['mcp-server-time']; from mcp_server_time import main; main()";
+    run(&[py.to_str().unwrap(), "-c", late_reader]);
+    let tracked = d.expect("the server exec'd as the hooks came off", |r| r["kind"] == "server_tracked" && r["server_id"] != first);
+    assert_eq!(tracked["how"], "handshake", "{tracked}");
+    let id = tracked["server_id"].clone();
+    tool_call(&d, &id, "get_current_time");
 }

@@ -74,6 +74,8 @@ pub struct Pipeline {
     disc: Discoverer,
     tools_watch: toolwatch::ToolWatch,
     idle_since: Option<std::time::Instant>,
+    /// `--detach-pause-ms` (tests only).
+    pub detach_pause: Duration,
     clock: Clock,
     /// Where finished records go: the writer, the tail, the metrics, the alert sinks.
     pub out: emit::Emitter,
@@ -135,6 +137,7 @@ impl Pipeline {
             disc,
             tools_watch: Default::default(),
             idle_since: None,
+            detach_pause: Duration::ZERO,
             clock: Clock::new(),
             out: emit::Emitter::new(lines),
             lost_map,
@@ -184,11 +187,7 @@ impl Pipeline {
     /// untracked processes then pay nothing at all for mcpmon's syscall sensors. The grace period
     /// avoids flapping when servers come and go; the slow part of detaching runs off the pipeline.
     pub async fn check_idle(&mut self) {
-        // A young handshake candidate has not read its stdin yet: the read hooks must see it.
-        if !self.sensors.syscall_hooks_active()
-            || !self.tracker.map_is_empty()
-            || self.sensors.young_candidates(crate::output::monotonic_ns(), CANDIDATE_YOUNG.as_nanos() as u64) > 0
-        {
+        if !self.sensors.syscall_hooks_active() || !Self::idle(&self.tracker, &mut self.sensors) {
             self.idle_since = None;
             return;
         }
@@ -197,10 +196,25 @@ impl Pipeline {
             return;
         }
         self.idle_since = None;
-        match self.sensors.detach_syscall_hooks_in_background() {
-            Ok(()) => tracing::info!(idle_s = IDLE_DETACH.as_secs(), "nothing tracked: detaching syscall hooks"),
+        if !self.detach_pause.is_zero() {
+            tracing::info!(ms = self.detach_pause.as_millis() as u64, "idle: pausing before the syscall hooks come off");
+            tokio::time::sleep(self.detach_pause).await;
+        }
+        // A server or candidate that exec'd since `idle` looked read the hooks-live flag still
+        // set, so it was neither held nor reported late: with the flag now clear, look again
+        // (the kernel reads the flag after its insert, so one of the two sees the other).
+        let tracker = &self.tracker;
+        match self.sensors.detach_syscall_hooks_in_background(|s| Self::idle(tracker, s)) {
+            Ok(true) => tracing::info!(idle_s = IDLE_DETACH.as_secs(), "nothing tracked: detaching syscall hooks"),
+            Ok(false) => tracing::info!("a server or candidate exec'd as the hooks were about to come off: kept attached"),
             Err(e) => tracing::error!(error = %e, "detaching syscall hooks"),
         }
+    }
+
+    /// Nothing is tracked in the kernel and no handshake candidate is young (one that has not
+    /// read its stdin yet: the read hooks must see it).
+    fn idle(tracker: &Tracker, sensors: &mut crate::probes::Sensors) -> bool {
+        tracker.map_is_empty() && sensors.young_candidates(crate::output::monotonic_ns(), CANDIDATE_YOUNG.as_nanos() as u64) == 0
     }
 
     /// Once a second: gauges for the metrics endpoint, and closed throttle windows.

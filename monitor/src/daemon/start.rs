@@ -124,6 +124,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let mut pipeline = Pipeline::new(sensors, tracker, disc, lost, line_tx);
     pipeline.on_loss = args.on_loss;
+    pipeline.detach_pause = Duration::from_millis(args.detach_pause_ms);
     pipeline.policy = Some(policy);
     if let Some(url) = &args.otlp_endpoint {
         pipeline.out.otlp = Some(crate::export::otlp::Otlp::start(url, args.otlp_queue, &pipeline.out.host, metrics.clone())?);

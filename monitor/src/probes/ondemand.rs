@@ -116,15 +116,22 @@ impl Sensors {
 
     /// Detaches as far as the daemon is concerned at once and releases the links on another
     /// thread (over a second for 18 tracepoints here), keeping the event pipeline flowing. The
-    /// next attach waits for that thread.
-    pub fn detach_syscall_hooks_in_background(&mut self) -> Result<(), ProbeError> {
+    /// next attach waits for that thread. `still_idle` is asked once the hooks-live flag is
+    /// clear: a process that exec'd before that found the flag set (not held, not reported
+    /// late) and is only seen by looking again; if it says no, nothing is detached (`false`).
+    pub fn detach_syscall_hooks_in_background(&mut self, still_idle: impl FnOnce(&mut Self) -> bool) -> Result<bool, ProbeError> {
+        self.set_hooks_live(false);
+        if !still_idle(self) {
+            self.set_hooks_live(true);
+            return Ok(false);
+        }
         let links = self.take_syscall_links()?;
         self.detaching = Some(std::thread::spawn(move || {
             let t = Instant::now();
             drop(links);
             tracing::info!(ms = t.elapsed().as_millis() as u64, "syscall hooks released");
         }));
-        Ok(())
+        Ok(true)
     }
 
     fn take_syscall_links(&mut self) -> Result<Vec<OwnedLink>, ProbeError> {

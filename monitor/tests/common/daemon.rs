@@ -112,6 +112,15 @@ impl Daemon {
         tail.join("\n")
     }
 
+    /// Waits until the daemon has logged a line containing `needle` (at most `wait`, scaled).
+    pub fn expect_log(&self, needle: &str, wait: Duration) {
+        let deadline = Instant::now() + super::patience(wait);
+        while !self.stderr.lock().unwrap().contains(needle) {
+            assert!(Instant::now() < deadline, "the daemon never logged {needle:?}; its stderr ends:\n{}", self.stderr_tail(60));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
