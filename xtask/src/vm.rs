@@ -81,6 +81,9 @@ pub fn run(host: bool, vm: bool, kernels: &[String]) -> anyhow::Result<()> {
             if itest {
                 line.push_str(&format!("; {}", itest_result(k.label, &text, tests.len(), &mut failures)));
             }
+            if let Some(why) = text.lines().find_map(|l| l.strip_prefix(boot::REBOOTED)) {
+                line.push_str(&format!("; booted twice: {why}"));
+            }
             eprintln!("vm-test: {line} (serial console in {})", log.display());
             summary.push(line);
         }
