@@ -1,8 +1,12 @@
 //! The hooks attached only while something is tracked (the table's `WhileTracked` programs): the
 //! syscall hooks of the observation path taken (tracepoints or fentry/fexit), the cgroup
 //! connect/sendmsg deny programs and the BPF-LSM open deny. Untracked processes pay nothing for
-//! them while nothing is tracked; the price is that they come and go at run time, which has two
+//! them while nothing is tracked; the price is that they come and go at run time, which has three
 //! races this module owns:
+//! - a server can exec just as the daemon decides nothing is tracked: it reads `HOOKS_LIVE` still
+//!   set, so the kernel neither holds it nor reports it late. The flag is cleared before the
+//!   daemon's last look at the tracked set and the candidates, and the kernel reads it after its
+//!   insert, so one of the two sees the other (`detach_syscall_hooks_in_background`);
 //! - releasing a link is slow (each tracepoint waits for an RCU grace period), so the daemon
 //!   releases them on another thread; a server tracked meanwhile must wait for that release, or
 //!   the kernel refuses the same program on the same hook with EEXIST;
