@@ -60,7 +60,10 @@ async fn track_right_after_the_background_detach() {
         h.sensors.attach_syscall_hooks().unwrap();
         // What the daemon does after its idle grace period; a server tracked a moment later
         // must find every hook back in place.
-        h.sensors.detach_syscall_hooks_in_background().unwrap();
+        // Something appeared by the daemon's last look: nothing comes off.
+        assert!(!h.sensors.detach_syscall_hooks_in_background(|_| false).unwrap(), "not idle: kept");
+        assert!(h.sensors.syscall_hooks_active(), "round {round}: hooks kept");
+        assert!(h.sensors.detach_syscall_hooks_in_background(|_| true).unwrap(), "still idle: detached");
         h.sensors.attach_syscall_hooks().unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert_deny_attached(&h);
         hooks_report(&mut h, &format!("/tmp/mcpmon-reattach-bg-marker-{round}")).await;
