@@ -94,14 +94,25 @@ fn handled(id: i64) -> bool {
 pub fn mcpm_compat_x(ctx: RawTracePointContext) -> i32 {
     // Every syscall exit of the machine runs this while a server is tracked: first the pid's
     // byte in MAYBE_TRACKED (an inlined array load), which every process this hook acts on has
-    // set, doomed children of an ia32 fork included (the fork hook sets it); then the compat
-    // flag, so a 64-bit syscall of a tracked process costs one read of the task. Its number
-    // cannot be tested first: 64-bit numbers overlap the i386 ones (64-bit `open` is i386
-    // `fork`). An ia32 fork's child inherits the flag with the parent's thread_info and returns
-    // here before the kernel clears it on the way out.
-    if !maybe_tracked(current().tgid) || !in_compat_syscall() {
+    // set, doomed children of an ia32 fork included (the fork hook sets it). The rest runs in a
+    // subprogram of its own, so that its registers and stack stay out of that path (gate.rs).
+    if !maybe_tracked(current().tgid) {
         return 0;
     }
+    compat_exit(aya_ebpf::EbpfContext::as_ptr(&ctx))
+}
+
+/// The exit of a syscall by a process with its byte set. First the compat flag, so a 64-bit
+/// syscall of a tracked process costs one read of the task. Its number cannot be tested first:
+/// 64-bit numbers overlap the i386 ones (64-bit `open` is i386 `fork`). An ia32 fork's child
+/// inherits the flag with the parent's thread_info and returns here before the kernel clears it
+/// on the way out.
+#[inline(never)]
+fn compat_exit(raw: *mut core::ffi::c_void) -> i32 {
+    if !in_compat_syscall() {
+        return 0;
+    }
+    let ctx = RawTracePointContext::new(raw);
     let regs = ctx.arg::<u64>(0) as *const u8;
     // SAFETY: `regs` is sys_exit's `struct pt_regs *` argument; orig_ax at its fixed x86_64 offset is read
     // through bpf_probe_read_kernel, which returns Err on a fault (then -1).

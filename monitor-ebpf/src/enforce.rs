@@ -20,6 +20,7 @@ use aya_ebpf::{
 };
 use monitor_common::{flags, net_policy, policy, protect, EventKind, InodeKey, IoUringEvent};
 
+use crate::gate::gated_tracepoint;
 use crate::{
     maps::{current, daemon_tgid, fill_header, koff, output, tracked, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN},
     stdio::{fd_file, file_inode, inode_ino},
@@ -426,10 +427,7 @@ pub fn uring_enter_e<S: crate::maps::Sys>(s: &S) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn mcpm_uring_enter(ctx: TracePointContext) -> u32 {
-    uring_enter_e(&ctx)
-}
+gated_tracepoint!(mcpm_uring_enter => uring_enter_e);
 
 /// `io_uring:io_uring_create`: a non-syscall tracepoint, so it costs nothing until a ring is made.
 #[tracepoint]

@@ -7,13 +7,10 @@
 //!   `openat(dfd, filename, flags, mode)`, `openat2(dfd, filename, how, usize)` with
 //!   `struct open_how { u64 flags; u64 mode; u64 resolve; }`.
 
-use aya_ebpf::{
-    helpers::generated::bpf_probe_read_user,
-    macros::tracepoint,
-    programs::TracePointContext,
-};
+use aya_ebpf::helpers::generated::bpf_probe_read_user;
 use monitor_common::{flags, open_syscall, EventKind, LostReason, OpenEvent, PATH_CAP};
 
+use crate::gate::gated_tracepoint;
 use crate::enforce::{kill_current, open_check};
 use crate::maps::{lost_for, current, fill_header, output_prefix, read_user_path, tracked, Sys, PENDING_OPEN, SCRATCH_OPEN};
 
@@ -23,27 +20,14 @@ const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
 
 
-#[tracepoint]
-pub fn mcpm_open_e(ctx: TracePointContext) -> u32 {
-    open_e(&ctx)
-}
-#[tracepoint]
-pub fn mcpm_creat_e(ctx: TracePointContext) -> u32 {
-    creat_e(&ctx)
-}
-#[tracepoint]
-pub fn mcpm_openat_e(ctx: TracePointContext) -> u32 {
-    openat_e(&ctx)
-}
-#[tracepoint]
-pub fn mcpm_openat2_e(ctx: TracePointContext) -> u32 {
-    openat2_e(&ctx)
-}
-/// Shared by the exits of all four open syscalls.
-#[tracepoint]
-pub fn mcpm_open_x(ctx: TracePointContext) -> u32 {
-    open_x(&ctx)
-}
+gated_tracepoint!(mcpm_open_e => open_e);
+gated_tracepoint!(mcpm_creat_e => creat_e);
+gated_tracepoint!(mcpm_openat_e => openat_e);
+gated_tracepoint!(mcpm_openat2_e => openat2_e);
+gated_tracepoint!(
+    /// Shared by the exits of all four open syscalls.
+    mcpm_open_x => open_x
+);
 
 #[inline(always)]
 pub fn open_e<S: Sys>(s: &S) -> u32 {

@@ -17,12 +17,12 @@
 
 use aya_ebpf::{
     helpers::generated::bpf_probe_read_user,
-    macros::{map, tracepoint},
+    macros::map,
     maps::{HashMap, PerCpuArray},
-    programs::TracePointContext,
 };
 use monitor_common::{sock_dir, stdio_dir, EventKind, LostReason, SockStream, StdioEvent, TrackInfo, STDIO_CHUNK};
 
+use crate::gate::gated_tracepoint;
 use crate::maps::{count_lost, current, fill_header, output_prefix, tracked, Current, Sys};
 use crate::stdio::{fd_inode, send_head_and_tail};
 
@@ -57,34 +57,13 @@ static SCRATCH_SOCK: PerCpuArray<StdioEvent> = PerCpuArray::with_max_entries(1, 
 /// the daemon sees through the numbering.
 const MAX_IOV: u32 = 12;
 
-#[tracepoint]
-pub fn mcpm_accept_x(ctx: TracePointContext) -> u32 {
-    accept_x(&ctx)
-}
-#[tracepoint]
-pub fn mcpm_close_e(ctx: TracePointContext) -> u32 {
-    close_e(&ctx)
-}
-#[tracepoint]
-pub fn mcpm_recvfrom_e(ctx: TracePointContext) -> u32 {
-    recvfrom_e(&ctx)
-}
-#[tracepoint]
-pub fn mcpm_sendto_d_e(ctx: TracePointContext) -> u32 {
-    sendto_e(&ctx)
-}
-#[tracepoint]
-pub fn mcpm_readv_e(ctx: TracePointContext) -> u32 {
-    readv_e(&ctx)
-}
-#[tracepoint]
-pub fn mcpm_writev_e(ctx: TracePointContext) -> u32 {
-    writev_e(&ctx)
-}
-#[tracepoint]
-pub fn mcpm_sock_x(ctx: TracePointContext) -> u32 {
-    sock_x(&ctx)
-}
+gated_tracepoint!(mcpm_accept_x => accept_x);
+gated_tracepoint!(mcpm_close_e => close_e);
+gated_tracepoint!(mcpm_recvfrom_e => recvfrom_e);
+gated_tracepoint!(mcpm_sendto_d_e => sendto_e);
+gated_tracepoint!(mcpm_readv_e => readv_e);
+gated_tracepoint!(mcpm_writev_e => writev_e);
+gated_tracepoint!(mcpm_sock_x => sock_x);
 
 // The handlers both paths call (tracepoints here, fentry/fexit in fast.rs).
 #[inline(always)]

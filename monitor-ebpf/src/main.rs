@@ -18,6 +18,8 @@ mod file;
 #[cfg(target_arch = "bpf")]
 mod fold;
 #[cfg(target_arch = "bpf")]
+mod gate;
+#[cfg(target_arch = "bpf")]
 mod floor;
 #[cfg(target_arch = "bpf")]
 mod handshake;

@@ -7,9 +7,10 @@
 //! `sockaddr_in6 { u16 family; be16 port; be32 flowinfo; u8 addr[16]; u32 scope_id; }`,
 //! `sockaddr_un { u16 family; char path[108]; }`.
 
-use aya_ebpf::{helpers::generated::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::helpers::generated::bpf_probe_read_user;
 use monitor_common::{flags, ConnectEvent, EventKind, LostReason, UNIX_PATH_CAP};
 
+use crate::gate::gated_tracepoint;
 use crate::enforce::kill_current;
 use crate::maps::{lost_for, current, fill_header, output, tracked, Sys, PENDING_CONNECT};
 
@@ -26,30 +27,19 @@ fn read_user(dst: *mut u8, len: u32, src: u64) -> bool {
     unsafe { bpf_probe_read_user(dst as *mut _, len, src as *const _) == 0 }
 }
 
-#[tracepoint]
-pub fn mcpm_connect_e(ctx: TracePointContext) -> u32 {
-    connect_e(&ctx)
-}
-#[tracepoint]
-pub fn mcpm_sendto_e(ctx: TracePointContext) -> u32 {
-    sendto_e(&ctx)
-}
-#[tracepoint]
-pub fn mcpm_sendmsg_e(ctx: TracePointContext) -> u32 {
-    sendmsg_e(&ctx)
-}
-/// `sendmmsg(fd, mmsg, vlen, flags)`: `struct mmsghdr` starts with its `msghdr`, so the first
-/// message's destination is read as sendmsg's. Each message's destination still meets the
-/// cgroup deny (it runs per datagram); the event reports the first.
-#[tracepoint]
-pub fn mcpm_sendmmsg_e(ctx: TracePointContext) -> u32 {
-    sendmsg_e(&ctx)
-}
-/// Shared by connect, sendto and sendmsg exits.
-#[tracepoint]
-pub fn mcpm_connect_x(ctx: TracePointContext) -> u32 {
-    connect_x(&ctx)
-}
+gated_tracepoint!(mcpm_connect_e => connect_e);
+gated_tracepoint!(mcpm_sendto_e => sendto_e);
+gated_tracepoint!(mcpm_sendmsg_e => sendmsg_e);
+gated_tracepoint!(
+    /// `sendmmsg(fd, mmsg, vlen, flags)`: `struct mmsghdr` starts with its `msghdr`, so the first
+    /// message's destination is read as sendmsg's. Each message's destination still meets the
+    /// cgroup deny (it runs per datagram); the event reports the first.
+    mcpm_sendmmsg_e => sendmsg_e
+);
+gated_tracepoint!(
+    /// Shared by connect, sendto and sendmsg exits.
+    mcpm_connect_x => connect_x
+);
 
 /// `connect(fd, addr, addrlen)`.
 #[inline(always)]

@@ -20,9 +20,9 @@
 //! Kernel contract: `syscalls:sys_enter_ptrace(request, pid, addr, data)`,
 //! `sys_enter_pidfd_getfd(pidfd, fd, flags)`,
 //! `sys_enter_process_vm_{readv,writev}(pid, lvec, liovcnt, rvec, riovcnt, flags)`.
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use monitor_common::{flags, policy, proc_access, EventKind, ProcAccessEvent};
 
+use crate::gate::gated_tracepoint;
 use crate::{
     enforce::{granted, kill_current, POLICY},
     maps::{current, fill_header, output, tracked, Sys, TRACKED},
@@ -30,22 +30,10 @@ use crate::{
 
 const PTRACE_TRACEME: i64 = 0;
 
-#[tracepoint]
-pub fn mcpm_ptrace_e(ctx: TracePointContext) -> u32 {
-    ptrace_e(&ctx)
-}
-#[tracepoint]
-pub fn mcpm_vm_read_e(ctx: TracePointContext) -> u32 {
-    vm_readv_e(&ctx)
-}
-#[tracepoint]
-pub fn mcpm_vm_write_e(ctx: TracePointContext) -> u32 {
-    vm_writev_e(&ctx)
-}
-#[tracepoint]
-pub fn mcpm_getfd_e(ctx: TracePointContext) -> u32 {
-    getfd_e(&ctx)
-}
+gated_tracepoint!(mcpm_ptrace_e => ptrace_e);
+gated_tracepoint!(mcpm_vm_read_e => vm_readv_e);
+gated_tracepoint!(mcpm_vm_write_e => vm_writev_e);
+gated_tracepoint!(mcpm_getfd_e => getfd_e);
 
 /// `pidfd_getfd(pidfd, targetfd, flags)`: a file another process has open, copied into this
 /// one. Nothing is opened, so the open gate and the open hooks never see it: the way to an

@@ -26,6 +26,7 @@ use monitor_common::{
     PATH_CAP,
 };
 
+use crate::gate::gated_tracepoint;
 use crate::maps::{
     count_lost_logged, current, lost_for, koff, read_user_path, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
     parent_comm, tp_exec_old_pid_off, exit_group_dead, maybe_tracked, set_maybe_tracked, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current, Sys,
@@ -69,13 +70,13 @@ pub fn mcpm_fork(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `sys_exit_{clone,clone3,fork,vfork}`: a new child's first return to user space passes here
-/// (in the child, from `ret_from_fork`); one the fork hook could not track is killed before its
-/// first instruction. Parents and untracked forks cost one LRU lookup.
-#[tracepoint]
-pub fn mcpm_fork_x(ctx: TracePointContext) -> u32 {
-    doomed_x(&ctx)
-}
+gated_tracepoint!(
+    /// `sys_exit_{clone,clone3,fork,vfork}`: a new child's first return to user space passes here
+    /// (in the child, from `ret_from_fork`); one the fork hook could not track is killed before its
+    /// first instruction. Untracked processes stop at their byte, tracked ones cost one LRU
+    /// lookup.
+    mcpm_fork_x => doomed_x
+);
 
 #[inline(always)]
 pub fn doomed_x<S: Sys>(_s: &S) -> u32 {
@@ -121,15 +122,9 @@ pub fn mcpm_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn mcpm_execve_e(ctx: TracePointContext) -> u32 {
-    execve_e(&ctx)
-}
+gated_tracepoint!(mcpm_execve_e => execve_e);
 
-#[tracepoint]
-pub fn mcpm_execvat_e(ctx: TracePointContext) -> u32 {
-    execveat_e(&ctx)
-}
+gated_tracepoint!(mcpm_execvat_e => execveat_e);
 
 /// `execve(filename, argv, envp)`.
 #[inline(always)]
@@ -388,12 +383,11 @@ fn send_exec(ev: &ExecEvent) {
     output_prefix(ev, len);
 }
 
-/// execve/execveat returned: only failures are still pending here (success was sent by
-/// `mcpm_exec`, which removed the entry).
-#[tracepoint]
-pub fn mcpm_exec_x(ctx: TracePointContext) -> u32 {
-    exec_x(&ctx)
-}
+gated_tracepoint!(
+    /// execve/execveat returned: only failures are still pending here (success was sent by
+    /// `mcpm_exec`, which removed the entry).
+    mcpm_exec_x => exec_x
+);
 
 #[inline(always)]
 pub fn exec_x<S: Sys>(s: &S) -> u32 {

@@ -7,12 +7,12 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_probe_read_user},
-    macros::{map, tracepoint},
+    macros::map,
     maps::{HashMap, PerCpuArray},
-    programs::TracePointContext,
 };
 use monitor_common::{stdio_dir, EventKind, LostReason, StdioEvent, StdioPipe, PROVISIONAL_SERVER, STDIO_CHUNK, STDIO_HEAD_CHUNKS};
 
+use crate::gate::gated_tracepoint;
 use crate::http::{RwPending, PENDING_RW};
 use crate::maps::{lost_for, current, fill_header, koff, output_prefix, tracked, Sys};
 
@@ -153,18 +153,9 @@ fn rw_enter<S: Sys>(s: &S, want: u32) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn mcpm_read_e(ctx: TracePointContext) -> u32 {
-    read_e(&ctx)
-}
-#[tracepoint]
-pub fn mcpm_write_e(ctx: TracePointContext) -> u32 {
-    write_e(&ctx)
-}
-#[tracepoint]
-pub fn mcpm_rw_x(ctx: TracePointContext) -> u32 {
-    rw_x(&ctx)
-}
+gated_tracepoint!(mcpm_read_e => read_e);
+gated_tracepoint!(mcpm_write_e => write_e);
+gated_tracepoint!(mcpm_rw_x => rw_x);
 
 /// `read(fd, buf, count)`.
 #[inline(always)]

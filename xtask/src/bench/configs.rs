@@ -15,13 +15,14 @@ use crate::util;
 /// A pid no process has (pid_max is at most 2^22): the filter every tracer is given.
 const NO_PID: &str = "4194303";
 
-/// The syscall tracepoints mcpmon attaches while a server is tracked, from its program table,
-/// as `category:name`, once each (sendto carries two programs): what bpftrace is given, so the
-/// comparison is on the same hooks (a shorter hand-kept list left close, accept, recvfrom,
-/// readv/writev and others to mcpmon alone).
+/// The tracepoints mcpmon has attached while a server is tracked, from its program table, as
+/// `category:name`, once each (sendto carries two programs): what bpftrace is given, so the
+/// comparison is on the same hooks: the syscall ones, and the process-tree ones the daemon keeps
+/// for its whole life (fork, exec, exit, io_uring set-up), which a list of syscall hooks alone
+/// left to mcpmon (as a shorter hand-kept list once left close, accept and recvfrom).
 pub fn tracked_tracepoints() -> Vec<&'static str> {
-    use monitor_common::programs::{of_kind, Kind, Lifetime};
-    let mut v: Vec<&'static str> = of_kind(Kind::TracePoint).filter(|p| p.lifetime == Lifetime::WhileTracked).flat_map(|p| p.hooks.iter().copied()).collect();
+    use monitor_common::programs::{of_kind, Kind};
+    let mut v: Vec<&'static str> = of_kind(Kind::TracePoint).flat_map(|p| p.hooks.iter().copied()).collect();
     v.sort_unstable();
     v.dedup();
     v
@@ -344,5 +345,10 @@ mod tests {
         for s in ["openat", "close", "accept4", "read", "clone3", "connect", "process_vm_readv"] {
             assert!(sc.contains(&s), "{s} missing from {sc:?}");
         }
+        // The process-tree hooks mcpmon keeps for its whole life are hooks it has too.
+        for h in ["sched:sched_process_exec", "sched:sched_process_exit", "task:task_newtask"] {
+            assert!(tps.contains(&h), "{h} missing from {tps:?}");
+        }
+        assert!(sc.iter().all(|s| !s.contains(':')), "audit gets syscall names only: {sc:?}");
     }
 }

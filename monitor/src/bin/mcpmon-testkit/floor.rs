@@ -1,11 +1,12 @@
-//! `mcpmon-testkit floor`: the floor program alone on every syscall hook mcpmon uses (syscall
-//! tracepoints and the raw sys_enter/sys_exit of the ia32 hooks), until stdin closes: what the
-//! benchmark sets against mcpmon as the least any eBPF monitor costs.
+//! `mcpmon-testkit floor`: the floor program alone on every hook mcpmon has attached while a
+//! server is tracked (its tracepoints, the process-tree ones included, and the raw sys_exit of
+//! the ia32 hook), until stdin closes: what the benchmark sets against mcpmon as the least any
+//! eBPF monitor on those hooks costs.
 use std::io::{BufRead, Write};
 
 use anyhow::Context as _;
 use monitor::probes;
-use monitor_common::programs::{of_kind, Kind, Lifetime, Program};
+use monitor_common::programs::{of_kind, Kind, Program};
 
 pub fn run_floor() -> anyhow::Result<()> {
     let tracefs = probes::tracefs::ensure_mounted()?;
@@ -16,7 +17,7 @@ pub fn run_floor() -> anyhow::Result<()> {
     // Two programs may share a tracepoint (sendto: net and http); the floor goes on it once (a
     // second link of the same program is EEXIST).
     let mut seen = std::collections::HashSet::new();
-    for p in of_kind(Kind::TracePoint).filter(|p| p.lifetime == Lifetime::WhileTracked) {
+    for p in of_kind(Kind::TracePoint) {
         for &hook in p.hooks {
             let (category, name) = Program::tracepoint(hook);
             if probes::tracefs::exists(&tracefs, category, name) && seen.insert((category, name)) {

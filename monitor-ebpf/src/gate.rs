@@ -1,0 +1,36 @@
+//! The untracked path of the syscall hooks. While a server is tracked, every syscall of the
+//! machine on these hooks runs one of mcpmon's programs, and an untracked process should pay
+//! only its pid's byte in `MAYBE_TRACKED`. A program whose handler is inlined whole pays more:
+//! the JIT saves, in the prologue, every callee-saved register any instruction of the program
+//! uses, and the compiler loads arguments and spills before the byte test. Measured with
+//! `kernel.bpf_stats_enabled`, that put each of these programs 6–18% above bpftrace's one-test
+//! filter on the same hook (`cargo xtask bench --prog-time-only`).
+//!
+//! So each program here is the byte test alone, and its handler runs in a BPF subprogram of its
+//! own (a BPF-to-BPF call, in every kernel mcpmon supports), reached only past the byte. Every
+//! handler behind it but one began with the same test (directly, or through `tracked()`), so no
+//! process it acted on is turned away: tracked processes, handshake candidates and doomed
+//! children all have their byte set. The one, `exec_x`, looked up its thread's pending exec
+//! first; that entry is saved only for a tracked process, and only the kernel clears a byte, at
+//! the process's exit (`maps.rs`).
+
+/// A syscall tracepoint program `$name` whose handler `$handler(&TracePointContext)` runs only
+/// for a process whose byte in `MAYBE_TRACKED` is set (see the module comment).
+macro_rules! gated_tracepoint {
+    ($(#[$m:meta])* $name:ident => $handler:path) => {
+        $(#[$m])*
+        #[aya_ebpf::macros::tracepoint]
+        pub fn $name(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            if !crate::maps::maybe_tracked(crate::maps::current().tgid) {
+                return 0;
+            }
+            // Not inlined: its registers and stack stay out of the untracked path.
+            #[inline(never)]
+            fn handle(ctx: *mut core::ffi::c_void) -> u32 {
+                $handler(&aya_ebpf::programs::TracePointContext::new(ctx))
+            }
+            handle(aya_ebpf::EbpfContext::as_ptr(&ctx))
+        }
+    };
+}
+pub(crate) use gated_tracepoint;
