@@ -12,7 +12,8 @@
 //! process it acted on is turned away: tracked processes, handshake candidates and doomed
 //! children all have their byte set. The one, `exec_x`, looked up its thread's pending exec
 //! first; that entry is saved only for a tracked process, and only the kernel clears a byte, at
-//! the process's exit (`maps.rs`).
+//! the process's exit (`maps.rs`). The trampoline programs of the fast path have the same shape
+//! (`gated!` in `fast.rs`).
 
 /// A syscall tracepoint program `$name` whose handler `$handler(&TracePointContext)` runs only
 /// for a process whose byte in `MAYBE_TRACKED` is set (see the module comment).
