@@ -1,7 +1,8 @@
 //! The hooks attached only while something is tracked come and go at run time. Re-attaching
 //! them races with the release of the previous links (on the daemon's background thread, or
 //! held for a moment by a child forked between its fork and exec); a lost race used to fail
-//! the track with EEXIST, or leave the deny programs off while tracking went on.
+//! the track with EEXIST, leave the deny programs off while tracking went on, or hold the
+//! track's answer until `mcpmon exec` gave up.
 mod common;
 
 use std::{os::unix::process::CommandExt, process::Command, time::Duration};
@@ -102,4 +103,39 @@ async fn observation_path_is_chosen_and_reported() {
         }
         Err(e) => panic!("unexpected error: {e}"),
     }
+}
+
+/// A server started the moment the daemon takes its idle hooks off, as a user's next `mcpmon
+/// exec` would be. Releasing the links takes seconds (3.4 s for 45 tracepoints on a loaded 2-core
+/// machine: RCU grace periods under the kernel's `event_mutex`), and a track that waited for all
+/// of them answered after exec's own 3 s, so `--require-monitor` refused to start the server. The
+/// track now keeps the links not yet released and waits for one.
+#[test]
+fn a_server_started_as_the_hooks_come_off_is_not_refused() {
+    use common::daemon::{is_open, Daemon, MCPMON};
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let d = Daemon::start(&[]);
+    let marker = "/tmp/mcpmon-cut-short-marker";
+    std::fs::write(marker, "x").unwrap();
+    // With exec's own wait for the daemon's answer, as users run it (not the tests' stretched one).
+    let exec = |name: &str, cmd: &[&str]| {
+        Command::new(MCPMON).args(["exec", "--name", name, "--require-monitor", "--socket"]).arg(&d.socket).arg("--").args(cmd).output().unwrap()
+    };
+    let first = exec("first", &["true"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    d.expect_log("nothing tracked: detaching syscall hooks", common::patience(Duration::from_secs(30)));
+    let second = exec("second", &["cat", marker]);
+    assert!(second.status.success(), "refused: {}", String::from_utf8_lossy(&second.stderr));
+    // Every hook back: its open is reported.
+    let tracked = d.expect("the second server tracked", |r| r["kind"] == "server_tracked" && r["server"] == "second");
+    d.expect("the second server's open", |r| is_open(r, marker) && r["server_id"] == tracked["server_id"]);
+    let _ = std::fs::remove_file(marker);
+    // And not because the release happened to beat exec's wait: the track took the links the
+    // release had not reached (each costs milliseconds of grace periods; it had just begun).
+    let log = d.stop();
+    let line = log.lines().find(|l| l.contains("cut the previous detach short")).unwrap_or_else(|| panic!("the track waited for the whole release:\n{log}"));
+    let kept: usize = line.split("kept=").nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!(kept > 0, "{line}");
 }

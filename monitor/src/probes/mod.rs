@@ -101,6 +101,9 @@ pub struct Sensors {
     /// Syscall hooks, attached only while a process is tracked (exit hooks first).
     on_demand: Vec<hook::HookRef>,
     syscall_links: Vec<hook::Link>,
+    /// The first hooks of `on_demand`, still attached from a detach that a new track cut short
+    /// (ondemand.rs); `syscall_links` holds the rest.
+    reclaimed: Vec<hook::OwnedLink>,
     /// Whether syscalls are observed by fentry/fexit (else by tracepoints).
     pub fast_path: bool,
     /// Which path connect/sendmsg deny takes on this machine.
@@ -240,7 +243,7 @@ impl Sensors {
                 tracing::warn!(reason = %why, "connect/sendmsg deny unavailable; deny rules fall back to kill at syscall exit")
             }
         }
-        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, fast_path: fast_path.is_ok(), syscall_links: vec![], deny, lsm_deny: lsm.is_ok(), cgroup_links: vec![], lsm_links: vec![], detaching: None, maybe_elems };
+        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, fast_path: fast_path.is_ok(), syscall_links: vec![], reclaimed: vec![], deny, lsm_deny: lsm.is_ok(), cgroup_links: vec![], lsm_links: vec![], detaching: None, maybe_elems };
         // Prove now, not at the first tracked server, that the kernel takes every syscall hook.
         sensors.attach_syscall_hooks()?;
         sensors.detach_syscall_hooks()?;

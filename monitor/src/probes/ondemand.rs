@@ -7,13 +7,18 @@
 //!   set, so the kernel neither holds it nor reports it late. The flag is cleared before the
 //!   daemon's last look at the tracked set and the candidates, and the kernel reads it after its
 //!   insert, so one of the two sees the other (`detach_syscall_hooks_in_background`);
-//! - releasing a link is slow (each tracepoint waits for an RCU grace period), so the daemon
-//!   releases them on another thread; a server tracked meanwhile must wait for that release, or
-//!   the kernel refuses the same program on the same hook with EEXIST;
+//! - releasing a link is slow (each tracepoint waits for RCU grace periods under the kernel's
+//!   `event_mutex`: 3.4 s for the 45 hooks of the tracepoint path on a loaded 2-core machine),
+//!   so the daemon releases them one by one on another thread. A server tracked meanwhile cuts
+//!   that short: the links not yet released are still attached and are kept; only the one being
+//!   released is waited for, and the released ones are attached again (attaching one still on
+//!   its hook is refused with EEXIST). Waiting for the whole release instead held the track's
+//!   answer past `mcpmon exec`'s 3 s, and `--require-monitor` refused to start the server;
 //! - a child forked by another thread holds copies of the link fds until its exec closes them
 //!   (they are close-on-exec), keeping the program on the hook for that moment. Attaching again
 //!   in that window is refused the same way; it is retried for a bounded time.
 use std::{
+    sync::{Arc, Mutex},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -37,7 +42,7 @@ fn program_busy(e: &ProbeError) -> bool {
 impl Sensors {
     /// Whether the syscall tracepoints are attached (only while something is tracked).
     pub fn syscall_hooks_active(&self) -> bool {
-        !self.syscall_links.is_empty()
+        !self.syscall_links.is_empty() || !self.reclaimed.is_empty()
     }
 
     /// Whether the cgroup connect/sendmsg deny and the BPF-LSM open deny are attached now.
@@ -57,10 +62,13 @@ impl Sensors {
         if self.syscall_hooks_active() {
             return Ok(());
         }
-        if let Some(pending) = self.detaching.take() {
+        if let Some(r) = self.detaching.take() {
             let t = Instant::now();
-            let _ = pending.join();
-            tracing::info!(ms = t.elapsed().as_millis() as u64, "waited for the previous detach to finish");
+            // Taken under the lock, so the thread releases nothing more than the link it holds.
+            let kept = std::mem::take(&mut *r.left.lock().unwrap_or_else(|p| p.into_inner()));
+            let _ = r.thread.join();
+            tracing::info!(ms = t.elapsed().as_millis() as u64, kept = kept.len(), of = self.on_demand.len(), "cut the previous detach short: kept the hooks it had not released");
+            self.reclaimed = kept;
         }
         let start = Instant::now();
         let mut tries = 0u32;
@@ -102,7 +110,8 @@ impl Sensors {
                 Err(e) => tracing::error!(error = %e, "attaching the connect deny"),
             }
         }
-        for i in 0..self.on_demand.len() {
+        // The first hooks may still be attached from before a detach cut short (`reclaimed`).
+        for i in self.reclaimed.len()..self.on_demand.len() {
             match hook::attach(&mut self.ebpf, self.on_demand[i]) {
                 Ok(link) => self.syscall_links.push(link),
                 Err(e) => return Err((program_busy(&e), e)),
@@ -113,8 +122,10 @@ impl Sensors {
 
     /// Detaches now, on this thread. Entry hooks come out first (reverse attach order).
     pub fn detach_syscall_hooks(&mut self) -> Result<(), ProbeError> {
-        let links = self.take_syscall_links()?;
-        drop(links);
+        let mut links = self.take_syscall_links()?;
+        while let Some(link) = links.pop() {
+            drop(link);
+        }
         Ok(())
     }
 
@@ -129,28 +140,47 @@ impl Sensors {
             self.set_hooks_live(true);
             return Ok(false);
         }
-        let links = self.take_syscall_links()?;
-        self.detaching = Some(std::thread::spawn(move || {
+        let left = Arc::new(Mutex::new(self.take_syscall_links()?));
+        let queue = Arc::clone(&left);
+        let thread = std::thread::spawn(move || {
             let t = Instant::now();
-            drop(links);
-            tracing::info!(ms = t.elapsed().as_millis() as u64, "syscall hooks released");
-        }));
+            let mut n = 0;
+            // One at a time, the lock not held while one is released (a `while let` would hold
+            // it through the body): an attach takes the rest meanwhile.
+            loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let Some(link) = next else { break };
+                drop(link);
+                n += 1;
+            }
+            tracing::info!(ms = t.elapsed().as_millis() as u64, released = n, "syscall hooks released");
+        });
+        self.detaching = Some(Releasing { left, thread });
         Ok(true)
     }
 
+    /// Every syscall link, in attach order (exit hooks first): release them from the end.
     fn take_syscall_links(&mut self) -> Result<Vec<OwnedLink>, ProbeError> {
         self.set_hooks_live(false);
         let links = std::mem::take(&mut self.cgroup_links);
         cgroup::detach(&mut self.ebpf, links);
         let links = std::mem::take(&mut self.lsm_links);
         lsm::detach(&mut self.ebpf, links);
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.reclaimed);
+        let mut rest = Vec::new();
         while let Some(link) = self.syscall_links.pop() {
-            out.push(hook::take(&mut self.ebpf, link)?);
+            rest.push(hook::take(&mut self.ebpf, link)?);
         }
+        out.extend(rest.into_iter().rev());
         Ok(out)
     }
 }
 
-/// The thread releasing the last detached links (it owns them; nothing else to clean up).
-pub(super) type PendingDetach = Option<JoinHandle<()>>;
+/// The links of the last detach still being released on another thread.
+pub(super) struct Releasing {
+    /// Those not released yet, in attach order: the thread takes them from the end.
+    left: Arc<Mutex<Vec<OwnedLink>>>,
+    thread: JoinHandle<()>,
+}
+
+pub(super) type PendingDetach = Option<Releasing>;
