@@ -55,7 +55,7 @@ impl Sensors {
         self.on_demand.iter().map(HookRef::describe).collect()
     }
 
-    /// Attaches every on-demand hook, waiting out a release still in progress (see the module
+    /// Attaches every on-demand hook, cutting short a release still in progress (see the module
     /// comment). Syscall hooks are all-or-nothing; a deny program the kernel refuses for another
     /// reason than "still attached" is logged and its rules fall back to kill.
     pub fn attach_syscall_hooks(&mut self) -> Result<(), ProbeError> {
@@ -130,10 +130,11 @@ impl Sensors {
     }
 
     /// Detaches as far as the daemon is concerned at once and releases the links on another
-    /// thread (over a second for 18 tracepoints here), keeping the event pipeline flowing. The
-    /// next attach waits for that thread. `still_idle` is asked once the hooks-live flag is
-    /// clear: a process that exec'd before that found the flag set (not held, not reported
-    /// late) and is only seen by looking again; if it says no, nothing is detached (`false`).
+    /// thread (seconds for the tracepoint path's 45), keeping the event pipeline flowing. The
+    /// next attach takes those not released yet and waits for the one being released.
+    /// `still_idle` is asked once the hooks-live flag is clear: a process that exec'd before
+    /// that found the flag set (not held, not reported late) and is only seen by looking again;
+    /// if it says no, nothing is detached (`false`).
     pub fn detach_syscall_hooks_in_background(&mut self, still_idle: impl FnOnce(&mut Self) -> bool) -> Result<bool, ProbeError> {
         self.set_hooks_live(false);
         if !still_idle(self) {
