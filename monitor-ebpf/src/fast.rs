@@ -16,6 +16,7 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext},
 };
 
+use crate::gate::gated;
 use crate::{
     file,
     maps::{mark_compat, Pending, Sys},
@@ -78,36 +79,14 @@ macro_rules! syscall {
         syscall!(@ true, Some(Pending::$family), $entry = $enter, $exit = $leave);
     };
     (@ $ia32:expr, $compat:expr, $entry:ident = $enter:path, $exit:ident = $leave:path) => {
-        gated!(fentry $entry(ctx: FEntryContext) => {
+        gated!(fentry, $entry(ctx: FEntryContext) => {
             let r = $enter(&Regs::entry(&ctx, $ia32));
             if let Some(family) = $compat {
                 mark_compat(family);
             }
             r
         });
-        gated!(fexit $exit(ctx: FExitContext) => $leave(&Regs::exit(&ctx, $ia32)));
-    };
-}
-
-/// A trampoline program that is its process's `MAYBE_TRACKED` byte test alone, its body a BPF
-/// subprogram called past it (gate.rs says why). Here it matters more than on the tracepoints:
-/// the handlers' arguments are `bpf_probe_read_kernel` calls on the user registers, evaluated
-/// before the handler's own test, so an untracked `openat` paid four helper calls.
-macro_rules! gated {
-    ($kind:ident $name:ident($ctx:ident: $ty:ident) => $body:expr) => {
-        #[$kind]
-        pub fn $name($ctx: $ty) -> u32 {
-            if !crate::maps::maybe_tracked(crate::maps::current().tgid) {
-                return 0;
-            }
-            // Not inlined: its registers, stack and reads stay out of the untracked path.
-            #[inline(never)]
-            fn handle(raw: *mut core::ffi::c_void) -> u32 {
-                let $ctx = $ty::new(raw);
-                $body
-            }
-            handle(aya_ebpf::EbpfContext::as_ptr(&$ctx))
-        }
+        gated!(fexit, $exit(ctx: FExitContext) => $leave(&Regs::exit(&ctx, $ia32)));
     };
 }
 
@@ -126,8 +105,8 @@ syscall!(mcpmf_write_e = stdio::write_e, mcpmf_write_x = stdio::rw_x);
 syscall!(mcpmf_ptrace_e = procaccess::ptrace_e, mcpmf_ptrace_x = procaccess::none);
 syscall!(mcpmf_vm_read_e = procaccess::vm_readv_e, mcpmf_vm_read_x = procaccess::none);
 syscall!(mcpmf_vm_write_e = procaccess::vm_writev_e, mcpmf_vm_write_x = procaccess::none);
-gated!(fentry mcpmf_getfd_e(ctx: FEntryContext) => procaccess::getfd_e(&Regs::entry(&ctx, false)));
-gated!(fentry mcpmc_getfd_e(ctx: FEntryContext) => procaccess::getfd_e(&Regs::entry(&ctx, true)));
+gated!(fentry, mcpmf_getfd_e(ctx: FEntryContext) => procaccess::getfd_e(&Regs::entry(&ctx, false)));
+gated!(fentry, mcpmc_getfd_e(ctx: FEntryContext) => procaccess::getfd_e(&Regs::entry(&ctx, true)));
 
 // A new task's first run (`ret_from_fork` calls `schedule_tail` in the child): where a child the
 // fork hook could not track dies on this path (the tracepoint path uses the clone exits).
@@ -135,18 +114,18 @@ gated!(fentry mcpmc_getfd_e(ctx: FEntryContext) => procaccess::getfd_e(&Regs::en
 pub fn mcpmf_newtask_e(_ctx: FEntryContext) -> u32 {
     process::doomed_x(&Regs { regs: core::ptr::null(), ret: 0, ia32: false })
 }
-gated!(fentry mcpmf_uring_enter_e(ctx: FEntryContext) => crate::enforce::uring_enter_e(&Regs::entry(&ctx, false)));
-gated!(fentry mcpmc_uring_enter_e(ctx: FEntryContext) => crate::enforce::uring_enter_e(&Regs::entry(&ctx, true)));
+gated!(fentry, mcpmf_uring_enter_e(ctx: FEntryContext) => crate::enforce::uring_enter_e(&Regs::entry(&ctx, false)));
+gated!(fentry, mcpmc_uring_enter_e(ctx: FEntryContext) => crate::enforce::uring_enter_e(&Regs::entry(&ctx, true)));
 // The HTTP capture (http.rs): accepted sockets enter at accept's result, leave at close.
-gated!(fexit mcpmf_accept_x(ctx: FExitContext) => http::accept_x(&Regs::exit(&ctx, false)));
-gated!(fexit mcpmf_accept4_x(ctx: FExitContext) => http::accept_x(&Regs::exit(&ctx, false)));
-gated!(fentry mcpmf_close_e(ctx: FEntryContext) => http::close_e(&Regs::entry(&ctx, false)));
+gated!(fexit, mcpmf_accept_x(ctx: FExitContext) => http::accept_x(&Regs::exit(&ctx, false)));
+gated!(fexit, mcpmf_accept4_x(ctx: FExitContext) => http::accept_x(&Regs::exit(&ctx, false)));
+gated!(fentry, mcpmf_close_e(ctx: FEntryContext) => http::close_e(&Regs::entry(&ctx, false)));
 syscall!(mcpmf_recvfr_e = http::recvfrom_e, mcpmf_recvfr_x = http::sock_x);
 syscall!(mcpmf_sendto_de = http::sendto_e, mcpmf_sendto_dx = http::sock_x);
 syscall!(mcpmf_readv_e = http::readv_e, mcpmf_readv_x = http::sock_x);
 syscall!(mcpmf_writev_e = http::writev_e, mcpmf_writev_x = http::sock_x);
 // Not a syscall: every open's LSM check, with the opened file, before its fd exists.
-gated!(fentry mcpmf_file_open_e(ctx: FEntryContext) => crate::enforce::file_open_kill(ctx.arg::<u64>(0) as *const u8));
+gated!(fentry, mcpmf_file_open_e(ctx: FEntryContext) => crate::enforce::file_open_kill(ctx.arg::<u64>(0) as *const u8));
 // The same syscalls entered through `int $0x80` (compat.rs says why they matter).
 syscall!(ia32 Open, mcpmc_open_e = file::open_e, mcpmc_open_x = file::open_x);
 syscall!(ia32 Open, mcpmc_creat_e = file::creat_e, mcpmc_creat_x = file::open_x);

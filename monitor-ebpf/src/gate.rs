@@ -13,25 +13,36 @@
 //! children all have their byte set. The one, `exec_x`, looked up its thread's pending exec
 //! first; that entry is saved only for a tracked process, and only the kernel clears a byte, at
 //! the process's exit (`maps.rs`). The trampoline programs of the fast path have the same shape
-//! (`gated!` in `fast.rs`).
+//! (`gated!`, below).
+
+/// A program of hook kind `$kind` (its aya attribute) that is its process's `MAYBE_TRACKED` byte
+/// test alone; `$body`, with `$ctx` rebuilt from the raw context, runs in a subprogram past it.
+/// The syscall tracepoints below and the trampolines of `fast.rs` are made with it.
+macro_rules! gated {
+    ($(#[$m:meta])* $kind:path, $name:ident($ctx:ident: $ty:ty) => $body:expr) => {
+        $(#[$m])*
+        #[$kind]
+        pub fn $name($ctx: $ty) -> u32 {
+            if !crate::maps::maybe_tracked(crate::maps::current().tgid) {
+                return 0;
+            }
+            // Not inlined: its registers, stack and argument reads stay out of the untracked path.
+            #[inline(never)]
+            fn handle(raw: *mut core::ffi::c_void) -> u32 {
+                let $ctx = <$ty>::new(raw);
+                $body
+            }
+            handle(aya_ebpf::EbpfContext::as_ptr(&$ctx))
+        }
+    };
+}
+pub(crate) use gated;
 
 /// A syscall tracepoint program `$name` whose handler `$handler(&TracePointContext)` runs only
 /// for a process whose byte in `MAYBE_TRACKED` is set (see the module comment).
 macro_rules! gated_tracepoint {
     ($(#[$m:meta])* $name:ident => $handler:path) => {
-        $(#[$m])*
-        #[aya_ebpf::macros::tracepoint]
-        pub fn $name(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
-            if !crate::maps::maybe_tracked(crate::maps::current().tgid) {
-                return 0;
-            }
-            // Not inlined: its registers and stack stay out of the untracked path.
-            #[inline(never)]
-            fn handle(ctx: *mut core::ffi::c_void) -> u32 {
-                $handler(&aya_ebpf::programs::TracePointContext::new(ctx))
-            }
-            handle(aya_ebpf::EbpfContext::as_ptr(&ctx))
-        }
+        crate::gate::gated!($(#[$m])* aya_ebpf::macros::tracepoint, $name(ctx: aya_ebpf::programs::TracePointContext) => $handler(&ctx));
     };
 }
 pub(crate) use gated_tracepoint;
