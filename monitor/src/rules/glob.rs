@@ -182,12 +182,12 @@ fn head(s: &str) -> Option<&str> {
 /// Globs tested together (a rule's list, with `~/` expanded to every home on the host: often
 /// hundreds). They are grouped by the first directory their literal prefix names, so a path is
 /// tried only against the globs that can start like it and those that start with a wildcard.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GlobSet {
     globs: Vec<Glob>,
     /// Patterns without a wildcard (`~/` expanded over a list of plain files gives many): looked
-    /// up, not matched.
-    exact: std::collections::HashSet<String, foldhash::fast::FixedState>,
+    /// up, not matched. By text, the globs that are that text.
+    exact: Buckets,
     /// Globs whose literal suffix holds a `/` (`/home/*/.aws/credentials`), by the file name it
     /// ends with: only a path with that last component can match them.
     by_name: Buckets,
@@ -207,10 +207,10 @@ fn name(s: &str) -> &str {
 impl GlobSet {
     pub fn new(globs: Vec<Glob>) -> Self {
         let (mut by_name, mut by_head, mut loose) = (Buckets::default(), Buckets::default(), Vec::new());
-        let mut exact = std::collections::HashSet::default();
+        let mut exact = Buckets::default();
         for (i, g) in globs.iter().enumerate() {
             if g.literal() {
-                exact.insert(g.prefix.clone());
+                exact.entry(g.prefix.clone()).or_default().push(i);
             } else if g.suffix.contains('/') {
                 by_name.entry(name(&g.suffix).to_string()).or_default().push(i);
             } else if let Some(h) = head(&g.prefix) {
@@ -231,13 +231,36 @@ impl GlobSet {
         self.globs.is_empty()
     }
 
-    pub fn matches(&self, s: &str) -> bool {
-        if self.exact.contains(s) {
-            return true;
-        }
+    /// The globs, in the order given.
+    pub fn globs(&self) -> &[Glob] {
+        &self.globs
+    }
+
+    /// The globs that can match `s` without being literals: those pinned to its name or its
+    /// first directory, and the loose ones.
+    fn candidates<'a>(&'a self, s: &str) -> impl Iterator<Item = usize> + 'a {
         let named = self.by_name.get(name(s)).map(Vec::as_slice).unwrap_or(&[]);
         let near = head(s).and_then(|h| self.by_head.get(h)).map(Vec::as_slice).unwrap_or(&[]);
-        named.iter().chain(near).chain(&self.loose).any(|&i| self.globs[i].matches(s))
+        named.iter().chain(near).chain(&self.loose).copied()
+    }
+
+    pub fn matches(&self, s: &str) -> bool {
+        self.exact.contains_key(s) || self.candidates(s).any(|i| self.globs[i].matches(s))
+    }
+
+    /// Calls `hit` with the index of every glob that matches `s`, leaving out, unmatched, those
+    /// `wanted` turns down (a caller that only needs one match per group of globs).
+    pub fn each_match(&self, s: &str, mut wanted: impl FnMut(usize) -> bool, mut hit: impl FnMut(usize)) {
+        for &i in self.exact.get(s).map(Vec::as_slice).unwrap_or(&[]) {
+            if wanted(i) {
+                hit(i);
+            }
+        }
+        for i in self.candidates(s) {
+            if wanted(i) && self.globs[i].matches(s) {
+                hit(i);
+            }
+        }
     }
 }
 

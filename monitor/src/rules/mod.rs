@@ -2,6 +2,7 @@
 //! against every kernel event with its MCP context. The engine decides; `actions` carries out.
 pub mod cond;
 pub mod fields;
+pub mod gate;
 pub mod glob;
 pub mod lint;
 pub mod profile;
@@ -124,6 +125,8 @@ pub struct KindRules {
     pub slots: Vec<usize>,
     /// The fields they read, with those every alert carries and the profiles read.
     pub fields: FieldSet,
+    /// Which of them an event's path leaves to evaluate.
+    pub gate: gate::PathGate,
 }
 
 /// What every alert carries and the profiles read, for events of any kind.
@@ -172,12 +175,13 @@ impl RuleSet {
                 for e in &r.events {
                     match kinds.iter_mut().find(|(k, _)| k == e) {
                         Some((_, k)) => k.slots.push(slot),
-                        None => kinds.push((e.clone(), KindRules { slots: vec![slot], fields: FieldSet::default() })),
+                        None => kinds.push((e.clone(), KindRules { slots: vec![slot], ..Default::default() })),
                     }
                 }
             }
             for (kind, k) in &mut kinds {
                 k.fields = self.fields_for(Some(kind));
+                k.gate = gate::PathGate::new(k.slots.iter().map(|&s| &self.rules[s].cond));
             }
             (kinds, ALWAYS.iter().copied().collect())
         });
@@ -196,8 +200,19 @@ impl RuleSet {
         rules.map_or(none, |k| k.fields)
     }
 
-    /// Rules that match, in file order. The slot of a rule is its index here.
+    /// Rules that match, in file order. The slot of a rule is its index here. Only the rules
+    /// about the event's kind that its path gate lets through are evaluated.
     pub fn eval<'a>(&'a self, ctx: &'a Ctx) -> impl Iterator<Item = (usize, &'a Rule)> + 'a {
+        let event = ctx.event();
+        let failed_exec = event == "exec" && ctx.get("exec.ok") == Some(&Val::Bool(false));
+        let (slots, pass) = self.kind_rules(event).0.map_or((&[][..], 0), |k| (k.slots.as_slice(), k.gate.passing(ctx)));
+        let gated_out = move |pos: usize| pos < gate::GATED_RULES && pass >> pos & 1 == 0;
+        slots.iter().enumerate().filter(move |(pos, _)| !gated_out(*pos)).map(move |(_, &slot)| (slot, &self.rules[slot])).filter(move |(_, r)| r.matches_of_kind(failed_exec, ctx))
+    }
+
+    /// `eval` without the path gate: every rule about the kind is evaluated (the reference the
+    /// gate is tested against).
+    pub fn eval_ungated<'a>(&'a self, ctx: &'a Ctx) -> impl Iterator<Item = (usize, &'a Rule)> + 'a {
         let event = ctx.event();
         let failed_exec = event == "exec" && ctx.get("exec.ok") == Some(&Val::Bool(false));
         self.slots_for(event).iter().map(move |&slot| (slot, &self.rules[slot])).filter(move |(_, r)| r.matches_of_kind(failed_exec, ctx))

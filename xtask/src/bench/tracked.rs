@@ -76,10 +76,15 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
     let d = Daemon::start(&["--ringbuf-mib", "1", "--fold-window-ms", "0"], true)?;
     let mut kids = Vec::new();
     for i in 0..producers {
-        kids.push(d.exec(&format!("bench-producer-{i}"), &[testkit().to_str().unwrap(), "loop", "open", &n.to_string()]).stdout(Stdio::null()).spawn()?);
+        kids.push(d.exec(&format!("bench-producer-{i}"), &[testkit().to_str().unwrap(), "loop", "open", &n.to_string()]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?);
     }
-    for mut k in kids {
-        k.wait()?;
+    // A producer that did not run tracked generated nothing: the accounting below would miss
+    // its share for no fault of the daemon's.
+    for k in kids {
+        let out = k.wait_with_output()?;
+        if !out.status.success() {
+            bail!("a producer failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        }
     }
     std::thread::sleep(std::time::Duration::from_secs(2));
     let recs = d.stop()?;
