@@ -87,7 +87,7 @@ pub struct Rule {
 impl Rule {
     pub fn matches(&self, ctx: &Ctx) -> bool {
         let event = ctx.event();
-        self.matches_kind(event, event == "exec" && ctx.get("exec.ok") == Some(&Val::Bool(false)), ctx)
+        self.matches_kind(event, failed_exec(ctx), ctx)
     }
 
     /// `matches`, with the event's kind and whether it is a failed exec read once per event.
@@ -131,6 +131,11 @@ pub struct KindRules {
 
 /// What every alert carries and the profiles read, for events of any kind.
 const ALWAYS: &[&str] = &["event", "proc.exe", "file.path", "file.ok", "mcp.in_scope", "net.addr", "net.port", "net.unix_path"];
+
+/// A failed exec: rules about execs see it only when they test `exec.ok`.
+fn failed_exec(ctx: &Ctx) -> bool {
+    ctx.event() == "exec" && ctx.get("exec.ok") == Some(&Val::Bool(false))
+}
 
 impl Rule {
     /// Whether a grant can lift this rule: it enforces files, directories, io_uring or /proc
@@ -203,19 +208,24 @@ impl RuleSet {
     /// Rules that match, in file order. The slot of a rule is its index here. Only the rules
     /// about the event's kind that its path gate lets through are evaluated.
     pub fn eval<'a>(&'a self, ctx: &'a Ctx) -> impl Iterator<Item = (usize, &'a Rule)> + 'a {
-        let event = ctx.event();
-        let failed_exec = event == "exec" && ctx.get("exec.ok") == Some(&Val::Bool(false));
-        let (slots, pass) = self.kind_rules(event).0.map_or((&[][..], 0), |k| (k.slots.as_slice(), k.gate.passing(ctx)));
-        let gated_out = move |pos: usize| pos < gate::GATED_RULES && pass >> pos & 1 == 0;
-        slots.iter().enumerate().filter(move |(pos, _)| !gated_out(*pos)).map(move |(_, &slot)| (slot, &self.rules[slot])).filter(move |(_, r)| r.matches_of_kind(failed_exec, ctx))
+        self.eval_gated(ctx, true)
     }
 
     /// `eval` without the path gate: every rule about the kind is evaluated (the reference the
     /// gate is tested against).
+    #[cfg(test)]
     pub fn eval_ungated<'a>(&'a self, ctx: &'a Ctx) -> impl Iterator<Item = (usize, &'a Rule)> + 'a {
-        let event = ctx.event();
-        let failed_exec = event == "exec" && ctx.get("exec.ok") == Some(&Val::Bool(false));
-        self.slots_for(event).iter().map(move |&slot| (slot, &self.rules[slot])).filter(move |(_, r)| r.matches_of_kind(failed_exec, ctx))
+        self.eval_gated(ctx, false)
+    }
+
+    fn eval_gated<'a>(&'a self, ctx: &'a Ctx, gate: bool) -> impl Iterator<Item = (usize, &'a Rule)> + 'a {
+        let failed_exec = failed_exec(ctx);
+        let (slots, pass) = match self.kind_rules(ctx.event()).0 {
+            Some(k) => (k.slots.as_slice(), if gate { k.gate.passing(ctx) } else { u64::MAX }),
+            None => (&[][..], 0),
+        };
+        let gated_out = move |pos: usize| pos < gate::GATED_RULES && pass >> pos & 1 == 0;
+        slots.iter().enumerate().filter(move |(pos, _)| !gated_out(*pos)).map(move |(_, &slot)| (slot, &self.rules[slot])).filter(move |(_, r)| r.matches_of_kind(failed_exec, ctx))
     }
 
     /// Runs every rule's fixtures: `(rule id, failure)` for each one that does not behave.
