@@ -112,3 +112,30 @@ fn a_full_stdio_pipe_table_is_reported() {
     let _ = c.wait();
     d.stop();
 }
+
+/// A flood the daemon cannot keep up with must not starve the rest of its work. Four tracked
+/// loops open files as fast as they can, with folding off (an attacker varies what it opens),
+/// so a kernel event always waits. A server started then with `--require-monitor` is still
+/// tracked: its request is answered within exec's own timeout, not after the flood (when it
+/// had already refused to start, or started unwatched without the flag).
+#[test]
+fn a_flood_does_not_starve_the_control_socket() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let d = Daemon::start(&["--fold-window-ms", "0"]);
+    let mut floods: Vec<_> = (0..4)
+        .map(|i| exec_cmd(&d.socket, &format!("flood-{i}"), &["--require-monitor"], &[env!("CARGO_BIN_EXE_mcpmon-testkit"), "loop", "open", "50000000"]).stdout(Stdio::null()).spawn().unwrap())
+        .collect();
+    for i in 0..4 {
+        d.expect("the flood is tracked", |v| v["kind"] == "open" && v["server"] == format!("flood-{i}").as_str());
+    }
+    let late = exec_cmd(&d.socket, "late", &["--require-monitor"], &["true"]).output().unwrap();
+    for f in &mut floods {
+        let _ = f.kill();
+        let _ = f.wait();
+    }
+    assert!(late.status.success(), "a server started during the flood was refused: {late:?}");
+    d.expect("the late server is tracked", |v| v["kind"] == "server_tracked" && v["server"] == "late");
+    d.stop();
+}

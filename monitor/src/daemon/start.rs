@@ -40,6 +40,11 @@ use crate::{
     tracker::Discovery,
 };
 
+/// Kernel events handled per turn of the select loop before the other branches are looked at
+/// again: about a third of a millisecond of work under a flood, so a change of users or a
+/// control request waits no longer than that.
+const EVENT_BATCH: usize = 32;
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ringbuf_bytes = match args.ringbuf_bytes {
         Some(b) => Some(b).filter(|b| b.is_power_of_two() && *b >= 4096).context("--ringbuf-bytes must be a power of two, at least 4096")?,
@@ -183,7 +188,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             }
             Some(rec) = gate_rx.recv() => pipeline.on_gate(rec).await,
-            Some(ev) = ev_rx.recv() => pipeline.on_event(ev).await,
             Some(msg) = req_rx.recv() => {
                 // A new server's first instruction must meet the current plan: take any
                 // change already queued (a home or key made just before it) first.
@@ -215,6 +219,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             _ = sigterm.recv() => { tracing::info!(signal = "SIGTERM", "shutting down"); break; }
             _ = sigint.recv() => { tracing::info!(signal = "SIGINT", "shutting down"); break; }
+            // Kernel events last: under a flood one always waits, and ahead of the rest they
+            // starved everything after them (a `mcpmon exec` went unanswered until it gave up,
+            // the loss check and SIGTERM waited for the flood to end). Up to `EVENT_BATCH` at
+            // a time, so that polling the branches above (signals, timer, channels) is paid
+            // once per batch, not per event.
+            Some(ev) = ev_rx.recv() => {
+                pipeline.on_event(ev).await;
+                for _ in 1..EVENT_BATCH {
+                    let Ok(ev) = ev_rx.try_recv() else { break };
+                    pipeline.on_event(ev).await;
+                }
+            }
         }
     }
 

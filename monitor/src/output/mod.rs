@@ -4,6 +4,7 @@
 //! awaits when it is full, so slow output slows the pipeline instead of losing records (the
 //! kernel then counts what it cannot deliver).
 pub mod alert;
+mod event_json;
 pub mod record;
 
 pub use alert::Alert;

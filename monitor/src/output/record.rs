@@ -92,8 +92,8 @@ pub enum Record {
 
 impl Record {
     /// The JSON line. A kernel event (nearly every line of a busy stream) is written straight
-    /// from its fields, in their declared order: going through `Value` cost a map node and a
-    /// copy of every key and string per event. The rarer records are rendered through `Value`,
+    /// from its fields, in their declared order, by hand (`event_json`): going through `Value`
+    /// cost a map node and a copy of every key and string per event. The rarer records are rendered through `Value`,
     /// whose keys are sorted, and keep the byte layout they had when the stages built JSON
     /// themselves (`tests` below).
     pub fn line(&self) -> String {
@@ -107,7 +107,7 @@ impl Record {
     pub fn write_line(&self, out: &mut Vec<u8>) {
         let start = out.len();
         let r = match self {
-            Record::Event(e) => serde_json::to_writer(&mut *out, e),
+            Record::Event(e) => super::event_json::write(e, out),
             other => serde_json::to_value(other).and_then(|v| serde_json::to_writer(&mut *out, &v)),
         };
         if let Err(e) = r {
