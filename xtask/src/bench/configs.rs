@@ -122,6 +122,27 @@ impl Daemon {
     }
 }
 
+/// A bench that bails midway (a producer failed) must not leave its daemon behind: a stray
+/// daemon keeps its open gate and discovery, and refuses the next test's secrets as its own.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return; // stopped already
+        }
+        // SAFETY: as in `stop`: plain integers, and the child is not reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// (CPU seconds, RSS bytes) of a process.
 pub fn usage(pid: u32) -> (f64, u64) {
     // SAFETY: sysconf takes an integer name and touches no memory; an error (-1) is clamped by max(1).
