@@ -73,7 +73,7 @@ impl Pipeline {
         let t0 = std::time::Instant::now();
         let fired = policy.evaluate(ev, &ctx, |pid| tracker.lookup(pid).is_some());
         let rules_ns = t0.elapsed().as_nanos() as u64;
-        *self.stats.stage_ns.entry("rules_eval").or_default() += rules_ns;
+        self.stats.stage_ns.add(super::stages::Stage::RulesEval, rules_ns);
         self.out.metrics().rule_eval(rules_ns as f64 / 1e9);
         if fired.is_empty() {
             return vec![];

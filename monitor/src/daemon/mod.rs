@@ -23,6 +23,7 @@ mod limits;
 pub mod policy;
 mod protection;
 mod servers;
+mod stages;
 mod start;
 mod toolwatch;
 
@@ -47,6 +48,7 @@ use crate::{
     tracker::Tracker,
 };
 use servers::Retire;
+use stages::Stage;
 
 /// Counters the daemon reports at exit (and, later, as metrics).
 #[derive(Default, Debug)]
@@ -62,7 +64,7 @@ pub struct Stats {
     pub lost: [u64; LOST_REASONS as usize],
     /// Where the pipeline's time goes, per stage (nanoseconds in total): the profile behind the
     /// throughput figures of `cargo xtask bench`.
-    pub stage_ns: std::collections::BTreeMap<&'static str, u64>,
+    pub stage_ns: stages::StageTimes,
 }
 
 pub struct Pipeline {
@@ -290,15 +292,15 @@ impl Pipeline {
         *self.stats.events.entry(ev.kind()).or_default() += 1;
         self.out.metrics().event(ev.kind());
         let mut clock = std::time::Instant::now();
-        let mut lap = |stats: &mut Stats, stage: &'static str| {
+        let mut lap = |stats: &mut Stats, stage: Stage| {
             let now = std::time::Instant::now();
-            *stats.stage_ns.entry(stage).or_default() += (now - clock).as_nanos() as u64;
+            stats.stage_ns.add(stage, (now - clock).as_nanos() as u64);
             clock = now;
         };
         let change = self.tree.apply(&ev);
-        lap(&mut self.stats, "process_tree");
+        lap(&mut self.stats, Stage::ProcessTree);
         let outcome = self.corr.handle(&ev);
-        lap(&mut self.stats, "correlation");
+        lap(&mut self.stats, Stage::Correlation);
         let ts = ev.header.ts_mono_ns;
         match outcome {
             Outcome::Consumed(found) => {
@@ -309,7 +311,7 @@ impl Pipeline {
             Outcome::Event(attribution) => {
                 let line = self.event_line(ev, attribution);
                 let alerts = self.evaluate(&line);
-                lap(&mut self.stats, "context_and_rules");
+                lap(&mut self.stats, Stage::ContextAndRules);
                 let rec = Record::Event(Box::new(line));
                 self.out.emit_ref(&rec).await;
                 for a in alerts {
@@ -318,7 +320,7 @@ impl Pipeline {
                 if let Record::Event(line) = rec {
                     self.keep_fold_head(line);
                 }
-                lap(&mut self.stats, "render_and_queue");
+                lap(&mut self.stats, Stage::RenderAndQueue);
             }
         }
         if let TreeChange::ServerGone(id) = change {
@@ -475,7 +477,7 @@ impl Pipeline {
             exits_reconciled: self.stats.exits_reconciled,
             alerts: self.policy.as_ref().map(|p| p.alerts),
             kills: self.policy.as_ref().map(|p| p.kills),
-            stage_ns: self.stats.stage_ns.clone(),
+            stage_ns: self.stats.stage_ns.to_map(),
         };
         self.out.emit(Record::Stats(Box::new(stats))).await;
     }

@@ -131,7 +131,13 @@ impl Metrics {
 
     /// `n` events of one kind (a folded run).
     pub fn events(&mut self, kind: &str, n: u64) {
-        *self.events.entry(kind.into()).or_default() += n;
+        // Looked up before inserting: `entry` would allocate the key for every kernel event.
+        match self.events.get_mut(kind) {
+            Some(c) => *c += n,
+            None => {
+                self.events.insert(kind.into(), n);
+            }
+        }
     }
 
     pub fn rule_eval(&mut self, seconds: f64) {

@@ -169,7 +169,7 @@ impl Pipeline {
         w.results_scanned += 1;
         w.bytes_scanned += scan.bytes as u64;
         w.scan_ns += ns;
-        *self.stats.stage_ns.entry("result_scan").or_default() += ns;
+        self.stats.stage_ns.add(crate::daemon::stages::Stage::ResultScan, ns);
         if scan.is_empty() {
             return;
         }
