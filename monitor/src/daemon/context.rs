@@ -292,6 +292,13 @@ pub fn argv_of<'a>(ev: &'a Event, tree: &'a ProcessTree) -> &'a [String] {
 
 pub fn build(i: &Inputs) -> Ctx {
     let mut c = Ctx::default();
+    build_into(&mut c, i);
+    c
+}
+
+/// `build` into a context the caller keeps across events (emptied first).
+pub fn build_into(c: &mut Ctx, i: &Inputs) {
+    c.clear();
     let want = |at: usize| i.want.is_none_or(|w| w.has(at));
     let h = &i.ev.header;
     c.str_at(f!("event"), i.ev.kind());
@@ -393,7 +400,7 @@ pub fn build(i: &Inputs) -> Ctx {
             c.set_at(f!("file.write"), Val::Bool(write));
             c.set_at(f!("file.ok"), Val::Bool(o.result.ok));
             if want(f!("file.proc_foreign")) {
-                let foreign = proc_pid(c_path(&c)).is_some_and(|p| p != i.ev.header.pid && i.tree.get(p).map(|n| n.server_id) != Some(i.ev.header.server_id));
+                let foreign = proc_pid(c_path(c)).is_some_and(|p| p != i.ev.header.pid && i.tree.get(p).map(|n| n.server_id) != Some(i.ev.header.server_id));
                 c.set_at(f!("file.proc_foreign"), Val::Bool(foreign));
             }
         }
@@ -422,7 +429,6 @@ pub fn build(i: &Inputs) -> Ctx {
         }
         _ => {}
     }
-    c
 }
 
 #[cfg(test)]

@@ -48,17 +48,26 @@ impl Pipeline {
 
     /// Runs the rules on one attributed event line; returns the alerts.
     pub(super) fn evaluate(&mut self, line: &EventLine) -> Vec<Alert> {
+        // One context kept across events: a new one per event zeroed and moved all its slots.
+        let mut ctx = self.ctx.take().unwrap_or_default();
+        let out = self.evaluate_in(line, &mut ctx);
+        self.ctx = Some(ctx);
+        out
+    }
+
+    fn evaluate_in(&mut self, line: &EventLine, ctx: &mut crate::rules::Ctx) -> Vec<Alert> {
         let Some(policy) = self.policy.as_mut() else { return vec![] };
         let ev = &line.event;
         let server = self.tracker.server(ev.header.server_id);
         let want = policy.fields_for(ev.kind());
         let path = line.resolved_path.as_deref();
-        let mut ctx = context::build(&context::Inputs { ev, tree: &self.tree, server, attribution: &line.mcp, path, want: Some(&want) });
+        context::build_into(ctx, &context::Inputs { ev, tree: &self.tree, server, attribution: &line.mcp, path, want: Some(&want) });
+        let ctx = &mut *ctx;
         // Issue 13 hook: the injection → action chain (toolwatch/results.rs).
-        let chain = self.tools_watch.results.annotate(&mut ctx, &line.mcp, server, &self.tree, &self.corr);
+        let chain = self.tools_watch.results.annotate(ctx, &line.mcp, server, &self.tree, &self.corr);
         if let (Some(profiles), Some(s)) = (self.profiles.as_mut(), server) {
             let version = self.corr.session(s.id).and_then(|x| x.server_info.as_ref()).and_then(|i| i["version"].as_str().map(str::to_string));
-            if let Some((list, value)) = profile_entry(&ctx) {
+            if let Some((list, value)) = profile_entry(ctx) {
                 match profiles.mode {
                     crate::rules::profile::Mode::Learn => profiles.learn(&s.name, version.as_deref(), list, value),
                     crate::rules::profile::Mode::Enforce => {
@@ -71,7 +80,7 @@ impl Pipeline {
         }
         let tracker = &self.tracker;
         let t0 = std::time::Instant::now();
-        let fired = policy.evaluate(ev, &ctx, |pid| tracker.lookup(pid).is_some());
+        let fired = policy.evaluate(ev, ctx, |pid| tracker.lookup(pid).is_some());
         let rules_ns = t0.elapsed().as_nanos() as u64;
         self.stats.stage_ns.add(super::stages::Stage::RulesEval, rules_ns);
         self.out.metrics().rule_eval(rules_ns as f64 / 1e9);
@@ -97,7 +106,7 @@ impl Pipeline {
                     p.learn_grant(&s.name, &rule.id);
                 }
             }
-            let mut a = Alert::new(RuleRef::of(rule), action, rule.output.render(&ctx), line.time.clone());
+            let mut a = Alert::new(RuleRef::of(rule), action, rule.output.render(ctx), line.time.clone());
             a.process = Some(process.clone());
             a.server = Some(server_ref.clone());
             a.mcp = mcp.clone();

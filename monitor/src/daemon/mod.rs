@@ -98,6 +98,8 @@ pub struct Pipeline {
     /// Resolved paths of opens by (inode, path as given): a repeated open of the same file by
     /// the same name costs no /proc lookups. Same inode and same name cannot resolve elsewhere.
     resolved: std::collections::HashMap<(events::Inode, u64), String>,
+    /// The rule context, kept across events (`evaluate`).
+    ctx: Option<Box<crate::rules::Ctx>>,
     /// Each thread's last open the kernel may fold repeats into (by tid): a folded run's count
     /// goes out as that open's line with `folded`.
     fold_heads: std::collections::HashMap<u32, Box<EventLine>>,
@@ -152,6 +154,7 @@ impl Pipeline {
             profiles: None,
             reap_suspects: Default::default(),
             resolved: Default::default(),
+            ctx: None,
             fold_heads: Default::default(),
             relayed_stdio: Default::default(),
             pairing: Default::default(),

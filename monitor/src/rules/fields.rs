@@ -212,6 +212,14 @@ impl Ctx {
     pub fn str_at(&mut self, at: usize, v: impl Into<std::borrow::Cow<'static, str>>) {
         self.set_at(at, Val::Str(v.into()));
     }
+    /// Empties every slot, keeping the context's storage for the next event: building one per
+    /// event moved and zeroed its whole slot array (52 slots) every time.
+    pub fn clear(&mut self) {
+        for v in &mut self.vals {
+            *v = None;
+        }
+    }
+
     pub fn event(&self) -> &str {
         // `event` is the first field (a test below keeps it so).
         match &self.vals[0] {
