@@ -79,11 +79,13 @@ impl Pipeline {
             }
         }
         let tracker = &self.tracker;
-        let t0 = std::time::Instant::now();
+        let t0 = self.timed.then(std::time::Instant::now);
         let fired = policy.evaluate(ev, ctx, |pid| tracker.lookup(pid).is_some());
-        let rules_ns = t0.elapsed().as_nanos() as u64;
-        self.stats.stage_ns.add(super::stages::Stage::RulesEval, rules_ns);
-        self.out.metrics().rule_eval(rules_ns as f64 / 1e9);
+        if let Some(t0) = t0 {
+            let rules_ns = t0.elapsed().as_nanos() as u64;
+            self.stats.stage_ns.add_sampled(super::stages::Stage::RulesEval, rules_ns);
+            self.out.metrics().rule_eval(rules_ns as f64 / 1e9);
+        }
         if fired.is_empty() {
             return vec![];
         }

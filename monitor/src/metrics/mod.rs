@@ -240,7 +240,7 @@ impl Metrics {
         }
         head(&mut o, "mcpmon_denies_total", "counter", "Connects and sends refused with EPERM.");
         let _ = writeln!(o, "mcpmon_denies_total {}", self.denies);
-        head(&mut o, "mcpmon_rule_eval_seconds", "histogram", "Time to evaluate the rules on one event.");
+        head(&mut o, "mcpmon_rule_eval_seconds", "histogram", "Time to evaluate the rules on one event (one kernel event in 16 is timed).");
         hist(&mut o, "mcpmon_rule_eval_seconds", "", EVAL_BUCKETS, &self.rule_eval);
         head(&mut o, "mcpmon_blind_spot_events_total", "counter", "Kernel events of a tracked server that could not be delivered (ring or table full), by server.");
         for (k, v) in &self.blind_spot {
