@@ -2,7 +2,10 @@
 //! date from fork/exec/exit events (seeded from procfs for trees taken over while running).
 //! Correlation and the rules use it for ancestry, and the daemon to know when a server's last
 //! process is gone.
-use std::collections::HashMap;
+// foldhash, not SipHash: the tree is looked up several times per kernel event (process, its
+// server's scope, its container, its working directory), and pids are the kernel's, not a
+// client's, to choose. SipHash was a visible share of a flood's profile.
+use foldhash::HashMap;
 
 use serde::Serialize;
 

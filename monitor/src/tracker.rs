@@ -115,7 +115,8 @@ pub struct Tracker {
     /// `HTTP_SOCKS`: sockets the servers accepted (the kernel adds and removes them; the daemon
     /// only clears a forgotten server's, whose last close it may not have seen).
     http_socks: Option<BpfHashMap<MapData, u64, SockStream>>,
-    servers: HashMap<u32, ServerInfo>,
+    /// By server id, looked up for every kernel event (foldhash: see process_tree.rs).
+    servers: foldhash::HashMap<u32, ServerInfo>,
     next_id: u32,
     daemon_pid: u32,
     /// The hooks' filter: a pid's byte is set before the pid goes into `map` (probes/maybe.rs).
@@ -139,7 +140,7 @@ impl Tracker {
             stdio_pipes_full: 0,
             candidates: m.candidates,
             http_socks: Some(m.http_socks),
-            servers: HashMap::new(),
+            servers: Default::default(),
             next_id: 1,
             daemon_pid: std::process::id(),
             maybe: m.maybe,

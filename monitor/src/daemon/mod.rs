@@ -97,7 +97,7 @@ pub struct Pipeline {
     reap_suspects: std::collections::HashSet<u32>,
     /// Resolved paths of opens by (inode, path as given): a repeated open of the same file by
     /// the same name costs no /proc lookups. Same inode and same name cannot resolve elsewhere.
-    resolved: std::collections::HashMap<(events::Inode, u64), String>,
+    resolved: foldhash::HashMap<(events::Inode, u64), String>,
     /// The rule context, kept across events (`evaluate`).
     ctx: Option<Box<crate::rules::Ctx>>,
     /// Whether the event in hand is one of the timed ones (`stages::SAMPLE`).

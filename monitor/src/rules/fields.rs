@@ -174,11 +174,16 @@ impl fmt::Debug for FieldSet {
 #[derive(Clone, PartialEq)]
 pub struct Ctx {
     vals: [Option<Val>; N],
+    /// Bit `i` set when slot `i` holds a value: emptying touches those slots only.
+    set: u64,
 }
+
+// One bit per field in `Ctx::set`.
+const _: () = assert!(N <= 64);
 
 impl Default for Ctx {
     fn default() -> Self {
-        Self { vals: std::array::from_fn(|_| None) }
+        Self { vals: std::array::from_fn(|_| None), set: 0 }
     }
 }
 
@@ -191,7 +196,7 @@ impl fmt::Debug for Ctx {
 impl Ctx {
     pub fn set(&mut self, field: &'static str, v: Val) {
         match index(field) {
-            Some(i) => self.vals[i] = Some(v),
+            Some(i) => self.set_at(i, v),
             None => debug_assert!(false, "unknown field {field}"),
         }
     }
@@ -208,6 +213,7 @@ impl Ctx {
     /// `set` by slot (`at` of its field).
     pub fn set_at(&mut self, at: usize, v: Val) {
         self.vals[at] = Some(v);
+        self.set |= 1 << at;
     }
     pub fn str_at(&mut self, at: usize, v: impl Into<std::borrow::Cow<'static, str>>) {
         self.set_at(at, Val::Str(v.into()));
@@ -215,8 +221,10 @@ impl Ctx {
     /// Empties every slot, keeping the context's storage for the next event: building one per
     /// event moved and zeroed its whole slot array (52 slots) every time.
     pub fn clear(&mut self) {
-        for v in &mut self.vals {
-            *v = None;
+        let mut m = std::mem::take(&mut self.set);
+        while m != 0 {
+            self.vals[m.trailing_zeros() as usize] = None;
+            m &= m - 1;
         }
     }
 
@@ -277,6 +285,24 @@ mod tests {
         let set: super::FieldSet = ["proc.exe", "syscall.compat", "no.such"].into_iter().collect();
         assert!(set.contains("proc.exe") && set.contains("syscall.compat") && !set.contains("file.path") && !set.contains("no.such"));
         assert!(set.has(super::at("syscall.compat")) && !set.has(64));
+    }
+
+    /// A context kept across events and emptied holds nothing of the last one, whichever
+    /// slots it had filled (the first, the last, repeated sets).
+    #[test]
+    fn a_cleared_context_is_a_fresh_one() {
+        let mut c = super::Ctx::default();
+        for (i, (name, _, _)) in super::FIELDS.iter().enumerate().filter(|(i, _)| i % 3 != 1) {
+            c.set_at(i, super::Val::Str((*name).into()));
+            c.set(name, super::Val::Num(i as i64));
+        }
+        c.set_at(super::N - 1, super::Val::Bool(true));
+        c.clear();
+        assert_eq!(c, super::Ctx::default());
+        assert!((0..super::N).all(|i| c.get_at(i).is_none()));
+        c.str("file.path", "/y");
+        c.clear();
+        assert_eq!(c, super::Ctx::default());
     }
 
     #[test]
