@@ -1,11 +1,13 @@
 //! Ring buffer bytes → [`Event`]. The layouts are the `#[repr(C)]` records of `monitor-common`;
-//! variable-length records (exec, open) arrive cut after the bytes in use, so each record is read
-//! into a zeroed value of its full size and the lengths inside are checked against what arrived.
+//! variable-length records (exec, open, stdio) arrive cut after the bytes in use. Exec is read
+//! into a zeroed value of its full size; open and stdio, the frequent ones, field by field
+//! (`rec!`), their data straight from the bytes. The lengths inside are checked against what
+//! arrived.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use monitor_common::{
     exec_syscall, flags, open_syscall, ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, IoUringEvent, OpenEvent,
-    HandshakeEvent, ProcAccessEvent, RepeatEvent, StdioEvent, UNIX_PATH_CAP,
+    HandshakeEvent, ProcAccessEvent, RepeatEvent, StdioEvent, PATH_CAP, STDIO_CHUNK, UNIX_PATH_CAP,
 };
 
 use super::{errno, Access, Body, Connect, Direction, Event, Exec, Exit, Fork, Handshake, Header, Inode, IoUring, KernelAction, Open, ProcAccess, Repeat, Stdio, SysResult};
@@ -33,6 +35,29 @@ fn read_record<T: Copy>(bytes: &[u8], min: usize) -> Result<T, DecodeError> {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr() as *mut u8, n);
         Ok(v.assume_init())
     }
+}
+
+/// One field of a record, read where the record's layout puts it: for records that end in a
+/// byte array filled to a length they give (open, stdio), whose fixed part is all a decoder
+/// needs. Reading the whole record zeroed and copied the array's full capacity (4 KiB for an
+/// open) for every event. `_of` names the field (`|e: &OpenEvent| &e.ret`, never called), so
+/// the value read has the field's own type; the bounds are checked here.
+fn field<T, F: Copy>(bytes: &[u8], offset: usize, _of: fn(&T) -> &F) -> Result<F, DecodeError> {
+    let end = offset + std::mem::size_of::<F>();
+    if end > bytes.len() || end > std::mem::size_of::<T>() {
+        return Err(DecodeError::Short(bytes.len(), end));
+    }
+    // SAFETY: `F` is a field of one of monitor-common's plain-data records (integers, so any
+    // bit pattern is valid); `offset..end` lies inside `bytes` (checked above), and
+    // `read_unaligned` needs no alignment.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().add(offset) as *const F) })
+}
+
+/// `field` by the field's name: `rec!(bytes, OpenEvent, ret)`.
+macro_rules! rec {
+    ($bytes:expr, $t:ty, $f:ident) => {
+        field::<$t, _>($bytes, std::mem::offset_of!($t, $f), |e: &$t| &e.$f)?
+    };
 }
 
 fn text(b: &[u8]) -> String {
@@ -200,30 +225,33 @@ pub fn access_names(f: u32) -> Vec<Access> {
 }
 
 fn open(bytes: &[u8]) -> Result<Open, DecodeError> {
-    let e: OpenEvent = read_record(bytes, OpenEvent::DATA_OFFSET)?;
-    let pl = e.path_len as usize;
+    if bytes.len() < OpenEvent::DATA_OFFSET {
+        return Err(DecodeError::Short(bytes.len(), OpenEvent::DATA_OFFSET));
+    }
+    let pl = rec!(bytes, OpenEvent, path_len) as usize;
     let arrived = bytes.len() - OpenEvent::DATA_OFFSET;
-    if pl > arrived || pl > e.path.len() {
+    if pl > arrived || pl > PATH_CAP {
         return Err(DecodeError::BadLength("open", pl, arrived));
     }
+    let (ret, ino, flags) = (rec!(bytes, OpenEvent, ret), rec!(bytes, OpenEvent, ino), rec!(bytes, OpenEvent, open_flags));
     Ok(Open {
-        syscall: match e.syscall {
+        syscall: match rec!(bytes, OpenEvent, syscall) {
             open_syscall::OPEN => "open",
             open_syscall::OPENAT => "openat",
             open_syscall::OPENAT2 => "openat2",
             open_syscall::CREAT => "creat",
             _ => "unknown",
         },
-        path: text(&e.path[..pl]),
-        dirfd: e.dirfd,
-        flags: e.open_flags,
-        access: access_names(e.open_flags),
-        mode: e.mode,
-        resolve: e.resolve,
-        inode: (e.ret >= 0 && e.ino != 0).then_some(Inode { dev: e.dev, ino: e.ino }),
-        policy: e.policy,
-        result: SysResult::from_ret(e.ret),
-        fold_sig: e.fold_sig,
+        path: text(&bytes[OpenEvent::DATA_OFFSET..][..pl]),
+        dirfd: rec!(bytes, OpenEvent, dirfd),
+        flags,
+        access: access_names(flags),
+        mode: rec!(bytes, OpenEvent, mode),
+        resolve: rec!(bytes, OpenEvent, resolve),
+        inode: (ret >= 0 && ino != 0).then_some(Inode { dev: rec!(bytes, OpenEvent, dev), ino }),
+        policy: rec!(bytes, OpenEvent, policy),
+        result: SysResult::from_ret(ret),
+        fold_sig: rec!(bytes, OpenEvent, fold_sig),
     })
 }
 
@@ -249,27 +277,30 @@ fn connect(bytes: &[u8]) -> Result<Connect, DecodeError> {
 }
 
 fn stdio(bytes: &[u8]) -> Result<Stdio, DecodeError> {
-    let e: StdioEvent = read_record(bytes, StdioEvent::DATA_OFFSET)?;
-    let n = e.len as usize;
+    if bytes.len() < StdioEvent::DATA_OFFSET {
+        return Err(DecodeError::Short(bytes.len(), StdioEvent::DATA_OFFSET));
+    }
+    let n = rec!(bytes, StdioEvent, len) as usize;
     let arrived = bytes.len() - StdioEvent::DATA_OFFSET;
-    if n > arrived || n > e.data.len() {
+    if n > arrived || n > STDIO_CHUNK {
         return Err(DecodeError::BadLength("stdio", n, arrived));
     }
+    let dir = rec!(bytes, StdioEvent, dir);
     Ok(Stdio {
-        ino: e.ino,
-        dir: match e.dir {
+        ino: rec!(bytes, StdioEvent, ino),
+        dir: match dir {
             monitor_common::stdio_dir::IN => Direction::In,
             monitor_common::stdio_dir::OUT => Direction::Out,
             monitor_common::sock_dir::ACCEPT => Direction::Accept,
             monitor_common::sock_dir::CLOSE => Direction::Close,
             monitor_common::sock_dir::ACCEPT_NOT_CAPTURED => Direction::AcceptNotCaptured,
-            _ => return Err(DecodeError::BadLength("stdio dir", e.dir as usize, 0)),
+            _ => return Err(DecodeError::BadLength("stdio dir", dir as usize, 0)),
         },
-        fd: e.fd,
-        total_len: e.total_len,
-        stream_off: e.stream_off,
-        offset: e.offset,
-        data: e.data[..n].to_vec(),
+        fd: rec!(bytes, StdioEvent, fd),
+        total_len: rec!(bytes, StdioEvent, total_len),
+        stream_off: rec!(bytes, StdioEvent, stream_off),
+        offset: rec!(bytes, StdioEvent, offset),
+        data: bytes[StdioEvent::DATA_OFFSET..][..n].to_vec(),
     })
 }
 

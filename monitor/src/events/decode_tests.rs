@@ -121,6 +121,18 @@ fn open_round_trip_success_and_failure() {
     let Body::Open(o) = ev.body else { panic!() };
     assert_eq!((o.syscall, o.access), ("openat", vec![Access::Read]));
     assert_eq!(o.result, SysResult { ok: false, ret: -13, errno: Some("EACCES") });
+
+    // Every field read from its own place: an inode, a device and a policy hit, distinct.
+    (e.ret, e.ino, e.dev, e.policy, e.hdr.flags) = (3, 0x1234_5678_9abc, 0x0810_0003, 0x0003_0001, 0);
+    let Body::Open(o) = decode(&bytes_of(&e, OpenEvent::DATA_OFFSET + p.len())).unwrap().body else { panic!() };
+    assert_eq!((o.inode, o.policy, o.dirfd, o.mode, o.resolve), (Some(Inode { dev: 0x0810_0003, ino: 0x1234_5678_9abc }), 0x0003_0001, 5, 0o600, 0x08));
+    // A length that claims more than arrived, or more than the record holds, and a record cut
+    // inside its fixed part, are errors.
+    e.path_len = 100;
+    assert_eq!(decode(&bytes_of(&e, OpenEvent::DATA_OFFSET + p.len())), Err(DecodeError::BadLength("open", 100, p.len())));
+    e.path_len = monitor_common::PATH_CAP as u32 + 1;
+    assert!(matches!(decode(&bytes_of(&e, std::mem::size_of::<OpenEvent>())), Err(DecodeError::BadLength("open", _, _))));
+    assert!(matches!(decode(&bytes_of(&e, OpenEvent::DATA_OFFSET - 1)), Err(DecodeError::Short(_, _))));
 }
 
 #[test]

@@ -27,10 +27,20 @@ impl Sensors {
 
     /// The daemon is stopping: the kernel must hold nothing more (its programs stay attached
     /// until the process is gone), and what it holds now is continued.
+    ///
+    /// Twice, a moment apart: a program that read the flag just before it was set stops its
+    /// process and records it just after the first look (a sleep of a test's client found
+    /// stopped for good after its daemon ended while tests ran side by side). A program runs to
+    /// its end in microseconds, so by the second look every such hold is recorded.
     pub fn stop_holding(&mut self) {
         self.set_hooks_live(true);
-        for (pid, _) in self.held() {
-            self.release(pid);
+        for pass in 0..2 {
+            if pass == 1 {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            for (pid, _) in self.held() {
+                self.release(pid);
+            }
         }
     }
 
