@@ -10,8 +10,9 @@
 //! (bench section 2 profile). After a drain that found `BUSY` events or more, the reader sleeps
 //! one `POLL` and drains again without being woken; a quiet ring (a drain below `BUSY`) goes back
 //! to readiness, so a lone event (a secret read after silence) is handled as soon as it lands.
-//! Under a flood an event waits at most one `POLL` more; the 8 MiB ring holds far more than a
-//! `POLL`'s worth of the fastest producer, so the wait costs no loss.
+//! Under a flood an event waits at most one `POLL` more (rounded up to tokio's 1 ms timer tick:
+//! 0.5-1.5 ms); the default 8 MiB ring holds far more than that of the fastest producer, so
+//! the wait costs no loss (a ring made tiny with `--ringbuf-mib` loses sooner, and counts it).
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
