@@ -290,14 +290,9 @@ pub fn argv_of<'a>(ev: &'a Event, tree: &'a ProcessTree) -> &'a [String] {
     }
 }
 
-pub fn build(i: &Inputs) -> Ctx {
-    let mut c = Ctx::default();
-    build_into(&mut c, i);
-    c
-}
-
-/// `build` into a context the caller keeps across events (emptied first).
-pub fn build_into(c: &mut Ctx, i: &Inputs) {
+/// Builds the context of `i` into `c`, a context the caller keeps across events (emptied
+/// first).
+pub fn build(c: &mut Ctx, i: &Inputs) {
     c.clear();
     let want = |at: usize| i.want.is_none_or(|w| w.has(at));
     let h = &i.ev.header;

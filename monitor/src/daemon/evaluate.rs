@@ -46,23 +46,23 @@ impl Pipeline {
         })
     }
 
-    /// Runs the rules on one attributed event line; returns the alerts.
-    pub(super) fn evaluate(&mut self, line: &EventLine) -> Vec<Alert> {
+    /// Runs the rules on one attributed event line; returns the alerts. `timed`: the event is
+    /// one of those the stage timers sample (`stages.rs`).
+    pub(super) fn evaluate(&mut self, line: &EventLine, timed: bool) -> Vec<Alert> {
         // One context kept across events: a new one per event zeroed and moved all its slots.
         let mut ctx = self.ctx.take().unwrap_or_default();
-        let out = self.evaluate_in(line, &mut ctx);
+        let out = self.evaluate_in(line, timed, &mut ctx);
         self.ctx = Some(ctx);
         out
     }
 
-    fn evaluate_in(&mut self, line: &EventLine, ctx: &mut crate::rules::Ctx) -> Vec<Alert> {
+    fn evaluate_in(&mut self, line: &EventLine, timed: bool, ctx: &mut crate::rules::Ctx) -> Vec<Alert> {
         let Some(policy) = self.policy.as_mut() else { return vec![] };
         let ev = &line.event;
         let server = self.tracker.server(ev.header.server_id);
         let want = policy.fields_for(ev.kind());
         let path = line.resolved_path.as_deref();
-        context::build_into(ctx, &context::Inputs { ev, tree: &self.tree, server, attribution: &line.mcp, path, want: Some(&want) });
-        let ctx = &mut *ctx;
+        context::build(ctx, &context::Inputs { ev, tree: &self.tree, server, attribution: &line.mcp, path, want: Some(&want) });
         // Issue 13 hook: the injection → action chain (toolwatch/results.rs).
         let chain = self.tools_watch.results.annotate(ctx, &line.mcp, server, &self.tree, &self.corr);
         if let (Some(profiles), Some(s)) = (self.profiles.as_mut(), server) {
@@ -79,7 +79,7 @@ impl Pipeline {
             }
         }
         let tracker = &self.tracker;
-        let t0 = self.timed.then(std::time::Instant::now);
+        let t0 = timed.then(std::time::Instant::now);
         let fired = policy.evaluate(ev, ctx, |pid| tracker.lookup(pid).is_some());
         if let Some(t0) = t0 {
             let rules_ns = t0.elapsed().as_nanos() as u64;

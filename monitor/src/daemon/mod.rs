@@ -100,8 +100,6 @@ pub struct Pipeline {
     resolved: foldhash::HashMap<(events::Inode, u64), String>,
     /// The rule context, kept across events (`evaluate`).
     ctx: Option<Box<crate::rules::Ctx>>,
-    /// Whether the event in hand is one of the timed ones (`stages::SAMPLE`).
-    timed: bool,
     /// Each thread's last open the kernel may fold repeats into (by tid): a folded run's count
     /// goes out as that open's line with `folded`.
     fold_heads: std::collections::HashMap<u32, Box<EventLine>>,
@@ -157,7 +155,6 @@ impl Pipeline {
             reap_suspects: Default::default(),
             resolved: Default::default(),
             ctx: None,
-            timed: false,
             fold_heads: Default::default(),
             relayed_stdio: Default::default(),
             pairing: Default::default(),
@@ -299,7 +296,7 @@ impl Pipeline {
         self.out.metrics().event(ev.kind());
         // One event in `stages::SAMPLE` is timed (clock reads were 6.5% of a flood's cost).
         let mut clock = self.stats.stage_ns.sample().then(std::time::Instant::now);
-        self.timed = clock.is_some();
+        let timed = clock.is_some();
         let mut lap = |stats: &mut Stats, stage: Stage| {
             if let Some(c) = clock.as_mut() {
                 let now = std::time::Instant::now();
@@ -320,7 +317,7 @@ impl Pipeline {
             }
             Outcome::Event(attribution) => {
                 let line = self.event_line(ev, attribution);
-                let alerts = self.evaluate(&line);
+                let alerts = self.evaluate(&line, timed);
                 lap(&mut self.stats, Stage::ContextAndRules);
                 let rec = Record::Event(Box::new(line));
                 self.out.emit_ref(&rec).await;

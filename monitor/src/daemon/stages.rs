@@ -42,9 +42,7 @@ pub const SAMPLE: u64 = 16;
 #[derive(Clone, Debug, Default)]
 pub struct StageTimes {
     ns: [u64; Stage::ALL.len()],
-    /// Kernel events asked about (`sample`).
-    seen: u64,
-    /// The sampler's state.
+    /// The sampler's state; 0 before the first event.
     lcg: u64,
 }
 
@@ -59,10 +57,11 @@ impl StageTimes {
     /// stride always timed the same place in a batch (its first event, after the loop's other
     /// work, with colder caches), which read 20% above the untimed events.
     pub fn sample(&mut self) -> bool {
-        self.seen = self.seen.wrapping_add(1);
-        // A 64-bit LCG (Knuth's MMIX constants); its top 4 bits are 0 one time in 16.
+        let first = self.lcg == 0;
+        // A 64-bit LCG (Knuth's MMIX constants), its high half taken (the low bits of an LCG
+        // repeat with short periods). Never 0 again within 2^64 steps.
         self.lcg = self.lcg.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.seen == 1 || self.lcg >> 60 == 0
+        first || (self.lcg >> 32).is_multiple_of(SAMPLE)
     }
 
     /// A timed event's stage, counted for the `SAMPLE` events it stands for.

@@ -22,12 +22,18 @@ pub enum DecodeError {
     BadLength(&'static str, usize, usize),
 }
 
-/// Copies up to `size_of::<T>()` bytes into a zeroed `T`. `T` must be one of the plain-data
-/// records of monitor-common (integers and byte arrays only, so any bit pattern is valid).
-fn read_record<T: Copy>(bytes: &[u8], min: usize) -> Result<T, DecodeError> {
+/// A record must bring at least its fixed part (`min` bytes).
+fn at_least(bytes: &[u8], min: usize) -> Result<(), DecodeError> {
     if bytes.len() < min {
         return Err(DecodeError::Short(bytes.len(), min));
     }
+    Ok(())
+}
+
+/// Copies up to `size_of::<T>()` bytes into a zeroed `T`. `T` must be one of the plain-data
+/// records of monitor-common (integers and byte arrays only, so any bit pattern is valid).
+fn read_record<T: Copy>(bytes: &[u8], min: usize) -> Result<T, DecodeError> {
+    at_least(bytes, min)?;
     let mut v = std::mem::MaybeUninit::<T>::zeroed();
     let n = bytes.len().min(std::mem::size_of::<T>());
     // SAFETY: T is a repr(C) POD record; n <= size_of::<T>() and the source has n bytes.
@@ -225,9 +231,7 @@ pub fn access_names(f: u32) -> Vec<Access> {
 }
 
 fn open(bytes: &[u8]) -> Result<Open, DecodeError> {
-    if bytes.len() < OpenEvent::DATA_OFFSET {
-        return Err(DecodeError::Short(bytes.len(), OpenEvent::DATA_OFFSET));
-    }
+    at_least(bytes, OpenEvent::DATA_OFFSET)?;
     let pl = rec!(bytes, OpenEvent, path_len) as usize;
     let arrived = bytes.len() - OpenEvent::DATA_OFFSET;
     if pl > arrived || pl > PATH_CAP {
@@ -277,9 +281,7 @@ fn connect(bytes: &[u8]) -> Result<Connect, DecodeError> {
 }
 
 fn stdio(bytes: &[u8]) -> Result<Stdio, DecodeError> {
-    if bytes.len() < StdioEvent::DATA_OFFSET {
-        return Err(DecodeError::Short(bytes.len(), StdioEvent::DATA_OFFSET));
-    }
+    at_least(bytes, StdioEvent::DATA_OFFSET)?;
     let n = rec!(bytes, StdioEvent, len) as usize;
     let arrived = bytes.len() - StdioEvent::DATA_OFFSET;
     if n > arrived || n > STDIO_CHUNK {

@@ -29,24 +29,13 @@ const BUSY: usize = 16;
 /// How long the reader lets a flood fill the ring between drains.
 const POLL: Duration = Duration::from_micros(500);
 
-/// What one drain found.
-enum Drain {
-    /// The ring is empty; this many events were taken.
-    Empty(usize),
-    /// A full batch was taken and more may wait.
-    Full,
-}
-
-fn drain(ring: &mut RingBuf<MapData>, batch: &mut Vec<Decoded>) -> Drain {
-    let mut n = 0;
-    while let Some(item) = ring.next() {
+/// Takes events from the ring into `batch` (empty on entry) until the ring is empty or the
+/// batch is full (`BATCH`: more may wait).
+fn drain(ring: &mut RingBuf<MapData>, batch: &mut Vec<Decoded>) {
+    while batch.len() < BATCH {
+        let Some(item) = ring.next() else { return };
         batch.push(decode(&item));
-        n += 1;
-        if batch.len() == BATCH {
-            return Drain::Full;
-        }
     }
-    Drain::Empty(n)
 }
 
 pub async fn run(ring: RingBuf<MapData>, tx: mpsc::Sender<Decoded>) -> std::io::Result<()> {
@@ -60,26 +49,22 @@ pub async fn run(ring: RingBuf<MapData>, tx: mpsc::Sender<Decoded>) -> std::io::
     let mut run_len = 0usize;
     let mut more = false;
     loop {
-        let found = if more {
-            drain(fd.get_mut(), &mut batch)
+        if more {
+            drain(fd.get_mut(), &mut batch);
         } else if run_len >= BUSY {
             // A flood: let it fill the ring, then drain without waiting to be woken. Readiness
             // that arrived meanwhile stays set and costs one empty drain later at most.
             tokio::time::sleep(POLL).await;
-            drain(fd.get_mut(), &mut batch)
+            drain(fd.get_mut(), &mut batch);
         } else {
             let mut guard = fd.readable_mut().await?;
-            let found = drain(guard.get_inner_mut(), &mut batch);
-            if matches!(found, Drain::Empty(_)) {
+            drain(guard.get_inner_mut(), &mut batch);
+            if batch.len() < BATCH {
                 guard.clear_ready();
             }
-            found
-        };
-        (run_len, more) = match found {
-            Drain::Full => (run_len + BATCH, true),
-            Drain::Empty(n) if more => (run_len + n, false),
-            Drain::Empty(n) => (n, false),
-        };
+        }
+        run_len = if more { run_len + batch.len() } else { batch.len() };
+        more = batch.len() == BATCH;
         for ev in batch.drain(..) {
             if tx.send(ev).await.is_err() {
                 return Ok(()); // pipeline gone: shutting down

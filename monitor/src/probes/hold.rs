@@ -34,13 +34,14 @@ impl Sensors {
     /// its end in microseconds, so by the second look every such hold is recorded.
     pub fn stop_holding(&mut self) {
         self.set_hooks_live(true);
-        for pass in 0..2 {
-            if pass == 1 {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            for (pid, _) in self.held() {
-                self.release(pid);
-            }
+        self.release_all();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        self.release_all();
+    }
+
+    fn release_all(&mut self) {
+        for (pid, _) in self.held() {
+            self.release(pid);
         }
     }
 
