@@ -16,7 +16,8 @@ pub struct ProcNode {
     pub pid: u32,
     pub ppid: u32,
     pub server_id: u32,
-    pub exe: Option<String>,
+    /// Shared with every event line and rule context of the process (no copy per event).
+    pub exe: Option<std::sync::Arc<str>>,
     pub argv: Vec<String>,
 }
 
@@ -252,7 +253,7 @@ impl ProcessTree {
                     self.cwds.insert(h.pid, c);
                 }
                 if let Some(node) = self.nodes.get_mut(&h.pid) {
-                    node.exe = Some(x.filename.clone());
+                    node.exe = Some(x.filename.as_str().into());
                     node.argv = x.argv.clone();
                 } else {
                     // Tracked by the daemon between fork and exec: first sight of this process.
@@ -260,7 +261,7 @@ impl ProcessTree {
                         pid: h.pid,
                         ppid: h.ppid,
                         server_id: h.server_id,
-                        exe: Some(x.filename.clone()),
+                        exe: Some(x.filename.as_str().into()),
                         argv: x.argv.clone(),
                     });
                 }

@@ -85,7 +85,8 @@ pub enum TrackError {
 #[derive(Clone, Debug, Serialize)]
 pub struct ServerInfo {
     pub id: u32,
-    pub name: String,
+    /// Shared with every event line and rule context of the server (no copy per event).
+    pub name: std::sync::Arc<str>,
     pub root_pid: u32,
     pub how: Discovery,
     pub uid: u32,
@@ -287,7 +288,7 @@ impl Tracker {
         }
         if let Some(info) = self.lookup(pid).filter(|i| i.server_id != PROVISIONAL_SERVER) {
             let name = self.servers.get(&info.server_id).map(|s| s.name.clone()).unwrap_or_default();
-            return Ok(TrackAck { server_id: info.server_id, name, already_tracked: true, tracked_pids: vec![] });
+            return Ok(TrackAck { server_id: info.server_id, name: name.to_string(), already_tracked: true, tracked_pids: vec![] });
         }
         if !crate::sys::procfs::exists(pid) {
             return Err(TrackError::NoSuchProcess(pid));
@@ -307,7 +308,7 @@ impl Tracker {
             id,
             ServerInfo {
                 id,
-                name: name.to_string(),
+                name: name.into(),
                 root_pid: pid,
                 how,
                 uid,

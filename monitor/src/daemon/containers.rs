@@ -117,7 +117,7 @@ impl Pipeline {
         // Gone already (a short session): its forks and exit, still queued, find it by this.
         if self.tree.get(pid).is_none() {
             let (ppid, exe, argv) = seen.proc.map(|p| (p.ppid, p.exe, p.argv)).unwrap_or_default();
-            self.tree.insert(crate::process_tree::ProcNode { pid, ppid, server_id: sid, exe, argv });
+            self.tree.insert(crate::process_tree::ProcNode { pid, ppid, server_id: sid, exe: exe.map(Into::into), argv });
         }
         for &p in &tracked {
             self.tree.set_container(p, c.clone());
@@ -125,7 +125,7 @@ impl Pipeline {
         let server = match self.tracker.server_mut(sid) {
             Some(s) => {
                 s.containers.push(c.clone());
-                s.name.clone()
+                s.name.to_string()
             }
             None => String::new(),
         };
@@ -202,7 +202,7 @@ impl Pipeline {
         let server = match self.tracker.server_mut(sid) {
             Some(s) => {
                 s.containers.push(c.clone());
-                s.name.clone()
+                s.name.to_string()
             }
             None => String::new(),
         };

@@ -8,7 +8,7 @@ use crate::{
     events::{Access, Body, Event, Inode},
     jsonrpc::session::Attribution,
     process_tree::ProcessTree,
-    rules::{Ctx, Val},
+    rules::{Ctx, Text, Val},
     tracker::ServerInfo,
 };
 
@@ -276,8 +276,8 @@ pub struct Inputs<'a> {
     pub tree: &'a ProcessTree,
     pub server: Option<&'a ServerInfo>,
     pub attribution: &'a Attribution,
-    /// Resolved path for open events.
-    pub path: Option<&'a str>,
+    /// Resolved path for open events (shared with the event line and the path cache).
+    pub path: Option<&'a std::sync::Arc<str>>,
     /// Fields the rules read (None: all); the rest are not computed.
     pub want: Option<&'a crate::rules::FieldSet>,
 }
@@ -315,27 +315,30 @@ pub fn build(c: &mut Ctx, i: &Inputs) {
             None
         };
     }
-    let exe = match &i.ev.body {
-        Body::Exec(_) => exec_image.as_deref(),
-        _ => node.and_then(|n| n.exe.as_deref()),
+    let exe: Option<Text> = match &i.ev.body {
+        Body::Exec(_) => exec_image.map(Text::from),
+        _ => node.and_then(|n| n.exe.as_ref()).map(Text::from),
     };
-    if let Some(e) = exe {
-        c.str_at(f!("proc.exe"), e.to_string());
-        c.str_at(f!("proc.name"), e.rsplit('/').next().unwrap_or(e).to_string());
+    let exe_str = exe.as_deref();
+    if let Some(e) = &exe {
+        c.str_at(f!("proc.name"), e.file_name());
     }
     if want(f!("proc.cmdline")) {
         c.str_at(f!("proc.cmdline"), argv.join(" "));
     }
     if want(f!("proc.applet")) {
-        if let Some(a) = applet(exe, argv) {
+        if let Some(a) = applet(exe_str, argv) {
             c.str_at(f!("proc.applet"), a);
         }
     }
+    if let Some(e) = exe {
+        c.str_at(f!("proc.exe"), e);
+    }
     if want(f!("proc.argv")) {
-        c.set_at(f!("proc.argv"), Val::List(argv.to_vec()));
+        c.set_at(f!("proc.argv"), Val::List(argv.iter().map(|a| Text::from(a.clone())).collect()));
     }
     if want(f!("proc.ancestors")) {
-        let ancestors: Vec<String> = i.tree.ancestry(h.pid).iter().skip(1).filter_map(|p| i.tree.get(*p).and_then(|n| n.exe.clone())).collect();
+        let ancestors: Vec<Text> = i.tree.ancestry(h.pid).iter().skip(1).filter_map(|p| i.tree.get(*p).and_then(|n| n.exe.as_ref()).map(Text::from)).collect();
         c.set_at(f!("proc.ancestors"), Val::List(ancestors));
     }
     if let Some(s) = i.server {
@@ -354,7 +357,7 @@ pub fn build(c: &mut Ctx, i: &Inputs) {
     match i.attribution {
         Attribution::Call { tool, arguments, .. } => {
             c.str_at(f!("mcp.state"), "call");
-            c.set_at(f!("mcp.tool"), Val::List(vec![tool.clone()]));
+            c.set_at(f!("mcp.tool"), Val::List(vec![tool.clone().into()]));
             if want(f!("mcp.args")) {
                 c.str_at(f!("mcp.args"), arguments.to_string());
             }
@@ -362,15 +365,15 @@ pub fn build(c: &mut Ctx, i: &Inputs) {
         }
         Attribution::Ambiguous { candidates } => {
             c.str_at(f!("mcp.state"), "ambiguous");
-            c.set_at(f!("mcp.tool"), Val::List(candidates.iter().map(|x| x.tool.clone()).collect()));
+            c.set_at(f!("mcp.tool"), Val::List(candidates.iter().map(|x| x.tool.clone().into()).collect()));
         }
         Attribution::Idle => c.str_at(f!("mcp.state"), "idle"),
     }
     match &i.ev.body {
         Body::Open(o) => {
-            let mut path = i.path.unwrap_or(&o.path).to_string();
+            let mut path: Text = i.path.map_or_else(|| o.path.clone().into(), Text::from);
             if !path.starts_with('/') && !o.path.is_empty() {
-                path = resolve_relative(o, i, &scope).unwrap_or(path);
+                path = resolve_relative(o, i, &scope).map_or(path, Text::from);
             }
             let resolved = path.starts_with('/');
             c.set_at(f!("file.resolved"), Val::Bool(resolved));
@@ -390,7 +393,7 @@ pub fn build(c: &mut Ctx, i: &Inputs) {
             }
             let write = o.access.iter().any(|a| a.writes());
             if want(f!("file.access")) {
-                c.set_at(f!("file.access"), Val::List(o.access.iter().map(|s| s.as_str().to_string()).collect()));
+                c.set_at(f!("file.access"), Val::List(o.access.iter().map(|s| s.as_str().into()).collect()));
             }
             c.set_at(f!("file.write"), Val::Bool(write));
             c.set_at(f!("file.ok"), Val::Bool(o.result.ok));

@@ -215,7 +215,7 @@ impl Pipeline {
                 if let Some(s) = self.tracker.server_mut(id) {
                     if matches!(s.how, Discovery::Sniffed | Discovery::Handshake) {
                         if let (Some(n), false) = (server_info["name"].as_str(), s.name.contains(" (")) {
-                            s.name = format!("{n} ({})", s.name);
+                            s.name = format!("{n} ({})", s.name).into();
                         }
                     }
                 }
@@ -239,7 +239,7 @@ impl Pipeline {
         }
         let (name, client, root) = (s.name.clone(), s.client.clone(), s.root_pid);
         tracing::info!(pid = root, server = %name, client = ?client, "discovery: speaks MCP: tracked as a server");
-        self.out.emit(Record::ServerIdentified { time: Self::now(), server_id: id, server: name, client, root_pid: root }).await;
+        self.out.emit(Record::ServerIdentified { time: Self::now(), server_id: id, server: name.to_string(), client, root_pid: root }).await;
     }
 
     async fn unidentified(&mut self, id: u32) {
@@ -248,7 +248,7 @@ impl Pipeline {
         s.sniffing = false;
         let (name, root) = (s.name.clone(), s.root_pid);
         tracing::info!(pid = root, server = %name, "discovery: no MCP handshake within the sniffing window: kept tracked as unidentified");
-        self.out.emit(Record::ServerUnidentified { time: Self::now(), server_id: id, server: name, root_pid: root, reason: "no MCP handshake on stdin within the sniffing window" }).await;
+        self.out.emit(Record::ServerUnidentified { time: Self::now(), server_id: id, server: name.to_string(), root_pid: root, reason: "no MCP handshake on stdin within the sniffing window" }).await;
     }
 
     async fn reject(&mut self, id: u32, reason: &str) {

@@ -1,6 +1,8 @@
 //! Rule evaluation on one attributed kernel event: the path as the rules see it (resolved once
 //! per inode and name), the rule context, profiles, the policy's verdict and actions, and the
 //! alerts that follow.
+use std::sync::Arc;
+
 use super::{context, policy, Pipeline};
 use crate::{
     events::{self, Event},
@@ -25,24 +27,24 @@ fn path_key(p: &str) -> u64 {
 impl Pipeline {
     /// The path of an open as the rules see it (only when rules are loaded): a protected file's
     /// known path, else resolved against the opener's cwd and dirfd, cached by inode and name.
-    pub(super) fn resolve_path(&mut self, ev: &Event) -> Option<String> {
+    pub(super) fn resolve_path(&mut self, ev: &Event) -> Option<Arc<str>> {
         let policy = self.policy.as_ref()?;
         let events::Body::Open(o) = &ev.body else { return None };
         Some(match (policy.known_path(ev), o.inode) {
-            (Some(known), _) => known.display().to_string(),
+            (Some(known), _) => known.display().to_string().into(),
             (None, Some(inode)) => {
                 let key = (inode, path_key(&o.path));
                 if let Some(p) = self.resolved.get(&key) {
                     return Some(p.clone());
                 }
-                let p = context::resolve_open(ev.header.pid, o.dirfd, &o.path, o.result.ret, o.inode);
+                let p: Arc<str> = context::resolve_open(ev.header.pid, o.dirfd, &o.path, o.result.ret, o.inode).into();
                 if self.resolved.len() >= RESOLVED_CACHE {
                     self.resolved.clear();
                 }
                 self.resolved.insert(key, p.clone());
                 p
             }
-            (None, None) => context::resolve_open(ev.header.pid, o.dirfd, &o.path, o.result.ret, None),
+            (None, None) => context::resolve_open(ev.header.pid, o.dirfd, &o.path, o.result.ret, None).into(),
         })
     }
 
@@ -61,7 +63,7 @@ impl Pipeline {
         let ev = &line.event;
         let server = self.tracker.server(ev.header.server_id);
         let want = policy.fields_for(ev.kind());
-        let path = line.resolved_path.as_deref();
+        let path = line.resolved_path.as_ref();
         context::build(ctx, &context::Inputs { ev, tree: &self.tree, server, attribution: &line.mcp, path, want: Some(&want) });
         // Issue 13 hook: the injection → action chain (toolwatch/results.rs).
         let chain = self.tools_watch.results.annotate(ctx, &line.mcp, server, &self.tree, &self.corr);

@@ -78,7 +78,7 @@ impl Pipeline {
             if new == 0 {
                 continue;
             }
-            let server = self.tracker.servers().find(|s| s.id == sid).map(|s| (s.name.clone(), s.root_pid));
+            let server = self.tracker.servers().find(|s| s.id == sid).map(|s| (s.name.to_string(), s.root_pid));
             let name = server.as_ref().map(|s| s.0.clone()).unwrap_or_else(|| format!("server-{sid}"));
             let mut killed = Vec::new();
             if self.on_loss == crate::cli::OnLoss::Kill {

@@ -97,7 +97,7 @@ pub struct Pipeline {
     reap_suspects: std::collections::HashSet<u32>,
     /// Resolved paths of opens by (inode, path as given): a repeated open of the same file by
     /// the same name costs no /proc lookups. Same inode and same name cannot resolve elsewhere.
-    resolved: foldhash::HashMap<(events::Inode, u64), String>,
+    resolved: foldhash::HashMap<(events::Inode, u64), std::sync::Arc<str>>,
     /// The rule context, kept across events (`evaluate`).
     ctx: Option<Box<crate::rules::Ctx>>,
     /// Each thread's last open the kernel may fold repeats into (by tid): a folded run's count
@@ -398,7 +398,7 @@ impl Pipeline {
 
     /// An MCP record with its time and server name.
     fn stamp(&self, server_id: u32, ts_mono_ns: u64, body: Mcp) -> Record {
-        let server = self.tracker.server(server_id).map(|s| s.name.clone());
+        let server = self.tracker.server(server_id).map(|s| s.name.to_string());
         Record::Mcp(Box::new(McpRecord { time: format_rfc3339(self.clock.wall(ts_mono_ns)), server_id, server, body }))
     }
 

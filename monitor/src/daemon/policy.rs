@@ -51,6 +51,8 @@ pub struct Policy {
     profile_grants: std::collections::BTreeMap<String, Vec<String>>,
     /// A watched change was folded into the next scan.
     deferred: bool,
+    /// The path gate's answers for paths already seen, for these rules (emptied with them).
+    gate_memo: crate::rules::gate::GateMemo,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,7 @@ impl Policy {
             grants: Default::default(),
             profile_grants: Default::default(),
             deferred: false,
+            gate_memo: Default::default(),
         };
         p.sync_kernel()?;
         Ok(p)
@@ -93,6 +96,7 @@ impl Policy {
         // Slots are what the kernel's events name: an event in flight must name the same rule.
         rules.keep_slots_of(&self.rules);
         self.rules = rules;
+        self.gate_memo.clear();
         self.sync_kernel()?;
         Ok(self.rules.in_force())
     }
@@ -231,7 +235,7 @@ impl Policy {
                 out.push((slot, rec));
             }
         }
-        for (slot, r) in self.rules.eval(ctx) {
+        for (slot, r) in self.rules.eval_memo(ctx, &mut self.gate_memo) {
             if Some(slot) == kernel_slot && ev.header.kernel_action.is_some() {
                 continue;
             }

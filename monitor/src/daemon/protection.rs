@@ -58,7 +58,7 @@ impl Pipeline {
             .tracker
             .servers()
             .filter(|s| matches!(s.how, Discovery::Exec | Discovery::Config | Discovery::Procfs | Discovery::TrackPid | Discovery::Url))
-            .map(|s| (s.id, s.name.clone()))
+            .map(|s| (s.id, s.name.to_string()))
             .collect();
         let from_profiles = self.profiles.as_ref().map(|p| p.grants()).unwrap_or_default();
         if let Some(p) = self.policy.as_mut() {

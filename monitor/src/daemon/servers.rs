@@ -78,7 +78,7 @@ impl Pipeline {
     pub(super) fn seed_tree(&mut self, pids: &[u32], id: u32) {
         for &p in pids {
             if let Some(info) = procfs::process_info(p) {
-                self.tree.insert(ProcNode { pid: p, ppid: info.ppid, server_id: id, exe: info.exe, argv: info.argv });
+                self.tree.insert(ProcNode { pid: p, ppid: info.ppid, server_id: id, exe: info.exe.map(Into::into), argv: info.argv });
             }
         }
     }
@@ -96,7 +96,7 @@ impl Pipeline {
             self.tree.remove_server(id);
             self.tracker.drop_tree(s.root_pid, id);
             self.stats.candidates_dropped += 1;
-            self.out.emit(Record::ServerDropped { time: Self::now(), server_id: id, server: s.name, root_pid: s.root_pid, reason }).await;
+            self.out.emit(Record::ServerDropped { time: Self::now(), server_id: id, server: s.name.to_string(), root_pid: s.root_pid, reason }).await;
             return;
         }
         let (ts, exit_event_lost) = match why {
@@ -112,7 +112,7 @@ impl Pipeline {
         }
         self.check_blind_spots().await;
         if let Some(s) = self.tracker.forget(id) {
-            self.out.emit(Record::ServerGone { time: Self::now(), server_id: id, server: s.name, exit_event_lost }).await;
+            self.out.emit(Record::ServerGone { time: Self::now(), server_id: id, server: s.name.to_string(), exit_event_lost }).await;
         }
     }
 

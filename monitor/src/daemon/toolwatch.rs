@@ -36,7 +36,7 @@ impl Pipeline {
     /// Checks the tool list a server announced (`detail`: the reply's `tools`).
     pub(super) async fn check_tools(&mut self, id: u32, detail: Value) {
         let tools = tools_from_list_result(&json!({ "tools": detail }));
-        let server = self.tracker.server(id).map(|s| s.name.clone()).unwrap_or_default();
+        let server = self.tracker.server(id).map(|s| s.name.to_string()).unwrap_or_default();
         let info = self.corr.session(id).and_then(|s| s.server_info.clone()).unwrap_or(Value::Null);
         let announced = Announced::from_server_info(&info);
         let key = self.tracker.server(id).and_then(pin_key);
@@ -63,7 +63,7 @@ impl Pipeline {
             .iter()
             .filter(|(sid, _)| **sid != id)
             .flat_map(|(sid, ts)| {
-                let n = self.tracker.server(*sid).map(|s| s.name.clone()).unwrap_or_default();
+                let n = self.tracker.server(*sid).map(|s| s.name.to_string()).unwrap_or_default();
                 ts.iter().map(move |t| (n.clone(), t.name.clone()))
             })
             .collect();
@@ -84,7 +84,7 @@ impl Pipeline {
             .tools_watch
             .tools
             .iter()
-            .map(|(sid, ts)| (self.tracker.server(*sid).map(|s| s.name.clone()).unwrap_or_default(), ts.clone()))
+            .map(|(sid, ts)| (self.tracker.server(*sid).map(|s| s.name.to_string()).unwrap_or_default(), ts.clone()))
             .collect();
         for c in collisions(&sets).into_iter().filter(|c| c.servers.contains(&server)) {
             // Accepted only when every server offering the name is excepted: a new server that
@@ -136,10 +136,10 @@ impl Pipeline {
 /// only its name counts.
 fn pin_key(s: &ServerInfo) -> Option<PinKey> {
     let (name, argv) = match s.how {
-        Discovery::Exec => (Some(s.name.as_str()), exec_command(&s.command)),
-        Discovery::Config | Discovery::Procfs | Discovery::Url => (Some(s.name.as_str()), Some(s.command.clone())),
+        Discovery::Exec => (Some(&*s.name), exec_command(&s.command)),
+        Discovery::Config | Discovery::Procfs | Discovery::Url => (Some(&*s.name), Some(s.command.clone())),
         Discovery::Sniffed | Discovery::Handshake => (None, Some(s.command.clone())),
-        Discovery::TrackPid => (Some(s.name.as_str()), None),
+        Discovery::TrackPid => (Some(&*s.name), None),
     };
     PinKey::new(name, argv.as_deref().and_then(program).as_deref())
 }

@@ -186,7 +186,7 @@ pub struct ServerRef {
 
 impl ServerRef {
     pub fn of(s: &crate::tracker::ServerInfo) -> Self {
-        Self { id: s.id, name: Some(s.name.clone()), how: Some(s.how), client: Some(s.client.clone()), root_pid: Some(Some(s.root_pid)) }
+        Self { id: s.id, name: Some(s.name.to_string()), how: Some(s.how), client: Some(s.client.clone()), root_pid: Some(Some(s.root_pid)) }
     }
 
     pub fn id(id: u32) -> Self {

@@ -134,11 +134,11 @@ fn line(r: &mut Rng, kind: u64) -> EventLine {
     EventLine {
         event: Event { header, body: body(r, kind) },
         time: r.text(),
-        server: r.maybe(Rng::text),
-        exe: r.maybe(Rng::text),
+        server: r.maybe(Rng::text).map(Into::into),
+        exe: r.maybe(Rng::text).map(Into::into),
         container,
         mcp,
-        resolved_path: r.maybe(Rng::text),
+        resolved_path: r.maybe(Rng::text).map(Into::into),
         folded: r.maybe(|r| Folded { count: r.num(), first: r.text(), last: r.text() }),
     }
 }

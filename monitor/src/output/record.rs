@@ -224,9 +224,9 @@ pub struct EventLine {
     pub event: Event,
     pub time: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub server: Option<String>,
+    pub server: Option<std::sync::Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub exe: Option<String>,
+    pub exe: Option<std::sync::Arc<str>>,
     /// The container the process runs in (a `docker run -i` server's container, joined to the
     /// CLI's server): engine, id, image, name.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -234,7 +234,7 @@ pub struct EventLine {
     pub mcp: Attribution,
     /// Opens, with rules loaded: the path resolved against the opener's cwd and dirfd.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub resolved_path: Option<String>,
+    pub resolved_path: Option<std::sync::Arc<str>>,
     /// This line stands for `count` more occurrences of the event, folded by the kernel.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub folded: Option<Folded>,

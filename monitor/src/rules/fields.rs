@@ -1,6 +1,8 @@
 //! The fields a rule can test, their types, and the per-event context that holds their values.
 use std::{collections::HashMap, fmt, net::IpAddr};
 
+use super::Text;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Str,
@@ -84,12 +86,11 @@ pub fn index(field: &str) -> Option<usize> {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Val {
-    /// A field's text: borrowed when it is one of the daemon's own words (`open`, `idle`), so
-    /// those cost no allocation per event.
-    Str(std::borrow::Cow<'static, str>),
+    /// A field's text, shared where it is kept elsewhere (`Text`).
+    Str(Text),
     Num(i64),
     Bool(bool),
-    List(Vec<String>),
+    List(Vec<Text>),
     Ip(IpAddr),
 }
 
@@ -200,7 +201,7 @@ impl Ctx {
             None => debug_assert!(false, "unknown field {field}"),
         }
     }
-    pub fn str(&mut self, field: &'static str, v: impl Into<std::borrow::Cow<'static, str>>) {
+    pub fn str(&mut self, field: &'static str, v: impl Into<Text>) {
         self.set(field, Val::Str(v.into()));
     }
     pub fn get(&self, field: &str) -> Option<&Val> {
@@ -215,7 +216,7 @@ impl Ctx {
         self.vals[at] = Some(v);
         self.set |= 1 << at;
     }
-    pub fn str_at(&mut self, at: usize, v: impl Into<std::borrow::Cow<'static, str>>) {
+    pub fn str_at(&mut self, at: usize, v: impl Into<Text>) {
         self.set_at(at, Val::Str(v.into()));
     }
     /// Empties every slot, keeping the context's storage for the next event: building one per
@@ -257,8 +258,8 @@ impl Ctx {
                 Kind::Bool => Val::Bool(v.as_bool().ok_or_else(bad)?),
                 Kind::Ip => Val::Ip(scalar(v).and_then(|s| s.parse().ok()).ok_or_else(bad)?),
                 Kind::List => match v {
-                    serde_yaml::Value::Sequence(items) => Val::List(items.iter().map(|i| scalar(i).ok_or_else(bad)).collect::<Result<_, _>>()?),
-                    other => Val::List(vec![scalar(other).ok_or_else(bad)?]),
+                    serde_yaml::Value::Sequence(items) => Val::List(items.iter().map(|i| scalar(i).map(Text::from).ok_or_else(bad)).collect::<Result<_, _>>()?),
+                    other => Val::List(vec![scalar(other).ok_or_else(bad)?.into()]),
                 },
             };
             ctx.set(name, val);

@@ -3,7 +3,7 @@
 //! `all`, or in every branch of an `any`. The gate matches the path once against the globs of
 //! all of them together; a rule none of whose globs the path matches is not evaluated, since
 //! it could not match. Before, each rule looked the path up in its own sets, one after another.
-use std::cell::Cell;
+use std::{cell::Cell, collections::HashMap};
 
 use super::{
     cond::{Cond, Matcher},
@@ -68,6 +68,55 @@ impl PathGate {
     }
 }
 
+/// Bytes of paths the memo holds before it starts over: a flood of distinct long paths costs
+/// a bounded amount of memory, and then a gate match each, as without the memo.
+const MEMO_BYTES: usize = 1 << 20;
+
+/// What each kind's gate said about the paths it has seen. A busy server opens the same few
+/// paths again and again, and matching one against every gated glob was 9% of the daemon's
+/// time per open. The whole path is the key (no hash stands in for it), so a hit is the gate's
+/// own answer for that text. Owned by the policy and emptied with each new rule set.
+#[derive(Debug, Default)]
+pub struct GateMemo {
+    /// Per kind (its place among the rule set's kinds): path → the gate's answer.
+    kinds: Vec<HashMap<Box<str>, u64, foldhash::fast::RandomState>>,
+    /// Path bytes held, with a fixed overhead per entry.
+    bytes: usize,
+}
+
+impl GateMemo {
+    /// `gate.passing(ctx)`, for the kind at place `kind`, remembered by path.
+    pub fn passing(&mut self, kind: usize, gate: &PathGate, ctx: &Ctx) -> u64 {
+        let Some(Val::Str(path)) = ctx.get_at(FILE_PATH).filter(|_| gate.gated != 0) else {
+            return gate.passing(ctx);
+        };
+        if let Some(&pass) = self.kinds.get(kind).and_then(|m| m.get(&**path)) {
+            return pass;
+        }
+        let pass = gate.passing(ctx);
+        let cost = path.len() + 64;
+        if self.bytes + cost > MEMO_BYTES {
+            self.clear();
+        }
+        if self.kinds.len() <= kind {
+            self.kinds.resize_with(kind + 1, Default::default);
+        }
+        self.bytes += cost;
+        self.kinds[kind].insert(Box::from(&**path), pass);
+        pass
+    }
+
+    pub fn clear(&mut self) {
+        self.kinds.iter_mut().for_each(HashMap::clear);
+        self.bytes = 0;
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.kinds.iter().map(HashMap::len).sum()
+    }
+}
+
 /// Globs of which `file.path` must match one for `c` to hold, when there are such.
 fn required(c: &Cond) -> Option<Vec<&Glob>> {
     match c {
@@ -105,6 +154,7 @@ mod tests {
         paths.extend(odd.iter().map(|p| Some(Val::Str(p.to_string().into()))));
         paths.push(None);
         let (mut checked, mut fires) = (0, 0);
+        let mut memo = super::GateMemo::default();
         for f in &fixtures {
             for p in &paths {
                 let mut c = (*f).clone();
@@ -114,6 +164,8 @@ mod tests {
                 }
                 let want = fired(&set, &c, false);
                 assert_eq!(fired(&set, &c, true), want, "{c:?}");
+                // The memo is kept across all of them: most paths are seen again, by other kinds.
+                assert_eq!(set.eval_memo(&c, &mut memo).map(|(s, _)| s).collect::<Vec<_>>(), want, "memo: {c:?}");
                 checked += 1;
                 fires += usize::from(!want.is_empty());
             }
@@ -128,6 +180,27 @@ mod tests {
         let open = &kinds.iter().find(|(k, _)| k == "open").unwrap().1;
         let left = open.gate.passing(&c) & ((1u64 << open.slots.len()) - 1);
         assert!(open.gate.gated() >= 10 && left.count_ones() <= open.slots.len() as u32 - open.gate.gated(), "{} gated, {left:b} left of {}", open.gate.gated(), open.slots.len());
+    }
+
+    /// Distinct paths past the memo's bound empty it: its memory stays bounded, its answers
+    /// stay the gate's.
+    #[test]
+    fn the_memo_is_bounded_and_answers_as_the_gate() {
+        let homes = ["/root".to_string()];
+        let set = load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules"), &homes).unwrap();
+        set.slots_for("open");
+        let (kinds, _) = set.by_kind.get().unwrap();
+        let (at, open) = kinds.iter().enumerate().find(|(_, (k, _))| k == "open").map(|(i, (_, k))| (i, k)).unwrap();
+        let mut memo = super::GateMemo::default();
+        let long = "x".repeat(1000);
+        for i in 0..3000 {
+            let mut c = Ctx::default();
+            c.str("event", "open");
+            let p = if i % 3 == 0 { "/root/.ssh/id_rsa".to_string() } else { format!("/tmp/{i}/{long}") };
+            c.str("file.path", p);
+            assert_eq!(memo.passing(at, &open.gate, &c), open.gate.passing(&c));
+            assert!(memo.bytes <= super::MEMO_BYTES && memo.len() < 1100, "{} entries, {} bytes", memo.len(), memo.bytes);
+        }
     }
 
     fn strip_path(f: &Ctx) -> Ctx {

@@ -9,12 +9,14 @@ pub mod profile;
 pub mod load;
 mod slots;
 pub mod template;
+pub mod text;
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 pub use fields::{Ctx, FieldSet, Val};
+pub use text::Text;
 pub use load::{load_dir, LoadError};
 
 use cond::{Cidr, Cond};
@@ -129,6 +131,14 @@ pub struct KindRules {
     pub gate: gate::PathGate,
 }
 
+/// Whether an evaluation asks the path gate, and where its answers are remembered.
+enum Gating<'m> {
+    #[cfg_attr(not(test), allow(dead_code))]
+    Off,
+    On,
+    Memo(&'m mut gate::GateMemo),
+}
+
 /// What every alert carries and the profiles read, for events of any kind.
 const ALWAYS: &[&str] = &["event", "proc.exe", "file.path", "file.ok", "mcp.in_scope", "net.addr", "net.port", "net.unix_path"];
 
@@ -193,6 +203,13 @@ impl RuleSet {
         (kinds.iter().find(|(k, _)| k == kind).map(|(_, k)| k), *none)
     }
 
+    /// The rules about events of `kind` with their place among the kinds (a memo's key).
+    fn kind_rules_at(&self, kind: &str) -> Option<(usize, &KindRules)> {
+        self.kind_rules(kind);
+        let (kinds, _) = self.by_kind.get()?;
+        kinds.iter().enumerate().find(|(_, (k, _))| k == kind).map(|(i, (_, k))| (i, k))
+    }
+
     /// The slots of the rules about events of `kind`, in file order.
     pub fn slots_for(&self, kind: &str) -> &[usize] {
         self.kind_rules(kind).0.map(|k| k.slots.as_slice()).unwrap_or(&[])
@@ -208,20 +225,33 @@ impl RuleSet {
     /// Rules that match, in file order. The slot of a rule is its index here. Only the rules
     /// about the event's kind that its path gate lets through are evaluated.
     pub fn eval<'a>(&'a self, ctx: &'a Ctx) -> impl Iterator<Item = (usize, &'a Rule)> + 'a {
-        self.eval_gated(ctx, true)
+        self.eval_gated(ctx, Gating::On)
     }
 
     /// `eval` without the path gate: every rule about the kind is evaluated (the reference the
     /// gate is tested against).
     #[cfg(test)]
     pub fn eval_ungated<'a>(&'a self, ctx: &'a Ctx) -> impl Iterator<Item = (usize, &'a Rule)> + 'a {
-        self.eval_gated(ctx, false)
+        self.eval_gated(ctx, Gating::Off)
     }
 
-    fn eval_gated<'a>(&'a self, ctx: &'a Ctx, gate: bool) -> impl Iterator<Item = (usize, &'a Rule)> + 'a {
+    /// `eval`, with the path gate's answers remembered in `memo` (which must be emptied when
+    /// the rule set changes: the policy's memo goes with its rules).
+    pub fn eval_memo<'a>(&'a self, ctx: &'a Ctx, memo: &mut gate::GateMemo) -> impl Iterator<Item = (usize, &'a Rule)> + use<'a> {
+        self.eval_gated(ctx, Gating::Memo(memo))
+    }
+
+    fn eval_gated<'a>(&'a self, ctx: &'a Ctx, gating: Gating<'_>) -> impl Iterator<Item = (usize, &'a Rule)> + use<'a> {
         let failed_exec = failed_exec(ctx);
-        let (slots, pass) = match self.kind_rules(ctx.event()).0 {
-            Some(k) => (k.slots.as_slice(), if gate { k.gate.passing(ctx) } else { u64::MAX }),
+        let (slots, pass) = match self.kind_rules_at(ctx.event()) {
+            Some((i, k)) => (
+                k.slots.as_slice(),
+                match gating {
+                    Gating::Off => u64::MAX,
+                    Gating::On => k.gate.passing(ctx),
+                    Gating::Memo(m) => m.passing(i, &k.gate, ctx),
+                },
+            ),
             None => (&[][..], 0),
         };
         let gated_out = move |pos: usize| pos < gate::GATED_RULES && pass >> pos & 1 == 0;

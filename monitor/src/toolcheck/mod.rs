@@ -52,7 +52,7 @@ pub fn alert_ctx(server: &str, tool: Option<&str>, finding: Option<&str>) -> cra
     c.str("event", "tools");
     c.str("server.name", server.to_string());
     if let Some(t) = tool {
-        c.set("mcp.tool", crate::rules::Val::List(vec![t.to_string()]));
+        c.set("mcp.tool", crate::rules::Val::List(vec![t.to_string().into()]));
     }
     if let Some(f) = finding {
         c.str("mcp.finding", f.to_string());

@@ -138,13 +138,13 @@ fn result_ctx(r: &ResultRecord, s: &ServerInfo, scan: &ResultScan) -> Ctx {
         c.str("server.client", cl.clone());
     }
     c.str("mcp.state", "call");
-    c.set("mcp.tool", Val::List(vec![r.target.clone()]));
+    c.set("mcp.tool", Val::List(vec![r.target.clone().into()]));
     c.str("mcp.call_id", r.id.clone());
     c.str("mcp.method", r.method.clone());
     c.set("mcp.result.injection", Val::Bool(!scan.injections.is_empty()));
-    c.set("mcp.result.injection_kinds", Val::List(scan.injection_kinds().iter().map(|k| k.as_str().to_string()).collect()));
+    c.set("mcp.result.injection_kinds", Val::List(scan.injection_kinds().iter().map(|k| k.as_str().into()).collect()));
     c.set("mcp.result.secrets", Val::Bool(!scan.secrets.is_empty()));
-    c.set("mcp.result.secret_kinds", Val::List(scan.secret_kinds().iter().map(|k| k.as_str().to_string()).collect()));
+    c.set("mcp.result.secret_kinds", Val::List(scan.secret_kinds().iter().map(|k| k.as_str().into()).collect()));
     // The span a person reads first: an instruction or a tool call rather than a bare marker.
     let lead = scan.injections.iter().find(|i| matches!(i.kind, InjectionKind::ModelInstruction | InjectionKind::ToolChain) && i.signal != "you_must").or(scan.injections.first());
     if let Some(i) = lead {
@@ -178,7 +178,7 @@ impl Pipeline {
         if !scan.injections.is_empty() {
             let key = client_key(&self.tree, &server);
             let at = r.end_mono_ns;
-            self.tools_watch.results.mark(key, Mark { server_id: id, server: server.name.clone(), tool: tool.clone(), id: call_id.clone(), kinds: scan.injection_kinds(), at_mono_ns: at });
+            self.tools_watch.results.mark(key, Mark { server_id: id, server: server.name.to_string(), tool: tool.clone(), id: call_id.clone(), kinds: scan.injection_kinds(), at_mono_ns: at });
         }
         let ctx = result_ctx(&r, &server, &scan);
         let Some(policy) = self.policy.as_mut() else { return };
@@ -228,7 +228,7 @@ mod tests {
     use crate::{jsonrpc::message::from_value, tracker::Discovery};
 
     fn server(id: u32, root: u32) -> ServerInfo {
-        ServerInfo { id, name: format!("s{id}"), root_pid: root, how: Discovery::Exec, uid: 0, since: std::time::SystemTime::now(), stdio_inodes: vec![], client: None, config: None, sniffing: false, command: vec![], containers: vec![] }
+        ServerInfo { id, name: format!("s{id}").into(), root_pid: root, how: Discovery::Exec, uid: 0, since: std::time::SystemTime::now(), stdio_inodes: vec![], client: None, config: None, sniffing: false, command: vec![], containers: vec![] }
     }
 
     #[test]
