@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::{
     alerts::{incident::Incidents, throttle::Throttle, Sinks},
     metrics::Metrics,
-    output::{format_rfc3339, Alert, Record},
+    output::{format_rfc3339, Alert, Record, Spare},
 };
 
 /// Lines gathered before they go to the writer in one message. Handing each line over on its
@@ -39,18 +39,21 @@ impl Pending {
         &mut self.buf
     }
 
-    /// The whole batch, when it is big enough to go (or `always`).
-    fn take(&mut self, always: bool) -> Option<Vec<u8>> {
+    /// The whole batch, when it is big enough to go (or `always`); the next goes into a
+    /// buffer the writer gave back when there is one.
+    fn take(&mut self, always: bool, spare: &Spare) -> Option<Vec<u8>> {
         if self.buf.is_empty() || !(always || self.buf.len() >= BATCH_BYTES) {
             return None;
         }
         self.since = None;
-        Some(std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH_BYTES)))
+        Some(std::mem::replace(&mut self.buf, spare.take(BATCH_BYTES)))
     }
 }
 
 pub struct Emitter {
     lines: mpsc::Sender<Vec<u8>>,
+    /// Batch buffers the writer gave back.
+    spare: Spare,
     /// Lines not yet handed to the writer. They go when they reach `BATCH_BYTES`, whenever the
     /// daemon has nothing more queued, and when the first has waited `BATCH_HOLD`
     /// (`flush_lines`, `lines_held`).
@@ -72,10 +75,11 @@ pub struct Emitter {
 }
 
 impl Emitter {
-    pub fn new(lines: mpsc::Sender<Vec<u8>>) -> Self {
+    pub fn new(lines: mpsc::Sender<Vec<u8>>, spare: Spare) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
         Self {
             lines,
+            spare,
             pending: Mutex::new(Pending { buf: Vec::with_capacity(BATCH_BYTES), since: None }),
             tail: broadcast::channel(4096).0,
             metrics: Default::default(),
@@ -110,7 +114,11 @@ impl Emitter {
     /// `emit`, leaving the record with the caller (the pipeline keeps an open to pair a folded
     /// run's count with).
     pub async fn emit_ref(&self, r: &Record) {
-        self.metrics().record(r);
+        // Kernel event lines are counted by kind where they are taken (`Metrics::event`); the
+        // metrics' lock is not taken a second time for every one of them.
+        if !matches!(r, Record::Event(_)) {
+            self.metrics().record(r);
+        }
         if let Some(o) = &self.otlp {
             o.observe(r);
         }
@@ -129,7 +137,7 @@ impl Emitter {
             let buf = p.open();
             put(buf);
             buf.push(b'\n');
-            p.take(false)
+            p.take(false, &self.spare)
         };
         self.hand_over(full).await;
     }
@@ -151,7 +159,7 @@ impl Emitter {
     /// Hands every pending line to the writer: the daemon calls it whenever no kernel event
     /// waits (so a line never waits for the next one), before it reports ready, and at shutdown.
     pub async fn flush_lines(&self) {
-        let batch = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take(true);
+        let batch = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take(true, &self.spare);
         self.hand_over(batch).await;
     }
 
@@ -219,7 +227,7 @@ impl Drop for Emitter {
     /// A pipeline that ends on an error path still hands over what it wrote, if the writer has
     /// room for it.
     fn drop(&mut self) {
-        if let Some(p) = self.pending.get_mut().unwrap_or_else(|e| e.into_inner()).take(true) {
+        if let Some(p) = self.pending.get_mut().unwrap_or_else(|e| e.into_inner()).take(true, &self.spare) {
             let _ = self.lines.try_send(p);
         }
     }
@@ -227,19 +235,27 @@ impl Drop for Emitter {
 
 #[cfg(test)]
 mod tests {
-    use super::{Pending, BATCH_BYTES};
+    use super::{Pending, Spare, BATCH_BYTES};
 
     #[test]
     fn a_batch_goes_when_full_or_asked_and_keeps_its_age_until_then() {
         let mut p = Pending::default();
-        assert_eq!(p.take(true), None, "nothing to hand over");
+        let spare = Spare::default();
+        assert_eq!(p.take(true, &spare), None, "nothing to hand over");
         p.open().extend_from_slice(b"{}\n");
         let since = p.since.expect("the first line starts the clock");
         p.open().extend_from_slice(b"{}\n");
-        assert_eq!((p.take(false), p.since), (None, Some(since)), "small, and as old as its first line");
-        assert_eq!(p.take(true).as_deref(), Some(&b"{}\n{}\n"[..]));
+        assert_eq!((p.take(false, &spare), p.since), (None, Some(since)), "small, and as old as its first line");
+        assert_eq!(p.take(true, &spare).as_deref(), Some(&b"{}\n{}\n"[..]));
         assert_eq!(p.since, None);
         p.open().resize(BATCH_BYTES, b'x');
-        assert_eq!(p.take(false).map(|b| b.len()), Some(BATCH_BYTES), "full: it goes");
+        let full = p.take(false, &spare).expect("full: it goes");
+        assert_eq!(full.len(), BATCH_BYTES);
+        // What the writer gives back is what the next batch after the next is written into.
+        let at = full.as_ptr();
+        spare.give(vec![full]);
+        p.open().extend_from_slice(b"{}\n");
+        let _ = p.take(true, &spare);
+        assert_eq!((p.buf.as_ptr(), p.buf.len()), (at, 0), "the given-back buffer, emptied");
     }
 }

@@ -131,7 +131,7 @@ impl Pipeline {
         tracker: Tracker,
         disc: Discoverer,
         lost_map: PerCpuArray<MapData, u64>,
-        lines: mpsc::Sender<Vec<u8>>,
+        lines: (mpsc::Sender<Vec<u8>>, crate::output::Spare),
     ) -> Self {
         Self {
             sensors,
@@ -143,7 +143,7 @@ impl Pipeline {
             idle_since: None,
             detach_pause: Duration::ZERO,
             clock: Clock::new(),
-            out: emit::Emitter::new(lines),
+            out: emit::Emitter::new(lines.0, lines.1),
             lost_map,
             lost_seen: Default::default(),
             lost_checked: SystemTime::now(),

@@ -73,7 +73,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let sink = output::open_sink(&args.events).await?;
     // Batches of lines (up to 64 KiB each, `daemon/emit.rs`): at most 4 MiB wait for the writer.
     let (line_tx, line_rx) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(output::writer(sink, line_rx));
+    let spare = output::Spare::default();
+    let writer = tokio::spawn(output::writer(sink, line_rx, spare.clone()));
     let (ev_tx, mut ev_rx) = mpsc::channel::<Decoded>(8192);
     let reader = tokio::spawn(events::reader::run(ring, ev_tx));
 
@@ -127,7 +128,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let sinks: Vec<&str> = [args.alerts_file.as_ref().map(|_| "file"), args.alert_webhook.as_ref().map(|_| "webhook")].into_iter().flatten().collect();
         m.zero(&policy.alert_labels(), &sinks);
     }
-    let mut pipeline = Pipeline::new(sensors, tracker, disc, lost, line_tx);
+    let mut pipeline = Pipeline::new(sensors, tracker, disc, lost, (line_tx, spare));
     pipeline.on_loss = args.on_loss;
     pipeline.detach_pause = Duration::from_millis(args.detach_pause_ms);
     pipeline.policy = Some(policy);

@@ -92,7 +92,8 @@ impl ResultWatch {
     /// the injected call itself, are not its consequence.
     pub fn annotate(&self, ctx: &mut Ctx, attribution: &Attribution, server: Option<&ServerInfo>, tree: &ProcessTree, corr: &Correlator) -> Option<Value> {
         let Attribution::Call { tool, id, .. } = attribution else {
-            ctx.set("mcp.session.injected", Val::Bool(false));
+            // By slot: every event passes here, and a name costs a lookup.
+            ctx.set_at(const { crate::rules::fields::at("mcp.session.injected") }, Val::Bool(false));
             return None;
         };
         ctx.str("mcp.call_id", id.clone());
