@@ -158,6 +158,15 @@ pub fn usage(pid: u32) -> (f64, u64) {
     (cpu / tick, rss * 1024)
 }
 
+/// CPU seconds `pid` spent in user space (its own code), all threads.
+pub fn user_cpu(pid: u32) -> f64 {
+    // SAFETY: sysconf takes an integer name and touches no memory; an error (-1) is clamped by max(1).
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0) / tick
+}
+
 pub enum Running {
     None,
     /// A configuration with non-MCP shell pipelines looping beside the workload.

@@ -5,7 +5,7 @@ use std::{process::Stdio, time::Instant};
 use anyhow::bail;
 use serde_json::{json, Value};
 
-use super::{configs::{usage, Daemon}, stats, testkit, workloads::loop_ns};
+use super::{configs::{usage, user_cpu, Daemon}, stats, testkit, workloads::loop_ns};
 
 fn stats_record(recs: &[Value]) -> Value {
     recs.iter().rev().find(|v| v["kind"] == "stats").cloned().unwrap_or(Value::Null)
@@ -26,6 +26,7 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
     let mut lag = Vec::new();
     let mut rss_load = Vec::new();
     let mut daemon_ns = Vec::new();
+    let mut daemon_user_ns = Vec::new();
     for _ in 0..rounds {
         // Same daemon, hooks attached (a server alive): untracked vs tracked loop. Folding off:
         // this measures the daemon's cost per event, so every open must reach it.
@@ -34,6 +35,7 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
         std::thread::sleep(std::time::Duration::from_millis(500));
         let untracked = loop_ns("open", n)?;
         let (c0, _) = usage(d.pid());
+        let u0 = user_cpu(d.pid());
         let t = Instant::now();
         let out = d.exec("bench-loop", &[testkit().to_str().unwrap(), "loop", "open", &n.to_string()]).output()?;
         let wall = t.elapsed().as_secs_f64();
@@ -44,6 +46,7 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
         // The daemon has drained when its CPU time stops growing: that is when the last event
         // was processed. Its processing rate is events over that whole window.
         let (mut c1, mut rss) = usage(d.pid());
+        let mut u1 = user_cpu(d.pid());
         loop {
             std::thread::sleep(std::time::Duration::from_millis(200));
             let (c, r) = usage(d.pid());
@@ -51,6 +54,7 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
                 break;
             }
             (c1, rss) = (c, r);
+            u1 = user_cpu(d.pid());
         }
         let drained = t.elapsed().as_secs_f64().max(wall) - 0.2;
         let _ = keep.kill();
@@ -64,6 +68,8 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
         processed.push(opens as f64 / drained);
         // Its own cost: CPU time (user and system, all its threads) per event it handled.
         daemon_ns.push((c1 - c0) * 1e9 / opens.max(1) as f64);
+        // Of which in its own code: the rest is the kernel's (writing the event file, waking it).
+        daemon_user_ns.push((u1 - u0) * 1e9 / opens.max(1) as f64);
         lag.push((drained - wall).max(0.0));
         cpu_load.push((c1 - c0) / drained);
         rss_load.push(rss as f64);
@@ -104,6 +110,7 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
             "runs": one,
             "daemon_cpu_cores": stats(&cpu_load),
             "daemon_cpu_ns_per_event": stats(&daemon_ns),
+            "daemon_user_ns_per_event": stats(&daemon_user_ns),
             "daemon_rss_bytes": stats(&rss_load),
         },
         "several_producers": {
