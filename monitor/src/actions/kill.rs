@@ -46,7 +46,13 @@ pub fn kill(pid: u32, guard: &Guard, still_tracked: impl Fn(u32) -> bool) -> Kil
     let fd = fd as libc::c_int;
     let out = (|| {
         if !still_tracked(pid) {
-            return KillOutcome::Refused { reason: "no longer a tracked process (exited, pid reused?)".into() };
+            // The kernel forgets a process at its exit, before its parent reaps it: one that ran
+            // a second (`nc` to a closed port) is an unreaped zombie by the time its exec is
+            // judged. That is `Gone`, not a refusal; only a live process outside the map is.
+            if exited(fd) {
+                return KillOutcome::Gone;
+            }
+            return KillOutcome::Refused { reason: "no longer a tracked process (pid reused?)".into() };
         }
         // SAFETY: `fd` is the pidfd opened above and still open (closed only after this closure); the
         // siginfo pointer is NULL, which pidfd_send_signal accepts (the kernel fills in the info).
@@ -63,6 +69,15 @@ pub fn kill(pid: u32, guard: &Guard, still_tracked: impl Fn(u32) -> bool) -> Kil
     out
 }
 
+/// Whether the process of pidfd `fd` has exited: a pidfd polls readable from then on, zombie or
+/// not.
+fn exited(fd: libc::c_int) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd on the stack, valid for the call; timeout 0 never blocks.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & libc::POLLIN != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +92,22 @@ mod tests {
         assert_eq!(kill(child.id(), &g, |_| true), KillOutcome::Killed);
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+    }
+
+    /// A process that exited but is not reaped yet has left the tracked map: it is gone, not
+    /// refused (an `nc` to a closed port exits before its exec is judged).
+    #[test]
+    fn an_exited_unreaped_process_is_gone_not_refused() {
+        let g = Guard::new(std::process::id());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let state = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| s.rsplit(')').next().and_then(|r| r.split_whitespace().next().map(str::to_string)));
+        while state(child.id()).as_deref() != Some("Z") {
+            assert!(std::time::Instant::now() < deadline, "`true` never exited");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(kill(child.id(), &g, |_| false), KillOutcome::Gone);
+        child.wait().unwrap();
     }
 
     /// Starts a copy of `sleep` whose comm is `comm`, as a server would after

@@ -181,9 +181,9 @@ impl RuleSet {
         out
     }
 
-    /// The rules about events of `kind` (None: no rule is about it), and what a kind without
-    /// rules needs.
-    fn kind_rules(&self, kind: &str) -> (Option<&KindRules>, FieldSet) {
+    /// The rules about events of `kind` with their place among the kinds (a memo's key; None:
+    /// no rule is about it), and what a kind without rules needs.
+    fn kind_rules(&self, kind: &str) -> (Option<(usize, &KindRules)>, FieldSet) {
         let (kinds, none) = self.by_kind.get_or_init(|| {
             let mut kinds: Vec<(String, KindRules)> = Vec::new();
             for (slot, r) in self.rules.iter().enumerate() {
@@ -200,26 +200,19 @@ impl RuleSet {
             }
             (kinds, ALWAYS.iter().copied().collect())
         });
-        (kinds.iter().find(|(k, _)| k == kind).map(|(_, k)| k), *none)
-    }
-
-    /// The rules about events of `kind` with their place among the kinds (a memo's key).
-    fn kind_rules_at(&self, kind: &str) -> Option<(usize, &KindRules)> {
-        self.kind_rules(kind);
-        let (kinds, _) = self.by_kind.get()?;
-        kinds.iter().enumerate().find(|(_, (k, _))| k == kind).map(|(i, (_, k))| (i, k))
+        (kinds.iter().enumerate().find(|(_, (k, _))| k == kind).map(|(i, (_, k))| (i, k)), *none)
     }
 
     /// The slots of the rules about events of `kind`, in file order.
     pub fn slots_for(&self, kind: &str) -> &[usize] {
-        self.kind_rules(kind).0.map(|k| k.slots.as_slice()).unwrap_or(&[])
+        self.kind_rules(kind).0.map(|(_, k)| k.slots.as_slice()).unwrap_or(&[])
     }
 
     /// The fields the context of an event of `kind` computes: `fields_for(Some(kind))`, built
     /// once per kind.
     pub fn wanted(&self, kind: &str) -> FieldSet {
         let (rules, none) = self.kind_rules(kind);
-        rules.map_or(none, |k| k.fields)
+        rules.map_or(none, |(_, k)| k.fields)
     }
 
     /// Rules that match, in file order. The slot of a rule is its index here. Only the rules
@@ -243,7 +236,7 @@ impl RuleSet {
 
     fn eval_gated<'a>(&'a self, ctx: &'a Ctx, gating: Gating<'_>) -> impl Iterator<Item = (usize, &'a Rule)> + use<'a> {
         let failed_exec = failed_exec(ctx);
-        let (slots, pass) = match self.kind_rules_at(ctx.event()) {
+        let (slots, pass) = match self.kind_rules(ctx.event()).0 {
             Some((i, k)) => (
                 k.slots.as_slice(),
                 match gating {
