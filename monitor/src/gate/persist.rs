@@ -175,16 +175,17 @@ fn run(group: &OwnedFd, state: &RwLock<PersistState>, stop: &AtomicBool, maps: &
                 }
                 p
             };
-            // Alive: its process's entry; gone already (a `mv` exits at once): its thread's.
-            // (A zombie still shows its Tgid, but its TRACKED entry is gone: EXITED has it.)
-            // A live process is judged by TRACKED alone: EXITED may hold a reused tid.
-            // A `mv` can exit between the /proc read and the TRACKED lookup: when its entry is
-            // missing and the thread is gone (or a zombie) by now, its EXITED entry stands.
-            let gone = |tid: u32| procfs::tgid_of(tid).is_none() || procfs::is_zombie(tid);
-            let found = match procfs::tgid_of(tid).filter(|_| !procfs::is_zombie(tid)) {
-                Some(tgid) => maps.0.get(&tgid, 0).ok().map(|i| (tgid, i)).or_else(|| if gone(tid) { maps.1.get(&tid, 0).ok().map(|i| (tid, i)) } else { None }),
-                None => maps.1.get(&tid, 0).ok().map(|i| (tid, i)),
-            };
+            // Alive: its process's entry; exiting or gone (a `mv` exits at once): its thread's.
+            // The kernel's exit hook puts the thread in EXITED, then takes the process out of
+            // TRACKED, while the task is still alive and not yet a zombie (it has its memory
+            // and files to release first): a miss in TRACKED is followed by a look at the
+            // thread's state *after* it, and an exiting, exited or gone thread stands by its
+            // EXITED entry. A live thread is judged by TRACKED alone: EXITED may hold a reused
+            // tid. (Judging "gone" by the zombie state alone missed a `mv` caught in that
+            // window under load: its entry stayed in place unreported.)
+            let found = procfs::tgid_of(tid)
+                .and_then(|tgid| maps.0.get(&tgid, 0).ok().map(|i| (tgid, i)))
+                .or_else(|| if procfs::exiting_or_gone(tid) { maps.1.get(&tid, 0).ok().map(|i| (tid, i)) } else { None });
             let Some((tgid, info)) = found else { continue };
             let quarantined = move_away(&path, quarantine);
             let how = if mask & libc::FAN_MOVED_TO != 0 { "moved" } else { "created" };

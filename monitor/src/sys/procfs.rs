@@ -68,6 +68,13 @@ pub fn is_zombie(pid: u32) -> bool {
     process(pid).and_then(|p| p.stat().ok()).is_some_and(|s| s.state == 'Z')
 }
 
+/// The task has begun its exit (`PF_EXITING`: the kernel's exit hooks run from then on, before
+/// it is a zombie), has exited (state Z or X), or is gone from procfs.
+pub fn exiting_or_gone(pid: u32) -> bool {
+    const PF_EXITING: u32 = 0x4;
+    process(pid).and_then(|p| p.stat().ok()).is_none_or(|s| matches!(s.state, 'Z' | 'X') || s.flags & PF_EXITING != 0)
+}
+
 /// When the process started, in clock ticks since boot: orders launches.
 pub fn start_ticks(pid: u32) -> Option<u64> {
     Some(process(pid)?.stat().ok()?.starttime)
@@ -276,7 +283,7 @@ mod tests {
         }
         let me = std::process::id();
         assert_eq!(process_info(c.id()).map(|i| i.ppid), Some(me));
-        assert!(!is_zombie(c.id()));
+        assert!(!is_zombie(c.id()) && !exiting_or_gone(c.id()));
         c.kill().unwrap();
         // Killed but not yet reaped: a zombie until wait().
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -284,9 +291,9 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "never a zombie");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        assert!(exists(c.id()));
+        assert!(exists(c.id()) && exiting_or_gone(c.id()));
         c.wait().unwrap();
-        assert!(!exists(c.id()));
+        assert!(!exists(c.id()) && exiting_or_gone(c.id()));
         assert_eq!(comm(u32::MAX), None);
     }
 
