@@ -101,8 +101,7 @@ mod tests {
         let g = Guard::new(std::process::id());
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let state = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| s.rsplit(')').next().and_then(|r| r.split_whitespace().next().map(str::to_string)));
-        while state(child.id()).as_deref() != Some("Z") {
+        while !crate::sys::procfs::is_zombie(child.id()) {
             assert!(std::time::Instant::now() < deadline, "`true` never exited");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }

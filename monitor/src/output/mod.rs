@@ -37,7 +37,7 @@ pub async fn open_sink(target: &str) -> Result<Sink, OutputError> {
         .append(true)
         .open(&path)
         .await
-        .map_err(|e| OutputError::Open(path.clone(), e))?;
+        .map_err(|e| OutputError::Open(path, e))?;
     Ok(Box::new(f.into_std().await))
 }
 

@@ -145,26 +145,28 @@ impl Drop for Daemon {
 
 /// (CPU seconds, RSS bytes) of a process.
 pub fn usage(pid: u32) -> (f64, u64) {
-    // SAFETY: sysconf takes an integer name and touches no memory; an error (-1) is clamped by max(1).
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let cpu = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    let (user, system) = cpu_times(pid);
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.split_whitespace().next()).and_then(|k| k.parse::<u64>().ok()))
         .unwrap_or(0);
-    (cpu / tick, rss * 1024)
+    (user + system, rss * 1024)
 }
 
 /// CPU seconds `pid` spent in user space (its own code), all threads.
 pub fn user_cpu(pid: u32) -> f64 {
+    cpu_times(pid).0
+}
+
+/// CPU seconds `pid` spent in user space and in the kernel, all threads (`/proc/PID/stat`).
+fn cpu_times(pid: u32) -> (f64, f64) {
     // SAFETY: sysconf takes an integer name and touches no memory; an error (-1) is clamped by max(1).
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0) / tick
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(11) / tick, field(12) / tick)
 }
 
 pub enum Running {
