@@ -122,18 +122,23 @@ pub fn arg_paths(args: &Value, out: &mut Vec<String>) {
 
 /// `path` is `root` or lies below it; for a root that names a file (a `.` in its last
 /// component), its siblings made from its name (`memory.jsonl.1f2e.tmp`, `a.txt~`: the
-/// write-then-rename of editors and stores) count too.
+/// write-then-rename of editors and stores; `notes.db-journal`, `-wal`, `-shm`: SQLite's
+/// companions of its database) count too, and so does the directory holding it, itself and
+/// nothing in it (SQLite opens it to sync a new journal; a directory's open reads no file).
 fn under_one(path: &str, r: &str) -> bool {
     let r = r.trim_end_matches('/');
     if r.is_empty() {
         return false;
     }
-    let Some(rest) = path.strip_prefix(r) else { return false };
+    let (dir, name) = r.rsplit_once('/').unwrap_or(("", r));
+    let file_like = name.contains('.');
+    let Some(rest) = path.strip_prefix(r) else {
+        return file_like && !dir.is_empty() && path == dir;
+    };
     if rest.is_empty() || rest.starts_with('/') {
         return true;
     }
-    let file_like = r.rsplit('/').next().is_some_and(|n| n.contains('.'));
-    file_like && (rest.starts_with('.') || rest.starts_with('~')) && !rest.contains('/')
+    file_like && (rest.starts_with('.') || rest.starts_with('~') || rest.starts_with('-')) && !rest.contains('/')
 }
 
 fn under(path: &str, roots: &[String]) -> bool {
@@ -445,6 +450,15 @@ mod tests {
         v.sort();
         assert_eq!(v, vec!["/a".to_string(), "/srv/x".to_string()]);
         assert!(under("/srv/x/y", &["/srv/x".into()]) && !under("/srv/xy", &["/srv/x".into()]));
+        // SQLite's journal, WAL and shared-memory files beside a database the server was given
+        // (mcp-server-sqlite --db-path); not a name that merely starts like it, nor below it.
+        let db = ["/home/u/notes.db".to_string()];
+        assert!(["/home/u/notes.db-journal", "/home/u/notes.db-wal", "/home/u/notes.db-shm"].iter().all(|p| under(p, &db)));
+        assert!(!under("/home/u/notes.dbx", &db) && !under("/home/u/notes.db-x/y", &db) && !under("/srv/x-y", &["/srv/x".into()]));
+        // The directory holding it (SQLite syncs it), itself only: not what else is in it, nor
+        // its parent; a directory root's parent is not the server's.
+        assert!(under("/home/u", &db) && !under("/home/u/.ssh/id_rsa", &db) && !under("/home/u/other.db", &db) && !under("/home", &db));
+        assert!(!under("/srv", &["/srv/x".into()]) && !under("", &["/notes.db".into()]));
     }
 
     #[test]
