@@ -118,11 +118,18 @@ pub struct Tracker {
     http_socks: Option<BpfHashMap<MapData, u64, SockStream>>,
     /// By server id, looked up for every kernel event (foldhash: see process_tree.rs).
     servers: foldhash::HashMap<u32, ServerInfo>,
+    /// The last servers forgotten, newest last: records that trail a server's exit (an open
+    /// gate refusal comes on a channel of its own, and may be taken after the exit that ended
+    /// the server) still name it. Ids are never reused.
+    gone: std::collections::VecDeque<ServerInfo>,
     next_id: u32,
     daemon_pid: u32,
     /// The hooks' filter: a pid's byte is set before the pid goes into `map` (probes/maybe.rs).
     maybe: crate::probes::maybe::MaybeTracked,
 }
+
+/// How many forgotten servers [`Tracker::server_or_gone`] still names.
+const GONE_KEPT: usize = 64;
 
 /// The kernel maps the tracker owns, as the loader hands them over.
 pub struct TrackerMaps {
@@ -142,6 +149,7 @@ impl Tracker {
             candidates: m.candidates,
             http_socks: Some(m.http_socks),
             servers: Default::default(),
+            gone: Default::default(),
             next_id: 1,
             daemon_pid: std::process::id(),
             maybe: m.maybe,
@@ -253,6 +261,12 @@ impl Tracker {
 
     pub fn server(&self, id: u32) -> Option<&ServerInfo> {
         self.servers.get(&id)
+    }
+
+    /// A live server, or one of the last forgotten (`GONE_KEPT`): for naming a record that
+    /// trails its exit.
+    pub fn server_or_gone(&self, id: u32) -> Option<&ServerInfo> {
+        self.servers.get(&id).or_else(|| self.gone.iter().rev().find(|s| s.id == id))
     }
 
     pub fn servers(&self) -> impl Iterator<Item = &ServerInfo> {
@@ -392,6 +406,10 @@ impl Tracker {
             let _ = self.pipes.remove(ino);
         }
         self.forget_sockets(id);
+        if self.gone.len() >= GONE_KEPT {
+            self.gone.pop_front();
+        }
+        self.gone.push_back(s.clone());
         Some(s)
     }
 }

@@ -245,7 +245,9 @@ fn a_container_reads_no_key_mounted_from_a_home() {
         let kinds: Vec<String> = records.iter().map(|r| format!("{} {} {} {} {}", r["kind"], r["server_id"], r["argv"], r["file"]["path"], r["result"])).collect();
         panic!("the key reached the agent: {stdout}\n{log}\n{}", kinds.join("\n"));
     }
-    let a = d.expect("the key read refused, in the container", |r| {
+    // What the agent saw, should the refusal not come: an agent that failed prints nothing.
+    let what = format!("the key read refused, in the container (agent: {}, stdout {stdout}, stderr {})", out.status, String::from_utf8_lossy(&out.stderr));
+    let a = d.expect(&what, |r| {
         r["kind"] == "alert" && r["rule"]["id"] == "ssh-private-key-read" && r["event"]["container"]["image"] == IMAGE
     });
     assert_eq!(a["event"]["path"], "/root/.ssh/id_ed25519", "{a}");

@@ -208,3 +208,42 @@ fn a_server_that_execs_as_the_hooks_come_off_is_found() {
     let id = tracked["server_id"].clone();
     tool_call(&d, &id, "get_current_time");
 }
+
+/// The kernel tracks a process whose first stdin read opens a JSON object at once, before the
+/// daemon has the whole first line and decides what the process is. One that reads a key in
+/// that window (`{` read alone, no newline yet, then `cat ~/.ssh/id_ed25519`) is killed in the
+/// kernel, and the kill is reported: it is not discarded with the rest of an undecided
+/// process's events (a container that answered one call and exited before the daemon got to
+/// its handshake had its kill go unreported that way).
+#[test]
+fn a_kill_before_the_handshake_is_decided_is_reported() {
+    use std::io::{Read, Write};
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let rules = common::user::shipped_rules(tmp.path(), "");
+    let d = Daemon::start(&["--handshake-discovery", "on", "--rules", rules.to_str().unwrap()]);
+    let u = User::add("hsk", false);
+    u.make_home();
+    const SECRET: &str = "SECRET-KEY-MATERIAL-h4nd";
+    u.write(".ssh/id_ed25519", &format!("{SECRET}\n"));
+    // Piped stdin and stdout: a handshake candidate. The pause lets the read hooks come on (the
+    // first candidate attaches them) before its first read.
+    let script = "sleep 1; read -r -n 1 x; cat \"$HOME/.ssh/id_ed25519\"; echo done";
+    let mut c = u.command();
+    c.args(["/bin/bash", "-c", script]).env("HOME", &u.home).current_dir(&u.home);
+    let mut child = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"{").unwrap();
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    drop(stdin);
+    let _ = child.wait();
+    assert!(!out.contains(SECRET), "the key was read: {out}");
+    let a = d.expect("the kill of the undecided process reported", |r| r["kind"] == "alert" && r["rule"]["id"] == "ssh-private-key-read");
+    d.assert_refused_before_fd(&a, true, "undecided handshake");
+    assert_eq!(a["event"]["path"], u.home.join(".ssh/id_ed25519").display().to_string(), "{a}");
+    d.stop();
+}

@@ -105,8 +105,9 @@ impl Pipeline {
         // An MCP `initialize` makes it a server (sniffed like a client's child, under the
         // highest ancestor on the same streams), and these first bytes are its first captured
         // message; anything else drops it before any record names it.
-        if let Body::Handshake(h) = &ev.body {
-            self.disc.handshake_seen(ev.header.pid, ev.header.ppid, h.in_ino, h.out_ino, h.late);
+        if let Body::Handshake(h) = &mut ev.body {
+            let seen = h.seen.take().map(|s| *s);
+            self.disc.handshake_seen(ev.header.pid, ev.header.ppid, (h.in_ino, h.out_ino), h.late, seen);
             return None;
         }
         if let Body::Stdio(s) = &mut ev.body {
@@ -156,6 +157,13 @@ impl Pipeline {
             if let Some(id) = adopted {
                 return Some(id);
             }
+        }
+        if ev.header.kernel_action.is_some() {
+            // The kernel already killed or refused it (a protected file read before the daemon
+            // decided what the process is): that is reported whatever becomes of the process,
+            // not discarded with the rest of an undecided one. It goes out under the
+            // provisional id, with no server name.
+            return Some(PROVISIONAL_SERVER);
         }
         self.stats.provisional_events_discarded += 1;
         None

@@ -61,7 +61,8 @@ impl Pipeline {
     fn evaluate_in(&mut self, line: &EventLine, timed: bool, ctx: &mut crate::rules::Ctx) -> Vec<Alert> {
         let Some(policy) = self.policy.as_mut() else { return vec![] };
         let ev = &line.event;
-        let server = self.tracker.server(ev.header.server_id);
+        // A record that trails the server's exit (an open gate refusal) still names it.
+        let server = self.tracker.server_or_gone(ev.header.server_id);
         let want = policy.fields_for(ev.kind());
         let path = line.resolved_path.as_ref();
         context::build(ctx, &context::Inputs { ev, tree: &self.tree, server, attribution: &line.mcp, path, want: Some(&want) });

@@ -265,7 +265,7 @@ impl Pipeline {
                 return;
             }
         };
-        if let events::Body::Handshake(h) = ev.body {
+        if let events::Body::Handshake(h) = &ev.body {
             if !h.json_in {
                 return self.on_candidate();
             }
@@ -276,7 +276,7 @@ impl Pipeline {
                 None => return,
             }
         }
-        if let events::Body::Handshake(_) = ev.body {
+        if let events::Body::Handshake(_) = &ev.body {
             return; // decided on above; its bytes follow as a stdio event
         }
         if let events::Body::Stdio(s) = &ev.body {
@@ -408,7 +408,7 @@ impl Pipeline {
         let resolved_path = self.resolve_path(&event);
         EventLine {
             time: format_rfc3339(self.clock.wall(event.header.ts_mono_ns)),
-            server: self.tracker.server(event.header.server_id).map(|s| s.name.clone()),
+            server: self.tracker.server_or_gone(event.header.server_id).map(|s| s.name.clone()),
             exe: self.tree.get(event.header.pid).and_then(|n| n.exe.clone()),
             container: self.tree.container(event.header.pid).cloned(),
             mcp,

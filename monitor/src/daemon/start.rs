@@ -34,16 +34,11 @@ use crate::{
     },
     discovery::adopt::Discoverer,
     sys::procfs,
-    events::{self, reader::Decoded},
+    events::{self, reader::Batch},
     output,
     probes::{SensorConfig, Sensors},
     tracker::Discovery,
 };
-
-/// Kernel events handled per turn of the select loop before the other branches are looked at
-/// again: about a third of a millisecond of work under a flood, so a change of users or a
-/// control request waits no longer than that.
-const EVENT_BATCH: usize = 32;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ringbuf_bytes = match args.ringbuf_bytes {
@@ -75,12 +70,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (line_tx, line_rx) = mpsc::channel::<Vec<u8>>(64);
     let spare = output::Spare::default();
     let writer = tokio::spawn(output::writer(sink, line_rx, spare.clone()));
-    let (ev_tx, mut ev_rx) = mpsc::channel::<Decoded>(8192);
-    let reader = tokio::spawn(events::reader::run(ring, ev_tx));
+    // Up to 64 drains of up to 256 events wait for the pipeline; then the reader waits, and the
+    // ring fills (and the kernel counts what it cannot deliver).
+    let (ev_tx, mut ev_rx) = mpsc::channel::<Batch>(64);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let reader = events::reader::spawn(ring, ev_tx, shutdown_rx.clone()).context("starting the ring reader")?;
 
     let listener = ControlListener::bind(&args.socket)?;
     let (req_tx, mut req_rx) = mpsc::channel::<ControlMsg>(64);
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tail = tokio::sync::broadcast::channel::<String>(4096).0;
     let metrics = std::sync::Arc::new(std::sync::Mutex::new(crate::metrics::Metrics::new()));
     let metrics_task = match args.metrics_addr() {
@@ -222,13 +219,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = sigint.recv() => { tracing::info!(signal = "SIGINT", "shutting down"); break; }
             // Kernel events last: under a flood one always waits, and ahead of the rest they
             // starved everything after them (a `mcpmon exec` went unanswered until it gave up,
-            // the loss check and SIGTERM waited for the flood to end). Up to `EVENT_BATCH` at
-            // a time, so that polling the branches above (signals, timer, channels) is paid
-            // once per batch, not per event.
-            Some(ev) = ev_rx.recv() => {
-                pipeline.on_event(ev).await;
-                for _ in 1..EVENT_BATCH {
-                    let Ok(ev) = ev_rx.try_recv() else { break };
+            // the loss check and SIGTERM waited for the flood to end). One drain of the ring
+            // at a time (up to 256 events, half a millisecond of work under a flood), so that
+            // polling the branches above (signals, timer, channels) is paid once per batch.
+            Some(batch) = ev_rx.recv() => {
+                for ev in batch {
                     pipeline.on_event(ev).await;
                 }
             }
@@ -238,9 +233,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // From here on nobody would continue a process the kernel holds at exec.
     pipeline.sensors.stop_holding();
     let _ = shutdown_tx.send(true);
-    reader.abort();
-    while let Ok(ev) = ev_rx.try_recv() {
-        pipeline.on_event(ev).await;
+    // It stops at once: between drains it waits on the ring, a timer or the channel, and the
+    // stop is one more branch of that wait.
+    let _ = reader.join();
+    while let Ok(batch) = ev_rx.try_recv() {
+        for ev in batch {
+            pipeline.on_event(ev).await;
+        }
     }
     pipeline.check_lost().await;
     pipeline.save_profiles();

@@ -41,7 +41,7 @@ pub const DEFAULT_CLIENT_COMMS: &[&str] =
 /// How long a sniffed process may stay silent before it is dropped.
 pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Intent {
     /// `url`: the configured URL it listens on (a `Discovery::Url` match). `runner`: what the
     /// configured runner (`uvx`, `npx`, `docker run`…) runs, for `found`.
@@ -79,8 +79,12 @@ struct PendingHandshake {
     seen: Seen,
 }
 
-/// A handshake candidate as /proc showed it at its first read.
-#[derive(Debug, Default, PartialEq)]
+/// A handshake candidate as /proc showed it at its first read: taken by the ring reader, on its
+/// own thread, as it takes the record ([`snapshot`]). The pipeline may get to the record a
+/// hundred milliseconds later on a busy machine (it was setting up the `docker run` CLI's
+/// server meanwhile), and a container that answered one call and exited was gone by then, its
+/// shim with it: its events were discarded unattributed (their in-kernel kills unreported).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Seen {
     /// Its stdin and stdout (from the kernel's record, not /proc).
     pub streams: (u64, u64),
@@ -286,60 +290,17 @@ impl Discoverer {
     /// runner or shell the agent started (`npx -y pkg` → `sh -c` → `node`) passes its stdio down,
     /// and the tree is named once, after what the runner runs.
     pub fn on_handshake(&self, pid: u32, in_ino: u64, out_ino: u64) -> Intent {
-        let Some(mut root) = procfs::process_info(pid) else {
-            return Intent::Drop { pid, reason: "exited before it could be examined" };
-        };
-        let me = std::process::id();
-        for _ in 0..8 {
-            let p = root.ppid;
-            if p <= 1 || p == me || procfs::fd_stream_inode(p, 0) != Some(in_ino) || procfs::fd_stream_inode(p, 1) != Some(out_ino) {
-                break;
-            }
-            match procfs::process_info(p) {
-                Some(i) => root = i,
-                None => break,
-            }
-        }
-        let parent = procfs::process_info(root.ppid).map(|p| p.comm).unwrap_or_default();
-        // The root's current argv: a process that passed the handshake on has exec'd long ago, and
-        // a process.title rewrite (npx) still keeps the package name.
-        Intent::Sniff {
-            pid: root.pid,
-            name: command_name(&root.argv, root.exe.as_deref()),
-            how: Discovery::Handshake,
-            parent: (root.ppid, parent),
-            runner: runners::launch(past_interpreter(&root.argv)),
-        }
+        handshake_root(pid, in_ino, out_ino)
     }
 
     /// The kernel tracked `pid` provisionally: its first stdin read opened a JSON object. The
-    /// bytes follow as its next stdio record ([`Self::handshake_bytes`]).
-    pub fn handshake_seen(&mut self, pid: u32, ppid: u32, in_ino: u64, out_ino: u64, late: bool) {
+    /// bytes follow as its next stdio record ([`Self::handshake_bytes`]). `seen`: /proc at the
+    /// read, as the ring reader found it; taken here when the record came without it.
+    pub fn handshake_seen(&mut self, pid: u32, ppid: u32, streams: (u64, u64), late: bool, seen: Option<Seen>) {
         if self.handshakes.len() >= MAX_ORIGINS {
             self.handshakes.retain(|p, _| procfs::exists(*p));
         }
-        let root = std::path::Path::new(container::DOCKER_ROOT);
-        let mut intent = Some(self.on_handshake(pid, in_ino, out_ino)).filter(|i| matches!(i, Intent::Sniff { .. }));
-        let proc = procfs::process_info(pid);
-        let mut container = container::of_pid(pid, root);
-        if proc.is_none() {
-            // Exited already: a container's first process is still known by its shim, which
-            // outlives it (`ppid` is its parent as the kernel saw it at the read).
-            // Its parent may be `runc` still, or have exited as well (a zombie's stat still
-            // names its own parent): up to three ancestors.
-            let mut up = procfs::process_info(ppid);
-            for _ in 0..3 {
-                let Some(p) = up else { break };
-                container = container::of_shim(&p.argv, root);
-                if let Some(c) = &container {
-                    let name = c.image.clone().unwrap_or_else(|| format!("{} container {}", c.engine, &c.id[..12]));
-                    intent = Some(Intent::Sniff { pid, name, how: Discovery::Handshake, parent: (p.pid, p.comm), runner: None });
-                    break;
-                }
-                up = procfs::process_info(p.ppid).filter(|_| p.ppid > 1);
-            }
-        }
-        let seen = Seen { streams: (in_ino, out_ino), intent, container, proc };
+        let seen = seen.unwrap_or_else(|| snapshot(pid, ppid, streams));
         tracing::debug!(pid, late, alive = seen.proc.is_some(), container = ?seen.container.as_ref().map(|c| &c.id), "discovery: a handshake candidate read JSON");
         self.handshakes.insert(pid, PendingHandshake { late, at: Instant::now(), bytes: vec![], seen });
     }
@@ -453,6 +414,63 @@ impl Discoverer {
     }
 }
 
+/// Whom a handshake candidate's read makes the server: the highest ancestor on the same two
+/// streams (an `sh -c` or runner that passed its stdio down), as /proc shows it now.
+fn handshake_root(pid: u32, in_ino: u64, out_ino: u64) -> Intent {
+    let Some(mut root) = procfs::process_info(pid) else {
+        return Intent::Drop { pid, reason: "exited before it could be examined" };
+    };
+    let me = std::process::id();
+    for _ in 0..8 {
+        let p = root.ppid;
+        if p <= 1 || p == me || procfs::fd_stream_inode(p, 0) != Some(in_ino) || procfs::fd_stream_inode(p, 1) != Some(out_ino) {
+            break;
+        }
+        match procfs::process_info(p) {
+            Some(i) => root = i,
+            None => break,
+        }
+    }
+    let parent = procfs::process_info(root.ppid).map(|p| p.comm).unwrap_or_default();
+    // The root's current argv: a process that passed the handshake on has exec'd long ago, and
+    // a process.title rewrite (npx) still keeps the package name.
+    Intent::Sniff {
+        pid: root.pid,
+        name: command_name(&root.argv, root.exe.as_deref()),
+        how: Discovery::Handshake,
+        parent: (root.ppid, parent),
+        runner: runners::launch(past_interpreter(&root.argv)),
+    }
+}
+
+/// /proc at a handshake candidate's first read of JSON (`ppid`: its parent as the kernel saw
+/// it at the read): what it would be tracked as, its container, its command line.
+pub fn snapshot(pid: u32, ppid: u32, streams: (u64, u64)) -> Seen {
+    let (in_ino, out_ino) = streams;
+    let root = std::path::Path::new(container::DOCKER_ROOT);
+    let mut intent = Some(handshake_root(pid, in_ino, out_ino)).filter(|i| matches!(i, Intent::Sniff { .. }));
+    let proc = procfs::process_info(pid);
+    let mut container = container::of_pid(pid, root);
+    if proc.is_none() {
+        // Exited already: a container's first process is still known by its shim, which
+        // outlives it (`ppid` is its parent as the kernel saw it at the read).
+        // Its parent may be `runc` still, or have exited as well (a zombie's stat still
+        // names its own parent): up to three ancestors.
+        let mut up = procfs::process_info(ppid);
+        for _ in 0..3 {
+            let Some(p) = up else { break };
+            container = container::of_shim(&p.argv, root);
+            if let Some(c) = &container {
+                let name = c.image.clone().unwrap_or_else(|| format!("{} container {}", c.engine, &c.id[..12]));
+                intent = Some(Intent::Sniff { pid, name, how: Discovery::Handshake, parent: (p.pid, p.comm), runner: None });
+                break;
+            }
+            up = procfs::process_info(p.ppid).filter(|_| p.ppid > 1);
+        }
+    }
+    Seen { streams, intent, container, proc }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,7 +540,7 @@ mod tests {
         let me = std::process::id();
         let line = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}
 "#;
-        d.handshake_seen(me, 0, 1, 2, false);
+        d.handshake_seen(me, 0, (1, 2), false, None);
         for b in &line[..line.len() - 1] {
             assert_eq!(d.handshake_bytes(me, &[*b]), Some(HandshakeBytes::Wait));
         }
@@ -532,14 +550,14 @@ mod tests {
         }
         assert_eq!(d.handshake_bytes(me, b"{"), None, "decided once");
         // Text, or JSON that is not JSON-RPC: dropped.
-        d.handshake_seen(me, 0, 1, 2, true);
+        d.handshake_seen(me, 0, (1, 2), true, None);
         assert!(matches!(d.handshake_bytes(me, b"{\"a\": 1}\n"), Some(HandshakeBytes::Decided { intent: Intent::Drop { .. }, bytes: None, .. })));
         // Late, a later JSON-RPC message counts.
-        d.handshake_seen(me, 0, 1, 2, true);
+        d.handshake_seen(me, 0, (1, 2), true, None);
         let later = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}
 "#;
         assert!(matches!(d.handshake_bytes(me, later), Some(HandshakeBytes::Decided { intent: Intent::Sniff { .. }, bytes: None, .. })));
-        d.handshake_seen(me, 0, 1, 2, false);
+        d.handshake_seen(me, 0, (1, 2), false, None);
         assert!(matches!(d.handshake_bytes(me, later), Some(HandshakeBytes::Decided { intent: Intent::Drop { .. }, .. })));
     }
 
@@ -550,7 +568,7 @@ mod tests {
         let mut d = Discoverer::new(PathBuf::from("/nonexistent/passwd"), vec![], &[]);
         let mut c = std::process::Command::new("/bin/sleep").arg("30").spawn().unwrap();
         let pid = c.id();
-        d.handshake_seen(pid, 0, 7, 8, false);
+        d.handshake_seen(pid, 0, (7, 8), false, None);
         c.kill().unwrap();
         c.wait().unwrap();
         match d.handshake_bytes(pid, b"{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{}}\n") {
@@ -562,7 +580,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Gone before its first read was seen: nothing to go on.
-        d.handshake_seen(pid, 0, 7, 8, false);
+        d.handshake_seen(pid, 0, (7, 8), false, None);
         assert!(matches!(d.handshake_bytes(pid, b"{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{}}\n"), Some(HandshakeBytes::Decided { intent: Intent::Drop { .. }, .. })));
     }
 

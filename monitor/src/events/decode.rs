@@ -128,7 +128,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 monitor_common::handshake::JSON_IN => true,
                 other => return Err(DecodeError::UnknownKind(other)),
             };
-            Body::Handshake(Handshake { json_in, late: e.late != 0, in_ino: e.in_ino, out_ino: e.out_ino })
+            Body::Handshake(Handshake { json_in, late: e.late != 0, in_ino: e.in_ino, out_ino: e.out_ino, seen: None })
         }
     };
     Ok(Event { header: header(&h), body })

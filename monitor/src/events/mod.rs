@@ -150,7 +150,7 @@ pub enum Body {
     Handshake(Handshake),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Handshake {
     /// True: its first stdin read opened a JSON object (it is tracked provisionally now);
     /// false: it is a candidate that exec'd while the hooks were detached.
@@ -159,6 +159,10 @@ pub struct Handshake {
     pub late: bool,
     pub in_ino: u64,
     pub out_ino: u64,
+    /// A JSON read's candidate as /proc showed it when the ring reader took this record
+    /// (`reader::run`); None from `decode` alone.
+    #[serde(skip)]
+    pub seen: Option<Box<crate::discovery::adopt::Seen>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -13,14 +13,22 @@
 //! Under a flood an event waits at most one `POLL` more (rounded up to tokio's 1 ms timer tick:
 //! 0.5-1.5 ms); the default 8 MiB ring holds far more than that of the fastest producer, so
 //! the wait costs no loss (a ring made tiny with `--ringbuf-mib` loses sooner, and counts it).
+//!
+//! The daemon runs this on a thread of its own ([`spawn`]), so that it takes records as they
+//! land even while the pipeline is busy (setting up a server takes it tens of milliseconds).
+//! A handshake candidate's /proc is read here, as its record is taken: by the time the pipeline
+//! gets to it, a container that answered one call may have exited, its shim with it.
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
-use super::{decode, DecodeError, Event};
+use super::{decode, Body, DecodeError, Event};
 
 pub type Decoded = Result<Event, DecodeError>;
+
+/// What one drain took, handed on whole: one channel message per drain, not per event.
+pub type Batch = Vec<Decoded>;
 
 /// Largest batch taken from the ring before handing it on (keeps latency low under load).
 const BATCH: usize = 256;
@@ -34,11 +42,18 @@ const POLL: Duration = Duration::from_micros(500);
 fn drain(ring: &mut RingBuf<MapData>, batch: &mut Vec<Decoded>) {
     while batch.len() < BATCH {
         let Some(item) = ring.next() else { return };
-        batch.push(decode(&item));
+        let mut ev = decode(&item);
+        drop(item);
+        if let Ok(Event { header, body: Body::Handshake(h) }) = &mut ev {
+            if h.json_in {
+                h.seen = Some(Box::new(crate::discovery::adopt::snapshot(header.pid, header.ppid, (h.in_ino, h.out_ino))));
+            }
+        }
+        batch.push(ev);
     }
 }
 
-pub async fn run(ring: RingBuf<MapData>, tx: mpsc::Sender<Decoded>) -> std::io::Result<()> {
+pub async fn run(ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>) -> std::io::Result<()> {
     // SAFETY: the RingBuf owns its map fd and keeps it open and unchanged while the AsyncFd
     // owns the RingBuf.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -65,10 +80,29 @@ pub async fn run(ring: RingBuf<MapData>, tx: mpsc::Sender<Decoded>) -> std::io::
         }
         run_len = if more { run_len + batch.len() } else { batch.len() };
         more = batch.len() == BATCH;
-        for ev in batch.drain(..) {
-            if tx.send(ev).await.is_err() {
+        if !batch.is_empty() {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if tx.send(full).await.is_err() {
                 return Ok(()); // pipeline gone: shutting down
             }
         }
     }
+}
+
+/// `run` on a thread of its own with its own runtime, until `stop` turns true (or the pipeline
+/// goes away).
+pub fn spawn(ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, mut stop: tokio::sync::watch::Receiver<bool>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("mcpmon-ring".into()).spawn(move || {
+        rt.block_on(async move {
+            tokio::select! {
+                r = run(ring, tx) => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "ring reader stopped");
+                    }
+                }
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        });
+    })
 }

@@ -101,7 +101,7 @@ fn body(r: &mut Rng, kind: u64) -> Body {
         6 => Body::IoUring(IoUring { op: "setup", fd: r.num(), sq_entries: r.num(), cq_entries: r.num(), setup_flags: r.num() }),
         7 => Body::ProcAccess(ProcAccess { syscall: "ptrace", request: r.maybe(Rng::text), target_pid: r.num() }),
         8 => Body::Repeat(Repeat { of: "open", fold_sig: r.num(), count: r.num(), first_ns: r.num(), last_ns: r.num() }),
-        9 => Body::Handshake(Handshake { json_in: r.coin(), late: r.coin(), in_ino: r.num(), out_ino: r.num() }),
+        9 => Body::Handshake(Handshake { json_in: r.coin(), late: r.coin(), in_ino: r.num(), out_ino: r.num(), seen: None }),
         _ => {
             let s = Stdio { ino: r.num(), dir: Direction::Out, fd: r.num(), total_len: r.num(), stream_off: r.num(), offset: r.num(), data: vec![1, 2] };
             if r.coin() { Body::Stdio(s) } else { Body::Sock(s) }

@@ -130,7 +130,18 @@ impl Harness {
         let (tx, rx) = mpsc::channel(65536);
         let ring = sensors.take_events().unwrap();
         let ring = if read {
-            tokio::spawn(monitor::events::reader::run(ring, tx));
+            // The reader hands on whole drains; these tests take events one at a time.
+            let (btx, mut brx) = mpsc::channel::<monitor::events::reader::Batch>(256);
+            tokio::spawn(monitor::events::reader::run(ring, btx));
+            tokio::spawn(async move {
+                while let Some(batch) = brx.recv().await {
+                    for ev in batch {
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
             None
         } else {
             Some(ring)
