@@ -237,7 +237,7 @@ impl Pipeline {
                 _ => None,
             })
             .min()?;
-        let intent = self.disc.on_handshake(pid, i, o);
+        let intent = crate::discovery::adopt::handshake_root(pid, i, o);
         let sid = self.apply(intent).await?;
         // Its container read an MCP initialize through it: settled, not sniffed.
         self.identified(sid, None).await;

@@ -284,15 +284,6 @@ impl Discoverer {
         Intent::Drop { pid, reason: if piped { "not a configured server" } else { "stdio is not a pipe" } }
     }
 
-    /// A process the kernel tracked provisionally because its first read of its stdin (pipe or
-    /// socket `in_ino`; stdout `out_ino`) opened a JSON object, whatever its parent: sniffed for
-    /// an MCP `initialize`. The server's root is the highest ancestor on the same two streams: a
-    /// runner or shell the agent started (`npx -y pkg` → `sh -c` → `node`) passes its stdio down,
-    /// and the tree is named once, after what the runner runs.
-    pub fn on_handshake(&self, pid: u32, in_ino: u64, out_ino: u64) -> Intent {
-        handshake_root(pid, in_ino, out_ino)
-    }
-
     /// The kernel tracked `pid` provisionally: its first stdin read opened a JSON object. The
     /// bytes follow as its next stdio record ([`Self::handshake_bytes`]). `seen`: /proc at the
     /// read, as the ring reader found it; taken here when the record came without it.
@@ -322,7 +313,7 @@ impl Discoverer {
         // JSON-RPC message (`notifications/initialized`, `tools/list`) is the session going on.
         let mut seen = h.seen;
         let intent = if is_initialize(all) || (h.late && is_jsonrpc_message(all)) {
-            match self.on_handshake(pid, seen.streams.0, seen.streams.1) {
+            match handshake_root(pid, seen.streams.0, seen.streams.1) {
                 Intent::Drop { .. } if seen.intent.is_some() => seen.intent.take().expect("checked"),
                 live => live,
             }
@@ -414,12 +405,20 @@ impl Discoverer {
     }
 }
 
-/// Whom a handshake candidate's read makes the server: the highest ancestor on the same two
-/// streams (an `sh -c` or runner that passed its stdio down), as /proc shows it now.
-fn handshake_root(pid: u32, in_ino: u64, out_ino: u64) -> Intent {
-    let Some(mut root) = procfs::process_info(pid) else {
-        return Intent::Drop { pid, reason: "exited before it could be examined" };
-    };
+/// A process the kernel tracked provisionally because its first read of its stdin (pipe or
+/// socket `in_ino`; stdout `out_ino`) opened a JSON object, whatever its parent: sniffed for
+/// an MCP `initialize`. The server's root is the highest ancestor on the same two streams: a
+/// runner or shell the agent started (`npx -y pkg` → `sh -c` → `node`) passes its stdio down,
+/// and the tree is named once, after what the runner runs. As /proc shows it now.
+pub fn handshake_root(pid: u32, in_ino: u64, out_ino: u64) -> Intent {
+    match procfs::process_info(pid) {
+        Some(info) => sniff_from(info, in_ino, out_ino),
+        None => Intent::Drop { pid, reason: "exited before it could be examined" },
+    }
+}
+
+/// [`handshake_root`] from the candidate's /proc entry, read once by the caller.
+fn sniff_from(mut root: procfs::ProcInfo, in_ino: u64, out_ino: u64) -> Intent {
     let me = std::process::id();
     for _ in 0..8 {
         let p = root.ppid;
@@ -448,8 +447,8 @@ fn handshake_root(pid: u32, in_ino: u64, out_ino: u64) -> Intent {
 pub fn snapshot(pid: u32, ppid: u32, streams: (u64, u64)) -> Seen {
     let (in_ino, out_ino) = streams;
     let root = std::path::Path::new(container::DOCKER_ROOT);
-    let mut intent = Some(handshake_root(pid, in_ino, out_ino)).filter(|i| matches!(i, Intent::Sniff { .. }));
     let proc = procfs::process_info(pid);
+    let mut intent = proc.clone().map(|info| sniff_from(info, in_ino, out_ino));
     let mut container = container::of_pid(pid, root);
     if proc.is_none() {
         // Exited already: a container's first process is still known by its shim, which
