@@ -338,6 +338,20 @@ impl Tracker {
         Ok(TrackAck { server_id: id, name: name.to_string(), already_tracked: false, tracked_pids: tracked })
     }
 
+    /// A server whose process exited, and was reaped, before the daemon decided on it (a
+    /// handshake's session that ended within the pipeline's lag): its events are still queued
+    /// and need a server. Nothing goes into the map (the pid may be another process's by now);
+    /// `streams`, its stdin and stdout as the kernel recorded them, are released at its retiring.
+    pub fn track_ended(&mut self, pid: u32, name: &str, how: Discovery, uid: u32, command: Vec<String>, streams: (u64, u64)) -> TrackAck {
+        let id = self.next_id;
+        self.next_id += 1;
+        let stdio_inodes = [streams.0, streams.1].into_iter().filter(|i| *i != 0 && self.pipes.get(i, 0).is_ok()).collect();
+        let since = SystemTime::now();
+        let info = ServerInfo { id, name: name.into(), root_pid: pid, how, uid, since, stdio_inodes, client: None, config: None, sniffing: false, command, containers: vec![] };
+        self.servers.insert(id, info);
+        TrackAck { server_id: id, name: name.to_string(), already_tracked: false, tracked_pids: vec![] }
+    }
+
     /// Puts `pid` (tracked provisionally: a container's first process, found by its handshake)
     /// and its descendants into server `id`, whose tree does not hold it (its CLI is the root).
     /// The stdio streams the kernel registered for it are dropped: the JSON-RPC they carry is the

@@ -247,3 +247,66 @@ fn a_kill_before_the_handshake_is_decided_is_reported() {
     assert_eq!(a["event"]["path"], u.home.join(".ssh/id_ed25519").display().to_string(), "{a}");
     d.stop();
 }
+
+/// Reads its first byte a second before the rest of its first line, and exits as soon as it
+/// has the line: the daemon decides on it (on the newline) when it has already exited.
+const ONE_LINE: &str = "sleep 1; read -r -n 1 x; sleep 1; read -r rest; exit 0";
+
+/// [`ONE_LINE`] run as `u` with piped stdin and stdout (a handshake candidate), sent an MCP
+/// `initialize`; its stdin is closed.
+fn one_line_server(u: &User) -> (std::process::Child, u32) {
+    use std::io::Write;
+    let mut c = u.command();
+    c.args(["/bin/bash", "-c", ONE_LINE]).env("HOME", &u.home).current_dir(&u.home);
+    let mut child = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{},\"clientInfo\":{\"name\":\"t\",\"version\":\"1\"}}}\n").unwrap();
+    (child, pid)
+}
+
+/// A server that ends its session as its first line is read (killed by the kernel, or done)
+/// is a zombie until its parent reaps it, and a zombie's /proc has no command line and no
+/// image. It is tracked with the command line it had at its first read: a server tracked with
+/// none is unnamed (`?`) and its scope has no roots, so every file its calls open is "outside
+/// the call's scope" (an outsider's run on the registry's sqlite server: up to 7 such alerts).
+#[test]
+fn a_server_that_exits_before_it_is_decided_keeps_its_command_line() {
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let d = Daemon::start(&["--handshake-discovery", "on"]);
+    let u = User::add("hsz", false);
+    u.make_home();
+    let (mut child, pid) = one_line_server(&u);
+    // Not reaped until the daemon has decided.
+    let t = d.expect("the server tracked", |r| r["kind"] == "server_tracked" && r["root_pid"] == pid);
+    let _ = child.wait();
+    assert_eq!(t["command"], json!(["/bin/bash", "-c", ONE_LINE]), "{t}");
+    assert_ne!(t["server"], "?", "{t}");
+    assert_eq!(t["uid"], u.uid, "{t}");
+    d.stop();
+}
+
+/// The same, reaped at once (an SDK client reaps the server it killed): /proc has nothing left
+/// of it when the daemon decides, and its queued records (its calls, the kernel's kills) still
+/// need their server. It is tracked from its first read, and retired by its exit record.
+#[test]
+fn a_server_reaped_before_it_is_decided_is_tracked_and_retired() {
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let d = Daemon::start(&["--handshake-discovery", "on"]);
+    let u = User::add("hsr", false);
+    u.make_home();
+    let (mut child, pid) = one_line_server(&u);
+    assert!(child.wait().unwrap().success());
+    let t = d.expect("the server tracked", |r| r["kind"] == "server_tracked" && r["root_pid"] == pid);
+    assert_eq!(t["command"], json!(["/bin/bash", "-c", ONE_LINE]), "{t}");
+    assert_eq!(t["uid"], u.uid, "{t}");
+    d.expect("its initialize recorded", |r| r["kind"] == "mcp_initialize" && r["server_id"] == t["server_id"]);
+    d.expect("the server retired", |r| r["kind"] == "server_gone" && r["server_id"] == t["server_id"]);
+    d.stop();
+}

@@ -6,7 +6,7 @@ use crate::{
     events::{Body, Direction, Event},
     output::{record::Mcp, Record},
     sys::procfs,
-    tracker::Discovery,
+    tracker::{Discovery, TrackError},
 };
 use monitor_common::PROVISIONAL_SERVER;
 
@@ -114,6 +114,7 @@ impl Pipeline {
             match self.disc.handshake_bytes(ev.header.pid, &s.data) {
                 Some(HandshakeBytes::Wait) => return None,
                 Some(HandshakeBytes::Decided { intent, bytes, seen }) => {
+                    let at_read = seen.root.clone().map(|r| (r, seen.streams));
                     // A container's process joins its `docker run` CLI's server: what it read is
                     // what the CLI relayed, already captured on the CLI's stdin.
                     let (intent, container) = match self.container_handshake(intent, seen).await {
@@ -121,7 +122,7 @@ impl Pipeline {
                         Ok(InContainer::Own(intent, c)) => (intent, Some(c)),
                         Err(intent) => (intent, None),
                     };
-                    let adopted = self.apply(intent).await;
+                    let adopted = self.apply_seen(intent, at_read).await;
                     if let (Some(id), Some(c)) = (adopted, container) {
                         self.mark_container(id, c);
                     }
@@ -170,6 +171,14 @@ impl Pipeline {
     }
 
     pub(super) async fn apply(&mut self, intent: Intent) -> Option<u32> {
+        self.apply_seen(intent, None).await
+    }
+
+    /// [`Self::apply`], knowing what /proc showed of the server's root at its first read, and
+    /// its streams (`at_read`, a handshake's): the root may have exited since. A zombie's /proc
+    /// has no command line, image or owner to track it with; a reaped one has no entry at all,
+    /// and its queued events (its calls, the kernel's kills) still need their server.
+    pub(super) async fn apply_seen(&mut self, intent: Intent, at_read: Option<(procfs::ProcInfo, (u64, u64))>) -> Option<u32> {
         let uid = |pid| procfs::uid_of(pid).unwrap_or(0);
         self.disc.note_origin(&intent);
         let r = match intent {
@@ -180,7 +189,29 @@ impl Pipeline {
                 })
                 .await
             }
-            Intent::Sniff { pid, name, how, .. } => self.track_with(pid, &name, how, uid(pid), |s| s.sniffing = true).await,
+            Intent::Sniff { pid, name, how, .. } => {
+                let known = at_read.filter(|(p, _)| p.pid == pid);
+                let argv = known.as_ref().map(|(p, _)| p.argv.clone()).unwrap_or_default();
+                let owner = known.as_ref().map_or_else(|| uid(pid), |(p, _)| p.uid);
+                let sniff = |argv: Vec<String>| {
+                    move |s: &mut crate::tracker::ServerInfo| {
+                        s.sniffing = true;
+                        if s.command.is_empty() {
+                            s.command = argv;
+                        }
+                    }
+                };
+                let ended = known.clone().filter(|_| !procfs::exists(pid));
+                let mut r = self.track_or_ended(pid, &name, how, owner, ended, sniff(argv.clone())).await;
+                if let (Err(TrackError::NoSuchProcess(_)), Some(k)) = (&r, &known) {
+                    // Reaped between the look and the tracking.
+                    r = self.track_or_ended(pid, &name, how, owner, Some(k.clone()), sniff(argv)).await;
+                }
+                if let (Ok(ack), Some((p, _))) = (&r, known) {
+                    self.seed_known(p, ack.server_id);
+                }
+                r
+            }
             Intent::Drop { pid, reason } => {
                 tracing::debug!(pid, %reason, "discovery: not an MCP server");
                 self.tracker.drop_tree(pid, PROVISIONAL_SERVER);

@@ -36,13 +36,35 @@ impl Pipeline {
         uid: u32,
         fill: impl FnOnce(&mut crate::tracker::ServerInfo),
     ) -> Result<TrackAck, TrackError> {
+        self.track_or_ended(pid, name, how, uid, None, fill).await
+    }
+
+    /// `track_with`; `ended`: the process is gone, and this is what /proc showed of it earlier
+    /// with its stdin and stdout ([`crate::tracker::Tracker::track_ended`]).
+    pub(super) async fn track_or_ended(
+        &mut self,
+        pid: u32,
+        name: &str,
+        how: Discovery,
+        uid: u32,
+        ended: Option<(procfs::ProcInfo, (u64, u64))>,
+        fill: impl FnOnce(&mut crate::tracker::ServerInfo),
+    ) -> Result<TrackAck, TrackError> {
         // Hooks first, then the map entry: the process is never tracked without its sensors.
         if !self.sensors.syscall_hooks_active() {
             let t = std::time::Instant::now();
             self.sensors.attach_syscall_hooks().map_err(|e| TrackError::Sensors(e.to_string()))?;
             tracing::info!(ms = t.elapsed().as_millis() as u64, "syscall hooks attached");
         }
-        let ack = self.tracker.track(pid, name, how, uid)?;
+        let ack = match ended {
+            Some((p, streams)) => {
+                tracing::info!(pid, server = name, "discovery: its session ended before it was decided on: tracked for the events it left");
+                let ack = self.tracker.track_ended(pid, name, how, uid, p.argv.clone(), streams);
+                self.seed_known(p, ack.server_id);
+                ack
+            }
+            None => self.tracker.track(pid, name, how, uid)?,
+        };
         // Grants follow the configured name; in place before the caller is acknowledged.
         self.sync_servers();
         if ack.already_tracked {
@@ -81,6 +103,15 @@ impl Pipeline {
                 self.tree.insert(ProcNode { pid: p, ppid: info.ppid, server_id: id, exe: info.exe.map(Into::into), argv: info.argv });
             }
         }
+    }
+
+    /// The root's node as /proc showed it earlier (`p`), if /proc now has no command line for
+    /// it (a zombie, or gone): alerts on its events name its image and arguments.
+    pub(super) fn seed_known(&mut self, p: procfs::ProcInfo, id: u32) {
+        if self.tree.get(p.pid).is_some_and(|n| n.server_id != id || !n.argv.is_empty()) {
+            return;
+        }
+        self.tree.insert(ProcNode { pid: p.pid, ppid: p.ppid, server_id: id, exe: p.exe.map(Into::into), argv: p.argv });
     }
 
     /// Takes a server out of the tracked set: its open calls are closed (as unanswered) and

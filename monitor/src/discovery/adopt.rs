@@ -94,6 +94,11 @@ pub struct Seen {
     pub container: Option<Container>,
     /// Its parent, image and command line.
     pub proc: Option<procfs::ProcInfo>,
+    /// The same of the root `intent` names (itself, or the runner above it on its streams).
+    /// A server can be killed, or end its session, before the pipeline decides on it; its
+    /// parent reaps it later, and until then /proc shows a zombie with no command line and no
+    /// image: the server is tracked with its command line from here.
+    pub root: Option<procfs::ProcInfo>,
 }
 
 /// What the stdin bytes of a handshake candidate settle.
@@ -313,10 +318,10 @@ impl Discoverer {
         // JSON-RPC message (`notifications/initialized`, `tools/list`) is the session going on.
         let mut seen = h.seen;
         let intent = if is_initialize(all) || (h.late && is_jsonrpc_message(all)) {
-            match handshake_root(pid, seen.streams.0, seen.streams.1) {
-                Intent::Drop { .. } if seen.intent.is_some() => seen.intent.take().expect("checked"),
-                live => live,
-            }
+            // As it was at its first read, not as it is now: by now it may have exited (/proc
+            // gone, or a zombie with an empty command line that would leave it unnamed and its
+            // scope without roots).
+            seen.intent.take().unwrap_or(Intent::Drop { pid, reason: "exited before it could be examined" })
         } else {
             Intent::Drop { pid, reason: "its first stdin message is not an MCP initialize" }
         };
@@ -412,13 +417,14 @@ impl Discoverer {
 /// and the tree is named once, after what the runner runs. As /proc shows it now.
 pub fn handshake_root(pid: u32, in_ino: u64, out_ino: u64) -> Intent {
     match procfs::process_info(pid) {
-        Some(info) => sniff_from(info, in_ino, out_ino),
+        Some(info) => sniff_from(info, in_ino, out_ino).0,
         None => Intent::Drop { pid, reason: "exited before it could be examined" },
     }
 }
 
-/// [`handshake_root`] from the candidate's /proc entry, read once by the caller.
-fn sniff_from(mut root: procfs::ProcInfo, in_ino: u64, out_ino: u64) -> Intent {
+/// [`handshake_root`] from the candidate's /proc entry, read once by the caller; with the
+/// root's entry.
+fn sniff_from(mut root: procfs::ProcInfo, in_ino: u64, out_ino: u64) -> (Intent, procfs::ProcInfo) {
     let me = std::process::id();
     for _ in 0..8 {
         let p = root.ppid;
@@ -433,13 +439,14 @@ fn sniff_from(mut root: procfs::ProcInfo, in_ino: u64, out_ino: u64) -> Intent {
     let parent = procfs::process_info(root.ppid).map(|p| p.comm).unwrap_or_default();
     // The root's current argv: a process that passed the handshake on has exec'd long ago, and
     // a process.title rewrite (npx) still keeps the package name.
-    Intent::Sniff {
+    let intent = Intent::Sniff {
         pid: root.pid,
         name: command_name(&root.argv, root.exe.as_deref()),
         how: Discovery::Handshake,
         parent: (root.ppid, parent),
         runner: runners::launch(past_interpreter(&root.argv)),
-    }
+    };
+    (intent, root)
 }
 
 /// /proc at a handshake candidate's first read of JSON (`ppid`: its parent as the kernel saw
@@ -448,7 +455,7 @@ pub fn snapshot(pid: u32, ppid: u32, streams: (u64, u64)) -> Seen {
     let (in_ino, out_ino) = streams;
     let root = std::path::Path::new(container::DOCKER_ROOT);
     let proc = procfs::process_info(pid);
-    let mut intent = proc.clone().map(|info| sniff_from(info, in_ino, out_ino));
+    let (mut intent, root_info) = proc.clone().map(|info| sniff_from(info, in_ino, out_ino)).unzip();
     let mut container = container::of_pid(pid, root);
     if proc.is_none() {
         // Exited already: a container's first process is still known by its shim, which
@@ -467,7 +474,7 @@ pub fn snapshot(pid: u32, ppid: u32, streams: (u64, u64)) -> Seen {
             up = procfs::process_info(p.ppid).filter(|_| p.ppid > 1);
         }
     }
-    Seen { streams, intent, container, proc }
+    Seen { streams, intent, container, proc, root: root_info }
 }
 
 #[cfg(test)]
@@ -560,13 +567,23 @@ mod tests {
         assert!(matches!(d.handshake_bytes(me, later), Some(HandshakeBytes::Decided { intent: Intent::Drop { .. }, .. })));
     }
 
+    /// `sleep 30`, once its argv is in place: `spawn` returns at exec's close-on-exec, before
+    /// the new image's command line is set up.
+    fn sleep_30() -> (std::process::Child, u32) {
+        let c = std::process::Command::new("/bin/sleep").arg("30").spawn().unwrap();
+        let pid = c.id();
+        while procfs::process_info(pid).is_some_and(|p| p.argv.is_empty()) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        (c, pid)
+    }
+
     /// A server whose whole session ends before its first line does (a shell server answering one
     /// call) is decided on what /proc showed at its first read: its queued events need a server.
     #[test]
     fn a_handshake_is_decided_on_its_first_read_when_the_process_is_gone() {
         let mut d = Discoverer::new(PathBuf::from("/nonexistent/passwd"), vec![], &[]);
-        let mut c = std::process::Command::new("/bin/sleep").arg("30").spawn().unwrap();
-        let pid = c.id();
+        let (mut c, pid) = sleep_30();
         d.handshake_seen(pid, 0, (7, 8), false, None);
         c.kill().unwrap();
         c.wait().unwrap();
@@ -581,6 +598,32 @@ mod tests {
         // Gone before its first read was seen: nothing to go on.
         d.handshake_seen(pid, 0, (7, 8), false, None);
         assert!(matches!(d.handshake_bytes(pid, b"{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{}}\n"), Some(HandshakeBytes::Decided { intent: Intent::Drop { .. }, .. })));
+    }
+
+    /// A server killed (or done) before the pipeline decides on it is a zombie until its
+    /// parent reaps it: /proc then has its pid but no command line and no image. It is named
+    /// and described as it was at its first read.
+    #[test]
+    fn a_handshake_is_decided_on_its_first_read_when_the_process_is_a_zombie() {
+        let mut d = Discoverer::new(PathBuf::from("/nonexistent/passwd"), vec![], &[]);
+        let (mut c, pid) = sleep_30();
+        d.handshake_seen(pid, 0, (7, 8), false, None);
+        // SAFETY: kill(2) on our own child, which is not reaped until `wait` below.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+        while procfs::process_info(pid).is_some_and(|p| !p.argv.is_empty()) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(procfs::exists(pid), "a zombie until reaped");
+        let decided = d.handshake_bytes(pid, b"{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{}}\n");
+        c.wait().unwrap();
+        match decided {
+            Some(HandshakeBytes::Decided { intent: Intent::Sniff { pid: p, name, .. }, seen, .. }) => {
+                assert_eq!(p, pid);
+                assert_eq!(name, "sleep");
+                assert_eq!(seen.root.map(|r| r.argv), Some(vec!["/bin/sleep".to_string(), "30".to_string()]));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
