@@ -90,7 +90,7 @@ fn sdk_agents_servers_are_found_by_their_handshake() {
     let id = s["server_id"].clone();
     assert_eq!(s["command"][0], "/bin/sh", "the tree starts at the shell that passed its stdio down: {s}");
     d.expect("the client's name from the handshake", |r| r["kind"] == "server_identified" && r["server_id"] == id && r["client"] == "ts-agent");
-    assert_eq!(s["server"], "index.js", "named after what the shell runs: {s}");
+    assert_eq!(s["server"], "server-everything", "named after the package the shell runs: {s}");
     tool_call(&d, &id, "echo");
     // The handshake was read by node, below the shell: both in the one server.
     let pids = s["tracked_pids"].as_array().unwrap();
@@ -308,5 +308,34 @@ fn a_server_reaped_before_it_is_decided_is_tracked_and_retired() {
     assert_eq!(t["uid"], u.uid, "{t}");
     d.expect("its initialize recorded", |r| r["kind"] == "mcp_initialize" && r["server_id"] == t["server_id"]);
     d.expect("the server retired", |r| r["kind"] == "server_gone" && r["server_id"] == t["server_id"]);
+    d.stop();
+}
+
+/// Two registry packages run the way client configs and SDK agents run installed ones, `node
+/// …/node_modules/@scope/<pkg>/dist/index.js`, are two servers with two tool pins. Named by
+/// file alone both were `index.js` and shared one pin: the second one's tools raised a false
+/// high-severity "rug pull" (`mcp.tool_set_changed`, seen in an outsider's run with
+/// server-filesystem, then server-memory).
+#[test]
+fn two_packages_run_by_node_keep_their_own_names_and_pins() {
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((d, peers)) = start() else { return };
+    let u = User::add("hpin", true);
+    let client = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ts_client.cjs");
+    let node_path = peers.join("node_modules");
+    let mut ids = vec![];
+    for (pkg, tool) in [("server-everything", "echo"), ("server-memory", "read_graph")] {
+        let entry = peers.join(format!("node_modules/@modelcontextprotocol/{pkg}/dist/index.js"));
+        let calls = json!([{"tool": tool, "arguments": if tool == "echo" { json!({"message": "m"}) } else { json!({}) }}]);
+        agent(&u, &["node", client.to_str().unwrap(), &calls.to_string(), "--", "node", entry.to_str().unwrap()], &[("NODE_PATH", &node_path)]);
+        let s = d.expect(&format!("{pkg} tracked"), |r| r["kind"] == "server_tracked" && r["how"] == "handshake" && r["command"][1] == entry.to_str().unwrap());
+        assert_eq!(s["server"], pkg, "named after its package: {s}");
+        tool_call(&d, &s["server_id"], tool);
+        ids.push(s["server_id"].clone());
+    }
+    // Its tools/list came before its call: a changed-set alert would be in the stream by now.
+    let changed: Vec<Value> = d.records().into_iter().filter(|r| r["kind"] == "alert" && r["rule"]["id"] == "mcp.tool_set_changed").collect();
+    assert!(changed.is_empty(), "a different package's tools are no rug pull: {changed:?}");
+    assert_ne!(ids[0], ids[1]);
     d.stop();
 }

@@ -163,7 +163,8 @@ fn program(argv: &[String]) -> Option<String> {
     let runs_another = |s: &str| s.starts_with("python") || matches!(s, "node" | "deno" | "bun" | "uv" | "uvx" | "npx");
     let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
     let first = base(argv.first()?);
-    let name = if runs_another(&first) { argv[1..].iter().find(|a| !a.starts_with('-')).map(|a| base(a)).unwrap_or(first) } else { first };
+    let script = |a: &String| crate::discovery::clients::runners::script_program(a);
+    let name = if runs_another(&first) { argv[1..].iter().find(|a| !a.starts_with('-')).map(script).unwrap_or(first) } else { first };
     let unversioned = name.split("==").next().unwrap_or(&name);
     let unversioned = match unversioned.char_indices().skip(1).find(|(_, c)| *c == '@') {
         Some((i, _)) => &unversioned[..i],
@@ -215,6 +216,11 @@ mod tests {
         assert_eq!(p("uvx mcp-server-fetch==1.0").as_deref(), Some("mcp-server-fetch"));
         assert_eq!(p("/opt/venv/bin/mcp-server-time --local-timezone UTC").as_deref(), Some("mcp-server-time"));
         assert_eq!(p("node").as_deref(), Some("node"));
+        // Two packages' entry points are two programs, not one `index.js` (runners.rs).
+        let entry = |pkg: &str| format!("node /home/u/.npm/lib/node_modules/@modelcontextprotocol/{pkg}/dist/index.js");
+        assert_eq!(p(&entry("server-filesystem")).as_deref(), Some("server-filesystem"));
+        assert_eq!(p(&entry("server-memory")).as_deref(), Some("server-memory"));
+        assert_eq!(p("node /home/u/weather/build/index.js").as_deref(), Some("weather"));
         assert_eq!(program(&[]), None);
     }
 

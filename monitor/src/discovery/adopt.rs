@@ -194,7 +194,7 @@ fn command_name(argv: &[String], exe: Option<&str>) -> String {
     // Interpreters run scripts: name the script, not python/node.
     let interp = |s: &str| s.starts_with("python") || s == "node" || s == "deno" || s == "bun" || s == "uv" || shell(s);
     match argv.first().map(|a| base(a)) {
-        Some(a) if interp(&a) => argv[1..].iter().find(|x| !x.starts_with('-')).map(|x| base(x)).unwrap_or(a),
+        Some(a) if interp(&a) => argv[1..].iter().find(|x| !x.starts_with('-')).map(|x| runners::script_program(x)).unwrap_or(a),
         Some(a) => a,
         None => exe.map(base).unwrap_or_else(|| "?".into()),
     }
@@ -507,7 +507,11 @@ mod tests {
         assert_eq!(command_name(&v(&["bunx", "@modelcontextprotocol/server-filesystem", "/tmp"]), None), "server-filesystem");
         assert_eq!(command_name(&v(&["docker", "run", "-i", "--rm", "-e", "GITHUB_TOKEN", "ghcr.io/github/github-mcp-server"]), None), "ghcr.io/github/github-mcp-server");
         // A script that is not a runner is still named after itself.
-        assert_eq!(command_name(&v(&["/usr/bin/env", "node", "/opt/srv/index.js"]), None), "index.js");
+        assert_eq!(command_name(&v(&["/usr/bin/env", "node", "/opt/srv/index.js"]), None), "srv");
+        // A package's entry point run by node is named after its package (runners.rs).
+        let fs = "/home/u/.npm/lib/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js";
+        assert_eq!(command_name(&v(&["node", fs, "/home/u/proj"]), None), "server-filesystem");
+        assert_eq!(command_name(&v(&["/bin/sh", "-c", &format!("node {fs} stdio; exit $?")]), None), "server-filesystem");
     }
 
     /// What the SDKs write first, and what a JSON pipeline reads first.

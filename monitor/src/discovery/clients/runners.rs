@@ -27,6 +27,40 @@ pub struct RunnerLaunch {
     pub target: String,
 }
 
+/// What a script given to an interpreter is, by its path: the name a server launched from it is
+/// known by, and its identity for tool-set pins. Most of the registry's servers start from an
+/// entry point named `index.js` (`…/node_modules/@scope/server-x/dist/index.js`, how a client
+/// config or an SDK agent runs an installed package with `node`), and a local server from
+/// `server.py` or `build/index.js` in its project: named by file alone, every one of them was
+/// "index.js", and two different servers shared one pin (a false "rug pull" alert for the
+/// second). So:
+/// - inside `node_modules`: its package, without the scope (as a runner's launch of it is
+///   named: `npx -y @scope/server-x` is `server-x`);
+/// - an entry point with a generic name (`index`, `main`, `server`, `app`, `cli`, `__main__`):
+///   the directory it belongs to, past build-output directories (`/srv/weather/build/index.js`
+///   is `weather`);
+/// - else the file's name.
+pub fn script_program(path: &str) -> String {
+    if let Some((_, inside)) = path.rsplit_once("/node_modules/") {
+        let mut parts = inside.split('/');
+        let first = parts.next().unwrap_or_default();
+        let pkg = if first.starts_with('@') { parts.next().unwrap_or_default() } else { first };
+        if !pkg.is_empty() && pkg != ".bin" && parts.next().is_some() {
+            return pkg.to_string();
+        }
+    }
+    let file = base(path);
+    let stem = file.split('.').next().unwrap_or_default();
+    if matches!(stem, "index" | "main" | "server" | "app" | "cli" | "__main__") {
+        let build = |d: &str| matches!(d, "dist" | "build" | "out" | "lib" | "src" | "bin" | "esm" | "cjs" | "js" | "");
+        let mut dirs = path.rsplit('/').skip(1);
+        if let Some(dir) = dirs.find(|d| !build(d)).filter(|d| *d != "." && *d != "..") {
+            return dir.to_string();
+        }
+    }
+    file.to_string()
+}
+
 /// One runner's command-line shape: the words before the target, and its flags that take a
 /// value (so the value is not taken for the target).
 struct Shape {
@@ -156,5 +190,28 @@ mod tests {
         assert_eq!(as_configured(&v(&["/venv/bin/uv", "tool", "uvx", "mcp-server-time", "--local-timezone", "UTC"])), Some(v(&["uvx", "mcp-server-time", "--local-timezone", "UTC"])));
         assert_eq!(as_configured(&v(&["uv", "tool", "run", "x"])), None);
         assert_eq!(as_configured(&v(&["uvx", "x"])), None);
+    }
+}
+
+#[cfg(test)]
+mod script_tests {
+    use super::script_program;
+
+    #[test]
+    fn scripts_are_known_by_their_package_or_project() {
+        assert_eq!(script_program("/home/u/.npm/lib/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js"), "server-filesystem");
+        assert_eq!(script_program("/w/node_modules/mcp-weather/build/index.js"), "mcp-weather");
+        assert_eq!(script_program("/home/u/weather/build/index.js"), "weather");
+        assert_eq!(script_program("/home/u/github-mcp/server.py"), "github-mcp");
+        assert_eq!(script_program("/opt/srv/weather.py"), "weather.py");
+        assert_eq!(script_program("weather.py"), "weather.py");
+        // Not a package: a bin link, a scope alone, the directory itself.
+        assert_eq!(script_program("/w/node_modules/.bin/server-x"), "server-x");
+        assert_eq!(script_program("/w/node_modules/@scope"), "@scope");
+        assert_eq!(script_program("/w/node_modules/pkg"), "pkg");
+        // A generic name with nothing around it to go by.
+        assert_eq!(script_program("index.js"), "index.js");
+        assert_eq!(script_program("./dist/index.js"), "index.js");
+        assert_eq!(script_program("/dist/index.js"), "index.js");
     }
 }
