@@ -160,11 +160,16 @@ fn exec_command(argv: &[String]) -> Option<Vec<String>> {
 /// cut off, so that an upgrade is compared with the pin instead of starting a new one;
 /// directories too, as runners put packages in per-version cache paths.
 fn program(argv: &[String]) -> Option<String> {
+    use crate::discovery::clients::runners::{interpreted_script, script_program};
     let runs_another = |s: &str| s.starts_with("python") || matches!(s, "node" | "deno" | "bun" | "uv" | "uvx" | "npx");
     let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
     let first = base(argv.first()?);
-    let script = |a: &String| crate::discovery::clients::runners::script_program(a);
-    let name = if runs_another(&first) { argv[1..].iter().find(|a| !a.starts_with('-')).map(script).unwrap_or(first) } else { first };
+    let operand = |argv: &[String]| match first.as_str() {
+        // A runner's operand is a package, taken whole (`@scope/x@1.2` is cut below).
+        "npx" | "uvx" => argv[1..].iter().find(|a| !a.starts_with('-')).map(|a| base(a)),
+        _ => interpreted_script(argv).map(script_program),
+    };
+    let name = if runs_another(&first) { operand(argv).unwrap_or(first) } else { first };
     let unversioned = name.split("==").next().unwrap_or(&name);
     let unversioned = match unversioned.char_indices().skip(1).find(|(_, c)| *c == '@') {
         Some((i, _)) => &unversioned[..i],
@@ -221,6 +226,10 @@ mod tests {
         assert_eq!(p(&entry("server-filesystem")).as_deref(), Some("server-filesystem"));
         assert_eq!(p(&entry("server-memory")).as_deref(), Some("server-memory"));
         assert_eq!(p("node /home/u/weather/build/index.js").as_deref(), Some("weather"));
+        // `uv run` and `deno run` servers are their scripts, not one program `run`.
+        assert_eq!(p("uv --directory /home/u/weather run weather.py").as_deref(), Some("weather.py"));
+        assert_eq!(p("uv run --with mcp /home/u/notes/server.py").as_deref(), Some("notes"));
+        assert_eq!(p("deno run -A /srv/tasks/main.ts").as_deref(), Some("tasks"));
         assert_eq!(program(&[]), None);
     }
 

@@ -194,7 +194,7 @@ fn command_name(argv: &[String], exe: Option<&str>) -> String {
     // Interpreters run scripts: name the script, not python/node.
     let interp = |s: &str| s.starts_with("python") || s == "node" || s == "deno" || s == "bun" || s == "uv" || shell(s);
     match argv.first().map(|a| base(a)) {
-        Some(a) if interp(&a) => argv[1..].iter().find(|x| !x.starts_with('-')).map(|x| runners::script_program(x)).unwrap_or(a),
+        Some(a) if interp(&a) => runners::interpreted_script(argv).map(runners::script_program).unwrap_or(a),
         Some(a) => a,
         None => exe.map(base).unwrap_or_else(|| "?".into()),
     }
@@ -512,6 +512,8 @@ mod tests {
         let fs = "/home/u/.npm/lib/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js";
         assert_eq!(command_name(&v(&["node", fs, "/home/u/proj"]), None), "server-filesystem");
         assert_eq!(command_name(&v(&["/bin/sh", "-c", &format!("node {fs} stdio; exit $?")]), None), "server-filesystem");
+        // The MCP quickstart's `uv --directory … run weather.py`: the script, not `run`.
+        assert_eq!(command_name(&v(&["uv", "--directory", "/home/u/weather", "run", "weather.py"]), None), "weather.py");
     }
 
     /// What the SDKs write first, and what a JSON pipeline reads first.

@@ -27,6 +27,32 @@ pub struct RunnerLaunch {
     pub target: String,
 }
 
+/// The script (or module) an interpreter's command line runs: its first operand, past the
+/// `run` subcommand of `uv`, `deno` and `bun` and past `uv`'s options that take a value. The
+/// MCP quickstart's config runs `uv --directory /srv/weather run weather.py`; taken as the first
+/// word that is not an option, every `uv run` and `deno run` server was the program `run`,
+/// and all of them shared one tool pin.
+pub fn interpreted_script(argv: &[String]) -> Option<&str> {
+    const UV_VALUED: &[&str] = &["--directory", "--project", "--python", "-p", "--with", "--with-editable", "--with-requirements", "--config-file", "--cache-dir", "--env-file", "--index", "--default-index", "--index-url", "--extra-index-url", "--extra", "--group", "--package"];
+    let prog = base(argv.first()?);
+    let subcommand = matches!(prog, "uv" | "deno" | "bun");
+    let valued: &[&str] = if prog == "uv" { UV_VALUED } else { &[] };
+    let mut args = argv[1..].iter().map(String::as_str);
+    let mut ran = false;
+    while let Some(a) = args.next() {
+        if valued.contains(&a) {
+            args.next();
+        } else if a.starts_with('-') {
+            continue;
+        } else if subcommand && !ran && a == "run" {
+            ran = true;
+        } else {
+            return Some(a);
+        }
+    }
+    None
+}
+
 /// What a script given to an interpreter is, by its path: the name a server launched from it is
 /// known by, and its identity for tool-set pins. Most of the registry's servers start from an
 /// entry point named `index.js` (`…/node_modules/@scope/server-x/dist/index.js`, how a client
@@ -196,6 +222,21 @@ mod tests {
 #[cfg(test)]
 mod script_tests {
     use super::script_program;
+
+    #[test]
+    fn the_script_past_run_and_options_with_values() {
+        let v = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
+        let s = |c: &str| super::interpreted_script(&v(c)).map(str::to_string);
+        assert_eq!(s("uv --directory /srv/weather run weather.py").as_deref(), Some("weather.py"));
+        assert_eq!(s("/usr/bin/uv run --with mcp server.py").as_deref(), Some("server.py"));
+        assert_eq!(s("deno run -A /srv/x/main.ts").as_deref(), Some("/srv/x/main.ts"));
+        assert_eq!(s("bun run index.ts").as_deref(), Some("index.ts"));
+        assert_eq!(s("python3 -u /opt/srv/weather.py --verbose").as_deref(), Some("/opt/srv/weather.py"));
+        assert_eq!(s("python3 -m mcp_server_git").as_deref(), Some("mcp_server_git"));
+        // `run` is a script's name for node and python.
+        assert_eq!(s("node run").as_deref(), Some("run"));
+        assert_eq!(s("uv run").as_deref(), None);
+    }
 
     #[test]
     fn scripts_are_known_by_their_package_or_project() {
