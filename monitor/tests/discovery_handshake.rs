@@ -228,7 +228,10 @@ fn a_kill_before_the_handshake_is_decided_is_reported() {
     let u = User::add("hsk", false);
     u.make_home();
     const SECRET: &str = "SECRET-KEY-MATERIAL-h4nd";
-    u.write(".ssh/id_ed25519", &format!("{SECRET}\n"));
+    let key = u.write(".ssh/id_ed25519", &format!("{SECRET}\n"));
+    // The subject here is the undecided process, not how soon a new home is protected
+    // (secrets.rs): the key is protected before the attack starts.
+    d.expect("the new key protected", |r| r["kind"] == "protected_changed" && r["added"].as_array().is_some_and(|a| a.iter().any(|p| p == key.to_str().unwrap())));
     // Piped stdin and stdout: a handshake candidate. The pause lets the read hooks come on (the
     // first candidate attaches them) before its first read.
     let script = "sleep 1; read -r -n 1 x; cat \"$HOME/.ssh/id_ed25519\"; echo done";
@@ -241,7 +244,13 @@ fn a_kill_before_the_handshake_is_decided_is_reported() {
     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     drop(stdin);
     let _ = child.wait();
-    assert!(!out.contains(SECRET), "the key was read: {out}");
+    if out.contains(SECRET) {
+        // What the daemon saw, to tell a key not yet protected from a read the hooks missed.
+        let (err, records) = d.stop_with_records();
+        let records: Vec<String> = records.iter().map(Value::to_string).collect();
+        let tail: Vec<&str> = err.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!("the key was read: {out}\nrecords:\n{}\ndaemon stderr, last lines:\n{}", records.join("\n"), tail.join("\n"));
+    }
     let a = d.expect("the kill of the undecided process reported", |r| r["kind"] == "alert" && r["rule"]["id"] == "ssh-private-key-read");
     d.assert_refused_before_fd(&a, true, "undecided handshake");
     assert_eq!(a["event"]["path"], u.home.join(".ssh/id_ed25519").display().to_string(), "{a}");
