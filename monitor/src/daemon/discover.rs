@@ -201,10 +201,9 @@ impl Pipeline {
                         }
                     }
                 };
-                let ended = known.clone().filter(|_| !procfs::exists(pid));
-                let mut r = self.track_or_ended(pid, &name, how, owner, ended, sniff(argv.clone())).await;
+                let mut r = self.track_or_ended(pid, &name, how, owner, None, sniff(argv.clone())).await;
                 if let (Err(TrackError::NoSuchProcess(_)), Some(k)) = (&r, &known) {
-                    // Reaped between the look and the tracking.
+                    // Reaped already: tracked from what its first read showed.
                     r = self.track_or_ended(pid, &name, how, owner, Some(k.clone()), sniff(argv)).await;
                 }
                 if let (Ok(ack), Some((p, _))) = (&r, known) {

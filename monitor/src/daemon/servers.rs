@@ -40,7 +40,8 @@ impl Pipeline {
     }
 
     /// `track_with`; `ended`: the process is gone, and this is what /proc showed of it earlier
-    /// with its stdin and stdout ([`crate::tracker::Tracker::track_ended`]).
+    /// with its stdin and stdout ([`crate::tracker::Tracker::track_ended`]); the caller seeds
+    /// its tree node from that ([`Self::seed_known`]).
     pub(super) async fn track_or_ended(
         &mut self,
         pid: u32,
@@ -59,9 +60,7 @@ impl Pipeline {
         let ack = match ended {
             Some((p, streams)) => {
                 tracing::info!(pid, server = name, "discovery: its session ended before it was decided on: tracked for the events it left");
-                let ack = self.tracker.track_ended(pid, name, how, uid, p.argv.clone(), streams);
-                self.seed_known(p, ack.server_id);
-                ack
+                self.tracker.track_ended(pid, name, how, uid, p.argv, streams)
             }
             None => self.tracker.track(pid, name, how, uid)?,
         };
