@@ -411,6 +411,13 @@ pub mod protect {
     /// BPF-LSM kernels: fail the exec with EPERM (`bprm_check_security`) and the caller lives.
     /// Set together with KILL_EXEC, the fallback.
     pub const DENY_EXEC: u32 = 1 << 6;
+    /// A unix socket file: kill a tracked process whose connect reached it (a container
+    /// engine's API: the work it is asked for runs outside the tracked tree). Checked at the
+    /// connect's exit on the peer's inode, so every name of the socket is the same key.
+    pub const KILL_CONNECT: u32 = 1 << 7;
+    /// An executable that may connect to the `KILL_CONNECT` sockets when it is its server's
+    /// root process (a server launched as `docker run -i …`).
+    pub const ROOT_MAY_CONNECT: u32 = 1 << 8;
 }
 
 /// `NET_POLICY_V4/V6` values (LPM tries keyed by address prefix).
@@ -598,8 +605,15 @@ pub struct KernelOffsets {
     pub tp_uring_sq: u32,
     pub tp_uring_cq: u32,
     pub tp_uring_flags: u32,
+    /// A connected unix socket's peer file: `file->private_data` (the `struct socket`),
+    /// `socket->sk`, `unix_sock->peer` and `unix_sock->path.dentry`; [`NO_FIELD`] where the
+    /// kernel's BTF lacks `unix_sock` (AF_UNIX built as a module).
+    pub file_private: u32,
+    pub socket_sk: u32,
+    pub unix_peer: u32,
+    pub unix_path_dentry: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 152);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 168);
 
 impl KernelOffsets {
     /// What the object carries before the loader writes it.
@@ -642,6 +656,10 @@ impl KernelOffsets {
         tp_uring_sq: 0,
         tp_uring_cq: 0,
         tp_uring_flags: 0,
+        file_private: 0,
+        socket_sk: 0,
+        unix_peer: 0,
+        unix_path_dentry: 0,
     };
 }
 

@@ -165,22 +165,76 @@ fn parent_dir_policy(file: *const u8) -> u32 {
 /// The current image (`current->mm->exe_file->f_inode`) against `PROTECTED` with `KILL_EXEC`.
 #[inline(always)]
 pub fn exec_check() -> u32 {
+    match exe_inode() {
+        Some(inode) => policy_with(inode, protect::KILL_EXEC),
+        None => 0,
+    }
+}
+
+/// `current->mm->exe_file->f_inode`; None for kernel threads (no mm).
+#[inline(always)]
+fn exe_inode() -> Option<*const u8> {
     // SAFETY: bpf_get_current_task is valid in any task context; mm and exe_file are read through
     // bpf_probe_read_kernel (Err on a fault) and checked for NULL (kernel threads have no mm).
-    let inode = unsafe {
+    unsafe {
         let task = bpf_get_current_task() as *const u8;
-        let Ok(mm) = bpf_probe_read_kernel(task.add(koff!(task_mm)) as *const *const u8) else { return 0 };
+        let mm = bpf_probe_read_kernel(task.add(koff!(task_mm)) as *const *const u8).ok()?;
         if mm.is_null() {
-            return 0;
+            return None;
         }
-        let Ok(file) = bpf_probe_read_kernel(mm.add(koff!(mm_exe_file)) as *const *const u8) else { return 0 };
+        let file = bpf_probe_read_kernel(mm.add(koff!(mm_exe_file)) as *const *const u8).ok()?;
         if file.is_null() {
+            return None;
+        }
+        file_inode(file)
+    }
+}
+
+/// A tracked process's connect on unix socket `fd` has just succeeded: the `PROTECTED` value
+/// to kill it under (0: none). The key is the inode of the socket file the kernel connected it
+/// to (the peer's `path`), so a symlink, a relative path or `/proc/self/root/…` to a container
+/// engine's socket is the same socket. A server's root process may connect when it runs an
+/// image marked `ROOT_MAY_CONNECT` (a server launched as `docker run -i …` is the engine's
+/// CLI); its children, and a root running anything else, may not.
+#[inline(always)]
+pub fn unix_connect_check(fd: i32, server_id: u32, is_root: bool) -> u32 {
+    if koff!(unix_peer) == monitor_common::NO_FIELD as usize {
+        return 0;
+    }
+    let Some(file) = fd_file(fd) else { return 0 };
+    // SAFETY: each pointer is read through bpf_probe_read_kernel (Err on a fault) at a BTF
+    // offset, starting from the current task's own fd table entry; NULL ends the walk.
+    let inode = unsafe {
+        let Ok(sock) = bpf_probe_read_kernel(file.add(koff!(file_private)) as *const *const u8) else { return 0 };
+        if sock.is_null() {
             return 0;
         }
-        let Some(inode) = file_inode(file) else { return 0 };
+        let Ok(sk) = bpf_probe_read_kernel(sock.add(koff!(socket_sk)) as *const *const u8) else { return 0 };
+        if sk.is_null() {
+            return 0;
+        }
+        let Ok(peer) = bpf_probe_read_kernel(sk.add(koff!(unix_peer)) as *const *const u8) else { return 0 };
+        if peer.is_null() {
+            return 0;
+        }
+        let Ok(dentry) = bpf_probe_read_kernel(peer.add(koff!(unix_path_dentry)) as *const *const u8) else { return 0 };
+        if dentry.is_null() {
+            return 0; // an abstract or unnamed socket: no file
+        }
+        let Ok(inode) = bpf_probe_read_kernel(dentry.add(koff!(dentry_inode)) as *const *const u8) else { return 0 };
+        if inode.is_null() {
+            return 0;
+        }
         inode
     };
-    policy_with(inode, protect::KILL_EXEC)
+    let p = policy_with(inode, protect::KILL_CONNECT);
+    if p == 0 || granted(server_id, p) {
+        return 0;
+    }
+    if is_root && exe_inode().is_some_and(|e| policy_with(e, protect::ROOT_MAY_CONNECT) != 0) {
+        return 0;
+    }
+    p
 }
 
 const FMODE_READ: u32 = 1;

@@ -11,7 +11,7 @@ use aya_ebpf::helpers::generated::bpf_probe_read_user;
 use monitor_common::{flags, ConnectEvent, EventKind, LostReason, UNIX_PATH_CAP};
 
 use crate::gate::gated_tracepoint;
-use crate::enforce::kill_current;
+use crate::enforce::{kill_current, unix_connect_check};
 use crate::maps::{lost_for, current, fill_header, output, tracked, Sys, PENDING_CONNECT};
 
 const AF_UNIX: u16 = 1;
@@ -179,6 +179,16 @@ pub fn connect_x<S: Sys>(s: &S) -> u32 {
     // run; the thread is in this syscall's exit, so no other hook writes it meanwhile.
     let ev = unsafe { &mut *ev };
     ev.ret = s.ret() as i32;
+    // A unix socket under a kill rule (a container engine's API), judged by the socket file
+    // the connect reached.
+    if ev.family == AF_UNIX && ev.ret == 0 && ev.hdr.flags & flags::KILLED == 0 {
+        let is_root = tracked(cur).is_some_and(|i| i.root_tgid == cur.tgid);
+        let p = unix_connect_check(ev.fd, ev.hdr.server_id, is_root);
+        if p != 0 {
+            ev.policy = p;
+            ev.hdr.flags |= flags::KILLED;
+        }
+    }
     // A cgroup program refused the address under a kill rule: kill before user code runs again.
     if ev.hdr.flags & flags::KILLED != 0 && !kill_current() {
         ev.hdr.flags &= !flags::KILLED;

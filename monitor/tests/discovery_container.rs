@@ -256,3 +256,51 @@ fn a_container_reads_no_key_mounted_from_a_home() {
     d.assert_refused_before_fd(&a, true, "container");
     d.stop();
 }
+
+/// The engine's containers on this host, by id.
+fn containers() -> Vec<String> {
+    let out = Command::new(DOCKER).args(["ps", "-aq", "--no-trunc"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// A server on the host has the engine read a key for it: `docker run -v ~:/h IMAGE cat …` from
+/// a tool, and the engine's API spoken by its own process through a symlink of its own to the
+/// socket (a name no list holds). The container would run under the engine's shim, outside the
+/// server's tree, where no protection follows it. Both connects are killed in the kernel as
+/// they return, judged by the socket file they reached: no container is made, no byte of the
+/// key reaches the agent. (Before: the key came back in both tools' results.)
+#[test]
+fn a_server_cannot_have_the_container_engine_read_a_key() {
+    let Some(t) = setup() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let rules = common::user::shipped_rules(tmp.path(), "");
+    let d = Daemon::start(&["--rules", rules.to_str().unwrap(), "--handshake-discovery", "on"]);
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    const SECRET: &str = "SECRET-KEY-MATERIAL-3ng1";
+    std::fs::write(home.join(".ssh/id_ed25519"), format!("{SECRET}\n")).unwrap();
+    let before = containers();
+    for tool in ["via_cli", "via_api"] {
+        let out = t.thief(tool, &home).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains(SECRET), "{tool}: the key reached the agent: {stdout}");
+        let what = format!("{tool}: the connect to the engine killed (agent: {stdout} {})", String::from_utf8_lossy(&out.stderr));
+        let a = d.expect(&what, |r| r["kind"] == "alert" && r["rule"]["id"] == "container-engine-socket" && r["mcp"]["tool"] == tool);
+        assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
+    }
+    assert_eq!(containers(), before, "a container was made");
+    d.stop();
+}
+
+impl Setup {
+    /// The agent on the Python SDK running `engine_thief.py` on the host, with `home` as its
+    /// HOME, and calling `tool`.
+    fn thief(&self, tool: &str, home: &Path) -> Command {
+        let peers = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers");
+        let py = self.peers.join("venv/bin/python");
+        let mut c = Command::new(&py);
+        c.arg(peers.join("mcp_client.py")).arg(json!([{"tool": tool, "arguments": {}}]).to_string()).arg("--").arg(&py).arg(peers.join("engine_thief.py")).arg(IMAGE);
+        c.env("MCP_SERVER_ENV", json!({"HOME": home}).to_string());
+        c
+    }
+}

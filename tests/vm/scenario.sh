@@ -36,6 +36,8 @@ cp /bin/true "$WORK/bin/evil-tool"
 deny_rule network-tool-exec execution.yaml
 sed -e "s|extra_denied_executables: \[\]|extra_denied_executables: [\"$WORK/bin/evil-tool\"]|" \
     -e "s|^grants: {}|grants: {uringok: [io-uring-by-server]}|" "$RULES/local.yaml" > "$WORK/rules/local.yaml"
+# A stand-in for a container engine's API socket, in the shipped list (test 1f).
+awk -v p="$WORK/engine.sock" '{print} /^  container_engine_sockets:$/{print "    - " p}' "$RULES/lists.yaml" > "$WORK/rules/lists.yaml"
 
 SOCK=$WORK/mcpmon.sock
 # How long `mcpmon exec` waits for the daemon's acknowledgement: under TCG attaching the 75
@@ -145,6 +147,20 @@ out=$("$MCPMON" exec --timeout-ms "$ACK_MS" --name getfd --socket "$SOCK" -- /bi
 case "$out" in *VM-TOKEN*) fail getfd-killed "the file was read: $out";; *rc=137*) pass getfd-killed;; *) fail getfd-killed "$out";; esac
 kill "$holder" 2>/dev/null
 
+# 1f. A container engine's API socket, reached through a symlink of the server's own: killed in
+# the kernel when the connect returns (the socket file's inode, from the connected socket's
+# peer), before the request is written; the engine's stand-in gets no byte.
+"$TESTKIT" loop unix-serve 0 "$WORK/engine.sock" > "$WORK/engine.out" 2>&1 &
+engine=$!
+start=$(date +%s)
+while ! grep -q "\"kind\":\"protected_changed\".*engine.sock" "$EV" && [ $(( $(date +%s) - start )) -lt 120 ]; do sleep 0.5; done
+ln -s "$WORK/engine.sock" "$WORK/engine.link"
+out=$("$MCPMON" exec --timeout-ms "$ACK_MS" --name engineuser --socket "$SOCK" -- /bin/sh -c "$TESTKIT loop unix-dial 1 $WORK/engine.link; echo rc=\$?" 2>&1)
+case "$out" in *sent*) fail engine-socket-killed "the request was written: $out";; *rc=137*) pass engine-socket-killed;; *) fail engine-socket-killed "$out";; esac
+sleep 1
+grep -q 'served "[^"]' "$WORK/engine.out" && fail engine-served-nothing "$(cat "$WORK/engine.out")" || pass engine-served-nothing
+kill "$engine" 2>/dev/null
+
 # 1b. A denied executable: execve fails with EPERM and the caller lives (LSM), or the new image
 # is killed before its first instruction (fallback).
 out=$("$MCPMON" exec --timeout-ms "$ACK_MS" --name execer --socket "$SOCK" -- /bin/sh -c "$WORK/bin/evil-tool; echo rc=\$?" 2>&1)
@@ -169,6 +185,7 @@ if [ "$path" = lsm ]; then want='denied_in_kernel'; else want='killed_in_kernel'
 grep '"kind":"alert"' "$EV" | grep '"id":"persistence-write"' | grep -q killed_in_kernel && pass alert-kill || fail alert-kill "no persistence alert"
 grep '"kind":"alert"' "$EV" | grep '"id":"network-tool-exec"' | grep -q "$want" && pass "exec-alert-$want" || fail "exec-alert-$want" "$(grep '"kind":"alert"' "$EV" | grep network-tool | head -3)"
 grep -q '"kind":"exit".*"signal":9' "$EV" && pass exit-event || fail exit-event "no SIGKILL exit event"
+grep '"kind":"alert"' "$EV" | grep '"id":"container-engine-socket"' | grep -q killed_in_kernel && pass alert-engine-socket || fail alert-engine-socket "$(grep '"kind":"alert"' "$EV" | grep engine | head -3)"
 
 # 4. Parity: one workload (a successful and a failed open, an open through the ia32 entry
 # `int $0x80`, a failed exec, a refused connect, a JSON-RPC line through the server's stdio pipes) under the default path and under tracepoints.

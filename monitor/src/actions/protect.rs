@@ -4,7 +4,7 @@
 //! files created after start-up (a new key) are protected too.
 use std::{
     collections::BTreeMap,
-    os::unix::fs::MetadataExt,
+    os::unix::fs::{FileTypeExt, MetadataExt},
     path::{Path, PathBuf},
 };
 
@@ -117,6 +117,23 @@ pub fn plan(rules: &RuleSet) -> Plan {
                     }
                     if real.is_file() {
                         add(&mut p, &real, protect::KILL_EXEC | if deny { protect::DENY_EXEC } else { 0 }, slot_bits);
+                    }
+                }
+            }
+            // Sockets by inode (a symlink or another name reaches the same one), and the
+            // engines' own CLIs, which may reach them as a server's root.
+            for pat in &k.sockets {
+                for path in expand(pat) {
+                    if std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
+                        add(&mut p, &path, protect::KILL_CONNECT, slot_bits);
+                    }
+                }
+            }
+            for pat in &k.root_may_connect {
+                for path in expand(pat) {
+                    let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+                    if real.is_file() {
+                        add(&mut p, &real, protect::ROOT_MAY_CONNECT, slot_bits);
                     }
                 }
             }
@@ -289,5 +306,33 @@ mod tests {
         let i = inode_of(&root.join("u1/.ssh/id_rsa")).unwrap();
         std::fs::hard_link(root.join("u1/.ssh/id_rsa"), root.join("link")).unwrap();
         assert_eq!(inode_of(&root.join("link")), Some(i), "hardlinks share the key");
+    }
+
+    /// `kernel.sockets`: socket files only (a regular file of the same name is not one), keyed
+    /// by inode; `root_may_connect`: the executable's real file.
+    #[test]
+    fn sockets_are_planned_by_inode_and_engine_clis_by_their_file() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let sock = root.join("run/engine.sock");
+        std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        std::fs::write(root.join("run/plain.sock"), "not a socket").unwrap();
+        std::fs::write(root.join("cli"), "#!/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink(root.join("cli"), root.join("cli-link")).unwrap();
+        let r = root.display();
+        let text = format!(
+            "rules:\n  - id: engine\n    description: d\n    severity: high\n    action: kill\n    event: connect\n    condition: {{net.family: {{equals: unix}}}}\n    kernel: {{sockets: [\"{r}/run/*.sock\"], root_may_connect: [\"{r}/cli-link\"]}}\n    output: o\n    tags: [T1610]\n"
+        );
+        let rules = crate::rules::load::load_texts(&[(PathBuf::from("t.yaml"), text)], &[]).unwrap();
+        let p = plan(&rules);
+        let s = inode_of(&sock).unwrap();
+        assert_eq!(p.files.get(&s).map(|v| v & protect::KILL_CONNECT), Some(protect::KILL_CONNECT));
+        assert!(!p.files.contains_key(&inode_of(&root.join("run/plain.sock")).unwrap()), "a regular file is no socket");
+        let cli = inode_of(&root.join("cli")).unwrap();
+        assert_eq!(p.files.get(&cli).map(|v| v & protect::ROOT_MAY_CONNECT), Some(protect::ROOT_MAY_CONNECT));
+        assert_eq!(p.paths[&cli], root.join("cli"), "named by its real file");
+        // Neither is a file to read or write: the gate and the open checks leave them alone.
+        assert_eq!(p.files[&s] & (protect::KILL_READ | protect::KILL_WRITE | protect::KILL_EXEC), 0);
     }
 }

@@ -251,7 +251,7 @@ impl Policy {
                 (Action::Deny, true) => ActionRecord::new(ActionType::Deny, ActionResult::WouldDeny).dry_run(true),
                 (Action::Deny, false) => match ev.header.kernel_action {
                     Some(k) => ActionRecord::new(ActionType::Deny, ActionResult::as_is(k)),
-                    None => ActionRecord { why: Some("the address is not in the rule's kernel list or cgroup deny is unavailable"), ..ActionRecord::new(ActionType::Deny, ActionResult::NotDenied) },
+                    None => ActionRecord { why: Some(not_denied_why(ev)), ..ActionRecord::new(ActionType::Deny, ActionResult::NotDenied) },
                 },
                 (Action::Kill, false) => {
                     let t0 = crate::output::monotonic_ns();
@@ -279,6 +279,17 @@ impl Policy {
             self.kills += 1;
         }
         out.into_iter().filter_map(|(slot, v)| self.rules.rules.get(slot).map(|r| (r, v))).collect()
+    }
+}
+
+/// Why a deny rule's match was not refused, as the event shows it.
+fn not_denied_why(ev: &Event) -> &'static str {
+    match &ev.body {
+        // A credential file that is not there (a tool probing its usual config): nothing to refuse.
+        Body::Open(o) if !o.result.ok => "the open failed on its own (no file to refuse)",
+        Body::Open(_) => "the file was not protected by inode when it was opened (made or renamed since the last scan)",
+        Body::Exec(_) => "the executable is not in the rule's kernel list",
+        _ => "the address is not in the rule's kernel list or cgroup deny is unavailable",
     }
 }
 

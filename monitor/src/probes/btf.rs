@@ -206,6 +206,33 @@ pub struct TaskOffsets {
     pub bprm_file: u32,
     /// `task->thread_info.status` (x86: TS_COMPAT marks an ia32 syscall), `NO_FIELD` elsewhere.
     pub ti_status: u32,
+    /// The peer of a connected unix socket (`protect::KILL_CONNECT`).
+    pub unix: UnixOffsets,
+}
+
+/// `file->private_data`, `socket->sk`, `unix_sock->peer`, `unix_sock->path.dentry`: from a
+/// connected unix socket's fd to the socket file it reached. All `NO_FIELD` when one is missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnixOffsets {
+    pub file_private: u32,
+    pub socket_sk: u32,
+    pub unix_peer: u32,
+    pub unix_path_dentry: u32,
+}
+
+impl UnixOffsets {
+    fn from_btf(btf: &Btf) -> Self {
+        let all = || -> Result<Self, BtfError> {
+            Ok(Self {
+                file_private: btf.member_offset("file", "private_data")?,
+                socket_sk: btf.member_offset("socket", "sk")?,
+                unix_peer: btf.member_offset("unix_sock", "peer")?,
+                unix_path_dentry: btf.member_offset("unix_sock", "path")? + btf.member_offset("path", "dentry")?,
+            })
+        };
+        let none = monitor_common::NO_FIELD;
+        all().unwrap_or(Self { file_private: none, socket_sk: none, unix_peer: none, unix_path_dentry: none })
+    }
 }
 
 impl TaskOffsets {
@@ -242,6 +269,7 @@ impl TaskOffsets {
                 (Ok(a), Ok(b)) => a + b,
                 _ => monitor_common::NO_FIELD,
             },
+            unix: UnixOffsets::from_btf(btf),
         })
     }
 }
@@ -300,5 +328,8 @@ mod tests {
         let off = TaskOffsets::from_btf(&btf).unwrap();
         assert!(off.real_parent > 0 && off.tgid > 0 && off.exit_code > 0);
         assert_ne!(off.real_parent, off.tgid);
+        // Debian builds AF_UNIX in: the socket-connect kill has its offsets.
+        assert_ne!(off.unix.unix_peer, monitor_common::NO_FIELD);
+        assert!(off.unix.unix_path_dentry > 0 && off.unix.socket_sk > 0 && off.unix.file_private > 0);
     }
 }

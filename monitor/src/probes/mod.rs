@@ -186,7 +186,14 @@ impl Sensors {
             tp_uring_sq: uring_sq,
             tp_uring_cq: uring_cq,
             tp_uring_flags: uring_flags,
+            file_private: task.unix.file_private,
+            socket_sk: task.unix.socket_sk,
+            unix_peer: task.unix.unix_peer,
+            unix_path_dentry: task.unix.unix_path_dentry,
         };
+        if task.unix.unix_peer == monitor_common::NO_FIELD {
+            tracing::warn!("BTF has no unix_sock (AF_UNIX built as a module?): connects to protected sockets (container engines) are judged in user space only");
+        }
         let maybe_elems = maybe::elems();
         let mut ebpf = EbpfLoader::new()
             .override_global(g::KERNEL_OFFSETS, &koffs, true)

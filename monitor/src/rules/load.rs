@@ -180,6 +180,13 @@ struct KernelDoc {
     /// outside its server's tree (checked in the kernel at the syscall's entry).
     #[serde(default)]
     proc_access: bool,
+    /// Unix socket files whose connect by a tracked process the kernel kills (checked at the
+    /// connect's exit on the socket file reached, whatever name was used).
+    #[serde(default)]
+    sockets: Vec<String>,
+    /// Executables that may connect to `sockets` as their server's root process.
+    #[serde(default)]
+    root_may_connect: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -359,6 +366,12 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
             if k.proc_access && !only(&["proc_access"]) {
                 return Err("kernel.proc_access applies to proc_access rules only".into());
             }
+            if !k.sockets.is_empty() && (!only(&["connect"]) || r.action != Action::Kill) {
+                return Err("kernel.sockets apply to connect rules with action kill (a connect cannot be refused by socket file)".into());
+            }
+            if !k.root_may_connect.is_empty() && k.sockets.is_empty() {
+                return Err("kernel.root_may_connect needs kernel.sockets".into());
+            }
             if k.io_uring && !only(&["io_uring"]) {
                 return Err("kernel.io_uring applies to io_uring rules only".into());
             }
@@ -367,7 +380,7 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
             }
             let addrs = env.values(&k.addrs, false)?.iter().map(|a| Cidr::parse(a)).collect::<Result<_, _>>()?;
             let except = env.values(&k.except, true)?.iter().map(|g| crate::rules::glob::Glob::new(g, true)).collect::<Result<_, _>>()?;
-            Some(KernelSpec { executables: env.values(&k.executables, true)?, files: env.values(&k.files, true)?, dirs: env.values(&k.dirs, true)?, except, on_read, on_write, addrs, io_uring: k.io_uring, secret_content: k.secret_content, foreign_proc: k.foreign_proc, proc_access: k.proc_access })
+            Some(KernelSpec { executables: env.values(&k.executables, true)?, files: env.values(&k.files, true)?, dirs: env.values(&k.dirs, true)?, except, on_read, on_write, addrs, io_uring: k.io_uring, secret_content: k.secret_content, foreign_proc: k.foreign_proc, proc_access: k.proc_access, sockets: env.values(&k.sockets, true)?, root_may_connect: env.values(&k.root_may_connect, true)? })
         }
     };
     let net_deny = only(&["connect", "send"]) && kernel.as_ref().is_some_and(|k| !k.addrs.is_empty());
@@ -445,6 +458,18 @@ rules:
         - {event: open, file.path: /home/a/.ssh/id_rsa.pub, file.access: [read]}
         - {event: exec, file.path: /home/a/.ssh/id_rsa}
 "#;
+
+    #[test]
+    fn socket_kills_are_connect_rules_that_kill() {
+        let rule = |action: &str, event: &str, kernel: &str| format!("rules:\n  - id: e\n    description: d\n    severity: high\n    action: {action}\n    event: {event}\n    condition: {{net.family: {{equals: unix}}}}\n    kernel: {kernel}\n    output: o\n    tags: [T1610]\n");
+        assert!(load(&rule("kill", "connect", "{sockets: [/run/docker.sock], root_may_connect: [/usr/bin/docker]}")).is_ok());
+        let e = load(&rule("deny", "connect", "{sockets: [/run/docker.sock]}")).err().unwrap();
+        assert!(e.reason.contains("kernel.sockets"), "{e:?}");
+        let e = load(&rule("kill", "open", "{sockets: [/run/docker.sock]}")).err().unwrap();
+        assert!(e.reason.contains("kernel.sockets"), "{e:?}");
+        let e = load(&rule("kill", "connect", "{root_may_connect: [/usr/bin/docker]}")).err().unwrap();
+        assert!(e.reason.contains("root_may_connect"), "{e:?}");
+    }
 
     #[test]
     fn loads_and_runs_fixtures() {

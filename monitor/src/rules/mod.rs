@@ -60,6 +60,10 @@ pub struct KernelSpec {
     pub foreign_proc: bool,
     /// ptrace / process_vm_{readv,writev} on processes outside the caller's server tree.
     pub proc_access: bool,
+    /// Unix socket files (globs) a tracked process is killed for connecting to, by inode.
+    pub sockets: Vec<String>,
+    /// Executables (globs) that may connect to `sockets` when they are the server's root.
+    pub root_may_connect: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -151,7 +155,7 @@ impl Rule {
     /// Whether a grant can lift this rule: it enforces files, directories, io_uring or /proc
     /// secrets in the kernel (grants in rules files and in profiles alike).
     pub fn grantable(&self) -> bool {
-        self.kernel.as_ref().is_some_and(|k| !k.files.is_empty() || !k.dirs.is_empty() || k.io_uring || k.foreign_proc || k.proc_access)
+        self.kernel.as_ref().is_some_and(|k| !k.files.is_empty() || !k.dirs.is_empty() || k.io_uring || k.foreign_proc || k.proc_access || !k.sockets.is_empty())
     }
 }
 

@@ -62,6 +62,29 @@ pub fn run_loop(kind: &str, n: u64, path: Option<&str>) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        "unix-serve" => {
+            // A unix stream socket's server at PATH (an engine's API stand-in): accepts and
+            // prints what each client sent (a client killed as its connect returned sent nothing).
+            let l = std::os::unix::net::UnixListener::bind(path.context("unix-serve needs a path")?)?;
+            for c in l.incoming() {
+                let mut got = String::new();
+                let _ = c?.read_to_string(&mut got);
+                println!("served {got:?}");
+                std::io::stdout().flush()?;
+            }
+            return Ok(());
+        }
+        "unix-dial" => {
+            // Connects to the unix socket at PATH and writes a request: prints sent or the error.
+            match std::os::unix::net::UnixStream::connect(path.context("unix-dial needs a path")?) {
+                Ok(mut s) => {
+                    s.write_all(b"POST /containers/create")?;
+                    println!("sent");
+                }
+                Err(e) => println!("{e}"),
+            }
+            return Ok(());
+        }
         "getppid" => {
             // A syscall mcpmon never hooks: what every other syscall of the machine pays.
             let t = Instant::now();
