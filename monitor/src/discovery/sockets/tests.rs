@@ -146,7 +146,9 @@ fn a_live_listener_is_found_with_its_process() {
     assert_eq!(owner(&h, 0), Some(me));
     assert_eq!(owner(&h, me), None);
     drop(l);
-    assert!(listener_for(&[IpAddr::V4(Ipv4Addr::LOCALHOST)], port, &read_listeners().unwrap()).is_none());
+    // Gone by its socket inode: the port itself may be bound again at once by another test
+    // running in parallel (a fresh-clone CI saw that).
+    assert!(read_listeners().unwrap().iter().all(|x| x.inode != found.inode));
 }
 
 #[test]
