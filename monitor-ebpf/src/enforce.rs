@@ -197,7 +197,7 @@ fn exe_inode() -> Option<*const u8> {
 /// image marked `ROOT_MAY_CONNECT` (a server launched as `docker run -i …` is the engine's
 /// CLI); its children, and a root running anything else, may not.
 #[inline(always)]
-pub fn unix_connect_check(fd: i32, server_id: u32, is_root: bool) -> u32 {
+pub fn unix_connect_check(cur: crate::maps::Current, fd: i32, server_id: u32) -> u32 {
     if koff!(unix_peer) == monitor_common::NO_FIELD as usize {
         return 0;
     }
@@ -231,6 +231,8 @@ pub fn unix_connect_check(fd: i32, server_id: u32, is_root: bool) -> u32 {
     if p == 0 || granted(server_id, p) {
         return 0;
     }
+    // Only now, for a protected socket: whether the connecting process is its server's root.
+    let is_root = tracked(cur).is_some_and(|i| i.root_tgid == cur.tgid);
     if is_root && exe_inode().is_some_and(|e| policy_with(e, protect::ROOT_MAY_CONNECT) != 0) {
         return 0;
     }

@@ -182,8 +182,7 @@ pub fn connect_x<S: Sys>(s: &S) -> u32 {
     // A unix socket under a kill rule (a container engine's API), judged by the socket file
     // the connect reached.
     if ev.family == AF_UNIX && ev.ret == 0 && ev.hdr.flags & flags::KILLED == 0 {
-        let is_root = tracked(cur).is_some_and(|i| i.root_tgid == cur.tgid);
-        let p = unix_connect_check(ev.fd, ev.hdr.server_id, is_root);
+        let p = unix_connect_check(cur, ev.fd, ev.hdr.server_id);
         if p != 0 {
             ev.policy = p;
             ev.hdr.flags |= flags::KILLED;
