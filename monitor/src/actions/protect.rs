@@ -103,22 +103,8 @@ pub fn plan(rules: &RuleSet) -> Plan {
                     }
                 }
             }
-            // Executables by inode, but only where the file itself is one of the named tools: a
-            // symlink into a multi-call binary (busybox's /bin/nc → /bin/busybox) would otherwise
-            // protect the shell too.
-            let exe_globs: Vec<Glob> = k.executables.iter().filter_map(|g| Glob::new(g, true).ok()).collect();
-            for pat in &k.executables {
-                for path in expand(pat) {
-                    let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-                    let named = real.to_str().is_some_and(|r| exe_globs.iter().any(|g| g.matches(r)));
-                    if !named {
-                        tracing::info!(path = %path.display(), resolves_to = %real.display(), "not one of the protected executables; not protected by inode");
-                        continue;
-                    }
-                    if real.is_file() {
-                        add(&mut p, &real, protect::KILL_EXEC | if deny { protect::DENY_EXEC } else { 0 }, slot_bits);
-                    }
-                }
+            for real in named_executables(&k.executables) {
+                add(&mut p, &real, protect::KILL_EXEC | if deny { protect::DENY_EXEC } else { 0 }, slot_bits);
             }
             // Sockets by inode (a symlink or another name reaches the same one), and the
             // engines' own CLIs, which may reach them as a server's root.
@@ -129,13 +115,8 @@ pub fn plan(rules: &RuleSet) -> Plan {
                     }
                 }
             }
-            for pat in &k.root_may_connect {
-                for path in expand(pat) {
-                    let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-                    if real.is_file() {
-                        add(&mut p, &real, protect::ROOT_MAY_CONNECT, slot_bits);
-                    }
-                }
+            for real in named_executables(&k.root_may_connect) {
+                add(&mut p, &real, protect::ROOT_MAY_CONNECT, slot_bits);
             }
             if k.io_uring && p.io_uring_kill == 0 {
                 p.io_uring_kill = 1 | slot_bits;
@@ -162,6 +143,29 @@ pub fn plan(rules: &RuleSet) -> Plan {
         }
     }
     p
+}
+
+/// The real files of executables named by `globs`, but only where the file itself is one of
+/// the named tools: a symlink into a multi-call binary (busybox's /bin/nc → /bin/busybox, a
+/// snap's /snap/bin/docker → /usr/bin/snap) would otherwise mark that binary, and every tool it
+/// runs, by inode.
+fn named_executables(globs: &[String]) -> Vec<PathBuf> {
+    let exe_globs: Vec<Glob> = globs.iter().filter_map(|g| Glob::new(g, true).ok()).collect();
+    let mut out = Vec::new();
+    for pat in globs {
+        for path in expand(pat) {
+            let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            let named = real.to_str().is_some_and(|r| exe_globs.iter().any(|g| g.matches(r)));
+            if !named {
+                tracing::info!(path = %path.display(), resolves_to = %real.display(), "not one of the named executables; not marked by inode");
+                continue;
+            }
+            if real.is_file() {
+                out.push(real);
+            }
+        }
+    }
+    out
 }
 
 /// Records a read-protected pattern for the gate, the existing directories its files live in,
@@ -309,7 +313,8 @@ mod tests {
     }
 
     /// `kernel.sockets`: socket files only (a regular file of the same name is not one), keyed
-    /// by inode; `root_may_connect`: the executable's real file.
+    /// by inode; `root_may_connect`: the executable's real file, and only a file that is itself
+    /// one of the named tools (not a multi-call binary a named symlink leads to).
     #[test]
     fn sockets_are_planned_by_inode_and_engine_clis_by_their_file() {
         let d = tempfile::tempdir().unwrap();
@@ -319,10 +324,11 @@ mod tests {
         let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         std::fs::write(root.join("run/plain.sock"), "not a socket").unwrap();
         std::fs::write(root.join("cli"), "#!/bin/sh\n").unwrap();
-        std::os::unix::fs::symlink(root.join("cli"), root.join("cli-link")).unwrap();
+        std::fs::write(root.join("multi"), "#!/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink(root.join("multi"), root.join("cli-link")).unwrap();
         let r = root.display();
         let text = format!(
-            "rules:\n  - id: engine\n    description: d\n    severity: high\n    action: kill\n    event: connect\n    condition: {{net.family: {{equals: unix}}}}\n    kernel: {{sockets: [\"{r}/run/*.sock\"], root_may_connect: [\"{r}/cli-link\"]}}\n    output: o\n    tags: [T1610]\n"
+            "rules:\n  - id: engine\n    description: d\n    severity: high\n    action: kill\n    event: connect\n    condition: {{net.family: {{equals: unix}}}}\n    kernel: {{sockets: [\"{r}/run/*.sock\"], root_may_connect: [\"{r}/cli\", \"{r}/cli-link\"]}}\n    output: o\n    tags: [T1610]\n"
         );
         let rules = crate::rules::load::load_texts(&[(PathBuf::from("t.yaml"), text)], &[]).unwrap();
         let p = plan(&rules);
@@ -332,6 +338,7 @@ mod tests {
         let cli = inode_of(&root.join("cli")).unwrap();
         assert_eq!(p.files.get(&cli).map(|v| v & protect::ROOT_MAY_CONNECT), Some(protect::ROOT_MAY_CONNECT));
         assert_eq!(p.paths[&cli], root.join("cli"), "named by its real file");
+        assert!(!p.files.contains_key(&inode_of(&root.join("multi")).unwrap()), "a named symlink into another binary");
         // Neither is a file to read or write: the gate and the open checks leave them alone.
         assert_eq!(p.files[&s] & (protect::KILL_READ | protect::KILL_WRITE | protect::KILL_EXEC), 0);
     }
