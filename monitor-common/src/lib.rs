@@ -389,6 +389,19 @@ pub struct InodeKey {
 }
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 
+/// `ROOT_READERS` key: an executable (device+inode of the image) that may read the files of one
+/// rule (its slot) when it is its server's root process, as the docker CLI reads
+/// `~/.docker/config.json` at the start of every `docker run -i` server.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RootReaderKey {
+    pub dev: u32,
+    /// The rule's slot (`PROTECTED` value >> `protect::SLOT_SHIFT`).
+    pub slot: u32,
+    pub ino: u64,
+}
+const _: () = assert!(core::mem::size_of::<RootReaderKey>() == 16);
+
 /// What the kernel does when a tracked process opens a protected inode (`PROTECTED` values; the
 /// rule's slot sits in the upper 16 bits so the daemon can name the rule).
 pub mod protect {
@@ -418,6 +431,12 @@ pub mod protect {
     /// An executable that may connect to the `KILL_CONNECT` sockets when it is its server's
     /// root process (a server launched as `docker run -i …`).
     pub const ROOT_MAY_CONNECT: u32 = 1 << 8;
+    /// An image a server's root may run *before* it execs one of the launchers above and keep
+    /// their allowances (`env`, `setpriv`, `mcpmon exec`): it runs no code of the server's.
+    /// A root that execs from any other image (its own code, a shell, an interpreter) loses
+    /// them for good (`ROOT_TAINTED`): a server that execs `docker` is not a `docker run -i`
+    /// server.
+    pub const ROOT_VIA: u32 = 1 << 9;
 }
 
 /// `NET_POLICY_V4/V6` values (LPM tries keyed by address prefix).
@@ -672,6 +691,7 @@ mod pod {
     unsafe impl aya::Pod for super::SockStream {}
     // SAFETY: as above: repr(C), dev u32 + explicit _pad u32 + ino u64 (size asserted to be 16).
     unsafe impl aya::Pod for super::InodeKey {}
+    unsafe impl aya::Pod for super::RootReaderKey {}
     // SAFETY: as above: repr(C), integer fields and a byte array, padding explicit (its size is asserted
     // to be DATA_OFFSET + PATH_CAP, so no tail padding either).
     unsafe impl aya::Pod for super::OpenEvent {}

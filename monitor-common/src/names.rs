@@ -26,6 +26,10 @@ pub const MAP_NET_POLICY_V6: &str = "NET_POLICY_V6";
 pub const MAP_POLICY: &str = "POLICY";
 /// (server id << 32 | rule slot) → 1: a server granted a file rule (docs/rules.md, grants).
 pub const MAP_GRANTS: &str = "GRANTS";
+/// (executable inode, rule slot) → 1: a server root running it may read that rule's files.
+pub const MAP_ROOT_READERS: &str = "ROOT_READERS";
+/// tgid → 1: server roots that exec'd from an image of their own (no launcher allowances).
+pub const MAP_ROOT_TAINTED: &str = "ROOT_TAINTED";
 pub const MAP_PENDING_OPEN: &str = "PENDING_OPEN";
 /// tid → tracking of threads of tracked processes that exited lately (LRU).
 pub const MAP_EXITED: &str = "EXITED";

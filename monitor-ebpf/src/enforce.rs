@@ -15,10 +15,10 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_send_signal},
     macros::{cgroup_sock_addr, lsm, map, tracepoint},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap},
     programs::{LsmContext, SockAddrContext, TracePointContext},
 };
-use monitor_common::{flags, net_policy, policy, protect, EventKind, InodeKey, IoUringEvent};
+use monitor_common::{flags, net_policy, policy, protect, EventKind, InodeKey, IoUringEvent, RootReaderKey};
 
 use crate::gate::gated_tracepoint;
 use crate::{
@@ -46,6 +46,54 @@ pub fn granted(server_id: u32, p: u32) -> bool {
     let key = ((server_id as u64) << 32) | (p >> protect::SLOT_SHIFT) as u64;
     // SAFETY: only whether the key exists is used: no reference into GRANTS outlives this lookup.
     unsafe { GRANTS.get(&key) }.is_some()
+}
+
+/// Executables that may read one rule's files when they run as their server's root process
+/// (`RootReaderKey` → 1): the docker CLI of a `docker run -i` server reads
+/// `~/.docker/config.json` at every start. The server's other processes, and a root running
+/// anything else, may not.
+#[map(name = "ROOT_READERS")]
+pub static ROOT_READERS: HashMap<RootReaderKey, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Server roots that called execve while running an image not marked `ROOT_VIA` or
+/// `ROOT_MAY_CONNECT` (tgid → 1): whatever they exec next runs at the server's behest, so the
+/// launchers' allowances (`ROOT_MAY_CONNECT`, `ROOT_READERS`) no longer apply to them. Set at
+/// execve's entry (the old image is still current), dropped at the process's exit and when a
+/// new root is tracked at exec. LRU: an entry pushed out would give a tainted root its
+/// allowance back, which takes 8192 tainted roots alive at once.
+#[map(name = "ROOT_TAINTED")]
+pub static ROOT_TAINTED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(8192, 0);
+
+/// A tracked server root is calling execve: taint it unless its current image is a launcher
+/// or a pass-through (`env`, `setpriv`, `mcpmon exec`).
+#[inline(always)]
+pub fn note_root_exec(tgid: u32) {
+    let via = exe_inode().is_some_and(|e| policy_with(e, protect::ROOT_VIA | protect::ROOT_MAY_CONNECT) != 0);
+    if !via {
+        let _ = ROOT_TAINTED.insert(&tgid, &1, 0);
+    }
+}
+
+/// Whether the current process is its server's root and has run only launcher images: what
+/// the launchers' allowances take besides the image itself.
+#[inline(always)]
+fn launcher_root(cur: crate::maps::Current) -> bool {
+    // SAFETY: only whether the key exists is used: no reference into ROOT_TAINTED is kept.
+    tracked(cur).is_some_and(|i| i.root_tgid == cur.tgid) && unsafe { ROOT_TAINTED.get(&cur.tgid) }.is_none()
+}
+
+/// Whether the current process is its server's root running an image `ROOT_READERS` lets read
+/// the files of the rule in policy value `p`. Asked only on a protected read.
+#[inline(always)]
+fn root_reader(p: u32) -> bool {
+    if !launcher_root(current()) {
+        return false;
+    }
+    let Some(exe) = exe_inode() else { return false };
+    let Some(k) = inode_key(exe) else { return false };
+    let key = RootReaderKey { dev: k.dev, slot: p >> protect::SLOT_SHIFT, ino: k.ino };
+    // SAFETY: only whether the key exists is used: no reference into ROOT_READERS outlives this lookup.
+    unsafe { ROOT_READERS.get(&key) }.is_some()
 }
 
 #[map(name = "POLICY")]
@@ -122,7 +170,9 @@ pub fn file_check(file: *const u8, open_flags: u32, server_id: u32, ino: &mut u6
     // SAFETY: a PROTECTED value pointer, valid for this program run (preallocated map); the u32 is only
     // read inside this `if`.
     if let Some(p) = unsafe { PROTECTED.get(&key) } {
-        if ((*p & protect::KILL_READ != 0 && reads) || (*p & protect::KILL_WRITE != 0 && writes)) && !granted(server_id, *p) {
+        let read_hit = *p & protect::KILL_READ != 0 && reads;
+        let write_hit = *p & protect::KILL_WRITE != 0 && writes;
+        if (read_hit || write_hit) && !granted(server_id, *p) && !(read_hit && !write_hit && root_reader(*p)) {
             return *p;
         }
     }
@@ -231,9 +281,9 @@ pub fn unix_connect_check(cur: crate::maps::Current, fd: i32, server_id: u32) ->
     if p == 0 || granted(server_id, p) {
         return 0;
     }
-    // Only now, for a protected socket: whether the connecting process is its server's root.
-    let is_root = tracked(cur).is_some_and(|i| i.root_tgid == cur.tgid);
-    if is_root && exe_inode().is_some_and(|e| policy_with(e, protect::ROOT_MAY_CONNECT) != 0) {
+    // Only now, for a protected socket: whether the connecting process is its server's root,
+    // launched as the engine's CLI (not a server that exec'd it).
+    if launcher_root(cur) && exe_inode().is_some_and(|e| policy_with(e, protect::ROOT_MAY_CONNECT) != 0) {
         return 0;
     }
     p

@@ -118,6 +118,7 @@ pub fn mcpm_exit(ctx: TracePointContext) -> u32 {
     ev.exit_code = current_exit_code();
     output(&ev);
     let _ = TRACKED.remove(&cur.tgid);
+    let _ = crate::enforce::ROOT_TAINTED.remove(&cur.tgid);
     set_maybe_tracked(cur.tgid, false);
     0
 }
@@ -142,6 +143,9 @@ pub fn execveat_e<S: Sys>(s: &S) -> u32 {
 fn exec_enter(syscall: u32, dirfd: i32, filename: u64, argv: u64, at_flags: u32) -> u32 {
     let cur = current();
     let Some(info) = tracked(cur) else { return 0 };
+    if info.root_tgid == cur.tgid {
+        crate::enforce::note_root_exec(cur.tgid);
+    }
     let Some(ev) = SCRATCH_EXEC.get_ptr_mut(0) else { return 0 };
     // SAFETY: index 0 of the per-CPU SCRATCH_EXEC array: this CPU's slot, valid for this program run and
     // used by this program alone until it returns (it is copied into PENDING_EXEC below).
@@ -266,6 +270,9 @@ fn provisional(cur: Current) -> Option<TrackInfo> {
     }
     let info = TrackInfo { server_id: PROVISIONAL_SERVER, root_tgid: cur.tgid };
     set_maybe_tracked(cur.tgid, true);
+    // A new root, launched by a process outside every server: a taint left by an earlier
+    // holder of this pid (dropped, then exited untracked) is not its own.
+    let _ = crate::enforce::ROOT_TAINTED.remove(&cur.tgid);
     if TRACKED.insert(&cur.tgid, &info, 0).is_err() {
         count_lost_logged(LostReason::TrackedFull);
         return None;

@@ -264,11 +264,13 @@ fn containers() -> Vec<String> {
 }
 
 /// A server on the host has the engine read a key for it: `docker run -v ~:/h IMAGE cat …` from
-/// a tool, and the engine's API spoken by its own process through a symlink of its own to the
-/// socket (a name no list holds). The container would run under the engine's shim, outside the
-/// server's tree, where no protection follows it. Both connects are killed in the kernel as
-/// they return, judged by the socket file they reached: no container is made, no byte of the
-/// key reaches the agent. (Before: the key came back in both tools' results.)
+/// a tool, the engine's API spoken by its own process through a symlink of its own to the
+/// socket (a name no list holds), and the server's own process exec'ing the CLI, which makes
+/// the root of the server the engine's CLI, as a `docker run -i` server's is. The container
+/// would run under the engine's shim, outside the server's tree, where no protection follows
+/// it. Every connect is killed in the kernel as it returns, judged by the socket file it
+/// reached and, for the exec'd CLI, by what the root ran before it: no container is made, no
+/// byte of the key reaches the agent. (Before: the key came back from all three.)
 #[test]
 fn a_server_cannot_have_the_container_engine_read_a_key() {
     let Some(t) = setup() else { return };
@@ -280,11 +282,11 @@ fn a_server_cannot_have_the_container_engine_read_a_key() {
     const SECRET: &str = "SECRET-KEY-MATERIAL-3ng1";
     std::fs::write(home.join(".ssh/id_ed25519"), format!("{SECRET}\n")).unwrap();
     let before = containers();
-    for tool in ["via_cli", "via_api"] {
+    for tool in ["via_cli", "via_api", "via_exec"] {
         let out = t.thief(tool, &home).output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(!stdout.contains(SECRET), "{tool}: the key reached the agent: {stdout}");
-        let what = format!("{tool}: the connect to the engine killed (agent: {stdout} {})", String::from_utf8_lossy(&out.stderr));
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET), "{tool}: the key reached the agent: {stdout}\n{stderr}");
+        let what = format!("{tool}: the connect to the engine killed (agent: {stdout} {stderr})");
         let a = d.expect(&what, |r| r["kind"] == "alert" && r["rule"]["id"] == "container-engine-socket" && r["mcp"]["tool"] == tool);
         assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
     }
@@ -303,4 +305,68 @@ impl Setup {
         c.env("MCP_SERVER_ENV", json!({"HOME": home}).to_string());
         c
     }
+}
+
+/// An ordinary user who logged in to a registry (`~/.docker/config.json`, made after the daemon
+/// started) runs a server as MCP configs for containers do, `docker run -i IMAGE`, under
+/// `mcpmon exec`: watched from its first instruction, its root process the engine's CLI, which
+/// reads the login at every start. That read is the launcher's own: allowed (by the CLI's
+/// inode, in the kernel and the open gate) and no alert. The same CLI run as a *child* by a
+/// server's tool (`engine_thief.py via_cli`, as that user's HOME) is refused the login, with the
+/// alert, and killed at the engine's socket. (Before: the launch itself raised
+/// `kube-docker-credentials-read`, high, and the CLI was refused its login.)
+#[test]
+fn a_docker_run_server_reads_its_registry_login_and_its_children_may_not() {
+    let Some(t) = setup() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let rules = common::user::shipped_rules(tmp.path(), "");
+    let d = Daemon::start(&["--rules", rules.to_str().unwrap(), "--handshake-discovery", "on"]);
+    // The user's `mcpmon exec` reaches the daemon's socket, as `mcpmon run` makes it.
+    std::fs::set_permissions(d.socket.parent().unwrap(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let u = common::user::User::add("dkr", false);
+    u.make_home();
+    const SECRET: &str = "bWNwdDpSRUdJU1RSWS1MT0dJTi1kMGNr";
+    let login = u.write(".docker/config.json", &format!("{{\"auths\": {{\"registry.test\": {{\"auth\": \"{SECRET}\"}}}}}}\n"));
+    let docker_gid = std::fs::metadata("/run/docker.sock").map(|m| std::os::unix::fs::MetadataExt::gid(&m)).unwrap();
+
+    // The agent (root, the Python SDK) starts the user's server: setpriv → mcpmon exec → the CLI,
+    // one process that ends as the CLI.
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
+    let calls = json!([{"tool": "hostname", "arguments": {}}]);
+    let (uid, gid) = (u.uid.to_string(), u.gid.to_string());
+    let mut agent = Command::new(t.peers.join("venv/bin/python"));
+    agent.arg(&script).arg(calls.to_string()).arg("--");
+    agent.args(["setpriv", "--reuid", &uid, "--regid", &gid, "--groups", &docker_gid.to_string(), "--"]);
+    agent.arg(common::user::MCPMON).args(["exec", "--require-monitor", "--name", "registry-user", "--socket"]).arg(&d.socket).arg("--");
+    agent.args([DOCKER, "run", "-i", "--rm", "--network", "none", IMAGE, "sh", "/srv/sh_server.sh"]);
+    agent.env("MCP_SERVER_ENV", json!({"HOME": u.home}).to_string()).current_dir(&u.home);
+    let out = agent.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "agent failed:\n{stderr}");
+    assert!(!stderr.contains("Error loading config file"), "the CLI was refused its own login:\n{stderr}");
+    let login_path = login.display().to_string();
+    let read = d.expect("the CLI's read of its login", |r| {
+        r["kind"] == "open" && r["server"] == "registry-user" && (r["path"] == login_path.as_str() || r["resolved_path"] == login_path.as_str())
+    });
+    assert_eq!(read["result"]["ok"], true, "{read}");
+    assert_eq!(read["exe"], DOCKER, "by the server's root, the CLI: {read}");
+    // The wrapper's runner is the CLI after `--`: the container is one server with it.
+    d.expect("the container joined the user's server", |r| r["kind"] == "container_joined" && r["server"] == "registry-user");
+    d.expect("the server's end", |r| r["kind"] == "server_gone" && r["server"] == "registry-user");
+
+    // A server whose tool runs the CLI as its child, with the user's HOME: refused the login.
+    let mut thief = t.thief("via_cli", &u.home);
+    let out = thief.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains(SECRET), "the login reached the agent: {stdout}");
+    let a = d.expect(&format!("the child CLI refused the login (agent: {stdout})"), |r| {
+        r["kind"] == "alert" && r["rule"]["id"] == "kube-docker-credentials-read" && r["mcp"]["tool"] == "via_cli"
+    });
+    assert_eq!(a["file"], login_path, "{a}");
+    d.assert_refused_before_fd(&a, false, "the child CLI's read");
+    d.expect("and its connect killed", |r| r["kind"] == "alert" && r["rule"]["id"] == "container-engine-socket" && r["mcp"]["tool"] == "via_cli");
+
+    let (log, records) = d.stop_with_records();
+    let at_launch: Vec<&Value> = records.iter().filter(|r| r["kind"] == "alert" && r["server"]["name"] == "registry-user").collect();
+    assert!(at_launch.is_empty(), "alerts on the docker run server: {at_launch:?}\n{log}");
 }

@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
-use monitor_common::{policy, InodeKey};
+use monitor_common::{policy, InodeKey, RootReaderKey};
 
 use crate::events::Inode;
 
@@ -37,6 +37,9 @@ pub struct KernelPolicy {
     /// `GRANTS` (server id << 32 | rule slot → 1); None only in unit tests' stand-ins.
     pub grants: Option<HashMap<MapData, u64, u32>>,
     granted: std::collections::BTreeSet<u64>,
+    /// `ROOT_READERS`; None only in unit tests' stand-ins.
+    pub root_readers: Option<HashMap<MapData, RootReaderKey, u32>>,
+    readers: std::collections::BTreeSet<RootReaderKey>,
 }
 
 /// The enforcement maps, as the loader hands them over.
@@ -46,6 +49,7 @@ pub struct PolicyMaps {
     pub v6: LpmTrie<MapData, [u8; 16], u32>,
     pub knobs: Array<MapData, u32>,
     pub grants: HashMap<MapData, u64, u32>,
+    pub root_readers: HashMap<MapData, RootReaderKey, u32>,
     /// Whether the cgroup connect deny programs loaded.
     pub cgroup_deny: bool,
 }
@@ -54,6 +58,7 @@ impl KernelPolicy {
     pub fn from_maps(m: PolicyMaps) -> Self {
         let mut k = Self::new(m.protected, m.v4, m.v6, m.knobs, m.cgroup_deny);
         k.grants = Some(m.grants);
+        k.root_readers = Some(m.root_readers);
         k
     }
 
@@ -64,7 +69,7 @@ impl KernelPolicy {
         knobs: Array<MapData, u32>,
         cgroup_deny: bool,
     ) -> Self {
-        Self { protected, v4, v6, knobs, cgroup_deny, files: BTreeMap::new(), nets: BTreeMap::new(), grants: None, granted: Default::default() }
+        Self { protected, v4, v6, knobs, cgroup_deny, files: BTreeMap::new(), nets: BTreeMap::new(), grants: None, granted: Default::default(), root_readers: None, readers: Default::default() }
     }
 
     /// Makes the `PROTECTED` map hold exactly `want` (changes only what differs, so a rescan
@@ -110,6 +115,20 @@ impl KernelPolicy {
     /// 0 turns it off; otherwise 1 | rule slot << 16.
     pub fn set_io_uring_kill(&mut self, value: u32) -> Result<(), PolicyError> {
         self.knobs.set(policy::IO_URING_KILL, value, 0).map_err(err("POLICY"))
+    }
+
+    /// Makes `ROOT_READERS` hold exactly `want` (executable, rule slot) pairs.
+    pub fn sync_root_readers(&mut self, want: &std::collections::BTreeSet<(Inode, u32)>) -> Result<(), PolicyError> {
+        let Some(map) = self.root_readers.as_mut() else { return Ok(()) };
+        let want: std::collections::BTreeSet<RootReaderKey> = want.iter().map(|(i, slot)| RootReaderKey { dev: i.dev, slot: *slot, ino: i.ino }).collect();
+        for k in want.difference(&self.readers) {
+            map.insert(k, 1, 0).map_err(err("ROOT_READERS"))?;
+        }
+        for k in self.readers.difference(&want) {
+            map.remove(k).map_err(err("ROOT_READERS"))?;
+        }
+        self.readers = want;
+        Ok(())
     }
 
     /// Makes `GRANTS` hold exactly `want` (server id, rule slot) pairs.

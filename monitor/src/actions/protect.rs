@@ -40,6 +40,9 @@ pub struct Plan {
     /// Where a new home, user or secret directory would appear: the nearest existing ancestor of
     /// each secret directory pattern (and the secret directories themselves, for `**`).
     pub watch: std::collections::BTreeSet<PathBuf>,
+    /// (executable, rule slot): the executable may read that rule's files when it runs as its
+    /// server's root process (`kernel.root_may_read`).
+    pub root_readers: std::collections::BTreeSet<(Inode, u32)>,
 }
 
 /// A read-protected file pattern of one rule (kill or deny), as the gate matches it.
@@ -117,6 +120,17 @@ pub fn plan(rules: &RuleSet) -> Plan {
             }
             for real in named_executables(&k.root_may_connect) {
                 add(&mut p, &real, protect::ROOT_MAY_CONNECT, slot_bits);
+            }
+            // A launcher's own credentials (the docker CLI's config), by the image's inode.
+            for real in named_executables(&k.root_may_read) {
+                if let Some(i) = inode_of(&real) {
+                    p.root_readers.insert((i, slot as u32));
+                }
+                add(&mut p, &real, protect::ROOT_VIA, slot_bits);
+            }
+            // What a root may run before a launcher and keep its allowances (`env`, `setpriv`).
+            for real in named_executables(&k.root_via) {
+                add(&mut p, &real, protect::ROOT_VIA, slot_bits);
             }
             if k.io_uring && p.io_uring_kill == 0 {
                 p.io_uring_kill = 1 | slot_bits;
@@ -341,5 +355,29 @@ mod tests {
         assert!(!p.files.contains_key(&inode_of(&root.join("multi")).unwrap()), "a named symlink into another binary");
         // Neither is a file to read or write: the gate and the open checks leave them alone.
         assert_eq!(p.files[&s] & (protect::KILL_READ | protect::KILL_WRITE | protect::KILL_EXEC), 0);
+    }
+
+    /// `root_may_read`: the named executable's inode with the slot of the rule that names it,
+    /// nothing for another rule's files, and not a multi-call binary a named symlink leads to.
+    #[test]
+    fn root_readers_are_planned_per_rule_by_inode() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("h/.docker")).unwrap();
+        std::fs::write(root.join("h/.docker/config.json"), "{}").unwrap();
+        std::fs::write(root.join("h/id_rsa"), "k").unwrap();
+        std::fs::write(root.join("cli"), "#!/bin/sh\n").unwrap();
+        std::fs::write(root.join("multi"), "#!/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink(root.join("multi"), root.join("cli-link")).unwrap();
+        let r = root.display();
+        let rule = |id: &str, file: &str, readers: &str| {
+            format!("  - id: {id}\n    description: d\n    severity: high\n    action: deny\n    event: open\n    condition: {{file.path: {{glob: \"{r}/h/{file}\"}}}}\n    kernel: {{files: [\"{r}/h/{file}\"], on: [read]{readers}}}\n    output: o\n    tags: [T1552.001]\n")
+        };
+        let text = format!("rules:\n{}{}", rule("key", "id_rsa", ""), rule("docker", ".docker/config.json", &format!(", root_may_read: [\"{r}/cli\", \"{r}/cli-link\"]")));
+        let rules = crate::rules::load::load_texts(&[(PathBuf::from("t.yaml"), text)], &[]).unwrap();
+        let p = plan(&rules);
+        let cli = inode_of(&root.join("cli")).unwrap();
+        assert_eq!(p.root_readers.iter().copied().collect::<Vec<_>>(), vec![(cli, 1)], "the cli, for rule slot 1 only");
+        assert_eq!(p.files.get(&cli).map(|v| v & !(0xffff << protect::SLOT_SHIFT)), Some(protect::ROOT_VIA), "the reader is a launcher, nothing more");
     }
 }

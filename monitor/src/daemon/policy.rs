@@ -119,6 +119,13 @@ impl Policy {
             let of = |bit: u32| -> Vec<std::path::PathBuf> { plan.files.iter().filter(|(_, p)| **p & bit != 0).filter_map(|(i, _)| plan.paths.get(i).cloned()).collect() };
             w.sync(&of(monitor_common::protect::KILL_DIR_WRITE), &of(monitor_common::protect::KILL_WRITE));
         }
+        // `mcpmon exec` registers its process, then execs the server: it runs none of the
+        // server's code, so a root that passed through it keeps the launchers' allowances.
+        for me in own_images() {
+            *plan.files.entry(me).or_insert(0) |= monitor_common::protect::ROOT_VIA;
+        }
+        // Readers first: a file newly protected is never refused to its launcher meanwhile.
+        self.kernel.sync_root_readers(&plan.root_readers)?;
         self.kernel.sync_files(&plan.files)?;
         self.kernel.sync_nets(&plan.nets)?;
         self.kernel.set_io_uring_kill(plan.io_uring_kill)?;
@@ -340,4 +347,17 @@ pub fn enforced_in_kernel(action: &ActionRecord) -> bool {
 fn load_rules(dir: &Path, passwd: &Path) -> Result<RuleSet, LoadError> {
     let homes = homes_from_passwd(&std::fs::read_to_string(passwd).unwrap_or_default());
     crate::rules::load_dir(dir, &homes)
+}
+
+/// This binary's inodes: the image running and the file now at its path (an upgrade in place
+/// leaves the daemon on the old one while `mcpmon exec` runs the new).
+fn own_images() -> Vec<crate::events::Inode> {
+    let mut out: Vec<_> = protect::inode_of(std::path::Path::new("/proc/self/exe")).into_iter().collect();
+    if let Ok(p) = std::env::current_exe() {
+        let p = p.to_string_lossy();
+        if let Some(i) = protect::inode_of(std::path::Path::new(p.trim_end_matches(" (deleted)"))) {
+            out.push(i);
+        }
+    }
+    out
 }

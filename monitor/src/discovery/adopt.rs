@@ -144,11 +144,16 @@ fn has_markers(data: &[u8], needles: &[&[u8]]) -> bool {
 /// Origins kept before the entries of exited roots are pruned.
 const MAX_ORIGINS: usize = 4096;
 
-/// The command line as a client typed it: without `env` and its settings (`env FOO=1 node
-/// srv.js`), and without the interpreter of a shebang script when the script is a runner
-/// (`/usr/bin/env node /usr/bin/npx …`, `python3 /venv/bin/pipx run …`).
+/// The command line as a client typed it: without `mcpmon exec … --` (the wrapper execs what
+/// follows), without `env` and its settings (`env FOO=1 node srv.js`), and without the
+/// interpreter of a shebang script when the script is a runner (`/usr/bin/env node
+/// /usr/bin/npx …`, `python3 /venv/bin/pipx run …`).
 pub(crate) fn past_interpreter(argv: &[String]) -> &[String] {
     let base = |s: &String| s.rsplit('/').next().unwrap_or(s).to_string();
+    let argv = match (argv.first().map(base).as_deref(), argv.get(1).map(String::as_str)) {
+        (Some("mcpmon"), Some("exec")) => argv.iter().position(|a| a == "--").map_or(argv, |i| &argv[i + 1..]),
+        _ => argv,
+    };
     let argv = match argv.first().map(base).as_deref() {
         Some("env") => {
             let n = argv[1..].iter().take_while(|a| a.contains('=') || a.starts_with('-')).count();
@@ -493,6 +498,16 @@ mod tests {
         assert_eq!(command_name(&v(&["bash", "-c", "exec npx -y @scope/server-x"]), None), "server-x");
         assert_eq!(command_name(&v(&["bash", "/srv/mcp.sh"]), None), "mcp.sh");
         assert_eq!(command_name(&v(&["/bin/sh"]), None), "sh");
+    }
+
+    /// `mcpmon exec` in a client's config in place of the command: the runner is what it execs.
+    #[test]
+    fn a_wrapped_runner_is_the_runner() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let argv = v(&["/usr/bin/mcpmon", "exec", "--name", "gh", "--", "docker", "run", "-i", "--rm", "ghcr.io/github/github-mcp-server"]);
+        let l = runners::launch(past_interpreter(&argv)).unwrap();
+        assert_eq!((l.runner, l.target.as_str()), ("docker", "ghcr.io/github/github-mcp-server"));
+        assert_eq!(past_interpreter(&v(&["mcpmon", "exec", "--name", "x"])), &v(&["mcpmon", "exec", "--name", "x"])[..], "no command: unchanged");
     }
 
     /// A server sniffed under a client is named after what its runner runs, whichever image of

@@ -93,6 +93,9 @@ impl Judge {
                 let _ = self.tx.try_send(GateRecord::Learned { inode, path: path.clone(), policy, handle: h });
             }
         }
+        if tgid == info.root_tgid && self.maps.root_tainted.get(&tgid, 0).is_err() && self.root_reader(tgid, policy) {
+            return Verdict::Allow;
+        }
         // The opener is alive and waiting in the kernel: read what the alert needs now, mark its
         // pending open (before the kill, which ends the syscall and drops that entry), then kill.
         let uid = uid_of(ev.tid);
@@ -116,6 +119,19 @@ impl Judge {
             return None;
         }
         self.maps.tracked.get(&tgid, 0).ok().map(|i| (tgid, i))
+    }
+
+    /// Whether the server root `tgid` (never tainted: it has run launcher images only) runs an
+    /// image that may read the files of the rule in policy value `p` (`kernel.root_may_read`).
+    /// Its image cannot change meanwhile: the opener waits in the kernel, and an exec by
+    /// another thread would have to end this one first.
+    fn root_reader(&self, tgid: u32, p: u32) -> bool {
+        let Ok(st) = self.state.read() else { return false };
+        if st.root_readers.is_empty() {
+            return false;
+        }
+        let Some(exe) = crate::actions::protect::inode_of(Path::new(&format!("/proc/{tgid}/exe"))) else { return false };
+        st.root_readers.contains(&(exe, p >> protect::SLOT_SHIFT))
     }
 
     /// Marks the thread's pending open (if the syscall hooks saw its entry) as refused here, so

@@ -48,6 +48,8 @@ pub const READ_BITS: u32 = protect::KILL_READ | protect::DENY_READ;
 pub struct GateMaps {
     pub tracked: BpfHashMap<MapData, u32, TrackInfo>,
     pub pending_open: BpfHashMap<MapData, u32, OpenEvent>,
+    /// Server roots that exec'd from an image of their own (no launcher allowances).
+    pub root_tainted: BpfHashMap<MapData, u32, u32>,
 }
 
 /// What the gate thread judges by; the pipeline swaps it in whole.
@@ -61,6 +63,8 @@ pub struct GateState {
     pub dirs: HashMap<Inode, Vec<crate::actions::protect::ReadPattern>>,
     /// (server id, rule slot) pairs granted.
     pub grants: HashSet<(u32, u32)>,
+    /// (executable, rule slot): a server's root running it may read that rule's files.
+    pub root_readers: HashSet<(Inode, u32)>,
 }
 
 /// A refused open, for the pipeline to alert on.
@@ -155,7 +159,7 @@ impl Gate {
             }
         }
         self.prune();
-        let mut st = GateState { files: HashMap::new(), patterns: plan.read_patterns.clone(), dirs: HashMap::new(), grants };
+        let mut st = GateState { files: HashMap::new(), patterns: plan.read_patterns.clone(), dirs: HashMap::new(), grants, root_readers: plan.root_readers.iter().copied().collect() };
         st.files.extend(self.files.iter().map(|(i, h)| (*i, h.policy)));
         st.dirs.extend(self.dirs.iter().map(|(i, h)| (*i, h.patterns.clone())));
         if let Ok(mut w) = self.state.write() {

@@ -296,12 +296,12 @@ impl Sensors {
         };
         let tracked = BpfHashMap::try_from(reopen(MAP_TRACKED)?).map_err(|e| ProbeError::Map(MAP_TRACKED, e.to_string()))?;
         let pending_open = BpfHashMap::try_from(reopen(MAP_PENDING_OPEN)?).map_err(|e| ProbeError::Map(MAP_PENDING_OPEN, e.to_string()))?;
-        Ok(crate::gate::GateMaps { tracked, pending_open })
+        let root_tainted = self.lru_map(monitor_common::names::MAP_ROOT_TAINTED)?;
+        Ok(crate::gate::GateMaps { tracked, pending_open, root_tainted })
     }
 
-    /// A handle on `EXITED` (tracked threads that exited lately), for the persistence watch.
-    pub fn exited_map(&self) -> Result<BpfHashMap<MapData, u32, TrackInfo>, ProbeError> {
-        let name = monitor_common::names::MAP_EXITED;
+    /// A second handle on an LRU hash map of the loaded object.
+    fn lru_map<V: aya::Pod>(&self, name: &'static str) -> Result<BpfHashMap<MapData, u32, V>, ProbeError> {
         let Some(m) = self.ebpf.map(name) else { return Err(ProbeError::Map(name, "missing".into())) };
         let id = match m {
             aya::maps::Map::LruHashMap(d) => d.info().map_err(|e| ProbeError::Map(name, e.to_string()))?.id(),
@@ -309,6 +309,11 @@ impl Sensors {
         };
         let data = MapData::from_id(id).map_err(|e| ProbeError::Map(name, e.to_string()))?;
         BpfHashMap::try_from(aya::maps::Map::LruHashMap(data)).map_err(|e| ProbeError::Map(name, e.to_string()))
+    }
+
+    /// A handle on `EXITED` (tracked threads that exited lately), for the persistence watch.
+    pub fn exited_map(&self) -> Result<BpfHashMap<MapData, u32, TrackInfo>, ProbeError> {
+        self.lru_map(monitor_common::names::MAP_EXITED)
     }
 
     /// The enforcement maps, for the actions stage.
@@ -319,8 +324,10 @@ impl Sensors {
         let v6 = LpmTrie::try_from(take(MAP_NET_POLICY_V6)?).map_err(|e| ProbeError::Map(MAP_NET_POLICY_V6, e.to_string()))?;
         let knobs = Array::try_from(take(MAP_POLICY)?).map_err(|e| ProbeError::Map(MAP_POLICY, e.to_string()))?;
         let grants = BpfHashMap::try_from(take(MAP_GRANTS)?).map_err(|e| ProbeError::Map(MAP_GRANTS, e.to_string()))?;
+        let name = monitor_common::names::MAP_ROOT_READERS;
+        let root_readers = BpfHashMap::try_from(take(name)?).map_err(|e| ProbeError::Map(name, e.to_string()))?;
         let cgroup_deny = matches!(self.deny, cgroup::DenyPath::Cgroup { .. });
-        Ok(crate::actions::kernel::PolicyMaps { protected, v4, v6, knobs, grants, cgroup_deny })
+        Ok(crate::actions::kernel::PolicyMaps { protected, v4, v6, knobs, grants, root_readers, cgroup_deny })
     }
 
     /// Events the kernel could not deliver, per server id (LRU `LOST_BY_SERVER`).

@@ -187,6 +187,14 @@ struct KernelDoc {
     /// Executables that may connect to `sockets` as their server's root process.
     #[serde(default)]
     root_may_connect: Vec<String>,
+    /// Executables that may read `files` as their server's root process (a launcher's own
+    /// credentials: the docker CLI's `~/.docker/config.json`).
+    #[serde(default)]
+    root_may_read: Vec<String>,
+    /// Images a root may run before it execs one of those and keep their allowance
+    /// (`env`, `setpriv`: they run no code of the server's).
+    #[serde(default)]
+    root_via: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -372,6 +380,12 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
             if !k.root_may_connect.is_empty() && k.sockets.is_empty() {
                 return Err("kernel.root_may_connect needs kernel.sockets".into());
             }
+            if !k.root_may_read.is_empty() && (k.files.is_empty() || !on_read) {
+                return Err("kernel.root_may_read needs kernel.files with `on: [read]`".into());
+            }
+            if !k.root_via.is_empty() && k.root_may_connect.is_empty() && k.root_may_read.is_empty() {
+                return Err("kernel.root_via needs kernel.root_may_connect or root_may_read".into());
+            }
             if k.io_uring && !only(&["io_uring"]) {
                 return Err("kernel.io_uring applies to io_uring rules only".into());
             }
@@ -380,7 +394,7 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
             }
             let addrs = env.values(&k.addrs, false)?.iter().map(|a| Cidr::parse(a)).collect::<Result<_, _>>()?;
             let except = env.values(&k.except, true)?.iter().map(|g| crate::rules::glob::Glob::new(g, true)).collect::<Result<_, _>>()?;
-            Some(KernelSpec { executables: env.values(&k.executables, true)?, files: env.values(&k.files, true)?, dirs: env.values(&k.dirs, true)?, except, on_read, on_write, addrs, io_uring: k.io_uring, secret_content: k.secret_content, foreign_proc: k.foreign_proc, proc_access: k.proc_access, sockets: env.values(&k.sockets, true)?, root_may_connect: env.values(&k.root_may_connect, true)? })
+            Some(KernelSpec { executables: env.values(&k.executables, true)?, files: env.values(&k.files, true)?, dirs: env.values(&k.dirs, true)?, except, on_read, on_write, addrs, io_uring: k.io_uring, secret_content: k.secret_content, foreign_proc: k.foreign_proc, proc_access: k.proc_access, sockets: env.values(&k.sockets, true)?, root_may_connect: env.values(&k.root_may_connect, true)?, root_may_read: env.values(&k.root_may_read, true)?, root_via: env.values(&k.root_via, true)? })
         }
     };
     let net_deny = only(&["connect", "send"]) && kernel.as_ref().is_some_and(|k| !k.addrs.is_empty());
@@ -469,6 +483,19 @@ rules:
         assert!(e.reason.contains("kernel.sockets"), "{e:?}");
         let e = load(&rule("kill", "connect", "{root_may_connect: [/usr/bin/docker]}")).err().unwrap();
         assert!(e.reason.contains("root_may_connect"), "{e:?}");
+        assert!(load(&rule("kill", "connect", "{sockets: [/run/docker.sock], root_may_connect: [/usr/bin/docker], root_via: [/usr/bin/env]}")).is_ok());
+        let e = load(&rule("kill", "connect", "{sockets: [/run/docker.sock], root_via: [/usr/bin/env]}")).err().unwrap();
+        assert!(e.reason.contains("root_via"), "{e:?}");
+    }
+
+    #[test]
+    fn root_readers_read_the_rules_own_files() {
+        let rule = |kernel: &str| format!("rules:\n  - id: e\n    description: d\n    severity: high\n    action: deny\n    event: open\n    condition: {{file.path: {{glob: /x}}}}\n    kernel: {kernel}\n    output: o\n    tags: [T1552.001]\n");
+        assert!(load(&rule("{files: [~/.docker/config.json], on: [read], root_may_read: [/usr/bin/docker]}")).is_ok());
+        let e = load(&rule("{files: [~/.docker/config.json], on: [write], root_may_read: [/usr/bin/docker]}")).err().unwrap();
+        assert!(e.reason.contains("root_may_read"), "{e:?}");
+        let e = load(&rule("{dirs: [~/.docker], on: [write], root_may_read: [/usr/bin/docker]}")).err().unwrap();
+        assert!(e.reason.contains("root_may_read"), "{e:?}");
     }
 
     #[test]

@@ -64,6 +64,11 @@ pub struct KernelSpec {
     pub sockets: Vec<String>,
     /// Executables (globs) that may connect to `sockets` when they are the server's root.
     pub root_may_connect: Vec<String>,
+    /// Executables (globs) that may read `files` when they are the server's root (by inode
+    /// and rule, in the kernel and the open gate).
+    pub root_may_read: Vec<String>,
+    /// Executables (globs) a root may run before one of those and keep the allowance.
+    pub root_via: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
