@@ -284,3 +284,46 @@ fn one_call_is_one_incident() {
     let rules: Vec<&str> = chain.iter().filter_map(|e| e["rule"].as_str()).collect();
     assert!(rules.contains(&"shell-spawned-by-tool-call"), "{rules:?}");
 }
+
+/// A runner fetches the package before the server it starts speaks (`npx -y PKG` asks the
+/// registry at every unpinned launch; uvx likewise): seen from outside, the first launches of
+/// `npx -y @modelcontextprotocol/server-memory` by a new user raised `network-while-idle` and
+/// `egress-from-local-only-server` (high) on npm's own DNS and HTTPS, four alerts a launch.
+/// The runner's traffic is the root process's while its latest exec is the runner's; the server
+/// is its child, and the same connect from the child still raises the alert. (A UDP connect
+/// sends nothing: no packet leaves the host.)
+#[test]
+fn a_runners_own_fetch_is_no_alert_and_its_servers_is() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let d = Daemon::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let npx = dir.path().join("npx");
+    let connect = |addr: &str| format!("socket.socket(socket.AF_INET, socket.SOCK_DGRAM).connect(('{addr}', 53))");
+    let script = format!(
+        "import socket, subprocess, sys\n{}\nsubprocess.run([sys.executable, '-c', \"import socket; {}\"], check=True)\n",
+        connect("192.0.2.1"),
+        connect("192.0.2.2").replace('\'', "\\'")
+    );
+    std::fs::write(&npx, script).unwrap();
+    let socket = d.socket.to_str().unwrap();
+    let out = Command::new(MCPMON)
+        .args(["exec", "--name", "runner-fetch", "--require-monitor", "--socket", socket, "--", "python3"])
+        .arg(&npx)
+        .args(["-y", "@example/server-memory"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let child = d.expect("the server's own idle connect", |v| v["kind"] == "alert" && v["rule"]["id"] == "network-while-idle" && v["server"]["name"] == "runner-fetch");
+    assert!(child["summary"].as_str().unwrap().contains("192.0.2.2"), "the child's, not the runner's: {child}");
+    let (_, records) = d.stop_with_records();
+    let connects: Vec<&Value> = records.iter().filter(|r| r["kind"] == "connect" && r["server"] == "runner-fetch").collect();
+    assert_eq!(connects.len(), 2, "both connects seen: {connects:?}");
+    let runner: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "alert" && r["server"]["name"] == "runner-fetch" && r["summary"].as_str().is_some_and(|s| s.contains("192.0.2.1")))
+        .collect();
+    assert!(runner.is_empty(), "alerts on the runner's own fetch: {runner:?}");
+}

@@ -347,7 +347,14 @@ pub fn build(c: &mut Ctx, i: &Inputs) {
         c.set_at(f!("proc.ancestors"), Val::List(ancestors));
     }
     if let Some(s) = i.server {
-        c.set_at(f!("proc.is_server_root"), Val::Bool(s.root_pid == h.pid));
+        let root = s.root_pid == h.pid;
+        c.set_at(f!("proc.is_server_root"), Val::Bool(root));
+        if want(f!("proc.is_runner")) {
+            // By the argv of its latest exec (the kernel's copy, not /proc: npm retitles itself):
+            // `pipx run` execs the app, and from then on the root is the server.
+            let runner = root && crate::discovery::clients::runners::launch(crate::discovery::adopt::past_interpreter(argv)).is_some();
+            c.set_at(f!("proc.is_runner"), Val::Bool(runner));
+        }
         c.str_at(f!("server.name"), s.name.clone());
         c.str_at(f!("server.how"), s.how.as_str());
         if let Some(cl) = &s.client {

@@ -28,6 +28,7 @@ pub const FIELDS: &[(&str, Kind, &str)] = &[
     ("proc.applet", Kind::Str, "for busybox/toybox: the tool it runs (argv[0]'s name, or argv[1] when called by its own name)"),
     ("proc.ancestors", Kind::List, "executables of the ancestors inside the server's tree, nearest first"),
     ("proc.is_server_root", Kind::Bool, "the process is the server's root process"),
+    ("proc.is_runner", Kind::Bool, "the server's root process, still the runner it was launched through (npx, uvx, pipx, bunx, docker run…), by the argv of its latest exec: its own traffic fetches the package"),
     ("exec.filename", Kind::Path, "the file the exec was given (e.g. /dev/fd/3 for fexecve)"),
     ("exec.ok", Kind::Bool, "the exec succeeded; failed execs (ENOENT in a PATH search, EACCES) have no proc.exe and match only rules that test exec.ok"),
     ("file.path", Kind::Path, "resolved absolute path (absent when the path is empty or cannot be resolved)"),
