@@ -691,6 +691,7 @@ mod pod {
     unsafe impl aya::Pod for super::SockStream {}
     // SAFETY: as above: repr(C), dev u32 + explicit _pad u32 + ino u64 (size asserted to be 16).
     unsafe impl aya::Pod for super::InodeKey {}
+    // SAFETY: as above: repr(C), dev u32 + slot u32 + ino u64, no padding (size asserted to be 16).
     unsafe impl aya::Pod for super::RootReaderKey {}
     // SAFETY: as above: repr(C), integer fields and a byte array, padding explicit (its size is asserted
     // to be DATA_OFFSET + PATH_CAP, so no tail padding either).

@@ -116,10 +116,15 @@ impl Setup {
     /// An agent on the official Python SDK (no known client, no config) that runs the server
     /// as MCP configs for containers do: `docker run -i --rm … IMAGE`, `run` the options.
     fn agent(&self, run: &[&str]) -> Command {
+        self.agent_via::<&str>(&[], run)
+    }
+
+    /// [`Self::agent`] with the CLI behind `wrap` (`setpriv …`, `mcpmon exec … --`).
+    fn agent_via<S: AsRef<std::ffi::OsStr>>(&self, wrap: &[S], run: &[&str]) -> Command {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
         let calls = json!([{"tool": "hostname", "arguments": {}}]);
         let mut c = Command::new(self.peers.join("venv/bin/python"));
-        c.arg(&script).arg(calls.to_string()).args(["--", DOCKER, "run", "-i", "--rm", "--network", "none"]).args(run).args([IMAGE, "sh", "/srv/sh_server.sh"]);
+        c.arg(&script).arg(calls.to_string()).arg("--").args(wrap).args([DOCKER, "run", "-i", "--rm", "--network", "none"]).args(run).args([IMAGE, "sh", "/srv/sh_server.sh"]);
         c
     }
 }
@@ -331,14 +336,11 @@ fn a_docker_run_server_reads_its_registry_login_and_its_children_may_not() {
 
     // The agent (root, the Python SDK) starts the user's server: setpriv → mcpmon exec → the CLI,
     // one process that ends as the CLI.
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
-    let calls = json!([{"tool": "hostname", "arguments": {}}]);
-    let (uid, gid) = (u.uid.to_string(), u.gid.to_string());
-    let mut agent = Command::new(t.peers.join("venv/bin/python"));
-    agent.arg(&script).arg(calls.to_string()).arg("--");
-    agent.args(["setpriv", "--reuid", &uid, "--regid", &gid, "--groups", &docker_gid.to_string(), "--"]);
-    agent.arg(common::user::MCPMON).args(["exec", "--require-monitor", "--name", "registry-user", "--socket"]).arg(&d.socket).arg("--");
-    agent.args([DOCKER, "run", "-i", "--rm", "--network", "none", IMAGE, "sh", "/srv/sh_server.sh"]);
+    let ids = [u.uid, u.gid, docker_gid].map(|n| n.to_string());
+    let (setpriv, exec) = (["setpriv", "--reuid", &ids[0], "--regid", &ids[1], "--groups", &ids[2], "--"], [common::user::MCPMON, "exec", "--require-monitor", "--name", "registry-user", "--socket"]);
+    let mut wrap: Vec<std::ffi::OsString> = setpriv.iter().chain(&exec).map(Into::into).collect();
+    wrap.extend([d.socket.clone().into_os_string(), "--".into()]);
+    let mut agent = t.agent_via(&wrap, &[]);
     agent.env("MCP_SERVER_ENV", json!({"HOME": u.home}).to_string()).current_dir(&u.home);
     let out = agent.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -18,6 +18,19 @@ fn err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> PolicyError {
     move |source| PolicyError { map, source }
 }
 
+/// Makes a kernel set (a hash map of `key -> 1`) hold exactly `want`, given `have`, what it
+/// holds now: only the difference is written.
+fn sync_set<K: aya::Pod + Ord>(map: &mut HashMap<MapData, K, u32>, have: &mut std::collections::BTreeSet<K>, want: std::collections::BTreeSet<K>, name: &'static str) -> Result<(), PolicyError> {
+    for k in want.difference(have) {
+        map.insert(k, 1, 0).map_err(err(name))?;
+    }
+    for k in have.difference(&want) {
+        map.remove(k).map_err(err(name))?;
+    }
+    *have = want;
+    Ok(())
+}
+
 /// An address prefix and its `net_policy` value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct NetEntry {
@@ -120,29 +133,15 @@ impl KernelPolicy {
     /// Makes `ROOT_READERS` hold exactly `want` (executable, rule slot) pairs.
     pub fn sync_root_readers(&mut self, want: &std::collections::BTreeSet<(Inode, u32)>) -> Result<(), PolicyError> {
         let Some(map) = self.root_readers.as_mut() else { return Ok(()) };
-        let want: std::collections::BTreeSet<RootReaderKey> = want.iter().map(|(i, slot)| RootReaderKey { dev: i.dev, slot: *slot, ino: i.ino }).collect();
-        for k in want.difference(&self.readers) {
-            map.insert(k, 1, 0).map_err(err("ROOT_READERS"))?;
-        }
-        for k in self.readers.difference(&want) {
-            map.remove(k).map_err(err("ROOT_READERS"))?;
-        }
-        self.readers = want;
-        Ok(())
+        let want = want.iter().map(|(i, slot)| RootReaderKey { dev: i.dev, slot: *slot, ino: i.ino }).collect();
+        sync_set(map, &mut self.readers, want, "ROOT_READERS")
     }
 
     /// Makes `GRANTS` hold exactly `want` (server id, rule slot) pairs.
     pub fn sync_grants(&mut self, want: &std::collections::BTreeSet<(u32, u32)>) -> Result<(), PolicyError> {
         let Some(map) = self.grants.as_mut() else { return Ok(()) };
-        let want: std::collections::BTreeSet<u64> = want.iter().map(|(s, slot)| ((*s as u64) << 32) | *slot as u64).collect();
-        for k in want.difference(&self.granted) {
-            map.insert(k, 1, 0).map_err(err("GRANTS"))?;
-        }
-        for k in self.granted.difference(&want) {
-            map.remove(k).map_err(err("GRANTS"))?;
-        }
-        self.granted = want;
-        Ok(())
+        let want = want.iter().map(|(s, slot)| ((*s as u64) << 32) | *slot as u64).collect();
+        sync_set(map, &mut self.granted, want, "GRANTS")
     }
 
     /// 0 turns it off; otherwise 1 | rule slot << 16.
