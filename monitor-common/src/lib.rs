@@ -437,6 +437,10 @@ pub mod protect {
     /// them for good (`ROOT_TAINTED`): a server that execs `docker` is not a `docker run -i`
     /// server.
     pub const ROOT_VIA: u32 = 1 << 9;
+    /// A file the server's root may read while it is still the package runner it was launched
+    /// through (`ROOT_RUNNERS`): npm reads `~/.npmrc`, uv `~/.netrc`, at every launch, for the
+    /// registry login. The package it then starts runs as a child, and is refused.
+    pub const RUNNER_MAY_READ: u32 = 1 << 10;
 }
 
 /// `NET_POLICY_V4/V6` values (LPM tries keyed by address prefix).

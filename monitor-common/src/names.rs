@@ -30,6 +30,9 @@ pub const MAP_GRANTS: &str = "GRANTS";
 pub const MAP_ROOT_READERS: &str = "ROOT_READERS";
 /// tgid → 1: server roots that exec'd from an image of their own (no launcher allowances).
 pub const MAP_ROOT_TAINTED: &str = "ROOT_TAINTED";
+/// tgid → 1: server roots whose latest exec is a package runner's launch (`npx -y PKG`), set by
+/// the daemon from the exec's argv.
+pub const MAP_ROOT_RUNNERS: &str = "ROOT_RUNNERS";
 pub const MAP_PENDING_OPEN: &str = "PENDING_OPEN";
 /// tid → tracking of threads of tracked processes that exited lately (LRU).
 pub const MAP_EXITED: &str = "EXITED";

@@ -64,10 +64,20 @@ pub static ROOT_READERS: HashMap<RootReaderKey, u32> = HashMap::with_max_entries
 #[map(name = "ROOT_TAINTED")]
 pub static ROOT_TAINTED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(8192, 0);
 
+/// Server roots whose latest exec is a package runner's launch (tgid → 1): `npx -y PKG`,
+/// `uvx PKG`, judged by the daemon from the exec's argv (the image alone says `node`). They may
+/// read the files marked `RUNNER_MAY_READ` while untainted. Dropped here at every exec of the
+/// root, at its exit and when a new root is tracked; the daemon sets it again from the exec
+/// event, long before the runner reads its config (npm: 150 ms and more after the exec).
+#[map(name = "ROOT_RUNNERS")]
+pub static ROOT_RUNNERS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(8192, 0);
+
 /// A tracked server root is calling execve: taint it unless its current image is a launcher
-/// or a pass-through (`env`, `setpriv`, `mcpmon exec`).
+/// or a pass-through (`env`, `setpriv`, `mcpmon exec`). Whatever it runs next is a runner only
+/// if the daemon says so from the new exec's argv.
 #[inline(always)]
 pub fn note_root_exec(tgid: u32) {
+    let _ = ROOT_RUNNERS.remove(&tgid);
     let via = exe_inode().is_some_and(|e| policy_with(e, protect::ROOT_VIA | protect::ROOT_MAY_CONNECT) != 0);
     if !via {
         let _ = ROOT_TAINTED.insert(&tgid, &1, 0);
@@ -94,6 +104,15 @@ fn root_reader(p: u32) -> bool {
     let key = RootReaderKey { dev: k.dev, slot: p >> protect::SLOT_SHIFT, ino: k.ino };
     // SAFETY: only whether the key exists is used: no reference into ROOT_READERS outlives this lookup.
     unsafe { ROOT_READERS.get(&key) }.is_some()
+}
+
+/// Whether policy value `p` lets a runner read its file and the current process is its
+/// server's untainted root, still the package runner it was launched through.
+#[inline(always)]
+fn runner_reader(p: u32) -> bool {
+    let cur = current();
+    // SAFETY: only whether the key exists is used: no reference into ROOT_RUNNERS is kept.
+    p & protect::RUNNER_MAY_READ != 0 && launcher_root(cur) && unsafe { ROOT_RUNNERS.get(&cur.tgid) }.is_some()
 }
 
 #[map(name = "POLICY")]
@@ -172,7 +191,7 @@ pub fn file_check(file: *const u8, open_flags: u32, server_id: u32, ino: &mut u6
     if let Some(p) = unsafe { PROTECTED.get(&key) } {
         let read_hit = *p & protect::KILL_READ != 0 && reads;
         let write_hit = *p & protect::KILL_WRITE != 0 && writes;
-        if (read_hit || write_hit) && !granted(server_id, *p) && !(read_hit && !write_hit && root_reader(*p)) {
+        if (read_hit || write_hit) && !granted(server_id, *p) && !(read_hit && !write_hit && (runner_reader(*p) || root_reader(*p))) {
             return *p;
         }
     }

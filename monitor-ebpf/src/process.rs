@@ -119,6 +119,7 @@ pub fn mcpm_exit(ctx: TracePointContext) -> u32 {
     output(&ev);
     let _ = TRACKED.remove(&cur.tgid);
     let _ = crate::enforce::ROOT_TAINTED.remove(&cur.tgid);
+    let _ = crate::enforce::ROOT_RUNNERS.remove(&cur.tgid);
     set_maybe_tracked(cur.tgid, false);
     0
 }
@@ -273,6 +274,7 @@ fn provisional(cur: Current) -> Option<TrackInfo> {
     // A new root, launched by a process outside every server: a taint left by an earlier
     // holder of this pid (dropped, then exited untracked) is not its own.
     let _ = crate::enforce::ROOT_TAINTED.remove(&cur.tgid);
+    let _ = crate::enforce::ROOT_RUNNERS.remove(&cur.tgid);
     if TRACKED.insert(&cur.tgid, &info, 0).is_err() {
         count_lost_logged(LostReason::TrackedFull);
         return None;

@@ -405,3 +405,57 @@ fn grants_are_learned_into_profiles() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET), "another server's profile grants nothing: {out:?}");
     d.stop();
 }
+
+/// `npx -y PKG` as a client's config starts it: npm, the server's root process, reads
+/// `~/.npmrc` for the registry login at every launch, before the package runs. It may (no
+/// refusal, no alert); the package it starts, a child, may not, and neither may a root that
+/// is not a runner by its exec's argv, even one that retitles itself as npx. Real npm, the
+/// reference filesystem server from the local project (`--offline`: no registry), the official
+/// client SDK, an ordinary user whose home appears after the daemon started.
+#[test]
+fn a_runner_reads_its_registry_login_and_the_server_it_starts_may_not() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = common::peers() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start(tmp.path(), "");
+    let u = User::add("npxr", false);
+    u.make_home();
+    let npmrc = u.write(".npmrc", &format!("//registry.npmjs.org/:_authToken={SECRET}\n"));
+    let home = u.home.display().to_string();
+    let path = npmrc.display().to_string();
+    // The SDK passes a trimmed environment (root's HOME): the user's comes with `env`.
+    let server = |name: &str, argv: &[&str]| -> Vec<String> {
+        let mut c: Vec<String> = ["env", "-C", peers.to_str().unwrap(), &format!("HOME={home}"), "setpriv", "--reuid", &u.uid.to_string(), "--regid", &u.gid.to_string(), "--clear-groups"].map(String::from).to_vec();
+        c.extend([MCPMON, "exec", "--require-monitor", "--name", name, "--socket", d.socket.to_str().unwrap(), "--"].map(String::from));
+        c.extend(argv.iter().map(|s| s.to_string()));
+        c
+    };
+    let calls = serde_json::json!([{"tool": ["read_text_file", "read_file"], "arguments": {"path": path}}]);
+    let cmd = server("npx-fs", &["npx", "-y", "--offline", "@modelcontextprotocol/server-filesystem", &home]);
+    let client = common::mcp_client(&peers, calls, None, &cmd.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!client.to_string().contains(SECRET), "the login reached the client: {client}");
+    let call = &client["calls"][0];
+    assert!(call["is_error"] == true || call["failed"].is_string(), "the server's read is refused: {call}");
+    let a = alert(&d, "npx-fs", "registry-token-read");
+    assert!(a["action"]["result"].as_str().unwrap().starts_with("denied"), "{a}");
+    assert_eq!(a["mcp"]["tool"], call["tool"], "the server's own read, in its call: {a}");
+    let tracked = d.expect("npx-fs tracked", |v| v["kind"] == "server_tracked" && v["server"] == "npx-fs");
+    let root = tracked["root_pid"].as_u64().unwrap();
+    assert_ne!(a["process"]["pid"], root, "the server is npm's child: {a}");
+
+    // A root that is not a runner: node itself, retitled as npx before it reads.
+    let script = format!("process.title = 'npx -y @modelcontextprotocol/server-filesystem'; try {{ process.stdout.write(require('fs').readFileSync('{path}', 'utf8')) }} catch (e) {{ console.log(e.code) }}");
+    let out = u.exec(&d, "not-a-runner", &["node", "-e", &script]).env("HOME", &home).stdin(Stdio::null()).output().unwrap();
+    assert_refused(&d, "not-a-runner", "registry-token-read", &out, false);
+
+    let (_, records) = d.stop_with_records();
+    let root_reads: Vec<&Value> = records.iter().filter(|r| r["kind"] == "open" && r["path"] == path.as_str() && r["pid"] == root).collect();
+    assert!(!root_reads.is_empty(), "npm read its login as the server's root: {:?}", records.iter().filter(|r| r["path"] == path.as_str()).collect::<Vec<_>>());
+    for r in &root_reads {
+        assert_eq!(r["result"]["ok"], true, "npm's read was not refused: {r}");
+    }
+    let root_alerts: Vec<&Value> = records.iter().filter(|r| r["kind"] == "alert" && r["server"]["name"] == "npx-fs" && r["process"]["pid"] == root).collect();
+    assert!(root_alerts.is_empty(), "no alert on npm's own read: {root_alerts:?}");
+}

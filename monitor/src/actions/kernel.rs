@@ -53,6 +53,8 @@ pub struct KernelPolicy {
     /// `ROOT_READERS`; None only in unit tests' stand-ins.
     pub root_readers: Option<HashMap<MapData, RootReaderKey, u32>>,
     readers: std::collections::BTreeSet<RootReaderKey>,
+    /// `ROOT_RUNNERS` (LRU, tgid → 1); None only in unit tests' stand-ins.
+    pub root_runners: Option<HashMap<MapData, u32, u32>>,
 }
 
 /// The enforcement maps, as the loader hands them over.
@@ -63,6 +65,7 @@ pub struct PolicyMaps {
     pub knobs: Array<MapData, u32>,
     pub grants: HashMap<MapData, u64, u32>,
     pub root_readers: HashMap<MapData, RootReaderKey, u32>,
+    pub root_runners: HashMap<MapData, u32, u32>,
     /// Whether the cgroup connect deny programs loaded.
     pub cgroup_deny: bool,
 }
@@ -72,6 +75,7 @@ impl KernelPolicy {
         let mut k = Self::new(m.protected, m.v4, m.v6, m.knobs, m.cgroup_deny);
         k.grants = Some(m.grants);
         k.root_readers = Some(m.root_readers);
+        k.root_runners = Some(m.root_runners);
         k
     }
 
@@ -82,7 +86,7 @@ impl KernelPolicy {
         knobs: Array<MapData, u32>,
         cgroup_deny: bool,
     ) -> Self {
-        Self { protected, v4, v6, knobs, cgroup_deny, files: BTreeMap::new(), nets: BTreeMap::new(), grants: None, granted: Default::default(), root_readers: None, readers: Default::default() }
+        Self { protected, v4, v6, knobs, cgroup_deny, files: BTreeMap::new(), nets: BTreeMap::new(), grants: None, granted: Default::default(), root_readers: None, readers: Default::default(), root_runners: None }
     }
 
     /// Makes the `PROTECTED` map hold exactly `want` (changes only what differs, so a rescan
@@ -135,6 +139,20 @@ impl KernelPolicy {
         let Some(map) = self.root_readers.as_mut() else { return Ok(()) };
         let want = want.iter().map(|(i, slot)| RootReaderKey { dev: i.dev, slot: *slot, ino: i.ino }).collect();
         sync_set(map, &mut self.readers, want, "ROOT_READERS")
+    }
+
+    /// Says whether the server root `tgid` is, by the argv of its latest exec, the package
+    /// runner it was launched through (`ROOT_RUNNERS`). The kernel drops the mark at each exec
+    /// of the root, so it is set again from every exec event.
+    pub fn mark_runner(&mut self, tgid: u32, runner: bool) -> Result<(), PolicyError> {
+        let Some(map) = self.root_runners.as_mut() else { return Ok(()) };
+        if runner {
+            return map.insert(tgid, 1, 0).map_err(err("ROOT_RUNNERS"));
+        }
+        match map.remove(&tgid) {
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            r => r.map_err(err("ROOT_RUNNERS")),
+        }
     }
 
     /// Makes `GRANTS` hold exactly `want` (server id, rule slot) pairs.

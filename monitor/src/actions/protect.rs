@@ -86,16 +86,18 @@ pub fn plan(rules: &RuleSet) -> Plan {
             if k.on_write {
                 bits |= protect::KILL_WRITE | if deny { protect::DENY_WRITE } else { 0 };
             }
+            // A runner's own registry login (npm's `~/.npmrc`), per file of the rule.
+            let runner = |pat: &String| if k.on_read && k.runner_may_read.contains(pat) { protect::RUNNER_MAY_READ } else { 0 };
             if k.on_read {
                 for pat in &k.files {
-                    add_read_pattern(&mut p, pat, bits | slot_bits, &k.except, k.secret_content);
+                    add_read_pattern(&mut p, pat, bits | runner(pat) | slot_bits, &k.except, k.secret_content);
                 }
             }
             for pat in &k.files {
                 for path in expand(pat) {
                     let excluded = path.to_str().map(|p| k.except.iter().any(|g| g.matches(p))).unwrap_or(false);
                     if path.is_file() && !excluded {
-                        add(&mut p, &path, bits, slot_bits);
+                        add(&mut p, &path, bits | runner(pat), slot_bits);
                     }
                 }
             }
@@ -379,5 +381,24 @@ mod tests {
         let cli = inode_of(&root.join("cli")).unwrap();
         assert_eq!(p.root_readers.iter().copied().collect::<Vec<_>>(), vec![(cli, 1)], "the cli, for rule slot 1 only");
         assert_eq!(p.files.get(&cli).map(|v| v & !(0xffff << protect::SLOT_SHIFT)), Some(protect::ROOT_VIA), "the reader is a launcher, nothing more");
+    }
+
+    /// `runner_may_read`: the named files of the rule carry the bit, its other files do not,
+    /// and so do the gate's patterns for files made later.
+    #[test]
+    fn runner_reads_are_planned_per_file() {
+        let d = tempfile::tempdir().unwrap();
+        let h = d.path().display();
+        std::fs::write(d.path().join(".npmrc"), "t").unwrap();
+        std::fs::write(d.path().join(".pypirc"), "t").unwrap();
+        let text = format!("rules:\n  - id: tokens\n    description: d\n    severity: high\n    action: deny\n    event: open\n    condition: {{file.path: {{glob: \"{h}/*\"}}}}\n    kernel: {{files: [\"{h}/.npmrc\", \"{h}/.pypirc\"], on: [read], runner_may_read: [\"{h}/.npmrc\"]}}\n    output: o\n    tags: [T1552.001]\n");
+        let rules = crate::rules::load::load_texts(&[(PathBuf::from("t.yaml"), text)], &[]).unwrap();
+        let p = plan(&rules);
+        let bit = |name: &str| p.files[&inode_of(&d.path().join(name)).unwrap()] & protect::RUNNER_MAY_READ;
+        assert_eq!(bit(".npmrc"), protect::RUNNER_MAY_READ);
+        assert_eq!(bit(".pypirc"), 0);
+        let pat = |name: &str| p.read_patterns.iter().find(|r| r.glob.matches(&format!("{h}/{name}"))).map(|r| r.policy & protect::RUNNER_MAY_READ);
+        assert_eq!(pat(".npmrc"), Some(protect::RUNNER_MAY_READ));
+        assert_eq!(pat(".pypirc"), Some(0));
     }
 }

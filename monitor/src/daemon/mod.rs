@@ -305,6 +305,11 @@ impl Pipeline {
             }
         };
         let change = self.tree.apply(&ev);
+        if let events::Body::Exec(x) = &ev.body {
+            if x.result.ok {
+                self.note_runner(ev.header.server_id, ev.header.pid, &x.argv);
+            }
+        }
         lap(&mut self.stats, Stage::ProcessTree);
         let outcome = self.corr.handle(&ev);
         lap(&mut self.stats, Stage::Correlation);

@@ -173,6 +173,11 @@ impl Policy {
         Ok(())
     }
 
+    /// Whether the server root `tgid` is still its package runner (`ROOT_RUNNERS`).
+    pub fn mark_runner(&mut self, tgid: u32, runner: bool) -> Result<(), crate::actions::kernel::PolicyError> {
+        self.kernel.mark_runner(tgid, runner)
+    }
+
     /// Grants by server: (server id, rule slot) for every tracked server whose configured name
     /// holds a grant.
     pub fn grants(&self) -> &std::collections::BTreeSet<(u32, u32)> {

@@ -115,7 +115,25 @@ impl Pipeline {
 
     /// Takes a server out of the tracked set: its open calls are closed (as unanswered) and
     /// reported, any loss is pinned on it while its name is still known, and its map entries go.
+    /// Tells the kernel whether a server root's new image is still the package runner it was
+    /// launched through (`npx -y PKG` runs as `node npx …`: the argv says so, the image does
+    /// not), the same judgement as `proc.is_runner`. While it is, it may read its registry login
+    /// (`kernel.runner_may_read`). Asked at every successful exec of a root.
+    pub(super) fn note_runner(&mut self, server_id: u32, pid: u32, argv: &[String]) {
+        let Some(p) = self.policy.as_mut() else { return };
+        if self.tracker.server(server_id).is_none_or(|s| s.root_pid != pid) {
+            return;
+        }
+        let runner = crate::discovery::clients::runners::launch(crate::discovery::adopt::past_interpreter(argv)).is_some();
+        if let Err(e) = p.mark_runner(pid, runner) {
+            tracing::warn!(pid, error = %e, "could not mark a runner for the kernel");
+        }
+    }
+
     pub async fn retire(&mut self, id: u32, why: Retire) {
+        if let (Some(p), Some(s)) = (self.policy.as_mut(), self.tracker.server(id)) {
+            let _ = p.mark_runner(s.root_pid, false);
+        }
         self.tools_watch.tools.remove(&id);
         self.forget_relayed(id);
         if let Retire::Dropped { reason } = why {

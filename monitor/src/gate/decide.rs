@@ -93,7 +93,7 @@ impl Judge {
                 let _ = self.tx.try_send(GateRecord::Learned { inode, path: path.clone(), policy, handle: h });
             }
         }
-        if tgid == info.root_tgid && self.maps.root_tainted.get(&tgid, 0).is_err() && self.root_reader(tgid, policy) {
+        if tgid == info.root_tgid && self.maps.root_tainted.get(&tgid, 0).is_err() && (self.runner_reader(tgid, policy) || self.root_reader(tgid, policy)) {
             return Verdict::Allow;
         }
         // The opener is alive and waiting in the kernel: read what the alert needs now, mark its
@@ -132,6 +132,13 @@ impl Judge {
         }
         let Some(exe) = crate::actions::protect::inode_of(Path::new(&format!("/proc/{tgid}/exe"))) else { return false };
         st.root_readers.contains(&(exe, p >> protect::SLOT_SHIFT))
+    }
+
+    /// Whether the server root `tgid` (never tainted) is still the package runner it was
+    /// launched through, and the file is one a runner may read (`kernel.runner_may_read`):
+    /// npm's `~/.npmrc`. The same two facts the kernel's open check reads.
+    fn runner_reader(&self, tgid: u32, p: u32) -> bool {
+        p & protect::RUNNER_MAY_READ != 0 && self.maps.root_runners.get(&tgid, 0).is_ok()
     }
 
     /// Marks the thread's pending open (if the syscall hooks saw its entry) as refused here, so

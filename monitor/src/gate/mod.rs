@@ -50,6 +50,8 @@ pub struct GateMaps {
     pub pending_open: BpfHashMap<MapData, u32, OpenEvent>,
     /// Server roots that exec'd from an image of their own (no launcher allowances).
     pub root_tainted: BpfHashMap<MapData, u32, u32>,
+    /// Server roots that are still the package runner they were launched through.
+    pub root_runners: BpfHashMap<MapData, u32, u32>,
 }
 
 /// What the gate thread judges by; the pipeline swaps it in whole.

@@ -297,7 +297,8 @@ impl Sensors {
         let tracked = BpfHashMap::try_from(reopen(MAP_TRACKED)?).map_err(|e| ProbeError::Map(MAP_TRACKED, e.to_string()))?;
         let pending_open = BpfHashMap::try_from(reopen(MAP_PENDING_OPEN)?).map_err(|e| ProbeError::Map(MAP_PENDING_OPEN, e.to_string()))?;
         let root_tainted = self.lru_map(monitor_common::names::MAP_ROOT_TAINTED)?;
-        Ok(crate::gate::GateMaps { tracked, pending_open, root_tainted })
+        let root_runners = self.lru_map(monitor_common::names::MAP_ROOT_RUNNERS)?;
+        Ok(crate::gate::GateMaps { tracked, pending_open, root_tainted, root_runners })
     }
 
     /// A second handle on an LRU hash map of the loaded object.
@@ -326,8 +327,10 @@ impl Sensors {
         let grants = BpfHashMap::try_from(take(MAP_GRANTS)?).map_err(|e| ProbeError::Map(MAP_GRANTS, e.to_string()))?;
         let name = monitor_common::names::MAP_ROOT_READERS;
         let root_readers = BpfHashMap::try_from(take(name)?).map_err(|e| ProbeError::Map(name, e.to_string()))?;
+        let name = monitor_common::names::MAP_ROOT_RUNNERS;
+        let root_runners = BpfHashMap::try_from(take(name)?).map_err(|e| ProbeError::Map(name, e.to_string()))?;
         let cgroup_deny = matches!(self.deny, cgroup::DenyPath::Cgroup { .. });
-        Ok(crate::actions::kernel::PolicyMaps { protected, v4, v6, knobs, grants, root_readers, cgroup_deny })
+        Ok(crate::actions::kernel::PolicyMaps { protected, v4, v6, knobs, grants, root_readers, root_runners, cgroup_deny })
     }
 
     /// Events the kernel could not deliver, per server id (LRU `LOST_BY_SERVER`).

@@ -191,6 +191,10 @@ struct KernelDoc {
     /// credentials: the docker CLI's `~/.docker/config.json`).
     #[serde(default)]
     root_may_read: Vec<String>,
+    /// Those of `files` the server's root may read while it is still the package runner it
+    /// was launched through (npm's `~/.npmrc`: by the exec's argv, the image is `node`).
+    #[serde(default)]
+    runner_may_read: Vec<String>,
     /// Images a root may run before it execs one of those and keep their allowance
     /// (`env`, `setpriv`: they run no code of the server's).
     #[serde(default)]
@@ -383,8 +387,16 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
             if !k.root_may_read.is_empty() && (k.files.is_empty() || !on_read) {
                 return Err("kernel.root_may_read needs kernel.files with `on: [read]`".into());
             }
-            if !k.root_via.is_empty() && k.root_may_connect.is_empty() && k.root_may_read.is_empty() {
-                return Err("kernel.root_via needs kernel.root_may_connect or root_may_read".into());
+            if !k.runner_may_read.is_empty() && !on_read {
+                return Err("kernel.runner_may_read needs kernel.files with `on: [read]`".into());
+            }
+            let files = env.values(&k.files, true)?;
+            let runner_may_read = env.values(&k.runner_may_read, true)?;
+            if let Some(f) = runner_may_read.iter().find(|f| !files.contains(f)) {
+                return Err(format!("kernel.runner_may_read names {f}, which is not in kernel.files"));
+            }
+            if !k.root_via.is_empty() && k.root_may_connect.is_empty() && k.root_may_read.is_empty() && k.runner_may_read.is_empty() {
+                return Err("kernel.root_via needs kernel.root_may_connect, root_may_read or runner_may_read".into());
             }
             if k.io_uring && !only(&["io_uring"]) {
                 return Err("kernel.io_uring applies to io_uring rules only".into());
@@ -394,7 +406,7 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
             }
             let addrs = env.values(&k.addrs, false)?.iter().map(|a| Cidr::parse(a)).collect::<Result<_, _>>()?;
             let except = env.values(&k.except, true)?.iter().map(|g| crate::rules::glob::Glob::new(g, true)).collect::<Result<_, _>>()?;
-            Some(KernelSpec { executables: env.values(&k.executables, true)?, files: env.values(&k.files, true)?, dirs: env.values(&k.dirs, true)?, except, on_read, on_write, addrs, io_uring: k.io_uring, secret_content: k.secret_content, foreign_proc: k.foreign_proc, proc_access: k.proc_access, sockets: env.values(&k.sockets, true)?, root_may_connect: env.values(&k.root_may_connect, true)?, root_may_read: env.values(&k.root_may_read, true)?, root_via: env.values(&k.root_via, true)? })
+            Some(KernelSpec { executables: env.values(&k.executables, true)?, files, dirs: env.values(&k.dirs, true)?, except, on_read, on_write, addrs, io_uring: k.io_uring, secret_content: k.secret_content, foreign_proc: k.foreign_proc, proc_access: k.proc_access, sockets: env.values(&k.sockets, true)?, root_may_connect: env.values(&k.root_may_connect, true)?, root_may_read: env.values(&k.root_may_read, true)?, runner_may_read, root_via: env.values(&k.root_via, true)? })
         }
     };
     let net_deny = only(&["connect", "send"]) && kernel.as_ref().is_some_and(|k| !k.addrs.is_empty());
@@ -496,6 +508,16 @@ rules:
         assert!(e.reason.contains("root_may_read"), "{e:?}");
         let e = load(&rule("{dirs: [~/.docker], on: [write], root_may_read: [/usr/bin/docker]}")).err().unwrap();
         assert!(e.reason.contains("root_may_read"), "{e:?}");
+    }
+
+    #[test]
+    fn a_runner_may_read_only_the_rules_own_files() {
+        let rule = |kernel: &str| format!("rules:\n  - id: e\n    description: d\n    severity: high\n    action: deny\n    event: open\n    condition: {{file.path: {{glob: /x}}}}\n    kernel: {kernel}\n    output: o\n    tags: [T1552.001]\n");
+        assert!(load(&rule("{files: [~/.npmrc, ~/.pypirc], on: [read], runner_may_read: [~/.npmrc], root_via: [/usr/bin/uvx]}")).is_ok());
+        let e = load(&rule("{files: [~/.pypirc], on: [read], runner_may_read: [~/.npmrc]}")).err().unwrap();
+        assert!(e.reason.contains("not in kernel.files"), "{e:?}");
+        let e = load(&rule("{files: [~/.npmrc], on: [write], runner_may_read: [~/.npmrc]}")).err().unwrap();
+        assert!(e.reason.contains("runner_may_read"), "{e:?}");
     }
 
     #[test]

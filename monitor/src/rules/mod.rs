@@ -67,6 +67,9 @@ pub struct KernelSpec {
     /// Executables (globs) that may read `files` when they are the server's root (by inode
     /// and rule, in the kernel and the open gate).
     pub root_may_read: Vec<String>,
+    /// Those of `files` (same spelling) the server's root may read while it is still the
+    /// package runner it was launched through (`ROOT_RUNNERS`).
+    pub runner_may_read: Vec<String>,
     /// Executables (globs) a root may run before one of those and keep the allowance.
     pub root_via: Vec<String>,
 }
