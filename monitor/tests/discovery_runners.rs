@@ -35,18 +35,6 @@ use common::daemon::Daemon;
 static ONE_DAEMON: std::sync::Mutex<()> = std::sync::Mutex::new(());
 use serde_json::{json, Value};
 
-/// uv, pipx, bun and the wheelhouse that `cargo xtask setup` installs (None, after saying why).
-fn runners() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/mcp-runners");
-    if dir.join("installed").exists() {
-        return dir.canonicalize().ok();
-    }
-    let why = format!("MCP runners are not installed in {} (run `cargo xtask setup`)", dir.display());
-    assert!(!common::require_privileged(), "MCPMON_REQUIRE_PRIVILEGED=1 but {why}");
-    common::skipped(&why);
-    None
-}
-
 /// The official MCP client SDK (tests/peers/mcp_client.py), posing as Claude Desktop, starts
 /// `cmd` with the config entry's env added and in `cwd`, as the client would.
 fn client(peers: &Path, calls: Value, env: &Value, cwd: Option<&Path>, cmd: &[&str]) -> Value {
@@ -263,7 +251,7 @@ fn servers_started_through_runners_are_one_tree_under_the_configured_name() {
     }
     let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
     let Some(peers) = common::peers() else { return };
-    let Some(r) = runners() else { return };
+    let Some(r) = common::runners() else { return };
     let t = tempfile::tempdir().unwrap();
     let entries = entries(&peers, &r, t.path());
     let passwd = write_config(t.path(), &entries.iter().collect::<Vec<_>>());
@@ -326,7 +314,7 @@ fn twenty_launches_through_each_runner_are_all_tracked() {
     }
     let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
     let Some(peers) = common::peers() else { return };
-    let Some(r) = runners() else { return };
+    let Some(r) = common::runners() else { return };
     let t = tempfile::tempdir().unwrap();
     let entries = entries(&peers, &r, t.path());
     let passwd = write_config(t.path(), &entries.iter().collect::<Vec<_>>());
@@ -360,7 +348,7 @@ fn a_running_uvx_server_is_found_at_start_up() {
     }
     let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
     let Some(peers) = common::peers() else { return };
-    let Some(r) = runners() else { return };
+    let Some(r) = common::runners() else { return };
     let t = tempfile::tempdir().unwrap();
     let uvx = entries(&peers, &r, t.path()).into_iter().find(|e| e.name == "uvx-time").unwrap();
     let passwd = write_config(t.path(), &[&uvx]);

@@ -459,3 +459,56 @@ fn a_runner_reads_its_registry_login_and_the_server_it_starts_may_not() {
     let root_alerts: Vec<&Value> = records.iter().filter(|r| r["kind"] == "alert" && r["server"]["name"] == "npx-fs" && r["process"]["pid"] == root).collect();
     assert!(root_alerts.is_empty(), "no alert on npm's own read: {root_alerts:?}");
 }
+
+/// uvx, as a client's config starts it with a private index (`uvx --index-url URL PKG`): uvx
+/// execs `uv tool uvx` in the same process, and uv reads `~/.netrc` for the index's login
+/// before it fetches. It may, and the server works, with no alert. uv here lives in a venv,
+/// where the shipped `@runner_relays` does not look: the test adds it, as its owner would.
+#[test]
+fn a_uvx_runner_reads_its_netrc() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = common::peers() else { return };
+    let Some(r) = common::runners() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let rules = shipped_rules(tmp.path(), "");
+    let lists = rules.join("lists.yaml");
+    let text = std::fs::read_to_string(&lists).unwrap();
+    let relay = format!("  runner_relays:\n    - {}\n", r.join("venv/bin/uvx").display());
+    assert!(text.contains("  runner_relays:\n"), "the shipped list moved");
+    std::fs::write(&lists, text.replace("  runner_relays:\n", &relay)).unwrap();
+    let d = Daemon::start(&["--rules", rules.to_str().unwrap()]);
+    std::fs::set_permissions(d.socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d.expect("rules_loaded", |v| v["kind"] == "rules_loaded");
+    // The index: the wheelhouse as a page of links, on loopback.
+    let serve = "import functools, http.server, sys\nh = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\nh.log_message = lambda *a: None\ns = http.server.ThreadingHTTPServer(('127.0.0.1', 0), h)\nprint(s.server_address[1], flush=True)\ns.serve_forever()\n";
+    let mut http = std::process::Command::new(common::python()).arg("-c").arg(serve).arg(r.join("wheelhouse")).stdout(Stdio::piped()).spawn().unwrap();
+    let mut port = String::new();
+    BufReader::new(http.stdout.take().unwrap()).read_line(&mut port).unwrap();
+    let url = format!("http://127.0.0.1:{}/", port.trim());
+    let u = User::add("uvxr", false);
+    u.make_home();
+    let netrc = u.write(".netrc", &format!("machine 127.0.0.1 login tok password {SECRET}\n"));
+    let home = u.home.display().to_string();
+    let mut cmd: Vec<String> = vec!["env".into(), "-C".into(), home.clone(), format!("HOME={home}"), format!("UV_PYTHON={}", common::python()), format!("UV_CACHE_DIR={home}/.cache/uv")];
+    cmd.push(format!("PATH={}:/usr/bin:/bin", r.join("venv/bin").display()));
+    cmd.extend(["setpriv", "--reuid", &u.uid.to_string(), "--regid", &u.gid.to_string(), "--clear-groups"].map(String::from));
+    cmd.extend([MCPMON, "exec", "--require-monitor", "--name", "uvx-netrc", "--socket", d.socket.to_str().unwrap(), "--"].map(String::from));
+    cmd.extend(["uvx", "--index-url", &url, "--find-links", &url, "mcp-server-time"].map(String::from));
+    let calls = serde_json::json!([{"tool": "get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}]);
+    let client = common::mcp_client(&peers, calls, None, &cmd.iter().map(String::as_str).collect::<Vec<_>>());
+    let _ = http.kill();
+    assert_eq!(client["calls"][0]["is_error"], false, "the server works: {client}");
+    let tracked = d.expect("uvx-netrc tracked", |v| v["kind"] == "server_tracked" && v["server"] == "uvx-netrc");
+    let root = tracked["root_pid"].as_u64().unwrap();
+    let path = netrc.display().to_string();
+    let (_, records) = d.stop_with_records();
+    let reads: Vec<&Value> = records.iter().filter(|r| r["kind"] == "open" && r["path"] == path.as_str()).collect();
+    assert!(!reads.is_empty(), "uv read its login");
+    for r in &reads {
+        assert_eq!((r["pid"].as_u64(), &r["result"]["ok"]), (Some(root), &Value::Bool(true)), "uv, the server's root, read it: {r}");
+    }
+    let alerts: Vec<&Value> = records.iter().filter(|r| r["kind"] == "alert" && r["server"]["name"] == "uvx-netrc").collect();
+    assert!(alerts.is_empty(), "no alert: {alerts:?}");
+}

@@ -261,6 +261,19 @@ pub fn peers() -> Option<std::path::PathBuf> {
     None
 }
 
+/// uv, pipx, bun and the wheelhouse that `cargo xtask setup` installs (None, after saying why).
+pub fn runners() -> Option<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/mcp-runners");
+    if dir.join("installed").exists() {
+        return dir.canonicalize().ok();
+    }
+    let why = format!("MCP runners are not installed in {} (run `cargo xtask setup`)", dir.display());
+    assert!(!require_privileged(), "MCPMON_REQUIRE_PRIVILEGED=1 but {why}");
+    skipped(&why);
+    None
+}
+
+
 /// Runs the official MCP client SDK (tests/peers/mcp_client.py) against `server`: initialize,
 /// tools/list, then `calls`; returns what the client reports (ids it used, tools, results).
 /// `comm` makes the client pose as an MCP client program (for sniffing).
