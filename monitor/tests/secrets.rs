@@ -499,6 +499,7 @@ fn a_uvx_runner_reads_its_netrc() {
     let calls = serde_json::json!([{"tool": "get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}]);
     let client = common::mcp_client(&peers, calls, None, &cmd.iter().map(String::as_str).collect::<Vec<_>>());
     let _ = http.kill();
+    let _ = http.wait();
     assert_eq!(client["calls"][0]["is_error"], false, "the server works: {client}");
     let tracked = d.expect("uvx-netrc tracked", |v| v["kind"] == "server_tracked" && v["server"] == "uvx-netrc");
     let root = tracked["root_pid"].as_u64().unwrap();
