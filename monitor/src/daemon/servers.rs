@@ -113,8 +113,6 @@ impl Pipeline {
         self.tree.insert(ProcNode { pid: p.pid, ppid: p.ppid, server_id: id, exe: p.exe.map(Into::into), argv: p.argv });
     }
 
-    /// Takes a server out of the tracked set: its open calls are closed (as unanswered) and
-    /// reported, any loss is pinned on it while its name is still known, and its map entries go.
     /// Tells the kernel whether a server root's new image is still the package runner it was
     /// launched through (`npx -y PKG` runs as `node npx …`: the argv says so, the image does
     /// not), the same judgement as `proc.is_runner`. While it is, it may read its registry login
@@ -130,6 +128,8 @@ impl Pipeline {
         }
     }
 
+    /// Takes a server out of the tracked set: its open calls are closed (as unanswered) and
+    /// reported, any loss is pinned on it while its name is still known, and its map entries go.
     pub async fn retire(&mut self, id: u32, why: Retire) {
         if let (Some(p), Some(s)) = (self.policy.as_mut(), self.tracker.server(id)) {
             let _ = p.mark_runner(s.root_pid, false);
