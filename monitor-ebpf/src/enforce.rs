@@ -106,13 +106,22 @@ fn root_reader(p: u32) -> bool {
     unsafe { ROOT_READERS.get(&key) }.is_some()
 }
 
+/// Whether `tgid` is a server root that holds a runner's allowance. Its own tree may not reach
+/// into it (ptrace, process_vm_*, /proc/PID/mem and the like): the package it started is its
+/// child, and code or a read planted there would have the login the runner just read.
+#[inline(always)]
+pub fn runner_marked(tgid: u32) -> bool {
+    // SAFETY: only whether the key exists is used: no reference into ROOT_RUNNERS is kept.
+    unsafe { ROOT_RUNNERS.get(&tgid) }.is_some()
+}
+
 /// Whether policy value `p` lets a runner read its file and the current process is its
 /// server's untainted root, still the package runner it was launched through.
 #[inline(always)]
 fn runner_reader(p: u32) -> bool {
     let cur = current();
     // SAFETY: only whether the key exists is used: no reference into ROOT_RUNNERS is kept.
-    p & protect::RUNNER_MAY_READ != 0 && launcher_root(cur) && unsafe { ROOT_RUNNERS.get(&cur.tgid) }.is_some()
+    p & protect::RUNNER_MAY_READ != 0 && launcher_root(cur) && runner_marked(cur.tgid)
 }
 
 #[map(name = "POLICY")]

@@ -15,6 +15,9 @@
 //! process in the tree, or a target named in a child pid namespace, counts as foreign (a
 //! debugger inside a server needs a grant).
 //!
+//! The server's own root counts as outside while it is a package runner (`ROOT_RUNNERS`): npm
+//! holds the registry login it read as the root, and the package it started is its child.
+//!
 //! `pidfd_getfd` is judged the same way, for every target (see `getfd_e`).
 //!
 //! Kernel contract: `syscalls:sys_enter_ptrace(request, pid, addr, data)`,
@@ -24,7 +27,7 @@ use monitor_common::{flags, policy, proc_access, EventKind, ProcAccessEvent};
 
 use crate::gate::gated_tracepoint;
 use crate::{
-    enforce::{granted, kill_current, POLICY},
+    enforce::{granted, kill_current, runner_marked, POLICY},
     maps::{current, fill_header, output, tracked, Sys, TRACKED},
 };
 
@@ -79,10 +82,11 @@ fn access(syscall: u32, target: u32, request: i64) -> u32 {
     if target != 0 && (target == cur.tgid || target == cur.tid) {
         return 0;
     }
-    // SAFETY: a TRACKED value pointer, valid for this program run (preallocated map); only `server_id` is
-    // read from it, inside this `if`.
+    // SAFETY: a TRACKED value pointer, valid for this program run (preallocated map); only
+    // `server_id` and `root_tgid` are read from it, inside this `if`.
     if let Some(t) = unsafe { TRACKED.get(&target) } {
-        if t.server_id == info.server_id {
+        // Except its root while that is a runner holding the registry login it just read.
+        if t.server_id == info.server_id && !(t.root_tgid == target && runner_marked(target)) {
             return 0;
         }
     }

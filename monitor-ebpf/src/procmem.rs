@@ -3,7 +3,9 @@
 //! outside its own server's tree. Judged at the open's exit from the opened file itself (its
 //! superblock is procfs, its dentry names the file and the process), so `/proc/self/..`,
 //! `/proc/PID/task/TID/..`, relative paths and links all reach the same decision. procfs
-//! allows no fanotify permission events, so this in-kernel check is the enforcement.
+//! allows no fanotify permission events, so this in-kernel check is the enforcement. The
+//! server's own root counts as outside while it is a package runner (`ROOT_RUNNERS`), as in
+//! `procaccess.rs`.
 //!
 //! Kernel contracts: `inode->i_sb->s_magic` (PROC_SUPER_MAGIC), `dentry->d_name.name` (a qstr:
 //! hash and length in the first 8 bytes, then the name pointer), `dentry->d_parent`.
@@ -11,7 +13,7 @@ use aya_ebpf::helpers::bpf_probe_read_kernel;
 use monitor_common::policy;
 
 use crate::{
-    enforce::{granted, POLICY},
+    enforce::{granted, runner_marked, POLICY},
     maps::{current, koff, TRACKED},
     stdio::{fd_file, file_inode},
 };
@@ -113,10 +115,11 @@ pub fn foreign_proc_check(fd: i32, server_id: u32) -> u32 {
     if pid == current().tgid {
         return 0;
     }
-    // SAFETY: a TRACKED value pointer, valid for this program run (preallocated map); only `server_id`
-    // is read from it, inside this `if`.
+    // SAFETY: a TRACKED value pointer, valid for this program run (preallocated map); only
+    // `server_id` and `root_tgid` are read from it, inside this `if`.
     if let Some(t) = unsafe { TRACKED.get(&pid) } {
-        if t.server_id == server_id {
+        // Except its root while that is a runner holding the registry login it just read.
+        if t.server_id == server_id && !(t.root_tgid == pid && runner_marked(pid)) {
             return 0;
         }
     }

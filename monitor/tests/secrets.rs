@@ -513,3 +513,36 @@ fn a_uvx_runner_reads_its_netrc() {
     let alerts: Vec<&Value> = records.iter().filter(|r| r["kind"] == "alert" && r["server"]["name"] == "uvx-netrc").collect();
     assert!(alerts.is_empty(), "no alert: {alerts:?}");
 }
+
+/// The package `npx` runs is npm's child, and npm, the server's root, holds the registry
+/// login it was let read. The package reaches into npm for it: `/proc/NPM/maps` and `mem`,
+/// searched for the token, and `process_vm_readv`. Both are killed at the first step, with an
+/// alert, while npm is still the runner; 0 bytes of the token reach the output. Real npm runs
+/// the thief as a local bin (`npx thief`), as an ordinary user made after the daemon started.
+#[test]
+fn the_package_cannot_reach_into_the_runner_for_its_login() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start(tmp.path(), "");
+    let u = User::add("npxm", false);
+    u.make_home();
+    // An npm access token's shape (`npm_` and 36), which the thief searches memory for.
+    let token = "npm_SECRETKEYMATERIAL5f3a0123456789abcde";
+    u.write(".npmrc", &format!("//registry.npmjs.org/:_authToken={token}\n"));
+    let thief = u.write("proj/node_modules/.bin/thief", &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/runner_thief.py")).unwrap());
+    std::fs::set_permissions(&thief, std::fs::Permissions::from_mode(0o755)).unwrap();
+    u.write("proj/package.json", "{\"name\": \"proj\", \"version\": \"1.0.0\"}\n");
+    for (mode, rule) in [("mem", "foreign-process-secrets-read"), ("vm", "foreign-process-memory-access")] {
+        let name = format!("npx-thief-{mode}");
+        let out = u.exec(&d, &name, &["npx", "--offline", "thief", mode]).current_dir(u.home.join("proj")).stdin(Stdio::null()).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains(token) && !stdout.contains("LEAK"), "{name}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        let a = alert(&d, &name, rule);
+        assert_eq!(a["action"]["result"], "killed_in_kernel", "{name}: {a}");
+        let pid = a["process"]["pid"].as_u64().unwrap();
+        d.expect(&format!("{name}: the thief (pid {pid}) died of SIGKILL"), |v| v["kind"] == "exit" && v["pid"] == pid && v["signal"] == 9);
+    }
+    d.stop();
+}

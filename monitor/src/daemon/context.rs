@@ -103,6 +103,13 @@ pub fn proc_pid(path: &str) -> Option<u32> {
     rest.split('/').next()?.parse().ok()
 }
 
+/// Whether an exec's argv (the kernel's copy, not /proc: npm retitles itself) is a package
+/// runner's launch (`npx -y PKG`, `node /usr/bin/npx …`, `uv tool uvx PKG`): `proc.is_runner`
+/// for a root, and the kernel's `ROOT_RUNNERS`.
+pub fn is_runner(argv: &[String]) -> bool {
+    crate::discovery::clients::runners::launch(crate::discovery::adopt::past_interpreter(argv)).is_some()
+}
+
 fn c_path(c: &crate::rules::Ctx) -> &str {
     match c.get_at(f!("file.path")) {
         Some(Val::Str(s)) => s,
@@ -352,7 +359,7 @@ pub fn build(c: &mut Ctx, i: &Inputs) {
         if want(f!("proc.is_runner")) {
             // By the argv of its latest exec (the kernel's copy, not /proc: npm retitles itself):
             // `pipx run` execs the app, and from then on the root is the server.
-            let runner = root && crate::discovery::clients::runners::launch(crate::discovery::adopt::past_interpreter(argv)).is_some();
+            let runner = root && is_runner(argv);
             c.set_at(f!("proc.is_runner"), Val::Bool(runner));
         }
         c.str_at(f!("server.name"), s.name.clone());
@@ -410,7 +417,10 @@ pub fn build(c: &mut Ctx, i: &Inputs) {
             c.set_at(f!("file.write"), Val::Bool(write));
             c.set_at(f!("file.ok"), Val::Bool(o.result.ok));
             if want(f!("file.proc_foreign")) {
-                let foreign = proc_pid(c_path(c)).is_some_and(|p| p != i.ev.header.pid && i.tree.get(p).map(|n| n.server_id) != Some(i.ev.header.server_id));
+                // The server's root too while it is a package runner (`ROOT_RUNNERS`): it holds
+                // the registry login it read, and the package is its child.
+                let runner_root = |p: u32| i.server.is_some_and(|s| s.root_pid == p) && i.tree.get(p).is_some_and(|n| is_runner(&n.argv));
+                let foreign = proc_pid(c_path(c)).is_some_and(|p| p != i.ev.header.pid && (i.tree.get(p).map(|n| n.server_id) != Some(i.ev.header.server_id) || runner_root(p)));
                 c.set_at(f!("file.proc_foreign"), Val::Bool(foreign));
             }
         }

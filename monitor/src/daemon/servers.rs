@@ -122,7 +122,7 @@ impl Pipeline {
         if self.tracker.server(server_id).is_none_or(|s| s.root_pid != pid) {
             return;
         }
-        let runner = crate::discovery::clients::runners::launch(crate::discovery::adopt::past_interpreter(argv)).is_some();
+        let runner = super::context::is_runner(argv);
         if let Err(e) = p.mark_runner(pid, runner) {
             tracing::warn!(pid, error = %e, "could not mark a runner for the kernel");
         }

@@ -37,7 +37,7 @@ pub const FIELDS: &[(&str, Kind, &str)] = &[
     ("file.access", Kind::List, "read, write, read_write, create, truncate, append, path, …"),
     ("file.write", Kind::Bool, "opened for writing, truncation or creation"),
     ("file.ok", Kind::Bool, "the open succeeded"),
-    ("file.proc_foreign", Kind::Bool, "a /proc/PID/… file of a process outside the opener's server tree"),
+    ("file.proc_foreign", Kind::Bool, "a /proc/PID/… file of a process outside the opener's server tree, or of its server's root while that is a package runner (it holds the registry login it read)"),
     ("access.syscall", Kind::Str, "proc_access events: ptrace, process_vm_readv, process_vm_writev or pidfd_getfd"),
     ("access.request", Kind::Str, "proc_access events: the ptrace request (attach, seize, peekdata, pokedata, …), or `fd N` for pidfd_getfd"),
     ("access.target_pid", Kind::Num, "proc_access events: the process (or thread) reached into (0 for pidfd_getfd: its pidfd is not resolved)"),
