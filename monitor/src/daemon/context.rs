@@ -137,15 +137,17 @@ fn under_one(path: &str, r: &str) -> bool {
     if r.is_empty() {
         return false;
     }
-    let (dir, name) = r.rsplit_once('/').unwrap_or(("", r));
-    let file_like = name.contains('.');
+    // Asked for every open against every root: the root's name is only looked at when one of
+    // the two paths starts with the other (most roots share no prefix with the path at all).
+    let file_like = || r.rsplit('/').next().is_some_and(|name| name.contains('.'));
     let Some(rest) = path.strip_prefix(r) else {
-        return file_like && !dir.is_empty() && path == dir;
+        // The directory holding a file-like root (`/d` for `/d/notes.db`), not `/` itself.
+        return !path.is_empty() && r.strip_prefix(path).is_some_and(|tail| tail.starts_with('/') && !tail[1..].contains('/')) && file_like();
     };
     if rest.is_empty() || rest.starts_with('/') {
         return true;
     }
-    file_like && (rest.starts_with('.') || rest.starts_with('~') || rest.starts_with('-')) && !rest.contains('/')
+    (rest.starts_with('.') || rest.starts_with('~') || rest.starts_with('-')) && !rest.contains('/') && file_like()
 }
 
 fn under(path: &str, roots: &[String]) -> bool {
@@ -292,6 +294,9 @@ pub struct Inputs<'a> {
     pub path: Option<&'a std::sync::Arc<str>>,
     /// Fields the rules read (None: all); the rest are not computed.
     pub want: Option<&'a crate::rules::FieldSet>,
+    /// Whether the server's root is a package runner, if already judged at its latest exec
+    /// (None: judged here, from its argv).
+    pub root_runner: Option<bool>,
 }
 
 /// The arguments of the event's process: the new ones for an exec, else as the tree knows them.
@@ -359,7 +364,7 @@ pub fn build(c: &mut Ctx, i: &Inputs) {
         if want(f!("proc.is_runner")) {
             // By the argv of its latest exec (the kernel's copy, not /proc: npm retitles itself):
             // `pipx run` execs the app, and from then on the root is the server.
-            let runner = root && is_runner(argv);
+            let runner = root && i.root_runner.unwrap_or_else(|| is_runner(argv));
             c.set_at(f!("proc.is_runner"), Val::Bool(runner));
         }
         c.str_at(f!("server.name"), s.name.clone());
@@ -476,6 +481,35 @@ mod tests {
         // its parent; a directory root's parent is not the server's.
         assert!(under("/home/u", &db) && !under("/home/u/.ssh/id_rsa", &db) && !under("/home/u/other.db", &db) && !under("/home", &db));
         assert!(!under("/srv", &["/srv/x".into()]) && !under("", &["/notes.db".into()]));
+    }
+
+    /// `under_one` as first written (split the root first, then compare), kept as the reference
+    /// the faster order must agree with.
+    fn under_one_reference(path: &str, r: &str) -> bool {
+        let r = r.trim_end_matches('/');
+        if r.is_empty() {
+            return false;
+        }
+        let (dir, name) = r.rsplit_once('/').unwrap_or(("", r));
+        let file_like = name.contains('.');
+        let Some(rest) = path.strip_prefix(r) else {
+            return file_like && !dir.is_empty() && path == dir;
+        };
+        if rest.is_empty() || rest.starts_with('/') {
+            return true;
+        }
+        file_like && (rest.starts_with('.') || rest.starts_with('~') || rest.starts_with('-')) && !rest.contains('/')
+    }
+
+    #[test]
+    fn under_agrees_with_its_reference() {
+        let roots = ["/", "/a", "/a/", "/a/b", "/a/b.db", "/a/b.db/", "/x.txt", "a.txt", "/a/b/c.d/e", "/a.b/c", ""];
+        let paths = ["", "/", "/a", "/a/", "/a/b", "/a/b.db", "/a/b.db-wal", "/a/b.db~", "/a/b.db.1/x", "/a/b.dbx", "/a/bc", "/a/b/c", "/x.txt", "/x.txt.tmp", "/x", "a", "a.txt", "/a/b/c.d", "/a/b/c.d/e/f", "/a.b", "/a.b/c.tmp"];
+        for r in roots {
+            for p in paths {
+                assert_eq!(under_one(p, r), under_one_reference(p, r), "path {p:?} root {r:?}");
+            }
+        }
     }
 
     #[test]

@@ -65,7 +65,8 @@ impl Pipeline {
         let server = self.tracker.server_or_gone(ev.header.server_id);
         let want = policy.fields_for(ev.kind());
         let path = line.resolved_path.as_ref();
-        context::build(ctx, &context::Inputs { ev, tree: &self.tree, server, attribution: &line.mcp, path, want: Some(&want) });
+        let root_runner = server.and_then(|s| self.runner_roots.get(&s.root_pid).copied());
+        context::build(ctx, &context::Inputs { ev, tree: &self.tree, server, attribution: &line.mcp, path, want: Some(&want), root_runner });
         // Issue 13 hook: the injection → action chain (toolwatch/results.rs).
         let chain = self.tools_watch.results.annotate(ctx, &line.mcp, server, &self.tree, &self.corr);
         if let (Some(profiles), Some(s)) = (self.profiles.as_mut(), server) {

@@ -106,6 +106,10 @@ pub struct Pipeline {
     /// Stdio streams of containers joined to a server (inode → server id): the JSON-RPC on them
     /// is what the server's CLI relays, captured on the CLI's own streams; not parsed twice.
     relayed_stdio: std::collections::HashMap<u64, containers::Relayed>,
+    /// Server roots by pid: whether their latest exec is a package runner's, as `note_runner`
+    /// judged it (the rule context's `proc.is_runner` reads it rather than parsing the argv
+    /// again for each of the root's events).
+    runner_roots: std::collections::HashMap<u32, bool>,
     /// Pairing of launches of one image side by side (daemon/containers.rs): joined containers
     /// whose first reply went out, and CLIs that relayed one, each waiting for the other.
     pairing: containers::Pairing,
@@ -157,6 +161,7 @@ impl Pipeline {
             ctx: None,
             fold_heads: Default::default(),
             relayed_stdio: Default::default(),
+            runner_roots: Default::default(),
             pairing: Default::default(),
         }
     }

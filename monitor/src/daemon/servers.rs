@@ -123,6 +123,7 @@ impl Pipeline {
             return;
         }
         let runner = super::context::is_runner(argv);
+        self.runner_roots.insert(pid, runner);
         if let Err(e) = p.mark_runner(pid, runner) {
             tracing::warn!(pid, error = %e, "could not mark a runner for the kernel");
         }
@@ -131,6 +132,9 @@ impl Pipeline {
     /// Takes a server out of the tracked set: its open calls are closed (as unanswered) and
     /// reported, any loss is pinned on it while its name is still known, and its map entries go.
     pub async fn retire(&mut self, id: u32, why: Retire) {
+        if let Some(s) = self.tracker.server(id) {
+            self.runner_roots.remove(&s.root_pid);
+        }
         if let (Some(p), Some(s)) = (self.policy.as_mut(), self.tracker.server(id)) {
             let _ = p.mark_runner(s.root_pid, false);
         }

@@ -10,8 +10,9 @@
 //!    ratios to "no monitor", with the spread. Beside them, the run time of each configuration's
 //!    eBPF programs per operation of the loops, from the kernel's counters (progtime.rs).
 //! 2. Tracked processes: the same loops inside a tracked tree: cost per event, sustained event
-//!    rate and loss for one producer and for several (folding off), a flood with the default
-//!    fold window, and the daemon's RSS and CPU with 1000 servers tracked.
+//!    rate and loss for one producer and for several (folding off), where the daemon's CPU goes
+//!    (a flame graph of a run of its own, flame.rs), a flood with the default fold window, and
+//!    the daemon's RSS and CPU with 1000 servers tracked.
 //! 3. Enforcement: in-kernel kill, user-space kill (event → death), connect deny, over many trials.
 //! 4. The daemon itself: RSS and CPU idle and under load.
 //! 5. The fast path (fentry/fexit), which this kernel lacks: ratios inside the VM of vm-test.
@@ -21,6 +22,7 @@
 mod configs;
 mod descriptions;
 mod enforce;
+mod flame;
 mod progtime;
 mod report;
 mod results;

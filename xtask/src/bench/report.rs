@@ -195,6 +195,7 @@ pub fn markdown(v: &Value) -> String {
             }
         }
     }
+    flame(&mut s, &t["profile"]);
     let sev = &t["several_producers"];
     let _ = writeln!(s, "\nPast the limit ({} producers × {} opens, 1 MiB ring): {} open events delivered, lost counted {}, delivered + lost = {} for at least {} generated.\n", sev["producers"], sev["ops_each"], sev["open_events_delivered"], sev["lost_counted"], sev["accounted"], sev["generated_at_least"]);
     let keeps_up = med(&sp["daemon_events_per_s"]) >= 0.95 * med(&sp["events_per_s"]);
@@ -389,5 +390,22 @@ mod tests {
         let mut s = String::new();
         prog_time(&mut s, &json!({"rounds": 5, "configs": cfgs(200.0, 100.0, 300.0)}));
         assert!(line(&s, "within 3% of the floor").contains("**missed**") && line(&s, "below bpftrace").contains("| met; "), "{s}");
+    }
+}
+
+/// Section 2's profile (flame.rs): what the stage timers do not show.
+fn flame(s: &mut String, p: &Value) {
+    if !p.is_object() {
+        return;
+    }
+    let pct = |x: &Value| x.as_f64().unwrap_or(0.0) * 100.0;
+    let _ = writeln!(s, "\nWhere the daemon's CPU goes as sampled by `perf` (every thread, {} samples, a run of its own: {} tracked opens, folding off; the flame graph is [`bench/daemon-flame.svg`](daemon-flame.svg)). In the kernel: {:.1}% of the samples. By thread: {}.\n", p["samples"], p["ops"], pct(&p["in_kernel"]), p["threads"].as_object().map(|m| m.iter().map(|(k, v)| format!("{k} {:.1}%", pct(v))).collect::<Vec<_>>().join(", ")).unwrap_or_default());
+    let _ = writeln!(s, "| the daemon's own functions (samples whose stack holds them) | share |\n|---|---|");
+    for f in p["inclusive_own"].as_array().into_iter().flatten() {
+        let _ = writeln!(s, "| `{}` | {:.1}% |", f["frame"].as_str().unwrap_or("").replace('|', "\\|"), pct(&f["share"]));
+    }
+    let _ = writeln!(s, "\n| where the samples were taken (innermost frame) | share |\n|---|---|");
+    for f in p["self_top"].as_array().into_iter().flatten() {
+        let _ = writeln!(s, "| `{}` | {:.1}% |", f["frame"].as_str().unwrap_or("").replace('|', "\\|"), pct(&f["share"]));
     }
 }

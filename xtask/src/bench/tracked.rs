@@ -77,6 +77,8 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
         one.push(json!({"ops": n, "open_events_delivered": opens, "lost": st["lost"], "untracked_ns": untracked, "tracked_ns": tracked, "daemon_events": events, "stage_ns": st["stage_ns"]}));
     }
 
+    let profile = profiled(if quick { 200_000 } else { 1_000_000 })?;
+
     // Several producers at once: past the limit, every lost event must be counted.
     let producers = 4;
     let d = Daemon::start(&["--ringbuf-mib", "1", "--fold-window-ms", "0"], true)?;
@@ -101,6 +103,7 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
     let scale = super::scale::run(quick)?;
     Ok(json!({
         "folded": folded,
+        "profile": profile,
         "scale": scale,
         "single_producer": {
             "cost_per_event_ns": stats(&per_event),
@@ -138,4 +141,41 @@ fn folded_flood(n: u64) -> anyhow::Result<Value> {
     let lines: Vec<&Value> = recs.iter().filter(|v| v["kind"] == "open" && v["server"] == "bench-flood" && v["path"] == "/etc/hostname").collect();
     let counted: u64 = lines.iter().map(|v| v["folded"]["count"].as_u64().unwrap_or(1)).sum();
     Ok(json!({"ops": n, "records": lines.len(), "opens_counted": counted, "lost": lost_total(&stats_record(&recs)), "daemon_cpu_s": c1 - c0, "wall_s": wall}))
+}
+
+/// The same loop in a run of its own with `perf` sampling the daemon (flame.rs): perf's
+/// copying of stacks slows the daemon, so none of the figures above come from this run. Writes
+/// bench/daemon-flame.svg and target/bench/daemon.folded.
+fn profiled(n: u64) -> anyhow::Result<Value> {
+    let d = Daemon::start(&["--fold-window-ms", "0"], true)?;
+    let mut keep = d.exec("bench-keepalive", &["sleep", "100000"]).stdin(Stdio::null()).stdout(Stdio::null()).spawn()?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let work = crate::util::root().join("target/bench");
+    std::fs::create_dir_all(&work)?;
+    let rec = super::flame::record(d.pid(), &work.join("daemon.perf.data"))?;
+    let out = d.exec("bench-loop", &[testkit().to_str().unwrap(), "loop", "open", &n.to_string()]).output()?;
+    // Until drained: the daemon's CPU time stops growing.
+    let (mut c, _) = usage(d.pid());
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let (c1, _) = usage(d.pid());
+        if c1 - c < 0.01 {
+            break;
+        }
+        c = c1;
+    }
+    let folded = rec.finish()?;
+    let _ = keep.kill();
+    let _ = keep.wait();
+    d.stop()?;
+    if !out.status.success() {
+        bail!("profiled loop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text: String = folded.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+    std::fs::write(work.join("daemon.folded"), text)?;
+    let title = format!("mcpmon run: every thread, {n} tracked opens (folding off, shipped rules)");
+    std::fs::write(crate::util::root().join("bench/daemon-flame.svg"), super::flame::svg(&folded, &title))?;
+    let mut s = super::flame::summary(&folded);
+    s["ops"] = json!(n);
+    Ok(s)
 }
