@@ -149,23 +149,21 @@ const MAX_ORIGINS: usize = 4096;
 /// interpreter of a shebang script when the script is a runner (`/usr/bin/env node
 /// /usr/bin/npx …`, `python3 /venv/bin/pipx run …`).
 pub(crate) fn past_interpreter(argv: &[String]) -> &[String] {
-    // Borrowed, not allocated: a runner's root asks this for every one of its events
-    // (`proc.is_runner`).
-    fn base(s: &String) -> &str {
-        crate::discovery::clients::matching::base(s)
-    }
-    let argv = match (argv.first().map(base), argv.get(1).map(String::as_str)) {
+    // Borrowed, not allocated: asked at every exec of a server's root, and for each event of a
+    // root whose exec the daemon did not see (`proc.is_runner`).
+    let base = crate::discovery::clients::matching::base;
+    let argv = match (argv.first().map(String::as_str).map(base), argv.get(1).map(String::as_str)) {
         (Some("mcpmon"), Some("exec")) => argv.iter().position(|a| a == "--").map_or(argv, |i| &argv[i + 1..]),
         _ => argv,
     };
-    let argv = match argv.first().map(base) {
+    let argv = match argv.first().map(String::as_str).map(base) {
         Some("env") => {
             let n = argv[1..].iter().take_while(|a| a.contains('=') || a.starts_with('-')).count();
             &argv[1 + n..]
         }
         _ => argv,
     };
-    match argv.first().map(base) {
+    match argv.first().map(String::as_str).map(base) {
         Some(i) if (i == "node" || i.starts_with("python")) && runners::launch(&argv[1..]).is_some() => &argv[1..],
         _ => argv,
     }

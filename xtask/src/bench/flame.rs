@@ -17,11 +17,13 @@ use serde_json::{json, Value};
 
 /// Samples per second and thread: a few thousand samples in a few seconds' flood.
 const HZ: &str = "999";
-/// Bytes of user stack copied per sample for DWARF unwinding. Not more: with 16 KiB per sample
-/// the kernel's copy of the event file's bytes (`copy_folio_from_iter_atomic`) took 40% of the
-/// samples here, against 3% sampled without stacks (`perf record` with no `-g`) and 3% with
-/// 4 KiB; with 8 KiB, 10%. The price of 4 KiB: the outermost frames of the deepest stacks are
-/// cut, so some stacks start below the tokio task; the functions inside are all there.
+/// Bytes of user stack copied per sample for DWARF unwinding: perf copies this much at every
+/// sample of every thread, which slows the daemon it measures (246 against 175 ticks of daemon
+/// CPU for the same million opens, with and without stacks). 4 KiB holds the daemon's own
+/// frames; the outermost ones of the deepest stacks (tokio's) are cut.
+/// One figure varies from run to run on this machine whatever the stack size: the kernel's copy
+/// of the event file's bytes (`copy_folio_from_iter_atomic`), between 3% and 40% of the samples
+/// in runs minutes apart. The table says what it was in the run it shows.
 const STACK_BYTES: &str = "4096";
 
 pub struct Recording {
@@ -102,7 +104,10 @@ fn frame(line: &str) -> String {
         Some(i) if sym.len() - i == 19 && sym[i + 3..].bytes().all(|b| b.is_ascii_hexdigit()) => &sym[..i],
         _ => sym,
     };
-    let name = if sym.is_empty() || sym == "[unknown]" {
+    let name = if (sym.is_empty() || sym == "[unknown]") && (dso.is_empty() || dso.starts_with('[')) {
+        // perf ends an unwinding it could not take further with `ffffffffffffffff [unknown]`.
+        "[unknown]".to_string()
+    } else if sym.is_empty() || sym == "[unknown]" {
         format!("[{}]", Path::new(dso).file_name().map_or("unknown".into(), |f| f.to_string_lossy()))
     } else if dso.starts_with("[kernel") {
         // The flame-graph convention for the kernel's frames.
@@ -223,12 +228,12 @@ fn esc(t: &str) -> String {
 mod tests {
     use super::*;
 
-    const SCRIPT: &str = "tokio-runtime-w 4242 [001] 1.000:\n\t    55aa0001 core::fmt::write+0x1a (/x/mcpmon)\n\t    55aa0002 monitor::daemon::Pipeline::on_event::{{closure}}::h0123456789abcdef+0x10 (/x/mcpmon)\n\t    55aa0003 [unknown] (/usr/lib/libc.so.6)\n\nmcpmon 4241 [000] 1.001:\n\tffffffff81000001 do_syscall_64+0x71 ([kernel.kallsyms])\n\t    55aa0004 monitor::events::decode::decode+0x5 (/x/mcpmon)\n\n";
+    const SCRIPT: &str = "tokio-runtime-w 4242 [001] 1.000:\n\t    55aa0001 core::fmt::write+0x1a (/x/mcpmon)\n\t    55aa0002 monitor::daemon::Pipeline::on_event::{{closure}}::h0123456789abcdef+0x10 (/x/mcpmon)\n\t    55aa0003 [unknown] (/usr/lib/libc.so.6)\n\tffffffffffffffff [unknown] ([unknown])\n\nmcpmon 4241 [000] 1.001:\n\tffffffff81000001 do_syscall_64+0x71 ([kernel.kallsyms])\n\t    55aa0004 monitor::events::decode::decode+0x5 (/x/mcpmon)\n\n";
 
     #[test]
     fn perf_script_folds_to_thread_and_frames_outermost_first() {
         let f = fold(SCRIPT);
-        assert_eq!(f.get("tokio-runtime-w;[libc.so.6];monitor::daemon::Pipeline::on_event::{{closure}};core::fmt::write"), Some(&1));
+        assert_eq!(f.get("tokio-runtime-w;[unknown];[libc.so.6];monitor::daemon::Pipeline::on_event::{{closure}};core::fmt::write"), Some(&1));
         assert_eq!(f.get("mcpmon;monitor::events::decode::decode;do_syscall_64_[k]"), Some(&1));
         let s = summary(&f);
         assert_eq!(s["samples"], 2);
