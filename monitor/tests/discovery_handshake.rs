@@ -233,8 +233,11 @@ fn a_kill_before_the_handshake_is_decided_is_reported() {
     // (secrets.rs): the key is protected before the attack starts.
     d.expect("the new key protected", |r| r["kind"] == "protected_changed" && r["added"].as_array().is_some_and(|a| a.iter().any(|p| p == key.to_str().unwrap())));
     // Piped stdin and stdout: a handshake candidate. The pause lets the read hooks come on (the
-    // first candidate attaches them) before its first read.
-    let script = "sleep 1; read -r -n 1 x; cat \"$HOME/.ssh/id_ed25519\"; echo done";
+    // first candidate attaches them) before its first read. Then it runs a new image, which
+    // waits before the read: the daemon has its exec event by then, and the decision stays
+    // the undecided root's (deciding on the exec alone untracked it as "not a configured
+    // server", and the key was read; CI saw that race with the read straight after the exec).
+    let script = "sleep 1; read -r -n 1 x; exec /bin/bash -c 'sleep 1; cat \"$HOME/.ssh/id_ed25519\"; echo done'";
     let mut c = u.command();
     c.args(["/bin/bash", "-c", script]).env("HOME", &u.home).current_dir(&u.home);
     let mut child = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();

@@ -148,6 +148,15 @@ impl Pipeline {
                 self.stats.provisional_events_discarded += 1;
                 return None;
             }
+            // Under a handshake candidate whose first line is still coming (it read `{`): the
+            // decision is that root's, on its bytes. Decided on this exec alone, the process
+            // would be dropped as no configured server and untracked in the kernel before its
+            // next syscall (a shell that read `{` and runs `cat ~/.ssh/id_ed25519`, or execs it).
+            if self.tracker.lookup(ev.header.pid).is_some_and(|i| self.disc.handshake_pending(i.root_tgid)) {
+                self.release_held(Some(ev.header.pid));
+                self.stats.provisional_events_discarded += 1;
+                return None;
+            }
             // The event's filename and argv are this exec's; /proc may already show a later
             // image of the same launch (npx: `env node npx`, then `node npx`, then its title).
             let intent = self.disc.on_provisional_exec(ev.header.pid, Some((x.filename.as_str(), x.argv.as_slice())));

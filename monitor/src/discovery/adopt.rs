@@ -335,6 +335,11 @@ impl Discoverer {
         Some(HandshakeBytes::Decided { intent, bytes, seen })
     }
 
+    /// Whether `pid` is a handshake candidate that read JSON and is not decided on yet.
+    pub fn handshake_pending(&self, pid: u32) -> bool {
+        self.handshakes.contains_key(&pid)
+    }
+
     /// Handshake candidates whose bytes never came (lost): dropped.
     pub fn handshakes_expired(&mut self) -> Vec<u32> {
         let gone: Vec<u32> = self.handshakes.iter().filter(|(_, h)| h.at.elapsed() > HANDSHAKE_BYTES_WITHIN).map(|(p, _)| *p).collect();
