@@ -41,6 +41,19 @@ fn link(p: String) -> Option<PathBuf> {
     std::fs::read_link(p).ok()
 }
 
+/// The image an exec named, once its process is gone and /proc cannot tell: the name with its
+/// symlinks resolved, as the kernel resolved them at the exec. A venv's `bin/python` is a link
+/// to the interpreter; named by the link, a short-lived venv python (uv asking an interpreter's
+/// version) looked like a program run from wherever the venv lives (a home under /tmp), and
+/// only when it exited before its exec was handled. Not for names the daemon would resolve in
+/// its own context (`/dev/fd/3`, `/proc/self/…`), nor relative ones (the cwd is gone too).
+fn image_of(filename: &str) -> Option<PathBuf> {
+    if !filename.starts_with('/') || filename.starts_with("/proc/") || filename.starts_with("/dev/") {
+        return None;
+    }
+    std::fs::canonicalize(filename).ok()
+}
+
 /// The absolute path an open reached: the open fd itself while the process lives (and it is
 /// still the same inode), else the path joined to the cwd or dirfd. Protected inodes are named
 /// from the protection table before this is asked.
@@ -325,7 +338,7 @@ pub fn build(c: &mut Ctx, i: &Inputs) {
         c.set_at(f!("exec.ok"), Val::Bool(x.result.ok));
         exec_image = if x.result.ok {
             // The real image: a memfd or a deleted file shows here even when the name lies.
-            link(format!("/proc/{}/exe", h.pid)).map(|p| p.display().to_string()).or(Some(x.filename.clone()))
+            link(format!("/proc/{}/exe", h.pid)).or_else(|| image_of(&x.filename)).map(|p| p.display().to_string()).or(Some(x.filename.clone()))
         } else {
             // A failed exec (ENOENT in a PATH search, EACCES) started no image: the process
             // still runs its old one, which is not what was executed.
@@ -481,6 +494,22 @@ mod tests {
         // its parent; a directory root's parent is not the server's.
         assert!(under("/home/u", &db) && !under("/home/u/.ssh/id_rsa", &db) && !under("/home/u/other.db", &db) && !under("/home", &db));
         assert!(!under("/srv", &["/srv/x".into()]) && !under("", &["/notes.db".into()]));
+    }
+
+    #[test]
+    fn a_gone_exec_is_named_by_its_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("python3.11");
+        std::fs::write(&real, "").unwrap();
+        let venv = dir.path().join("venv/bin");
+        std::fs::create_dir_all(&venv).unwrap();
+        std::os::unix::fs::symlink(&real, venv.join("python")).unwrap();
+        let real = std::fs::canonicalize(&real).unwrap();
+        assert_eq!(image_of(venv.join("python").to_str().unwrap()), Some(real));
+        // Names the daemon would resolve as itself, relative names, and missing files: none.
+        for name in ["/dev/fd/0", "/proc/self/exe", "bin/python", "/nonexistent/x"] {
+            assert_eq!(image_of(name), None, "{name}");
+        }
     }
 
     /// `under_one` as first written (split the root first, then compare), kept as the reference
