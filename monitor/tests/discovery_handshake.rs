@@ -209,6 +209,36 @@ fn a_server_that_execs_as_the_hooks_come_off_is_found() {
     tool_call(&d, &id, "get_current_time");
 }
 
+/// A daemon with the shipped rules and handshake discovery, and a user `tag` whose key
+/// (holding `secret`) is protected before the attack starts: the subject of these tests is the
+/// undecided process, not how soon a new home is protected (secrets.rs).
+fn daemon_and_key(tmp: &Path, tag: &str, secret: &str) -> (Daemon, User, PathBuf) {
+    let rules = common::user::shipped_rules(tmp, "");
+    let d = Daemon::start(&["--handshake-discovery", "on", "--rules", rules.to_str().unwrap()]);
+    let u = User::add(tag, false);
+    u.make_home();
+    let key = u.write(".ssh/id_ed25519", &format!("{secret}\n"));
+    d.expect("the new key protected", |r| r["kind"] == "protected_changed" && r["added"].as_array().is_some_and(|a| a.iter().any(|p| p == key.to_str().unwrap())));
+    (d, u, key)
+}
+
+/// `script` run by bash as `u`, with piped stdin and stdout (a handshake candidate), sent a
+/// lone `{` and no newline: its output, once it has ended, and its pid.
+fn undecided_reader(u: &User, script: &str) -> (String, u32) {
+    use std::io::{Read, Write};
+    let mut c = u.command();
+    c.args(["/bin/bash", "-c", script]).env("HOME", &u.home).current_dir(&u.home);
+    let mut child = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"{").unwrap();
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    drop(stdin);
+    let _ = child.wait();
+    (out, pid)
+}
+
 /// The kernel tracks a process whose first stdin read opens a JSON object at once, before the
 /// daemon has the whole first line and decides what the process is. One that reads a key in
 /// that window (`{` read alone, no newline yet, then `cat ~/.ssh/id_ed25519`) is killed in the
@@ -217,36 +247,19 @@ fn a_server_that_execs_as_the_hooks_come_off_is_found() {
 /// its handshake had its kill go unreported that way).
 #[test]
 fn a_kill_before_the_handshake_is_decided_is_reported() {
-    use std::io::{Read, Write};
     let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
     if !common::can_load_ebpf() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let rules = common::user::shipped_rules(tmp.path(), "");
-    let d = Daemon::start(&["--handshake-discovery", "on", "--rules", rules.to_str().unwrap()]);
-    let u = User::add("hsk", false);
-    u.make_home();
     const SECRET: &str = "SECRET-KEY-MATERIAL-h4nd";
-    let key = u.write(".ssh/id_ed25519", &format!("{SECRET}\n"));
-    // The subject here is the undecided process, not how soon a new home is protected
-    // (secrets.rs): the key is protected before the attack starts.
-    d.expect("the new key protected", |r| r["kind"] == "protected_changed" && r["added"].as_array().is_some_and(|a| a.iter().any(|p| p == key.to_str().unwrap())));
-    // Piped stdin and stdout: a handshake candidate. The pause lets the read hooks come on (the
-    // first candidate attaches them) before its first read. Then it runs a new image, which
-    // waits before the read: the daemon has its exec event by then, and the decision stays
-    // the undecided root's (deciding on the exec alone untracked it as "not a configured
-    // server", and the key was read; CI saw that race with the read straight after the exec).
-    let script = "sleep 1; read -r -n 1 x; exec /bin/bash -c 'sleep 1; cat \"$HOME/.ssh/id_ed25519\"; echo done'";
-    let mut c = u.command();
-    c.args(["/bin/bash", "-c", script]).env("HOME", &u.home).current_dir(&u.home);
-    let mut child = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"{").unwrap();
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    drop(stdin);
-    let _ = child.wait();
+    let (d, u, key) = daemon_and_key(tmp.path(), "hsk", SECRET);
+    // The pause lets the read hooks come on (the first candidate attaches them) before its
+    // first read. Then it runs a new image, which waits before the read: the daemon has its
+    // exec event by then, and the decision stays the undecided root's (deciding on the exec
+    // alone untracked it as "not a configured server", and the key was read; CI saw that race
+    // with the read straight after the exec).
+    let (out, _) = undecided_reader(&u, "sleep 1; read -r -n 1 x; exec /bin/bash -c 'sleep 1; cat \"$HOME/.ssh/id_ed25519\"; echo done'");
     if out.contains(SECRET) {
         // What the daemon saw, to tell a key not yet protected from a read the hooks missed.
         let (err, records) = d.stop_with_records();
@@ -256,7 +269,29 @@ fn a_kill_before_the_handshake_is_decided_is_reported() {
     }
     let a = d.expect("the kill of the undecided process reported", |r| r["kind"] == "alert" && r["rule"]["id"] == "ssh-private-key-read");
     d.assert_refused_before_fd(&a, true, "undecided handshake");
-    assert_eq!(a["event"]["path"], u.home.join(".ssh/id_ed25519").display().to_string(), "{a}");
+    assert_eq!(a["event"]["path"], key.display().to_string(), "{a}");
+    d.stop();
+}
+
+/// A candidate that reads `{` and then waits out the daemon's handshake window before it acts:
+/// it is not dropped (that would untrack it in the kernel too) but kept in sight as an
+/// unidentified server, so the key it then reads is refused and reported under that server.
+#[test]
+fn a_candidate_that_stalls_after_its_first_byte_stays_in_sight() {
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    const SECRET: &str = "SECRET-KEY-MATERIAL-h5st";
+    let (d, u, key) = daemon_and_key(tmp.path(), "hst", SECRET);
+    // Past the daemon's five seconds for the rest of the line, with nothing written meanwhile.
+    let (out, pid) = undecided_reader(&u, "sleep 1; read -r -n 1 x; sleep 8; cat \"$HOME/.ssh/id_ed25519\"; echo done");
+    assert!(!out.contains(SECRET), "the key was read: {out}");
+    let kept = d.expect("the stalled candidate kept as an unidentified server", |r| r["kind"] == "server_unidentified" && r["root_pid"] == pid);
+    let a = d.expect("the read reported", |r| r["kind"] == "alert" && r["rule"]["id"] == "ssh-private-key-read");
+    assert_eq!(a["server"]["id"], kept["server_id"], "{a}");
+    assert_eq!(a["event"]["path"], key.display().to_string(), "{a}");
     d.stop();
 }
 

@@ -2,7 +2,7 @@
 //! sniffing handshakes, re-reading client configs.
 use super::{containers::InContainer, servers::Retire, Pipeline};
 use crate::{
-    discovery::adopt::{HandshakeBytes, Intent},
+    discovery::adopt::{HandshakeBytes, Intent, Seen},
     events::{Body, Direction, Event},
     output::{record::Mcp, Record},
     sys::procfs,
@@ -48,10 +48,21 @@ impl Pipeline {
         // Silence proves nothing (a lost record, a client that waits): the process stays
         // tracked, marked as an unidentified server, instead of leaving the monitor's sight.
         for id in self.disc.expired() {
-            self.unidentified(id).await;
+            self.unidentified(id, "no MCP handshake on stdin within the sniffing window").await;
         }
-        for pid in self.disc.handshakes_expired() {
-            self.apply(Intent::Drop { pid, reason: "its handshake bytes were lost" }).await;
+        // The same for a handshake candidate whose first line does not come (read `{`, then
+        // stalled; or its bytes were lost): dropped, it would leave the kernel's tracking too.
+        for (pid, alive) in self.disc.handshakes_expired() {
+            match alive {
+                Some((intent, seen)) => {
+                    if let Some(Some(id)) = self.settle_handshake(intent, seen).await {
+                        self.unidentified(id, "its first stdin line did not come within the handshake window").await;
+                    }
+                }
+                None => {
+                    self.apply(Intent::Drop { pid, reason: "exited before its first stdin line came" }).await;
+                }
+            }
         }
     }
 
@@ -114,18 +125,7 @@ impl Pipeline {
             match self.disc.handshake_bytes(ev.header.pid, &s.data) {
                 Some(HandshakeBytes::Wait) => return None,
                 Some(HandshakeBytes::Decided { intent, bytes, seen }) => {
-                    let at_read = seen.root.clone().map(|r| (r, seen.streams));
-                    // A container's process joins its `docker run` CLI's server: what it read is
-                    // what the CLI relayed, already captured on the CLI's stdin.
-                    let (intent, container) = match self.container_handshake(intent, seen).await {
-                        Ok(InContainer::Joined) => return None,
-                        Ok(InContainer::Own(intent, c)) => (intent, Some(c)),
-                        Err(intent) => (intent, None),
-                    };
-                    let adopted = self.apply_seen(intent, at_read).await;
-                    if let (Some(id), Some(c)) = (adopted, container) {
-                        self.mark_container(id, c);
-                    }
+                    let adopted = self.settle_handshake(intent, seen).await?;
                     if adopted.is_none() {
                         self.stats.provisional_events_discarded += 1;
                     }
@@ -177,6 +177,23 @@ impl Pipeline {
         }
         self.stats.provisional_events_discarded += 1;
         None
+    }
+
+    /// Carries out what a handshake candidate was decided to be. None: a container's process
+    /// joined its `docker run` CLI's server (what it read is what the CLI relayed, already
+    /// captured on the CLI's stdin); otherwise the server it was adopted into, if any.
+    async fn settle_handshake(&mut self, intent: Intent, seen: Seen) -> Option<Option<u32>> {
+        let at_read = seen.root.clone().map(|r| (r, seen.streams));
+        let (intent, container) = match self.container_handshake(intent, seen).await {
+            Ok(InContainer::Joined) => return None,
+            Ok(InContainer::Own(intent, c)) => (intent, Some(c)),
+            Err(intent) => (intent, None),
+        };
+        let adopted = self.apply_seen(intent, at_read).await;
+        if let (Some(id), Some(c)) = (adopted, container) {
+            self.mark_container(id, c);
+        }
+        Some(adopted)
     }
 
     pub(super) async fn apply(&mut self, intent: Intent) -> Option<u32> {
@@ -289,13 +306,13 @@ impl Pipeline {
         self.out.emit(Record::ServerIdentified { time: Self::now(), server_id: id, server: name.to_string(), client, root_pid: root }).await;
     }
 
-    async fn unidentified(&mut self, id: u32) {
+    async fn unidentified(&mut self, id: u32, reason: &'static str) {
         self.disc.sniff_result(id);
         let Some(s) = self.tracker.server_mut(id) else { return };
         s.sniffing = false;
         let (name, root) = (s.name.clone(), s.root_pid);
-        tracing::info!(pid = root, server = %name, "discovery: no MCP handshake within the sniffing window: kept tracked as unidentified");
-        self.out.emit(Record::ServerUnidentified { time: Self::now(), server_id: id, server: name.to_string(), root_pid: root, reason: "no MCP handshake on stdin within the sniffing window" }).await;
+        tracing::info!(pid = root, server = %name, reason, "discovery: kept tracked as unidentified");
+        self.out.emit(Record::ServerUnidentified { time: Self::now(), server_id: id, server: name.to_string(), root_pid: root, reason }).await;
     }
 
     async fn reject(&mut self, id: u32, reason: &str) {

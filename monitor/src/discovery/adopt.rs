@@ -111,8 +111,9 @@ pub enum HandshakeBytes {
     Decided { intent: Intent, bytes: Option<Vec<u8>>, seen: Seen },
 }
 
-/// How long a handshake's bytes may take to follow it (they are the next record of the same
-/// syscall; only a loss delays them forever).
+/// How long a handshake's first line may take to follow its first read (its bytes are the next
+/// record of the same syscall, the rest of the line its next reads; a loss or a reader that
+/// stalls delays them forever: it is then tracked as an unidentified server).
 const HANDSHAKE_BYTES_WITHIN: Duration = Duration::from_secs(5);
 
 /// Whether the first bytes a process read from its stdin are an MCP `initialize` request: its
@@ -340,13 +341,26 @@ impl Discoverer {
         self.handshakes.contains_key(&pid)
     }
 
-    /// Handshake candidates whose bytes never came (lost): dropped.
-    pub fn handshakes_expired(&mut self) -> Vec<u32> {
-        let gone: Vec<u32> = self.handshakes.iter().filter(|(_, h)| h.at.elapsed() > HANDSHAKE_BYTES_WITHIN).map(|(p, _)| *p).collect();
-        for p in &gone {
-            self.handshakes.remove(p);
+    /// Handshake candidates whose first line has not come within `HANDSHAKE_BYTES_WITHIN`,
+    /// taken out of the waiting set. One still running comes with what to track it as: waiting
+    /// proves nothing (a reader that takes `{` and stalls, or bytes lost in a flood), and
+    /// dropping it would untrack it in the kernel, so a process could leave the monitor's sight
+    /// by waiting out the daemon. One that has exited comes without (it is dropped).
+    pub fn handshakes_expired(&mut self) -> Vec<(u32, Option<(Intent, Seen)>)> {
+        let due: Vec<u32> = self.handshakes.iter().filter(|(_, h)| h.at.elapsed() > HANDSHAKE_BYTES_WITHIN).map(|(p, _)| *p).collect();
+        let mut out = Vec::with_capacity(due.len());
+        for pid in due {
+            let Some(mut h) = self.handshakes.remove(&pid) else { continue };
+            if !procfs::exists(pid) {
+                out.push((pid, None));
+                continue;
+            }
+            // As at its first read; /proc now when that showed nothing to track it as.
+            let (in_ino, out_ino) = h.seen.streams;
+            let intent = h.seen.intent.take().filter(|i| !matches!(i, Intent::Drop { .. })).unwrap_or_else(|| handshake_root(pid, in_ino, out_ino));
+            out.push((pid, Some((intent, h.seen))));
         }
-        gone
+        out
     }
 
     /// Running processes that match a configured server.
