@@ -198,6 +198,39 @@ fn real_servers_everyday_work_raises_no_alert() {
     assert!(lines.is_empty(), "{} alert(s) on benign work:\n{}", lines.len(), lines.join("\n"));
 }
 
+/// A user whose home is under /tmp (made after the daemon started) runs a program installed in
+/// that home: no `exec-from-temp-or-memory`, as for /home/u. A payload dropped elsewhere in /tmp
+/// and run by the same server still is one.
+#[test]
+fn a_program_in_a_home_under_tmp_is_no_exec_from_temp() {
+    use std::os::unix::fs::PermissionsExt;
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let rules = common::user::shipped_rules(tmp.path(), "");
+    let d = Daemon::start(&["--rules", rules.to_str().unwrap()]);
+    let u = common::user::User::add("tbin", false);
+    u.make_home();
+    // Protected only once the rules know the new home: the reload has happened.
+    let key = u.write(".ssh/id_ed25519", "k\n");
+    d.expect("the new home known", |r| r["kind"] == "protected_changed" && r["added"].as_array().is_some_and(|a| a.iter().any(|p| p == key.to_str().unwrap())));
+    let tool = u.write(".local/bin/mytool", "");
+    std::fs::copy("/bin/true", &tool).unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let drop = tempfile::Builder::new().prefix("mcpmon-drop-").tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(drop.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let payload = drop.path().join("payload");
+    std::fs::copy("/bin/true", &payload).unwrap();
+    let out = u.run(&d, "home-tool", &format!("{} && {}", tool.display(), payload.display()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let a = d.expect("the payload in /tmp alerted", |r| r["kind"] == "alert" && r["rule"]["id"] == "exec-from-temp-or-memory");
+    assert_eq!(a["process"]["exe"], payload.display().to_string(), "{a}");
+    let (_, records) = d.stop_with_records();
+    let temp: Vec<&Value> = records.iter().filter(|r| r["kind"] == "alert" && r["rule"]["id"] == "exec-from-temp-or-memory").collect();
+    assert_eq!(temp.len(), 1, "only the payload: {temp:?}");
+}
+
 /// `curl … | sh` run through a PATH search (six entries without `sh` before /usr/bin): the
 /// failed execs are events with ok false that no rule takes for an execution, and the command
 /// line is one incident for each rule.

@@ -211,9 +211,15 @@ struct FixturesDoc {
 }
 
 /// Home directories `~/` stands for: every user's from the user database, plus the usual places
-/// (so fixtures and users added later match too).
+/// (so fixtures and users added later match too). Not a shared temp directory an account names
+/// as its home (world-writable and sticky, like `/tmp`), nor one above the shipped temp roots
+/// (Debian's `sys` has `/dev`, above `/dev/shm`): `~/` taken for those would turn a rule's "not
+/// in a home" into "not in /dev/shm". A root added to `@temp_dirs` locally is not known here.
 pub fn homes_from_passwd(passwd: &str) -> Vec<String> {
-    let mut h: Vec<String> = crate::sys::users::users(passwd).into_iter().map(|u| u.home.display().to_string()).collect();
+    use std::os::unix::fs::PermissionsExt;
+    const TEMP_ROOTS: [&str; 4] = ["/tmp", "/var/tmp", "/dev/shm", "/run/user"];
+    let shared = |p: &Path| TEMP_ROOTS.iter().any(|t| Path::new(t).starts_with(p)) || std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o1002 == 0o1002);
+    let mut h: Vec<String> = crate::sys::users::users(passwd).into_iter().filter(|u| !shared(&u.home)).map(|u| u.home.display().to_string()).collect();
     for d in ["/home/*", "/root"] {
         if !h.iter().any(|x| x == d) {
             h.push(d.into());
@@ -453,6 +459,21 @@ fn at(file: &Path, text: &str, needle: &str, reason: String) -> LoadError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_temp_directory_is_no_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home/u");
+        let shared = dir.path().join("drop");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+        let passwd = format!("tmpd:x:5:5::/tmp:/bin/sh\nsys:x:3:3::/dev:/usr/sbin/nologin\nd:x:6:6::{}:/bin/sh\nu:x:1001:1001::{}:/bin/sh\n", shared.display(), home.display());
+        let homes = homes_from_passwd(&passwd);
+        assert!(homes.contains(&home.display().to_string()), "{homes:?}");
+        for h in ["/tmp", "/dev", shared.to_str().unwrap()] {
+            assert!(!homes.iter().any(|x| x == h), "{h} in {homes:?}");
+        }
+    }
 
     fn load(text: &str) -> Result<RuleSet, LoadError> {
         load_texts(&[(PathBuf::from("t.yaml"), text.to_string())], &["/home/*".to_string(), "/srv/u".to_string()])
