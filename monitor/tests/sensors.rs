@@ -83,7 +83,7 @@ async fn opens_success_failure_and_flags_from_a_child() {
     let ok = h.expect("open of /etc/hostname", |e| open_of(e, "/etc/hostname").is_some()).await;
     let o = open_of(&ok, "/etc/hostname").unwrap();
     assert!(o.result.ok && o.result.ret >= 0, "{o:?}");
-    assert_eq!(o.access[0], Access::Read);
+    assert_eq!(o.access.iter().next(), Some(Access::Read));
     // cat is a child of the tracked shell: tracking was inherited on fork.
     assert_ne!(ok.header.pid, root);
     assert_eq!(ok.header.ppid, root);
@@ -96,7 +96,7 @@ async fn opens_success_failure_and_flags_from_a_child() {
     let path = out.display().to_string();
     let w = h.expect("write open", |e| open_of(e, &path).is_some()).await;
     let o = open_of(&w, &path).unwrap();
-    assert_eq!(&o.access[..3], &[Access::Write, Access::Create, Access::Truncate]);
+    assert_eq!(o.access.iter().take(3).collect::<Vec<_>>(), [Access::Write, Access::Create, Access::Truncate]);
     assert_eq!(w.header.pid, root, "the redirection is opened by the shell itself");
     sh.wait();
 }
@@ -132,7 +132,7 @@ libc.syscall(SYS_openat2, -100, b"/etc/hostname", ctypes.byref(how), ctypes.size
         assert_eq!(o.syscall, syscall, "{o:?}");
         assert!(o.result.ok, "{o:?}");
         if syscall == "creat" {
-            assert_eq!(&o.access[..3], &[Access::Write, Access::Create, Access::Truncate]);
+            assert_eq!(o.access.iter().take(3).collect::<Vec<_>>(), [Access::Write, Access::Create, Access::Truncate]);
             assert_eq!(o.mode, 0o644);
         }
         if syscall == "openat" {

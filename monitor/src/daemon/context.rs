@@ -430,7 +430,7 @@ pub fn build(c: &mut Ctx, i: &Inputs) {
             }
             let write = o.access.iter().any(|a| a.writes());
             if want(f!("file.access")) {
-                c.set_at(f!("file.access"), Val::List(o.access.iter().map(|s| s.as_str().into()).collect()));
+                c.set_at(f!("file.access"), Val::Access(o.access));
             }
             c.set_at(f!("file.write"), Val::Bool(write));
             c.set_at(f!("file.ok"), Val::Bool(o.result.ok));

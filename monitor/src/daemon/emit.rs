@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::{
     alerts::{incident::Incidents, throttle::Throttle, Sinks},
     metrics::Metrics,
-    output::{format_rfc3339, Alert, Record, Spare},
+    output::{format_rfc3339, record::EventLine, Alert, Record, Spare},
 };
 
 /// Lines gathered before they go to the writer in one message. Handing each line over on its
@@ -60,6 +60,8 @@ pub struct Emitter {
     pending: Mutex<Pending>,
     /// Every emitted line, for live views (`mcpmon top`); lossy for slow readers by design.
     tail: broadcast::Sender<String>,
+    /// Whether anyone watched the tail when the current batch of kernel events was taken.
+    tail_watched: std::sync::atomic::AtomicBool,
     /// Shared with the metrics endpoint.
     metrics: Arc<Mutex<Metrics>>,
     /// Alert sinks besides the event stream (file, webhook); taken at shutdown to drain them.
@@ -82,6 +84,7 @@ impl Emitter {
             spare,
             pending: Mutex::new(Pending { buf: Vec::with_capacity(BATCH_BYTES), since: None }),
             tail: broadcast::channel(4096).0,
+            tail_watched: Default::default(),
             metrics: Default::default(),
             sinks: None,
             throttle: Throttle::new(Duration::from_secs(10)),
@@ -107,18 +110,39 @@ impl Emitter {
         self.metrics.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Called before each batch of kernel events: whether their lines go to the live tail too
+    /// (a `mcpmon top` that subscribes meanwhile sees lines from the next batch on).
+    pub fn look_for_tail(&self) {
+        self.tail_watched.store(self.tail.receiver_count() > 0, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub async fn emit(&self, r: Record) {
         self.emit_ref(&r).await;
     }
 
     /// `emit`, leaving the record with the caller (the pipeline keeps an open to pair a folded
     /// run's count with).
-    pub async fn emit_ref(&self, r: &Record) {
-        // Kernel event lines are counted by kind where they are taken (`Metrics::event`); the
-        // metrics' lock is not taken a second time for every one of them.
-        if !matches!(r, Record::Event(_)) {
-            self.metrics().record(r);
+    /// A kernel event line (`emit_ref` of `Record::Event`, without the record).
+    pub async fn emit_event(&self, e: &EventLine) {
+        if let Some(o) = &self.otlp {
+            o.observe_event(e);
         }
+        // The answer taken once per batch (`look_for_tail`): asking the channel takes its lock,
+        // and that was a lock per event.
+        if self.tail_watched.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut b = Vec::with_capacity(512);
+            e.write_line(&mut b);
+            return self.write(String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())).await;
+        }
+        self.append(|buf| e.write_line(buf)).await;
+    }
+
+    pub async fn emit_ref(&self, r: &Record) {
+        // Kernel event lines are counted by kind where they are taken (the pipeline's stats).
+        if let Record::Event(e) = r {
+            return self.emit_event(e).await;
+        }
+        self.metrics().record(r);
         if let Some(o) = &self.otlp {
             o.observe(r);
         }

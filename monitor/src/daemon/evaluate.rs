@@ -112,7 +112,7 @@ impl Pipeline {
                     p.learn_grant(&s.name, &rule.id);
                 }
             }
-            let mut a = Alert::new(RuleRef::of(rule), action, rule.output.render(ctx), line.time.clone());
+            let mut a = Alert::new(RuleRef::of(rule), action, rule.output.render(ctx), line.time.to_string());
             a.process = Some(process.clone());
             a.server = Some(server_ref.clone());
             a.mcp = mcp.clone();

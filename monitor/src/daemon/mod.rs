@@ -53,7 +53,7 @@ use stages::Stage;
 /// Counters the daemon reports at exit (and, later, as metrics).
 #[derive(Default, Debug)]
 pub struct Stats {
-    pub events: std::collections::BTreeMap<&'static str, u64>,
+    pub events: stages::KindCounts,
     pub decode_errors: u64,
     /// Processes the kernel tracked provisionally that turned out not to be MCP servers.
     pub candidates_dropped: u64,
@@ -79,6 +79,8 @@ pub struct Pipeline {
     /// `--detach-pause-ms` (tests only).
     pub detach_pause: Duration,
     clock: Clock,
+    /// The event lines' `time` (kept per second).
+    stamps: crate::output::Stamps,
     /// Where finished records go: the writer, the tail, the metrics, the alert sinks.
     pub out: emit::Emitter,
     lost_map: PerCpuArray<MapData, u64>,
@@ -102,14 +104,14 @@ pub struct Pipeline {
     ctx: Option<Box<crate::rules::Ctx>>,
     /// Each thread's last open the kernel may fold repeats into (by tid): a folded run's count
     /// goes out as that open's line with `folded`.
-    fold_heads: std::collections::HashMap<u32, Box<EventLine>>,
+    fold_heads: foldhash::HashMap<u32, Box<EventLine>>,
     /// Stdio streams of containers joined to a server (inode → server id): the JSON-RPC on them
     /// is what the server's CLI relays, captured on the CLI's own streams; not parsed twice.
     relayed_stdio: std::collections::HashMap<u64, containers::Relayed>,
     /// Server roots by pid: whether their latest exec is a package runner's, as `note_runner`
     /// judged it (the rule context's `proc.is_runner` reads it rather than parsing the argv
     /// again for each of the root's events).
-    runner_roots: std::collections::HashMap<u32, bool>,
+    runner_roots: foldhash::HashMap<u32, bool>,
     /// Pairing of launches of one image side by side (daemon/containers.rs): joined containers
     /// whose first reply went out, and CLIs that relayed one, each waiting for the other.
     pairing: containers::Pairing,
@@ -147,6 +149,7 @@ impl Pipeline {
             idle_since: None,
             detach_pause: Duration::ZERO,
             clock: Clock::new(),
+            stamps: Default::default(),
             out: emit::Emitter::new(lines.0, lines.1),
             lost_map,
             lost_seen: Default::default(),
@@ -253,7 +256,9 @@ impl Pipeline {
             kernel_lost: kernel,
             userspace_lost: userspace,
         };
-        self.out.metrics().gauges = g;
+        let mut m = self.out.metrics();
+        m.gauges = g;
+        m.set_events(&self.stats.events.to_map());
     }
 
     fn now() -> String {
@@ -297,8 +302,7 @@ impl Pipeline {
         if let events::Body::Repeat(r) = &ev.body {
             return self.on_repeat(&ev.header, r).await;
         }
-        *self.stats.events.entry(ev.kind()).or_default() += 1;
-        self.out.metrics().event(ev.kind());
+        self.stats.events.add(&ev);
         // One event in `stages::SAMPLE` is timed (clock reads were 6.5% of a flood's cost).
         let mut clock = self.stats.stage_ns.sample().then(std::time::Instant::now);
         let timed = clock.is_some();
@@ -329,14 +333,11 @@ impl Pipeline {
                 let line = self.event_line(ev, attribution);
                 let alerts = self.evaluate(&line, timed);
                 lap(&mut self.stats, Stage::ContextAndRules);
-                let rec = Record::Event(Box::new(line));
-                self.out.emit_ref(&rec).await;
+                self.out.emit_event(&line).await;
                 for a in alerts {
                     self.out.alert(a).await;
                 }
-                if let Record::Event(line) = rec {
-                    self.keep_fold_head(line);
-                }
+                self.keep_fold_head(line);
                 lap(&mut self.stats, Stage::RenderAndQueue);
             }
         }
@@ -346,7 +347,7 @@ impl Pipeline {
     }
 
     /// Keeps an open the kernel may fold later repeats into (its thread's last one).
-    fn keep_fold_head(&mut self, line: Box<EventLine>) {
+    fn keep_fold_head(&mut self, line: EventLine) {
         let events::Body::Open(o) = &line.event.body else { return };
         if o.fold_sig == 0 {
             return;
@@ -354,14 +355,13 @@ impl Pipeline {
         if self.fold_heads.len() >= FOLD_HEADS {
             self.fold_heads.clear();
         }
-        self.fold_heads.insert(line.event.header.tid, line);
+        self.fold_heads.insert(line.event.header.tid, Box::new(line));
     }
 
     /// A folded run: its open's line again, with the count and the first and last time. The
     /// rules already judged that open; its repeats are the same open in the same call.
     async fn on_repeat(&mut self, h: &events::Header, r: &events::Repeat) {
-        *self.stats.events.entry(r.of).or_default() += r.count;
-        self.out.metrics().events(r.of, r.count);
+        self.stats.events.add_kind(r.of, r.count);
         let folded = crate::output::record::Folded {
             count: r.count,
             first: format_rfc3339(self.clock.wall(r.first_ns)),
@@ -370,14 +370,11 @@ impl Pipeline {
         let head = self.fold_heads.remove(&h.tid);
         match head {
             Some(mut line) if matches!(&line.event.body, events::Body::Open(o) if o.fold_sig == r.fold_sig) => {
-                line.time = folded.first.clone();
+                line.time = folded.first.as_str().into();
                 line.folded = Some(folded);
-                let rec = Record::Event(line);
-                self.out.emit_ref(&rec).await;
-                if let Record::Event(mut line) = rec {
-                    line.folded = None;
-                    self.fold_heads.insert(h.tid, line);
-                }
+                self.out.emit_event(&line).await;
+                line.folded = None;
+                self.fold_heads.insert(h.tid, line);
             }
             other => {
                 if let Some(line) = other {
@@ -417,7 +414,7 @@ impl Pipeline {
     fn event_line(&mut self, event: events::Event, mcp: Attribution) -> EventLine {
         let resolved_path = self.resolve_path(&event);
         EventLine {
-            time: format_rfc3339(self.clock.wall(event.header.ts_mono_ns)),
+            time: self.stamps.format(self.clock.wall(event.header.ts_mono_ns)),
             server: self.tracker.server_or_gone(event.header.server_id).map(|s| s.name.clone()),
             exe: self.tree.get(event.header.pid).and_then(|n| n.exe.clone()),
             container: self.tree.container(event.header.pid).cloned(),
@@ -484,7 +481,7 @@ impl Pipeline {
     pub async fn summary(&self) {
         let stats = StatsRecord {
             time: Self::now(),
-            events: self.stats.events.clone(),
+            events: self.stats.events.to_map(),
             decode_errors: self.stats.decode_errors,
             lost: LOST_NAMES.iter().copied().zip(self.stats.lost.iter().copied()).collect(),
             mcp: serde_json::to_value(&self.corr.stats).unwrap_or_default(),

@@ -83,11 +83,13 @@ impl Pipeline {
                 let ev = placed_open(&p, self.tree.get(p.tgid).map(|n| n.ppid).unwrap_or(0));
                 let rec = Record::Quarantined { time: Self::now(), path: p.path.display().to_string(), to: p.quarantined.as_ref().map(|q| q.display().to_string()), how: p.how, pid: p.tgid, server_id: p.server_id };
                 self.out.emit(rec).await;
+                self.out.look_for_tail();
                 self.on_event(Ok(ev)).await;
             }
             GateRecord::Denied(d) if d.in_event => {}
             GateRecord::Denied(d) => {
                 let ev = synthetic_open(&d, self.tree.get(d.tgid).map(|n| n.ppid).unwrap_or(0));
+                self.out.look_for_tail();
                 self.on_event(Ok(ev)).await;
             }
         }
@@ -117,7 +119,8 @@ fn placed_open(p: &crate::gate::persist::Placed, ppid: u32) -> Event {
             path: p.path.display().to_string(),
             dirfd: -100,
             flags: 0,
-            access: vec![crate::events::Access::Write, crate::events::Access::Create],
+            // What the entry amounts to: a file written and created (O_WRONLY | O_CREAT).
+            access: crate::events::Accesses::of(0o101),
             mode: 0,
             resolve: 0,
             inode: None,
@@ -147,7 +150,7 @@ fn synthetic_open(d: &Denial, ppid: u32) -> Event {
             path: d.path.display().to_string(),
             dirfd: -100,
             flags: 0,
-            access: vec![crate::events::Access::Read],
+            access: crate::events::Accesses::of(0),
             mode: 0,
             resolve: 0,
             inode: Some(d.inode),

@@ -108,3 +108,29 @@ mod tests {
         assert_eq!(t.to_map()["rules_eval"], 100 * SAMPLE);
     }
 }
+
+/// Kernel events taken, by kind: an array slot per kind, for the same reason as the stage
+/// timers (a map keyed by name was looked up with string compares for every event).
+#[derive(Clone, Debug, Default)]
+pub struct KindCounts([u64; KIND_SLOTS]);
+
+/// `Event::KINDS`, then one slot for any other kind (a handshake; none reaches the counts).
+const KIND_SLOTS: usize = crate::events::Event::KINDS.len() + 1;
+
+impl KindCounts {
+    pub fn add(&mut self, ev: &crate::events::Event) {
+        self.0[ev.kind_index()] += 1;
+    }
+
+    /// `n` events of `kind` (a folded run's repeats).
+    pub fn add_kind(&mut self, kind: &str, n: u64) {
+        let at = crate::events::Event::KINDS.iter().position(|k| *k == kind).unwrap_or(KIND_SLOTS - 1);
+        self.0[at] += n;
+    }
+
+    /// The kinds seen, with their counts (the `stats` record, the metrics).
+    pub fn to_map(&self) -> BTreeMap<&'static str, u64> {
+        let names = crate::events::Event::KINDS.iter().copied().chain(["other"]);
+        names.zip(self.0).filter(|(_, n)| *n > 0).collect()
+    }
+}

@@ -223,6 +223,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             // at a time (up to 256 events, half a millisecond of work under a flood), so that
             // polling the branches above (signals, timer, channels) is paid once per batch.
             Some(batch) = ev_rx.recv() => {
+                pipeline.out.look_for_tail();
                 for ev in batch {
                     pipeline.on_event(ev).await;
                 }

@@ -10,7 +10,7 @@ use monitor_common::{
     HandshakeEvent, ProcAccessEvent, RepeatEvent, StdioEvent, PATH_CAP, STDIO_CHUNK, UNIX_PATH_CAP,
 };
 
-use super::{errno, Access, Body, Connect, Direction, Event, Exec, Exit, Fork, Handshake, Header, Inode, IoUring, KernelAction, Open, ProcAccess, Repeat, Stdio, SysResult};
+use super::{errno, Body, Connect, Direction, Event, Exec, Exit, Fork, Handshake, Header, Inode, IoUring, KernelAction, Open, ProcAccess, Repeat, Stdio, SysResult};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -204,32 +204,6 @@ fn exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
     })
 }
 
-/// O_* bits as names, access mode first.
-pub fn access_names(f: u32) -> Vec<Access> {
-    let mut v = vec![match f & 3 {
-        0 => Access::Read,
-        1 => Access::Write,
-        2 => Access::ReadWrite,
-        _ => Access::InvalidAccess,
-    }];
-    for (bit, name) in [
-        (0o100, Access::Create),
-        (0o200, Access::Exclusive),
-        (0o1000, Access::Truncate),
-        (0o2000, Access::Append),
-        (0o200000, Access::Directory),
-        (0o400000, Access::Nofollow),
-        (0o2000000, Access::Cloexec),
-        (0o10000000, Access::Path),
-        (0o20200000, Access::Tmpfile),
-    ] {
-        if f & bit == bit {
-            v.push(name);
-        }
-    }
-    v
-}
-
 fn open(bytes: &[u8]) -> Result<Open, DecodeError> {
     at_least(bytes, OpenEvent::DATA_OFFSET)?;
     let pl = rec!(bytes, OpenEvent, path_len) as usize;
@@ -249,7 +223,7 @@ fn open(bytes: &[u8]) -> Result<Open, DecodeError> {
         path: text(&bytes[OpenEvent::DATA_OFFSET..][..pl]),
         dirfd: rec!(bytes, OpenEvent, dirfd),
         flags,
-        access: access_names(flags),
+        access: super::Accesses::of(flags),
         mode: rec!(bytes, OpenEvent, mode),
         resolve: rec!(bytes, OpenEvent, resolve),
         inode: (ret >= 0 && ino != 0).then_some(Inode { dev: rec!(bytes, OpenEvent, dev), ino }),

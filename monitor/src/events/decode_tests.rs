@@ -6,7 +6,7 @@ use monitor_common::{
 };
 
 use super::*;
-use crate::events::{Access, Direction, KernelAction, Repeat};
+use crate::events::{Access, Accesses, Direction, KernelAction, Repeat};
 
 fn hdr(kind: EventKind, fl: u32) -> EventHeader {
     EventHeader { kind: kind as u32, flags: fl, ts_ns: 123_456_789, tgid: 42, tid: 43, ppid: 7, uid: 1000, server_id: 3, _pad: 0 }
@@ -102,7 +102,7 @@ fn open_round_trip_success_and_failure() {
             path: "../.ssh/id_rsa".into(),
             dirfd: 5,
             flags: 0o1101,
-            access: vec![Access::Write, Access::Create, Access::Truncate],
+            access: Accesses::of(0o1101),
             mode: 0o600,
             resolve: 0x08,
             inode: None,
@@ -119,7 +119,7 @@ fn open_round_trip_success_and_failure() {
     let ev = decode(&bytes_of(&e, OpenEvent::DATA_OFFSET + p.len())).unwrap();
     expect_header(&ev, vec!["path"]);
     let Body::Open(o) = ev.body else { panic!() };
-    assert_eq!((o.syscall, o.access), ("openat", vec![Access::Read]));
+    assert_eq!((o.syscall, o.access.iter().collect::<Vec<_>>()), ("openat", vec![Access::Read]));
     assert_eq!(o.result, SysResult { ok: false, ret: -13, errno: Some("EACCES") });
 
     // Every field read from its own place: an inode, a device and a policy hit, distinct.

@@ -114,6 +114,58 @@ impl Access {
     }
 }
 
+/// An open's flags by name (`file.access`), worked out from the flags when asked: the access
+/// mode first, then the O_* bits set. A list per open, built at decode, was an allocation per
+/// event on the hot path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Accesses(u32);
+
+impl Accesses {
+    /// The O_* bits that have a name, in the order they are listed.
+    const BITS: [(u32, Access); 9] = [
+        (0o100, Access::Create),
+        (0o200, Access::Exclusive),
+        (0o1000, Access::Truncate),
+        (0o2000, Access::Append),
+        (0o200000, Access::Directory),
+        (0o400000, Access::Nofollow),
+        (0o2000000, Access::Cloexec),
+        (0o10000000, Access::Path),
+        // O_TMPFILE is __O_TMPFILE | O_DIRECTORY: listed with `directory` before it.
+        (0o20200000, Access::Tmpfile),
+    ];
+
+    pub fn of(flags: u32) -> Self {
+        Self(flags)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Access> + '_ {
+        let mode = match self.0 & 3 {
+            0 => Access::Read,
+            1 => Access::Write,
+            2 => Access::ReadWrite,
+            _ => Access::InvalidAccess,
+        };
+        std::iter::once(mode).chain(Self::BITS.iter().filter(|(bit, _)| self.0 & bit == *bit).map(|(_, a)| *a))
+    }
+
+    pub fn contains(&self, a: &Access) -> bool {
+        self.iter().any(|x| x == *a)
+    }
+}
+
+impl std::fmt::Debug for Accesses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Accesses {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Event {
     #[serde(flatten)]
@@ -241,7 +293,7 @@ pub struct Open {
     /// Raw O_* flags.
     pub flags: u32,
     /// Decoded flags: the access mode first, then `create`, `truncate`, …
-    pub access: Vec<Access>,
+    pub access: Accesses,
     pub mode: u32,
     /// openat2 RESOLVE_* bits.
     #[serde(skip_serializing_if = "is_zero")]
@@ -331,6 +383,24 @@ impl Event {
     /// Every value `kind` returns (the metrics export each at 0 from the start).
     pub const KINDS: &'static [&'static str] = &["exec", "open", "connect", "exit", "fork", "stdio", "send", "io_uring", "proc_access", "sock"];
 
+    /// The place of `kind` in `KINDS` (its length for a handshake, which is not counted).
+    pub fn kind_index(&self) -> usize {
+        match self.body {
+            Body::Exec(_) => 0,
+            Body::Open(_) => 1,
+            Body::Connect(_) => 2,
+            Body::Exit(_) => 3,
+            Body::Fork(_) => 4,
+            Body::Stdio(_) => 5,
+            Body::Send(_) => 6,
+            Body::IoUring(_) => 7,
+            Body::ProcAccess(_) => 8,
+            Body::Sock(_) => 9,
+            Body::Repeat(ref r) => Self::KINDS.iter().position(|k| *k == r.of).unwrap_or(Self::KINDS.len()),
+            Body::Handshake(_) => Self::KINDS.len(),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self.body {
             Body::Exec(_) => "exec",
@@ -345,6 +415,45 @@ impl Event {
             Body::Sock(_) => "sock",
             Body::Repeat(ref r) => r.of,
             Body::Handshake(_) => "handshake",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Access::*, Accesses};
+
+    #[test]
+    fn accesses_name_the_flags_mode_first() {
+        let names = |f: u32| Accesses::of(f).iter().collect::<Vec<_>>();
+        assert_eq!(names(0), [Read]);
+        assert_eq!(names(0o3), [InvalidAccess]);
+        assert_eq!(names(0o1101), [Write, Create, Truncate]);
+        assert_eq!(names(0o2002 | 0o2000000), [ReadWrite, Append, Cloexec]);
+        // O_TMPFILE carries O_DIRECTORY's bit: a directory open is no tmpfile.
+        assert_eq!(names(0o20200002), [ReadWrite, Directory, Tmpfile]);
+        assert_eq!(names(0o200000), [Read, Directory]);
+        assert_eq!(names(0o10400000 | 0o200), [Read, Exclusive, Nofollow, Path]);
+        assert!(Accesses::of(0o101).contains(&Create) && !Accesses::of(0o101).contains(&Read));
+        assert_eq!(serde_json::to_string(&Accesses::of(0o1101)).unwrap(), r#"["write","create","truncate"]"#);
+    }
+
+    #[test]
+    fn a_kinds_index_is_its_place_in_kinds() {
+        use super::*;
+        let r = SysResult { ok: true, ret: 0, errno: None };
+        let header = Header { ts_mono_ns: 0, pid: 1, tid: 1, ppid: 0, uid: 0, server_id: 1, truncated: vec![], kernel_action: None, compat_syscall: false, gated: false };
+        let bodies = [
+            Body::Exec(Exec { syscall: "execve", filename: "/x".into(), argv: vec![], argv_truncated: false, dirfd: -100, policy: 0, result: r.clone() }),
+            Body::Open(Open { syscall: "openat", path: "/x".into(), dirfd: -100, flags: 0, access: Accesses::of(0), mode: 0, resolve: 0, inode: None, policy: 0, result: r, fold_sig: 0 }),
+            Body::Fork(Fork { child_pid: 2, clone_flags: 0 }),
+            Body::Repeat(Repeat { of: "connect", fold_sig: 1, count: 2, first_ns: 0, last_ns: 1 }),
+            Body::Handshake(Handshake { json_in: true, late: false, in_ino: 1, out_ino: 2, seen: None }),
+        ];
+        for body in bodies {
+            let ev = Event { header: header.clone(), body };
+            let want = Event::KINDS.iter().position(|k| *k == ev.kind()).unwrap_or(Event::KINDS.len());
+            assert_eq!(ev.kind_index(), want, "{}", ev.kind());
         }
     }
 }

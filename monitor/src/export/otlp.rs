@@ -117,6 +117,16 @@ impl Otlp {
     /// Feeds one emitted record: tool-call starts and ends, kernel events attributed to a call,
     /// alerts raised in one. Anything else costs a match. Records are rendered to JSON here only
     /// when they become part of a span.
+    /// A kernel event line: an event on the span of the call it is attributed to.
+    pub fn observe_event(&self, e: &crate::output::record::EventLine) {
+        let Attribution::Call { id, .. } = &e.mcp else { return };
+        let key = (u64::from(e.event.header.server_id), id.clone());
+        let Ok(mut s) = self.state.lock() else { return };
+        if let Some(o) = s.open.get_mut(&key) {
+            o.push(syscall_event(&serde_json::to_value(e).unwrap_or(Value::Null)));
+        }
+    }
+
     pub fn observe(&self, r: &Record) {
         match r {
             Record::Mcp(m) => match &m.body {
@@ -127,14 +137,7 @@ impl Otlp {
                 }
                 _ => {}
             },
-            Record::Event(e) => {
-                let Attribution::Call { id, .. } = &e.mcp else { return };
-                let key = (u64::from(e.event.header.server_id), id.clone());
-                let Ok(mut s) = self.state.lock() else { return };
-                if let Some(o) = s.open.get_mut(&key) {
-                    o.push(syscall_event(&serde_json::to_value(e).unwrap_or(Value::Null)));
-                }
-            }
+            Record::Event(e) => self.observe_event(e),
             Record::Alert(a) => {
                 let Some(mcp) = a.mcp.as_ref().filter(|m| m["state"] == "call") else { return };
                 let Some(server) = a.server.as_ref().map(|s| s.id).or(a.server_id) else { return };

@@ -125,17 +125,16 @@ impl Metrics {
         self.tool_calls.entry(Default::default()).or_default();
     }
 
-    pub fn event(&mut self, kind: &str) {
-        self.events(kind, 1);
-    }
-
-    /// `n` events of one kind (a folded run).
-    pub fn events(&mut self, kind: &str, n: u64) {
-        // Looked up before inserting: `entry` would allocate the key for every kernel event.
-        match self.events.get_mut(kind) {
-            Some(c) => *c += n,
-            None => {
-                self.events.insert(kind.into(), n);
+    /// The pipeline's counts of kernel events by kind (a folded run counts every event in it),
+    /// taken at each metrics tick: counting here per event cost a lock and a map lookup per
+    /// event, and the pipeline counts them anyway (its `stats` record).
+    pub fn set_events(&mut self, counts: &BTreeMap<&'static str, u64>) {
+        for (k, v) in counts {
+            match self.events.get_mut(*k) {
+                Some(c) => *c = *v,
+                None => {
+                    self.events.insert((*k).into(), *v);
+                }
             }
         }
     }
@@ -353,7 +352,7 @@ mod tests {
     #[test]
     fn renders_counters_with_bounded_labels() {
         let mut m = Metrics::new();
-        m.event("open");
+        m.set_events(&[("open", 1)].into());
         for i in 0..(MAX_TOOLS_PER_SERVER + 5) {
             m.record(&tool_call(&format!("t{i}")));
         }

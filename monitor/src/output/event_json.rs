@@ -33,14 +33,14 @@ pub fn write(line: &EventLine, out: &mut Vec<u8>) -> serde_json::Result<()> {
             w.num_at(b",\"clone_flags\":", f.clone_flags);
         }
         Body::IoUring(u) => {
-            w.str_at(b",\"kind\":\"io_uring\",\"op\":", u.op);
+            w.word_at(b",\"kind\":\"io_uring\",\"op\":", u.op);
             w.num_at(b",\"fd\":", u.fd);
             w.num_at(b",\"sq_entries\":", u.sq_entries);
             w.num_at(b",\"cq_entries\":", u.cq_entries);
             w.num_at(b",\"setup_flags\":", u.setup_flags);
         }
         Body::ProcAccess(p) => {
-            w.str_at(b",\"kind\":\"proc_access\",\"syscall\":", p.syscall);
+            w.word_at(b",\"kind\":\"proc_access\",\"syscall\":", p.syscall);
             if let Some(r) = &p.request {
                 w.str_at(b",\"request\":", r);
             }
@@ -95,6 +95,31 @@ impl Json<'_> {
     fn str_at(&mut self, key: &[u8], s: &str) {
         self.raw(key);
         self.str(s);
+    }
+
+    /// The daemon's own words (syscall, access, errno and signal names): quoted
+    /// without the escaper, which had nothing to escape in them.
+    fn word(&mut self, w: &str) {
+        debug_assert!(!w.bytes().any(|c| c < 0x20 || c == b'"' || c == b'\\'), "{w:?} needs escapes");
+        self.out.reserve(w.len() + 2);
+        self.out.push(b'"');
+        self.out.extend_from_slice(w.as_bytes());
+        self.out.push(b'"');
+    }
+
+    fn word_at(&mut self, key: &[u8], w: &str) {
+        self.raw(key);
+        self.word(w);
+    }
+
+    /// The words of a list, comma-separated (the brackets are the caller's).
+    fn words<'s>(&mut self, items: impl Iterator<Item = &'s str>) {
+        for (i, t) in items.enumerate() {
+            if i > 0 {
+                self.raw(b",");
+            }
+            self.word(t);
+        }
     }
 
     /// The strings of a list, comma-separated (the brackets are the caller's).
@@ -156,11 +181,11 @@ impl Json<'_> {
         self.num_at(b",\"server_id\":", h.server_id);
         if !h.truncated.is_empty() {
             self.raw(b",\"truncated\":[");
-            self.strs(h.truncated.iter().copied());
+            self.words(h.truncated.iter().copied());
             self.raw(b"]");
         }
         if let Some(a) = h.kernel_action {
-            self.str_at(b",\"kernel_action\":", a.as_str());
+            self.word_at(b",\"kernel_action\":", a.as_str());
         }
         if h.compat_syscall {
             self.raw(b",\"compat_syscall\":true");
@@ -175,7 +200,7 @@ impl Json<'_> {
         self.bool(r.ok);
         self.num_at(b",\"ret\":", r.ret);
         if let Some(e) = r.errno {
-            self.str_at(b",\"errno\":", e);
+            self.word_at(b",\"errno\":", e);
         }
         self.raw(b"}");
     }
@@ -187,7 +212,7 @@ impl Json<'_> {
     }
 
     fn exec(&mut self, e: &Exec) {
-        self.str_at(b",\"kind\":\"exec\",\"syscall\":", e.syscall);
+        self.word_at(b",\"kind\":\"exec\",\"syscall\":", e.syscall);
         self.str_at(b",\"filename\":", &e.filename);
         self.raw(b",\"argv\":[");
         self.strs(e.argv.iter().map(String::as_str));
@@ -199,12 +224,12 @@ impl Json<'_> {
     }
 
     fn open(&mut self, o: &Open) {
-        self.str_at(b",\"kind\":\"open\",\"syscall\":", o.syscall);
+        self.word_at(b",\"kind\":\"open\",\"syscall\":", o.syscall);
         self.str_at(b",\"path\":", &o.path);
         self.num_at(b",\"dirfd\":", o.dirfd);
         self.num_at(b",\"flags\":", o.flags);
         self.raw(b",\"access\":[");
-        self.strs(o.access.iter().map(|a| a.as_str()));
+        self.words(o.access.iter().map(|a| a.as_str()));
         self.num_at(b"],\"mode\":", o.mode);
         if o.resolve != 0 {
             self.num_at(b",\"resolve\":", o.resolve);
@@ -250,7 +275,7 @@ impl Json<'_> {
             self.num_at(b",\"signal\":", s);
         }
         if let Some(s) = e.signal_name {
-            self.str_at(b",\"signal_name\":", s);
+            self.word_at(b",\"signal_name\":", s);
         }
         self.raw(b",\"core_dumped\":");
         self.bool(e.core_dumped);

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::*;
 use crate::{
     discovery::container::{Container, Volume},
-    events::{Access, Event, Fork, Handshake, Inode, IoUring, KernelAction, ProcAccess, Repeat, Stdio, Direction},
+    events::{Accesses, Event, Fork, Handshake, Inode, IoUring, KernelAction, ProcAccess, Repeat, Stdio, Direction},
     jsonrpc::session::Candidate,
 };
 
@@ -86,7 +86,7 @@ fn body(r: &mut Rng, kind: u64) -> Body {
             path: r.text(),
             dirfd: if r.coin() { -100 } else { r.num() },
             flags: r.num(),
-            access: (0..r.below(4)).map(|_| [Access::Read, Access::ReadWrite, Access::Create, Access::Tmpfile][r.below(4) as usize]).collect(),
+            access: Accesses::of(r.num()),
             mode: r.num(),
             resolve: if r.coin() { 0 } else { r.num() },
             inode: r.maybe(|r| Inode { dev: r.num(), ino: r.num() }),
@@ -133,7 +133,7 @@ fn line(r: &mut Rng, kind: u64) -> EventLine {
     });
     EventLine {
         event: Event { header, body: body(r, kind) },
-        time: r.text(),
+        time: r.text().as_str().into(),
         server: r.maybe(Rng::text).map(Into::into),
         exe: r.maybe(Rng::text).map(Into::into),
         container,

@@ -278,6 +278,96 @@ pub fn format_rfc3339(t: SystemTime) -> String {
     std::str::from_utf8(&b).map(str::to_string).unwrap_or_default()
 }
 
+/// RFC 3339 stamps of a stream of nearby instants (every event line carries one): the date and
+/// time of day are worked out once per second and kept, and a stamp in the same second only
+/// writes its microseconds. Equal to `format_rfc3339` (`tests`).
+#[derive(Debug, Default)]
+pub struct Stamps {
+    /// The second the kept text is of (None: nothing kept yet).
+    secs: Option<u64>,
+    text: [u8; 27],
+}
+
+impl Stamps {
+    pub fn format(&mut self, t: SystemTime) -> Stamp {
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        if self.secs != Some(d.as_secs()) {
+            let s = format_rfc3339(t);
+            // Beyond year 9999 the text is longer: not kept (never, in practice). Only ASCII is
+            // kept: its digits are overwritten below.
+            let Ok(text) = <[u8; 27]>::try_from(s.as_bytes()).map_err(drop).and_then(|t| if t.is_ascii() { Ok(t) } else { Err(()) }) else {
+                return Stamp::from(s.as_str());
+            };
+            self.text = text;
+            self.secs = Some(d.as_secs());
+        }
+        let mut us = d.subsec_micros();
+        for b in self.text[20..26].iter_mut().rev() {
+            *b = b'0' + (us % 10) as u8;
+            us /= 10;
+        }
+        // The kept text is a `str` (`format_rfc3339`'s) whose digits were replaced by digits.
+        let mut buf = [0; Stamp::CAP];
+        buf[..27].copy_from_slice(&self.text);
+        Stamp { buf, len: 27 }
+    }
+}
+
+/// An event line's time as text, held inline: a `String` per event line was an allocation
+/// (and a free) per kernel event. Up to `Stamp::CAP` bytes (an RFC 3339 stamp has 27); a
+/// longer text is cut at a character boundary.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    buf: [u8; Stamp::CAP],
+    len: u8,
+}
+
+impl Stamp {
+    pub const CAP: usize = 40;
+}
+
+impl From<&str> for Stamp {
+    fn from(s: &str) -> Self {
+        let mut len = s.len().min(Self::CAP);
+        while !s.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut buf = [0; Self::CAP];
+        buf[..len].copy_from_slice(&s.as_bytes()[..len]);
+        Self { buf, len: len as u8 }
+    }
+}
+
+impl std::ops::Deref for Stamp {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        let bytes = &self.buf[..usize::from(self.len).min(Self::CAP)];
+        // SAFETY: a stamp is only made by `from` (whole characters of a `str`) and by
+        // `Stamps::format` (the ASCII text of `format_rfc3339`, digits replaced by digits), so
+        // its bytes are valid UTF-8. Checking them again on every read was 1% of a flood.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
+}
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl std::fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl serde::Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self)
+    }
+}
+
 /// `#[serde(with = "crate::output::rfc3339")]` for SystemTime fields.
 pub mod rfc3339 {
     pub fn serialize<S: serde::Serializer>(t: &std::time::SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -288,6 +378,27 @@ pub mod rfc3339 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kept_stamps_are_the_formatted_ones() {
+        let mut st = Stamps::default();
+        // Within a second, across seconds, days and a leap day, backwards, and the epoch.
+        let start = 951_868_799_999_990u64; // 2000-02-29T23:59:59.999990Z
+        let mut us: Vec<u64> = (0..40).map(|i| start + i * 7).collect();
+        us.extend([start + 86_400_000_000, start, 0, 999_999, 1_000_000, 1_795_577_939_123_456]);
+        for u in us {
+            let t = UNIX_EPOCH + std::time::Duration::from_micros(u);
+            assert_eq!(&*st.format(t), format_rfc3339(t), "{u}");
+        }
+    }
+
+    #[test]
+    fn a_stamp_keeps_whole_characters() {
+        assert_eq!(&*Stamp::from("2026-12-04T15:22:22.223735Z"), "2026-12-04T15:22:22.223735Z");
+        let long = format!("{}é", "a".repeat(Stamp::CAP - 1));
+        assert_eq!(&*Stamp::from(long.as_str()), "a".repeat(Stamp::CAP - 1));
+        assert_eq!(serde_json::to_string(&Stamp::from("x\"y")).unwrap(), r#""x\"y""#);
+    }
 
     #[test]
     fn rfc3339_known_instants() {

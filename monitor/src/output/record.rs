@@ -107,12 +107,28 @@ impl Record {
     pub fn write_line(&self, out: &mut Vec<u8>) {
         let start = out.len();
         let r = match self {
-            Record::Event(e) => super::event_json::write(e, out),
+            Record::Event(e) => return e.write_line(out),
             other => serde_json::to_value(other).and_then(|v| serde_json::to_writer(&mut *out, &v)),
         };
         if let Err(e) = r {
-            out.truncate(start);
-            out.extend_from_slice(format!("{{\"kind\":\"render_error\",\"error\":{:?}}}", e.to_string()).as_bytes());
+            render_error(out, start, &e);
+        }
+    }
+}
+
+/// What replaces a line that could not be rendered (from `start` in `out`).
+fn render_error(out: &mut Vec<u8>, start: usize, e: &serde_json::Error) {
+    out.truncate(start);
+    out.extend_from_slice(format!("{{\"kind\":\"render_error\",\"error\":{:?}}}", e.to_string()).as_bytes());
+}
+
+impl EventLine {
+    /// `Record::write_line` of this line: the pipeline hands kernel event lines to the emitter
+    /// as they are, without a `Record` (whose box cost an allocation and a copy per event).
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        if let Err(e) = super::event_json::write(self, out) {
+            render_error(out, start, &e);
         }
     }
 }
@@ -222,7 +238,7 @@ pub enum Mcp {
 pub struct EventLine {
     #[serde(flatten)]
     pub event: Event,
-    pub time: String,
+    pub time: super::Stamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<std::sync::Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]

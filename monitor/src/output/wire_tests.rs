@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::{
-    events::{Access, Body, Header, Inode, KernelAction, Open, SysResult},
+    events::{Accesses, Body, Header, Inode, KernelAction, Open, SysResult},
     output::alert::{ActionRecord, ActionResult, ActionType, ProcessRef, RuleRef, ServerRef, Where},
     rules::Severity,
 };
@@ -19,7 +19,7 @@ fn open_event() -> Event {
             path: "/home/u/.ssh/id_ed25519".into(),
             dirfd: -100,
             flags: 0,
-            access: vec![Access::Read],
+            access: Accesses::of(0),
             mode: 0,
             resolve: 0,
             inode: Some(Inode { dev: 2049, ino: 77 }),

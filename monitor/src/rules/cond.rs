@@ -346,6 +346,7 @@ fn test(v: Option<&Val>, m: &Matcher) -> bool {
             Val::Num(n) => f(&n.to_string()),
             Val::Bool(b) => f(if *b { "true" } else { "false" }),
             Val::Ip(a) => f(&a.to_string()),
+            Val::Access(a) => a.iter().any(|w| f(w.as_str())),
         }
     };
     match m {
@@ -367,6 +368,20 @@ fn test(v: Option<&Val>, m: &Matcher) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_opens_flags_match_as_their_list_of_words() {
+        use crate::events::Accesses;
+        for flags in [0, 0o1, 0o1101, 0o2002 | 0o2000000, 0o20200002, 0o10000000] {
+            let words = Accesses::of(flags).iter().map(|a| crate::rules::Text::from(a.as_str())).collect();
+            let (ours, list) = (Val::Access(Accesses::of(flags)), Val::List(words));
+            let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+            for m in [Matcher::Eq(s(&["read"])), Matcher::Eq(s(&["write", "append"])), Matcher::Contains(s(&["write"])), Matcher::Prefix(s(&["read_"])), Matcher::Suffix(s(&["file"])), Matcher::Exists(true), Matcher::Exists(false)] {
+                assert_eq!(test(Some(&ours), &m), test(Some(&list), &m), "{flags:o} {m:?}");
+            }
+            assert_eq!(ours.to_string(), list.to_string());
+        }
+    }
 
     #[test]
     fn cidrs() {

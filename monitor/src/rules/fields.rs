@@ -93,6 +93,9 @@ pub enum Val {
     Bool(bool),
     List(Vec<Text>),
     Ip(IpAddr),
+    /// An open's flags by name (`file.access`): a list of words, named from the flags when a
+    /// rule reads them (a list built per open was an allocation per event).
+    Access(crate::events::Accesses),
 }
 
 impl fmt::Display for Val {
@@ -103,6 +106,13 @@ impl fmt::Display for Val {
             Val::Bool(b) => write!(f, "{b}"),
             Val::List(l) => f.write_str(&l.join(" ")),
             Val::Ip(a) => write!(f, "{a}"),
+            Val::Access(a) => {
+                for (i, w) in a.iter().enumerate() {
+                    f.write_str(if i > 0 { " " } else { "" })?;
+                    f.write_str(w.as_str())?;
+                }
+                Ok(())
+            }
         }
     }
 }
