@@ -44,8 +44,10 @@ pub struct ProcessTree {
     /// The container each process runs in, for processes of a container joined to a server
     /// (inherited at fork; `docker run -i`'s container under its CLI's server).
     containers: HashMap<u32, std::sync::Arc<crate::discovery::container::Container>>,
-    /// What each server's scope holds beyond its calls (roots, runtime), computed once.
-    scopes: std::sync::Mutex<HashMap<u32, std::sync::Arc<ServerScope>>>,
+    /// What each server's scope holds beyond its calls (roots, runtime), computed once. A
+    /// `RefCell`, not a lock: the tree lives on the pipeline's thread, and the lock was taken
+    /// for every open.
+    scopes: std::cell::RefCell<HashMap<u32, std::sync::Arc<ServerScope>>>,
 }
 
 /// The paths a server owns beyond its tool calls' arguments (see docs/rules.md, "Scope").
@@ -167,13 +169,18 @@ impl ProcessTree {
 
     /// The server's scope beyond its calls, computed by `make` at the first ask.
     pub fn server_scope(&self, server_id: u32, make: impl FnOnce() -> ServerScope) -> std::sync::Arc<ServerScope> {
-        let mut m = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(server_id).or_insert_with(|| std::sync::Arc::new(make())).clone()
+        if let Some(s) = self.scopes.borrow().get(&server_id) {
+            return s.clone();
+        }
+        // Made outside any borrow: `make` reads /proc and may take its time.
+        let s = std::sync::Arc::new(make());
+        self.scopes.borrow_mut().insert(server_id, s.clone());
+        s
     }
 
     fn forget_server(&mut self, server_id: u32) {
         self.created.remove(&server_id);
-        self.scopes.lock().unwrap_or_else(|e| e.into_inner()).remove(&server_id);
+        self.scopes.get_mut().remove(&server_id);
     }
 
     /// Records a file the server created (the open must have succeeded).

@@ -149,8 +149,12 @@ impl KernelPolicy {
         if runner {
             return map.insert(tgid, 1, 0).map_err(err("ROOT_RUNNERS"));
         }
+        // Not marked (the common case: a root that is no runner) is no error. aya reports the
+        // kernel's ENOENT as a failed syscall, not as `KeyNotFound`: every exec of such a root
+        // logged a warning (a thousand of them at the scale bench).
         match map.remove(&tgid) {
             Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
             r => r.map_err(err("ROOT_RUNNERS")),
         }
     }

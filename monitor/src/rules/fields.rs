@@ -183,10 +183,11 @@ impl fmt::Debug for FieldSet {
 /// The values of one event's fields. Missing fields fail every test except `exists: false`.
 /// One slot per field, in `FIELDS` order: a rule's test reads its field's slot directly (the
 /// slot is found when the rule is compiled), and building a context inserts into no map.
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 pub struct Ctx {
     vals: [Option<Val>; N],
-    /// Bit `i` set when slot `i` holds a value: emptying touches those slots only.
+    /// Bit `i` set when slot `i` holds this event's value (a slot without its bit may hold an
+    /// earlier event's, never read: `clear`).
     set: u64,
 }
 
@@ -199,9 +200,16 @@ impl Default for Ctx {
     }
 }
 
+/// Equal when the same fields are set to the same values (stale slots do not count).
+impl PartialEq for Ctx {
+    fn eq(&self, other: &Self) -> bool {
+        self.set == other.set && (0..N).all(|at| self.get_at(at) == other.get_at(at))
+    }
+}
+
 impl fmt::Debug for Ctx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(FIELDS.iter().zip(&self.vals).filter_map(|((n, _, _), v)| Some((n, v.as_ref()?)))).finish()
+        f.debug_map().entries(FIELDS.iter().enumerate().filter_map(|(at, (n, _, _))| Some((n, self.get_at(at)?)))).finish()
     }
 }
 
@@ -216,11 +224,14 @@ impl Ctx {
         self.set(field, Val::Str(v.into()));
     }
     pub fn get(&self, field: &str) -> Option<&Val> {
-        self.vals[index(field)?].as_ref()
+        self.get_at(index(field)?)
     }
-    /// The value in slot `at` (`index` of its field).
+    /// The value in slot `at` (`index` of its field), if set since the last `clear`.
     pub fn get_at(&self, at: usize) -> Option<&Val> {
-        self.vals.get(at)?.as_ref()
+        if at >= N || self.set >> at & 1 == 0 {
+            return None;
+        }
+        self.vals[at].as_ref()
     }
     /// `set` by slot (`at` of its field).
     pub fn set_at(&mut self, at: usize, v: Val) {
@@ -231,18 +242,17 @@ impl Ctx {
         self.set_at(at, Val::Str(v.into()));
     }
     /// Empties every slot, keeping the context's storage for the next event: building one per
-    /// event moved and zeroed its whole slot array (52 slots) every time.
+    /// event moved and zeroed its whole slot array (52 slots) every time. Only the marks go:
+    /// a slot's old value is dropped when the slot is next set (dropping each one here, then
+    /// writing the next, was two passes over the slots an event sets). At most one stale value
+    /// per field stays held meanwhile, and none is ever read (`get_at` checks the mark).
     pub fn clear(&mut self) {
-        let mut m = std::mem::take(&mut self.set);
-        while m != 0 {
-            self.vals[m.trailing_zeros() as usize] = None;
-            m &= m - 1;
-        }
+        self.set = 0;
     }
 
     pub fn event(&self) -> &str {
         // `event` is the first field (a test below keeps it so).
-        match &self.vals[0] {
+        match self.get_at(0) {
             Some(Val::Str(s)) => s,
             _ => "",
         }
