@@ -235,7 +235,12 @@ impl Ctx {
     }
     /// `set` by slot (`at` of its field).
     pub fn set_at(&mut self, at: usize, v: Val) {
-        self.vals[at] = Some(v);
+        let old = std::mem::replace(&mut self.vals[at], Some(v));
+        // Most old values own nothing (a number, a flag, one of the daemon's words): no call
+        // into the drop glue for them (it was 2.8% of a flood's samples).
+        if matches!(old, None | Some(Val::Num(_) | Val::Bool(_) | Val::Ip(_) | Val::Access(_) | Val::Str(Text::Word(_)))) {
+            std::mem::forget(old);
+        }
         self.set |= 1 << at;
     }
     pub fn str_at(&mut self, at: usize, v: impl Into<Text>) {
