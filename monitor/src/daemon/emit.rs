@@ -120,9 +120,8 @@ impl Emitter {
         self.emit_ref(&r).await;
     }
 
-    /// `emit`, leaving the record with the caller (the pipeline keeps an open to pair a folded
-    /// run's count with).
-    /// A kernel event line (`emit_ref` of `Record::Event`, without the record).
+    /// A kernel event line (`emit_ref` of `Record::Event`, without the record): the pipeline
+    /// keeps the line, to pair a folded run's count with.
     pub async fn emit_event(&self, e: &EventLine) {
         if let Some(o) = &self.otlp {
             o.observe_event(e);
@@ -137,6 +136,7 @@ impl Emitter {
         self.append(|buf| e.write_line(buf)).await;
     }
 
+    /// `emit`, leaving the record with the caller.
     pub async fn emit_ref(&self, r: &Record) {
         // Kernel event lines are counted by kind where they are taken (the pipeline's stats).
         if let Record::Event(e) = r {

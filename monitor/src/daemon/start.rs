@@ -70,8 +70,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (line_tx, line_rx) = mpsc::channel::<Vec<u8>>(64);
     let spare = output::Spare::default();
     let writer = tokio::spawn(output::writer(sink, line_rx, spare.clone()));
-    // Up to 64 drains of up to 256 events wait for the pipeline; then the reader waits, and the
-    // ring fills (and the kernel counts what it cannot deliver).
+    // Up to 64 drains of up to 256 events (and 128 KiB of captured bytes) wait for the
+    // pipeline; then the reader waits, and the ring fills (and the kernel counts what it
+    // cannot deliver).
     let (ev_tx, mut ev_rx) = mpsc::channel::<Batch>(64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let reader = events::reader::spawn(ring, ev_tx, shutdown_rx.clone()).context("starting the ring reader")?;
