@@ -497,7 +497,16 @@ fn a_uvx_runner_reads_its_netrc() {
     cmd.extend([MCPMON, "exec", "--require-monitor", "--name", "uvx-netrc", "--socket", d.socket.to_str().unwrap(), "--"].map(String::from));
     cmd.extend(["uvx", "--index-url", &url, "--find-links", &url, "mcp-server-time"].map(String::from));
     let calls = serde_json::json!([{"tool": "get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}]);
-    let client = common::mcp_client(&peers, calls, None, &cmd.iter().map(String::as_str).collect::<Vec<_>>());
+    // When the client fails (once in CI, under load: `Connection closed` at `initialize`), what
+    // the daemon saw goes to the log: the reads of the login, the alerts and the execs.
+    let client = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| common::mcp_client(&peers, calls, None, &cmd.iter().map(String::as_str).collect::<Vec<_>>())));
+    let Ok(client) = client else {
+        let (_, records) = d.stop_with_records();
+        for r in records.iter().filter(|r| r.to_string().contains(".netrc") || r["kind"] == "alert" || r["kind"] == "exec") {
+            eprintln!("daemon record: {r}");
+        }
+        panic!("the client failed (its error is above)");
+    };
     let _ = http.kill();
     let _ = http.wait();
     assert_eq!(client["calls"][0]["is_error"], false, "the server works: {client}");
