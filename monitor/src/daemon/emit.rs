@@ -129,9 +129,7 @@ impl Emitter {
         // The answer taken once per batch (`look_for_tail`): asking the channel takes its lock,
         // and that was a lock per event.
         if self.tail_watched.load(std::sync::atomic::Ordering::Relaxed) {
-            let mut b = Vec::with_capacity(512);
-            e.write_line(&mut b);
-            return self.write(String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())).await;
+            return self.write(crate::output::record::line_of(|b| e.write_line(b))).await;
         }
         self.append(|buf| e.write_line(buf)).await;
     }

@@ -83,13 +83,11 @@ impl Pipeline {
                 let ev = placed_open(&p, self.tree.get(p.tgid).map(|n| n.ppid).unwrap_or(0));
                 let rec = Record::Quarantined { time: Self::now(), path: p.path.display().to_string(), to: p.quarantined.as_ref().map(|q| q.display().to_string()), how: p.how, pid: p.tgid, server_id: p.server_id };
                 self.out.emit(rec).await;
-                self.out.look_for_tail();
                 self.on_event(Ok(ev)).await;
             }
             GateRecord::Denied(d) if d.in_event => {}
             GateRecord::Denied(d) => {
                 let ev = synthetic_open(&d, self.tree.get(d.tgid).map(|n| n.ppid).unwrap_or(0));
-                self.out.look_for_tail();
                 self.on_event(Ok(ev)).await;
             }
         }

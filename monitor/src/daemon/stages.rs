@@ -124,8 +124,7 @@ impl KindCounts {
 
     /// `n` events of `kind` (a folded run's repeats).
     pub fn add_kind(&mut self, kind: &str, n: u64) {
-        let at = crate::events::Event::KINDS.iter().position(|k| *k == kind).unwrap_or(KIND_SLOTS - 1);
-        self.0[at] += n;
+        self.0[crate::events::Event::index_of_kind(kind)] += n;
     }
 
     /// The kinds seen, with their counts (the `stats` record, the metrics).

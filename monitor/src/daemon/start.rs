@@ -186,7 +186,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     watcher.set(&pipeline.watch_dirs());
                 }
             }
-            Some(rec) = gate_rx.recv() => pipeline.on_gate(rec).await,
+            Some(rec) = gate_rx.recv() => {
+                // A refusal may go out as an event line too (`look_for_tail`).
+                pipeline.out.look_for_tail();
+                pipeline.on_gate(rec).await
+            }
             Some(msg) = req_rx.recv() => {
                 // A new server's first instruction must meet the current plan: take any
                 // change already queued (a home or key made just before it) first.
@@ -238,6 +242,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // It stops at once: between drains it waits on the ring, a timer or the channel, and the
     // stop is one more branch of that wait.
     let _ = reader.join();
+    pipeline.out.look_for_tail();
     while let Ok(batch) = ev_rx.try_recv() {
         for ev in batch {
             pipeline.on_event(ev).await;

@@ -112,23 +112,14 @@ impl Json<'_> {
         self.word(w);
     }
 
-    /// The words of a list, comma-separated (the brackets are the caller's).
-    fn words<'s>(&mut self, items: impl Iterator<Item = &'s str>) {
+    /// The items of a list, each written by `put` (`str` or `word`), comma-separated (the
+    /// brackets are the caller's).
+    fn list<'s>(&mut self, items: impl Iterator<Item = &'s str>, put: fn(&mut Self, &str)) {
         for (i, t) in items.enumerate() {
             if i > 0 {
                 self.raw(b",");
             }
-            self.word(t);
-        }
-    }
-
-    /// The strings of a list, comma-separated (the brackets are the caller's).
-    fn strs<'s>(&mut self, items: impl Iterator<Item = &'s str>) {
-        for (i, t) in items.enumerate() {
-            if i > 0 {
-                self.raw(b",");
-            }
-            self.str(t);
+            put(self, t);
         }
     }
 
@@ -181,7 +172,7 @@ impl Json<'_> {
         self.num_at(b",\"server_id\":", h.server_id);
         if !h.truncated.is_empty() {
             self.raw(b",\"truncated\":[");
-            self.words(h.truncated.iter().copied());
+            self.list(h.truncated.iter().copied(), Self::word);
             self.raw(b"]");
         }
         if let Some(a) = h.kernel_action {
@@ -215,7 +206,7 @@ impl Json<'_> {
         self.word_at(b",\"kind\":\"exec\",\"syscall\":", e.syscall);
         self.str_at(b",\"filename\":", &e.filename);
         self.raw(b",\"argv\":[");
-        self.strs(e.argv.iter().map(String::as_str));
+        self.list(e.argv.iter().map(String::as_str), Self::str);
         self.raw(b"],\"argv_truncated\":");
         self.bool(e.argv_truncated);
         self.num_at(b",\"dirfd\":", e.dirfd);
@@ -229,7 +220,7 @@ impl Json<'_> {
         self.num_at(b",\"dirfd\":", o.dirfd);
         self.num_at(b",\"flags\":", o.flags);
         self.raw(b",\"access\":[");
-        self.words(o.access.iter().map(|a| a.as_str()));
+        self.list(o.access.iter().map(|a| a.as_str()), Self::word);
         self.num_at(b"],\"mode\":", o.mode);
         if o.resolve != 0 {
             self.num_at(b",\"resolve\":", o.resolve);

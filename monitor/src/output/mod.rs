@@ -283,9 +283,9 @@ pub fn format_rfc3339(t: SystemTime) -> String {
 /// writes its microseconds. Equal to `format_rfc3339` (`tests`).
 #[derive(Debug, Default)]
 pub struct Stamps {
-    /// The second the kept text is of (None: nothing kept yet).
+    /// The second the kept stamp is of (None: nothing kept yet).
     secs: Option<u64>,
-    text: [u8; 27],
+    kept: Stamp,
 }
 
 impl Stamps {
@@ -295,21 +295,19 @@ impl Stamps {
             let s = format_rfc3339(t);
             // Beyond year 9999 the text is longer: not kept (never, in practice). Only ASCII is
             // kept: its digits are overwritten below.
-            let Ok(text) = <[u8; 27]>::try_from(s.as_bytes()).map_err(drop).and_then(|t| if t.is_ascii() { Ok(t) } else { Err(()) }) else {
+            if s.len() != 27 || !s.is_ascii() {
                 return Stamp::from(s.as_str());
-            };
-            self.text = text;
+            }
+            self.kept = Stamp::from(s.as_str());
             self.secs = Some(d.as_secs());
         }
         let mut us = d.subsec_micros();
-        for b in self.text[20..26].iter_mut().rev() {
+        for b in self.kept.buf[20..26].iter_mut().rev() {
             *b = b'0' + (us % 10) as u8;
             us /= 10;
         }
-        // The kept text is a `str` (`format_rfc3339`'s) whose digits were replaced by digits.
-        let mut buf = [0; Stamp::CAP];
-        buf[..27].copy_from_slice(&self.text);
-        Stamp { buf, len: 27 }
+        // Still a `str`: ASCII digits replaced by ASCII digits.
+        self.kept
     }
 }
 
@@ -324,6 +322,12 @@ pub struct Stamp {
 
 impl Stamp {
     pub const CAP: usize = 40;
+}
+
+impl Default for Stamp {
+    fn default() -> Self {
+        Self { buf: [0; Self::CAP], len: 0 }
+    }
 }
 
 impl From<&str> for Stamp {

@@ -97,9 +97,7 @@ impl Record {
     /// whose keys are sorted, and keep the byte layout they had when the stages built JSON
     /// themselves (`tests` below).
     pub fn line(&self) -> String {
-        let mut out = Vec::with_capacity(512);
-        self.write_line(&mut out);
-        String::from_utf8(out).unwrap_or_else(|e| format!("{{\"kind\":\"render_error\",\"error\":{:?}}}", e.to_string()))
+        line_of(|out| self.write_line(out))
     }
 
     /// `line`, appended to `out` (without its newline): the emitter renders event lines straight
@@ -120,6 +118,13 @@ impl Record {
 fn render_error(out: &mut Vec<u8>, start: usize, e: &serde_json::Error) {
     out.truncate(start);
     out.extend_from_slice(format!("{{\"kind\":\"render_error\",\"error\":{:?}}}", e.to_string()).as_bytes());
+}
+
+/// The line `write` appends, as a `String` (a render error's line if it is no UTF-8).
+pub fn line_of(write: impl FnOnce(&mut Vec<u8>)) -> String {
+    let mut out = Vec::with_capacity(512);
+    write(&mut out);
+    String::from_utf8(out).unwrap_or_else(|e| format!("{{\"kind\":\"render_error\",\"error\":{:?}}}", e.to_string()))
 }
 
 impl EventLine {

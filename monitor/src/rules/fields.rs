@@ -235,7 +235,7 @@ impl Ctx {
     }
     /// `set` by slot (`at` of its field).
     pub fn set_at(&mut self, at: usize, v: Val) {
-        let old = std::mem::replace(&mut self.vals[at], Some(v));
+        let old = self.vals[at].replace(v);
         // Most old values own nothing (a number, a flag, one of the daemon's words): no call
         // into the drop glue for them (it was 2.8% of a flood's samples).
         if matches!(old, None | Some(Val::Num(_) | Val::Bool(_) | Val::Ip(_) | Val::Access(_) | Val::Str(Text::Word(_)))) {
