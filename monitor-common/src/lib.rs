@@ -404,6 +404,17 @@ const _: () = assert!(core::mem::size_of::<RootReaderKey>() == 16);
 
 /// What the kernel does when a tracked process opens a protected inode (`PROTECTED` values; the
 /// rule's slot sits in the upper 16 bits so the daemon can name the rule).
+/// The stamp of a server root's exec in `ROOT_IMAGES`: its exec event's `ts_ns`, bit 0 clear.
+pub const fn exec_stamp(ts_ns: u64) -> u64 {
+    ts_ns & !1
+}
+
+/// The daemon's judgement of that exec in `ROOT_RUNNERS`: the exec's stamp, bit 0 set when its
+/// argv is a package runner's launch. It holds only while `ROOT_IMAGES` has the same stamp.
+pub const fn runner_judgement(ts_ns: u64, runner: bool) -> u64 {
+    exec_stamp(ts_ns) | runner as u64
+}
+
 pub mod protect {
     pub const SLOT_SHIFT: u32 = 16;
     /// Kill when the file is opened for reading.
@@ -470,6 +481,10 @@ pub mod policy {
     /// Fold identical opens of one thread within this many milliseconds into one event and a
     /// count ([`super::RepeatEvent`]); 0 = off.
     pub const FOLD_WINDOW_MS: u32 = 5;
+    /// The open gate runs (fanotify permission events on the protected files): a server
+    /// root's read that waits on the daemon's judgement of its exec is left to it at
+    /// `security_file_open` (`ROOT_RUNNERS`).
+    pub const GATE_ACTIVE: u32 = 6;
     pub const LEN: u32 = 8;
 }
 

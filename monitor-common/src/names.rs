@@ -30,9 +30,12 @@ pub const MAP_GRANTS: &str = "GRANTS";
 pub const MAP_ROOT_READERS: &str = "ROOT_READERS";
 /// tgid → 1: server roots that exec'd from an image of their own (no launcher allowances).
 pub const MAP_ROOT_TAINTED: &str = "ROOT_TAINTED";
-/// tgid → 1: server roots whose latest exec is a package runner's launch (`npx -y PKG`), set by
-/// the daemon from the exec's argv.
+/// tgid → the daemon's judgement of a server root's exec: that exec's stamp (`ROOT_IMAGES`,
+/// bit 0 clear) with bit 0 set when its argv is a package runner's launch (`npx -y PKG`).
 pub const MAP_ROOT_RUNNERS: &str = "ROOT_RUNNERS";
+/// tgid → the stamp of a server root's latest successful exec (its event's `ts_mono_ns`, bit 0
+/// clear), written by the kernel: a judgement in `ROOT_RUNNERS` holds only for that exec.
+pub const MAP_ROOT_IMAGES: &str = "ROOT_IMAGES";
 pub const MAP_PENDING_OPEN: &str = "PENDING_OPEN";
 /// tid → tracking of threads of tracked processes that exited lately (LRU).
 pub const MAP_EXITED: &str = "EXITED";

@@ -64,20 +64,43 @@ pub static ROOT_READERS: HashMap<RootReaderKey, u32> = HashMap::with_max_entries
 #[map(name = "ROOT_TAINTED")]
 pub static ROOT_TAINTED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(8192, 0);
 
-/// Server roots whose latest exec is a package runner's launch (tgid → 1): `npx -y PKG`,
-/// `uvx PKG`, judged by the daemon from the exec's argv (the image alone says `node`). They may
-/// read the files marked `RUNNER_MAY_READ` while untainted. Dropped here at every exec of the
-/// root, at its exit and when a new root is tracked; the daemon sets it again from the exec
-/// event, long before the runner reads its config (npm: 150 ms and more after the exec).
+/// The daemon's judgement of a server root's latest exec (tgid → stamp | runner): the exec's
+/// stamp (`ROOT_IMAGES`, bit 0 clear), with bit 0 set when its argv is a package runner's launch
+/// (`npx -y PKG`, `uvx PKG`; the image alone says `node`). A runner root may read the files
+/// marked `RUNNER_MAY_READ` while untainted. The judgement names the exec it was made for: one
+/// that arrives after the root exec'd again names an older stamp and holds for nothing, and
+/// until the daemon has judged the current exec the open gate holds the read (gate/decide.rs)
+/// rather than refuse a runner that was merely quicker than the daemon. Dropped at the root's
+/// exit and when a new root is tracked.
 #[map(name = "ROOT_RUNNERS")]
-pub static ROOT_RUNNERS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(8192, 0);
+pub static ROOT_RUNNERS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 0);
+
+/// The stamp of each server root's latest successful exec (tgid → its exec event's
+/// `ts_mono_ns` with bit 0 clear), set at `sched_process_exec`: which exec a judgement in
+/// `ROOT_RUNNERS` must name. Stamps come from one monotonic clock, so a judgement left by an
+/// earlier holder of the pid names no exec of the new one.
+#[map(name = "ROOT_IMAGES")]
+pub static ROOT_IMAGES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 0);
+
+/// A server root's new image runs: judgements of its earlier execs no longer hold.
+#[inline(always)]
+pub fn note_root_image(tgid: u32, ts_mono_ns: u64) {
+    let _ = ROOT_IMAGES.insert(&tgid, &monitor_common::exec_stamp(ts_mono_ns), 0);
+}
+
+/// Forgets a root's execs and their judgements (it exited, or its pid is a new root's now).
+#[inline(always)]
+pub fn forget_root(tgid: u32) {
+    let _ = ROOT_TAINTED.remove(&tgid);
+    let _ = ROOT_RUNNERS.remove(&tgid);
+    let _ = ROOT_IMAGES.remove(&tgid);
+}
 
 /// A tracked server root is calling execve: taint it unless its current image is a launcher
 /// or a pass-through (`env`, `setpriv`, `mcpmon exec`). Whatever it runs next is a runner only
 /// if the daemon says so from the new exec's argv.
 #[inline(always)]
 pub fn note_root_exec(tgid: u32) {
-    let _ = ROOT_RUNNERS.remove(&tgid);
     let via = exe_inode().is_some_and(|e| policy_with(e, protect::ROOT_VIA | protect::ROOT_MAY_CONNECT) != 0);
     if !via {
         let _ = ROOT_TAINTED.insert(&tgid, &1, 0);
@@ -92,13 +115,10 @@ fn launcher_root(cur: crate::maps::Current) -> bool {
     tracked(cur).is_some_and(|i| i.root_tgid == cur.tgid) && unsafe { ROOT_TAINTED.get(&cur.tgid) }.is_none()
 }
 
-/// Whether the current process is its server's root running an image `ROOT_READERS` lets read
-/// the files of the rule in policy value `p`. Asked only on a protected read.
+/// Whether the current process (its server's untainted root: `root_read` asks that first) runs
+/// an image `ROOT_READERS` lets read the files of the rule in policy value `p`.
 #[inline(always)]
 fn root_reader(p: u32) -> bool {
-    if !launcher_root(current()) {
-        return false;
-    }
     let Some(exe) = exe_inode() else { return false };
     let Some(k) = inode_key(exe) else { return false };
     let key = RootReaderKey { dev: k.dev, slot: p >> protect::SLOT_SHIFT, ino: k.ino };
@@ -106,22 +126,71 @@ fn root_reader(p: u32) -> bool {
     unsafe { ROOT_READERS.get(&key) }.is_some()
 }
 
-/// Whether `tgid` is a server root that holds a runner's allowance. Its own tree may not reach
-/// into it (ptrace, process_vm_*, /proc/PID/mem and the like): the package it started is its
-/// child, and code or a read planted there would have the login the runner just read.
+/// The daemon's judgement of the latest exec of root `tgid`, if it has one: whether that exec
+/// is a package runner's launch. None: the root's exec is not judged yet (or was never seen).
 #[inline(always)]
-pub fn runner_marked(tgid: u32) -> bool {
-    // SAFETY: only whether the key exists is used: no reference into ROOT_RUNNERS is kept.
-    unsafe { ROOT_RUNNERS.get(&tgid) }.is_some()
+fn runner_judged(tgid: u32) -> Option<bool> {
+    // SAFETY: the u64 values are copied out at once; no reference into either map is kept.
+    let (image, judged) = unsafe { (ROOT_IMAGES.get(&tgid).copied()?, ROOT_RUNNERS.get(&tgid).copied()?) };
+    (monitor_common::exec_stamp(judged) == image).then_some(judged & 1 != 0)
 }
 
-/// Whether policy value `p` lets a runner read its file and the current process is its
-/// server's untainted root, still the package runner it was launched through.
+/// Whether `tgid` is a server root that holds a runner's allowance: the daemon judged its
+/// latest exec a runner's launch. Its own tree may not reach into it (ptrace, process_vm_*,
+/// /proc/PID/mem and the like): the package it started is its child, and code or a read
+/// planted there would have the login the runner just read.
 #[inline(always)]
-fn runner_reader(p: u32) -> bool {
+pub fn runner_marked(tgid: u32) -> bool {
+    runner_judged(tgid) == Some(true)
+}
+
+/// What a server root's read of a protected file with policy value `p` may take from the
+/// launchers' allowances.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RootRead {
+    /// None: the rule applies.
+    No,
+    /// The root runs an image `ROOT_READERS` lists for the rule, or it is the package runner
+    /// it was launched through and the file is one a runner may read (`RUNNER_MAY_READ`).
+    Yes,
+    /// It may be that runner, but the daemon has not judged its latest exec yet.
+    Unjudged,
+}
+
+#[inline(always)]
+fn root_read(p: u32) -> RootRead {
     let cur = current();
-    // SAFETY: only whether the key exists is used: no reference into ROOT_RUNNERS is kept.
-    p & protect::RUNNER_MAY_READ != 0 && launcher_root(cur) && runner_marked(cur.tgid)
+    if !launcher_root(cur) {
+        return RootRead::No;
+    }
+    if root_reader(p) {
+        return RootRead::Yes;
+    }
+    if p & protect::RUNNER_MAY_READ == 0 {
+        return RootRead::No;
+    }
+    match runner_judged(cur.tgid) {
+        Some(true) => RootRead::Yes,
+        Some(false) => RootRead::No,
+        // SAFETY: only whether the key exists is used: no reference into ROOT_IMAGES is kept.
+        None if unsafe { ROOT_IMAGES.get(&cur.tgid) }.is_some() => RootRead::Unjudged,
+        None => RootRead::No,
+    }
+}
+
+/// Whether a read of a file with policy value `p` by the current process is the root's
+/// allowance. `at_open`: asked before the open completes (`security_file_open`), where an
+/// exec the daemon has not judged yet is left to the open gate, which holds the open until it
+/// has (a runner is often quicker than the daemon: uv reads `~/.netrc` within milliseconds of
+/// its exec); only while the gate runs (`POLICY[GATE_ACTIVE]`). At an open's exit the gate has
+/// already answered, and an exec still unjudged there gets no allowance.
+#[inline(always)]
+fn root_allows(p: u32, at_open: bool) -> bool {
+    match root_read(p) {
+        RootRead::Yes => true,
+        RootRead::Unjudged => at_open && POLICY.get(policy::GATE_ACTIVE).copied().unwrap_or(0) != 0,
+        RootRead::No => false,
+    }
 }
 
 #[map(name = "POLICY")]
@@ -180,12 +249,12 @@ fn policy_with(inode: *const u8, bit: u32) -> u32 {
 #[inline(always)]
 pub fn open_check(fd: i32, open_flags: u32, server_id: u32, ino: &mut u64, dev: &mut u32) -> u32 {
     let Some(file) = fd_file(fd) else { return 0 };
-    file_check(file, open_flags, server_id, ino, dev)
+    file_check(file, open_flags, server_id, false, ino, dev)
 }
 
 /// [`open_check`] on the file itself (`security_file_open` has it before any fd exists).
 #[inline(always)]
-pub fn file_check(file: *const u8, open_flags: u32, server_id: u32, ino: &mut u64, dev: &mut u32) -> u32 {
+pub fn file_check(file: *const u8, open_flags: u32, server_id: u32, at_open: bool, ino: &mut u64, dev: &mut u32) -> u32 {
     let Some(inode) = file_inode(file) else { return 0 };
     let Some(key) = inode_key(inode) else { return 0 };
     *ino = key.ino;
@@ -200,7 +269,7 @@ pub fn file_check(file: *const u8, open_flags: u32, server_id: u32, ino: &mut u6
     if let Some(p) = unsafe { PROTECTED.get(&key) } {
         let read_hit = *p & protect::KILL_READ != 0 && reads;
         let write_hit = *p & protect::KILL_WRITE != 0 && writes;
-        if (read_hit || write_hit) && !granted(server_id, *p) && !(read_hit && !write_hit && (runner_reader(*p) || root_reader(*p))) {
+        if (read_hit || write_hit) && !granted(server_id, *p) && !(read_hit && !write_hit && root_allows(*p, at_open)) {
             return *p;
         }
     }
@@ -351,7 +420,7 @@ pub fn file_open_kill(file: *const u8) -> u32 {
     // program run; the thread is inside this open, so no other hook writes the entry meanwhile.
     let open_flags = pending.map(|ev| unsafe { (*ev).open_flags }).unwrap_or(0);
     let (mut ino, mut dev) = (0u64, 0u32);
-    let p = file_check(file, open_flags, info.server_id, &mut ino, &mut dev);
+    let p = file_check(file, open_flags, info.server_id, true, &mut ino, &mut dev);
     if p == 0 {
         return 0;
     }
@@ -390,8 +459,14 @@ pub fn mcpm_lsm_file_open(ctx: LsmContext) -> i32 {
     // SAFETY: `file` is this LSM hook's argument, live for the hook; `f_mode` (BTF offset) is read through
     // bpf_probe_read_kernel, a fault gives Err (then no access bits).
     let mode: u32 = unsafe { bpf_probe_read_kernel(file.add(koff!(file_f_mode)) as *const u32) }.unwrap_or(0);
-    let deny = (p & protect::DENY_READ != 0 && mode & FMODE_READ != 0) || (p & protect::DENY_WRITE != 0 && mode & FMODE_WRITE != 0);
-    if !deny || granted(tracked(cur).map(|i| i.server_id).unwrap_or(0), p) {
+    let deny_read = p & protect::DENY_READ != 0 && mode & FMODE_READ != 0;
+    let deny_write = p & protect::DENY_WRITE != 0 && mode & FMODE_WRITE != 0;
+    if !(deny_read || deny_write) || granted(tracked(cur).map(|i| i.server_id).unwrap_or(0), p) {
+        return 0;
+    }
+    // A root's allowance (its runner's registry login, its launcher's files), as at the
+    // open's exit and in the gate.
+    if deny_read && !deny_write && root_allows(p, true) {
         return 0;
     }
     if let Some(ev) = PENDING_OPEN.get_ptr_mut(&cur.tid) {

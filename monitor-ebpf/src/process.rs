@@ -118,8 +118,7 @@ pub fn mcpm_exit(ctx: TracePointContext) -> u32 {
     ev.exit_code = current_exit_code();
     output(&ev);
     let _ = TRACKED.remove(&cur.tgid);
-    let _ = crate::enforce::ROOT_TAINTED.remove(&cur.tgid);
-    let _ = crate::enforce::ROOT_RUNNERS.remove(&cur.tgid);
+    crate::enforce::forget_root(cur.tgid);
     set_maybe_tracked(cur.tgid, false);
     0
 }
@@ -247,6 +246,7 @@ pub fn mcpm_exec(ctx: TracePointContext) -> u32 {
             fill_header(&mut ev.hdr, EventKind::Exec, cur, info);
             ev.hdr.flags = entry_flags;
             ev.ret = 0;
+            note_image(cur, info, ev.hdr.ts_ns);
             judge_image(ev);
             send_exec(ev);
             let _ = PENDING_EXEC.remove(&old_tid);
@@ -254,6 +254,14 @@ pub fn mcpm_exec(ctx: TracePointContext) -> u32 {
         None => exec_without_entry(&ctx, cur, info),
     }
     0
+}
+
+/// A root's new image: the stamp its exec event carries (`enforce::ROOT_IMAGES`).
+#[inline(always)]
+fn note_image(cur: Current, info: TrackInfo, ts_mono_ns: u64) {
+    if info.root_tgid == cur.tgid {
+        crate::enforce::note_root_image(cur.tgid, ts_mono_ns);
+    }
 }
 
 #[inline(always)]
@@ -273,8 +281,7 @@ fn provisional(cur: Current) -> Option<TrackInfo> {
     set_maybe_tracked(cur.tgid, true);
     // A new root, launched by a process outside every server: a taint left by an earlier
     // holder of this pid (dropped, then exited untracked) is not its own.
-    let _ = crate::enforce::ROOT_TAINTED.remove(&cur.tgid);
-    let _ = crate::enforce::ROOT_RUNNERS.remove(&cur.tgid);
+    crate::enforce::forget_root(cur.tgid);
     if TRACKED.insert(&cur.tgid, &info, 0).is_err() {
         count_lost_logged(LostReason::TrackedFull);
         return None;
@@ -296,6 +303,7 @@ fn exec_without_entry(ctx: &TracePointContext, cur: Current, info: TrackInfo) {
     let ev = unsafe { &mut *ev };
     fill_header(&mut ev.hdr, EventKind::Exec, cur, info);
     ev.hdr.flags = flags::NO_ENTRY;
+    note_image(cur, info, ev.hdr.ts_ns);
     ev.ret = 0;
     ev.syscall = 0;
     ev.dirfd = AT_FDCWD;

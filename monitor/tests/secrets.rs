@@ -460,6 +460,54 @@ fn a_runner_reads_its_registry_login_and_the_server_it_starts_may_not() {
     assert!(root_alerts.is_empty(), "no alert on npm's own read: {root_alerts:?}");
 }
 
+/// A runner is often quicker than the daemon: uv reads `~/.netrc` within milliseconds of its
+/// exec, before the daemon may have judged that exec a runner's launch. The read waits for the
+/// judgement instead of being refused (it was refused in 3 launches of 20 on an idle machine,
+/// and in 17 of 20 under three floods). The runner here is a shell script named `uvx` (a
+/// runner's launch by its argv) that reads the login with the shell's own `read`, at once,
+/// in the root process; after it, a root that execs a shell of its own is refused as before.
+#[test]
+fn a_runner_quicker_than_the_daemon_reads_its_login() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = start(tmp.path(), "");
+    let u = User::add("quickr", false);
+    u.make_home();
+    u.write(".netrc", &format!("machine 127.0.0.1 login tok password {SECRET}\n"));
+    let script = |name: &str, body: &str| -> PathBuf {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let f = dir.join("uvx");
+        std::fs::write(&f, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        f
+    };
+    let quick = script("quick", r#"if read -r l < "$HOME/.netrc"; then echo "READ ${#l}"; else echo REFUSED; fi"#);
+    let launches = 30;
+    let mut refused = Vec::new();
+    for i in 0..launches {
+        let name = format!("quick-{i}");
+        let out = u.exec(&d, &name, &[quick.to_str().unwrap(), "some-package"]).stdin(Stdio::null()).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !stdout.starts_with("READ") {
+            refused.push(format!("{name}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
+        }
+    }
+    assert!(refused.is_empty(), "{} of {launches} runner launches were refused their login: {refused:?}", refused.len());
+    // The judgement holds for the runner's exec only: a root that execs a shell of its own
+    // (tainted, and no runner's launch) is refused, and the rule says so.
+    let then = script("then-sh", r#"exec /bin/sh -c 'if read -r l < "$HOME/.netrc"; then echo "$l"; else echo REFUSED; fi'"#);
+    let out = u.exec(&d, "then-sh", &[then.to_str().unwrap(), "some-package"]).stdin(Stdio::null()).output().unwrap();
+    assert_refused(&d, "then-sh", "registry-token-read", &out, false);
+    let (_, records) = d.stop_with_records();
+    let alerts: Vec<&Value> = records.iter().filter(|r| r["kind"] == "alert" && r["server"]["name"].as_str().is_some_and(|n| n.starts_with("quick-"))).collect();
+    assert!(alerts.is_empty(), "no alert on a runner's own read: {alerts:?}");
+}
+
 /// uvx, as a client's config starts it with a private index (`uvx --index-url URL PKG`): uvx
 /// execs `uv tool uvx` in the same process, and uv reads `~/.netrc` for the index's login
 /// before it fetches. It may, and the server works, with no alert. uv here lives in a venv,

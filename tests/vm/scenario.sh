@@ -20,6 +20,7 @@ mkdir -p "$WORK/home/.ssh" "$WORK/state"
 HOME_DIR=$WORK/home
 printf 'KEY-MATERIAL-vm\n' > "$HOME_DIR/.ssh/id_ed25519"
 printf '# rc\n' > "$HOME_DIR/.bashrc"
+printf 'machine 127.0.0.1 login tok password LOGIN-vm\n' > "$HOME_DIR/.netrc"
 printf 'root:x:0:0:root:/root:/bin/sh\nvictim:x:4242:4242::%s:/bin/sh\n' "$HOME_DIR" > "$WORK/passwd"
 # The shipped rules, with the SSH-key rule switched to deny (EPERM on BPF-LSM, kill elsewhere).
 mkdir -p "$WORK/rules"
@@ -169,6 +170,22 @@ if [ "$path" = lsm ]; then
 else
   case "$out" in *rc=137*) pass exec-deny-falls-back-to-kill;; *) fail exec-deny-falls-back-to-kill "$out";; esac
 fi
+
+# 1g. A package runner's registry login (`kernel.runner_may_read`, rule registry-token-read): a
+# root launched as a runner (a script named `uvx`: its argv says so) reads ~/.netrc at once, with
+# the shell's own `read`. The read waits for the daemon's judgement of the exec, on the BPF-LSM
+# path as well (lsm/file_open leaves it to the open gate). A root that is no runner is refused.
+mkdir -p "$WORK/runner"
+printf '#!/bin/sh\nif read -r l < "%s/.netrc"; then echo "READ ${#l}"; else echo REFUSED; fi\n' "$HOME_DIR" > "$WORK/runner/uvx"
+chmod 755 "$WORK/runner/uvx"
+out=$("$MCPMON" exec --timeout-ms "$ACK_MS" --name runner --socket "$SOCK" -- "$WORK/runner/uvx" some-package 2>&1)
+case "$out" in *"READ "*) pass runner-reads-its-login;; *) fail runner-reads-its-login "$out";; esac
+out=$("$MCPMON" exec --timeout-ms "$ACK_MS" --name notrunner --socket "$SOCK" -- /bin/sh -c "if read -r l < $HOME_DIR/.netrc; then echo \"LEAK \$l\"; else echo REFUSED; fi; echo rc=\$?" 2>&1)
+case "$out" in
+  *LEAK*) fail not-a-runner-refused "the login was read: $out";;
+  *REFUSED*) pass not-a-runner-refused;;
+  *) [ "$read_deny" = kill ] && pass not-a-runner-refused || fail not-a-runner-refused "$out";;
+esac
 
 # 2. A kill rule still kills (persistence write), and the file is unchanged.
 "$MCPMON" exec --timeout-ms "$ACK_MS" --name rcwriter --socket "$SOCK" -- /bin/sh -c "echo evil >> $HOME_DIR/.bashrc" > /dev/null 2>&1

@@ -53,8 +53,8 @@ pub struct KernelPolicy {
     /// `ROOT_READERS`; None only in unit tests' stand-ins.
     pub root_readers: Option<HashMap<MapData, RootReaderKey, u32>>,
     readers: std::collections::BTreeSet<RootReaderKey>,
-    /// `ROOT_RUNNERS` (LRU, tgid → 1); None only in unit tests' stand-ins.
-    pub root_runners: Option<HashMap<MapData, u32, u32>>,
+    /// `ROOT_RUNNERS` (LRU, tgid → exec stamp | runner); None only in unit tests' stand-ins.
+    pub root_runners: Option<HashMap<MapData, u32, u64>>,
 }
 
 /// The enforcement maps, as the loader hands them over.
@@ -65,7 +65,7 @@ pub struct PolicyMaps {
     pub knobs: Array<MapData, u32>,
     pub grants: HashMap<MapData, u64, u32>,
     pub root_readers: HashMap<MapData, RootReaderKey, u32>,
-    pub root_runners: HashMap<MapData, u32, u32>,
+    pub root_runners: HashMap<MapData, u32, u64>,
     /// Whether the cgroup connect deny programs loaded.
     pub cgroup_deny: bool,
 }
@@ -134,6 +134,13 @@ impl KernelPolicy {
         self.knobs.set(policy::IO_URING_KILL, value, 0).map_err(err("POLICY"))
     }
 
+    /// Whether the open gate runs (`POLICY[GATE_ACTIVE]`): the kernel's checks at
+    /// `security_file_open` then leave a server root's read that waits on the daemon's
+    /// judgement of its exec to the gate, which holds it until that judgement is in.
+    pub fn set_gate_active(&mut self, on: bool) -> Result<(), PolicyError> {
+        self.knobs.set(policy::GATE_ACTIVE, u32::from(on), 0).map_err(err("POLICY"))
+    }
+
     /// Makes `ROOT_READERS` hold exactly `want` (executable, rule slot) pairs.
     pub fn sync_root_readers(&mut self, want: &std::collections::BTreeSet<(Inode, u32)>) -> Result<(), PolicyError> {
         let Some(map) = self.root_readers.as_mut() else { return Ok(()) };
@@ -141,17 +148,17 @@ impl KernelPolicy {
         sync_set(map, &mut self.readers, want, "ROOT_READERS")
     }
 
-    /// Says whether the server root `tgid` is, by the argv of its latest exec, the package
-    /// runner it was launched through (`ROOT_RUNNERS`). The kernel drops the mark at each exec
-    /// of the root, so it is set again from every exec event.
-    pub fn mark_runner(&mut self, tgid: u32, runner: bool) -> Result<(), PolicyError> {
+    /// The daemon's judgement of a server root's exec (`ROOT_RUNNERS`): `Some((ts_mono_ns of
+    /// the exec event, runner))` for every successful exec of a root, runner or not, so the open
+    /// gate knows the exec was judged; None forgets the root. The kernel holds a judgement only
+    /// while it names the root's latest exec (`ROOT_IMAGES`).
+    pub fn mark_runner(&mut self, tgid: u32, judged: Option<(u64, bool)>) -> Result<(), PolicyError> {
         let Some(map) = self.root_runners.as_mut() else { return Ok(()) };
-        if runner {
-            return map.insert(tgid, 1, 0).map_err(err("ROOT_RUNNERS"));
+        if let Some((ts, runner)) = judged {
+            return map.insert(tgid, monitor_common::runner_judgement(ts, runner), 0).map_err(err("ROOT_RUNNERS"));
         }
-        // Not marked (the common case: a root that is no runner) is no error. aya reports the
-        // kernel's ENOENT as a failed syscall, not as `KeyNotFound`: every exec of such a root
-        // logged a warning (a thousand of them at the scale bench).
+        // Never judged (a root that exited before its first exec was handled) is no error. aya
+        // reports the kernel's ENOENT as a failed syscall, not as `KeyNotFound`.
         match map.remove(&tgid) {
             Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),

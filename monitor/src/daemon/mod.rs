@@ -316,7 +316,7 @@ impl Pipeline {
         let change = self.tree.apply(&ev);
         if let events::Body::Exec(x) = &ev.body {
             if x.result.ok {
-                self.note_runner(ev.header.server_id, ev.header.pid, &x.argv);
+                self.note_runner(ev.header.server_id, ev.header.pid, ev.header.ts_mono_ns, &x.argv);
             }
         }
         lap(&mut self.stats, Stage::ProcessTree);

@@ -129,6 +129,7 @@ impl Policy {
         self.kernel.sync_files(&plan.files)?;
         self.kernel.sync_nets(&plan.nets)?;
         self.kernel.set_io_uring_kill(plan.io_uring_kill)?;
+        self.kernel.set_gate_active(self.gate.is_some())?;
         self.kernel.set_foreign_proc_kill(plan.foreign_proc_kill)?;
         self.kernel.set_proc_access_kill(plan.proc_access_kill)?;
         self.kernel.sync_grants(&self.grants)?;
@@ -173,9 +174,10 @@ impl Policy {
         Ok(())
     }
 
-    /// Whether the server root `tgid` is still its package runner (`ROOT_RUNNERS`).
-    pub fn mark_runner(&mut self, tgid: u32, runner: bool) -> Result<(), crate::actions::kernel::PolicyError> {
-        self.kernel.mark_runner(tgid, runner)
+    /// Whether the server root `tgid`'s exec (by its event's time) is its package runner's
+    /// launch (`ROOT_RUNNERS`); None forgets the root.
+    pub fn mark_runner(&mut self, tgid: u32, judged: Option<(u64, bool)>) -> Result<(), crate::actions::kernel::PolicyError> {
+        self.kernel.mark_runner(tgid, judged)
     }
 
     /// Grants by server: (server id, rule slot) for every tracked server whose configured name

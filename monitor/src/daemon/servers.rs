@@ -116,15 +116,16 @@ impl Pipeline {
     /// Tells the kernel whether a server root's new image is still the package runner it was
     /// launched through (`npx -y PKG` runs as `node npx …`: the argv says so, the image does
     /// not), the same judgement as `proc.is_runner`. While it is, it may read its registry login
-    /// (`kernel.runner_may_read`). Asked at every successful exec of a root.
-    pub(super) fn note_runner(&mut self, server_id: u32, pid: u32, argv: &[String]) {
+    /// (`kernel.runner_may_read`). Asked at every successful exec of a root; the judgement
+    /// names the exec by its event's time (`ts`), and holds for no later one.
+    pub(super) fn note_runner(&mut self, server_id: u32, pid: u32, ts: u64, argv: &[String]) {
         let Some(p) = self.policy.as_mut() else { return };
         if self.tracker.server(server_id).is_none_or(|s| s.root_pid != pid) {
             return;
         }
         let runner = super::context::is_runner(argv);
         self.runner_roots.insert(pid, runner);
-        if let Err(e) = p.mark_runner(pid, runner) {
+        if let Err(e) = p.mark_runner(pid, Some((ts, runner))) {
             tracing::warn!(pid, error = %e, "could not mark a runner for the kernel");
         }
     }
@@ -136,7 +137,7 @@ impl Pipeline {
             self.runner_roots.remove(&s.root_pid);
         }
         if let (Some(p), Some(s)) = (self.policy.as_mut(), self.tracker.server(id)) {
-            let _ = p.mark_runner(s.root_pid, false);
+            let _ = p.mark_runner(s.root_pid, None);
         }
         self.tools_watch.tools.remove(&id);
         self.forget_relayed(id);

@@ -8,6 +8,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, RwLock,
     },
+    time::{Duration, Instant},
 };
 
 use monitor_common::{flags, protect, TrackInfo};
@@ -32,52 +33,114 @@ pub enum Verdict {
     Deny { policy: u32, kill: bool },
 }
 
+/// What `judge` decided: an answer now, or a read to hold until the daemon has judged the
+/// root's exec (then allowed, or refused as `Refusal` says).
+enum Judged {
+    Now(Verdict),
+    Later(Refusal),
+}
+
+/// A refusal's facts, read while the opener waits in the kernel.
+struct Refusal {
+    tgid: u32,
+    tid: u32,
+    server_id: u32,
+    path: std::path::PathBuf,
+    inode: Inode,
+    policy: u32,
+    kill: bool,
+}
+
+/// A read held for the daemon's judgement.
+struct Waiting {
+    ev: fanotify::PermEvent,
+    refusal: Refusal,
+    since: Instant,
+}
+
+/// Longest a read waits for the daemon's judgement of its root's exec; then it is refused
+/// (fail closed): the daemon is that far behind, or the exec's event was lost. The opener is
+/// held in the kernel meanwhile, and so is nothing else: the gate answers other opens.
+const JUDGEMENT_WAIT: Duration = Duration::from_secs(5);
+
+/// Milliseconds between looks at held reads (the daemon judges an exec within milliseconds).
+const WAIT_POLL_MS: i32 = 2;
+
 /// Bytes of a file's head the content check reads.
 const HEAD: usize = 8192;
 
 impl Judge {
     pub fn run(mut self, stop: &AtomicBool) {
         let mut buf = vec![0u8; 64 * 1024];
+        // Reads held until the daemon has judged their root's exec (`Judged::Later`).
+        let mut held: Vec<Waiting> = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let mut pfd = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&*self.group), events: libc::POLLIN, revents: 0 };
-            // SAFETY: pfd is one valid pollfd; the timeout lets the thread see `stop`.
-            let r = unsafe { libc::poll(&mut pfd, 1, 200) };
-            if r <= 0 {
-                continue;
-            }
-            let events = match fanotify::read_events(self.group.as_fd(), &mut buf) {
-                Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::error!(error = %e, "gate: reading fanotify events failed; gate stops (opens are allowed by the kernel once the group closes)");
-                    return;
-                }
-            };
-            for ev in events {
-                let verdict = self.judge(&ev);
-                if let Err(e) = fanotify::respond(self.group.as_fd(), &ev, verdict == Verdict::Allow) {
-                    // ENOENT: the opener was killed while it waited; nothing left to answer.
-                    if e.raw_os_error() != Some(libc::ENOENT) {
-                        tracing::warn!(tid = ev.tid, error = %e, "gate: answering");
+            // The timeout lets the thread see `stop`, and look at held reads again soon.
+            let timeout = if held.is_empty() { 200 } else { WAIT_POLL_MS };
+            // SAFETY: pfd is one valid pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, timeout) };
+            if r > 0 {
+                let events = match fanotify::read_events(self.group.as_fd(), &mut buf) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        tracing::error!(error = %e, "gate: reading fanotify events failed; gate stops (opens are allowed by the kernel once the group closes)");
+                        return;
+                    }
+                };
+                for ev in events {
+                    match self.judge(&ev) {
+                        Judged::Now(verdict) => self.answer(&ev, verdict),
+                        Judged::Later(refusal) => held.push(Waiting { ev, refusal, since: Instant::now() }),
                     }
                 }
+            }
+            if !held.is_empty() {
+                held.retain(|w| !self.settle(w));
             }
         }
     }
 
-    fn judge(&mut self, ev: &fanotify::PermEvent) -> Verdict {
-        let Some((tgid, info)) = self.tracked(ev.tid) else { return Verdict::Allow };
-        if tgid == self.daemon_tgid || tgid <= 1 {
-            return Verdict::Allow;
+    fn answer(&self, ev: &fanotify::PermEvent, verdict: Verdict) {
+        if let Err(e) = fanotify::respond(self.group.as_fd(), ev, verdict == Verdict::Allow) {
+            // ENOENT: the opener was killed while it waited; nothing left to answer.
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                tracing::warn!(tid = ev.tid, error = %e, "gate: answering");
+            }
         }
-        let Ok((dev, ino, _, is_dir)) = fanotify::stat_fd(ev.file.as_fd()) else { return Verdict::Allow };
+    }
+
+    /// Answers a held read once the daemon has judged its root's exec, or once it waited
+    /// `JUDGEMENT_WAIT`. Whether it was answered.
+    fn settle(&mut self, w: &Waiting) -> bool {
+        let verdict = match self.runner_judged(w.refusal.tgid) {
+            Some(true) => Verdict::Allow,
+            Some(false) => self.refuse(&w.refusal),
+            None if w.since.elapsed() < JUDGEMENT_WAIT => return false,
+            None => {
+                tracing::warn!(pid = w.refusal.tgid, waited_ms = w.since.elapsed().as_millis() as u64, "gate: the daemon has not judged a server root's exec in time (behind, or its event was lost): its read of a runner's login is refused");
+                self.refuse(&w.refusal)
+            }
+        };
+        self.answer(&w.ev, verdict);
+        true
+    }
+
+    fn judge(&mut self, ev: &fanotify::PermEvent) -> Judged {
+        let allow = Judged::Now(Verdict::Allow);
+        let Some((tgid, info)) = self.tracked(ev.tid) else { return allow };
+        if tgid == self.daemon_tgid || tgid <= 1 {
+            return allow;
+        }
+        let Ok((dev, ino, _, is_dir)) = fanotify::stat_fd(ev.file.as_fd()) else { return allow };
         if is_dir {
-            return Verdict::Allow;
+            return allow;
         }
         let inode = Inode { dev, ino };
         let path = fanotify::fd_path(ev.file.as_fd()).unwrap_or_default();
         let (verdict, learned) = {
-            let Ok(st) = self.state.read() else { return Verdict::Allow };
+            let Ok(st) = self.state.read() else { return allow };
             match st.files.get(&inode) {
                 Some(p) => (verdict_for(*p, info.server_id, &st), false),
                 None => match classify(&st.patterns, parent_patterns(&st, &path), &path, || head(&ev.file)) {
@@ -86,26 +149,44 @@ impl Judge {
                 },
             }
         };
-        let Verdict::Deny { policy, kill } = verdict else { return Verdict::Allow };
+        let Verdict::Deny { policy, kill } = verdict else { return allow };
         if learned {
             // Hold the file from now on (an O_PATH handle through our event fd: the same inode).
             if let Ok(h) = fanotify::open_path(Path::new(&format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&ev.file)))) {
                 let _ = self.tx.try_send(GateRecord::Learned { inode, path: path.clone(), policy, handle: h });
             }
         }
-        if tgid == info.root_tgid && self.maps.root_tainted.get(&tgid, 0).is_err() && (self.runner_reader(tgid, policy) || self.root_reader(tgid, policy)) {
-            return Verdict::Allow;
+        let refusal = Refusal { tgid, tid: ev.tid, server_id: info.server_id, path, inode, policy, kill };
+        if tgid == info.root_tgid && self.maps.root_tainted.get(&tgid, 0).is_err() {
+            if self.root_reader(tgid, policy) {
+                return Judged::Now(Verdict::Allow);
+            }
+            if policy & protect::RUNNER_MAY_READ != 0 {
+                match self.runner_judged(tgid) {
+                    Some(true) => return Judged::Now(Verdict::Allow),
+                    // A runner is often quicker than the daemon (uv reads `~/.netrc` within
+                    // milliseconds of its exec): the read waits for the judgement, not refused
+                    // for being early. It waits in the kernel, before any fd exists.
+                    None if self.maps.root_images.get(&tgid, 0).is_ok() => return Judged::Later(refusal),
+                    _ => {}
+                }
+            }
         }
-        // The opener is alive and waiting in the kernel: read what the alert needs now, mark its
-        // pending open (before the kill, which ends the syscall and drops that entry), then kill.
-        let uid = uid_of(ev.tid);
-        let in_event = self.mark_pending(ev.tid, policy, kill);
-        let killed = kill && self.kill(tgid);
-        let d = Denial { ts_mono_ns: crate::output::monotonic_ns(), tgid, tid: ev.tid, uid, server_id: info.server_id, path, inode, policy, killed, in_event };
+        Judged::Now(self.refuse(&refusal))
+    }
+
+    /// Refuses the open (and under a kill rule kills the opener, which waits in the kernel):
+    /// reads what the alert needs now, marks its pending open (before the kill, which ends the
+    /// syscall and drops that entry), then kills.
+    fn refuse(&mut self, r: &Refusal) -> Verdict {
+        let uid = uid_of(r.tid);
+        let in_event = self.mark_pending(r.tid, r.policy, r.kill);
+        let killed = r.kill && self.kill(r.tgid);
+        let d = Denial { ts_mono_ns: crate::output::monotonic_ns(), tgid: r.tgid, tid: r.tid, uid, server_id: r.server_id, path: r.path.clone(), inode: r.inode, policy: r.policy, killed, in_event };
         if self.tx.try_send(GateRecord::Denied(d)).is_err() {
-            tracing::warn!(tid = ev.tid, "gate: pipeline queue full; a refusal goes without its own record");
+            tracing::warn!(tid = r.tid, "gate: pipeline queue full; a refusal goes without its own record");
         }
-        verdict
+        Verdict::Deny { policy: r.policy, kill: r.kill }
     }
 
     /// The opener's thread group and its tracking entry. The kernel map is the truth (a child
@@ -134,11 +215,14 @@ impl Judge {
         st.root_readers.contains(&(exe, p >> protect::SLOT_SHIFT))
     }
 
-    /// Whether the server root `tgid` (never tainted) is still the package runner it was
-    /// launched through, and the file is one a runner may read (`kernel.runner_may_read`):
-    /// npm's `~/.npmrc`. The same two facts the kernel's open check reads.
-    fn runner_reader(&self, tgid: u32, p: u32) -> bool {
-        p & protect::RUNNER_MAY_READ != 0 && self.maps.root_runners.get(&tgid, 0).is_ok()
+    /// The daemon's judgement of the latest exec of server root `tgid` (never tainted): whether
+    /// it is the package runner it was launched through, whose registry login (a file of
+    /// `kernel.runner_may_read`, npm's `~/.npmrc`) it may read. None: that exec is not judged
+    /// yet, or none was seen. The same facts the kernel's open checks read.
+    fn runner_judged(&self, tgid: u32) -> Option<bool> {
+        let image = self.maps.root_images.get(&tgid, 0).ok()?;
+        let judged = self.maps.root_runners.get(&tgid, 0).ok()?;
+        (monitor_common::exec_stamp(judged) == image).then_some(judged & 1 != 0)
     }
 
     /// Marks the thread's pending open (if the syscall hooks saw its entry) as refused here, so

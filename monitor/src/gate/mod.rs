@@ -50,8 +50,10 @@ pub struct GateMaps {
     pub pending_open: BpfHashMap<MapData, u32, OpenEvent>,
     /// Server roots that exec'd from an image of their own (no launcher allowances).
     pub root_tainted: BpfHashMap<MapData, u32, u32>,
-    /// Server roots that are still the package runner they were launched through.
-    pub root_runners: BpfHashMap<MapData, u32, u32>,
+    /// The daemon's judgements of server roots' execs (stamp | runner).
+    pub root_runners: BpfHashMap<MapData, u32, u64>,
+    /// The stamp of each server root's latest exec: which exec a judgement must name.
+    pub root_images: BpfHashMap<MapData, u32, u64>,
 }
 
 /// What the gate thread judges by; the pipeline swaps it in whole.

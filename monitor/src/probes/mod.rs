@@ -298,7 +298,8 @@ impl Sensors {
         let pending_open = BpfHashMap::try_from(reopen(MAP_PENDING_OPEN)?).map_err(|e| ProbeError::Map(MAP_PENDING_OPEN, e.to_string()))?;
         let root_tainted = self.lru_map(monitor_common::names::MAP_ROOT_TAINTED)?;
         let root_runners = self.lru_map(monitor_common::names::MAP_ROOT_RUNNERS)?;
-        Ok(crate::gate::GateMaps { tracked, pending_open, root_tainted, root_runners })
+        let root_images = self.lru_map(monitor_common::names::MAP_ROOT_IMAGES)?;
+        Ok(crate::gate::GateMaps { tracked, pending_open, root_tainted, root_runners, root_images })
     }
 
     /// A second handle on an LRU hash map of the loaded object.
