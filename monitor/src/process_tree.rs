@@ -47,7 +47,26 @@ pub struct ProcessTree {
     /// What each server's scope holds beyond its calls (roots, runtime), computed once. A
     /// `RefCell`, not a lock: the tree lives on the pipeline's thread, and the lock was taken
     /// for every open.
-    scopes: std::cell::RefCell<HashMap<u32, std::sync::Arc<ServerScope>>>,
+    scopes: std::cell::RefCell<HashMap<u32, Scope>>,
+}
+
+/// A server's scope, and where the last path asked about stood against it.
+#[derive(Debug)]
+struct Scope {
+    of: std::sync::Arc<ServerScope>,
+    /// A server that opens one path again and again asks the same question each time: the
+    /// answer is kept with the path (held, so its address is no other path's meanwhile).
+    last: Option<(std::sync::Arc<str>, ScopeHit)>,
+}
+
+/// Where a path stands against a server's own scope (`ServerScope`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScopeHit {
+    /// Under one of its roots.
+    Roots,
+    /// Under its runtime (and none of its roots).
+    Runtime,
+    Neither,
 }
 
 /// The paths a server owns beyond its tool calls' arguments (see docs/rules.md, "Scope").
@@ -170,12 +189,29 @@ impl ProcessTree {
     /// The server's scope beyond its calls, computed by `make` at the first ask.
     pub fn server_scope(&self, server_id: u32, make: impl FnOnce() -> ServerScope) -> std::sync::Arc<ServerScope> {
         if let Some(s) = self.scopes.borrow().get(&server_id) {
-            return s.clone();
+            return s.of.clone();
         }
         // Made outside any borrow: `make` reads /proc and may take its time.
         let s = std::sync::Arc::new(make());
-        self.scopes.borrow_mut().insert(server_id, s.clone());
+        self.scopes.borrow_mut().insert(server_id, Scope { of: s.clone(), last: None });
         s
+    }
+
+    /// Where `path` stands against the server's scope (made by `make` at the first ask), as
+    /// `judge` says: asked again for the path it was last asked for, the answer is the one
+    /// kept (a server's scope does not change once made).
+    pub fn scope_hit(&self, server_id: u32, path: &std::sync::Arc<str>, make: impl FnOnce() -> ServerScope, judge: impl FnOnce(&ServerScope, &str) -> ScopeHit) -> ScopeHit {
+        if let Some(Scope { last: Some((p, hit)), .. }) = self.scopes.borrow().get(&server_id) {
+            if std::sync::Arc::ptr_eq(p, path) {
+                return *hit;
+            }
+        }
+        let of = self.server_scope(server_id, make);
+        let hit = judge(&of, path);
+        if let Some(s) = self.scopes.borrow_mut().get_mut(&server_id) {
+            s.last = Some((path.clone(), hit));
+        }
+        hit
     }
 
     fn forget_server(&mut self, server_id: u32) {
@@ -310,6 +346,24 @@ mod tests {
             header: Header { ts_mono_ns: 0, pid, tid: pid, ppid: 1, uid: 0, server_id: 5, truncated: vec![], kernel_action: None, compat_syscall: false, gated: false },
             body,
         }
+    }
+
+    #[test]
+    fn a_scope_answer_is_kept_for_the_path_asked_last() {
+        let t = ProcessTree::new();
+        let make = || ServerScope { roots: vec!["/srv/a".into()], runtime: vec![] };
+        let judge = |sc: &ServerScope, p: &str| if sc.roots.iter().any(|r| p.starts_with(r.as_str())) { ScopeHit::Roots } else { ScopeHit::Neither };
+        let a: std::sync::Arc<str> = "/srv/a/x".into();
+        let b: std::sync::Arc<str> = "/etc/x".into();
+        assert_eq!(t.scope_hit(1, &a, make, judge), ScopeHit::Roots);
+        // The same path again: the kept answer, no judging.
+        assert_eq!(t.scope_hit(1, &a, make, |_, _| unreachable!("kept")), ScopeHit::Roots);
+        assert_eq!(t.scope_hit(1, &b, make, judge), ScopeHit::Neither);
+        // The same text in another allocation is judged again (the key is the shared text).
+        let a2: std::sync::Arc<str> = "/srv/a/x".into();
+        assert_eq!(t.scope_hit(1, &a2, make, judge), ScopeHit::Roots);
+        // Per server.
+        assert_eq!(t.scope_hit(2, &a2, || ServerScope::default(), judge), ScopeHit::Neither);
     }
 
     #[test]

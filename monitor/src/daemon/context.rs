@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::{
     events::{Access, Body, Event, Inode},
     jsonrpc::session::Attribution,
-    process_tree::ProcessTree,
+    process_tree::{ProcessTree, ScopeHit},
     rules::{Ctx, Text, Val},
     tracker::ServerInfo,
 };
@@ -260,12 +260,20 @@ fn scope_kind(path: &str, call: &[String], i: &Inputs, server_id: u32, creating:
         return "container";
     }
     if let Some(s) = i.server {
-        let sc = i.tree.server_scope(s.id, || server_scope(s));
-        if under(path, &sc.roots) {
-            return "server";
-        }
-        if under(path, &sc.runtime) {
-            return "runtime";
+        let judge = |sc: &crate::process_tree::ServerScope, path: &str| match (under(path, &sc.roots), under(path, &sc.runtime)) {
+            (true, _) => ScopeHit::Roots,
+            (false, true) => ScopeHit::Runtime,
+            (false, false) => ScopeHit::Neither,
+        };
+        // The resolved path as the path cache shares it: a repeated open is the same text.
+        let hit = match i.path.filter(|p| ***p == *path) {
+            Some(shared) => i.tree.scope_hit(s.id, shared, || server_scope(s), judge),
+            None => judge(&i.tree.server_scope(s.id, || server_scope(s)), path),
+        };
+        match hit {
+            ScopeHit::Roots => return "server",
+            ScopeHit::Runtime => return "runtime",
+            ScopeHit::Neither => {}
         }
     }
     const TEMP: &[&str] = &["/tmp/", "/var/tmp/", "/dev/shm/"];
@@ -382,7 +390,7 @@ pub fn build(c: &mut Ctx, i: &Inputs) {
         }
         c.str_at(f!("server.name"), s.name.clone());
         c.str_at(f!("server.how"), s.how.as_str());
-        if let Some(cl) = &s.client {
+        if let Some(cl) = s.client.as_ref().filter(|_| want(f!("server.client"))) {
             c.str_at(f!("server.client"), cl.clone());
         }
     }

@@ -158,3 +158,27 @@ fn the_event_line_is_byte_for_byte_what_serde_writes() {
     }
     assert_eq!(kinds.len(), 11, "{kinds:?}");
 }
+
+#[test]
+fn numbers_are_written_as_itoa_writes_them() {
+    let edges: Vec<u64> = [0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 12345, 99999, 100000, u32::MAX as u64, u64::MAX, u64::MAX - 1]
+        .into_iter()
+        .chain((0..64).map(|b| 1u64 << b))
+        .chain((1..20).map(|e| 10u64.pow(e) - 1))
+        .chain((1..20).map(|e| 10u64.pow(e)))
+        .collect();
+    let mut out = b"x".to_vec();
+    let mut w = Json { out: &mut out };
+    let mut want = "x".to_string();
+    for v in &edges {
+        w.num(*v);
+        want.push_str(itoa::Buffer::new().format(*v));
+    }
+    for v in [0i64, -1, -9, -10, 7, i64::MIN, i64::MAX, -1234567890123] {
+        w.num(v);
+        want.push_str(itoa::Buffer::new().format(v));
+    }
+    w.num(i32::MIN);
+    want.push_str(itoa::Buffer::new().format(i32::MIN));
+    assert_eq!(String::from_utf8(out).unwrap(), want);
+}
