@@ -340,7 +340,11 @@ pub fn build(c: &mut Ctx, i: &Inputs) {
     c.set_at(f!("proc.uid"), Val::Num(h.uid.into()));
     let node = i.tree.get(h.pid);
     let mut exec_image = None;
-    let argv = argv_of(i.ev, i.tree);
+    // `argv_of`, from the node already found.
+    let argv = match &i.ev.body {
+        Body::Exec(x) => x.argv.as_slice(),
+        _ => node.map_or(&[][..], |n| n.argv.as_slice()),
+    };
     if let Body::Exec(x) = &i.ev.body {
         c.str_at(f!("exec.filename"), x.filename.clone());
         c.set_at(f!("exec.ok"), Val::Bool(x.result.ok));

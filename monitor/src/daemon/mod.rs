@@ -417,7 +417,7 @@ impl Pipeline {
     fn event_line(&mut self, event: events::Event, mcp: Attribution) -> EventLine {
         let resolved_path = self.resolve_path(&event);
         EventLine {
-            time: self.stamps.format(self.clock.wall(event.header.ts_mono_ns)),
+            time: self.stamps.format_ns(self.clock.wall_ns(event.header.ts_mono_ns)),
             server: self.tracker.server_or_gone(event.header.server_id).map(|s| s.name.clone()),
             exe: self.tree.get(event.header.pid).and_then(|n| n.exe.clone()),
             container: self.tree.container(event.header.pid).cloned(),

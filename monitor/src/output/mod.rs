@@ -195,8 +195,12 @@ impl Clock {
     }
 
     pub fn wall(&self, mono_ns: u64) -> SystemTime {
-        let ns = (mono_ns as i128 + self.offset_ns).max(0) as u128;
-        UNIX_EPOCH + std::time::Duration::from_nanos(ns as u64)
+        UNIX_EPOCH + std::time::Duration::from_nanos(self.wall_ns(mono_ns))
+    }
+
+    /// `wall`, as nanoseconds after the epoch.
+    pub fn wall_ns(&self, mono_ns: u64) -> u64 {
+        (mono_ns as i128 + self.offset_ns).clamp(0, u64::MAX as i128) as u64
     }
 }
 
@@ -290,18 +294,24 @@ pub struct Stamps {
 
 impl Stamps {
     pub fn format(&mut self, t: SystemTime) -> Stamp {
-        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-        if self.secs != Some(d.as_secs()) {
-            let s = format_rfc3339(t);
+        self.format_ns(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64)
+    }
+
+    /// `format` of the instant `ns` nanoseconds after the epoch (`Clock::wall_ns`): a kernel
+    /// event's time goes from the kernel's clock to text in integers.
+    pub fn format_ns(&mut self, ns: u64) -> Stamp {
+        let secs = ns / 1_000_000_000;
+        if self.secs != Some(secs) {
+            let s = format_rfc3339(UNIX_EPOCH + std::time::Duration::from_nanos(ns));
             // Beyond year 9999 the text is longer: not kept (never, in practice). Only ASCII is
             // kept: its digits are overwritten below.
             if s.len() != 27 || !s.is_ascii() {
                 return Stamp::from(s.as_str());
             }
             self.kept = Stamp::from(s.as_str());
-            self.secs = Some(d.as_secs());
+            self.secs = Some(secs);
         }
-        let mut us = d.subsec_micros();
+        let mut us = (ns % 1_000_000_000 / 1_000) as u32;
         for b in self.kept.buf[20..26].iter_mut().rev() {
             *b = b'0' + (us % 10) as u8;
             us /= 10;
@@ -393,6 +403,7 @@ mod tests {
         for u in us {
             let t = UNIX_EPOCH + std::time::Duration::from_micros(u);
             assert_eq!(&*st.format(t), format_rfc3339(t), "{u}");
+            assert_eq!(&*st.format_ns(u * 1_000 + 999), format_rfc3339(t), "{u} and 999 ns");
         }
     }
 

@@ -82,6 +82,10 @@ pub struct GateMemo {
     kinds: Vec<HashMap<Box<str>, u64, foldhash::fast::RandomState>>,
     /// Path bytes held, with a fixed overhead per entry.
     bytes: usize,
+    /// The last answer, for a path shared with the path cache (`Text::Shared`): a server that
+    /// opens one path again and again is answered without hashing it (held, so its address is
+    /// no other text's meanwhile).
+    last: Option<(usize, std::sync::Arc<str>, u64)>,
 }
 
 impl GateMemo {
@@ -90,9 +94,27 @@ impl GateMemo {
         let Some(Val::Str(path)) = ctx.get_at(FILE_PATH).filter(|_| gate.gated != 0) else {
             return gate.passing(ctx);
         };
-        if let Some(&pass) = self.kinds.get(kind).and_then(|m| m.get(&**path)) {
-            return pass;
+        let shared = match path {
+            super::Text::Shared(a) => Some(a),
+            _ => None,
+        };
+        if let (Some(a), Some((k, last, pass))) = (shared, &self.last) {
+            if *k == kind && std::sync::Arc::ptr_eq(a, last) {
+                return *pass;
+            }
         }
+        let pass = match self.kinds.get(kind).and_then(|m| m.get(&**path)) {
+            Some(&pass) => pass,
+            None => self.learn(kind, gate, ctx, path),
+        };
+        if let Some(a) = shared {
+            self.last = Some((kind, a.clone(), pass));
+        }
+        pass
+    }
+
+    /// Asks the gate about a path not seen yet, and keeps the answer.
+    fn learn(&mut self, kind: usize, gate: &PathGate, ctx: &Ctx, path: &str) -> u64 {
         let pass = gate.passing(ctx);
         let cost = path.len() + 64;
         if self.bytes + cost > MEMO_BYTES {
@@ -102,13 +124,14 @@ impl GateMemo {
             self.kinds.resize_with(kind + 1, Default::default);
         }
         self.bytes += cost;
-        self.kinds[kind].insert(Box::from(&**path), pass);
+        self.kinds[kind].insert(Box::from(path), pass);
         pass
     }
 
     pub fn clear(&mut self) {
         self.kinds.iter_mut().for_each(HashMap::clear);
         self.bytes = 0;
+        self.last = None;
     }
 
     #[cfg(test)]
@@ -199,6 +222,13 @@ mod tests {
             let p = if i % 3 == 0 { "/root/.ssh/id_rsa".to_string() } else { format!("/tmp/{i}/{long}") };
             c.str("file.path", p);
             assert_eq!(memo.passing(at, &open.gate, &c), open.gate.passing(&c));
+            // A shared text (as the path cache hands it), asked twice in a row: the kept answer
+            // is the gate's too.
+            let shared: std::sync::Arc<str> = if i % 2 == 0 { "/root/.ssh/id_ed25519".into() } else { "/srv/a".into() };
+            c.set("file.path", Val::Str(super::super::Text::Shared(shared)));
+            for _ in 0..2 {
+                assert_eq!(memo.passing(at, &open.gate, &c), open.gate.passing(&c));
+            }
             assert!(memo.bytes <= super::MEMO_BYTES && memo.len() < 1100, "{} entries, {} bytes", memo.len(), memo.bytes);
         }
     }
