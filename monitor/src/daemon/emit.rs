@@ -28,6 +28,8 @@ const BATCH_HOLD: Duration = Duration::from_millis(10);
 struct Pending {
     buf: Vec<u8>,
     since: Option<Instant>,
+    /// What the last kernel event line written here repeats to the next (its ids, server, exe).
+    memo: crate::output::record::LineMemo,
 }
 
 impl Pending {
@@ -82,7 +84,7 @@ impl Emitter {
         Self {
             lines,
             spare,
-            pending: Mutex::new(Pending { buf: Vec::with_capacity(BATCH_BYTES), since: None }),
+            pending: Mutex::new(Pending { buf: Vec::with_capacity(BATCH_BYTES), since: None, memo: Default::default() }),
             tail: broadcast::channel(4096).0,
             tail_watched: Default::default(),
             metrics: Default::default(),
@@ -131,7 +133,15 @@ impl Emitter {
         if self.tail_watched.load(std::sync::atomic::Ordering::Relaxed) {
             return self.write(crate::output::record::line_of(|b| e.write_line(b))).await;
         }
-        self.append(|buf| e.write_line(buf)).await;
+        let full = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.open();
+            let Pending { buf, memo, .. } = &mut *p;
+            e.write_line_after(buf, memo);
+            buf.push(b'\n');
+            p.take(false, &self.spare)
+        };
+        self.hand_over(full).await;
     }
 
     /// `emit`, leaving the record with the caller.

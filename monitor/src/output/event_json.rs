@@ -8,7 +8,7 @@
 //! kind, every optional field present and absent, and strings with every escape. The kinds that
 //! are never written out (stdio, sock, handshake, an unpaired repeat) and the rare nested values
 //! (a call's arguments, a container) still go through serde.
-use std::{io::Write, net::IpAddr};
+use std::{io::Write, net::IpAddr, sync::Arc};
 
 use super::record::{EventLine, Folded};
 use crate::{
@@ -16,12 +16,37 @@ use crate::{
     jsonrpc::session::Attribution,
 };
 
+/// Parts of the last line written that the next line of the same thread repeats, as written:
+/// its ids (pid, tid, ppid, uid, server) and its server's name with its executable. A busy
+/// thread's lines differ in little else, and these were five integers and two escaped strings
+/// per line. Kept by the emitter across the lines it writes.
+#[derive(Debug, Default)]
+pub struct LineMemo {
+    ids: Option<([u32; 5], Vec<u8>)>,
+    /// The shared texts themselves (held, so their addresses are no other text's meanwhile).
+    who: Option<(Option<Arc<str>>, Option<Arc<str>>, Vec<u8>)>,
+}
+
+fn same(a: &Option<Arc<str>>, b: &Option<Arc<str>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 /// Appends `line` as JSON to `out`.
+#[cfg(test)]
 pub fn write(line: &EventLine, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    write_with(line, out, &mut LineMemo::default())
+}
+
+/// `write`, copying what `memo` kept from the line before where this one repeats it.
+pub fn write_with(line: &EventLine, out: &mut Vec<u8>, memo: &mut LineMemo) -> serde_json::Result<()> {
     let start = out.len();
     let mut w = Json { out: &mut *out };
     w.raw(b"{\"ts_mono_ns\":");
-    w.header(&line.event.header);
+    w.header(&line.event.header, memo);
     match &line.event.body {
         Body::Exec(e) => w.exec(e),
         Body::Open(o) => w.open(o),
@@ -52,11 +77,21 @@ pub fn write(line: &EventLine, out: &mut Vec<u8>) -> serde_json::Result<()> {
         }
     }
     w.str_at(b",\"time\":", &line.time);
-    if let Some(s) = &line.server {
-        w.str_at(b",\"server\":", s);
-    }
-    if let Some(s) = &line.exe {
-        w.str_at(b",\"exe\":", s);
+    match &memo.who {
+        Some((server, exe, bytes)) if same(server, &line.server) && same(exe, &line.exe) => w.raw(bytes),
+        _ => {
+            let from = w.out.len();
+            if let Some(s) = &line.server {
+                w.str_at(b",\"server\":", s);
+            }
+            if let Some(s) = &line.exe {
+                w.str_at(b",\"exe\":", s);
+            }
+            let mut bytes = memo.who.take().map(|(_, _, b)| b).unwrap_or_default();
+            bytes.clear();
+            bytes.extend_from_slice(&w.out[from..]);
+            memo.who = Some((line.server.clone(), line.exe.clone(), bytes));
+        }
     }
     if let Some(c) = &line.container {
         w.raw(b",\"container\":");
@@ -233,13 +268,24 @@ impl Json<'_> {
     }
 
     /// The header's fields, after the opening `{"ts_mono_ns":`.
-    fn header(&mut self, h: &Header) {
+    fn header(&mut self, h: &Header, memo: &mut LineMemo) {
         self.num(h.ts_mono_ns);
-        self.num_at(b",\"pid\":", h.pid);
-        self.num_at(b",\"tid\":", h.tid);
-        self.num_at(b",\"ppid\":", h.ppid);
-        self.num_at(b",\"uid\":", h.uid);
-        self.num_at(b",\"server_id\":", h.server_id);
+        let ids = [h.pid, h.tid, h.ppid, h.uid, h.server_id];
+        match &memo.ids {
+            Some((kept, bytes)) if *kept == ids => self.raw(bytes),
+            _ => {
+                let from = self.out.len();
+                self.num_at(b",\"pid\":", h.pid);
+                self.num_at(b",\"tid\":", h.tid);
+                self.num_at(b",\"ppid\":", h.ppid);
+                self.num_at(b",\"uid\":", h.uid);
+                self.num_at(b",\"server_id\":", h.server_id);
+                let mut bytes = memo.ids.take().map(|(_, b)| b).unwrap_or_default();
+                bytes.clear();
+                bytes.extend_from_slice(&self.out[from..]);
+                memo.ids = Some((ids, bytes));
+            }
+        }
         if !h.truncated.is_empty() {
             self.raw(b",\"truncated\":[");
             self.list(h.truncated.iter().copied(), Self::word);

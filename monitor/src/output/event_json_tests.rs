@@ -159,6 +159,38 @@ fn the_event_line_is_byte_for_byte_what_serde_writes() {
     assert_eq!(kinds.len(), 11, "{kinds:?}");
 }
 
+/// Lines written one after another through one memo, where the next line often repeats the
+/// last one's ids, server or executable (the same shared texts, or equal texts held apart):
+/// still serde's bytes, line by line.
+#[test]
+fn lines_after_lines_are_what_serde_writes() {
+    let mut r = Rng(0x2545_f491_4f6c_dd1d);
+    let mut memo = LineMemo::default();
+    let mut prev: Option<EventLine> = None;
+    let mut hits = 0;
+    for n in 0..30_000u64 {
+        let mut l = line(&mut r, n % 11);
+        if let Some(p) = &prev {
+            match r.next() % 4 {
+                0 => {}
+                1 => l.event.header = Header { ts_mono_ns: l.event.header.ts_mono_ns, ..p.event.header.clone() },
+                2 => {
+                    l.event.header = p.event.header.clone();
+                    (l.server, l.exe) = (p.server.clone(), p.exe.clone());
+                    hits += 1;
+                }
+                _ => (l.server, l.exe) = (p.server.as_deref().map(Into::into), p.exe.clone()),
+            }
+        }
+        let mut ours = Vec::new();
+        write_with(&l, &mut ours, &mut memo).unwrap();
+        let theirs = serde_json::to_vec(&l).unwrap();
+        assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs), "line {n}: {l:?}");
+        prev = Some(l);
+    }
+    assert!(hits > 5000, "{hits}");
+}
+
 #[test]
 fn numbers_are_written_as_itoa_writes_them() {
     let edges: Vec<u64> = [0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 12345, 99999, 100000, u32::MAX as u64, u64::MAX, u64::MAX - 1]

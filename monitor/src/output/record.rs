@@ -131,12 +131,19 @@ impl EventLine {
     /// `Record::write_line` of this line: the pipeline hands kernel event lines to the emitter
     /// as they are, without a `Record` (whose box cost an allocation and a copy per event).
     pub fn write_line(&self, out: &mut Vec<u8>) {
+        self.write_line_after(out, &mut LineMemo::default());
+    }
+
+    /// `write_line`, copying from `memo` what the line before it had the same.
+    pub fn write_line_after(&self, out: &mut Vec<u8>, memo: &mut LineMemo) {
         let start = out.len();
-        if let Err(e) = super::event_json::write(self, out) {
+        if let Err(e) = super::event_json::write_with(self, out, memo) {
             render_error(out, start, &e);
         }
     }
 }
+
+pub use super::event_json::LineMemo;
 
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct LostCount {
