@@ -24,8 +24,11 @@ use crate::{
 pub struct LineMemo {
     ids: Option<([u32; 5], Vec<u8>)>,
     /// The shared texts themselves (held, so their addresses are no other text's meanwhile).
-    who: Option<(Option<Arc<str>>, Option<Arc<str>>, Vec<u8>)>,
+    who: Option<(Who, Vec<u8>)>,
 }
+
+/// A line's server name and executable.
+type Who = (Option<Arc<str>>, Option<Arc<str>>);
 
 fn same(a: &Option<Arc<str>>, b: &Option<Arc<str>>) -> bool {
     match (a, b) {
@@ -78,7 +81,7 @@ pub fn write_with(line: &EventLine, out: &mut Vec<u8>, memo: &mut LineMemo) -> s
     }
     w.str_at(b",\"time\":", &line.time);
     match &memo.who {
-        Some((server, exe, bytes)) if same(server, &line.server) && same(exe, &line.exe) => w.raw(bytes),
+        Some(((server, exe), bytes)) if same(server, &line.server) && same(exe, &line.exe) => w.raw(bytes),
         _ => {
             let from = w.out.len();
             if let Some(s) = &line.server {
@@ -87,10 +90,10 @@ pub fn write_with(line: &EventLine, out: &mut Vec<u8>, memo: &mut LineMemo) -> s
             if let Some(s) = &line.exe {
                 w.str_at(b",\"exe\":", s);
             }
-            let mut bytes = memo.who.take().map(|(_, _, b)| b).unwrap_or_default();
+            let mut bytes = memo.who.take().map(|(_, b)| b).unwrap_or_default();
             bytes.clear();
             bytes.extend_from_slice(&w.out[from..]);
-            memo.who = Some((line.server.clone(), line.exe.clone(), bytes));
+            memo.who = Some(((line.server.clone(), line.exe.clone()), bytes));
         }
     }
     if let Some(c) = &line.container {
