@@ -1,6 +1,8 @@
 //! The gate thread: reads permission events and answers each one. Untracked openers are
 //! allowed at once; a tracked opener of a read-protected file without a grant is refused (and,
-//! under a kill rule, killed while it still waits in the kernel).
+//! under a kill rule, killed while it still waits in the kernel). A server root's read of a
+//! file its package runner may read waits, held, until the daemon has judged the root's latest
+//! exec (`Judged::Later`), while the thread goes on answering other opens.
 use std::{
     os::fd::{AsFd, OwnedFd},
     path::Path,

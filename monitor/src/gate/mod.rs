@@ -14,7 +14,9 @@
 //!   rules with `secret_content`, by content (a private key renamed to `.pub` stays a key).
 //!
 //! Who is refused: processes in the kernel's `TRACKED` map (by the opener's thread group), not
-//! holding a grant for the rule. Everyone else is answered at once. The answer comes from a
+//! holding a grant for the rule. Everyone else is answered at once. One read is held rather
+//! than answered: a server root's read of its runner's registry login while the daemon has not
+//! yet judged the root's latest exec (`ROOT_RUNNERS`, decide.rs), for at most 5 s. The answer comes from a
 //! dedicated thread that takes no lock the pipeline holds while it opens files, so the daemon's
 //! own opens of marked files (client configs) cannot deadlock; if the thread or the daemon dies,
 //! the group closes and the kernel allows every waiting open (the in-kernel exit kill remains).
