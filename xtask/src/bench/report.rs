@@ -67,6 +67,65 @@ fn verdict(o: &Value, config: &str, loads: &[&str], bound: impl Fn(&str, usize) 
     judge(&diffs, "ratio − bound")
 }
 
+/// Mean and 95% confidence interval of the difference of two means from samples that were not
+/// taken in the same rounds (Welch: unequal variances, Welch–Satterthwaite degrees of freedom).
+pub fn welch_ci(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
+    let stats = |v: &[f64]| {
+        let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        (n, mean, v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0))
+    };
+    let ((na, ma, va), (nb, mb, vb)) = (stats(a), stats(b));
+    if na < 2.0 || nb < 2.0 {
+        return None;
+    }
+    let (qa, qb) = (va / na, vb / nb);
+    let se = (qa + qb).sqrt();
+    let df = if se > 0.0 { (qa + qb).powi(2) / (qa * qa / (na - 1.0) + qb * qb / (nb - 1.0)) } else { na + nb - 2.0 };
+    // Rounded down: the wider interval.
+    let t = T95.get((df.floor() as usize).max(1) - 1).copied().unwrap_or(1.96);
+    Some((ma - mb, ma - mb - t * se, ma - mb + t * se))
+}
+
+/// "Below bpftrace and auditd": against bpftrace paired by round (it alternates with mcpmon in
+/// every round); against auditd, which runs in rounds of its own after everything else (each
+/// ratio to its own "no monitor" samples), by Welch's interval over the two sets of rounds.
+fn below_peers(o: &Value, loops: &[&str]) -> String {
+    let bpf: Vec<(&str, Vec<f64>)> = loops
+        .iter()
+        .map(|w| (*w, per_round(o, "mcpmon_server", w).iter().zip(per_round(o, "bpftrace", w)).map(|(m, b)| m - b).collect()))
+        .collect();
+    let bpf = judge(&bpf, "mcpmon − bpftrace (paired)");
+    let audit_rounds = |w: &str| o["auditd"][w]["per_round"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect::<Vec<f64>>()).unwrap_or_default();
+    let (mut met, mut missed, mut parts) = (true, false, Vec::new());
+    for w in loops {
+        let (m, a) = (per_round(o, "mcpmon_server", w), audit_rounds(w));
+        match welch_ci(&m, &a).filter(|_| m.len() >= MIN_ROUNDS && a.len() >= MIN_ROUNDS) {
+            Some((d, lo, hi)) => {
+                parts.push(format!("{w} {d:+.3} [{lo:+.3}, {hi:+.3}]"));
+                met &= hi <= 0.0;
+                missed |= lo > 0.0;
+            }
+            None => {
+                parts.push(format!("{w}: {} and {} rounds, fewer than {MIN_ROUNDS}", m.len(), a.len()));
+                met = false;
+            }
+        }
+    }
+    let word = |s: &str| s.split(';').next().unwrap_or("").to_string();
+    let audit_word = if missed { "**missed**" } else if met { "met" } else { "inconclusive" };
+    let both = [word(&bpf), audit_word.to_string()];
+    let overall = if both.iter().any(|w| w == "**missed**") {
+        "**missed**"
+    } else if both.iter().all(|w| w == "met") {
+        "met"
+    } else {
+        "inconclusive"
+    };
+    format!("{overall}; bpftrace: {bpf}; auditd: {audit_word}; mcpmon − auditd (Welch, rounds apart), mean [95% CI]: {}", parts.join(", "))
+}
+
 /// The verdict over per-round differences from a bound, by workload (see [`verdict`]).
 fn judge(diffs: &[(&str, Vec<f64>)], what: &str) -> String {
     let mut parts = Vec::new();
@@ -102,7 +161,7 @@ pub fn markdown(v: &Value) -> String {
     let mut s = String::new();
     let m = &v["machine"];
     let _ = writeln!(s, "# mcpmon benchmark results\n\n`cargo xtask bench`, {} on kernel {}, {} ({} cores). Every figure is a ratio or rate measured side by side in this run: configurations alternate within each round (order rotated), the ratio is per round against \"no monitor\", and the table shows the median with min–max.\n", m["date"].as_str().unwrap_or(""), m["kernel"].as_str().unwrap_or(""), m["cpu"].as_str().unwrap_or(""), m["cores"]);
-    let _ = writeln!(s, "**How goals are judged.** A ratio goal compares, round by round, the configuration's ratio with its bound in the same round (the floor's own ratio in that round, where the bound is the floor): the differences are paired by round, and the verdict comes from the 95% confidence interval of their mean (Student t, n − 1 degrees of freedom). *Met*: the whole interval is at or below 0. *Missed*: the whole interval is above 0. *Inconclusive*: the interval straddles 0, that is, this machine's round-to-round noise is larger than the margin, or there were fewer than {MIN_ROUNDS} rounds. The interval is printed with each verdict.\n");
+    let _ = writeln!(s, "**How goals are judged.** A ratio goal compares, round by round, the configuration's ratio with its bound in the same round (the floor's own ratio in that round, where the bound is the floor): the differences are paired by round, and the verdict comes from the 95% confidence interval of their mean (Student t, n − 1 degrees of freedom). *Met*: the whole interval is at or below 0. *Missed*: the whole interval is above 0. *Inconclusive*: the interval straddles 0, that is, this machine's round-to-round noise is larger than the margin, or there were fewer than {MIN_ROUNDS} rounds. The interval is printed with each verdict. auditd alone is measured in rounds of its own (it runs last): mcpmon is compared with it by Welch's interval for the difference of the two means over the two sets of rounds, with the same three outcomes.\n");
     let o = &v["overhead"];
     let _ = writeln!(s, "## 1. Overhead on processes mcpmon does not track ({} rounds)\n", o["rounds"]);
     let _ = write!(s, "| configuration |");
@@ -134,7 +193,7 @@ pub fn markdown(v: &Value) -> String {
     // The floor measured in the same round: the pair shares that round's machine state.
     let floor_v = verdict(o, "mcpmon_server", &loops, |w, i| per_round(o, "floor", w).get(i).copied().unwrap_or(f64::NAN) * 1.03);
     let real_v = verdict(o, "mcpmon_idle", &["git_status", "cargo_build"], |_, _| 1.02);
-    let below = loops.iter().all(|w| ratio(o, "mcpmon_server", w) < ratio(o, "bpftrace", w) && ratio(o, "mcpmon_server", w) < med(&a[*w]["ratio"]));
+    let below = below_peers(o, &loops);
     let _ = writeln!(s, "| goal | result |\n|---|---|");
     let _ = writeln!(s, "| no server alive: within 1% of no monitor (loops) | {} (open {:.3}, fork+exec {:.3}, connect {:.3}) |", idle_v, ratio(o, "mcpmon_idle", "open_close"), ratio(o, "mcpmon_idle", "fork_exec"), ratio(o, "mcpmon_idle", "connect"));
     let _ = writeln!(s, "| server alive: within 3% of the floor (loops) | {} (open {:.3} vs floor {:.3}, fork+exec {:.3} vs {:.3}, connect {:.3} vs {:.3}) |", floor_v, ratio(o, "mcpmon_server", "open_close"), ratio(o, "floor", "open_close"), ratio(o, "mcpmon_server", "fork_exec"), ratio(o, "floor", "fork_exec"), ratio(o, "mcpmon_server", "connect"), ratio(o, "floor", "connect"));
@@ -142,7 +201,7 @@ pub fn markdown(v: &Value) -> String {
         .iter()
         .map(|w| format!("{w}: mcpmon {:.3}, bpftrace {:.3}, auditd {:.3}", ratio(o, "mcpmon_server", w), ratio(o, "bpftrace", w), med(&a[*w]["ratio"])))
         .collect();
-    let _ = writeln!(s, "| server alive: below bpftrace and auditd (loops) | {} ({}) |", mark(below), cmp.join("; "));
+    let _ = writeln!(s, "| server alive: below bpftrace and auditd (loops) | {below} (medians: {}) |", cmp.join("; "));
     let _ = writeln!(s, "| realistic jobs within 2% of no monitor | {} (git status {:.3}, cargo build {:.3}) |", real_v, ratio(o, "mcpmon_idle", "git_status"), ratio(o, "mcpmon_idle", "cargo_build"));
     if o["configs"].get("mcpmon_pipelines").is_some() {
         // Handshake discovery keeps the read hooks on while piped processes are young: bounded by
@@ -380,6 +439,25 @@ mod tests {
         assert!(v(&[1.00, 1.00]).starts_with("inconclusive"), "too few rounds");
         let (m, lo, hi) = paired_ci(&[1.0, 2.0, 3.0]).unwrap();
         assert!((m - 2.0).abs() < 1e-9 && (hi - m - 4.303 * (1.0f64 / 3.0).sqrt()).abs() < 1e-6 && (m - lo - (hi - m)).abs() < 1e-9);
+    }
+    #[test]
+    fn below_the_peers_is_paired_with_bpftrace_and_welch_with_auditd() {
+        let o = |m: &[f64], b: &[f64], a: &[f64]| {
+            let w = |r: &[f64]| json!({"per_round": r});
+            json!({"configs": {"mcpmon_server": {"open_close": w(m)}, "bpftrace": {"open_close": w(b)}}, "auditd": {"open_close": w(a)}})
+        };
+        let v = |m: &[f64], b: &[f64], a: &[f64]| below_peers(&o(m, b, a), &["open_close"]);
+        // Below both in every round: met. The machine's speed moves mcpmon and bpftrace together.
+        let good = v(&[1.10, 1.20, 1.12, 1.25, 1.13], &[1.15, 1.26, 1.18, 1.28, 1.19], &[1.40, 1.45, 1.42, 1.50, 1.44]);
+        assert!(good.starts_with("met;"), "{good}");
+        // Over bpftrace in every round, by a little: missed, though the medians alone say little.
+        let over = v(&[1.15, 1.56, 1.26, 1.83, 1.36], &[1.10, 1.50, 1.20, 1.80, 1.30], &[2.0; 5]);
+        assert!(over.starts_with("**missed**") && over.contains("bpftrace: **missed**"), "{over}");
+        // A lower median, but rounds on both sides: inconclusive, never met.
+        let noisy = v(&[1.2, 1.6, 1.1, 1.9, 1.3], &[1.3, 1.4, 1.5, 1.5, 1.4], &[2.0; 5]);
+        assert!(noisy.starts_with("inconclusive"), "{noisy}");
+        let (d, lo, hi) = welch_ci(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]).unwrap();
+        assert!(d.abs() < 1e-12 && (hi + lo).abs() < 1e-12 && hi > 0.0);
     }
     #[test]
     fn program_time_is_judged_per_round_against_the_operation() {
