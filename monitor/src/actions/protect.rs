@@ -3,9 +3,11 @@
 //! address prefixes and the io_uring knob come straight from the rules. Rescanned periodically so
 //! files created after start-up (a new key) are protected too.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
+    ffi::OsString,
     os::unix::fs::{FileTypeExt, MetadataExt},
     path::{Path, PathBuf},
+    rc::Rc,
 };
 
 use monitor_common::{net_policy, protect};
@@ -70,7 +72,84 @@ pub fn inode_of(path: &Path) -> Option<Inode> {
     Some(Inode { dev: kernel_dev(m.dev()), ino: m.ino() })
 }
 
+/// One plan's filesystem lookups, each made once: rules expanded per home share their prefixes
+/// (`/var/lib`, `/home/x/.ssh`), and walking each pattern alone made ~23,650 statx a scan.
+/// Never kept across plans: a rescan is there to see new files.
+#[derive(Default)]
+struct Scan {
+    /// `symlink_metadata` succeeded (a dangling symlink exists too).
+    exists: HashMap<PathBuf, bool>,
+    /// `metadata`, symlinks followed.
+    meta: HashMap<PathBuf, Option<Meta>>,
+    /// `read_dir`, empty where it failed.
+    lists: HashMap<PathBuf, Rc<[Entry]>>,
+    real: HashMap<PathBuf, Option<PathBuf>>,
+    /// Lookups that reached the filesystem.
+    calls: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Meta {
+    file: bool,
+    dir: bool,
+    socket: bool,
+    inode: Inode,
+}
+
+/// A directory entry; `dir` as its own type says (a symlink to a directory is none).
+struct Entry {
+    name: OsString,
+    dir: bool,
+}
+
+fn memo<T: Clone>(map: &mut HashMap<PathBuf, T>, calls: &mut usize, path: &Path, look: impl FnOnce(&Path) -> T) -> T {
+    if let Some(v) = map.get(path) {
+        return v.clone();
+    }
+    *calls += 1;
+    let v = look(path);
+    map.insert(path.to_path_buf(), v.clone());
+    v
+}
+
+impl Scan {
+    fn exists(&mut self, path: &Path) -> bool {
+        memo(&mut self.exists, &mut self.calls, path, |p| std::fs::symlink_metadata(p).is_ok())
+    }
+
+    fn meta(&mut self, path: &Path) -> Option<Meta> {
+        memo(&mut self.meta, &mut self.calls, path, |p| {
+            let m = std::fs::metadata(p).ok()?;
+            let t = m.file_type();
+            Some(Meta { file: t.is_file(), dir: t.is_dir(), socket: t.is_socket(), inode: Inode { dev: kernel_dev(m.dev()), ino: m.ino() } })
+        })
+    }
+
+    fn is_file(&mut self, path: &Path) -> bool {
+        self.meta(path).is_some_and(|m| m.file)
+    }
+
+    fn is_dir(&mut self, path: &Path) -> bool {
+        self.meta(path).is_some_and(|m| m.dir)
+    }
+
+    fn list(&mut self, dir: &Path) -> Rc<[Entry]> {
+        memo(&mut self.lists, &mut self.calls, dir, |d| match std::fs::read_dir(d) {
+            Ok(rd) => rd.flatten().map(|e| Entry { dir: e.file_type().is_ok_and(|t| t.is_dir()), name: e.file_name() }).collect(),
+            Err(_) => Rc::from([]),
+        })
+    }
+
+    fn real(&mut self, path: &Path) -> Option<PathBuf> {
+        memo(&mut self.real, &mut self.calls, path, |p| std::fs::canonicalize(p).ok())
+    }
+}
+
 pub fn plan(rules: &RuleSet) -> Plan {
+    plan_in(&mut Scan::default(), rules)
+}
+
+fn plan_in(scan: &mut Scan, rules: &RuleSet) -> Plan {
     let mut p = Plan::default();
     for (slot, r) in rules.rules.iter().enumerate() {
         let Some(k) = &r.kernel else { continue };
@@ -90,49 +169,49 @@ pub fn plan(rules: &RuleSet) -> Plan {
             let runner = |pat: &String| if k.on_read && k.runner_may_read.contains(pat) { protect::RUNNER_MAY_READ } else { 0 };
             if k.on_read {
                 for pat in &k.files {
-                    add_read_pattern(&mut p, pat, bits | runner(pat) | slot_bits, &k.except, k.secret_content);
+                    add_read_pattern(&mut p, scan, pat, bits | runner(pat) | slot_bits, &k.except, k.secret_content);
                 }
             }
             for pat in &k.files {
-                for path in expand(pat) {
+                for path in expand_in(scan, pat) {
                     let excluded = path.to_str().map(|p| k.except.iter().any(|g| g.matches(p))).unwrap_or(false);
-                    if path.is_file() && !excluded {
-                        add(&mut p, &path, bits | runner(pat), slot_bits);
+                    if scan.is_file(&path) && !excluded {
+                        add(&mut p, scan, &path, bits | runner(pat), slot_bits);
                     }
                 }
             }
             for pat in &k.dirs {
-                for path in expand(pat) {
-                    if path.is_dir() {
-                        add(&mut p, &path, protect::KILL_DIR_WRITE, slot_bits);
+                for path in expand_in(scan, pat) {
+                    if scan.is_dir(&path) {
+                        add(&mut p, scan, &path, protect::KILL_DIR_WRITE, slot_bits);
                     }
                 }
             }
-            for real in named_executables(&k.executables) {
-                add(&mut p, &real, protect::KILL_EXEC | if deny { protect::DENY_EXEC } else { 0 }, slot_bits);
+            for real in named_executables(scan, &k.executables) {
+                add(&mut p, scan, &real, protect::KILL_EXEC | if deny { protect::DENY_EXEC } else { 0 }, slot_bits);
             }
             // Sockets by inode (a symlink or another name reaches the same one), and the
             // engines' own CLIs, which may reach them as a server's root.
             for pat in &k.sockets {
-                for path in expand(pat) {
-                    if std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
-                        add(&mut p, &path, protect::KILL_CONNECT, slot_bits);
+                for path in expand_in(scan, pat) {
+                    if scan.meta(&path).is_some_and(|m| m.socket) {
+                        add(&mut p, scan, &path, protect::KILL_CONNECT, slot_bits);
                     }
                 }
             }
-            for real in named_executables(&k.root_may_connect) {
-                add(&mut p, &real, protect::ROOT_MAY_CONNECT, slot_bits);
+            for real in named_executables(scan, &k.root_may_connect) {
+                add(&mut p, scan, &real, protect::ROOT_MAY_CONNECT, slot_bits);
             }
             // A launcher's own credentials (the docker CLI's config), by the image's inode.
-            for real in named_executables(&k.root_may_read) {
-                if let Some(i) = inode_of(&real) {
-                    p.root_readers.insert((i, slot as u32));
+            for real in named_executables(scan, &k.root_may_read) {
+                if let Some(m) = scan.meta(&real) {
+                    p.root_readers.insert((m.inode, slot as u32));
                 }
-                add(&mut p, &real, protect::ROOT_VIA, slot_bits);
+                add(&mut p, scan, &real, protect::ROOT_VIA, slot_bits);
             }
             // What a root may run before a launcher and keep its allowances (`env`, `setpriv`).
-            for real in named_executables(&k.root_via) {
-                add(&mut p, &real, protect::ROOT_VIA, slot_bits);
+            for real in named_executables(scan, &k.root_via) {
+                add(&mut p, scan, &real, protect::ROOT_VIA, slot_bits);
             }
             if k.io_uring && p.io_uring_kill == 0 {
                 p.io_uring_kill = 1 | slot_bits;
@@ -165,18 +244,18 @@ pub fn plan(rules: &RuleSet) -> Plan {
 /// the named tools: a symlink into a multi-call binary (busybox's /bin/nc → /bin/busybox, a
 /// snap's /snap/bin/docker → /usr/bin/snap) would otherwise mark that binary, and every tool it
 /// runs, by inode.
-fn named_executables(globs: &[String]) -> Vec<PathBuf> {
+fn named_executables(scan: &mut Scan, globs: &[String]) -> Vec<PathBuf> {
     let exe_globs: Vec<Glob> = globs.iter().filter_map(|g| Glob::new(g, true).ok()).collect();
     let mut out = Vec::new();
     for pat in globs {
-        for path in expand(pat) {
-            let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        for path in expand_in(scan, pat) {
+            let real = scan.real(&path).unwrap_or_else(|| path.clone());
             let named = real.to_str().is_some_and(|r| exe_globs.iter().any(|g| g.matches(r)));
             if !named {
                 tracing::info!(path = %path.display(), resolves_to = %real.display(), "not one of the named executables; not marked by inode");
                 continue;
             }
-            if real.is_file() {
+            if scan.is_file(&real) {
                 out.push(real);
             }
         }
@@ -186,7 +265,7 @@ fn named_executables(globs: &[String]) -> Vec<PathBuf> {
 
 /// Records a read-protected pattern for the gate, the existing directories its files live in,
 /// and where to watch for those directories to appear.
-fn add_read_pattern(p: &mut Plan, pat: &str, policy: u32, except: &[Glob], secret_content: bool) {
+fn add_read_pattern(p: &mut Plan, scan: &mut Scan, pat: &str, policy: u32, except: &[Glob], secret_content: bool) {
     let Some((dir_pat, name)) = pat.rsplit_once('/') else { return };
     let (Ok(glob), Ok(name_glob)) = (Glob::new(pat, true), Glob::new(name, true)) else { return };
     let rp = ReadPattern { policy, glob, name: name_glob, except: except.to_vec(), secret_content };
@@ -200,8 +279,8 @@ fn add_read_pattern(p: &mut Plan, pat: &str, policy: u32, except: &[Glob], secre
     // directory mark would put every open in a home through the gate. Below `**` only the
     // files are marked (a browser profile has thousands of files).
     let mark_dirs = is_wild(name) && !dir_pat.contains("**");
-    for d in expand(dir_pat) {
-        if d.is_dir() {
+    for d in expand_in(scan, dir_pat) {
+        if scan.is_dir(&d) {
             if mark_dirs {
                 p.secret_dirs.entry(d.clone()).or_default().push(rp.clone());
             }
@@ -214,7 +293,7 @@ fn add_read_pattern(p: &mut Plan, pat: &str, policy: u32, except: &[Glob], secre
     // where a later home, `.ssh` or `.aws` is created.
     let stat: Vec<&str> = dir_pat.split('/').take_while(|c| !is_wild(c)).collect();
     let mut at = PathBuf::from(if stat.len() <= 1 { "/".to_string() } else { stat.join("/") });
-    while !at.is_dir() {
+    while !scan.is_dir(&at) {
         match at.parent() {
             Some(up) => at = up.to_path_buf(),
             None => return,
@@ -227,16 +306,16 @@ fn add_read_pattern(p: &mut Plan, pat: &str, policy: u32, except: &[Glob], secre
         if !parts[..n].iter().any(|c| is_wild(c)) || parts[..n].iter().any(|c| *c == "**") {
             continue;
         }
-        for d in expand(&format!("/{}", parts[..n].join("/"))) {
-            if d.is_dir() {
+        for d in expand_in(scan, &format!("/{}", parts[..n].join("/"))) {
+            if scan.is_dir(&d) {
                 p.watch.insert(d);
             }
         }
     }
 }
 
-fn add(p: &mut Plan, path: &Path, bits: u32, slot_bits: u32) {
-    let Some(i) = inode_of(path) else { return };
+fn add(p: &mut Plan, scan: &mut Scan, path: &Path, bits: u32, slot_bits: u32) {
+    let Some(i) = scan.meta(path).map(|m| m.inode) else { return };
     let v = p.files.entry(i).or_insert(slot_bits);
     *v |= bits;
     p.paths.entry(i).or_insert_with(|| path.to_path_buf());
@@ -244,12 +323,16 @@ fn add(p: &mut Plan, path: &Path, bits: u32, slot_bits: u32) {
 
 /// Paths on this filesystem matching a glob (symlinks followed for the last component only).
 pub fn expand(pattern: &str) -> Vec<PathBuf> {
+    expand_in(&mut Scan::default(), pattern)
+}
+
+fn expand_in(scan: &mut Scan, pattern: &str) -> Vec<PathBuf> {
     if !pattern.starts_with('/') {
         return vec![];
     }
     let parts: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
     let mut out = Vec::new();
-    walk(PathBuf::from("/"), &parts, 0, &mut out);
+    walk(scan, PathBuf::from("/"), &parts, 0, &mut out);
     out
 }
 
@@ -257,7 +340,7 @@ fn is_wild(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
-fn walk(base: PathBuf, parts: &[&str], depth: usize, out: &mut Vec<PathBuf>) {
+fn walk(scan: &mut Scan, base: PathBuf, parts: &[&str], depth: usize, out: &mut Vec<PathBuf>) {
     if out.len() >= MAX_MATCHES {
         return;
     }
@@ -267,39 +350,37 @@ fn walk(base: PathBuf, parts: &[&str], depth: usize, out: &mut Vec<PathBuf>) {
     };
     if *first == "**" {
         // Zero directories, then one more level of any name.
-        walk(base.clone(), rest, depth, out);
+        walk(scan, base.clone(), rest, depth, out);
         if depth >= MAX_DEPTH {
             return;
         }
-        for e in subdirs(&base) {
-            walk(e, parts, depth + 1, out);
+        for e in subdirs(scan, &base) {
+            walk(scan, e, parts, depth + 1, out);
         }
         return;
     }
     if !is_wild(first) {
         let next = base.join(first);
-        if std::fs::symlink_metadata(&next).is_ok() {
-            walk(next, rest, depth, out);
+        if scan.exists(&next) {
+            walk(scan, next, rest, depth, out);
         }
         return;
     }
     let Ok(g) = Glob::new(first, true) else { return };
-    let Ok(rd) = std::fs::read_dir(&base) else { return };
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for e in scan.list(&base).iter() {
+        let Some(name) = e.name.to_str() else { continue };
         if g.matches(name) {
-            walk(e.path(), rest, depth, out);
+            walk(scan, base.join(name), rest, depth, out);
         }
     }
 }
 
-fn subdirs(base: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(base) else { return vec![] };
-    rd.flatten()
-        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-        .filter(|e| !matches!(e.file_name().to_str(), Some("proc" | "sys" | "dev" | "node_modules" | ".cache")))
-        .map(|e| e.path())
+fn subdirs(scan: &mut Scan, base: &Path) -> Vec<PathBuf> {
+    scan.list(base)
+        .iter()
+        .filter(|e| e.dir)
+        .filter(|e| !matches!(e.name.to_str(), Some("proc" | "sys" | "dev" | "node_modules" | ".cache")))
+        .map(|e| base.join(&e.name))
         .collect()
 }
 
@@ -400,5 +481,74 @@ mod tests {
         let pat = |name: &str| p.read_patterns.iter().find(|r| r.glob.matches(&format!("{h}/{name}"))).map(|r| r.policy & protect::RUNNER_MAY_READ);
         assert_eq!(pat(".npmrc"), Some(protect::RUNNER_MAY_READ));
         assert_eq!(pat(".pypirc"), Some(0));
+    }
+
+    /// One scan looks each path up once however many patterns share it (each pattern walked
+    /// alone repeats `/`, the homes and their `.ssh`), and finds what each pattern alone finds.
+    #[test]
+    fn a_scan_looks_each_path_up_once() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        for h in 0..20 {
+            std::fs::create_dir_all(root.join(format!("h{h}/.ssh"))).unwrap();
+            for f in ["id_rsa", "id_rsa.pub", "config"] {
+                std::fs::write(root.join(format!("h{h}/.ssh/{f}")), "k").unwrap();
+            }
+        }
+        std::fs::create_dir_all(root.join("h3/.aws")).unwrap();
+        std::fs::write(root.join("h3/.aws/credentials"), "k").unwrap();
+        std::fs::create_dir_all(root.join("p/a/b/.git/hooks")).unwrap();
+        std::os::unix::fs::symlink(root.join("h0/.ssh/id_rsa"), root.join("key-link")).unwrap();
+        std::os::unix::fs::symlink(root.join("nowhere"), root.join("h2/.ssh/id_gone")).unwrap();
+        std::os::unix::fs::symlink(root.join("h1"), root.join("dir-link")).unwrap();
+        let r = root.display();
+        let mut pats = vec![format!("{r}/*/.ssh/id_*"), format!("{r}/**/hooks"), format!("{r}/key-link"), format!("{r}/nope/*"), format!("{r}/nope/.ssh/id_*")];
+        for h in 0..20 {
+            for name in [".ssh/id_*", ".ssh/*.pem", ".ssh/*.key", ".aws/credentials", ".aws/config", ".netrc", ".docker/config.json", ".kube/config"] {
+                pats.push(format!("{r}/h{h}/{name}"));
+            }
+        }
+        let mut scan = Scan::default();
+        let shared: Vec<Vec<PathBuf>> = pats.iter().map(|p| expand_in(&mut scan, p)).collect();
+        let mut alone = 0;
+        for (pat, got) in pats.iter().zip(&shared) {
+            let mut s = Scan::default();
+            assert_eq!(&expand_in(&mut s, pat), got, "{pat}");
+            alone += s.calls;
+        }
+        // Wildcards (a dangling symlink is a name; a symlinked home is walked through), `**`
+        // (not through symlinks), a symlink as the last component, missing directories.
+        let mut ids = shared[0].clone();
+        ids.sort();
+        let mut want: Vec<PathBuf> = (0..20).flat_map(|h| ["id_rsa", "id_rsa.pub"].map(|f| root.join(format!("h{h}/.ssh/{f}")))).collect();
+        want.extend([root.join("dir-link/.ssh/id_rsa"), root.join("dir-link/.ssh/id_rsa.pub"), root.join("h2/.ssh/id_gone")]);
+        want.sort();
+        assert_eq!(ids, want);
+        assert_eq!(shared[1], vec![root.join("p/a/b/.git/hooks")]);
+        assert_eq!(shared[2], vec![root.join("key-link")]);
+        assert!(scan.is_file(&root.join("key-link")) && !scan.is_file(&root.join("h2/.ssh/id_gone")));
+        assert!(shared[3].is_empty() && shared[4].is_empty());
+        assert_eq!(shared[5 + 8 * 3 + 3], vec![root.join("h3/.aws/credentials")]);
+        assert!(shared[5 + 8 * 4 + 3].is_empty() && shared[5 + 5].is_empty());
+        // Each lookup once, a handful per path, against the prefixes of every pattern alone.
+        let entries = |s: &Scan| s.exists.len() + s.meta.len() + s.lists.len() + s.real.len();
+        assert_eq!(scan.calls, entries(&scan));
+        assert!(scan.calls * 3 < alone, "{} lookups shared, {alone} alone", scan.calls);
+        // More patterns in the same directories, and a plan of them, read nothing listed again.
+        let lists = scan.lists.len();
+        for h in 0..20 {
+            expand_in(&mut scan, &format!("{r}/h{h}/.ssh/*.crt"));
+        }
+        expand_in(&mut scan, &format!("{r}/*/.ssh/*"));
+        assert_eq!(scan.calls, entries(&scan));
+        assert_eq!(scan.lists.len(), lists);
+        let files: Vec<String> = (0..20).map(|h| format!("\"{r}/h{h}/.ssh/id_*\"")).collect();
+        let text = format!("rules:\n  - id: keys\n    description: d\n    severity: high\n    action: deny\n    event: open\n    condition: {{file.path: {{glob: \"{r}/*\"}}}}\n    kernel: {{files: [{}], on: [read]}}\n    output: o\n    tags: [T1552.001]\n", files.join(", "));
+        let rules = crate::rules::load::load_texts(&[(PathBuf::from("t.yaml"), text)], &[]).unwrap();
+        let p = plan_in(&mut scan, &rules);
+        assert_eq!(p.files.len(), 40, "two keys per home; the dangling link is no file");
+        assert_eq!(p.secret_dirs.len(), 20);
+        assert_eq!(scan.calls, entries(&scan));
+        assert_eq!(scan.lists.len(), lists);
     }
 }
