@@ -226,7 +226,7 @@ impl ProcessTree {
         if !o.result.ok || !made || o.path.is_empty() {
             return;
         }
-        let raw = std::path::Path::new(&o.path);
+        let raw = std::path::Path::new(&*o.path);
         let full = if raw.is_absolute() {
             raw.to_path_buf()
         } else if o.dirfd == -100 {

@@ -16,7 +16,7 @@ async fn hooks_report(h: &mut Harness, marker: &str) {
     let mut sh = Gated::spawn(&format!("cat {marker} 2>/dev/null; exit 0"));
     h.track(sh.pid(), "reattach");
     sh.go();
-    h.expect("open after re-attach", |e| matches!(&e.body, Body::Open(o) if o.path == marker)).await;
+    h.expect("open after re-attach", |e| matches!(&e.body, Body::Open(o) if &*o.path == marker)).await;
     sh.wait();
 }
 

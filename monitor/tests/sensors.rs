@@ -12,7 +12,7 @@ use monitor::{
 
 fn open_of<'a>(e: &'a Event, path: &str) -> Option<&'a monitor::events::Open> {
     match &e.body {
-        Body::Open(o) if o.path == path => Some(o),
+        Body::Open(o) if &*o.path == path => Some(o),
         _ => None,
     }
 }
@@ -140,7 +140,7 @@ libc.syscall(SYS_openat2, -100, b"/etc/hostname", ctypes.byref(how), ctypes.size
         }
     }
     let e = h
-        .expect("openat2", |e| matches!(&e.body, Body::Open(o) if o.syscall == "openat2" && o.path == "/etc/hostname"))
+        .expect("openat2", |e| matches!(&e.body, Body::Open(o) if o.syscall == "openat2" && &*o.path == "/etc/hostname"))
         .await;
     let Body::Open(o) = &e.body else { unreachable!() };
     assert_eq!((o.resolve, o.dirfd), (0x04, -100));

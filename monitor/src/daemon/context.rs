@@ -297,13 +297,13 @@ fn resolve_relative(o: &crate::events::Open, i: &Inputs, call: &[String]) -> Opt
         bases.extend(i.tree.cwd(i.ev.header.pid));
     }
     let Some(want) = o.inode else {
-        return bases.first().map(|b| normalize(&Path::new(b).join(&o.path)).display().to_string());
+        return bases.first().map(|b| normalize(&Path::new(b).join(&*o.path)).display().to_string());
     };
     bases.extend(call.iter().cloned());
     if let Some(s) = i.server {
         bases.extend(i.tree.server_scope(s.id, || server_scope(s)).roots.iter().cloned());
     }
-    bases.iter().map(|b| normalize(&Path::new(b).join(&o.path))).find(|p| crate::actions::protect::inode_of(p) == Some(want)).map(|p| p.display().to_string())
+    bases.iter().map(|b| normalize(&Path::new(b).join(&*o.path))).find(|p| crate::actions::protect::inode_of(p) == Some(want)).map(|p| p.display().to_string())
 }
 
 pub struct Inputs<'a> {

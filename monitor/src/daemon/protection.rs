@@ -114,7 +114,7 @@ fn placed_open(p: &crate::gate::persist::Placed, ppid: u32) -> Event {
         },
         body: Body::Open(Open {
             syscall: if p.how == "moved" { "rename_into" } else { "create_entry" },
-            path: p.path.display().to_string(),
+            path: p.path.display().to_string().into(),
             dirfd: -100,
             flags: 0,
             // What the entry amounts to: a file written and created (O_WRONLY | O_CREAT).
@@ -145,7 +145,7 @@ fn synthetic_open(d: &Denial, ppid: u32) -> Event {
         },
         body: Body::Open(Open {
             syscall: "gate",
-            path: d.path.display().to_string(),
+            path: d.path.display().to_string().into(),
             dirfd: -100,
             flags: 0,
             access: crate::events::Accesses::of(0),

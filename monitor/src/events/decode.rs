@@ -3,7 +3,10 @@
 //! into a zeroed value of its full size; open and stdio, the frequent ones, field by field
 //! (`rec!`), their data straight from the bytes. The lengths inside are checked against what
 //! arrived.
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
 
 use monitor_common::{
     exec_syscall, flags, open_syscall, ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, IoUringEvent, OpenEvent,
@@ -92,12 +95,49 @@ fn header(h: &EventHeader) -> Header {
     Header { ts_mono_ns: h.ts_ns, pid: h.tgid, tid: h.tid, ppid: h.ppid, uid: h.uid, server_id: h.server_id, truncated, kernel_action, compat_syscall, gated: h.flags & flags::GATED != 0 }
 }
 
+/// The paths the ring reader has decoded, each kept once and shared by the events that name it.
+/// A fresh `String` per open was the one allocation per event left on the hot path, and the
+/// pipeline's thread freed what the reader's had allocated (allocator locks across threads);
+/// a flood repeats a handful of paths. Bounded by bytes: emptied when full, so a walk over a
+/// tree of distinct paths costs one hash per open more than before, never memory.
+#[derive(Default)]
+pub struct Paths {
+    set: foldhash::HashSet<Arc<str>>,
+    bytes: usize,
+}
+
+/// What the kept paths may add up to (a flood's are a few; a `find` replaces them all).
+const PATHS_BYTES: usize = 256 * 1024;
+
+impl Paths {
+    fn get(&mut self, b: &[u8]) -> Arc<str> {
+        // Invalid UTF-8 is rare (its lossy copy differs from the bytes): not kept.
+        let Ok(s) = std::str::from_utf8(b) else { return String::from_utf8_lossy(b).into() };
+        if let Some(p) = self.set.get(s) {
+            return Arc::clone(p);
+        }
+        if self.bytes + s.len() > PATHS_BYTES {
+            self.set.clear();
+            self.bytes = 0;
+        }
+        let p: Arc<str> = s.into();
+        self.bytes += s.len();
+        self.set.insert(Arc::clone(&p));
+        p
+    }
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    decode_in(bytes, &mut Paths::default())
+}
+
+/// `decode`, sharing open paths through `paths`.
+pub fn decode_in(bytes: &[u8], paths: &mut Paths) -> Result<Event, DecodeError> {
     let h: EventHeader = read_record(bytes, std::mem::size_of::<EventHeader>())?;
     let kind = EventKind::from_u32(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;
     let body = match kind {
         EventKind::Exec => Body::Exec(exec(bytes)?),
-        EventKind::Open => Body::Open(open(bytes)?),
+        EventKind::Open => Body::Open(open(bytes, paths)?),
         EventKind::Connect => Body::Connect(connect(bytes)?),
         EventKind::Exit => Body::Exit(exit(bytes)?),
         EventKind::Fork => {
@@ -204,7 +244,7 @@ fn exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
     })
 }
 
-fn open(bytes: &[u8]) -> Result<Open, DecodeError> {
+fn open(bytes: &[u8], paths: &mut Paths) -> Result<Open, DecodeError> {
     at_least(bytes, OpenEvent::DATA_OFFSET)?;
     let pl = rec!(bytes, OpenEvent, path_len) as usize;
     let arrived = bytes.len() - OpenEvent::DATA_OFFSET;
@@ -220,7 +260,7 @@ fn open(bytes: &[u8]) -> Result<Open, DecodeError> {
             open_syscall::CREAT => "creat",
             _ => "unknown",
         },
-        path: text(&bytes[OpenEvent::DATA_OFFSET..][..pl]),
+        path: paths.get(&bytes[OpenEvent::DATA_OFFSET..][..pl]),
         dirfd: rec!(bytes, OpenEvent, dirfd),
         flags,
         access: super::Accesses::of(flags),

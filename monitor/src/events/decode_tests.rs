@@ -136,6 +136,35 @@ fn open_round_trip_success_and_failure() {
 }
 
 #[test]
+fn an_open_path_is_kept_once_and_shared_within_a_bound() {
+    let open = |path: &[u8]| {
+        let mut e: OpenEvent = zeroed();
+        e.hdr = hdr(EventKind::Open, 0);
+        e.path[..path.len()].copy_from_slice(path);
+        e.path_len = path.len() as u32;
+        bytes_of(&e, OpenEvent::DATA_OFFSET + path.len())
+    };
+    let path_of = |paths: &mut Paths, b: &[u8]| match decode_in(&open(b), paths).unwrap().body {
+        Body::Open(o) => o.path,
+        other => panic!("{other:?}"),
+    };
+    let mut paths = Paths::default();
+    let (a, b) = (path_of(&mut paths, b"/etc/hostname"), path_of(&mut paths, b"/etc/hostname"));
+    assert!(std::sync::Arc::ptr_eq(&a, &b), "the second open of a path shares the first's text");
+    assert!(!std::sync::Arc::ptr_eq(&a, &path_of(&mut paths, b"/etc/hosts")));
+    // Not valid UTF-8: the lossy copy, as before, and not kept.
+    assert_eq!(&*path_of(&mut paths, b"/tmp/\xff"), "/tmp/\u{fffd}");
+    // A walk over distinct paths never holds more than the bound.
+    for i in 0..100_000 {
+        path_of(&mut paths, format!("/srv/tree/{i:07}/file").as_bytes());
+        assert!(paths.bytes <= PATHS_BYTES);
+        if i % 997 == 0 {
+            assert_eq!(paths.set.iter().map(|p| p.len()).sum::<usize>(), paths.bytes);
+        }
+    }
+}
+
+#[test]
 fn repeat_round_trip() {
     let mut e = monitor_common::RepeatEvent { hdr: hdr(EventKind::Repeat, 0), of_kind: EventKind::Open as u32, _pad: 0, fold_sig: 0xabc, count: 999_999, first_ns: 10, last_ns: 20 };
     let ev = decode(&bytes_of(&e, std::mem::size_of::<monitor_common::RepeatEvent>())).unwrap();

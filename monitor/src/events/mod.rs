@@ -288,7 +288,8 @@ pub struct Exec {
 pub struct Open {
     pub syscall: &'static str,
     /// The path exactly as the process passed it (relative paths are relative to `dirfd`).
-    pub path: String,
+    /// Shared: the ring reader hands out one copy per distinct path (`decode::Paths`).
+    pub path: std::sync::Arc<str>,
     pub dirfd: i32,
     /// Raw O_* flags.
     pub flags: u32,

@@ -23,7 +23,7 @@ use std::time::Duration;
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
-use super::{decode, Body, DecodeError, Event};
+use super::{decode::{decode_in, Paths}, Body, DecodeError, Event};
 
 pub type Decoded = Result<Event, DecodeError>;
 
@@ -45,11 +45,11 @@ const POLL: Duration = Duration::from_micros(500);
 
 /// Takes events from the ring into `batch` (empty on entry) until the ring is empty (false) or
 /// the batch is full (true: `BATCH` events, or `BATCH_BYTES` of captured bytes; more may wait).
-fn drain(ring: &mut RingBuf<MapData>, batch: &mut Vec<Decoded>) -> bool {
+fn drain(ring: &mut RingBuf<MapData>, batch: &mut Vec<Decoded>, paths: &mut Paths) -> bool {
     let mut bytes = 0;
     while batch.len() < BATCH && bytes < BATCH_BYTES {
         let Some(item) = ring.next() else { return false };
-        let mut ev = decode(&item);
+        let mut ev = decode_in(&item, paths);
         drop(item);
         match &mut ev {
             Ok(Event { header, body: Body::Handshake(h) }) if h.json_in => {
@@ -69,21 +69,22 @@ pub async fn run(ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>) -> std::io::Re
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut batch = Vec::with_capacity(BATCH);
+    let mut paths = Paths::default();
     // Events taken since the ring was last found empty, and whether the last drain stopped
     // at a full batch (then the next one starts at once).
     let mut run_len = 0usize;
     let mut more = false;
     loop {
         let full = if more {
-            drain(fd.get_mut(), &mut batch)
+            drain(fd.get_mut(), &mut batch, &mut paths)
         } else if run_len >= BUSY {
             // A flood: let it fill the ring, then drain without waiting to be woken. Readiness
             // that arrived meanwhile stays set and costs one empty drain later at most.
             tokio::time::sleep(POLL).await;
-            drain(fd.get_mut(), &mut batch)
+            drain(fd.get_mut(), &mut batch, &mut paths)
         } else {
             let mut guard = fd.readable_mut().await?;
-            let full = drain(guard.get_inner_mut(), &mut batch);
+            let full = drain(guard.get_inner_mut(), &mut batch, &mut paths);
             if !full {
                 guard.clear_ready();
             }

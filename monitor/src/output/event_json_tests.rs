@@ -83,7 +83,7 @@ fn body(r: &mut Rng, kind: u64) -> Body {
         }),
         1 => Body::Open(Open {
             syscall: "openat2",
-            path: r.text(),
+            path: r.text().into(),
             dirfd: if r.coin() { -100 } else { r.num() },
             flags: r.num(),
             access: Accesses::of(r.num()),

@@ -19,6 +19,7 @@
 //! 6. The result scanner: precision/recall on the labelled set, scan cost per KiB.
 //! 7. The tool-description (poisoning) checks: precision/recall on the labelled tool lists.
 //! Writes bench/results.json and bench/results.md.
+mod allocs;
 mod configs;
 mod descriptions;
 mod enforce;

@@ -242,6 +242,11 @@ pub fn markdown(v: &Value) -> String {
     let _ = writeln!(s, "| events lost (all runs) | {lost_single} |");
     let _ = writeln!(s, "| daemon CPU over the window (loop + drain) | {:.2} cores |", cores);
     let _ = writeln!(s, "| daemon RSS under that load | {:.1} MiB |", med(&sp["daemon_rss_bytes"]) / 1048576.0);
+    let al = &t["allocations"];
+    if al.is_object() {
+        let calls = al["calls"].as_object().map(|m| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+        let _ = writeln!(s, "| allocator calls per event (counted by uprobes on the daemon's C library, a run of its own: {} tracked opens, {} events; {calls}) | {:.3} |", al["ops"], al["open_events"], al["per_event"].as_f64().unwrap_or(f64::NAN));
+    }
     // The profile: where the daemon's time per event goes (its own stage timers, first run).
     if let Some(run) = sp["runs"].as_array().and_then(|r| r.first()) {
         let n = run["daemon_events"].as_f64().unwrap_or(0.0).max(1.0);
@@ -286,6 +291,11 @@ pub fn markdown(v: &Value) -> String {
         _ => String::new(),
     };
     let _ = writeln!(s, "| the daemon at 2× the fastest producer: 0 loss, < 0.5 core, ≤ 1 µs per event (folding off) | {} (capacity {:.0} events per CPU-second = {:.2}× the producer, {} lost, {:.2} cores, {:.0} ns of daemon CPU per event{user}) |", mark(twice), capacity, speed, lost_single, cores, per_event);
+    if let Some(per) = t["allocations"]["per_event"].as_f64() {
+        // Counted, not timed: per batch of events and periodic work (rescans, client configs)
+        // stay, so "none per event" is fewer than one call per ten events.
+        let _ = writeln!(s, "| no allocation per event on the hot path (fewer than one allocator call per 10 events; what remains is per batch or periodic) | {} ({per:.3} calls per event) |", mark(per < 0.1));
+    }
     let f = &t["folded"];
     if f.is_object() {
         let exact = f["opens_counted"] == f["ops"] && f["lost"] == 0;

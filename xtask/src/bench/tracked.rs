@@ -82,6 +82,7 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
     }
 
     let profile = profiled(if quick { 200_000 } else { 1_000_000 })?;
+    let allocations = super::allocs::run(if quick { 50_000 } else { 200_000 })?;
 
     // Several producers at once: past the limit, every lost event must be counted.
     let producers = 4;
@@ -108,6 +109,7 @@ pub fn run(_work: &std::path::Path, quick: bool) -> anyhow::Result<Value> {
     Ok(json!({
         "folded": folded,
         "profile": profile,
+        "allocations": allocations,
         "scale": scale,
         "single_producer": {
             "cost_per_event_ns": stats(&per_event),
