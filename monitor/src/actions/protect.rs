@@ -8,6 +8,7 @@ use std::{
     os::unix::fs::{FileTypeExt, MetadataExt},
     path::{Path, PathBuf},
     rc::Rc,
+    sync::Arc,
 };
 
 use monitor_common::{net_policy, protect};
@@ -52,11 +53,14 @@ pub struct Plan {
 pub struct ReadPattern {
     /// The `PROTECTED` value a match gets (bits | slot << 16).
     pub policy: u32,
-    pub glob: Glob,
+    /// Shared, as are `name` and `except`: a plan puts each pattern in the gate's list and in
+    /// every secret directory it marks, every 2 s; deep copies and compiling the globs anew were
+    /// a third of the idle daemon's CPU.
+    pub glob: Arc<Glob>,
     /// The last component alone: what a file in a protected directory is judged by after the
     /// directory was renamed (`~/.ssh` → `~/.ssh-old`: `id_*` still applies there).
-    pub name: Glob,
-    pub except: Vec<Glob>,
+    pub name: Arc<Glob>,
+    pub except: Arc<[Glob]>,
     /// A private key's content in a secret directory matches whatever the name.
     pub secret_content: bool,
 }
@@ -84,6 +88,8 @@ struct Scan {
     /// `read_dir`, empty where it failed.
     lists: HashMap<PathBuf, Rc<[Entry]>>,
     real: HashMap<PathBuf, Option<PathBuf>>,
+    /// Compiled globs, lent by the plan's owner for the plan.
+    globs: Globs,
     /// Lookups that reached the filesystem.
     calls: usize,
 }
@@ -145,8 +151,36 @@ impl Scan {
     }
 }
 
+/// Globs compiled for plans, kept from one plan to the next (patterns come from the rules, and
+/// the rules outlive many plans; the owner empties it with a new rule set).
+#[derive(Default)]
+pub struct Globs(HashMap<String, Option<Arc<Glob>>>);
+
+impl Globs {
+    fn get(&mut self, pattern: &str) -> Option<Arc<Glob>> {
+        if let Some(g) = self.0.get(pattern) {
+            return g.clone();
+        }
+        let g = Glob::new(pattern, true).ok().map(Arc::new);
+        self.0.insert(pattern.to_string(), g.clone());
+        g
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 pub fn plan(rules: &RuleSet) -> Plan {
-    plan_in(&mut Scan::default(), rules)
+    plan_with(rules, &mut Globs::default())
+}
+
+/// `plan`, with the globs compiled by earlier plans for the same rules.
+pub fn plan_with(rules: &RuleSet, globs: &mut Globs) -> Plan {
+    let mut scan = Scan { globs: std::mem::take(globs), ..Default::default() };
+    let p = plan_in(&mut scan, rules);
+    *globs = scan.globs;
+    p
 }
 
 fn plan_in(scan: &mut Scan, rules: &RuleSet) -> Plan {
@@ -245,7 +279,7 @@ fn plan_in(scan: &mut Scan, rules: &RuleSet) -> Plan {
 /// snap's /snap/bin/docker → /usr/bin/snap) would otherwise mark that binary, and every tool it
 /// runs, by inode.
 fn named_executables(scan: &mut Scan, globs: &[String]) -> Vec<PathBuf> {
-    let exe_globs: Vec<Glob> = globs.iter().filter_map(|g| Glob::new(g, true).ok()).collect();
+    let exe_globs: Vec<Arc<Glob>> = globs.iter().filter_map(|g| scan.globs.get(g)).collect();
     let mut out = Vec::new();
     for pat in globs {
         for path in expand_in(scan, pat) {
@@ -265,10 +299,10 @@ fn named_executables(scan: &mut Scan, globs: &[String]) -> Vec<PathBuf> {
 
 /// Records a read-protected pattern for the gate, the existing directories its files live in,
 /// and where to watch for those directories to appear.
-fn add_read_pattern(p: &mut Plan, scan: &mut Scan, pat: &str, policy: u32, except: &[Glob], secret_content: bool) {
+fn add_read_pattern(p: &mut Plan, scan: &mut Scan, pat: &str, policy: u32, except: &Arc<[Glob]>, secret_content: bool) {
     let Some((dir_pat, name)) = pat.rsplit_once('/') else { return };
-    let (Ok(glob), Ok(name_glob)) = (Glob::new(pat, true), Glob::new(name, true)) else { return };
-    let rp = ReadPattern { policy, glob, name: name_glob, except: except.to_vec(), secret_content };
+    let (Some(glob), Some(name_glob)) = (scan.globs.get(pat), scan.globs.get(name)) else { return };
+    let rp = ReadPattern { policy, glob, name: name_glob, except: Arc::clone(except), secret_content };
     p.read_patterns.push(rp.clone());
     if dir_pat.is_empty() {
         return;
@@ -366,7 +400,7 @@ fn walk(scan: &mut Scan, base: PathBuf, parts: &[&str], depth: usize, out: &mut 
         }
         return;
     }
-    let Ok(g) = Glob::new(first, true) else { return };
+    let Some(g) = scan.globs.get(first) else { return };
     for e in scan.list(&base).iter() {
         let Some(name) = e.name.to_str() else { continue };
         if g.matches(name) {

@@ -53,6 +53,8 @@ pub struct Policy {
     deferred: bool,
     /// The path gate's answers for paths already seen, for these rules (emptied with them).
     gate_memo: crate::rules::gate::GateMemo,
+    /// The globs of the plans for these rules (emptied with them).
+    globs: protect::Globs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,7 @@ impl Policy {
             profile_grants: Default::default(),
             deferred: false,
             gate_memo: Default::default(),
+            globs: Default::default(),
         };
         p.sync_kernel()?;
         Ok(p)
@@ -97,6 +100,7 @@ impl Policy {
         rules.keep_slots_of(&self.rules);
         self.rules = rules;
         self.gate_memo.clear();
+        self.globs.clear();
         self.sync_kernel()?;
         Ok(self.rules.in_force())
     }
@@ -105,7 +109,7 @@ impl Policy {
     /// enforcement becomes an alert saying what would have happened.
     pub fn sync_kernel(&mut self) -> Result<(), PolicyError> {
         let started = Instant::now();
-        let mut plan = if self.dry_run { Plan::default() } else { protect::plan(&self.rules) };
+        let mut plan = if self.dry_run { Plan::default() } else { protect::plan_with(&self.rules, &mut self.globs) };
         self.grants = grants_for(&self.rules, &self.servers, &self.profile_grants);
         if let Some(g) = self.gate.as_mut() {
             g.sync(&plan, self.grants.iter().copied().collect());

@@ -313,7 +313,7 @@ mod tests {
 
     fn pat(g: &str, policy: u32, content: bool) -> ReadPattern {
         let name = g.rsplit('/').next().unwrap();
-        ReadPattern { policy, glob: Glob::new(g, true).unwrap(), name: Glob::new(name, true).unwrap(), except: vec![Glob::new("**/*.pub", true).unwrap()], secret_content: content }
+        ReadPattern { policy, glob: Glob::new(g, true).unwrap().into(), name: Glob::new(name, true).unwrap().into(), except: vec![Glob::new("**/*.pub", true).unwrap()].into(), secret_content: content }
     }
 
     #[test]

@@ -411,7 +411,7 @@ fn compile(r: RuleDoc, env: &Env, file: &Path, line: usize) -> Result<Rule, Stri
                 return Err("a `kernel:` section enforces; use action kill or deny (or drop the section)".into());
             }
             let addrs = env.values(&k.addrs, false)?.iter().map(|a| Cidr::parse(a)).collect::<Result<_, _>>()?;
-            let except = env.values(&k.except, true)?.iter().map(|g| crate::rules::glob::Glob::new(g, true)).collect::<Result<_, _>>()?;
+            let except = env.values(&k.except, true)?.iter().map(|g| crate::rules::glob::Glob::new(g, true)).collect::<Result<Vec<_>, _>>()?.into();
             Some(KernelSpec { executables: env.values(&k.executables, true)?, files, dirs: env.values(&k.dirs, true)?, except, on_read, on_write, addrs, io_uring: k.io_uring, secret_content: k.secret_content, foreign_proc: k.foreign_proc, proc_access: k.proc_access, sockets: env.values(&k.sockets, true)?, root_may_connect: env.values(&k.root_may_connect, true)?, root_may_read: env.values(&k.root_may_read, true)?, runner_may_read, root_via: env.values(&k.root_via, true)? })
         }
     };

@@ -48,7 +48,8 @@ pub struct KernelSpec {
     pub files: Vec<String>,
     /// Directories in which any write or create is enforced.
     pub dirs: Vec<String>,
-    pub except: Vec<glob::Glob>,
+    /// Shared with every read pattern planned from the rule (`protect::ReadPattern`).
+    pub except: std::sync::Arc<[glob::Glob]>,
     pub executables: Vec<String>,
     pub on_read: bool,
     pub on_write: bool,
