@@ -82,12 +82,15 @@ pub fn inode_of(path: &Path) -> Option<Inode> {
 #[derive(Default)]
 struct Scan {
     /// `symlink_metadata` succeeded (a dangling symlink exists too).
-    exists: HashMap<PathBuf, bool>,
+    exists: foldhash::HashMap<PathBuf, bool>,
     /// `metadata`, symlinks followed.
-    meta: HashMap<PathBuf, Option<Meta>>,
+    meta: foldhash::HashMap<PathBuf, Option<Meta>>,
     /// `read_dir`, empty where it failed.
-    lists: HashMap<PathBuf, Rc<[Entry]>>,
-    real: HashMap<PathBuf, Option<PathBuf>>,
+    lists: foldhash::HashMap<PathBuf, Rc<[Entry]>>,
+    real: foldhash::HashMap<PathBuf, Option<PathBuf>>,
+    /// Names asked of each directory by `exists`: past `LIST_AFTER`, the directory is listed
+    /// and answers the rest.
+    asked: foldhash::HashMap<PathBuf, u32>,
     /// Compiled globs, lent by the plan's owner for the plan.
     globs: Globs,
     /// Lookups that reached the filesystem.
@@ -108,7 +111,13 @@ struct Entry {
     dir: bool,
 }
 
-fn memo<T: Clone>(map: &mut HashMap<PathBuf, T>, calls: &mut usize, path: &Path, look: impl FnOnce(&Path) -> T) -> T {
+/// Names asked of one directory before it is listed instead: each home is asked for every
+/// literal name of the rules (`.aws`, `.netrc`, `.docker`, ...), a statx each, where one
+/// listing answers them all; a directory asked for one or two names (`/usr/bin/nc`) is not
+/// listed (it may hold thousands).
+const LIST_AFTER: u32 = 4;
+
+fn memo<T: Clone>(map: &mut foldhash::HashMap<PathBuf, T>, calls: &mut usize, path: &Path, look: impl FnOnce(&Path) -> T) -> T {
     if let Some(v) = map.get(path) {
         return v.clone();
     }
@@ -120,6 +129,22 @@ fn memo<T: Clone>(map: &mut HashMap<PathBuf, T>, calls: &mut usize, path: &Path,
 
 impl Scan {
     fn exists(&mut self, path: &Path) -> bool {
+        if let Some(e) = self.exists.get(path) {
+            return *e;
+        }
+        if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+            let asked = self.asked.entry(dir.to_path_buf()).or_default();
+            *asked += 1;
+            if *asked > LIST_AFTER || self.lists.contains_key(dir) {
+                let listed = self.list(dir);
+                // An empty listing may be a failed one (not a directory, no access): asked.
+                if !listed.is_empty() {
+                    let e = listed.iter().any(|x| x.name == name);
+                    self.exists.insert(path.to_path_buf(), e);
+                    return e;
+                }
+            }
+        }
         memo(&mut self.exists, &mut self.calls, path, |p| std::fs::symlink_metadata(p).is_ok())
     }
 
@@ -565,24 +590,32 @@ mod tests {
         assert_eq!(shared[5 + 8 * 3 + 3], vec![root.join("h3/.aws/credentials")]);
         assert!(shared[5 + 8 * 4 + 3].is_empty() && shared[5 + 5].is_empty());
         // Each lookup once, a handful per path, against the prefixes of every pattern alone.
+        // (Names answered from a directory's listing are kept without a lookup of their own.)
         let entries = |s: &Scan| s.exists.len() + s.meta.len() + s.lists.len() + s.real.len();
-        assert_eq!(scan.calls, entries(&scan));
+        assert!(scan.calls <= entries(&scan));
         assert!(scan.calls * 3 < alone, "{} lookups shared, {alone} alone", scan.calls);
+        // A home asked for its five names (`.ssh`, `.aws`, `.netrc`, `.docker`, `.kube`) is
+        // listed once, at the fifth, instead of a statx per name; the answers are the same.
+        let mut lit = Scan::default();
+        let literal: Vec<Vec<PathBuf>> = pats[5..].iter().map(|p| expand_in(&mut lit, p)).collect();
+        assert_eq!(literal, shared[5..]);
+        assert!((0..20).all(|h| lit.lists.contains_key(&root.join(format!("h{h}")))));
+        assert!(!lit.exists[&root.join("h4/.aws")] && lit.exists[&root.join("h3/.aws")] && !lit.exists[&root.join("h5/.kube")]);
+        assert!(lit.calls < entries(&lit), "{} lookups for {} answers", lit.calls, entries(&lit));
         // More patterns in the same directories, and a plan of them, read nothing listed again.
-        let lists = scan.lists.len();
+        let (lists, calls) = (scan.lists.len(), scan.calls);
         for h in 0..20 {
             expand_in(&mut scan, &format!("{r}/h{h}/.ssh/*.crt"));
+            expand_in(&mut scan, &format!("{r}/h{h}/.config/gh/hosts.yml"));
         }
         expand_in(&mut scan, &format!("{r}/*/.ssh/*"));
-        assert_eq!(scan.calls, entries(&scan));
-        assert_eq!(scan.lists.len(), lists);
+        assert_eq!((scan.calls, scan.lists.len()), (calls, lists), "a listed home answers `.config` too");
         let files: Vec<String> = (0..20).map(|h| format!("\"{r}/h{h}/.ssh/id_*\"")).collect();
         let text = format!("rules:\n  - id: keys\n    description: d\n    severity: high\n    action: deny\n    event: open\n    condition: {{file.path: {{glob: \"{r}/*\"}}}}\n    kernel: {{files: [{}], on: [read]}}\n    output: o\n    tags: [T1552.001]\n", files.join(", "));
         let rules = crate::rules::load::load_texts(&[(PathBuf::from("t.yaml"), text)], &[]).unwrap();
         let p = plan_in(&mut scan, &rules);
         assert_eq!(p.files.len(), 40, "two keys per home; the dangling link is no file");
         assert_eq!(p.secret_dirs.len(), 20);
-        assert_eq!(scan.calls, entries(&scan));
         assert_eq!(scan.lists.len(), lists);
     }
 }
