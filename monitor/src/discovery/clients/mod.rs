@@ -6,7 +6,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    time::SystemTime,
 };
 
 use serde::{Serialize, Serializer};
@@ -15,6 +14,7 @@ use serde_json::Value;
 pub mod entry;
 pub mod jsonc;
 pub mod matching;
+mod poll;
 pub mod runners;
 pub mod sources;
 
@@ -121,13 +121,6 @@ fn read_sources(srcs: &[Source], uid: Option<u32>, out: &mut Vec<ConfiguredServe
     }
 }
 
-/// Every server (stdio and remote) configured for `user`.
-pub fn read_user(user: &User, extra_projects: &[PathBuf]) -> Vec<ConfiguredServer> {
-    let mut out = vec![];
-    read_sources(&sources::user_sources(&user.home, &projects(user, extra_projects)), Some(user.uid), &mut out);
-    out
-}
-
 /// All configured servers on the host, re-read when a config file changes.
 pub struct ClientConfigs {
     pub servers: Vec<ConfiguredServer>,
@@ -135,8 +128,10 @@ pub struct ClientConfigs {
     passwd: PathBuf,
     /// Where host-wide configs live (`/etc`; a temp dir in tests).
     etc: PathBuf,
-    /// mtime of every candidate config path at the last read (None = absent).
-    seen: BTreeMap<PathBuf, Option<SystemTime>>,
+    /// Every candidate config path, built at the last read and statted each second.
+    tree: Option<poll::Tree>,
+    /// Stamp of every candidate config path at the last read (None = absent).
+    seen: BTreeMap<PathBuf, Option<poll::Stamp>>,
 }
 
 impl ClientConfigs {
@@ -145,38 +140,56 @@ impl ClientConfigs {
     }
 
     pub fn with_etc(passwd: PathBuf, extra_projects: Vec<PathBuf>, etc: PathBuf) -> Self {
-        Self { servers: vec![], passwd, extra_projects, etc, seen: BTreeMap::new() }
+        Self { servers: vec![], passwd, extra_projects, etc, tree: None, seen: BTreeMap::new() }
     }
 
-    fn snapshot(&self) -> BTreeMap<PathBuf, Option<SystemTime>> {
+    /// The users and their projects, and the tree of their candidate paths. The files these come
+    /// from are stamped before they are read, so a change while the tree is built is seen next.
+    fn walk(&self) -> (Vec<(User, Vec<PathBuf>)>, poll::Tree) {
+        let mut pins = vec![(self.passwd.clone(), poll::stamp(&self.passwd))];
         let passwd = std::fs::read_to_string(&self.passwd).unwrap_or_default();
-        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let mut m = BTreeMap::new();
-        m.insert(self.passwd.clone(), mtime(&self.passwd));
-        let mut paths: Vec<PathBuf> = sources::system_sources(&self.etc).into_iter().map(|s| s.path).collect();
-        for u in users(&passwd) {
-            let projects = projects(&u, &self.extra_projects);
-            paths.extend(sources::user_sources(&u.home, &projects).into_iter().map(|s| s.path));
-            paths.extend(sources::user_dirs(&u.home, &projects));
+        // Who is a user also depends on whether a home is a directory (`users`), for every line.
+        let homes: Vec<&Path> = passwd.lines().filter_map(|l| l.split(':').nth(5)).map(Path::new).filter(|h| h.is_absolute()).collect();
+        pins.extend(homes.iter().map(|h| (h.to_path_buf(), poll::stamp(h))));
+        let users: Vec<(User, Vec<PathBuf>)> = users(&passwd)
+            .into_iter()
+            .map(|u| {
+                let list = u.home.join(".claude.json");
+                pins.push((list.clone(), poll::stamp(&list)));
+                let p = projects(&u, &self.extra_projects);
+                (u, p)
+            })
+            .collect();
+        let mut t = poll::Tree::default();
+        t.file(&self.passwd);
+        sources::system_sources(&self.etc).iter().for_each(|s| t.file(&s.path));
+        homes.iter().for_each(|h| t.home(h));
+        for (u, projects) in &users {
+            sources::user_sources(&u.home, projects).iter().for_each(|s| t.file(&s.path));
+            sources::user_dirs(&u.home, projects).iter().for_each(|d| t.blocks(d));
         }
-        for p in paths {
-            let t = mtime(&p);
-            m.insert(p, t);
+        t.changed();
+        for (p, s) in pins {
+            t.pin(&p, s);
         }
-        m
+        (users, t)
     }
 
     /// Re-reads everything if any config appeared, changed or went away. Returns true if it did.
     pub fn refresh(&mut self) -> bool {
-        let now = self.snapshot();
+        if self.tree.as_mut().is_some_and(|t| !t.changed()) {
+            return false;
+        }
+        let (users, tree) = self.walk();
+        let now = tree.files();
+        self.tree = Some(tree);
         if now == self.seen {
             return false;
         }
-        let passwd = std::fs::read_to_string(&self.passwd).unwrap_or_default();
         let mut servers = vec![];
         read_sources(&sources::system_sources(&self.etc), None, &mut servers);
-        for u in users(&passwd) {
-            servers.extend(read_user(&u, &self.extra_projects));
+        for (u, projects) in &users {
+            read_sources(&sources::user_sources(&u.home, projects), Some(u.uid), &mut servers);
         }
         self.servers = servers;
         self.seen = now;

@@ -108,7 +108,7 @@ pub fn user_dirs(home: &Path, projects: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Continue's block files: one YAML (or a JSON copied from another client) per file.
-fn continue_blocks(dir: &Path) -> Vec<Source> {
+pub(super) fn continue_blocks(dir: &Path) -> Vec<Source> {
     let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
     let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
     files.sort();
