@@ -117,6 +117,8 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         });
     }
     if opts.tracked_only {
+        // bpftrace counts the daemon's allocator calls (allocs.rs).
+        configs::install_peers()?;
         return replace_sections(|v| {
             let mut t = tracked::run(&bench_work()?, opts.quick)?;
             t["measured_separately"] = report::machine();
