@@ -3,16 +3,12 @@
 //! while a tracked open loop runs with folding off. A count does not move with the machine's
 //! speed, where the nanoseconds of section 2 do. Everything the daemon allocates in the window
 //! is counted, its periodic work (rescans of protected files, client configs) included.
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{io::BufRead, process::Stdio, time::Duration};
 
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
-use super::{configs::{usage, Daemon}, testkit};
+use super::{configs::{bpftrace, wait_drained, Daemon}, testkit};
 
 /// The C library the daemon has mapped (the allocator it calls).
 fn libc_of(pid: u32) -> anyhow::Result<String> {
@@ -38,25 +34,10 @@ pub fn run(n: u64) -> anyhow::Result<Value> {
     std::thread::sleep(Duration::from_millis(500));
     let libc = libc_of(d.pid())?;
     let probes: Vec<String> = ["malloc", "calloc", "realloc"].iter().map(|f| format!("uprobe:{libc}:{f} /pid == {} / {{ @{f} = count(); }}", d.pid())).collect();
-    let mut bt = Command::new("bpftrace").arg("-e").arg(probes.join("\n")).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
-    let mut r = BufReader::new(bt.stdout.take().context("bpftrace stdout")?);
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    if !line.contains("Attaching") {
-        bail!("bpftrace: {line}");
-    }
+    let (mut bt, r) = bpftrace(&probes.join("\n"))?;
     std::thread::sleep(Duration::from_secs(2));
     let out = d.exec("bench-loop", &[testkit().to_str().unwrap(), "loop", "open", &n.to_string()]).output()?;
-    // Until drained: the daemon's CPU time stops growing.
-    let (mut c, _) = usage(d.pid());
-    loop {
-        std::thread::sleep(Duration::from_millis(300));
-        let (c1, _) = usage(d.pid());
-        if c1 - c < 0.01 {
-            break;
-        }
-        c = c1;
-    }
+    wait_drained(d.pid());
     // SAFETY: kill(2) with the pid of our bpftrace child, not reaped yet: it prints its maps and exits.
     unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
     let mut rest = String::new();

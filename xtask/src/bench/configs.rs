@@ -36,6 +36,31 @@ fn tracked_syscalls() -> Vec<&'static str> {
     v
 }
 
+/// bpftrace running `script`, once it has said it attaches, and its output from there on.
+pub fn bpftrace(script: &str) -> anyhow::Result<(Child, BufReader<std::process::ChildStdout>)> {
+    let mut c = Command::new("bpftrace").arg("-e").arg(script).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    let mut r = BufReader::new(c.stdout.take().context("bpftrace stdout")?);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    if !line.contains("Attaching") {
+        bail!("bpftrace: {line}");
+    }
+    Ok((c, r))
+}
+
+/// Returns once the daemon `pid` has drained its events: its CPU time stops growing.
+pub fn wait_drained(pid: u32) {
+    let (mut c, _) = usage(pid);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let (c1, _) = usage(pid);
+        if c1 - c < 0.01 {
+            return;
+        }
+        c = c1;
+    }
+}
+
 /// Whether tracefs has this tracepoint (an optional hook, such as `open`, may be absent).
 fn tracepoint_exists(hook: &str) -> bool {
     let (cat, name) = hook.split_once(':').unwrap_or(("", hook));
@@ -237,13 +262,7 @@ pub fn start(name: &str) -> anyhow::Result<Running> {
                 .chain(std::iter::once("tracepoint:raw_syscalls:sys_exit".to_string()))
                 .collect();
             let script = format!("{} /pid == {NO_PID}/ {{ @n[probe] = count(); }}", probes.join(",\n"));
-            let mut c = Command::new("bpftrace").arg("-e").arg(&script).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
-            let mut r = BufReader::new(c.stdout.take().context("bpftrace stdout")?);
-            let mut line = String::new();
-            r.read_line(&mut line)?;
-            if !line.contains("Attaching") {
-                bail!("bpftrace: {line}");
-            }
+            let (c, r) = bpftrace(&script)?;
             // bpftrace prints "Attaching N probes..." before attaching: give it time to finish.
             std::thread::sleep(Duration::from_secs(3));
             std::thread::spawn(move || for _ in r.lines() {});

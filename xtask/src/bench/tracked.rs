@@ -160,16 +160,7 @@ fn profiled(n: u64) -> anyhow::Result<Value> {
     std::fs::create_dir_all(&work)?;
     let rec = super::flame::record(d.pid(), &work.join("daemon.perf.data"))?;
     let out = d.exec("bench-loop", &[testkit().to_str().unwrap(), "loop", "open", &n.to_string()]).output()?;
-    // Until drained: the daemon's CPU time stops growing.
-    let (mut c, _) = usage(d.pid());
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let (c1, _) = usage(d.pid());
-        if c1 - c < 0.01 {
-            break;
-        }
-        c = c1;
-    }
+    super::configs::wait_drained(d.pid());
     let folded = rec.finish()?;
     let _ = keep.kill();
     let _ = keep.wait();
