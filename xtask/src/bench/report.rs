@@ -96,53 +96,50 @@ fn below_peers(o: &Value, loops: &[&str]) -> String {
         .iter()
         .map(|w| (*w, per_round(o, "mcpmon_server", w).iter().zip(per_round(o, "bpftrace", w)).map(|(m, b)| m - b).collect()))
         .collect();
-    let bpf = judge(&bpf, "mcpmon − bpftrace (paired)");
+    let (bpf_word, bpf_parts) = intervals(bpf.iter().map(|(w, d)| (*w, paired(d))));
     let audit_rounds = |w: &str| o["auditd"][w]["per_round"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect::<Vec<f64>>()).unwrap_or_default();
-    let (mut met, mut missed, mut parts) = (true, false, Vec::new());
-    for w in loops {
+    let (audit_word, audit_parts) = intervals(loops.iter().map(|w| {
         let (m, a) = (per_round(o, "mcpmon_server", w), audit_rounds(w));
-        match welch_ci(&m, &a).filter(|_| m.len() >= MIN_ROUNDS && a.len() >= MIN_ROUNDS) {
-            Some((d, lo, hi)) => {
-                parts.push(format!("{w} {d:+.3} [{lo:+.3}, {hi:+.3}]"));
-                met &= hi <= 0.0;
-                missed |= lo > 0.0;
-            }
-            None => {
-                parts.push(format!("{w}: {} and {} rounds, fewer than {MIN_ROUNDS}", m.len(), a.len()));
-                met = false;
-            }
-        }
-    }
-    let word = |s: &str| s.split(';').next().unwrap_or("").to_string();
-    let audit_word = if missed { "**missed**" } else if met { "met" } else { "inconclusive" };
-    let both = [word(&bpf), audit_word.to_string()];
-    let overall = if both.iter().any(|w| w == "**missed**") {
+        (*w, welch_ci(&m, &a).filter(|_| m.len() >= MIN_ROUNDS && a.len() >= MIN_ROUNDS).ok_or_else(|| format!("{} and {} rounds, fewer than {MIN_ROUNDS}", m.len(), a.len())))
+    }));
+    let both = [bpf_word, audit_word];
+    let overall = if both.contains(&"**missed**") {
         "**missed**"
-    } else if both.iter().all(|w| w == "met") {
+    } else if both.iter().all(|w| *w == "met") {
         "met"
     } else {
         "inconclusive"
     };
-    format!("{overall}; bpftrace: {bpf}; auditd: {audit_word}; mcpmon − auditd (Welch, rounds apart), mean [95% CI]: {}", parts.join(", "))
+    format!(
+        "{overall}; bpftrace: {bpf_word}; mcpmon − bpftrace (paired), mean [95% CI] over rounds: {}; auditd: {audit_word}; mcpmon − auditd (Welch, rounds apart), mean [95% CI]: {}",
+        bpf_parts.join(", "),
+        audit_parts.join(", ")
+    )
 }
 
-/// The verdict over per-round differences from a bound, by workload (see [`verdict`]).
-fn judge(diffs: &[(&str, Vec<f64>)], what: &str) -> String {
+/// The paired interval of per-round differences, or why there is none.
+fn paired(d: &[f64]) -> Result<(f64, f64, f64), String> {
+    match paired_ci(d).filter(|_| d.len() >= MIN_ROUNDS) {
+        Some(ci) => Ok(ci),
+        None if d.is_empty() => Err("no per-round figures in this results.json".into()),
+        None => Err(format!("{} rounds, fewer than {MIN_ROUNDS}", d.len())),
+    }
+}
+
+/// The word and the per-workload text of a verdict over intervals of (figure − bound): met when
+/// every interval lies at or below 0, missed when any lies above, else inconclusive.
+fn intervals<'a>(cis: impl Iterator<Item = (&'a str, Result<(f64, f64, f64), String>)>) -> (&'static str, Vec<String>) {
     let mut parts = Vec::new();
     let (mut met, mut missed) = (true, false);
-    for (w, d) in diffs {
-        match paired_ci(d).filter(|_| d.len() >= MIN_ROUNDS) {
-            Some((m, lo, hi)) => {
+    for (w, ci) in cis {
+        match ci {
+            Ok((m, lo, hi)) => {
                 parts.push(format!("{w} {m:+.3} [{lo:+.3}, {hi:+.3}]"));
                 met &= hi <= 0.0;
                 missed |= lo > 0.0;
             }
-            None if d.is_empty() => {
-                parts.push(format!("{w}: no per-round figures in this results.json"));
-                met = false;
-            }
-            None => {
-                parts.push(format!("{w}: {} rounds, fewer than {MIN_ROUNDS}", d.len()));
+            Err(why) => {
+                parts.push(format!("{w}: {why}"));
                 met = false;
             }
         }
@@ -154,6 +151,12 @@ fn judge(diffs: &[(&str, Vec<f64>)], what: &str) -> String {
     } else {
         "inconclusive"
     };
+    (word, parts)
+}
+
+/// The verdict over per-round differences from a bound, by workload (see [`verdict`]).
+fn judge(diffs: &[(&str, Vec<f64>)], what: &str) -> String {
+    let (word, parts) = intervals(diffs.iter().map(|(w, d)| (*w, paired(d))));
     format!("{word}; {what}, mean [95% CI] over rounds: {}", parts.join(", "))
 }
 
