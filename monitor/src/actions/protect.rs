@@ -72,8 +72,12 @@ pub fn kernel_dev(st_dev: u64) -> u32 {
 }
 
 pub fn inode_of(path: &Path) -> Option<Inode> {
-    let m = std::fs::metadata(path).ok()?;
-    Some(Inode { dev: kernel_dev(m.dev()), ino: m.ino() })
+    std::fs::metadata(path).ok().map(|m| inode(&m))
+}
+
+/// The kernel's identity of a file from its `stat`.
+fn inode(m: &std::fs::Metadata) -> Inode {
+    Inode { dev: kernel_dev(m.dev()), ino: m.ino() }
 }
 
 /// One plan's filesystem lookups, each made once: rules expanded per home share their prefixes
@@ -152,7 +156,7 @@ impl Scan {
         memo(&mut self.meta, &mut self.calls, path, |p| {
             let m = std::fs::metadata(p).ok()?;
             let t = m.file_type();
-            Some(Meta { file: t.is_file(), dir: t.is_dir(), socket: t.is_socket(), inode: Inode { dev: kernel_dev(m.dev()), ino: m.ino() } })
+            Some(Meta { file: t.is_file(), dir: t.is_dir(), socket: t.is_socket(), inode: inode(&m) })
         })
     }
 
