@@ -180,10 +180,10 @@ impl fmt::Debug for FieldSet {
     }
 }
 
-/// An earlier event's value that owns something, dropped out of line (`Ctx::set_at`).
-#[cold]
+/// An earlier event's value that owns something (a shared text: most events replace a few),
+/// dropped out of line so that the drop glue is not copied into every inlined `Ctx::set_at`.
 #[inline(never)]
-fn drop_cold(v: Option<Val>) {
+fn drop_owned(v: Option<Val>) {
     drop(v);
 }
 
@@ -252,7 +252,7 @@ impl Ctx {
         if matches!(old, None | Some(Val::Num(_) | Val::Bool(_) | Val::Ip(_) | Val::Access(_) | Val::Str(Text::Word(_)))) {
             std::mem::forget(old);
         } else {
-            drop_cold(old);
+            drop_owned(old);
         }
         self.set |= 1 << at;
     }
