@@ -3,6 +3,7 @@
 //! appear (a home created or mounted later, a first `~/.ssh`, a new key). The pipeline re-plans
 //! on each change; the periodic rescan stays only as a backstop.
 use std::{
+    cell::Cell,
     collections::{BTreeSet, HashMap},
     ffi::CString,
     io,
@@ -29,15 +30,25 @@ pub struct Watcher {
     /// `/proc/self/mountinfo`: the kernel flags it (POLLPRI) on every mount or unmount, so a
     /// home mounted later is planned at once, not at the next rescan.
     mounts: Option<AsyncFd<std::fs::File>>,
+    passwd: PathBuf,
     passwd_name: Vec<u8>,
+    /// The user database's directory (entries renamed or created in it).
     passwd_wd: i32,
+    /// The user database itself (edited in place); re-aimed at each change, since a rename
+    /// replaces the inode it watched. -1 while the file is missing.
+    passwd_file_wd: Cell<i32>,
     /// watch descriptor → directory, and back.
     wds: HashMap<i32, PathBuf>,
     by_path: HashMap<PathBuf, i32>,
 }
 
 const TREE_MASK: u32 = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_MOVED_FROM | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_ONLYDIR | libc::IN_MASK_ADD;
-const PASSWD_MASK: u32 = libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO | libc::IN_CREATE | libc::IN_ONLYDIR;
+/// Entry events only. An inotify watch on a directory always asks for its children's events
+/// too, and with a per-file interest such as IN_CLOSE_WRITE the kernel takes every open and
+/// close of every file in `/etc` (`ld.so.cache` at each exec) to the parent's watch: +9% on an
+/// untracked open+close of `/etc/hostname`. Edits in place are seen on the file itself.
+const PASSWD_DIR_MASK: u32 = libc::IN_MOVED_TO | libc::IN_CREATE | libc::IN_ONLYDIR;
+const PASSWD_FILE_MASK: u32 = libc::IN_CLOSE_WRITE;
 
 /// Past this many tree watches, new places rely on the periodic rescan.
 const MAX_WATCHES: usize = 4096;
@@ -60,10 +71,22 @@ impl Watcher {
             // owns the File.
             unsafe { AsyncFd::register_with_interest(f, tokio::io::Interest::PRIORITY) }.ok()
         });
-        let mut w = Self { fd, mounts, passwd_name, passwd_wd: -1, wds: HashMap::new(), by_path: HashMap::new() };
-        // The directory, not the file: useradd and editors replace the file by a rename.
-        w.passwd_wd = w.add(&passwd_dir, PASSWD_MASK)?;
+        let mut w = Self { fd, mounts, passwd: passwd.to_path_buf(), passwd_name, passwd_wd: -1, passwd_file_wd: Cell::new(-1), wds: HashMap::new(), by_path: HashMap::new() };
+        // The directory: useradd and editors replace the file by a rename.
+        w.passwd_wd = w.add(&passwd_dir, PASSWD_DIR_MASK)?;
+        w.rewatch_passwd();
         Ok(w)
+    }
+
+    /// Aims the file watch at the user database's current inode.
+    fn rewatch_passwd(&self) {
+        let old = self.passwd_file_wd.get();
+        let new = self.add(&self.passwd, PASSWD_FILE_MASK).unwrap_or(-1);
+        if old >= 0 && old != new {
+            // SAFETY: plain syscall on our own fd; the old inode may be gone already (EINVAL).
+            unsafe { libc::inotify_rm_watch(self.fd.get_ref().as_raw_fd(), old) };
+        }
+        self.passwd_file_wd.set(new);
     }
 
     /// Watches exactly `dirs` (plus the user database).
@@ -166,15 +189,21 @@ impl Watcher {
                 let name_end = (off + head + ev.len as usize).min(n);
                 let name = &buf[off + head..name_end];
                 let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-                let c = if ev.wd == self.passwd_wd && name == self.passwd_name.as_slice() {
+                let file = self.passwd_file_wd.get();
+                let c = if (ev.wd == self.passwd_wd && name == self.passwd_name.as_slice()) || (ev.wd == file && file >= 0) {
                     Some(Change::Users)
-                } else if ev.wd == self.passwd_wd && !self.wds.contains_key(&ev.wd) {
-                    None // another file in /etc
+                } else if (ev.wd == self.passwd_wd || ev.mask & libc::IN_IGNORED != 0) && !self.wds.contains_key(&ev.wd) {
+                    // Another file in /etc, or a watch we dropped (a replaced user database, a
+                    // directory let go).
+                    None
                 } else if ev.mask & libc::IN_Q_OVERFLOW != 0 {
                     Some(Change::Users) // lost events: re-read everything
                 } else {
                     Some(Change::Tree)
                 };
+                if c == Some(Change::Users) {
+                    self.rewatch_passwd();
+                }
                 out = match (out, c) {
                     (Some(Change::Users), _) | (_, Some(Change::Users)) => Some(Change::Users),
                     (a, b) => a.or(b),
@@ -182,5 +211,61 @@ impl Watcher {
                 off += head + ev.len as usize;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    /// The mask our inotify group holds on inode `ino`, from `/proc/self/fdinfo`.
+    fn mask_on(w: &Watcher, ino: u64) -> Option<u32> {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", w.fd.get_ref().as_raw_fd())).unwrap();
+        info.lines().filter(|l| l.starts_with("inotify ")).find_map(|l| {
+            let field = |k: &str| l.split_whitespace().find_map(|f| f.strip_prefix(k)).and_then(|v| u64::from_str_radix(v, 16).ok());
+            (field("ino:")? == ino).then(|| field("mask:").map(|m| m as u32)).flatten()
+        })
+    }
+
+    #[tokio::test]
+    async fn user_database_is_followed_without_a_watch_on_its_siblings() {
+        let t = tempfile::tempdir().unwrap();
+        let passwd = t.path().join("passwd");
+        std::fs::write(&passwd, "a:x:1001:1001::/tmp/a:/bin/sh\n").unwrap();
+        let w = Watcher::new(&passwd).unwrap();
+        // The directory's watch holds no per-file event, so opens and closes of the other files
+        // there (all of /etc) do not go to the watch.
+        let per_file = libc::IN_ACCESS | libc::IN_MODIFY | libc::IN_ATTRIB | libc::IN_CLOSE_WRITE | libc::IN_CLOSE_NOWRITE | libc::IN_OPEN;
+        let dir = mask_on(&w, t.path().metadata().unwrap().ino()).expect("the directory is watched");
+        assert_eq!(dir & per_file, 0, "directory mask {dir:#x}");
+        std::fs::write(t.path().join("hostname"), "box\n").unwrap();
+        assert_eq!(w.poll_now(), None, "another file written");
+
+        std::fs::write(&passwd, "b:x:1002:1002::/tmp/b:/bin/sh\n").unwrap();
+        assert_eq!(w.poll_now(), Some(Change::Users), "edited in place");
+        // Replaced by a rename, as useradd and vipw do.
+        let next = t.path().join("passwd+");
+        std::fs::write(&next, "c:x:1003:1003::/tmp/c:/bin/sh\n").unwrap();
+        std::fs::rename(&next, &passwd).unwrap();
+        assert_eq!(w.poll_now(), Some(Change::Users), "renamed over");
+        // The file's watch followed the new inode.
+        std::fs::write(&passwd, "d:x:1004:1004::/tmp/d:/bin/sh\n").unwrap();
+        assert_eq!(w.poll_now(), Some(Change::Users), "the new file edited in place");
+        assert!(mask_on(&w, passwd.metadata().unwrap().ino()).is_some_and(|m| m & libc::IN_CLOSE_WRITE != 0));
+        // The dropped watch on the old inode is not a change.
+        assert_eq!(w.poll_now(), None);
+    }
+
+    #[tokio::test]
+    async fn user_database_made_later_is_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let passwd = t.path().join("passwd");
+        let w = Watcher::new(&passwd).unwrap();
+        std::fs::write(&passwd, "a:x:1001:1001::/tmp/a:/bin/sh\n").unwrap();
+        assert_eq!(w.poll_now(), Some(Change::Users), "created");
+        std::fs::write(&passwd, "b:x:1002:1002::/tmp/b:/bin/sh\n").unwrap();
+        assert_eq!(w.poll_now(), Some(Change::Users), "then edited in place");
     }
 }
