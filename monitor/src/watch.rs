@@ -229,6 +229,10 @@ mod tests {
         })
     }
 
+    /// Events of a directory's files, not of its entries: a directory watch asking for one of
+    /// them puts every open and close of every file in it on the parent's path.
+    const PER_FILE: u32 = libc::IN_ACCESS | libc::IN_MODIFY | libc::IN_ATTRIB | libc::IN_CLOSE_WRITE | libc::IN_CLOSE_NOWRITE | libc::IN_OPEN;
+
     #[tokio::test]
     async fn user_database_is_followed_without_a_watch_on_its_siblings() {
         let t = tempfile::tempdir().unwrap();
@@ -237,9 +241,8 @@ mod tests {
         let w = Watcher::new(&passwd).unwrap();
         // The directory's watch holds no per-file event, so opens and closes of the other files
         // there (all of /etc) do not go to the watch.
-        let per_file = libc::IN_ACCESS | libc::IN_MODIFY | libc::IN_ATTRIB | libc::IN_CLOSE_WRITE | libc::IN_CLOSE_NOWRITE | libc::IN_OPEN;
         let dir = mask_on(&w, t.path().metadata().unwrap().ino()).expect("the directory is watched");
-        assert_eq!(dir & per_file, 0, "directory mask {dir:#x}");
+        assert_eq!(dir & PER_FILE, 0, "directory mask {dir:#x}");
         std::fs::write(t.path().join("hostname"), "box\n").unwrap();
         assert_eq!(w.poll_now(), None, "another file written");
 
@@ -267,5 +270,27 @@ mod tests {
         assert_eq!(w.poll_now(), Some(Change::Users), "created");
         std::fs::write(&passwd, "b:x:1002:1002::/tmp/b:/bin/sh\n").unwrap();
         assert_eq!(w.poll_now(), Some(Change::Users), "then edited in place");
+    }
+
+    #[tokio::test]
+    async fn tree_watches_ask_for_entries_only() {
+        let t = tempfile::tempdir().unwrap();
+        let passwd = t.path().join("passwd");
+        std::fs::write(&passwd, "").unwrap();
+        let home = t.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let mut w = Watcher::new(&passwd).unwrap();
+        // The user database's directory among them: both masks add up on its inode.
+        let dirs: BTreeSet<PathBuf> = [home.clone(), t.path().to_path_buf()].into();
+        w.set(&dirs);
+        assert_eq!(w.watched(), 2);
+        for d in &dirs {
+            let m = mask_on(&w, d.metadata().unwrap().ino()).expect("watched");
+            assert_eq!(m & PER_FILE, 0, "{} mask {m:#x}", d.display());
+        }
+        std::fs::write(home.join(".bashrc"), "").unwrap();
+        assert_eq!(w.poll_now(), Some(Change::Tree), "an entry made in a home");
+        std::fs::create_dir(home.join(".ssh")).unwrap();
+        assert_eq!(w.poll_now(), Some(Change::Tree), "a first ~/.ssh");
     }
 }

@@ -63,6 +63,10 @@ pub struct PersistWatch {
 }
 
 const MASK: u64 = libc::FAN_MOVED_TO | libc::FAN_CREATE | libc::FAN_ONDIR;
+// Entry events only: a directory mark asking for its files' events (open, close, access,
+// modify) would put every open and close in the watched directories (`/etc`, homes) through
+// the kernel's parent check, for every process on the host (docs/architecture.md).
+const _: () = assert!(MASK & (libc::FAN_ACCESS | libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE | libc::FAN_CLOSE_NOWRITE | libc::FAN_OPEN | libc::FAN_OPEN_EXEC | libc::FAN_EVENT_ON_CHILD) == 0);
 
 impl PersistWatch {
     pub fn start(maps: (BpfHashMap<MapData, u32, TrackInfo>, BpfHashMap<MapData, u32, TrackInfo>), tx: mpsc::Sender<GateRecord>, quarantine: PathBuf) -> io::Result<Self> {
