@@ -31,7 +31,6 @@ pub struct Watcher {
     /// home mounted later is planned at once, not at the next rescan.
     mounts: Option<AsyncFd<std::fs::File>>,
     passwd: PathBuf,
-    passwd_name: Vec<u8>,
     /// The user database's directory (entries renamed or created in it).
     passwd_wd: i32,
     /// The user database itself (edited in place); re-aimed at each change, since a rename
@@ -65,13 +64,12 @@ impl Watcher {
         let fd = unsafe { AsyncFd::register_with_interest(OwnedFd::from_raw_fd(raw), tokio::io::Interest::READABLE) }
             .map_err(|e| io::Error::other(e.to_string()))?;
         let passwd_dir = passwd.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("/")).to_path_buf();
-        let passwd_name = passwd.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
         let mounts = std::fs::File::open("/proc/self/mountinfo").ok().and_then(|f| {
             // SAFETY: the File owns its fd and keeps it open and unchanged while the AsyncFd
             // owns the File.
             unsafe { AsyncFd::register_with_interest(f, tokio::io::Interest::PRIORITY) }.ok()
         });
-        let mut w = Self { fd, mounts, passwd: passwd.to_path_buf(), passwd_name, passwd_wd: -1, passwd_file_wd: Cell::new(-1), wds: HashMap::new(), by_path: HashMap::new() };
+        let mut w = Self { fd, mounts, passwd: passwd.to_path_buf(), passwd_wd: -1, passwd_file_wd: Cell::new(-1), wds: HashMap::new(), by_path: HashMap::new() };
         // The directory: useradd and editors replace the file by a rename.
         w.passwd_wd = w.add(&passwd_dir, PASSWD_DIR_MASK)?;
         w.rewatch_passwd();
@@ -169,6 +167,9 @@ impl Watcher {
 
     fn drain(&self) -> io::Result<Option<Change>> {
         let mut buf = [0u8; 16 * 1024];
+        let passwd_name = self.passwd.file_name().map_or(&[][..], |n| n.as_bytes());
+        // Re-aimed only once the drain ends.
+        let file = self.passwd_file_wd.get();
         let mut out = None;
         loop {
             // SAFETY: buf is writable for its length.
@@ -176,6 +177,10 @@ impl Watcher {
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::WouldBlock && out.is_some() {
+                    // Once per drain, after every event of the old inode was read as a change.
+                    if out == Some(Change::Users) {
+                        self.rewatch_passwd();
+                    }
                     return Ok(out);
                 }
                 return if e.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(e) };
@@ -189,8 +194,7 @@ impl Watcher {
                 let name_end = (off + head + ev.len as usize).min(n);
                 let name = &buf[off + head..name_end];
                 let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-                let file = self.passwd_file_wd.get();
-                let c = if (ev.wd == self.passwd_wd && name == self.passwd_name.as_slice()) || (ev.wd == file && file >= 0) {
+                let c = if (ev.wd == self.passwd_wd && name == passwd_name) || (ev.wd == file && file >= 0) {
                     Some(Change::Users)
                 } else if (ev.wd == self.passwd_wd || ev.mask & libc::IN_IGNORED != 0) && !self.wds.contains_key(&ev.wd) {
                     // Another file in /etc, or a watch we dropped (a replaced user database, a
@@ -201,9 +205,6 @@ impl Watcher {
                 } else {
                     Some(Change::Tree)
                 };
-                if c == Some(Change::Users) {
-                    self.rewatch_passwd();
-                }
                 out = match (out, c) {
                     (Some(Change::Users), _) | (_, Some(Change::Users)) => Some(Change::Users),
                     (a, b) => a.or(b),
