@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: everything a fresh Debian machine needs to build, test and run mcpmon.
 mod bench;
 mod deb;
+mod failures;
 #[cfg(test)]
 mod lint;
 mod peers;

@@ -84,8 +84,10 @@ pub fn cargo_test_summary(args: &[&str]) -> anyhow::Result<()> {
     eprintln!("+ {}", describe(&cmd));
     let mut child = cmd.spawn().with_context(|| format!("spawning {}", describe(&cmd)))?;
     let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    let mut failures = crate::failures::Failures::default();
     for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
         println!("{line}");
+        failures.feed(&line);
         if let Some(rest) = line.strip_prefix("test result: ") {
             let num = |key: &str| {
                 rest.split(';')
@@ -108,7 +110,8 @@ pub fn cargo_test_summary(args: &[&str]) -> anyhow::Result<()> {
     let ignored = ignored + runtime;
     println!("summary: {passed} passed, {failed} failed, {ignored} skipped");
     if !status.success() || failed > 0 {
-        bail!("cargo test failed: {status}");
+        // The digest goes into the error, which `./x test` prints last, after the kernel matrix.
+        bail!("cargo test failed: {status}\n{}", failures.digest());
     }
     Ok(())
 }

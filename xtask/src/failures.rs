@@ -1,0 +1,119 @@
+//! What the failing tests printed, kept for the last lines of `./x test`.
+//!
+//! CI shows only the tail of a run, and the kernel matrix runs after the tests: without this, a
+//! failed run ends in "cargo test failed: exit status: 101" with the failing test's name and
+//! panic message some thousand lines earlier, out of sight.
+
+/// Lines kept before a panic message (the test's own account of what it saw), and after it.
+const BEFORE_PANIC: usize = 12;
+const AFTER_PANIC: usize = 3;
+/// A line of a test's output is cut here: some tests print whole event logs on one line.
+const LINE_CAP: usize = 400;
+
+/// Reads libtest's output line by line and keeps each failing test's section.
+#[derive(Default)]
+pub struct Failures {
+    /// Names from `test NAME ... FAILED`, in order: a test binary that dies (a signal, a hang
+    /// killed by its own timeout) prints no section, but its failed tests are still named.
+    names: Vec<String>,
+    current: Option<(String, Vec<String>)>,
+    sections: Vec<(String, Vec<String>)>,
+}
+
+impl Failures {
+    pub fn feed(&mut self, line: &str) {
+        if let Some(name) = line.strip_prefix("test ").and_then(|l| l.strip_suffix(" ... FAILED")) {
+            self.names.push(name.to_string());
+            return;
+        }
+        if let Some(name) = line.strip_prefix("---- ").and_then(|l| l.strip_suffix(" stdout ----")) {
+            self.close();
+            self.current = Some((name.to_string(), Vec::new()));
+            return;
+        }
+        // libtest ends the sections with a second "failures:" header listing the names.
+        if line == "failures:" || line.starts_with("test result: ") {
+            self.close();
+            return;
+        }
+        if let Some((_, lines)) = &mut self.current {
+            lines.push(line.chars().take(LINE_CAP).collect());
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(section) = self.current.take() {
+            self.sections.push(section);
+        }
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.sections.is_empty() && self.current.is_none()
+    }
+
+    /// Each failing test's name, then its panic message with the lines before it (the whole
+    /// output's last lines when it did not panic).
+    pub fn digest(&mut self) -> String {
+        self.close();
+        let mut out = format!("failed tests ({}):\n", self.names.len().max(self.sections.len()));
+        for name in &self.names {
+            out.push_str(&format!("  {name}\n"));
+        }
+        for (name, lines) in &self.sections {
+            out.push_str(&format!("---- {name} (its output's end) ----\n"));
+            let panic = lines.iter().position(|l| l.contains("panicked at"));
+            let (from, to) = match panic {
+                Some(p) => (p.saturating_sub(BEFORE_PANIC), (p + 1 + AFTER_PANIC).min(lines.len())),
+                None => (lines.len().saturating_sub(BEFORE_PANIC + AFTER_PANIC), lines.len()),
+            };
+            for l in &lines[from..to] {
+                out.push_str(&format!("  {l}\n"));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fed(text: &str) -> Failures {
+        let mut f = Failures::default();
+        text.lines().for_each(|l| f.feed(l));
+        f
+    }
+
+    #[test]
+    fn a_failing_test_is_named_with_its_panic_message() {
+        let mut f = fed(
+            "running 3 tests\ntest a ... ok\ntest b ... FAILED\ntest c ... ok\n\nfailures:\n\n\
+             ---- b stdout ----\nsaw 2 alerts\n\nthread 'b' panicked at tests/x.rs:9:5:\n\
+             expected 1 alert\nnote: run with `RUST_BACKTRACE=1`\n\nfailures:\n    b\n\n\
+             test result: FAILED. 2 passed; 1 failed; 0 ignored\n",
+        );
+        let d = f.digest();
+        assert!(d.starts_with("failed tests (1):\n  b\n"), "{d}");
+        assert!(d.contains("  saw 2 alerts\n"), "{d}");
+        assert!(d.contains("panicked at tests/x.rs:9:5"), "{d}");
+        assert!(d.contains("  expected 1 alert\n"), "{d}");
+        assert!(!d.contains("    b\n"), "the closing list is not output: {d}");
+    }
+
+    #[test]
+    fn a_passing_run_leaves_nothing() {
+        let f = fed("running 1 test\ntest a ... ok\n\ntest result: ok. 1 passed; 0 failed\n");
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn output_without_a_panic_keeps_its_end_and_long_lines_are_cut() {
+        let long = "x".repeat(LINE_CAP * 2);
+        let body: String = (0..40).map(|i| format!("line {i}\n")).collect();
+        let mut f = fed(&format!("test t ... FAILED\n---- t stdout ----\n{body}{long}\nfailures:\n"));
+        let d = f.digest();
+        assert!(d.contains("line 39") && !d.contains("line 5\n"), "{d}");
+        assert!(d.contains(&"x".repeat(LINE_CAP)) && !d.contains(&"x".repeat(LINE_CAP + 1)), "{d}");
+    }
+}
