@@ -409,7 +409,11 @@ fn prog_time(s: &mut String, p: &Value) {
         format!("{:.0} ns ({:.0}–{:.0})", med(v), v["min"].as_f64().unwrap_or(f64::NAN), v["max"].as_f64().unwrap_or(f64::NAN))
     };
     let op = |w: &str| -> Vec<f64> { c["none"][w]["op_ns_per_round"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default() };
-    let rounds = |cfg: &str, w: &str| -> Vec<f64> { c[cfg][w]["prog_per_round"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default() };
+    let per_round = |cfg: &str, w: &str, key: &str| -> Vec<f64> { c[cfg][w][key].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default() };
+    let rounds = |cfg: &str, w: &str| per_round(cfg, w, "prog_per_round");
+    // The programs on hooks bpftrace has too (progtime.rs); a run before they were kept apart
+    // has only the total.
+    let shared = |cfg: &str, w: &str| Some(per_round(cfg, w, "tracing_hooks_per_round")).filter(|v| !v.is_empty()).unwrap_or_else(|| rounds(cfg, w));
     for w in loops {
         let o = op(w);
         let mut m = o.clone();
@@ -418,18 +422,19 @@ fn prog_time(s: &mut String, p: &Value) {
     }
     // Per round: mcpmon's program time minus the other's, as a share of the operation's own
     // time (no monitor, same round), against the bound.
-    let share = |other: &str, bound: f64| -> Vec<(&str, Vec<f64>)> {
+    let share_of = |mine: &dyn Fn(&str, &str) -> Vec<f64>, other: &str, bound: f64| -> Vec<(&str, Vec<f64>)> {
         loops
             .iter()
             .map(|w| {
-                let (m, b, o) = (rounds("mcpmon_server", w), rounds(other, w), op(w));
+                let (m, b, o) = (mine("mcpmon_server", w), rounds(other, w), op(w));
                 (*w, m.iter().zip(&b).zip(&o).map(|((m, b), o)| (m - b) / o - bound).collect())
             })
             .collect()
     };
     let _ = writeln!(s, "\n| goal | result |\n|---|---|");
-    let _ = writeln!(s, "| server alive: programs within 3% of the floor's (share of the operation) | {} |", judge(&share("floor", 0.03), "(mcpmon − floor) / operation − 0.03"));
-    let _ = writeln!(s, "| server alive: programs below bpftrace's on the same hooks | {} |", judge(&share("bpftrace", 0.0), "(mcpmon − bpftrace) / operation"));
+    let _ = writeln!(s, "| server alive: programs within 3% of the floor's (share of the operation) | {} |", judge(&share_of(&rounds, "floor", 0.03), "(mcpmon − floor) / operation − 0.03"));
+    let _ = writeln!(s, "| server alive: programs below bpftrace's on the same hooks (mcpmon's programs on tracing hooks) | {} |", judge(&share_of(&shared, "bpftrace", 0.0), "(mcpmon − bpftrace) / operation"));
+    let _ = writeln!(s, "| the same, with mcpmon's cgroup connect and sendmsg programs too (the in-kernel deny: a hook bpftrace has no equivalent of) | {} |", judge(&share_of(&rounds, "bpftrace", 0.0), "(mcpmon − bpftrace) / operation"));
     let _ = writeln!(s, "\nWhat mcpmon's programs cost per operation (median ns over the rounds; programs under 5 ns per operation left out):\n\n| loop | programs |\n|---|---|");
     for w in loops {
         let mut by: Vec<(String, f64)> = c["mcpmon_server"][w]["by_program"].as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), med(v))).collect()).unwrap_or_default();
@@ -493,6 +498,16 @@ mod tests {
         let mut s = String::new();
         prog_time(&mut s, &json!({"rounds": 5, "configs": cfgs(200.0, 100.0, 300.0)}));
         assert!(line(&s, "within 3% of the floor").contains("**missed**") && line(&s, "below bpftrace").contains("| met; "), "{s}");
+        // Of mcpmon's 105 ns, 100 on its cgroup deny hooks: below bpftrace's 5 on the hooks both
+        // have, over it with them, and the two rows say so apart.
+        let mut c = cfgs(105.0, 100.0, 5.0);
+        for w in ["open_close", "fork_exec", "connect"] {
+            c["mcpmon_server"][w]["tracing_hooks_per_round"] = json!([3.0, 4.0, 3.5, 3.0, 4.0]);
+        }
+        let mut s = String::new();
+        prog_time(&mut s, &json!({"rounds": 5, "configs": c}));
+        assert!(line(&s, "below bpftrace's on the same hooks").contains("| met; "), "{s}");
+        assert!(line(&s, "with mcpmon's cgroup connect").contains("**missed**"), "{s}");
     }
 }
 
