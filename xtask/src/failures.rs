@@ -47,7 +47,6 @@ impl Failures {
         }
     }
 
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.names.is_empty() && self.sections.is_empty() && self.current.is_none()
     }

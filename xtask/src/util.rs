@@ -110,6 +110,10 @@ pub fn cargo_test_summary(args: &[&str]) -> anyhow::Result<()> {
     let ignored = ignored + runtime;
     println!("summary: {passed} passed, {failed} failed, {ignored} skipped");
     if !status.success() || failed > 0 {
+        if failures.is_empty() {
+            // Nothing failed that libtest reported (a build error, a test binary that would not start).
+            bail!("cargo test failed: {status}");
+        }
         // The digest goes into the error, which `./x test` prints last, after the kernel matrix.
         bail!("cargo test failed: {status}\n{}", failures.digest());
     }
