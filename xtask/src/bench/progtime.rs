@@ -81,6 +81,19 @@ impl Drop for StatsOn {
     }
 }
 
+/// One configuration's figures on one loop, a value per round.
+#[derive(Default)]
+struct Per {
+    /// Its programs' ns per operation.
+    prog: Vec<f64>,
+    /// The loop's own ns per operation.
+    op: Vec<f64>,
+    /// Each program's ns per operation, by name.
+    by_program: BTreeMap<String, Vec<f64>>,
+    /// The ns per operation of its programs on tracing hooks (`tracing_hook`).
+    tracing: Vec<f64>,
+}
+
 /// Per configuration and loop: per round the programs' ns per operation and the loop's ns per
 /// operation, and (all rounds) each program's ns per operation.
 pub fn run(w: &workloads::Workloads, rounds: usize) -> anyhow::Result<Value> {
@@ -90,9 +103,6 @@ pub fn run(w: &workloads::Workloads, rounds: usize) -> anyhow::Result<Value> {
         "forkexec" => w.fork_n,
         _ => w.connect_n,
     };
-    // config → loop → (per-round prog ns/op, per-round loop ns/op, program name → ns/op per
-    // round, per-round ns/op of the programs on tracing hooks)
-    type Per = (Vec<f64>, Vec<f64>, BTreeMap<String, Vec<f64>>, Vec<f64>);
     let mut res: BTreeMap<&str, BTreeMap<&str, Per>> = BTreeMap::new();
     for round in 0..rounds {
         for k in 0..CONFIGS.len() {
@@ -119,11 +129,11 @@ pub fn run(w: &workloads::Workloads, rounds: usize) -> anyhow::Result<Value> {
                         *by_name.entry(p.name.clone()).or_default() += p.ns - ns0;
                     }
                 }
-                e.0.push(total as f64 / n as f64);
-                e.1.push(op_ns);
-                e.3.push(shared as f64 / n as f64);
+                e.prog.push(total as f64 / n as f64);
+                e.op.push(op_ns);
+                e.tracing.push(shared as f64 / n as f64);
                 for (pn, ns) in by_name {
-                    e.2.entry(pn).or_default().push(ns as f64 / n as f64);
+                    e.by_program.entry(pn).or_default().push(ns as f64 / n as f64);
                 }
             }
             configs::stop(r)?;
@@ -133,11 +143,11 @@ pub fn run(w: &workloads::Workloads, rounds: usize) -> anyhow::Result<Value> {
     let mut out = serde_json::Map::new();
     for (c, loops) in res {
         let mut per = serde_json::Map::new();
-        for (l, (prog, op, by, shared)) in loops {
-            let by: serde_json::Map<String, Value> = by.into_iter().map(|(k, v)| (k, stats(&v))).collect();
+        for (l, Per { prog, op, by_program, tracing }) in loops {
+            let by: serde_json::Map<String, Value> = by_program.into_iter().map(|(k, v)| (k, stats(&v))).collect();
             per.insert(
                 l.to_string(),
-                json!({"prog_ns_per_op": stats(&prog), "prog_per_round": prog, "op_ns_per_round": op, "by_program": by, "tracing_hooks_per_round": shared}),
+                json!({"prog_ns_per_op": stats(&prog), "prog_per_round": prog, "op_ns_per_round": op, "by_program": by, "tracing_hooks_per_round": tracing}),
             );
         }
         out.insert(c.to_string(), Value::Object(per));
