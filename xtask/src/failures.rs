@@ -4,9 +4,10 @@
 //! failed run ends in "cargo test failed: exit status: 101" with the failing test's name and
 //! panic message some thousand lines earlier, out of sight.
 
-/// Lines kept before a panic message (the test's own account of what it saw), and after it.
+/// Lines kept before a panic message (the test's own account of what it saw), and at most this
+/// many of the message itself: a message may carry a child's whole stderr ("client failed:").
 const BEFORE_PANIC: usize = 12;
-const AFTER_PANIC: usize = 3;
+const AFTER_PANIC: usize = 30;
 /// A line of a test's output is cut here: some tests print whole event logs on one line.
 const LINE_CAP: usize = 400;
 
@@ -63,8 +64,8 @@ impl Failures {
             out.push_str(&format!("---- {name} (its output's end) ----\n"));
             let panic = lines.iter().position(|l| l.contains("panicked at"));
             let (from, to) = match panic {
-                Some(p) => (p.saturating_sub(BEFORE_PANIC), (p + 1 + AFTER_PANIC).min(lines.len())),
-                None => (lines.len().saturating_sub(BEFORE_PANIC + AFTER_PANIC), lines.len()),
+                Some(p) => (p.saturating_sub(BEFORE_PANIC), p + 1 + message_len(&lines[p + 1..])),
+                None => (lines.len().saturating_sub(BEFORE_PANIC + 3), lines.len()),
             };
             for l in &lines[from..to] {
                 out.push_str(&format!("  {l}\n"));
@@ -72,6 +73,12 @@ impl Failures {
         }
         out
     }
+}
+
+/// How many lines of a panic message follow its `panicked at` line: up to the backtrace (CI
+/// sets `RUST_BACKTRACE=1`) or libtest's hint, at most `AFTER_PANIC`.
+fn message_len(after: &[String]) -> usize {
+    after.iter().take(AFTER_PANIC).take_while(|l| !(l.starts_with("stack backtrace:") || l.starts_with("note: run with"))).count()
 }
 
 #[cfg(test)]
@@ -98,6 +105,19 @@ mod tests {
         assert!(d.contains("panicked at tests/x.rs:9:5"), "{d}");
         assert!(d.contains("  expected 1 alert\n"), "{d}");
         assert!(!d.contains("    b\n"), "the closing list is not output: {d}");
+    }
+
+    /// A message that carries a child's stderr is kept whole, and a backtrace is not.
+    #[test]
+    fn a_long_panic_message_is_kept_and_its_backtrace_is_not() {
+        let stderr: String = (0..8).map(|i| format!("child line {i}\n")).collect();
+        let mut f = fed(&format!(
+            "test b ... FAILED\n---- b stdout ----\nthread 'b' panicked at tests/common/mod.rs:288:5:\n\
+             client failed:\n{stderr}stack backtrace:\n   0: std::panicking::begin_panic\n\nfailures:\n"
+        ));
+        let d = f.digest();
+        assert!(d.contains("  client failed:\n") && d.contains("  child line 7\n"), "{d}");
+        assert!(!d.contains("stack backtrace") && !d.contains("begin_panic"), "{d}");
     }
 
     #[test]

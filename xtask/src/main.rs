@@ -89,8 +89,21 @@ enum Task {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().task {
+/// The error is printed here, not by `main`'s `Result`: with `RUST_BACKTRACE=1` (set in CI)
+/// anyhow would append some 40 lines of xtask's own stack, and CI shows only the tail of a run,
+/// where the failing tests' digest must be.
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse().task) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> anyhow::Result<()> {
+    match task {
         Task::Setup => setup::run(),
         Task::Build => {
             setup::run()?;
