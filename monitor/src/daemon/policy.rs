@@ -49,8 +49,12 @@ pub struct Policy {
     grants: std::collections::BTreeSet<(u32, u32)>,
     /// Grants from reviewed profiles (server name → rule ids).
     profile_grants: std::collections::BTreeMap<String, Vec<String>>,
-    /// A watched change was folded into the next scan.
-    deferred: bool,
+    /// A watched change that came too soon after the last re-plan, to be planned at
+    /// `replan_at` (a change of users outranks one of the tree: it reloads the rules).
+    deferred: Option<crate::watch::Change>,
+    /// How long the last re-plan for a watched change took, rule reload included: the next
+    /// one waits at least as long (`replan_at`).
+    replan_cost: Duration,
     /// The path gate's answers for paths already seen, for these rules (emptied with them).
     gate_memo: crate::rules::gate::GateMemo,
     /// The globs of the plans for these rules (emptied with them).
@@ -85,7 +89,8 @@ impl Policy {
             servers: Vec::new(),
             grants: Default::default(),
             profile_grants: Default::default(),
-            deferred: false,
+            deferred: None,
+            replan_cost: Duration::ZERO,
             gate_memo: Default::default(),
             globs: Default::default(),
         };
@@ -101,6 +106,7 @@ impl Policy {
         self.rules = rules;
         self.gate_memo.clear();
         self.globs.clear();
+        self.deferred = None;
         self.sync_kernel()?;
         Ok(self.rules.in_force())
     }
@@ -140,11 +146,15 @@ impl Policy {
         self.plan = plan;
         self.last_scan = Instant::now();
         let cost = started.elapsed();
+        tracing::debug!(us = cost.as_micros() as u64, files = self.plan.files.len(), "protected-file scan");
         if cost >= Duration::from_secs(1) && self.scan_cost < Duration::from_secs(1) {
             tracing::warn!(ms = cost.as_millis() as u64, next_in_s = (cost * RESCAN_DUTY).as_secs(), "protected-file scan is slow (slow filesystems or a loaded machine): rescans spaced out; the inotify watch still replans at once");
         }
         self.scan_cost = cost;
-        self.deferred = false;
+        // A deferred change of users still needs its reload: only a reload clears it.
+        if self.deferred == Some(crate::watch::Change::Tree) {
+            self.deferred = None;
+        }
         Ok(())
     }
 
@@ -195,21 +205,37 @@ impl Policy {
         self.rules.wanted(kind)
     }
 
+    /// The periodic rescan (the backstop of the watches); deferred changes have their own time.
     pub fn rescan_due(&self) -> bool {
-        self.last_scan.elapsed() >= RESCAN.max(self.scan_cost * RESCAN_DUTY) || (self.deferred && self.last_scan.elapsed() >= Duration::from_millis(100))
+        self.last_scan.elapsed() >= RESCAN.max(self.scan_cost * RESCAN_DUTY)
     }
 
-    pub fn scanned_within(&self, d: Duration) -> bool {
-        self.last_scan.elapsed() < d
+    /// When a re-plan for a watched change may run: `gap` after the last plan, or as long after
+    /// it as the last re-plan took, whichever is longer. A burst of changes (users added and
+    /// removed in a loop, a busy home) then takes at most half of the loop's time, and the
+    /// events and control requests in between are served; each waited behind every change of
+    /// the burst before (a `mcpmon exec` went unanswered for 7.6 s, past its own timeout).
+    pub fn replan_at(&self, gap: Duration) -> Instant {
+        self.last_scan + gap.max(self.replan_cost)
     }
 
-    /// A change arrived too soon after the last plan: the next tick plans again.
-    pub fn defer_scan(&mut self) {
-        self.deferred = true;
+    /// A change came too soon after the last plan: it is planned at `replan_at`, folded
+    /// with any other change deferred meanwhile.
+    pub fn defer(&mut self, c: crate::watch::Change) {
+        self.deferred = Some(merge(self.deferred, c));
     }
 
-    pub fn scan_deferred(&self) -> bool {
+    /// The deferred change, if any, folded into `c` (taken: the caller plans it now).
+    pub fn take_deferred(&mut self, c: crate::watch::Change) -> crate::watch::Change {
+        merge(self.deferred.take(), c)
+    }
+
+    pub fn deferred(&self) -> Option<crate::watch::Change> {
         self.deferred
+    }
+
+    pub fn note_replan(&mut self, cost: Duration) {
+        self.replan_cost = cost;
     }
 
     /// (rule id, severity, action) of every rule in force: the alert series exported at 0.
@@ -371,4 +397,10 @@ fn own_images() -> Vec<crate::events::Inode> {
         }
     }
     out
+}
+
+/// Two changes as one re-plan: users outrank the tree (a reload re-plans the tree too).
+fn merge(a: Option<crate::watch::Change>, b: crate::watch::Change) -> crate::watch::Change {
+    use crate::watch::Change;
+    if a == Some(Change::Users) { Change::Users } else { b }
 }

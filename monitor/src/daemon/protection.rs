@@ -15,20 +15,26 @@ const REPLAN_GAP: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Pipeline {
     /// Users or the tree changed: reload the rules (new homes) or re-expand the plan now.
+    /// `now`: plan at once (a server is about to be acknowledged, or the deferral is due);
+    /// otherwise a change too soon after the last plan is deferred (`Policy::replan_at`).
     /// Returns whether the plan was rebuilt (the caller re-aims its watches).
     pub async fn on_watch(&mut self, c: Change, now: bool) -> bool {
         let Some(p) = self.policy.as_mut() else { return false };
-        // A busy directory (a home's parent under /tmp) must not turn into a re-plan per file:
-        // at most one per REPLAN_GAP, the rest folded into the next tick (or the next track).
-        if c == Change::Tree && !now && p.scanned_within(REPLAN_GAP) {
-            p.defer_scan();
+        // A busy directory (a home's parent under /tmp), or users added in a loop, must not
+        // turn into a re-plan per change: the rest are folded into the next one.
+        if !now && std::time::Instant::now() < p.replan_at(REPLAN_GAP) {
+            p.defer(c);
             return false;
         }
+        let c = p.take_deferred(c);
         let before = p.plan.files.clone();
+        let started = std::time::Instant::now();
         let r = match c {
             Change::Users => p.reload().map(|_| ()),
             Change::Tree => p.sync_kernel(),
         };
+        p.note_replan(started.elapsed());
+        tracing::debug!(change = ?c, us = started.elapsed().as_micros() as u64, "re-planned");
         if let Err(e) = r {
             tracing::error!(change = ?c, error = %e, "re-planning protection");
             return false;
@@ -41,9 +47,15 @@ impl Pipeline {
         true
     }
 
-    /// A change folded away by the rate limit, still to be planned.
+    /// A change deferred by the rate limit, still to be planned.
     pub fn replan_pending(&self) -> Option<Change> {
-        self.policy.as_ref().filter(|p| p.scan_deferred()).map(|_| Change::Tree)
+        self.policy.as_ref().and_then(|p| p.deferred())
+    }
+
+    /// When the deferred change is due, if there is one.
+    pub fn replan_due(&self) -> Option<tokio::time::Instant> {
+        let p = self.policy.as_ref()?;
+        p.deferred().map(|_| p.replan_at(REPLAN_GAP).into())
     }
 
     /// Where the plan wants inotify watches.

@@ -177,6 +177,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         if ev_rx.is_empty() || pipeline.out.lines_held() {
             pipeline.out.flush_lines().await;
         }
+        let replan_due = pipeline.replan_due();
         tokio::select! {
             biased;
             // Changes to users and protected places come first: the plan must be current
@@ -200,6 +201,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     }
                 }
                 pipeline.on_control(msg).await
+            }
+            // A change deferred by the rate limit, planned as soon as it may be.
+            _ = tokio::time::sleep_until(replan_due.unwrap_or_else(tokio::time::Instant::now)), if replan_due.is_some() => {
+                if let Some(c) = pipeline.replan_pending() {
+                    if pipeline.on_watch(c, true).await {
+                        watcher.set(&pipeline.watch_dirs());
+                    }
+                }
             }
             _ = tick.tick() => {
                 pipeline.check_lost().await;

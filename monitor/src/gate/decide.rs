@@ -117,7 +117,10 @@ impl Judge {
     /// `JUDGEMENT_WAIT`. Whether it was answered.
     fn settle(&mut self, w: &Waiting) -> bool {
         let verdict = match self.runner_judged(w.refusal.tgid) {
-            Some(true) => Verdict::Allow,
+            Some(true) => {
+                tracing::debug!(pid = w.refusal.tgid, waited_us = w.since.elapsed().as_micros() as u64, "gate: a runner's read waited for its judgement");
+                Verdict::Allow
+            }
             Some(false) => self.refuse(&w.refusal),
             None if w.since.elapsed() < JUDGEMENT_WAIT => return false,
             None => {
