@@ -94,7 +94,7 @@ fn a_user_database_rewritten_in_a_loop_delays_no_server_and_no_protection() {
     add_late.store(true, Ordering::Relaxed);
     // Once a rewrite began after the flag, the database names the home.
     let seen = count.load(Ordering::Relaxed);
-    while count.load(Ordering::Relaxed) < seen + 2 {
+    while count.load(Ordering::Relaxed) < seen + 2 && !writer.is_finished() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     let cat = format!("cat {}", key.display());
