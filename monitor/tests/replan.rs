@@ -9,7 +9,7 @@ mod common;
 
 use std::{
     path::Path,
-    process::{Command, Stdio},
+    process::Stdio,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -17,8 +17,8 @@ use std::{
 };
 
 use common::{
-    daemon::Daemon,
-    user::{alert, shipped_rules, MCPMON},
+    daemon::{exec_cmd, Daemon},
+    user::{alert, shipped_rules},
 };
 
 const SECRET: &str = "SECRET-KEY-MATERIAL-9c1e";
@@ -72,12 +72,7 @@ fn a_user_database_rewritten_in_a_loop_delays_no_server_and_no_protection() {
         let (passwd, stop, add_late, count) = (passwd.clone(), stop.clone(), add_late.clone(), count.clone());
         std::thread::spawn(move || churn(&passwd, base, &late, &stop, &add_late, &count))
     };
-    let exec = |name: &str, argv: &[&str]| {
-        let mut c = Command::new(MCPMON);
-        c.args(["exec", "--require-monitor", "--name", name, "--socket"]).arg(&d.socket);
-        c.arg("--timeout-ms").arg(common::patience(std::time::Duration::from_millis(3000)).as_millis().to_string());
-        c.arg("--").args(argv).stdin(Stdio::null()).output().unwrap()
-    };
+    let exec = |name: &str, argv: &[&str]| exec_cmd(&d.socket, name, &["--require-monitor"], argv).stdin(Stdio::null()).output().unwrap();
     // Every server starts, watched: `--require-monitor` refuses to start one the daemon
     // did not acknowledge in time.
     let launches = 20;
