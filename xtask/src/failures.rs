@@ -8,6 +8,8 @@
 /// many of the message itself: a message may carry a child's whole stderr ("client failed:").
 const BEFORE_PANIC: usize = 12;
 const AFTER_PANIC: usize = 30;
+/// Lines kept of a failing test's output that has no panic message: its end.
+const TAIL: usize = 15;
 /// A line of a test's output is cut here: some tests print whole event logs on one line.
 const LINE_CAP: usize = 400;
 
@@ -65,7 +67,7 @@ impl Failures {
             let panic = lines.iter().position(|l| l.contains("panicked at"));
             let (from, to) = match panic {
                 Some(p) => (p.saturating_sub(BEFORE_PANIC), p + 1 + message_len(&lines[p + 1..])),
-                None => (lines.len().saturating_sub(BEFORE_PANIC + 3), lines.len()),
+                None => (lines.len().saturating_sub(TAIL), lines.len()),
             };
             for l in &lines[from..to] {
                 out.push_str(&format!("  {l}\n"));
