@@ -25,6 +25,8 @@ pub const RESCAN: Duration = Duration::from_secs(2);
 /// loop's time however slow the filesystems are (homes on NFS or 9p, a loaded machine). Events
 /// and control requests wait while it runs.
 const RESCAN_DUTY: u32 = 10;
+/// The least time between re-plans for watched changes (`Policy::replan_at`).
+const REPLAN_GAP: Duration = Duration::from_millis(100);
 
 pub struct Policy {
     pub rules: RuleSet,
@@ -210,13 +212,13 @@ impl Policy {
         self.last_scan.elapsed() >= RESCAN.max(self.scan_cost * RESCAN_DUTY)
     }
 
-    /// When a re-plan for a watched change may run: `gap` after the last plan, or as long after
-    /// it as the last re-plan took, whichever is longer. A burst of changes (users added and
-    /// removed in a loop, a busy home) then takes at most half of the loop's time, and the
+    /// When a re-plan for a watched change may run: `REPLAN_GAP` after the last plan, or as long
+    /// after it as the last re-plan took, whichever is longer. A burst of changes (users added
+    /// and removed in a loop, a busy home) then takes at most half of the loop's time, and the
     /// events and control requests in between are served; each waited behind every change of
     /// the burst before (a `mcpmon exec` went unanswered for 7.6 s, past its own timeout).
-    pub fn replan_at(&self, gap: Duration) -> Instant {
-        self.last_scan + gap.max(self.replan_cost)
+    pub fn replan_at(&self) -> Instant {
+        self.last_scan + REPLAN_GAP.max(self.replan_cost)
     }
 
     /// A change came too soon after the last plan: it is planned at `replan_at`, folded
@@ -225,17 +227,22 @@ impl Policy {
         self.deferred = Some(merge(self.deferred, c));
     }
 
-    /// The deferred change, if any, folded into `c` (taken: the caller plans it now).
-    pub fn take_deferred(&mut self, c: crate::watch::Change) -> crate::watch::Change {
-        merge(self.deferred.take(), c)
-    }
-
     pub fn deferred(&self) -> Option<crate::watch::Change> {
         self.deferred
     }
 
-    pub fn note_replan(&mut self, cost: Duration) {
-        self.replan_cost = cost;
+    /// Plans `c` now, with any deferred change folded in: users reload the rules (`~/` expands
+    /// to the new homes), the tree re-expands the plan. Returns the change planned.
+    pub fn replan(&mut self, c: crate::watch::Change) -> Result<crate::watch::Change, PolicyError> {
+        let c = merge(self.deferred.take(), c);
+        let started = Instant::now();
+        let r = match c {
+            crate::watch::Change::Users => self.reload().map(|_| ()),
+            crate::watch::Change::Tree => self.sync_kernel(),
+        };
+        self.replan_cost = started.elapsed();
+        tracing::debug!(change = ?c, us = self.replan_cost.as_micros() as u64, "re-planned");
+        r.map(|()| c)
     }
 
     /// (rule id, severity, action) of every rule in force: the alert series exported at 0.

@@ -11,8 +11,6 @@ use crate::{
     watch::Change,
 };
 
-const REPLAN_GAP: std::time::Duration = std::time::Duration::from_millis(100);
-
 impl Pipeline {
     /// Users or the tree changed: reload the rules (new homes) or re-expand the plan now.
     /// `now`: plan at once (a server is about to be acknowledged, or the deferral is due);
@@ -22,29 +20,31 @@ impl Pipeline {
         let Some(p) = self.policy.as_mut() else { return false };
         // A busy directory (a home's parent under /tmp), or users added in a loop, must not
         // turn into a re-plan per change: the rest are folded into the next one.
-        if !now && std::time::Instant::now() < p.replan_at(REPLAN_GAP) {
+        if !now && std::time::Instant::now() < p.replan_at() {
             p.defer(c);
             return false;
         }
-        let c = p.take_deferred(c);
         let before = p.plan.files.clone();
-        let started = std::time::Instant::now();
-        let r = match c {
-            Change::Users => p.reload().map(|_| ()),
-            Change::Tree => p.sync_kernel(),
+        let c = match p.replan(c) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(change = ?c, error = %e, "re-planning protection");
+                return false;
+            }
         };
-        p.note_replan(started.elapsed());
-        tracing::debug!(change = ?c, us = started.elapsed().as_micros() as u64, "re-planned");
-        if let Err(e) = r {
-            tracing::error!(change = ?c, error = %e, "re-planning protection");
-            return false;
-        }
         if p.plan.files != before {
             let added: Vec<String> = p.plan.paths.iter().filter(|(i, _)| !before.contains_key(i)).map(|(_, path)| path.display().to_string()).collect();
             let rec = Record::ProtectedChanged { time: Self::now(), protected_inodes: Some(p.plan.files.len()), added, why: Some(format!("{c:?}").to_lowercase()) };
             self.out.emit(rec).await;
         }
         true
+    }
+
+    /// `on_watch`, then the watches re-aimed at the new plan's places when it was rebuilt.
+    pub async fn on_watch_and_aim(&mut self, watcher: &mut crate::watch::Watcher, c: Change, now: bool) {
+        if self.on_watch(c, now).await {
+            watcher.set(&self.watch_dirs());
+        }
     }
 
     /// A change deferred by the rate limit, still to be planned.
@@ -55,7 +55,7 @@ impl Pipeline {
     /// When the deferred change is due, if there is one.
     pub fn replan_due(&self) -> Option<tokio::time::Instant> {
         let p = self.policy.as_ref()?;
-        p.deferred().map(|_| p.replan_at(REPLAN_GAP).into())
+        p.deferred().map(|_| p.replan_at().into())
     }
 
     /// Where the plan wants inotify watches.

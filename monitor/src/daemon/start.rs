@@ -182,11 +182,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             biased;
             // Changes to users and protected places come first: the plan must be current
             // before anything that follows them is judged.
-            Ok(c) = watcher.next() => {
-                if pipeline.on_watch(c, false).await {
-                    watcher.set(&pipeline.watch_dirs());
-                }
-            }
+            Ok(c) = watcher.next() => pipeline.on_watch_and_aim(&mut watcher, c, false).await,
             Some(rec) = gate_rx.recv() => {
                 // A refusal may go out as an event line too (`look_for_tail`).
                 pipeline.out.look_for_tail();
@@ -196,18 +192,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 // A new server's first instruction must meet the current plan: take any
                 // change already queued (a home or key made just before it) first.
                 if let Some(c) = watcher.poll_now().or(pipeline.replan_pending()) {
-                    if pipeline.on_watch(c, true).await {
-                        watcher.set(&pipeline.watch_dirs());
-                    }
+                    pipeline.on_watch_and_aim(&mut watcher, c, true).await;
                 }
                 pipeline.on_control(msg).await
             }
             // A change deferred by the rate limit, planned as soon as it may be.
             _ = tokio::time::sleep_until(replan_due.unwrap_or_else(tokio::time::Instant::now)), if replan_due.is_some() => {
                 if let Some(c) = pipeline.replan_pending() {
-                    if pipeline.on_watch(c, true).await {
-                        watcher.set(&pipeline.watch_dirs());
-                    }
+                    pipeline.on_watch_and_aim(&mut watcher, c, true).await;
                 }
             }
             _ = tick.tick() => {
