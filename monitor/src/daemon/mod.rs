@@ -26,6 +26,7 @@ mod servers;
 mod stages;
 mod start;
 mod toolwatch;
+mod userdb;
 
 pub use start::run;
 

@@ -15,7 +15,7 @@ use crate::{
     },
     events::{Body, Event},
     output::alert::{ActionRecord, ActionResult, ActionType, Where},
-    rules::{load::homes_from_passwd, Action, Ctx, LoadError, Rule, RuleSet},
+    rules::{Action, Ctx, LoadError, Rule, RuleSet},
 };
 
 /// How often protected globs are re-expanded (new keys, new users' homes): the backstop of the
@@ -31,7 +31,8 @@ const REPLAN_GAP: Duration = Duration::from_millis(100);
 pub struct Policy {
     pub rules: RuleSet,
     dir: PathBuf,
-    passwd: PathBuf,
+    /// The user database: the homes `~/` expands to.
+    users: super::userdb::UserDb,
     kernel: KernelPolicy,
     pub dry_run: bool,
     pub plan: Plan,
@@ -73,11 +74,12 @@ pub enum PolicyError {
 
 impl Policy {
     pub fn load(dir: &Path, passwd: &Path, kernel: KernelPolicy, dry_run: bool, guard: Guard) -> Result<Self, PolicyError> {
-        let rules = load_rules(dir, passwd)?;
+        let mut users = super::userdb::UserDb::new(passwd);
+        let rules = load_rules(dir, &mut users)?;
         let mut p = Self {
             rules,
             dir: dir.into(),
-            passwd: passwd.into(),
+            users,
             kernel,
             dry_run,
             plan: Plan::default(),
@@ -100,9 +102,9 @@ impl Policy {
         Ok(p)
     }
 
-    /// SIGHUP: the new set replaces the old only if every file loads.
+    /// SIGHUP, or a change of users: the new set replaces the old only if every file loads.
     pub fn reload(&mut self) -> Result<usize, PolicyError> {
-        let mut rules = load_rules(&self.dir, &self.passwd)?;
+        let mut rules = load_rules(&self.dir, &mut self.users)?;
         // Slots are what the kernel's events name: an event in flight must name the same rule.
         rules.keep_slots_of(&self.rules);
         self.rules = rules;
@@ -227,8 +229,24 @@ impl Policy {
         self.deferred = Some(merge(self.deferred, c));
     }
 
+    /// A change still to be planned: one deferred, or homes that left the user database
+    /// whose settle time is up (a read lets them go).
     pub fn deferred(&self) -> Option<crate::watch::Change> {
-        self.deferred
+        let settled = self.settle_at().is_some_and(|t| t <= Instant::now());
+        self.deferred.or(settled.then_some(crate::watch::Change::Users))
+    }
+
+    /// When the next re-plan without a watched change is due (`deferred`).
+    pub fn deferred_at(&self) -> Option<Instant> {
+        let deferred = self.deferred.map(|_| self.replan_at());
+        [deferred, self.settle_at()].into_iter().flatten().min()
+    }
+
+    /// When leaving homes may be let go. Spaced like any re-plan: under a churn of users each
+    /// reload sees another home leave, and a re-plan per settle time on top of the rate-limited
+    /// ones would grow without bound.
+    fn settle_at(&self) -> Option<Instant> {
+        self.users.settle_at().map(|t| t.max(self.replan_at()))
     }
 
     /// Plans `c` now, with any deferred change folded in: users reload the rules (`~/` expands
@@ -388,9 +406,8 @@ pub fn enforced_in_kernel(action: &ActionRecord) -> bool {
     action.result.in_kernel_result()
 }
 
-fn load_rules(dir: &Path, passwd: &Path) -> Result<RuleSet, LoadError> {
-    let homes = homes_from_passwd(&std::fs::read_to_string(passwd).unwrap_or_default());
-    crate::rules::load_dir(dir, &homes)
+fn load_rules(dir: &Path, users: &mut super::userdb::UserDb) -> Result<RuleSet, LoadError> {
+    crate::rules::load_dir(dir, &users.homes(Instant::now()))
 }
 
 /// This binary's inodes: the image running and the file now at its path (an upgrade in place

@@ -55,7 +55,7 @@ impl Pipeline {
     /// When the deferred change is due, if there is one.
     pub fn replan_due(&self) -> Option<tokio::time::Instant> {
         let p = self.policy.as_ref()?;
-        p.deferred().map(|_| p.replan_at().into())
+        p.deferred_at().map(Into::into)
     }
 
     /// Where the plan wants inotify watches.

@@ -30,10 +30,21 @@ impl Daemon {
 
     /// `mcpmon CMD [SUB] --events … extra` (e.g. `profile learn`).
     pub fn start_cmd(cmd: &str, sub: &str, extra: &[&str]) -> Self {
+        Self::start_with(cmd, sub, extra, |_| ())
+    }
+
+    /// `mcpmon run`, on a machine without the open gate (`seccomp::refuse_fanotify`).
+    pub fn start_without_gate(extra: &[&str]) -> Self {
+        Self::start_with("run", "", extra, super::seccomp::refuse_fanotify)
+    }
+
+    fn start_with(cmd: &str, sub: &str, extra: &[&str], prepare: impl FnOnce(&mut Command)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let events = dir.path().join("events.jsonl");
         let socket = dir.path().join("mcpmon.sock");
-        let child = Command::new(MCPMON)
+        let mut command = Command::new(MCPMON);
+        prepare(&mut command);
+        let child = command
             .arg(cmd)
             .args(Some(sub).filter(|s| !s.is_empty()))
             .arg("--events")

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod seccomp;
 pub mod user;
 
 use std::{
