@@ -15,7 +15,7 @@ use std::{
 
 use common::{
     daemon::Daemon,
-    user::{alert, shipped_rules, start, User, MCPMON, TESTKIT},
+    user::{alert, shipped_rules, start, start_without_gate, User, MCPMON, TESTKIT},
 };
 use serde_json::Value;
 
@@ -177,6 +177,28 @@ fn new_copied_linked_and_renamed_keys_are_protected_from_their_first_open() {
 
 fn policy_rescan() -> Duration {
     monitor::daemon::policy::RESCAN
+}
+
+/// Without the open gate (fanotify_init refused) nothing checks a ring's opens, and a server
+/// granted io_uring read the key through its ring. The grant is withheld there: the ring dies
+/// at setup, as without a grant.
+#[test]
+fn without_the_open_gate_an_io_uring_grant_is_withheld() {
+    if !common::can_load_ebpf() || !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let u = User::add("nogate", true);
+    let d = start_without_gate(tmp.path(), "grants:\n  uring-inline: [io-uring-by-server]");
+    d.expect_log("open gate unavailable", Duration::from_secs(5));
+    let key = u.write(".ssh/id_rsa", &format!("{SECRET}\n"));
+    let out = u.exec(&d, "uring-inline", &[TESTKIT, "loop", "uring-read-inline", "1", key.to_str().unwrap()]).stdin(Stdio::null()).output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET), "the key was read through the ring: {out:?}");
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    let a = alert(&d, "uring-inline", "io-uring-by-server");
+    assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
+    d.expect_log("io_uring grant withheld", Duration::from_secs(5));
+    d.stop();
 }
 
 #[test]

@@ -50,6 +50,8 @@ pub struct Policy {
     /// Tracked servers eligible for grants: (server id, configured name).
     servers: Vec<(u32, String)>,
     grants: std::collections::BTreeSet<(u32, u32)>,
+    /// Grants not honoured on this machine (`honoured`), logged when they change.
+    withheld: std::collections::BTreeSet<(u32, u32)>,
     /// Grants from reviewed profiles (server name → rule ids).
     profile_grants: std::collections::BTreeMap<String, Vec<String>>,
     /// A watched change that came too soon after the last re-plan, to be planned at
@@ -92,6 +94,7 @@ impl Policy {
             persist: None,
             servers: Vec::new(),
             grants: Default::default(),
+            withheld: Default::default(),
             profile_grants: Default::default(),
             deferred: None,
             replan_cost: Duration::ZERO,
@@ -120,7 +123,8 @@ impl Policy {
     pub fn sync_kernel(&mut self) -> Result<(), PolicyError> {
         let started = Instant::now();
         let mut plan = if self.dry_run { Plan::default() } else { protect::plan_with(&self.rules, &mut self.globs) };
-        self.grants = grants_for(&self.rules, &self.servers, &self.profile_grants);
+        let grants = grants_for(&self.rules, &self.servers, &self.profile_grants);
+        self.grants = self.honoured(grants, plan.io_uring_kill);
         if let Some(g) = self.gate.as_mut() {
             g.sync(&plan, self.grants.iter().copied().collect());
             // Files kept after a rename (or learned at their first open) stay in the kernel map.
@@ -171,6 +175,7 @@ impl Policy {
         self.servers = servers;
         self.profile_grants = from_profiles;
         let grants = grants_for(&self.rules, &self.servers, &self.profile_grants);
+        let grants = self.honoured(grants, self.plan.io_uring_kill);
         if grants != self.grants {
             self.grants = grants;
             self.kernel.sync_grants(&self.grants)?;
@@ -179,6 +184,24 @@ impl Policy {
             }
         }
         Ok(())
+    }
+
+    /// The grants the kernel may honour. Without the open gate the opens of an io_uring ring
+    /// pass no check at all: a server granted the io_uring rule could read any key through
+    /// its ring (the secrets suite's granted ring did, with fanotify_init refused). That grant
+    /// is withheld there, and the ring is killed at setup as if none were given.
+    fn honoured(&mut self, mut grants: std::collections::BTreeSet<(u32, u32)>, io_uring_kill: u32) -> std::collections::BTreeSet<(u32, u32)> {
+        let mut withheld = std::collections::BTreeSet::new();
+        if self.gate.is_none() && io_uring_kill != 0 {
+            let slot = io_uring_kill >> monitor_common::protect::SLOT_SHIFT;
+            withheld = grants.extract_if(.., |(_, s)| *s == slot).collect();
+        }
+        if withheld != self.withheld && !withheld.is_empty() {
+            let servers: Vec<&str> = self.servers.iter().filter(|(id, _)| withheld.iter().any(|(w, _)| w == id)).map(|(_, n)| n.as_str()).collect();
+            tracing::warn!(?servers, "io_uring grant withheld: without the open gate a ring's opens pass no check, so its server could read any protected file through it");
+        }
+        self.withheld = withheld;
+        grants
     }
 
     /// A file the gate judged protected at its first open: into the kernel map at once.

@@ -108,9 +108,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             tracing::info!("open gate: read-protected files are refused before an fd exists (fanotify permission events)");
         }
         // Measured with fanotify_init refused (the secrets suite): 157 of 200 keys made, copied,
-        // linked or renamed and opened at once were read, and so was a key through a ring
-        // granted io_uring; with the gate, none.
-        Err(e) => tracing::warn!(error = %e, "open gate unavailable; read-protected files fall back to the kill at the open's exit, from the plan's kernel map: a key created or copied since the last re-plan, and the opens of an io_uring ring a server was granted, are read before anything stops them"),
+        // linked or renamed and opened at once were read; with the gate, none. (A key read
+        // through a ring granted io_uring was too: that grant is now withheld, `honoured`.)
+        Err(e) => tracing::warn!(error = %e, "open gate unavailable; read-protected files fall back to the kill at the open's exit, from the plan's kernel map: a key created or copied since the last re-plan is read before anything stops it, and io_uring grants are withheld (a ring's opens would pass no check)"),
     }
     let quarantine = args.state_dir.join("quarantine");
     match persist_maps.map_err(|e| e.to_string()).and_then(|m| crate::gate::persist::PersistWatch::start(m, gate_tx.clone(), quarantine.clone()).map_err(|e| e.to_string())) {

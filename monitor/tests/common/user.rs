@@ -113,8 +113,17 @@ pub fn shipped_rules(dir: &Path, grants: &str) -> PathBuf {
 /// The daemon on the real user database with the shipped rules; its socket reachable by
 /// ordinary users, as `mcpmon run` makes it.
 pub fn start(dir: &Path, grants: &str) -> Daemon {
+    started(dir, grants, Daemon::start)
+}
+
+/// `start`, on a machine without the open gate (`super::seccomp`).
+pub fn start_without_gate(dir: &Path, grants: &str) -> Daemon {
+    started(dir, grants, Daemon::start_without_gate)
+}
+
+fn started(dir: &Path, grants: &str, start: fn(&[&str]) -> Daemon) -> Daemon {
     let rules = shipped_rules(dir, grants);
-    let d = Daemon::start(&["--rules", rules.to_str().unwrap()]);
+    let d = start(&["--rules", rules.to_str().unwrap()]);
     std::fs::set_permissions(d.socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d.expect("rules_loaded", |v| v["kind"] == "rules_loaded");
     d
