@@ -33,9 +33,12 @@ impl Daemon {
         Self::start_with(cmd, sub, extra, |_| ())
     }
 
-    /// `mcpmon run`, on a machine without the open gate (`seccomp::refuse_fanotify`).
+    /// `mcpmon run`, on a machine without the open gate (`seccomp::refuse_fanotify`): it says
+    /// so before this returns.
     pub fn start_without_gate(extra: &[&str]) -> Self {
-        Self::start_with("run", "", extra, super::seccomp::refuse_fanotify)
+        let d = Self::start_with("run", "", extra, super::seccomp::refuse_fanotify);
+        d.expect_log("open gate unavailable", Duration::from_secs(5));
+        d
     }
 
     fn start_with(cmd: &str, sub: &str, extra: &[&str], prepare: impl FnOnce(&mut Command)) -> Self {
