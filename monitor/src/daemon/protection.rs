@@ -16,7 +16,7 @@ impl Pipeline {
     /// `now`: plan at once (a server is about to be acknowledged, or the deferral is due);
     /// otherwise a change too soon after the last plan is deferred (`Policy::replan_at`).
     /// Returns whether the plan was rebuilt (the caller re-aims its watches).
-    pub async fn on_watch(&mut self, c: Change, now: bool) -> bool {
+    async fn on_watch(&mut self, c: Change, now: bool) -> bool {
         let Some(p) = self.policy.as_mut() else { return false };
         // A busy directory (a home's parent under /tmp), or users added in a loop, must not
         // turn into a re-plan per change: the rest are folded into the next one.
