@@ -21,7 +21,16 @@ pub struct Failures {
     names: Vec<String>,
     current: Option<(String, Vec<String>)>,
     sections: Vec<(String, Vec<String>)>,
+    /// What cargo said on stderr of a test binary that failed without libtest naming a test: one
+    /// that died of a signal (an abort from a panic while panicking, a SIGKILL), or would not
+    /// build. Without these lines such a run ends in "exit status: 101" and nothing else.
+    cargo: Vec<String>,
+    /// In cargo's closing list of failed targets ("error: 2 targets failed:").
+    in_target_list: bool,
 }
+
+/// Lines kept of cargo's own stderr, the last ones.
+const CARGO_LINES: usize = 40;
 
 impl Failures {
     pub fn feed(&mut self, line: &str) {
@@ -44,6 +53,34 @@ impl Failures {
         }
     }
 
+    /// A line of cargo's stderr (which also carries the compiler's output and the tests' own
+    /// stderr): keeps what names a failed target and why it failed.
+    pub fn feed_cargo(&mut self, line: &str) {
+        let t = line.trim_start();
+        let keep = if line.starts_with("error") {
+            self.in_target_list = line.ends_with("targets failed:") || line.ends_with("target failed:");
+            true
+        } else if self.in_target_list && t.starts_with('`') {
+            true
+        } else {
+            self.in_target_list = false;
+            t.starts_with("process didn't exit successfully") || t.contains("panicked at") || t.contains("aborting")
+        };
+        // The last lines are kept: cargo names the failed targets at the very end, and the tests'
+        // own stderr may say "error" often before that.
+        if keep {
+            if self.cargo.len() == CARGO_LINES {
+                self.cargo.remove(0);
+            }
+            self.cargo.push(line.chars().take(LINE_CAP).collect());
+        }
+    }
+
+    /// Takes the cargo lines another reader kept (stderr is read in a thread of its own).
+    pub fn add_cargo(&mut self, other: Failures) {
+        self.cargo.extend(other.cargo);
+    }
+
     fn close(&mut self) {
         if let Some(section) = self.current.take() {
             self.sections.push(section);
@@ -51,7 +88,7 @@ impl Failures {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty() && self.sections.is_empty() && self.current.is_none()
+        self.names.is_empty() && self.sections.is_empty() && self.current.is_none() && self.cargo.is_empty()
     }
 
     /// Each failing test's name, then its panic message with the lines before it (the whole
@@ -70,6 +107,12 @@ impl Failures {
                 None => (lines.len().saturating_sub(TAIL), lines.len()),
             };
             for l in &lines[from..to] {
+                out.push_str(&format!("  {l}\n"));
+            }
+        }
+        if !self.cargo.is_empty() {
+            out.push_str("cargo said:\n");
+            for l in &self.cargo {
                 out.push_str(&format!("  {l}\n"));
             }
         }
@@ -120,6 +163,35 @@ mod tests {
         let d = f.digest();
         assert!(d.contains("  client failed:\n") && d.contains("  child line 7\n"), "{d}");
         assert!(!d.contains("stack backtrace") && !d.contains("begin_panic"), "{d}");
+    }
+
+    /// A test binary that dies of a signal names no test: cargo's stderr names the target.
+    #[test]
+    fn a_binary_that_dies_is_named_from_cargo_stderr() {
+        let mut f = Failures::default();
+        f.feed("running 12 tests");
+        for l in [
+            "   Compiling monitor v0.1.0 (/w/monitor)",
+            "thread 'x' panicked at tests/common/mod.rs:10:5:",
+            "thread caused non-unwinding panic. aborting.",
+            "error: test failed, to rerun pass `-p monitor --test secrets`",
+            "",
+            "Caused by:",
+            "  process didn't exit successfully: `/w/target/debug/deps/secrets-1` (signal: 6, SIGABRT)",
+            "note: test exited abnormally; to see the full output pass --nocapture to the harness.",
+            "error: 1 target failed:",
+            "    `-p monitor --test secrets`",
+            "warning: unused variable",
+        ] {
+            f.feed_cargo(l);
+        }
+        assert!(!f.is_empty());
+        let d = f.digest();
+        assert!(d.contains("cargo said:\n"), "{d}");
+        assert!(d.contains("--test secrets`\n") && d.contains("(signal: 6, SIGABRT)"), "{d}");
+        assert!(d.contains("panicked at tests/common/mod.rs") && d.contains("aborting"), "{d}");
+        assert!(d.contains("  error: 1 target failed:\n      `-p monitor --test secrets`\n"), "{d}");
+        assert!(!d.contains("Compiling") && !d.contains("warning") && !d.contains("Caused by"), "{d}");
     }
 
     #[test]

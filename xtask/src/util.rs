@@ -80,9 +80,20 @@ pub fn cargo_test_summary(args: &[&str]) -> anyhow::Result<()> {
     let skip_log = std::env::temp_dir().join(format!("mcpmon-skips-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&skip_log);
     cmd.env("MCPMON_SKIP_LOG", &skip_log);
-    cmd.args(args).current_dir(root()).stdout(std::process::Stdio::piped());
+    cmd.args(args).current_dir(root()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     eprintln!("+ {}", describe(&cmd));
     let mut child = cmd.spawn().with_context(|| format!("spawning {}", describe(&cmd)))?;
+    // cargo's stderr passes through too, and its lines are kept for the digest in a thread of
+    // their own: a test binary that dies of a signal is named only there.
+    let stderr = child.stderr.take().unwrap();
+    let cargo_said = std::thread::spawn(move || {
+        let mut said = crate::failures::Failures::default();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            said.feed_cargo(&line);
+        }
+        said
+    });
     let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
     let mut failures = crate::failures::Failures::default();
     for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
@@ -100,6 +111,9 @@ pub fn cargo_test_summary(args: &[&str]) -> anyhow::Result<()> {
         }
     }
     let status = child.wait()?;
+    if let Ok(said) = cargo_said.join() {
+        failures.add_cargo(said);
+    }
     let skips: Vec<String> = std::fs::read_to_string(&skip_log).unwrap_or_default().lines().map(str::to_string).collect();
     let _ = std::fs::remove_file(&skip_log);
     for s in &skips {
