@@ -224,12 +224,13 @@ fn persistence_writes_die_and_files_stay_unchanged() {
     // A drop-in directory made now, below the protected one: the writer dies in the kernel too.
     let dropin = s.home.join(".config/systemd/user/ssh-agent.service.d");
     let conf = dropin.join("override.conf");
-    // Two guards race here, and either outcome keeps the unit out: the persistence watch moves
-    // the new directory to quarantine (the write then finds no directory), or the kernel kills
-    // the writer at its open inside it.
+    // Two guards race here, and every outcome keeps the unit out. The persistence watch moves
+    // the new directory to quarantine: the write then finds no directory, or, when the move
+    // lands between the open and its exit's check (which then sees the quarantine as the
+    // grandparent), the shell writes into the file where it now is, in quarantine (seen once
+    // in a full run of the suite). Or the kernel kills the writer at its open inside it.
     let out = victim(&d, "dropin", &format!("mkdir -p {} && printf '[Service]\nExecStartPre=/tmp/x\n' > {}", dropin.display(), conf.display()));
-    assert_eq!(std::fs::read_to_string(&conf).unwrap_or_default(), "", "no byte written");
-    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&conf).unwrap_or_default(), "", "no byte written where systemd looks");
     let a = alerts_for(&d, "dropin", "persistence-write");
     if out.status.signal() == Some(9) {
         d.expect("the kernel's kill of the drop-in writer", |v| v["kind"] == "alert" && v["server"]["name"] == "dropin" && v["action"]["result"] == "killed_in_kernel");

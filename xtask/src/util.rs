@@ -111,8 +111,18 @@ pub fn cargo_test_summary(args: &[&str]) -> anyhow::Result<()> {
         }
     }
     let status = child.wait()?;
-    if let Ok(said) = cargo_said.join() {
-        failures.add_cargo(said);
+    // A process a test left behind may hold cargo's stderr open after cargo exited (a server
+    // stopped at exec by a daemon that died): its lines are not waited for beyond a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !cargo_said.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if cargo_said.is_finished() {
+        if let Ok(said) = cargo_said.join() {
+            failures.add_cargo(said);
+        }
+    } else {
+        println!("xtask: cargo's stderr is still held open by a process the tests left behind");
     }
     let skips: Vec<String> = std::fs::read_to_string(&skip_log).unwrap_or_default().lines().map(str::to_string).collect();
     let _ = std::fs::remove_file(&skip_log);

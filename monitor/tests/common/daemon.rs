@@ -210,6 +210,27 @@ impl Daemon {
     }
 }
 
+/// A test that panicked drops its daemon still running. Left alone it would outlive the test:
+/// it kept holding other tests' candidates at exec (SIGSTOP) and, once its test binary had
+/// exited, died on its next write to the closed stderr without continuing them (three `sleep`s
+/// of `failclosed.rs` stopped for good, and `./x test` waiting on them). SIGTERM lets it
+/// continue what it holds, as `stop` does; SIGKILL only if it will not go.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        // SAFETY: kill(2) on our own child, not yet reaped (try_wait saw it running).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Daemon {
     /// What the daemon reports it loaded on this kernel (`sensors_loaded`, its first record):
     /// the paths tests may expect, whatever kernel they run on.
