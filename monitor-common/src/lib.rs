@@ -452,6 +452,9 @@ pub mod protect {
     /// through (`ROOT_RUNNERS`): npm reads `~/.npmrc`, uv `~/.netrc`, at every launch, for the
     /// registry login. The package it then starts runs as a child, and is refused.
     pub const RUNNER_MAY_READ: u32 = 1 << 10;
+    /// No protection: a file a plan has seen in a directory of `UNSEEN_DIRS` (known_hosts, a
+    /// `.pub`), which is therefore not new there.
+    pub const KNOWN: u32 = 1 << 11;
 }
 
 /// `NET_POLICY_V4/V6` values (LPM tries keyed by address prefix).

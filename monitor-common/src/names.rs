@@ -21,6 +21,7 @@ pub const MAP_HANDSHAKE_ON: &str = "HANDSHAKE_ON";
 pub const MAP_HTTP_SOCKS: &str = "HTTP_SOCKS";
 pub const MAP_CANDIDATE_COMMS: &str = "CANDIDATE_COMMS";
 pub const MAP_PROTECTED: &str = "PROTECTED";
+pub const MAP_UNSEEN_DIRS: &str = "UNSEEN_DIRS";
 pub const MAP_NET_POLICY_V4: &str = "NET_POLICY_V4";
 pub const MAP_NET_POLICY_V6: &str = "NET_POLICY_V6";
 pub const MAP_POLICY: &str = "POLICY";

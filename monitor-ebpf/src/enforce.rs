@@ -29,6 +29,14 @@ use crate::{
 #[map(name = "PROTECTED")]
 pub static PROTECTED: HashMap<InodeKey, u32> = HashMap::with_max_entries(65536, 0);
 
+/// Without the open gate only (user space leaves it empty while the gate runs): secret
+/// directories (`~/.ssh`), by inode, each with the read policy of its patterns. A read of a file
+/// in one that has no `PROTECTED` entry at all, so that no plan has seen it (a key written,
+/// copied, linked or renamed in since), is judged under that policy; the gate would have
+/// judged it by name in user space, and the map's inodes alone would let it through.
+#[map(name = "UNSEEN_DIRS")]
+pub static UNSEEN_DIRS: HashMap<InodeKey, u32> = HashMap::with_max_entries(4096, 0);
+
 /// LPM tries require `BPF_F_NO_PREALLOC`.
 #[map(name = "NET_POLICY_V4")]
 pub static NET_POLICY_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(4096, 1);
@@ -272,6 +280,11 @@ pub fn file_check(file: *const u8, open_flags: u32, server_id: u32, at_open: boo
         if (read_hit || write_hit) && !granted(server_id, *p) && !(read_hit && !write_hit && root_allows(*p, at_open)) {
             return *p;
         }
+    } else if reads && POLICY.get(policy::GATE_ACTIVE).copied().unwrap_or(0) == 0 {
+        let p = unseen_policy(file);
+        if p != 0 && !granted(server_id, p) && !root_allows(p, at_open) {
+            return p;
+        }
     }
     if !(writes || open_flags & O_CREAT != 0) {
         return 0;
@@ -281,6 +294,22 @@ pub fn file_check(file: *const u8, open_flags: u32, server_id: u32, at_open: boo
         return 0;
     }
     p
+}
+
+/// The read policy of the `UNSEEN_DIRS` directory holding `file` (0 if none).
+#[inline(always)]
+fn unseen_policy(file: *const u8) -> u32 {
+    // SAFETY: `file` is the file being opened; its dentry, d_parent and d_inode (BTF offsets) are
+    // read through bpf_probe_read_kernel, which returns Err on a fault.
+    let dir = unsafe {
+        let Ok(dentry) = bpf_probe_read_kernel(file.add(koff!(file_dentry)) as *const *const u8) else { return 0 };
+        let Ok(parent) = bpf_probe_read_kernel(dentry.add(koff!(dentry_parent)) as *const *const u8) else { return 0 };
+        let Ok(inode) = bpf_probe_read_kernel(parent.add(koff!(dentry_inode)) as *const *const u8) else { return 0 };
+        inode
+    };
+    let Some(key) = inode_key(dir) else { return 0 };
+    // SAFETY: the value is copied out at once; no reference into the map is kept.
+    unsafe { UNSEEN_DIRS.get(&key) }.copied().unwrap_or(0)
 }
 
 /// A write or create in a protected directory, or in a directory directly below one (systemd's

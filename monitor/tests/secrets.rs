@@ -97,20 +97,15 @@ impl Reader {
     }
 }
 
-#[test]
-fn new_copied_linked_and_renamed_keys_are_protected_from_their_first_open() {
-    if !common::can_load_ebpf() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let u = User::add("race", true);
-    let d = start(tmp.path(), "");
+/// Keys made in ~/.ssh by each of the ways a user makes one (written, copied, hard-linked from
+/// elsewhere, renamed over an old file), each opened at once by a tracked reader that was
+/// already running: how many were read, and how many readers died of SIGKILL.
+fn key_trials(u: &User, d: &Daemon, trials: usize) -> (usize, usize) {
     let stash = u.home.join("stash");
     std::fs::create_dir_all(&stash).unwrap();
-    let trials = 200;
     let (mut killed, mut leaked) = (0, 0);
     for i in 0..trials {
-        let r = Reader::start(&u, &d, "race");
+        let r = Reader::start(u, d, "race");
         // The key appears in ~/.ssh by one of the ways a user makes one, then is opened at once.
         let target = u.home.join(format!(".ssh/id_trial{i}"));
         let src = stash.join(format!("k{i}"));
@@ -139,6 +134,19 @@ fn new_copied_linked_and_renamed_keys_are_protected_from_their_first_open() {
             killed += 1;
         }
     }
+    (leaked, killed)
+}
+
+#[test]
+fn new_copied_linked_and_renamed_keys_are_protected_from_their_first_open() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let u = User::add("race", true);
+    let d = start(tmp.path(), "");
+    let trials = 200;
+    let (leaked, killed) = key_trials(&u, &d, trials);
     assert_eq!((leaked, killed), (0, trials), "{trials} trials: leaked {leaked}, killed {killed}");
 
     // Renames: the key stays protected by inode whatever its name, inside or outside ~/.ssh.
@@ -197,6 +205,35 @@ fn without_the_open_gate_an_io_uring_grant_is_withheld() {
     let a = alert(&d, "uring-inline", "io-uring-by-server");
     assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
     d.expect_log("io_uring grant withheld", Duration::from_secs(5));
+    d.stop();
+}
+
+/// Without the open gate the kernel's map is all there is, and a key made since the last plan
+/// has no inode in it: 157 of 200 such keys were read. A read of a file in a secret directory
+/// (`~/.ssh`) that no plan has seen is refused there until one has. What a plan has seen and no
+/// rule protects stays readable.
+#[test]
+fn without_the_open_gate_new_keys_are_protected_from_their_first_open() {
+    if !common::can_load_ebpf() || !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let u = User::add("nogatekey", true);
+    let known = u.write(".ssh/known_hosts", "example.org ssh-ed25519 AAAAC3Nza known\n");
+    let public = u.write(".ssh/id_old.pub", "ssh-ed25519 AAAAC3Nza public\n");
+    let d = start_without_gate(tmp.path(), "");
+    let trials = 40;
+    let (leaked, killed) = key_trials(&u, &d, trials);
+    assert_eq!((leaked, killed), (0, trials), "{trials} trials: leaked {leaked}, killed {killed}");
+    let a = alert(&d, "race", "ssh-private-key-read");
+    assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
+    // A file made after the start is readable once a plan has seen it (the watch re-plans).
+    let config = u.write(".ssh/config", "Host example\n");
+    std::thread::sleep(policy_rescan() * 2);
+    for (name, f, want) in [("known-hosts", &known, "known"), ("old-pub", &public, "public"), ("new-config", &config, "Host")] {
+        let out = u.run(&d, name, &format!("cat {}", f.display()));
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(want), "{name}: {out:?}");
+    }
     d.stop();
 }
 

@@ -55,6 +55,10 @@ pub struct KernelPolicy {
     readers: std::collections::BTreeSet<RootReaderKey>,
     /// `ROOT_RUNNERS` (LRU, tgid → exec stamp | runner); None only in unit tests' stand-ins.
     pub root_runners: Option<HashMap<MapData, u32, u64>>,
+    /// `UNSEEN_DIRS` (secret directory → read policy; only without the open gate); None only
+    /// in unit tests' stand-ins.
+    pub unseen_dirs: Option<HashMap<MapData, InodeKey, u32>>,
+    unseen: BTreeMap<InodeKey, u32>,
 }
 
 /// The enforcement maps, as the loader hands them over.
@@ -66,6 +70,7 @@ pub struct PolicyMaps {
     pub grants: HashMap<MapData, u64, u32>,
     pub root_readers: HashMap<MapData, RootReaderKey, u32>,
     pub root_runners: HashMap<MapData, u32, u64>,
+    pub unseen_dirs: HashMap<MapData, InodeKey, u32>,
     /// Whether the cgroup connect deny programs loaded.
     pub cgroup_deny: bool,
 }
@@ -76,6 +81,7 @@ impl KernelPolicy {
         k.grants = Some(m.grants);
         k.root_readers = Some(m.root_readers);
         k.root_runners = Some(m.root_runners);
+        k.unseen_dirs = Some(m.unseen_dirs);
         k
     }
 
@@ -86,7 +92,7 @@ impl KernelPolicy {
         knobs: Array<MapData, u32>,
         cgroup_deny: bool,
     ) -> Self {
-        Self { protected, v4, v6, knobs, cgroup_deny, files: BTreeMap::new(), nets: BTreeMap::new(), grants: None, granted: Default::default(), root_readers: None, readers: Default::default(), root_runners: None }
+        Self { protected, v4, v6, knobs, cgroup_deny, files: BTreeMap::new(), nets: BTreeMap::new(), grants: None, granted: Default::default(), root_readers: None, readers: Default::default(), root_runners: None, unseen_dirs: None, unseen: BTreeMap::new() }
     }
 
     /// Makes the `PROTECTED` map hold exactly `want` (changes only what differs, so a rescan
@@ -103,6 +109,22 @@ impl KernelPolicy {
             self.protected.remove(&k).map_err(err("PROTECTED"))?;
         }
         self.files = want;
+        Ok(())
+    }
+
+    /// Makes `UNSEEN_DIRS` hold exactly `want` (directory inode → policy).
+    pub fn sync_unseen_dirs(&mut self, want: &BTreeMap<Inode, u32>) -> Result<(), PolicyError> {
+        let Some(map) = self.unseen_dirs.as_mut() else { return Ok(()) };
+        let want: BTreeMap<InodeKey, u32> = want.iter().map(|(i, v)| (InodeKey { dev: i.dev, _pad: 0, ino: i.ino }, *v)).collect();
+        for (k, v) in &want {
+            if self.unseen.get(k) != Some(v) {
+                map.insert(k, v, 0).map_err(err("UNSEEN_DIRS"))?;
+            }
+        }
+        for k in self.unseen.keys().filter(|k| !want.contains_key(k)) {
+            map.remove(k).map_err(err("UNSEEN_DIRS"))?;
+        }
+        self.unseen = want;
         Ok(())
     }
 

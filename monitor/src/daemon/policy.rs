@@ -50,6 +50,9 @@ pub struct Policy {
     /// Tracked servers eligible for grants: (server id, configured name).
     servers: Vec<(u32, String)>,
     grants: std::collections::BTreeSet<(u32, u32)>,
+    /// Without the gate: files the plan has seen in secret directories that no rule protects
+    /// (`protect::unseen`), in the kernel map as `KNOWN`.
+    known: std::collections::BTreeSet<crate::events::Inode>,
     /// Grants not honoured on this machine (`honoured`), logged when they change.
     withheld: std::collections::BTreeSet<(u32, u32)>,
     /// Grants from reviewed profiles (server name → rule ids).
@@ -95,6 +98,7 @@ impl Policy {
             servers: Vec::new(),
             grants: Default::default(),
             withheld: Default::default(),
+            known: Default::default(),
             profile_grants: Default::default(),
             deferred: None,
             replan_cost: Duration::ZERO,
@@ -142,9 +146,19 @@ impl Policy {
         for me in own_images() {
             *plan.files.entry(me).or_insert(0) |= monitor_common::protect::ROOT_VIA;
         }
+        // Without the gate, nothing else would judge a file no plan has seen (`unseen.rs`).
+        let unseen = if self.gate.is_none() && !self.dry_run { protect::unseen::unseen(&plan) } else { Default::default() };
+        for (i, p, path) in unseen.by_content {
+            plan.files.entry(i).or_insert(p);
+            plan.paths.entry(i).or_insert(path);
+        }
+        self.known = unseen.known;
         // Readers first: a file newly protected is never refused to its launcher meanwhile.
         self.kernel.sync_root_readers(&plan.root_readers)?;
-        self.kernel.sync_files(&plan.files)?;
+        // The files (the known ones among them) before the directories: a file the plan has
+        // seen is never refused as unseen meanwhile.
+        self.sync_files(&plan.files)?;
+        self.kernel.sync_unseen_dirs(&unseen.dirs)?;
         self.kernel.sync_nets(&plan.nets)?;
         self.kernel.set_io_uring_kill(plan.io_uring_kill)?;
         self.kernel.set_gate_active(self.gate.is_some())?;
@@ -211,8 +225,22 @@ impl Policy {
         }
         self.plan.files.entry(inode).or_insert(policy);
         self.plan.paths.entry(inode).or_insert(path);
-        self.kernel.sync_files(&self.plan.files)?;
-        Ok(())
+        let files = std::mem::take(&mut self.plan.files);
+        let synced = self.sync_files(&files);
+        self.plan.files = files;
+        synced
+    }
+
+    /// `PROTECTED`: the plan's files, and the known ones (only without the gate) as `KNOWN`.
+    fn sync_files(&mut self, files: &std::collections::BTreeMap<crate::events::Inode, u32>) -> Result<(), PolicyError> {
+        if self.known.is_empty() {
+            return Ok(self.kernel.sync_files(files)?);
+        }
+        let mut all = files.clone();
+        for i in &self.known {
+            all.entry(*i).or_insert(monitor_common::protect::KNOWN);
+        }
+        Ok(self.kernel.sync_files(&all)?)
     }
 
     /// Whether the server root `tgid`'s exec (by its event's time) is its package runner's

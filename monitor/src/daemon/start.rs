@@ -108,9 +108,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             tracing::info!("open gate: read-protected files are refused before an fd exists (fanotify permission events)");
         }
         // Measured with fanotify_init refused (the secrets suite): 157 of 200 keys made, copied,
-        // linked or renamed and opened at once were read; with the gate, none. (A key read
-        // through a ring granted io_uring was too: that grant is now withheld, `honoured`.)
-        Err(e) => tracing::warn!(error = %e, "open gate unavailable; read-protected files fall back to the kill at the open's exit, from the plan's kernel map: a key created or copied since the last re-plan is read before anything stops it, and io_uring grants are withheld (a ring's opens would pass no check)"),
+        // linked or renamed and opened at once were read; with the gate, none. Now the kernel
+        // refuses unseen files in secret directories (`protect/unseen.rs`), and a grant of
+        // io_uring is withheld (`honoured`: a ring read a key through it).
+        Err(e) => tracing::warn!(error = %e, "open gate unavailable; read-protected files fall back to the kill at the open's exit, from the plan's kernel map: a file in a secret directory (~/.ssh) that no re-plan has seen yet is refused too, harmless ones included, until the watch re-plans; a key created outside one (a literal name such as ~/.netrc) is read until then; io_uring grants are withheld (a ring's opens would pass no check)"),
     }
     let quarantine = args.state_dir.join("quarantine");
     match persist_maps.map_err(|e| e.to_string()).and_then(|m| crate::gate::persist::PersistWatch::start(m, gate_tx.clone(), quarantine.clone()).map_err(|e| e.to_string())) {

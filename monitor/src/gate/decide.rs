@@ -284,7 +284,7 @@ pub(super) fn classify(patterns: &[ReadPattern], in_dir: &[ReadPattern], path: &
 
 /// PEM/OpenSSH private key markers (RSA, EC, DSA, OPENSSH, PKCS#8, encrypted PKCS#8), and
 /// PuTTY keys.
-pub(super) fn is_private_key(head: &[u8]) -> bool {
+pub(crate) fn is_private_key(head: &[u8]) -> bool {
     let has = |n: &[u8]| head.windows(n.len()).any(|w| w == n);
     has(b"PRIVATE KEY-----") || has(b"PuTTY-User-Key-File-")
 }

@@ -40,6 +40,7 @@ use monitor_common::{protect, OpenEvent, TrackInfo};
 use tokio::sync::mpsc;
 
 pub use decide::Verdict;
+pub(crate) use decide::is_private_key;
 
 use crate::{actions::protect::Plan, events::Inode};
 

@@ -30,7 +30,10 @@ impl User {
         let root = tempfile::Builder::new().prefix("mcpmon-home-").tempdir_in("/tmp").unwrap();
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let home = root.path().join("home").join(tag);
-        let name = format!("mcpt{}{}", tag.chars().take(4).collect::<String>(), std::process::id() % 100_000);
+        // The whole tag (a name may have 32 characters): cut to four, "nogate" and "nogatekey"
+        // were one user, and each test's `userdel` of a stale one removed the other's.
+        assert!(tag.len() <= 20 && tag.chars().all(|c| c.is_ascii_lowercase()), "tag {tag:?}");
+        let name = format!("mcpt{tag}{}", std::process::id() % 100_000);
         let _ = Command::new("userdel").arg(&name).output();
         let out = Command::new("useradd").args(["-M", "-s", "/bin/sh", "-d"]).arg(&home).arg(&name).output().unwrap();
         assert!(out.status.success(), "useradd: {}", String::from_utf8_lossy(&out.stderr));

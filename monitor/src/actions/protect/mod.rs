@@ -18,6 +18,7 @@ use crate::{
 };
 
 mod scan;
+pub mod unseen;
 
 pub use scan::Globs;
 use scan::{expand_in, is_wild, Scan};

@@ -1,0 +1,106 @@
+//! What the kernel needs to judge a file no plan has seen, for when the open gate is not there
+//! (a kernel without fanotify permission events, a seccomp profile that refuses
+//! `fanotify_init`). The gate judges a new name in a secret directory at its first open; without
+//! it the kernel's map of inodes is all there is, and a key written, copied, linked or renamed
+//! into `~/.ssh` since the last plan had no entry: 157 of 200 such keys were read.
+//!
+//! So, without the gate, each secret directory goes into the kernel's `UNSEEN_DIRS` with the
+//! read policy of its patterns, and every file in it that the plan has seen and no rule protects
+//! (known_hosts, a `.pub`) into `PROTECTED` as `KNOWN`. A read of a file in such a directory with
+//! no entry at all is refused until a plan has judged it: the watch re-plans when the directory
+//! changes, so a new harmless file waits for one re-plan (rate-limited, at most a few seconds).
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::Read,
+    path::PathBuf,
+};
+
+use super::{inode, Plan};
+use crate::events::Inode;
+
+/// How much of a file is read to tell a private key by its content (the markers are on its
+/// first line).
+const HEAD: usize = 512;
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Unseen {
+    /// Secret directories by inode → the `PROTECTED` value an unseen file in them gets.
+    pub dirs: BTreeMap<Inode, u32>,
+    /// Files in them the plan has seen that no rule protects.
+    pub known: BTreeSet<Inode>,
+    /// Files in them that no name protects but their content does (a private key renamed to
+    /// `.pub`), as the gate judges them: inode, policy, path.
+    pub by_content: Vec<(Inode, u32, PathBuf)>,
+}
+
+/// The secret directories of `plan` and what is in them now.
+pub fn unseen(plan: &Plan) -> Unseen {
+    let mut out = Unseen::default();
+    for (dir, patterns) in &plan.secret_dirs {
+        let (Some(first), Ok(m)) = (patterns.first(), std::fs::metadata(dir)) else { continue };
+        out.dirs.entry(inode(&m)).or_insert(first.policy);
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for e in entries.flatten() {
+            // Not followed: a symlink's target is opened in its own directory, and only what is
+            // here counts.
+            let Ok(m) = e.metadata() else { continue };
+            let i = inode(&m);
+            if plan.files.contains_key(&i) {
+                continue;
+            }
+            let by_content = patterns.iter().find(|p| p.secret_content).filter(|_| m.is_file() && crate::gate::is_private_key(&head(&e.path())));
+            match by_content {
+                Some(p) => out.by_content.push((i, p.policy, e.path())),
+                None => {
+                    out.known.insert(i);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The start of a regular file (only those are read: a FIFO left in `~/.ssh` never blocks a plan).
+fn head(p: &std::path::Path) -> Vec<u8> {
+    let mut b = Vec::with_capacity(HEAD);
+    if let Ok(f) = std::fs::File::open(p) {
+        let _ = f.take(HEAD as u64).read_to_end(&mut b);
+    }
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::protect::{inode_of, plan};
+    use monitor_common::protect;
+
+    /// The secret directory with its rule's policy; what is in it sorted into protected (left
+    /// to the plan), known, and a private key by content; nothing outside it.
+    #[test]
+    fn a_secret_directory_and_what_is_in_it() {
+        let d = tempfile::tempdir().unwrap();
+        let ssh = d.path().join("u/.ssh");
+        std::fs::create_dir_all(ssh.join("sub")).unwrap();
+        std::fs::write(ssh.join("id_rsa"), "key").unwrap();
+        std::fs::write(ssh.join("known_hosts"), "h").unwrap();
+        std::fs::write(ssh.join("id_rsa.pub"), "ssh-rsa AAAA").unwrap();
+        std::fs::write(ssh.join("renamed.pub"), "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n").unwrap();
+        std::fs::write(d.path().join("u/notes"), "n").unwrap();
+        let r = d.path().display();
+        let text = format!(
+            "rules:\n  - id: ssh\n    description: d\n    severity: high\n    action: kill\n    event: open\n    condition: {{file.path: {{glob: \"{r}/*/.ssh/id_*\"}}}}\n    kernel: {{files: [\"{r}/*/.ssh/id_*\"], except: [\"**/*.pub\"], on: [read], secret_content: true}}\n    output: o\n    tags: [T1552]\n"
+        );
+        let rules = crate::rules::load::load_texts(&[(PathBuf::from("t.yaml"), text)], &[]).unwrap();
+        let p = plan(&rules);
+        let u = unseen(&p);
+        let i = |n: &str| inode_of(&ssh.join(n)).unwrap();
+        assert_eq!(u.dirs.len(), 1, "{u:?}");
+        let policy = u.dirs[&inode_of(&ssh).unwrap()];
+        assert_eq!(policy & protect::KILL_READ, protect::KILL_READ);
+        assert_eq!(Some(policy), p.files.get(&i("id_rsa")).copied(), "the rule's own policy");
+        let want: BTreeSet<Inode> = [i("known_hosts"), i("id_rsa.pub"), i("sub")].into();
+        assert_eq!(u.known, want, "seen, unprotected: the key is the plan's, notes is elsewhere");
+        assert_eq!(u.by_content, vec![(i("renamed.pub"), policy, ssh.join("renamed.pub"))]);
+    }
+}
