@@ -53,6 +53,8 @@ pub struct Policy {
     /// Without the gate: files the plan has seen in secret directories that no rule protects
     /// (`protect::unseen`), in the kernel map as `KNOWN`.
     known: std::collections::BTreeSet<crate::events::Inode>,
+    /// Without the gate: the protected objects held open, as the gate holds them (`keep.rs`).
+    keep: protect::keep::Keep,
     /// Grants not honoured on this machine (`honoured`), logged when they change.
     withheld: std::collections::BTreeSet<(u32, u32)>,
     /// Grants from reviewed profiles (server name → rule ids).
@@ -99,6 +101,7 @@ impl Policy {
             grants: Default::default(),
             withheld: Default::default(),
             known: Default::default(),
+            keep: Default::default(),
             profile_grants: Default::default(),
             deferred: None,
             replan_cost: Duration::ZERO,
@@ -146,9 +149,15 @@ impl Policy {
         for me in own_images() {
             *plan.files.entry(me).or_insert(0) |= monitor_common::protect::ROOT_VIA;
         }
-        // Without the gate, nothing else would judge a file no plan has seen (`unseen.rs`).
-        let unseen = if self.gate.is_none() && !self.dry_run { protect::unseen::unseen(&plan) } else { Default::default() };
-        for (i, p, path) in unseen.by_content {
+        // Without the gate, nothing else would keep a renamed key (`keep.rs`) or judge a file
+        // no plan has seen (`unseen.rs`).
+        let unseen = if self.gate.is_none() && !self.dry_run {
+            self.keep.apply(&mut plan);
+            protect::unseen::unseen(&plan)
+        } else {
+            Default::default()
+        };
+        for (i, p, path) in unseen.classified {
             plan.files.entry(i).or_insert(p);
             plan.paths.entry(i).or_insert(path);
         }

@@ -266,7 +266,7 @@ fn verdict_for(p: u32, server_id: u32, st: &GateState) -> Verdict {
 
 /// A file the plan did not know: by name against the read patterns, then (for patterns with
 /// `secret_content`) by content. Returns the `PROTECTED` value it gets.
-pub(super) fn classify(patterns: &[ReadPattern], in_dir: &[ReadPattern], path: &Path, head: impl FnOnce() -> Vec<u8>) -> Option<u32> {
+pub(crate) fn classify(patterns: &[ReadPattern], in_dir: &[ReadPattern], path: &Path, head: impl FnOnce() -> Vec<u8>) -> Option<u32> {
     if let Some(s) = path.to_str() {
         let excluded = |p: &ReadPattern| p.except.iter().any(|e| e.matches(s));
         if let Some(p) = patterns.iter().find(|p| p.glob.matches(s) && !excluded(p)) {

@@ -40,7 +40,7 @@ use monitor_common::{protect, OpenEvent, TrackInfo};
 use tokio::sync::mpsc;
 
 pub use decide::Verdict;
-pub(crate) use decide::is_private_key;
+pub(crate) use decide::classify;
 
 use crate::{actions::protect::Plan, events::Inode};
 
@@ -128,7 +128,7 @@ pub enum GateError {
 }
 
 /// Most protected objects a gate holds; past it, new ones rely on the kernel map alone.
-const MAX_HELD: usize = 60_000;
+pub(crate) const MAX_HELD: usize = 60_000;
 
 impl Gate {
     pub fn start(maps: GateMaps, tx: mpsc::Sender<GateRecord>, daemon_tgid: u32) -> Result<Self, GateError> {
@@ -260,7 +260,7 @@ impl Drop for Gate {
 }
 
 /// Each held object is one fd: take the hard limit.
-fn raise_nofile() {
+pub(crate) fn raise_nofile() {
     let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: r is a valid out pointer for getrlimit and a valid in pointer for setrlimit.
     unsafe {

@@ -17,6 +17,7 @@ use crate::{
     rules::{glob::Glob, Action, RuleSet},
 };
 
+pub mod keep;
 mod scan;
 pub mod unseen;
 

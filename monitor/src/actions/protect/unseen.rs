@@ -28,9 +28,10 @@ pub struct Unseen {
     pub dirs: BTreeMap<Inode, u32>,
     /// Files in them the plan has seen that no rule protects.
     pub known: BTreeSet<Inode>,
-    /// Files in them that no name protects but their content does (a private key renamed to
-    /// `.pub`), as the gate judges them: inode, policy, path.
-    pub by_content: Vec<(Inode, u32, PathBuf)>,
+    /// Files in them the plan did not name but the gate would protect: by their name alone in
+    /// a renamed directory (`~/.ssh-old/id_new`), or by their content (a private key renamed to
+    /// `.pub`): inode, policy, path.
+    pub classified: Vec<(Inode, u32, PathBuf)>,
 }
 
 /// The secret directories of `plan` and what is in them now.
@@ -48,9 +49,10 @@ pub fn unseen(plan: &Plan) -> Unseen {
             if plan.files.contains_key(&i) {
                 continue;
             }
-            let by_content = patterns.iter().find(|p| p.secret_content).filter(|_| m.is_file() && crate::gate::is_private_key(&head(&e.path())));
-            match by_content {
-                Some(p) => out.by_content.push((i, p.policy, e.path())),
+            let path = e.path();
+            let head = || if m.is_file() { head(&path) } else { Vec::new() };
+            match crate::gate::classify(&plan.read_patterns, patterns, &path, head) {
+                Some(policy) => out.classified.push((i, policy, path)),
                 None => {
                     out.known.insert(i);
                 }
@@ -101,6 +103,6 @@ mod tests {
         assert_eq!(Some(policy), p.files.get(&i("id_rsa")).copied(), "the rule's own policy");
         let want: BTreeSet<Inode> = [i("known_hosts"), i("id_rsa.pub"), i("sub")].into();
         assert_eq!(u.known, want, "seen, unprotected: the key is the plan's, notes is elsewhere");
-        assert_eq!(u.by_content, vec![(i("renamed.pub"), policy, ssh.join("renamed.pub"))]);
+        assert_eq!(u.classified, vec![(i("renamed.pub"), policy, ssh.join("renamed.pub"))]);
     }
 }

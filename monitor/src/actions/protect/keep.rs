@@ -1,0 +1,139 @@
+//! Without the open gate, what its holds do for renames. The gate holds every read-protected
+//! file and secret directory open (O_PATH) and keeps protecting it by inode after the plan
+//! stops naming it: a key renamed to `id_ed25519.pub` or moved to `/tmp`, a `~/.ssh` renamed
+//! to `~/.ssh-old`. Without the gate the plan alone named what the kernel protects, and a
+//! re-plan after such a rename let the key go (the secrets suite, run without the gate: the
+//! renamed key was read). This holds the same objects the same way, without marks, and gives
+//! the plan back what it no longer names, where it is now.
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd, OwnedFd},
+    path::PathBuf,
+};
+
+use super::{Plan, ReadPattern};
+use crate::{events::Inode, gate::fanotify};
+
+/// A protected object held open by an O_PATH fd: its inode cannot be reused while held.
+struct Held {
+    fd: OwnedFd,
+    path: PathBuf,
+    policy: u32,
+    /// Directories: the patterns of the files they hold.
+    patterns: Vec<ReadPattern>,
+}
+
+#[derive(Default)]
+pub struct Keep {
+    files: BTreeMap<Inode, Held>,
+    dirs: BTreeMap<Inode, Held>,
+    nofile_raised: bool,
+}
+
+impl Keep {
+    /// Holds the plan's read-protected files and secret directories, lets go of those whose
+    /// last link is gone, and adds to the plan those it no longer names, by where they are now.
+    pub fn apply(&mut self, plan: &mut Plan) {
+        if !self.nofile_raised {
+            crate::gate::raise_nofile();
+            self.nofile_raised = true;
+        }
+        for (inode, policy) in plan.files.iter().filter(|(_, p)| **p & crate::gate::READ_BITS != 0) {
+            match self.files.get_mut(inode) {
+                Some(h) => h.policy = *policy,
+                None => {
+                    if let Some(path) = plan.paths.get(inode) {
+                        self.hold(path.clone(), *inode, *policy, false, vec![]);
+                    }
+                }
+            }
+        }
+        for (dir, pats) in &plan.secret_dirs {
+            let Some(i) = super::inode_of(dir) else { continue };
+            match self.dirs.get_mut(&i) {
+                Some(h) => h.patterns = pats.clone(),
+                None => self.hold(dir.clone(), i, pats.first().map_or(0, |p| p.policy), true, pats.clone()),
+            }
+        }
+        self.prune();
+        for (i, h) in &self.files {
+            plan.files.entry(*i).or_insert(h.policy);
+            plan.paths.entry(*i).or_insert_with(|| h.path.clone());
+        }
+        for h in self.dirs.values() {
+            plan.secret_dirs.entry(h.path.clone()).or_insert_with(|| h.patterns.clone());
+        }
+    }
+
+    fn hold(&mut self, path: PathBuf, want: Inode, policy: u32, dir: bool, patterns: Vec<ReadPattern>) {
+        if self.files.len() + self.dirs.len() >= crate::gate::MAX_HELD {
+            return;
+        }
+        let Ok(fd) = fanotify::open_path(&path) else { return };
+        let Ok((dev, ino, _, is_dir)) = fanotify::stat_fd(fd.as_fd()) else { return };
+        if (Inode { dev, ino }) != want || is_dir != dir {
+            return; // replaced between the scan and now; the next plan sees the new one
+        }
+        let held = Held { fd, path, policy, patterns };
+        if dir {
+            self.dirs.insert(want, held);
+        } else {
+            self.files.insert(want, held);
+        }
+    }
+
+    /// Drops objects whose last link is gone (their inode may be reused once let go), and
+    /// refreshes where the others are now.
+    fn prune(&mut self) {
+        for map in [&mut self.files, &mut self.dirs] {
+            map.retain(|_, h| fanotify::stat_fd(h.fd.as_fd()).is_ok_and(|(_, _, nlink, _)| nlink > 0));
+            for h in map.values_mut() {
+                if let Some(p) = fanotify::fd_path(h.fd.as_fd()) {
+                    h.path = p;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::protect::{inode_of, plan};
+
+    /// A key renamed to a name no rule protects stays in the plan, under its new name, until
+    /// its last link is gone; a renamed secret directory stays one, under its new name.
+    #[test]
+    fn renamed_keys_and_directories_stay_until_deleted() {
+        let d = tempfile::tempdir().unwrap();
+        let ssh = d.path().join("u/.ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        std::fs::write(ssh.join("id_rsa"), "key").unwrap();
+        let r = d.path().display();
+        let text = format!(
+            "rules:\n  - id: ssh\n    description: d\n    severity: high\n    action: kill\n    event: open\n    condition: {{file.path: {{glob: \"{r}/*/.ssh/id_*\"}}}}\n    kernel: {{files: [\"{r}/*/.ssh/id_*\"], except: [\"**/*.pub\"], on: [read]}}\n    output: o\n    tags: [T1552]\n"
+        );
+        let rules = crate::rules::load::load_texts(&[(PathBuf::from("t.yaml"), text)], &[]).unwrap();
+        let mut keep = Keep::default();
+        let key = inode_of(&ssh.join("id_rsa")).unwrap();
+        let mut p = plan(&rules);
+        keep.apply(&mut p);
+        let policy = p.files[&key];
+        std::fs::rename(ssh.join("id_rsa"), ssh.join("id_rsa.pub")).unwrap();
+        let mut p = plan(&rules);
+        assert!(!p.files.contains_key(&key), "the plan alone lets it go");
+        keep.apply(&mut p);
+        assert_eq!(p.files.get(&key), Some(&policy));
+        assert_eq!(p.paths[&key], ssh.join("id_rsa.pub"));
+        let old = d.path().join("u/.ssh-old");
+        std::fs::rename(&ssh, &old).unwrap();
+        let mut p = plan(&rules);
+        keep.apply(&mut p);
+        assert!(p.secret_dirs.contains_key(&old), "{:?}", p.secret_dirs.keys());
+        assert_eq!(p.paths[&key], old.join("id_rsa.pub"));
+        std::fs::remove_file(old.join("id_rsa.pub")).unwrap();
+        let mut p = plan(&rules);
+        keep.apply(&mut p);
+        assert!(!p.files.contains_key(&key), "deleted: let go");
+    }
+}
