@@ -155,6 +155,9 @@ impl Policy {
             self.keep.apply(&mut plan);
             protect::unseen::unseen(&plan)
         } else {
+            // The gate holds its own (and the first plan, made before the gate starts, took
+            // these): let them go.
+            self.keep = Default::default();
             Default::default()
         };
         for (i, p, path) in unseen.classified {
