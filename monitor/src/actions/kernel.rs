@@ -31,6 +31,22 @@ fn sync_set<K: aya::Pod + Ord>(map: &mut HashMap<MapData, K, u32>, have: &mut st
     Ok(())
 }
 
+/// Makes a kernel map keyed by inode hold exactly `want`, given `have`, what it holds now:
+/// only the difference is written.
+fn sync_inodes(map: &mut HashMap<MapData, InodeKey, u32>, have: &mut BTreeMap<InodeKey, u32>, want: &BTreeMap<Inode, u32>, name: &'static str) -> Result<(), PolicyError> {
+    let want: BTreeMap<InodeKey, u32> = want.iter().map(|(i, v)| (InodeKey { dev: i.dev, _pad: 0, ino: i.ino }, *v)).collect();
+    for (k, v) in &want {
+        if have.get(k) != Some(v) {
+            map.insert(k, v, 0).map_err(err(name))?;
+        }
+    }
+    for k in have.keys().filter(|k| !want.contains_key(k)) {
+        map.remove(k).map_err(err(name))?;
+    }
+    *have = want;
+    Ok(())
+}
+
 /// An address prefix and its `net_policy` value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct NetEntry {
@@ -98,34 +114,13 @@ impl KernelPolicy {
     /// Makes the `PROTECTED` map hold exactly `want` (changes only what differs, so a rescan
     /// never opens a window where a still-protected file is missing).
     pub fn sync_files(&mut self, want: &BTreeMap<Inode, u32>) -> Result<(), PolicyError> {
-        let want: BTreeMap<InodeKey, u32> =
-            want.iter().map(|(i, v)| (InodeKey { dev: i.dev, _pad: 0, ino: i.ino }, *v)).collect();
-        for (k, v) in &want {
-            if self.files.get(k) != Some(v) {
-                self.protected.insert(k, v, 0).map_err(err("PROTECTED"))?;
-            }
-        }
-        for k in self.files.keys().filter(|k| !want.contains_key(k)).copied().collect::<Vec<_>>() {
-            self.protected.remove(&k).map_err(err("PROTECTED"))?;
-        }
-        self.files = want;
-        Ok(())
+        sync_inodes(&mut self.protected, &mut self.files, want, "PROTECTED")
     }
 
     /// Makes `UNSEEN_DIRS` hold exactly `want` (directory inode → policy).
     pub fn sync_unseen_dirs(&mut self, want: &BTreeMap<Inode, u32>) -> Result<(), PolicyError> {
         let Some(map) = self.unseen_dirs.as_mut() else { return Ok(()) };
-        let want: BTreeMap<InodeKey, u32> = want.iter().map(|(i, v)| (InodeKey { dev: i.dev, _pad: 0, ino: i.ino }, *v)).collect();
-        for (k, v) in &want {
-            if self.unseen.get(k) != Some(v) {
-                map.insert(k, v, 0).map_err(err("UNSEEN_DIRS"))?;
-            }
-        }
-        for k in self.unseen.keys().filter(|k| !want.contains_key(k)) {
-            map.remove(k).map_err(err("UNSEEN_DIRS"))?;
-        }
-        self.unseen = want;
-        Ok(())
+        sync_inodes(map, &mut self.unseen, want, "UNSEEN_DIRS")
     }
 
     pub fn sync_nets(&mut self, want: &BTreeMap<NetEntry, u32>) -> Result<(), PolicyError> {

@@ -192,15 +192,8 @@ impl Daemon {
     }
 
     fn stop_inner(&mut self) -> String {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + super::patience(Duration::from_secs(20));
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "mcpmon did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = self.terminate(super::patience(Duration::from_secs(20)));
+        let status = status.expect("mcpmon did not exit after SIGTERM");
         if let Some(r) = self.stderr_reader.take() {
             let _ = r.join();
         }
@@ -220,18 +213,30 @@ impl Drop for Daemon {
         if !matches!(self.child.try_wait(), Ok(None)) {
             return;
         }
-        // SAFETY: kill(2) on our own child, not yet reaped (try_wait saw it running).
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
+        if self.terminate(Duration::from_secs(10)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
 impl Daemon {
+    /// SIGTERM, then its exit status once it has gone (None: still running after `within`).
+    fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child, which is reaped only by this value.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + within;
+        loop {
+            // No unwrap: this runs in `drop` too, where a panic during unwinding aborts.
+            match self.child.try_wait() {
+                Ok(Some(s)) => return Some(s),
+                Ok(None) if Instant::now() < deadline => {}
+                _ => return None,
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// What the daemon reports it loaded on this kernel (`sensors_loaded`, its first record):
     /// the paths tests may expect, whatever kernel they run on.
     pub fn loaded(&self) -> Value {

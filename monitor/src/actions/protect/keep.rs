@@ -109,11 +109,7 @@ mod tests {
         let ssh = d.path().join("u/.ssh");
         std::fs::create_dir_all(&ssh).unwrap();
         std::fs::write(ssh.join("id_rsa"), "key").unwrap();
-        let r = d.path().display();
-        let text = format!(
-            "rules:\n  - id: ssh\n    description: d\n    severity: high\n    action: kill\n    event: open\n    condition: {{file.path: {{glob: \"{r}/*/.ssh/id_*\"}}}}\n    kernel: {{files: [\"{r}/*/.ssh/id_*\"], except: [\"**/*.pub\"], on: [read]}}\n    output: o\n    tags: [T1552]\n"
-        );
-        let rules = crate::rules::load::load_texts(&[(PathBuf::from("t.yaml"), text)], &[]).unwrap();
+        let rules = crate::actions::protect::tests::ssh_rules(d.path(), false);
         let mut keep = Keep::default();
         let key = inode_of(&ssh.join("id_rsa")).unwrap();
         let mut p = plan(&rules);

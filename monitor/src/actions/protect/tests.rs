@@ -1,6 +1,16 @@
 //! The plan against a filesystem made for each test.
 use super::*;
 
+/// The ssh-private-key rule as the shipped one is, for the homes under `root`: `id_*` under
+/// `ROOT/*/.ssh`, `.pub` excepted (the no-gate tests of `unseen.rs` and `keep.rs`).
+pub(super) fn ssh_rules(root: &Path, secret_content: bool) -> RuleSet {
+    let r = root.display();
+    let text = format!(
+        "rules:\n  - id: ssh\n    description: d\n    severity: high\n    action: kill\n    event: open\n    condition: {{file.path: {{glob: \"{r}/*/.ssh/id_*\"}}}}\n    kernel: {{files: [\"{r}/*/.ssh/id_*\"], except: [\"**/*.pub\"], on: [read], secret_content: {secret_content}}}\n    output: o\n    tags: [T1552]\n"
+    );
+    crate::rules::load::load_texts(&[(PathBuf::from("t.yaml"), text)], &[]).unwrap()
+}
+
 #[test]
 fn expands_globs_on_disk() {
     let d = tempfile::tempdir().unwrap();

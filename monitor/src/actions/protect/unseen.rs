@@ -89,11 +89,7 @@ mod tests {
         std::fs::write(ssh.join("id_rsa.pub"), "ssh-rsa AAAA").unwrap();
         std::fs::write(ssh.join("renamed.pub"), "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n").unwrap();
         std::fs::write(d.path().join("u/notes"), "n").unwrap();
-        let r = d.path().display();
-        let text = format!(
-            "rules:\n  - id: ssh\n    description: d\n    severity: high\n    action: kill\n    event: open\n    condition: {{file.path: {{glob: \"{r}/*/.ssh/id_*\"}}}}\n    kernel: {{files: [\"{r}/*/.ssh/id_*\"], except: [\"**/*.pub\"], on: [read], secret_content: true}}\n    output: o\n    tags: [T1552]\n"
-        );
-        let rules = crate::rules::load::load_texts(&[(PathBuf::from("t.yaml"), text)], &[]).unwrap();
+        let rules = crate::actions::protect::tests::ssh_rules(d.path(), true);
         let p = plan(&rules);
         let u = unseen(&p);
         let i = |n: &str| inode_of(&ssh.join(n)).unwrap();
