@@ -389,6 +389,29 @@ pub struct InodeKey {
 }
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 
+/// Bytes of a file name kept in a [`NameKey`]: the first 31 and a NUL (a longer name is cut
+/// there, by the kernel's read and by [`name_bytes`] alike).
+pub const NAME_CAP: usize = 32;
+
+/// `UNSEEN_NAMES` key: a literal file name a read rule protects (`.netrc`, `credentials`) in
+/// one existing directory (a home, `~/.aws`). A file of that name made there after the last
+/// plan has no `PROTECTED` entry yet; it is judged by this one at its first open.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NameKey {
+    pub dir: InodeKey,
+    pub name: [u8; NAME_CAP],
+}
+const _: () = assert!(core::mem::size_of::<NameKey>() == 48);
+
+/// `name` as a [`NameKey`] holds it: its first `NAME_CAP - 1` bytes, NUL-padded.
+pub fn name_bytes(name: &[u8]) -> [u8; NAME_CAP] {
+    let mut k = [0u8; NAME_CAP];
+    let n = name.len().min(NAME_CAP - 1);
+    k[..n].copy_from_slice(&name[..n]);
+    k
+}
+
 /// `ROOT_READERS` key: an executable (device+inode of the image) that may read the files of one
 /// rule (its slot) when it is its server's root process, as the docker CLI reads
 /// `~/.docker/config.json` at the start of every `docker run -i` server.
@@ -455,6 +478,9 @@ pub mod protect {
     /// No protection: a file a plan has seen in a directory of `UNSEEN_DIRS` (known_hosts, a
     /// `.pub`), which is therefore not new there.
     pub const KNOWN: u32 = 1 << 11;
+    /// `UNSEEN_DIRS` only: the directory holds literal names a read rule protects
+    /// (`UNSEEN_NAMES`); the rest of the value is its own policy as a secret directory.
+    pub const NAMED: u32 = 1 << 12;
 }
 
 /// `NET_POLICY_V4/V6` values (LPM tries keyed by address prefix).
@@ -713,6 +739,8 @@ mod pod {
     unsafe impl aya::Pod for super::SockStream {}
     // SAFETY: as above: repr(C), dev u32 + explicit _pad u32 + ino u64 (size asserted to be 16).
     unsafe impl aya::Pod for super::InodeKey {}
+    // SAFETY: repr(C), integers and bytes only, no padding (48 bytes, asserted).
+    unsafe impl aya::Pod for super::NameKey {}
     // SAFETY: as above: repr(C), dev u32 + slot u32 + ino u64, no padding (size asserted to be 16).
     unsafe impl aya::Pod for super::RootReaderKey {}
     // SAFETY: as above: repr(C), integer fields and a byte array, padding explicit (its size is asserted

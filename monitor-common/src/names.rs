@@ -22,6 +22,8 @@ pub const MAP_HTTP_SOCKS: &str = "HTTP_SOCKS";
 pub const MAP_CANDIDATE_COMMS: &str = "CANDIDATE_COMMS";
 pub const MAP_PROTECTED: &str = "PROTECTED";
 pub const MAP_UNSEEN_DIRS: &str = "UNSEEN_DIRS";
+/// (directory inode, literal file name) → read policy: a protected name made after the last plan.
+pub const MAP_UNSEEN_NAMES: &str = "UNSEEN_NAMES";
 pub const MAP_NET_POLICY_V4: &str = "NET_POLICY_V4";
 pub const MAP_NET_POLICY_V6: &str = "NET_POLICY_V6";
 pub const MAP_POLICY: &str = "POLICY";

@@ -13,12 +13,15 @@
 //! connect, and the connect exit tracepoint kills when the rule says so.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_send_signal},
+    helpers::{
+        bpf_get_current_task, bpf_probe_read_kernel,
+        generated::{bpf_probe_read_kernel_str, bpf_send_signal},
+    },
     macros::{cgroup_sock_addr, lsm, map, tracepoint},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap},
     programs::{LsmContext, SockAddrContext, TracePointContext},
 };
-use monitor_common::{flags, net_policy, policy, protect, EventKind, InodeKey, IoUringEvent, RootReaderKey};
+use monitor_common::{flags, net_policy, policy, protect, EventKind, InodeKey, IoUringEvent, NameKey, RootReaderKey, NAME_CAP};
 
 use crate::gate::gated_tracepoint;
 use crate::{
@@ -29,13 +32,21 @@ use crate::{
 #[map(name = "PROTECTED")]
 pub static PROTECTED: HashMap<InodeKey, u32> = HashMap::with_max_entries(65536, 0);
 
-/// Without the open gate only (user space leaves it empty while the gate runs): secret
-/// directories (`~/.ssh`), by inode, each with the read policy of its patterns. A read of a file
-/// in one that has no `PROTECTED` entry at all, so that no plan has seen it (a key written,
-/// copied, linked or renamed in since), is judged under that policy; the gate would have
-/// judged it by name in user space, and the map's inodes alone would let it through.
+/// Directories, by inode, where a file with no `PROTECTED` entry (no plan has seen it) may
+/// still be protected:
+/// - without the open gate only, secret directories (`~/.ssh`), each with the read policy of
+///   its patterns: a read of a file made there since the last plan (a key written, copied,
+///   linked or renamed in) is judged under that policy, as the gate would judge it by name;
+/// - with or without the gate, `protect::NAMED` on the directories of literal protected names
+///   (a home for `~/.netrc`, `~/.aws` for `credentials`): the name is looked up in
+///   `UNSEEN_NAMES`. The gate marks no such directory (a home's every open would go through
+///   it), so a credential written for the first time was read before the watch's re-plan.
 #[map(name = "UNSEEN_DIRS")]
 pub static UNSEEN_DIRS: HashMap<InodeKey, u32> = HashMap::with_max_entries(4096, 0);
+
+/// (directory, literal name) → the read policy of the rule that names it (`UNSEEN_DIRS`).
+#[map(name = "UNSEEN_NAMES")]
+pub static UNSEEN_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(8192, 0);
 
 /// LPM tries require `BPF_F_NO_PREALLOC`.
 #[map(name = "NET_POLICY_V4")]
@@ -280,7 +291,7 @@ pub fn file_check(file: *const u8, open_flags: u32, server_id: u32, at_open: boo
         if (read_hit || write_hit) && !granted(server_id, *p) && !(read_hit && !write_hit && root_allows(*p, at_open)) {
             return *p;
         }
-    } else if reads && POLICY.get(policy::GATE_ACTIVE).copied().unwrap_or(0) == 0 {
+    } else if reads {
         let p = unseen_policy(file);
         if p != 0 && !granted(server_id, p) && !root_allows(p, at_open) {
             return p;
@@ -296,20 +307,46 @@ pub fn file_check(file: *const u8, open_flags: u32, server_id: u32, at_open: boo
     p
 }
 
-/// The read policy of the `UNSEEN_DIRS` directory holding `file` (0 if none).
+/// The read policy of a file no plan has seen, from the `UNSEEN_DIRS` directory holding it: its
+/// name's in `UNSEEN_NAMES`, else the directory's own (0 if none).
 #[inline(always)]
 fn unseen_policy(file: *const u8) -> u32 {
     // SAFETY: `file` is the file being opened; its dentry, d_parent and d_inode (BTF offsets) are
     // read through bpf_probe_read_kernel, which returns Err on a fault.
-    let dir = unsafe {
+    let (dentry, dir) = unsafe {
         let Ok(dentry) = bpf_probe_read_kernel(file.add(koff!(file_dentry)) as *const *const u8) else { return 0 };
         let Ok(parent) = bpf_probe_read_kernel(dentry.add(koff!(dentry_parent)) as *const *const u8) else { return 0 };
         let Ok(inode) = bpf_probe_read_kernel(parent.add(koff!(dentry_inode)) as *const *const u8) else { return 0 };
-        inode
+        (dentry, inode)
     };
     let Some(key) = inode_key(dir) else { return 0 };
     // SAFETY: the value is copied out at once; no reference into the map is kept.
-    unsafe { UNSEEN_DIRS.get(&key) }.copied().unwrap_or(0)
+    let v = unsafe { UNSEEN_DIRS.get(&key) }.copied().unwrap_or(0);
+    if v & protect::NAMED != 0 {
+        let p = unseen_name_policy(dentry, key.dev, key.ino);
+        if p != 0 {
+            return p;
+        }
+    }
+    v & !protect::NAMED
+}
+
+/// `UNSEEN_NAMES` for the name of `dentry` in directory `dev`/`ino`. A subprogram of its own,
+/// its key on its own stack (scalars in: a struct argument of a BPF call has no fixed form).
+#[inline(never)]
+fn unseen_name_policy(dentry: *const u8, dev: u32, ino: u64) -> u32 {
+    let mut k = NameKey { dir: InodeKey { dev, _pad: 0, ino }, name: [0; NAME_CAP] };
+    // SAFETY: `d_name.name` (BTF offset + 8 past the qstr's hash and length, as in procmem.rs)
+    // and the name's bytes are read through the fault-checked kernel helpers; the string read
+    // writes at most NAME_CAP bytes into `k.name`, NUL included, and the rest stays zero.
+    unsafe {
+        let Ok(name) = bpf_probe_read_kernel(dentry.add(koff!(dentry_name) + 8) as *const *const u8) else { return 0 };
+        if bpf_probe_read_kernel_str(k.name.as_mut_ptr() as *mut _, NAME_CAP as u32, name as *const _) <= 0 {
+            return 0;
+        }
+    }
+    // SAFETY: the value is copied out at once; no reference into the map is kept.
+    unsafe { UNSEEN_NAMES.get(&k) }.copied().unwrap_or(0)
 }
 
 /// A write or create in a protected directory, or in a directory directly below one (systemd's

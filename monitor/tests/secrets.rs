@@ -7,7 +7,7 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader, Write},
-    os::unix::{fs::PermissionsExt, process::ExitStatusExt},
+    os::unix::{fs::{MetadataExt, PermissionsExt}, process::ExitStatusExt},
     path::{Path, PathBuf},
     process::{Output, Stdio},
     time::Duration,
@@ -137,6 +137,36 @@ fn key_trials(u: &User, d: &Daemon, trials: usize) -> (usize, usize) {
     (leaked, killed)
 }
 
+/// Without the gate, a harmless file a plan has seen in ~/.ssh is `KNOWN` by its inode. ext4
+/// gives a freed inode number to the next file made in the same directory: a key written just
+/// after `known_hosts` was rewritten (its old inode freed) could carry the old file's number,
+/// and pass as known until the next plan. Each trial deletes a seen file, writes a key, and has
+/// a tracked reader open it at once. Returns the trials in which the key took the deleted
+/// file's inode number, how many keys were read, and how many readers died of SIGKILL.
+fn reused_inode_trials(u: &User, d: &Daemon, trials: usize) -> (usize, usize, usize) {
+    let seen: Vec<PathBuf> = (0..trials).map(|i| u.write(&format!(".ssh/known_hosts.old{i}"), "example.org ssh-ed25519 AAAA\n")).collect();
+    std::thread::sleep(policy_rescan() * 2);
+    let (mut reused, mut leaked, mut killed) = (0, 0, 0);
+    for (i, old) in seen.iter().enumerate() {
+        let r = Reader::start(u, d, "reuse");
+        let ino = std::fs::metadata(old).unwrap().ino();
+        std::fs::remove_file(old).unwrap();
+        let key = u.home.join(format!(".ssh/id_reuse{i}"));
+        std::fs::write(&key, format!("{SECRET}\n")).unwrap();
+        if std::fs::metadata(&key).unwrap().ino() == ino {
+            reused += 1;
+        }
+        let (got, status) = r.open(&key);
+        if got.contains(SECRET) {
+            leaked += 1;
+        }
+        if status.signal() == Some(9) {
+            killed += 1;
+        }
+    }
+    (reused, leaked, killed)
+}
+
 /// `assert_refused` for `ssh-private-key-read`, with the gate or without it. Without it the
 /// kill comes at the open's exit, after the fd (the gate's and the fast path's refusals come
 /// before it): 0 bytes read, the alert, and the reader dead of SIGKILL.
@@ -261,6 +291,10 @@ fn without_the_open_gate_new_keys_are_protected_from_their_first_open() {
     // Without the gate's holds, a re-plan after a rename let the key go: a key renamed to
     // `.pub` was read. The daemon now holds them as the gate does (`keep.rs`).
     renamed_keys_stay_protected(&u, &d, false);
+    // A seen file deleted and its number given to a new key: on the previous binary all 10
+    // keys took the deleted file's inode number, and all 10 were read as known.
+    let (reused, leaked, killed) = reused_inode_trials(&u, &d, 10);
+    assert_eq!((leaked, killed), (0, 10), "10 trials, {reused} on a reused inode number: leaked {leaked}, killed {killed}");
     d.stop();
 }
 
@@ -317,6 +351,56 @@ fn io_uring_and_threads_read_nothing() {
     // Thread A opens, threads B and C race to sendfile/copy_file_range whatever fd appears.
     let out = u.exec(&d, "threads", &[TESTKIT, "loop", "race-read", "2000", k]).stdin(Stdio::null()).output().unwrap();
     assert_refused(&d, "threads", "ssh-private-key-read", &out, true);
+    d.stop();
+}
+
+/// A credential with a literal name (`~/.aws/credentials`, `~/.npmrc`) is protected by inode
+/// once a plan has seen it, and its directory, often a busy home, is only watched: written for
+/// the first time (`aws configure`, `npm login`), it was opened before the watch's re-plan.
+/// Each trial makes one, by a write or by a rename over it as those tools do, and a tracked
+/// reader that was already running opens it at once: how many were read.
+fn literal_name_trials(u: &User, d: &Daemon, trials: usize) -> usize {
+    let names = [".aws/credentials", ".npmrc", ".git-credentials", ".kube/config"];
+    let mut leaked = 0;
+    for i in 0..trials {
+        let target = u.home.join(names[i % names.len()]);
+        let _ = std::fs::remove_file(&target);
+        let r = Reader::start(u, d, "literal");
+        if i % 2 == 0 {
+            std::fs::write(&target, format!("{SECRET}\n")).unwrap();
+        } else {
+            let tmp = target.with_extension("tmp-new");
+            std::fs::write(&tmp, format!("{SECRET}\n")).unwrap();
+            std::fs::rename(&tmp, &target).unwrap();
+        }
+        let (got, _) = r.open(&target);
+        if got.contains(SECRET) {
+            leaked += 1;
+        }
+    }
+    leaked
+}
+
+#[test]
+fn credentials_written_later_are_refused_at_their_first_open() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let u = User::add("literal", true);
+    u.write(".aws/notes.txt", "[default]\n");
+    u.write(".kube/cache/x", "x\n");
+    let d = start(tmp.path(), "");
+    let trials = 40;
+    let leaked = literal_name_trials(&u, &d, trials);
+    assert_eq!(leaked, 0, "{trials} trials: {leaked} credentials read");
+    for rule in ["cloud-credentials-read", "registry-token-read", "kube-docker-credentials-read"] {
+        let a = alert(&d, "literal", rule);
+        assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
+    }
+    // What the directories hold besides stays readable: a home's other files, new ones too.
+    let out = u.run(&d, "literal-other", "cat $HOME/.aws/notes.txt && echo x > $HOME/notes && cat $HOME/notes");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("[default]"), "{out:?}");
     d.stop();
 }
 

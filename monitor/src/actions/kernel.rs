@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
-use monitor_common::{policy, InodeKey, RootReaderKey};
+use monitor_common::{policy, InodeKey, NameKey, RootReaderKey, NAME_CAP};
 
 use crate::events::Inode;
 
@@ -34,7 +34,15 @@ fn sync_set<K: aya::Pod + Ord>(map: &mut HashMap<MapData, K, u32>, have: &mut st
 /// Makes a kernel map keyed by inode hold exactly `want`, given `have`, what it holds now:
 /// only the difference is written.
 fn sync_inodes(map: &mut HashMap<MapData, InodeKey, u32>, have: &mut BTreeMap<InodeKey, u32>, want: &BTreeMap<Inode, u32>, name: &'static str) -> Result<(), PolicyError> {
-    let want: BTreeMap<InodeKey, u32> = want.iter().map(|(i, v)| (InodeKey { dev: i.dev, _pad: 0, ino: i.ino }, *v)).collect();
+    sync_map(map, have, want.iter().map(|(i, v)| (key(*i), *v)).collect(), name)
+}
+
+fn key(i: Inode) -> InodeKey {
+    InodeKey { dev: i.dev, _pad: 0, ino: i.ino }
+}
+
+/// `sync_inodes` for any key.
+fn sync_map<K: aya::Pod + Ord>(map: &mut HashMap<MapData, K, u32>, have: &mut BTreeMap<K, u32>, want: BTreeMap<K, u32>, name: &'static str) -> Result<(), PolicyError> {
     for (k, v) in &want {
         if have.get(k) != Some(v) {
             map.insert(k, v, 0).map_err(err(name))?;
@@ -75,6 +83,10 @@ pub struct KernelPolicy {
     /// in unit tests' stand-ins.
     pub unseen_dirs: Option<HashMap<MapData, InodeKey, u32>>,
     unseen: BTreeMap<InodeKey, u32>,
+    /// `UNSEEN_NAMES` ((directory, literal name) → read policy); None only in unit tests'
+    /// stand-ins.
+    pub unseen_names: Option<HashMap<MapData, NameKey, u32>>,
+    names: BTreeMap<NameKey, u32>,
 }
 
 /// The enforcement maps, as the loader hands them over.
@@ -87,6 +99,7 @@ pub struct PolicyMaps {
     pub root_readers: HashMap<MapData, RootReaderKey, u32>,
     pub root_runners: HashMap<MapData, u32, u64>,
     pub unseen_dirs: HashMap<MapData, InodeKey, u32>,
+    pub unseen_names: HashMap<MapData, NameKey, u32>,
     /// Whether the cgroup connect deny programs loaded.
     pub cgroup_deny: bool,
 }
@@ -98,6 +111,7 @@ impl KernelPolicy {
         k.root_readers = Some(m.root_readers);
         k.root_runners = Some(m.root_runners);
         k.unseen_dirs = Some(m.unseen_dirs);
+        k.unseen_names = Some(m.unseen_names);
         k
     }
 
@@ -108,13 +122,20 @@ impl KernelPolicy {
         knobs: Array<MapData, u32>,
         cgroup_deny: bool,
     ) -> Self {
-        Self { protected, v4, v6, knobs, cgroup_deny, files: BTreeMap::new(), nets: BTreeMap::new(), grants: None, granted: Default::default(), root_readers: None, readers: Default::default(), root_runners: None, unseen_dirs: None, unseen: BTreeMap::new() }
+        Self { protected, v4, v6, knobs, cgroup_deny, files: BTreeMap::new(), nets: BTreeMap::new(), grants: None, granted: Default::default(), root_readers: None, readers: Default::default(), root_runners: None, unseen_dirs: None, unseen: BTreeMap::new(), unseen_names: None, names: BTreeMap::new() }
     }
 
     /// Makes the `PROTECTED` map hold exactly `want` (changes only what differs, so a rescan
     /// never opens a window where a still-protected file is missing).
     pub fn sync_files(&mut self, want: &BTreeMap<Inode, u32>) -> Result<(), PolicyError> {
         sync_inodes(&mut self.protected, &mut self.files, want, "PROTECTED")
+    }
+
+    /// Makes `UNSEEN_NAMES` hold exactly `want` ((directory inode, name) → policy).
+    pub fn sync_unseen_names(&mut self, want: &BTreeMap<(Inode, [u8; NAME_CAP]), u32>) -> Result<(), PolicyError> {
+        let Some(map) = self.unseen_names.as_mut() else { return Ok(()) };
+        let want = want.iter().map(|((dir, name), v)| (NameKey { dir: key(*dir), name: *name }, *v)).collect();
+        sync_map(map, &mut self.names, want, "UNSEEN_NAMES")
     }
 
     /// Makes `UNSEEN_DIRS` hold exactly `want` (directory inode → policy).

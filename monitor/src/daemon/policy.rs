@@ -153,24 +153,30 @@ impl Policy {
         // no plan has seen (`unseen.rs`).
         let unseen = if self.gate.is_none() && !self.dry_run {
             self.keep.apply(&mut plan);
-            protect::unseen::unseen(&plan)
+            let mut u = protect::unseen::unseen(&plan, false);
+            self.keep.hold_known(&mut u.known);
+            u
         } else {
             // The gate holds its own (and the first plan, made before the gate starts, took
-            // these): let them go.
+            // these): let them go. Literal names are the kernel's with the gate too.
             self.keep = Default::default();
-            Default::default()
+            protect::unseen::unseen(&plan, true)
         };
         for (i, p, path) in unseen.classified {
             plan.files.entry(i).or_insert(p);
             plan.paths.entry(i).or_insert(path);
         }
-        self.known = unseen.known;
+        self.known = unseen.known.into_keys().collect();
         // Readers first: a file newly protected is never refused to its launcher meanwhile.
         self.kernel.sync_root_readers(&plan.root_readers)?;
         // The files (the known ones among them) before the directories: a file the plan has
         // seen is never refused as unseen meanwhile.
         self.sync_files(&plan.files)?;
+        // The names before their directories' `NAMED`, for the same reason.
+        self.kernel.sync_unseen_names(&unseen.names)?;
         self.kernel.sync_unseen_dirs(&unseen.dirs)?;
+        // Known files no plan names any more are out of the map: their inodes may go now.
+        self.keep.synced();
         self.kernel.sync_nets(&plan.nets)?;
         self.kernel.set_io_uring_kill(plan.io_uring_kill)?;
         self.kernel.set_gate_active(self.gate.is_some())?;

@@ -332,8 +332,10 @@ impl Sensors {
         let root_runners = BpfHashMap::try_from(take(name)?).map_err(|e| ProbeError::Map(name, e.to_string()))?;
         let name = monitor_common::names::MAP_UNSEEN_DIRS;
         let unseen_dirs = BpfHashMap::try_from(take(name)?).map_err(|e| ProbeError::Map(name, e.to_string()))?;
+        let name = monitor_common::names::MAP_UNSEEN_NAMES;
+        let unseen_names = BpfHashMap::try_from(take(name)?).map_err(|e| ProbeError::Map(name, e.to_string()))?;
         let cgroup_deny = matches!(self.deny, cgroup::DenyPath::Cgroup { .. });
-        Ok(crate::actions::kernel::PolicyMaps { protected, v4, v6, knobs, grants, root_readers, root_runners, unseen_dirs, cgroup_deny })
+        Ok(crate::actions::kernel::PolicyMaps { protected, v4, v6, knobs, grants, root_readers, root_runners, unseen_dirs, unseen_names, cgroup_deny })
     }
 
     /// Events the kernel could not deliver, per server id (LRU `LOST_BY_SERVER`).

@@ -27,6 +27,14 @@ struct Held {
 pub struct Keep {
     files: BTreeMap<Inode, Held>,
     dirs: BTreeMap<Inode, Held>,
+    /// The files in secret directories that a plan has seen and no rule protects (`KNOWN` in
+    /// the kernel, `unseen.rs`). A `KNOWN` entry lets its inode be read: held, that inode
+    /// cannot go to a new key (ext4 gives a freed number to the next file of the directory)
+    /// while the entry is there.
+    known: BTreeMap<Inode, OwnedFd>,
+    /// Known files no plan names any more: closed only once the kernel's map has let their
+    /// entries go (`synced`).
+    releasing: Vec<OwnedFd>,
     nofile_raised: bool,
 }
 
@@ -65,14 +73,46 @@ impl Keep {
         }
     }
 
+    /// Holds the known files of a plan (`unseen.rs`) and sets aside those it no longer names.
+    /// A file replaced since the plan read its directory leaves `known`: its old inode was not
+    /// held, so its number may already be a new file's (the watch re-plans for the new one).
+    /// Past the cap, a known file stays known unheld, as before holds.
+    pub fn hold_known(&mut self, known: &mut BTreeMap<Inode, PathBuf>) {
+        let gone: Vec<Inode> = self.known.keys().filter(|i| !known.contains_key(i)).copied().collect();
+        for i in gone {
+            self.releasing.extend(self.known.remove(&i));
+        }
+        known.retain(|i, path| {
+            if self.known.contains_key(i) || self.held() >= crate::gate::MAX_HELD {
+                return true;
+            }
+            match open_checked(path, *i) {
+                Some((fd, _)) => {
+                    self.known.insert(*i, fd);
+                    true
+                }
+                None => false,
+            }
+        });
+    }
+
+    /// The kernel's map no longer names what was set aside: those inodes may go now.
+    pub fn synced(&mut self) {
+        self.releasing.clear();
+    }
+
+    fn held(&self) -> usize {
+        self.files.len() + self.dirs.len() + self.known.len()
+    }
+
     fn hold(&mut self, path: PathBuf, want: Inode, policy: u32, dir: bool, patterns: Vec<ReadPattern>) {
-        if self.files.len() + self.dirs.len() >= crate::gate::MAX_HELD {
+        if self.held() >= crate::gate::MAX_HELD {
             return;
         }
-        let Ok(fd) = fanotify::open_path(&path) else { return };
-        let Ok((dev, ino, _, is_dir)) = fanotify::stat_fd(fd.as_fd()) else { return };
-        if (Inode { dev, ino }) != want || is_dir != dir {
-            return; // replaced between the scan and now; the next plan sees the new one
+        // None: replaced between the scan and now; the next plan sees the new one.
+        let Some((fd, is_dir)) = open_checked(&path, want) else { return };
+        if is_dir != dir {
+            return;
         }
         let held = Held { fd, path, policy, patterns };
         if dir {
@@ -94,6 +134,13 @@ impl Keep {
             }
         }
     }
+}
+
+/// An O_PATH fd of `path` if it still is `want`, and whether it is a directory.
+fn open_checked(path: &std::path::Path, want: Inode) -> Option<(OwnedFd, bool)> {
+    let fd = fanotify::open_path(path).ok()?;
+    let (dev, ino, _, is_dir) = fanotify::stat_fd(fd.as_fd()).ok()?;
+    ((Inode { dev, ino }) == want).then_some((fd, is_dir))
 }
 
 #[cfg(test)]
@@ -131,5 +178,33 @@ mod tests {
         let mut p = plan(&rules);
         keep.apply(&mut p);
         assert!(!p.files.contains_key(&key), "deleted: let go");
+    }
+
+    /// A known file is held while the kernel's map names it: deleted, its inode goes to no
+    /// new key; once no plan names it, it is let go only after the map is synced. A file
+    /// replaced since its directory was read leaves the known set.
+    #[test]
+    fn known_files_are_held_until_the_map_lets_them_go() {
+        let d = tempfile::tempdir().unwrap();
+        let ssh = d.path().join(".ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        let hosts = ssh.join("known_hosts");
+        std::fs::write(&hosts, "h").unwrap();
+        let i = inode_of(&hosts).unwrap();
+        let mut keep = Keep::default();
+        let mut known = BTreeMap::from([(i, hosts.clone())]);
+        keep.hold_known(&mut known);
+        assert!(keep.known.contains_key(&i) && known.contains_key(&i));
+        std::fs::remove_file(&hosts).unwrap();
+        let key = ssh.join("id_new");
+        std::fs::write(&key, "key").unwrap();
+        assert_ne!(inode_of(&key), Some(i), "held: a new file gets another inode");
+        keep.hold_known(&mut BTreeMap::new());
+        assert!(keep.known.is_empty() && keep.releasing.len() == 1);
+        keep.synced();
+        assert!(keep.releasing.is_empty());
+        let mut stale = BTreeMap::from([(i, key)]);
+        keep.hold_known(&mut stale);
+        assert!(stale.is_empty() && keep.known.is_empty(), "replaced: not known");
     }
 }

@@ -41,6 +41,10 @@ pub struct Plan {
     /// Existing directories that hold read-protected files (any pattern's parent): the gate
     /// sees every open of a file in them, so a file created later is judged at its first open.
     pub secret_dirs: BTreeMap<PathBuf, Vec<ReadPattern>>,
+    /// Literal names of read-protected patterns (`.netrc`, `credentials`) in each existing
+    /// directory they name (a home, `~/.aws`), with their policy: a file of that name made
+    /// after the plan is judged by it in the kernel at its first open (`unseen.rs`).
+    pub named: BTreeMap<PathBuf, BTreeMap<String, u32>>,
     /// Where a new home, user or secret directory would appear: the nearest existing ancestor of
     /// each secret directory pattern (and the secret directories themselves, for `**`).
     pub watch: std::collections::BTreeSet<PathBuf>,
@@ -224,10 +228,17 @@ fn add_read_pattern(p: &mut Plan, scan: &mut Scan, pat: &str, policy: u32, excep
     // directory mark would put every open in a home through the gate. Below `**` only the
     // files are marked (a browser profile has thousands of files).
     let mark_dirs = is_wild(name) && !dir_pat.contains("**");
+    // A literal name is judged by name in the kernel until a plan has its inode, wherever the
+    // gate runs or not (`unseen.rs`): that costs the home's opens nothing in user space.
+    let literal = !is_wild(name) && !dir_pat.contains("**");
     for d in expand_in(scan, dir_pat) {
         if scan.is_dir(&d) {
             if mark_dirs {
                 p.secret_dirs.entry(d.clone()).or_default().push(rp.clone());
+            }
+            let excepted = || d.join(name).to_str().is_some_and(|f| except.iter().any(|g| g.matches(f)));
+            if literal && !excepted() {
+                p.named.entry(d.clone()).or_default().entry(name.to_string()).or_insert(policy);
             }
             if !dir_pat.contains("**") {
                 p.watch.insert(d);

@@ -9,11 +9,22 @@
 //! (known_hosts, a `.pub`) into `PROTECTED` as `KNOWN`. A read of a file in such a directory with
 //! no entry at all is refused until a plan has judged it: the watch re-plans when the directory
 //! changes, so a new harmless file waits for one re-plan (rate-limited, at most a few seconds).
+//!
+//! Literal names (`~/.netrc`, `~/.aws/credentials`), with the gate or without it: the gate marks
+//! no directory of theirs (a home's every open would go through it), and a credential written
+//! for the first time (`npm login`, `aws configure`) was read before the watch's re-plan: 40 of
+//! 40 in the secrets suite. Each existing directory of such a name goes into `UNSEEN_DIRS` with
+//! `protect::NAMED`, and the name into `UNSEEN_NAMES` with its rule's policy: the kernel judges
+//! a file there with no `PROTECTED` entry by its name, and kills a read of a protected one at
+//! the open's exit, before a byte reaches the process. A directory made later with the file in
+//! it (`~/.aws` and `credentials` at once) waits for the re-plan, as before.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     io::Read,
     path::PathBuf,
 };
+
+use monitor_common::protect;
 
 use super::{inode, Plan};
 use crate::events::Inode;
@@ -24,22 +35,40 @@ const HEAD: usize = 512;
 
 #[derive(Debug, Default, PartialEq)]
 pub struct Unseen {
-    /// Secret directories by inode → the `PROTECTED` value an unseen file in them gets.
+    /// Secret directories by inode → the `PROTECTED` value an unseen file in them gets (without
+    /// the gate), with `protect::NAMED` where literal names are protected in them.
     pub dirs: BTreeMap<Inode, u32>,
-    /// Files in them the plan has seen that no rule protects.
-    pub known: BTreeSet<Inode>,
+    /// (directory, literal name as the kernel compares it) → the read policy of its rule.
+    pub names: BTreeMap<(Inode, [u8; monitor_common::NAME_CAP]), u32>,
+    /// Files in them the plan has seen that no rule protects, where they were seen.
+    pub known: BTreeMap<Inode, PathBuf>,
     /// Files in them the plan did not name but the gate would protect: by their name alone in
     /// a renamed directory (`~/.ssh-old/id_new`), or by their content (a private key renamed to
     /// `.pub`): inode, policy, path.
     pub classified: Vec<(Inode, u32, PathBuf)>,
 }
 
-/// The secret directories of `plan` and what is in them now.
-pub fn unseen(plan: &Plan) -> Unseen {
+/// The directories of `plan`'s literal names, and, without the gate (`gate` false), its secret
+/// directories and what is in them now.
+pub fn unseen(plan: &Plan, gate: bool) -> Unseen {
     let mut out = Unseen::default();
+    for (dir, names) in &plan.named {
+        let Ok(m) = std::fs::metadata(dir) else { continue };
+        let i = inode(&m);
+        *out.dirs.entry(i).or_insert(0) |= protect::NAMED;
+        for (name, policy) in names {
+            out.names.entry((i, monitor_common::name_bytes(name.as_bytes()))).or_insert(*policy);
+        }
+    }
+    if gate {
+        return out;
+    }
     for (dir, patterns) in &plan.secret_dirs {
         let (Some(first), Ok(m)) = (patterns.first(), std::fs::metadata(dir)) else { continue };
-        out.dirs.entry(inode(&m)).or_insert(first.policy);
+        let v = out.dirs.entry(inode(&m)).or_insert(0);
+        if *v & !protect::NAMED == 0 {
+            *v |= first.policy;
+        }
         let Ok(entries) = std::fs::read_dir(dir) else { continue };
         for e in entries.flatten() {
             // Not followed: a symlink's target is opened in its own directory, and only what is
@@ -54,7 +83,7 @@ pub fn unseen(plan: &Plan) -> Unseen {
             match crate::gate::classify(&plan.read_patterns, patterns, &path, head) {
                 Some(policy) => out.classified.push((i, policy, path)),
                 None => {
-                    out.known.insert(i);
+                    out.known.insert(i, path);
                 }
             }
         }
@@ -73,9 +102,10 @@ fn head(p: &std::path::Path) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use crate::actions::protect::{inode_of, plan};
-    use monitor_common::protect;
 
     /// The secret directory with its rule's policy; what is in it sorted into protected (left
     /// to the plan), known, and a private key by content; nothing outside it.
@@ -91,14 +121,44 @@ mod tests {
         std::fs::write(d.path().join("u/notes"), "n").unwrap();
         let rules = crate::actions::protect::tests::ssh_rules(d.path(), true);
         let p = plan(&rules);
-        let u = unseen(&p);
+        let u = unseen(&p, false);
         let i = |n: &str| inode_of(&ssh.join(n)).unwrap();
         assert_eq!(u.dirs.len(), 1, "{u:?}");
         let policy = u.dirs[&inode_of(&ssh).unwrap()];
         assert_eq!(policy & protect::KILL_READ, protect::KILL_READ);
         assert_eq!(Some(policy), p.files.get(&i("id_rsa")).copied(), "the rule's own policy");
         let want: BTreeSet<Inode> = [i("known_hosts"), i("id_rsa.pub"), i("sub")].into();
-        assert_eq!(u.known, want, "seen, unprotected: the key is the plan's, notes is elsewhere");
+        assert_eq!(u.known.keys().copied().collect::<BTreeSet<_>>(), want, "seen, unprotected: the key is the plan's, notes is elsewhere");
         assert_eq!(u.classified, vec![(i("renamed.pub"), policy, ssh.join("renamed.pub"))]);
+    }
+
+    /// A literal name's existing directory is marked `NAMED` and the name keyed under it,
+    /// with the gate too; a directory not made yet, and an excepted name, are not; the gate
+    /// leaves the secret directories to itself.
+    #[test]
+    fn literal_names_are_keyed_in_their_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().display();
+        std::fs::create_dir_all(d.path().join("u/.aws")).unwrap();
+        std::fs::create_dir_all(d.path().join("u/.ssh")).unwrap();
+        let text = format!(
+            "rules:\n  - id: cloud\n    description: d\n    severity: high\n    action: deny\n    event: open\n    condition: {{file.path: {{glob: \"{r}/*/.aws/credentials\"}}}}\n    kernel: {{files: [\"{r}/*/.aws/credentials\", \"{r}/*/.netrc\", \"{r}/*/.kube/config\", \"{r}/*/.ssh/id_*\"], except: [\"{r}/skip/.netrc\"], on: [read]}}\n    output: o\n    tags: [T1552]\n"
+        );
+        std::fs::create_dir_all(d.path().join("skip")).unwrap();
+        let rules = crate::rules::load::load_texts(&[(std::path::PathBuf::from("t.yaml"), text)], &[]).unwrap();
+        let p = plan(&rules);
+        let dir = |n: &str| inode_of(&d.path().join(n)).unwrap();
+        for gate in [true, false] {
+            let u = unseen(&p, gate);
+            let key = |n: &str, name: &str| (dir(n), monitor_common::name_bytes(name.as_bytes()));
+            let policy = u.names[&key("u/.aws", "credentials")];
+            assert_eq!(policy & protect::KILL_READ, protect::KILL_READ, "{u:?}");
+            assert_eq!(u.names.get(&key("u", ".netrc")), Some(&policy));
+            assert_eq!(u.names.len(), 2, "no .kube yet, and skip/.netrc is excepted: {u:?}");
+            assert_eq!(u.dirs[&dir("u/.aws")], protect::NAMED);
+            assert_eq!(u.dirs[&dir("u")], protect::NAMED);
+            let ssh = u.dirs.get(&dir("u/.ssh")).copied();
+            assert_eq!(ssh.is_some(), !gate, "the secret directory, without the gate only");
+        }
     }
 }
