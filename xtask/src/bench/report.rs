@@ -188,7 +188,7 @@ pub fn markdown(v: &Value) -> String {
     }
     let _ = writeln!(s, "\n\nAbsolute medians of \"no monitor\" (for scale only): open+close {:.0} ns, fork+exec {:.0} µs, connect {:.1} µs, git status {:.1} ms, cargo build {:.0} ms.", med(&o["configs"]["none"]["open_close"]["ns"]), med(&o["configs"]["none"]["fork_exec"]["ns"]) / 1e3, med(&o["configs"]["none"]["connect"]["ns"]) / 1e3, med(&o["configs"]["none"]["git_status"]["ns"]) / 1e6, med(&o["configs"]["none"]["cargo_build"]["ns"]) / 1e6);
     if let Some(m) = o["measured_separately"].as_object() {
-        let _ = writeln!(s, "\nSection 1 was measured in a run of its own (`cargo xtask bench --overhead-only`, {}, kernel {}); its configurations alternate within each round as always.", m.get("date").and_then(Value::as_str).unwrap_or(""), m.get("kernel").and_then(Value::as_str).unwrap_or(""));
+        let _ = writeln!(s, "\nSection 1 was measured in a run of its own (`cargo xtask bench --overhead-only`, {}); its configurations alternate within each round as always.", run_of(m));
     }
     let _ = writeln!(s, "\n¹ auditd runs after everything else (enabling audit slows every new process until reboot), alternating with its own \"no monitor\" samples taken after audit was first enabled.\n");
     let loops = ["open_close", "fork_exec", "connect"];
@@ -317,13 +317,13 @@ pub fn markdown(v: &Value) -> String {
         let _ = writeln!(s, "| taking all of them under watch | {:.1} s, {:.2} CPU-s of the daemon |", sc["track_all_s"].as_f64().unwrap_or(f64::NAN), sc["daemon_cpu_s_to_track_all"].as_f64().unwrap_or(f64::NAN));
     }
     if let Some(m) = t["measured_separately"].as_object() {
-        let _ = writeln!(s, "\nSection 2 was measured in a run of its own ({}, kernel {}).", m.get("date").and_then(Value::as_str).unwrap_or(""), m.get("kernel").and_then(Value::as_str).unwrap_or(""));
+        let _ = writeln!(s, "\nSection 2 was measured in a run of its own ({}).", run_of(m));
     }
 
     let e = &v["enforcement"];
     let _ = writeln!(s, "\n## 3. Enforcement ({} trials each)\n", e["trials"]);
     if let Some(m) = e["measured_separately"].as_object() {
-        let _ = writeln!(s, "Measured in a run of its own (`cargo xtask bench --enforcement-only`), {} on kernel {}: these are counts of trials and bytes, not ratios against the other sections.\n", m.get("date").and_then(Value::as_str).unwrap_or("?"), m.get("kernel").and_then(Value::as_str).unwrap_or("?"));
+        let _ = writeln!(s, "Measured in a run of its own (`cargo xtask bench --enforcement-only`), {}: these are counts of trials and bytes, not ratios against the other sections.\n", run_of(m));
     }
     let _ = writeln!(s, "| path | result |\n|---|---|");
     let _ = writeln!(s, "| in-kernel kill (open of an SSH key) | {} of {} victims read a byte ({} kills) |", e["kernel_kill"]["victims_that_read_the_file"], e["trials"], e["kernel_kill"]["kills"]);
@@ -401,7 +401,7 @@ fn prog_time(s: &mut String, p: &Value) {
     let _ = writeln!(s, "\n### The programs' own run time per operation ({} rounds)\n", p["rounds"]);
     let _ = writeln!(s, "With `kernel.bpf_stats_enabled`, the kernel adds up each program's runs and run time; summed over the programs a configuration loaded and divided by the loop's operations, that is what its programs add to each operation, measured to a few nanoseconds where the loops' wall-clock ratios above vary by 10–20% from round to round. It leaves out the kernel's dispatch to each hook (the same for every configuration on the same hooks). Configurations alternate within each round; medians with min–max.\n");
     if let Some(m) = p["measured_separately"].as_object() {
-        let _ = writeln!(s, "Measured in a run of its own (`cargo xtask bench --prog-time-only`, {}, kernel {}).\n", m.get("date").and_then(Value::as_str).unwrap_or(""), m.get("kernel").and_then(Value::as_str).unwrap_or(""));
+        let _ = writeln!(s, "Measured in a run of its own (`cargo xtask bench --prog-time-only`, {}).\n", run_of(m));
     }
     let _ = writeln!(s, "| loop | operation, no monitor | floor | mcpmon, server alive | bpftrace |\n|---|---|---|---|---|");
     let cell = |cfg: &str, w: &str| {
@@ -525,4 +525,13 @@ fn flame(s: &mut String, p: &Value) {
     for f in p["self_top"].as_array().into_iter().flatten() {
         let _ = writeln!(s, "| `{}` | {:.1}% |", f["frame"].as_str().unwrap_or("").replace('|', "\\|"), pct(&f["share"]));
     }
+}
+
+/// When, on which kernel and on which processor a section was measured: the figures of
+/// sections measured apart are of their own machine (the same work took half the daemon's time
+/// on one 2-core machine that it took on another).
+fn run_of(m: &serde_json::Map<String, Value>) -> String {
+    let get = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+    let cores = m.get("cores").and_then(Value::as_u64).map_or(String::new(), |n| format!(", {n} cores"));
+    format!("{}, kernel {}, {}{cores}", get("date"), get("kernel"), get("cpu"))
 }
