@@ -31,6 +31,20 @@ pub enum Command {
     Profile(ProfileCommand),
     /// Live view: servers, tool calls with the syscalls under each, alerts (needs root).
     Top(ServersArgs),
+    /// Started by `run`: continues the processes the kernel holds at exec once the daemon is
+    /// gone (probes/guard.rs).
+    #[command(hide = true)]
+    HoldGuard(HoldGuardArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HoldGuardArgs {
+    /// The daemon's `HELD` map.
+    #[arg(long)]
+    pub map_id: u32,
+    /// The daemon's pid (the guard's parent).
+    #[arg(long)]
+    pub daemon: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -42,6 +42,7 @@ fn main() -> std::process::ExitCode {
             run(args)
         }
         Command::Run(args) => run(args),
+        Command::HoldGuard(a) => monitor::probes::guard::run(a.map_id, a.daemon),
         Command::Top(args) => match monitor::top::run(&args.socket) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {

@@ -158,3 +158,55 @@ fn a_configured_command_is_held_unless_it_has_a_terminal() {
     let err = d.stop();
     assert!(!err.contains(&format!("held at exec until the syscall hooks were on pid={term_pid}")), "{err}");
 }
+
+/// The process whose argv is exactly `argv`, once it is stopped (state T), within `wait`.
+fn stopped(argv: &[&str], wait: std::time::Duration) -> Option<i32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit_once(") ").map(|(_, r)| r.starts_with('T'));
+            if state == Some(true) && std::fs::read(format!("/proc/{pid}/cmdline")).ok().as_deref() == Some(&want[..]) {
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    None
+}
+
+/// A daemon killed while the kernel holds a candidate at exec (SIGKILL, the OOM killer, a
+/// crash) leaves no process stopped: its guard (probes/guard.rs) continues what the kernel held.
+/// The daemon is stopped first, so that it cannot continue the candidate itself.
+#[test]
+fn a_daemon_killed_while_holding_leaves_nothing_stopped() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start(tmp.path(), "");
+    let daemon = d.pid() as i32;
+    // SAFETY: kill(2) on the test's own daemon child with a constant signal.
+    unsafe { libc::kill(daemon, libc::SIGSTOP) };
+    let argv = ["/bin/sleep", "0.0123"];
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(spawn_from_client(None, &argv));
+    });
+    let held = stopped(&argv, std::time::Duration::from_secs(10));
+    // SAFETY: as above; the daemon is gone at once, stopped or not.
+    unsafe { libc::kill(daemon, libc::SIGKILL) };
+    let Some(held) = held else { panic!("the candidate was not held at exec") };
+    let r = rx.recv_timeout(std::time::Duration::from_secs(15));
+    if r.is_err() {
+        // SAFETY: kill(2) with a pid found stopped above: the cleanup of a failed run.
+        unsafe { libc::kill(held, libc::SIGCONT) };
+    }
+    let r = r.expect("the candidate stayed stopped after its daemon was killed");
+    assert_eq!(r["rc"], 0, "{r}");
+    drop(d);
+}
+

@@ -47,6 +47,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut sensors = Sensors::load(&SensorConfig { ringbuf_bytes, daemon_tgid: std::process::id(), observe: args.observe, tracked_max: args.tracked_max, stdio_pipes_max: args.stdio_pipes_max, ebpf_log: args.ebpf_log })?;
     sensors.report.log();
+    if let Err(e) = sensors.start_guard() {
+        tracing::warn!(error = %e, "hold guard not started: a daemon killed while it holds a candidate at exec would leave that process stopped");
+    }
     tracing::info!(count = sensors.attached.len(), hooks = %sensors.attached.join(", "), "hooks attached");
     // `path=` is what the VM scenario and benchmark grep (tests/vm/*.sh). The on-demand hooks
     // attach only while a server is tracked.

@@ -6,6 +6,7 @@ pub mod btf;
 pub mod cgroup;
 pub mod ebpf_log;
 pub mod fast;
+pub mod guard;
 mod handshake;
 mod hold;
 mod hook;
@@ -117,6 +118,8 @@ pub struct Sensors {
     detaching: ondemand::PendingDetach,
     /// Elements `MAYBE_TRACKED` was loaded with (pid_max then).
     maybe_elems: u32,
+    /// `mcpmon hold-guard`, which continues what the kernel held if this daemon dies (guard.rs).
+    guard: Option<std::process::Child>,
 }
 
 impl Sensors {
@@ -250,7 +253,7 @@ impl Sensors {
                 tracing::warn!(reason = %why, "connect/sendmsg deny unavailable; deny rules fall back to kill at syscall exit")
             }
         }
-        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, fast_path: fast_path.is_ok(), syscall_links: vec![], reclaimed: vec![], deny, lsm_deny: lsm.is_ok(), cgroup_links: vec![], lsm_links: vec![], detaching: None, maybe_elems };
+        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, fast_path: fast_path.is_ok(), syscall_links: vec![], reclaimed: vec![], deny, lsm_deny: lsm.is_ok(), cgroup_links: vec![], lsm_links: vec![], detaching: None, maybe_elems, guard: None };
         // Prove now, not at the first tracked server, that the kernel takes every syscall hook.
         sensors.attach_syscall_hooks()?;
         sensors.detach_syscall_hooks()?;
