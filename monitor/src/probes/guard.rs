@@ -78,9 +78,9 @@ fn guard(map_id: u32, daemon: u32) -> Result<usize, GuardError> {
     }
     // Twice, a moment apart, as `stop_holding` does: a program that read the hooks flag just
     // before the daemon went records its hold just after the first look.
-    let mut n = continue_all(&mut held);
+    let mut n = super::hold::continue_all(&mut held);
     std::thread::sleep(Duration::from_millis(50));
-    n += continue_all(&mut held);
+    n += super::hold::continue_all(&mut held);
     Ok(n)
 }
 
@@ -119,16 +119,4 @@ fn wait_either(pidfd: &OwnedFd, stop: &OwnedFd) -> Result<(), GuardError> {
             return Err(GuardError::Sys("poll", e));
         }
     }
-}
-
-/// SIGCONT to every process `HELD` lists, each forgotten: how many there were.
-fn continue_all(held: &mut BpfHashMap<MapData, u32, u64>) -> usize {
-    let pids: Vec<u32> = held.keys().filter_map(Result::ok).collect();
-    for pid in &pids {
-        // SAFETY: kill(2) with a pid from the kernel's hold table and a constant signal; a pid
-        // that has exited (or been reused: SIGCONT on a running process is a no-op) is harmless.
-        unsafe { libc::kill(*pid as i32, libc::SIGCONT) };
-        let _ = held.remove(pid);
-    }
-    pids.len()
 }

@@ -40,8 +40,10 @@ impl Sensors {
     }
 
     fn release_all(&mut self) {
-        for (pid, _) in self.held() {
-            self.release(pid);
+        if let Some(map) = self.ebpf.map_mut(MAP_HELD) {
+            if let Ok(mut m) = BpfHashMap::<_, u32, u64>::try_from(map) {
+                continue_all(&mut m);
+            }
         }
     }
 
@@ -59,13 +61,28 @@ impl Sensors {
 
     /// Continues a held process (SIGCONT) and forgets it.
     pub fn release(&mut self, pid: u32) {
-        // SAFETY: kill(2) with a pid from the kernel's hold table and a constant signal; a pid
-        // that has exited (or been reused: SIGCONT on a running process is a no-op) is harmless.
-        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
         if let Some(map) = self.ebpf.map_mut(MAP_HELD) {
             if let Ok(mut m) = BpfHashMap::<_, u32, u64>::try_from(map) {
-                let _ = m.remove(&pid);
+                continue_one(&mut m, pid);
             }
         }
     }
+}
+
+/// SIGCONT to `pid`, then its entry in `HELD` goes.
+fn continue_one<T: std::borrow::BorrowMut<aya::maps::MapData>>(held: &mut BpfHashMap<T, u32, u64>, pid: u32) {
+    // SAFETY: kill(2) with a pid from the kernel's hold table and a constant signal; a pid
+    // that has exited (or been reused: SIGCONT on a running process is a no-op) is harmless.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    let _ = held.remove(&pid);
+}
+
+/// `continue_one` for every process `HELD` lists (the daemon at its stop, and its guard when
+/// the daemon is gone): how many there were.
+pub(super) fn continue_all<T: std::borrow::BorrowMut<aya::maps::MapData>>(held: &mut BpfHashMap<T, u32, u64>) -> usize {
+    let pids: Vec<u32> = held.keys().filter_map(Result::ok).collect();
+    for pid in &pids {
+        continue_one(held, *pid);
+    }
+    pids.len()
 }
