@@ -389,26 +389,55 @@ pub struct InodeKey {
 }
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 
-/// Bytes of a file name kept in a [`NameKey`]: the first 31 and a NUL (a longer name is cut
+/// Bytes of a file name kept in a [`NameKey`]: the first 63 and a NUL (a longer name is cut
 /// there, by the kernel's read and by [`name_bytes`] alike).
-pub const NAME_CAP: usize = 32;
+pub const NAME_CAP: usize = 64;
 
-/// `UNSEEN_NAMES` key: a literal file name a read rule protects (`.netrc`, `credentials`) in
-/// one existing directory (a home, `~/.aws`). A file of that name made there after the last
-/// plan has no `PROTECTED` entry yet; it is judged by this one at its first open.
+/// Bytes of each part of a [`below_bytes`] name: the first 31 of a directory's name, then of
+/// its file's (the kernel reads each into half of the key, so its offsets stay bounded).
+pub const PART_CAP: usize = 32;
+
+/// `UNSEEN_NAMES` key, in one of two forms. A literal file name a read rule protects (`.netrc`,
+/// `credentials`) in one existing directory (a home, `~/.aws`): a file of that name made there
+/// after the last plan has no `PROTECTED` entry yet, and is judged by this one at its first
+/// open. Or, keyed by an existing directory marked `protect::NAMED_BELOW`, a name below a
+/// directory of it that no plan has seen ([`below_bytes`]: `.aws/credentials`, or `.azure/`
+/// for every file of a new `~/.azure`): a directory made together with its credential. The
+/// `/` keeps the two forms apart: no file name holds one.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NameKey {
     pub dir: InodeKey,
     pub name: [u8; NAME_CAP],
 }
-const _: () = assert!(core::mem::size_of::<NameKey>() == 48);
+const _: () = assert!(core::mem::size_of::<NameKey>() == 80);
+
+impl Default for NameKey {
+    fn default() -> Self {
+        NameKey { dir: InodeKey::default(), name: [0; NAME_CAP] }
+    }
+}
 
 /// `name` as a [`NameKey`] holds it: its first `NAME_CAP - 1` bytes, NUL-padded.
 pub fn name_bytes(name: &[u8]) -> [u8; NAME_CAP] {
     let mut k = [0u8; NAME_CAP];
     let n = name.len().min(NAME_CAP - 1);
     k[..n].copy_from_slice(&name[..n]);
+    k
+}
+
+/// A name below a directory of a `NAMED_BELOW` directory, as the kernel builds it: the
+/// directory's name (its first `PART_CAP - 1` bytes) and `/`, then the file's name (its first
+/// `PART_CAP - 1` bytes), or nothing for every file of that directory (`.azure/`).
+pub fn below_bytes(dir: &[u8], file: Option<&[u8]>) -> [u8; NAME_CAP] {
+    let mut k = [0u8; NAME_CAP];
+    let n = dir.len().min(PART_CAP - 1);
+    k[..n].copy_from_slice(&dir[..n]);
+    k[n] = b'/';
+    if let Some(f) = file {
+        let m = f.len().min(PART_CAP - 1);
+        k[n + 1..n + 1 + m].copy_from_slice(&f[..m]);
+    }
     k
 }
 
@@ -481,6 +510,16 @@ pub mod protect {
     /// `UNSEEN_DIRS` only: the directory holds literal names a read rule protects
     /// (`UNSEEN_NAMES`); the rest of the value is its own policy as a secret directory.
     pub const NAMED: u32 = 1 << 12;
+    /// `UNSEEN_DIRS` only: names below this directory's subdirectories are protected
+    /// (`UNSEEN_NAMES` in its [`below_bytes`](super::below_bytes) form): a read of a file in a
+    /// directory no plan has seen, directly below this one, is judged by them.
+    pub const NAMED_BELOW: u32 = 1 << 13;
+    /// `UNSEEN_DIRS` only: a directory of a `**` pattern (`~/.password-store/**`, and every
+    /// directory below it), with the pattern's policy: a file in it, or in a directory directly
+    /// below it, that no plan has seen is judged by that policy.
+    pub const SUBTREE: u32 = 1 << 14;
+    /// The flags: what is not a policy in an `UNSEEN_DIRS` value.
+    pub const DIR_FLAGS: u32 = NAMED | NAMED_BELOW | SUBTREE;
 }
 
 /// `NET_POLICY_V4/V6` values (LPM tries keyed by address prefix).

@@ -404,6 +404,104 @@ fn credentials_written_later_are_refused_at_their_first_open() {
     d.stop();
 }
 
+/// Credentials whose directory is made with them (`aws configure` makes `~/.aws` and writes
+/// `credentials` at once; `pass insert` makes `~/.password-store`), each opened at once by a
+/// tracked reader that was already running: how many were read.
+fn new_directory_trials(u: &User, d: &Daemon, trials: usize) -> usize {
+    let names = [".aws/credentials", ".kube/config", ".docker/config.json", ".config/gh/hosts.yml", ".azure/msal_token_cache.json", ".password-store/bank.gpg"];
+    let mut leaked = 0;
+    for i in 0..trials {
+        let target = u.home.join(names[i % names.len()]);
+        let dir = target.parent().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+        let r = Reader::start(u, d, "newdir");
+        std::fs::create_dir(dir).unwrap();
+        if i % 2 == 0 {
+            std::fs::write(&target, format!("{SECRET}\n")).unwrap();
+        } else {
+            let tmp = dir.join("tmp-new");
+            std::fs::write(&tmp, format!("{SECRET}\n")).unwrap();
+            std::fs::rename(&tmp, &target).unwrap();
+        }
+        let (got, _) = r.open(&target);
+        if got.contains(SECRET) {
+            leaked += 1;
+        }
+    }
+    leaked
+}
+
+#[test]
+fn credentials_in_directories_made_later_are_refused_at_their_first_open() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let u = User::add("newdirs", true);
+    u.write(".config/other/x", "x\n");
+    let d = start(tmp.path(), "");
+    let trials = 36;
+    let leaked = new_directory_trials(&u, &d, trials);
+    assert_eq!(leaked, 0, "{trials} trials: {leaked} credentials read");
+    for rule in ["cloud-credentials-read", "registry-token-read", "kube-docker-credentials-read", "password-store-read"] {
+        let a = alert(&d, "newdir", rule);
+        assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
+    }
+    // A new directory's other files stay readable, and so does a new directory no rule names.
+    u.write(".aws/notes.txt", "[default]\n");
+    u.write("project/notes.txt", "[default]\n");
+    let out = u.run(&d, "newdir-other", "cat $HOME/.aws/notes.txt $HOME/project/notes.txt");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("[default]"), "{out:?}");
+    d.stop();
+}
+
+/// Files that a `**` rule protects (`~/.password-store/**`), made below its directory since
+/// the start: in a subdirectory that was there (`pass insert web/new`), or in one made with
+/// them, each opened at once by a tracked reader that was already running.
+#[test]
+fn new_files_deep_in_a_protected_tree_are_refused_at_their_first_open() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let u = User::add("deeptree", true);
+    u.write(".password-store/web/old.gpg", &format!("{SECRET}\n"));
+    u.write(".password-store/.gpg-id", "me\n");
+    let d = start(tmp.path(), "");
+    let r = Reader::start(&u, &d, "deeptree-old");
+    let (got, _) = r.open(&u.home.join(".password-store/web/old.gpg"));
+    assert!(!got.contains(SECRET), "a file that was there before the start was read");
+    let trials = 20;
+    let mut leaked = 0;
+    for i in 0..trials {
+        let dir = match i % 2 {
+            0 => u.home.join(".password-store/web"),
+            _ => u.home.join(format!(".password-store/web/sub{i}")),
+        };
+        let r = Reader::start(&u, &d, "deeptree");
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join(format!("site{i}.gpg"));
+        if i % 4 < 2 {
+            std::fs::write(&target, format!("{SECRET}\n")).unwrap();
+        } else {
+            std::fs::write(dir.join("tmp"), format!("{SECRET}\n")).unwrap();
+            std::fs::rename(dir.join("tmp"), &target).unwrap();
+        }
+        let (got, _) = r.open(&target);
+        if got.contains(SECRET) {
+            leaked += 1;
+        }
+    }
+    assert_eq!(leaked, 0, "{trials} trials: {leaked} passwords read");
+    let a = alert(&d, "deeptree", "password-store-read");
+    assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
+    // Listing is no read: a new directory of the tree, and the tree, stay listable.
+    std::fs::create_dir_all(u.home.join(".password-store/web/new-dir")).unwrap();
+    let out = u.run(&d, "deeptree-ls", "ls -R $HOME/.password-store/web/new-dir $HOME/.password-store");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("old.gpg"), "{out:?}");
+    d.stop();
+}
+
 #[test]
 fn credentials_are_denied_unless_granted() {
     if !common::can_load_ebpf() {

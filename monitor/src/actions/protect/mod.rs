@@ -45,6 +45,15 @@ pub struct Plan {
     /// directory they name (a home, `~/.aws`), with their policy: a file of that name made
     /// after the plan is judged by it in the kernel at its first open (`unseen.rs`).
     pub named: BTreeMap<PathBuf, BTreeMap<String, u32>>,
+    /// The same one directory further up, for a directory made together with its credential
+    /// (`aws configure` makes `~/.aws`, then `credentials`): in each existing directory above
+    /// (a home), (directory name, file name) with its policy, or (directory name, None) for
+    /// every file of a `**` pattern's directory (`~/.azure/**`) (`unseen.rs`).
+    pub below: BTreeMap<PathBuf, BTreeMap<(String, Option<String>), u32>>,
+    /// Each existing directory of a `**` pattern (`~/.password-store` and every directory below
+    /// it) with the pattern's policy: a file made in one, or in a new directory directly below
+    /// one, is judged by it in the kernel at its first open (`unseen.rs`).
+    pub subtree: BTreeMap<PathBuf, u32>,
     /// Where a new home, user or secret directory would appear: the nearest existing ancestor of
     /// each secret directory pattern (and the secret directories themselves, for `**`).
     pub watch: std::collections::BTreeSet<PathBuf>,
@@ -245,6 +254,14 @@ fn add_read_pattern(p: &mut Plan, scan: &mut Scan, pat: &str, policy: u32, excep
             }
         }
     }
+    add_below(p, scan, dir_pat, name, policy, except);
+    if name == "**" && !dir_pat.contains("**") {
+        for d in expand_in(scan, pat) {
+            if scan.is_dir(&d) && !d.to_str().is_none_or(|s| except_reaches(except, s)) {
+                p.subtree.entry(d).or_insert(policy);
+            }
+        }
+    }
     // The static part of the directory pattern, then its nearest existing ancestor: that is
     // where a later home, `.ssh` or `.aws` is created.
     let stat: Vec<&str> = dir_pat.split('/').take_while(|c| !is_wild(c)).collect();
@@ -268,6 +285,47 @@ fn add_read_pattern(p: &mut Plan, scan: &mut Scan, pat: &str, policy: u32, excep
             }
         }
     }
+}
+
+/// A literal name (`~/.aws/credentials`), or every file of a `**` pattern's directory
+/// (`~/.azure/**`), in [`Plan::below`] of each existing directory above its own: the kernel
+/// judges by it a file in a directory made since the plan, until a re-plan has the directory.
+/// A name an `except` covers is left out, and so is a `**` directory an `except` may reach
+/// into (its literal start and the directory's path overlap).
+fn add_below(p: &mut Plan, scan: &mut Scan, dir_pat: &str, name: &str, policy: u32, except: &Arc<[Glob]>) {
+    let Some((up_pat, dname)) = dir_pat.rsplit_once('/') else { return };
+    if up_pat.is_empty() || is_wild(dname) || dir_pat.contains("**") {
+        return;
+    }
+    let file = match name {
+        "**" => None,
+        n if !is_wild(n) => Some(n.to_string()),
+        _ => return,
+    };
+    for up in expand_in(scan, up_pat) {
+        if !scan.is_dir(&up) {
+            continue;
+        }
+        let dir = format!("{}/{dname}", up.display());
+        let excepted = match &file {
+            Some(f) => except.iter().any(|g| g.matches(&format!("{dir}/{f}"))),
+            None => except_reaches(except, &dir),
+        };
+        if !excepted {
+            p.below.entry(up).or_default().entry((dname.to_string(), file.clone())).or_insert(policy);
+        }
+    }
+}
+
+/// Whether an `except` glob may match a path below `dir` (a pattern or a path): their literal
+/// starts overlap. Then a directory's every file is not its pattern's, and not judged as one.
+fn except_reaches(except: &[Glob], dir: &str) -> bool {
+    let lit = |s: &str| s.split(['*', '?', '[', '{']).next().unwrap_or("").to_string();
+    let dir = format!("{}/", lit(dir).trim_end_matches('/'));
+    except.iter().any(|g| {
+        let start = lit(&g.source);
+        dir.starts_with(&start) || start.starts_with(&dir)
+    })
 }
 
 fn add(p: &mut Plan, scan: &mut Scan, path: &Path, bits: u32, slot_bits: u32) {

@@ -160,6 +160,17 @@ fn walk(scan: &mut Scan, base: PathBuf, parts: &[&str], depth: usize, out: &mut 
     if *first == "**" {
         // Zero directories, then one more level of any name.
         walk(scan, base.clone(), rest, depth, out);
+        if rest.is_empty() {
+            // A trailing `**` is every path below, the files of each level as well as its
+            // directories: only those were expanded, and `~/.password-store/web/site.gpg`, in a
+            // subdirectory the gate does not mark, had no protection at all.
+            for e in scan.list(&base).iter().filter(|e| !e.dir) {
+                if out.len() >= MAX_MATCHES {
+                    return;
+                }
+                out.push(base.join(&e.name));
+            }
+        }
         if depth >= MAX_DEPTH {
             return;
         }

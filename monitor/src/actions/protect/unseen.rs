@@ -17,7 +17,10 @@
 //! `protect::NAMED`, and the name into `UNSEEN_NAMES` with its rule's policy: the kernel judges
 //! a file there with no `PROTECTED` entry by its name, and kills a read of a protected one at
 //! the open's exit, before a byte reaches the process. A directory made later with the file in
-//! it (`~/.aws` and `credentials` at once) waits for the re-plan, as before.
+//! it (`~/.aws` and `credentials` at once; 36 of 36 were read) is judged one level up: each
+//! existing directory above (a home) is `protect::NAMED_BELOW`, with `.aws/credentials` (and
+//! `.azure/` for every file of a new `~/.azure`) in `UNSEEN_NAMES`. Two levels of new
+//! directories at once wait for the re-plan.
 use std::{
     collections::BTreeMap,
     io::Read,
@@ -60,13 +63,30 @@ pub fn unseen(plan: &Plan, gate: bool) -> Unseen {
             out.names.entry((i, monitor_common::name_bytes(name.as_bytes()))).or_insert(*policy);
         }
     }
+    for (dir, below) in &plan.below {
+        let Ok(m) = std::fs::metadata(dir) else { continue };
+        let i = inode(&m);
+        *out.dirs.entry(i).or_insert(0) |= protect::NAMED_BELOW;
+        for ((name, file), policy) in below {
+            let k = monitor_common::below_bytes(name.as_bytes(), file.as_ref().map(|f| f.as_bytes()));
+            out.names.entry((i, k)).or_insert(*policy);
+        }
+    }
+    for (dir, policy) in &plan.subtree {
+        let Ok(m) = std::fs::metadata(dir) else { continue };
+        let v = out.dirs.entry(inode(&m)).or_insert(0);
+        if *v & !protect::DIR_FLAGS == 0 {
+            *v |= policy;
+        }
+        *v |= protect::SUBTREE;
+    }
     if gate {
         return out;
     }
     for (dir, patterns) in &plan.secret_dirs {
         let (Some(first), Ok(m)) = (patterns.first(), std::fs::metadata(dir)) else { continue };
         let v = out.dirs.entry(inode(&m)).or_insert(0);
-        if *v & !protect::NAMED == 0 {
+        if *v & !protect::DIR_FLAGS == 0 {
             *v |= first.policy;
         }
         let Ok(entries) = std::fs::read_dir(dir) else { continue };
@@ -132,9 +152,28 @@ mod tests {
         assert_eq!(u.classified, vec![(i("renamed.pub"), policy, ssh.join("renamed.pub"))]);
     }
 
+    /// The names below a directory are laid out as the kernel reads them: each part cut to
+    /// `PART_CAP - 1` bytes, the file's name right after the `/`, NUL-padded.
+    #[test]
+    fn names_below_are_laid_out_as_the_kernel_reads_them() {
+        use monitor_common::{below_bytes, NAME_CAP, PART_CAP};
+        let k = below_bytes(b".aws", Some(b"credentials"));
+        assert_eq!(&k[..17], b".aws/credentials\0");
+        assert_eq!(&below_bytes(b".azure", None)[..8], b".azure/\0");
+        let long = [b'x'; 40];
+        let k = below_bytes(&long, Some(&[b'y'; 40]));
+        assert_eq!(k[PART_CAP - 1], b'/');
+        assert!(k[..PART_CAP - 1].iter().all(|b| *b == b'x') && k[PART_CAP..NAME_CAP - 1].iter().all(|b| *b == b'y'));
+        assert_eq!(k[NAME_CAP - 1], 0);
+    }
+
     /// A literal name's existing directory is marked `NAMED` and the name keyed under it,
     /// with the gate too; a directory not made yet, and an excepted name, are not; the gate
-    /// leaves the secret directories to itself.
+    /// leaves the secret directories to itself. One level up, each existing directory is
+    /// `NAMED_BELOW`, with the name below it, made yet or not (`.aws/credentials`), and `.azure/`
+    /// for a `**` pattern's directory; a wildcard directory name (a home's `*`) is not keyed.
+    /// Each directory of the `**` tree is `SUBTREE` with its policy, and its files are the
+    /// plan's.
     #[test]
     fn literal_names_are_keyed_in_their_directories() {
         let d = tempfile::tempdir().unwrap();
@@ -142,21 +181,35 @@ mod tests {
         std::fs::create_dir_all(d.path().join("u/.aws")).unwrap();
         std::fs::create_dir_all(d.path().join("u/.ssh")).unwrap();
         let text = format!(
-            "rules:\n  - id: cloud\n    description: d\n    severity: high\n    action: deny\n    event: open\n    condition: {{file.path: {{glob: \"{r}/*/.aws/credentials\"}}}}\n    kernel: {{files: [\"{r}/*/.aws/credentials\", \"{r}/*/.netrc\", \"{r}/*/.kube/config\", \"{r}/*/.ssh/id_*\"], except: [\"{r}/skip/.netrc\"], on: [read]}}\n    output: o\n    tags: [T1552]\n"
+            "rules:\n  - id: cloud\n    description: d\n    severity: high\n    action: deny\n    event: open\n    condition: {{file.path: {{glob: \"{r}/*/.aws/credentials\"}}}}\n    kernel: {{files: [\"{r}/*/.aws/credentials\", \"{r}/*/.netrc\", \"{r}/*/.kube/config\", \"{r}/*/.ssh/id_*\", \"{r}/*/.azure/**\"], except: [\"{r}/skip/.netrc\", \"{r}/skip/.kube/config\"], on: [read]}}\n    output: o\n    tags: [T1552]\n"
         );
         std::fs::create_dir_all(d.path().join("skip")).unwrap();
+        std::fs::create_dir_all(d.path().join("u/.azure/sub")).unwrap();
+        std::fs::write(d.path().join("u/.azure/sub/t.json"), "t").unwrap();
         let rules = crate::rules::load::load_texts(&[(std::path::PathBuf::from("t.yaml"), text)], &[]).unwrap();
         let p = plan(&rules);
+        let policy = p.files[&inode_of(&d.path().join("u/.azure/sub/t.json")).unwrap()];
+        assert_eq!(policy & protect::KILL_READ, protect::KILL_READ, "a file below a `**` directory is protected by inode");
         let dir = |n: &str| inode_of(&d.path().join(n)).unwrap();
         for gate in [true, false] {
             let u = unseen(&p, gate);
             let key = |n: &str, name: &str| (dir(n), monitor_common::name_bytes(name.as_bytes()));
+            let below = |n: &str, sub: &str, name: Option<&str>| (dir(n), monitor_common::below_bytes(sub.as_bytes(), name.map(str::as_bytes)));
             let policy = u.names[&key("u/.aws", "credentials")];
             assert_eq!(policy & protect::KILL_READ, protect::KILL_READ, "{u:?}");
             assert_eq!(u.names.get(&key("u", ".netrc")), Some(&policy));
-            assert_eq!(u.names.len(), 2, "no .kube yet, and skip/.netrc is excepted: {u:?}");
+            for n in ["u", "skip"] {
+                assert_eq!(u.names.get(&below(n, ".aws", Some("credentials"))), Some(&policy), "{n}");
+                assert_eq!(u.names.get(&below(n, ".azure", None)), Some(&policy), "{n}");
+            }
+            assert_eq!(u.names.get(&below("u", ".kube", Some("config"))), Some(&policy));
+            assert_eq!(u.names.len(), 7, "no .kube yet, skip/.netrc and skip/.kube/config are excepted, no `*` for a home: {u:?}");
             assert_eq!(u.dirs[&dir("u/.aws")], protect::NAMED);
-            assert_eq!(u.dirs[&dir("u")], protect::NAMED);
+            assert_eq!(u.dirs[&dir("u")], protect::NAMED | protect::NAMED_BELOW);
+            assert_eq!(u.dirs[&dir("skip")], protect::NAMED_BELOW);
+            for n in ["u/.azure", "u/.azure/sub"] {
+                assert_eq!(u.dirs[&dir(n)], policy | protect::SUBTREE, "{n}: every directory of the tree");
+            }
             let ssh = u.dirs.get(&dir("u/.ssh")).copied();
             assert_eq!(ssh.is_some(), !gate, "the secret directory, without the gate only");
         }
