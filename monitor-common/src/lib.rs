@@ -403,7 +403,8 @@ pub const PART_CAP: usize = 32;
 /// open. Or, keyed by an existing directory marked `protect::NAMED_BELOW`, a name below a
 /// directory of it that no plan has seen ([`below_bytes`]: `.aws/credentials`, or `.azure/`
 /// for every file of a new `~/.azure`): a directory made together with its credential. The
-/// `/` keeps the two forms apart: no file name holds one.
+/// `/` keeps the two forms apart: no file name holds one. `*/name` stands for `name` in any new
+/// directory there (a new browser profile's `Login Data`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NameKey {

@@ -393,7 +393,8 @@ fn unseen_name_policy(dentry: *const u8, dev: u32, ino: u64) -> u32 {
 /// A file in `parent`, a directory no plan has seen: if the directory above is `SUBTREE`, its
 /// policy (`pass insert web/new` makes `web/` and `new.gpg`); if it is `NAMED_BELOW`,
 /// `UNSEEN_NAMES` for `parent/` (every file of a new `~/.azure`), then `parent/name`
-/// (`.aws/credentials`), as `monitor_common::below_bytes` builds them.
+/// (`.aws/credentials`), then `*/name` (any new directory's), as `monitor_common::below_bytes`
+/// builds them.
 #[inline(never)]
 fn below_policy(dentry: *const u8, parent: *const u8) -> u32 {
     // SAFETY: d_parent and d_inode (BTF offsets) are read through bpf_probe_read_kernel, which
@@ -428,15 +429,40 @@ fn below_policy(dentry: *const u8, parent: *const u8) -> u32 {
         }
         let at = (n as usize - 1) & (PART_CAP - 1);
         *k.name.as_mut_ptr().add(at) = b'/';
+        let whole = UNSEEN_NAMES.get(&*k).copied();
+        let Ok(fname) = bpf_probe_read_kernel(dentry.add(koff!(dentry_name) + 8) as *const *const u8) else { return whole.unwrap_or(0) };
+        let m = bpf_probe_read_kernel_str(k.name.as_mut_ptr().add(at + 1) as *mut _, PART_CAP as u32, fname as *const _);
+        if m <= 0 {
+            return whole.unwrap_or(0);
+        }
+        // The whole directory's entry (`~/.ssh/id_*` in a new `~/.ssh`) spares a public key.
+        if let Some(p) = whole {
+            if !ends_pub(&k.name, at + m as usize) {
+                return p;
+            }
+        }
         if let Some(p) = UNSEEN_NAMES.get(&*k) {
             return *p;
         }
-        let Ok(fname) = bpf_probe_read_kernel(dentry.add(koff!(dentry_name) + 8) as *const *const u8) else { return 0 };
-        if bpf_probe_read_kernel_str(k.name.as_mut_ptr().add(at + 1) as *mut _, PART_CAP as u32, fname as *const _) <= 0 {
+        // Then `*/name`: the name in any new directory here (a new browser profile).
+        k.name = [0; NAME_CAP];
+        k.name[0] = b'*';
+        k.name[1] = b'/';
+        if bpf_probe_read_kernel_str(k.name.as_mut_ptr().add(2) as *mut _, PART_CAP as u32, fname as *const _) <= 0 {
             return 0;
         }
         UNSEEN_NAMES.get(&*k).copied().unwrap_or(0)
     }
+}
+
+/// Whether the name that ends at `end` (its NUL) in `name` ends in `.pub`.
+#[inline(always)]
+fn ends_pub(name: &[u8; NAME_CAP], end: usize) -> bool {
+    if end < 4 || end >= NAME_CAP {
+        return false;
+    }
+    let at = |i: usize| name[(end - i) & (NAME_CAP - 1)];
+    at(4) == b'.' && at(3) == b'p' && at(2) == b'u' && at(1) == b'b'
 }
 
 /// A write or create in a protected directory, or in a directory directly below one (systemd's

@@ -407,14 +407,16 @@ fn credentials_written_later_are_refused_at_their_first_open() {
 /// Credentials whose directory is made with them (`aws configure` makes `~/.aws` and writes
 /// `credentials` at once; `pass insert` makes `~/.password-store`), each opened at once by a
 /// tracked reader that was already running: how many were read.
-fn new_directory_trials(u: &User, d: &Daemon, trials: usize) -> usize {
-    let names = [".aws/credentials", ".kube/config", ".docker/config.json", ".config/gh/hosts.yml", ".azure/msal_token_cache.json", ".password-store/bank.gpg"];
-    let mut leaked = 0;
+fn new_directory_trials(u: &User, d: &Daemon, trials: usize) -> (usize, usize) {
+    let names = [".aws/credentials", ".kube/config", ".docker/config.json", ".config/gh/hosts.yml", ".azure/msal_token_cache.json", ".password-store/bank.gpg", ".ssh/id_ed25519"];
+    let (mut leaked, mut pub_refused) = (0, 0);
     for i in 0..trials {
         let target = u.home.join(names[i % names.len()]);
         let dir = target.parent().unwrap();
         let _ = std::fs::remove_dir_all(dir);
         let r = Reader::start(u, d, "newdir");
+        // With a new `~/.ssh`, its public key too, opened at once: a public key stays readable.
+        let pub_reader = target.ends_with("id_ed25519").then(|| Reader::start(u, d, "newdir-pub"));
         std::fs::create_dir(dir).unwrap();
         if i % 2 == 0 {
             std::fs::write(&target, format!("{SECRET}\n")).unwrap();
@@ -423,12 +425,19 @@ fn new_directory_trials(u: &User, d: &Daemon, trials: usize) -> usize {
             std::fs::write(&tmp, format!("{SECRET}\n")).unwrap();
             std::fs::rename(&tmp, &target).unwrap();
         }
+        if let Some(pr) = pub_reader {
+            let public = dir.join("id_ed25519.pub");
+            std::fs::write(&public, "ssh-ed25519 AAAA\n").unwrap();
+            if !pr.open(&public).0.contains("ssh-ed25519") {
+                pub_refused += 1;
+            }
+        }
         let (got, _) = r.open(&target);
         if got.contains(SECRET) {
             leaked += 1;
         }
     }
-    leaked
+    (leaked, pub_refused)
 }
 
 #[test]
@@ -440,17 +449,21 @@ fn credentials_in_directories_made_later_are_refused_at_their_first_open() {
     let u = User::add("newdirs", true);
     u.write(".config/other/x", "x\n");
     let d = start(tmp.path(), "");
-    let trials = 36;
-    let leaked = new_directory_trials(&u, &d, trials);
+    let trials = 42;
+    let (leaked, pub_refused) = new_directory_trials(&u, &d, trials);
     assert_eq!(leaked, 0, "{trials} trials: {leaked} credentials read");
-    for rule in ["cloud-credentials-read", "registry-token-read", "kube-docker-credentials-read", "password-store-read"] {
+    assert_eq!(pub_refused, 0, "public keys in a new ~/.ssh refused");
+    for rule in ["cloud-credentials-read", "registry-token-read", "kube-docker-credentials-read", "password-store-read", "ssh-private-key-read"] {
         let a = alert(&d, "newdir", rule);
         assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
     }
-    // A new directory's other files stay readable, and so does a new directory no rule names.
+    // A new directory's other files stay readable (a new `~/.ssh`'s public key at once), and so
+    // does a new directory no rule names.
+    std::fs::remove_dir_all(u.home.join(".ssh")).unwrap();
+    u.write(".ssh/id_ed25519.pub", "ssh-ed25519 AAAA\n");
     u.write(".aws/notes.txt", "[default]\n");
     u.write("project/notes.txt", "[default]\n");
-    let out = u.run(&d, "newdir-other", "cat $HOME/.aws/notes.txt $HOME/project/notes.txt");
+    let out = u.run(&d, "newdir-other", "cat $HOME/.ssh/id_ed25519.pub $HOME/.aws/notes.txt $HOME/project/notes.txt");
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("[default]"), "{out:?}");
     d.stop();
 }
@@ -499,6 +512,60 @@ fn new_files_deep_in_a_protected_tree_are_refused_at_their_first_open() {
     std::fs::create_dir_all(u.home.join(".password-store/web/new-dir")).unwrap();
     let out = u.run(&d, "deeptree-ls", "ls -R $HOME/.password-store/web/new-dir $HOME/.password-store");
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("old.gpg"), "{out:?}");
+    d.stop();
+}
+
+/// Browser stores as browsers write them: Firefox saves `logins.json` by writing a new file and
+/// renaming it over the old one (every saved login), and a new Chrome profile makes its
+/// directory with its `Cookies` and `Login Data`; each opened at once by a running tracked
+/// reader.
+#[test]
+fn browser_stores_rewritten_or_new_are_refused_at_their_first_open() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let u = User::add("browser", true);
+    u.write(".mozilla/firefox/abc.default-release/logins.json", &format!("{SECRET}\n"));
+    u.write(".mozilla/firefox/abc.default-release/prefs.js", "x\n");
+    u.write(".config/google-chrome/Default/Network/Cookies", &format!("{SECRET}\n"));
+    u.write(".config/google-chrome/Default/Preferences", "x\n");
+    let d = start(tmp.path(), "");
+    let trials = 12;
+    let mut leaked = 0;
+    for i in 0..trials {
+        let r = Reader::start(&u, &d, "browser");
+        let target = match i % 3 {
+            0 => {
+                let ff = u.home.join(".mozilla/firefox/abc.default-release");
+                std::fs::write(ff.join("logins.json.tmp"), format!("{SECRET}\n")).unwrap();
+                std::fs::rename(ff.join("logins.json.tmp"), ff.join("logins.json")).unwrap();
+                ff.join("logins.json")
+            }
+            1 => {
+                let p = u.home.join(format!(".config/google-chrome/Profile {i}"));
+                std::fs::create_dir_all(&p).unwrap();
+                std::fs::write(p.join("Login Data"), format!("{SECRET}\n")).unwrap();
+                p.join("Login Data")
+            }
+            _ => {
+                let n = u.home.join(".config/google-chrome/Default/Network");
+                std::fs::write(n.join("Cookies-new"), format!("{SECRET}\n")).unwrap();
+                std::fs::rename(n.join("Cookies-new"), n.join("Cookies")).unwrap();
+                n.join("Cookies")
+            }
+        };
+        let (got, _) = r.open(&target);
+        if got.contains(SECRET) {
+            leaked += 1;
+        }
+    }
+    assert_eq!(leaked, 0, "{trials} trials: {leaked} browser stores read");
+    let a = alert(&d, "browser", "browser-store-read");
+    assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
+    // The profile's other files stay readable.
+    let out = u.run(&d, "browser-other", "cat $HOME/.mozilla/firefox/abc.default-release/prefs.js $HOME/.config/google-chrome/Default/Preferences");
+    assert!(out.status.success(), "{out:?}");
     d.stop();
 }
 

@@ -22,7 +22,7 @@ mod scan;
 pub mod unseen;
 
 pub use scan::Globs;
-use scan::{expand_in, is_wild, Scan};
+use scan::{dirs_within, expand_in, is_wild, Scan};
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
@@ -255,6 +255,7 @@ fn add_read_pattern(p: &mut Plan, scan: &mut Scan, pat: &str, policy: u32, excep
         }
     }
     add_below(p, scan, dir_pat, name, policy, except);
+    add_in_tree(p, scan, dir_pat, name, policy, except);
     if name == "**" && !dir_pat.contains("**") {
         for d in expand_in(scan, pat) {
             if scan.is_dir(&d) && !d.to_str().is_none_or(|s| except_reaches(except, s)) {
@@ -287,8 +288,9 @@ fn add_read_pattern(p: &mut Plan, scan: &mut Scan, pat: &str, policy: u32, excep
     }
 }
 
-/// A literal name (`~/.aws/credentials`), or every file of a `**` pattern's directory
-/// (`~/.azure/**`), in [`Plan::below`] of each existing directory above its own: the kernel
+/// A literal name (`~/.aws/credentials`), or every file of a `**` or wildcard-name pattern's
+/// directory (`~/.azure/**`, `~/.ssh/id_*`), in [`Plan::below`] of each existing directory
+/// above its own: the kernel
 /// judges by it a file in a directory made since the plan, until a re-plan has the directory.
 /// A name an `except` covers is left out, and so is a `**` directory an `except` may reach
 /// into (its literal start and the directory's path overlap).
@@ -297,11 +299,9 @@ fn add_below(p: &mut Plan, scan: &mut Scan, dir_pat: &str, name: &str, policy: u
     if up_pat.is_empty() || is_wild(dname) || dir_pat.contains("**") {
         return;
     }
-    let file = match name {
-        "**" => None,
-        n if !is_wild(n) => Some(n.to_string()),
-        _ => return,
-    };
+    // A wildcard name (`~/.ssh/id_*`) stands for every file of a new directory: `ssh-keygen`
+    // makes `~/.ssh` and the key at once. The kernel spares `.pub` names there.
+    let file = if name == "**" || is_wild(name) { None } else { Some(name.to_string()) };
     for up in expand_in(scan, up_pat) {
         if !scan.is_dir(&up) {
             continue;
@@ -317,12 +317,45 @@ fn add_below(p: &mut Plan, scan: &mut Scan, dir_pat: &str, name: &str, policy: u
     }
 }
 
+/// How far below a `**` a literal name is keyed in its directories (`UNSEEN_NAMES`): a browser
+/// keeps its stores one or two levels into its tree (`Default/Network/Cookies`,
+/// `abc.default-release/logins.json`), and a walk of the whole tree (caches, extensions: thousands
+/// of directories) every plan would cost more than it covers.
+const TREE_NAME_DEPTH: usize = 2;
+
+/// A literal name below a `**` (`~/.mozilla/firefox/**/logins.json`), in [`Plan::named`] of each
+/// directory of the tree down to [`TREE_NAME_DEPTH`], and in [`Plan::below`] of the top two as
+/// any directory's (`*`): Firefox saves `logins.json` by renaming a new file over it, and a new
+/// Chrome profile makes its directory with its `Login Data`; neither had an entry until a plan.
+fn add_in_tree(p: &mut Plan, scan: &mut Scan, dir_pat: &str, name: &str, policy: u32, except: &Arc<[Glob]>) {
+    let Some(base_pat) = dir_pat.strip_suffix("/**") else { return };
+    if is_wild(name) || base_pat.contains("**") {
+        return;
+    }
+    for base in expand_in(scan, base_pat) {
+        if !scan.is_dir(&base) {
+            continue;
+        }
+        let base_depth = base.components().count();
+        for d in dirs_within(scan, &base, TREE_NAME_DEPTH) {
+            if d.join(name).to_str().is_some_and(|f| except.iter().any(|g| g.matches(f))) {
+                continue;
+            }
+            p.named.entry(d.clone()).or_default().entry(name.to_string()).or_insert(policy);
+            if d.components().count() - base_depth < TREE_NAME_DEPTH {
+                p.below.entry(d).or_default().entry(("*".to_string(), Some(name.to_string()))).or_insert(policy);
+            }
+        }
+    }
+}
+
 /// Whether an `except` glob may match a path below `dir` (a pattern or a path): their literal
 /// starts overlap. Then a directory's every file is not its pattern's, and not judged as one.
 fn except_reaches(except: &[Glob], dir: &str) -> bool {
     let lit = |s: &str| s.split(['*', '?', '[', '{']).next().unwrap_or("").to_string();
     let dir = format!("{}/", lit(dir).trim_end_matches('/'));
-    except.iter().any(|g| {
+    // The kernel never judges a `.pub` by a directory's entry: that `except` reaches nothing.
+    except.iter().filter(|g| !g.source.ends_with("/*.pub")).any(|g| {
         let start = lit(&g.source);
         dir.starts_with(&start) || start.starts_with(&dir)
     })

@@ -195,6 +195,17 @@ fn walk(scan: &mut Scan, base: PathBuf, parts: &[&str], depth: usize, out: &mut 
     }
 }
 
+/// `base` and the directories below it, at most `depth` levels down (as `**` walks them).
+pub(super) fn dirs_within(scan: &mut Scan, base: &Path, depth: usize) -> Vec<PathBuf> {
+    let mut out = vec![base.to_path_buf()];
+    let mut level = vec![base.to_path_buf()];
+    for _ in 0..depth {
+        level = level.iter().flat_map(|d| subdirs(scan, d)).collect();
+        out.extend(level.iter().cloned());
+    }
+    out
+}
+
 fn subdirs(scan: &mut Scan, base: &Path) -> Vec<PathBuf> {
     scan.list(base)
         .iter()

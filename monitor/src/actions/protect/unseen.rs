@@ -70,6 +70,13 @@ pub fn unseen(plan: &Plan, gate: bool) -> Unseen {
         for ((name, file), policy) in below {
             let k = monitor_common::below_bytes(name.as_bytes(), file.as_ref().map(|f| f.as_bytes()));
             out.names.entry((i, k)).or_insert(*policy);
+            // A directory's entry is for a new one: the one that is there now (`~/.ssh`, with
+            // its known_hosts) gets an entry of its own, so the kernel does not look above it.
+            if let (None, Ok(m)) = (file, std::fs::metadata(dir.join(name))) {
+                if m.is_dir() {
+                    out.dirs.entry(inode(&m)).or_insert(0);
+                }
+            }
         }
     }
     for (dir, policy) in &plan.subtree {
@@ -143,7 +150,9 @@ mod tests {
         let p = plan(&rules);
         let u = unseen(&p, false);
         let i = |n: &str| inode_of(&ssh.join(n)).unwrap();
-        assert_eq!(u.dirs.len(), 1, "{u:?}");
+        assert_eq!(u.dirs.len(), 2, "{u:?}");
+        assert_eq!(u.dirs[&inode_of(&d.path().join("u")).unwrap()], protect::NAMED_BELOW, "the home, for a new .ssh");
+        assert!(u.names.contains_key(&(inode_of(&d.path().join("u")).unwrap(), monitor_common::below_bytes(b".ssh", None))));
         let policy = u.dirs[&inode_of(&ssh).unwrap()];
         assert_eq!(policy & protect::KILL_READ, protect::KILL_READ);
         assert_eq!(Some(policy), p.files.get(&i("id_rsa")).copied(), "the rule's own policy");
@@ -165,6 +174,28 @@ mod tests {
         assert_eq!(k[PART_CAP - 1], b'/');
         assert!(k[..PART_CAP - 1].iter().all(|b| *b == b'x') && k[PART_CAP..NAME_CAP - 1].iter().all(|b| *b == b'y'));
         assert_eq!(k[NAME_CAP - 1], 0);
+    }
+
+    /// A literal name below a `**`: keyed in each directory of the tree two levels down, and
+    /// as any new directory's (`*/name`) in the top two; deeper directories are left to plans.
+    #[test]
+    fn names_below_a_double_star_are_keyed_near_the_top_of_the_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().display();
+        std::fs::create_dir_all(d.path().join("u/.mozilla/firefox/p1/sub/deep")).unwrap();
+        let text = format!(
+            "rules:\n  - id: b\n    description: d\n    severity: high\n    action: kill\n    event: open\n    condition: {{file.path: {{glob: \"{r}/*/.mozilla/firefox/**/logins.json\"}}}}\n    kernel: {{files: [\"{r}/*/.mozilla/firefox/**/logins.json\"], on: [read]}}\n    output: o\n    tags: [T1555]\n"
+        );
+        let rules = crate::rules::load::load_texts(&[(std::path::PathBuf::from("t.yaml"), text)], &[]).unwrap();
+        let u = unseen(&plan(&rules), true);
+        let dir = |n: &str| inode_of(&d.path().join("u/.mozilla/firefox").join(n)).unwrap();
+        let name = |n: &str| u.names.get(&(dir(n), monitor_common::name_bytes(b"logins.json"))).copied();
+        let any = |n: &str| u.names.get(&(dir(n), monitor_common::below_bytes(b"*", Some(b"logins.json")))).copied();
+        let policy = name("").expect("the top of the tree");
+        assert_eq!((name("p1"), name("p1/sub"), name("p1/sub/deep")), (Some(policy), Some(policy), None), "{u:?}");
+        assert_eq!((any(""), any("p1"), any("p1/sub")), (Some(policy), Some(policy), None), "{u:?}");
+        assert_eq!(u.dirs[&dir("p1")], protect::NAMED | protect::NAMED_BELOW);
+        assert_eq!(u.dirs[&dir("p1/sub")], protect::NAMED);
     }
 
     /// A literal name's existing directory is marked `NAMED` and the name keyed under it,
@@ -203,7 +234,10 @@ mod tests {
                 assert_eq!(u.names.get(&below(n, ".azure", None)), Some(&policy), "{n}");
             }
             assert_eq!(u.names.get(&below("u", ".kube", Some("config"))), Some(&policy));
-            assert_eq!(u.names.len(), 7, "no .kube yet, skip/.netrc and skip/.kube/config are excepted, no `*` for a home: {u:?}");
+            for n in ["u", "skip"] {
+                assert_eq!(u.names.get(&below(n, ".ssh", None)), Some(&policy), "{n}: a new .ssh's every file (a wildcard name)");
+            }
+            assert_eq!(u.names.len(), 9, "no .kube yet, skip/.netrc and skip/.kube/config are excepted, no `*` for a home: {u:?}");
             assert_eq!(u.dirs[&dir("u/.aws")], protect::NAMED);
             assert_eq!(u.dirs[&dir("u")], protect::NAMED | protect::NAMED_BELOW);
             assert_eq!(u.dirs[&dir("skip")], protect::NAMED_BELOW);
@@ -211,7 +245,8 @@ mod tests {
                 assert_eq!(u.dirs[&dir(n)], policy | protect::SUBTREE, "{n}: every directory of the tree");
             }
             let ssh = u.dirs.get(&dir("u/.ssh")).copied();
-            assert_eq!(ssh.is_some(), !gate, "the secret directory, without the gate only");
+            assert_eq!(ssh == Some(0), gate, "with the gate, the existing .ssh only stops the look above it");
+            assert_eq!(ssh.is_some_and(|v| v & protect::KILL_READ != 0), !gate, "the secret directory, without the gate only");
         }
     }
 }
