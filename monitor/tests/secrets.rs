@@ -237,6 +237,44 @@ fn new_copied_linked_and_renamed_keys_are_protected_from_their_first_open() {
     d.stop();
 }
 
+/// A key just made in `~/.ssh` (by the user's `ssh-keygen`: untracked), hard-linked out of it
+/// by a tracked process that was already running, and opened through the link at once: the
+/// gate marks `~/.ssh` only, so an open elsewhere is the kernel's, which knew the inode only
+/// after the watch's re-plan.
+#[test]
+fn new_keys_linked_out_of_ssh_are_refused_through_the_link() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let u = User::add("linkout", true);
+    u.write("stash/.keep", "");
+    let d = start(tmp.path(), "");
+    let code = "import os,sys\nprint('ready', flush=True)\nsrc,dst=sys.stdin.readline().split()\nos.link(src,dst)\nprint(open(dst).read(), flush=True)\n";
+    let trials = 20;
+    let mut leaked = 0;
+    for i in 0..trials {
+        let mut child = u.exec(&d, "linkout", &[common::python(), "-c", code]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        assert_eq!(l.trim(), "ready");
+        let key = u.write(&format!(".ssh/id_link{i}"), &format!("{SECRET}\n"));
+        let dst = u.home.join(format!("stash/k{i}"));
+        writeln!(child.stdin.as_mut().unwrap(), "{} {}", key.display(), dst.display()).unwrap();
+        let mut got = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut got);
+        let _ = child.wait();
+        if got.contains(SECRET) {
+            leaked += 1;
+        }
+    }
+    assert_eq!(leaked, 0, "{trials} trials: {leaked} keys read through a link");
+    let a = alert(&d, "linkout", "ssh-private-key-read");
+    assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
+    d.stop();
+}
+
 fn policy_rescan() -> Duration {
     monitor::daemon::policy::RESCAN
 }

@@ -1,5 +1,6 @@
 //! The gate thread: reads permission events and answers each one. Untracked openers are
-//! allowed at once; a tracked opener of a read-protected file without a grant is refused (and,
+//! allowed at once (a new file a read pattern names is protected first: `learn_made`); a
+//! tracked opener of a read-protected file without a grant is refused (and,
 //! under a kill rule, killed while it still waits in the kernel). A server root's read of a
 //! file its package runner may read waits, held, until the daemon has judged the root's latest
 //! exec (`Judged::Later`), while the thread goes on answering other opens.
@@ -134,7 +135,10 @@ impl Judge {
 
     fn judge(&mut self, ev: &fanotify::PermEvent) -> Judged {
         let allow = Judged::Now(Verdict::Allow);
-        let Some((tgid, info)) = self.tracked(ev.tid) else { return allow };
+        let Some((tgid, info)) = self.tracked(ev.tid) else {
+            self.learn_made(ev);
+            return allow;
+        };
         if tgid == self.daemon_tgid || tgid <= 1 {
             return allow;
         }
@@ -178,6 +182,38 @@ impl Judge {
             }
         }
         Judged::Now(self.refuse(&refusal))
+    }
+
+    /// An untracked opener (the user's `ssh-keygen`, `cp`) of a file no plan has seen, whose
+    /// name a read pattern protects: its inode goes into `PROTECTED` before this open returns,
+    /// and the daemon learns it (held from now on). The gate sees opens in its directory only:
+    /// a tracked process that hard-links the new key out (`~/stash/k`) the moment it is
+    /// written, and opens it there, met the kernel's map before the watch's re-plan had the
+    /// inode, and 20 of 20 keys were read. By name only: the file is new (empty as it is made),
+    /// and a user's own reads of their files are not read by the gate.
+    fn learn_made(&mut self, ev: &fanotify::PermEvent) {
+        let Ok((dev, ino, _, is_dir)) = fanotify::stat_fd(ev.file.as_fd()) else { return };
+        if is_dir {
+            return;
+        }
+        let inode = Inode { dev, ino };
+        let Some(path) = fanotify::fd_path(ev.file.as_fd()) else { return };
+        let policy = {
+            let Ok(st) = self.state.read() else { return };
+            // A number the map has is this file's, unless the file is being made now: ext4 gives
+            // a freed number (a key renamed over and let go) to the next new file.
+            if st.files.contains_key(&inode) && !fanotify::being_made(ev.file.as_fd()) {
+                return;
+            }
+            classify(&st.patterns, parent_patterns(&st, &path), &path, Vec::new)
+        };
+        let Some(policy) = policy else { return };
+        if let Err(e) = self.maps.protected.insert(monitor_common::InodeKey { dev, _pad: 0, ino }, policy, 0) {
+            tracing::warn!(path = %path.display(), error = %e, "gate: a new secret's inode could not go into PROTECTED; the daemon's plan puts it there");
+        }
+        if let Ok(h) = fanotify::open_path(Path::new(&format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&ev.file)))) {
+            let _ = self.tx.try_send(GateRecord::Learned { inode, path, policy, handle: h });
+        }
     }
 
     /// Refuses the open (and under a kill rule kills the opener, which waits in the kernel):

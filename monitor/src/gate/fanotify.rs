@@ -121,6 +121,19 @@ pub fn stat_fd(fd: BorrowedFd) -> io::Result<(u32, u64, u64, bool)> {
     Ok((crate::actions::protect::kernel_dev(st.st_dev), st.st_ino, st.st_nlink, st.st_mode & libc::S_IFMT == libc::S_IFDIR))
 }
 
+/// Whether the fd's file is being made: empty, and its inode changed within the last 2 s (the
+/// making open of `ssh-keygen` or `cp`; an old empty file is not).
+pub fn being_made(fd: BorrowedFd) -> bool {
+    // SAFETY: st is written by fstat before it is read; zeroed is a valid bit pattern for stat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is open for the call; st is a valid out pointer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 || st.st_size != 0 {
+        return false;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    (now - st.st_ctime).abs() <= 2
+}
+
 /// The current path of an fd's file (as `/proc/self/fd` shows it; " (deleted)" when unlinked).
 pub fn fd_path(fd: BorrowedFd) -> Option<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()

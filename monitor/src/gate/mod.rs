@@ -57,6 +57,8 @@ pub struct GateMaps {
     pub root_runners: BpfHashMap<MapData, u32, u64>,
     /// The stamp of each server root's latest exec: which exec a judgement must name.
     pub root_images: BpfHashMap<MapData, u32, u64>,
+    /// `PROTECTED`: a secret the gate sees made is in it before the making open returns.
+    pub protected: BpfHashMap<MapData, monitor_common::InodeKey, u32>,
 }
 
 /// What the gate thread judges by; the pipeline swaps it in whole.

@@ -288,8 +288,9 @@ impl Sensors {
         Ok(crate::tracker::TrackerMaps { tracked: self.take_tracked()?, pipes: self.take_stdio_pipes()?, candidates: self.take_candidate_comms()?, http_socks, maybe })
     }
 
-    /// Second handles (new fds on the same kernel maps) on `TRACKED` and `PENDING_OPEN`, for the
-    /// open gate's thread. Call before `tracker()` takes `TRACKED`.
+    /// Second handles (new fds on the same kernel maps) on `TRACKED`, `PENDING_OPEN` and
+    /// `PROTECTED`, for the open gate's thread. Call before `tracker()` takes `TRACKED` and
+    /// `policy_maps()` takes `PROTECTED`.
     pub fn gate_maps(&self) -> Result<crate::gate::GateMaps, ProbeError> {
         let reopen = |name: &'static str| -> Result<aya::maps::Map, ProbeError> {
             let Some(aya::maps::Map::HashMap(d)) = self.ebpf.map(name) else { return Err(ProbeError::Map(name, "missing or not a hash map".into())) };
@@ -302,7 +303,8 @@ impl Sensors {
         let root_tainted = self.lru_map(monitor_common::names::MAP_ROOT_TAINTED)?;
         let root_runners = self.lru_map(monitor_common::names::MAP_ROOT_RUNNERS)?;
         let root_images = self.lru_map(monitor_common::names::MAP_ROOT_IMAGES)?;
-        Ok(crate::gate::GateMaps { tracked, pending_open, root_tainted, root_runners, root_images })
+        let protected = BpfHashMap::try_from(reopen(MAP_PROTECTED)?).map_err(|e| ProbeError::Map(MAP_PROTECTED, e.to_string()))?;
+        Ok(crate::gate::GateMaps { tracked, pending_open, root_tainted, root_runners, root_images, protected })
     }
 
     /// A second handle on an LRU hash map of the loaded object.
