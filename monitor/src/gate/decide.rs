@@ -160,10 +160,7 @@ impl Judge {
         };
         let Verdict::Deny { policy, kill } = verdict else { return allow };
         if learned {
-            // Hold the file from now on (an O_PATH handle through our event fd: the same inode).
-            if let Ok(h) = fanotify::open_path(Path::new(&format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&ev.file)))) {
-                let _ = self.tx.try_send(GateRecord::Learned { inode, path: path.clone(), policy, handle: h });
-            }
+            self.learned(ev, inode, path.clone(), policy);
         }
         let refusal = Refusal { tgid, tid: ev.tid, server_id: info.server_id, path, inode, policy, kill };
         if tgid == info.root_tgid && self.maps.root_tainted.get(&tgid, 0).is_err() {
@@ -211,6 +208,12 @@ impl Judge {
         if let Err(e) = self.maps.protected.insert(monitor_common::InodeKey { dev, _pad: 0, ino }, policy, 0) {
             tracing::warn!(path = %path.display(), error = %e, "gate: a new secret's inode could not go into PROTECTED; the daemon's plan puts it there");
         }
+        self.learned(ev, inode, path, policy);
+    }
+
+    /// Tells the daemon of a file learned at an open, with a handle that holds it from now on
+    /// (O_PATH through the event's fd: the same inode).
+    fn learned(&self, ev: &fanotify::PermEvent, inode: Inode, path: std::path::PathBuf, policy: u32) {
         if let Ok(h) = fanotify::open_path(Path::new(&format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&ev.file)))) {
             let _ = self.tx.try_send(GateRecord::Learned { inode, path, policy, handle: h });
         }

@@ -112,22 +112,25 @@ pub fn open_path(p: &Path) -> io::Result<OwnedFd> {
 
 /// `fstat` of an fd: (kernel dev_t, inode, link count, is a directory).
 pub fn stat_fd(fd: BorrowedFd) -> io::Result<(u32, u64, u64, bool)> {
+    let st = fstat(fd)?;
+    Ok((crate::actions::protect::kernel_dev(st.st_dev), st.st_ino, st.st_nlink, st.st_mode & libc::S_IFMT == libc::S_IFDIR))
+}
+
+fn fstat(fd: BorrowedFd) -> io::Result<libc::stat> {
     // SAFETY: st is written by fstat before it is read; zeroed is a valid bit pattern for stat.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fd is open for the call; st is a valid out pointer.
     if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((crate::actions::protect::kernel_dev(st.st_dev), st.st_ino, st.st_nlink, st.st_mode & libc::S_IFMT == libc::S_IFDIR))
+    Ok(st)
 }
 
 /// Whether the fd's file is being made: empty, and its inode changed within the last 2 s (the
 /// making open of `ssh-keygen` or `cp`; an old empty file is not).
 pub fn being_made(fd: BorrowedFd) -> bool {
-    // SAFETY: st is written by fstat before it is read; zeroed is a valid bit pattern for stat.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fd is open for the call; st is a valid out pointer.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 || st.st_size != 0 {
+    let Ok(st) = fstat(fd) else { return false };
+    if st.st_size != 0 {
         return false;
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);

@@ -132,8 +132,7 @@ fn plan_in(scan: &mut Scan, rules: &RuleSet) -> Plan {
             }
             for pat in &k.files {
                 for path in expand_in(scan, pat) {
-                    let excluded = path.to_str().map(|p| k.except.iter().any(|g| g.matches(p))).unwrap_or(false);
-                    if scan.is_file(&path) && !excluded {
+                    if scan.is_file(&path) && !excepted(&k.except, &path) {
                         add(&mut p, scan, &path, bits | runner(pat), slot_bits);
                     }
                 }
@@ -245,8 +244,7 @@ fn add_read_pattern(p: &mut Plan, scan: &mut Scan, pat: &str, policy: u32, excep
             if mark_dirs {
                 p.secret_dirs.entry(d.clone()).or_default().push(rp.clone());
             }
-            let excepted = || d.join(name).to_str().is_some_and(|f| except.iter().any(|g| g.matches(f)));
-            if literal && !excepted() {
+            if literal && !excepted(except, &d.join(name)) {
                 p.named.entry(d.clone()).or_default().entry(name.to_string()).or_insert(policy);
             }
             if !dir_pat.contains("**") {
@@ -307,11 +305,11 @@ fn add_below(p: &mut Plan, scan: &mut Scan, dir_pat: &str, name: &str, policy: u
             continue;
         }
         let dir = format!("{}/{dname}", up.display());
-        let excepted = match &file {
-            Some(f) => except.iter().any(|g| g.matches(&format!("{dir}/{f}"))),
+        let skip = match &file {
+            Some(f) => excepted(except, &up.join(dname).join(f)),
             None => except_reaches(except, &dir),
         };
-        if !excepted {
+        if !skip {
             p.below.entry(up).or_default().entry((dname.to_string(), file.clone())).or_insert(policy);
         }
     }
@@ -338,7 +336,7 @@ fn add_in_tree(p: &mut Plan, scan: &mut Scan, dir_pat: &str, name: &str, policy:
         }
         let base_depth = base.components().count();
         for d in dirs_within(scan, &base, TREE_NAME_DEPTH) {
-            if d.join(name).to_str().is_some_and(|f| except.iter().any(|g| g.matches(f))) {
+            if excepted(except, &d.join(name)) {
                 continue;
             }
             p.named.entry(d.clone()).or_default().entry(name.to_string()).or_insert(policy);
@@ -347,6 +345,11 @@ fn add_in_tree(p: &mut Plan, scan: &mut Scan, dir_pat: &str, name: &str, policy:
             }
         }
     }
+}
+
+/// Whether an `except` glob matches `path`.
+fn excepted(except: &[Glob], path: &Path) -> bool {
+    path.to_str().is_some_and(|p| except.iter().any(|g| g.matches(p)))
 }
 
 /// Whether an `except` glob may match a path below `dir` (a pattern or a path): their literal
