@@ -15,13 +15,13 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_task, bpf_probe_read_kernel,
-        generated::{bpf_probe_read_kernel_str, bpf_send_signal},
+        generated::bpf_send_signal,
     },
     macros::{cgroup_sock_addr, lsm, map, tracepoint},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap},
     programs::{LsmContext, SockAddrContext, TracePointContext},
 };
-use monitor_common::{flags, net_policy, policy, protect, EventKind, InodeKey, IoUringEvent, NameKey, RootReaderKey, NAME_CAP, PART_CAP};
+use monitor_common::{flags, net_policy, policy, protect, EventKind, InodeKey, IoUringEvent, RootReaderKey};
 
 use crate::gate::gated_tracepoint;
 use crate::{
@@ -31,50 +31,6 @@ use crate::{
 
 #[map(name = "PROTECTED")]
 pub static PROTECTED: HashMap<InodeKey, u32> = HashMap::with_max_entries(65536, 0);
-
-/// Directories, by inode, where a file with no `PROTECTED` entry (no plan has seen it) may
-/// still be protected:
-/// - without the open gate only, secret directories (`~/.ssh`), each with the read policy of
-///   its patterns: a read of a file made there since the last plan (a key written, copied,
-///   linked or renamed in) is judged under that policy, as the gate would judge it by name;
-/// - with or without the gate, `protect::NAMED` on the directories of literal protected names
-///   (a home for `~/.netrc`, `~/.aws` for `credentials`): the name is looked up in
-///   `UNSEEN_NAMES`. The gate marks no such directory (a home's every open would go through
-///   it), so a credential written for the first time was read before the watch's re-plan;
-/// - with or without the gate, `protect::NAMED_BELOW` on the existing parents of directories
-///   that hold protected names (a home for `~/.aws/credentials`, whether `~/.aws` exists or
-///   not): a read of a file in a directory directly below, that no plan has seen, is judged by
-///   `UNSEEN_NAMES` in its `below_bytes` form. `aws configure` makes `~/.aws` and its
-///   `credentials` at once: all 36 such credentials were read before the watch's re-plan;
-/// - with or without the gate, `protect::SUBTREE` and its policy on each directory of a `**`
-///   pattern (`~/.password-store` and every directory below): a file no plan has seen in one,
-///   or in a new directory directly below one, is judged by it (the gate marks the top only).
-/// Allocated as used (`BPF_F_NO_PREALLOC`, 1): a `**` tree puts each of its directories here.
-#[map(name = "UNSEEN_DIRS")]
-pub static UNSEEN_DIRS: HashMap<InodeKey, u32> = HashMap::with_max_entries(16384, 1);
-
-/// (directory, literal name) → the read policy of the rule that names it (`UNSEEN_DIRS`).
-/// About 80 entries a home (its names, and the names below its directories): room for 800
-/// homes, allocated as used (`BPF_F_NO_PREALLOC`, 1): a lookup costs the same.
-#[map(name = "UNSEEN_NAMES")]
-pub static UNSEEN_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(65536, 1);
-
-/// Where the two lookups below build their `UNSEEN_NAMES` key: 80 bytes on the stack put the
-/// ia32 program's call chain over the 512 bytes a kernel such as 6.1 allows in all.
-#[map(name = "NAME_SCRATCH")]
-pub static NAME_SCRATCH: PerCpuArray<NameKey> = PerCpuArray::with_max_entries(1, 0);
-
-/// The scratch key, cleared, for directory `dir`; None only if the map has no element.
-#[inline(always)]
-fn name_key(dir: InodeKey) -> Option<&'static mut NameKey> {
-    let k = NAME_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: this CPU's element of NAME_SCRATCH (valid for the program run, which does not
-    // migrate); no program of this CPU uses it meanwhile: none of ours runs nested in another.
-    let k = unsafe { &mut *k };
-    k.dir = dir;
-    k.name = [0; NAME_CAP];
-    Some(k)
-}
 
 /// LPM tries require `BPF_F_NO_PREALLOC`.
 #[map(name = "NET_POLICY_V4")]
@@ -264,7 +220,7 @@ pub fn kill_current() -> bool {
 }
 
 #[inline(always)]
-fn inode_key(inode: *const u8) -> Option<InodeKey> {
+pub(crate) fn inode_key(inode: *const u8) -> Option<InodeKey> {
     let ino = inode_ino(inode)?;
     // SAFETY: every dereference goes through bpf_probe_read_kernel, which returns Err on a fault instead
     // of faulting; `inode` is an inode reached from the current task and the offsets come from BTF.
@@ -319,8 +275,8 @@ pub fn file_check(file: *const u8, open_flags: u32, server_id: u32, at_open: boo
         if (read_hit || write_hit) && !granted(server_id, *p) && !(read_hit && !write_hit && root_allows(*p, at_open)) {
             return *p;
         }
-    } else if reads && !is_dir(inode) {
-        let p = unseen_policy(file);
+    } else if reads && !crate::unseen::is_dir(inode) {
+        let p = crate::unseen::unseen_policy(file);
         if p != 0 && !granted(server_id, p) && !root_allows(p, at_open) {
             return p;
         }
@@ -333,136 +289,6 @@ pub fn file_check(file: *const u8, open_flags: u32, server_id: u32, at_open: boo
         return 0;
     }
     p
-}
-
-/// Whether `inode` is a directory: an unseen one is listed, never read, and `ls` of a new
-/// `~/.password-store/web` is no read of a password.
-#[inline(always)]
-fn is_dir(inode: *const u8) -> bool {
-    // SAFETY: `inode->i_mode` (BTF offset) read through bpf_probe_read_kernel, which returns Err
-    // on a fault (then not a directory: judged as a file).
-    let mode: u16 = unsafe { bpf_probe_read_kernel(inode.add(koff!(inode_mode)) as *const u16) }.unwrap_or(0);
-    mode & 0o170000 == 0o040000
-}
-
-/// The read policy of a file no plan has seen, from the `UNSEEN_DIRS` directory holding it: its
-/// name's in `UNSEEN_NAMES`, else the directory's own (0 if none); from the one above, for a
-/// directory no plan has seen either.
-#[inline(always)]
-fn unseen_policy(file: *const u8) -> u32 {
-    // SAFETY: `file` is the file being opened; its dentry, d_parent and d_inode (BTF offsets) are
-    // read through bpf_probe_read_kernel, which returns Err on a fault.
-    let (dentry, parent, dir) = unsafe {
-        let Ok(dentry) = bpf_probe_read_kernel(file.add(koff!(file_dentry)) as *const *const u8) else { return 0 };
-        let Ok(parent) = bpf_probe_read_kernel(dentry.add(koff!(dentry_parent)) as *const *const u8) else { return 0 };
-        let Ok(inode) = bpf_probe_read_kernel(parent.add(koff!(dentry_inode)) as *const *const u8) else { return 0 };
-        (dentry, parent, inode)
-    };
-    let Some(key) = inode_key(dir) else { return 0 };
-    // SAFETY: the value is copied out at once; no reference into the map is kept.
-    let Some(v) = (unsafe { UNSEEN_DIRS.get(&key) }.copied()) else {
-        return below_policy(dentry, parent);
-    };
-    if v & protect::NAMED != 0 {
-        let p = unseen_name_policy(dentry, key.dev, key.ino);
-        if p != 0 {
-            return p;
-        }
-    }
-    v & !protect::DIR_FLAGS
-}
-
-/// `UNSEEN_NAMES` for the name of `dentry` in directory `dev`/`ino`. A subprogram of its own,
-/// its key in `NAME_SCRATCH` (scalars in: a struct argument of a BPF call has no fixed form).
-#[inline(never)]
-fn unseen_name_policy(dentry: *const u8, dev: u32, ino: u64) -> u32 {
-    let Some(k) = name_key(InodeKey { dev, _pad: 0, ino }) else { return 0 };
-    // SAFETY: `d_name.name` (BTF offset + 8 past the qstr's hash and length, as in procmem.rs)
-    // and the name's bytes are read through the fault-checked kernel helpers; the string read
-    // writes at most NAME_CAP bytes into `k.name`, NUL included, and the rest stays zero.
-    unsafe {
-        let Ok(name) = bpf_probe_read_kernel(dentry.add(koff!(dentry_name) + 8) as *const *const u8) else { return 0 };
-        if bpf_probe_read_kernel_str(k.name.as_mut_ptr() as *mut _, NAME_CAP as u32, name as *const _) <= 0 {
-            return 0;
-        }
-    }
-    // SAFETY: the value is copied out at once; no reference into the map is kept.
-    unsafe { UNSEEN_NAMES.get(&*k) }.copied().unwrap_or(0)
-}
-
-/// A file in `parent`, a directory no plan has seen: if the directory above is `SUBTREE`, its
-/// policy (`pass insert web/new` makes `web/` and `new.gpg`); if it is `NAMED_BELOW`,
-/// `UNSEEN_NAMES` for `parent/` (every file of a new `~/.azure`), then `parent/name`
-/// (`.aws/credentials`), then `*/name` (any new directory's), as `monitor_common::below_bytes`
-/// builds them.
-#[inline(never)]
-fn below_policy(dentry: *const u8, parent: *const u8) -> u32 {
-    // SAFETY: d_parent and d_inode (BTF offsets) are read through bpf_probe_read_kernel, which
-    // returns Err on a fault; the root is its own parent.
-    let grand = unsafe {
-        let Ok(g) = bpf_probe_read_kernel(parent.add(koff!(dentry_parent)) as *const *const u8) else { return 0 };
-        if g == parent {
-            return 0;
-        }
-        let Ok(inode) = bpf_probe_read_kernel(g.add(koff!(dentry_inode)) as *const *const u8) else { return 0 };
-        inode
-    };
-    let Some(dir) = inode_key(grand) else { return 0 };
-    // SAFETY: the value is copied out at once; no reference into the map is kept.
-    let v = unsafe { UNSEEN_DIRS.get(&dir) }.copied().unwrap_or(0);
-    if v & protect::SUBTREE != 0 {
-        return v & !protect::DIR_FLAGS;
-    }
-    if v & protect::NAMED_BELOW == 0 {
-        return 0;
-    }
-    let Some(k) = name_key(dir) else { return 0 };
-    // SAFETY: `d_name.name` pointers (BTF offset + 8, as above) and the names' bytes are read
-    // through the fault-checked kernel helpers. The directory's name goes into the first
-    // PART_CAP bytes (NUL included); `/` replaces its NUL at `at` (< PART_CAP); the file's name
-    // goes at `at + 1` (≤ PART_CAP), at most PART_CAP bytes, so every write stays in `k.name`.
-    unsafe {
-        let Ok(pname) = bpf_probe_read_kernel(parent.add(koff!(dentry_name) + 8) as *const *const u8) else { return 0 };
-        let n = bpf_probe_read_kernel_str(k.name.as_mut_ptr() as *mut _, PART_CAP as u32, pname as *const _);
-        if n <= 0 {
-            return 0;
-        }
-        let at = (n as usize - 1) & (PART_CAP - 1);
-        *k.name.as_mut_ptr().add(at) = b'/';
-        let whole = UNSEEN_NAMES.get(&*k).copied();
-        let Ok(fname) = bpf_probe_read_kernel(dentry.add(koff!(dentry_name) + 8) as *const *const u8) else { return whole.unwrap_or(0) };
-        let m = bpf_probe_read_kernel_str(k.name.as_mut_ptr().add(at + 1) as *mut _, PART_CAP as u32, fname as *const _);
-        if m <= 0 {
-            return whole.unwrap_or(0);
-        }
-        // The whole directory's entry (`~/.ssh/id_*` in a new `~/.ssh`) spares a public key.
-        if let Some(p) = whole {
-            if !ends_pub(&k.name, at + m as usize) {
-                return p;
-            }
-        }
-        if let Some(p) = UNSEEN_NAMES.get(&*k) {
-            return *p;
-        }
-        // Then `*/name`: the name in any new directory here (a new browser profile).
-        k.name = [0; NAME_CAP];
-        k.name[0] = b'*';
-        k.name[1] = b'/';
-        if bpf_probe_read_kernel_str(k.name.as_mut_ptr().add(2) as *mut _, PART_CAP as u32, fname as *const _) <= 0 {
-            return 0;
-        }
-        UNSEEN_NAMES.get(&*k).copied().unwrap_or(0)
-    }
-}
-
-/// Whether the name that ends at `end` (its NUL) in `name` ends in `.pub`.
-#[inline(always)]
-fn ends_pub(name: &[u8; NAME_CAP], end: usize) -> bool {
-    if end < 4 || end >= NAME_CAP {
-        return false;
-    }
-    let at = |i: usize| name[(end - i) & (NAME_CAP - 1)];
-    at(4) == b'.' && at(3) == b'p' && at(2) == b'u' && at(1) == b'b'
 }
 
 /// A write or create in a protected directory, or in a directory directly below one (systemd's

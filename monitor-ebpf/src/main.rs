@@ -39,6 +39,8 @@ mod procaccess;
 mod procmem;
 #[cfg(target_arch = "bpf")]
 mod stdio;
+#[cfg(target_arch = "bpf")]
+mod unseen;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -2,6 +2,7 @@
 //! homes under /tmp, servers started as that user through `mcpmon exec --require-monitor`, and
 //! the daemon running the shipped rules.
 use std::{
+    io::{BufRead, BufReader, Write},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
@@ -136,3 +137,28 @@ pub fn alert(d: &Daemon, server: &str, rule: &str) -> Value {
     d.expect(&format!("alert {rule} for {server}"), |v| v["kind"] == "alert" && v["server"]["name"] == server && v["rule"]["id"] == rule)
 }
 
+/// A tracked reader that is already running and opens the file the moment it is named.
+pub struct Reader {
+    child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Reader {
+    pub fn start(u: &User, d: &Daemon, name: &str) -> Reader {
+        let code = "import sys\nprint('ready', flush=True)\nf=sys.stdin.readline().strip()\nprint(open(f).read(), flush=True)\n";
+        let mut child = u.exec(d, name, &[super::python(), "-c", code]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        assert_eq!(l.trim(), "ready", "{name}");
+        Reader { child, out }
+    }
+
+    /// Names the file; returns what the reader got and how it ended.
+    pub fn open(mut self, p: &Path) -> (String, std::process::ExitStatus) {
+        writeln!(self.child.stdin.as_mut().unwrap(), "{}", p.display()).unwrap();
+        let mut got = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.out, &mut got);
+        (got, self.child.wait().unwrap())
+    }
+}
