@@ -135,6 +135,12 @@ impl Daemon {
         }
     }
 
+    /// Lines `skip` accepts are neither parsed nor kept (see `JsonLines`): for floods, whose
+    /// records would otherwise fill this process's memory.
+    pub fn skip(&self, skip: super::LineFilter) {
+        self.read.lock().unwrap().skip(skip);
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
