@@ -389,12 +389,14 @@ pub struct InodeKey {
 }
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 
-/// Bytes of a file name kept in a [`NameKey`]: the first 63 and a NUL (a longer name is cut
-/// there, by the kernel's read and by [`name_bytes`] alike).
-pub const NAME_CAP: usize = 64;
+/// Bytes of a file name kept in a [`NameKey`]: the first 127 and a NUL (a longer name is cut
+/// there, by the kernel's read and by [`name_bytes`] alike). A power of two: the kernel masks
+/// offsets into the key with `NAME_CAP - 1`.
+pub const NAME_CAP: usize = 128;
 
-/// Bytes of each part of a [`below_bytes`] name: the first 31 of a directory's name, then of
-/// its file's (the kernel reads each into half of the key, so its offsets stay bounded).
+/// Bytes of each part of a [`below_bytes`] name: the first 31 of each directory's name, then of
+/// its file's (the kernel reads each into `PART_CAP` bytes of the key, so its offsets stay
+/// bounded: four parts end within `4 * PART_CAP` = `NAME_CAP`).
 pub const PART_CAP: usize = 32;
 
 /// `UNSEEN_NAMES` key, in one of two forms. A literal file name a read rule protects (`.netrc`,
@@ -404,14 +406,16 @@ pub const PART_CAP: usize = 32;
 /// directory of it that no plan has seen ([`below_bytes`]: `.aws/credentials`, or `.azure/`
 /// for every file of a new `~/.azure`): a directory made together with its credential. The
 /// `/` keeps the two forms apart: no file name holds one. `*/name` stands for `name` in any new
-/// directory there (a new browser profile's `Login Data`).
+/// directory there (a new browser profile's `Login Data`). Up to three directories deep, for a
+/// file that many levels of new directories below an existing one (`.config/gh/hosts.yml` in
+/// a new home).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NameKey {
     pub dir: InodeKey,
     pub name: [u8; NAME_CAP],
 }
-const _: () = assert!(core::mem::size_of::<NameKey>() == 80);
+const _: () = assert!(core::mem::size_of::<NameKey>() == 144);
 
 impl Default for NameKey {
     fn default() -> Self {
@@ -430,14 +434,33 @@ pub fn name_bytes(name: &[u8]) -> [u8; NAME_CAP] {
 /// A name below a directory of a `NAMED_BELOW` directory, as the kernel builds it: the
 /// directory's name (its first `PART_CAP - 1` bytes) and `/`, then the file's name (its first
 /// `PART_CAP - 1` bytes), or nothing for every file of that directory (`.azure/`).
+///
+/// `dir` may be two or three names (`.config/gh`, `.local/share/keyrings`: that many new
+/// directories at once). Then each name, and the file's after them, takes a `PART_CAP` slot of
+/// its own, NUL-padded: the kernel writes every part at a constant offset, which the 6.1
+/// verifier follows where it lost the bounds of a running one.
 pub fn below_bytes(dir: &[u8], file: Option<&[u8]>) -> [u8; NAME_CAP] {
     let mut k = [0u8; NAME_CAP];
-    let n = dir.len().min(PART_CAP - 1);
-    k[..n].copy_from_slice(&dir[..n]);
+    let cut = |part: &[u8], k: &mut [u8; NAME_CAP], at: usize| {
+        let n = part.len().min(PART_CAP - 1);
+        k[at..at + n].copy_from_slice(&part[..n]);
+        n
+    };
+    if dir.contains(&b'/') {
+        let mut slot = 0;
+        for part in dir.split(|&b| b == b'/').take(3) {
+            cut(part, &mut k, slot * PART_CAP);
+            slot += 1;
+        }
+        if let Some(f) = file {
+            cut(f, &mut k, slot * PART_CAP);
+        }
+        return k;
+    }
+    let n = cut(dir, &mut k, 0);
     k[n] = b'/';
     if let Some(f) = file {
-        let m = f.len().min(PART_CAP - 1);
-        k[n + 1..n + 1 + m].copy_from_slice(&f[..m]);
+        cut(f, &mut k, n + 1);
     }
     k
 }

@@ -36,8 +36,8 @@ pub struct Watcher {
     /// The user database itself (edited in place); re-aimed at each change, since a rename
     /// replaces the inode it watched. -1 while the file is missing.
     passwd_file_wd: Cell<i32>,
-    /// watch descriptor → directory, and back.
-    wds: HashMap<i32, PathBuf>,
+    /// watch descriptor → directory (and whether only new directories in it count), and back.
+    wds: HashMap<i32, (PathBuf, bool)>,
     by_path: HashMap<PathBuf, i32>,
 }
 
@@ -87,9 +87,11 @@ impl Watcher {
         self.passwd_file_wd.set(new);
     }
 
-    /// Watches exactly `dirs` (plus the user database).
-    pub fn set(&mut self, dirs: &BTreeSet<PathBuf>) {
-        let stale: Vec<PathBuf> = self.by_path.keys().filter(|p| !dirs.contains(*p)).cloned().collect();
+    /// Watches exactly `dirs` and `new_dirs` (plus the user database). In `new_dirs` only a
+    /// directory made, moved or gone counts: a file made there is no change (a directory in
+    /// both counts everything).
+    pub fn set(&mut self, dirs: &BTreeSet<PathBuf>, new_dirs: &BTreeSet<PathBuf>) {
+        let stale: Vec<PathBuf> = self.by_path.keys().filter(|p| !dirs.contains(*p) && !new_dirs.contains(*p)).cloned().collect();
         for p in stale {
             if let Some(wd) = self.by_path.remove(&p) {
                 self.wds.remove(&wd);
@@ -99,13 +101,17 @@ impl Watcher {
                 }
             }
         }
-        for d in dirs.iter().take(MAX_WATCHES) {
-            if self.by_path.contains_key(d) {
+        let wanted = dirs.iter().map(|d| (d, false)).chain(new_dirs.iter().filter(|d| !dirs.contains(*d)).map(|d| (d, true)));
+        for (d, only_dirs) in wanted.take(MAX_WATCHES) {
+            if let Some(wd) = self.by_path.get(d) {
+                if let Some(w) = self.wds.get_mut(wd) {
+                    w.1 = only_dirs;
+                }
                 continue;
             }
             match self.add(d, TREE_MASK) {
                 Ok(wd) => {
-                    self.wds.insert(wd, d.clone());
+                    self.wds.insert(wd, (d.clone(), only_dirs));
                     self.by_path.insert(d.clone(), wd);
                 }
                 Err(e) => tracing::debug!(dir = %d.display(), error = %e, "watch"),
@@ -202,6 +208,8 @@ impl Watcher {
                     None
                 } else if ev.mask & libc::IN_Q_OVERFLOW != 0 {
                     Some(Change::Users) // lost events: re-read everything
+                } else if ev.mask & (libc::IN_ISDIR | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) == 0 && self.wds.get(&ev.wd).is_some_and(|w| w.1) {
+                    None // a file made where only new directories count
                 } else {
                     Some(Change::Tree)
                 };
@@ -283,7 +291,7 @@ mod tests {
         let mut w = Watcher::new(&passwd).unwrap();
         // The user database's directory among them: both masks add up on its inode.
         let dirs: BTreeSet<PathBuf> = [home.clone(), t.path().to_path_buf()].into();
-        w.set(&dirs);
+        w.set(&dirs, &BTreeSet::new());
         assert_eq!(w.watched(), 2);
         for d in &dirs {
             let m = mask_on(&w, d.metadata().unwrap().ino()).expect("watched");
@@ -293,5 +301,33 @@ mod tests {
         assert_eq!(w.poll_now(), Some(Change::Tree), "an entry made in a home");
         std::fs::create_dir(home.join(".ssh")).unwrap();
         assert_eq!(w.poll_now(), Some(Change::Tree), "a first ~/.ssh");
+    }
+
+    /// Above a socket's directory (`/tmp` above `ssh-XXXX`) only a new directory re-plans: a
+    /// busy `/tmp` makes files all the time. A directory in both sets counts everything.
+    #[tokio::test]
+    async fn new_directory_watches_ignore_files() {
+        let t = tempfile::tempdir().unwrap();
+        let passwd = t.path().join("passwd");
+        std::fs::write(&passwd, "").unwrap();
+        let (tmp, both) = (t.path().join("tmp"), t.path().join("both"));
+        std::fs::create_dir(&tmp).unwrap();
+        std::fs::create_dir(&both).unwrap();
+        let mut w = Watcher::new(&passwd).unwrap();
+        w.set(&[both.clone()].into(), &[tmp.clone(), both.clone()].into());
+        assert_eq!(w.watched(), 2);
+        std::fs::write(tmp.join("cc1.s"), "").unwrap();
+        std::fs::rename(tmp.join("cc1.s"), tmp.join("cc2.s")).unwrap();
+        std::fs::remove_file(tmp.join("cc2.s")).unwrap();
+        assert_eq!(w.poll_now(), None, "files made, moved and removed in /tmp");
+        std::fs::create_dir(tmp.join("ssh-XXXXq5cL")).unwrap();
+        assert_eq!(w.poll_now(), Some(Change::Tree), "ssh-agent's new directory");
+        std::fs::write(both.join("agent.sock"), "").unwrap();
+        assert_eq!(w.poll_now(), Some(Change::Tree), "a file where everything counts");
+        // Aimed again: /tmp now counts everything.
+        w.set(&[tmp.clone()].into(), &BTreeSet::new());
+        assert_eq!(w.watched(), 1);
+        std::fs::write(tmp.join("x"), "").unwrap();
+        assert_eq!(w.poll_now(), Some(Change::Tree), "re-aimed");
     }
 }

@@ -269,3 +269,68 @@ fn new_keys_linked_out_of_ssh_are_refused_through_the_link() {
     assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
     d.stop();
 }
+
+/// Credentials made in a home that appeared after the start (the user too), the way the tools
+/// make them in a fresh home: `mkdir -p` of every directory on the way (`~/.config` and
+/// `~/.local/share` are not there yet), then the file, written or renamed into place. Each is
+/// opened at once by a tracked reader that was already running: which were read.
+fn fresh_home_trials(u: &User, d: &Daemon, rounds: usize) -> Vec<String> {
+    let names = [
+        ".aws/credentials",
+        ".config/gh/hosts.yml",
+        ".config/gcloud/application_default_credentials.json",
+        ".local/share/keyrings/login.keyring",
+        ".aws/sso/cache/0a1b.json",
+        ".gnupg/private-keys-v1.d/0A1B.key",
+        ".config/Code/User/settings.json",
+        ".cargo/credentials.toml",
+        ".local/share/fish/fish_history",
+        ".kube/config",
+    ];
+    let mut leaked = Vec::new();
+    for i in 0..rounds * names.len() {
+        let rel = names[i % names.len()];
+        let target = u.home.join(rel);
+        // The whole chain is new each time: the top directory goes first.
+        let top = u.home.join(rel.split('/').next().unwrap());
+        let _ = std::fs::remove_dir_all(&top);
+        let r = Reader::start(u, d, "fresh");
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        if i % 2 == 0 {
+            std::fs::write(&target, format!("{SECRET}\n")).unwrap();
+        } else {
+            let tmp = target.with_file_name("tmp-new");
+            std::fs::write(&tmp, format!("{SECRET}\n")).unwrap();
+            std::fs::rename(&tmp, &target).unwrap();
+        }
+        if r.open(&target).0.contains(SECRET) {
+            leaked.push(rel.to_string());
+        }
+    }
+    leaked
+}
+
+#[test]
+fn a_home_made_after_the_start_keeps_credentials_made_in_it() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start(tmp.path(), "");
+    // The user and the home appear after the daemon is ready; nothing is reloaded by hand.
+    let u = User::add("fresh", false);
+    std::fs::create_dir_all(&u.home).unwrap();
+    u.chown(&u.home);
+    let leaked = fresh_home_trials(&u, &d, 2);
+    assert!(leaked.is_empty(), "credentials read: {leaked:?}");
+    for rule in ["cloud-credentials-read", "registry-token-read", "kube-docker-credentials-read", "password-store-read", "shell-history-read", "mcp-client-config-read"] {
+        let a = alert(&d, "fresh", rule);
+        assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
+    }
+    // What else the new directories hold stays readable.
+    u.write(".config/other/notes.txt", "[default]\n");
+    u.write(".local/share/notes.txt", "[default]\n");
+    let out = u.run(&d, "fresh-other", "cat $HOME/.config/other/notes.txt $HOME/.local/share/notes.txt");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("[default]"), "{out:?}");
+    d.stop();
+}

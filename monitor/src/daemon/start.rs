@@ -126,7 +126,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "persistence watch unavailable; only opens in protected directories are judged"),
     }
     let mut watcher = crate::watch::Watcher::new(&args.passwd).context("inotify for the user database and protected directories")?;
-    watcher.set(&policy.plan.watch);
+    watcher.set(&policy.plan.watch, &policy.plan.watch_new_dirs);
     tracing::info!(policy = %policy.summary(), "rules loaded");
     let policy_summary = policy.summary();
     if let Ok(mut m) = metrics.lock() {
@@ -216,7 +216,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 pipeline.check_idle().await;
                 pipeline.sync_servers();
                 if pipeline.rescan_protected().await {
-                    watcher.set(&pipeline.watch_dirs());
+                    let (dirs, new_dirs) = pipeline.watch_dirs();
+                    watcher.set(&dirs, &new_dirs);
                 }
                 pipeline.metrics_tick(false).await;
                 profile_tick += 1;
@@ -226,7 +227,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             _ = sighup.recv() => {
                 pipeline.reload_rules().await;
-                watcher.set(&pipeline.watch_dirs());
+                let (dirs, new_dirs) = pipeline.watch_dirs();
+                    watcher.set(&dirs, &new_dirs);
             }
             _ = sigterm.recv() => { tracing::info!(signal = "SIGTERM", "shutting down"); break; }
             _ = sigint.recv() => { tracing::info!(signal = "SIGINT", "shutting down"); break; }

@@ -57,6 +57,9 @@ pub struct Plan {
     /// Where a new home, user or secret directory would appear: the nearest existing ancestor of
     /// each secret directory pattern (and the secret directories themselves, for `**`).
     pub watch: std::collections::BTreeSet<PathBuf>,
+    /// Where only a new directory matters (a file made there never re-plans): above the
+    /// directories of `kernel.sockets` patterns, as `/tmp` is above ssh-agent's `ssh-XXXX`.
+    pub watch_new_dirs: std::collections::BTreeSet<PathBuf>,
     /// (executable, rule slot): the executable may read that rule's files when it runs as its
     /// server's root process (`kernel.root_may_read`).
     pub root_readers: std::collections::BTreeSet<(Inode, u32)>,
@@ -155,6 +158,7 @@ fn plan_in(scan: &mut Scan, rules: &RuleSet) -> Plan {
                         add(&mut p, scan, &path, protect::KILL_CONNECT, slot_bits);
                     }
                 }
+                watch_sockets(&mut p, scan, pat);
             }
             for real in named_executables(scan, &k.root_may_connect) {
                 add(&mut p, scan, &real, protect::ROOT_MAY_CONNECT, slot_bits);
@@ -195,6 +199,27 @@ fn plan_in(scan: &mut Scan, rules: &RuleSet) -> Plan {
         }
     }
     p
+}
+
+/// Where a socket of `pat` appears after the plan (an agent started at a later login): its
+/// existing directories are watched, so the socket is planned as it is made; above them only
+/// new directories re-plan (`/tmp` for `/tmp/ssh-*/agent.*`, `/run/user` for a login's own
+/// directory), since a busy `/tmp` must not re-plan at every file made in it.
+fn watch_sockets(p: &mut Plan, scan: &mut Scan, pat: &str) {
+    let Some((dir_pat, _)) = pat.rsplit_once('/') else { return };
+    for d in expand_in(scan, dir_pat) {
+        if scan.is_dir(&d) {
+            p.watch.insert(d);
+        }
+    }
+    let parts: Vec<&str> = dir_pat.split('/').filter(|s| !s.is_empty()).collect();
+    for n in 1..parts.len() {
+        for d in expand_in(scan, &format!("/{}", parts[..n].join("/"))) {
+            if scan.is_dir(&d) {
+                p.watch_new_dirs.insert(d);
+            }
+        }
+    }
 }
 
 /// The real files of executables named by `globs`, but only where the file itself is one of
@@ -288,29 +313,43 @@ fn add_read_pattern(p: &mut Plan, scan: &mut Scan, pat: &str, policy: u32, excep
 
 /// A literal name (`~/.aws/credentials`), or every file of a `**` or wildcard-name pattern's
 /// directory (`~/.azure/**`, `~/.ssh/id_*`), in [`Plan::below`] of each existing directory
-/// above its own: the kernel
+/// one, two and three levels above its own: the kernel
 /// judges by it a file in a directory made since the plan, until a re-plan has the directory.
 /// A name an `except` covers is left out, and so is a `**` directory an `except` may reach
 /// into (its literal start and the directory's path overlap).
 fn add_below(p: &mut Plan, scan: &mut Scan, dir_pat: &str, name: &str, policy: u32, except: &Arc<[Glob]>) {
-    let Some((up_pat, dname)) = dir_pat.rsplit_once('/') else { return };
-    if up_pat.is_empty() || is_wild(dname) || dir_pat.contains("**") {
+    if dir_pat.contains("**") {
         return;
     }
     // A wildcard name (`~/.ssh/id_*`) stands for every file of a new directory: `ssh-keygen`
     // makes `~/.ssh` and the key at once. The kernel spares `.pub` names there.
     let file = if name == "**" || is_wild(name) { None } else { Some(name.to_string()) };
-    for up in expand_in(scan, up_pat) {
-        if !scan.is_dir(&up) {
-            continue;
+    // One, two or three new directories at once (`aws configure` makes `~/.aws`; `mkdir -p
+    // ~/.config/gh` in a new home, then `hosts.yml`): keyed by their names in the existing
+    // directory above them.
+    let parts: Vec<&str> = dir_pat.rsplit('/').take(3).collect();
+    for levels in 1..=3 {
+        let Some(rel) = parts.get(..levels) else { return };
+        if rel.iter().any(|c| c.is_empty() || is_wild(c)) {
+            return;
         }
-        let dir = format!("{}/{dname}", up.display());
-        let skip = match &file {
-            Some(f) => excepted(except, &up.join(dname).join(f)),
-            None => except_reaches(except, &dir),
-        };
-        if !skip {
-            p.below.entry(up).or_default().entry((dname.to_string(), file.clone())).or_insert(policy);
+        let rel = rel.iter().rev().copied().collect::<Vec<_>>().join("/");
+        let top_pat = &dir_pat[..dir_pat.len() - rel.len() - 1];
+        if top_pat.is_empty() {
+            return;
+        }
+        for top in expand_in(scan, top_pat) {
+            if !scan.is_dir(&top) {
+                continue;
+            }
+            let dir = format!("{}/{rel}", top.display());
+            let skip = match &file {
+                Some(f) => excepted(except, &Path::new(&dir).join(f)),
+                None => except_reaches(except, &dir),
+            };
+            if !skip {
+                p.below.entry(top).or_default().entry((rel.clone(), file.clone())).or_insert(policy);
+            }
         }
     }
 }

@@ -63,6 +63,27 @@ fn sockets_are_planned_by_inode_and_engine_clis_by_their_file() {
     assert_eq!(p.files[&s] & (protect::KILL_READ | protect::KILL_WRITE | protect::KILL_EXEC), 0);
 }
 
+/// A socket made after the plan (an agent started at a later login) is planned as it appears:
+/// the existing directories of the pattern are watched for everything, the ones above them for
+/// new directories only (`/tmp` above ssh-agent's `ssh-XXXX`).
+#[test]
+fn socket_directories_are_watched_for_sockets_and_above_for_new_directories() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    std::fs::create_dir_all(root.join("tmp/ssh-AAAA")).unwrap();
+    std::fs::create_dir_all(root.join("tmp/other")).unwrap();
+    let r = root.display();
+    let text = format!(
+        "rules:\n  - id: agent\n    description: d\n    severity: high\n    action: kill\n    event: connect\n    condition: {{net.family: {{equals: unix}}}}\n    kernel: {{sockets: [\"{r}/tmp/ssh-*/agent.*\"]}}\n    output: o\n    tags: [T1563]\n"
+    );
+    let rules = crate::rules::load::load_texts(&[(PathBuf::from("t.yaml"), text)], &[]).unwrap();
+    let p = plan(&rules);
+    assert!(p.watch.contains(&root.join("tmp/ssh-AAAA")), "{:?}", p.watch);
+    assert!(!p.watch.contains(&root.join("tmp")) && !p.watch.contains(&root.join("tmp/other")), "{:?}", p.watch);
+    assert!(p.watch_new_dirs.contains(&root.join("tmp")), "{:?}", p.watch_new_dirs);
+    assert!(!p.watch_new_dirs.contains(&root.join("tmp/ssh-AAAA")), "{:?}", p.watch_new_dirs);
+}
+
 /// `root_may_read`: the named executable's inode with the slot of the rule that names it,
 /// nothing for another rule's files, and not a multi-call binary a named symlink leads to.
 #[test]

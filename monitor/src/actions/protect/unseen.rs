@@ -172,8 +172,44 @@ mod tests {
         let long = [b'x'; 40];
         let k = below_bytes(&long, Some(&[b'y'; 40]));
         assert_eq!(k[PART_CAP - 1], b'/');
-        assert!(k[..PART_CAP - 1].iter().all(|b| *b == b'x') && k[PART_CAP..NAME_CAP - 1].iter().all(|b| *b == b'y'));
-        assert_eq!(k[NAME_CAP - 1], 0);
+        assert!(k[..PART_CAP - 1].iter().all(|b| *b == b'x') && k[PART_CAP..2 * PART_CAP - 1].iter().all(|b| *b == b'y'));
+        assert!(k[2 * PART_CAP - 1..].iter().all(|b| *b == 0));
+        // Two or three directories: each name, then the file's, in a slot of its own.
+        let k = below_bytes(b".config/gh", Some(b"hosts.yml"));
+        assert_eq!((&k[..8], &k[PART_CAP..PART_CAP + 3], &k[2 * PART_CAP..2 * PART_CAP + 10]), (&b".config\0"[..], &b"gh\0"[..], &b"hosts.yml\0"[..]));
+        assert!(k[3 * PART_CAP..].iter().all(|b| *b == 0));
+        let k = below_bytes(b".gnupg/private-keys-v1.d", None);
+        assert_eq!((&k[..7], &k[PART_CAP..PART_CAP + 18]), (&b".gnupg\0"[..], &b"private-keys-v1.d\0"[..]));
+        assert!(k[2 * PART_CAP..].iter().all(|b| *b == 0));
+        let k = below_bytes(&[&long[..], b"/", &long[..], b"/", &long[..]].concat(), Some(&long));
+        for slot in 0..4 {
+            let s = &k[slot * PART_CAP..(slot + 1) * PART_CAP];
+            assert!(s[..PART_CAP - 1].iter().all(|b| *b == b'x') && s[PART_CAP - 1] == 0, "slot {slot}");
+        }
+        assert_eq!(4 * PART_CAP, NAME_CAP);
+    }
+
+    /// Two or three new directories at once below an existing one (`mkdir -p ~/.config/gh` in a
+    /// new home): their names and the file's, keyed in the existing one, which is
+    /// `NAMED_BELOW`; and `dir/dir/` for a `**` pattern's directory.
+    #[test]
+    fn names_two_directories_below_are_keyed_in_the_existing_one() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().display();
+        std::fs::create_dir_all(d.path().join("u")).unwrap();
+        let text = format!(
+            "rules:\n  - id: t\n    description: d\n    severity: high\n    action: deny\n    event: open\n    condition: {{file.path: {{glob: \"{r}/u/.config/gh/hosts.yml\"}}}}\n    kernel: {{files: [\"{r}/u/.config/gh/hosts.yml\", \"{r}/u/.config/gcloud/**\", \"{r}/u/.local/share/keyrings/**\"], except: [\"{r}/u/.config/gcloud/logs/**\"], on: [read]}}\n    output: o\n    tags: [T1552]\n"
+        );
+        let rules = crate::rules::load::load_texts(&[(std::path::PathBuf::from("t.yaml"), text)], &[]).unwrap();
+        let u = unseen(&plan(&rules), true);
+        let home = inode_of(&d.path().join("u")).unwrap();
+        let below = |sub: &str, name: Option<&str>| u.names.get(&(home, monitor_common::below_bytes(sub.as_bytes(), name.map(str::as_bytes)))).copied();
+        let policy = below(".config/gh", Some("hosts.yml")).expect("two levels below the home");
+        assert_eq!(policy & protect::KILL_READ, protect::KILL_READ);
+        assert_eq!(below(".config/gcloud", None), None, "an except reaches into the tree: not as a whole");
+        assert_eq!(below(".local/share/keyrings", None), Some(policy), "three new directories");
+        assert_eq!(below("share/keyrings", None), None, "keyed only in an existing directory");
+        assert_eq!(u.dirs[&home] & protect::NAMED_BELOW, protect::NAMED_BELOW, "{u:?}");
     }
 
     /// A literal name below a `**`: keyed in each directory of the tree two levels down, and
