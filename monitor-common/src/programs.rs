@@ -4,7 +4,8 @@
 //! - tracepoints: always loaded; the `Always` ones (process tree) attach at start on either path,
 //!   the `WhileTracked` syscall ones are the fallback of the fentry/fexit fast path;
 //! - fentry/fexit: the fast path, where the kernel has BPF trampolines;
-//! - raw tracepoint: the ia32 syscalls on the tracepoint path, where ia32 emulation is on;
+//! - BTF-typed raw tracepoint (`tp_btf`): the ia32 syscalls on the tracepoint path, where ia32
+//!   emulation is on;
 //! - LSM: open/exec deny where the kernel runs the BPF LSM, else the kill fallback;
 //! - cgroup sock_addr: connect/sendmsg deny where cgroup v2 takes them, else the kill fallback.
 //!
@@ -16,8 +17,8 @@
 pub enum Kind {
     /// Perf-event tracepoints; hooks are `category:name`.
     TracePoint,
-    /// Raw tracepoints; hooks are tracepoint names.
-    RawTracePoint,
+    /// BTF-typed raw tracepoints (`tp_btf`); hooks are raw tracepoint names (exactly one).
+    BtfTracePoint,
     /// BPF trampoline before a kernel function; hooks are function names (exactly one).
     FEntry,
     /// BPF trampoline after a kernel function; hooks are function names (exactly one).
@@ -62,7 +63,7 @@ impl Program {
     }
 
     /// Exit hooks go in before entry hooks (and come out after them), so that no entry is saved
-    /// without its exit hook there to complete it. The ia32 raw tracepoint is not one: it
+    /// without its exit hook there to complete it. The ia32 hook on `sys_exit` is not one: it
     /// completes nothing an entry hook saved (compat.rs), and goes in after the others.
     pub fn is_exit(&self, hook: &str) -> bool {
         match self.kind {
@@ -90,7 +91,7 @@ pub fn of_kind(kind: Kind) -> impl Iterator<Item = &'static Program> {
     PROGRAMS.iter().filter(move |p| p.kind == kind)
 }
 
-use Kind::{CgroupSockAddr, FEntry, FExit, Lsm, RawTracePoint, TracePoint};
+use Kind::{BtfTracePoint, CgroupSockAddr, FEntry, FExit, Lsm, TracePoint};
 
 /// Every program, grouped by kind. Within a kind the order is the attach order: the process-tree
 /// tracepoints first so that a child forked during start-up is not missed; the fast path's
@@ -152,9 +153,9 @@ pub const PROGRAMS: &[Program] = &[
         &["syscalls:sys_exit_recvfrom", "syscalls:sys_exit_sendto", "syscalls:sys_exit_readv", "syscalls:sys_exit_writev"],
         "http: bytes moved on an accepted socket",
     ),
-    // The ia32 (`int $0x80`) syscalls on the tracepoint path: one raw tracepoint on every
+    // The ia32 (`int $0x80`) syscalls on the tracepoint path: one `tp_btf` program on every
     // syscall exit of the machine (compat.rs), so only where ia32 emulation is on.
-    tracked(RawTracePoint, "mcpm_compat_x", &["sys_exit"], "ia32 syscalls (raw tracepoint)"),
+    tracked(BtfTracePoint, "mcpm_compat_x", &["sys_exit"], "ia32 syscalls (tp_btf)"),
     // The fast path (fast.rs): fentry/fexit on the x86_64 syscall wrappers, calling the same
     // handlers as the syscall tracepoints above, which they replace where the kernel has BPF
     // trampolines. An optional one is skipped where this kernel's BTF lacks its function.
@@ -286,6 +287,6 @@ mod tests {
         let fexit = of_kind(Kind::FExit).next().unwrap();
         assert!(fexit.is_exit(fexit.hooks[0]));
         assert!(!of_kind(Kind::FEntry).next().unwrap().is_exit("__x64_sys_execve"));
-        assert!(!of_kind(Kind::RawTracePoint).next().unwrap().is_exit("sys_exit"));
+        assert!(!of_kind(Kind::BtfTracePoint).next().unwrap().is_exit("sys_exit"));
     }
 }

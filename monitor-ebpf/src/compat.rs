@@ -4,20 +4,23 @@
 //! never run for them, so without these hooks a server could open a secret, exec or connect
 //! unseen, and past the in-kernel kill. The same handlers as for 64-bit syscalls run, so the
 //! events are the same ones.
-//! - Tracepoint path: raw tracepoints `sys_enter`/`sys_exit` (the compat calls' only
-//!   tracepoints; raw, because a perf-event tracepoint program would have the kernel build a
-//!   trace record for every syscall of the machine first), which return at once unless the
-//!   process is tracked and in a compat syscall (`current->thread_info.status & TS_COMPAT`).
+//! - Tracepoint path: the raw tracepoint `sys_exit` (the compat calls' only tracepoint, with
+//!   `sys_enter`), as a BTF-typed one (`tp_btf`): not a perf-event tracepoint program, which
+//!   would have the kernel build a trace record for every syscall of the machine first; and not
+//!   a plain raw one, because `tp_btf` may load the syscall number from its `pt_regs` directly
+//!   (no helper call), so that the other syscalls of the machine return at once. The rest
+//!   returns unless the process is tracked and in a compat syscall
+//!   (`current->thread_info.status & TS_COMPAT`).
 //! - Fast path: fentry/fexit on the compat wrappers `__ia32_*` (`fast.rs`).
 //!
-//! Kernel contract: i386 numbers from arch/x86/entry/syscalls/syscall_32.tbl; raw tracepoints
-//! `sys_enter(struct pt_regs *regs, long id)` and `sys_exit(struct pt_regs *regs, long ret)`,
+//! Kernel contract: i386 numbers from arch/x86/entry/syscalls/syscall_32.tbl; raw tracepoint
+//! `sys_exit(struct pt_regs *regs, long ret)` (its BTF type `btf_trace_sys_exit`),
 //! the syscall number in `regs->orig_ax` on exit; i386 arguments in bx, cx, dx, si, di, bp.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
 };
 
 use crate::{
@@ -90,29 +93,44 @@ fn handled(id: i64) -> bool {
 /// completed at once. What this loses against an entry hook: a successful execve (its new image
 /// has replaced the arguments; `sched_process_exec` reports it anyway) and the cgroup deny's
 /// mark on a refused connect, which is recomputed here from the same policy map.
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn mcpm_compat_x(ctx: RawTracePointContext) -> i32 {
-    // Every syscall exit of the machine runs this while a server is tracked: first the pid's
-    // byte in MAYBE_TRACKED (an inlined array load), which every process this hook acts on has
-    // set, doomed children of an ia32 fork included (the fork hook sets it). The rest runs in a
-    // subprogram of its own, so that its registers and stack stay out of that path (gate.rs).
-    if !maybe_tracked(current().tgid) {
+#[btf_tracepoint(function = "sys_exit")]
+pub fn mcpm_compat_x(ctx: BtfTracePointContext) -> i32 {
+    // Every syscall exit of the machine runs this while a server is tracked. First the number,
+    // with no helper call: `regs` is a BTF-typed pointer, which the verifier lets this program
+    // load from (it turns the load into one that reads 0 on a fault). Most syscalls of the
+    // machine end here; those whose 64-bit number is also a watched i386 one (64-bit `fstat` is
+    // i386 `open`) go on. Then the pid's byte in MAYBE_TRACKED (an inlined array load), which
+    // every process this hook acts on has set, doomed children of an ia32 fork included (the
+    // fork hook sets it). The rest runs in a subprogram of its own, so that its registers and
+    // stack stay out of that path (gate.rs).
+    let regs: *const u64 = ctx.arg(0);
+    // SAFETY: `regs` is sys_exit's `struct pt_regs *`, typed by BTF; orig_ax is the u64 at its
+    // fixed x86_64 offset, and the verifier checks the load against the type.
+    let id = unsafe { core::ptr::read_volatile(regs.add(ORIG_AX_OFF / 8)) } as i64;
+    if !watched(id) || !maybe_tracked(current().tgid) {
         return 0;
     }
     compat_exit(aya_ebpf::EbpfContext::as_ptr(&ctx))
 }
 
-/// The exit of a syscall by a process with its byte set. First the compat flag, so a 64-bit
-/// syscall of a tracked process costs one read of the task. Its number cannot be tested first:
-/// 64-bit numbers overlap the i386 ones (64-bit `open` is i386 `fork`). An ia32 fork's child
-/// inherits the flag with the parent's thread_info and returns here before the kernel clears it
-/// on the way out.
+/// Whether an exit with syscall number `id` may be one this hook acts on: a handled i386
+/// syscall, or an i386 fork (its child returns here too, see `compat_exit`).
+#[inline(always)]
+fn watched(id: i64) -> bool {
+    handled(id) || matches!(id, nr::FORK | nr::CLONE | nr::VFORK | nr::CLONE3)
+}
+
+/// The exit of a watched syscall number by a process with its byte set. First the compat flag,
+/// so a 64-bit syscall of a tracked process costs one read of the task: a number alone cannot
+/// tell, as 64-bit numbers overlap the i386 ones (64-bit `open` is i386 `fork`). An ia32 fork's
+/// child inherits the flag with the parent's thread_info and returns here before the kernel
+/// clears it on the way out.
 #[inline(never)]
 fn compat_exit(raw: *mut core::ffi::c_void) -> i32 {
     if !in_compat_syscall() {
         return 0;
     }
-    let ctx = RawTracePointContext::new(raw);
+    let ctx = BtfTracePointContext::new(raw);
     let regs = ctx.arg::<u64>(0) as *const u8;
     // SAFETY: `regs` is sys_exit's `struct pt_regs *` argument; orig_ax at its fixed x86_64 offset is read
     // through bpf_probe_read_kernel, which returns Err on a fault (then -1).

@@ -35,7 +35,7 @@ fn bpftool_prog_ids() -> Vec<u32> {
 }
 
 /// The programs a daemon reports follow from the paths it reports: every tracepoint program, the
-/// fentry/fexit twins or the ia32 raw tracepoint, the LSM programs with LSM deny, the cgroup
+/// fentry/fexit twins or the ia32 `tp_btf` hook, the LSM programs with LSM deny, the cgroup
 /// programs with cgroup deny.
 fn expect_programs_of_the_paths_taken(loaded: &Value) {
     use monitor_common::programs::{of_kind, Kind, PROGRAMS};
@@ -49,7 +49,7 @@ fn expect_programs_of_the_paths_taken(loaded: &Value) {
     for p in fast_required {
         assert_eq!(has(p.name), fentry, "{} loaded exactly when observation is fentry: {loaded}", p.name);
     }
-    assert_eq!(all(Kind::RawTracePoint), loaded["ia32"] == "raw_tracepoint", "{loaded}");
+    assert_eq!(all(Kind::BtfTracePoint), loaded["ia32"] == "tp_btf", "{loaded}");
     assert_eq!(all(Kind::Lsm), loaded["open_deny"] == "lsm", "{loaded}");
     assert_eq!(all(Kind::CgroupSockAddr), loaded["connect_deny"] == "cgroup", "{loaded}");
 }
@@ -164,7 +164,7 @@ fn sigterm_detaches_every_program() {
     let d = Daemon::start(&[]);
     let ids = prog_ids_of(d.pid());
     // What the daemon says it loaded on this kernel (tracepoints, and fentry/fexit and BPF-LSM
-    // programs or the ia32 raw tracepoint, and the cgroup deny programs): one fd for each.
+    // programs or the ia32 `tp_btf` hook, and the cgroup deny programs): one fd for each.
     let loaded = d.expect("sensors_loaded", |v| v["kind"] == "sensors_loaded");
     let mut reported: Vec<u32> = loaded["programs"].as_array().unwrap().iter().map(|p| p["id"].as_u64().unwrap() as u32).collect();
     reported.sort();

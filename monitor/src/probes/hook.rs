@@ -1,11 +1,11 @@
 //! One hook of one program of the table (`monitor_common::programs`), attached and detached one
-//! at a time whatever its kind: the observation hooks (tracepoints, the ia32 raw tracepoint,
+//! at a time whatever its kind: the observation hooks (tracepoints, the ia32 `tp_btf` hook,
 //! fentry/fexit), at start-up for `Always` programs and while something is tracked for the
 //! others. The deny families (lsm.rs, cgroup.rs) attach whole, through link.rs.
 use aya::{
     programs::{
-        fentry::FEntryLinkId, fexit::FExitLinkId, raw_trace_point::RawTracePointLinkId, trace_point::TracePointLinkId, FEntry, FExit,
-        RawTracePoint, TracePoint,
+        fentry::FEntryLinkId, fexit::FExitLinkId, tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId, BtfTracePoint, FEntry,
+        FExit, TracePoint,
     },
     Ebpf,
 };
@@ -21,13 +21,13 @@ pub struct HookRef {
 }
 
 impl HookRef {
-    /// As `sensors_loaded` and the start-up log name it: `category:name`, `raw_tp:NAME`,
+    /// As `sensors_loaded` and the start-up log name it: `category:name`, `tp_btf:NAME`,
     /// `fentry:FUNCTION`, `fexit:FUNCTION`, `lsm:HOOK`, `cgroup:POINT`.
     pub fn describe(&self) -> String {
         let h = self.hook;
         match self.program.kind {
             Kind::TracePoint => h.to_string(),
-            Kind::RawTracePoint => format!("raw_tp:{h}"),
+            Kind::BtfTracePoint => format!("tp_btf:{h}"),
             Kind::FEntry => format!("fentry:{h}"),
             Kind::FExit => format!("fexit:{h}"),
             Kind::Lsm => format!("lsm:{h}"),
@@ -58,7 +58,7 @@ pub fn by_lifetime(hooks: Vec<HookRef>) -> (Vec<HookRef>, Vec<HookRef>) {
 /// An attached hook.
 pub enum Link {
     Tp(HookRef, TracePointLinkId),
-    Raw(HookRef, RawTracePointLinkId),
+    Btf(HookRef, BtfTracePointLinkId),
     FEntry(HookRef, FEntryLinkId),
     FExit(HookRef, FExitLinkId),
 }
@@ -76,9 +76,10 @@ pub fn attach(ebpf: &mut Ebpf, h: HookRef) -> Result<Link, ProbeError> {
             let prog: &mut TracePoint = program(ebpf, p.name, p.purpose)?;
             prog.attach(category, name).map(|l| Link::Tp(h, l)).map_err(failed)
         }
-        Kind::RawTracePoint => {
-            let prog: &mut RawTracePoint = program(ebpf, p.name, p.purpose)?;
-            prog.attach(h.hook).map(|l| Link::Raw(h, l)).map_err(failed)
+        Kind::BtfTracePoint => {
+            // Bound to its tracepoint at load (ia32.rs).
+            let prog: &mut BtfTracePoint = program(ebpf, p.name, p.purpose)?;
+            prog.attach().map(|l| Link::Btf(h, l)).map_err(failed)
         }
         Kind::FEntry => {
             let prog: &mut FEntry = program(ebpf, p.name, p.purpose)?;
@@ -100,8 +101,8 @@ pub fn take(ebpf: &mut Ebpf, link: Link) -> Result<OwnedLink, ProbeError> {
             let p: &mut TracePoint = program(ebpf, h.program.name, h.program.purpose)?;
             Box::new(p.take_link(id).map_err(|e| detach(h, e))?)
         }
-        Link::Raw(h, id) => {
-            let p: &mut RawTracePoint = program(ebpf, h.program.name, h.program.purpose)?;
+        Link::Btf(h, id) => {
+            let p: &mut BtfTracePoint = program(ebpf, h.program.name, h.program.purpose)?;
             Box::new(p.take_link(id).map_err(|e| detach(h, e))?)
         }
         Link::FEntry(h, id) => {
@@ -125,7 +126,7 @@ mod tests {
     fn tracked_hooks_go_in_exits_first_on_either_path() {
         let tps = hooks_of(of_kind(Kind::TracePoint));
         let fast = hooks_of(PROGRAMS.iter().filter(|p| matches!(p.kind, Kind::FEntry | Kind::FExit)));
-        let (always, tp_path) = by_lifetime(tps.iter().copied().chain(hooks_of(of_kind(Kind::RawTracePoint))).collect());
+        let (always, tp_path) = by_lifetime(tps.iter().copied().chain(hooks_of(of_kind(Kind::BtfTracePoint))).collect());
         let (always_fast, fast_path) = by_lifetime(tps.into_iter().filter(|h| h.program.lifetime == Lifetime::Always).chain(fast).collect());
         let names = |v: &[HookRef]| v.iter().map(HookRef::describe).collect::<Vec<_>>();
         assert_eq!(names(&always), ["task:task_newtask", "sched:sched_process_exit", "sched:sched_process_exec", "io_uring:io_uring_create"]);
@@ -135,7 +136,7 @@ mod tests {
             assert!(path[first_entry..].iter().all(|h| !h.is_exit()), "{:?}", names(path));
         }
         assert_eq!(tp_path.first().map(HookRef::describe).as_deref(), Some("syscalls:sys_exit_clone"));
-        assert_eq!(tp_path.last().map(HookRef::describe).as_deref(), Some("raw_tp:sys_exit"), "the ia32 hook goes in last");
+        assert_eq!(tp_path.last().map(HookRef::describe).as_deref(), Some("tp_btf:sys_exit"), "the ia32 hook goes in last");
         assert_eq!(fast_path.first().map(HookRef::describe).as_deref(), Some("fexit:__x64_sys_execve"));
     }
 }

@@ -1,18 +1,18 @@
-//! Whether this kernel runs ia32 syscalls at all. The ia32 hook (`mcpm_compat_x`, a raw
-//! tracepoint on every syscall exit of the machine) is only worth its cost where `int $0x80`
+//! Whether this kernel runs ia32 syscalls at all. The ia32 hook (`mcpm_compat_x`, a `tp_btf`
+//! program on every syscall exit of the machine) is only worth its cost where `int $0x80`
 //! works: a kernel built without IA32 emulation, or with it disabled at boot
 //! (`ia32_emulation=0`, or `CONFIG_IA32_EMULATION_DEFAULT_DISABLED` without an `=1`), refuses
 //! every ia32 syscall before any tracepoint, so there is nothing to see. (On the fast path the
 //! ia32 wrappers are fentry/fexit programs of their own, skipped where the kernel lacks them.)
-use aya::{programs::RawTracePoint, Ebpf};
+use aya::{programs::BtfTracePoint, Btf, Ebpf};
 use monitor_common::programs::{of_kind, Kind};
 
 use super::{
     hook::{hooks_of, HookRef},
-    program, refused, ProbeError,
+    program, refused,
 };
 
-/// The ia32 hooks of the tracepoint path: the raw tracepoint programs of the table, loaded, or
+/// The ia32 hooks of the tracepoint path: the `tp_btf` programs of the table, loaded, or
 /// none where ia32 syscalls cannot happen or the kernel refuses them (logged either way).
 pub fn load(ebpf: &mut Ebpf) -> Vec<HookRef> {
     if let Some(why) = emulation_off() {
@@ -21,7 +21,7 @@ pub fn load(ebpf: &mut Ebpf) -> Vec<HookRef> {
         return vec![];
     }
     match load_raw(ebpf) {
-        Ok(()) => hooks_of(of_kind(Kind::RawTracePoint)),
+        Ok(()) => hooks_of(of_kind(Kind::BtfTracePoint)),
         Err(e) => {
             tracing::warn!(error = %e, "ia32 syscalls (int $0x80) will not be seen");
             vec![]
@@ -29,10 +29,14 @@ pub fn load(ebpf: &mut Ebpf) -> Vec<HookRef> {
     }
 }
 
-fn load_raw(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    for p in of_kind(Kind::RawTracePoint) {
-        let prog: &mut RawTracePoint = program(ebpf, p.name, p.purpose)?;
-        prog.load().map_err(|e| refused(p.name, p.purpose, "(load)".into(), e))?;
+/// A `tp_btf` program is bound to its tracepoint's BTF type at load; without the kernel's BTF
+/// the hook could not read the task's compat flag either (`koff!`), so it would see nothing.
+fn load_raw(ebpf: &mut Ebpf) -> Result<(), String> {
+    let btf = Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
+    for p in of_kind(Kind::BtfTracePoint) {
+        let prog: &mut BtfTracePoint = program(ebpf, p.name, p.purpose).map_err(|e| e.to_string())?;
+        let hook = p.hooks[0];
+        prog.load(hook, &btf).map_err(|e| refused(p.name, p.purpose, format!("(load on {hook})"), e).to_string())?;
     }
     Ok(())
 }

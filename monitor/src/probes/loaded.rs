@@ -20,8 +20,8 @@ impl Sensors {
         programs.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         let ia32 = if self.fast_path {
             "fentry"
-        } else if self.on_demand_hooks().iter().any(|h| h.starts_with("raw_tp:")) {
-            "raw_tracepoint"
+        } else if self.on_demand_hooks().iter().any(|h| h.starts_with("tp_btf:")) {
+            "tp_btf"
         } else {
             "none"
         };

@@ -10,7 +10,7 @@ pub mod guard;
 mod handshake;
 mod hold;
 mod hook;
-mod ia32;
+pub mod ia32;
 pub mod maybe;
 mod link;
 pub mod lsm;

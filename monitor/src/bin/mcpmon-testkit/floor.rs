@@ -28,7 +28,9 @@ pub fn run_floor() -> anyhow::Result<()> {
     }
     let raw: &mut aya::programs::RawTracePoint = ebpf.program_mut("mcpm_floor_raw").context("no mcpm_floor_raw")?.try_into()?;
     raw.load()?;
-    for tp in of_kind(Kind::RawTracePoint).flat_map(|p| p.hooks) {
+    // On the ia32 hook's tracepoint: a plain raw program (the kernel runs `tp_btf` and raw
+    // tracepoint programs through the same call), since the floor reads no argument.
+    for tp in of_kind(Kind::BtfTracePoint).flat_map(|p| p.hooks) {
         raw.attach(tp).with_context(|| format!("raw tracepoint {tp}"))?;
         n += 1;
     }
