@@ -1,6 +1,7 @@
-//! The untracked path of the syscall hooks. While a server is tracked, every syscall of the
-//! machine on these hooks runs one of mcpmon's programs, and an untracked process should pay
-//! only its pid's byte in `MAYBE_TRACKED`. A program whose handler is inlined whole pays more:
+//! The untracked path of the syscall hooks, and of the process-tree hooks every fork and exit of
+//! the machine runs (`task_newtask`, `sched_process_exit`). While a server is tracked, every
+//! syscall of the machine on these hooks runs one of mcpmon's programs, and an untracked process
+//! should pay only its pid's byte in `MAYBE_TRACKED`. A program whose handler is inlined whole pays more:
 //! the JIT saves, in the prologue, every callee-saved register any instruction of the program
 //! uses, and the compiler loads arguments and spills before the byte test. Measured with
 //! `kernel.bpf_stats_enabled`, that put each of these programs 6–18% above bpftrace's one-test

@@ -36,8 +36,15 @@ use crate::maps::{
 const CLONE_THREAD: u64 = 0x0001_0000;
 const AT_FDCWD: i32 = -100;
 
-#[tracepoint]
-pub fn mcpm_fork(ctx: TracePointContext) -> u32 {
+gated_tracepoint!(
+    /// `task_newtask`: a child of a tracked process is tracked before it runs. Every fork and
+    /// thread of the machine runs this, so it is the byte test alone (gate.rs): the handler's
+    /// first test is the same byte (`tracked`).
+    mcpm_fork => fork
+);
+
+#[inline(always)]
+fn fork(ctx: &TracePointContext) -> u32 {
     let cur = current();
     let Some(info) = tracked(cur) else { return 0 };
     // SAFETY: read_at reads the task_newtask record through bpf_probe_read (Err on a fault, then 0); the
@@ -93,8 +100,14 @@ pub fn doomed_x<S: Sys>(_s: &S) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn mcpm_exit(ctx: TracePointContext) -> u32 {
+gated_tracepoint!(
+    /// `sched_process_exit`, for every thread of the machine: the byte test alone (gate.rs), as
+    /// the handler acts only on a set byte (a tracked process, or a byte to clear).
+    mcpm_exit => exit
+);
+
+#[inline(always)]
+fn exit(ctx: &TracePointContext) -> u32 {
     let cur = current();
     let Some(info) = tracked(cur) else {
         // A handshake candidate's byte (or one the daemon set for a process it then dropped)
