@@ -75,6 +75,61 @@ fn a_flood_that_overflows_the_ring_names_the_server() {
     d.stop();
 }
 
+/// Two servers from one malicious package: one floods the ring, the other, quiet, does its work
+/// meanwhile. The loss is the quiet one's too, so a `blind-spot` alert must name it with at
+/// least what it lost, not only the flooder (an alert naming only the noisy server would leave
+/// the quiet one's unseen opens unaccounted for).
+#[test]
+fn a_quiet_server_under_anothers_flood_is_named_for_what_it_lost() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    const N: u64 = 20_000;
+    let d = Daemon::start(&["--ringbuf-bytes", "4096", "--fold-window-ms", "0"]);
+    // The flooder's opens past its first are skipped unparsed; every record of the quiet one is kept.
+    let mut flooder_seen = false;
+    d.skip(Box::new(move |line: &str| {
+        let open = line.find("\"kind\":\"").is_some_and(|i| line[i + 8..].starts_with("open\""));
+        if !open || !line.contains("\"server\":\"flooder\"") {
+            return false;
+        }
+        std::mem::replace(&mut flooder_seen, true)
+    }));
+    let mut flood = exec_cmd(&d.socket, "flooder", &[], &[env!("CARGO_BIN_EXE_mcpmon-testkit"), "loop", "open", "50000000"]).stdout(Stdio::null()).spawn().unwrap();
+    d.expect("the flood is tracked", |v| v["kind"] == "open" && v["server"] == "flooder");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("quiet-work");
+    std::fs::write(&file, "q").unwrap();
+    let path = file.display().to_string();
+    let out = exec_cmd(&d.socket, "quiet", &[], &[env!("CARGO_BIN_EXE_mcpmon-testkit"), "loop", "open", &N.to_string(), &path]).output().unwrap();
+    let _ = flood.kill();
+    let _ = flood.wait();
+    assert!(out.status.success(), "{out:?}");
+    let delivered = |recs: &[serde_json::Value]| -> u64 {
+        recs.iter().filter(|v| v["kind"] == "open" && v["server"] == "quiet" && v["path"] == path.as_str()).map(|v| v["folded"]["count"].as_u64().unwrap_or(1)).sum()
+    };
+    let lost = |recs: &[serde_json::Value]| -> u64 {
+        recs.iter()
+            .filter(|v| v["kind"] == "alert" && v["rule"]["id"] == "blind-spot" && v["server"]["name"] == "quiet")
+            .map(|v| v["lost_new"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    // Alerts come per window: wait until what was lost is accounted for, or give up and show it.
+    let deadline = std::time::Instant::now() + common::patience(std::time::Duration::from_secs(20));
+    loop {
+        let recs = d.records();
+        let (seen, missed) = (delivered(&recs), lost(&recs));
+        if seen + missed >= N || std::time::Instant::now() > deadline {
+            eprintln!("quiet server: {seen} of {N} opens seen, {missed} named lost in blind-spot alerts");
+            assert!(seen < N, "the flood cost the quiet server nothing ({seen} of {N} opens seen): no loss to account for");
+            assert!(seen + missed >= N, "{} of the quiet server's opens were neither seen nor named in a blind-spot alert ({seen} seen, {missed} named lost)", N - seen - missed.min(N - seen));
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    d.stop();
+}
+
 /// `--on-loss kill`: the process whose event could not be delivered dies in the kernel, so a
 /// flood never buys an unseen action.
 #[test]
