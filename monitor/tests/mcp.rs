@@ -105,6 +105,11 @@ fn node_sdk_server_with_a_1mib_reply_pairs_and_attributes_right() {
     let stats = records.iter().find(|v| v["kind"] == "stats").expect("stats record at shutdown");
     assert!(stats["mcp"]["truncated_messages"].as_u64().unwrap() >= 1, "the 1 MiB reply exceeded the capture: {stats}");
     assert_eq!(stats["mcp"]["invalid_messages"], 0, "{stats}");
+    // A file of x's is no prompt injection. The reply is checked from its captured head and
+    // tail, which hold the JSON-RPC envelope's own `"jsonrpc":"2.0"` (after the result, as the
+    // Node SDK writes it): a marker only when it stands inside the text.
+    let alerts: Vec<_> = records.iter().filter(|v| v["kind"] == "alert").map(|v| v.to_string()).collect();
+    assert!(alerts.is_empty(), "alerts on reading files:\n{}", alerts.join("\n"));
 }
 
 #[test]

@@ -199,9 +199,11 @@ fn base64_text(s: &str) -> Option<String> {
 }
 
 /// The text of a JSON message too big for the capture (head, then tail): JSON escapes undone,
-/// so what the model would read is what is scanned.
+/// so what the model would read is what is scanned, and the envelope's own `"jsonrpc":"2.0"` left
+/// out ([`without_envelope`]).
 pub fn unescape_json_text(raw: &[u8]) -> String {
-    let s = String::from_utf8_lossy(raw);
+    let raw = without_envelope(raw);
+    let s = String::from_utf8_lossy(&raw);
     let mut out = String::with_capacity(s.len());
     let mut it = s.chars().peekable();
     while let Some(c) = it.next() {
@@ -301,6 +303,47 @@ pub fn scan_text(&self, where_: &str, t: &str, known_tools: &[String], out: &mut
         out.injections.push(Injection { kind, signal, where_: where_.to_string(), start: r.start, end: r.end, excerpt: ex });
     }
 }
+}
+
+/// `raw` without the JSON-RPC envelope's `"jsonrpc":"2.0"` member. Every big reply's captured
+/// head (the Python SDK writes it first) or tail (the Node SDK writes it last) holds it, and once
+/// unescaped it reads as a protocol marker in the text. As JSON syntax its quotes are bare; inside
+/// a string they are escaped (`\"`), so a marker a text carries is kept: a quote counts as bare
+/// when an even number of backslashes stands before it.
+fn without_envelope(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    const KEY: &[u8] = b"\"jsonrpc\"";
+    const VERSION: &[u8] = b"\"2.0\"";
+    let ws = |b: &[u8], mut i: usize| {
+        while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let mut out: Option<Vec<u8>> = None;
+    let (mut from, mut copied) = (0, 0);
+    while let Some(at) = raw[from..].windows(KEY.len()).position(|w| w == KEY).map(|p| p + from) {
+        from = at + 1;
+        let bare = raw[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0;
+        let colon = ws(raw, at + KEY.len());
+        if !bare || raw.get(colon) != Some(&b':') {
+            continue;
+        }
+        let v = ws(raw, colon + 1);
+        if raw.get(v..v + VERSION.len()) != Some(VERSION) {
+            continue;
+        }
+        let o = out.get_or_insert_with(|| Vec::with_capacity(raw.len()));
+        o.extend_from_slice(&raw[copied..at]);
+        copied = v + VERSION.len();
+        from = copied;
+    }
+    match out {
+        Some(mut o) => {
+            o.extend_from_slice(&raw[copied..]);
+            std::borrow::Cow::Owned(o)
+        }
+        None => std::borrow::Cow::Borrowed(raw),
+    }
 }
 
 fn signal_text(t: &str, r: &Range<usize>) -> String {
