@@ -64,6 +64,42 @@ fn python_sdk_server_calls_are_reported_and_attributed() {
     d.stop();
 }
 
+/// The Python SDK writes the envelope's `"jsonrpc":"2.0"` first, so it stands in the captured
+/// head of every reply bigger than the capture: `mcp-server-git` showing a 400 KB diff of plain
+/// text is no prompt injection (it raised `result-prompt-injection` before).
+#[test]
+fn python_sdk_server_with_a_big_reply_raises_no_alert() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = common::peers() else { return };
+    let repo = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let st = Command::new("git").args(["-c", "user.name=t", "-c", "user.email=t@example.com"]).args(args).current_dir(repo.path()).status().unwrap();
+        assert!(st.success(), "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    let text: String = (0..10_000).map(|i| format!("line {i}: the parser reads the release notes\n")).collect();
+    std::fs::write(repo.path().join("notes.txt"), &text).unwrap();
+    git(&["add", "notes.txt"]);
+    let d = Daemon::start(&[]);
+    let r = repo.path().to_str().unwrap();
+    let client = drive(
+        &d,
+        &peers,
+        "git",
+        json!([{"tool": "git_diff_staged", "arguments": {"repo_path": r}}]),
+        &[peers.join("venv/bin/mcp-server-git").to_str().unwrap(), "--repository", r],
+    );
+    assert_calls_match(&d, "git", &client);
+    let (err, records) = d.stop_with_records();
+    assert!(!err.contains("panicked"), "{err}");
+    let stats = records.iter().find(|v| v["kind"] == "stats").expect("stats record at shutdown");
+    assert!(stats["mcp"]["truncated_messages"].as_u64().unwrap() >= 1, "the diff exceeded the capture: {stats}");
+    let alerts: Vec<_> = records.iter().filter(|v| v["kind"] == "alert").map(|v| v.to_string()).collect();
+    assert!(alerts.is_empty(), "alerts on a diff of plain text:\n{}", alerts.join("\n"));
+}
+
 #[test]
 fn node_sdk_server_with_a_1mib_reply_pairs_and_attributes_right() {
     if !common::can_load_ebpf() {
