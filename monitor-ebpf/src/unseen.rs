@@ -247,6 +247,8 @@ fn deep_policy(dentry: *const u8, parent: *const u8) -> u32 {
     };
     // SAFETY: the value is copied out at once; no reference into the map is kept.
     let whole = unsafe { UNSEEN_NAMES.get(&*k) }.copied();
+    // Two calls that differ only in a constant, not one with `file_at`: 6.1's verifier loses
+    // the bounds of a variable offset into the key once spilled, and refuses the string write.
     let f = if file_at == 2 * PART_CAP { read_name_len(k, dentry, 2 * PART_CAP) } else { read_name_len(k, dentry, 3 * PART_CAP) };
     if f <= 0 {
         return whole.unwrap_or(0);

@@ -88,13 +88,7 @@ fn a_quiet_server_under_anothers_flood_is_named_for_what_it_lost() {
     let d = Daemon::start(&["--ringbuf-bytes", "4096", "--fold-window-ms", "0"]);
     // The flooder's opens past its first are skipped unparsed; every record of the quiet one is kept.
     let mut flooder_seen = false;
-    d.skip(Box::new(move |line: &str| {
-        let open = line.find("\"kind\":\"").is_some_and(|i| line[i + 8..].starts_with("open\""));
-        if !open || !line.contains("\"server\":\"flooder\"") {
-            return false;
-        }
-        std::mem::replace(&mut flooder_seen, true)
-    }));
+    d.skip(Box::new(move |line: &str| common::open_record_server(line) == Some("flooder") && std::mem::replace(&mut flooder_seen, true)));
     let mut flood = exec_cmd(&d.socket, "flooder", &[], &[env!("CARGO_BIN_EXE_mcpmon-testkit"), "loop", "open", "50000000"]).stdout(Stdio::null()).spawn().unwrap();
     d.expect("the flood is tracked", |v| v["kind"] == "open" && v["server"] == "flooder");
     let dir = tempfile::tempdir().unwrap();

@@ -43,8 +43,7 @@ impl Pipeline {
     /// `on_watch`, then the watches re-aimed at the new plan's places when it was rebuilt.
     pub async fn on_watch_and_aim(&mut self, watcher: &mut crate::watch::Watcher, c: Change, now: bool) {
         if self.on_watch(c, now).await {
-            let (dirs, new_dirs) = self.watch_dirs();
-            watcher.set(&dirs, &new_dirs);
+            self.aim(watcher);
         }
     }
 
@@ -59,9 +58,13 @@ impl Pipeline {
         p.deferred_at().map(Into::into)
     }
 
-    /// Where the plan wants inotify watches: for every change, and for new directories only.
-    pub fn watch_dirs(&self) -> (std::collections::BTreeSet<std::path::PathBuf>, std::collections::BTreeSet<std::path::PathBuf>) {
-        self.policy.as_ref().map(|p| (p.plan.watch.clone(), p.plan.watch_new_dirs.clone())).unwrap_or_default()
+    /// Aims `watcher` where the plan wants inotify watches: for every change, and for new
+    /// directories only (none without a plan).
+    pub fn aim(&self, watcher: &mut crate::watch::Watcher) {
+        match &self.policy {
+            Some(p) => watcher.set(&p.plan.watch, &p.plan.watch_new_dirs),
+            None => watcher.set(&Default::default(), &Default::default()),
+        }
     }
 
     /// Grants are keyed on the name the operator gave (client config, `exec --name`,

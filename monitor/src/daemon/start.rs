@@ -216,8 +216,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 pipeline.check_idle().await;
                 pipeline.sync_servers();
                 if pipeline.rescan_protected().await {
-                    let (dirs, new_dirs) = pipeline.watch_dirs();
-                    watcher.set(&dirs, &new_dirs);
+                    pipeline.aim(&mut watcher);
                 }
                 pipeline.metrics_tick(false).await;
                 profile_tick += 1;
@@ -227,8 +226,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             _ = sighup.recv() => {
                 pipeline.reload_rules().await;
-                let (dirs, new_dirs) = pipeline.watch_dirs();
-                    watcher.set(&dirs, &new_dirs);
+                pipeline.aim(&mut watcher);
             }
             _ = sigterm.recv() => { tracing::info!(signal = "SIGTERM", "shutting down"); break; }
             _ = sigint.recv() => { tracing::info!(signal = "SIGINT", "shutting down"); break; }

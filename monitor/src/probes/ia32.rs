@@ -20,7 +20,7 @@ pub fn load(ebpf: &mut Ebpf) -> Vec<HookRef> {
         tracing::info!(%why, "ia32 syscalls cannot happen on this kernel: no ia32 hook");
         return vec![];
     }
-    match load_raw(ebpf) {
+    match load_programs(ebpf) {
         Ok(()) => hooks_of(of_kind(Kind::BtfTracePoint)),
         Err(e) => {
             tracing::warn!(error = %e, "ia32 syscalls (int $0x80) will not be seen");
@@ -31,7 +31,7 @@ pub fn load(ebpf: &mut Ebpf) -> Vec<HookRef> {
 
 /// A `tp_btf` program is bound to its tracepoint's BTF type at load; without the kernel's BTF
 /// the hook could not read the task's compat flag either (`koff!`), so it would see nothing.
-fn load_raw(ebpf: &mut Ebpf) -> Result<(), String> {
+fn load_programs(ebpf: &mut Ebpf) -> Result<(), String> {
     let btf = Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
     for p in of_kind(Kind::BtfTracePoint) {
         let prog: &mut BtfTracePoint = program(ebpf, p.name, p.purpose).map_err(|e| e.to_string())?;

@@ -107,16 +107,21 @@ impl JsonLines {
     }
 }
 
-/// A filter for floods: of each server's `open` records only the first is kept, found by text
-/// alone (std's search, optimised even in a debug build, keeps pace with the daemon).
+/// The server of an `open` record, found by text alone (std's search, optimised even in a debug
+/// build, keeps pace with a flood); None for any other record.
+pub fn open_record_server(line: &str) -> Option<&str> {
+    // The record's own kind is its first (an alert carries the event's further on).
+    if !line.find("\"kind\":\"").is_some_and(|i| line[i + 8..].starts_with("open\"")) {
+        return None;
+    }
+    line.find("\"server\":\"").and_then(|i| line[i + 10..].split('"').next())
+}
+
+/// A filter for floods: of each server's `open` records only the first is kept.
 pub fn all_but_first_open() -> LineFilter {
     let mut servers = std::collections::HashSet::new();
     Box::new(move |line: &str| {
-        // The record's own kind is its first (an alert carries the event's further on).
-        if !line.find("\"kind\":\"").is_some_and(|i| line[i + 8..].starts_with("open\"")) {
-            return false;
-        }
-        let Some(server) = line.find("\"server\":\"").and_then(|i| line[i + 10..].split('"').next()) else { return false };
+        let Some(server) = open_record_server(line) else { return false };
         if servers.contains(server) {
             return true;
         }
