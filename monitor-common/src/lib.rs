@@ -16,13 +16,9 @@ pub use enforce::*;
 /// Capacity for paths read from user memory (PATH_MAX).
 pub const PATH_CAP: usize = 4096;
 
-/// `BPF_F_MMAPABLE`: an array map the daemon can map into its memory (`MAYBE_TRACKED`).
-pub const BPF_F_MMAPABLE: u32 = 1 << 10;
-
-/// Elements of `MAYBE_TRACKED` (one byte per pid, eight to an element) for pids up to `pid_max`.
-pub const fn maybe_tracked_elems(pid_max: u32) -> u32 {
-    pid_max / 8 + 1
-}
+/// The kernel's ceiling for pid_max on 64-bit (`PID_MAX_LIMIT`, 2^22): every pid is below it.
+/// `MAYBE_TRACKED` has a byte for each.
+pub const PID_MAX_LIMIT: usize = 1 << 22;
 
 /// Bytes of argv the kernel copies for one exec, NUL-separated. Reads start below this bound and
 /// may run up to `2 * ARGS_SOFT_CAP` (the verifier needs a fixed read size), see `ExecEvent`.

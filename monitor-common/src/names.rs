@@ -1,8 +1,9 @@
 //! Map names shared by the kernel object and the loader (the programs: `programs::PROGRAMS`).
 
 pub const MAP_TRACKED: &str = "TRACKED";
-/// One byte per pid: nonzero where the process may be tracked (a filter before `TRACKED`).
-pub const MAP_MAYBE_TRACKED: &str = "MAYBE_TRACKED";
+/// The program through which the daemon reads and sets a pid's `MAYBE_TRACKED` byte (global
+/// data, the one-byte filter before `TRACKED`): run with `BPF_PROG_TEST_RUN`, never attached.
+pub const PROG_MAYBE: &str = "mcpm_maybe";
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_LOST: &str = "LOST";
 /// server id → events of that server the kernel could not deliver (any reason).

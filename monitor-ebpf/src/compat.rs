@@ -99,7 +99,7 @@ pub fn mcpm_compat_x(ctx: BtfTracePointContext) -> i32 {
     // with no helper call: `regs` is a BTF-typed pointer, which the verifier lets this program
     // load from (it turns the load into one that reads 0 on a fault). Most syscalls of the
     // machine end here; those whose 64-bit number is also a watched i386 one (64-bit `fstat` is
-    // i386 `open`) go on. Then the pid's byte in MAYBE_TRACKED (an inlined array load), which
+    // i386 `open`) go on. Then the pid's byte in MAYBE_TRACKED (one load from global data), which
     // every process this hook acts on has set, doomed children of an ia32 fork included (the
     // fork hook sets it). The rest runs in a subprogram of its own, so that its registers and
     // stack stay out of that path (gate.rs).

@@ -47,3 +47,22 @@ macro_rules! gated_tracepoint {
     };
 }
 pub(crate) use gated_tracepoint;
+
+/// The daemon's way to `MAYBE_TRACKED` (maps.rs): global data it cannot map into its memory (aya
+/// creates the section's map without `BPF_F_MMAPABLE`), and whose one 4 MiB element a bpf(2)
+/// update would rewrite whole, undoing any byte the kernel set meanwhile. Never attached: the
+/// daemon runs it with `BPF_PROG_TEST_RUN` (`monitor/src/probes/maybe.rs`), `args[0]` the pid and
+/// `args[1]` nonzero to set its byte, and reads the byte from its return value. It can only set:
+/// anyone able to run it can make a process cost a lookup, never hide one from the hooks.
+/// Written without aya's `raw_tracepoint` macro, whose programs always return 0.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "raw_tp")]
+pub fn mcpm_maybe(ctx: *mut core::ffi::c_void) -> u32 {
+    let ctx = aya_ebpf::programs::RawTracePointContext::new(ctx);
+    let pid: u64 = ctx.arg(0);
+    let set: u64 = ctx.arg(1);
+    if set != 0 {
+        crate::maps::set_maybe_tracked(pid as u32, true);
+    }
+    u32::from(crate::maps::maybe_tracked(pid as u32))
+}

@@ -3,7 +3,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{ConnectEvent, EventHeader, ExecEvent, LostReason, OpenEvent, TrackInfo, LOST_REASONS};
 
@@ -13,41 +13,52 @@ use monitor_common::{ConnectEvent, EventHeader, ExecEvent, LostReason, OpenEvent
 #[map(name = "TRACKED")]
 pub static TRACKED: HashMap<u32, TrackInfo> = HashMap::with_max_entries(65536, 0);
 
-/// One byte per pid, eight to an element: nonzero where the process may need the hooks (tracked,
-/// a handshake candidate, or doomed). Every hook tests it before any hash lookup: an array
-/// lookup the verifier inlines and one load, where `TRACKED.get` hashes the key in a helper
-/// call. Untracked processes are nearly all of the machine's syscalls; this cut what the
-/// programs cost an untracked open+close from about 600 ns to 370 (`cargo xtask bench
-/// --prog-time-only`).
+/// One byte per pid: nonzero where the process may need the hooks (tracked, a handshake
+/// candidate, or doomed). Every hook tests it before any hash lookup, where `TRACKED.get` hashes
+/// the key in a helper call. Untracked processes are nearly all of the machine's syscalls.
+///
+/// Global data (a `.bss` section: an array map of one 4 MiB element to the kernel), not a map
+/// the program looks up: the verifier resolves its address at load, so the test is the pid,
+/// masked, added to a constant and one byte load. A lookup in an array map, even one the
+/// verifier inlines, stores the key on the stack, reloads it, checks its bounds and the null
+/// pointer: about 3 ns more a run, on every syscall of the machine on mcpmon's hooks, which put
+/// an untracked open+close above bpftrace's one-compare filter on the same hooks (`cargo xtask
+/// bench --prog-time-only`). One byte for every pid the kernel can hand out (`PID_MAX_LIMIT`,
+/// whatever pid_max is), so the mask never folds two pids together.
 ///
 /// A filter, never the truth: a set byte sends the hook on to `TRACKED`, so a stale one costs a
 /// lookup and nothing else. A clear byte must mean untracked, so every writer sets it *before*
-/// inserting into `TRACKED` (the kernel at fork and exec, the daemon through its mapping of this
-/// array), and only the kernel clears it, when the process's last thread exits. Byte stores
-/// never touch their neighbours, so no atomics are needed. The loader sizes it to pid_max; a
-/// pid beyond it (pid_max raised later) finds no element and falls through to `TRACKED`.
-#[map(name = "MAYBE_TRACKED")]
-pub static MAYBE_TRACKED: Array<u64> = Array::with_max_entries(1, monitor_common::BPF_F_MMAPABLE);
+/// inserting into `TRACKED` (the kernel at fork and exec, the daemon through `mcpm_maybe` in
+/// gate.rs), and only the kernel clears it, when the process's last thread exits. Byte stores
+/// never touch their neighbours, so no atomics are needed.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".bss.maybe")]
+static mut MAYBE_TRACKED: [u8; monitor_common::PID_MAX_LIMIT] = [0; monitor_common::PID_MAX_LIMIT];
+
+/// `tgid`'s byte in [`MAYBE_TRACKED`]. Every pid is below `PID_MAX_LIMIT`, a power of two, so
+/// the mask changes none and gives the verifier the bound it checks the access against.
+#[inline(always)]
+fn maybe_byte(tgid: u32) -> *mut u8 {
+    let i = tgid as usize & (monitor_common::PID_MAX_LIMIT - 1);
+    // SAFETY: `i` is below the array's length; only the address is computed here, no reference
+    // to the `static mut` is made.
+    unsafe { (&raw mut MAYBE_TRACKED).cast::<u8>().add(i) }
+}
 
 /// Whether `tgid` may be tracked (see [`MAYBE_TRACKED`]).
 #[inline(always)]
 pub fn maybe_tracked(tgid: u32) -> bool {
-    match MAYBE_TRACKED.get_ptr(tgid >> 3) {
-        // SAFETY: an element pointer of MAYBE_TRACKED (8 bytes), valid for this program run; the
-        // byte read is at offset tgid & 7, inside it.
-        Some(p) => (unsafe { *(p as *const u8).add((tgid & 7) as usize) }) != 0,
-        None => true,
-    }
+    // SAFETY: a byte of the array; volatile, as the daemon (through `mcpm_maybe`) and other CPUs
+    // write it: the compiler must load it each time.
+    unsafe { core::ptr::read_volatile(maybe_byte(tgid)) != 0 }
 }
 
 /// Sets or clears `tgid`'s byte in [`MAYBE_TRACKED`].
 #[inline(always)]
 pub fn set_maybe_tracked(tgid: u32, on: bool) {
-    if let Some(p) = MAYBE_TRACKED.get_ptr_mut(tgid >> 3) {
-        // SAFETY: as in `maybe_tracked`: one byte inside this element; a plain byte store, which
-        // leaves the other seven pids' bytes of the element as they are.
-        unsafe { *(p as *mut u8).add((tgid & 7) as usize) = u8::from(on) };
-    }
+    // SAFETY: as in `maybe_tracked`: a plain byte store, which leaves every other pid's byte as
+    // it is.
+    unsafe { core::ptr::write_volatile(maybe_byte(tgid), u8::from(on)) };
 }
 
 /// Children of tracked processes that could not be tracked (`TRACKED` full: a fork bomb, or a

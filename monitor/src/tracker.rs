@@ -158,7 +158,7 @@ impl Tracker {
 
     /// Puts `pid` into `TRACKED`, its filter byte first (else the hooks could skip it).
     fn insert(&mut self, pid: u32, info: TrackInfo) -> Result<(), aya::maps::MapError> {
-        self.maybe.set(pid);
+        self.maybe.set(pid).map_err(|io_error| aya::maps::MapError::from(aya::sys::SyscallError { call: "bpf_prog_test_run (mcpm_maybe)", io_error }))?;
         self.map.insert(pid, info, 0)
     }
 
@@ -284,7 +284,7 @@ impl Tracker {
     }
 
     /// Whether the hooks' filter lets `pid` through to `TRACKED` (its `MAYBE_TRACKED` byte).
-    pub fn may_be_tracked(&self, pid: u32) -> bool {
+    pub fn may_be_tracked(&self, pid: u32) -> std::io::Result<bool> {
         self.maybe.get(pid)
     }
 

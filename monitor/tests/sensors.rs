@@ -226,18 +226,18 @@ async fn the_hooks_filter_byte_follows_tracking() {
     let root = sh.pid();
     let mut other = std::process::Command::new("sleep").arg("3").spawn().unwrap();
     h.track(root, "filter-test");
-    assert!(h.tracker.may_be_tracked(root), "the daemon sets a root's byte");
+    assert!(h.tracker.may_be_tracked(root).unwrap(), "the daemon sets a root's byte");
     sh.go();
     let e = h.expect("the root's fork", |e| e.header.pid == root && matches!(e.body, Body::Fork(_))).await;
     let Body::Fork(f) = &e.body else { unreachable!() };
     let child = f.child_pid;
-    assert!(h.tracker.may_be_tracked(child), "the kernel sets a tracked child's byte at fork");
+    assert!(h.tracker.may_be_tracked(child).unwrap(), "the kernel sets a tracked child's byte at fork");
     // The second child's open is seen: its byte let the open hooks through.
     h.expect("the child's open", |e| open_of(e, "/etc/hostname").is_some()).await;
-    assert!(!h.tracker.may_be_tracked(other.id()), "an untracked process has no byte");
+    assert!(!h.tracker.may_be_tracked(other.id()).unwrap(), "an untracked process has no byte");
     h.expect("the root's exit", |e| e.header.pid == root && matches!(e.body, Body::Exit(_))).await;
     sh.wait();
-    assert!(!h.tracker.may_be_tracked(root) && !h.tracker.may_be_tracked(child), "the kernel clears the bytes at exit");
+    assert!(!h.tracker.may_be_tracked(root).unwrap() && !h.tracker.may_be_tracked(child).unwrap(), "the kernel clears the bytes at exit");
     let _ = other.kill();
     let _ = other.wait();
 }

@@ -2,77 +2,114 @@
 //! `TRACKED` (monitor-ebpf/src/maps.rs has the rule: a byte is set before its pid goes into
 //! `TRACKED`, and only the kernel clears it).
 //!
-//! The array is mapped into our memory, so that setting a pid's byte is one byte store, as in the
-//! kernel. Through bpf(2) it would be a read-modify-write of the whole 8-byte element, which
-//! could undo a neighbour's byte the kernel set in between: a tracked child the hooks then skip.
+//! The array is the object's global data, which the hooks reach without a lookup; aya creates
+//! that map without `BPF_F_MMAPABLE`, so the daemon cannot map it, and a bpf(2) update would write
+//! its one 4 MiB element whole, undoing a byte the kernel set meanwhile (a tracked child the hooks
+//! then skip). So the daemon runs `mcpm_maybe` (monitor-ebpf/src/gate.rs) with
+//! `BPF_PROG_TEST_RUN`: one byte store in the kernel, as the hooks do, about a microsecond, once
+//! per process the daemon adopts.
 use std::{
     io,
     os::fd::{AsFd, AsRawFd},
-    ptr::NonNull,
-    sync::atomic::{AtomicU8, Ordering},
 };
 
-use aya::maps::MapData;
+use aya::{
+    programs::{ProgramError, ProgramFd, RawTracePoint},
+    Ebpf,
+};
+use monitor_common::names::PROG_MAYBE;
 
-/// Elements the loader gives the array: one byte per pid up to this host's `pid_max`.
-pub fn elems() -> u32 {
-    // 2^22 is the kernel's ceiling for pid_max on 64-bit.
-    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1 << 22);
-    monitor_common::maybe_tracked_elems(pid_max)
+use super::ProbeError;
+
+/// `bpf(2)` command number of `BPF_PROG_TEST_RUN` (uapi `enum bpf_cmd`).
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+/// The `test` member of uapi `union bpf_attr`, through `batch_size`; fields this command does not
+/// use for a raw tracepoint stay zero, as the kernel requires.
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    /// The struct's tail padding, as a field so that it is zero: the kernel refuses an attr with
+    /// nonzero bytes past the fields it knows, and Rust leaves padding uninitialised.
+    _pad: u32,
 }
+
+// uapi's layout: 76 bytes of fields, 8-byte aligned.
+const _: () = assert!(size_of::<TestRunAttr>() == 80);
 
 pub struct MaybeTracked {
-    base: NonNull<u8>,
-    len: usize,
-    /// Keeps the map alive as long as the mapping (the mapping holds a reference of its own too).
-    _map: MapData,
+    /// `mcpm_maybe`, loaded (never attached).
+    prog: ProgramFd,
 }
 
-// SAFETY: the mapping is shared memory written only with atomic byte stores; nothing else in
-// this struct is tied to a thread.
-unsafe impl Send for MaybeTracked {}
-// SAFETY: as above: `&self` methods do atomic byte accesses only.
-unsafe impl Sync for MaybeTracked {}
+fn refused(e: ProgramError) -> ProbeError {
+    ProbeError::Program { program: PROG_MAYBE, purpose: "the daemon's writes of MAYBE_TRACKED", hook: "none (BPF_PROG_TEST_RUN)".into(), source: Box::new(e) }
+}
+
+fn program(ebpf: &mut Ebpf) -> Result<&mut RawTracePoint, ProbeError> {
+    ebpf.program_mut(PROG_MAYBE).ok_or(ProbeError::MissingProgram(PROG_MAYBE))?.try_into().map_err(refused)
+}
+
+/// Loads `mcpm_maybe` (never attached): with the object, so that a kernel refusing it fails the
+/// start, and `sensors_loaded` lists it.
+pub fn load(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    program(ebpf)?.load().map_err(refused)
+}
 
 impl MaybeTracked {
-    /// Maps `map` (`MAYBE_TRACKED`, loaded with `elems` elements of 8 bytes, BPF_F_MMAPABLE).
-    pub fn new(map: MapData, elems: u32) -> io::Result<Self> {
-        let len = elems as usize * 8;
-        // SAFETY: a fresh shared mapping of a map fd we hold, no address hint; the kernel checks
-        // the length against the map's size and the map's mmapable flag, and the result is checked.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, map.fd().as_fd().as_raw_fd(), 0) };
-        if p == libc::MAP_FAILED {
+    /// The writer of the object `load` loaded `mcpm_maybe` of (a second fd on the program).
+    pub fn of(ebpf: &mut Ebpf) -> Result<Self, ProbeError> {
+        let fd = program(ebpf)?.fd().map_err(refused)?;
+        let prog = fd.try_clone().map_err(|e| ProbeError::Map("MAYBE_TRACKED", format!("dup of {PROG_MAYBE}'s fd: {e}")))?;
+        Ok(Self { prog })
+    }
+
+    /// Runs `mcpm_maybe` once on `pid` (setting its byte first if `set`) and returns the byte.
+    fn run(&self, pid: u32, set: bool) -> io::Result<bool> {
+        // The raw tracepoint's arguments: the program reads args[0] and args[1].
+        let args: [u64; 2] = [u64::from(pid), u64::from(set)];
+        let mut attr = TestRunAttr {
+            prog_fd: self.prog.as_fd().as_raw_fd() as u32,
+            ctx_size_in: size_of_val(&args) as u32,
+            ctx_in: args.as_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: bpf(2) with a fully initialised attr of the size passed; the kernel reads
+        // `ctx_size_in` bytes at `ctx_in` (`args`, alive across the call) and writes `retval`
+        // into `attr`, which outlives the call.
+        let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &mut attr as *mut TestRunAttr, size_of::<TestRunAttr>()) };
+        if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        let base = NonNull::new(p as *mut u8).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Self { base, len, _map: map })
+        Ok(attr.retval != 0)
     }
 
-    fn byte(&self, pid: u32) -> Option<&AtomicU8> {
-        let i = pid as usize;
-        // SAFETY: `i < len`, inside the live mapping (munmapped only in Drop, which takes &mut
-        // self); AtomicU8 has the layout of u8, and every access to the byte here is atomic.
-        (i < self.len).then(|| unsafe { AtomicU8::from_ptr(self.base.as_ptr().add(i)) })
-    }
-
-    /// Sets `pid`'s byte: call before inserting `pid` into `TRACKED`. A pid beyond the array
-    /// (pid_max raised since the load) needs none: the kernel finds no element and looks it up.
-    pub fn set(&self, pid: u32) {
-        if let Some(b) = self.byte(pid) {
-            b.store(1, Ordering::SeqCst);
+    /// Sets `pid`'s byte: call before inserting `pid` into `TRACKED`. An error means the byte may
+    /// be clear, and the hooks would skip the process: the caller must not track it as if seen.
+    pub fn set(&self, pid: u32) -> io::Result<()> {
+        match self.run(pid, true)? {
+            true => Ok(()),
+            false => Err(io::Error::other(format!("mcpm_maybe left pid {pid}'s byte clear"))),
         }
     }
 
-    /// Whether `pid`'s byte is set (true beyond the array, as the kernel reads it).
-    pub fn get(&self, pid: u32) -> bool {
-        self.byte(pid).is_none_or(|b| b.load(Ordering::SeqCst) != 0)
-    }
-}
-
-impl Drop for MaybeTracked {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, with its length; no reference into it outlives
-        // `&mut self`.
-        unsafe { libc::munmap(self.base.as_ptr() as *mut _, self.len) };
+    /// Whether `pid`'s byte is set.
+    pub fn get(&self, pid: u32) -> io::Result<bool> {
+        self.run(pid, false)
     }
 }

@@ -31,7 +31,7 @@ use monitor_common::{
     globals as g,
     names::{
         MAP_CANDIDATE_COMMS, MAP_EVENTS, MAP_LOST, MAP_NET_POLICY_V4, MAP_NET_POLICY_V6, MAP_POLICY, MAP_PROTECTED, MAP_GRANTS, MAP_PENDING_OPEN, MAP_HTTP_SOCKS,
-        MAP_STDIO_PIPES, MAP_TRACKED, MAP_MAYBE_TRACKED,
+        MAP_STDIO_PIPES, MAP_TRACKED,
     },
     programs::Lifetime,
     Comm, StdioPipe, TrackInfo, LOST_REASONS,
@@ -116,8 +116,6 @@ pub struct Sensors {
     lsm_links: lsm::Links,
     /// The thread releasing the last detached links, if still running.
     detaching: ondemand::PendingDetach,
-    /// Elements `MAYBE_TRACKED` was loaded with (pid_max then).
-    maybe_elems: u32,
     /// `mcpmon hold-guard`, which continues what the kernel held if this daemon dies (guard.rs).
     guard: Option<std::process::Child>,
 }
@@ -197,16 +195,16 @@ impl Sensors {
         if task.unix.unix_peer == monitor_common::NO_FIELD {
             tracing::warn!("BTF has no unix_sock (AF_UNIX built as a module?): connects to protected sockets (container engines) are judged in user space only");
         }
-        let maybe_elems = maybe::elems();
         let mut ebpf = EbpfLoader::new()
             .override_global(g::KERNEL_OFFSETS, &koffs, true)
             .override_global(aya_log::LEVEL, &ebpf_log::level(cfg.ebpf_log), true)
             .map_max_entries(ebpf_log::MAP_LOGS, ebpf_log::ring_bytes(cfg.ebpf_log))
             .map_max_entries(MAP_EVENTS, cfg.ringbuf_bytes)
             .map_max_entries(MAP_TRACKED, cfg.tracked_max.unwrap_or(65536))
-            .map_max_entries(MAP_MAYBE_TRACKED, maybe_elems)
             .map_max_entries(MAP_STDIO_PIPES, cfg.stdio_pipes_max.unwrap_or(4096))
             .load(EBPF_OBJECT)?;
+        // Before anything is reported loaded: `sensors_loaded` lists it with the rest.
+        maybe::load(&mut ebpf)?;
         if cfg.ebpf_log {
             ebpf_log::start(&mut ebpf)?;
             tracing::info!("eBPF log records (--ebpf-log) go to this log");
@@ -253,7 +251,7 @@ impl Sensors {
                 tracing::warn!(reason = %why, "connect/sendmsg deny unavailable; deny rules fall back to kill at syscall exit")
             }
         }
-        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, fast_path: fast_path.is_ok(), syscall_links: vec![], reclaimed: vec![], deny, lsm_deny: lsm.is_ok(), cgroup_links: vec![], lsm_links: vec![], detaching: None, maybe_elems, guard: None };
+        let mut sensors = Self { ebpf, report, tracefs, attached, on_demand, fast_path: fast_path.is_ok(), syscall_links: vec![], reclaimed: vec![], deny, lsm_deny: lsm.is_ok(), cgroup_links: vec![], lsm_links: vec![], detaching: None, guard: None };
         // Prove now, not at the first tracked server, that the kernel takes every syscall hook.
         sensors.attach_syscall_hooks()?;
         sensors.detach_syscall_hooks()?;
@@ -279,12 +277,7 @@ impl Sensors {
     pub fn tracker_maps(&mut self) -> Result<crate::tracker::TrackerMaps, ProbeError> {
         let socks = self.ebpf.take_map(MAP_HTTP_SOCKS).ok_or(ProbeError::Map(MAP_HTTP_SOCKS, "missing".into()))?;
         let http_socks = BpfHashMap::try_from(socks).map_err(|e| ProbeError::Map(MAP_HTTP_SOCKS, e.to_string()))?;
-        let maybe = match self.ebpf.take_map(MAP_MAYBE_TRACKED) {
-            Some(aya::maps::Map::Array(d)) => d,
-            _ => return Err(ProbeError::Map(MAP_MAYBE_TRACKED, "missing or not an array".into())),
-        };
-        let size = self.maybe_elems;
-        let maybe = maybe::MaybeTracked::new(maybe, size).map_err(|e| ProbeError::Map(MAP_MAYBE_TRACKED, format!("mmap: {e}")))?;
+        let maybe = maybe::MaybeTracked::of(&mut self.ebpf)?;
         Ok(crate::tracker::TrackerMaps { tracked: self.take_tracked()?, pipes: self.take_stdio_pipes()?, candidates: self.take_candidate_comms()?, http_socks, maybe })
     }
 
