@@ -216,6 +216,43 @@ async fn exit_code_and_killing_signal() {
     assert!(h.tracker.lookup(pa).is_none() && h.tracker.lookup(pb).is_none());
 }
 
+/// pid_max raised after the daemon started (systemd raises it to 2^22 at boot; an admin, or a
+/// container runtime, may later): a server and its child with pids near the kernel's ceiling are
+/// followed like any other. The byte filter has one byte for every pid the kernel can hand out,
+/// set by the daemon for the root and by the kernel for the child.
+#[tokio::test]
+async fn a_server_with_a_pid_near_the_kernels_ceiling_is_followed() {
+    const PID_MAX: &str = "/proc/sys/kernel/pid_max";
+    const LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
+    /// Puts pid_max back as it was, whatever the test's outcome.
+    struct Restore(String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::write(PID_MAX, &self.0);
+        }
+    }
+    let Some(mut h) = Harness::start().await else { return };
+    let _restore = Restore(std::fs::read_to_string(PID_MAX).unwrap().trim().to_string());
+    std::fs::write(PID_MAX, "4194304").unwrap();
+    // The next pids the kernel hands out (in this, the initial, pid namespace) come after this
+    // one: room for the few thousand other processes may take meanwhile.
+    let low = 4_190_000;
+    std::fs::write(LAST_PID, low.to_string()).unwrap();
+    let mut sh = Gated::spawn("sleep 0; cat /etc/hostname > /dev/null");
+    let root = sh.pid();
+    assert!(root > low, "the root's pid {root} is above {low}");
+    h.track(root, "high-pid");
+    assert!(h.tracker.may_be_tracked(root).unwrap(), "the daemon sets a high pid's byte");
+    sh.go();
+    let e = h.expect("the root's fork", |e| e.header.pid == root && matches!(e.body, Body::Fork(_))).await;
+    let Body::Fork(f) = &e.body else { unreachable!() };
+    let child = f.child_pid;
+    assert!(child > low, "the child's pid {child} is above {low}");
+    h.expect("the child's exit", |e| e.header.pid == child && matches!(e.body, Body::Exit(_))).await;
+    h.expect("the open", |e| open_of(e, "/etc/hostname").is_some_and(|_| e.header.pid > low)).await;
+    sh.wait();
+}
+
 /// The hooks skip a process whose `MAYBE_TRACKED` byte is clear, before any lookup: the daemon
 /// must set it for a root it adopts, the kernel for each child it tracks at fork, and the kernel
 /// clears it when the process is gone (else bytes pile up as pids are reused).

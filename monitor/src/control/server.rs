@@ -18,15 +18,20 @@ use crate::{
 pub struct ControlListener {
     listener: UnixListener,
     path: PathBuf,
+    /// The socket's directory when this listener made it: removed with the socket, so a daemon
+    /// run by hand leaves nothing behind (`/run/mcpmon` would read as an installation).
+    made_dir: Option<PathBuf>,
 }
 
 impl ControlListener {
     pub fn bind(path: &Path) -> Result<Self, ControlError> {
         let io = |source| ControlError::Io { path: path.display().to_string(), source };
+        let mut made_dir = None;
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() && !dir.exists() {
                 std::fs::create_dir_all(dir).map_err(io)?;
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+                made_dir = Some(dir.to_path_buf());
             }
         }
         if path.exists() {
@@ -39,13 +44,17 @@ impl ControlListener {
         let listener = UnixListener::bind(path).map_err(io)?;
         // Any local user may ask to have their own server tracked; authorization is by peer creds.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(io)?;
-        Ok(Self { listener, path: path.to_path_buf() })
+        Ok(Self { listener, path: path.to_path_buf(), made_dir })
     }
 }
 
 impl Drop for ControlListener {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        // Only if empty: whatever else was put there meanwhile stays.
+        if let Some(dir) = &self.made_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -394,5 +403,23 @@ mod tests {
         assert!(path.exists());
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async { ControlListener::bind(&path).unwrap() });
+    }
+
+    /// A daemon run by hand (`mcpmon run`, then Ctrl-C) leaves no trace: the socket's directory
+    /// goes with it when the daemon made it, so the next run, or the package's install check,
+    /// does not find `/run/mcpmon` and take it for an installation. A directory it found (the
+    /// service's `RuntimeDirectory`, or one holding anything else) stays.
+    #[test]
+    fn the_socket_directory_goes_with_the_daemon_that_made_it() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("run-mcpmon");
+        let path = dir.join("mcpmon.sock");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _guard = rt.enter();
+        drop(ControlListener::bind(&path).unwrap());
+        assert!(!dir.exists(), "the directory the daemon made is gone");
+        std::fs::create_dir(&dir).unwrap();
+        drop(ControlListener::bind(&path).unwrap());
+        assert!(dir.exists() && !path.exists(), "a directory it found stays, without the socket");
     }
 }
