@@ -7,10 +7,12 @@
 //! so the decoder must accept any length between the fixed part and the full record.
 #![no_std]
 
+mod comm_filter;
 mod enforce;
 pub mod names;
 pub mod programs;
 
+pub use comm_filter::*;
 pub use enforce::*;
 
 /// Capacity for paths read from user memory (PATH_MAX).

@@ -21,6 +21,8 @@ pub const MAP_HANDSHAKE_ON: &str = "HANDSHAKE_ON";
 /// Sockets tracked servers accepted (HTTP capture), by inode.
 pub const MAP_HTTP_SOCKS: &str = "HTTP_SOCKS";
 pub const MAP_CANDIDATE_COMMS: &str = "CANDIDATE_COMMS";
+/// Bits of the hashes of `CANDIDATE_COMMS`'s keys, tested before a lookup (comm_filter.rs).
+pub const MAP_COMM_FILTER: &str = "COMM_FILTER";
 pub const MAP_PROTECTED: &str = "PROTECTED";
 pub const MAP_UNSEEN_DIRS: &str = "UNSEEN_DIRS";
 /// (directory inode, literal file name) → read policy: a protected name made after the last plan.

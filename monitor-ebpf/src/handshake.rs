@@ -9,12 +9,13 @@
 //! daemon then sniffs them for an MCP `initialize` (daemon/discover.rs) and adopts or drops it.
 //! Anything else (`git log | grep`'s text) removes the candidate.
 //!
-//! Cost: at exec, one array lookup for every untracked process, and for piped ones the walk of
-//! fds 0 and 1. On read entry, one more LRU lookup for untracked processes; nothing on writes or
-//! any other syscall. The read hooks are syscall hooks, attached only while something is tracked
-//! or a candidate is young: a candidate that execs while they are detached is reported at once so
-//! the daemon attaches them (a few milliseconds; interpreters take longer to reach their first
-//! read), and marked late: its first seen read may not be its first.
+//! Cost: at every untracked exec, one array lookup and the walk to fd 0's inode (direct loads as
+//! far as the fd array, task.rs), and to fd 1's where fd 0 is a pipe or socket. On read entry,
+//! one more LRU lookup for untracked processes; nothing on writes or any other syscall. The read
+//! hooks are syscall hooks, attached only while something is tracked or a candidate is young: a
+//! candidate that execs while they are detached is reported at once so the daemon attaches them
+//! (a few milliseconds; interpreters take longer to reach their first read), and marked late:
+//! its first seen read may not be its first.
 //!
 //! Kernel contracts: as stdio.rs.
 

@@ -40,6 +40,8 @@ mod procmem;
 #[cfg(target_arch = "bpf")]
 mod stdio;
 #[cfg(target_arch = "bpf")]
+mod task;
+#[cfg(target_arch = "bpf")]
 mod unseen;
 
 #[cfg(target_arch = "bpf")]

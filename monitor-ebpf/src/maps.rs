@@ -3,7 +3,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{ConnectEvent, EventHeader, ExecEvent, LostReason, OpenEvent, TrackInfo, LOST_REASONS};
 
@@ -77,6 +77,11 @@ pub static EXITED: LruHashMap<u32, TrackInfo> = LruHashMap::with_max_entries(409
 /// (`candidate::CLIENT`), by comm: checked only at exec of an untracked process.
 #[map(name = "CANDIDATE_COMMS")]
 pub static CANDIDATE_COMMS: HashMap<monitor_common::Comm, u32> = HashMap::with_max_entries(1024, 0);
+
+/// The bits of `CANDIDATE_COMMS`' keys (monitor-common's comm_filter.rs): exec tests a comm's bit
+/// before it looks the comm up. One element, written whole by the daemon.
+#[map(name = "COMM_FILTER")]
+pub static COMM_FILTER: Array<monitor_common::CommFilter> = Array::with_max_entries(1, 0);
 
 /// Every event goes through this one ring buffer (size set by the loader).
 #[map(name = "EVENTS")]
@@ -357,20 +362,6 @@ pub fn read_user_path(dst: *mut u8, src: u64, hdr_flags: &mut u32) -> u32 {
         *hdr_flags |= monitor_common::flags::PATH_TRUNCATED;
     }
     (n - 1) as u32
-}
-
-/// `current->real_parent->comm`.
-#[inline(always)]
-pub fn parent_comm() -> monitor_common::Comm {
-    // SAFETY: as in current_ppid: `real_parent` and `comm` (BTF offsets) read through
-    // bpf_probe_read_kernel, which returns Err on a fault.
-    unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        let Ok(parent) = bpf_probe_read_kernel(task.add(koff!(task_real_parent)) as *const *const u8) else {
-            return [0; 16];
-        };
-        bpf_probe_read_kernel(parent.add(koff!(task_comm)) as *const monitor_common::Comm).unwrap_or([0; 16])
-    }
 }
 
 /// `current->exit_code` (wait-status form).

@@ -29,8 +29,8 @@ use monitor_common::{
 use crate::gate::gated_tracepoint;
 use crate::maps::{
     count_lost_logged, current, lost_for, koff, read_user_path, current_exit_code, daemon_tgid, fill_header, output, output_prefix, tp_exec_filename_off,
-    parent_comm, tp_exec_old_pid_off, exit_group_dead, maybe_tracked, set_maybe_tracked, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current, Sys,
-    CANDIDATE_COMMS, DOOMED, EXITED, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN, SCRATCH_EXEC, TRACKED,
+    tp_exec_old_pid_off, exit_group_dead, maybe_tracked, set_maybe_tracked, tp_newtask_flags_off, tp_newtask_pid_off, tracked, Current, Sys,
+    CANDIDATE_COMMS, COMM_FILTER, DOOMED, EXITED, PENDING_CONNECT, PENDING_EXEC, PENDING_OPEN, SCRATCH_EXEC, TRACKED,
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -282,11 +282,11 @@ fn provisional(cur: Current) -> Option<TrackInfo> {
     if cur.tgid == daemon_tgid() {
         return None;
     }
-    let comm = aya_ebpf::helpers::bpf_get_current_comm().ok()?;
-    // SAFETY: the CANDIDATE_COMMS value is read at once in the map closure; no reference is kept.
-    let own = unsafe { CANDIDATE_COMMS.get(&comm) }.map(|f| *f & candidate::CONFIGURED != 0).unwrap_or(false);
-    // SAFETY: as above: the value is read at once and no reference is kept.
-    let by_client = unsafe { CANDIDATE_COMMS.get(&parent_comm()) }.map(|f| *f & candidate::CLIENT != 0).unwrap_or(false);
+    // Every exec of the machine gets here: the comms are direct loads and a bit test, and only
+    // a set bit costs a lookup (task.rs, monitor-common's comm_filter.rs).
+    let task = crate::task::current_task();
+    let own = candidate_bits(crate::task::comm_words(task)) & candidate::CONFIGURED != 0;
+    let by_client = candidate_bits(crate::task::comm_words(crate::task::real_parent(task))) & candidate::CLIENT != 0;
     if !own && !by_client {
         return None;
     }
@@ -304,6 +304,20 @@ fn provisional(cur: Current) -> Option<TrackInfo> {
     // not held: its shell would see a stopped job (hold.rs).
     crate::hold::hold_if_blind(cur.tgid, by_client);
     Some(info)
+}
+
+/// `CANDIDATE_COMMS`' bits for the comm of words `(a, b)`, 0 when it is not there.
+#[inline(always)]
+fn candidate_bits((a, b): (u64, u64)) -> u32 {
+    let Some(filter) = COMM_FILTER.get(0) else { return 0 };
+    if !monitor_common::comm_filter_has(filter, a, b) {
+        return 0;
+    }
+    let mut comm = [0u8; 16];
+    comm[..8].copy_from_slice(&a.to_le_bytes());
+    comm[8..].copy_from_slice(&b.to_le_bytes());
+    // SAFETY: the CANDIDATE_COMMS value is copied out at once; no reference is kept.
+    unsafe { CANDIDATE_COMMS.get(&comm) }.copied().unwrap_or(0)
 }
 
 /// The process became tracked between execve's entry and the new image (or the pending map was

@@ -92,17 +92,18 @@ pub fn register_exec_stdio(tgid: u32) -> u32 {
 }
 
 #[inline(always)]
-fn register_fd(fd: i32, dir: u32, tgid: u32) {
+fn register_fd(fd: usize, dir: u32, tgid: u32) {
     if let Some(ino) = stream_ino(fd) {
         register_pipe(ino, dir, tgid);
     }
 }
 
-/// The inode behind `fd` of the current task if it is a pipe or a socket (a stream JSON-RPC can
-/// flow through); a tty, a file or /dev/null give None.
+/// The inode behind fd 0 or 1 (`fd`) of the current task if it is a pipe or a socket (a stream
+/// JSON-RPC can flow through); a tty, a file or /dev/null give None. Run at every untracked exec
+/// (handshake.rs), so the walk to the file is direct loads (task.rs).
 #[inline(always)]
-pub fn stream_ino(fd: i32) -> Option<u64> {
-    let inode = fd_file(fd).and_then(file_inode)?;
+pub fn stream_ino(fd: usize) -> Option<u64> {
+    let inode = crate::task::std_fd_file(fd).and_then(file_inode)?;
     // SAFETY: reads the 16-bit i_mode of a live inode of the current task's fd table.
     let mode: u16 = unsafe { bpf_probe_read_kernel(inode.add(koff!(inode_mode)) as *const u16) }.unwrap_or(0);
     if mode & S_IFMT != S_IFIFO && mode & S_IFMT != S_IFSOCK {

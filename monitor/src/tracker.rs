@@ -5,8 +5,8 @@
 //! get itself out of sight, whatever it sends to the control socket.
 use std::{collections::HashMap, time::SystemTime};
 
-use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
-use monitor_common::{comm_key, stdio_dir, Comm, SockStream, StdioPipe, TrackInfo, PROVISIONAL_SERVER};
+use aya::maps::{Array as BpfArray, HashMap as BpfHashMap, MapData, MapError};
+use monitor_common::{comm_filter_of, comm_key, stdio_dir, Comm, CommFilter, SockStream, StdioPipe, TrackInfo, PROVISIONAL_SERVER};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -113,6 +113,8 @@ pub struct Tracker {
     /// Stdio pipes the daemon could not register (`STDIO_PIPES` full): servers not captured.
     pub stdio_pipes_full: u64,
     candidates: BpfHashMap<MapData, Comm, u32>,
+    /// `COMM_FILTER`: the bits of `candidates`' keys, which exec tests before a lookup.
+    comm_filter: BpfArray<MapData, CommFilter>,
     /// `HTTP_SOCKS`: sockets the servers accepted (the kernel adds and removes them; the daemon
     /// only clears a forgotten server's, whose last close it may not have seen).
     http_socks: Option<BpfHashMap<MapData, u64, SockStream>>,
@@ -136,6 +138,7 @@ pub struct TrackerMaps {
     pub tracked: BpfHashMap<MapData, u32, TrackInfo>,
     pub pipes: BpfHashMap<MapData, u64, StdioPipe>,
     pub candidates: BpfHashMap<MapData, Comm, u32>,
+    pub comm_filter: BpfArray<MapData, CommFilter>,
     pub http_socks: BpfHashMap<MapData, u64, SockStream>,
     pub maybe: crate::probes::maybe::MaybeTracked,
 }
@@ -147,6 +150,7 @@ impl Tracker {
             pipes: m.pipes,
             stdio_pipes_full: 0,
             candidates: m.candidates,
+            comm_filter: m.comm_filter,
             http_socks: Some(m.http_socks),
             servers: Default::default(),
             gone: Default::default(),
@@ -178,14 +182,21 @@ impl Tracker {
             *m.entry(comm_key(n)).or_default() |= f;
             m
         });
-        let old: Vec<Comm> = self.candidates.keys().filter_map(Result::ok).collect();
-        for k in old.iter().filter(|k| !want.contains_key(*k)) {
-            let _ = self.candidates.remove(k);
-        }
-        for (k, f) in want {
+        // The keys go in before their bits, and old keys out after the bits that pass to them
+        // are gone: a set bit may lead to a missing key (a lookup for nothing), while a key whose
+        // bit is clear would be a comm the kernel skips.
+        for (k, f) in &want {
             if let Err(e) = self.candidates.insert(k, f, 0) {
                 tracing::warn!(error = %e, "candidate map full");
             }
+        }
+        // One element, written whole: bits set before and after stay set while it is copied.
+        if let Err(e) = self.comm_filter.set(0, comm_filter_of(want.keys()), 0) {
+            tracing::warn!(error = %e, "comm filter not written: configured commands and clients' children go unseen at exec");
+        }
+        let old: Vec<Comm> = self.candidates.keys().filter_map(Result::ok).collect();
+        for k in old.iter().filter(|k| !want.contains_key(*k)) {
+            let _ = self.candidates.remove(k);
         }
     }
 

@@ -16,17 +16,24 @@ use serde_json::{json, Value};
 /// A host with one user whose home is outside /home and whose Cursor config names `server` with
 /// `args` (distinct per test: tests run in parallel and every daemon sees every process).
 fn host_with_cursor_config(server: &Path, args: &[&str]) -> (tempfile::TempDir, PathBuf) {
-    let t = tempfile::tempdir().unwrap();
-    let home = t.path().join("srv/dev");
-    std::fs::create_dir_all(home.join(".cursor")).unwrap();
-    std::fs::write(
-        home.join(".cursor/mcp.json"),
-        json!({"mcpServers": {"clock": {"command": server, "args": args}}}).to_string(),
-    )
-    .unwrap();
-    let passwd = t.path().join("passwd");
-    std::fs::write(&passwd, format!("dev:x:1000:1000::{}:/bin/sh\n", home.display())).unwrap();
+    let (t, passwd, home) = host_with_user("dev");
+    cursor_config(&home, "clock", server, args);
     (t, passwd)
+}
+
+/// A host whose password database names one user `name`, home `srv/NAME` (not made yet).
+fn host_with_user(name: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("srv").join(name);
+    let passwd = t.path().join("passwd");
+    std::fs::write(&passwd, format!("{name}:x:1000:1000::{}:/bin/sh\n", home.display())).unwrap();
+    (t, passwd, home)
+}
+
+/// Writes `home`'s Cursor config, naming `server` with `args` as `entry`.
+fn cursor_config(home: &Path, entry: &str, server: &Path, args: &[&str]) {
+    std::fs::create_dir_all(home.join(".cursor")).unwrap();
+    std::fs::write(home.join(".cursor/mcp.json"), json!({"mcpServers": {entry: {"command": server, "args": args}}}).to_string()).unwrap();
 }
 
 fn call_time() -> Value {
@@ -53,6 +60,31 @@ fn a_configured_server_is_tracked_at_exec_under_its_configured_name() {
     assert_eq!(call["arguments"], json!({"timezone": "Asia/Tokyo"}));
     // The exec that started it is reported under the server too: nothing was missed.
     d.expect("exec", |v| v["kind"] == "exec" && v["server"] == "clock");
+    d.stop();
+}
+
+/// An ordinary user whose home and client config appear after the daemon started: the command the
+/// config names is then tracked at exec as well, its exec included. The kernel looks a new comm up
+/// only where the daemon set its bit (monitor-common's comm_filter.rs), so this fails if the bits
+/// follow the configs read at start-up alone.
+#[test]
+fn a_server_configured_after_start_up_is_tracked_at_exec() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let Some(peers) = common::peers() else { return };
+    let server = peers.join("venv/bin/mcp-server-time");
+    let args = ["--local-timezone", "America/Lima"];
+    let (_host, passwd, home) = host_with_user("late");
+    let d = Daemon::start(&["--passwd", passwd.to_str().unwrap()]);
+    cursor_config(&home, "late-clock", &server, &args);
+    d.expect_log("client configs (re)read servers=1", std::time::Duration::from_secs(30));
+    let c = common::mcp_client(&peers, call_time(), None, &[server.to_str().unwrap(), args[0], args[1]]);
+    let tracked = d.expect("server_tracked", |v| v["kind"] == "server_tracked" && v["server"] == "late-clock");
+    assert_eq!(tracked["how"], "config");
+    d.expect("exec", |v| v["kind"] == "exec" && v["server"] == "late-clock");
+    let id = c["calls"][0]["id"].to_string();
+    d.expect("tool_call", |v| v["kind"] == "tool_call" && v["server"] == "late-clock" && v["id"] == id.as_str());
     d.stop();
 }
 

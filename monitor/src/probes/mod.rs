@@ -30,7 +30,7 @@ use aya::{
 use monitor_common::{
     globals as g,
     names::{
-        MAP_CANDIDATE_COMMS, MAP_EVENTS, MAP_LOST, MAP_NET_POLICY_V4, MAP_NET_POLICY_V6, MAP_POLICY, MAP_PROTECTED, MAP_GRANTS, MAP_PENDING_OPEN, MAP_HTTP_SOCKS,
+        MAP_CANDIDATE_COMMS, MAP_COMM_FILTER, MAP_EVENTS, MAP_LOST, MAP_NET_POLICY_V4, MAP_NET_POLICY_V6, MAP_POLICY, MAP_PROTECTED, MAP_GRANTS, MAP_PENDING_OPEN, MAP_HTTP_SOCKS,
         MAP_STDIO_PIPES, MAP_TRACKED,
     },
     programs::Lifetime,
@@ -273,12 +273,17 @@ impl Sensors {
         BpfHashMap::try_from(map).map_err(|e| ProbeError::Map(MAP_CANDIDATE_COMMS, e.to_string()))
     }
 
+    pub fn take_comm_filter(&mut self) -> Result<aya::maps::Array<MapData, monitor_common::CommFilter>, ProbeError> {
+        let map = self.ebpf.take_map(MAP_COMM_FILTER).ok_or(ProbeError::Map(MAP_COMM_FILTER, "missing".into()))?;
+        aya::maps::Array::try_from(map).map_err(|e| ProbeError::Map(MAP_COMM_FILTER, e.to_string()))
+    }
+
     /// The maps the tracker owns (the loader hands maps over; it builds none of their users).
     pub fn tracker_maps(&mut self) -> Result<crate::tracker::TrackerMaps, ProbeError> {
         let socks = self.ebpf.take_map(MAP_HTTP_SOCKS).ok_or(ProbeError::Map(MAP_HTTP_SOCKS, "missing".into()))?;
         let http_socks = BpfHashMap::try_from(socks).map_err(|e| ProbeError::Map(MAP_HTTP_SOCKS, e.to_string()))?;
         let maybe = maybe::MaybeTracked::of(&mut self.ebpf)?;
-        Ok(crate::tracker::TrackerMaps { tracked: self.take_tracked()?, pipes: self.take_stdio_pipes()?, candidates: self.take_candidate_comms()?, http_socks, maybe })
+        Ok(crate::tracker::TrackerMaps { tracked: self.take_tracked()?, pipes: self.take_stdio_pipes()?, candidates: self.take_candidate_comms()?, comm_filter: self.take_comm_filter()?, http_socks, maybe })
     }
 
     /// Second handles (new fds on the same kernel maps) on `TRACKED`, `PENDING_OPEN` and

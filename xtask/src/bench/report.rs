@@ -434,12 +434,17 @@ fn prog_time(s: &mut String, p: &Value) {
     let _ = writeln!(s, "| server alive: programs within 3% of the floor's (share of the operation) | {} |", judge(&share_of(&rounds, "floor", 0.03), "(mcpmon − floor) / operation − 0.03"));
     let _ = writeln!(s, "| server alive: programs below bpftrace's on the same hooks (mcpmon's programs on tracing hooks) | {} |", judge(&share_of(&shared, "bpftrace", 0.0), "(mcpmon − bpftrace) / operation"));
     let _ = writeln!(s, "| the same, with mcpmon's cgroup connect and sendmsg programs too (the in-kernel deny: a hook bpftrace has no equivalent of) | {} |", judge(&share_of(&rounds, "bpftrace", 0.0), "(mcpmon − bpftrace) / operation"));
-    let _ = writeln!(s, "\nWhat mcpmon's programs cost per operation (median ns over the rounds; programs under 5 ns per operation left out):\n\n| loop | programs |\n|---|---|");
+    let _ = writeln!(
+        s,
+        "\nWhat each configuration's programs cost per operation, hook by hook (median ns over the rounds; programs under 5 ns per operation left out). bpftrace names a program after its probe, cut to 15 bytes: its `sched_process_e` is its exec and exit programs together, its `sys_exit` the ia32 hook's counterpart (a perf-event tracepoint, whose record the kernel builds outside the program's time), and the floor's `mcpm_floor_raw` a bare program on the ia32 hook's own raw tracepoint.\n\n| loop | configuration | programs |\n|---|---|---|"
+    );
     for w in loops {
-        let mut by: Vec<(String, f64)> = c["mcpmon_server"][w]["by_program"].as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), med(v))).collect()).unwrap_or_default();
-        by.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let list: Vec<String> = by.iter().filter(|(_, ns)| *ns >= 5.0).map(|(k, ns)| format!("`{k}` {ns:.0}")).collect();
-        let _ = writeln!(s, "| {w} | {} |", list.join(", "));
+        for cfg in ["mcpmon_server", "bpftrace", "floor"] {
+            let mut by: Vec<(String, f64)> = c[cfg][w]["by_program"].as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), med(v))).collect()).unwrap_or_default();
+            by.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let list: Vec<String> = by.iter().filter(|(_, ns)| *ns >= 5.0).map(|(k, ns)| format!("`{k}` {ns:.0}")).collect();
+            let _ = writeln!(s, "| {w} | {} | {} |", cfg.replace('_', " "), list.join(", "));
+        }
     }
 }
 
