@@ -41,6 +41,12 @@ use crate::{
 };
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Before anything the daemon leaves on disk (the control socket's directory): a SIGTERM
+    // during the seconds of start-up then waits in its stream, and the loop below shuts down as
+    // after any other, instead of the default action killing the daemon with its state in place.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let ringbuf_bytes = match args.ringbuf_bytes {
         Some(b) => Some(b).filter(|b| b.is_power_of_two() && *b >= 4096).context("--ringbuf-bytes must be a power of two, at least 4096")?,
         None => args.ringbuf_mib.checked_mul(1 << 20).filter(|b| b.is_power_of_two()).context("--ringbuf-mib must be a power of two")?,
@@ -169,9 +175,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Connections made earlier wait in the socket's backlog.
     let control = tokio::spawn(serve(listener, req_tx, shutdown_rx.clone(), tail.clone()));
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     let mut profile_tick = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     pipeline.out.flush_lines().await;
