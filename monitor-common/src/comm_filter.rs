@@ -12,8 +12,11 @@ use crate::Comm;
 /// Bits in the set: 64 words, 512 bytes, one array element.
 pub const COMM_FILTER_BITS: u32 = 4096;
 
+/// Words of the set.
+const WORDS: usize = (COMM_FILTER_BITS / 64) as usize;
+
 /// The value of `COMM_FILTER`'s one element.
-pub type CommFilter = [u64; (COMM_FILTER_BITS / 64) as usize];
+pub type CommFilter = [u64; WORDS];
 
 /// A comm as two little-endian words, the form the kernel reads it in (two loads).
 pub fn comm_words(c: &Comm) -> (u64, u64) {
@@ -53,13 +56,21 @@ pub fn comm_filter_bit(a: u64, b: u64) -> u32 {
     (x >> 52) as u32
 }
 
+/// Where comm `(a, b)`'s bit lies: its word in the set (masked, which also shows the verifier
+/// the index in bounds) and its mask in that word.
+#[inline(always)]
+fn slot(a: u64, b: u64) -> (usize, u64) {
+    let bit = comm_filter_bit(a, b);
+    ((bit / 64) as usize & (WORDS - 1), 1 << (bit % 64))
+}
+
 /// The set holding `comms`.
 pub fn comm_filter_of<'a>(comms: impl IntoIterator<Item = &'a Comm>) -> CommFilter {
-    let mut f = [0u64; (COMM_FILTER_BITS / 64) as usize];
+    let mut f = [0u64; WORDS];
     for c in comms {
         let (a, b) = comm_words(c);
-        let bit = comm_filter_bit(a, b);
-        f[(bit / 64) as usize] |= 1 << (bit % 64);
+        let (w, m) = slot(a, b);
+        f[w] |= m;
     }
     f
 }
@@ -67,8 +78,8 @@ pub fn comm_filter_of<'a>(comms: impl IntoIterator<Item = &'a Comm>) -> CommFilt
 /// Whether `(a, b)`'s bit is set in `f`.
 #[inline(always)]
 pub fn comm_filter_has(f: &CommFilter, a: u64, b: u64) -> bool {
-    let bit = comm_filter_bit(a, b);
-    f[((bit / 64) & (COMM_FILTER_BITS / 64 - 1)) as usize] & (1 << (bit % 64)) != 0
+    let (w, m) = slot(a, b);
+    f[w] & m != 0
 }
 
 #[cfg(test)]

@@ -284,9 +284,10 @@ fn provisional(cur: Current) -> Option<TrackInfo> {
     }
     // Every exec of the machine gets here: the comms are direct loads and a bit test, and only
     // a set bit costs a lookup (task.rs, monitor-common's comm_filter.rs).
+    let filter = COMM_FILTER.get(0)?;
     let task = crate::task::current_task();
-    let own = candidate_bits(crate::task::comm_words(task)) & candidate::CONFIGURED != 0;
-    let by_client = candidate_bits(crate::task::comm_words(crate::task::real_parent(task))) & candidate::CLIENT != 0;
+    let own = candidate_bits(filter, crate::task::comm_words(task)) & candidate::CONFIGURED != 0;
+    let by_client = candidate_bits(filter, crate::task::comm_words(crate::task::real_parent(task))) & candidate::CLIENT != 0;
     if !own && !by_client {
         return None;
     }
@@ -306,10 +307,10 @@ fn provisional(cur: Current) -> Option<TrackInfo> {
     Some(info)
 }
 
-/// `CANDIDATE_COMMS`' bits for the comm of words `(a, b)`, 0 when it is not there.
+/// `CANDIDATE_COMMS`' bits for the comm of words `(a, b)`, 0 when it is not there (`filter`:
+/// `COMM_FILTER`'s element, looked up once for the own and the parent's comm).
 #[inline(always)]
-fn candidate_bits((a, b): (u64, u64)) -> u32 {
-    let Some(filter) = COMM_FILTER.get(0) else { return 0 };
+fn candidate_bits(filter: &monitor_common::CommFilter, (a, b): (u64, u64)) -> u32 {
     if !monitor_common::comm_filter_has(filter, a, b) {
         return 0;
     }

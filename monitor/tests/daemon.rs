@@ -264,23 +264,14 @@ fn a_sigterm_during_start_up_leaves_nothing_behind() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("run/mcpmon");
     let socket = dir.join("mcpmon.sock");
-    let mut c = Command::new(MCPMON)
-        .args(["run", "--events", t.path().join("events.jsonl").to_str().unwrap(), "--socket", socket.to_str().unwrap()])
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut d = Daemon::launch(&["--socket", socket.to_str().unwrap()]);
     let deadline = Instant::now() + common::patience(Duration::from_secs(60));
     while !dir.exists() {
         assert!(Instant::now() < deadline, "the daemon never made {}", dir.display());
-        assert!(c.try_wait().unwrap().is_none(), "the daemon exited before it made its socket directory");
+        assert!(d.child.try_wait().unwrap().is_none(), "the daemon exited before it made its socket directory");
         std::thread::sleep(Duration::from_millis(2));
     }
-    // SAFETY: kill(2) on the child's pid, which this test spawned and has not reaped.
-    assert_eq!(unsafe { libc::kill(c.id() as i32, libc::SIGTERM) }, 0);
-    let out = c.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "a SIGTERM during start-up: {:?}; stderr ends:\n{}", out.status, err.lines().rev().take(15).collect::<Vec<_>>().join("\n"));
+    // `stop`: SIGTERM now, then a clean exit required.
+    d.stop();
     assert!(!dir.exists(), "{} outlived the daemon", dir.display());
 }

@@ -42,25 +42,7 @@ fn call_time() -> Value {
 
 #[test]
 fn a_configured_server_is_tracked_at_exec_under_its_configured_name() {
-    if !common::can_load_ebpf() {
-        return;
-    }
-    let Some(peers) = common::peers() else { return };
-    let server = peers.join("venv/bin/mcp-server-time");
-    let args = ["--local-timezone", "Europe/Berlin"];
-    let (_host, passwd) = host_with_cursor_config(&server, &args);
-    let d = Daemon::start(&["--passwd", passwd.to_str().unwrap()]);
-    let c = common::mcp_client(&peers, call_time(), None, &[server.to_str().unwrap(), args[0], args[1]]);
-    let tracked = d.expect("server_tracked", |v| v["kind"] == "server_tracked" && v["server"] == "clock");
-    assert_eq!((tracked["how"].as_str(), tracked["client"].as_str()), (Some("config"), Some("cursor")));
-    assert!(tracked["config"].as_str().unwrap().ends_with(".cursor/mcp.json"));
-    let id = c["calls"][0]["id"].to_string();
-    let call = d.expect("tool_call", |v| v["kind"] == "tool_call" && v["server"] == "clock" && v["id"] == id.as_str());
-    assert_eq!(call["tool"], "get_current_time");
-    assert_eq!(call["arguments"], json!({"timezone": "Asia/Tokyo"}));
-    // The exec that started it is reported under the server too: nothing was missed.
-    d.expect("exec", |v| v["kind"] == "exec" && v["server"] == "clock");
-    d.stop();
+    configured_server_is_tracked_at_exec("dev", "clock", "Europe/Berlin", false);
 }
 
 /// An ordinary user whose home and client config appear after the daemon started: the command the
@@ -69,22 +51,39 @@ fn a_configured_server_is_tracked_at_exec_under_its_configured_name() {
 /// follow the configs read at start-up alone.
 #[test]
 fn a_server_configured_after_start_up_is_tracked_at_exec() {
+    configured_server_is_tracked_at_exec("late", "late-clock", "America/Lima", true);
+}
+
+/// User `user`'s Cursor config names mcp-server-time as `entry` (with its own `timezone`: tests
+/// run side by side and every daemon sees every process); an agent then starts it. It is tracked
+/// at exec under that name, its exec and its call included. `late`: the home and the config
+/// appear only after the daemon started.
+fn configured_server_is_tracked_at_exec(user: &str, entry: &str, timezone: &str, late: bool) {
     if !common::can_load_ebpf() {
         return;
     }
     let Some(peers) = common::peers() else { return };
     let server = peers.join("venv/bin/mcp-server-time");
-    let args = ["--local-timezone", "America/Lima"];
-    let (_host, passwd, home) = host_with_user("late");
+    let args = ["--local-timezone", timezone];
+    let (_host, passwd, home) = host_with_user(user);
+    if !late {
+        cursor_config(&home, entry, &server, &args);
+    }
     let d = Daemon::start(&["--passwd", passwd.to_str().unwrap()]);
-    cursor_config(&home, "late-clock", &server, &args);
-    d.expect_log("client configs (re)read servers=1", std::time::Duration::from_secs(30));
+    if late {
+        cursor_config(&home, entry, &server, &args);
+        d.expect_log("client configs (re)read servers=1", std::time::Duration::from_secs(30));
+    }
     let c = common::mcp_client(&peers, call_time(), None, &[server.to_str().unwrap(), args[0], args[1]]);
-    let tracked = d.expect("server_tracked", |v| v["kind"] == "server_tracked" && v["server"] == "late-clock");
-    assert_eq!(tracked["how"], "config");
-    d.expect("exec", |v| v["kind"] == "exec" && v["server"] == "late-clock");
+    let tracked = d.expect("server_tracked", |v| v["kind"] == "server_tracked" && v["server"] == entry);
+    assert_eq!((tracked["how"].as_str(), tracked["client"].as_str()), (Some("config"), Some("cursor")));
+    assert!(tracked["config"].as_str().unwrap().ends_with(".cursor/mcp.json"));
     let id = c["calls"][0]["id"].to_string();
-    d.expect("tool_call", |v| v["kind"] == "tool_call" && v["server"] == "late-clock" && v["id"] == id.as_str());
+    let call = d.expect("tool_call", |v| v["kind"] == "tool_call" && v["server"] == entry && v["id"] == id.as_str());
+    assert_eq!(call["tool"], "get_current_time");
+    assert_eq!(call["arguments"], json!({"timezone": "Asia/Tokyo"}));
+    // The exec that started it is reported under the server too: nothing was missed.
+    d.expect("exec", |v| v["kind"] == "exec" && v["server"] == entry);
     d.stop();
 }
 

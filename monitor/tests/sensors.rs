@@ -244,13 +244,18 @@ async fn a_server_with_a_pid_near_the_kernels_ceiling_is_followed() {
     h.track(root, "high-pid");
     assert!(h.tracker.may_be_tracked(root).unwrap(), "the daemon sets a high pid's byte");
     sh.go();
-    let e = h.expect("the root's fork", |e| e.header.pid == root && matches!(e.body, Body::Fork(_))).await;
-    let Body::Fork(f) = &e.body else { unreachable!() };
-    let child = f.child_pid;
+    let child = forked_child(&mut h, root).await;
     assert!(child > low, "the child's pid {child} is above {low}");
     h.expect("the child's exit", |e| e.header.pid == child && matches!(e.body, Body::Exit(_))).await;
     h.expect("the open", |e| open_of(e, "/etc/hostname").is_some_and(|_| e.header.pid > low)).await;
     sh.wait();
+}
+
+/// The pid of the first child `root` forked, from the fork event.
+async fn forked_child(h: &mut Harness, root: u32) -> u32 {
+    let e = h.expect("the root's fork", |e| e.header.pid == root && matches!(e.body, Body::Fork(_))).await;
+    let Body::Fork(f) = &e.body else { unreachable!() };
+    f.child_pid
 }
 
 /// The hooks skip a process whose `MAYBE_TRACKED` byte is clear, before any lookup: the daemon
@@ -265,9 +270,7 @@ async fn the_hooks_filter_byte_follows_tracking() {
     h.track(root, "filter-test");
     assert!(h.tracker.may_be_tracked(root).unwrap(), "the daemon sets a root's byte");
     sh.go();
-    let e = h.expect("the root's fork", |e| e.header.pid == root && matches!(e.body, Body::Fork(_))).await;
-    let Body::Fork(f) = &e.body else { unreachable!() };
-    let child = f.child_pid;
+    let child = forked_child(&mut h, root).await;
     assert!(h.tracker.may_be_tracked(child).unwrap(), "the kernel sets a tracked child's byte at fork");
     // The second child's open is seen: its byte let the open hooks through.
     h.expect("the child's open", |e| open_of(e, "/etc/hostname").is_some()).await;

@@ -42,9 +42,21 @@ impl Daemon {
     }
 
     fn start_with(cmd: &str, sub: &str, extra: &[&str], prepare: impl FnOnce(&mut Command)) -> Self {
+        let mut d = Self::launch_with(cmd, sub, extra, prepare);
+        d.wait_ready();
+        d
+    }
+
+    /// `mcpmon run` as `start` runs it, returned at once instead of when it is ready: for what a
+    /// daemon does while it starts. `--socket PATH` in `extra` replaces the harness's socket.
+    pub fn launch(extra: &[&str]) -> Self {
+        Self::launch_with("run", "", extra, |_| ())
+    }
+
+    fn launch_with(cmd: &str, sub: &str, extra: &[&str], prepare: impl FnOnce(&mut Command)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let events = dir.path().join("events.jsonl");
-        let socket = dir.path().join("mcpmon.sock");
+        let socket = extra.iter().position(|a| *a == "--socket").and_then(|i| extra.get(i + 1)).map_or_else(|| dir.path().join("mcpmon.sock"), PathBuf::from);
         let mut command = Command::new(MCPMON);
         prepare(&mut command);
         let child = command
@@ -52,8 +64,7 @@ impl Daemon {
             .args(Some(sub).filter(|s| !s.is_empty()))
             .arg("--events")
             .arg(&events)
-            .arg("--socket")
-            .arg(&socket)
+            .args((!extra.contains(&"--socket")).then_some([std::ffi::OsStr::new("--socket"), socket.as_os_str()]).into_iter().flatten())
             .arg("--state-dir")
             .arg(dir.path().join("state"))
             // Tests run daemons side by side: an ephemeral port each (see `metrics_url`).
@@ -81,9 +92,7 @@ impl Daemon {
                 s.push('\n');
             }
         }));
-        let mut d = Self { child, stderr, stderr_reader, events, socket, read: Default::default(), _dir: dir };
-        d.wait_ready();
-        d
+        Self { child, stderr, stderr_reader, events, socket, read: Default::default(), _dir: dir }
     }
 
     /// The metrics endpoint the daemon announced on stderr.
