@@ -9,6 +9,7 @@
 mod common;
 
 use std::{
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -192,30 +193,33 @@ fn launches_of_one_image_side_by_side_each_get_their_own_container() {
 
     let agents: Vec<Child> = (0..3).map(|_| t.agent(&[]).env("MCP_CLIENT_THINK_MS", "500").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()).collect();
     // (agent pid, the hostname its call answered: the start of its container's id)
-    let answered: Vec<(u32, String)> = agents
-        .into_iter()
-        .map(|a| {
-            let pid = a.id();
-            let out = a.wait_with_output().unwrap();
-            assert!(out.status.success(), "agent failed:\n{}", String::from_utf8_lossy(&out.stderr));
-            let out: Value = serde_json::from_slice(&out.stdout).unwrap();
-            (pid, out["calls"][0]["text"].as_str().unwrap_or_else(|| panic!("{out}")).to_string())
-        })
-        .collect();
+    let answered: Vec<(u32, String)> = agents.into_iter().map(answered).collect();
 
+    each_in_its_own_server(d, &answered);
+}
+
+/// Each agent's container (known by the hostname its call answered, the start of the
+/// container's id) ended up in its agent's CLI's server, its `cat` attributed to that agent's
+/// call, and no container became a server of its own. `answered`: (agent pid, hostname).
+fn each_in_its_own_server(d: Daemon, answered: &[(u32, String)]) {
     let mut servers = vec![];
-    for (agent, _) in &answered {
+    for (agent, _) in answered {
         let s = d.expect("each agent's CLI tracked", |r| r["kind"] == "server_tracked" && r["found"]["handshake_under"]["pid"] == *agent);
         d.expect("its end", |r| r["kind"] == "server_gone" && r["server_id"] == s["server_id"]);
         servers.push(s["server_id"].clone());
     }
     let (log, records) = d.stop_with_records();
+    // Each CLI holds its container's id: known for certain at the join, so nothing moved.
+    for r in records.iter().filter(|r| r["kind"] == "container_joined") {
+        assert_eq!(r["by"], "cli_memory", "{r}\n{log}");
+        assert!(r["moved_from"].is_null(), "{r}\n{log}");
+    }
     for ((agent, hostname), sid) in answered.iter().zip(&servers) {
         // Where the container that answered this agent ended up: its last join.
         let joined = records
             .iter()
-            .filter(|r| r["kind"] == "container_joined" && r["container"]["id"].as_str().is_some_and(|id| id.starts_with(hostname.as_str())))
-            .last()
+            .rev()
+            .find(|r| r["kind"] == "container_joined" && r["container"]["id"].as_str().is_some_and(|id| id.starts_with(hostname.as_str())))
             .unwrap_or_else(|| panic!("agent {agent}: its container {hostname} never joined\n{log}"));
         assert_eq!(&joined["server_id"], sid, "agent {agent}: its container {hostname} is in its CLI's server: {joined}\n{log}");
         let cat = records.iter().find(|r| r["kind"] == "exec" && r["argv"][0] == "cat" && r["container"]["id"] == joined["container"]["id"]);
@@ -224,7 +228,72 @@ fn launches_of_one_image_side_by_side_each_get_their_own_container() {
         assert_eq!(cat["mcp"]["tool"], "hostname", "agent {agent}: attributed to its call: {cat}");
     }
     let own = records.iter().filter(|r| r["kind"] == "server_tracked").count();
-    assert_eq!(own, 3, "three servers, none for a container on its own\n{log}");
+    assert_eq!(own, answered.len(), "one server per agent, none for a container on its own\n{log}");
+}
+
+/// The agent's output: its pid and the hostname its call answered.
+fn answered(a: Child) -> (u32, String) {
+    let pid = a.id();
+    let out = a.wait_with_output().unwrap();
+    assert!(out.status.success(), "agent failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let out: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (pid, out["calls"][0]["text"].as_str().unwrap_or_else(|| panic!("{out}")).to_string())
+}
+
+/// Two agents launch the same image, and one agent's CLI is held up (stopped, as a loaded
+/// machine may stall it) while its container's first reply goes out: the other CLI relays a
+/// reply first, so the order of replies names the wrong CLI for both containers. Each container
+/// must still end up in its own CLI's server: the CLI that created a container holds its id.
+/// (Each container's reply waits at a FIFO of the test's, `INIT_GATE`, so the order is the
+/// test's to set.)
+#[test]
+fn a_cli_held_up_while_its_container_replies_keeps_its_container() {
+    let Some(t) = setup() else { return };
+    let d = Daemon::start(&["--handshake-discovery", "on"]);
+    let gates: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let agents: Vec<Child> = gates
+        .iter()
+        .map(|g| {
+            let fifo = std::ffi::CString::new(g.path().join("go").into_os_string().into_encoded_bytes()).unwrap();
+            // SAFETY: a NUL-terminated path made just above.
+            assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo: {}", std::io::Error::last_os_error());
+            let volume = format!("{}:/gate", g.path().display());
+            t.agent(&["-v", &volume, "-e", "INIT_GATE=/gate/go"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    // Both containers joined a server and wait at their gates.
+    let deadline = Instant::now() + common::patience(Duration::from_secs(30));
+    while d.records().iter().filter(|r| r["kind"] == "container_joined").count() < 2 {
+        assert!(Instant::now() < deadline, "two containers joined\n{:?}", d.records());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let held = d.expect("the first agent's CLI", |r| r["kind"] == "server_tracked" && r["found"]["handshake_under"]["pid"] == agents[0].id());
+    let held = held["root_pid"].as_u64().unwrap() as i32;
+    // SAFETY: signals to the CLI the first agent started (its pid, from the daemon's record).
+    assert_eq!(unsafe { libc::kill(held, libc::SIGSTOP) }, 0);
+    // The held CLI's container replies first; a moment later the other's, which its CLI relays.
+    open_gate(gates[0].path());
+    std::thread::sleep(Duration::from_millis(300));
+    open_gate(gates[1].path());
+    let mut agents = agents.into_iter();
+    let first = agents.next().unwrap();
+    let second = answered(agents.next().unwrap());
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(held, libc::SIGCONT) }, 0);
+    let first = answered(first);
+    each_in_its_own_server(d, &[first, second]);
+}
+
+/// Lets the reply waiting at `dir`'s FIFO go (waits for its reader to open it).
+fn open_gate(dir: &Path) {
+    let deadline = Instant::now() + common::patience(Duration::from_secs(30));
+    loop {
+        match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(dir.join("go")) {
+            Ok(mut f) => return std::io::Write::write_all(&mut f, b"go\n").unwrap(),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("the gate at {}: {e}", dir.display()),
+        }
+    }
 }
 
 /// A server in a container reads a key mounted in from an ordinary user's home (`-v

@@ -19,7 +19,7 @@ use crate::{
         container::{self, Container},
     },
     output::Record,
-    sys::procfs,
+    sys::{procfs, procmem},
     tracker::Discovery,
 };
 use monitor_common::PROVISIONAL_SERVER;
@@ -46,9 +46,12 @@ pub(super) struct Relayed {
 }
 
 /// Launches of one image side by side: no record of the engine names the CLI, and containers
-/// start (and read their first line) in any order, so a container first joins by launch order
-/// and is then paired by cause. Its first reply goes out through exactly one CLI, which writes
-/// it to its own stdout next: the first reply written is paired with the first CLI to relay one.
+/// start (and read their first line) in any order. A container joins the CLI whose memory holds
+/// its id (`creator_of`). Where none can be read, it first joins by launch order and is then
+/// paired by cause: its first reply goes out through exactly one CLI, which writes it to its own
+/// stdout next, so the first reply written is paired with the first CLI to relay one. That
+/// order is a guess when replies come within milliseconds: the engine relays each container on
+/// its own and keeps no order between them.
 #[derive(Default)]
 pub(super) struct Pairing {
     /// Stdout inodes of containers whose first reply went out, oldest first.
@@ -57,11 +60,17 @@ pub(super) struct Pairing {
     clis: VecDeque<(u32, Instant)>,
     /// Servers that wrote to their stdout already.
     wrote: HashSet<u32>,
+    /// CLIs whose container was found by its id in their memory: they pair with no reply.
+    certain: HashSet<u32>,
 }
 
 /// How long either side waits for the other. A relay takes a millisecond; an entry left over
 /// (a CLI found after it relayed, a container that exited unseen) must not pair with the next.
 const PAIR_WITHIN: Duration = Duration::from_secs(1);
+
+/// Resident memory read per CLI when looking for its container's id: a `docker run` CLI has
+/// about 5 MiB resident (its Go heap, where the id is, comes first).
+const CLI_MEMORY_BUDGET: usize = 256 << 20;
 
 impl Pairing {
     /// Whether this is the first write of server `sid` to its stdout.
@@ -93,7 +102,8 @@ impl Pipeline {
         let root = std::path::Path::new(container::DOCKER_ROOT);
         let Some(c) = seen.container.or_else(|| container::of_pid(pid, root)) else { return Err(intent) };
         let c = Arc::new(c);
-        let sid = match self.runner_of(&c, true) {
+        let creator = self.creator_of(&c);
+        let sid = match creator.or_else(|| self.runner_of(&c, true)) {
             Some(sid) => Some(sid),
             None => self.untracked_runner(&c).await.or_else(|| self.runner_of(&c, false)),
         };
@@ -112,7 +122,11 @@ impl Pipeline {
         };
         // The streams as the kernel saw them at the read: /proc has none once it exited.
         self.relayed_stdio.insert(i, Relayed { sid, pid, container: c.clone(), reply: None });
-        self.relayed_stdio.insert(o, Relayed { sid, pid, container: c.clone(), reply: Some(false) });
+        // Its creator known, its reply is not paired by order (as if paired already).
+        self.relayed_stdio.insert(o, Relayed { sid, pid, container: c.clone(), reply: Some(creator.is_some()) });
+        if creator.is_some() {
+            self.pairing.certain.insert(sid);
+        }
         self.seed_tree(&tracked, sid);
         // Gone already (a short session): its forks and exit, still queued, find it by this.
         if self.tree.get(pid).is_none() {
@@ -129,8 +143,9 @@ impl Pipeline {
             }
             None => String::new(),
         };
-        tracing::info!(pid, server_id = sid, server = %server, image = ?c.image, id = %c.id, "container: joined its runner's server");
-        self.out.emit(Record::ContainerJoined { time: Self::now(), server_id: sid, server, pid, tracked_pids: tracked, container: c, moved_from: None }).await;
+        let by = if creator.is_some() { "cli_memory" } else { "launch_order" };
+        tracing::info!(pid, server_id = sid, server = %server, image = ?c.image, id = %c.id, by, "container: joined its runner's server");
+        self.out.emit(Record::ContainerJoined { time: Self::now(), server_id: sid, server, pid, tracked_pids: tracked, container: c, by, moved_from: None }).await;
         Ok(InContainer::Joined)
     }
 
@@ -159,6 +174,9 @@ impl Pipeline {
     /// the CLI was found late), and the joined container of its image whose reply went out first
     /// and that no CLI relayed yet is its own.
     pub(super) async fn relayed_reply(&mut self, id: u32) {
+        if self.pairing.certain.contains(&id) {
+            return;
+        }
         let Some(s) = self.tracker.server(id) else { return };
         if !runners::launch(crate::discovery::adopt::past_interpreter(&s.command)).is_some_and(|l| matches!(l.runner, "docker" | "podman")) {
             return;
@@ -207,7 +225,26 @@ impl Pipeline {
             None => String::new(),
         };
         tracing::info!(pid, from, server_id = sid, id = %c.id, "container: moved to the server whose CLI relayed its reply");
-        self.out.emit(Record::ContainerJoined { time: Self::now(), server_id: sid, server, pid, tracked_pids: pids, container: c, moved_from: Some(from) }).await;
+        self.out.emit(Record::ContainerJoined { time: Self::now(), server_id: sid, server, pid, tracked_pids: pids, container: c, by: "reply_order", moved_from: Some(from) }).await;
+    }
+
+    /// The tracked server whose CLI created container `c`: of the servers that run its image,
+    /// the one whose root process holds the container's id in its memory. The engine's create
+    /// reply named it to that CLI alone, which keeps it to attach, start, wait and remove; no
+    /// record of the engine names the CLI. None when no CLI or more than one holds it (a CLI
+    /// not the daemon's to read, one gone, an id planted by another): order decides then.
+    fn creator_of(&self, c: &Container) -> Option<u32> {
+        if c.id.len() != 64 {
+            return None;
+        }
+        let mut holders = self.tracker.servers().filter(|s| runs(&s.command, c)).filter(|s| {
+            let t = Instant::now();
+            let found = procmem::holds(s.root_pid, c.id.as_bytes(), CLI_MEMORY_BUDGET);
+            tracing::debug!(server_id = s.id, pid = s.root_pid, ?found, us = t.elapsed().as_micros() as u64, "container: its id in a CLI's memory");
+            matches!(found, Ok(procmem::Found::Yes))
+        });
+        let first = holders.next()?.id;
+        holders.next().is_none().then_some(first)
     }
 
     /// The tracked server whose runner started a container of `c`'s image, as a first guess:
@@ -227,7 +264,7 @@ impl Pipeline {
     /// come after its container's initialize). The oldest untracked `docker run` of the image
     /// with piped stdio is tracked now, as the handshake server its container proves it is.
     async fn untracked_runner(&mut self, c: &Container) -> Option<u32> {
-        let (_, pid, i, o) = procfs::pids()
+        let runners: Vec<(u64, u32, u64, u64)> = procfs::pids()
             .into_iter()
             .filter(|&p| self.tracker.lookup(p).is_none_or(|i| i.server_id == PROVISIONAL_SERVER))
             .filter_map(|p| Some((p, procfs::process_info(p)?)))
@@ -236,7 +273,10 @@ impl Pipeline {
                 (Some(i), Some(o)) => Some((procfs::start_ticks(p).unwrap_or(u64::MAX), p, i, o)),
                 _ => None,
             })
-            .min()?;
+            .collect();
+        // The one that holds the container's id, as for tracked CLIs; else the oldest.
+        let holder = runners.iter().find(|r| c.id.len() == 64 && matches!(procmem::holds(r.1, c.id.as_bytes(), CLI_MEMORY_BUDGET), Ok(procmem::Found::Yes)));
+        let (_, pid, i, o) = *holder.or_else(|| runners.iter().min())?;
         let intent = crate::discovery::adopt::handshake_root(pid, i, o);
         let sid = self.apply(intent).await?;
         // Its container read an MCP initialize through it: settled, not sniffed.
@@ -262,5 +302,6 @@ impl Pipeline {
         self.pairing.replies.retain(|(ino, _)| relayed.contains_key(ino));
         self.pairing.clis.retain(|&(s, _)| s != sid);
         self.pairing.wrote.remove(&sid);
+        self.pairing.certain.remove(&sid);
     }
 }

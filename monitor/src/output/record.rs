@@ -36,7 +36,9 @@ pub enum Record {
     /// A container's process (found by its handshake) joined the server whose runner started
     /// it (`docker run -i IMAGE`): its processes are the server's from now on.
     /// `moved_from`: the server it had joined first, when the pairing by reply corrected it
-    /// (launches of one image side by side).
+    /// (launches of one image side by side). `by`: how the CLI was known: `cli_memory` (its
+    /// memory holds the container's id: certain), `launch_order` (a guess the reply may
+    /// correct), `reply_order` (the correction).
     ContainerJoined {
         time: String,
         server_id: u32,
@@ -44,6 +46,7 @@ pub enum Record {
         pid: u32,
         tracked_pids: Vec<u32>,
         container: std::sync::Arc<crate::discovery::container::Container>,
+        by: &'static str,
         #[serde(skip_serializing_if = "Option::is_none")]
         moved_from: Option<u32>,
     },
