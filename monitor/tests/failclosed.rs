@@ -194,3 +194,91 @@ fn a_flood_does_not_starve_the_control_socket() {
     d.expect("the late server is tracked", |v| v["kind"] == "server_tracked" && v["server"] == "late");
     d.stop();
 }
+
+/// A tmpfs of `size` mounted on a new directory, unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir.path()).status().unwrap();
+        assert!(ok.success(), "mount tmpfs");
+        Self(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// The disk under the events file fills up (here a 1 MiB tmpfs, most of it taken), as an
+/// attacker who wants the records gone would make it: records are lost, and that is an alert
+/// through the alert file (another disk), a count, and a log line, not silence. Once there is
+/// room again the records come back, with an alert saying how many were lost; the line the
+/// failure cut stands alone, so no other record is lost with it.
+#[test]
+fn a_full_disk_under_the_events_file_is_an_alert_and_writing_resumes() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let disk = Tmpfs::mount("1m");
+    let events = disk.0.path().join("events.jsonl");
+    let filler = disk.0.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 900 << 10]).unwrap();
+    let alerts_dir = tempfile::tempdir().unwrap();
+    let alerts = alerts_dir.path().join("alerts.jsonl");
+    let d = Daemon::start(&["--events", events.to_str().unwrap(), "--alerts-file", alerts.to_str().unwrap(), "--fold-window-ms", "0"]);
+    let alert = |finding: &str| {
+        let deadline = std::time::Instant::now() + common::patience(std::time::Duration::from_secs(20));
+        loop {
+            let found = common::json_lines(&alerts).into_iter().find(|a| a["rule"]["id"] == "events-not-written" && a["finding"] == finding);
+            if let Some(a) = found {
+                return a;
+            }
+            assert!(std::time::Instant::now() < deadline, "no events-not-written alert ({finding}) in {}:\n{}", alerts.display(), d.stderr_tail(40));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    // 20000 opens, unfolded: a few MiB of records for a disk with about 100 KiB left.
+    let out = exec_cmd(&d.socket, "filler-up", &[], &[env!("CARGO_BIN_EXE_mcpmon-testkit"), "loop", "open", "20000"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let failing = alert("failing");
+    assert!(failing["lines_lost_total"].as_u64().unwrap() > 0, "{failing}");
+    assert!(failing["error"].as_str().unwrap().contains("No space left"), "{failing}");
+    assert_eq!(failing["rule"]["severity"], "high", "{failing}");
+    // The count, in the metrics (refreshed once a second).
+    let target = d.metrics_url().trim_start_matches("http://").trim_end_matches("/metrics").to_string();
+    let deadline = std::time::Instant::now() + common::patience(std::time::Duration::from_secs(10));
+    loop {
+        let metrics = common::http_get(&target, "/metrics").expect("metrics endpoint");
+        let lost = metrics.lines().find(|l| l.starts_with("mcpmon_events_lost_total{where=\"userspace\",reason=\"events_not_written\"}"));
+        let lost: u64 = lost.and_then(|l| l.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no events_not_written count:\n{metrics}"));
+        if lost > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the loss never counted:\n{metrics}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // Room again: a later server's records are written, and the recovery says what was lost.
+    std::fs::remove_file(&filler).unwrap();
+    let out = exec_cmd(&d.socket, "after-the-fill", &[], &["/bin/true"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let again = alert("written_again");
+    assert!(again["lines_lost_total"].as_u64().unwrap() >= failing["lines_lost_total"].as_u64().unwrap(), "{again}");
+    let deadline = std::time::Instant::now() + common::patience(std::time::Duration::from_secs(20));
+    let lines = loop {
+        let text = std::fs::read_to_string(&events).unwrap();
+        if text.contains("\"after-the-fill\"") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "the later server's records never reached the events file");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let bad: Vec<&str> = lines.lines().filter(|l| serde_json::from_str::<serde_json::Value>(l).is_err()).collect();
+    assert!(bad.len() <= 1, "at most the one line the failure cut is not JSON: {bad:?}");
+    let stderr = d.stop();
+    assert!(stderr.contains("events output: a write failed"), "the log says so:\n{stderr}");
+}

@@ -62,6 +62,30 @@ impl Pipeline {
             self.stats.lost = now;
         }
         self.check_blind_spots().await;
+        self.check_output().await;
+    }
+
+    /// The events writer failing (a full disk) loses every record, alerts included: an alert
+    /// when it starts, through the alert sinks (webhook, alert file) that may still work, and
+    /// one when it ends with what was lost. Not one per check: each alert's own line would be
+    /// lost too, and count as new loss.
+    async fn check_output(&mut self) {
+        let (failing, lost) = (self.output_health.failing(), self.output_health.lines_dropped());
+        if failing == self.output_failing {
+            return;
+        }
+        self.output_failing = failing;
+        let rule = evasion_rule("events-not-written", "The events output (file or stdout) could not be written: records and alerts are lost until it recovers (a full disk, possibly filled on purpose).");
+        let summary = if failing {
+            format!("the events output fails ({}): records are being lost ({lost} lines so far)", self.output_health.last_error())
+        } else {
+            format!("the events output is written again; {lost} lines were lost in all")
+        };
+        // `finding` tells the two apart, for the throttle too (a recovery within its window is
+        // not a repeat).
+        let finding = if failing { "failing" } else { "written_again" };
+        let a = Alert::new(rule, ActionRecord::alerted(), summary, Pipeline::now()).with("finding", finding).with("lines_lost_total", lost).with("error", self.output_health.last_error());
+        self.out.alert(a).await;
     }
 
     /// A server whose own events were lost gets an alert naming it, with the window in which

@@ -88,6 +88,9 @@ pub struct Pipeline {
     /// Per-server loss totals at the last check, and when that was (the blind spot's window).
     lost_seen: std::collections::BTreeMap<u32, u64>,
     lost_checked: SystemTime,
+    /// The events writer's failures (a full disk), and whether the last check found it failing.
+    output_health: std::sync::Arc<crate::output::WriterHealth>,
+    output_failing: bool,
     pub on_loss: crate::cli::OnLoss,
     pub stats: Stats,
     /// Rules and actions (None: observe only).
@@ -138,7 +141,7 @@ impl Pipeline {
         tracker: Tracker,
         disc: Discoverer,
         lost_map: PerCpuArray<MapData, u64>,
-        lines: (mpsc::Sender<Vec<u8>>, crate::output::Spare),
+        lines: (mpsc::Sender<Vec<u8>>, crate::output::Spare, std::sync::Arc<crate::output::WriterHealth>),
     ) -> Self {
         Self {
             sensors,
@@ -152,6 +155,8 @@ impl Pipeline {
             clock: Clock::new(),
             stamps: Default::default(),
             out: emit::Emitter::new(lines.0, lines.1),
+            output_health: lines.2,
+            output_failing: false,
             lost_map,
             lost_seen: Default::default(),
             lost_checked: SystemTime::now(),
@@ -247,6 +252,7 @@ impl Pipeline {
             ("jsonrpc_messages_truncated", c.truncated_messages),
             ("provisional_events_discarded", self.stats.provisional_events_discarded),
             ("stdio_pipes_full", self.tracker.stdio_pipes_full),
+            ("events_not_written", self.output_health.lines_dropped()),
         ];
         let kernel = LOST_NAMES.iter().copied().zip(self.stats.lost.iter().copied()).collect();
         let g = crate::metrics::Gauges {

@@ -78,7 +78,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Batches of lines (up to 64 KiB each, `daemon/emit.rs`): at most 4 MiB wait for the writer.
     let (line_tx, line_rx) = mpsc::channel::<Vec<u8>>(64);
     let spare = output::Spare::default();
-    let writer = tokio::spawn(output::writer(sink, line_rx, spare.clone()));
+    let health = std::sync::Arc::new(output::WriterHealth::default());
+    let writer = tokio::spawn(output::writer(sink, line_rx, spare.clone(), health.clone()));
     // Up to 64 drains of up to 256 events (and 128 KiB of captured bytes) wait for the
     // pipeline; then the reader waits, and the ring fills (and the kernel counts what it
     // cannot deliver).
@@ -139,7 +140,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let sinks: Vec<&str> = [args.alerts_file.as_ref().map(|_| "file"), args.alert_webhook.as_ref().map(|_| "webhook")].into_iter().flatten().collect();
         m.zero(&policy.alert_labels(), &sinks);
     }
-    let mut pipeline = Pipeline::new(sensors, tracker, disc, lost, (line_tx, spare));
+    let mut pipeline = Pipeline::new(sensors, tracker, disc, lost, (line_tx, spare, health));
     pipeline.on_loss = args.on_loss;
     pipeline.detach_pause = Duration::from_millis(args.detach_pause_ms);
     pipeline.policy = Some(policy);

@@ -2,12 +2,15 @@
 //!
 //! The writer task owns the sink; the pipeline sends finished lines over a bounded channel and
 //! awaits when it is full, so slow output slows the pipeline instead of losing records (the
-//! kernel then counts what it cannot deliver).
+//! kernel then counts what it cannot deliver). A sink that fails loses records, counted in
+//! `WriterHealth`.
 pub mod alert;
 mod event_json;
+mod health;
 pub mod record;
 
 pub use alert::Alert;
+pub use health::WriterHealth;
 pub use record::Record;
 
 use std::{
@@ -75,7 +78,7 @@ const HELD_BYTES: usize = 1 << 20;
 /// newline, several to a message (the emitter hands them over in batches, `daemon/emit.rs`).
 /// The batches are held, then moved to a blocking-pool thread that writes them: no copy of a
 /// line on its way (tokio's buffered file copied each twice, 5% of a flood's cost).
-pub async fn writer(sink: Sink, mut rx: mpsc::Receiver<Vec<u8>>, spare: Spare) -> std::io::Result<()> {
+pub async fn writer(sink: Sink, mut rx: mpsc::Receiver<Vec<u8>>, spare: Spare, health: std::sync::Arc<WriterHealth>) -> std::io::Result<()> {
     // Each write is a hop to tokio's blocking pool, and a wake-up of one of its threads. So a
     // write waits until nothing more has come for `SETTLE`, or until the oldest line held has
     // waited `HOLD` (a steady trickle must not keep lines back), or `HELD_BYTES` are held:
@@ -83,7 +86,7 @@ pub async fn writer(sink: Sink, mut rx: mpsc::Receiver<Vec<u8>>, spare: Spare) -
     // milliseconds.
     const SETTLE: std::time::Duration = std::time::Duration::from_millis(2);
     const HOLD: std::time::Duration = std::time::Duration::from_millis(10);
-    let mut out = Out { sink: Some(sink), held: Vec::new(), bytes: 0, spare };
+    let mut out = Out { sink: Some(sink), held: Vec::new(), bytes: 0, spare, health, torn: false };
     let mut held_since: Option<std::time::Instant> = None;
     loop {
         let next = match held_since {
@@ -119,22 +122,29 @@ pub async fn writer(sink: Sink, mut rx: mpsc::Receiver<Vec<u8>>, spare: Spare) -
     out.write().await
 }
 
-/// Every batch, in order, in as few `writev` calls as the sink takes: the file's write path
-/// costs per call as well as per byte.
-fn write_all_vectored(sink: &mut Sink, held: &[Vec<u8>]) -> std::io::Result<()> {
+/// `lead`, then every batch, in order, in as few `writev` calls as the sink takes (the file's
+/// write path costs per call as well as per byte). Returns how many bytes of the batches went
+/// out, with the error that stopped it.
+fn write_all_vectored(sink: &mut Sink, held: &[Vec<u8>], lead: &[u8]) -> (usize, std::io::Result<()>) {
     use std::io::{ErrorKind, IoSlice};
-    let mut slices: Vec<IoSlice<'_>> = held.iter().map(|b| IoSlice::new(b)).collect();
+    let mut slices: Vec<IoSlice<'_>> = std::iter::once(lead).chain(held.iter().map(|b| &b[..])).filter(|b| !b.is_empty()).map(IoSlice::new).collect();
     let mut rest = &mut slices[..];
-    IoSlice::advance_slices(&mut rest, 0);
-    while !rest.is_empty() {
-        match sink.write_vectored(rest) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    let mut written = 0;
+    let result = loop {
+        if rest.is_empty() {
+            break Ok(());
         }
-    }
-    Ok(())
+        match sink.write_vectored(rest) {
+            Ok(0) => break Err(ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                written += n;
+                IoSlice::advance_slices(&mut rest, n);
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    (written.saturating_sub(lead.len()), result)
 }
 
 /// The sink and the batches held for it.
@@ -145,6 +155,10 @@ struct Out {
     bytes: usize,
     /// Where the written buffers go back to.
     spare: Spare,
+    health: std::sync::Arc<WriterHealth>,
+    /// A failed write ended mid-line: the next write starts with a newline, so that the torn
+    /// line stands alone (a reader skips one bad line; it would lose the next one too).
+    torn: bool,
 }
 
 impl Out {
@@ -160,7 +174,8 @@ impl Out {
         }
     }
 
-    /// Writes every held batch, in order, on the blocking pool.
+    /// Writes every held batch, in order, on the blocking pool. A failed write is counted
+    /// (`WriterHealth`) and its batches dropped; Err only when the sink itself is lost.
     async fn write(&mut self) -> std::io::Result<()> {
         if self.held.is_empty() {
             return Ok(());
@@ -169,16 +184,44 @@ impl Out {
             return Err(std::io::Error::other("the sink was lost in an earlier write"));
         };
         self.bytes = 0;
-        let (sink, held, done) = tokio::task::spawn_blocking(move || {
-            let done = write_all_vectored(&mut sink, &held).and_then(|()| sink.flush());
-            (sink, held, done)
+        let lead: &'static [u8] = if self.torn { b"\n" } else { b"" };
+        let (sink, held, written, done) = tokio::task::spawn_blocking(move || {
+            let (written, done) = write_all_vectored(&mut sink, &held, lead);
+            let done = done.and_then(|()| sink.flush());
+            (sink, held, written, done)
         })
         .await
         .map_err(std::io::Error::other)?;
         self.sink = Some(sink);
+        match done {
+            Ok(()) => {
+                self.torn = false;
+                self.health.wrote();
+            }
+            Err(e) => {
+                let (lost, torn) = unwritten(&held, written);
+                self.torn = torn || (written == 0 && self.torn);
+                self.health.failed(&e, lost);
+            }
+        }
         self.spare.give(held);
-        done
+        Ok(())
     }
+}
+
+/// Of `held` with its first `written` bytes out: the lines whose newline did not go, and
+/// whether the bytes out end mid-line.
+fn unwritten(held: &[Vec<u8>], written: usize) -> (u64, bool) {
+    let (mut skip, mut lost, mut last) = (written, 0u64, None);
+    for b in held {
+        let from = skip.min(b.len());
+        if from > 0 {
+            last = Some(b[from - 1]);
+        }
+        lost += memchr::memchr_iter(b'\n', &b[from..]).count() as u64;
+        skip -= from;
+    }
+    (lost, last.is_some_and(|c| c != b'\n'))
 }
 
 /// Converts kernel CLOCK_MONOTONIC timestamps to wall-clock time.
@@ -449,7 +492,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sink = open_sink(dir.path().join("ev.jsonl").to_str().unwrap()).await.unwrap();
         let (tx, rx) = mpsc::channel(4);
-        (dir, tx, tokio::spawn(writer(sink, rx, Spare::default())))
+        (dir, tx, tokio::spawn(writer(sink, rx, Spare::default(), Default::default())))
     }
 
     /// Lines that keep coming, each sooner than the writer's settle time, still reach the file
@@ -505,7 +548,7 @@ mod tests {
         assert!(LINES * 8 < 1 << 20, "all of it fits the writer's buffer");
         let first = std::sync::Arc::new(std::sync::Mutex::new(None));
         let sink = BacklogProbe { queue: tx.downgrade(), queued_at_first_write: first.clone() };
-        let task = tokio::spawn(writer(Box::new(sink), rx, Spare::default()));
+        let task = tokio::spawn(writer(Box::new(sink), rx, Spare::default(), Default::default()));
         // The sender stays until the first write (it reads the queue through it); the writer
         // writes, at the latest, once the channel has run dry.
         while first.lock().unwrap().is_none() {
@@ -535,8 +578,72 @@ mod tests {
         let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut sink: Sink = Box::new(Short(got.clone()));
         let held: Vec<Vec<u8>> = ["{\"a\":1}\n", "", "{\"b\":22}\n{\"c\":3}\n", "x\n"].iter().map(|s| s.as_bytes().to_vec()).collect();
-        super::write_all_vectored(&mut sink, &held).unwrap();
+        let (written, done) = super::write_all_vectored(&mut sink, &held, b"");
+        done.unwrap();
+        assert_eq!(written, held.concat().len());
         assert_eq!(String::from_utf8(got.lock().unwrap().clone()).unwrap(), held.concat().iter().map(|&b| b as char).collect::<String>());
+    }
+
+    /// A sink that takes `room` bytes and then fails as a full disk does, until given more.
+    struct Full {
+        got: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        room: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl std::io::Write for Full {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let room = self.room.load(std::sync::atomic::Ordering::Relaxed);
+            if room == 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let n = b.len().min(room);
+            self.room.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+            self.got.lock().unwrap().extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A full disk loses lines, counted as lost, and the writer lives on: once there is room
+    /// again, lines are written again, the torn one standing alone on its own line.
+    #[tokio::test]
+    async fn a_full_sink_counts_what_it_lost_and_writes_again_when_it_can() {
+        use std::sync::atomic::Ordering;
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let room = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(12));
+        let health = std::sync::Arc::new(WriterHealth::default());
+        let (tx, rx) = mpsc::channel(4);
+        let task = tokio::spawn(writer(Box::new(Full { got: got.clone(), room: room.clone() }), rx, Spare::default(), health.clone()));
+        // 12 bytes of room: the first line (8 bytes) and 4 bytes of the second go out.
+        tx.send(b"{\"a\":1}\n{\"b\":22}\n{\"c\":3}\n".to_vec()).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !health.failing() {
+            assert!(std::time::Instant::now() < deadline, "the failure was never reported");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(health.lines_dropped(), 2, "the torn line and the one after it");
+        assert!(health.last_error().contains("No space left"), "{}", health.last_error());
+        room.store(1 << 20, Ordering::Relaxed);
+        tx.send(b"{\"d\":4}\n".to_vec()).await.unwrap();
+        drop(tx);
+        task.await.unwrap().unwrap();
+        assert!(!health.failing());
+        assert_eq!(health.lines_dropped(), 2);
+        let text = String::from_utf8(got.lock().unwrap().clone()).unwrap();
+        assert_eq!(text, "{\"a\":1}\n{\"b\"\n{\"d\":4}\n", "the torn line alone, then the next whole");
+    }
+
+    #[test]
+    fn unwritten_lines_are_those_whose_newline_did_not_go() {
+        let held: Vec<Vec<u8>> = ["a\nbb\n", "ccc\n"].iter().map(|s| s.as_bytes().to_vec()).collect();
+        assert_eq!(unwritten(&held, 0), (3, false));
+        assert_eq!(unwritten(&held, 2), (2, false));
+        assert_eq!(unwritten(&held, 3), (2, true));
+        assert_eq!(unwritten(&held, 5), (1, false));
+        assert_eq!(unwritten(&held, 6), (1, true));
+        assert_eq!(unwritten(&held, 9), (0, false));
     }
 
     #[tokio::test]

@@ -48,22 +48,23 @@ impl Daemon {
     }
 
     /// `mcpmon run` as `start` runs it, returned at once instead of when it is ready: for what a
-    /// daemon does while it starts. `--socket PATH` in `extra` replaces the harness's socket.
+    /// daemon does while it starts. `--socket PATH` (`--events PATH`) in `extra` replaces the
+    /// harness's socket (events file).
     pub fn launch(extra: &[&str]) -> Self {
         Self::launch_with("run", "", extra, |_| ())
     }
 
     fn launch_with(cmd: &str, sub: &str, extra: &[&str], prepare: impl FnOnce(&mut Command)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let events = dir.path().join("events.jsonl");
+        // `--events PATH` in `extra` replaces the harness's events file (read all the same).
+        let events = extra.iter().position(|a| *a == "--events").and_then(|i| extra.get(i + 1)).map_or_else(|| dir.path().join("events.jsonl"), PathBuf::from);
         let socket = extra.iter().position(|a| *a == "--socket").and_then(|i| extra.get(i + 1)).map_or_else(|| dir.path().join("mcpmon.sock"), PathBuf::from);
         let mut command = Command::new(MCPMON);
         prepare(&mut command);
         let child = command
             .arg(cmd)
             .args(Some(sub).filter(|s| !s.is_empty()))
-            .arg("--events")
-            .arg(&events)
+            .args((!extra.contains(&"--events")).then_some([std::ffi::OsStr::new("--events"), events.as_os_str()]).into_iter().flatten())
             .args((!extra.contains(&"--socket")).then_some([std::ffi::OsStr::new("--socket"), socket.as_os_str()]).into_iter().flatten())
             .arg("--state-dir")
             .arg(dir.path().join("state"))
@@ -129,7 +130,7 @@ impl Daemon {
     }
 
     /// The last `n` lines the daemon logged.
-    fn stderr_tail(&self, n: usize) -> String {
+    pub fn stderr_tail(&self, n: usize) -> String {
         let err = self.stderr.lock().unwrap();
         let tail: Vec<&str> = err.lines().rev().take(n).collect::<Vec<_>>().into_iter().rev().collect();
         tail.join("\n")
