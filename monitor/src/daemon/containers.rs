@@ -34,6 +34,14 @@ fn runs(argv: &[String], c: &Container) -> bool {
     }
 }
 
+/// Whether process `pid`'s memory holds container `c`'s id.
+fn holds_id(pid: u32, c: &Container) -> bool {
+    let t = Instant::now();
+    let found = procmem::holds(pid, c.id.as_bytes(), CLI_MEMORY_BUDGET);
+    tracing::debug!(pid, ?found, us = t.elapsed().as_micros() as u64, id = %c.id, "container: its id in a CLI's memory");
+    matches!(found, Ok(procmem::Found::Yes))
+}
+
 /// A joined container's stdio stream.
 pub(super) struct Relayed {
     /// The server it joined.
@@ -229,19 +237,19 @@ impl Pipeline {
     }
 
     /// The tracked server whose CLI created container `c`: of the servers that run its image,
-    /// the one whose root process holds the container's id in its memory. The engine's create
-    /// reply named it to that CLI alone, which keeps it to attach, start, wait and remove; no
-    /// record of the engine names the CLI. None when no CLI or more than one holds it (a CLI
-    /// not the daemon's to read, one gone, an id planted by another): order decides then.
+    /// the one whose CLI (its root, or a process of its tree that runs the image, for a root
+    /// that forks it: a shell, a wrapper) holds the container's id in its memory. The engine's
+    /// create reply named it to that CLI alone, which keeps it to attach, start, wait and
+    /// remove; no record of the engine names the CLI. None when no server or more than one
+    /// holds it (a CLI not the daemon's to read, one gone, an id planted by another): order
+    /// decides then.
     fn creator_of(&self, c: &Container) -> Option<u32> {
         if c.id.len() != 64 {
             return None;
         }
         let mut holders = self.tracker.servers().filter(|s| runs(&s.command, c)).filter(|s| {
-            let t = Instant::now();
-            let found = procmem::holds(s.root_pid, c.id.as_bytes(), CLI_MEMORY_BUDGET);
-            tracing::debug!(server_id = s.id, pid = s.root_pid, ?found, us = t.elapsed().as_micros() as u64, "container: its id in a CLI's memory");
-            matches!(found, Ok(procmem::Found::Yes))
+            let forked = self.tree.pids_of(s.id).into_iter().filter(|&p| p != s.root_pid && self.tree.get(p).is_some_and(|n| runs(&n.argv, c)));
+            std::iter::once(s.root_pid).chain(forked).any(|pid| holds_id(pid, c))
         });
         let first = holders.next()?.id;
         holders.next().is_none().then_some(first)
@@ -275,7 +283,7 @@ impl Pipeline {
             })
             .collect();
         // The one that holds the container's id, as for tracked CLIs; else the oldest.
-        let holder = runners.iter().find(|r| c.id.len() == 64 && matches!(procmem::holds(r.1, c.id.as_bytes(), CLI_MEMORY_BUDGET), Ok(procmem::Found::Yes)));
+        let holder = runners.iter().find(|r| c.id.len() == 64 && holds_id(r.1, c));
         let (_, pid, i, o) = *holder.or_else(|| runners.iter().min())?;
         let intent = crate::discovery::adopt::handshake_root(pid, i, o);
         let sid = self.apply(intent).await?;
