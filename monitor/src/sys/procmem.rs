@@ -9,7 +9,13 @@
 //! `/proc/PID/pagemap`: reading a page never touched would map one into the process (and cost a
 //! fault per page of its thread stacks' reserve). The daemon reads them as root with
 //! `CAP_SYS_PTRACE` (`deploy/mcpmon.service` keeps it); the process is not stopped.
-use std::{fs::File, io, os::unix::fs::FileExt};
+//!
+//! Through the `procfs` crate, as `procfs.rs`: its `Process` holds the process's /proc
+//! directory as an fd, so smaps, pagemap and mem are all of one process even if the pid is
+//! reused meanwhile.
+use std::{io, os::unix::fs::FileExt};
+
+use procfs::process::{MMPermissions, MemoryMaps, MemoryPageFlags, PageInfo, PageMap, Process};
 
 /// Bytes read per call; a needle spanning two reads is found through the carried tail.
 const CHUNK: usize = 1 << 20;
@@ -23,61 +29,37 @@ pub enum Found {
     OverBudget,
 }
 
-/// One mapping of `/proc/PID/smaps`: its range, whether to read it.
-struct Region {
-    start: u64,
-    end: u64,
-    wanted: bool,
-}
-
-/// The private writable mappings with resident pages, from the text of `/proc/PID/smaps`, the
+/// The private writable mappings with resident pages (`maps`: from `/proc/PID/smaps`), the
 /// most resident first.
-fn regions(smaps: &str) -> Vec<(u64, u64)> {
-    let mut out = vec![];
-    let mut cur: Option<Region> = None;
-    for line in smaps.lines() {
-        let mut f = line.split_whitespace();
-        let Some(first) = f.next() else { continue };
-        if let Some((a, b)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
-            let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else { continue };
-            let perms = f.next().unwrap_or("");
-            // [vvar] and [vsyscall] are not the process's data, and reading them fails.
-            let special = line.ends_with("[vvar]") || line.ends_with("[vsyscall]") || line.ends_with("[vvar_vclock]");
-            cur = Some(Region { start, end, wanted: perms.starts_with("rw") && perms.ends_with('p') && !special });
-        } else if first == "Rss:" {
-            let kb = f.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
-            if let Some(r) = cur.take().filter(|r| r.wanted && kb > 0) {
-                out.push((kb, r.start, r.end));
-            }
-        }
-    }
-    out.sort_by_key(|&(kb, start, _)| (std::cmp::Reverse(kb), start));
+fn regions(maps: &MemoryMaps) -> Vec<(u64, u64)> {
+    let wanted = MMPermissions::READ | MMPermissions::WRITE | MMPermissions::PRIVATE;
+    let mut out: Vec<(u64, u64, u64)> = maps
+        .iter()
+        .filter(|m| m.perms.contains(wanted))
+        .filter_map(|m| {
+            let rss = m.extension.map.get("Rss").copied().unwrap_or(0);
+            (rss > 0).then_some((rss, m.address.0, m.address.1))
+        })
+        .collect();
+    out.sort_by_key(|&(rss, start, _)| (std::cmp::Reverse(rss), start));
     out.into_iter().map(|(_, a, b)| (a, b)).collect()
 }
 
-/// `pagemap`'s bit for a page present in memory.
-const PRESENT: u64 = 1 << 63;
+/// The runs of resident pages of `[start, end)` from the process's `pagemap`.
+fn resident(start: u64, end: u64, page: u64, pagemap: &mut PageMap) -> Vec<(u64, u64)> {
+    runs(start, end, page, pagemap.get_range_info((start / page) as usize..(end / page) as usize))
+}
 
-/// The runs of resident pages of `[start, end)`, from `/proc/PID/pagemap` read through
-/// `read_at` (8 bytes per page). A range whose entries cannot be read is taken whole.
-fn resident(start: u64, end: u64, page: u64, read_at: &impl Fn(&mut [u8], u64) -> io::Result<usize>) -> Vec<(u64, u64)> {
+/// The runs of consecutive present pages among `pages`, the pagemap entries of `[start, end)`.
+/// A range whose entries could not be read is taken whole.
+fn runs(start: u64, end: u64, page: u64, pages: procfs::ProcResult<Vec<PageInfo>>) -> Vec<(u64, u64)> {
+    let Ok(pages) = pages else { return vec![(start, end)] };
+    let present = pages.iter().map(|p| matches!(p, PageInfo::MemoryPage(f) if f.contains(MemoryPageFlags::PRESENT)));
     let mut runs: Vec<(u64, u64)> = vec![];
-    let mut entries = vec![0u8; 8 * 4096];
-    let mut at = start;
-    while at < end {
-        let pages = ((end - at) / page).clamp(1, 4096) as usize;
-        let Ok(n) = read_at(&mut entries[..pages * 8], at / page * 8) else { return vec![(start, end)] };
-        if n < 8 {
-            return vec![(start, end)];
-        }
-        for e in entries[..n / 8 * 8].chunks_exact(8) {
-            if u64::from_le_bytes(e.try_into().expect("8 bytes")) & PRESENT != 0 {
-                match runs.last_mut() {
-                    Some(r) if r.1 == at => r.1 = at + page,
-                    _ => runs.push((at, at + page)),
-                }
-            }
-            at += page;
+    for (at, _) in (0..).map(|i| start + i * page).zip(present).filter(|&(_, p)| p) {
+        match runs.last_mut() {
+            Some(r) if r.1 == at => r.1 = at + page,
+            _ => runs.push((at, at + page)),
         }
     }
     runs
@@ -89,12 +71,12 @@ pub fn holds(pid: u32, needle: &[u8], budget: usize) -> io::Result<Found> {
     if needle.is_empty() || needle.len() > CHUNK {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "needle length"));
     }
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
-    let mem = File::open(format!("/proc/{pid}/mem"))?;
-    let pagemap = File::open(format!("/proc/{pid}/pagemap"))?;
-    // SAFETY: sysconf reads a constant of the system; no memory is passed.
-    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-    let runs = regions(&smaps).into_iter().flat_map(|(a, b)| resident(a, b, page, &|buf: &mut [u8], at| pagemap.read_at(buf, at)));
+    let p = Process::new(i32::try_from(pid).map_err(io::Error::other)?).map_err(io::Error::other)?;
+    let maps = p.smaps().map_err(io::Error::other)?;
+    let mem = p.mem().map_err(io::Error::other)?;
+    let mut pagemap = p.pagemap().map_err(io::Error::other)?;
+    let page = procfs::page_size();
+    let runs = regions(&maps).into_iter().flat_map(|(a, b)| resident(a, b, page, &mut pagemap));
     Ok(search(runs, needle, budget, |buf, at| mem.read_at(buf, at)))
 }
 
@@ -155,7 +137,8 @@ Rss:                 900 kB
 ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
 Rss:                   0 kB
 ";
-        assert_eq!(regions(smaps), vec![(0x7ffe7c44b000, 0x7ffe7c46c000), (0xc000000000, 0xc000800000)], "the most resident first");
+        let maps = <MemoryMaps as procfs::FromBufRead>::from_buf_read(smaps.as_bytes()).unwrap();
+        assert_eq!(regions(&maps), vec![(0x7ffe7c44b000, 0x7ffe7c46c000), (0xc000000000, 0xc000800000)], "the most resident first");
     }
 
     /// Memory of three chunks at 0x1000, read as the kernel would.
@@ -188,17 +171,12 @@ Rss:                   0 kB
 
     #[test]
     fn resident_pages_are_read_in_runs() {
-        // Pages 0x10, 0x11, 0x13 of 0x10..0x15 present (page size 0x1000).
-        let map = |buf: &mut [u8], off: u64| {
-            for (i, e) in buf.chunks_exact_mut(8).enumerate() {
-                let page = off / 8 + i as u64;
-                e.copy_from_slice(&if [0x10, 0x11, 0x13].contains(&page) { PRESENT | 7 } else { 7 }.to_le_bytes());
-            }
-            Ok(buf.len())
-        };
-        assert_eq!(resident(0x10000, 0x15000, 0x1000, &map), vec![(0x10000, 0x12000), (0x13000, 0x14000)]);
-        let broken = |_: &mut [u8], _: u64| Err(io::Error::other("EIO"));
-        assert_eq!(resident(0x10000, 0x15000, 0x1000, &broken), vec![(0x10000, 0x15000)], "taken whole");
+        // Pages 0x10, 0x11, 0x13 of 0x10..0x15 present (page size 0x1000); 7: other bits.
+        let entry = |present: bool| PageInfo::parse_info(if present { MemoryPageFlags::PRESENT.bits() | 7 } else { 7 });
+        let pages = [true, true, false, true, false].map(entry).to_vec();
+        assert_eq!(runs(0x10000, 0x15000, 0x1000, Ok(pages)), vec![(0x10000, 0x12000), (0x13000, 0x14000)]);
+        let broken = Err(procfs::ProcError::Other("EIO".into()));
+        assert_eq!(runs(0x10000, 0x15000, 0x1000, broken), vec![(0x10000, 0x15000)], "taken whole");
     }
 
     #[test]
