@@ -8,7 +8,10 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use crate::metrics::Metrics;
+use crate::{
+    metrics::Metrics,
+    output::{unwritten, write_all_vectored, CutLine},
+};
 
 pub struct Rotating {
     path: PathBuf,
@@ -16,8 +19,7 @@ pub struct Rotating {
     size: u64,
     max: u64,
     keep: usize,
-    /// The last write failed mid-line.
-    torn: bool,
+    cut: CutLine,
 }
 
 impl Rotating {
@@ -27,7 +29,7 @@ impl Rotating {
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
-        Ok(Self { path: path.into(), file, size, max: max.max(4096), keep: keep.max(1), torn: false })
+        Ok(Self { path: path.into(), file, size, max: max.max(4096), keep: keep.max(1), cut: CutLine::default() })
     }
 
     fn rotated(&self, i: usize) -> PathBuf {
@@ -39,37 +41,13 @@ impl Rotating {
             self.rotate()?;
         }
         // The line and its newline in one write: a reader tailing the file does not wait on
-        // a second write to learn that the line has ended.
-        // After a write that failed mid-line (a full disk), a newline first: the cut line then
-        // stands alone, and this one is whole.
-        let mut whole = Vec::with_capacity(line.len() + 2);
-        if self.torn {
-            whole.push(b'\n');
-        }
-        whole.extend_from_slice(line.as_bytes());
-        whole.push(b'\n');
-        let mut done = 0;
-        while done < whole.len() {
-            match self.file.write(&whole[done..]) {
-                Ok(0) => return Err(self.cut(&whole[..done], std::io::ErrorKind::WriteZero.into())),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.cut(&whole[..done], e)),
-            }
-        }
-        self.torn = false;
-        self.size += whole.len() as u64;
-        Ok(())
-    }
-
-    /// A write stopped after `out`, the bytes of it that went out: whether the file now ends
-    /// mid-line.
-    fn cut(&mut self, out: &[u8], e: std::io::Error) -> std::io::Error {
-        self.size += out.len() as u64;
-        if let Some(&last) = out.last() {
-            self.torn = last != b'\n';
-        }
-        e
+        // a second write to learn that the line has ended. After a write that failed mid-line
+        // (a full disk), a newline first (`CutLine`).
+        let lead = self.cut.lead();
+        let (out, done) = write_all_vectored(&mut self.file, &[line.as_bytes(), b"\n"], lead);
+        self.size += out as u64;
+        self.cut.after(unwritten(&[lead, line.as_bytes(), b"\n"], out).1);
+        done
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
@@ -82,7 +60,7 @@ impl Rotating {
         self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
         self.size = 0;
         // A new file: nothing in it to cut.
-        self.torn = false;
+        self.cut = CutLine::default();
         Ok(())
     }
 }

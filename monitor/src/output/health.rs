@@ -47,3 +47,28 @@ impl WriterHealth {
         }
     }
 }
+
+/// Whether a sink's bytes end mid-line, after a write that failed part way (a full disk). The
+/// next write then starts with a newline, so that the cut line stands alone: a reader skips one
+/// bad line, where glued to the next it would lose that one too. Kept by the events writer and
+/// by the alert file.
+#[derive(Debug, Default)]
+pub struct CutLine(bool);
+
+impl CutLine {
+    /// What the next write starts with.
+    pub fn lead(&self) -> &'static [u8] {
+        if self.0 {
+            b"\n"
+        } else {
+            b""
+        }
+    }
+
+    /// A write went out up to `last`, its last byte that did (None: not one did).
+    pub fn after(&mut self, last: Option<u8>) {
+        if let Some(b) = last {
+            self.0 = b != b'\n';
+        }
+    }
+}

@@ -10,7 +10,7 @@ mod health;
 pub mod record;
 
 pub use alert::Alert;
-pub use health::WriterHealth;
+pub use health::{CutLine, WriterHealth};
 pub use record::Record;
 
 use std::{
@@ -86,7 +86,7 @@ pub async fn writer(sink: Sink, mut rx: mpsc::Receiver<Vec<u8>>, spare: Spare, h
     // milliseconds.
     const SETTLE: std::time::Duration = std::time::Duration::from_millis(2);
     const HOLD: std::time::Duration = std::time::Duration::from_millis(10);
-    let mut out = Out { sink: Some(sink), held: Vec::new(), bytes: 0, spare, health, torn: false };
+    let mut out = Out { sink: Some(sink), held: Vec::new(), bytes: 0, spare, health, cut: CutLine::default() };
     let mut held_since: Option<std::time::Instant> = None;
     loop {
         let next = match held_since {
@@ -123,11 +123,12 @@ pub async fn writer(sink: Sink, mut rx: mpsc::Receiver<Vec<u8>>, spare: Spare, h
 }
 
 /// `lead`, then every batch, in order, in as few `writev` calls as the sink takes (the file's
-/// write path costs per call as well as per byte). Returns how many bytes of the batches went
-/// out, with the error that stopped it.
-fn write_all_vectored(sink: &mut Sink, held: &[Vec<u8>], lead: &[u8]) -> (usize, std::io::Result<()>) {
+/// write path costs per call as well as per byte). Returns how many bytes went out, `lead`'s
+/// included, with the error that stopped it. The alert file writes a line and its newline
+/// with it, in one call.
+pub(crate) fn write_all_vectored<B: AsRef<[u8]>>(sink: &mut dyn std::io::Write, held: &[B], lead: &[u8]) -> (usize, std::io::Result<()>) {
     use std::io::{ErrorKind, IoSlice};
-    let mut slices: Vec<IoSlice<'_>> = std::iter::once(lead).chain(held.iter().map(|b| &b[..])).filter(|b| !b.is_empty()).map(IoSlice::new).collect();
+    let mut slices: Vec<IoSlice<'_>> = std::iter::once(lead).chain(held.iter().map(AsRef::as_ref)).filter(|b| !b.is_empty()).map(IoSlice::new).collect();
     let mut rest = &mut slices[..];
     let mut written = 0;
     let result = loop {
@@ -144,7 +145,7 @@ fn write_all_vectored(sink: &mut Sink, held: &[Vec<u8>], lead: &[u8]) -> (usize,
             Err(e) => break Err(e),
         }
     };
-    (written.saturating_sub(lead.len()), result)
+    (written, result)
 }
 
 /// The sink and the batches held for it.
@@ -156,9 +157,7 @@ struct Out {
     /// Where the written buffers go back to.
     spare: Spare,
     health: std::sync::Arc<WriterHealth>,
-    /// A failed write ended mid-line: the next write starts with a newline, so that the torn
-    /// line stands alone (a reader skips one bad line; it would lose the next one too).
-    torn: bool,
+    cut: CutLine,
 }
 
 impl Out {
@@ -184,36 +183,32 @@ impl Out {
             return Err(std::io::Error::other("the sink was lost in an earlier write"));
         };
         self.bytes = 0;
-        let lead: &'static [u8] = if self.torn { b"\n" } else { b"" };
+        let lead = self.cut.lead();
         let (sink, held, written, done) = tokio::task::spawn_blocking(move || {
-            let (written, done) = write_all_vectored(&mut sink, &held, lead);
+            let (written, done) = write_all_vectored(&mut *sink, &held, lead);
             let done = done.and_then(|()| sink.flush());
             (sink, held, written, done)
         })
         .await
         .map_err(std::io::Error::other)?;
         self.sink = Some(sink);
+        let (lost, last) = unwritten(&held, written.saturating_sub(lead.len()));
+        self.cut.after(last.or_else(|| lead[..written.min(lead.len())].last().copied()));
         match done {
-            Ok(()) => {
-                self.torn = false;
-                self.health.wrote();
-            }
-            Err(e) => {
-                let (lost, torn) = unwritten(&held, written);
-                self.torn = torn || (written == 0 && self.torn);
-                self.health.failed(&e, lost);
-            }
+            Ok(()) => self.health.wrote(),
+            Err(e) => self.health.failed(&e, lost),
         }
         self.spare.give(held);
         Ok(())
     }
 }
 
-/// Of `held` with its first `written` bytes out: the lines whose newline did not go, and
-/// whether the bytes out end mid-line.
-fn unwritten(held: &[Vec<u8>], written: usize) -> (u64, bool) {
+/// Of `held` with its first `written` bytes out: the lines whose newline did not go, and the
+/// last byte that did.
+pub(crate) fn unwritten<B: AsRef<[u8]>>(held: &[B], written: usize) -> (u64, Option<u8>) {
     let (mut skip, mut lost, mut last) = (written, 0u64, None);
     for b in held {
+        let b = b.as_ref();
         let from = skip.min(b.len());
         if from > 0 {
             last = Some(b[from - 1]);
@@ -221,7 +216,7 @@ fn unwritten(held: &[Vec<u8>], written: usize) -> (u64, bool) {
         lost += memchr::memchr_iter(b'\n', &b[from..]).count() as u64;
         skip -= from;
     }
-    (lost, last.is_some_and(|c| c != b'\n'))
+    (lost, last)
 }
 
 /// Converts kernel CLOCK_MONOTONIC timestamps to wall-clock time.
@@ -578,7 +573,7 @@ mod tests {
         let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut sink: Sink = Box::new(Short(got.clone()));
         let held: Vec<Vec<u8>> = ["{\"a\":1}\n", "", "{\"b\":22}\n{\"c\":3}\n", "x\n"].iter().map(|s| s.as_bytes().to_vec()).collect();
-        let (written, done) = super::write_all_vectored(&mut sink, &held, b"");
+        let (written, done) = super::write_all_vectored(&mut *sink, &held, b"");
         done.unwrap();
         assert_eq!(written, held.concat().len());
         assert_eq!(String::from_utf8(got.lock().unwrap().clone()).unwrap(), held.concat().iter().map(|&b| b as char).collect::<String>());
@@ -606,23 +601,47 @@ mod tests {
         }
     }
 
+    /// What a test of a full sink holds: what the sink got, its room, the writer's health, the
+    /// writer's channel and task.
+    type FullWriter = (
+        std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        std::sync::Arc<WriterHealth>,
+        mpsc::Sender<Vec<u8>>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    );
+
+    impl Full {
+        /// A writer to a `Full` sink with `room` bytes.
+        fn writer(room: usize) -> FullWriter {
+            let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let room = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(room));
+            let health = std::sync::Arc::new(WriterHealth::default());
+            // One batch waits at most: each is written before the test moves on.
+            let (tx, rx) = mpsc::channel(1);
+            let task = tokio::spawn(writer(Box::new(Full { got: got.clone(), room: room.clone() }), rx, Spare::default(), health.clone()));
+            (got, room, health, tx, task)
+        }
+    }
+
+    /// Waits (10 s at most) until `cond` holds.
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "{what} never came");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// A full disk loses lines, counted as lost, and the writer lives on: once there is room
     /// again, lines are written again, the torn one standing alone on its own line.
     #[tokio::test]
     async fn a_full_sink_counts_what_it_lost_and_writes_again_when_it_can() {
         use std::sync::atomic::Ordering;
-        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let room = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(12));
-        let health = std::sync::Arc::new(WriterHealth::default());
-        let (tx, rx) = mpsc::channel(4);
-        let task = tokio::spawn(writer(Box::new(Full { got: got.clone(), room: room.clone() }), rx, Spare::default(), health.clone()));
+        let (got, room, health, tx, task) = Full::writer(12);
         // 12 bytes of room: the first line (8 bytes) and 4 bytes of the second go out.
         tx.send(b"{\"a\":1}\n{\"b\":22}\n{\"c\":3}\n".to_vec()).await.unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !health.failing() {
-            assert!(std::time::Instant::now() < deadline, "the failure was never reported");
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        until("the failure reported", || health.failing()).await;
         assert_eq!(health.lines_dropped(), 2, "the torn line and the one after it");
         assert!(health.last_error().contains("No space left"), "{}", health.last_error());
         room.store(1 << 20, Ordering::Relaxed);
@@ -635,15 +654,36 @@ mod tests {
         assert_eq!(text, "{\"a\":1}\n{\"b\"\n{\"d\":4}\n", "the torn line alone, then the next whole");
     }
 
+    /// After a cut line, a write that fails once its leading newline is out leaves the file at
+    /// a line's end: the next write adds no second newline (an empty line is not JSON either).
+    #[tokio::test]
+    async fn a_cut_line_is_ended_once() {
+        let (got, room, health, tx, task) = Full::writer(12);
+        let settle = || until("the write", || room.load(std::sync::atomic::Ordering::Relaxed) == 0);
+        tx.send(b"{\"a\":1}\n{\"b\":22}\n".to_vec()).await.unwrap();
+        settle().await;
+        // Room for the leading newline alone.
+        room.store(1, std::sync::atomic::Ordering::Relaxed);
+        tx.send(b"{\"c\":3}\n".to_vec()).await.unwrap();
+        settle().await;
+        room.store(1 << 20, std::sync::atomic::Ordering::Relaxed);
+        tx.send(b"{\"d\":4}\n".to_vec()).await.unwrap();
+        drop(tx);
+        task.await.unwrap().unwrap();
+        let text = String::from_utf8(got.lock().unwrap().clone()).unwrap();
+        assert_eq!(text, "{\"a\":1}\n{\"b\"\n{\"d\":4}\n");
+        assert_eq!(health.lines_dropped(), 2);
+    }
+
     #[test]
     fn unwritten_lines_are_those_whose_newline_did_not_go() {
         let held: Vec<Vec<u8>> = ["a\nbb\n", "ccc\n"].iter().map(|s| s.as_bytes().to_vec()).collect();
-        assert_eq!(unwritten(&held, 0), (3, false));
-        assert_eq!(unwritten(&held, 2), (2, false));
-        assert_eq!(unwritten(&held, 3), (2, true));
-        assert_eq!(unwritten(&held, 5), (1, false));
-        assert_eq!(unwritten(&held, 6), (1, true));
-        assert_eq!(unwritten(&held, 9), (0, false));
+        assert_eq!(unwritten(&held, 0), (3, None));
+        assert_eq!(unwritten(&held, 2), (2, Some(b'\n')));
+        assert_eq!(unwritten(&held, 3), (2, Some(b'b')));
+        assert_eq!(unwritten(&held, 5), (1, Some(b'\n')));
+        assert_eq!(unwritten(&held, 6), (1, Some(b'c')));
+        assert_eq!(unwritten(&held, 9), (0, Some(b'\n')));
     }
 
     #[tokio::test]
