@@ -262,11 +262,8 @@ fn a_cli_held_up_while_its_container_replies_keeps_its_container() {
         })
         .collect();
     // Both containers joined a server and wait at their gates.
-    let deadline = Instant::now() + common::patience(Duration::from_secs(30));
-    while d.records().iter().filter(|r| r["kind"] == "container_joined").count() < 2 {
-        assert!(Instant::now() < deadline, "two containers joined\n{:?}", d.records());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let joined = || (d.records().iter().filter(|r| r["kind"] == "container_joined").count() >= 2).then_some(());
+    common::within(Duration::from_secs(30), joined).unwrap_or_else(|| panic!("two containers joined\n{:?}", d.records()));
     let held = d.expect("the first agent's CLI", |r| r["kind"] == "server_tracked" && r["found"]["handshake_under"]["pid"] == agents[0].id());
     let held = held["root_pid"].as_u64().unwrap() as i32;
     // SAFETY: signals to the CLI the first agent started (its pid, from the daemon's record).

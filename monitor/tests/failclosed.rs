@@ -231,15 +231,8 @@ fn a_full_disk_under_the_events_file_is_an_alert_and_writing_resumes() {
     let alerts = alerts_dir.path().join("alerts.jsonl");
     let d = Daemon::start(&["--events", events.to_str().unwrap(), "--alerts-file", alerts.to_str().unwrap(), "--fold-window-ms", "0"]);
     let alert = |finding: &str| {
-        let deadline = std::time::Instant::now() + common::patience(std::time::Duration::from_secs(20));
-        loop {
-            let found = common::json_lines(&alerts).into_iter().find(|a| a["rule"]["id"] == "events-not-written" && a["finding"] == finding);
-            if let Some(a) = found {
-                return a;
-            }
-            assert!(std::time::Instant::now() < deadline, "no events-not-written alert ({finding}) in {}:\n{}", alerts.display(), d.stderr_tail(40));
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        let found = || common::json_lines(&alerts).into_iter().find(|a| a["rule"]["id"] == "events-not-written" && a["finding"] == finding);
+        common::within(std::time::Duration::from_secs(20), found).unwrap_or_else(|| panic!("no events-not-written alert ({finding}) in {}:\n{}", alerts.display(), d.stderr_tail(40)))
     };
     // 20000 opens, unfolded: a few MiB of records for a disk with about 100 KiB left.
     let out = exec_cmd(&d.socket, "filler-up", &[], &[env!("CARGO_BIN_EXE_mcpmon-testkit"), "loop", "open", "20000"]).output().unwrap();
@@ -250,17 +243,13 @@ fn a_full_disk_under_the_events_file_is_an_alert_and_writing_resumes() {
     assert_eq!(failing["rule"]["severity"], "high", "{failing}");
     // The count, in the metrics (refreshed once a second).
     let target = d.metrics_url().trim_start_matches("http://").trim_end_matches("/metrics").to_string();
-    let deadline = std::time::Instant::now() + common::patience(std::time::Duration::from_secs(10));
-    loop {
+    let counted = || {
         let metrics = common::http_get(&target, "/metrics").expect("metrics endpoint");
         let lost = metrics.lines().find(|l| l.starts_with("mcpmon_events_lost_total{where=\"userspace\",reason=\"events_not_written\"}"));
         let lost: u64 = lost.and_then(|l| l.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no events_not_written count:\n{metrics}"));
-        if lost > 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the loss never counted:\n{metrics}");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+        (lost > 0).then_some(())
+    };
+    common::within(std::time::Duration::from_secs(10), counted).expect("the loss counted in the metrics");
 
     // Room again: a later server's records are written, and the recovery says what was lost.
     std::fs::remove_file(&filler).unwrap();
@@ -268,15 +257,8 @@ fn a_full_disk_under_the_events_file_is_an_alert_and_writing_resumes() {
     assert!(out.status.success(), "{out:?}");
     let again = alert("written_again");
     assert!(again["lines_lost_total"].as_u64().unwrap() >= failing["lines_lost_total"].as_u64().unwrap(), "{again}");
-    let deadline = std::time::Instant::now() + common::patience(std::time::Duration::from_secs(20));
-    let lines = loop {
-        let text = std::fs::read_to_string(&events).unwrap();
-        if text.contains("\"after-the-fill\"") {
-            break text;
-        }
-        assert!(std::time::Instant::now() < deadline, "the later server's records never reached the events file");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let written = || std::fs::read_to_string(&events).ok().filter(|text| text.contains("\"after-the-fill\""));
+    let lines = common::within(std::time::Duration::from_secs(20), written).expect("the later server's records in the events file");
     let bad: Vec<&str> = lines.lines().filter(|l| serde_json::from_str::<serde_json::Value>(l).is_err()).collect();
     assert!(bad.len() <= 1, "at most the one line the failure cut is not JSON: {bad:?}");
     let stderr = d.stop();

@@ -34,8 +34,12 @@ fn runs(argv: &[String], c: &Container) -> bool {
     }
 }
 
-/// Whether process `pid`'s memory holds container `c`'s id.
+/// Whether process `pid`'s memory holds container `c`'s id (a full one: a shorter string could
+/// be anything's).
 fn holds_id(pid: u32, c: &Container) -> bool {
+    if c.id.len() != 64 {
+        return false;
+    }
     let t = Instant::now();
     let found = procmem::holds(pid, c.id.as_bytes(), CLI_MEMORY_BUDGET);
     tracing::debug!(pid, ?found, us = t.elapsed().as_micros() as u64, id = %c.id, "container: its id in a CLI's memory");
@@ -244,9 +248,6 @@ impl Pipeline {
     /// holds it (a CLI not the daemon's to read, one gone, an id planted by another): order
     /// decides then.
     fn creator_of(&self, c: &Container) -> Option<u32> {
-        if c.id.len() != 64 {
-            return None;
-        }
         let mut holders = self.tracker.servers().filter(|s| runs(&s.command, c)).filter(|s| {
             let forked = self.tree.pids_of(s.id).into_iter().filter(|&p| p != s.root_pid && self.tree.get(p).is_some_and(|n| runs(&n.argv, c)));
             std::iter::once(s.root_pid).chain(forked).any(|pid| holds_id(pid, c))
@@ -283,7 +284,7 @@ impl Pipeline {
             })
             .collect();
         // The one that holds the container's id, as for tracked CLIs; else the oldest.
-        let holder = runners.iter().find(|r| c.id.len() == 64 && holds_id(r.1, c));
+        let holder = runners.iter().find(|r| holds_id(r.1, c));
         let (_, pid, i, o) = *holder.or_else(|| runners.iter().min())?;
         let intent = crate::discovery::adopt::handshake_root(pid, i, o);
         let sid = self.apply(intent).await?;

@@ -75,16 +75,17 @@ impl Pipeline {
             return;
         }
         self.output_failing = failing;
+        let error = self.output_health.last_error();
         let rule = evasion_rule("events-not-written", "The events output (file or stdout) could not be written: records and alerts are lost until it recovers (a full disk, possibly filled on purpose).");
         let summary = if failing {
-            format!("the events output fails ({}): records are being lost ({lost} lines so far)", self.output_health.last_error())
+            format!("the events output fails ({error}): records are being lost ({lost} lines so far)")
         } else {
             format!("the events output is written again; {lost} lines were lost in all")
         };
         // `finding` tells the two apart, for the throttle too (a recovery within its window is
         // not a repeat).
         let finding = if failing { "failing" } else { "written_again" };
-        let a = Alert::new(rule, ActionRecord::alerted(), summary, Pipeline::now()).with("finding", finding).with("lines_lost_total", lost).with("error", self.output_health.last_error());
+        let a = Alert::new(rule, ActionRecord::alerted(), summary, Pipeline::now()).with("finding", finding).with("lines_lost_total", lost).with("error", error);
         self.out.alert(a).await;
     }
 

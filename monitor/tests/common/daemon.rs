@@ -56,16 +56,18 @@ impl Daemon {
 
     fn launch_with(cmd: &str, sub: &str, extra: &[&str], prepare: impl FnOnce(&mut Command)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        // `--events PATH` in `extra` replaces the harness's events file (read all the same).
-        let events = extra.iter().position(|a| *a == "--events").and_then(|i| extra.get(i + 1)).map_or_else(|| dir.path().join("events.jsonl"), PathBuf::from);
-        let socket = extra.iter().position(|a| *a == "--socket").and_then(|i| extra.get(i + 1)).map_or_else(|| dir.path().join("mcpmon.sock"), PathBuf::from);
+        // `--events PATH` and `--socket PATH` in `extra` replace the harness's own (the events
+        // are read all the same).
+        let given = |flag: &str| extra.iter().position(|a| *a == flag).and_then(|i| extra.get(i + 1)).map(PathBuf::from);
+        let events = given("--events").unwrap_or_else(|| dir.path().join("events.jsonl"));
+        let socket = given("--socket").unwrap_or_else(|| dir.path().join("mcpmon.sock"));
+        let ours = [("--events", &events), ("--socket", &socket)].into_iter().filter(|(flag, _)| !extra.contains(flag));
         let mut command = Command::new(MCPMON);
         prepare(&mut command);
         let child = command
             .arg(cmd)
             .args(Some(sub).filter(|s| !s.is_empty()))
-            .args((!extra.contains(&"--events")).then_some([std::ffi::OsStr::new("--events"), events.as_os_str()]).into_iter().flatten())
-            .args((!extra.contains(&"--socket")).then_some([std::ffi::OsStr::new("--socket"), socket.as_os_str()]).into_iter().flatten())
+            .args(ours.flat_map(|(flag, path)| [std::ffi::OsStr::new(flag), path.as_os_str()]))
             .arg("--state-dir")
             .arg(dir.path().join("state"))
             // Tests run daemons side by side: an ephemeral port each (see `metrics_url`).

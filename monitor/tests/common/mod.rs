@@ -131,6 +131,23 @@ pub fn all_but_first_open() -> LineFilter {
 }
 
 /// The records of a JSON-lines file the daemon may still be writing (see `JsonLines`).
+/// What `f` finds within `wait` (scaled as `patience` scales it), trying every 100 ms: None if
+/// it found nothing by then.
+pub fn within<T>(wait: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + patience(wait);
+    loop {
+        // One more try after the deadline: it may have come while this one waited.
+        let late = std::time::Instant::now() > deadline;
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if late {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
     let mut r = JsonLines::default();
     r.catch_up(path);
