@@ -252,6 +252,21 @@ fn persistence_writes_die_and_files_stay_unchanged() {
         let a = alerts_for(&d, "applet", "network-tool-exec");
         assert!(matches!(a["action"]["result"].as_str(), Some("killed") | Some("gone")), "{a}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("rc="), "the shell carried on: {out:?}");
+        // One that lingers in its exit: the kernel forgets it at its exit's start, and freeing
+        // an unlinked 1 GiB tmpfs file it inherited holds it there (~0.1 s), neither tracked nor
+        // yet exited, while its exec is judged. Its kill was reported refused, "pid reused?",
+        // which an SRE reads as enforcement sidestepped (seen once in CI with a plain `nc`).
+        let py = common::python();
+        let script = format!(
+            "{py} -c \"import os; fd=os.open('/dev/shm/mcpmon-lingers-%d' % os.getpid(),os.O_RDWR|os.O_CREAT|os.O_EXCL); \
+             os.unlink('/dev/shm/mcpmon-lingers-%d' % os.getpid()); os.posix_fallocate(fd,0,1<<30); os.set_inheritable(fd,True); \
+             os.execv('{}',['busybox','nc','127.0.0.1','9'])\" </dev/null; echo rc=$?",
+            bb.display()
+        );
+        let out = victim(&d, "applet-lingers", &script);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("rc="), "{out:?}");
+        let a = alerts_for(&d, "applet-lingers", "network-tool-exec");
+        assert!(matches!(a["action"]["result"].as_str(), Some("killed") | Some("gone")), "{a}");
     }
     // Reading the rc file is fine.
     let out = victim(&d, "rc-read", &format!("cat {}", rc.display()));

@@ -46,10 +46,13 @@ pub fn kill(pid: u32, guard: &Guard, still_tracked: impl Fn(u32) -> bool) -> Kil
     let fd = fd as libc::c_int;
     let out = (|| {
         if !still_tracked(pid) {
-            // The kernel forgets a process at its exit, before its parent reaps it: one that ran
-            // a second (`nc` to a closed port) is an unreaped zombie by the time its exec is
-            // judged. That is `Gone`, not a refusal; only a live process outside the map is.
-            if exited(fd) {
+            // The kernel forgets a process at its exit's start (`sched_process_exit`), well
+            // before its pidfd polls readable: between the two it frees its memory and files,
+            // which a large unlinked tmpfs file stretches to a tenth of a second, and after,
+            // it is an unreaped zombie. Either is `Gone`, not a refusal; only a live process
+            // outside the map is. The flags are read first: if that read is of a later process
+            // that reused the pid, this one was reaped, and its pidfd says so next.
+            if crate::sys::procfs::exiting_or_gone(pid) || exited(fd) {
                 return KillOutcome::Gone;
             }
             return KillOutcome::Refused { reason: "no longer a tracked process (pid reused?)".into() };
@@ -107,6 +110,37 @@ mod tests {
         }
         assert_eq!(kill(child.id(), &g, |_| false), KillOutcome::Gone);
         child.wait().unwrap();
+    }
+
+    /// A process caught in its exit, after the kernel's exit hook dropped it from the map and
+    /// before its pidfd polls readable, is gone too (it was refused, "pid reused?"). Freeing an
+    /// unlinked 1 GiB tmpfs file at its exit holds it there for about a tenth of a second.
+    #[test]
+    fn a_process_in_its_exit_is_gone_not_refused() {
+        let g = Guard::new(std::process::id());
+        let f = format!("/dev/shm/mcpmon-kill-test-{}", std::process::id());
+        let script = format!("exec 3>{f} && rm {f} && fallocate -l 1G /proc/self/fd/3");
+        for _ in 0..20 {
+            let mut child = std::process::Command::new("sh").args(["-c", &script]).spawn().unwrap();
+            let pid = child.id();
+            // Watch for the exit's start: PF_EXITING set, not yet a zombie.
+            let caught = loop {
+                let stat = procfs::process::Process::new(pid as i32).and_then(|p| p.stat());
+                match stat {
+                    Ok(s) if s.state == 'Z' || s.state == 'X' => break false,
+                    Ok(s) if s.flags & 0x4 != 0 => break true,
+                    Ok(_) => std::thread::yield_now(),
+                    Err(_) => break false,
+                }
+            };
+            let outcome = caught.then(|| kill(pid, &g, |_| false));
+            child.wait().unwrap();
+            if let Some(outcome) = outcome {
+                assert_eq!(outcome, KillOutcome::Gone);
+                return;
+            }
+        }
+        panic!("never caught a child inside its exit in 20 tries");
     }
 
     /// Starts a copy of `sleep` whose comm is `comm`, as a server would after
