@@ -10,10 +10,12 @@
 mod comm_filter;
 mod enforce;
 pub mod names;
+mod sockname;
 pub mod programs;
 
 pub use comm_filter::*;
 pub use enforce::*;
+pub use sockname::*;
 
 /// Capacity for paths read from user memory (PATH_MAX).
 pub const PATH_CAP: usize = 4096;
@@ -600,6 +602,9 @@ mod pod {
     unsafe impl aya::Pod for super::InodeKey {}
     // SAFETY: repr(C), integers and bytes only, no padding (144 bytes, asserted).
     unsafe impl aya::Pod for super::NameKey {}
+    // SAFETY: repr(C), two byte arrays, four u8 and a u32 at offset 68 (72 bytes, asserted):
+    // no padding.
+    unsafe impl aya::Pod for super::SockName {}
     // SAFETY: as above: repr(C), dev u32 + slot u32 + ino u64, no padding (size asserted to be 16).
     unsafe impl aya::Pod for super::RootReaderKey {}
     // SAFETY: as above: repr(C), integer fields and a byte array, padding explicit (its size is asserted

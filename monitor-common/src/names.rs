@@ -27,6 +27,8 @@ pub const MAP_PROTECTED: &str = "PROTECTED";
 pub const MAP_UNSEEN_DIRS: &str = "UNSEEN_DIRS";
 /// (directory inode, literal file name) → read policy: a protected name made after the last plan.
 pub const MAP_UNSEEN_NAMES: &str = "UNSEEN_NAMES";
+/// Key agents' sockets by their last two names ([`crate::SockName`]): one no plan has seen yet.
+pub const MAP_AGENT_SOCKETS: &str = "AGENT_SOCKETS";
 pub const MAP_NET_POLICY_V4: &str = "NET_POLICY_V4";
 pub const MAP_NET_POLICY_V6: &str = "NET_POLICY_V6";
 pub const MAP_POLICY: &str = "POLICY";

@@ -348,7 +348,8 @@ fn exe_inode() -> Option<*const u8> {
 /// A tracked process's connect on unix socket `fd` has just succeeded: the `PROTECTED` value
 /// to kill it under (0: none). The key is the inode of the socket file the kernel connected it
 /// to (the peer's `path`), so a symlink, a relative path or `/proc/self/root/…` to a container
-/// engine's socket is the same socket. A server's root process may connect when it runs an
+/// engine's socket is the same socket; a socket with no entry yet, by its names
+/// (`agents.rs`). A server's root process may connect when it runs an
 /// image marked `ROOT_MAY_CONNECT` (a server launched as `docker run -i …` is the engine's
 /// CLI); its children, and a root running anything else, may not.
 #[inline(always)]
@@ -359,7 +360,7 @@ pub fn unix_connect_check(cur: crate::maps::Current, fd: i32, server_id: u32) ->
     let Some(file) = fd_file(fd) else { return 0 };
     // SAFETY: each pointer is read through bpf_probe_read_kernel (Err on a fault) at a BTF
     // offset, starting from the current task's own fd table entry; NULL ends the walk.
-    let inode = unsafe {
+    let (dentry, inode) = unsafe {
         let Ok(sock) = bpf_probe_read_kernel(file.add(koff!(file_private)) as *const *const u8) else { return 0 };
         if sock.is_null() {
             return 0;
@@ -380,9 +381,13 @@ pub fn unix_connect_check(cur: crate::maps::Current, fd: i32, server_id: u32) ->
         if inode.is_null() {
             return 0;
         }
-        inode
+        (dentry, inode)
     };
-    let p = policy_with(inode, protect::KILL_CONNECT);
+    // No entry by inode: a key agent's socket made since the last plan, by its names.
+    let p = match policy_with(inode, protect::KILL_CONNECT) {
+        0 => crate::agents::agent_socket_policy(dentry),
+        p => p,
+    };
     if p == 0 || granted(server_id, p) {
         return 0;
     }

@@ -8,6 +8,8 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod agents;
+#[cfg(target_arch = "bpf")]
 mod compat;
 #[cfg(target_arch = "bpf")]
 mod enforce;

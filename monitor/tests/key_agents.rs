@@ -131,3 +131,55 @@ fn key_agents_started_after_the_daemon_sign_nothing_for_a_server() {
     assert_eq!(al["action"]["result"], "killed_in_kernel", "{al}");
     d.stop();
 }
+
+/// A server already running waits for the user's agent: it connects the moment the socket
+/// appears, through a link of its own (so the connect's path names no agent), before any plan
+/// could know the socket, and holds the connection until keys are loaded. It must get nothing:
+/// killed in the kernel at that connect, by the name the agent bound its socket to.
+#[test]
+fn a_server_waiting_for_the_agent_to_appear_gets_nothing() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start(tmp.path(), "");
+    let u = User::add("agentwait", true);
+    let made_run_user = !Path::new("/run/user").exists();
+    let dir = Path::new("/run/user").join(u.uid.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    u.chown(&dir);
+    let sock = dir.join("openssh_agent");
+    let links = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(links.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let link = links.path().join("a");
+    std::os::unix::fs::symlink(&sock, &link).unwrap();
+    let go = links.path().join("go");
+    let py = common::python();
+    let script = "import socket,os,sys,time\n\
+                  link,go=sys.argv[1],sys.argv[2]\n\
+                  s=None\n\
+                  while s is None:\n\
+                  \x20 try:\n\
+                  \x20   c=socket.socket(socket.AF_UNIX); c.connect(link); s=c\n\
+                  \x20 except OSError: time.sleep(0.0005)\n\
+                  print('CONNECTED',flush=True)\n\
+                  while not os.path.exists(go): time.sleep(0.01)\n\
+                  s.sendall(bytes([0,0,0,1,11])); print('RAW',s.recv(4096).hex(),flush=True)\n";
+    let waiter = u.exec(&d, "agent-waiter", &[py, "-c", script, link.to_str().unwrap(), go.to_str().unwrap()]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    d.expect("the waiter tracked", |v| v["kind"] == "server_tracked" && v["server"] == "agent-waiter");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let a = Agent::start(&u, Some(&sock));
+    std::fs::write(&go, "").unwrap();
+    let out = waiter.wait_with_output().unwrap();
+    drop(a);
+    let _ = std::fs::remove_dir_all(&dir);
+    if made_run_user {
+        let _ = std::fs::remove_dir("/run/user");
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!leaked(&stdout), "the agent answered a waiting server: {stdout}");
+    assert!(killed(out.status), "killed at its connect: {:?} {stdout}", out.status);
+    let al = alert(&d, "agent-waiter", "key-agent-connect");
+    assert_eq!(al["action"]["result"], "killed_in_kernel", "{al}");
+    d.stop();
+}

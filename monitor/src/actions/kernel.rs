@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
-use monitor_common::{policy, InodeKey, NameKey, RootReaderKey, NAME_CAP};
+use monitor_common::{policy, InodeKey, NameKey, RootReaderKey, SockName, NAME_CAP};
 
 use crate::events::Inode;
 
@@ -87,6 +87,9 @@ pub struct KernelPolicy {
     /// stand-ins.
     pub unseen_names: Option<HashMap<MapData, NameKey, u32>>,
     names: BTreeMap<NameKey, u32>,
+    /// `AGENT_SOCKETS`; None only in unit tests' stand-ins.
+    pub agent_sockets: Option<Array<MapData, SockName>>,
+    sock_names: Vec<SockName>,
 }
 
 /// The enforcement maps, as the loader hands them over.
@@ -100,6 +103,7 @@ pub struct PolicyMaps {
     pub root_runners: HashMap<MapData, u32, u64>,
     pub unseen_dirs: HashMap<MapData, InodeKey, u32>,
     pub unseen_names: HashMap<MapData, NameKey, u32>,
+    pub agent_sockets: Array<MapData, SockName>,
     /// Whether the cgroup connect deny programs loaded.
     pub cgroup_deny: bool,
 }
@@ -112,6 +116,7 @@ impl KernelPolicy {
         k.root_runners = Some(m.root_runners);
         k.unseen_dirs = Some(m.unseen_dirs);
         k.unseen_names = Some(m.unseen_names);
+        k.agent_sockets = Some(m.agent_sockets);
         k
     }
 
@@ -122,13 +127,29 @@ impl KernelPolicy {
         knobs: Array<MapData, u32>,
         cgroup_deny: bool,
     ) -> Self {
-        Self { protected, v4, v6, knobs, cgroup_deny, files: BTreeMap::new(), nets: BTreeMap::new(), grants: None, granted: Default::default(), root_readers: None, readers: Default::default(), root_runners: None, unseen_dirs: None, unseen: BTreeMap::new(), unseen_names: None, names: BTreeMap::new() }
+        Self { protected, v4, v6, knobs, cgroup_deny, files: BTreeMap::new(), nets: BTreeMap::new(), grants: None, granted: Default::default(), root_readers: None, readers: Default::default(), root_runners: None, unseen_dirs: None, unseen: BTreeMap::new(), unseen_names: None, names: BTreeMap::new(), agent_sockets: None, sock_names: Vec::new() }
     }
 
     /// Makes the `PROTECTED` map hold exactly `want` (changes only what differs, so a rescan
     /// never opens a window where a still-protected file is missing).
     pub fn sync_files(&mut self, want: &BTreeMap<Inode, u32>) -> Result<(), PolicyError> {
         sync_inodes(&mut self.protected, &mut self.files, want, "PROTECTED")
+    }
+
+    /// Makes `AGENT_SOCKETS` hold `want` in order, then an entry with policy 0 that ends it.
+    /// Rewritten only when it changed (a rules reload): a connect judged meanwhile may see a
+    /// mix of the two lists, never an entry half written (each update is one element's).
+    pub fn sync_socket_names(&mut self, want: &[SockName]) -> Result<(), PolicyError> {
+        let Some(map) = self.agent_sockets.as_mut() else { return Ok(()) };
+        if self.sock_names == want {
+            return Ok(());
+        }
+        let end = std::iter::once(SockName::default());
+        for (i, n) in want.iter().copied().chain(end).take(monitor_common::SOCK_NAMES_MAX as usize).enumerate() {
+            map.set(i as u32, n, 0).map_err(err("AGENT_SOCKETS"))?;
+        }
+        self.sock_names = want.to_vec();
+        Ok(())
     }
 
     /// Makes `UNSEEN_NAMES` hold exactly `want` ((directory inode, name) → policy).

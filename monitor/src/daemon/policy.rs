@@ -174,6 +174,7 @@ impl Policy {
         self.sync_files(&plan.files)?;
         // The names before their directories' `NAMED`, for the same reason.
         self.kernel.sync_unseen_names(&unseen.names)?;
+        self.kernel.sync_socket_names(&plan.socket_names)?;
         self.kernel.sync_unseen_dirs(&unseen.dirs)?;
         // Known files no plan names any more are out of the map: their inodes may go now.
         self.keep.synced();

@@ -337,8 +337,10 @@ impl Sensors {
         let unseen_dirs = BpfHashMap::try_from(take(name)?).map_err(|e| ProbeError::Map(name, e.to_string()))?;
         let name = monitor_common::names::MAP_UNSEEN_NAMES;
         let unseen_names = BpfHashMap::try_from(take(name)?).map_err(|e| ProbeError::Map(name, e.to_string()))?;
+        let name = monitor_common::names::MAP_AGENT_SOCKETS;
+        let agent_sockets = Array::try_from(take(name)?).map_err(|e| ProbeError::Map(name, e.to_string()))?;
         let cgroup_deny = matches!(self.deny, cgroup::DenyPath::Cgroup { .. });
-        Ok(crate::actions::kernel::PolicyMaps { protected, v4, v6, knobs, grants, root_readers, root_runners, unseen_dirs, unseen_names, cgroup_deny })
+        Ok(crate::actions::kernel::PolicyMaps { protected, v4, v6, knobs, grants, root_readers, root_runners, unseen_dirs, unseen_names, agent_sockets, cgroup_deny })
     }
 
     /// Events the kernel could not deliver, per server id (LRU `LOST_BY_SERVER`).

@@ -63,6 +63,9 @@ pub struct Plan {
     /// (executable, rule slot): the executable may read that rule's files when it runs as its
     /// server's root process (`kernel.root_may_read`).
     pub root_readers: std::collections::BTreeSet<(Inode, u32)>,
+    /// `kernel.sockets` patterns by their last two names, with their policy (`AGENT_SOCKETS`):
+    /// a socket no plan has seen yet (an agent started since) is killed at the connect by them.
+    pub socket_names: Vec<monitor_common::SockName>,
 }
 
 /// A read-protected file pattern of one rule (kill or deny), as the gate matches it.
@@ -159,6 +162,7 @@ fn plan_in(scan: &mut Scan, rules: &RuleSet) -> Plan {
                     }
                 }
                 watch_sockets(&mut p, scan, pat);
+                add_socket_name(&mut p, pat, protect::KILL_CONNECT | slot_bits);
             }
             for real in named_executables(scan, &k.root_may_connect) {
                 add(&mut p, scan, &real, protect::ROOT_MAY_CONNECT, slot_bits);
@@ -199,6 +203,23 @@ fn plan_in(scan: &mut Scan, rules: &RuleSet) -> Plan {
         }
     }
     p
+}
+
+/// `pat`'s last two names into the kernel's list, once; a pattern they cannot tell (or one past
+/// the list's room) is killed by inode only, once a plan has seen its socket.
+fn add_socket_name(p: &mut Plan, pat: &str, policy: u32) {
+    let Some(n) = monitor_common::SockName::of_pattern(pat, policy) else {
+        tracing::info!(pattern = pat, "socket pattern not matched by name in the kernel: its sockets are killed once a plan has seen them");
+        return;
+    };
+    if p.socket_names.iter().any(|x| x.dir == n.dir && x.name == n.name && (x.dir_how, x.name_how) == (n.dir_how, n.name_how)) {
+        return;
+    }
+    if p.socket_names.len() >= monitor_common::SOCK_NAMES_MAX as usize {
+        tracing::warn!(pattern = pat, max = monitor_common::SOCK_NAMES_MAX, "too many socket patterns to match by name in the kernel: this one is killed once a plan has seen its socket");
+        return;
+    }
+    p.socket_names.push(n);
 }
 
 /// Where a socket of `pat` appears after the plan (an agent started at a later login): its

@@ -203,3 +203,32 @@ fn a_scan_looks_each_path_up_once() {
     assert_eq!(p.secret_dirs.len(), 20);
     assert_eq!(scan.lists.len(), lists);
 }
+
+/// Every socket pattern of the shipped rules is matched by its last two names in the kernel
+/// too, under its own rule (an agent or engine started after the plan made its socket before
+/// any plan could key it by inode), and each kind of socket they name is told from a neighbour.
+#[test]
+fn the_shipped_socket_patterns_are_all_matched_by_name_under_their_rule() {
+    let homes = ["/root", "/home/*"].map(String::from);
+    let set = crate::rules::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules"), &homes).unwrap();
+    let p = plan(&set);
+    let slot = |id: &str| (set.rules.iter().position(|r| r.id == id).unwrap() as u32) << protect::SLOT_SHIFT;
+    let (agents, engines) = (slot("key-agent-connect") | protect::KILL_CONNECT, slot("container-engine-socket") | protect::KILL_CONNECT);
+    let parts = |dir: &str, name: &str| {
+        let mut s = monitor_common::SockParts::default();
+        s.dir[..dir.len()].copy_from_slice(dir.as_bytes());
+        s.name[..name.len()].copy_from_slice(name.as_bytes());
+        s
+    };
+    let policy = |dir: &str, name: &str| p.socket_names.iter().find(|n| n.matches(&parts(dir, name))).map(|n| n.policy);
+    for (dir, name) in [("ssh-AbC123", "agent.4242"), ("1001", "openssh_agent"), ("1001", "ssh-agent.socket"), ("gcr", "ssh"), ("keyring", "ssh"), ("gnupg", "S.gpg-agent.ssh"), (".gnupg", "S.gpg-agent"), (".1password", "agent.sock"), ("bob", ".bitwarden-ssh-agent.sock"), ("agent", "s.XyZ")] {
+        assert_eq!(policy(dir, name), Some(agents), "{dir}/{name}");
+    }
+    for (dir, name) in [("run", "docker.sock"), ("1001", "docker.sock"), ("podman", "podman.sock"), ("containerd", "containerd.sock"), ("buildkit", "buildkitd.sock")] {
+        assert_eq!(policy(dir, name), Some(engines), "{dir}/{name}");
+    }
+    for (dir, name) in [("1001", "bus"), ("1001", "pulse"), ("ssh-AbC123", "notes"), ("run", "systemd.sock"), ("gnupg", "S.dirmngr")] {
+        assert_eq!(policy(dir, name), None, "{dir}/{name}");
+    }
+    assert!(p.socket_names.len() <= monitor_common::SOCK_NAMES_MAX as usize);
+}
