@@ -229,7 +229,8 @@ fn a_full_disk_under_the_events_file_is_an_alert_and_writing_resumes() {
     std::fs::write(&filler, vec![0u8; 900 << 10]).unwrap();
     let alerts_dir = tempfile::tempdir().unwrap();
     let alerts = alerts_dir.path().join("alerts.jsonl");
-    let d = Daemon::start(&["--events", events.to_str().unwrap(), "--alerts-file", alerts.to_str().unwrap(), "--fold-window-ms", "0"]);
+    // No throttle: the brief failure below may come as a second `failing` within its window.
+    let d = Daemon::start(&["--events", events.to_str().unwrap(), "--alerts-file", alerts.to_str().unwrap(), "--fold-window-ms", "0", "--alert-throttle-secs", "0"]);
     let alert = |finding: &str| {
         let found = || common::json_lines(&alerts).into_iter().find(|a| a["rule"]["id"] == "events-not-written" && a["finding"] == finding);
         common::within(std::time::Duration::from_secs(20), found).unwrap_or_else(|| panic!("no events-not-written alert ({finding}) in {}:\n{}", alerts.display(), d.stderr_tail(40)))
@@ -261,6 +262,38 @@ fn a_full_disk_under_the_events_file_is_an_alert_and_writing_resumes() {
     let lines = common::within(std::time::Duration::from_secs(20), written).expect("the later server's records in the events file");
     let bad: Vec<&str> = lines.lines().filter(|l| serde_json::from_str::<serde_json::Value>(l).is_err()).collect();
     assert!(bad.len() <= 1, "at most the one line the failure cut is not JSON: {bad:?}");
+
+    // A failure that begins and ends between two of the daemon's checks (once a second): the
+    // disk full again for one burst, then room before the next record. It lost lines all the
+    // same, and raised no alert at all (neither check saw it failing).
+    let before = common::json_lines(&alerts).into_iter().filter(|a| a["rule"]["id"] == "events-not-written").count();
+    let full = disk.0.path().join("full");
+    let mut f = std::fs::File::create(&full).unwrap();
+    while std::io::Write::write_all(&mut f, &[0u8; 4096]).is_ok() {}
+    drop(f);
+    let out = exec_cmd(&d.socket, "burst", &[], &[env!("CARGO_BIN_EXE_mcpmon-testkit"), "loop", "open", "2000"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Room again as soon as the writer failed (its log says so at once), well within a second.
+    let failed_twice = || {
+        let deadline = std::time::Instant::now() + common::patience(std::time::Duration::from_secs(20));
+        while std::time::Instant::now() < deadline {
+            if d.stderr_tail(400).matches("events output: a write failed").count() >= 2 {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        false
+    };
+    assert!(failed_twice(), "the burst's records met the full disk:\n{}", d.stderr_tail(40));
+    std::fs::remove_file(&full).unwrap();
+    let out = exec_cmd(&d.socket, "after-the-burst", &[], &["/bin/true"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let told = || {
+        let new: Vec<_> = common::json_lines(&alerts).into_iter().filter(|a| a["rule"]["id"] == "events-not-written").skip(before).collect();
+        new.into_iter().find(|a| a["finding"] == "failed_between_checks" || a["finding"] == "failing")
+    };
+    let a = common::within(std::time::Duration::from_secs(20), told).unwrap_or_else(|| panic!("no alert for the burst's lost lines:\n{}", d.stderr_tail(40)));
+    assert!(a["lines_lost"].as_u64().unwrap() > 0, "{a}");
     let stderr = d.stop();
     assert!(stderr.contains("events output: a write failed"), "the log says so:\n{stderr}");
 }

@@ -71,21 +71,30 @@ impl Pipeline {
     /// lost too, and count as new loss.
     async fn check_output(&mut self) {
         let (failing, lost) = (self.output_health.failing(), self.output_health.lines_dropped());
-        if failing == self.output_failing {
-            return;
-        }
+        let new = lost.saturating_sub(self.output_lost_seen);
+        self.output_lost_seen = lost;
+        // `finding` tells them apart, for the throttle too (a recovery within its window is not
+        // a repeat). A failure that began and ended between two checks (a burst cut by a full
+        // disk, then room again) lost lines all the same: it says so once, in one alert.
+        let finding = match (self.output_failing, failing) {
+            (false, true) => "failing",
+            (true, false) => "written_again",
+            (false, false) if new > 0 => "failed_between_checks",
+            _ => return,
+        };
         self.output_failing = failing;
         let error = self.output_health.last_error();
         let rule = evasion_rule("events-not-written", "The events output (file or stdout) could not be written: records and alerts are lost until it recovers (a full disk, possibly filled on purpose).");
-        let summary = if failing {
-            format!("the events output fails ({error}): records are being lost ({lost} lines so far)")
-        } else {
-            format!("the events output is written again; {lost} lines were lost in all")
+        let summary = match finding {
+            "failing" => format!("the events output fails ({error}): records are being lost ({lost} lines so far)"),
+            "written_again" => format!("the events output is written again; {lost} lines were lost in all"),
+            _ => format!("the events output failed ({error}) and is written again: {new} lines lost, {lost} in all"),
         };
-        // `finding` tells the two apart, for the throttle too (a recovery within its window is
-        // not a repeat).
-        let finding = if failing { "failing" } else { "written_again" };
-        let a = Alert::new(rule, ActionRecord::alerted(), summary, Pipeline::now()).with("finding", finding).with("lines_lost_total", lost).with("error", error);
+        let a = Alert::new(rule, ActionRecord::alerted(), summary, Pipeline::now())
+            .with("finding", finding)
+            .with("lines_lost", new)
+            .with("lines_lost_total", lost)
+            .with("error", error);
         self.out.alert(a).await;
     }
 

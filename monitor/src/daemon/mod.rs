@@ -88,9 +88,11 @@ pub struct Pipeline {
     /// Per-server loss totals at the last check, and when that was (the blind spot's window).
     lost_seen: std::collections::BTreeMap<u32, u64>,
     lost_checked: SystemTime,
-    /// The events writer's failures (a full disk), and whether the last check found it failing.
+    /// The events writer's failures (a full disk), whether the last check found it failing,
+    /// and the lines it had lost by then.
     output_health: std::sync::Arc<crate::output::WriterHealth>,
     output_failing: bool,
+    output_lost_seen: u64,
     pub on_loss: crate::cli::OnLoss,
     pub stats: Stats,
     /// Rules and actions (None: observe only).
@@ -157,6 +159,7 @@ impl Pipeline {
             out: emit::Emitter::new(lines.0, lines.1),
             output_health: lines.2,
             output_failing: false,
+            output_lost_seen: 0,
             lost_map,
             lost_seen: Default::default(),
             lost_checked: SystemTime::now(),
