@@ -195,13 +195,20 @@ fn launches_of_one_image_side_by_side_each_get_their_own_container() {
     // (agent pid, the hostname its call answered: the start of its container's id)
     let answered: Vec<(u32, String)> = agents.into_iter().map(answered).collect();
 
-    each_in_its_own_server(d, &answered);
+    let log = each_in_its_own_server(d, &answered);
+    // A CLI whose container was found is not searched again for another's: 3 + 2 + 1 memory
+    // searches at most for three launches (each searched all three, 9, before).
+    let joins: Vec<Option<usize>> = log.lines().filter(|l| l.contains("joined its runner's server")).map(|l| l.split("searched=").nth(1)?.split_whitespace().next()?.parse().ok()).collect();
+    assert_eq!(joins.len(), 3, "{log}");
+    let searched: usize = joins.iter().map(|n| n.expect("each join says how many CLIs it searched")).sum();
+    assert!(searched <= 6, "{searched} searches of a CLI's memory\n{log}");
 }
 
 /// Each agent's container (known by the hostname its call answered, the start of the
 /// container's id) ended up in its agent's CLI's server, its `cat` attributed to that agent's
 /// call, and no container became a server of its own. `answered`: (agent pid, hostname).
-fn each_in_its_own_server(d: Daemon, answered: &[(u32, String)]) {
+/// Returns the daemon's log.
+fn each_in_its_own_server(d: Daemon, answered: &[(u32, String)]) -> String {
     let mut servers = vec![];
     for (agent, _) in answered {
         let s = d.expect("each agent's CLI tracked", |r| r["kind"] == "server_tracked" && r["found"]["handshake_under"]["pid"] == *agent);
@@ -229,6 +236,7 @@ fn each_in_its_own_server(d: Daemon, answered: &[(u32, String)]) {
     }
     let own = records.iter().filter(|r| r["kind"] == "server_tracked").count();
     assert_eq!(own, answered.len(), "one server per agent, none for a container on its own\n{log}");
+    log
 }
 
 /// The agent's output: its pid and the hostname its call answered.

@@ -6,7 +6,7 @@
 //! becoming a second one: same server id, same tool calls in flight, its events carrying the
 //! container (engine, id, image, name).
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -74,6 +74,10 @@ pub(super) struct Pairing {
     wrote: HashSet<u32>,
     /// CLIs whose container was found by its id in their memory: they pair with no reply.
     certain: HashSet<u32>,
+    /// The CLI processes those ids were found in, (pid, start time), with their server and
+    /// the id: a `docker run` creates one container, so another container's search skips them
+    /// (N launches side by side cost N(N+1)/2 searches of a CLI's memory, not N²).
+    found_in: HashMap<(u32, u64), (u32, String)>,
 }
 
 /// How long either side waits for the other. A relay takes a millisecond; an entry left over
@@ -114,7 +118,9 @@ impl Pipeline {
         let root = std::path::Path::new(container::DOCKER_ROOT);
         let Some(c) = seen.container.or_else(|| container::of_pid(pid, root)) else { return Err(intent) };
         let c = Arc::new(c);
-        let creator = self.creator_of(&c);
+        let searched = std::cell::Cell::new(0);
+        let found = self.creator_of(&c, &searched);
+        let creator = found.map(|(sid, _)| sid);
         let sid = match creator.or_else(|| self.runner_of(&c, true)) {
             Some(sid) => Some(sid),
             None => self.untracked_runner(&c).await.or_else(|| self.runner_of(&c, false)),
@@ -136,8 +142,9 @@ impl Pipeline {
         self.relayed_stdio.insert(i, Relayed { sid, pid, container: c.clone(), reply: None });
         // Its creator known, its reply is not paired by order (as if paired already).
         self.relayed_stdio.insert(o, Relayed { sid, pid, container: c.clone(), reply: Some(creator.is_some()) });
-        if creator.is_some() {
+        if let Some((_, cli)) = found {
             self.pairing.certain.insert(sid);
+            self.pairing.found_in.insert(cli, (sid, c.id.clone()));
         }
         self.seed_tree(&tracked, sid);
         // Gone already (a short session): its forks and exit, still queued, find it by this.
@@ -156,7 +163,8 @@ impl Pipeline {
             None => String::new(),
         };
         let by = if creator.is_some() { "cli_memory" } else { "launch_order" };
-        tracing::info!(pid, server_id = sid, server = %server, image = ?c.image, id = %c.id, by, "container: joined its runner's server");
+        let searched = searched.get();
+        tracing::info!(pid, server_id = sid, server = %server, image = ?c.image, id = %c.id, by, searched, "container: joined its runner's server");
         self.out.emit(Record::ContainerJoined { time: Self::now(), server_id: sid, server, pid, tracked_pids: tracked, container: c, by, moved_from: None }).await;
         Ok(InContainer::Joined)
     }
@@ -240,19 +248,31 @@ impl Pipeline {
         self.out.emit(Record::ContainerJoined { time: Self::now(), server_id: sid, server, pid, tracked_pids: pids, container: c, by: "reply_order", moved_from: Some(from) }).await;
     }
 
-    /// The tracked server whose CLI created container `c`: of the servers that run its image,
-    /// the one whose CLI (its root, or a process of its tree that runs the image, for a root
-    /// that forks it: a shell, a wrapper) holds the container's id in its memory. The engine's
-    /// create reply named it to that CLI alone, which keeps it to attach, start, wait and
-    /// remove; no record of the engine names the CLI. None when no server or more than one
-    /// holds it (a CLI not the daemon's to read, one gone, an id planted by another): order
-    /// decides then.
-    fn creator_of(&self, c: &Container) -> Option<u32> {
-        let mut holders = self.tracker.servers().filter(|s| runs(&s.command, c)).filter(|s| {
+    /// The tracked server whose CLI created container `c`, and that CLI (pid, start time): of
+    /// the servers that run its image, the one whose CLI (its root, or a process of its tree
+    /// that runs the image, for a root that forks it: a shell, a wrapper) holds the container's
+    /// id in its memory. The engine's create reply named it to that CLI alone, which keeps it
+    /// to attach, start, wait and remove; no record of the engine names the CLI. A CLI whose
+    /// own container was found already is not searched again. None when no server or more
+    /// than one holds it (a CLI not the daemon's to read, one gone, an id planted by another):
+    /// order decides then. `searched` counts the CLIs whose memory was read.
+    fn creator_of(&self, c: &Container, searched: &std::cell::Cell<usize>) -> Option<(u32, (u32, u64))> {
+        let mut holders = self.tracker.servers().filter(|s| runs(&s.command, c)).filter_map(|s| {
             let forked = self.tree.pids_of(s.id).into_iter().filter(|&p| p != s.root_pid && self.tree.get(p).is_some_and(|n| runs(&n.argv, c)));
-            std::iter::once(s.root_pid).chain(forked).any(|pid| holds_id(pid, c))
+            std::iter::once(s.root_pid)
+                .chain(forked)
+                .filter_map(|pid| Some((pid, procfs::start_ticks(pid)?)))
+                .find(|&cli| match self.pairing.found_in.get(&cli) {
+                    // Its own container again (the same id): known to hold it.
+                    Some((_, id)) => *id == c.id,
+                    None => {
+                        searched.set(searched.get() + 1);
+                        holds_id(cli.0, c)
+                    }
+                })
+                .map(|cli| (s.id, cli))
         });
-        let first = holders.next()?.id;
+        let first = holders.next()?;
         holders.next().is_none().then_some(first)
     }
 
@@ -312,5 +332,6 @@ impl Pipeline {
         self.pairing.clis.retain(|&(s, _)| s != sid);
         self.pairing.wrote.remove(&sid);
         self.pairing.certain.remove(&sid);
+        self.pairing.found_in.retain(|_, (s, _)| *s != sid);
     }
 }
