@@ -72,11 +72,10 @@ pub(super) struct Pairing {
     clis: VecDeque<(u32, Instant)>,
     /// Servers that wrote to their stdout already.
     wrote: HashSet<u32>,
-    /// CLIs whose container was found by its id in their memory: they pair with no reply.
-    certain: HashSet<u32>,
-    /// The CLI processes those ids were found in, (pid, start time), with their server and
-    /// the id: a `docker run` creates one container, so another container's search skips them
-    /// (N launches side by side cost N(N+1)/2 searches of a CLI's memory, not N²).
+    /// The CLI processes whose container was found by its id in their memory, (pid, start
+    /// time), with their server and the id. Those servers pair with no reply; and a `docker
+    /// run` creates one container, so another container's search skips them (N launches side
+    /// by side cost N(N+1)/2 searches of a CLI's memory, not N²).
     found_in: HashMap<(u32, u64), (u32, String)>,
 }
 
@@ -92,6 +91,11 @@ impl Pairing {
     /// Whether this is the first write of server `sid` to its stdout.
     pub(super) fn first_out(&mut self, sid: u32) -> bool {
         self.wrote.insert(sid)
+    }
+
+    /// Whether server `sid`'s container was found in its CLI's memory.
+    fn certain(&self, sid: u32) -> bool {
+        self.found_in.values().any(|(s, _)| *s == sid)
     }
 
     fn expire(&mut self) {
@@ -143,7 +147,6 @@ impl Pipeline {
         // Its creator known, its reply is not paired by order (as if paired already).
         self.relayed_stdio.insert(o, Relayed { sid, pid, container: c.clone(), reply: Some(creator.is_some()) });
         if let Some((_, cli)) = found {
-            self.pairing.certain.insert(sid);
             self.pairing.found_in.insert(cli, (sid, c.id.clone()));
         }
         self.seed_tree(&tracked, sid);
@@ -194,7 +197,7 @@ impl Pipeline {
     /// the CLI was found late), and the joined container of its image whose reply went out first
     /// and that no CLI relayed yet is its own.
     pub(super) async fn relayed_reply(&mut self, id: u32) {
-        if self.pairing.certain.contains(&id) {
+        if self.pairing.certain(id) {
             return;
         }
         let Some(s) = self.tracker.server(id) else { return };
@@ -331,7 +334,6 @@ impl Pipeline {
         self.pairing.replies.retain(|(ino, _)| relayed.contains_key(ino));
         self.pairing.clis.retain(|&(s, _)| s != sid);
         self.pairing.wrote.remove(&sid);
-        self.pairing.certain.remove(&sid);
         self.pairing.found_in.retain(|_, (s, _)| *s != sid);
     }
 }

@@ -76,20 +76,15 @@ impl Pipeline {
         // `finding` tells them apart, for the throttle too (a recovery within its window is not
         // a repeat). A failure that began and ended between two checks (a burst cut by a full
         // disk, then room again) lost lines all the same: it says so once, in one alert.
-        let finding = match (self.output_failing, failing) {
-            (false, true) => "failing",
-            (true, false) => "written_again",
-            (false, false) if new > 0 => "failed_between_checks",
+        let error = self.output_health.last_error();
+        let (finding, summary) = match (self.output_failing, failing) {
+            (false, true) => ("failing", format!("the events output fails ({error}): records are being lost ({lost} lines so far)")),
+            (true, false) => ("written_again", format!("the events output is written again; {lost} lines were lost in all")),
+            (false, false) if new > 0 => ("failed_between_checks", format!("the events output failed ({error}) and is written again: {new} lines lost, {lost} in all")),
             _ => return,
         };
         self.output_failing = failing;
-        let error = self.output_health.last_error();
         let rule = evasion_rule("events-not-written", "The events output (file or stdout) could not be written: records and alerts are lost until it recovers (a full disk, possibly filled on purpose).");
-        let summary = match finding {
-            "failing" => format!("the events output fails ({error}): records are being lost ({lost} lines so far)"),
-            "written_again" => format!("the events output is written again; {lost} lines were lost in all"),
-            _ => format!("the events output failed ({error}) and is written again: {new} lines lost, {lost} in all"),
-        };
         let a = Alert::new(rule, ActionRecord::alerted(), summary, Pipeline::now())
             .with("finding", finding)
             .with("lines_lost", new)

@@ -212,7 +212,13 @@ fn add_socket_name(p: &mut Plan, pat: &str, policy: u32) {
         tracing::info!(pattern = pat, "socket pattern not matched by name in the kernel: its sockets are killed once a plan has seen them");
         return;
     };
-    if p.socket_names.iter().any(|x| x.dir == n.dir && x.name == n.name && (x.dir_how, x.name_how) == (n.dir_how, n.name_how)) {
+    // The same two parts under an earlier rule: that rule's stands.
+    let same_parts = |x: &monitor_common::SockName| {
+        let mut y = n;
+        y.policy = x.policy;
+        y == *x
+    };
+    if p.socket_names.iter().any(same_parts) {
         return;
     }
     if p.socket_names.len() >= monitor_common::SOCK_NAMES_MAX as usize {
