@@ -56,6 +56,11 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // SIGKILL leaves the agent's own directory (`/tmp/ssh-XXXX`) behind, owned by a test user
+        // that is deleted next: a CI machine would gather them.
+        if let Some(dir) = self.sock.parent().filter(|d| d.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ssh-"))) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

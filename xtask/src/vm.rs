@@ -79,7 +79,8 @@ pub fn run(host: bool, vm: bool, kernels: &[String]) -> anyhow::Result<()> {
             let text = boot::boot(&k.image, &initrd, &format!(" mcpmon.expect={expect}{}", if itest { " mcpmon.itest=1" } else { "" }), itest, "VMTEST END", &log)?;
             let mut line = format!("{} {}: {}", k.label, k.release, scenario_result(k.label, &text, &mut failures, start));
             if itest {
-                line.push_str(&format!("; {}", itest_result(k.label, &text, tests.len(), &mut failures)));
+                let names: Vec<String> = tests.iter().map(|(_, n)| n.clone()).collect();
+                line.push_str(&format!("; {}", itest_result(k.label, &text, &names, &mut failures)));
             }
             if let Some(why) = text.lines().find_map(|l| l.strip_prefix(boot::REBOOTED)) {
                 line.push_str(&format!("; booted twice: {why}"));
@@ -104,7 +105,7 @@ fn scenario_result(label: &str, text: &str, failures: &mut Vec<String>, start: I
     }
     let paths = text.lines().find_map(|l| l.strip_prefix("VMTEST INFO paths: ")).unwrap_or("not reported");
     match text.lines().find_map(|l| l.strip_prefix("VMTEST DONE ")) {
-        None => failures.push(format!("{label}: the scenario did not finish")),
+        None => failures.push(format!("{label}: the scenario did not finish ({})", stop_reason(text, "scenario.sh"))),
         Some(n) if n.trim() != "0" => {}
         Some(_) if passed < 16 => failures.push(format!("{label}: only {passed} checks passed")),
         Some(_) => {}
@@ -113,18 +114,31 @@ fn scenario_result(label: &str, text: &str, failures: &mut Vec<String>, start: I
 }
 
 /// The privileged tests' verdict: each must have passed (a test that did not run is a failure).
-fn itest_result(label: &str, text: &str, want: usize, failures: &mut Vec<String>) -> String {
+/// `tests`: the names in the order they run, to say which one a stop cut short.
+fn itest_result(label: &str, text: &str, tests: &[String], failures: &mut Vec<String>) -> String {
+    let want = tests.len();
     let passed = text.lines().filter(|l| l.starts_with("VMITEST PASS")).count();
     let failed: Vec<_> = text.lines().filter_map(|l| l.strip_prefix("VMITEST FAIL ")).collect();
     for f in &failed {
         failures.push(format!("{label}: privileged test {f}"));
     }
     if text.lines().all(|l| !l.starts_with("VMITEST DONE")) {
-        failures.push(format!("{label}: the privileged tests did not finish"));
+        let during = tests.get(passed + failed.len()).map_or("none", String::as_str);
+        failures.push(format!("{label}: the privileged tests did not finish (during {during}: {})", stop_reason(text, "itest.sh")));
     } else if passed + failed.len() < want {
         failures.push(format!("{label}: {} of {want} privileged tests ran", passed + failed.len()));
     }
     format!("privileged tests {passed} passed, {} failed", failed.len())
+}
+
+/// Why `script` ended before its DONE line: what `boot` saw of qemu and the console, else that
+/// the VM ran on to its end without it (the script cut short: killed, with the status init saw).
+fn stop_reason(text: &str, script: &str) -> String {
+    if let Some(s) = text.lines().find_map(|l| l.strip_prefix(boot::STOPPED)) {
+        return s.to_string();
+    }
+    let status = text.lines().find_map(|l| l.strip_prefix(&format!("VMITEST INFO {script} exited "))).unwrap_or("?");
+    format!("the VM ran to its end; {script} exited {status} without its DONE line")
 }
 
 /// The fast-path benchmark in the VM (`tests/vm/bench.sh`) on the first kernel of the matrix:
@@ -140,4 +154,22 @@ pub fn bench(rounds: usize, n: u64) -> anyhow::Result<String> {
     let kernel = Kernel::fetch(&work, &kernel::MATRIX[0])?;
     let initrd = initramfs::build(&work, &root, std::slice::from_ref(&kernel), &[])?;
     boot::boot(&kernel.image, &initrd, &format!(" mcpmon.bench={rounds},{n}"), false, "VMBENCH DONE", &work.join("serial-bench.log"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_short_run_names_the_test_and_why() {
+        let tests: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let mut failures = vec![];
+        let died = format!("VMITEST PASS a (3 s)\n{}qemu exited; Oops: int3: 0000 [#1]\n", boot::STOPPED);
+        itest_result("6.12", &died, &tests, &mut failures);
+        assert_eq!(failures, ["6.12: the privileged tests did not finish (during b: qemu exited; Oops: int3: 0000 [#1])"]);
+        failures.clear();
+        let killed = "VMITEST PASS a (3 s)\nVMITEST FAIL b (4 s, exit 1)\nVMITEST INFO itest.sh exited 137\nVMTEST END\n";
+        itest_result("6.12", killed, &tests, &mut failures);
+        assert_eq!(failures[1], "6.12: the privileged tests did not finish (during c: the VM ran to its end; itest.sh exited 137 without its DONE line)");
+    }
 }

@@ -28,7 +28,10 @@ if [ -n "$bench" ]; then
   sh /vm/bench.sh /vm/mcpmon /vm/rules /tmp/work ${bench%,*} ${bench#*,}
 else
   sh /vm/scenario.sh /vm/mcpmon /vm/rules /tmp/work "$(arg expect)"
-  [ "$(arg itest)" = 1 ] && sh /vm/itest.sh /vm/itests
+  if [ "$(arg itest)" = 1 ]; then
+    sh /vm/itest.sh /vm/itests
+    echo "VMITEST INFO itest.sh exited $?"
+  fi
 fi
 echo "VMTEST END"
 poweroff -f
