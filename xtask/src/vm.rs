@@ -79,8 +79,7 @@ pub fn run(host: bool, vm: bool, kernels: &[String]) -> anyhow::Result<()> {
             let text = boot::boot(&k.image, &initrd, &format!(" mcpmon.expect={expect}{}", if itest { " mcpmon.itest=1" } else { "" }), itest, "VMTEST END", &log)?;
             let mut line = format!("{} {}: {}", k.label, k.release, scenario_result(k.label, &text, &mut failures, start));
             if itest {
-                let names: Vec<String> = tests.iter().map(|(_, n)| n.clone()).collect();
-                line.push_str(&format!("; {}", itest_result(k.label, &text, &names, &mut failures)));
+                line.push_str(&format!("; {}", itest_result(k.label, &text, &tests, &mut failures)));
             }
             if let Some(why) = text.lines().find_map(|l| l.strip_prefix(boot::REBOOTED)) {
                 line.push_str(&format!("; booted twice: {why}"));
@@ -114,8 +113,8 @@ fn scenario_result(label: &str, text: &str, failures: &mut Vec<String>, start: I
 }
 
 /// The privileged tests' verdict: each must have passed (a test that did not run is a failure).
-/// `tests`: the names in the order they run, to say which one a stop cut short.
-fn itest_result(label: &str, text: &str, tests: &[String], failures: &mut Vec<String>) -> String {
+/// `tests`: (binary, name) in the order they run, to say which one a stop cut short.
+fn itest_result(label: &str, text: &str, tests: &[(std::path::PathBuf, String)], failures: &mut Vec<String>) -> String {
     let want = tests.len();
     let passed = text.lines().filter(|l| l.starts_with("VMITEST PASS")).count();
     let failed: Vec<_> = text.lines().filter_map(|l| l.strip_prefix("VMITEST FAIL ")).collect();
@@ -123,7 +122,7 @@ fn itest_result(label: &str, text: &str, tests: &[String], failures: &mut Vec<St
         failures.push(format!("{label}: privileged test {f}"));
     }
     if text.lines().all(|l| !l.starts_with("VMITEST DONE")) {
-        let during = tests.get(passed + failed.len()).map_or("none", String::as_str);
+        let during = tests.get(passed + failed.len()).map_or("none", |(_, n)| n.as_str());
         failures.push(format!("{label}: the privileged tests did not finish (during {during}: {})", stop_reason(text, "itest.sh")));
     } else if passed + failed.len() < want {
         failures.push(format!("{label}: {} of {want} privileged tests ran", passed + failed.len()));
@@ -137,7 +136,7 @@ fn stop_reason(text: &str, script: &str) -> String {
     if let Some(s) = text.lines().find_map(|l| l.strip_prefix(boot::STOPPED)) {
         return s.to_string();
     }
-    let status = text.lines().find_map(|l| l.strip_prefix(&format!("VMITEST INFO {script} exited "))).unwrap_or("?");
+    let status = text.lines().find_map(|l| l.strip_prefix(&format!("VMTEST INFO {script} exited "))).unwrap_or("?");
     format!("the VM ran to its end; {script} exited {status} without its DONE line")
 }
 
@@ -162,13 +161,13 @@ mod tests {
 
     #[test]
     fn a_cut_short_run_names_the_test_and_why() {
-        let tests: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let tests: Vec<_> = ["a", "b", "c"].iter().map(|s| (std::path::PathBuf::from("/t/daemon"), s.to_string())).collect();
         let mut failures = vec![];
         let died = format!("VMITEST PASS a (3 s)\n{}qemu exited; Oops: int3: 0000 [#1]\n", boot::STOPPED);
         itest_result("6.12", &died, &tests, &mut failures);
         assert_eq!(failures, ["6.12: the privileged tests did not finish (during b: qemu exited; Oops: int3: 0000 [#1])"]);
         failures.clear();
-        let killed = "VMITEST PASS a (3 s)\nVMITEST FAIL b (4 s, exit 1)\nVMITEST INFO itest.sh exited 137\nVMTEST END\n";
+        let killed = "VMITEST PASS a (3 s)\nVMITEST FAIL b (4 s, exit 1)\nVMTEST INFO itest.sh exited 137\nVMTEST END\n";
         itest_result("6.12", killed, &tests, &mut failures);
         assert_eq!(failures[1], "6.12: the privileged tests did not finish (during c: the VM ran to its end; itest.sh exited 137 without its DONE line)");
     }

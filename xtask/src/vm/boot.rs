@@ -3,7 +3,7 @@
 use std::{
     io::{BufRead, BufReader, Write},
     path::Path,
-    process::{Command, Stdio},
+    process::{Command, ExitStatus, Stdio},
     time::{Duration, Instant},
 };
 
@@ -38,23 +38,23 @@ const ITEST_TIMEOUT: Duration = Duration::from_secs(2400);
 /// well. Any other stop before the marker is reported as it is, with its headline
 /// (`STOPPED`).
 pub fn boot(kernel: &Path, initrd: &Path, extra_cmdline: &str, host_root: bool, done: &str, log: &Path) -> anyhow::Result<String> {
-    let text = boot_once(kernel, initrd, extra_cmdline, host_root, done, log)?;
+    let (text, qemu_failed) = boot_once(kernel, initrd, extra_cmdline, host_root, done, log)?;
     let console = std::fs::read_to_string(log).unwrap_or_default();
     let ran = text.lines().any(|l| ["VMTEST", "VMITEST", "VMBENCH"].iter().any(|m| l.starts_with(m)));
-    let stopped = text.lines().find_map(|l| l.strip_prefix(STOPPED));
-    let again = if !ran && console.contains("Kernel panic") {
+    let panicked = console.contains("Kernel panic");
+    let again = if !ran && panicked {
         "the kernel panicked while booting, before the initramfs ran".to_string()
     } else if let Some(rip) = stale_int3(&console) {
         format!("the kernel died of an int3 left by a finished code patch ({rip}), an emulation fault of TCG")
-    } else if let Some(why) = stopped.filter(|w| w.starts_with(QEMU_DIED)) {
-        format!("{why}, no kernel panic on the console")
+    } else if let Some(status) = qemu_failed.filter(|_| !panicked) {
+        format!("qemu died ({status}), no kernel panic on the console")
     } else {
         return Ok(text);
     };
     let kept = log.with_extension("panic.log");
     eprintln!("vm-test: {again}: booting it once more (that console is in {})", kept.display());
     let _ = std::fs::rename(log, &kept);
-    let text = boot_once(kernel, initrd, extra_cmdline, host_root, done, log)?;
+    let (text, _) = boot_once(kernel, initrd, extra_cmdline, host_root, done, log)?;
     Ok(format!("{REBOOTED}{again}\n{text}"))
 }
 
@@ -64,8 +64,6 @@ pub const REBOOTED: &str = "VMTEST INFO booted twice: ";
 /// The line `boot_once` adds when the run stopped before its marker: qemu's exit and the
 /// console's first panic, oops or BUG line.
 pub const STOPPED: &str = "VMTEST INFO stopped early: ";
-/// How `STOPPED` begins when qemu exited by a signal or with a failure status.
-const QEMU_DIED: &str = "qemu died";
 
 /// The kernel's `RIP` line when the console ends in a panic from an `Oops: int3` at text the
 /// kernel patches: its own, a BPF trampoline or dispatcher, not a BPF program's body.
@@ -92,7 +90,9 @@ fn headline(console: &str) -> Option<&str> {
     })
 }
 
-fn boot_once(kernel: &Path, initrd: &Path, extra_cmdline: &str, host_root: bool, done: &str, log: &Path) -> anyhow::Result<String> {
+/// One boot: the marker lines, and qemu's exit status when it stopped by a signal or with a
+/// failure status before the marker.
+fn boot_once(kernel: &Path, initrd: &Path, extra_cmdline: &str, host_root: bool, done: &str, log: &Path) -> anyhow::Result<(String, Option<ExitStatus>)> {
     let mut cmd = Command::new("qemu-system-x86_64");
     // One host thread runs both vCPUs in turn (`thread=single`): with a thread per vCPU (this
     // qemu's default) a vCPU can still run a translation of kernel text another vCPU has
@@ -147,16 +147,8 @@ fn boot_once(kernel: &Path, initrd: &Path, extra_cmdline: &str, host_root: bool,
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                // qemu exited before the run's end marker (a kernel panic, init gone): the
-                // console's last lines say why.
-                if !text.lines().any(|l| l.starts_with(done)) {
-                    let all = std::fs::read_to_string(log).unwrap_or_default();
-                    let tail: Vec<&str> = all.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
-                    eprintln!("vm-test: the VM stopped before \"{done}\"; its console ended with:\n{}", tail.join("\n"));
-                }
-                break;
-            }
+            // qemu exited before the run's end marker (a kernel panic, init gone): said below.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
         if start.elapsed() > timeout {
             let _ = child.kill();
@@ -176,11 +168,18 @@ fn boot_once(kernel: &Path, initrd: &Path, extra_cmdline: &str, host_root: bool,
     }
     let _ = child.kill();
     let _ = child.wait();
+    let mut failed = None;
     if !text.lines().any(|l| l.starts_with(done)) {
+        // The console's last lines, and its first that says why, in the marker lines.
         let console = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = console.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        eprintln!("vm-test: the VM stopped before \"{done}\"; its console ended with:\n{}", tail.join("\n"));
         let why = headline(&console).unwrap_or("no panic, oops or BUG on the console");
         let qemu = match status {
-            Some(s) if !s.success() => format!("{QEMU_DIED} ({s})"),
+            Some(s) if !s.success() => {
+                failed = Some(s);
+                format!("qemu died ({s})")
+            }
             Some(_) => "qemu exited".to_string(),
             None => "qemu still running".to_string(),
         };
@@ -190,7 +189,7 @@ fn boot_once(kernel: &Path, initrd: &Path, extra_cmdline: &str, host_root: bool,
     if done == "VMTEST END" && !text.contains("VMTEST DONE 0") {
         eprintln!("{text}");
     }
-    Ok(text)
+    Ok((text, failed))
 }
 
 #[cfg(test)]

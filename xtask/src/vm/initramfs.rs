@@ -27,10 +27,12 @@ bench=$(arg bench)
 if [ -n "$bench" ]; then
   sh /vm/bench.sh /vm/mcpmon /vm/rules /tmp/work ${bench%,*} ${bench#*,}
 else
+  # Each script's status, for a run that ends without the script's DONE line (cut short).
   sh /vm/scenario.sh /vm/mcpmon /vm/rules /tmp/work "$(arg expect)"
+  echo "VMTEST INFO scenario.sh exited $?"
   if [ "$(arg itest)" = 1 ]; then
     sh /vm/itest.sh /vm/itests
-    echo "VMITEST INFO itest.sh exited $?"
+    echo "VMTEST INFO itest.sh exited $?"
   fi
 fi
 echo "VMTEST END"
