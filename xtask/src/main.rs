@@ -58,7 +58,7 @@ enum Task {
         /// bench/results.json.
         #[arg(long)]
         tracked_only: bool,
-        /// Only section 1 (overhead on untracked processes, auditd last), replacing it.
+        /// Only section 1 (overhead on untracked processes), replacing it.
         #[arg(long)]
         overhead_only: bool,
         /// Only section 1's run time of the eBPF programs per operation, replacing it.

@@ -203,7 +203,27 @@ pub enum Running {
     Audit(Child),
 }
 
-pub const CONFIGS: &[&str] = &["none", "mcpmon_idle", "mcpmon_server", "floor", "bpftrace", "none_pipelines", "mcpmon_pipelines"];
+pub const CONFIGS: &[&str] = &["none", "mcpmon_idle", "mcpmon_server", "floor", "bpftrace", "auditd", "none_pipelines", "mcpmon_pipelines"];
+
+/// The audit task rule the auditd configuration leaves behind (see `stop`).
+const NEVER_TASK: &[&str] = &["-a", "task,never"];
+
+/// Refuses to touch a machine's own audit setup: the auditd configuration replaces the kernel's
+/// audit rules, so there must be none but the task rule it leaves itself, and no audit daemon.
+fn audit_rules_are_ours() -> anyhow::Result<()> {
+    let rules = util::output("auditctl", &["-l"]).context("auditctl -l failed")?;
+    let rules = rules.trim();
+    if rules != "No rules" && rules != "-a never,task" {
+        bail!("this machine has audit rules of its own (auditctl -l: {rules}); the bench would replace them");
+    }
+    let status = util::output("auditctl", &["-s"]).context("auditctl -s failed")?;
+    // The kernel forgets a dead daemon's pid only when it next fails to send to it.
+    let pid = status.lines().find_map(|l| l.strip_prefix("pid ")).and_then(|p| p.trim().parse::<u32>().ok()).unwrap_or(0);
+    if pid != 0 && Path::new(&format!("/proc/{pid}")).exists() {
+        bail!("an audit daemon is running (pid {pid}); stop it first");
+    }
+    Ok(())
+}
 
 /// Shell pipelines that are not MCP, five a second, each middle stage with pipes on stdin and
 /// stdout: what handshake discovery sees on a developer machine (`git log | grep`, text through
@@ -269,6 +289,9 @@ pub fn start(name: &str) -> anyhow::Result<Running> {
             Running::Child(c)
         }
         "auditd" => {
+            audit_rules_are_ours()?;
+            // Drops the task rule `stop` left: the loops this configuration spawns are audited.
+            util::run(Command::new("auditctl").arg("-D"))?;
             let c = Command::new("auditd").arg("-n").stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
             std::thread::sleep(Duration::from_millis(500));
             util::run(Command::new("auditctl").args(["-e", "1"]))?;
@@ -318,10 +341,16 @@ pub fn stop(r: Running) -> anyhow::Result<()> {
             }
         }
         Running::Audit(mut c) => {
-            let _ = Command::new("auditctl").arg("-D").status();
-            let _ = Command::new("auditctl").args(["-e", "0"]).status();
             let _ = c.kill();
             let _ = c.wait();
+            let _ = Command::new("auditctl").arg("-D").status();
+            let _ = Command::new("auditctl").args(["-e", "0"]).status();
+            // Once audit has been enabled, every process forked after it carries an audit
+            // context and takes the slow syscall path, audit on or off, until reboot; unless a
+            // task rule says never (the kernel's audit_alloc). The rule stays when the bench
+            // ends, as in many distributions' default rules: audit then costs nothing to new
+            // processes, and the other configurations are measured on an untouched machine.
+            util::run(Command::new("auditctl").args(NEVER_TASK))?;
         }
     }
     // Detaching tracepoints waits on RCU; let the machine settle before the next sample.
@@ -370,17 +399,6 @@ fn ratios(samples: &[Vec<Vec<f64>>], configs: &[&str], base: usize) -> Value {
 pub fn overhead(w: &Workloads, _work: &Path, rounds: usize) -> anyhow::Result<Value> {
     let samples = sample_rounds(w, CONFIGS, rounds)?;
     Ok(json!({"configs": ratios(&samples, CONFIGS, 0), "rounds": rounds}))
-}
-
-/// auditd, alternating with "none" (both after audit was first enabled, which slows every new
-/// process until reboot; the ratio compares like with like).
-pub fn auditd_rounds(w: &Workloads, rounds: usize) -> anyhow::Result<Value> {
-    let configs = ["none", "auditd"];
-    // Enable audit once first, so every "none" sample below pays the same audit-enabled cost.
-    let _ = Command::new("auditctl").args(["-e", "1"]).status();
-    let _ = Command::new("auditctl").args(["-e", "0"]).status();
-    let samples = sample_rounds(w, &configs, rounds)?;
-    Ok(ratios(&samples, &configs, 0)["auditd"].clone())
 }
 
 #[cfg(test)]

@@ -3,11 +3,12 @@
 //! 1. Overhead on untracked processes: open+close, fork+exec and loopback-connect loops, `git
 //!    status` on a large tree and a small `cargo build`, under: no monitor; `mcpmon run` with no
 //!    server alive; the same with one tracked server alive; the floor (one lookup on the same
-//!    hooks); bpftrace (same hooks, pid filter); auditd (same syscalls, pid filter, run last:
-//!    enabling audit slows new processes until reboot); and no monitor and `mcpmon run` with
-//!    non-MCP shell pipelines looping beside the workload (what handshake discovery watches).
-//!    Configurations alternate within each round; each figure is the median of the per-round
-//!    ratios to "no monitor", with the spread. Beside them, the run time of each configuration's
+//!    hooks); bpftrace (same hooks, pid filter); auditd (same syscalls, pid filter; it leaves a
+//!    `task,never` audit rule so that processes forked after it do not stay audited); and no
+//!    monitor and `mcpmon run` with non-MCP shell pipelines looping beside the workload (what
+//!    handshake discovery watches). Configurations alternate within each round; a loop's sample
+//!    is its fastest of 100 batches; each figure is the median of the per-round ratios to "no
+//!    monitor", with the spread. Beside them, the run time of each configuration's
 //!    eBPF programs per operation of the loops, from the kernel's counters (progtime.rs).
 //! 2. Tracked processes: the same loops inside a tracked tree: cost per event, sustained event
 //!    rate and loss for one producer and for several (folding off), where the daemon's CPU goes
@@ -52,7 +53,7 @@ pub struct Opts {
     pub scanners_only: bool,
     /// Only section 2 (tracked processes: throughput, folding, scale), replacing it.
     pub tracked_only: bool,
-    /// Only section 1 (overhead on untracked processes, auditd last), replacing it.
+    /// Only section 1 (overhead on untracked processes), replacing it.
     pub overhead_only: bool,
     /// Only section 1's program run times (progtime.rs), replacing them.
     pub prog_time_only: bool,
@@ -99,8 +100,6 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
             let w = workloads::Workloads::prepare(&work, opts.quick)?;
             let mut o = configs::overhead(&w, &work, opts.rounds)?;
             o["prog_time"] = progtime::run(&w, opts.rounds)?;
-            eprintln!("bench: auditd (last: it leaves audit enabled-slow until reboot)");
-            o["auditd"] = configs::auditd_rounds(&w, opts.rounds)?;
             o["measured_separately"] = report::machine();
             v["overhead"] = o;
             Ok(())
@@ -154,11 +153,6 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
     out.insert("fast_path".into(), vmfast::run(opts.rounds, opts.quick)?);
     out.insert("results".into(), results::run()?);
     out.insert("descriptions".into(), descriptions::run()?);
-    eprintln!("bench: 5/5 auditd (last: it leaves audit enabled-slow until reboot)");
-    let audit = configs::auditd_rounds(&w, opts.rounds)?;
-    if let Some(o) = out.get_mut("overhead") {
-        o["auditd"] = audit;
-    }
     write(&Value::Object(out.into_iter().collect()))
 }
 
