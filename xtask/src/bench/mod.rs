@@ -7,9 +7,10 @@
 //!    `task,never` audit rule so that processes forked after it do not stay audited); and no
 //!    monitor and `mcpmon run` with non-MCP shell pipelines looping beside the workload (what
 //!    handshake discovery watches). Configurations alternate within each round; a loop's sample
-//!    is its fastest of 100 batches; each figure is the median of the per-round ratios to "no
-//!    monitor", with the spread. Beside them, the run time of each configuration's
-//!    eBPF programs per operation of the loops, from the kernel's counters (progtime.rs).
+//!    is its fastest of 100 batches, and of 3 passes over the workloads (`configs::PASSES`);
+//!    each figure is the median of the per-round ratios to "no monitor", with the spread.
+//!    Beside them, the run time of each configuration's eBPF programs per operation of the
+//!    loops, from the kernel's counters (progtime.rs).
 //! 2. Tracked processes: the same loops inside a tracked tree: cost per event, sustained event
 //!    rate and loss for one producer and for several (folding off), where the daemon's CPU goes
 //!    (a flame graph of a run of its own, flame.rs), a flood with the default fold window, and

@@ -3,7 +3,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use super::workloads::{BATCHES, NAMES};
+use super::{configs::PASSES, workloads::{BATCHES, NAMES}};
 
 pub fn machine() -> Value {
     let uname = crate::util::output("uname", &["-r"]).unwrap_or_default();
@@ -142,7 +142,7 @@ pub fn markdown(v: &Value) -> String {
     let mut s = String::new();
     let m = &v["machine"];
     let _ = writeln!(s, "# mcpmon benchmark results\n\n`cargo xtask bench`, {} on kernel {}, {} ({} cores). Every figure is a ratio or rate measured side by side in this run: configurations alternate within each round (order rotated), the ratio is per round against \"no monitor\", and the table shows the median with min–max.\n", m["date"].as_str().unwrap_or(""), m["kernel"].as_str().unwrap_or(""), m["cpu"].as_str().unwrap_or(""), m["cores"]);
-    let _ = writeln!(s, "**How goals are judged.** A ratio goal compares, round by round, the configuration's ratio with its bound in the same round (the floor's own ratio in that round, where the bound is the floor): the differences are paired by round, and the verdict comes from their median and its distribution-free 95% confidence interval (the sign test's: two order statistics of the differences, chosen by the binomial distribution; it assumes nothing of the noise's shape, so one round that ran while the host was busy cannot swing it, where it could swing an interval of the mean). *Met*: the whole interval is at or below 0. *Missed*: the whole interval is above 0. *Inconclusive*: the interval straddles 0, that is, this machine's round-to-round noise is larger than the margin, or there were fewer than {MIN_ROUNDS} rounds. The interval is printed with each verdict. A loop's sample is its fastest of {BATCHES} equal batches (nanoseconds per operation): the rest of the machine (another tenant of the host, the other CPU, the scheduler) only ever adds time to a batch, so the fastest batch is the operation's own cost with the least of that noise, while what a monitor adds is in every batch alike.\n");
+    let _ = writeln!(s, "**How goals are judged.** A ratio goal compares, round by round, the configuration's ratio with its bound in the same round (the floor's own ratio in that round, where the bound is the floor): the differences are paired by round, and the verdict comes from their median and its distribution-free 95% confidence interval (the sign test's: two order statistics of the differences, chosen by the binomial distribution; it assumes nothing of the noise's shape, so one round that ran while the host was busy cannot swing it, where it could swing an interval of the mean). *Met*: the whole interval is at or below 0. *Missed*: the whole interval is above 0. *Inconclusive*: the interval straddles 0, that is, this machine's round-to-round noise is larger than the margin, or there were fewer than {MIN_ROUNDS} rounds. The interval is printed with each verdict. A loop's sample is its fastest of {BATCHES} equal batches (nanoseconds per operation), and each configuration's sample in a round the fastest of {PASSES} passes over the workloads: the rest of the machine (another tenant of the host, the other CPU, the scheduler) only ever adds time, so the fastest is the operation's own cost with the least of that noise, while what a monitor adds is in every batch alike.\n");
     let o = &v["overhead"];
     let _ = writeln!(s, "## 1. Overhead on processes mcpmon does not track ({} rounds)\n", o["rounds"]);
     let _ = write!(s, "| configuration |");
