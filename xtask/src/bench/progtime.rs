@@ -62,20 +62,20 @@ fn programs() -> anyhow::Result<HashMap<u64, Prog>> {
         .collect())
 }
 
-/// Turns the kernel's per-program counters on for its lifetime, and back to what they were.
-struct StatsOn(String);
+/// Sets the kernel's per-program counters on or off for its lifetime, and back to what they were.
+pub struct BpfStats(String);
 
 const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
-impl StatsOn {
-    fn new() -> anyhow::Result<Self> {
+impl BpfStats {
+    pub fn set(value: &str) -> anyhow::Result<Self> {
         let was = std::fs::read_to_string(STATS).context(STATS)?.trim().to_string();
-        std::fs::write(STATS, "1").context(STATS)?;
+        std::fs::write(STATS, value).context(STATS)?;
         Ok(Self(was))
     }
 }
 
-impl Drop for StatsOn {
+impl Drop for BpfStats {
     fn drop(&mut self) {
         let _ = std::fs::write(STATS, &self.0);
     }
@@ -97,7 +97,7 @@ struct Per {
 /// Per configuration and loop: per round the programs' ns per operation and the loop's ns per
 /// operation, and (all rounds) each program's ns per operation.
 pub fn run(w: &workloads::Workloads, rounds: usize) -> anyhow::Result<Value> {
-    let _on = StatsOn::new()?;
+    let _on = BpfStats::set("1")?;
     let n_of = |l: &str| match l {
         "open" => w.open_n,
         "forkexec" => w.fork_n,
