@@ -97,7 +97,8 @@ fn below_peers(o: &Value, loops: &[&str]) -> String {
 
 /// The paired interval of per-round differences, or why there is none.
 fn paired(d: &[f64]) -> Result<(f64, f64, f64), String> {
-    match paired_ci(d).filter(|_| d.len() >= MIN_ROUNDS) {
+    // `paired_ci` itself has no interval under `MIN_ROUNDS` finite differences.
+    match paired_ci(d) {
         Some(ci) => Ok(ci),
         None if d.is_empty() => Err("no per-round figures in this results.json".into()),
         None => Err(format!("{} rounds, fewer than {MIN_ROUNDS}", d.len())),

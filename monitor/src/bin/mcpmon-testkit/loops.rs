@@ -140,8 +140,8 @@ pub fn run_loop(kind: &str, n: u64, path: Option<&str>) -> anyhow::Result<()> {
 /// other CPU's bursts and the scheduler only ever add time to a batch, never take it away, so the
 /// fastest batch is the operation's own cost with the least of that noise: what `cargo xtask
 /// bench` compares configurations by (their programs' cost is the same in every batch). On a
-/// shared VM the mean of a whole loop moves by 10–20% from one run to the next, the fastest batch
-/// by about 1% (`bench/results.md` says how goals are judged).
+/// shared VM the mean of a whole loop moved by up to 10% over five runs back to back, the fastest
+/// batch by up to 3% (`bench/results.md` says how goals are judged).
 fn per_op(n: u64, mut op: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
     let batches: u64 = std::env::var("MCPMON_LOOP_BATCHES").ok().and_then(|b| b.parse().ok()).unwrap_or(1).clamp(1, n.max(1));
     let size = n / batches;
