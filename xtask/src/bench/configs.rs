@@ -200,10 +200,18 @@ pub enum Running {
     Pipelines(Box<Running>, Child),
     Daemon(Daemon, Option<Child>),
     Child(Child),
+    /// A configuration with the open gate's marks held beside it (`mcpmon-testkit marks`).
+    Marks(Box<Running>, Child),
     Audit(Child),
 }
 
-pub const CONFIGS: &[&str] = &["none", "mcpmon_idle", "mcpmon_server", "floor", "bpftrace", "auditd", "none_pipelines", "mcpmon_pipelines"];
+pub const CONFIGS: &[&str] = &["none", "mcpmon_idle", "mcpmon_server", "floor", "bpftrace", "auditd", "none_pipelines", "mcpmon_pipelines", "marks", "floor_marks"];
+
+/// The file the open+close loop opens (the testkit's default), and where the marks of the
+/// `marks` configurations go: an empty directory on the same filesystem, as the gate's marks on
+/// key directories share a filesystem with most of what untracked processes open.
+const LOOP_FILE: &str = "/etc/hostname";
+const MARKS_DIR: &str = "/var/tmp/mcpmon-bench-marks";
 
 /// The audit task rule the auditd configuration leaves behind (see `stop`).
 const NEVER_TASK: &[&str] = &["-a", "task,never"];
@@ -239,7 +247,44 @@ fn pipelines() -> anyhow::Result<Child> {
     Ok(Command::new("/bin/sh").args(["-c", &script]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0).spawn()?)
 }
 
+/// A testkit helper that prints `ready` once its hooks or marks are in place.
+fn ready_child(args: &[&str]) -> anyhow::Result<Child> {
+    let mut c = Command::new(testkit()).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().context("testkit stdout")?).read_line(&mut line)?;
+    if !line.starts_with("ready") {
+        let _ = c.kill();
+        let _ = c.wait();
+        bail!("mcpmon-testkit {}: {line}", args.join(" "));
+    }
+    Ok(c)
+}
+
+/// The open gate's two marks alone (permission and directory entries), on [`MARKS_DIR`].
+fn marks() -> anyhow::Result<Child> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::create_dir_all(MARKS_DIR)?;
+    let dev = |p: &str| std::fs::metadata(p).map(|m| m.dev()).with_context(|| p.to_string());
+    if dev(MARKS_DIR)? != dev(LOOP_FILE)? {
+        bail!("{MARKS_DIR} is not on the filesystem of {LOOP_FILE}: the marks would cost the loop nothing");
+    }
+    ready_child(&["marks", MARKS_DIR])
+}
+
 pub fn start(name: &str) -> anyhow::Result<Running> {
+    if let Some(base) = name.strip_suffix("marks") {
+        let inner = match base.strip_suffix('_') {
+            Some(b) => start(b)?,
+            None => Running::None,
+        };
+        return match marks() {
+            Ok(m) => Ok(Running::Marks(Box::new(inner), m)),
+            Err(e) => {
+                let _ = stop(inner);
+                Err(e)
+            }
+        };
+    }
     if let Some(base) = name.strip_suffix("_pipelines") {
         let base = if base == "mcpmon" { "mcpmon_idle" } else { base };
         let r = start(base)?;
@@ -263,15 +308,7 @@ pub fn start(name: &str) -> anyhow::Result<Running> {
             }
             Running::Daemon(d, Some(server))
         }
-        "floor" => {
-            let mut c = Command::new(testkit()).arg("floor").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
-            let mut line = String::new();
-            BufReader::new(c.stdout.take().context("floor stdout")?).read_line(&mut line)?;
-            if !line.starts_with("ready") {
-                bail!("mcpmon-testkit floor: {line}");
-            }
-            Running::Child(c)
-        }
+        "floor" => Running::Child(ready_child(&["floor"])?),
         "bpftrace" => {
             // The same hooks as mcpmon's tracepoint path, its ia32 hook on sys_exit included (this
             // bpftrace has no raw tracepoint probes: the tracepoint of the same name).
@@ -327,19 +364,11 @@ pub fn stop(r: Running) -> anyhow::Result<()> {
             }
             d.stop()?;
         }
-        Running::Child(mut c) => {
-            drop(c.stdin.take());
-            // SAFETY: kill(2) takes plain integers and touches no memory of ours; `c` is not reaped yet (waited
-            // below), so its pid still names that child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while c.try_wait()?.is_none() {
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        Running::Marks(inner, c) => {
+            stop_child(c)?;
+            return stop(*inner);
         }
+        Running::Child(c) => stop_child(c)?,
         Running::Audit(mut c) => {
             let _ = c.kill();
             let _ = c.wait();
@@ -355,6 +384,22 @@ pub fn stop(r: Running) -> anyhow::Result<()> {
     }
     // Detaching tracepoints waits on RCU; let the machine settle before the next sample.
     std::thread::sleep(Duration::from_millis(300));
+    Ok(())
+}
+
+/// Closes a testkit helper's stdin (its signal to go), then SIGINT, then SIGKILL after 10 s.
+fn stop_child(mut c: Child) -> anyhow::Result<()> {
+    drop(c.stdin.take());
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; `c` is not reaped yet (waited
+    // below), so its pid still names that child.
+    unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = c.kill();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Ok(())
 }
 

@@ -6,7 +6,8 @@
 //!    hooks); bpftrace (same hooks, pid filter); auditd (same syscalls, pid filter; it leaves a
 //!    `task,never` audit rule so that processes forked after it do not stay audited); and no
 //!    monitor and `mcpmon run` with non-MCP shell pipelines looping beside the workload (what
-//!    handshake discovery watches). Configurations alternate within each round; a loop's sample
+//!    handshake discovery watches); the open gate's fanotify marks alone, and the floor with
+//!    them (what the kernel's fsnotify checks cost apart from mcpmon). Configurations alternate within each round; a loop's sample
 //!    is its fastest of 100 batches, and of 3 passes over the workloads (`configs::PASSES`);
 //!    each figure is the median of the per-round ratios to "no monitor", with the spread.
 //!    Beside them, the run time of each configuration's eBPF programs per operation of the

@@ -151,7 +151,7 @@ pub fn markdown(v: &Value) -> String {
         let _ = write!(s, " {w} |");
     }
     let _ = writeln!(s, "\n|---|{}", "---|".repeat(NAMES.len()));
-    let cfgs = ["none", "mcpmon_idle", "mcpmon_server", "floor", "bpftrace", "auditd", "none_pipelines", "mcpmon_pipelines"];
+    let cfgs = ["none", "mcpmon_idle", "mcpmon_server", "floor", "bpftrace", "auditd", "none_pipelines", "mcpmon_pipelines", "marks", "floor_marks"];
     for c in cfgs.into_iter().filter(|c| o["configs"].get(*c).is_some()) {
         let _ = write!(s, "| {c} |");
         for w in NAMES {
@@ -165,6 +165,9 @@ pub fn markdown(v: &Value) -> String {
         let _ = writeln!(s, "\nSection 1 was measured in a run of its own (`cargo xtask bench --overhead-only`, {}); its configurations alternate within each round as always.", run_of(m));
     }
     let _ = writeln!(s, "\nauditd: `auditd -n` with one `always,exit` rule on the syscalls mcpmon hooks, filtered to a pid no process has. Once audit has been enabled, every process forked afterwards is audited (the slow syscall path) until reboot, audit on or off; when auditd stops, the bench adds the audit rule `-a task,never`, which the kernel checks at each fork, so the configurations after it run on an untouched machine. The rule stays when the bench ends (many distributions ship it by default).\n");
+    if o["configs"].get("marks").is_some() {
+        let _ = writeln!(s, "marks: the open gate's two fanotify marks (permission, and directory entries: `gate/fanotify.rs`, `gate/persist.rs`) on an empty directory of the loop file's filesystem, held by `mcpmon-testkit marks`, with no program and no daemon; floor_marks: the floor with those marks. A filesystem with any mark takes each open and close through fsnotify's checks, whichever file it is; mcpmon keeps the marks for its whole life, as a server its handshake finds is tracked while it runs, with no time to place them first.\n");
+    }
     let loops = ["open_close", "fork_exec", "connect"];
     let idle_v = verdict(o, "mcpmon_idle", &loops, |_, _| 1.01);
     // The floor measured in the same round: the pair shares that round's machine state.
@@ -180,6 +183,15 @@ pub fn markdown(v: &Value) -> String {
         .collect();
     let _ = writeln!(s, "| server alive: below bpftrace and auditd (loops) | {below} (medians: {}) |", cmp.join("; "));
     let _ = writeln!(s, "| realistic jobs within 2% of no monitor | {} (git status {:.3}, cargo build {:.3}) |", real_v, ratio(o, "mcpmon_idle", "git_status"), ratio(o, "mcpmon_idle", "cargo_build"));
+    if o["configs"].get("floor_marks").is_some() {
+        // What mcpmon costs beyond its gate's marks (same round), idle and with a server: its
+        // programs, its daemon, everything but the kernel's fsnotify checks.
+        let with = |c: &'static str| move |w: &str, i: usize| per_round(o, c, w).get(i).copied().unwrap_or(f64::NAN) * 1.01;
+        let idle_m = verdict(o, "mcpmon_idle", &loops, with("marks"));
+        let server_m = verdict(o, "mcpmon_server", &loops, with("floor_marks"));
+        let _ = writeln!(s, "| no server alive: within 1% of the gate's marks alone (loops) | {idle_m} (open {:.3} vs marks {:.3}, fork+exec {:.3} vs {:.3}, connect {:.3} vs {:.3}) |", ratio(o, "mcpmon_idle", "open_close"), ratio(o, "marks", "open_close"), ratio(o, "mcpmon_idle", "fork_exec"), ratio(o, "marks", "fork_exec"), ratio(o, "mcpmon_idle", "connect"), ratio(o, "marks", "connect"));
+        let _ = writeln!(s, "| server alive: within 1% of the floor with the gate's marks (loops) | {server_m} (open {:.3} vs {:.3}, fork+exec {:.3} vs {:.3}, connect {:.3} vs {:.3}) |", ratio(o, "mcpmon_server", "open_close"), ratio(o, "floor_marks", "open_close"), ratio(o, "mcpmon_server", "fork_exec"), ratio(o, "floor_marks", "fork_exec"), ratio(o, "mcpmon_server", "connect"), ratio(o, "floor_marks", "connect"));
+    }
     if o["configs"].get("mcpmon_pipelines").is_some() {
         // Handshake discovery keeps the read hooks on while piped processes are young: bounded by
         // the floor, with the pipelines' own load (none_pipelines, same round) factored in.
@@ -450,6 +462,25 @@ mod tests {
         assert!(v(&r).starts_with("met"), "{}", v(&r));
         // Half the rounds over the bound, however tidy: not met.
         assert!(v(&[1.02, 1.04, 1.02, 1.04, 1.02, 1.04, 1.02, 1.04]).starts_with("inconclusive"));
+    }
+    #[test]
+    fn the_gate_marks_rows_pair_mcpmon_with_the_marks_of_the_same_round() {
+        let cfg = |r: &[f64]| {
+            let w = json!({"per_round": r, "ratio": {"median": r[r.len() / 2], "min": 0.0, "max": 0.0}});
+            json!({"open_close": w, "fork_exec": w, "connect": w})
+        };
+        let marks = [1.02, 1.03, 1.02, 1.05, 1.02, 1.03, 1.02, 1.02];
+        let floor_marks = [1.36, 1.37, 1.36, 1.40, 1.36, 1.37, 1.36, 1.36];
+        // Idle: 0.5% over the marks of each round (the marks' own swings are shared); with a
+        // server: 2% over the floor with marks, every round.
+        let idle: Vec<f64> = marks.iter().map(|m| m + 0.005).collect();
+        let server: Vec<f64> = floor_marks.iter().map(|m| m + 0.02).collect();
+        let v = json!({"overhead": {"rounds": 8, "configs": {"none": cfg(&[1.0; 8]), "mcpmon_idle": cfg(&idle), "mcpmon_server": cfg(&server), "floor": cfg(&[1.35; 8]), "marks": cfg(&marks), "floor_marks": cfg(&floor_marks)}}});
+        let md = markdown(&v);
+        let row = |goal: &str| md.lines().find(|l| l.starts_with(&format!("| {goal}"))).map(str::to_string).unwrap_or_default();
+        assert!(row("no server alive: within 1% of the gate's marks alone").contains("| met;"), "{md}");
+        assert!(row("server alive: within 1% of the floor with the gate's marks").contains("| **missed**;"), "{md}");
+        assert!(md.contains("| floor_marks | 1.360"), "{md}");
     }
     #[test]
     fn below_the_peers_is_paired_with_bpftrace_and_auditd() {
