@@ -117,6 +117,22 @@ pub struct Stream {
     pub messages: u64,
 }
 
+/// A chunk captured at stream position `pos` against `next`, the position the stream has
+/// reached (None before its first chunk): the bytes lost before it (`pos` past `next`), and its
+/// new part with that part's position, or None when every byte was fed already (a chunk that
+/// starts before `next` repeats them). The pipe and the socket streams both number their bytes
+/// so.
+pub fn sequence(next: Option<u64>, pos: u64, data: &[u8]) -> (u64, Option<(u64, &[u8])>) {
+    match next {
+        Some(n) if pos > n => (pos - n, Some((pos, data))),
+        Some(n) if pos < n => {
+            let skip = (n - pos) as usize;
+            (0, data.get(skip..).filter(|d| !d.is_empty()).map(|d| (n, d)))
+        }
+        _ => (0, Some((pos, data))),
+    }
+}
+
 fn starts_json(d: &[u8]) -> bool {
     d.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'{' || *b == b'[')
 }
@@ -138,28 +154,18 @@ impl Stream {
     /// read/write. Returns the messages it completed.
     pub fn feed(&mut self, pos: u64, syscall_start: bool, data: &[u8], ts: u64) -> Vec<Message> {
         let mut out = vec![];
-        let (mut pos, mut data) = (pos, data);
-        match self.next {
-            Some(n) if pos > n => {
-                self.gap(pos - n);
-                // What follows lost bytes: a read/write that opens with '{' almost surely starts a
-                // message (clients and servers write whole messages), so close the damaged one.
-                if syscall_start && starts_json(data) && self.msg.started() {
-                    // The gap marked it truncated.
-                    out.push(self.msg.take(ts));
-                    self.messages += 1;
-                }
+        let (lost, new) = sequence(self.next, pos, data);
+        if lost > 0 {
+            self.gap(lost);
+            // What follows lost bytes: a read/write that opens with '{' almost surely starts a
+            // message (clients and servers write whole messages), so close the damaged one.
+            if syscall_start && starts_json(data) && self.msg.started() {
+                // The gap marked it truncated.
+                out.push(self.msg.take(ts));
+                self.messages += 1;
             }
-            Some(n) if pos < n => {
-                let skip = (n - pos) as usize;
-                if skip >= data.len() {
-                    return out;
-                }
-                data = &data[skip..];
-                pos = n;
-            }
-            _ => {}
         }
+        let Some((pos, mut data)) = new else { return out };
         self.next = Some(pos + data.len() as u64);
         if !self.synced {
             if starts_json(data) {
@@ -218,6 +224,21 @@ mod tests {
             pos += d.len() as u64;
         }
         out
+    }
+
+    #[test]
+    fn a_chunk_is_placed_against_the_position_reached() {
+        let d: &[u8] = b"abcdef";
+        // The first chunk, and one that follows on.
+        assert_eq!(sequence(None, 7, d), (0, Some((7, d))));
+        assert_eq!(sequence(Some(7), 7, d), (0, Some((7, d))));
+        // Bytes lost before it: counted, the chunk kept whole.
+        assert_eq!(sequence(Some(7), 10, d), (3, Some((10, d))));
+        // A chunk overlapping what was fed: only its new tail, at the position reached.
+        assert_eq!(sequence(Some(9), 7, d), (0, Some((9, &d[2..]))));
+        // Wholly fed already, to the last byte or before it.
+        assert_eq!(sequence(Some(13), 7, d), (0, None));
+        assert_eq!(sequence(Some(20), 7, d), (0, None));
     }
 
     #[test]

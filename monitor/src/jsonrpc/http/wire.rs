@@ -8,7 +8,7 @@
 //! instead, because such a stream stays open for the whole session. A gap in the numbering
 //! inside a body is skipped (the body is truncated); elsewhere, or on bytes that are not HTTP,
 //! the direction is broken until a syscall starts with a new message.
-use crate::jsonrpc::framing::{Kept, Message};
+use crate::jsonrpc::framing::{sequence, Kept, Message};
 
 use super::sse::Sse;
 
@@ -146,19 +146,11 @@ impl Wire {
     /// Feeds the chunk at stream position `pos`; `syscall_start` when it opens a read/write.
     pub fn feed(&mut self, pos: u64, syscall_start: bool, data: &[u8], ts: u64) -> Vec<Item> {
         let mut out = vec![];
-        let (mut pos, mut data) = (pos, data);
-        match self.next {
-            Some(n) if pos > n => self.gap(pos - n, ts, &mut out),
-            Some(n) if pos < n => {
-                let skip = (n - pos) as usize;
-                if skip >= data.len() {
-                    return out;
-                }
-                data = &data[skip..];
-                pos = n;
-            }
-            _ => {}
+        let (lost, new) = sequence(self.next, pos, data);
+        if lost > 0 {
+            self.gap(lost, ts, &mut out);
         }
+        let Some((pos, mut data)) = new else { return out };
         self.next = Some(pos + data.len() as u64);
         if matches!(self.state, State::Broken) {
             if syscall_start && starts_message(data) {
