@@ -3,7 +3,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use super::{configs::PASSES, workloads::{BATCHES, NAMES}};
+use super::{configs::{CONFIGS, PASSES}, workloads::{BATCHES, NAMES}};
 
 pub fn machine() -> Value {
     let uname = crate::util::output("uname", &["-r"]).unwrap_or_default();
@@ -54,6 +54,26 @@ pub fn paired_ci(d: &[f64]) -> Option<(f64, f64, f64)> {
 
 fn per_round(o: &Value, config: &str, w: &str) -> Vec<f64> {
     o["configs"][config][w]["per_round"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default()
+}
+
+/// A configuration's ratio in round `i` (NaN where it has none): a bound taken from the same round.
+fn in_round(o: &Value, config: &str, w: &str, i: usize) -> f64 {
+    o["configs"][config][w]["per_round"].get(i).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+/// "open A vs LABEL B, fork+exec A vs B, connect A vs B": configuration `a`'s median ratios
+/// beside its bound's, `b`, on the three loops.
+fn vs(o: &Value, a: &str, b: &str, label: &str) -> String {
+    let label = if label.is_empty() { String::new() } else { format!("{label} ") };
+    format!(
+        "open {:.3} vs {label}{:.3}, fork+exec {:.3} vs {:.3}, connect {:.3} vs {:.3}",
+        ratio(o, a, "open_close"),
+        ratio(o, b, "open_close"),
+        ratio(o, a, "fork_exec"),
+        ratio(o, b, "fork_exec"),
+        ratio(o, a, "connect"),
+        ratio(o, b, "connect")
+    )
 }
 
 /// A ratio goal judged by a paired comparison across rounds: in each round, the configuration's
@@ -151,8 +171,7 @@ pub fn markdown(v: &Value) -> String {
         let _ = write!(s, " {w} |");
     }
     let _ = writeln!(s, "\n|---|{}", "---|".repeat(NAMES.len()));
-    let cfgs = ["none", "mcpmon_idle", "mcpmon_server", "floor", "bpftrace", "auditd", "none_pipelines", "mcpmon_pipelines", "marks", "floor_marks"];
-    for c in cfgs.into_iter().filter(|c| o["configs"].get(*c).is_some()) {
+    for c in CONFIGS.iter().filter(|c| o["configs"].get(**c).is_some()) {
         let _ = write!(s, "| {c} |");
         for w in NAMES {
             let r = &o["configs"][c][w]["ratio"];
@@ -171,12 +190,12 @@ pub fn markdown(v: &Value) -> String {
     let loops = ["open_close", "fork_exec", "connect"];
     let idle_v = verdict(o, "mcpmon_idle", &loops, |_, _| 1.01);
     // The floor measured in the same round: the pair shares that round's machine state.
-    let floor_v = verdict(o, "mcpmon_server", &loops, |w, i| per_round(o, "floor", w).get(i).copied().unwrap_or(f64::NAN) * 1.03);
+    let floor_v = verdict(o, "mcpmon_server", &loops, |w, i| in_round(o, "floor", w, i) * 1.03);
     let real_v = verdict(o, "mcpmon_idle", &["git_status", "cargo_build"], |_, _| 1.02);
     let below = below_peers(o, &loops);
     let _ = writeln!(s, "| goal | result |\n|---|---|");
     let _ = writeln!(s, "| no server alive: within 1% of no monitor (loops) | {} (open {:.3}, fork+exec {:.3}, connect {:.3}) |", idle_v, ratio(o, "mcpmon_idle", "open_close"), ratio(o, "mcpmon_idle", "fork_exec"), ratio(o, "mcpmon_idle", "connect"));
-    let _ = writeln!(s, "| server alive: within 3% of the floor (loops) | {} (open {:.3} vs floor {:.3}, fork+exec {:.3} vs {:.3}, connect {:.3} vs {:.3}) |", floor_v, ratio(o, "mcpmon_server", "open_close"), ratio(o, "floor", "open_close"), ratio(o, "mcpmon_server", "fork_exec"), ratio(o, "floor", "fork_exec"), ratio(o, "mcpmon_server", "connect"), ratio(o, "floor", "connect"));
+    let _ = writeln!(s, "| server alive: within 3% of the floor (loops) | {floor_v} ({}) |", vs(o, "mcpmon_server", "floor", "floor"));
     let cmp: Vec<String> = loops
         .iter()
         .map(|w| format!("{w}: mcpmon {:.3}, bpftrace {:.3}, auditd {:.3}", ratio(o, "mcpmon_server", w), ratio(o, "bpftrace", w), ratio(o, "auditd", w)))
@@ -186,28 +205,22 @@ pub fn markdown(v: &Value) -> String {
     if o["configs"].get("floor_marks").is_some() {
         // What mcpmon costs beyond its gate's marks (same round), idle and with a server: its
         // programs, its daemon, everything but the kernel's fsnotify checks.
-        let with = |c: &'static str| move |w: &str, i: usize| per_round(o, c, w).get(i).copied().unwrap_or(f64::NAN) * 1.01;
+        let with = |c: &'static str| move |w: &str, i: usize| in_round(o, c, w, i) * 1.01;
         let idle_m = verdict(o, "mcpmon_idle", &loops, with("marks"));
         let server_m = verdict(o, "mcpmon_server", &loops, with("floor_marks"));
-        let _ = writeln!(s, "| no server alive: within 1% of the gate's marks alone (loops) | {idle_m} (open {:.3} vs marks {:.3}, fork+exec {:.3} vs {:.3}, connect {:.3} vs {:.3}) |", ratio(o, "mcpmon_idle", "open_close"), ratio(o, "marks", "open_close"), ratio(o, "mcpmon_idle", "fork_exec"), ratio(o, "marks", "fork_exec"), ratio(o, "mcpmon_idle", "connect"), ratio(o, "marks", "connect"));
-        let _ = writeln!(s, "| server alive: within 1% of the floor with the gate's marks (loops) | {server_m} (open {:.3} vs {:.3}, fork+exec {:.3} vs {:.3}, connect {:.3} vs {:.3}) |", ratio(o, "mcpmon_server", "open_close"), ratio(o, "floor_marks", "open_close"), ratio(o, "mcpmon_server", "fork_exec"), ratio(o, "floor_marks", "fork_exec"), ratio(o, "mcpmon_server", "connect"), ratio(o, "floor_marks", "connect"));
+        let _ = writeln!(s, "| no server alive: within 1% of the gate's marks alone (loops) | {idle_m} ({}) |", vs(o, "mcpmon_idle", "marks", "marks"));
+        let _ = writeln!(s, "| server alive: within 1% of the floor with the gate's marks (loops) | {server_m} ({}) |", vs(o, "mcpmon_server", "floor_marks", ""));
     }
     if o["configs"].get("mcpmon_pipelines").is_some() {
         // Handshake discovery keeps the read hooks on while piped processes are young: bounded by
         // the floor, with the pipelines' own load (none_pipelines, same round) factored in.
         let pipe_v = verdict(o, "mcpmon_pipelines", &loops, |w, i| {
-            per_round(o, "floor", w).get(i).copied().unwrap_or(f64::NAN) * per_round(o, "none_pipelines", w).get(i).copied().unwrap_or(f64::NAN) * 1.03
+            in_round(o, "floor", w, i) * in_round(o, "none_pipelines", w, i) * 1.03
         });
         let _ = writeln!(
             s,
-            "| non-MCP pipelines running, no server: within 3% of the floor (× the pipelines' own load) | {} (open {:.3} vs none+pipelines {:.3}, fork+exec {:.3} vs {:.3}, connect {:.3} vs {:.3}) |",
-            pipe_v,
-            ratio(o, "mcpmon_pipelines", "open_close"),
-            ratio(o, "none_pipelines", "open_close"),
-            ratio(o, "mcpmon_pipelines", "fork_exec"),
-            ratio(o, "none_pipelines", "fork_exec"),
-            ratio(o, "mcpmon_pipelines", "connect"),
-            ratio(o, "none_pipelines", "connect")
+            "| non-MCP pipelines running, no server: within 3% of the floor (× the pipelines' own load) | {pipe_v} ({}) |",
+            vs(o, "mcpmon_pipelines", "none_pipelines", "none+pipelines")
         );
     }
     prog_time(&mut s, &o["prog_time"]);
