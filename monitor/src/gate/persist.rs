@@ -70,14 +70,7 @@ const _: () = assert!(MASK & (libc::FAN_ACCESS | libc::FAN_MODIFY | libc::FAN_CL
 
 impl PersistWatch {
     pub fn start(maps: (BpfHashMap<MapData, u32, TrackInfo>, BpfHashMap<MapData, u32, TrackInfo>), tx: mpsc::Sender<GateRecord>, quarantine: PathBuf) -> io::Result<Self> {
-        let flags = libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC | libc::FAN_REPORT_DFID_NAME | libc::FAN_REPORT_TID | libc::FAN_UNLIMITED_QUEUE;
-        // SAFETY: plain syscall; the fd is checked and owned below.
-        let fd = unsafe { libc::fanotify_init(flags, (libc::O_RDONLY | libc::O_CLOEXEC) as u32) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd nobody else owns.
-        let group = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let group = Arc::new(group()?);
         let state = Arc::new(RwLock::new(PersistState::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (g, st, s) = (group.clone(), state.clone(), stop.clone());
@@ -128,7 +121,22 @@ impl Drop for PersistWatch {
     }
 }
 
-fn mark(group: &OwnedFd, dir: &Path) -> io::Result<()> {
+/// The watch's fanotify group: notification class, entries named by their directory's file
+/// handle and their name, with the thread id. Public, with `mark`, for the benchmark's `marks`
+/// configuration, which holds the same marks without the daemon.
+pub fn group() -> io::Result<OwnedFd> {
+    let flags = libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC | libc::FAN_REPORT_DFID_NAME | libc::FAN_REPORT_TID | libc::FAN_UNLIMITED_QUEUE;
+    // SAFETY: plain syscall; the fd is checked and owned below.
+    let fd = unsafe { libc::fanotify_init(flags, (libc::O_RDONLY | libc::O_CLOEXEC) as u32) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Watches `dir` for entries made in it (`MASK`).
+pub fn mark(group: &OwnedFd, dir: &Path) -> io::Result<()> {
     let c = CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: group is open; c is NUL-terminated and outlives the call.
     let r = unsafe { libc::fanotify_mark(group.as_raw_fd(), libc::FAN_MARK_ADD | libc::FAN_MARK_ONLYDIR, MASK, libc::AT_FDCWD, c.as_ptr()) };
