@@ -133,7 +133,7 @@ impl Policy {
         let grants = grants_for(&self.rules, &self.servers, &self.profile_grants);
         self.grants = self.honoured(grants, plan.io_uring_kill);
         if let Some(g) = self.gate.as_mut() {
-            g.sync(&plan, self.grants.iter().copied().collect());
+            g.sync(&mut plan, self.grants.iter().copied().collect());
             // Files kept after a rename (or learned at their first open) stay in the kernel map.
             for (i, p, path) in g.held_files() {
                 plan.files.entry(i).or_insert(p);
@@ -176,8 +176,12 @@ impl Policy {
         self.kernel.sync_unseen_names(&unseen.names)?;
         self.kernel.sync_socket_names(&plan.socket_names)?;
         self.kernel.sync_unseen_dirs(&unseen.dirs)?;
-        // Known files no plan names any more are out of the map: their inodes may go now.
+        // Known files no plan names any more, and deleted ones, are out of the map: their inodes
+        // may go now.
         self.keep.synced();
+        if let Some(g) = self.gate.as_mut() {
+            g.synced();
+        }
         self.kernel.sync_nets(&plan.nets)?;
         self.kernel.set_io_uring_kill(plan.io_uring_kill)?;
         self.kernel.set_gate_active(self.gate.is_some())?;

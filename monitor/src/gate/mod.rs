@@ -117,6 +117,12 @@ pub struct Gate {
     state: Arc<RwLock<GateState>>,
     files: BTreeMap<Inode, Held>,
     dirs: BTreeMap<Inode, Held>,
+    /// Objects whose last link is gone, unmarked and out of the thread's view, closed only once
+    /// the kernel's map no longer names them (`synced`). Held, their numbers go to no new file:
+    /// ext4 gives a freed number to the next file made, and a harmless file that got a dead
+    /// key's number while `PROTECTED` still named it was refused (24 of 24 by a process making
+    /// files as the key was deleted).
+    releasing: Vec<Held>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -141,12 +147,15 @@ impl Gate {
         let judge = decide::Judge { group: group.clone(), state: state.clone(), maps, tx, daemon_tgid };
         let s = stop.clone();
         let thread = std::thread::Builder::new().name("mcpmon-gate".into()).spawn(move || judge.run(&s)).map_err(GateError::Thread)?;
-        Ok(Self { group, state, files: BTreeMap::new(), dirs: BTreeMap::new(), stop, thread: Some(thread) })
+        Ok(Self { group, state, files: BTreeMap::new(), dirs: BTreeMap::new(), releasing: Vec::new(), stop, thread: Some(thread) })
     }
 
     /// Brings marks and the thread's view in line with `plan` and `grants`. Objects the plan no
     /// longer names stay protected while they still have a link (renamed keys, renamed `.ssh`).
-    pub fn sync(&mut self, plan: &Plan, grants: HashSet<(u32, u32)>) {
+    /// Files that are no longer there leave the plan: deleted since, or replaced at their path
+    /// since the scan read it (their numbers may be a new file's once let go).
+    pub fn sync(&mut self, plan: &mut Plan, grants: HashSet<(u32, u32)>) {
+        let mut stale = Vec::new();
         for (inode, policy) in plan.files.iter().filter(|(_, p)| **p & READ_BITS != 0) {
             if let Some(h) = self.files.get_mut(inode) {
                 h.policy = *policy;
@@ -156,24 +165,37 @@ impl Gate {
                 continue;
             }
             if let Some(path) = plan.paths.get(inode) {
-                self.hold(path.clone(), Some(*inode), *policy, false, vec![]);
+                if self.hold(path.clone(), Some(*inode), *policy, false, vec![]) == Hold::Stale {
+                    stale.push(*inode);
+                }
             }
         }
         for (dir, pats) in &plan.secret_dirs {
             if let Some(i) = crate::actions::protect::inode_of(dir) {
                 match self.dirs.get_mut(&i) {
                     Some(h) => h.patterns = pats.clone(),
-                    None => self.hold(dir.clone(), Some(i), pats.first().map(|p| p.policy).unwrap_or(0), true, pats.clone()),
+                    None => {
+                        self.hold(dir.clone(), Some(i), pats.first().map(|p| p.policy).unwrap_or(0), true, pats.clone());
+                    }
                 }
             }
         }
-        self.prune();
+        stale.extend(self.prune());
+        for i in stale {
+            plan.files.remove(&i);
+            plan.paths.remove(&i);
+        }
         let mut st = GateState { files: HashMap::new(), patterns: plan.read_patterns.clone(), dirs: HashMap::new(), grants, root_readers: plan.root_readers.iter().copied().collect() };
         st.files.extend(self.files.iter().map(|(i, h)| (*i, h.policy)));
         st.dirs.extend(self.dirs.iter().map(|(i, h)| (*i, h.patterns.clone())));
         if let Ok(mut w) = self.state.write() {
             *w = st;
         }
+    }
+
+    /// The kernel's map no longer names what `sync` let go: those inodes may go now.
+    pub fn synced(&mut self) {
+        self.releasing.clear();
     }
 
     pub fn set_grants(&mut self, grants: HashSet<(u32, u32)>) {
@@ -205,20 +227,20 @@ impl Gate {
         (self.files.len(), self.dirs.len())
     }
 
-    fn hold(&mut self, path: PathBuf, want: Option<Inode>, policy: u32, dir: bool, patterns: Vec<crate::actions::protect::ReadPattern>) {
+    fn hold(&mut self, path: PathBuf, want: Option<Inode>, policy: u32, dir: bool, patterns: Vec<crate::actions::protect::ReadPattern>) -> Hold {
         if self.files.len() + self.dirs.len() >= MAX_HELD {
-            return;
+            return Hold::Not;
         }
-        let Ok(fd) = fanotify::open_path(&path) else { return };
-        let Ok((dev, ino, _, is_dir)) = fanotify::stat_fd(fd.as_fd()) else { return };
+        let Ok(fd) = fanotify::open_path(&path) else { return Hold::Stale };
+        let Ok((dev, ino, _, is_dir)) = fanotify::stat_fd(fd.as_fd()) else { return Hold::Not };
         let inode = Inode { dev, ino };
         if want.is_some_and(|w| w != inode) || is_dir != dir {
-            return; // replaced between the scan and now; the next scan sees the new one
+            return Hold::Stale; // replaced between the scan and now; the next scan sees the new one
         }
         let r = if dir { fanotify::mark_dir(self.group.as_fd(), fd.as_fd()) } else { fanotify::mark_inode(self.group.as_fd(), fd.as_fd()) };
         if let Err(e) = r {
             tracing::warn!(path = %path.display(), error = %e, "gate: cannot mark");
-            return;
+            return Hold::Not;
         }
         let held = Held { fd, path, policy, patterns };
         if dir {
@@ -226,11 +248,13 @@ impl Gate {
         } else {
             self.files.insert(inode, held);
         }
+        Hold::Held
     }
 
-    /// Drops objects whose last link is gone (their inode may be reused once we let go), and
-    /// refreshes where the others are now.
-    fn prune(&mut self) {
+    /// Sets aside objects whose last link is gone (their inode may be reused once let go: see
+    /// `releasing`), and refreshes where the others are now. Returns those set aside.
+    fn prune(&mut self) -> Vec<Inode> {
+        let mut dead = Vec::new();
         for (map, dir) in [(&mut self.files, false), (&mut self.dirs, true)] {
             let gone: Vec<Inode> = map
                 .iter()
@@ -240,6 +264,8 @@ impl Gate {
             for i in gone {
                 if let Some(h) = map.remove(&i) {
                     let _ = fanotify::unmark(self.group.as_fd(), h.fd.as_fd(), dir);
+                    self.releasing.push(h);
+                    dead.push(i);
                 }
             }
             for h in map.values_mut() {
@@ -248,7 +274,18 @@ impl Gate {
                 }
             }
         }
+        dead
     }
+}
+
+/// What became of an object a plan named, at its hold.
+#[derive(PartialEq)]
+enum Hold {
+    Held,
+    /// Its path names another object now, or none: the plan's number is stale.
+    Stale,
+    /// Not held (past `MAX_HELD`, or not markable): the plan's entry stands.
+    Not,
 }
 
 impl Drop for Gate {

@@ -32,26 +32,33 @@ pub struct Keep {
     /// cannot go to a new key (ext4 gives a freed number to the next file of the directory)
     /// while the entry is there.
     known: BTreeMap<Inode, OwnedFd>,
-    /// Known files no plan names any more: closed only once the kernel's map has let their
-    /// entries go (`synced`).
+    /// Known files no plan names any more, and held objects whose last link is gone: closed
+    /// only once the kernel's map has let their entries go (`synced`). ext4 gives a freed
+    /// number to the next file made, and a harmless file that got a deleted key's number while
+    /// `PROTECTED` still named it was refused (18 of 24 by a process making files as the key was
+    /// deleted).
     releasing: Vec<OwnedFd>,
     nofile_raised: bool,
 }
 
 impl Keep {
-    /// Holds the plan's read-protected files and secret directories, lets go of those whose
+    /// Holds the plan's read-protected files and secret directories, sets aside those whose
     /// last link is gone, and adds to the plan those it no longer names, by where they are now.
+    /// Files no longer there leave the plan: deleted, or replaced at their path since the scan.
     pub fn apply(&mut self, plan: &mut Plan) {
         if !self.nofile_raised {
             crate::gate::raise_nofile();
             self.nofile_raised = true;
         }
+        let mut stale = Vec::new();
         for (inode, policy) in plan.files.iter().filter(|(_, p)| **p & crate::gate::READ_BITS != 0) {
             match self.files.get_mut(inode) {
                 Some(h) => h.policy = *policy,
                 None => {
                     if let Some(path) = plan.paths.get(inode) {
-                        self.hold(path.clone(), *inode, *policy, false, vec![]);
+                        if self.hold(path.clone(), *inode, *policy, false, vec![]) {
+                            stale.push(*inode);
+                        }
                     }
                 }
             }
@@ -60,10 +67,16 @@ impl Keep {
             let Some(i) = super::inode_of(dir) else { continue };
             match self.dirs.get_mut(&i) {
                 Some(h) => h.patterns = pats.clone(),
-                None => self.hold(dir.clone(), i, pats.first().map_or(0, |p| p.policy), true, pats.clone()),
+                None => {
+                    self.hold(dir.clone(), i, pats.first().map_or(0, |p| p.policy), true, pats.clone());
+                }
             }
         }
-        self.prune();
+        stale.extend(self.prune());
+        for i in stale {
+            plan.files.remove(&i);
+            plan.paths.remove(&i);
+        }
         for (i, h) in &self.files {
             plan.files.entry(*i).or_insert(h.policy);
             plan.paths.entry(*i).or_insert_with(|| h.path.clone());
@@ -105,14 +118,15 @@ impl Keep {
         self.files.len() + self.dirs.len() + self.known.len()
     }
 
-    fn hold(&mut self, path: PathBuf, want: Inode, policy: u32, dir: bool, patterns: Vec<ReadPattern>) {
+    /// Whether the plan's number is stale: its path names another object now, or none.
+    fn hold(&mut self, path: PathBuf, want: Inode, policy: u32, dir: bool, patterns: Vec<ReadPattern>) -> bool {
         if self.held() >= crate::gate::MAX_HELD {
-            return;
+            return false;
         }
         // None: replaced between the scan and now; the next plan sees the new one.
-        let Some((fd, is_dir)) = open_checked(&path, want) else { return };
+        let Some((fd, is_dir)) = open_checked(&path, want) else { return true };
         if is_dir != dir {
-            return;
+            return true;
         }
         let held = Held { fd, path, policy, patterns };
         if dir {
@@ -120,19 +134,26 @@ impl Keep {
         } else {
             self.files.insert(want, held);
         }
+        false
     }
 
-    /// Drops objects whose last link is gone (their inode may be reused once let go), and
-    /// refreshes where the others are now.
-    fn prune(&mut self) {
+    /// Sets aside objects whose last link is gone (their inode may be reused once let go: see
+    /// `releasing`), and refreshes where the others are now. Returns those set aside.
+    fn prune(&mut self) -> Vec<Inode> {
+        let mut dead = Vec::new();
         for map in [&mut self.files, &mut self.dirs] {
-            map.retain(|_, h| fanotify::stat_fd(h.fd.as_fd()).is_ok_and(|(_, _, nlink, _)| nlink > 0));
+            let gone = map.extract_if(.., |_, h| !fanotify::stat_fd(h.fd.as_fd()).is_ok_and(|(_, _, nlink, _)| nlink > 0));
+            for (i, h) in gone {
+                self.releasing.push(h.fd);
+                dead.push(i);
+            }
             for h in map.values_mut() {
                 if let Some(p) = fanotify::fd_path(h.fd.as_fd()) {
                     h.path = p;
                 }
             }
         }
+        dead
     }
 }
 
@@ -148,17 +169,23 @@ mod tests {
     use super::*;
     use crate::actions::protect::{inode_of, plan};
 
-    /// A key renamed to a name no rule protects stays in the plan, under its new name, until
-    /// its last link is gone; a renamed secret directory stays one, under its new name.
-    #[test]
-    fn renamed_keys_and_directories_stay_until_deleted() {
+    /// A home with `.ssh/id_rsa`, the ssh rules, and the key's inode.
+    fn one_key() -> (tempfile::TempDir, PathBuf, crate::rules::RuleSet, Inode) {
         let d = tempfile::tempdir().unwrap();
         let ssh = d.path().join("u/.ssh");
         std::fs::create_dir_all(&ssh).unwrap();
         std::fs::write(ssh.join("id_rsa"), "key").unwrap();
         let rules = crate::actions::protect::tests::ssh_rules(d.path(), false);
-        let mut keep = Keep::default();
         let key = inode_of(&ssh.join("id_rsa")).unwrap();
+        (d, ssh, rules, key)
+    }
+
+    /// A key renamed to a name no rule protects stays in the plan, under its new name, until
+    /// its last link is gone; a renamed secret directory stays one, under its new name.
+    #[test]
+    fn renamed_keys_and_directories_stay_until_deleted() {
+        let (d, ssh, rules, key) = one_key();
+        let mut keep = Keep::default();
         let mut p = plan(&rules);
         keep.apply(&mut p);
         let policy = p.files[&key];
@@ -178,6 +205,26 @@ mod tests {
         let mut p = plan(&rules);
         keep.apply(&mut p);
         assert!(!p.files.contains_key(&key), "deleted: let go");
+    }
+
+    /// A held key deleted after the scan that named it leaves the plan, and its number goes to
+    /// no new file until the kernel's map has let it go.
+    #[test]
+    fn deleted_keys_leave_the_plan_and_are_held_until_the_map_lets_them_go() {
+        let (d, ssh, rules, key) = one_key();
+        let mut keep = Keep::default();
+        keep.apply(&mut plan(&rules));
+        let mut p = plan(&rules);
+        assert!(p.files.contains_key(&key));
+        std::fs::remove_file(ssh.join("id_rsa")).unwrap();
+        keep.apply(&mut p);
+        assert!(!p.files.contains_key(&key) && !p.paths.contains_key(&key), "deleted since the scan: out of the plan");
+        let notes = ssh.join("notes");
+        std::fs::write(&notes, "n").unwrap();
+        assert_ne!(inode_of(&notes), Some(key), "set aside: a new file gets another inode");
+        assert_eq!(keep.releasing.len(), 1);
+        keep.synced();
+        assert!(keep.releasing.is_empty());
     }
 
     /// A known file is held while the kernel's map names it: deleted, its inode goes to no
