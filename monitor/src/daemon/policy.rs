@@ -55,6 +55,8 @@ pub struct Policy {
     known: std::collections::BTreeSet<crate::events::Inode>,
     /// Without the gate: the protected objects held open, as the gate holds them (`keep.rs`).
     keep: protect::keep::Keep,
+    /// The other files the kernel's map names, held (`pins.rs`).
+    pins: protect::pins::Pins,
     /// Grants not honoured on this machine (`honoured`), logged when they change.
     withheld: std::collections::BTreeSet<(u32, u32)>,
     /// Grants from reviewed profiles (server name → rule ids).
@@ -102,6 +104,7 @@ impl Policy {
             withheld: Default::default(),
             known: Default::default(),
             keep: Default::default(),
+            pins: Default::default(),
             profile_grants: Default::default(),
             deferred: None,
             replan_cost: Duration::ZERO,
@@ -166,6 +169,14 @@ impl Policy {
             plan.files.entry(i).or_insert(p);
             plan.paths.entry(i).or_insert(path);
         }
+        // Every other file the map will name is held too, so its number stays its own.
+        match self.gate.as_ref() {
+            Some(g) => self.pins.apply(&mut plan, |i| g.holds(i)),
+            None => {
+                let keep = &self.keep;
+                self.pins.apply(&mut plan, |i| keep.holds(i));
+            }
+        }
         self.known = unseen.known.into_keys().collect();
         // Readers first: a file newly protected is never refused to its launcher meanwhile.
         self.kernel.sync_root_readers(&plan.root_readers)?;
@@ -179,6 +190,7 @@ impl Policy {
         // Known files no plan names any more, and deleted ones, are out of the map: their inodes
         // may go now.
         self.keep.synced();
+        self.pins.synced();
         if let Some(g) = self.gate.as_mut() {
             g.synced();
         }

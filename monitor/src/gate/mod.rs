@@ -193,6 +193,11 @@ impl Gate {
         }
     }
 
+    /// Whether `i` is a file held (and marked) here.
+    pub fn holds(&self, i: &Inode) -> bool {
+        self.files.contains_key(i)
+    }
+
     /// The kernel's map no longer names what `sync` let go: those inodes may go now.
     pub fn synced(&mut self) {
         self.releasing.clear();

@@ -109,6 +109,11 @@ impl Keep {
         });
     }
 
+    /// Whether `i` is one of the plan's files held here.
+    pub fn holds(&self, i: &Inode) -> bool {
+        self.files.contains_key(i)
+    }
+
     /// The kernel's map no longer names what was set aside: those inodes may go now.
     pub fn synced(&mut self) {
         self.releasing.clear();
@@ -158,7 +163,7 @@ impl Keep {
 }
 
 /// An O_PATH fd of `path` if it still is `want`, and whether it is a directory.
-fn open_checked(path: &std::path::Path, want: Inode) -> Option<(OwnedFd, bool)> {
+pub(super) fn open_checked(path: &std::path::Path, want: Inode) -> Option<(OwnedFd, bool)> {
     let fd = fanotify::open_path(path).ok()?;
     let (dev, ino, _, is_dir) = fanotify::stat_fd(fd.as_fd()).ok()?;
     ((Inode { dev, ino }) == want).then_some((fd, is_dir))
@@ -211,7 +216,7 @@ mod tests {
     /// no new file until the kernel's map has let it go.
     #[test]
     fn deleted_keys_leave_the_plan_and_are_held_until_the_map_lets_them_go() {
-        let (d, ssh, rules, key) = one_key();
+        let (_d, ssh, rules, key) = one_key();
         let mut keep = Keep::default();
         keep.apply(&mut plan(&rules));
         let mut p = plan(&rules);

@@ -18,6 +18,7 @@ use crate::{
 };
 
 pub mod keep;
+pub mod pins;
 mod scan;
 pub mod unseen;
 
