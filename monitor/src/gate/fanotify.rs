@@ -98,11 +98,16 @@ pub fn respond(group: BorrowedFd, ev: &PermEvent, allow: bool) -> io::Result<()>
 }
 
 /// An O_PATH handle: keeps the inode alive (its number cannot be reused while we hold it) and
-/// names the object for marks and `fstat` whatever it is renamed to.
+/// names the object for marks and `fstat` whatever it is renamed to. Symlinks are followed, as
+/// the plan follows them (a `~/.bashrc` linked into a dotfiles repository is protected by its
+/// target's inode), and callers check the inode they got. With `O_NOFOLLOW`, a handle of
+/// `/proc/self/fd/N` was the magic link itself: it held nothing, and a key the gate learned at
+/// its first open and that was then moved out of `~/.ssh` lost its protection at the next plan
+/// (6 of 6 were read).
 pub fn open_path(p: &Path) -> io::Result<OwnedFd> {
     let c = CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: c is NUL-terminated and outlives the call.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) };
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
