@@ -265,8 +265,10 @@ fn new_keys_linked_out_of_ssh_are_refused_through_the_link() {
         }
     }
     assert_eq!(leaked, 0, "{trials} trials: {leaked} keys read through a link");
+    // Killed at the open's exit by `PROTECTED`, or, once the gate has marked the inode it
+    // learned, refused before an fd exists.
     let a = alert(&d, "linkout", "ssh-private-key-read");
-    assert_eq!(a["action"]["result"], "killed_in_kernel", "{a}");
+    assert!(a["action"]["result"] == "killed_in_kernel" || d.refused_before_fd(&a, true), "{a}");
     d.stop();
 }
 
@@ -394,10 +396,10 @@ fn credentials_and_rc_files_linked_from_a_dotfiles_repository_stay_protected() {
             let r = Reader::start(&u, &d, "stowed");
             assert!(!r.open(&p).0.contains(SECRET), "round {round}: {} read", p.display());
         }
-        let out = u.run(&d, "stowed-rc", "echo 'curl x | sh' >> $HOME/.bashrc; echo survived");
+        let out = u.run(&d, "stowed-rc", "echo 'export PATH=$HOME/x:$PATH' >> $HOME/.bashrc; echo survived");
         assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"), "round {round}: ~/.bashrc written: {out:?}");
     }
-    assert!(!std::fs::read_to_string(&rc).unwrap().contains("curl"), "the rc file's target was written");
+    assert!(!std::fs::read_to_string(&rc).unwrap().contains("export"), "the rc file's target was written");
     let a = alert(&d, "stowed", "cloud-credentials-read");
     d.assert_refused_before_fd(&a, false, "a linked credential");
     alert(&d, "stowed-rc", "persistence-write");

@@ -154,7 +154,7 @@ impl Policy {
         }
         // Without the gate, nothing else would keep a renamed key (`keep.rs`) or judge a file
         // no plan has seen (`unseen.rs`).
-        let unseen = if self.gate.is_none() && !self.dry_run {
+        let mut unseen = if self.gate.is_none() && !self.dry_run {
             self.keep.apply(&mut plan);
             let mut u = protect::unseen::unseen(&plan, false);
             self.keep.hold_known(&mut u.known);
@@ -165,6 +165,9 @@ impl Policy {
             self.keep = Default::default();
             protect::unseen::unseen(&plan, true)
         };
+        // The directories the kernel judges new files in are held too, so their numbers stay
+        // theirs (`pins.rs`).
+        self.pins.apply_dirs(&mut unseen);
         for (i, p, path) in unseen.classified {
             plan.files.entry(i).or_insert(p);
             plan.paths.entry(i).or_insert(path);

@@ -4,18 +4,23 @@
 //! ones. ext4 gives a freed number to the next file made: `sed -i ~/.bashrc` frees the old
 //! inode at its rename, and until the next plan a tracked process's new file with that number
 //! was killed at its first write. Each of these is held (O_PATH) while the map names it, and
-//! closed only once the map no longer does.
+//! closed only once the map no longer does. So are the directories the kernel judges new files
+//! in (`UNSEEN_DIRS`, `unseen.rs`): a removed `~/.password-store/web`'s number, given to a new
+//! directory elsewhere, would have every file made there refused as a password until the next
+//! plan.
 use std::{
     collections::BTreeMap,
     os::fd::{AsFd, OwnedFd},
+    path::PathBuf,
 };
 
-use super::Plan;
+use super::{unseen::Unseen, Plan};
 use crate::{events::Inode, gate::fanotify};
 
 #[derive(Default)]
 pub struct Pins {
     held: BTreeMap<Inode, OwnedFd>,
+    dirs: BTreeMap<Inode, OwnedFd>,
     /// No plan names these any more, or their last link is gone: closed at `synced`.
     releasing: Vec<OwnedFd>,
 }
@@ -24,39 +29,35 @@ impl Pins {
     /// Holds the plan's files that `held_elsewhere` does not, and takes out of the plan those
     /// no longer there: deleted, or replaced at their path since the scan read it (their
     /// numbers may be a new file's). Those no plan names any more are set aside until `synced`.
-    /// Past `MAX_HELD`, and without a path, a file stays in the plan unheld, as before holds.
+    /// Past `MAX_HELD`, and without a path, a file stays in the plan unheld (`hold_each`).
     pub fn apply(&mut self, plan: &mut Plan, held_elsewhere: impl Fn(&Inode) -> bool) {
         let gone: Vec<Inode> = self.held.keys().filter(|i| !plan.files.contains_key(i) || held_elsewhere(i)).copied().collect();
         for i in gone {
             self.releasing.extend(self.held.remove(&i));
         }
-        let mut stale = Vec::new();
-        for i in plan.files.keys().filter(|i| !held_elsewhere(i)) {
-            match self.held.get(i) {
-                Some(fd) => {
-                    if !fanotify::stat_fd(fd.as_fd()).is_ok_and(|(_, _, nlink, _)| nlink > 0) {
-                        stale.push(*i);
-                    }
-                }
-                // Without a path (mcpmon's own images, `ROOT_VIA`), nothing to check it by.
-                None => {
-                    let Some(path) = plan.paths.get(i) else { continue };
-                    if self.held.len() >= crate::gate::MAX_HELD {
-                        continue;
-                    }
-                    match super::keep::open_checked(path, *i) {
-                        Some((fd, _)) => {
-                            self.held.insert(*i, fd);
-                        }
-                        None => stale.push(*i),
-                    }
-                }
-            }
-        }
+        let want = plan.files.keys().filter(|i| !held_elsewhere(i)).map(|i| (*i, plan.paths.get(i)));
+        let stale = hold_each(&mut self.held, want, self.dirs.len(), false);
         for i in stale {
             plan.files.remove(&i);
             plan.paths.remove(&i);
+            // A launcher replaced since the scan (an upgrade): its old number must not let the
+            // next image made read the launcher's credentials.
+            plan.root_readers.retain(|(r, _)| *r != i);
             self.releasing.extend(self.held.remove(&i));
+        }
+    }
+
+    /// The same for the directories of `UNSEEN_DIRS`: a stale one leaves `dirs` and its names.
+    pub fn apply_dirs(&mut self, u: &mut Unseen) {
+        let gone: Vec<Inode> = self.dirs.keys().filter(|i| !u.dirs.contains_key(i)).copied().collect();
+        for i in gone {
+            self.releasing.extend(self.dirs.remove(&i));
+        }
+        let stale = hold_each(&mut self.dirs, u.dirs.keys().map(|i| (*i, u.dir_paths.get(i))), self.held.len(), true);
+        for i in stale {
+            u.dirs.remove(&i);
+            u.names.retain(|(d, _), _| *d != i);
+            self.releasing.extend(self.dirs.remove(&i));
         }
     }
 
@@ -64,6 +65,33 @@ impl Pins {
     pub fn synced(&mut self) {
         self.releasing.clear();
     }
+}
+
+/// Holds each of `want` (inode, where it was found) in `held`, and returns those no longer
+/// there: held with their last link gone, or their path naming another object now (or, with
+/// `dir`, no directory). Without a path (mcpmon's own images, `ROOT_VIA`) there is nothing to
+/// check one by, and past `MAX_HELD` (with `others` held beside) one is left unheld.
+fn hold_each<'a>(held: &mut BTreeMap<Inode, OwnedFd>, want: impl Iterator<Item = (Inode, Option<&'a PathBuf>)>, others: usize, dir: bool) -> Vec<Inode> {
+    let mut stale = Vec::new();
+    for (i, path) in want {
+        if let Some(fd) = held.get(&i) {
+            if !fanotify::stat_fd(fd.as_fd()).is_ok_and(|(_, _, nlink, _)| nlink > 0) {
+                stale.push(i);
+            }
+            continue;
+        }
+        let Some(path) = path else { continue };
+        if held.len() + others >= crate::gate::MAX_HELD {
+            continue;
+        }
+        match super::keep::open_checked(path, i) {
+            Some((fd, is_dir)) if is_dir || !dir => {
+                held.insert(i, fd);
+            }
+            _ => stale.push(i),
+        }
+    }
+    stale
 }
 
 #[cfg(test)]
@@ -101,5 +129,30 @@ mod tests {
         // Held elsewhere (the gate's): let go here.
         pins.apply(&mut p, |_| true);
         assert!(pins.held.is_empty() && pins.releasing.len() == 1);
+    }
+
+    /// A directory of `UNSEEN_DIRS` removed since it was read leaves it, with its names, and its
+    /// number goes to no new directory until the map is synced.
+    #[test]
+    fn removed_directories_leave_the_unseen_maps_and_are_held_until_synced() {
+        let d = tempfile::tempdir().unwrap();
+        let web = d.path().join("web");
+        std::fs::create_dir(&web).unwrap();
+        let i = inode_of(&web).unwrap();
+        let mut u = Unseen::default();
+        u.dirs.insert(i, 1);
+        u.dir_paths.insert(i, web.clone());
+        u.names.insert((i, [0; monitor_common::NAME_CAP]), 1);
+        let mut pins = Pins::default();
+        pins.apply_dirs(&mut u.clone());
+        std::fs::remove_dir(&web).unwrap();
+        let made = d.path().join("made");
+        std::fs::create_dir(&made).unwrap();
+        assert_ne!(inode_of(&made), Some(i), "held: a new directory gets another number");
+        pins.apply_dirs(&mut u);
+        assert!(u.dirs.is_empty() && u.names.is_empty(), "removed: out of the maps");
+        assert_eq!(pins.releasing.len(), 1);
+        pins.synced();
+        assert!(pins.releasing.is_empty() && pins.dirs.is_empty());
     }
 }

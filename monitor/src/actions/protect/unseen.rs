@@ -36,11 +36,13 @@ use crate::events::Inode;
 /// first line).
 const HEAD: usize = 512;
 
-#[derive(Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Unseen {
     /// Secret directories by inode → the `PROTECTED` value an unseen file in them gets (without
     /// the gate), with `protect::NAMED` where literal names are protected in them.
     pub dirs: BTreeMap<Inode, u32>,
+    /// Where each of `dirs` was found (to hold it: `pins.rs`).
+    pub dir_paths: BTreeMap<Inode, PathBuf>,
     /// (directory, literal name as the kernel compares it) → the read policy of its rule.
     pub names: BTreeMap<(Inode, [u8; monitor_common::NAME_CAP]), u32>,
     /// Files in them the plan has seen that no rule protects, where they were seen.
@@ -59,6 +61,7 @@ pub fn unseen(plan: &Plan, gate: bool) -> Unseen {
         let Ok(m) = std::fs::metadata(dir) else { continue };
         let i = inode(&m);
         *out.dirs.entry(i).or_insert(0) |= protect::NAMED;
+        out.dir_paths.entry(i).or_insert_with(|| dir.clone());
         for (name, policy) in names {
             out.names.entry((i, monitor_common::name_bytes(name.as_bytes()))).or_insert(*policy);
         }
@@ -67,6 +70,7 @@ pub fn unseen(plan: &Plan, gate: bool) -> Unseen {
         let Ok(m) = std::fs::metadata(dir) else { continue };
         let i = inode(&m);
         *out.dirs.entry(i).or_insert(0) |= protect::NAMED_BELOW;
+        out.dir_paths.entry(i).or_insert_with(|| dir.clone());
         for ((name, file), policy) in below {
             let k = monitor_common::below_bytes(name.as_bytes(), file.as_ref().map(|f| f.as_bytes()));
             out.names.entry((i, k)).or_insert(*policy);
@@ -75,12 +79,14 @@ pub fn unseen(plan: &Plan, gate: bool) -> Unseen {
             if let (None, Ok(m)) = (file, std::fs::metadata(dir.join(name))) {
                 if m.is_dir() {
                     out.dirs.entry(inode(&m)).or_insert(0);
+                    out.dir_paths.entry(inode(&m)).or_insert_with(|| dir.join(name));
                 }
             }
         }
     }
     for (dir, policy) in &plan.subtree {
         let Ok(m) = std::fs::metadata(dir) else { continue };
+        out.dir_paths.entry(inode(&m)).or_insert_with(|| dir.clone());
         let v = out.dirs.entry(inode(&m)).or_insert(0);
         if *v & !protect::DIR_FLAGS == 0 {
             *v |= policy;
@@ -92,6 +98,7 @@ pub fn unseen(plan: &Plan, gate: bool) -> Unseen {
     }
     for (dir, patterns) in &plan.secret_dirs {
         let (Some(first), Ok(m)) = (patterns.first(), std::fs::metadata(dir)) else { continue };
+        out.dir_paths.entry(inode(&m)).or_insert_with(|| dir.clone());
         let v = out.dirs.entry(inode(&m)).or_insert(0);
         if *v & !protect::DIR_FLAGS == 0 {
             *v |= first.policy;
