@@ -142,6 +142,20 @@ pub fn being_made(fd: BorrowedFd) -> bool {
     (now - st.st_ctime).abs() <= 2
 }
 
+/// An O_PATH handle of `path` if it still is `want` (the plan's inode, found with symlinks
+/// followed), and whether it is a directory.
+pub fn open_checked(path: &Path, want: crate::events::Inode) -> Option<(OwnedFd, bool)> {
+    let fd = open_path(path).ok()?;
+    let (dev, ino, _, is_dir) = stat_fd(std::os::fd::AsFd::as_fd(&fd)).ok()?;
+    ((crate::events::Inode { dev, ino }) == want).then_some((fd, is_dir))
+}
+
+/// Whether a held object still has a link (a failed `fstat` counts as none): one without is
+/// let go once no map names it, since its number may then be a new file's.
+pub fn linked(fd: BorrowedFd) -> bool {
+    stat_fd(fd).is_ok_and(|(_, _, nlink, _)| nlink > 0)
+}
+
 /// The current path of an fd's file (as `/proc/self/fd` shows it; " (deleted)" when unlinked).
 pub fn fd_path(fd: BorrowedFd) -> Option<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()

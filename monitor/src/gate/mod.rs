@@ -165,7 +165,7 @@ impl Gate {
                 continue;
             }
             if let Some(path) = plan.paths.get(inode) {
-                if self.hold(path.clone(), Some(*inode), *policy, false, vec![]) == Hold::Stale {
+                if self.hold(path.clone(), *inode, *policy, false, vec![]) == Hold::Stale {
                     stale.push(*inode);
                 }
             }
@@ -175,7 +175,7 @@ impl Gate {
                 match self.dirs.get_mut(&i) {
                     Some(h) => h.patterns = pats.clone(),
                     None => {
-                        self.hold(dir.clone(), Some(i), pats.first().map(|p| p.policy).unwrap_or(0), true, pats.clone());
+                        self.hold(dir.clone(), i, pats.first().map(|p| p.policy).unwrap_or(0), true, pats.clone());
                     }
                 }
             }
@@ -232,15 +232,14 @@ impl Gate {
         (self.files.len(), self.dirs.len())
     }
 
-    fn hold(&mut self, path: PathBuf, want: Option<Inode>, policy: u32, dir: bool, patterns: Vec<crate::actions::protect::ReadPattern>) -> Hold {
+    fn hold(&mut self, path: PathBuf, inode: Inode, policy: u32, dir: bool, patterns: Vec<crate::actions::protect::ReadPattern>) -> Hold {
         if self.files.len() + self.dirs.len() >= MAX_HELD {
             return Hold::Not;
         }
-        let Ok(fd) = fanotify::open_path(&path) else { return Hold::Stale };
-        let Ok((dev, ino, _, is_dir)) = fanotify::stat_fd(fd.as_fd()) else { return Hold::Not };
-        let inode = Inode { dev, ino };
-        if want.is_some_and(|w| w != inode) || is_dir != dir {
-            return Hold::Stale; // replaced between the scan and now; the next scan sees the new one
+        // Replaced between the scan and now (the next scan sees the new one), or gone.
+        let Some((fd, is_dir)) = fanotify::open_checked(&path, inode) else { return Hold::Stale };
+        if is_dir != dir {
+            return Hold::Stale;
         }
         let r = if dir { fanotify::mark_dir(self.group.as_fd(), fd.as_fd()) } else { fanotify::mark_inode(self.group.as_fd(), fd.as_fd()) };
         if let Err(e) = r {
@@ -261,17 +260,10 @@ impl Gate {
     fn prune(&mut self) -> Vec<Inode> {
         let mut dead = Vec::new();
         for (map, dir) in [(&mut self.files, false), (&mut self.dirs, true)] {
-            let gone: Vec<Inode> = map
-                .iter()
-                .filter(|(_, h)| fanotify::stat_fd(h.fd.as_fd()).map(|(_, _, nlink, _)| nlink == 0).unwrap_or(true))
-                .map(|(i, _)| *i)
-                .collect();
-            for i in gone {
-                if let Some(h) = map.remove(&i) {
-                    let _ = fanotify::unmark(self.group.as_fd(), h.fd.as_fd(), dir);
-                    self.releasing.push(h);
-                    dead.push(i);
-                }
+            for (i, h) in map.extract_if(.., |_, h| !fanotify::linked(h.fd.as_fd())) {
+                let _ = fanotify::unmark(self.group.as_fd(), h.fd.as_fd(), dir);
+                self.releasing.push(h);
+                dead.push(i);
             }
             for h in map.values_mut() {
                 if let Some(p) = fanotify::fd_path(h.fd.as_fd()) {

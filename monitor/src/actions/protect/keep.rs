@@ -99,7 +99,7 @@ impl Keep {
             if self.known.contains_key(i) || self.held() >= crate::gate::MAX_HELD {
                 return true;
             }
-            match open_checked(path, *i) {
+            match fanotify::open_checked(path, *i) {
                 Some((fd, _)) => {
                     self.known.insert(*i, fd);
                     true
@@ -129,7 +129,7 @@ impl Keep {
             return false;
         }
         // None: replaced between the scan and now; the next plan sees the new one.
-        let Some((fd, is_dir)) = open_checked(&path, want) else { return true };
+        let Some((fd, is_dir)) = fanotify::open_checked(&path, want) else { return true };
         if is_dir != dir {
             return true;
         }
@@ -147,7 +147,7 @@ impl Keep {
     fn prune(&mut self) -> Vec<Inode> {
         let mut dead = Vec::new();
         for map in [&mut self.files, &mut self.dirs] {
-            let gone = map.extract_if(.., |_, h| !fanotify::stat_fd(h.fd.as_fd()).is_ok_and(|(_, _, nlink, _)| nlink > 0));
+            let gone = map.extract_if(.., |_, h| !fanotify::linked(h.fd.as_fd()));
             for (i, h) in gone {
                 self.releasing.push(h.fd);
                 dead.push(i);
@@ -160,13 +160,6 @@ impl Keep {
         }
         dead
     }
-}
-
-/// An O_PATH fd of `path` if it still is `want`, and whether it is a directory.
-pub(super) fn open_checked(path: &std::path::Path, want: Inode) -> Option<(OwnedFd, bool)> {
-    let fd = fanotify::open_path(path).ok()?;
-    let (dev, ino, _, is_dir) = fanotify::stat_fd(fd.as_fd()).ok()?;
-    ((Inode { dev, ino }) == want).then_some((fd, is_dir))
 }
 
 #[cfg(test)]

@@ -75,7 +75,7 @@ fn hold_each<'a>(held: &mut BTreeMap<Inode, OwnedFd>, want: impl Iterator<Item =
     let mut stale = Vec::new();
     for (i, path) in want {
         if let Some(fd) = held.get(&i) {
-            if !fanotify::stat_fd(fd.as_fd()).is_ok_and(|(_, _, nlink, _)| nlink > 0) {
+            if !fanotify::linked(fd.as_fd()) {
                 stale.push(i);
             }
             continue;
@@ -84,7 +84,7 @@ fn hold_each<'a>(held: &mut BTreeMap<Inode, OwnedFd>, want: impl Iterator<Item =
         if held.len() + others >= crate::gate::MAX_HELD {
             continue;
         }
-        match super::keep::open_checked(path, i) {
+        match fanotify::open_checked(path, i) {
             Some((fd, is_dir)) if is_dir || !dir => {
                 held.insert(i, fd);
             }
